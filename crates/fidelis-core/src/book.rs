@@ -1,0 +1,186 @@
+//! An in-memory ledger book: the reference shell around [`crate::process`].
+//!
+//! It does in memory what the store does in a database — keeps members' ledgers and
+//! journal records, answers replays, loads what a journal refers to — so the core's
+//! rules can be exercised (property tests, the simulator) without a database. The SQL
+//! store must behave exactly like it; the store's behaviour suite checks that.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::ids::{ExternalId, JournalId, MemberId};
+use crate::journal::{Journal, JournalDocument, JournalError};
+use crate::ledger::{Entry, MemberLedger, MemberStatus};
+use crate::outcome::Outcome;
+use crate::process::{self, JournalIds, JournalRecord, ProcessError, Related};
+use crate::program::Program;
+
+/// Members, journals and entries of one program, in memory.
+#[derive(Debug, Clone)]
+pub struct Book {
+    program: Program,
+    members: HashMap<ExternalId, MemberLedger>,
+    journals: HashMap<JournalId, StoredJournal>,
+    by_external_id: HashMap<ExternalId, JournalId>,
+    /// Every entry ever written, in order.
+    entries: Vec<(MemberId, Entry)>,
+    next_id: i64,
+}
+
+#[derive(Debug, Clone)]
+struct StoredJournal {
+    record: JournalRecord,
+    document: Option<JournalDocument>,
+    outcome: Option<Outcome>,
+}
+
+impl Book {
+    pub fn new(program: Program) -> Self {
+        Self {
+            program,
+            members: HashMap::new(),
+            journals: HashMap::new(),
+            by_external_id: HashMap::new(),
+            entries: Vec::new(),
+            next_id: 1,
+        }
+    }
+
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    fn next_id(&mut self) -> i64 {
+        self.next_id += 1;
+        self.next_id - 1
+    }
+
+    /// Enrolls a member (again: no change).
+    pub fn enroll(&mut self, member: &ExternalId) -> MemberId {
+        if let Some(ledger) = self.members.get(member) {
+            return ledger.member;
+        }
+        let id = MemberId(self.next_id());
+        self.members
+            .insert(member.clone(), MemberLedger::new(id, MemberStatus::Active, &self.program));
+        id
+    }
+
+    pub fn set_status(&mut self, member: &ExternalId, status: MemberStatus) {
+        if let Some(ledger) = self.members.get_mut(member) {
+            ledger.status = status;
+        }
+    }
+
+    pub fn ledger(&self, member: &ExternalId) -> Option<&MemberLedger> {
+        self.members.get(member)
+    }
+
+    /// Every entry written for a member.
+    pub fn entries_of(&self, member: MemberId) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().filter(move |(m, _)| *m == member).map(|(_, e)| e)
+    }
+
+    /// Posts a journal at `now`: processes it, or answers the first outcome of a replay.
+    /// Returns the outcome and whether it was a replay.
+    pub fn post(&mut self, journal: &Journal, now: DateTime<Utc>) -> Result<(Outcome, bool), JournalError> {
+        let document = journal.canonical(&self.program);
+        if let Some(id) = self.by_external_id.get(&journal.external_id) {
+            let stored = &self.journals[id];
+            return match (&stored.document, &stored.outcome) {
+                (Some(first), Some(outcome)) if *first == document => Ok((outcome.clone(), true)),
+                _ => Err(JournalError::IdempotencyConflict(journal.external_id.to_string())),
+            };
+        }
+        let Some(mut ledger) = self.members.remove(&journal.member) else {
+            return Err(JournalError::UnknownMember(journal.member.to_string()));
+        };
+        let mut related = self.related(journal);
+        let ids = JournalIds {
+            main: JournalId(self.next_id()),
+            settlement: JournalId(self.next_id()),
+        };
+        let result = process::process(&self.program, &mut ledger, journal, &mut related, ids, now);
+        let member = ledger.member;
+        self.members.insert(journal.member.clone(), ledger);
+        self.put_back(related);
+        let processed = match result {
+            Ok(p) => p,
+            Err(ProcessError::Refused(e)) => return Err(e),
+            Err(e) => panic!("the in-memory book holds every bucket: {e}"),
+        };
+        if let Some(settlement) = processed.settlement {
+            self.store(member, settlement, None, None);
+        }
+        self.by_external_id.insert(journal.external_id.clone(), processed.record.id);
+        self.store(member, processed.record, Some(document), Some(processed.outcome.clone()));
+        Ok((processed.outcome, false))
+    }
+
+    /// Runs the scheduled settlement (expiry, pending release) for every member as of
+    /// `as_of`. Returns the number of settlement journals written.
+    pub fn settle_all(&mut self, as_of: DateTime<Utc>) -> usize {
+        let mut members: Vec<ExternalId> = self.members.keys().cloned().collect();
+        members.sort();
+        let mut written = 0;
+        for external in members {
+            let id = JournalId(self.next_id());
+            let Some(ledger) = self.members.get_mut(&external) else { continue };
+            if !ledger.is_due(as_of) {
+                continue;
+            }
+            let member = ledger.member;
+            match process::settle(&self.program, ledger, id, as_of) {
+                Ok(Some(record)) => {
+                    self.store(member, record, None, None);
+                    written += 1;
+                }
+                Ok(None) => {}
+                Err(e) => panic!("the in-memory book holds every bucket: {e}"),
+            }
+        }
+        written
+    }
+
+    fn related(&mut self, journal: &Journal) -> Related {
+        let mut related = Related::default();
+        let Some(original) = journal.body.original() else {
+            return related;
+        };
+        let Some(id) = self.by_external_id.get(original).copied() else {
+            return related;
+        };
+        let target = self.journals.get(&id).map(|s| s.record.clone());
+        if let Some(refunded) = target.as_ref().and_then(|t| t.original) {
+            related.target_original = self.journals.get(&refunded).map(|s| s.record.clone());
+        }
+        related.target = target;
+        related
+    }
+
+    fn put_back(&mut self, related: Related) {
+        for record in [related.target, related.target_original].into_iter().flatten() {
+            if record.changed {
+                if let Some(stored) = self.journals.get_mut(&record.id) {
+                    stored.record = JournalRecord {
+                        changed: false,
+                        ..record
+                    };
+                }
+            }
+        }
+    }
+
+    fn store(&mut self, member: MemberId, record: JournalRecord, document: Option<JournalDocument>, outcome: Option<Outcome>) {
+        self.entries.extend(record.entries.iter().map(|e| (member, e.clone())));
+        self.journals.insert(
+            record.id,
+            StoredJournal {
+                record,
+                document,
+                outcome,
+            },
+        );
+    }
+}

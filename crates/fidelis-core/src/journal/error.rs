@@ -1,0 +1,70 @@
+//! Why a journal was refused. Each variant has a stable machine code, the `code` of the
+//! API's problem+json answers and of import reports.
+
+/// A journal that cannot be applied. Refusing one changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JournalError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0:?} is not a journal type of this program")]
+    UnknownJournalType(String),
+    #[error("{0:?} is not a currency of this program")]
+    UnknownCurrency(String),
+    #[error("{0:?} is a qualifying currency; it cannot be redeemed")]
+    NotRedeemable(String),
+    #[error("this program prices journals in {expected}, not {given}")]
+    UnsupportedMoneyCurrency { given: String, expected: String },
+    #[error("occurred_at is in the future")]
+    FutureDated,
+    #[error("no member {0:?} in this program")]
+    UnknownMember(String),
+    #[error("the member is suspended: no earning or redemption until reactivated")]
+    MemberSuspended,
+    #[error("the member's account is closed")]
+    MemberClosed,
+    #[error("{requested} {currency} requested, {spendable} spendable")]
+    InsufficientPoints {
+        currency: String,
+        spendable: i64,
+        requested: i64,
+    },
+    #[error("no journal {0:?} in this program")]
+    UnknownOriginal(String),
+    #[error("journal {0:?} belongs to another member")]
+    OriginalOfAnotherMember(String),
+    #[error("{0}")]
+    NotRefundable(String),
+    #[error("{0}")]
+    RefundExceedsOriginal(String),
+    #[error("journal {0:?} is already cancelled")]
+    AlreadyCancelled(String),
+    #[error("{0}")]
+    NotCancellable(String),
+    #[error("journal {0:?} was already posted with a different content")]
+    IdempotencyConflict(String),
+}
+
+impl JournalError {
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "invalid_journal",
+            Self::UnknownJournalType(_) => "unknown_journal_type",
+            Self::UnknownCurrency(_) => "unknown_currency",
+            Self::NotRedeemable(_) => "currency_not_redeemable",
+            Self::UnsupportedMoneyCurrency { .. } => "unsupported_money_currency",
+            Self::FutureDated => "future_dated",
+            Self::UnknownMember(_) => "unknown_member",
+            Self::MemberSuspended => "member_suspended",
+            Self::MemberClosed => "member_closed",
+            Self::InsufficientPoints { .. } => "insufficient_points",
+            Self::UnknownOriginal(_) => "unknown_original",
+            Self::OriginalOfAnotherMember(_) => "original_member_mismatch",
+            Self::NotRefundable(_) => "not_refundable",
+            Self::RefundExceedsOriginal(_) => "refund_exceeds_original",
+            Self::AlreadyCancelled(_) => "already_cancelled",
+            Self::NotCancellable(_) => "not_cancellable",
+            Self::IdempotencyConflict(_) => "idempotency_conflict",
+        }
+    }
+}

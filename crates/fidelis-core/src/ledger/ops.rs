@@ -1,0 +1,365 @@
+//! Ledger operations: credit, debit, claw back, restore. Each writes its entries through a
+//! [`JournalWriter`] and keeps accounts and buckets equal to the sum of the entries.
+//!
+//! Operations that can fail check first and change nothing when they refuse.
+
+use chrono::{DateTime, Utc};
+
+use super::{Bucket, Entry, EntryKind, MemberLedger, Pool};
+use crate::calendar;
+use crate::ids::{BucketId, CurrencyIx, EntryKey, JournalId};
+use crate::program::{ReturnPolicy, Program};
+
+/// Collects the entries one journal writes, numbering them.
+#[derive(Debug)]
+pub struct JournalWriter {
+    pub journal: JournalId,
+    pub entries: Vec<Entry>,
+}
+
+impl JournalWriter {
+    pub fn new(journal: JournalId) -> Self {
+        Self {
+            journal,
+            entries: Vec::new(),
+        }
+    }
+
+    pub(super) fn push(
+        &mut self,
+        currency: CurrencyIx,
+        kind: EntryKind,
+        pool: Pool,
+        bucket: Option<BucketId>,
+        amount: i64,
+        effective_at: DateTime<Utc>,
+    ) -> EntryKey {
+        debug_assert!(amount != 0, "an entry moves points");
+        let key = EntryKey {
+            journal: self.journal,
+            seq: self.entries.len() as u32,
+        };
+        self.entries.push(Entry {
+            key,
+            currency,
+            kind,
+            pool,
+            bucket,
+            amount,
+            effective_at,
+        });
+        key
+    }
+}
+
+/// What a claw-back took, what had expired already, and what it could not take.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClawBack {
+    pub taken: i64,
+    pub already_expired: i64,
+    pub unrecovered: i64,
+}
+
+impl MemberLedger {
+    fn apply(&mut self, currency: CurrencyIx, pool: Pool, amount: i64) {
+        let account = &mut self.accounts[currency.index()];
+        match pool {
+            Pool::Available => account.available += amount,
+            Pool::Pending => account.pending += amount,
+        }
+        account.changed = true;
+    }
+
+    /// Moves `amount` (signed) on the bucket at `idx`, in the bucket's current pool.
+    pub(super) fn move_bucket(&mut self, w: &mut JournalWriter, idx: usize, kind: EntryKind, amount: i64, at: DateTime<Utc>) {
+        let bucket = &mut self.buckets[idx];
+        bucket.remaining += amount;
+        bucket.changed = true;
+        debug_assert!(bucket.remaining >= 0 && bucket.remaining <= bucket.credited);
+        let (currency, pool, id) = (bucket.currency, bucket.pool(), bucket.id);
+        w.push(currency, kind, pool, Some(id), amount, at);
+        self.apply(currency, pool, amount);
+    }
+
+    /// Moves `amount` (signed) on the account's arrears: negative to owe more.
+    fn move_arrears(&mut self, w: &mut JournalWriter, currency: CurrencyIx, kind: EntryKind, amount: i64, at: DateTime<Utc>) {
+        w.push(currency, kind, Pool::Available, None, amount, at);
+        self.apply(currency, Pool::Available, amount);
+        self.accounts[currency.index()].arrears -= amount;
+        debug_assert!(self.accounts[currency.index()].arrears >= 0);
+    }
+
+    pub(crate) fn bucket_index(&self, id: BucketId) -> Option<usize> {
+        self.buckets.iter().position(|b| b.id == id)
+    }
+
+    /// Credits `points` into a new bucket whose validity follows the currency's policy,
+    /// then pays back arrears from it. Returns the bucket.
+    pub fn credit(
+        &mut self,
+        program: &Program,
+        w: &mut JournalWriter,
+        currency: CurrencyIx,
+        points: i64,
+        credited_at: DateTime<Utc>,
+        kind: EntryKind,
+    ) -> BucketId {
+        debug_assert!(points > 0);
+        let def = program.currency(currency);
+        let tz = program.time_zone;
+        let expires_at = def.expiry.bucket_expiry(tz, credited_at);
+        let pending = def.pending_days > 0;
+        let available_at = if pending {
+            calendar::add_days(tz, credited_at, def.pending_days)
+        } else {
+            credited_at
+        };
+        let pool = if pending { Pool::Pending } else { Pool::Available };
+        let id = EntryKey {
+            journal: w.journal,
+            seq: w.entries.len() as u32,
+        };
+        w.push(currency, kind, pool, Some(id), points, credited_at);
+        self.apply(currency, pool, points);
+        self.buckets.push(Bucket {
+            id,
+            currency,
+            credited_at,
+            expires_at,
+            available_at,
+            pending,
+            credited: points,
+            remaining: points,
+            expired_unclaimed: 0,
+            changed: true,
+        });
+        let idx = self.buckets.len() - 1;
+        let account = &mut self.accounts[currency.index()];
+        account.note_transition(expires_at);
+        if pending {
+            account.note_transition(Some(available_at));
+        } else {
+            self.recover_arrears(w, idx, credited_at);
+        }
+        id
+    }
+
+    /// Pays arrears back from the (available) bucket at `idx`.
+    pub(crate) fn recover_arrears(&mut self, w: &mut JournalWriter, idx: usize, at: DateTime<Utc>) {
+        let currency = self.buckets[idx].currency;
+        let owed = self.accounts[currency.index()].arrears;
+        let recovered = owed.min(self.buckets[idx].remaining);
+        if recovered > 0 && !self.buckets[idx].pending {
+            self.move_bucket(w, idx, EntryKind::ArrearsRecovery, -recovered, at);
+            self.move_arrears(w, currency, EntryKind::ArrearsRecovery, recovered, at);
+        }
+    }
+
+    /// Indexes of the buckets spendable at `t`, in the order they are spent: earliest
+    /// expiry first (never-expiring last), then earliest credit.
+    fn spend_order(&self, program: &Program, currency: CurrencyIx, t: DateTime<Utc>) -> Vec<usize> {
+        let mut order: Vec<(Option<DateTime<Utc>>, DateTime<Utc>, BucketId, usize)> = self
+            .buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.currency == currency && !b.pending && b.remaining > 0 && b.credited_at <= t)
+            .filter_map(|(i, b)| {
+                let expiry = self.effective_expiry(program, b);
+                match expiry {
+                    Some(e) if e <= t => None,
+                    _ => Some((expiry, b.credited_at, b.id, i)),
+                }
+            })
+            .collect();
+        order.sort_by(|a, b| {
+            let expiry_a = a.0.unwrap_or(DateTime::<Utc>::MAX_UTC);
+            let expiry_b = b.0.unwrap_or(DateTime::<Utc>::MAX_UTC);
+            (expiry_a, a.1, a.2).cmp(&(expiry_b, b.1, b.2))
+        });
+        order.into_iter().map(|(.., i)| i).collect()
+    }
+
+    /// Points spendable at `t`.
+    pub fn spendable(&self, program: &Program, currency: CurrencyIx, t: DateTime<Utc>) -> i64 {
+        self.spend_order(program, currency, t)
+            .iter()
+            .map(|&i| self.buckets[i].remaining)
+            .sum()
+    }
+
+    /// Spends `points` at `t`, earliest expiry first. Beyond the buckets, the balance may
+    /// go down to the currency's redemption floor as arrears. Refuses (changing nothing)
+    /// with the most that could be spent.
+    pub fn debit(
+        &mut self,
+        program: &Program,
+        w: &mut JournalWriter,
+        currency: CurrencyIx,
+        points: i64,
+        t: DateTime<Utc>,
+        kind: EntryKind,
+    ) -> Result<(), i64> {
+        let order = self.spend_order(program, currency, t);
+        let spendable: i64 = order.iter().map(|&i| self.buckets[i].remaining).sum();
+        let overdraft_room = {
+            let floor = program.currency(currency).redemption_floor();
+            (-floor - self.account(currency).arrears).max(0)
+        };
+        if points > spendable.saturating_add(overdraft_room) {
+            return Err(spendable.saturating_add(overdraft_room));
+        }
+        let mut need = points;
+        for idx in order {
+            if need == 0 {
+                break;
+            }
+            let take = need.min(self.buckets[idx].remaining);
+            self.move_bucket(w, idx, kind, -take, t);
+            need -= take;
+        }
+        if need > 0 {
+            self.move_arrears(w, currency, kind, -need, t);
+        }
+        Ok(())
+    }
+
+    /// Takes back `points` that the journal `origin` credited, as the currency's return
+    /// policy allows: first from the origin's own buckets, then (unless `pending_only`)
+    /// from other spendable points, then (with `allow_negative`) as arrears down to the
+    /// floor. What cannot be taken is reported as unrecovered, never silently dropped.
+    /// A cancellation (`kind` [`EntryKind::Cancel`]) treats `pending_only` as
+    /// `within_balance`.
+    pub fn claw_back(
+        &mut self,
+        program: &Program,
+        w: &mut JournalWriter,
+        currency: CurrencyIx,
+        points: i64,
+        origin: JournalId,
+        t: DateTime<Utc>,
+        kind: EntryKind,
+    ) -> ClawBack {
+        // `pending_only` is a rule for returns. A cancellation says the journal should
+        // never have happened, so it takes back what the balance holds as well.
+        let policy = match (program.currency(currency).return_policy, kind) {
+            (ReturnPolicy::PendingOnly, EntryKind::Cancel) => ReturnPolicy::WithinBalance,
+            (policy, _) => policy,
+        };
+        let mut need = points;
+        let own: Vec<usize> = self
+            .buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.id.journal == origin && b.currency == currency && b.remaining > 0)
+            .filter(|(_, b)| policy != ReturnPolicy::PendingOnly || b.pending)
+            .map(|(i, _)| i)
+            .collect();
+        for idx in own {
+            let take = need.min(self.buckets[idx].remaining);
+            if take > 0 {
+                self.move_bucket(w, idx, kind, -take, t);
+                need -= take;
+            }
+        }
+        // The origin's points that expired left the balance already.
+        let mut already_expired = 0;
+        for bucket in self.buckets.iter_mut() {
+            if bucket.id.journal != origin || bucket.currency != currency || need == 0 {
+                continue;
+            }
+            let absorbed = need.min(bucket.expired_unclaimed);
+            if absorbed > 0 {
+                bucket.expired_unclaimed -= absorbed;
+                bucket.changed = true;
+                already_expired += absorbed;
+                need -= absorbed;
+            }
+        }
+        if need > 0 && policy != ReturnPolicy::PendingOnly {
+            for idx in self.spend_order(program, currency, t) {
+                if need == 0 {
+                    break;
+                }
+                let take = need.min(self.buckets[idx].remaining);
+                self.move_bucket(w, idx, kind, -take, t);
+                need -= take;
+            }
+        }
+        if need > 0 && policy == ReturnPolicy::AllowNegative {
+            let floor = program.currency(currency).arrears_floor();
+            let room = floor
+                .checked_neg()
+                .map_or(i64::MAX, |f| (f - self.account(currency).arrears).max(0));
+            let take = need.min(room);
+            if take > 0 {
+                self.move_arrears(w, currency, kind, -take, t);
+                need -= take;
+            }
+        }
+        ClawBack {
+            taken: points - need - already_expired,
+            already_expired,
+            unrecovered: need,
+        }
+    }
+
+    /// Gives back what a debit entry took: to the bucket it came from (with that bucket's
+    /// original expiry), or, for arrears it created, by reducing the arrears. Points of
+    /// arrears already paid back come back as a fresh bucket. Returns the points restored.
+    pub fn restore(
+        &mut self,
+        program: &Program,
+        w: &mut JournalWriter,
+        debit: &Entry,
+        now: DateTime<Utc>,
+    ) -> Result<i64, String> {
+        let points = -debit.amount;
+        if points <= 0 {
+            return Ok(0);
+        }
+        match debit.bucket {
+            Some(bucket) => {
+                let idx = self
+                    .bucket_index(bucket)
+                    .ok_or_else(|| format!("bucket {bucket:?} is not loaded"))?;
+                self.move_bucket(w, idx, EntryKind::Cancel, points, now);
+                let b = &self.buckets[idx];
+                let (currency, expiry, pending, available_at) = (b.currency, self.effective_expiry(program, b), b.pending, b.available_at);
+                let account = &mut self.accounts[debit.currency.index()];
+                account.note_transition(expiry);
+                if pending {
+                    account.note_transition(Some(available_at));
+                } else {
+                    self.recover_arrears(w, idx, now);
+                }
+                debug_assert_eq!(currency, debit.currency);
+            }
+            None => {
+                let owed = self.account(debit.currency).arrears;
+                let reduce = owed.min(points);
+                if reduce > 0 {
+                    self.move_arrears(w, debit.currency, EntryKind::Cancel, reduce, now);
+                }
+                if points > reduce {
+                    self.credit(program, w, debit.currency, points - reduce, now, EntryKind::Cancel);
+                }
+            }
+        }
+        Ok(points)
+    }
+
+    /// Records an accrual or redemption at `t`: it extends inactivity deadlines.
+    pub fn note_activity(&mut self, program: &Program, t: DateTime<Utc>) {
+        for (ix, currency) in program.currency_ixs() {
+            let account = &mut self.accounts[ix.index()];
+            if let crate::program::ExpiryPolicy::Inactivity { .. } = currency.expiry {
+                if account.last_activity_at.is_none_or(|last| last < t) {
+                    account.last_activity_at = Some(t);
+                    account.changed = true;
+                    let deadline = currency.expiry.inactivity_deadline(program.time_zone, t);
+                    account.note_transition(deadline);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! The outcome of processing a journal: what the caller is told, and what a replay of the
+//! same journal answers again. Stored with the journal, so it is a versioned format:
+//! fields are only ever added, with defaults.
+
+use serde::{Deserialize, Serialize};
+
+/// What processing a journal did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// `processed` (later: `held` for journals awaiting review).
+    pub status: String,
+    pub external_id: String,
+    #[serde(rename = "type")]
+    pub journal_type: String,
+    /// Points earned, by source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub awards: Vec<Award>,
+    /// Points spent by a redemption or taken by a negative adjustment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub debited: Vec<PointsOf>,
+    /// Points a refund or cancellation took back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reversed: Vec<PointsOf>,
+    /// Points a refund or cancellation should have taken back but the return policy did
+    /// not allow (already spent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unrecovered: Vec<PointsOf>,
+    /// Points a refund or cancellation did not take back because they had expired.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub already_expired: Vec<PointsOf>,
+    /// Points a cancellation gave back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restored: Vec<PointsOf>,
+    /// Points that expired, or became available, when the ledger was settled before
+    /// (and after) this journal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expired: Vec<PointsOf>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub released: Vec<PointsOf>,
+    /// The money a refund refunded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refunded_amount: Option<String>,
+    /// Balances after the journal, every currency of the program.
+    pub balances: Vec<Balance>,
+}
+
+/// Points earned from one source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Award {
+    /// `base`, or the promotion that awarded them.
+    pub source: String,
+    pub currency: String,
+    pub points: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointsOf {
+    pub currency: String,
+    pub points: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    pub currency: String,
+    /// Spendable now (negative while in arrears).
+    pub available: i64,
+    /// Earned, not yet spendable.
+    pub pending: i64,
+}
+
+impl Outcome {
+    pub(crate) fn add(list: &mut Vec<PointsOf>, currency: &str, points: i64) {
+        if points == 0 {
+            return;
+        }
+        match list.iter_mut().find(|p| p.currency == currency) {
+            Some(p) => p.points += points,
+            None => list.push(PointsOf {
+                currency: currency.to_owned(),
+                points,
+            }),
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Processing a journal against a member's ledger: a pure function of the program, the
+//! ledger, the journals it refers to, and the instant of processing.
+//!
+//! The store's part (the "imperative shell") is to load what [`process`] needs, call it,
+//! and write what it returns in one database transaction. Nothing here reads a clock, a
+//! file or a socket.
+
+mod accrual;
+mod cancel;
+mod record;
+mod refund;
+
+use chrono::{DateTime, Duration, Utc};
+
+pub use record::*;
+
+use crate::ids::{CurrencyIx, JournalId};
+use crate::journal::{Journal, JournalBody, JournalError};
+use crate::ledger::{EntryKind, JournalWriter, MemberLedger, MemberStatus};
+use crate::outcome::{Balance, Outcome};
+use crate::program::Program;
+
+/// How far in the future a journal's `occurred_at` may lie (clock skew between systems).
+pub const FUTURE_TOLERANCE: Duration = Duration::minutes(5);
+
+/// Journal numbers reserved by the store for one call of [`process`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalIds {
+    /// The journal itself.
+    pub main: JournalId,
+    /// The settlement journal, used only if expiries or releases are due.
+    pub settlement: JournalId,
+}
+
+/// The earlier journals a refund or cancellation refers to, loaded by the store.
+#[derive(Debug, Default)]
+pub struct Related {
+    /// The journal named by `original_external_id`.
+    pub target: Option<JournalRecord>,
+    /// When the target is a refund: the journal it refunded.
+    pub target_original: Option<JournalRecord>,
+}
+
+/// What processing produced, for the store to write.
+#[derive(Debug)]
+pub struct Processed {
+    pub outcome: Outcome,
+    pub record: JournalRecord,
+    /// Expiries and releases settled before (and after) the journal.
+    pub settlement: Option<JournalRecord>,
+}
+
+/// Why a journal was not processed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProcessError {
+    /// Refused; nothing changed.
+    #[error(transparent)]
+    Refused(#[from] JournalError),
+    /// The store must load the member's open buckets and call again.
+    #[error("the member's buckets must be loaded")]
+    NeedsBuckets,
+    /// A broken invariant of the stored data; nothing changed.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Whether processing this journal touches existing buckets (and so needs them loaded),
+/// beside any settlement due.
+pub fn needs_buckets(journal: &Journal) -> bool {
+    match &journal.body {
+        JournalBody::Accrual(_) => false,
+        JournalBody::Adjustment { points, .. } => *points < 0,
+        _ => true,
+    }
+}
+
+/// Processes `journal` for the member whose ledger this is, as of `now`.
+///
+/// On success the ledger, its buckets and the related records hold the new state, and the
+/// returned records hold every entry written. On error nothing is changed.
+pub fn process(
+    program: &Program,
+    ledger: &mut MemberLedger,
+    journal: &Journal,
+    related: &mut Related,
+    ids: JournalIds,
+    now: DateTime<Utc>,
+) -> Result<Processed, ProcessError> {
+    match ledger.status {
+        MemberStatus::Active => {}
+        MemberStatus::Suspended => return Err(JournalError::MemberSuspended.into()),
+        MemberStatus::Closed => return Err(JournalError::MemberClosed.into()),
+    }
+    if journal.occurred_at > now + FUTURE_TOLERANCE {
+        return Err(JournalError::FutureDated.into());
+    }
+    let due = ledger.is_due(now);
+    if (due || needs_buckets(journal)) && !ledger.buckets_loaded {
+        return Err(ProcessError::NeedsBuckets);
+    }
+    // Settling and the operations below change the ledger step by step; a refusal after
+    // the first step restores this copy. The hot path (an accrual with nothing due) has
+    // nothing to undo and takes no copy.
+    let snapshot = (due || needs_buckets(journal))
+        .then(|| (ledger.accounts.clone(), ledger.buckets.clone()));
+    let mut settle = JournalWriter::new(ids.settlement);
+    let mut outcome = Outcome {
+        status: "processed".into(),
+        external_id: journal.external_id.to_string(),
+        journal_type: journal.body.type_name().to_owned(),
+        ..Outcome::default()
+    };
+    if due {
+        let settled = ledger.settle(program, &mut settle, now);
+        note_settled(program, &mut outcome, &settled);
+    }
+    let mut w = JournalWriter::new(ids.main);
+    match apply(program, ledger, journal, related, &mut w, &mut outcome, now) {
+        Ok(done) => {
+            if ledger.is_due(now) {
+                // Points credited with a past date may already be due (a journal imported
+                // after its return window, or after its points' expiry).
+                let settled = ledger.settle(program, &mut settle, now);
+                note_settled(program, &mut outcome, &settled);
+            }
+            outcome.balances = balances(program, ledger);
+            let record = JournalRecord {
+                id: ids.main,
+                external_id: Some(journal.external_id.clone()),
+                member: ledger.member,
+                kind: done.kind,
+                type_name: journal.body.type_name().to_owned(),
+                occurred_at: journal.occurred_at,
+                recorded_at: now,
+                status: RecordStatus::Processed,
+                original: done.original,
+                state: done.state,
+                entries: w.entries,
+                changed: false,
+            };
+            let settlement = (!settle.entries.is_empty()).then(|| settlement_record(ledger, settle, now));
+            Ok(Processed {
+                outcome,
+                record,
+                settlement,
+            })
+        }
+        Err(e) => {
+            if let Some((accounts, buckets)) = snapshot {
+                ledger.accounts = accounts;
+                ledger.buckets = buckets;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Settles a ledger as of `as_of` for the scheduled jobs: expiries and releases due. The
+/// ledger's open buckets must be loaded. Returns the settlement journal, if anything was
+/// due; the accounts' next transitions are recomputed either way.
+pub fn settle(
+    program: &Program,
+    ledger: &mut MemberLedger,
+    id: JournalId,
+    as_of: DateTime<Utc>,
+) -> Result<Option<JournalRecord>, ProcessError> {
+    if !ledger.buckets_loaded {
+        return Err(ProcessError::NeedsBuckets);
+    }
+    let mut w = JournalWriter::new(id);
+    ledger.settle(program, &mut w, as_of);
+    Ok((!w.entries.is_empty()).then(|| settlement_record(ledger, w, as_of)))
+}
+
+fn settlement_record(ledger: &MemberLedger, w: JournalWriter, now: DateTime<Utc>) -> JournalRecord {
+    JournalRecord {
+        id: w.journal,
+        external_id: None,
+        member: ledger.member,
+        kind: RecordKind::Settlement,
+        type_name: "settlement".into(),
+        occurred_at: now,
+        recorded_at: now,
+        status: RecordStatus::Processed,
+        original: None,
+        state: JournalState::None,
+        entries: w.entries,
+        changed: false,
+    }
+}
+
+fn note_settled(program: &Program, outcome: &mut Outcome, settled: &crate::ledger::Settled) {
+    for (currency, points) in &settled.expired {
+        Outcome::add(&mut outcome.expired, program.currency(*currency).code.as_str(), *points);
+    }
+    for (currency, points) in &settled.released {
+        Outcome::add(&mut outcome.released, program.currency(*currency).code.as_str(), *points);
+    }
+}
+
+/// The balances of every currency of the program.
+pub fn balances(program: &Program, ledger: &MemberLedger) -> Vec<Balance> {
+    program
+        .currency_ixs()
+        .map(|(ix, c)| {
+            let account = ledger.account(ix);
+            Balance {
+                currency: c.code.to_string(),
+                available: account.available,
+                pending: account.pending,
+            }
+        })
+        .collect()
+}
+
+/// What an applied journal is, for its record.
+struct Applied {
+    kind: RecordKind,
+    original: Option<JournalId>,
+    state: JournalState,
+}
+
+fn apply(
+    program: &Program,
+    ledger: &mut MemberLedger,
+    journal: &Journal,
+    related: &mut Related,
+    w: &mut JournalWriter,
+    outcome: &mut Outcome,
+    now: DateTime<Utc>,
+) -> Result<Applied, ProcessError> {
+    let at = journal.occurred_at;
+    match &journal.body {
+        JournalBody::Accrual(accrual) => {
+            let state = accrual::earn(program, ledger, w, accrual, at, outcome);
+            Ok(Applied {
+                kind: RecordKind::Accrual,
+                original: None,
+                state: JournalState::Accrual(state),
+            })
+        }
+        JournalBody::Redemption { currency, points } => {
+            debit(program, ledger, w, *currency, *points, at, EntryKind::Redeem, outcome)?;
+            ledger.note_activity(program, at);
+            Ok(Applied {
+                kind: RecordKind::Redemption,
+                original: None,
+                state: JournalState::None,
+            })
+        }
+        JournalBody::Adjustment { currency, points, .. } => {
+            if *points > 0 {
+                ledger.credit(program, w, *currency, *points, at, EntryKind::Adjust);
+                outcome.awards.push(crate::outcome::Award {
+                    source: "adjustment".into(),
+                    currency: program.currency(*currency).code.to_string(),
+                    points: *points,
+                });
+            } else {
+                debit(program, ledger, w, *currency, -points, at, EntryKind::Adjust, outcome)?;
+            }
+            Ok(Applied {
+                kind: RecordKind::Adjustment,
+                original: None,
+                state: JournalState::None,
+            })
+        }
+        JournalBody::Refund(refund) => {
+            let (original, state) = refund::refund(program, ledger, w, refund, related, at, outcome)?;
+            Ok(Applied {
+                kind: RecordKind::Refund,
+                original: Some(original),
+                state: JournalState::Refund(state),
+            })
+        }
+        JournalBody::Cancellation { original } => {
+            let target = cancel::cancel(program, ledger, w, original, related, now, outcome)?;
+            Ok(Applied {
+                kind: RecordKind::Cancellation,
+                original: Some(target),
+                state: JournalState::None,
+            })
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn debit(
+    program: &Program,
+    ledger: &mut MemberLedger,
+    w: &mut JournalWriter,
+    currency: CurrencyIx,
+    points: i64,
+    at: DateTime<Utc>,
+    kind: EntryKind,
+    outcome: &mut Outcome,
+) -> Result<(), ProcessError> {
+    let code = program.currency(currency).code.as_str();
+    ledger
+        .debit(program, w, currency, points, at, kind)
+        .map_err(|spendable| JournalError::InsufficientPoints {
+            currency: code.to_owned(),
+            spendable,
+            requested: points,
+        })?;
+    Outcome::add(&mut outcome.debited, code, points);
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! The program definition document: what operators write (JSON or YAML), what
+//! `PUT /programs/{program}` accepts and `GET` returns, what the store keeps.
+//!
+//! The document is deliberately loose (strings, options) so that validation can report
+//! every problem at once with its path, instead of stopping at the first one as a strict
+//! deserializer would. Unknown fields are collected and reported as problems too.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Fields a document held that the format does not know (typos, or features of a later
+/// release). Reported by validation; never stored.
+pub type UnknownFields = BTreeMap<String, serde::de::IgnoredAny>;
+
+/// A program definition as written by an operator.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProgramDocument {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// IANA time zone (`Europe/Berlin`); every calendar rule is evaluated in it.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// The ISO 4217 currency journals are priced in (`EUR`).
+    #[serde(default)]
+    pub money_currency: Option<String>,
+    /// Activity types besides `purchase` that journals may carry (`review`, `flight`…).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub activity_types: Vec<String>,
+    #[serde(default)]
+    pub currencies: Vec<CurrencyDocument>,
+    #[serde(default)]
+    pub earning: EarningDocument,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tier_groups: Vec<TierGroupDocument>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// A loyalty currency (points, miles, status credits).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CurrencyDocument {
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `redeemable` (spendable points) or `qualifying` (counts toward tiers only).
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub expiry: Option<ExpiryDocument>,
+    /// Days earned points stay pending (visible, not spendable) before they become
+    /// available: the return window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_days: Option<u32>,
+    /// What a refund does when the points it takes back were already spent:
+    /// `within_balance`, `allow_negative` or `pending_only`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_policy: Option<String>,
+    /// The lowest the available balance may go (zero or negative; only with
+    /// `allow_negative`). Without it, `allow_negative` has no lower bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_floor: Option<i64>,
+    /// What one point costs the operator, in the program's money currency (`"0.01"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_per_point: Option<String>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// When earned points expire.
+///
+/// - `{policy: never}`
+/// - `{policy: rolling, months: 24}` or `{policy: rolling, days: 90, round_up: end_of_month}`
+/// - `{policy: fixed_date, month: 12, day: 31, years_after: 1}`: at the end of the next
+///   31 December on or after earning, one year later.
+/// - `{policy: inactivity, months: 18}`: the whole balance, after 18 months without
+///   activity (any accrual or redemption extends it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExpiryDocument {
+    #[serde(default)]
+    pub policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub months: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_up: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub month: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub years_after: Option<u32>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// How journals earn before any promotion.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EarningDocument {
+    #[serde(default)]
+    pub base: Vec<BaseEarningDocument>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// Base earning: points of a currency per major unit of money spent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BaseEarningDocument {
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// Points per one unit of the money currency, as a decimal string (`"1"`, `"2.5"`).
+    #[serde(default)]
+    pub rate: Option<String>,
+    /// `down` (default), `up`, `half_up` or `half_even`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rounding: Option<String>,
+    /// The journal types that earn this way; `[purchase]` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_types: Option<Vec<String>>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// Ordered tiers on a qualifying currency. Qualification rules are their own capability;
+/// the definition already holds the tiers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TierGroupDocument {
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub tiers: Vec<TierDocument>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TierDocument {
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Qualifying points needed to hold the tier; the first tier's is 0.
+    #[serde(default)]
+    pub threshold: Option<i64>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}

@@ -1,0 +1,368 @@
+//! Programs: the definition document, its validation, and the compiled [`Program`] the
+//! rest of the core runs on.
+//!
+//! A [`Program`] can only be obtained through [`Program::compile`], so holding one means
+//! the definition was valid: code downstream never re-checks it.
+
+mod document;
+mod validate;
+
+use chrono::{DateTime, Datelike, Utc};
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+
+pub use document::*;
+pub use validate::Problem;
+
+use crate::calendar::{self, RoundUp};
+use crate::ids::{Code, CurrencyIx, ProgramCode};
+use crate::money::{MoneyCurrency, PointsRate};
+
+/// A validated program definition, ready to process journals.
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub code: ProgramCode,
+    pub name: String,
+    pub time_zone: Tz,
+    pub money_currency: MoneyCurrency,
+    /// Journal types besides `purchase`.
+    pub activity_types: Vec<Code>,
+    /// Indexed by [`CurrencyIx`].
+    pub currencies: Vec<Currency>,
+    pub base_earning: Vec<BaseEarning>,
+    pub tier_groups: Vec<TierGroup>,
+    /// The definition this was compiled from, normalised, as `GET` returns it.
+    pub document: ProgramDocument,
+}
+
+impl Program {
+    /// Validates a definition document and compiles it. `code` is the program's code when
+    /// it is given outside the document (a URL); the document's own code, if any, must
+    /// agree with it. Every problem found is returned, each with its path.
+    pub fn compile(document: &ProgramDocument, code: Option<&str>) -> Result<Self, Vec<Problem>> {
+        validate::compile(document, code)
+    }
+
+    /// The currency with this code.
+    pub fn currency_ix(&self, code: &str) -> Option<CurrencyIx> {
+        self.currencies
+            .iter()
+            .position(|c| c.code.as_str() == code)
+            .and_then(|i| u16::try_from(i).ok())
+            .map(CurrencyIx)
+    }
+
+    pub fn currency(&self, ix: CurrencyIx) -> &Currency {
+        &self.currencies[ix.index()]
+    }
+
+    /// Whether journals may carry this activity type.
+    pub fn accepts_activity(&self, activity: &str) -> bool {
+        activity == PURCHASE || self.activity_types.iter().any(|a| a.as_str() == activity)
+    }
+
+    /// Iterates currencies with their indexes.
+    pub fn currency_ixs(&self) -> impl Iterator<Item = (CurrencyIx, &Currency)> {
+        self.currencies
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (CurrencyIx(i as u16), c))
+    }
+}
+
+/// The built-in activity type of a journal that buys something.
+pub const PURCHASE: &str = "purchase";
+
+/// The most currencies a program may define (accounts are indexed by a `u16`, and a real
+/// program has a handful).
+pub const MAX_CURRENCIES: usize = 16;
+
+/// A loyalty currency.
+#[derive(Debug, Clone)]
+pub struct Currency {
+    pub code: Code,
+    pub name: String,
+    pub kind: CurrencyKind,
+    pub expiry: ExpiryPolicy,
+    pub pending_days: u32,
+    pub return_policy: ReturnPolicy,
+    /// The lowest the available balance may go, when the definition sets one (only with
+    /// `allow_negative`). Redemptions may overdraw down to it; without it they stop at
+    /// zero. Refunds under `allow_negative` take points back down to it, or without limit
+    /// when it is absent.
+    pub negative_floor: Option<i64>,
+    pub value_per_point: Decimal,
+}
+
+impl Currency {
+    /// The lowest balance a redemption may leave.
+    pub fn redemption_floor(&self) -> i64 {
+        self.negative_floor.unwrap_or(0)
+    }
+
+    /// The lowest balance a refund may leave under `allow_negative`.
+    pub fn arrears_floor(&self) -> i64 {
+        self.negative_floor.unwrap_or(i64::MIN)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CurrencyKind {
+    /// Spendable: points, miles.
+    Redeemable,
+    /// Counts toward tiers only; cannot be redeemed.
+    Qualifying,
+}
+
+impl CurrencyKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Redeemable => "redeemable",
+            Self::Qualifying => "qualifying",
+        }
+    }
+}
+
+/// What happens when a refund or cancellation takes back points that were already spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnPolicy {
+    /// Take back only what the available balance still holds; the rest is reported as
+    /// unrecovered.
+    WithinBalance,
+    /// Take back everything; what the balance cannot cover becomes arrears (a negative
+    /// balance, down to the floor), recovered from later earning.
+    AllowNegative,
+    /// Take back only points still pending.
+    PendingOnly,
+}
+
+impl ReturnPolicy {
+    pub const NAMES: &'static str = "within_balance, allow_negative, pending_only";
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "within_balance" => Self::WithinBalance,
+            "allow_negative" => Self::AllowNegative,
+            "pending_only" => Self::PendingOnly,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::WithinBalance => "within_balance",
+            Self::AllowNegative => "allow_negative",
+            Self::PendingOnly => "pending_only",
+        }
+    }
+}
+
+/// A length of time on the calendar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Days(u32),
+    Months(u32),
+}
+
+impl Period {
+    pub fn after(self, tz: Tz, t: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Self::Days(n) => calendar::add_days(tz, t, n),
+            Self::Months(n) => calendar::add_months(tz, t, n),
+        }
+    }
+}
+
+/// When points of a currency expire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiryPolicy {
+    Never,
+    /// A fixed time after earning, per bucket, optionally rounded up to a period's end.
+    Rolling {
+        period: Period,
+        round_up: Option<RoundUp>,
+    },
+    /// At the end of the next `month`/`day` on or after earning, `years_after` years later.
+    FixedDate {
+        month: u32,
+        day: u32,
+        years_after: u32,
+    },
+    /// The whole balance, `months` after the member's last activity.
+    Inactivity { months: u32 },
+}
+
+impl ExpiryPolicy {
+    /// The expiry instant of points credited at `credited_at`, for per-bucket policies.
+    /// `None` for `Never` and `Inactivity` (whose deadline belongs to the account).
+    pub fn bucket_expiry(&self, tz: Tz, credited_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match *self {
+            Self::Never | Self::Inactivity { .. } => None,
+            Self::Rolling { period, round_up } => {
+                let end = period.after(tz, credited_at);
+                Some(match round_up {
+                    // `end_of` gives the start of the next period; an instant already on
+                    // a boundary stays there.
+                    Some(unit) if !is_period_start(tz, end, unit) => calendar::end_of(tz, end, unit),
+                    _ => end,
+                })
+            }
+            Self::FixedDate {
+                month,
+                day,
+                years_after,
+            } => {
+                let year = calendar::local_date(tz, credited_at).year();
+                let mut end = calendar::end_of_calendar_day(tz, year, month, day);
+                if end <= credited_at {
+                    end = calendar::end_of_calendar_day(tz, year + 1, month, day);
+                }
+                let first_year = calendar::local_date(tz, end - chrono::Duration::seconds(1)).year();
+                let target_year = first_year.saturating_add(years_after as i32);
+                Some(calendar::end_of_calendar_day(tz, target_year, month, day))
+            }
+        }
+    }
+
+    /// The inactivity deadline of an account last active at `last_activity_at`.
+    pub fn inactivity_deadline(
+        &self,
+        tz: Tz,
+        last_activity_at: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        match *self {
+            Self::Inactivity { months } => Some(calendar::add_months(tz, last_activity_at, months)),
+            _ => None,
+        }
+    }
+}
+
+fn is_period_start(tz: Tz, t: DateTime<Utc>, unit: RoundUp) -> bool {
+    let date = calendar::local_date(tz, t);
+    let at_midnight = calendar::start_of_day(tz, date) == t;
+    at_midnight
+        && match unit {
+            RoundUp::Day => true,
+            RoundUp::Month => date.day() == 1,
+            RoundUp::Quarter => date.day() == 1 && (date.month() - 1) % 3 == 0,
+            RoundUp::Year => date.day() == 1 && date.month() == 1,
+        }
+}
+
+/// Base earning of one currency.
+#[derive(Debug, Clone)]
+pub struct BaseEarning {
+    pub currency: CurrencyIx,
+    pub rate: PointsRate,
+    pub journal_types: Vec<Code>,
+}
+
+impl BaseEarning {
+    pub fn applies_to(&self, activity: &str) -> bool {
+        self.journal_types.iter().any(|t| t.as_str() == activity)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TierGroup {
+    pub code: Code,
+    pub name: String,
+    pub currency: CurrencyIx,
+    pub tiers: Vec<Tier>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tier {
+    pub code: Code,
+    pub name: String,
+    pub threshold: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    const BERLIN: Tz = chrono_tz::Europe::Berlin;
+
+    #[test]
+    fn bucket_expiry_follows_each_policy() {
+        let earned = utc("2026-01-31T10:00:00+01:00");
+        let rolling = |period, round_up| ExpiryPolicy::Rolling { period, round_up };
+        let cases = [
+            (ExpiryPolicy::Never, None),
+            (ExpiryPolicy::Inactivity { months: 12 }, None),
+            (
+                rolling(Period::Months(1), None),
+                Some("2026-02-28T10:00:00+01:00"),
+            ),
+            (
+                rolling(Period::Months(24), None),
+                Some("2028-01-31T10:00:00+01:00"),
+            ),
+            (
+                rolling(Period::Days(30), Some(RoundUp::Month)),
+                Some("2026-04-01T00:00:00+02:00"),
+            ),
+            (
+                rolling(Period::Months(1), Some(RoundUp::Quarter)),
+                Some("2026-04-01T00:00:00+02:00"),
+            ),
+            (
+                rolling(Period::Months(12), Some(RoundUp::Year)),
+                Some("2028-01-01T00:00:00+01:00"),
+            ),
+            (
+                rolling(Period::Days(1), Some(RoundUp::Day)),
+                Some("2026-02-02T00:00:00+01:00"),
+            ),
+            (
+                ExpiryPolicy::FixedDate {
+                    month: 12,
+                    day: 31,
+                    years_after: 1,
+                },
+                Some("2028-01-01T00:00:00+01:00"),
+            ),
+            (
+                ExpiryPolicy::FixedDate {
+                    month: 1,
+                    day: 31,
+                    years_after: 0,
+                },
+                Some("2026-02-01T00:00:00+01:00"),
+            ),
+            (
+                ExpiryPolicy::FixedDate {
+                    month: 1,
+                    day: 15,
+                    years_after: 0,
+                },
+                Some("2027-01-16T00:00:00+01:00"),
+            ),
+        ];
+        for (policy, want) in cases {
+            assert_eq!(
+                policy.bucket_expiry(BERLIN, earned),
+                want.map(utc),
+                "{policy:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rounding_up_keeps_an_instant_already_on_a_boundary() {
+        let policy = ExpiryPolicy::Rolling {
+            period: Period::Months(1),
+            round_up: Some(RoundUp::Month),
+        };
+        let earned = utc("2026-01-01T00:00:00+01:00");
+        assert_eq!(
+            policy.bucket_expiry(BERLIN, earned),
+            Some(utc("2026-02-01T00:00:00+01:00"))
+        );
+    }
+}

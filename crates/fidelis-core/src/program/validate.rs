@@ -1,0 +1,664 @@
+//! Validation of a program definition: every problem, each with its path, or a compiled
+//! [`Program`].
+
+use std::collections::HashSet;
+use std::fmt;
+
+use rust_decimal::Decimal;
+
+use super::*;
+use crate::money::Rounding;
+
+/// One thing wrong with a definition, and where.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// Where, as a path into the document: `currencies[1].expiry.months`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Limits on a definition's values. Generous for real programs; they keep calendar and
+/// integer arithmetic far from overflow.
+const MAX_PENDING_DAYS: u32 = 3_650;
+const MAX_EXPIRY_DAYS: u32 = 36_500;
+const MAX_EXPIRY_MONTHS: u32 = 1_200;
+const MAX_NAME_LEN: usize = 200;
+const MAX_ACTIVITY_TYPES: usize = 100;
+const MAX_TIERS: usize = 32;
+
+/// Collects problems while walking the document.
+struct Check {
+    problems: Vec<Problem>,
+    /// The codes of all currency documents, valid or not.
+    declared_currencies: Vec<String>,
+}
+
+impl Check {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn unknown(&mut self, path: &str, unknown: &UnknownFields) {
+        for field in unknown.keys() {
+            let at = if path.is_empty() {
+                field.clone()
+            } else {
+                format!("{path}.{field}")
+            };
+            self.add(at, "unknown field");
+        }
+    }
+
+    fn required<'a>(&mut self, path: String, value: &'a Option<String>) -> Option<&'a str> {
+        match value.as_deref() {
+            Some(v) => Some(v),
+            None => {
+                self.add(path, "is required");
+                None
+            }
+        }
+    }
+
+    fn code(&mut self, path: String, value: &Option<String>) -> Option<Code> {
+        let raw = self.required(path.clone(), value)?;
+        match Code::parse(raw) {
+            Ok(code) => Some(code),
+            Err(e) => {
+                self.add(path, format!("{raw:?} {e}"));
+                None
+            }
+        }
+    }
+
+    fn name(&mut self, path: String, value: &Option<String>) -> Option<String> {
+        let raw = self.required(path.clone(), value)?;
+        if raw.trim().is_empty() || raw.chars().count() > MAX_NAME_LEN {
+            self.add(path, format!("must be 1 to {MAX_NAME_LEN} characters"));
+            return None;
+        }
+        Some(raw.to_owned())
+    }
+}
+
+pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Program, Vec<Problem>> {
+    let mut check = Check {
+        problems: Vec::new(),
+        declared_currencies: doc.currencies.iter().filter_map(|c| c.code.clone()).collect(),
+    };
+    check.unknown("", &doc.unknown);
+
+    let code = program_code(&mut check, doc, code);
+    let name = check.name("name".into(), &doc.name);
+    let time_zone = check
+        .required("time_zone".into(), &doc.time_zone)
+        .and_then(|tz| match tz.parse::<Tz>() {
+            Ok(tz) => Some(tz),
+            Err(_) => {
+                check.add("time_zone", format!("{tz:?} is not an IANA time zone such as \"Europe/Berlin\""));
+                None
+            }
+        });
+    let money_currency = check
+        .required("money_currency".into(), &doc.money_currency)
+        .and_then(|m| match MoneyCurrency::parse(m) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                check.add("money_currency", e.to_string());
+                None
+            }
+        });
+    let activity_types = activity_types(&mut check, &doc.activity_types);
+    let currencies = currencies(&mut check, &doc.currencies);
+    let base_earning = base_earning(&mut check, &doc.earning, &currencies, &activity_types);
+    let tier_groups = tier_groups(&mut check, &doc.tier_groups, &currencies);
+
+    match (code, name, time_zone, money_currency) {
+        (Some(code), Some(name), Some(time_zone), Some(money_currency))
+            if check.problems.is_empty() =>
+        {
+            let mut document = doc.clone();
+            document.code = Some(code.to_string());
+            Ok(Program {
+                code,
+                name,
+                time_zone,
+                money_currency,
+                activity_types,
+                currencies: currencies.into_iter().flatten().collect(),
+                base_earning,
+                tier_groups,
+                document,
+            })
+        }
+        _ => Err(check.problems),
+    }
+}
+
+fn program_code(check: &mut Check, doc: &ProgramDocument, given: Option<&str>) -> Option<ProgramCode> {
+    let raw = match (given, doc.code.as_deref()) {
+        (Some(given), Some(own)) if given != own => {
+            check.add("code", format!("{own:?} differs from the program being written, {given:?}"));
+            return None;
+        }
+        (Some(code), _) | (None, Some(code)) => code,
+        (None, None) => {
+            check.add("code", "is required");
+            return None;
+        }
+    };
+    match ProgramCode::parse(raw) {
+        Ok(code) => Some(code),
+        Err(e) => {
+            check.add("code", format!("{raw:?} {e}"));
+            None
+        }
+    }
+}
+
+fn activity_types(check: &mut Check, raw: &[String]) -> Vec<Code> {
+    if raw.len() > MAX_ACTIVITY_TYPES {
+        check.add("activity_types", format!("at most {MAX_ACTIVITY_TYPES} are allowed"));
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, t) in raw.iter().enumerate() {
+        let path = format!("activity_types[{i}]");
+        match Code::parse(t) {
+            Ok(_) if RESERVED_TYPES.contains(&t.as_str()) => {
+                check.add(path, format!("{t:?} is built in and cannot be declared"));
+            }
+            Ok(_) if !seen.insert(t.as_str()) => check.add(path, format!("{t:?} is declared twice")),
+            Ok(code) => out.push(code),
+            Err(e) => check.add(path, format!("{t:?} {e}")),
+        }
+    }
+    out
+}
+
+/// Journal types with a fixed meaning.
+const RESERVED_TYPES: &[&str] = &[
+    PURCHASE,
+    "refund",
+    "redemption",
+    "adjustment",
+    "cancellation",
+    "expiry",
+    "release",
+];
+
+/// One slot per currency document, `None` where it was invalid, so indexes line up with
+/// paths for the checks that follow.
+fn currencies(check: &mut Check, docs: &[CurrencyDocument]) -> Vec<Option<Currency>> {
+    if docs.is_empty() {
+        check.add("currencies", "a program needs at least one currency");
+    }
+    if docs.len() > MAX_CURRENCIES {
+        check.add("currencies", format!("at most {MAX_CURRENCIES} are allowed"));
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(docs.len());
+    for (i, doc) in docs.iter().enumerate() {
+        let at = format!("currencies[{i}]");
+        let currency = currency(check, &at, doc);
+        if let Some(c) = &currency {
+            if !seen.insert(c.code.clone()) {
+                check.add(format!("{at}.code"), format!("{:?} is defined twice", c.code.as_str()));
+            }
+        }
+        out.push(currency);
+    }
+    out
+}
+
+fn currency(check: &mut Check, at: &str, doc: &CurrencyDocument) -> Option<Currency> {
+    check.unknown(at, &doc.unknown);
+    let code = check.code(format!("{at}.code"), &doc.code);
+    let name = check.name(format!("{at}.name"), &doc.name);
+    let kind = match check.required(format!("{at}.kind"), &doc.kind) {
+        Some("redeemable") => Some(CurrencyKind::Redeemable),
+        Some("qualifying") => Some(CurrencyKind::Qualifying),
+        Some(other) => {
+            check.add(format!("{at}.kind"), format!("{other:?} is not one of redeemable, qualifying"));
+            None
+        }
+        None => None,
+    };
+    let expiry = match &doc.expiry {
+        Some(e) => expiry(check, &format!("{at}.expiry"), e),
+        None => {
+            check.add(format!("{at}.expiry"), "is required (use {policy: never} for points that never expire)");
+            None
+        }
+    };
+    let pending_days = doc.pending_days.unwrap_or(0);
+    if pending_days > MAX_PENDING_DAYS {
+        check.add(format!("{at}.pending_days"), format!("at most {MAX_PENDING_DAYS}"));
+    }
+    let return_policy = match doc.return_policy.as_deref() {
+        None => Some(ReturnPolicy::WithinBalance),
+        Some(raw) => ReturnPolicy::parse(raw).or_else(|| {
+            check.add(
+                format!("{at}.return_policy"),
+                format!("{raw:?} is not one of {}", ReturnPolicy::NAMES),
+            );
+            None
+        }),
+    };
+    let negative_floor = match (doc.negative_floor, return_policy) {
+        (None, _) => None,
+        (Some(f), _) if f > 0 => {
+            check.add(format!("{at}.negative_floor"), "must be zero or negative");
+            None
+        }
+        (Some(f), Some(ReturnPolicy::AllowNegative)) => Some(f),
+        (Some(_), _) => {
+            check.add(
+                format!("{at}.negative_floor"),
+                "a negative floor needs return_policy allow_negative",
+            );
+            None
+        }
+    };
+    let value_per_point = match doc.value_per_point.as_deref() {
+        None => Some(Decimal::ZERO),
+        Some(raw) => match raw.parse::<Decimal>() {
+            Ok(v) if !v.is_sign_negative() => Some(v),
+            _ => {
+                check.add(
+                    format!("{at}.value_per_point"),
+                    format!("{raw:?} is not a non-negative decimal such as \"0.01\""),
+                );
+                None
+            }
+        },
+    };
+    if kind == Some(CurrencyKind::Qualifying) && return_policy == Some(ReturnPolicy::AllowNegative) {
+        check.add(
+            format!("{at}.return_policy"),
+            "a qualifying currency cannot go negative",
+        );
+    }
+    Some(Currency {
+        code: code?,
+        name: name?,
+        kind: kind?,
+        expiry: expiry?,
+        pending_days,
+        return_policy: return_policy?,
+        negative_floor,
+        value_per_point: value_per_point?,
+    })
+}
+
+fn expiry(check: &mut Check, at: &str, doc: &ExpiryDocument) -> Option<ExpiryPolicy> {
+    check.unknown(at, &doc.unknown);
+    let policy = check.required(format!("{at}.policy"), &doc.policy)?;
+    let allowed: &[&str] = match policy {
+        "never" => &[],
+        "rolling" => &["days", "months", "round_up"],
+        "fixed_date" => &["month", "day", "years_after"],
+        "inactivity" => &["months"],
+        other => {
+            check.add(
+                format!("{at}.policy"),
+                format!("{other:?} is not one of never, rolling, fixed_date, inactivity"),
+            );
+            return None;
+        }
+    };
+    let present = [
+        ("days", doc.days.is_some()),
+        ("months", doc.months.is_some()),
+        ("round_up", doc.round_up.is_some()),
+        ("month", doc.month.is_some()),
+        ("day", doc.day.is_some()),
+        ("years_after", doc.years_after.is_some()),
+    ];
+    for (field, is_set) in present {
+        if is_set && !allowed.contains(&field) {
+            check.add(format!("{at}.{field}"), format!("does not apply to policy {policy}"));
+        }
+    }
+    match policy {
+        "never" => Some(ExpiryPolicy::Never),
+        "rolling" => {
+            let period = match (doc.days, doc.months) {
+                (Some(d), None) if (1..=MAX_EXPIRY_DAYS).contains(&d) => Some(Period::Days(d)),
+                (None, Some(m)) if (1..=MAX_EXPIRY_MONTHS).contains(&m) => Some(Period::Months(m)),
+                (Some(_), Some(_)) => {
+                    check.add(at, "give days or months, not both");
+                    None
+                }
+                (None, None) => {
+                    check.add(at, "a rolling expiry needs days or months");
+                    None
+                }
+                _ => {
+                    check.add(
+                        at,
+                        format!("days must be 1 to {MAX_EXPIRY_DAYS}, months 1 to {MAX_EXPIRY_MONTHS}"),
+                    );
+                    None
+                }
+            };
+            let round_up = match doc.round_up.as_deref() {
+                None => Some(None),
+                Some(raw) => match RoundUp::parse(raw) {
+                    Some(r) => Some(Some(r)),
+                    None => {
+                        check.add(
+                            format!("{at}.round_up"),
+                            format!("{raw:?} is not one of {}", RoundUp::NAMES),
+                        );
+                        None
+                    }
+                },
+            };
+            Some(ExpiryPolicy::Rolling {
+                period: period?,
+                round_up: round_up?,
+            })
+        }
+        "fixed_date" => {
+            let month = doc.month.filter(|m| (1..=12).contains(m));
+            let day = doc.day.filter(|d| (1..=31).contains(d));
+            if month.is_none() {
+                check.add(format!("{at}.month"), "is required, 1 to 12");
+            }
+            if day.is_none() {
+                check.add(format!("{at}.day"), "is required, 1 to 31");
+            }
+            let years_after = doc.years_after.unwrap_or(0);
+            if years_after > 100 {
+                check.add(format!("{at}.years_after"), "at most 100");
+            }
+            Some(ExpiryPolicy::FixedDate {
+                month: month?,
+                day: day?,
+                years_after,
+            })
+        }
+        _ => match doc.months {
+            Some(months) if (1..=MAX_EXPIRY_MONTHS).contains(&months) => {
+                Some(ExpiryPolicy::Inactivity { months })
+            }
+            _ => {
+                check.add(format!("{at}.months"), format!("is required, 1 to {MAX_EXPIRY_MONTHS}"));
+                None
+            }
+        },
+    }
+}
+
+fn base_earning(
+    check: &mut Check,
+    doc: &EarningDocument,
+    currencies: &[Option<Currency>],
+    activity_types: &[Code],
+) -> Vec<BaseEarning> {
+    check.unknown("earning", &doc.unknown);
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, rule) in doc.base.iter().enumerate() {
+        let at = format!("earning.base[{i}]");
+        check.unknown(&at, &rule.unknown);
+        let currency = check
+            .required(format!("{at}.currency"), &rule.currency)
+            .and_then(|code| lookup_currency(check, &format!("{at}.currency"), code, currencies));
+        if let Some(ix) = currency {
+            if !seen.insert(ix) {
+                check.add(format!("{at}.currency"), "has a second base rule");
+            }
+        }
+        let rounding = match rule.rounding.as_deref() {
+            None => Some(Rounding::Down),
+            Some(raw) => Rounding::parse(raw).or_else(|| {
+                check.add(
+                    format!("{at}.rounding"),
+                    format!("{raw:?} is not one of {}", Rounding::NAMES),
+                );
+                None
+            }),
+        };
+        let rate = check
+            .required(format!("{at}.rate"), &rule.rate)
+            .and_then(|raw| match (raw.parse::<Decimal>(), rounding) {
+                (Ok(d), Some(r)) => PointsRate::new(d, r).or_else(|| {
+                    check.add(
+                        format!("{at}.rate"),
+                        format!("{raw:?} must be between 0 and 1000000 with at most 6 decimals"),
+                    );
+                    None
+                }),
+                (Ok(_), None) => None,
+                (Err(_), _) => {
+                    check.add(format!("{at}.rate"), format!("{raw:?} is not a decimal such as \"1\" or \"2.5\""));
+                    None
+                }
+            });
+        let journal_types = match &rule.journal_types {
+            None => vec![Code::parse(PURCHASE).expect("purchase is a valid code")],
+            Some(types) => {
+                let mut out = Vec::new();
+                for (j, t) in types.iter().enumerate() {
+                    let known = t == PURCHASE || activity_types.iter().any(|a| a.as_str() == t);
+                    match Code::parse(t) {
+                        Ok(code) if known => out.push(code),
+                        _ => check.add(
+                            format!("{at}.journal_types[{j}]"),
+                            format!("{t:?} is neither purchase nor a declared activity type"),
+                        ),
+                    }
+                }
+                out
+            }
+        };
+        if let (Some(currency), Some(rate)) = (currency, rate) {
+            out.push(BaseEarning {
+                currency,
+                rate,
+                journal_types,
+            });
+        }
+    }
+    out
+}
+
+fn lookup_currency(
+    check: &mut Check,
+    at: &str,
+    code: &str,
+    currencies: &[Option<Currency>],
+) -> Option<CurrencyIx> {
+    let found = currencies
+        .iter()
+        .position(|c| c.as_ref().is_some_and(|c| c.code.as_str() == code));
+    match found {
+        Some(i) => Some(CurrencyIx(i as u16)),
+        None => {
+            // A declared currency that failed its own validation is reported already.
+            if !check.declared_currencies.iter().any(|c| c == code) {
+                check.add(at, format!("{code:?} is not a currency of this program"));
+            }
+            None
+        }
+    }
+}
+
+fn tier_groups(
+    check: &mut Check,
+    docs: &[TierGroupDocument],
+    currencies: &[Option<Currency>],
+) -> Vec<TierGroup> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, doc) in docs.iter().enumerate() {
+        let at = format!("tier_groups[{i}]");
+        check.unknown(&at, &doc.unknown);
+        let code = check.code(format!("{at}.code"), &doc.code);
+        if let Some(code) = &code {
+            if !seen.insert(code.clone()) {
+                check.add(format!("{at}.code"), format!("{:?} is defined twice", code.as_str()));
+            }
+        }
+        let currency = check
+            .required(format!("{at}.currency"), &doc.currency)
+            .and_then(|c| lookup_currency(check, &format!("{at}.currency"), c, currencies));
+        if let Some(ix) = currency {
+            if currencies[ix.index()].as_ref().map(|c| c.kind) != Some(CurrencyKind::Qualifying) {
+                check.add(format!("{at}.currency"), "tiers are held on a qualifying currency");
+            }
+        }
+        if doc.tiers.is_empty() || doc.tiers.len() > MAX_TIERS {
+            check.add(format!("{at}.tiers"), format!("a tier group needs 1 to {MAX_TIERS} tiers"));
+        }
+        let mut tiers = Vec::new();
+        let mut codes = HashSet::new();
+        let mut previous: Option<i64> = None;
+        for (j, tier) in doc.tiers.iter().enumerate() {
+            let tat = format!("{at}.tiers[{j}]");
+            check.unknown(&tat, &tier.unknown);
+            let code = check.code(format!("{tat}.code"), &tier.code);
+            if let Some(code) = &code {
+                if !codes.insert(code.clone()) {
+                    check.add(format!("{tat}.code"), format!("{:?} is defined twice", code.as_str()));
+                }
+            }
+            let threshold = match (tier.threshold, previous) {
+                (None, _) => {
+                    check.add(format!("{tat}.threshold"), "is required");
+                    None
+                }
+                (Some(t), _) if j == 0 && t != 0 => {
+                    check.add(format!("{tat}.threshold"), "the first tier's threshold is 0");
+                    None
+                }
+                (Some(t), Some(p)) if t <= p => {
+                    check.add(format!("{tat}.threshold"), "thresholds must increase from tier to tier");
+                    None
+                }
+                (Some(t), _) => Some(t),
+            };
+            previous = tier.threshold.or(previous);
+            let name = tier
+                .name
+                .clone()
+                .or_else(|| code.as_ref().map(|c| c.to_string()))
+                .unwrap_or_default();
+            if let (Some(code), Some(threshold)) = (code, threshold) {
+                tiers.push(Tier {
+                    code,
+                    name,
+                    threshold,
+                });
+            }
+        }
+        if let (Some(code), Some(currency)) = (code, currency) {
+            let name = doc.name.clone().unwrap_or_else(|| code.to_string());
+            out.push(TierGroup {
+                code,
+                name,
+                currency,
+                tiers,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> ProgramDocument {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_minimal_program_compiles() {
+        let doc = parse(
+            r#"{"code": "shop", "name": "Shop", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+                "currencies": [{"code": "points", "name": "Points", "kind": "redeemable",
+                                "expiry": {"policy": "never"}}],
+                "earning": {"base": [{"currency": "points", "rate": "1"}]}}"#,
+        );
+        let program = Program::compile(&doc, None).unwrap();
+        assert_eq!(program.code.as_str(), "shop");
+        assert_eq!(program.currencies[0].return_policy, ReturnPolicy::WithinBalance);
+        assert_eq!(program.currencies[0].redemption_floor(), 0);
+        assert!(program.base_earning[0].applies_to("purchase"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let doc = parse(
+            r#"{"code": "Shop!", "time_zone": "Mars/Olympus", "money_currency": "euro",
+                "activity_types": ["review", "review", "refund"],
+                "colour": "blue",
+                "currencies": [
+                  {"code": "points", "name": "Points", "kind": "spendable",
+                   "expiry": {"policy": "rolling", "months": 0, "round_up": "end_of_week"},
+                   "return_policy": "whatever", "negative_floor": 5, "value_per_point": "-1"},
+                  {"code": "points", "name": "Again", "kind": "qualifying",
+                   "expiry": {"policy": "fixed_date", "month": 13, "days": 3}},
+                  {"code": "miles", "name": "Miles", "kind": "redeemable",
+                   "expiry": {"policy": "inactivity"}, "negative_floor": -100}
+                ],
+                "earning": {"base": [{"currency": "stars", "rate": "abc", "rounding": "sideways",
+                                      "journal_types": ["flight"]}]},
+                "tier_groups": [{"code": "status", "currency": "nosuch",
+                                 "tiers": [{"code": "blue", "threshold": 10}, {"code": "gold", "threshold": 5}]}]
+               }"#,
+        );
+        let problems = Program::compile(&doc, None).unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        let expected = [
+            "colour",
+            "code",
+            "name",
+            "time_zone",
+            "money_currency",
+            "activity_types[1]",
+            "activity_types[2]",
+            "currencies[0].kind",
+            "currencies[0].expiry",
+            "currencies[0].expiry.round_up",
+            "currencies[0].return_policy",
+            "currencies[0].negative_floor",
+            "currencies[0].value_per_point",
+            "currencies[1].expiry.days",
+            "currencies[1].expiry.month",
+            "currencies[1].expiry.day",
+            "currencies[2].expiry.months",
+            "currencies[2].negative_floor",
+            "earning.base[0].currency",
+            "earning.base[0].rounding",
+            "earning.base[0].rate",
+            "earning.base[0].journal_types[0]",
+            "tier_groups[0].currency",
+            "tier_groups[0].tiers[0].threshold",
+            "tier_groups[0].tiers[1].threshold",
+        ];
+        for path in expected {
+            assert!(paths.contains(&path), "no problem at {path}; got {problems:#?}");
+        }
+    }
+
+    #[test]
+    fn the_code_in_the_url_and_the_document_must_agree() {
+        let doc = parse(r#"{"code": "a", "name": "A", "time_zone": "UTC", "money_currency": "EUR",
+            "currencies": [{"code": "p", "name": "P", "kind": "redeemable", "expiry": {"policy": "never"}}]}"#);
+        let problems = Program::compile(&doc, Some("b")).unwrap_err();
+        assert_eq!(problems[0].path, "code");
+        assert!(Program::compile(&doc, Some("a")).is_ok());
+    }
+}
