@@ -62,8 +62,10 @@ impl Book {
             return ledger.member;
         }
         let id = MemberId(self.next_id());
-        self.members
-            .insert(member.clone(), MemberLedger::new(id, MemberStatus::Active, &self.program));
+        self.members.insert(
+            member.clone(),
+            MemberLedger::new(id, MemberStatus::Active, &self.program),
+        );
         id
     }
 
@@ -79,18 +81,27 @@ impl Book {
 
     /// Every entry written for a member.
     pub fn entries_of(&self, member: MemberId) -> impl Iterator<Item = &Entry> {
-        self.entries.iter().filter(move |(m, _)| *m == member).map(|(_, e)| e)
+        self.entries
+            .iter()
+            .filter(move |(m, _)| *m == member)
+            .map(|(_, e)| e)
     }
 
     /// Posts a journal at `now`: processes it, or answers the first outcome of a replay.
     /// Returns the outcome and whether it was a replay.
-    pub fn post(&mut self, journal: &Journal, now: DateTime<Utc>) -> Result<(Outcome, bool), JournalError> {
+    pub fn post(
+        &mut self,
+        journal: &Journal,
+        now: DateTime<Utc>,
+    ) -> Result<(Outcome, bool), JournalError> {
         let document = journal.canonical(&self.program);
         if let Some(id) = self.by_external_id.get(&journal.external_id) {
             let stored = &self.journals[id];
             return match (&stored.document, &stored.outcome) {
                 (Some(first), Some(outcome)) if *first == document => Ok((outcome.clone(), true)),
-                _ => Err(JournalError::IdempotencyConflict(journal.external_id.to_string())),
+                _ => Err(JournalError::IdempotencyConflict(
+                    journal.external_id.to_string(),
+                )),
             };
         }
         let Some(mut ledger) = self.members.remove(&journal.member) else {
@@ -113,8 +124,14 @@ impl Book {
         if let Some(settlement) = processed.settlement {
             self.store(member, settlement, None, None);
         }
-        self.by_external_id.insert(journal.external_id.clone(), processed.record.id);
-        self.store(member, processed.record, Some(document), Some(processed.outcome.clone()));
+        self.by_external_id
+            .insert(journal.external_id.clone(), processed.record.id);
+        self.store(
+            member,
+            processed.record,
+            Some(document),
+            Some(processed.outcome.clone()),
+        );
         Ok((processed.outcome, false))
     }
 
@@ -126,7 +143,9 @@ impl Book {
         let mut written = 0;
         for external in members {
             let id = JournalId(self.next_id());
-            let Some(ledger) = self.members.get_mut(&external) else { continue };
+            let Some(ledger) = self.members.get_mut(&external) else {
+                continue;
+            };
             if !ledger.is_due(as_of) {
                 continue;
             }
@@ -160,7 +179,10 @@ impl Book {
     }
 
     fn put_back(&mut self, related: Related) {
-        for record in [related.target, related.target_original].into_iter().flatten() {
+        for record in [related.target, related.target_original]
+            .into_iter()
+            .flatten()
+        {
             if record.changed {
                 if let Some(stored) = self.journals.get_mut(&record.id) {
                     stored.record = JournalRecord {
@@ -172,8 +194,15 @@ impl Book {
         }
     }
 
-    fn store(&mut self, member: MemberId, record: JournalRecord, document: Option<JournalDocument>, outcome: Option<Outcome>) {
-        self.entries.extend(record.entries.iter().map(|e| (member, e.clone())));
+    fn store(
+        &mut self,
+        member: MemberId,
+        record: JournalRecord,
+        document: Option<JournalDocument>,
+        outcome: Option<Outcome>,
+    ) {
+        self.entries
+            .extend(record.entries.iter().map(|e| (member, e.clone())));
         self.journals.insert(
             record.id,
             StoredJournal {

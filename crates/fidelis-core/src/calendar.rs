@@ -153,7 +153,11 @@ mod tests {
             ("2026-03-15T09:00:00+01:00", 1, "2026-04-15T09:00:00+02:00"),
         ];
         for (from, months, want) in cases {
-            assert_eq!(add_months(BERLIN, utc(from), months), utc(want), "{from} + {months}");
+            assert_eq!(
+                add_months(BERLIN, utc(from), months),
+                utc(want),
+                "{from} + {months}"
+            );
         }
     }
 
@@ -202,7 +206,10 @@ mod tests {
         // Santiago's clocks jump from 00:00 to 01:00: the day starts at 01:00.
         let santiago: Tz = chrono_tz::America::Santiago;
         let day = NaiveDate::from_ymd_opt(2026, 9, 6).unwrap();
-        assert_eq!(start_of_day(santiago, day), utc("2026-09-06T01:00:00-03:00"));
+        assert_eq!(
+            start_of_day(santiago, day),
+            utc("2026-09-06T01:00:00-03:00")
+        );
     }
 
     #[test]

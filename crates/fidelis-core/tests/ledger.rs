@@ -35,8 +35,10 @@ fn redemptions_spend_the_earliest_expiry_first_and_record_their_buckets() {
     sim.enroll("m");
     sim.ok(purchase("m", "100"));
     // Posted later, but dated earlier: its points expire first.
-    sim.ok(json!({"member": "m", "type": "purchase", "amount": "50", "currency": "EUR",
-                  "occurred_at": "2026-01-10T12:00:00+01:00"}));
+    sim.ok(
+        json!({"member": "m", "type": "purchase", "amount": "50", "currency": "EUR",
+                  "occurred_at": "2026-01-10T12:00:00+01:00"}),
+    );
     sim.ok(redeem("m", 60));
     assert_eq!(
         sim.buckets("m", "points"),
@@ -46,7 +48,11 @@ fn redemptions_spend_the_earliest_expiry_first_and_record_their_buckets() {
         ]
     );
     let id = sim.ledger("m").member;
-    let debits: Vec<_> = sim.book.entries_of(id).filter(|e| e.kind == EntryKind::Redeem).collect();
+    let debits: Vec<_> = sim
+        .book
+        .entries_of(id)
+        .filter(|e| e.kind == EntryKind::Redeem)
+        .collect();
     assert_eq!(debits.len(), 2, "one debit entry per bucket drawn from");
     assert_eq!(debits[0].amount, -50);
     assert_eq!(debits[1].amount, -10);
@@ -56,7 +62,9 @@ fn redemptions_spend_the_earliest_expiry_first_and_record_their_buckets() {
 #[test]
 fn validity_is_half_open() {
     let mut sim = Sim::new(
-        program("  - {code: points, name: Points, kind: redeemable, expiry: {policy: rolling, days: 10}}"),
+        program(
+            "  - {code: points, name: Points, kind: redeemable, expiry: {policy: rolling, days: 10}}",
+        ),
         "2026-03-01T00:00:00Z",
     );
     sim.enroll("m");
@@ -66,7 +74,13 @@ fn validity_is_half_open() {
     sim.ok(redeem("m", 4));
     sim.at("2026-03-11T00:00:00Z");
     let refused = sim.post(redeem("m", 1)).unwrap_err();
-    assert!(matches!(refused, JournalError::InsufficientPoints { spendable: 0, .. }), "{refused:?}");
+    assert!(
+        matches!(
+            refused,
+            JournalError::InsufficientPoints { spendable: 0, .. }
+        ),
+        "{refused:?}"
+    );
     // The refusal still left the ledger untouched, expiry included; the next journal
     // settles it.
     assert_eq!(sim.balance("m", "points"), (6, 0));
@@ -81,19 +95,30 @@ fn points_credited_later_than_a_redemption_are_not_spendable_by_it() {
     sim.enroll("m");
     sim.ok(purchase("m", "10"));
     let refused = sim
-        .post(json!({"member": "m", "type": "redemption", "currency": "points", "points": 5,
-                     "occurred_at": "2026-02-28T12:00:00Z"}))
+        .post(
+            json!({"member": "m", "type": "redemption", "currency": "points", "points": 5,
+                     "occurred_at": "2026-02-28T12:00:00Z"}),
+        )
         .unwrap_err();
     assert_eq!(refused.code(), "insufficient_points");
 }
 
 #[test]
 fn pending_points_become_available_after_the_return_window() {
-    let mut sim = Sim::new(points_program(", pending_days: 14"), "2026-11-01T10:00:00+01:00");
+    let mut sim = Sim::new(
+        points_program(", pending_days: 14"),
+        "2026-11-01T10:00:00+01:00",
+    );
     sim.enroll("m");
     let outcome = sim.ok(purchase("m", "50"));
-    assert_eq!((outcome.balances[0].available, outcome.balances[0].pending), (0, 50));
-    assert_eq!(sim.post(redeem("m", 10)).unwrap_err().code(), "insufficient_points");
+    assert_eq!(
+        (outcome.balances[0].available, outcome.balances[0].pending),
+        (0, 50)
+    );
+    assert_eq!(
+        sim.post(redeem("m", 10)).unwrap_err().code(),
+        "insufficient_points"
+    );
     sim.at("2026-11-15T09:59:59+01:00");
     assert_eq!(sim.book.settle_all(sim.now), 0);
     sim.at("2026-11-15T10:00:00+01:00");
@@ -130,7 +155,9 @@ fn a_refund_inside_the_return_window_cancels_pending_points() {
 #[test]
 fn expiry_is_an_explicit_entry_at_the_expiry_instant_and_idempotent() {
     let mut sim = Sim::new(
-        program("  - {code: points, name: Points, kind: redeemable, expiry: {policy: rolling, months: 1, round_up: end_of_month}}"),
+        program(
+            "  - {code: points, name: Points, kind: redeemable, expiry: {policy: rolling, months: 1, round_up: end_of_month}}",
+        ),
         "2026-01-15T10:00:00+01:00",
     );
     sim.enroll("m");
@@ -141,7 +168,11 @@ fn expiry_is_an_explicit_entry_at_the_expiry_instant_and_idempotent() {
     assert_eq!(sim.book.settle_all(sim.now), 0);
     assert_eq!(sim.book.settle_all(utc("2026-04-01T00:00:00Z")), 0);
     let id = sim.ledger("m").member;
-    let expiry: Vec<_> = sim.book.entries_of(id).filter(|e| e.kind == EntryKind::Expire).collect();
+    let expiry: Vec<_> = sim
+        .book
+        .entries_of(id)
+        .filter(|e| e.kind == EntryKind::Expire)
+        .collect();
     assert_eq!(expiry.len(), 1);
     assert_eq!(expiry[0].amount, -20);
     assert_eq!(expiry[0].effective_at, utc("2026-03-01T00:00:00+01:00"));
@@ -151,7 +182,9 @@ fn expiry_is_an_explicit_entry_at_the_expiry_instant_and_idempotent() {
 #[test]
 fn inactivity_expires_the_whole_balance_and_activity_extends_it() {
     let mut sim = Sim::new(
-        program("  - {code: points, name: Points, kind: redeemable, expiry: {policy: inactivity, months: 12}}"),
+        program(
+            "  - {code: points, name: Points, kind: redeemable, expiry: {policy: inactivity, months: 12}}",
+        ),
         "2026-01-10T10:00:00Z",
     );
     sim.enroll("m");
@@ -163,15 +196,20 @@ fn inactivity_expires_the_whole_balance_and_activity_extends_it() {
     assert_eq!(sim.balance("m", "points"), (105, 0));
     assert_eq!(sim.book.settle_all(utc("2027-12-01T10:00:00Z")), 1);
     assert_eq!(sim.balance("m", "points"), (0, 0));
-    assert_eq!(sim.entries("m", EntryKind::Expire).iter().sum::<i64>(), -105);
+    assert_eq!(
+        sim.entries("m", EntryKind::Expire).iter().sum::<i64>(),
+        -105
+    );
 }
 
 #[test]
 fn points_dated_past_their_expiry_expire_at_once() {
     let mut sim = Sim::new(points_program(""), "2026-11-25T10:00:00Z");
     sim.enroll("m");
-    let outcome = sim.ok(json!({"member": "m", "type": "purchase", "amount": "40", "currency": "EUR",
-                               "occurred_at": "2024-01-01T10:00:00Z"}));
+    let outcome = sim.ok(
+        json!({"member": "m", "type": "purchase", "amount": "40", "currency": "EUR",
+                               "occurred_at": "2024-01-01T10:00:00Z"}),
+    );
     assert_eq!(outcome.awards[0].points, 40);
     assert_eq!(points(&outcome.expired, "points"), 40);
     assert_eq!(sim.balance("m", "points"), (0, 0));
@@ -183,7 +221,13 @@ fn return_policies_decide_what_a_refund_takes_back_after_spending() {
         // (policy fields, reversed, unrecovered, available after, available after a new 50)
         ("", 20, 80, 0, 50),
         (", return_policy: allow_negative", 100, 0, -80, -30),
-        (", return_policy: allow_negative, negative_floor: -50", 70, 30, -50, 0),
+        (
+            ", return_policy: allow_negative, negative_floor: -50",
+            70,
+            30,
+            -50,
+            0,
+        ),
         (", return_policy: pending_only", 0, 100, 20, 70),
     ];
     for (fields, reversed, unrecovered, after, after_earning) in cases {
@@ -191,12 +235,21 @@ fn return_policies_decide_what_a_refund_takes_back_after_spending() {
         sim.enroll("m");
         sim.ok(json!({"external_id": "p1", "member": "m", "type": "purchase", "amount": "100", "currency": "EUR"}));
         sim.ok(redeem("m", 80));
-        let outcome = sim.ok(json!({"member": "m", "type": "refund", "original_external_id": "p1"}));
+        let outcome =
+            sim.ok(json!({"member": "m", "type": "refund", "original_external_id": "p1"}));
         assert_eq!(points(&outcome.reversed, "points"), reversed, "{fields}");
-        assert_eq!(points(&outcome.unrecovered, "points"), unrecovered, "{fields}");
+        assert_eq!(
+            points(&outcome.unrecovered, "points"),
+            unrecovered,
+            "{fields}"
+        );
         assert_eq!(sim.balance("m", "points").0, after, "{fields}");
         sim.ok(purchase("m", "50"));
-        assert_eq!(sim.balance("m", "points").0, after_earning, "{fields}: arrears are paid back first");
+        assert_eq!(
+            sim.balance("m", "points").0,
+            after_earning,
+            "{fields}: arrears are paid back first"
+        );
         sim.ledger("m").check(sim.book.program()).unwrap();
     }
 }
@@ -214,7 +267,9 @@ fn refunds_follow_lines_or_the_share_of_the_amount_and_never_exceed_the_purchase
     let outcome = sim.ok(refund(json!([{"line_id": "2", "quantity": 1}])));
     assert_eq!(points(&outcome.reversed, "points"), 10);
     assert_eq!(outcome.refunded_amount.as_deref(), Some("10.00"));
-    let too_many = sim.post(refund(json!([{"line_id": "2", "quantity": 2}]))).unwrap_err();
+    let too_many = sim
+        .post(refund(json!([{"line_id": "2", "quantity": 2}])))
+        .unwrap_err();
     assert_eq!(too_many.code(), "refund_exceeds_original");
     // The shoes: exactly the 59 points their line earned.
     let outcome = sim.ok(refund(json!([{"line_id": "1"}])));
@@ -257,10 +312,13 @@ fn cancelling_a_redemption_gives_points_back_with_their_original_expiry() {
     sim.ok(json!({"external_id": "r1", "member": "m", "type": "redemption", "currency": "points", "points": 120}));
     assert_eq!(sim.balance("m", "points"), (30, 0));
     sim.at("2026-07-01T12:00:00+02:00");
-    let outcome = sim.ok(json!({"member": "m", "type": "cancellation", "original_external_id": "r1"}));
+    let outcome =
+        sim.ok(json!({"member": "m", "type": "cancellation", "original_external_id": "r1"}));
     assert_eq!(points(&outcome.restored, "points"), 120);
     assert_eq!(sim.buckets("m", "points"), before);
-    let again = sim.post(json!({"member": "m", "type": "cancellation", "original_external_id": "r1"})).unwrap_err();
+    let again = sim
+        .post(json!({"member": "m", "type": "cancellation", "original_external_id": "r1"}))
+        .unwrap_err();
     assert_eq!(again.code(), "already_cancelled");
 }
 
@@ -269,7 +327,9 @@ fn a_cancelled_refund_makes_its_share_refundable_again() {
     let mut sim = Sim::new(points_program(""), "2026-01-10T12:00:00Z");
     sim.enroll("m");
     sim.ok(json!({"external_id": "p", "member": "m", "type": "purchase", "amount": "40", "currency": "EUR"}));
-    sim.ok(json!({"external_id": "r", "member": "m", "type": "refund", "original_external_id": "p"}));
+    sim.ok(
+        json!({"external_id": "r", "member": "m", "type": "refund", "original_external_id": "p"}),
+    );
     assert_eq!(sim.balance("m", "points"), (0, 0));
     sim.ok(json!({"member": "m", "type": "cancellation", "original_external_id": "r"}));
     assert_eq!(sim.balance("m", "points"), (40, 0));
@@ -288,7 +348,8 @@ fn a_cancelled_purchase_cannot_be_refunded_and_its_refund_cannot_be_undone() {
     assert_eq!(sim.balance("m", "points"), (0, 0));
     let refund = sim.post(json!({"member": "m", "type": "refund", "original_external_id": "p", "amount": "1", "currency": "EUR"}));
     assert_eq!(refund.unwrap_err().code(), "not_refundable");
-    let undo = sim.post(json!({"member": "m", "type": "cancellation", "original_external_id": "r"}));
+    let undo =
+        sim.post(json!({"member": "m", "type": "cancellation", "original_external_id": "r"}));
     assert_eq!(undo.unwrap_err().code(), "not_cancellable");
 }
 
@@ -303,7 +364,13 @@ fn a_redemption_may_overdraw_down_to_an_explicit_floor_only() {
     sim.ok(redeem("m", 150));
     assert_eq!(sim.balance("m", "points"), (-100, 0));
     let refused = sim.post(redeem("m", 1)).unwrap_err();
-    assert!(matches!(refused, JournalError::InsufficientPoints { spendable: 0, .. }), "{refused:?}");
+    assert!(
+        matches!(
+            refused,
+            JournalError::InsufficientPoints { spendable: 0, .. }
+        ),
+        "{refused:?}"
+    );
     sim.ok(purchase("m", "120"));
     assert_eq!(sim.balance("m", "points"), (20, 0));
     sim.ledger("m").check(sim.book.program()).unwrap();
@@ -315,7 +382,10 @@ fn suspended_and_closed_members_are_refused_and_nothing_changes() {
     sim.enroll("m");
     sim.ok(purchase("m", "50"));
     let member = fidelis_core::ids::ExternalId::parse("m").unwrap();
-    for (status, code) in [(MemberStatus::Suspended, "member_suspended"), (MemberStatus::Closed, "member_closed")] {
+    for (status, code) in [
+        (MemberStatus::Suspended, "member_suspended"),
+        (MemberStatus::Closed, "member_closed"),
+    ] {
         sim.book.set_status(&member, status);
         assert_eq!(sim.post(purchase("m", "10")).unwrap_err().code(), code);
         assert_eq!(sim.post(redeem("m", 10)).unwrap_err().code(), code);
@@ -346,25 +416,66 @@ fn journal_documents_are_checked_with_clear_reasons() {
     let sim = Sim::new(points_program(""), "2026-01-10T12:00:00Z");
     let program = sim.book.program();
     let cases = [
-        (json!({"member": "m", "type": "purchase", "occurred_at": "2026-01-10T12:00:00Z", "amount": "1", "currency": "EUR"}), "external_id is required"),
-        (json!({"external_id": "x", "member": "m", "type": "purchase", "occurred_at": "yesterday", "amount": "1", "currency": "EUR"}), "RFC 3339"),
-        (json!({"external_id": "x", "member": "m", "type": "purchase", "occurred_at": "2026-01-10T12:00:00Z", "amount": "-1", "currency": "EUR"}), "non-negative decimal"),
-        (json!({"external_id": "x", "member": "m", "type": "purchase", "occurred_at": "2026-01-10T12:00:00Z", "amount": "1.001", "currency": "EUR"}), "more decimals"),
-        (json!({"external_id": "x", "member": "m", "type": "purchase", "occurred_at": "2026-01-10T12:00:00Z", "amount": "1", "currency": "USD"}), "not USD"),
-        (json!({"external_id": "x", "member": "m", "type": "flight", "occurred_at": "2026-01-10T12:00:00Z"}), "not a journal type"),
-        (json!({"external_id": "x", "member": "m", "type": "purchase", "occurred_at": "2026-01-10T12:00:00Z", "amount": "10", "currency": "EUR",
-                "lines": [{"line_id": "1", "amount": "4"}]}), "differs from the sum of the lines"),
-        (json!({"external_id": "x", "member": "m", "type": "redemption", "occurred_at": "2026-01-10T12:00:00Z", "currency": "points", "points": 0}), "points must be"),
-        (json!({"external_id": "x", "member": "m", "type": "adjustment", "occurred_at": "2026-01-10T12:00:00Z", "currency": "points", "points": 5}), "reason"),
-        (json!({"external_id": "x", "member": "m", "type": "redemption", "occurred_at": "2026-01-10T12:00:00Z", "currency": "gold", "points": 5}), "not a currency"),
+        (
+            json!({"member": "m", "type": "purchase", "occurred_at": "2026-01-10T12:00:00Z", "amount": "1", "currency": "EUR"}),
+            "external_id is required",
+        ),
+        (
+            json!({"external_id": "x", "member": "m", "type": "purchase", "occurred_at": "yesterday", "amount": "1", "currency": "EUR"}),
+            "RFC 3339",
+        ),
+        (
+            json!({"external_id": "x", "member": "m", "type": "purchase", "occurred_at": "2026-01-10T12:00:00Z", "amount": "-1", "currency": "EUR"}),
+            "non-negative decimal",
+        ),
+        (
+            json!({"external_id": "x", "member": "m", "type": "purchase", "occurred_at": "2026-01-10T12:00:00Z", "amount": "1.001", "currency": "EUR"}),
+            "more decimals",
+        ),
+        (
+            json!({"external_id": "x", "member": "m", "type": "purchase", "occurred_at": "2026-01-10T12:00:00Z", "amount": "1", "currency": "USD"}),
+            "not USD",
+        ),
+        (
+            json!({"external_id": "x", "member": "m", "type": "flight", "occurred_at": "2026-01-10T12:00:00Z"}),
+            "not a journal type",
+        ),
+        (
+            json!({"external_id": "x", "member": "m", "type": "purchase", "occurred_at": "2026-01-10T12:00:00Z", "amount": "10", "currency": "EUR",
+                "lines": [{"line_id": "1", "amount": "4"}]}),
+            "differs from the sum of the lines",
+        ),
+        (
+            json!({"external_id": "x", "member": "m", "type": "redemption", "occurred_at": "2026-01-10T12:00:00Z", "currency": "points", "points": 0}),
+            "points must be",
+        ),
+        (
+            json!({"external_id": "x", "member": "m", "type": "adjustment", "occurred_at": "2026-01-10T12:00:00Z", "currency": "points", "points": 5}),
+            "reason",
+        ),
+        (
+            json!({"external_id": "x", "member": "m", "type": "redemption", "occurred_at": "2026-01-10T12:00:00Z", "currency": "gold", "points": 5}),
+            "not a currency",
+        ),
     ];
     for (json, want) in cases {
-        let doc: fidelis_core::journal::JournalDocument = serde_json::from_value(json.clone()).unwrap();
+        let doc: fidelis_core::journal::JournalDocument =
+            serde_json::from_value(json.clone()).unwrap();
         let err = fidelis_core::journal::Journal::parse(&doc, program).unwrap_err();
-        assert!(err.to_string().contains(want), "{json}: got {err}, want …{want}…");
+        assert!(
+            err.to_string().contains(want),
+            "{json}: got {err}, want …{want}…"
+        );
     }
-    let unknown_field = serde_json::from_value::<fidelis_core::journal::JournalDocument>(json!({"external_id": "x", "amont": "1"}));
-    assert!(unknown_field.unwrap_err().to_string().contains("unknown field `amont`"));
+    let unknown_field = serde_json::from_value::<fidelis_core::journal::JournalDocument>(
+        json!({"external_id": "x", "amont": "1"}),
+    );
+    assert!(
+        unknown_field
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `amont`")
+    );
 }
 
 #[test]
@@ -383,7 +494,9 @@ fn a_future_dated_journal_is_refused() {
 #[test]
 fn reversing_a_journal_whose_points_expired_takes_nothing_else() {
     let mut sim = Sim::new(
-        program("  - {code: points, name: Points, kind: redeemable, expiry: {policy: rolling, days: 30}}"),
+        program(
+            "  - {code: points, name: Points, kind: redeemable, expiry: {policy: rolling, days: 30}}",
+        ),
         "2026-06-01T12:00:00Z",
     );
     sim.enroll("m");
@@ -394,7 +507,8 @@ fn reversing_a_journal_whose_points_expired_takes_nothing_else() {
     let refund = sim.ok(json!({"member": "m", "type": "refund", "original_external_id": "old", "amount": "10", "currency": "EUR"}));
     assert_eq!(points(&refund.already_expired, "points"), 10);
     assert_eq!(points(&refund.reversed, "points"), 0);
-    let cancel = sim.ok(json!({"member": "m", "type": "cancellation", "original_external_id": "old"}));
+    let cancel =
+        sim.ok(json!({"member": "m", "type": "cancellation", "original_external_id": "old"}));
     assert_eq!(points(&cancel.already_expired, "points"), 30);
     assert_eq!(points(&cancel.reversed, "points"), 0);
     assert_eq!(sim.balance("m", "points"), (25, 0));

@@ -33,7 +33,11 @@ fn programs() -> Vec<(&'static str, Program)> {
             "{policy: rolling, days: 60, round_up: end_of_month}",
             "pending_days: 5, return_policy: allow_negative, negative_floor: -150",
         ),
-        ("inactivity, within_balance", "{policy: inactivity, months: 2}", "return_policy: within_balance"),
+        (
+            "inactivity, within_balance",
+            "{policy: inactivity, months: 2}",
+            "return_policy: within_balance",
+        ),
         (
             "fixed date, pending_only",
             "{policy: fixed_date, month: 3, day: 31}",
@@ -54,13 +58,38 @@ fn programs() -> Vec<(&'static str, Program)> {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Earn { member: usize, cents: u32, lines: bool, hours_back: u16, cancel: bool },
-    Redeem { member: usize, points: i64, cancel: bool },
-    Refund { target: usize, how: u8, pct: u8, cancel: bool },
-    Adjust { member: usize, points: i64, cancel: bool },
-    Cancel { target: usize },
-    Replay { target: usize },
-    Advance { hours: u32 },
+    Earn {
+        member: usize,
+        cents: u32,
+        lines: bool,
+        hours_back: u16,
+        cancel: bool,
+    },
+    Redeem {
+        member: usize,
+        points: i64,
+        cancel: bool,
+    },
+    Refund {
+        target: usize,
+        how: u8,
+        pct: u8,
+        cancel: bool,
+    },
+    Adjust {
+        member: usize,
+        points: i64,
+        cancel: bool,
+    },
+    Cancel {
+        target: usize,
+    },
+    Replay {
+        target: usize,
+    },
+    Advance {
+        hours: u32,
+    },
     Settle,
 }
 
@@ -108,7 +137,10 @@ impl World {
     }
 
     fn ledger(&self, member: &str) -> MemberLedger {
-        self.book.ledger(&ExternalId::parse(member).unwrap()).unwrap().clone()
+        self.book
+            .ledger(&ExternalId::parse(member).unwrap())
+            .unwrap()
+            .clone()
     }
 
     fn journal(&mut self, mut doc: serde_json::Value, occurred_at: DateTime<Utc>) -> Journal {
@@ -129,7 +161,11 @@ impl World {
                 Some(outcome)
             }
             Err(e) => {
-                assert_eq!(self.ledger(journal.member.as_str()), before, "refused with {e}, yet the ledger changed");
+                assert_eq!(
+                    self.ledger(journal.member.as_str()),
+                    before,
+                    "refused with {e}, yet the ledger changed"
+                );
                 None
             }
         }
@@ -145,19 +181,31 @@ impl World {
         let external_id = journal.external_id.to_string();
         if self.post(journal).is_some() && cancel {
             let j = self.journal(json!({"member": member, "type": "cancellation", "original_external_id": external_id}), self.now);
-            assert!(self.post(j).is_some(), "cancelling {external_id} right after it was refused");
+            assert!(
+                self.post(j).is_some(),
+                "cancelling {external_id} right after it was refused"
+            );
             let after = balances_and_buckets(&self.ledger(&member));
             assert_eq!(before.0, after.0, "balances after cancelling {external_id}");
             for (bucket, remaining) in &after.1 {
                 let was = before.1.get(bucket).copied().unwrap_or(0);
-                assert_eq!(*remaining, was, "bucket {bucket:?} after cancelling {external_id}");
+                assert_eq!(
+                    *remaining, was,
+                    "bucket {bucket:?} after cancelling {external_id}"
+                );
             }
         }
     }
 
     fn apply(&mut self, op: &Op) {
         match *op {
-            Op::Earn { member, cents, lines, hours_back, cancel } => {
+            Op::Earn {
+                member,
+                cents,
+                lines,
+                hours_back,
+                cancel,
+            } => {
                 let amount = format!("{}.{:02}", cents / 100, cents % 100);
                 let mut doc = json!({"member": MEMBERS[member], "type": "purchase", "amount": amount, "currency": "USD"});
                 if lines && cents >= 2 {
@@ -176,11 +224,19 @@ impl World {
                     self.purchases.push((external_id, member, lined));
                 }
             }
-            Op::Redeem { member, points, cancel } => {
+            Op::Redeem {
+                member,
+                points,
+                cancel,
+            } => {
                 let j = self.journal(json!({"member": MEMBERS[member], "type": "redemption", "currency": "points", "points": points}), self.now);
                 self.post_then_maybe_cancel(j, cancel);
             }
-            Op::Adjust { member, points, cancel } => {
+            Op::Adjust {
+                member,
+                points,
+                cancel,
+            } => {
                 if points == 0 {
                     return;
                 }
@@ -190,11 +246,17 @@ impl World {
                 );
                 self.post_then_maybe_cancel(j, cancel);
             }
-            Op::Refund { target, how, pct, cancel } => {
+            Op::Refund {
+                target,
+                how,
+                pct,
+                cancel,
+            } => {
                 if self.purchases.is_empty() {
                     return;
                 }
-                let (original, member, lined) = self.purchases[target % self.purchases.len()].clone();
+                let (original, member, lined) =
+                    self.purchases[target % self.purchases.len()].clone();
                 let mut doc = json!({"member": MEMBERS[member], "type": "refund", "original_external_id": original});
                 match how {
                     1 => {
@@ -202,7 +264,9 @@ impl World {
                         doc["amount"] = format!("{}.{:02}", cents / 100, cents % 100).into();
                         doc["currency"] = "USD".into();
                     }
-                    2 if lined => doc["lines"] = json!([{"line_id": if pct % 2 == 0 { "1" } else { "2" }}]),
+                    2 if lined => {
+                        doc["lines"] = json!([{"line_id": if pct % 2 == 0 { "1" } else { "2" }}])
+                    }
                     _ => {}
                 }
                 let j = self.journal(doc, self.now);
@@ -228,7 +292,11 @@ impl World {
                 let (outcome, replayed) = self.book.post(&journal, self.now).unwrap();
                 assert!(replayed);
                 assert_eq!(outcome, first, "a replay answers the first outcome");
-                assert_eq!(self.ledger(journal.member.as_str()), before, "a replay changes nothing");
+                assert_eq!(
+                    self.ledger(journal.member.as_str()),
+                    before,
+                    "a replay changes nothing"
+                );
             }
             Op::Advance { hours } => self.now += Duration::hours(i64::from(hours)),
             Op::Settle => {
@@ -243,28 +311,74 @@ impl World {
         let program = self.book.program();
         for m in MEMBERS {
             let ledger = self.ledger(m);
-            ledger.check(program).unwrap_or_else(|e| panic!("member {m}: {e}"));
+            ledger
+                .check(program)
+                .unwrap_or_else(|e| panic!("member {m}: {e}"));
             let entries: Vec<_> = self.book.entries_of(ledger.member).collect();
             let buckets: HashMap<BucketId, _> = ledger.buckets.iter().map(|b| (b.id, b)).collect();
             for (ix, currency) in program.currency_ixs() {
                 let account = ledger.account(ix);
-                let sum = |pool| entries.iter().filter(|e| e.currency == ix && e.pool == pool).map(|e| e.amount).sum::<i64>();
-                assert_eq!(account.available, sum(Pool::Available), "{m} {}: available = Σ entries", currency.code);
-                assert_eq!(account.pending, sum(Pool::Pending), "{m} {}: pending = Σ entries", currency.code);
-                let floor = currency.arrears_floor().max(currency.redemption_floor().min(currency.arrears_floor()));
-                assert!(account.available >= floor, "{m} {}: {} below the floor {floor}", currency.code, account.available);
+                let sum = |pool| {
+                    entries
+                        .iter()
+                        .filter(|e| e.currency == ix && e.pool == pool)
+                        .map(|e| e.amount)
+                        .sum::<i64>()
+                };
+                assert_eq!(
+                    account.available,
+                    sum(Pool::Available),
+                    "{m} {}: available = Σ entries",
+                    currency.code
+                );
+                assert_eq!(
+                    account.pending,
+                    sum(Pool::Pending),
+                    "{m} {}: pending = Σ entries",
+                    currency.code
+                );
+                let floor = currency
+                    .arrears_floor()
+                    .max(currency.redemption_floor().min(currency.arrears_floor()));
+                assert!(
+                    account.available >= floor,
+                    "{m} {}: {} below the floor {floor}",
+                    currency.code,
+                    account.available
+                );
             }
             for bucket in buckets.values() {
-                let sum: i64 = entries.iter().filter(|e| e.bucket == Some(bucket.id)).map(|e| e.amount).sum();
-                assert_eq!(bucket.remaining, sum, "{m}: bucket {:?} = Σ its entries", bucket.id);
+                let sum: i64 = entries
+                    .iter()
+                    .filter(|e| e.bucket == Some(bucket.id))
+                    .map(|e| e.amount)
+                    .sum();
+                assert_eq!(
+                    bucket.remaining, sum,
+                    "{m}: bucket {:?} = Σ its entries",
+                    bucket.id
+                );
             }
-            for debit in entries.iter().filter(|e| e.kind == EntryKind::Redeem || (e.kind == EntryKind::Adjust && e.amount < 0)) {
-                let Some(bucket) = debit.bucket.and_then(|b| buckets.get(&b)) else { continue };
-                assert!(bucket.credited_at <= debit.effective_at, "{m}: spent before credited");
+            for debit in entries.iter().filter(|e| {
+                e.kind == EntryKind::Redeem || (e.kind == EntryKind::Adjust && e.amount < 0)
+            }) {
+                let Some(bucket) = debit.bucket.and_then(|b| buckets.get(&b)) else {
+                    continue;
+                };
+                assert!(
+                    bucket.credited_at <= debit.effective_at,
+                    "{m}: spent before credited"
+                );
                 if let Some(expires_at) = bucket.expires_at {
-                    assert!(debit.effective_at < expires_at, "{m}: an expired bucket was spent");
+                    assert!(
+                        debit.effective_at < expires_at,
+                        "{m}: an expired bucket was spent"
+                    );
                 }
-                assert!(!(bucket.pending && bucket.available_at > debit.effective_at), "{m}: a pending bucket was spent");
+                assert!(
+                    !(bucket.pending && bucket.available_at > debit.effective_at),
+                    "{m}: a pending bucket was spent"
+                );
             }
         }
     }
@@ -273,7 +387,11 @@ impl World {
 /// Balances (available, pending, arrears per currency) and every bucket's remainder.
 fn balances_and_buckets(ledger: &MemberLedger) -> (Vec<(i64, i64, i64)>, HashMap<BucketId, i64>) {
     (
-        ledger.accounts.iter().map(|a| (a.available, a.pending, a.arrears)).collect(),
+        ledger
+            .accounts
+            .iter()
+            .map(|a| (a.available, a.pending, a.arrears))
+            .collect(),
         ledger.buckets.iter().map(|b| (b.id, b.remaining)).collect(),
     )
 }

@@ -1,1 +1,235 @@
+//! Storage for Fidelis: one [`Store`] over SQLite (the embedded default) or PostgreSQL
+//! (the production store), with the same behaviour on both.
+//!
+//! # Architecture invariant
+//! Only this crate knows SQL. The ledger rules are not here: the store loads what
+//! [`fidelis_core::process`] needs, calls it, and writes the result in one transaction
+//! ([`engine`]). Each dialect ([`sqlite`], [`postgres`]) implements the same row-moving
+//! contract, [`rows::LedgerTx`]; the behaviour suite in `tests/` runs against both.
+//!
+//! # Concurrency
+//! Writers are serialised per member, never globally: PostgreSQL takes a
+//! transaction-scoped advisory lock per member; SQLite has one writer at a time by design
+//! (`BEGIN IMMEDIATE`). Journals are idempotent by `(program, external_id)`, enforced by a
+//! unique key, so concurrent duplicates credit once.
 
+mod engine;
+mod error;
+mod imports;
+mod members;
+mod postgres;
+mod programs;
+mod rows;
+mod sqlite;
+mod views;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use fidelis_core::journal::Journal;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use engine::{ImportProgress, JournalResult, LoadedProgram, Posted, SettleReport};
+pub use error::{Result, StoreError};
+pub use imports::ImportRun;
+pub use members::{Enrollment, MemberView};
+pub use rows::RejectionRow;
+pub use views::{BalanceView, EntryView, JournalView, ScheduledPoints};
+
+/// Members settled per transaction by the scheduled jobs.
+const SETTLE_BATCH: i64 = 500;
+/// How often a batch is retried when a concurrent writer took one of its journal ids.
+pub(crate) const UNIQUE_RETRIES: usize = 3;
+
+/// The database: SQLite or PostgreSQL, chosen by the URL.
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+    programs: Arc<RwLock<HashMap<String, Arc<LoadedProgram>>>>,
+}
+
+#[derive(Clone)]
+enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.db {
+            Db::Sqlite(_) => "Store(sqlite)",
+            Db::Postgres(_) => "Store(postgres)",
+        })
+    }
+}
+
+/// Runs `$body` with `$tx` bound to a new ledger transaction of the store's dialect,
+/// commits on success, and retries the whole body when a concurrent writer won a unique
+/// key (the retry then sees that writer's rows, e.g. as a replay).
+macro_rules! in_ledger_tx {
+    ($store:expr, |$tx:ident| $body:expr) => {{
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = match &$store.db {
+                Db::Sqlite(pool) => {
+                    let mut $tx = sqlite::SqliteTx {
+                        tx: pool.begin_with("BEGIN IMMEDIATE").await?,
+                    };
+                    match $body {
+                        Ok(v) => $tx.tx.commit().await.map(|_| v).map_err(StoreError::from),
+                        Err(e) => Err(e),
+                    }
+                }
+                Db::Postgres(pool) => {
+                    let mut $tx = postgres::PgTx {
+                        tx: pool.begin().await?,
+                    };
+                    match $body {
+                        Ok(v) => $tx.tx.commit().await.map(|_| v).map_err(StoreError::from),
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match result {
+                Err(e) if e.is_unique_violation() && attempt < $crate::UNIQUE_RETRIES => continue,
+                other => break other,
+            }
+        }
+    }};
+}
+pub(crate) use in_ledger_tx;
+
+/// Connection settings beyond the URL.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Connections in the pool.
+    pub max_connections: u32,
+    /// How long a SQLite writer waits for the write lock before failing.
+    pub busy_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            busy_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Store {
+    /// Connects to `sqlite://PATH` (created if missing) or `postgres://…`, and brings the
+    /// schema up to date. A second process migrating the same database at the same time
+    /// waits for the first.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, ConnectOptions::default()).await
+    }
+
+    pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Self> {
+        let db = if url.starts_with("sqlite:") {
+            // WAL lets readers run beside the writer; FULL makes every commit durable
+            // (NORMAL would lose the last commits on power loss).
+            let connect = SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(options.busy_timeout)
+                .foreign_keys(true)
+                .pragma("cache_size", "-65536");
+            let pool = SqlitePoolOptions::new()
+                .max_connections(options.max_connections)
+                .connect_with(connect)
+                .await?;
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+            Db::Sqlite(pool)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let connect = PgConnectOptions::from_str(url)
+                .map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(connect)
+                .await?;
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            Db::Postgres(pool)
+        } else {
+            return Err(StoreError::BadUrl(format!(
+                "{url:?}: use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"
+            )));
+        };
+        Ok(Self {
+            db,
+            programs: Arc::default(),
+        })
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn dialect(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether the database answers (for readiness checks).
+    pub async fn ping(&self) -> Result<()> {
+        match &self.db {
+            Db::Sqlite(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+            Db::Postgres(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Processes journals of one program as one transaction, in order, and answers one
+    /// result per journal: applied, replayed (the first outcome), or refused (nothing
+    /// changed for it). With `progress`, the import's checkpoint and rejections are saved
+    /// in the same transaction, so a crash never separates them from the journals.
+    pub async fn post_journals(
+        &self,
+        program: &LoadedProgram,
+        journals: &[Journal],
+        now: DateTime<Utc>,
+        progress: Option<&ImportProgress>,
+    ) -> Result<Vec<JournalResult>> {
+        in_ledger_tx!(self, |tx| engine::post_batch(
+            &mut tx, program, journals, now, progress
+        )
+        .await)
+    }
+
+    /// Runs the time-driven jobs of a program as of `as_of`: expiries and pending
+    /// releases due. Idempotent: a second run as of the same instant changes nothing.
+    pub async fn run_jobs(
+        &self,
+        program: &LoadedProgram,
+        as_of: DateTime<Utc>,
+    ) -> Result<SettleReport> {
+        let mut total = SettleReport::default();
+        loop {
+            let round = in_ledger_tx!(self, |tx| engine::settle_due(
+                &mut tx,
+                program,
+                as_of,
+                SETTLE_BATCH
+            )
+            .await)?;
+            if round.members == 0 {
+                return Ok(total);
+            }
+            total.members += round.members;
+            total.journals += round.journals;
+        }
+    }
+}

@@ -1,1 +1,380 @@
+//! Test support: throw-away PostgreSQL servers from the system's binaries, and temporary
+//! SQLite databases.
+//!
+//! A PostgreSQL server is started once per process, on a free loopback port, in a
+//! temporary directory; a watchdog stops it and removes the directory when the process
+//! ends. When `FIDELIS_TEST_PG_URL` names a server (the README's test command starts one
+//! for the whole run), that server is used instead. Each test gets its own database.
+//! Missing binaries fail the test with a message saying how to install them; they never
+//! skip it.
 
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The environment variable naming a shared test server (`postgres://USER@HOST:PORT`).
+pub const SHARED_SERVER_ENV: &str = "FIDELIS_TEST_PG_URL";
+
+/// A running PostgreSQL server.
+#[derive(Debug)]
+pub struct PgServer {
+    /// `postgres://fidelis@127.0.0.1:PORT`, without a database.
+    pub base_url: String,
+    pub port: u16,
+    pub bindir: PathBuf,
+    pub dir: PathBuf,
+    pub pid: u32,
+}
+
+/// How a server is configured.
+#[derive(Debug, Clone, Copy)]
+pub struct PgOptions {
+    /// Durable commits (`fsync`, `synchronous_commit`): for benchmarks. Tests run without
+    /// them, which PostgreSQL's documentation recommends for throw-away clusters.
+    pub durable: bool,
+    /// Stop the server when the process that started it exits.
+    pub watchdog: bool,
+}
+
+/// Where the PostgreSQL server binaries (`initdb`, `postgres`) are: `PG_BINDIR`, then
+/// `pg_config --bindir`, then the newest `/usr/lib/postgresql/*/bin`, then `PATH`.
+pub fn find_bindir() -> Result<PathBuf, String> {
+    let has_server = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+    if let Ok(dir) = std::env::var("PG_BINDIR") {
+        let dir = PathBuf::from(dir);
+        if has_server(&dir) {
+            return Ok(dir);
+        }
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if has_server(&dir) {
+            return Ok(dir);
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            has_server(&bin).then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, dir)) = versions.pop() {
+        return Ok(dir);
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        if has_server(&dir) {
+            return Ok(dir);
+        }
+    }
+    Err("PostgreSQL server binaries (initdb, postgres) were not found in PG_BINDIR, pg_config --bindir, \
+         /usr/lib/postgresql/*/bin or PATH. Install them with `apt-get install postgresql` \
+         (the README's test command, `cargo xtask test`, does this for you)."
+        .into())
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// PostgreSQL refuses to run as root: run it as the `postgres` user (Debian's package
+/// creates it), through `setpriv`, which execs in place so the PID is the server's.
+fn command(program: &Path, as_user: Option<(u32, u32)>) -> Command {
+    match as_user {
+        Some((uid, gid)) => {
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={gid}"))
+                .arg("--clear-groups")
+                .arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+fn postgres_user() -> Result<(u32, u32), String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| format!("/etc/passwd: {e}"))?;
+    passwd
+        .lines()
+        .find(|l| l.starts_with("postgres:"))
+        .and_then(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
+        })
+        .ok_or_else(|| "running as root, and there is no `postgres` user to run PostgreSQL as (apt-get install postgresql creates it)".into())
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .map_err(|e| format!("chown {}: {e}", path.display()))
+}
+
+fn free_port() -> Result<u16, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
+
+impl PgServer {
+    /// Starts a server in a new temporary directory on a free loopback port.
+    pub fn start(options: PgOptions) -> Result<Self, String> {
+        let bindir = find_bindir()?;
+        let as_user = if is_root() {
+            Some(postgres_user()?)
+        } else {
+            None
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("fidelis-pg-")
+            .tempdir()
+            .map_err(|e| format!("temporary directory: {e}"))?
+            .keep();
+        let data = dir.join("data");
+        if let Some((uid, gid)) = as_user {
+            chown_tree(&dir, uid, gid)?;
+        }
+        let out = command(&bindir.join("initdb"), as_user)
+            .args(["-D"])
+            .arg(&data)
+            .args([
+                "-U",
+                "fidelis",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
+            .output()
+            .map_err(|e| format!("initdb: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let port = free_port()?;
+        let durability = if options.durable {
+            vec!["fsync=on", "synchronous_commit=on", "full_page_writes=on"]
+        } else {
+            vec![
+                "fsync=off",
+                "synchronous_commit=off",
+                "full_page_writes=off",
+            ]
+        };
+        let log = std::fs::File::create(dir.join("server.log")).map_err(|e| e.to_string())?;
+        if let Some((uid, gid)) = as_user {
+            chown_tree(&dir.join("server.log"), uid, gid)?;
+        }
+        let mut cmd = command(&bindir.join("postgres"), as_user);
+        cmd.arg("-D")
+            .arg(&data)
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("-k")
+            .arg(&dir);
+        for setting in [
+            "listen_addresses=127.0.0.1",
+            "max_connections=300",
+            "shared_buffers=256MB",
+            "max_locks_per_transaction=256",
+        ]
+        .iter()
+        .chain(durability.iter())
+        {
+            cmd.arg("-c").arg(setting);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("postgres: {e}"))?;
+        let server = Self {
+            base_url: format!("postgres://fidelis@127.0.0.1:{port}"),
+            port,
+            bindir,
+            dir,
+            pid: child.id(),
+        };
+        if options.watchdog {
+            server.watch(std::process::id());
+        }
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    /// Stops the server and removes its directory once process `parent` has exited.
+    fn watch(&self, parent: u32) {
+        let script = format!(
+            "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill -INT {pid} 2>/dev/null; \
+             for i in $(seq 1 40); do kill -0 {pid} 2>/dev/null || break; sleep 0.25; done; \
+             kill -KILL {pid} 2>/dev/null; rm -rf '{dir}'",
+            pid = self.pid,
+            dir = self.dir.display()
+        );
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+    }
+
+    fn wait_ready(&self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = Command::new(self.bindir.join("pg_isready"))
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "fidelis",
+                    "-q",
+                ])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+                return Err(format!(
+                    "PostgreSQL did not become ready on port {}:\n{log}",
+                    self.port
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Creates a database and returns its URL.
+    pub fn create_database(&self, name: &str) -> Result<String, String> {
+        create_database(&self.bindir, &self.base_url, name)
+    }
+
+    /// Stops the server now (fast shutdown) and removes its directory.
+    pub fn stop(&self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{}", self.pid)).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn create_database(bindir: &Path, base_url: &str, name: &str) -> Result<String, String> {
+    let (host, port) = host_port(base_url)?;
+    let out = Command::new(bindir.join("createdb"))
+        .args(["-h", &host, "-p", &port, "-U", "fidelis", name])
+        .output()
+        .map_err(|e| format!("createdb: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "createdb {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(format!("{base_url}/{name}"))
+}
+
+fn host_port(base_url: &str) -> Result<(String, String), String> {
+    let rest = base_url
+        .split_once("://")
+        .map(|(_, r)| r)
+        .ok_or_else(|| format!("{base_url}: not a URL"))?;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let rest = rest.split('/').next().unwrap_or(rest);
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{base_url}: no port"))?;
+    Ok((host.to_owned(), port.to_owned()))
+}
+
+static SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
+static DATABASES: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh, empty PostgreSQL database for one test. Panics with the reason if no server
+/// can be had: a PostgreSQL test never passes without PostgreSQL.
+pub fn pg_url() -> String {
+    let name = format!(
+        "t{}_{}",
+        std::process::id(),
+        DATABASES.fetch_add(1, Ordering::Relaxed)
+    );
+    let result = match std::env::var(SHARED_SERVER_ENV) {
+        Ok(base) => find_bindir()
+            .and_then(|bindir| create_database(&bindir, base.trim_end_matches('/'), &name)),
+        Err(_) => {
+            let server = SERVER.get_or_init(|| {
+                PgServer::start(PgOptions {
+                    durable: false,
+                    watchdog: true,
+                })
+            });
+            server
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|s| s.create_database(&name))
+        }
+    };
+    result.unwrap_or_else(|e| panic!("PostgreSQL for this test: {e}"))
+}
+
+/// A SQLite database in a temporary directory, removed when dropped.
+pub struct SqliteDb {
+    pub url: String,
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// A fresh SQLite database file for one test.
+pub fn sqlite_db() -> SqliteDb {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
+    let path = dir.path().join("fidelis.db");
+    SqliteDb {
+        url: format!("sqlite://{}", path.display()),
+        path,
+        _dir: dir,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn urls_split_into_host_and_port() {
+        assert_eq!(
+            host_port("postgres://fidelis@127.0.0.1:5433").unwrap(),
+            ("127.0.0.1".into(), "5433".into())
+        );
+        assert!(host_port("nonsense").is_err());
+    }
+}

@@ -146,33 +146,72 @@ impl Journal {
         let body = match kind {
             "refund" => JournalBody::Refund(parse_refund(doc, program)?),
             "redemption" => {
-                reject_fields(doc, kind, &[doc.amount.is_some(), doc.lines.is_some(), doc.original_external_id.is_some(), doc.reason.is_some()])?;
+                reject_fields(
+                    doc,
+                    kind,
+                    &[
+                        doc.amount.is_some(),
+                        doc.lines.is_some(),
+                        doc.original_external_id.is_some(),
+                        doc.reason.is_some(),
+                    ],
+                )?;
                 let currency = loyalty_currency(doc, program)?;
                 if program.currency(currency).kind == CurrencyKind::Qualifying {
-                    return Err(JournalError::NotRedeemable(program.currency(currency).code.to_string()));
+                    return Err(JournalError::NotRedeemable(
+                        program.currency(currency).code.to_string(),
+                    ));
                 }
-                let points = doc.points.ok_or_else(|| invalid("points is required".into()))?;
+                let points = doc
+                    .points
+                    .ok_or_else(|| invalid("points is required".into()))?;
                 if !(1..=MAX_POINTS).contains(&points) {
                     return Err(invalid(format!("points must be 1 to {MAX_POINTS}")));
                 }
                 JournalBody::Redemption { currency, points }
             }
             "adjustment" => {
-                reject_fields(doc, kind, &[doc.amount.is_some(), doc.lines.is_some(), doc.original_external_id.is_some()])?;
+                reject_fields(
+                    doc,
+                    kind,
+                    &[
+                        doc.amount.is_some(),
+                        doc.lines.is_some(),
+                        doc.original_external_id.is_some(),
+                    ],
+                )?;
                 let currency = loyalty_currency(doc, program)?;
-                let points = doc.points.ok_or_else(|| invalid("points is required".into()))?;
+                let points = doc
+                    .points
+                    .ok_or_else(|| invalid("points is required".into()))?;
                 if points == 0 || points.abs() > MAX_POINTS {
-                    return Err(invalid(format!("points must be non-zero and at most {MAX_POINTS} either way")));
+                    return Err(invalid(format!(
+                        "points must be non-zero and at most {MAX_POINTS} either way"
+                    )));
                 }
                 let reason = doc
                     .reason
                     .as_deref()
                     .ok_or_else(|| invalid("an adjustment needs a reason code".into()))
-                    .and_then(|r| Code::parse(r).map_err(|e| invalid(format!("reason {:?} {e}", truncate(r)))))?;
-                JournalBody::Adjustment { currency, points, reason }
+                    .and_then(|r| {
+                        Code::parse(r).map_err(|e| invalid(format!("reason {:?} {e}", truncate(r))))
+                    })?;
+                JournalBody::Adjustment {
+                    currency,
+                    points,
+                    reason,
+                }
             }
             "cancellation" => {
-                reject_fields(doc, kind, &[doc.amount.is_some(), doc.lines.is_some(), doc.points.is_some()])?;
+                reject_fields(
+                    doc,
+                    kind,
+                    &[
+                        doc.amount.is_some(),
+                        doc.lines.is_some(),
+                        doc.points.is_some(),
+                    ],
+                )?;
                 let original = required_id(&doc.original_external_id, "original_external_id")?;
                 if original == external_id {
                     return Err(invalid("a journal cannot cancel itself".into()));
@@ -201,7 +240,10 @@ impl Journal {
             external_id: Some(self.external_id.to_string()),
             member: Some(self.member.to_string()),
             kind: Some(self.body.type_name().to_owned()),
-            occurred_at: Some(self.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            occurred_at: Some(
+                self.occurred_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            ),
             ..JournalDocument::default()
         };
         match &self.body {
@@ -284,9 +326,11 @@ fn required_id(value: &Option<String>, field: &str) -> Result<ExternalId, Journa
 fn optional_text(value: &Option<String>, field: &str) -> Result<Option<String>, JournalError> {
     match value.as_deref() {
         None => Ok(None),
-        Some(s) if s.chars().count() > MAX_TEXT || s.chars().any(char::is_control) => Err(
-            JournalError::Invalid(format!("{field} must be at most {MAX_TEXT} printable characters")),
-        ),
+        Some(s) if s.chars().count() > MAX_TEXT || s.chars().any(char::is_control) => {
+            Err(JournalError::Invalid(format!(
+                "{field} must be at most {MAX_TEXT} printable characters"
+            )))
+        }
         Some(s) => Ok(Some(s.to_owned())),
     }
 }
@@ -305,10 +349,9 @@ fn reject_fields(doc: &JournalDocument, kind: &str, present: &[bool]) -> Result<
 }
 
 fn loyalty_currency(doc: &JournalDocument, program: &Program) -> Result<CurrencyIx, JournalError> {
-    let code = doc
-        .currency
-        .as_deref()
-        .ok_or_else(|| JournalError::Invalid("currency (a loyalty currency code) is required".into()))?;
+    let code = doc.currency.as_deref().ok_or_else(|| {
+        JournalError::Invalid("currency (a loyalty currency code) is required".into())
+    })?;
     program
         .currency_ix(code)
         .ok_or_else(|| JournalError::UnknownCurrency(truncate(code)))
@@ -328,13 +371,23 @@ fn check_money_currency(doc: &JournalDocument, program: &Program) -> Result<(), 
             given: truncate(c),
             expected: program.money_currency.code().to_owned(),
         }),
-        None => Err(JournalError::Invalid("currency is required with an amount".into())),
+        None => Err(JournalError::Invalid(
+            "currency is required with an amount".into(),
+        )),
     }
 }
 
-fn parse_accrual(doc: &JournalDocument, program: &Program, activity: &str) -> Result<Accrual, JournalError> {
+fn parse_accrual(
+    doc: &JournalDocument,
+    program: &Program,
+    activity: &str,
+) -> Result<Accrual, JournalError> {
     let invalid = |msg: String| JournalError::Invalid(msg);
-    reject_fields(doc, activity, &[doc.original_external_id.is_some(), doc.reason.is_some()])?;
+    reject_fields(
+        doc,
+        activity,
+        &[doc.original_external_id.is_some(), doc.reason.is_some()],
+    )?;
     let lines = match &doc.lines {
         None => Vec::new(),
         Some(lines) if lines.len() > MAX_LINES => {
@@ -348,7 +401,10 @@ fn parse_accrual(doc: &JournalDocument, program: &Program, activity: &str) -> Re
     };
     for (i, line) in lines.iter().enumerate() {
         if lines[..i].iter().any(|l| l.line_id == line.line_id) {
-            return Err(invalid(format!("lines[{i}].line_id {:?} appears twice", line.line_id)));
+            return Err(invalid(format!(
+                "lines[{i}].line_id {:?} appears twice",
+                line.line_id
+            )));
         }
     }
     let lines_total = lines.iter().map(|l| l.amount.0).sum::<i64>();
@@ -374,11 +430,15 @@ fn parse_accrual(doc: &JournalDocument, program: &Program, activity: &str) -> Re
     };
     let attributes = doc.attributes.clone().unwrap_or_default();
     if attributes.len() > MAX_ATTRIBUTES {
-        return Err(invalid(format!("at most {MAX_ATTRIBUTES} attributes are allowed")));
+        return Err(invalid(format!(
+            "at most {MAX_ATTRIBUTES} attributes are allowed"
+        )));
     }
     let subtype = match doc.subtype.as_deref() {
         None => None,
-        Some(s) => Some(Code::parse(s).map_err(|e| invalid(format!("subtype {:?} {e}", truncate(s))))?),
+        Some(s) => {
+            Some(Code::parse(s).map_err(|e| invalid(format!("subtype {:?} {e}", truncate(s))))?)
+        }
     };
     Ok(Accrual {
         activity: Code::parse(activity).map_err(|e| invalid(format!("type {e}")))?,
@@ -395,8 +455,18 @@ fn parse_accrual(doc: &JournalDocument, program: &Program, activity: &str) -> Re
 fn parse_line(i: usize, l: &LineDocument, program: &Program) -> Result<Line, JournalError> {
     let invalid = |msg: String| JournalError::Invalid(format!("lines[{i}].{msg}"));
     let line_id = match l.line_id.as_deref() {
-        Some(id) if !id.is_empty() && id.chars().count() <= MAX_TEXT && !id.chars().any(char::is_control) => id.to_owned(),
-        _ => return Err(invalid(format!("line_id is required, 1 to {MAX_TEXT} printable characters"))),
+        Some(id)
+            if !id.is_empty()
+                && id.chars().count() <= MAX_TEXT
+                && !id.chars().any(char::is_control) =>
+        {
+            id.to_owned()
+        }
+        _ => {
+            return Err(invalid(format!(
+                "line_id is required, 1 to {MAX_TEXT} printable characters"
+            )));
+        }
     };
     let quantity = l.quantity.unwrap_or(1);
     if quantity == 0 || quantity > 1_000_000 {
@@ -422,7 +492,11 @@ fn parse_line(i: usize, l: &LineDocument, program: &Program) -> Result<Line, Jou
 
 fn parse_refund(doc: &JournalDocument, program: &Program) -> Result<Refund, JournalError> {
     let invalid = |msg: String| JournalError::Invalid(msg);
-    reject_fields(doc, "refund", &[doc.reason.is_some(), doc.partner.is_some()])?;
+    reject_fields(
+        doc,
+        "refund",
+        &[doc.reason.is_some(), doc.partner.is_some()],
+    )?;
     let original = required_id(&doc.original_external_id, "original_external_id")?;
     let amount = match doc.amount.as_deref() {
         Some(raw) => {
@@ -438,7 +512,9 @@ fn parse_refund(doc: &JournalDocument, program: &Program) -> Result<Refund, Jour
     let lines = match &doc.lines {
         None => Vec::new(),
         Some(_) if amount.is_some() => {
-            return Err(invalid("a refund gives lines or an amount, not both".into()));
+            return Err(invalid(
+                "a refund gives lines or an amount, not both".into(),
+            ));
         }
         Some(lines) if lines.is_empty() || lines.len() > MAX_LINES => {
             return Err(invalid(format!("a refund gives 1 to {MAX_LINES} lines")));
@@ -463,10 +539,14 @@ fn parse_refund(doc: &JournalDocument, program: &Program) -> Result<Refund, Jour
                     .map(|raw| money_amount(raw, &format!("lines[{i}].amount"), program))
                     .transpose()?;
                 if l.quantity == Some(0) || amount == Some(MinorUnits(0)) {
-                    return Err(invalid(format!("lines[{i}]: refund a positive quantity or amount")));
+                    return Err(invalid(format!(
+                        "lines[{i}]: refund a positive quantity or amount"
+                    )));
                 }
                 if l.quantity.is_some() && amount.is_some() {
-                    return Err(invalid(format!("lines[{i}]: give quantity or amount, not both")));
+                    return Err(invalid(format!(
+                        "lines[{i}]: give quantity or amount, not both"
+                    )));
                 }
                 Ok(RefundLine {
                     line_id,
@@ -478,7 +558,10 @@ fn parse_refund(doc: &JournalDocument, program: &Program) -> Result<Refund, Jour
     };
     for (i, line) in lines.iter().enumerate() {
         if lines[..i].iter().any(|l| l.line_id == line.line_id) {
-            return Err(invalid(format!("lines[{i}].line_id {:?} appears twice", line.line_id)));
+            return Err(invalid(format!(
+                "lines[{i}].line_id {:?} appears twice",
+                line.line_id
+            )));
         }
     }
     Ok(Refund {

@@ -273,7 +273,10 @@ impl MemberLedger {
             let (mut available, mut pending) = (0i64, 0i64);
             for b in self.buckets.iter().filter(|b| b.currency == ix) {
                 if b.remaining < 0 || b.remaining > b.credited {
-                    return Err(format!("{code}: bucket {:?} holds {} of {}", b.id, b.remaining, b.credited));
+                    return Err(format!(
+                        "{code}: bucket {:?} holds {} of {}",
+                        b.id, b.remaining, b.credited
+                    ));
                 }
                 if b.pending {
                     pending += b.remaining;
@@ -285,7 +288,10 @@ impl MemberLedger {
                 return Err(format!("{code}: negative arrears {}", account.arrears));
             }
             if account.arrears > 0 && available > 0 {
-                return Err(format!("{code}: arrears {} beside {available} available", account.arrears));
+                return Err(format!(
+                    "{code}: arrears {} beside {available} available",
+                    account.arrears
+                ));
             }
             if account.available != available - account.arrears || account.pending != pending {
                 return Err(format!(

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::{Bucket, Entry, EntryKind, MemberLedger, Pool};
 use crate::calendar;
 use crate::ids::{BucketId, CurrencyIx, EntryKey, JournalId};
-use crate::program::{ReturnPolicy, Program};
+use crate::program::{Program, ReturnPolicy};
 
 /// Collects the entries one journal writes, numbering them.
 #[derive(Debug)]
@@ -71,7 +71,14 @@ impl MemberLedger {
     }
 
     /// Moves `amount` (signed) on the bucket at `idx`, in the bucket's current pool.
-    pub(super) fn move_bucket(&mut self, w: &mut JournalWriter, idx: usize, kind: EntryKind, amount: i64, at: DateTime<Utc>) {
+    pub(super) fn move_bucket(
+        &mut self,
+        w: &mut JournalWriter,
+        idx: usize,
+        kind: EntryKind,
+        amount: i64,
+        at: DateTime<Utc>,
+    ) {
         let bucket = &mut self.buckets[idx];
         bucket.remaining += amount;
         bucket.changed = true;
@@ -82,7 +89,14 @@ impl MemberLedger {
     }
 
     /// Moves `amount` (signed) on the account's arrears: negative to owe more.
-    fn move_arrears(&mut self, w: &mut JournalWriter, currency: CurrencyIx, kind: EntryKind, amount: i64, at: DateTime<Utc>) {
+    fn move_arrears(
+        &mut self,
+        w: &mut JournalWriter,
+        currency: CurrencyIx,
+        kind: EntryKind,
+        amount: i64,
+        at: DateTime<Utc>,
+    ) {
         w.push(currency, kind, Pool::Available, None, amount, at);
         self.apply(currency, Pool::Available, amount);
         self.accounts[currency.index()].arrears -= amount;
@@ -114,7 +128,11 @@ impl MemberLedger {
         } else {
             credited_at
         };
-        let pool = if pending { Pool::Pending } else { Pool::Available };
+        let pool = if pending {
+            Pool::Pending
+        } else {
+            Pool::Available
+        };
         let id = EntryKey {
             journal: w.journal,
             seq: w.entries.len() as u32,
@@ -162,7 +180,9 @@ impl MemberLedger {
             .buckets
             .iter()
             .enumerate()
-            .filter(|(_, b)| b.currency == currency && !b.pending && b.remaining > 0 && b.credited_at <= t)
+            .filter(|(_, b)| {
+                b.currency == currency && !b.pending && b.remaining > 0 && b.credited_at <= t
+            })
             .filter_map(|(i, b)| {
                 let expiry = self.effective_expiry(program, b);
                 match expiry {
@@ -324,7 +344,12 @@ impl MemberLedger {
                     .ok_or_else(|| format!("bucket {bucket:?} is not loaded"))?;
                 self.move_bucket(w, idx, EntryKind::Cancel, points, now);
                 let b = &self.buckets[idx];
-                let (currency, expiry, pending, available_at) = (b.currency, self.effective_expiry(program, b), b.pending, b.available_at);
+                let (currency, expiry, pending, available_at) = (
+                    b.currency,
+                    self.effective_expiry(program, b),
+                    b.pending,
+                    b.available_at,
+                );
                 let account = &mut self.accounts[debit.currency.index()];
                 account.note_transition(expiry);
                 if pending {
@@ -341,7 +366,14 @@ impl MemberLedger {
                     self.move_arrears(w, debit.currency, EntryKind::Cancel, reduce, now);
                 }
                 if points > reduce {
-                    self.credit(program, w, debit.currency, points - reduce, now, EntryKind::Cancel);
+                    self.credit(
+                        program,
+                        w,
+                        debit.currency,
+                        points - reduce,
+                        now,
+                        EntryKind::Cancel,
+                    );
                 }
             }
         }

@@ -24,7 +24,11 @@ impl Settled {
         self.released.is_empty() && self.expired.is_empty()
     }
 
-    fn add(list: &mut Vec<(crate::ids::CurrencyIx, i64)>, currency: crate::ids::CurrencyIx, points: i64) {
+    fn add(
+        list: &mut Vec<(crate::ids::CurrencyIx, i64)>,
+        currency: crate::ids::CurrencyIx,
+        points: i64,
+    ) {
         match list.iter_mut().find(|(c, _)| *c == currency) {
             Some((_, p)) => *p += points,
             None => list.push((currency, points)),
@@ -43,7 +47,12 @@ enum Event {
 impl MemberLedger {
     /// Applies every release and expiry due at `now`, in time order. Needs all open
     /// buckets loaded. Afterwards each account's `next_transition_at` is exact.
-    pub fn settle(&mut self, program: &Program, w: &mut JournalWriter, now: DateTime<Utc>) -> Settled {
+    pub fn settle(
+        &mut self,
+        program: &Program,
+        w: &mut JournalWriter,
+        now: DateTime<Utc>,
+    ) -> Settled {
         debug_assert!(self.buckets_loaded, "settling needs the open buckets");
         let mut events: Vec<(DateTime<Utc>, Event, usize)> = Vec::new();
         for (idx, bucket) in self.buckets.iter().enumerate() {
@@ -73,8 +82,22 @@ impl MemberLedger {
                         continue;
                     }
                     let id = bucket.id;
-                    w.push(currency, EntryKind::Release, Pool::Pending, Some(id), -remaining, at);
-                    w.push(currency, EntryKind::Release, Pool::Available, Some(id), remaining, at);
+                    w.push(
+                        currency,
+                        EntryKind::Release,
+                        Pool::Pending,
+                        Some(id),
+                        -remaining,
+                        at,
+                    );
+                    w.push(
+                        currency,
+                        EntryKind::Release,
+                        Pool::Available,
+                        Some(id),
+                        remaining,
+                        at,
+                    );
                     self.apply_release(idx, remaining);
                     Settled::add(&mut settled.released, currency, remaining);
                     self.recover_arrears(w, idx, at);

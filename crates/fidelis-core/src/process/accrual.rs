@@ -39,7 +39,11 @@ pub(super) fn earn(
     let Some(money) = accrual.amount else {
         return state;
     };
-    for rule in program.base_earning.iter().filter(|r| r.applies_to(accrual.activity.as_str())) {
+    for rule in program
+        .base_earning
+        .iter()
+        .filter(|r| r.applies_to(accrual.activity.as_str()))
+    {
         let points = rule.rate.apply(money, program.money_currency.scale());
         if points <= 0 {
             continue;

@@ -59,7 +59,16 @@ pub(super) fn cancel(
                 reversals = reverse_components(&mut next, program)?;
                 *state = next;
             }
-            take_back(program, ledger, w, id, &reversals, now, EntryKind::Cancel, outcome);
+            take_back(
+                program,
+                ledger,
+                w,
+                id,
+                &reversals,
+                now,
+                EntryKind::Cancel,
+                outcome,
+            );
         }
         RecordKind::Adjustment if target.entries.iter().any(|e| is_own_credit(id)(&e)) => {
             let credited: Vec<(crate::ids::CurrencyIx, i64)> = target
@@ -69,7 +78,8 @@ pub(super) fn cancel(
                 .map(|e| (e.currency, e.amount))
                 .collect();
             for (currency, points) in credited {
-                let result = ledger.claw_back(program, w, currency, points, id, now, EntryKind::Cancel);
+                let result =
+                    ledger.claw_back(program, w, currency, points, id, now, EntryKind::Cancel);
                 let code = program.currency(currency).code.as_str();
                 Outcome::add(&mut outcome.reversed, code, result.taken);
                 Outcome::add(&mut outcome.unrecovered, code, result.unrecovered);
@@ -78,12 +88,15 @@ pub(super) fn cancel(
         }
         RecordKind::Refund => {
             let JournalState::Refund(refund) = &target.state else {
-                return Err(ProcessError::Internal(format!("refund {original:?} has no stored state")));
+                return Err(ProcessError::Internal(format!(
+                    "refund {original:?} has no stored state"
+                )));
             };
-            let refunded = related
-                .target_original
-                .as_mut()
-                .ok_or_else(|| ProcessError::Internal(format!("the journal refund {original:?} refunded is not loaded")))?;
+            let refunded = related.target_original.as_mut().ok_or_else(|| {
+                ProcessError::Internal(format!(
+                    "the journal refund {original:?} refunded is not loaded"
+                ))
+            })?;
             if refunded.status == RecordStatus::Cancelled {
                 return Err(JournalError::NotCancellable(format!(
                     "the journal refund {original:?} refunded was cancelled since; cancelling the refund would give its points back twice"
@@ -91,15 +104,16 @@ pub(super) fn cancel(
                 .into());
             }
             let JournalState::Accrual(state) = &mut refunded.state else {
-                return Err(ProcessError::Internal(format!("the journal refund {original:?} refunded has no accrual state")));
+                return Err(ProcessError::Internal(format!(
+                    "the journal refund {original:?} refunded has no accrual state"
+                )));
             };
             check_loaded(ledger, &target.entries)?;
             let mut next = state.clone();
             for (idx, quantity, amount) in &refund.lines {
-                let line = next
-                    .lines
-                    .get_mut(*idx as usize)
-                    .ok_or_else(|| ProcessError::Internal("refund state names a missing line".into()))?;
+                let line = next.lines.get_mut(*idx as usize).ok_or_else(|| {
+                    ProcessError::Internal("refund state names a missing line".into())
+                })?;
                 line.refunded_quantity -= quantity;
                 line.refunded_amount -= amount;
             }
@@ -108,7 +122,9 @@ pub(super) fn cancel(
                 let c = next
                     .components
                     .get_mut(*component as usize)
-                    .ok_or_else(|| ProcessError::Internal("refund state names a missing component".into()))?;
+                    .ok_or_else(|| {
+                        ProcessError::Internal("refund state names a missing component".into())
+                    })?;
                 c.reversed -= points;
             }
             restore_debits(program, ledger, w, &target.entries, now, outcome)?;
@@ -126,12 +142,20 @@ pub(super) fn cancel(
 }
 
 fn is_own_credit(journal: JournalId) -> impl Fn(&&Entry) -> bool {
-    move |e: &&Entry| e.amount > 0 && e.kind == EntryKind::Adjust && e.bucket.is_some_and(|b| b.journal == journal)
+    move |e: &&Entry| {
+        e.amount > 0
+            && e.kind == EntryKind::Adjust
+            && e.bucket.is_some_and(|b| b.journal == journal)
+    }
 }
 
 /// Refuses before changing anything if a bucket to give points back to is not loaded.
 fn check_loaded(ledger: &MemberLedger, entries: &[Entry]) -> Result<(), ProcessError> {
-    for bucket in entries.iter().filter(|e| e.amount < 0).filter_map(|e| e.bucket) {
+    for bucket in entries
+        .iter()
+        .filter(|e| e.amount < 0)
+        .filter_map(|e| e.bucket)
+    {
         if ledger.bucket_index(bucket).is_none() {
             return Err(ProcessError::NeedsBuckets);
         }
@@ -152,12 +176,24 @@ fn restore_debits(
     // then come back a second time as a fresh bucket.
     let mut debits: Vec<&Entry> = entries
         .iter()
-        .filter(|e| e.amount < 0 && matches!(e.kind, EntryKind::Redeem | EntryKind::Refund | EntryKind::Adjust))
+        .filter(|e| {
+            e.amount < 0
+                && matches!(
+                    e.kind,
+                    EntryKind::Redeem | EntryKind::Refund | EntryKind::Adjust
+                )
+        })
         .collect();
     debits.sort_by_key(|e| e.bucket.is_some());
     for entry in debits {
-        let points = ledger.restore(program, w, entry, now).map_err(ProcessError::Internal)?;
-        Outcome::add(&mut outcome.restored, program.currency(entry.currency).code.as_str(), points);
+        let points = ledger
+            .restore(program, w, entry, now)
+            .map_err(ProcessError::Internal)?;
+        Outcome::add(
+            &mut outcome.restored,
+            program.currency(entry.currency).code.as_str(),
+            points,
+        );
     }
     Ok(())
 }

@@ -101,8 +101,8 @@ pub fn process(
     // Settling and the operations below change the ledger step by step; a refusal after
     // the first step restores this copy. The hot path (an accrual with nothing due) has
     // nothing to undo and takes no copy.
-    let snapshot = (due || needs_buckets(journal))
-        .then(|| (ledger.accounts.clone(), ledger.buckets.clone()));
+    let snapshot =
+        (due || needs_buckets(journal)).then(|| (ledger.accounts.clone(), ledger.buckets.clone()));
     let mut settle = JournalWriter::new(ids.settlement);
     let mut outcome = Outcome {
         status: "processed".into(),
@@ -138,7 +138,8 @@ pub fn process(
                 entries: w.entries,
                 changed: false,
             };
-            let settlement = (!settle.entries.is_empty()).then(|| settlement_record(ledger, settle, now));
+            let settlement =
+                (!settle.entries.is_empty()).then(|| settlement_record(ledger, settle, now));
             Ok(Processed {
                 outcome,
                 record,
@@ -191,10 +192,18 @@ fn settlement_record(ledger: &MemberLedger, w: JournalWriter, now: DateTime<Utc>
 
 fn note_settled(program: &Program, outcome: &mut Outcome, settled: &crate::ledger::Settled) {
     for (currency, points) in &settled.expired {
-        Outcome::add(&mut outcome.expired, program.currency(*currency).code.as_str(), *points);
+        Outcome::add(
+            &mut outcome.expired,
+            program.currency(*currency).code.as_str(),
+            *points,
+        );
     }
     for (currency, points) in &settled.released {
-        Outcome::add(&mut outcome.released, program.currency(*currency).code.as_str(), *points);
+        Outcome::add(
+            &mut outcome.released,
+            program.currency(*currency).code.as_str(),
+            *points,
+        );
     }
 }
 
@@ -240,7 +249,16 @@ fn apply(
             })
         }
         JournalBody::Redemption { currency, points } => {
-            debit(program, ledger, w, *currency, *points, at, EntryKind::Redeem, outcome)?;
+            debit(
+                program,
+                ledger,
+                w,
+                *currency,
+                *points,
+                at,
+                EntryKind::Redeem,
+                outcome,
+            )?;
             ledger.note_activity(program, at);
             Ok(Applied {
                 kind: RecordKind::Redemption,
@@ -248,7 +266,9 @@ fn apply(
                 state: JournalState::None,
             })
         }
-        JournalBody::Adjustment { currency, points, .. } => {
+        JournalBody::Adjustment {
+            currency, points, ..
+        } => {
             if *points > 0 {
                 ledger.credit(program, w, *currency, *points, at, EntryKind::Adjust);
                 outcome.awards.push(crate::outcome::Award {
@@ -257,7 +277,16 @@ fn apply(
                     points: *points,
                 });
             } else {
-                debit(program, ledger, w, *currency, -points, at, EntryKind::Adjust, outcome)?;
+                debit(
+                    program,
+                    ledger,
+                    w,
+                    *currency,
+                    -points,
+                    at,
+                    EntryKind::Adjust,
+                    outcome,
+                )?;
             }
             Ok(Applied {
                 kind: RecordKind::Adjustment,
@@ -266,7 +295,8 @@ fn apply(
             })
         }
         JournalBody::Refund(refund) => {
-            let (original, state) = refund::refund(program, ledger, w, refund, related, at, outcome)?;
+            let (original, state) =
+                refund::refund(program, ledger, w, refund, related, at, outcome)?;
             Ok(Applied {
                 kind: RecordKind::Refund,
                 original: Some(original),

@@ -9,7 +9,10 @@
 use chrono::{DateTime, Utc};
 
 use super::accrual::allocate;
-use super::{AccrualState, JournalRecord, JournalState, ProcessError, RecordKind, RecordStatus, RefundState, Related};
+use super::{
+    AccrualState, JournalRecord, JournalState, ProcessError, RecordKind, RecordStatus, RefundState,
+    Related,
+};
 use crate::ids::{CurrencyIx, ExternalId, JournalId, MemberId};
 use crate::journal::{JournalError, Refund};
 use crate::ledger::{EntryKind, JournalWriter, MemberLedger};
@@ -48,7 +51,16 @@ pub(super) fn refund(
     }
     target.changed = true;
     outcome.refunded_amount = Some(program.money_currency.format(MinorUnits(total)));
-    take_back(program, ledger, w, origin, &reversals, at, EntryKind::Refund, outcome);
+    take_back(
+        program,
+        ledger,
+        w,
+        origin,
+        &reversals,
+        at,
+        EntryKind::Refund,
+        outcome,
+    );
     Ok((
         origin,
         RefundState {
@@ -75,7 +87,9 @@ fn refundable<'a>(
         )));
     }
     if target.status == RecordStatus::Cancelled {
-        return Err(JournalError::NotRefundable(format!("journal {original:?} was cancelled")));
+        return Err(JournalError::NotRefundable(format!(
+            "journal {original:?} was cancelled"
+        )));
     }
     match &mut target.state {
         JournalState::Accrual(state) if state.amount > 0 => Ok(state),
@@ -86,7 +100,11 @@ fn refundable<'a>(
 }
 
 /// The money refunded per line (index, quantity, amount) and in total.
-fn plan(state: &AccrualState, refund: &Refund, program: &Program) -> Result<(Vec<(u32, u32, i64)>, i64), JournalError> {
+fn plan(
+    state: &AccrualState,
+    refund: &Refund,
+    program: &Program,
+) -> Result<(Vec<(u32, u32, i64)>, i64), JournalError> {
     let money = program.money_currency;
     let exceeds = |msg: String| JournalError::RefundExceedsOriginal(msg);
     let left_total = state.amount - state.refunded;
@@ -102,7 +120,9 @@ fn plan(state: &AccrualState, refund: &Refund, program: &Program) -> Result<(Vec
                 .lines
                 .iter()
                 .position(|l| l.line_id == rl.line_id)
-                .ok_or_else(|| JournalError::Invalid(format!("line {:?} is not in the original", rl.line_id)))?;
+                .ok_or_else(|| {
+                    JournalError::Invalid(format!("line {:?} is not in the original", rl.line_id))
+                })?;
             let line = &state.lines[idx];
             let left_quantity = line.quantity - line.refunded_quantity;
             let left_amount = line.amount - line.refunded_amount;
@@ -115,7 +135,9 @@ fn plan(state: &AccrualState, refund: &Refund, program: &Program) -> Result<(Vec
                 }
                 (Some(q), _) if q == left_quantity => (q, left_amount),
                 (Some(q), _) => {
-                    let at = |n: u32| i128::from(line.amount) * i128::from(n) / i128::from(line.quantity);
+                    let at = |n: u32| {
+                        i128::from(line.amount) * i128::from(n) / i128::from(line.quantity)
+                    };
                     let step = at(line.refunded_quantity + q) - at(line.refunded_quantity);
                     (q, (step as i64).min(left_amount))
                 }
@@ -132,7 +154,10 @@ fn plan(state: &AccrualState, refund: &Refund, program: &Program) -> Result<(Vec
                 (None, None) => (left_quantity, left_amount),
             };
             if quantity == 0 && amount == 0 {
-                return Err(exceeds(format!("line {:?} is already fully refunded", rl.line_id)));
+                return Err(exceeds(format!(
+                    "line {:?} is already fully refunded",
+                    rl.line_id
+                )));
             }
             lines.push((idx as u32, quantity, amount));
         }
@@ -148,7 +173,9 @@ fn plan(state: &AccrualState, refund: &Refund, program: &Program) -> Result<(Vec
             )));
         }
         Some(a) => a.0,
-        None if left_total == 0 => return Err(exceeds("the original is already fully refunded".into())),
+        None if left_total == 0 => {
+            return Err(exceeds("the original is already fully refunded".into()));
+        }
         None => left_total,
     };
     if state.lines.is_empty() {
@@ -156,14 +183,22 @@ fn plan(state: &AccrualState, refund: &Refund, program: &Program) -> Result<(Vec
     }
     // An amount against an order with lines: spread over the lines in proportion to what
     // is left of each.
-    let weights: Vec<i64> = state.lines.iter().map(|l| l.amount - l.refunded_amount).collect();
+    let weights: Vec<i64> = state
+        .lines
+        .iter()
+        .map(|l| l.amount - l.refunded_amount)
+        .collect();
     let lines = allocate(amount, &weights)
         .into_iter()
         .enumerate()
         .filter(|(_, a)| *a > 0)
         .map(|(i, a)| {
             let line = &state.lines[i];
-            let quantity = if a == weights[i] { line.quantity - line.refunded_quantity } else { 0 };
+            let quantity = if a == weights[i] {
+                line.quantity - line.refunded_quantity
+            } else {
+                0
+            };
             (i as u32, quantity, a)
         })
         .collect();
@@ -179,13 +214,18 @@ pub(super) struct Reversal {
 
 /// Advances each component's `reversed` to its target for the refunded shares in `state`
 /// and returns the differences.
-pub(super) fn reverse_components(state: &mut AccrualState, program: &Program) -> Result<Vec<Reversal>, JournalError> {
+pub(super) fn reverse_components(
+    state: &mut AccrualState,
+    program: &Program,
+) -> Result<Vec<Reversal>, JournalError> {
     let mut out = Vec::new();
     for (i, component) in state.components.iter_mut().enumerate() {
         let (refunded, total) = match component.line {
             Some(l) => {
                 let line = state.lines.get(l as usize).ok_or_else(|| {
-                    JournalError::NotRefundable("the original's stored lines are inconsistent".into())
+                    JournalError::NotRefundable(
+                        "the original's stored lines are inconsistent".into(),
+                    )
                 })?;
                 (line.refunded_amount, line.amount)
             }

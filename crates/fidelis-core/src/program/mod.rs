@@ -189,7 +189,9 @@ pub enum ExpiryPolicy {
         years_after: u32,
     },
     /// The whole balance, `months` after the member's last activity.
-    Inactivity { months: u32 },
+    Inactivity {
+        months: u32,
+    },
 }
 
 impl ExpiryPolicy {
@@ -203,7 +205,9 @@ impl ExpiryPolicy {
                 Some(match round_up {
                     // `end_of` gives the start of the next period; an instant already on
                     // a boundary stays there.
-                    Some(unit) if !is_period_start(tz, end, unit) => calendar::end_of(tz, end, unit),
+                    Some(unit) if !is_period_start(tz, end, unit) => {
+                        calendar::end_of(tz, end, unit)
+                    }
                     _ => end,
                 })
             }
@@ -217,7 +221,8 @@ impl ExpiryPolicy {
                 if end <= credited_at {
                     end = calendar::end_of_calendar_day(tz, year + 1, month, day);
                 }
-                let first_year = calendar::local_date(tz, end - chrono::Duration::seconds(1)).year();
+                let first_year =
+                    calendar::local_date(tz, end - chrono::Duration::seconds(1)).year();
                 let target_year = first_year.saturating_add(years_after as i32);
                 Some(calendar::end_of_calendar_day(tz, target_year, month, day))
             }

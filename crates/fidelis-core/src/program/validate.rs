@@ -92,7 +92,11 @@ impl Check {
 pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Program, Vec<Problem>> {
     let mut check = Check {
         problems: Vec::new(),
-        declared_currencies: doc.currencies.iter().filter_map(|c| c.code.clone()).collect(),
+        declared_currencies: doc
+            .currencies
+            .iter()
+            .filter_map(|c| c.code.clone())
+            .collect(),
     };
     check.unknown("", &doc.unknown);
 
@@ -103,7 +107,10 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
         .and_then(|tz| match tz.parse::<Tz>() {
             Ok(tz) => Some(tz),
             Err(_) => {
-                check.add("time_zone", format!("{tz:?} is not an IANA time zone such as \"Europe/Berlin\""));
+                check.add(
+                    "time_zone",
+                    format!("{tz:?} is not an IANA time zone such as \"Europe/Berlin\""),
+                );
                 None
             }
         });
@@ -143,10 +150,17 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
     }
 }
 
-fn program_code(check: &mut Check, doc: &ProgramDocument, given: Option<&str>) -> Option<ProgramCode> {
+fn program_code(
+    check: &mut Check,
+    doc: &ProgramDocument,
+    given: Option<&str>,
+) -> Option<ProgramCode> {
     let raw = match (given, doc.code.as_deref()) {
         (Some(given), Some(own)) if given != own => {
-            check.add("code", format!("{own:?} differs from the program being written, {given:?}"));
+            check.add(
+                "code",
+                format!("{own:?} differs from the program being written, {given:?}"),
+            );
             return None;
         }
         (Some(code), _) | (None, Some(code)) => code,
@@ -166,7 +180,10 @@ fn program_code(check: &mut Check, doc: &ProgramDocument, given: Option<&str>) -
 
 fn activity_types(check: &mut Check, raw: &[String]) -> Vec<Code> {
     if raw.len() > MAX_ACTIVITY_TYPES {
-        check.add("activity_types", format!("at most {MAX_ACTIVITY_TYPES} are allowed"));
+        check.add(
+            "activity_types",
+            format!("at most {MAX_ACTIVITY_TYPES} are allowed"),
+        );
     }
     let mut seen = HashSet::new();
     let mut out = Vec::new();
@@ -176,7 +193,9 @@ fn activity_types(check: &mut Check, raw: &[String]) -> Vec<Code> {
             Ok(_) if RESERVED_TYPES.contains(&t.as_str()) => {
                 check.add(path, format!("{t:?} is built in and cannot be declared"));
             }
-            Ok(_) if !seen.insert(t.as_str()) => check.add(path, format!("{t:?} is declared twice")),
+            Ok(_) if !seen.insert(t.as_str()) => {
+                check.add(path, format!("{t:?} is declared twice"))
+            }
             Ok(code) => out.push(code),
             Err(e) => check.add(path, format!("{t:?} {e}")),
         }
@@ -202,7 +221,10 @@ fn currencies(check: &mut Check, docs: &[CurrencyDocument]) -> Vec<Option<Curren
         check.add("currencies", "a program needs at least one currency");
     }
     if docs.len() > MAX_CURRENCIES {
-        check.add("currencies", format!("at most {MAX_CURRENCIES} are allowed"));
+        check.add(
+            "currencies",
+            format!("at most {MAX_CURRENCIES} are allowed"),
+        );
     }
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(docs.len());
@@ -211,7 +233,10 @@ fn currencies(check: &mut Check, docs: &[CurrencyDocument]) -> Vec<Option<Curren
         let currency = currency(check, &at, doc);
         if let Some(c) = &currency {
             if !seen.insert(c.code.clone()) {
-                check.add(format!("{at}.code"), format!("{:?} is defined twice", c.code.as_str()));
+                check.add(
+                    format!("{at}.code"),
+                    format!("{:?} is defined twice", c.code.as_str()),
+                );
             }
         }
         out.push(currency);
@@ -227,7 +252,10 @@ fn currency(check: &mut Check, at: &str, doc: &CurrencyDocument) -> Option<Curre
         Some("redeemable") => Some(CurrencyKind::Redeemable),
         Some("qualifying") => Some(CurrencyKind::Qualifying),
         Some(other) => {
-            check.add(format!("{at}.kind"), format!("{other:?} is not one of redeemable, qualifying"));
+            check.add(
+                format!("{at}.kind"),
+                format!("{other:?} is not one of redeemable, qualifying"),
+            );
             None
         }
         None => None,
@@ -235,13 +263,19 @@ fn currency(check: &mut Check, at: &str, doc: &CurrencyDocument) -> Option<Curre
     let expiry = match &doc.expiry {
         Some(e) => expiry(check, &format!("{at}.expiry"), e),
         None => {
-            check.add(format!("{at}.expiry"), "is required (use {policy: never} for points that never expire)");
+            check.add(
+                format!("{at}.expiry"),
+                "is required (use {policy: never} for points that never expire)",
+            );
             None
         }
     };
     let pending_days = doc.pending_days.unwrap_or(0);
     if pending_days > MAX_PENDING_DAYS {
-        check.add(format!("{at}.pending_days"), format!("at most {MAX_PENDING_DAYS}"));
+        check.add(
+            format!("{at}.pending_days"),
+            format!("at most {MAX_PENDING_DAYS}"),
+        );
     }
     let return_policy = match doc.return_policy.as_deref() {
         None => Some(ReturnPolicy::WithinBalance),
@@ -281,7 +315,8 @@ fn currency(check: &mut Check, at: &str, doc: &CurrencyDocument) -> Option<Curre
             }
         },
     };
-    if kind == Some(CurrencyKind::Qualifying) && return_policy == Some(ReturnPolicy::AllowNegative) {
+    if kind == Some(CurrencyKind::Qualifying) && return_policy == Some(ReturnPolicy::AllowNegative)
+    {
         check.add(
             format!("{at}.return_policy"),
             "a qualifying currency cannot go negative",
@@ -325,7 +360,10 @@ fn expiry(check: &mut Check, at: &str, doc: &ExpiryDocument) -> Option<ExpiryPol
     ];
     for (field, is_set) in present {
         if is_set && !allowed.contains(&field) {
-            check.add(format!("{at}.{field}"), format!("does not apply to policy {policy}"));
+            check.add(
+                format!("{at}.{field}"),
+                format!("does not apply to policy {policy}"),
+            );
         }
     }
     match policy {
@@ -345,7 +383,9 @@ fn expiry(check: &mut Check, at: &str, doc: &ExpiryDocument) -> Option<ExpiryPol
                 _ => {
                     check.add(
                         at,
-                        format!("days must be 1 to {MAX_EXPIRY_DAYS}, months 1 to {MAX_EXPIRY_MONTHS}"),
+                        format!(
+                            "days must be 1 to {MAX_EXPIRY_DAYS}, months 1 to {MAX_EXPIRY_MONTHS}"
+                        ),
                     );
                     None
                 }
@@ -392,7 +432,10 @@ fn expiry(check: &mut Check, at: &str, doc: &ExpiryDocument) -> Option<ExpiryPol
                 Some(ExpiryPolicy::Inactivity { months })
             }
             _ => {
-                check.add(format!("{at}.months"), format!("is required, 1 to {MAX_EXPIRY_MONTHS}"));
+                check.add(
+                    format!("{at}.months"),
+                    format!("is required, 1 to {MAX_EXPIRY_MONTHS}"),
+                );
                 None
             }
         },
@@ -441,7 +484,10 @@ fn base_earning(
                 }),
                 (Ok(_), None) => None,
                 (Err(_), _) => {
-                    check.add(format!("{at}.rate"), format!("{raw:?} is not a decimal such as \"1\" or \"2.5\""));
+                    check.add(
+                        format!("{at}.rate"),
+                        format!("{raw:?} is not a decimal such as \"1\" or \"2.5\""),
+                    );
                     None
                 }
             });
@@ -507,7 +553,10 @@ fn tier_groups(
         let code = check.code(format!("{at}.code"), &doc.code);
         if let Some(code) = &code {
             if !seen.insert(code.clone()) {
-                check.add(format!("{at}.code"), format!("{:?} is defined twice", code.as_str()));
+                check.add(
+                    format!("{at}.code"),
+                    format!("{:?} is defined twice", code.as_str()),
+                );
             }
         }
         let currency = check
@@ -515,11 +564,17 @@ fn tier_groups(
             .and_then(|c| lookup_currency(check, &format!("{at}.currency"), c, currencies));
         if let Some(ix) = currency {
             if currencies[ix.index()].as_ref().map(|c| c.kind) != Some(CurrencyKind::Qualifying) {
-                check.add(format!("{at}.currency"), "tiers are held on a qualifying currency");
+                check.add(
+                    format!("{at}.currency"),
+                    "tiers are held on a qualifying currency",
+                );
             }
         }
         if doc.tiers.is_empty() || doc.tiers.len() > MAX_TIERS {
-            check.add(format!("{at}.tiers"), format!("a tier group needs 1 to {MAX_TIERS} tiers"));
+            check.add(
+                format!("{at}.tiers"),
+                format!("a tier group needs 1 to {MAX_TIERS} tiers"),
+            );
         }
         let mut tiers = Vec::new();
         let mut codes = HashSet::new();
@@ -530,7 +585,10 @@ fn tier_groups(
             let code = check.code(format!("{tat}.code"), &tier.code);
             if let Some(code) = &code {
                 if !codes.insert(code.clone()) {
-                    check.add(format!("{tat}.code"), format!("{:?} is defined twice", code.as_str()));
+                    check.add(
+                        format!("{tat}.code"),
+                        format!("{:?} is defined twice", code.as_str()),
+                    );
                 }
             }
             let threshold = match (tier.threshold, previous) {
@@ -539,11 +597,17 @@ fn tier_groups(
                     None
                 }
                 (Some(t), _) if j == 0 && t != 0 => {
-                    check.add(format!("{tat}.threshold"), "the first tier's threshold is 0");
+                    check.add(
+                        format!("{tat}.threshold"),
+                        "the first tier's threshold is 0",
+                    );
                     None
                 }
                 (Some(t), Some(p)) if t <= p => {
-                    check.add(format!("{tat}.threshold"), "thresholds must increase from tier to tier");
+                    check.add(
+                        format!("{tat}.threshold"),
+                        "thresholds must increase from tier to tier",
+                    );
                     None
                 }
                 (Some(t), _) => Some(t),
@@ -593,7 +657,10 @@ mod tests {
         );
         let program = Program::compile(&doc, None).unwrap();
         assert_eq!(program.code.as_str(), "shop");
-        assert_eq!(program.currencies[0].return_policy, ReturnPolicy::WithinBalance);
+        assert_eq!(
+            program.currencies[0].return_policy,
+            ReturnPolicy::WithinBalance
+        );
         assert_eq!(program.currencies[0].redemption_floor(), 0);
         assert!(program.base_earning[0].applies_to("purchase"));
     }
@@ -649,14 +716,19 @@ mod tests {
             "tier_groups[0].tiers[1].threshold",
         ];
         for path in expected {
-            assert!(paths.contains(&path), "no problem at {path}; got {problems:#?}");
+            assert!(
+                paths.contains(&path),
+                "no problem at {path}; got {problems:#?}"
+            );
         }
     }
 
     #[test]
     fn the_code_in_the_url_and_the_document_must_agree() {
-        let doc = parse(r#"{"code": "a", "name": "A", "time_zone": "UTC", "money_currency": "EUR",
-            "currencies": [{"code": "p", "name": "P", "kind": "redeemable", "expiry": {"policy": "never"}}]}"#);
+        let doc = parse(
+            r#"{"code": "a", "name": "A", "time_zone": "UTC", "money_currency": "EUR",
+            "currencies": [{"code": "p", "name": "P", "kind": "redeemable", "expiry": {"policy": "never"}}]}"#,
+        );
         let problems = Program::compile(&doc, Some("b")).unwrap_err();
         assert_eq!(problems[0].path, "code");
         assert!(Program::compile(&doc, Some("a")).is_ok());

@@ -23,7 +23,8 @@ pub fn program(currencies_yaml: &str) -> Program {
     let yaml = format!(
         "code: test\nname: Test\ntime_zone: Europe/Berlin\nmoney_currency: EUR\nactivity_types: [review]\ncurrencies:\n{currencies_yaml}\nearning:\n  base:\n    - {{currency: points, rate: \"1\"}}\n"
     );
-    let doc: ProgramDocument = yaml_serde::from_str(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let doc: ProgramDocument =
+        yaml_serde::from_str(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     Program::compile(&doc, None).unwrap_or_else(|p| panic!("{p:#?}"))
 }
 
@@ -68,8 +69,10 @@ impl Sim {
     pub fn post(&mut self, mut json: serde_json::Value) -> Result<Outcome, JournalError> {
         self.seq += 1;
         let obj = json.as_object_mut().unwrap();
-        obj.entry("occurred_at").or_insert_with(|| self.now.to_rfc3339().into());
-        obj.entry("external_id").or_insert_with(|| format!("j{}", self.seq).into());
+        obj.entry("occurred_at")
+            .or_insert_with(|| self.now.to_rfc3339().into());
+        obj.entry("external_id")
+            .or_insert_with(|| format!("j{}", self.seq).into());
         let journal = self.doc(json);
         self.book.post(&journal, self.now).map(|(o, _)| o)
     }
@@ -80,7 +83,9 @@ impl Sim {
     }
 
     pub fn ledger(&self, member: &str) -> &MemberLedger {
-        self.book.ledger(&ExternalId::parse(member).unwrap()).unwrap()
+        self.book
+            .ledger(&ExternalId::parse(member).unwrap())
+            .unwrap()
     }
 
     /// (available, pending) of a currency.
@@ -95,17 +100,33 @@ impl Sim {
     /// credit.
     pub fn buckets(&self, member: &str, currency: &str) -> Vec<(Option<DateTime<Utc>>, i64)> {
         let ix = self.book.program().currency_ix(currency).unwrap();
-        let mut buckets: Vec<_> = self.ledger(member).buckets.iter().filter(|b| b.currency == ix).collect();
+        let mut buckets: Vec<_> = self
+            .ledger(member)
+            .buckets
+            .iter()
+            .filter(|b| b.currency == ix)
+            .collect();
         buckets.sort_by_key(|b| (b.credited_at, b.id));
-        buckets.iter().map(|b| (b.expires_at, b.remaining)).collect()
+        buckets
+            .iter()
+            .map(|b| (b.expires_at, b.remaining))
+            .collect()
     }
 
     pub fn entries(&self, member: &str, kind: EntryKind) -> Vec<i64> {
         let id = self.ledger(member).member;
-        self.book.entries_of(id).filter(|e| e.kind == kind).map(|e| e.amount).collect()
+        self.book
+            .entries_of(id)
+            .filter(|e| e.kind == kind)
+            .map(|e| e.amount)
+            .collect()
     }
 }
 
 pub fn points(outcome: &[fidelis_core::outcome::PointsOf], currency: &str) -> i64 {
-    outcome.iter().filter(|p| p.currency == currency).map(|p| p.points).sum()
+    outcome
+        .iter()
+        .filter(|p| p.currency == currency)
+        .map(|p| p.points)
+        .sum()
 }

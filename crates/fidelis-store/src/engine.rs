@@ -1,0 +1,746 @@
+//! The imperative shell around the core: one database transaction per batch of journals.
+//!
+//! For a batch: resolve and lock its members (sorted, so batches never deadlock), find
+//! which journals were posted before (replays) and what refunds and cancellations refer
+//! to, load accounts (and buckets only for members whose journals touch existing points),
+//! call [`fidelis_core::process::process`] journal by journal, then write every new
+//! journal, entry, bucket and account in bulk. A realtime journal is a batch of one.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use fidelis_core::ids::{BucketId, CurrencyIx, EntryKey, JournalId, MemberId};
+use fidelis_core::journal::{Journal, JournalBody, JournalDocument, JournalError};
+use fidelis_core::ledger::{Account, Bucket, Entry, EntryKind, MemberLedger, MemberStatus, Pool};
+use fidelis_core::outcome::Outcome;
+use fidelis_core::process::{
+    self, JournalIds, JournalRecord, JournalState, ProcessError, RecordKind, RecordStatus, Related,
+};
+use fidelis_core::program::Program;
+
+use crate::error::{Result, StoreError};
+use crate::rows::*;
+
+/// A program as stored: its database id and revision with the compiled definition.
+#[derive(Debug, Clone)]
+pub struct LoadedProgram {
+    pub id: i64,
+    pub revision: i32,
+    pub program: Program,
+}
+
+/// A journal that was applied, now or before.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Posted {
+    pub outcome: Outcome,
+    /// The journal had been posted before: this is the first outcome, and nothing changed.
+    pub replayed: bool,
+}
+
+/// The result of one journal of a batch.
+pub type JournalResult = std::result::Result<Posted, JournalError>;
+
+/// Import progress to save with a batch: the lines of its journals, and rejections found
+/// before the store saw them (lines that did not parse).
+#[derive(Debug, Clone, Default)]
+pub struct ImportProgress {
+    pub run_id: i64,
+    /// Where the next batch starts in the file.
+    pub byte_offset: u64,
+    /// The last line the batch covers.
+    pub line: u64,
+    /// The file line of each journal of the batch.
+    pub lines: Vec<u64>,
+    pub rejections: Vec<RejectionRow>,
+}
+
+/// Processes a batch of journals in the transaction `tx` (not committed here).
+pub(crate) async fn post_batch<T: LedgerTx>(
+    tx: &mut T,
+    lp: &LoadedProgram,
+    journals: &[Journal],
+    now: DateTime<Utc>,
+    progress: Option<&ImportProgress>,
+) -> Result<Vec<JournalResult>> {
+    let program = &lp.program;
+    let mut batch = Batch::new(lp, now);
+    let mut results: Vec<Option<JournalResult>> = vec![None; journals.len()];
+
+    // Members, locked, with their accounts.
+    let member_names: Vec<&str> = unique(journals.iter().map(|j| j.member.as_str()));
+    let members = tx.resolve_members(lp.id, &member_names).await?;
+    let member_by_name: HashMap<&str, i64> = members
+        .iter()
+        .map(|m| (m.external_id.as_str(), m.id))
+        .collect();
+    let mut member_ids: Vec<i64> = members.iter().map(|m| m.id).collect();
+    member_ids.sort_unstable();
+    tx.lock_members(&member_ids).await?;
+    let statuses = tx.member_statuses(&member_ids).await?;
+    for (id, status) in statuses {
+        batch.insert_ledger(id, &status)?;
+    }
+    for row in tx.load_accounts(&member_ids).await? {
+        batch.put_account(row)?;
+    }
+
+    // Journals posted before: replays, and what refunds and cancellations refer to.
+    let mut names: Vec<&str> = journals.iter().map(|j| j.external_id.as_str()).collect();
+    names.extend(
+        journals
+            .iter()
+            .filter_map(|j| j.body.original())
+            .map(|o| o.as_str()),
+    );
+    let names = unique(names.into_iter());
+    let existing: HashMap<String, JournalRow> = tx
+        .load_journals_by_external_id(lp.id, &names)
+        .await?
+        .into_iter()
+        .filter_map(|r| r.external_id.clone().map(|e| (e, r)))
+        .collect();
+    batch.load_related(tx, journals, &existing).await?;
+
+    // Buckets for the members whose journals touch existing points.
+    let mut needing: Vec<i64> = journals
+        .iter()
+        .filter_map(|j| {
+            let id = *member_by_name.get(j.member.as_str())?;
+            let due = batch.ledgers.get(&id).is_some_and(|l| l.is_due(now));
+            (due || process::needs_buckets(j)).then_some(id)
+        })
+        .collect();
+    needing.sort_unstable();
+    needing.dedup();
+    batch.load_buckets(tx, &needing).await?;
+
+    let mut ids = tx
+        .reserve_journal_ids(journals.len() * 2)
+        .await?
+        .into_iter();
+    let mut seen: HashMap<&str, (usize, &Journal)> = HashMap::new();
+    for (i, journal) in journals.iter().enumerate() {
+        let name = journal.external_id.as_str();
+        if let Some(&(first, first_journal)) = seen.get(name) {
+            results[i] = Some(match &results[first] {
+                Some(Ok(posted)) if journal == first_journal => Ok(Posted {
+                    outcome: posted.outcome.clone(),
+                    replayed: true,
+                }),
+                Some(Ok(_)) => Err(JournalError::IdempotencyConflict(name.to_owned())),
+                _ => Err(JournalError::Invalid(
+                    "an earlier line with the same external_id was refused".into(),
+                )),
+            });
+            continue;
+        }
+        seen.insert(name, (i, journal));
+        if let Some(row) = existing.get(name) {
+            results[i] = Some(replay(row, journal, program)?);
+            continue;
+        }
+        let Some(&member_id) = member_by_name.get(journal.member.as_str()) else {
+            results[i] = Some(Err(JournalError::UnknownMember(journal.member.to_string())));
+            continue;
+        };
+        let (Some(main), Some(settlement)) = (ids.next(), ids.next()) else {
+            return Err(StoreError::Inconsistent(
+                "too few journal ids reserved".into(),
+            ));
+        };
+        let ids = JournalIds {
+            main: JournalId(main),
+            settlement: JournalId(settlement),
+        };
+        results[i] = Some(batch.process(tx, member_id, journal, ids).await?);
+    }
+
+    batch.write(tx).await?;
+    if let Some(progress) = progress {
+        let checkpoint = checkpoint(progress, &results);
+        tx.save_checkpoint(&checkpoint, now).await?;
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(JournalError::Invalid("not processed".into()))))
+        .collect())
+}
+
+/// What settling the due members of a program did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SettleReport {
+    pub members: u64,
+    pub journals: u64,
+}
+
+/// Settles up to `limit` members with expiries or releases due at `as_of`, in `tx`.
+pub(crate) async fn settle_due<T: LedgerTx>(
+    tx: &mut T,
+    lp: &LoadedProgram,
+    as_of: DateTime<Utc>,
+    limit: i64,
+) -> Result<SettleReport> {
+    let program = &lp.program;
+    let mut member_ids = tx.due_members(lp.id, as_of, limit).await?;
+    if member_ids.is_empty() {
+        return Ok(SettleReport::default());
+    }
+    member_ids.sort_unstable();
+    tx.lock_members(&member_ids).await?;
+    let mut batch = Batch::new(lp, as_of);
+    for (id, status) in tx.member_statuses(&member_ids).await? {
+        batch.insert_ledger(id, &status)?;
+    }
+    for row in tx.load_accounts(&member_ids).await? {
+        batch.put_account(row)?;
+    }
+    batch.load_buckets(tx, &member_ids).await?;
+    let mut ids = tx.reserve_journal_ids(member_ids.len()).await?.into_iter();
+    let mut report = SettleReport {
+        members: member_ids.len() as u64,
+        journals: 0,
+    };
+    for id in &member_ids {
+        let (Some(ledger), Some(journal)) = (batch.ledgers.get_mut(id), ids.next()) else {
+            continue;
+        };
+        let settled = process::settle(program, ledger, JournalId(journal), as_of)
+            .map_err(|e| StoreError::Inconsistent(e.to_string()))?;
+        if let Some(record) = settled {
+            report.journals += 1;
+            batch.new_journals.push(NewJournal {
+                record_key: None,
+                record: Some(record),
+                document: None,
+                outcome: None,
+            });
+        }
+    }
+    batch.write(tx).await?;
+    Ok(report)
+}
+
+/// The replay of a journal posted before: its first outcome, if the documents agree.
+fn replay(row: &JournalRow, journal: &Journal, program: &Program) -> Result<JournalResult> {
+    let conflict = || {
+        Ok(Err(JournalError::IdempotencyConflict(
+            journal.external_id.to_string(),
+        )))
+    };
+    let Some(document) = &row.document else {
+        return conflict();
+    };
+    let first: JournalDocument = serde_json::from_str(document)?;
+    if first != journal.canonical(program) {
+        return conflict();
+    }
+    let outcome: Outcome = match &row.outcome {
+        Some(o) => serde_json::from_str(o)?,
+        None => return conflict(),
+    };
+    Ok(Ok(Posted {
+        outcome,
+        replayed: true,
+    }))
+}
+
+fn checkpoint(progress: &ImportProgress, results: &[Option<JournalResult>]) -> CheckpointRow {
+    let mut row = CheckpointRow {
+        run_id: progress.run_id,
+        byte_offset: progress.byte_offset as i64,
+        line: progress.line as i64,
+        rejections: progress.rejections.clone(),
+        ..CheckpointRow::default()
+    };
+    for (result, line) in results.iter().zip(&progress.lines) {
+        match result {
+            Some(Ok(Posted {
+                replayed: false, ..
+            })) => row.applied += 1,
+            Some(Ok(Posted { replayed: true, .. })) => row.replayed += 1,
+            Some(Err(e)) => row.rejections.push(RejectionRow {
+                line: *line as i64,
+                external_id: None,
+                code: e.code().to_owned(),
+                reason: e.to_string(),
+            }),
+            None => {}
+        }
+    }
+    row.rejected = row.rejections.len() as i64;
+    row
+}
+
+fn unique<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen = HashSet::new();
+    items.filter(|i| seen.insert(*i)).collect()
+}
+
+/// A journal written by this batch: a main journal lives in `Batch::records` (later
+/// journals of the batch may still change it), a settlement is held here.
+struct NewJournal {
+    record_key: Option<String>,
+    record: Option<JournalRecord>,
+    document: Option<String>,
+    outcome: Option<String>,
+}
+
+/// The batch's working set: ledgers by member, journal records by external id.
+struct Batch<'p> {
+    lp: &'p LoadedProgram,
+    now: DateTime<Utc>,
+    ledgers: HashMap<i64, MemberLedger>,
+    /// Loaded from the database or written by this batch, by external id.
+    records: HashMap<String, JournalRecord>,
+    /// External ids of the records by journal id (refunds' originals are found by id).
+    names_by_id: HashMap<i64, String>,
+    /// Records loaded from the database (changes to them are updates).
+    loaded: HashSet<String>,
+    new_journals: Vec<NewJournal>,
+}
+
+impl<'p> Batch<'p> {
+    fn new(lp: &'p LoadedProgram, now: DateTime<Utc>) -> Self {
+        Self {
+            lp,
+            now,
+            ledgers: HashMap::new(),
+            records: HashMap::new(),
+            names_by_id: HashMap::new(),
+            loaded: HashSet::new(),
+            new_journals: Vec::new(),
+        }
+    }
+
+    fn program(&self) -> &Program {
+        &self.lp.program
+    }
+
+    fn currency(&self, code: &str) -> Result<CurrencyIx> {
+        self.program().currency_ix(code).ok_or_else(|| {
+            StoreError::Inconsistent(format!(
+                "currency {code:?} is not in program {}",
+                self.program().code
+            ))
+        })
+    }
+
+    /// A member's ledger with zero balances and no buckets loaded yet; accounts and
+    /// buckets are filled in from their rows.
+    fn insert_ledger(&mut self, member_id: i64, status: &str) -> Result<()> {
+        let status = MemberStatus::parse(status)
+            .ok_or_else(|| StoreError::Inconsistent(format!("member status {status:?}")))?;
+        let mut ledger = MemberLedger::new(MemberId(member_id), status, self.program());
+        ledger.buckets_loaded = false;
+        self.ledgers.insert(member_id, ledger);
+        Ok(())
+    }
+
+    fn put_account(&mut self, row: AccountRow) -> Result<()> {
+        let ix = self.currency(&row.currency)?;
+        if let Some(ledger) = self.ledgers.get_mut(&row.member_id) {
+            ledger.accounts[ix.index()] = Account {
+                available: row.available,
+                pending: row.pending,
+                arrears: row.arrears,
+                last_activity_at: row.last_activity_at,
+                next_transition_at: row.next_transition_at,
+                changed: false,
+            };
+        }
+        Ok(())
+    }
+
+    /// Loads the open buckets of `members` (and the buckets the loaded records refer to)
+    /// into their ledgers, keeping buckets already in memory.
+    async fn load_buckets<T: LedgerTx>(&mut self, tx: &mut T, members: &[i64]) -> Result<()> {
+        let members: Vec<i64> = members
+            .iter()
+            .copied()
+            .filter(|m| self.ledgers.get(m).is_some_and(|l| !l.buckets_loaded))
+            .collect();
+        if members.is_empty() {
+            return Ok(());
+        }
+        let mut rows = tx.load_open_buckets(&members).await?;
+        // Closed buckets a cancellation gives points back to, and the buckets of journals
+        // being refunded or cancelled (their expired points count).
+        let member_set: HashSet<i64> = members.iter().copied().collect();
+        let mut journals: Vec<(i64, i64)> = Vec::new();
+        for record in self
+            .records
+            .values()
+            .filter(|r| member_set.contains(&r.member.0))
+        {
+            journals.push((record.member.0, record.id.0));
+            journals.extend(
+                record
+                    .entries
+                    .iter()
+                    .filter_map(|e| e.bucket)
+                    .map(|b| (record.member.0, b.journal.0)),
+            );
+        }
+        journals.sort_unstable();
+        journals.dedup();
+        if !journals.is_empty() {
+            rows.extend(tx.load_journal_buckets(&journals).await?);
+        }
+        for row in rows {
+            let bucket = self.bucket_from_row(&row)?;
+            if let Some(ledger) = self.ledgers.get_mut(&row.member_id) {
+                if ledger.buckets.iter().all(|b| b.id != bucket.id) {
+                    ledger.buckets.push(bucket);
+                }
+            }
+        }
+        for m in members {
+            if let Some(ledger) = self.ledgers.get_mut(&m) {
+                ledger.buckets_loaded = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn bucket_from_row(&self, row: &BucketRow) -> Result<Bucket> {
+        Ok(Bucket {
+            id: EntryKey {
+                journal: JournalId(row.journal_id),
+                seq: row.seq as u32,
+            },
+            currency: self.currency(&row.currency)?,
+            credited_at: row.credited_at,
+            expires_at: row.expires_at,
+            available_at: row.available_at,
+            pending: row.pending,
+            credited: row.credited,
+            remaining: row.remaining,
+            expired_unclaimed: row.expired_unclaimed,
+            changed: false,
+        })
+    }
+
+    /// Loads the records of the journals that the batch's refunds and cancellations refer
+    /// to, the originals of refunds being cancelled, and the entries of cancellation
+    /// targets.
+    async fn load_related<T: LedgerTx>(
+        &mut self,
+        tx: &mut T,
+        journals: &[Journal],
+        existing: &HashMap<String, JournalRow>,
+    ) -> Result<()> {
+        let mut targets: Vec<&JournalRow> = journals
+            .iter()
+            .filter_map(|j| j.body.original())
+            .filter_map(|o| existing.get(o.as_str()))
+            .collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        targets.sort_by_key(|r| r.id);
+        targets.dedup_by_key(|r| r.id);
+        let originals: Vec<(i64, i64)> = targets
+            .iter()
+            .filter(|r| r.kind == RecordKind::Refund.name())
+            .filter_map(|r| r.original_id.map(|o| (r.member_id, o)))
+            .collect();
+        let mut rows: Vec<JournalRow> = targets.into_iter().cloned().collect();
+        if !originals.is_empty() {
+            rows.extend(tx.load_journals_by_id(&originals).await?);
+        }
+        let cancelled: Vec<(i64, i64)> = journals
+            .iter()
+            .filter_map(|j| match &j.body {
+                JournalBody::Cancellation { original } => existing.get(original.as_str()),
+                _ => None,
+            })
+            .map(|r| (r.member_id, r.id))
+            .collect();
+        let mut entries: HashMap<i64, Vec<Entry>> = HashMap::new();
+        if !cancelled.is_empty() {
+            for row in tx.load_entries(&cancelled).await? {
+                let entry = self.entry_from_row(&row)?;
+                entries.entry(row.journal_id).or_default().push(entry);
+            }
+        }
+        for row in rows {
+            let Some(name) = row.external_id.clone() else {
+                continue;
+            };
+            if self.records.contains_key(&name) {
+                continue;
+            }
+            let mut record = record_from_row(&row)?;
+            record.entries = entries.remove(&row.id).unwrap_or_default();
+            record.entries.sort_by_key(|e| e.key.seq);
+            self.names_by_id.insert(row.id, name.clone());
+            self.loaded.insert(name.clone());
+            self.records.insert(name, record);
+        }
+        Ok(())
+    }
+
+    fn entry_from_row(&self, row: &EntryRow) -> Result<Entry> {
+        let bad = |what: &str| {
+            StoreError::Inconsistent(format!("entry {}/{}: {what}", row.journal_id, row.seq))
+        };
+        Ok(Entry {
+            key: EntryKey {
+                journal: JournalId(row.journal_id),
+                seq: row.seq as u32,
+            },
+            currency: self.currency(&row.currency)?,
+            kind: EntryKind::parse(&row.kind).ok_or_else(|| bad("kind"))?,
+            pool: Pool::parse(&row.pool).ok_or_else(|| bad("pool"))?,
+            bucket: match (row.bucket_journal_id, row.bucket_seq) {
+                (Some(journal), Some(seq)) => Some(BucketId {
+                    journal: JournalId(journal),
+                    seq: seq as u32,
+                }),
+                _ => None,
+            },
+            amount: row.amount,
+            effective_at: row.effective_at,
+        })
+    }
+
+    /// Processes one journal; loads buckets and retries once if the core asks for them.
+    async fn process<T: LedgerTx>(
+        &mut self,
+        tx: &mut T,
+        member_id: i64,
+        journal: &Journal,
+        ids: JournalIds,
+    ) -> Result<JournalResult> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut related = self.take_related(journal);
+            let Some(ledger) = self.ledgers.get_mut(&member_id) else {
+                return Err(StoreError::Inconsistent(format!(
+                    "member {member_id} was not loaded"
+                )));
+            };
+            let result = process::process(
+                &self.lp.program,
+                ledger,
+                journal,
+                &mut related,
+                ids,
+                self.now,
+            );
+            self.put_back(related);
+            match result {
+                Ok(processed) => {
+                    let document = serde_json::to_string(&journal.canonical(&self.lp.program))?;
+                    let outcome = serde_json::to_string(&processed.outcome)?;
+                    if let Some(settlement) = processed.settlement {
+                        self.new_journals.push(NewJournal {
+                            record_key: None,
+                            record: Some(settlement),
+                            document: None,
+                            outcome: None,
+                        });
+                    }
+                    let name = journal.external_id.to_string();
+                    self.names_by_id.insert(processed.record.id.0, name.clone());
+                    self.records.insert(name.clone(), processed.record);
+                    self.new_journals.push(NewJournal {
+                        record_key: Some(name),
+                        record: None,
+                        document: Some(document),
+                        outcome: Some(outcome),
+                    });
+                    return Ok(Ok(Posted {
+                        outcome: processed.outcome,
+                        replayed: false,
+                    }));
+                }
+                Err(ProcessError::Refused(e)) => return Ok(Err(e)),
+                Err(ProcessError::NeedsBuckets) if attempt == 1 => {
+                    if let Some(ledger) = self.ledgers.get_mut(&member_id) {
+                        // Buckets loaded already, but a referenced one is missing: load
+                        // the referenced ones again.
+                        ledger.buckets_loaded = false;
+                    }
+                    self.load_buckets(tx, &[member_id]).await?;
+                }
+                Err(e) => {
+                    return Err(StoreError::Inconsistent(format!(
+                        "journal {}: {e}",
+                        journal.external_id
+                    )));
+                }
+            }
+        }
+    }
+
+    fn take_related(&mut self, journal: &Journal) -> Related {
+        let mut related = Related::default();
+        let Some(original) = journal.body.original() else {
+            return related;
+        };
+        related.target = self.records.remove(original.as_str());
+        let refunded = related
+            .target
+            .as_ref()
+            .filter(|t| t.kind == RecordKind::Refund)
+            .and_then(|t| t.original);
+        if let Some(name) = refunded.and_then(|id| self.names_by_id.get(&id.0)).cloned() {
+            related.target_original = self.records.remove(&name);
+        }
+        related
+    }
+
+    fn put_back(&mut self, related: Related) {
+        for record in [related.target, related.target_original]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(name) = record.external_id.as_ref().map(ToString::to_string) {
+                self.records.insert(name, record);
+            }
+        }
+    }
+
+    /// Writes everything the batch changed.
+    async fn write<T: LedgerTx>(&mut self, tx: &mut T) -> Result<()> {
+        let program = &self.lp.program;
+        let code = |ix: CurrencyIx| program.currency(ix).code.to_string();
+        let mut journal_rows = Vec::with_capacity(self.new_journals.len());
+        let mut entry_rows = Vec::new();
+        for new in &self.new_journals {
+            let record = match (&new.record, &new.record_key) {
+                (Some(record), _) => record,
+                (None, Some(key)) => self.records.get(key).ok_or_else(|| {
+                    StoreError::Inconsistent(format!("journal {key} vanished from its batch"))
+                })?,
+                (None, None) => continue,
+            };
+            entry_rows.extend(
+                record
+                    .entries
+                    .iter()
+                    .map(|e| entry_row(record.member, e, code(e.currency))),
+            );
+            journal_rows.push(JournalRow {
+                member_id: record.member.0,
+                id: record.id.0,
+                external_id: record.external_id.as_ref().map(ToString::to_string),
+                kind: record.kind.name().to_owned(),
+                type_name: record.type_name.clone(),
+                status: record.status.name().to_owned(),
+                original_id: record.original.map(|o| o.0),
+                occurred_at: record.occurred_at,
+                recorded_at: record.recorded_at,
+                document: new.document.clone(),
+                outcome: new.outcome.clone(),
+                state: state_json(&record.state)?,
+            });
+        }
+        let mut updates = Vec::new();
+        for name in &self.loaded {
+            if let Some(record) = self.records.get(name).filter(|r| r.changed) {
+                updates.push(JournalUpdate {
+                    member_id: record.member.0,
+                    id: record.id.0,
+                    status: record.status.name().to_owned(),
+                    state: state_json(&record.state)?,
+                });
+            }
+        }
+        let mut bucket_rows = Vec::new();
+        let mut account_rows = Vec::new();
+        let mut members: Vec<&i64> = self.ledgers.keys().collect();
+        members.sort_unstable();
+        for member in members {
+            let ledger = &self.ledgers[member];
+            for bucket in ledger.buckets.iter().filter(|b| b.changed) {
+                bucket_rows.push(BucketRow {
+                    member_id: *member,
+                    journal_id: bucket.id.journal.0,
+                    seq: bucket.id.seq as i32,
+                    currency: code(bucket.currency),
+                    credited_at: bucket.credited_at,
+                    expires_at: bucket.expires_at,
+                    available_at: bucket.available_at,
+                    pending: bucket.pending,
+                    credited: bucket.credited,
+                    remaining: bucket.remaining,
+                    expired_unclaimed: bucket.expired_unclaimed,
+                });
+            }
+            for (i, account) in ledger
+                .accounts
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| a.changed)
+            {
+                account_rows.push(AccountRow {
+                    member_id: *member,
+                    currency: code(CurrencyIx(i as u16)),
+                    available: account.available,
+                    pending: account.pending,
+                    arrears: account.arrears,
+                    last_activity_at: account.last_activity_at,
+                    next_transition_at: account.next_transition_at,
+                });
+            }
+        }
+        let program_id = self.lp.id;
+        tx.insert_journals(program_id, &journal_rows).await?;
+        tx.insert_entries(program_id, &entry_rows).await?;
+        tx.upsert_buckets(program_id, &bucket_rows).await?;
+        tx.upsert_accounts(program_id, &account_rows).await?;
+        tx.update_journals(&updates).await?;
+        Ok(())
+    }
+}
+
+fn entry_row(member: MemberId, e: &Entry, currency: String) -> EntryRow {
+    EntryRow {
+        member_id: member.0,
+        journal_id: e.key.journal.0,
+        seq: e.key.seq as i32,
+        currency,
+        kind: e.kind.name().to_owned(),
+        pool: e.pool.name().to_owned(),
+        bucket_journal_id: e.bucket.map(|b| b.journal.0),
+        bucket_seq: e.bucket.map(|b| b.seq as i32),
+        amount: e.amount,
+        effective_at: e.effective_at,
+    }
+}
+
+fn state_json(state: &JournalState) -> Result<Option<String>> {
+    Ok(match state {
+        JournalState::None => None,
+        other => Some(serde_json::to_string(other)?),
+    })
+}
+
+pub(crate) fn record_from_row(row: &JournalRow) -> Result<JournalRecord> {
+    let bad = |what: &str| StoreError::Inconsistent(format!("journal {}: {what}", row.id));
+    Ok(JournalRecord {
+        id: JournalId(row.id),
+        external_id: row
+            .external_id
+            .as_deref()
+            .map(fidelis_core::ids::ExternalId::parse)
+            .transpose()
+            .map_err(|_| bad("external id"))?,
+        member: MemberId(row.member_id),
+        kind: RecordKind::parse(&row.kind).ok_or_else(|| bad("kind"))?,
+        type_name: row.type_name.clone(),
+        occurred_at: row.occurred_at,
+        recorded_at: row.recorded_at,
+        status: RecordStatus::parse(&row.status).ok_or_else(|| bad("status"))?,
+        original: row.original_id.map(JournalId),
+        state: match &row.state {
+            Some(s) => serde_json::from_str(s)?,
+            None => JournalState::None,
+        },
+        entries: Vec::new(),
+        changed: false,
+    })
+}

@@ -1,0 +1,190 @@
+//! Members: enrollment, profile and status.
+
+use chrono::{DateTime, Utc};
+use fidelis_core::ids::ExternalId;
+use fidelis_core::ledger::MemberStatus;
+use sqlx::Row;
+
+use crate::engine::LoadedProgram;
+use crate::error::{Result, StoreError};
+use crate::rows::LedgerTx;
+use crate::sqlite::{instant, micros};
+use crate::{Db, Store, in_ledger_tx, postgres, sqlite};
+
+/// What enrolling a member takes.
+#[derive(Debug, Clone)]
+pub struct Enrollment {
+    pub external_id: ExternalId,
+    /// Name, email, phone, birth date, custom attributes: a JSON object.
+    pub profile: serde_json::Value,
+    pub enrolled_at: DateTime<Utc>,
+}
+
+/// A member as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberView {
+    pub id: i64,
+    pub external_id: String,
+    pub status: MemberStatus,
+    pub profile: serde_json::Value,
+    pub enrolled_at: DateTime<Utc>,
+}
+
+fn status(raw: &str) -> Result<MemberStatus> {
+    MemberStatus::parse(raw)
+        .ok_or_else(|| StoreError::Inconsistent(format!("member status {raw:?}")))
+}
+
+impl Store {
+    /// Enrolls a member. Refuses an external id already enrolled in the program.
+    pub async fn enroll(
+        &self,
+        program: &LoadedProgram,
+        enrollment: &Enrollment,
+        now: DateTime<Utc>,
+    ) -> Result<MemberView> {
+        let profile = serde_json::to_string(&enrollment.profile)?;
+        let inserted: std::result::Result<i64, sqlx::Error> = match &self.db {
+            Db::Sqlite(pool) => {
+                sqlx::query_scalar(
+                    "INSERT INTO members (program_id, external_id, status, profile, enrolled_at, created_at) \
+                     VALUES (?1, ?2, 'active', ?3, ?4, ?5) RETURNING id",
+                )
+                .bind(program.id)
+                .bind(enrollment.external_id.as_str())
+                .bind(&profile)
+                .bind(micros(enrollment.enrolled_at))
+                .bind(micros(now))
+                .fetch_one(pool)
+                .await
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "INSERT INTO members (program_id, external_id, status, profile, enrolled_at, created_at) \
+                     VALUES ($1, $2, 'active', $3::jsonb, $4, $5) RETURNING id",
+                )
+                .bind(program.id)
+                .bind(enrollment.external_id.as_str())
+                .bind(&profile)
+                .bind(enrollment.enrolled_at)
+                .bind(now)
+                .fetch_one(pool)
+                .await
+            }
+        };
+        match inserted {
+            Ok(id) => Ok(MemberView {
+                id,
+                external_id: enrollment.external_id.to_string(),
+                status: MemberStatus::Active,
+                profile: enrollment.profile.clone(),
+                enrolled_at: enrollment.enrolled_at,
+            }),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::MemberExists(enrollment.external_id.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A member of a program by external id.
+    pub async fn member(
+        &self,
+        program: &LoadedProgram,
+        external_id: &str,
+    ) -> Result<Option<MemberView>> {
+        match &self.db {
+            Db::Sqlite(pool) => {
+                let row = sqlx::query("SELECT id, external_id, status, profile, enrolled_at FROM members WHERE program_id = ?1 AND external_id = ?2")
+                    .bind(program.id)
+                    .bind(external_id)
+                    .fetch_optional(pool)
+                    .await?;
+                row.map(|r| {
+                    Ok(MemberView {
+                        id: r.try_get(0)?,
+                        external_id: r.try_get(1)?,
+                        status: status(r.try_get::<&str, _>(2)?)?,
+                        profile: serde_json::from_str(r.try_get::<&str, _>(3)?)?,
+                        enrolled_at: instant(r.try_get(4)?)?,
+                    })
+                })
+                .transpose()
+            }
+            Db::Postgres(pool) => {
+                let row = sqlx::query(
+                    "SELECT id, external_id, status, profile::text, enrolled_at FROM members WHERE program_id = $1 AND external_id = $2",
+                )
+                .bind(program.id)
+                .bind(external_id)
+                .fetch_optional(pool)
+                .await?;
+                row.map(|r| {
+                    Ok(MemberView {
+                        id: r.try_get(0)?,
+                        external_id: r.try_get(1)?,
+                        status: status(r.try_get::<&str, _>(2)?)?,
+                        profile: serde_json::from_str(r.try_get::<&str, _>(3)?)?,
+                        enrolled_at: r.try_get(4)?,
+                    })
+                })
+                .transpose()
+            }
+        }
+    }
+
+    /// The member, or [`StoreError::UnknownMember`].
+    pub async fn require_member(
+        &self,
+        program: &LoadedProgram,
+        external_id: &str,
+    ) -> Result<MemberView> {
+        self.member(program, external_id)
+            .await?
+            .ok_or_else(|| StoreError::UnknownMember(external_id.to_owned()))
+    }
+
+    /// Suspends, reactivates or closes a member, under the member's lock (a journal in
+    /// flight for the member finishes first).
+    pub async fn set_member_status(
+        &self,
+        program: &LoadedProgram,
+        external_id: &str,
+        new: MemberStatus,
+    ) -> Result<MemberView> {
+        let member = self.require_member(program, external_id).await?;
+        in_ledger_tx!(self, |tx| {
+            async {
+                tx.lock_members(&[member.id]).await?;
+                tx.set_member_status(member.id, new.name()).await
+            }
+            .await
+        })?;
+        Ok(MemberView {
+            status: new,
+            ..member
+        })
+    }
+}
+
+impl sqlite::SqliteTx<'_> {
+    async fn set_member_status(&mut self, id: i64, status: &str) -> Result<()> {
+        sqlx::query("UPDATE members SET status = ?1 WHERE id = ?2")
+            .bind(status)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+}
+
+impl postgres::PgTx<'_> {
+    async fn set_member_status(&mut self, id: i64, status: &str) -> Result<()> {
+        sqlx::query("UPDATE members SET status = $1 WHERE id = $2")
+            .bind(status)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,189 @@
+//! Rows as the two SQL dialects read and write them, and the contract each dialect
+//! implements ([`LedgerTx`]). The engine converts between rows and core types; the
+//! dialects only move rows.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+use crate::error::Result;
+
+/// A member as resolved from its external id.
+#[derive(Debug, Clone)]
+pub struct MemberRow {
+    pub id: i64,
+    pub external_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccountRow {
+    pub member_id: i64,
+    pub currency: String,
+    pub available: i64,
+    pub pending: i64,
+    pub arrears: i64,
+    pub last_activity_at: Option<DateTime<Utc>>,
+    pub next_transition_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BucketRow {
+    pub member_id: i64,
+    pub journal_id: i64,
+    pub seq: i32,
+    pub currency: String,
+    pub credited_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub available_at: DateTime<Utc>,
+    pub pending: bool,
+    pub credited: i64,
+    pub remaining: i64,
+    pub expired_unclaimed: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct EntryRow {
+    pub member_id: i64,
+    pub journal_id: i64,
+    pub seq: i32,
+    pub currency: String,
+    pub kind: String,
+    pub pool: String,
+    pub bucket_journal_id: Option<i64>,
+    pub bucket_seq: Option<i32>,
+    pub amount: i64,
+    pub effective_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct JournalRow {
+    pub member_id: i64,
+    pub id: i64,
+    pub external_id: Option<String>,
+    pub kind: String,
+    pub type_name: String,
+    pub status: String,
+    pub original_id: Option<i64>,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub document: Option<String>,
+    pub outcome: Option<String>,
+    pub state: Option<String>,
+}
+
+/// A change of status and state of an existing journal (refunded, cancelled).
+#[derive(Debug, Clone)]
+pub struct JournalUpdate {
+    pub member_id: i64,
+    pub id: i64,
+    pub status: String,
+    pub state: Option<String>,
+}
+
+/// Where an import stands after a batch, written in the batch's transaction.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointRow {
+    pub run_id: i64,
+    pub byte_offset: i64,
+    pub line: i64,
+    pub applied: i64,
+    pub replayed: i64,
+    pub rejected: i64,
+    pub rejections: Vec<RejectionRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectionRow {
+    pub line: i64,
+    pub external_id: Option<String>,
+    pub code: String,
+    pub reason: String,
+}
+
+/// One transaction on the ledger tables, as each dialect implements it. The engine
+/// drives it; every method moves rows in bulk (one statement per call where the dialect
+/// allows), because per-row round trips would dominate a batch's cost.
+pub trait LedgerTx: Send {
+    /// Members of a program by external id (those that exist).
+    fn resolve_members(
+        &mut self,
+        program_id: i64,
+        external_ids: &[&str],
+    ) -> impl Future<Output = Result<Vec<MemberRow>>> + Send;
+    /// Serialises writers per member until the transaction ends. `ids` are sorted, so
+    /// concurrent batches take their locks in one order and never deadlock.
+    fn lock_members(&mut self, ids: &[i64]) -> impl Future<Output = Result<()>> + Send;
+    /// Members' statuses, read under the lock.
+    fn member_statuses(
+        &mut self,
+        ids: &[i64],
+    ) -> impl Future<Output = Result<Vec<(i64, String)>>> + Send;
+    fn load_accounts(
+        &mut self,
+        member_ids: &[i64],
+    ) -> impl Future<Output = Result<Vec<AccountRow>>> + Send;
+    /// The members' buckets still holding points (or expired points not yet accounted
+    /// for by a reversal).
+    fn load_open_buckets(
+        &mut self,
+        member_ids: &[i64],
+    ) -> impl Future<Output = Result<Vec<BucketRow>>> + Send;
+    /// All buckets opened by the given journals, (member, journal) pairs.
+    fn load_journal_buckets(
+        &mut self,
+        journals: &[(i64, i64)],
+    ) -> impl Future<Output = Result<Vec<BucketRow>>> + Send;
+    fn load_journals_by_external_id(
+        &mut self,
+        program_id: i64,
+        external_ids: &[&str],
+    ) -> impl Future<Output = Result<Vec<JournalRow>>> + Send;
+    fn load_journals_by_id(
+        &mut self,
+        journals: &[(i64, i64)],
+    ) -> impl Future<Output = Result<Vec<JournalRow>>> + Send;
+    fn load_entries(
+        &mut self,
+        journals: &[(i64, i64)],
+    ) -> impl Future<Output = Result<Vec<EntryRow>>> + Send;
+    fn reserve_journal_ids(
+        &mut self,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<i64>>> + Send;
+    fn insert_journals(
+        &mut self,
+        program_id: i64,
+        rows: &[JournalRow],
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn insert_entries(
+        &mut self,
+        program_id: i64,
+        rows: &[EntryRow],
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn upsert_buckets(
+        &mut self,
+        program_id: i64,
+        rows: &[BucketRow],
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn upsert_accounts(
+        &mut self,
+        program_id: i64,
+        rows: &[AccountRow],
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn update_journals(
+        &mut self,
+        rows: &[JournalUpdate],
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn save_checkpoint(
+        &mut self,
+        checkpoint: &CheckpointRow,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Members of a program with an expiry or release due at `as_of`, up to `limit`.
+    fn due_members(
+        &mut self,
+        program_id: i64,
+        as_of: DateTime<Utc>,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<i64>>> + Send;
+}

@@ -1,0 +1,401 @@
+//! The SQLite dialect of [`LedgerTx`].
+//!
+//! SQLite has one writer at a time: a ledger transaction starts with `BEGIN IMMEDIATE`,
+//! which takes the write lock at once, so member locks are not needed and reads inside
+//! the transaction see a stable database. Lists are passed as one JSON parameter and
+//! unpacked with `json_each`; writes are multi-row statements.
+
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+
+use crate::error::{Result, StoreError};
+use crate::rows::*;
+
+/// Instants are stored as microseconds since the Unix epoch.
+pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+pub(crate) fn instant(us: i64) -> Result<DateTime<Utc>> {
+    Utc.timestamp_micros(us)
+        .single()
+        .ok_or_else(|| StoreError::Inconsistent(format!("instant {us} out of range")))
+}
+
+fn opt_instant(us: Option<i64>) -> Result<Option<DateTime<Utc>>> {
+    us.map(instant).transpose()
+}
+
+/// SQLite allows 32,766 bound parameters per statement; stay well below.
+const MAX_PARAMS: usize = 30_000;
+
+pub(crate) struct SqliteTx<'c> {
+    pub tx: Transaction<'c, Sqlite>,
+}
+
+fn json_list<T: serde::Serialize>(items: &[T]) -> Result<String> {
+    Ok(serde_json::to_string(items)?)
+}
+
+fn pairs(items: &[(i64, i64)]) -> Result<String> {
+    json_list(&items.iter().map(|(a, b)| [*a, *b]).collect::<Vec<_>>())
+}
+
+const BUCKET_COLUMNS: &str = "member_id, journal_id, seq, currency, credited_at, expires_at, available_at, pending, credited, remaining, expired_unclaimed";
+const JOURNAL_COLUMNS: &str = "member_id, id, external_id, kind, type, status, original_id, occurred_at, recorded_at, document, outcome, state";
+const ENTRY_COLUMNS: &str = "member_id, journal_id, seq, currency, kind, pool, bucket_journal_id, bucket_seq, amount, effective_at";
+
+fn bucket_row(r: &SqliteRow) -> Result<BucketRow> {
+    Ok(BucketRow {
+        member_id: r.try_get(0)?,
+        journal_id: r.try_get(1)?,
+        seq: r.try_get(2)?,
+        currency: r.try_get(3)?,
+        credited_at: instant(r.try_get(4)?)?,
+        expires_at: opt_instant(r.try_get(5)?)?,
+        available_at: instant(r.try_get(6)?)?,
+        pending: r.try_get(7)?,
+        credited: r.try_get(8)?,
+        remaining: r.try_get(9)?,
+        expired_unclaimed: r.try_get(10)?,
+    })
+}
+
+pub(crate) fn journal_row(r: &SqliteRow) -> Result<JournalRow> {
+    Ok(JournalRow {
+        member_id: r.try_get(0)?,
+        id: r.try_get(1)?,
+        external_id: r.try_get(2)?,
+        kind: r.try_get(3)?,
+        type_name: r.try_get(4)?,
+        status: r.try_get(5)?,
+        original_id: r.try_get(6)?,
+        occurred_at: instant(r.try_get(7)?)?,
+        recorded_at: instant(r.try_get(8)?)?,
+        document: r.try_get(9)?,
+        outcome: r.try_get(10)?,
+        state: r.try_get(11)?,
+    })
+}
+
+pub(crate) fn entry_row(r: &SqliteRow) -> Result<EntryRow> {
+    Ok(EntryRow {
+        member_id: r.try_get(0)?,
+        journal_id: r.try_get(1)?,
+        seq: r.try_get(2)?,
+        currency: r.try_get(3)?,
+        kind: r.try_get(4)?,
+        pool: r.try_get(5)?,
+        bucket_journal_id: r.try_get(6)?,
+        bucket_seq: r.try_get(7)?,
+        amount: r.try_get(8)?,
+        effective_at: instant(r.try_get(9)?)?,
+    })
+}
+
+pub(crate) fn account_row(r: &SqliteRow) -> Result<AccountRow> {
+    Ok(AccountRow {
+        member_id: r.try_get(0)?,
+        currency: r.try_get(1)?,
+        available: r.try_get(2)?,
+        pending: r.try_get(3)?,
+        arrears: r.try_get(4)?,
+        last_activity_at: opt_instant(r.try_get(5)?)?,
+        next_transition_at: opt_instant(r.try_get(6)?)?,
+    })
+}
+
+impl LedgerTx for SqliteTx<'_> {
+    async fn resolve_members(
+        &mut self,
+        program_id: i64,
+        external_ids: &[&str],
+    ) -> Result<Vec<MemberRow>> {
+        let rows = sqlx::query(
+            "SELECT id, external_id FROM members \
+             WHERE program_id = ?1 AND external_id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(program_id)
+        .bind(json_list(external_ids)?)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(MemberRow {
+                    id: r.try_get(0)?,
+                    external_id: r.try_get(1)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn lock_members(&mut self, _ids: &[i64]) -> Result<()> {
+        // BEGIN IMMEDIATE holds the database's only write lock already.
+        Ok(())
+    }
+
+    async fn member_statuses(&mut self, ids: &[i64]) -> Result<Vec<(i64, String)>> {
+        let rows = sqlx::query(
+            "SELECT id, status FROM members WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_list(ids)?)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    async fn load_accounts(&mut self, member_ids: &[i64]) -> Result<Vec<AccountRow>> {
+        let rows = sqlx::query(
+            "SELECT member_id, currency, available, pending, arrears, last_activity_at, next_transition_at \
+             FROM accounts WHERE member_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_list(member_ids)?)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(account_row).collect()
+    }
+
+    async fn load_open_buckets(&mut self, member_ids: &[i64]) -> Result<Vec<BucketRow>> {
+        let sql = format!(
+            "SELECT {BUCKET_COLUMNS} FROM buckets \
+             WHERE member_id IN (SELECT value FROM json_each(?1)) AND (remaining > 0 OR expired_unclaimed > 0)"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(json_list(member_ids)?)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(bucket_row).collect()
+    }
+
+    async fn load_journal_buckets(&mut self, journals: &[(i64, i64)]) -> Result<Vec<BucketRow>> {
+        let sql = format!(
+            "SELECT {BUCKET_COLUMNS} FROM buckets WHERE (member_id, journal_id) IN \
+             (SELECT value ->> 0, value ->> 1 FROM json_each(?1))"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(pairs(journals)?)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(bucket_row).collect()
+    }
+
+    async fn load_journals_by_external_id(
+        &mut self,
+        program_id: i64,
+        external_ids: &[&str],
+    ) -> Result<Vec<JournalRow>> {
+        let sql = format!(
+            "SELECT {JOURNAL_COLUMNS} FROM journals \
+             WHERE program_id = ?1 AND external_id IN (SELECT value FROM json_each(?2))"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(program_id)
+            .bind(json_list(external_ids)?)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(journal_row).collect()
+    }
+
+    async fn load_journals_by_id(&mut self, journals: &[(i64, i64)]) -> Result<Vec<JournalRow>> {
+        let sql = format!(
+            "SELECT {JOURNAL_COLUMNS} FROM journals WHERE (member_id, id) IN \
+             (SELECT value ->> 0, value ->> 1 FROM json_each(?1))"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(pairs(journals)?)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(journal_row).collect()
+    }
+
+    async fn load_entries(&mut self, journals: &[(i64, i64)]) -> Result<Vec<EntryRow>> {
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE (member_id, journal_id) IN \
+             (SELECT value ->> 0, value ->> 1 FROM json_each(?1))"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(pairs(journals)?)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(entry_row).collect()
+    }
+
+    async fn reserve_journal_ids(&mut self, count: usize) -> Result<Vec<i64>> {
+        let count = count as i64;
+        let start: i64 = sqlx::query_scalar(
+            "UPDATE sequences SET next = next + ?1 WHERE name = 'journal_ids' RETURNING next - ?1",
+        )
+        .bind(count)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok((start..start + count).collect())
+    }
+
+    async fn insert_journals(&mut self, program_id: i64, rows: &[JournalRow]) -> Result<()> {
+        for chunk in rows.chunks(MAX_PARAMS / 13) {
+            let mut q = QueryBuilder::<Sqlite>::new(format!(
+                "INSERT INTO journals (program_id, {JOURNAL_COLUMNS}) "
+            ));
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(program_id)
+                    .push_bind(r.member_id)
+                    .push_bind(r.id)
+                    .push_bind(r.external_id.as_deref())
+                    .push_bind(r.kind.as_str())
+                    .push_bind(r.type_name.as_str())
+                    .push_bind(r.status.as_str())
+                    .push_bind(r.original_id)
+                    .push_bind(micros(r.occurred_at))
+                    .push_bind(micros(r.recorded_at))
+                    .push_bind(r.document.as_deref())
+                    .push_bind(r.outcome.as_deref())
+                    .push_bind(r.state.as_deref());
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_entries(&mut self, program_id: i64, rows: &[EntryRow]) -> Result<()> {
+        for chunk in rows.chunks(MAX_PARAMS / 11) {
+            let mut q = QueryBuilder::<Sqlite>::new(format!(
+                "INSERT INTO entries (program_id, {ENTRY_COLUMNS}) "
+            ));
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(program_id)
+                    .push_bind(r.member_id)
+                    .push_bind(r.journal_id)
+                    .push_bind(r.seq)
+                    .push_bind(r.currency.as_str())
+                    .push_bind(r.kind.as_str())
+                    .push_bind(r.pool.as_str())
+                    .push_bind(r.bucket_journal_id)
+                    .push_bind(r.bucket_seq)
+                    .push_bind(r.amount)
+                    .push_bind(micros(r.effective_at));
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn upsert_buckets(&mut self, program_id: i64, rows: &[BucketRow]) -> Result<()> {
+        for chunk in rows.chunks(MAX_PARAMS / 12) {
+            let mut q = QueryBuilder::<Sqlite>::new(format!(
+                "INSERT INTO buckets (program_id, {BUCKET_COLUMNS}) "
+            ));
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(program_id)
+                    .push_bind(r.member_id)
+                    .push_bind(r.journal_id)
+                    .push_bind(r.seq)
+                    .push_bind(r.currency.as_str())
+                    .push_bind(micros(r.credited_at))
+                    .push_bind(r.expires_at.map(micros))
+                    .push_bind(micros(r.available_at))
+                    .push_bind(r.pending)
+                    .push_bind(r.credited)
+                    .push_bind(r.remaining)
+                    .push_bind(r.expired_unclaimed);
+            });
+            q.push(
+                " ON CONFLICT (member_id, journal_id, seq) DO UPDATE SET pending = excluded.pending, \
+                 remaining = excluded.remaining, expired_unclaimed = excluded.expired_unclaimed",
+            );
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn upsert_accounts(&mut self, program_id: i64, rows: &[AccountRow]) -> Result<()> {
+        for chunk in rows.chunks(MAX_PARAMS / 8) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO accounts (program_id, member_id, currency, available, pending, arrears, last_activity_at, next_transition_at) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(program_id)
+                    .push_bind(r.member_id)
+                    .push_bind(r.currency.as_str())
+                    .push_bind(r.available)
+                    .push_bind(r.pending)
+                    .push_bind(r.arrears)
+                    .push_bind(r.last_activity_at.map(micros))
+                    .push_bind(r.next_transition_at.map(micros));
+            });
+            q.push(
+                " ON CONFLICT (member_id, currency) DO UPDATE SET available = excluded.available, \
+                 pending = excluded.pending, arrears = excluded.arrears, last_activity_at = excluded.last_activity_at, \
+                 next_transition_at = excluded.next_transition_at",
+            );
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn update_journals(&mut self, rows: &[JournalUpdate]) -> Result<()> {
+        for r in rows {
+            sqlx::query(
+                "UPDATE journals SET status = ?1, state = ?2 WHERE member_id = ?3 AND id = ?4",
+            )
+            .bind(r.status.as_str())
+            .bind(r.state.as_deref())
+            .bind(r.member_id)
+            .bind(r.id)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn save_checkpoint(&mut self, c: &CheckpointRow, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "UPDATE import_runs SET byte_offset = ?1, line = ?2, applied = applied + ?3, replayed = replayed + ?4, \
+             rejected = rejected + ?5, updated_at = ?6 WHERE id = ?7",
+        )
+        .bind(c.byte_offset)
+        .bind(c.line)
+        .bind(c.applied)
+        .bind(c.replayed)
+        .bind(c.rejected)
+        .bind(micros(now))
+        .bind(c.run_id)
+        .execute(&mut *self.tx)
+        .await?;
+        for chunk in c.rejections.chunks(MAX_PARAMS / 5) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO import_rejections (run_id, line, external_id, code, reason) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(c.run_id)
+                    .push_bind(r.line)
+                    .push_bind(r.external_id.as_deref())
+                    .push_bind(r.code.as_str())
+                    .push_bind(r.reason.as_str());
+            });
+            q.push(" ON CONFLICT DO NOTHING");
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn due_members(
+        &mut self,
+        program_id: i64,
+        as_of: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT member_id FROM accounts \
+             WHERE program_id = ?1 AND next_transition_at IS NOT NULL AND next_transition_at <= ?2 \
+             ORDER BY member_id LIMIT ?3",
+        )
+        .bind(program_id)
+        .bind(micros(as_of))
+        .bind(limit)
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+}

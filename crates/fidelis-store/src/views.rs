@@ -1,0 +1,307 @@
+//! Read models: balances with their expiry schedule, the ledger, a journal.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use fidelis_core::ids::{EntryKey, JournalId, MemberId};
+use fidelis_core::ledger::{Account, Bucket, MemberLedger};
+use fidelis_core::process;
+use sqlx::Row;
+
+use crate::engine::LoadedProgram;
+use crate::error::{Result, StoreError};
+use crate::members::MemberView;
+use crate::rows::{AccountRow, BucketRow, LedgerTx};
+use crate::sqlite::instant;
+use crate::{Db, Store, postgres, sqlite};
+
+/// A member's balance in one currency, as of the instant asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceView {
+    pub currency: String,
+    pub kind: &'static str,
+    /// Spendable now; negative while in arrears.
+    pub available: i64,
+    pub pending: i64,
+    pub arrears: i64,
+    /// Points that will expire, by instant (earliest first).
+    pub expiring: Vec<ScheduledPoints>,
+    /// Pending points that will become available, by instant.
+    pub releasing: Vec<ScheduledPoints>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledPoints {
+    pub at: DateTime<Utc>,
+    pub points: i64,
+}
+
+/// A ledger entry with its journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryView {
+    pub journal_id: i64,
+    pub seq: i32,
+    pub journal_external_id: Option<String>,
+    pub journal_type: String,
+    pub currency: String,
+    pub kind: String,
+    pub pool: String,
+    pub amount: i64,
+    pub effective_at: DateTime<Utc>,
+    /// The bucket moved, as (journal id, seq); `None` for arrears.
+    pub bucket: Option<(i64, i32)>,
+}
+
+/// A journal as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalView {
+    pub external_id: Option<String>,
+    pub member: String,
+    pub kind: String,
+    pub type_name: String,
+    pub status: String,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub document: Option<serde_json::Value>,
+    pub outcome: Option<serde_json::Value>,
+}
+
+/// Runs `$body` in a plain read transaction (a consistent snapshot on both dialects).
+macro_rules! in_read_tx {
+    ($store:expr, |$tx:ident| $body:expr) => {{
+        match &$store.db {
+            Db::Sqlite(pool) => {
+                let mut $tx = sqlite::SqliteTx {
+                    tx: pool.begin().await?,
+                };
+                $body
+            }
+            Db::Postgres(pool) => {
+                let mut $tx = postgres::PgTx {
+                    tx: pool.begin().await?,
+                };
+                $body
+            }
+        }
+    }};
+}
+
+impl Store {
+    /// A member's balances per currency as of `now`: expiries and releases due by then
+    /// are applied (in memory, without writing), so the answer does not depend on when the
+    /// scheduled jobs last ran.
+    pub async fn balances(
+        &self,
+        program: &LoadedProgram,
+        member: &MemberView,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<BalanceView>> {
+        let (accounts, buckets): (Vec<AccountRow>, Vec<BucketRow>) = in_read_tx!(self, |tx| {
+            let accounts = tx.load_accounts(&[member.id]).await?;
+            let buckets = tx.load_open_buckets(&[member.id]).await?;
+            (accounts, buckets)
+        });
+        let p = &program.program;
+        let mut ledger = MemberLedger::new(MemberId(member.id), member.status, p);
+        for row in accounts {
+            let Some(ix) = p.currency_ix(&row.currency) else {
+                continue;
+            };
+            ledger.accounts[ix.index()] = Account {
+                available: row.available,
+                pending: row.pending,
+                arrears: row.arrears,
+                last_activity_at: row.last_activity_at,
+                next_transition_at: row.next_transition_at,
+                changed: false,
+            };
+        }
+        for row in buckets {
+            let Some(ix) = p.currency_ix(&row.currency) else {
+                continue;
+            };
+            ledger.buckets.push(Bucket {
+                id: EntryKey {
+                    journal: JournalId(row.journal_id),
+                    seq: row.seq as u32,
+                },
+                currency: ix,
+                credited_at: row.credited_at,
+                expires_at: row.expires_at,
+                available_at: row.available_at,
+                pending: row.pending,
+                credited: row.credited,
+                remaining: row.remaining,
+                expired_unclaimed: row.expired_unclaimed,
+                changed: false,
+            });
+        }
+        process::settle(p, &mut ledger, JournalId(0), now)
+            .map_err(|e| StoreError::Inconsistent(e.to_string()))?;
+        Ok(p.currency_ixs()
+            .map(|(ix, currency)| {
+                let account = ledger.account(ix);
+                let schedule = |select: &dyn Fn(&Bucket) -> Option<DateTime<Utc>>| {
+                    let mut by_instant: BTreeMap<DateTime<Utc>, i64> = BTreeMap::new();
+                    for b in ledger
+                        .buckets
+                        .iter()
+                        .filter(|b| b.currency == ix && b.remaining > 0)
+                    {
+                        if let Some(at) = select(b) {
+                            *by_instant.entry(at).or_default() += b.remaining;
+                        }
+                    }
+                    by_instant
+                        .into_iter()
+                        .map(|(at, points)| ScheduledPoints { at, points })
+                        .collect()
+                };
+                BalanceView {
+                    currency: currency.code.to_string(),
+                    kind: currency.kind.name(),
+                    available: account.available,
+                    pending: account.pending,
+                    arrears: account.arrears,
+                    expiring: schedule(&|b| ledger.effective_expiry(p, b)),
+                    releasing: schedule(&|b| b.pending.then_some(b.available_at)),
+                }
+            })
+            .collect())
+    }
+
+    /// A member's ledger entries, newest first, after the cursor `before` (a
+    /// `(journal_id, seq)` from a previous page).
+    pub async fn ledger(
+        &self,
+        member: &MemberView,
+        before: Option<(i64, i32)>,
+        limit: i64,
+    ) -> Result<Vec<EntryView>> {
+        let (journal, seq) = before.unwrap_or((i64::MAX, i32::MAX));
+        match &self.db {
+            Db::Sqlite(pool) => {
+                let rows = sqlx::query(
+                    "SELECT e.journal_id, e.seq, j.external_id, j.type, e.currency, e.kind, e.pool, e.amount, e.effective_at, \
+                            e.bucket_journal_id, e.bucket_seq \
+                     FROM entries e JOIN journals j ON j.member_id = e.member_id AND j.id = e.journal_id \
+                     WHERE e.member_id = ?1 AND (e.journal_id, e.seq) < (?2, ?3) \
+                     ORDER BY e.journal_id DESC, e.seq DESC LIMIT ?4",
+                )
+                .bind(member.id)
+                .bind(journal)
+                .bind(seq)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+                rows.iter()
+                    .map(|r| entry_view(r.try_get(0)?, r, instant(r.try_get(8)?)?))
+                    .collect()
+            }
+            Db::Postgres(pool) => {
+                let rows = sqlx::query(
+                    "SELECT e.journal_id, e.seq, j.external_id, j.type, e.currency, e.kind, e.pool, e.amount, e.effective_at, \
+                            e.bucket_journal_id, e.bucket_seq \
+                     FROM entries e JOIN journals j ON j.member_id = e.member_id AND j.id = e.journal_id \
+                     WHERE e.member_id = $1 AND (e.journal_id, e.seq) < ($2, $3) \
+                     ORDER BY e.journal_id DESC, e.seq DESC LIMIT $4",
+                )
+                .bind(member.id)
+                .bind(journal)
+                .bind(seq)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+                rows.iter()
+                    .map(|r| entry_view(r.try_get(0)?, r, r.try_get(8)?))
+                    .collect()
+            }
+        }
+    }
+
+    /// A journal of a program by external id.
+    pub async fn journal(
+        &self,
+        program: &LoadedProgram,
+        external_id: &str,
+    ) -> Result<Option<JournalView>> {
+        let row = in_read_tx!(self, |tx| tx
+            .load_journals_by_external_id(program.id, &[external_id])
+            .await?);
+        let Some(row) = row.into_iter().next() else {
+            return Ok(None);
+        };
+        let member: String = match &self.db {
+            Db::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT external_id FROM members WHERE id = ?1")
+                    .bind(row.member_id)
+                    .fetch_one(pool)
+                    .await?
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_scalar("SELECT external_id FROM members WHERE id = $1")
+                    .bind(row.member_id)
+                    .fetch_one(pool)
+                    .await?
+            }
+        };
+        let json = |s: &Option<String>| s.as_deref().map(serde_json::from_str).transpose();
+        Ok(Some(JournalView {
+            external_id: row.external_id.clone(),
+            member,
+            kind: row.kind.clone(),
+            type_name: row.type_name.clone(),
+            status: row.status.clone(),
+            occurred_at: row.occurred_at,
+            recorded_at: row.recorded_at,
+            document: json(&row.document)?,
+            outcome: json(&row.outcome)?,
+        }))
+    }
+
+    /// Sums of a member's entries per (currency, pool), straight from the ledger table:
+    /// what the account rows must equal.
+    pub async fn entry_sums(&self, member: &MemberView) -> Result<Vec<(String, String, i64)>> {
+        Ok(match &self.db {
+            Db::Sqlite(pool) => sqlx::query_as(
+                "SELECT currency, pool, SUM(amount) FROM entries WHERE member_id = ?1 GROUP BY currency, pool ORDER BY currency, pool",
+            )
+            .bind(member.id)
+            .fetch_all(pool)
+            .await?,
+            Db::Postgres(pool) => sqlx::query_as(
+                "SELECT currency, pool, SUM(amount)::bigint FROM entries WHERE member_id = $1 GROUP BY currency, pool ORDER BY currency, pool",
+            )
+            .bind(member.id)
+            .fetch_all(pool)
+            .await?,
+        })
+    }
+}
+
+fn entry_view<R: Row>(journal_id: i64, r: &R, effective_at: DateTime<Utc>) -> Result<EntryView>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    usize: sqlx::ColumnIndex<R>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i32: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i32>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let bucket_journal: Option<i64> = r.try_get(9)?;
+    let bucket_seq: Option<i32> = r.try_get(10)?;
+    Ok(EntryView {
+        journal_id,
+        seq: r.try_get(1)?,
+        journal_external_id: r.try_get(2)?,
+        journal_type: r.try_get(3)?,
+        currency: r.try_get(4)?,
+        kind: r.try_get(5)?,
+        pool: r.try_get(6)?,
+        amount: r.try_get(7)?,
+        effective_at,
+        bucket: bucket_journal.zip(bucket_seq),
+    })
+}
