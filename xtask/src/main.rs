@@ -1,1 +1,86 @@
-fn main() {}
+//! Project automation: `cargo xtask test` (the whole test suite, with everything it needs
+//! installed or started) and `cargo xtask bench-import` (the end-to-end import benchmark).
+
+mod bench;
+mod test;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test::run(&args[1..]),
+        Some("bench-import") => bench::run(&args[1..]),
+        _ => {
+            eprintln!(
+                "usage:\n  cargo xtask test [-- NEXTEST ARGS]   run every test (installs PostgreSQL if it can)\n  \
+                 cargo xtask bench-import [--journals N] [--members N] [--runs N] [--databases sqlite,postgres]"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs a command in the workspace root, failing if it fails.
+pub fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.current_dir(root()).status()?;
+    anyhow::ensure!(status.success(), "{cmd:?} failed: {status}");
+    Ok(())
+}
+
+/// Makes sure PostgreSQL's server binaries are installed: installs Debian's package when
+/// running as root with apt-get, or stops with instructions.
+pub fn ensure_postgres() -> anyhow::Result<()> {
+    if fidelis_testkit::find_bindir().is_ok() {
+        return Ok(());
+    }
+    let root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    if root && Command::new("apt-get").arg("--version").output().is_ok() {
+        eprintln!(
+            "xtask: PostgreSQL is not installed; installing Debian's package (apt-get install postgresql)…"
+        );
+        let env = [("DEBIAN_FRONTEND", "noninteractive")];
+        let _ = Command::new("apt-get")
+            .arg("update")
+            .arg("-q")
+            .envs(env)
+            .status();
+        let status = Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "postgresql",
+                "postgresql-contrib",
+            ])
+            .envs(env)
+            .status()?;
+        anyhow::ensure!(status.success(), "apt-get install postgresql failed");
+        return fidelis_testkit::find_bindir()
+            .map(|_| ())
+            .map_err(anyhow::Error::msg);
+    }
+    anyhow::bail!(
+        "{}\nInstall PostgreSQL's server (Debian/Ubuntu: sudo apt-get install postgresql), or set PG_BINDIR to its bin directory.",
+        fidelis_testkit::find_bindir().unwrap_err()
+    )
+}

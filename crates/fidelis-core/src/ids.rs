@@ -6,6 +6,7 @@
 //! Internal identifiers (`MemberId`, `JournalId`) are numbers the store assigns.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Why an identifier was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,8 +41,11 @@ fn check_chars(
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident, max = $max:expr, allowed = $allowed:expr, $ok:expr) => {
         $(#[$doc])*
+        ///
+        /// Shared, not copied: a clone is a reference count, as identifiers are copied into
+        /// every record and outcome a journal produces.
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// The longest value accepted, in characters.
@@ -50,11 +54,36 @@ macro_rules! string_id {
             /// Parses and validates.
             pub fn parse(s: &str) -> Result<Self, IdError> {
                 check_chars(s, $max, $allowed, $ok)?;
-                Ok(Self(s.to_owned()))
+                Ok(Self(Arc::from(s)))
             }
 
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                Self::parse(&raw).map_err(|e| serde::de::Error::custom(format!("{raw:?} {e}")))
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                &*self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                &*self.0 == *other
             }
         }
 

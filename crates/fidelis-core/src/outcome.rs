@@ -2,16 +2,22 @@
 //! same journal answers again. Stored with the journal, so it is a versioned format:
 //! fields are only ever added, with defaults.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
+
+use crate::ids::{Code, ExternalId};
 
 /// What processing a journal did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
     /// `processed` (later: `held` for journals awaiting review).
-    pub status: String,
-    pub external_id: String,
-    #[serde(rename = "type")]
-    pub journal_type: String,
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pub status: Cow<'static, str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<ExternalId>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub journal_type: Option<Code>,
     /// Points earned, by source.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub awards: Vec<Award>,
@@ -48,20 +54,20 @@ pub struct Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Award {
     /// `base`, or the promotion that awarded them.
-    pub source: String,
-    pub currency: String,
+    pub source: Cow<'static, str>,
+    pub currency: Code,
     pub points: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PointsOf {
-    pub currency: String,
+    pub currency: Code,
     pub points: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Balance {
-    pub currency: String,
+    pub currency: Code,
     /// Spendable now (negative while in arrears).
     pub available: i64,
     /// Earned, not yet spendable.
@@ -69,14 +75,14 @@ pub struct Balance {
 }
 
 impl Outcome {
-    pub(crate) fn add(list: &mut Vec<PointsOf>, currency: &str, points: i64) {
+    pub(crate) fn add(list: &mut Vec<PointsOf>, currency: &Code, points: i64) {
         if points == 0 {
             return;
         }
-        match list.iter_mut().find(|p| p.currency == currency) {
+        match list.iter_mut().find(|p| p.currency == *currency) {
             Some(p) => p.points += points,
             None => list.push(PointsOf {
-                currency: currency.to_owned(),
+                currency: currency.clone(),
                 points,
             }),
         }

@@ -43,6 +43,12 @@ fn programs() -> Vec<(&'static str, Program)> {
             "{policy: fixed_date, month: 3, day: 31}",
             "pending_days: 10, return_policy: pending_only",
         ),
+        // Never expiring, never pending: the points live in the account's pool.
+        (
+            "never, allow_negative with floor",
+            "{policy: never}",
+            "return_policy: allow_negative, negative_floor: -80",
+        ),
     ];
     variants
         .into_iter()
@@ -345,6 +351,19 @@ impl World {
                     "{m} {}: {} below the floor {floor}",
                     currency.code,
                     account.available
+                );
+            }
+            for (ix, currency) in program.currency_ixs() {
+                let pool: i64 = entries
+                    .iter()
+                    .filter(|e| e.bucket == Some(fidelis_core::ledger::pool_id(ix)))
+                    .map(|e| e.amount)
+                    .sum();
+                assert_eq!(
+                    ledger.account(ix).pool,
+                    pool,
+                    "{m} {}: pool = Σ its entries",
+                    currency.code
                 );
             }
             for bucket in buckets.values() {

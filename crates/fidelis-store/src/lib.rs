@@ -13,6 +13,8 @@
 //! (`BEGIN IMMEDIATE`). Journals are idempotent by `(program, external_id)`, enforced by a
 //! unique key, so concurrent duplicates credit once.
 
+#[doc(hidden)]
+pub mod bare;
 mod engine;
 mod error;
 mod imports;
@@ -29,15 +31,14 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use fidelis_core::journal::Journal;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use engine::{ImportProgress, JournalResult, LoadedProgram, Posted, SettleReport};
+pub use engine::{ImportProgress, JournalResult, LoadedProgram, Posted, Prepared, SettleReport};
 pub use error::{Result, StoreError};
-pub use imports::ImportRun;
+pub use imports::{ImportRun, PartitionProgress};
 pub use members::{Enrollment, MemberView};
 pub use rows::RejectionRow;
 pub use views::{BalanceView, EntryView, JournalView, ScheduledPoints};
@@ -143,7 +144,15 @@ impl Store {
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(options.busy_timeout)
                 .foreign_keys(true)
-                .pragma("cache_size", "-65536");
+                // 64 MiB of page cache per connection.
+                .pragma("cache_size", "-65536")
+                // Multi-row statements spill statement journals to temporary files
+                // otherwise (measured: 4.5% of an import's time).
+                .pragma("temp_store", "memory")
+                // Checkpoint every 40 MB of WAL instead of 4: a page changed by several
+                // batches is copied into the database once.
+                .pragma("wal_autocheckpoint", "10000")
+                .pragma("mmap_size", "1073741824");
             let pool = SqlitePoolOptions::new()
                 .max_connections(options.max_connections)
                 .connect_with(connect)
@@ -199,7 +208,7 @@ impl Store {
     pub async fn post_journals(
         &self,
         program: &LoadedProgram,
-        journals: &[Journal],
+        journals: &[Prepared],
         now: DateTime<Utc>,
         progress: Option<&ImportProgress>,
     ) -> Result<Vec<JournalResult>> {

@@ -87,6 +87,54 @@ impl Store {
         }
     }
 
+    /// Enrolls many members at once (a migration, a benchmark). Members already enrolled
+    /// are left as they are. Returns how many were new.
+    pub async fn enroll_many(
+        &self,
+        program: &LoadedProgram,
+        enrollments: &[Enrollment],
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let mut inserted = 0;
+        for chunk in enrollments.chunks(2_000) {
+            let profiles = chunk
+                .iter()
+                .map(|e| serde_json::to_string(&e.profile))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            inserted += match &self.db {
+                Db::Sqlite(pool) => {
+                    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                        "INSERT INTO members (program_id, external_id, status, profile, enrolled_at, created_at) ",
+                    );
+                    q.push_values(chunk.iter().zip(&profiles), |mut b, (e, profile)| {
+                        b.push_bind(program.id)
+                            .push_bind(e.external_id.as_str())
+                            .push_bind("active")
+                            .push_bind(profile.as_str())
+                            .push_bind(micros(e.enrolled_at))
+                            .push_bind(micros(now));
+                    });
+                    q.push(" ON CONFLICT DO NOTHING");
+                    q.build().execute(pool).await?.rows_affected()
+                }
+                Db::Postgres(pool) => sqlx::query(
+                    "INSERT INTO members (program_id, external_id, status, profile, enrolled_at, created_at) \
+                     SELECT $1, e, 'active', p::jsonb, t, $5 FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS u(e, p, t) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(program.id)
+                .bind(chunk.iter().map(|e| e.external_id.as_str()).collect::<Vec<_>>())
+                .bind(&profiles)
+                .bind(chunk.iter().map(|e| e.enrolled_at).collect::<Vec<_>>())
+                .bind(now)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            };
+        }
+        Ok(inserted)
+    }
+
     /// A member of a program by external id.
     pub async fn member(
         &self,
@@ -155,7 +203,8 @@ impl Store {
         let member = self.require_member(program, external_id).await?;
         in_ledger_tx!(self, |tx| {
             async {
-                tx.lock_members(&[member.id]).await?;
+                tx.lock_members(&[crate::engine::member_lock_key(program.id, external_id)])
+                    .await?;
                 tx.set_member_status(member.id, new.name()).await
             }
             .await

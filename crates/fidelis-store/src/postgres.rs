@@ -17,11 +17,12 @@ pub(crate) struct PgTx<'c> {
 }
 
 const BUCKET_COLUMNS: &str = "b.member_id, b.journal_id, b.seq, b.currency, b.credited_at, b.expires_at, b.available_at, b.pending, b.credited, b.remaining, b.expired_unclaimed";
-const JOURNAL_COLUMNS: &str = "j.member_id, j.id, j.external_id, j.kind, j.type, j.status, j.original_id, j.occurred_at, j.recorded_at, j.document::text, j.outcome::text, j.state::text";
+const JOURNAL_COLUMNS: &str = "j.member_id, j.id, j.external_id, j.kind, j.type, j.status, j.original_id, j.occurred_at, j.recorded_at, j.document, j.outcome, j.state";
 const ENTRY_COLUMNS: &str = "e.member_id, e.journal_id, e.seq, e.currency, e.kind, e.pool, e.bucket_journal_id, e.bucket_seq, e.amount, e.effective_at";
 
 fn bucket_row(r: &PgRow) -> Result<BucketRow> {
     Ok(BucketRow {
+        existing: true,
         member_id: r.try_get(0)?,
         journal_id: r.try_get(1)?,
         seq: r.try_get(2)?,
@@ -70,13 +71,15 @@ pub(crate) fn entry_row(r: &PgRow) -> Result<EntryRow> {
 
 pub(crate) fn account_row(r: &PgRow) -> Result<AccountRow> {
     Ok(AccountRow {
+        existing: true,
         member_id: r.try_get(0)?,
         currency: r.try_get(1)?,
         available: r.try_get(2)?,
         pending: r.try_get(3)?,
         arrears: r.try_get(4)?,
-        last_activity_at: r.try_get(5)?,
-        next_transition_at: r.try_get(6)?,
+        pool: r.try_get(5)?,
+        last_activity_at: r.try_get(6)?,
+        next_transition_at: r.try_get(7)?,
     })
 }
 
@@ -91,7 +94,7 @@ impl LedgerTx for PgTx<'_> {
         external_ids: &[&str],
     ) -> Result<Vec<MemberRow>> {
         let rows = sqlx::query(
-            "SELECT id, external_id FROM members WHERE program_id = $1 AND external_id = ANY($2)",
+            "SELECT id, external_id, status FROM members WHERE program_id = $1 AND external_id = ANY($2)",
         )
         .bind(program_id)
         .bind(external_ids)
@@ -102,36 +105,27 @@ impl LedgerTx for PgTx<'_> {
                 Ok(MemberRow {
                     id: r.try_get(0)?,
                     external_id: r.try_get(1)?,
+                    status: r.try_get(2)?,
                 })
             })
             .collect()
     }
 
-    async fn lock_members(&mut self, ids: &[i64]) -> Result<()> {
-        if ids.is_empty() {
+    async fn lock_members(&mut self, keys: &[i64]) -> Result<()> {
+        if keys.is_empty() {
             return Ok(());
         }
         // `unnest` keeps the array's (ascending) order, so locks are taken in that order.
-        sqlx::query("SELECT count(pg_advisory_xact_lock(id)) FROM unnest($1::bigint[]) AS t(id)")
-            .bind(ids)
+        sqlx::query("SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS t(k)")
+            .bind(keys)
             .execute(&mut *self.tx)
             .await?;
         Ok(())
     }
 
-    async fn member_statuses(&mut self, ids: &[i64]) -> Result<Vec<(i64, String)>> {
-        let rows = sqlx::query("SELECT id, status FROM members WHERE id = ANY($1)")
-            .bind(ids)
-            .fetch_all(&mut *self.tx)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect()
-    }
-
     async fn load_accounts(&mut self, member_ids: &[i64]) -> Result<Vec<AccountRow>> {
         let rows = sqlx::query(
-            "SELECT member_id, currency, available, pending, arrears, last_activity_at, next_transition_at \
+            "SELECT member_id, currency, available, pending, arrears, pool, last_activity_at, next_transition_at \
              FROM accounts WHERE member_id = ANY($1)",
         )
         .bind(member_ids)
@@ -199,7 +193,7 @@ impl LedgerTx for PgTx<'_> {
         let (members, ids) = split(journals);
         let sql = format!(
             "SELECT {ENTRY_COLUMNS} FROM unnest($1::bigint[], $2::bigint[]) AS k(m, j) \
-             JOIN entries e ON e.member_id = k.m AND e.journal_id = k.j"
+             JOIN entries e ON e.journal_id = k.j AND e.member_id = k.m"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(members)
@@ -210,12 +204,17 @@ impl LedgerTx for PgTx<'_> {
     }
 
     async fn reserve_journal_ids(&mut self, count: usize) -> Result<Vec<i64>> {
-        Ok(
+        const BLOCK: usize = 64;
+        let blocks: Vec<i64> =
             sqlx::query_scalar("SELECT nextval('journal_ids') FROM generate_series(1, $1)")
-                .bind(count as i64)
+                .bind(count.div_ceil(BLOCK) as i64)
                 .fetch_all(&mut *self.tx)
-                .await?,
-        )
+                .await?;
+        Ok(blocks
+            .into_iter()
+            .flat_map(|start| start..start + BLOCK as i64)
+            .take(count)
+            .collect())
     }
 
     async fn insert_journals(&mut self, program_id: i64, rows: &[JournalRow]) -> Result<()> {
@@ -226,7 +225,7 @@ impl LedgerTx for PgTx<'_> {
         sqlx::query(
             "INSERT INTO journals (program_id, member_id, id, external_id, kind, type, status, original_id, \
                                    occurred_at, recorded_at, document, outcome, state) \
-             SELECT $1, m, i, e, k, t, s, o, oc, rc, d::jsonb, out::jsonb, st::jsonb \
+             SELECT $1, m, i, e, k, t, s, o, oc, rc, d, out, st \
              FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], \
                          $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[], $13::text[]) \
                   AS u(m, i, e, k, t, s, o, oc, rc, d, out, st)",
@@ -276,86 +275,127 @@ impl LedgerTx for PgTx<'_> {
     }
 
     async fn upsert_buckets(&mut self, program_id: i64, rows: &[BucketRow]) -> Result<()> {
-        if rows.is_empty() {
-            return Ok(());
+        // Loaded rows are updated and new ones inserted: both without ON CONFLICT, whose
+        // speculative insertion cost twice as much (the members are locked, so nobody
+        // else writes these rows meanwhile).
+        let (existing, new): (Vec<&BucketRow>, Vec<&BucketRow>) =
+            rows.iter().partition(|r| r.existing);
+        if !existing.is_empty() {
+            sqlx::query(
+                "UPDATE buckets b SET pending = u.p, remaining = u.r, expired_unclaimed = u.x \
+                 FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::bool[], $5::bigint[], $6::bigint[]) AS u(m, j, s, p, r, x) \
+                 WHERE b.member_id = u.m AND b.journal_id = u.j AND b.seq = u.s",
+            )
+            .bind(existing.iter().map(|r| r.member_id).collect::<Vec<_>>())
+            .bind(existing.iter().map(|r| r.journal_id).collect::<Vec<_>>())
+            .bind(existing.iter().map(|r| r.seq).collect::<Vec<_>>())
+            .bind(existing.iter().map(|r| r.pending).collect::<Vec<_>>())
+            .bind(existing.iter().map(|r| r.remaining).collect::<Vec<_>>())
+            .bind(existing.iter().map(|r| r.expired_unclaimed).collect::<Vec<_>>())
+            .execute(&mut *self.tx)
+            .await?;
         }
-        sqlx::query(
-            "INSERT INTO buckets (program_id, member_id, journal_id, seq, currency, credited_at, expires_at, \
-                                  available_at, pending, credited, remaining, expired_unclaimed) \
-             SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::int[], $5::text[], $6::timestamptz[], \
-                                      $7::timestamptz[], $8::timestamptz[], $9::bool[], $10::bigint[], $11::bigint[], \
-                                      $12::bigint[]) \
-             ON CONFLICT (member_id, journal_id, seq) DO UPDATE SET pending = excluded.pending, \
-                 remaining = excluded.remaining, expired_unclaimed = excluded.expired_unclaimed",
-        )
-        .bind(program_id)
-        .bind(rows.iter().map(|r| r.member_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.journal_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.seq).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.currency.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.credited_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.expires_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.available_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.pending).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.credited).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.remaining).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.expired_unclaimed).collect::<Vec<_>>())
-        .execute(&mut *self.tx)
-        .await?;
+        if !new.is_empty() {
+            sqlx::query(
+                "INSERT INTO buckets (program_id, member_id, journal_id, seq, currency, credited_at, expires_at, \
+                                      available_at, pending, credited, remaining, expired_unclaimed) \
+                 SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::int[], $5::text[], $6::timestamptz[], \
+                                          $7::timestamptz[], $8::timestamptz[], $9::bool[], $10::bigint[], $11::bigint[], \
+                                          $12::bigint[])",
+            )
+            .bind(program_id)
+            .bind(new.iter().map(|r| r.member_id).collect::<Vec<_>>())
+            .bind(new.iter().map(|r| r.journal_id).collect::<Vec<_>>())
+            .bind(new.iter().map(|r| r.seq).collect::<Vec<_>>())
+            .bind(new.iter().map(|r| r.currency.as_str()).collect::<Vec<_>>())
+            .bind(new.iter().map(|r| r.credited_at).collect::<Vec<_>>())
+            .bind(new.iter().map(|r| r.expires_at).collect::<Vec<_>>())
+            .bind(new.iter().map(|r| r.available_at).collect::<Vec<_>>())
+            .bind(new.iter().map(|r| r.pending).collect::<Vec<_>>())
+            .bind(new.iter().map(|r| r.credited).collect::<Vec<_>>())
+            .bind(new.iter().map(|r| r.remaining).collect::<Vec<_>>())
+            .bind(new.iter().map(|r| r.expired_unclaimed).collect::<Vec<_>>())
+            .execute(&mut *self.tx)
+            .await?;
+        }
         Ok(())
     }
 
     async fn upsert_accounts(&mut self, program_id: i64, rows: &[AccountRow]) -> Result<()> {
-        if rows.is_empty() {
-            return Ok(());
+        let (existing, new): (Vec<&AccountRow>, Vec<&AccountRow>) =
+            rows.iter().partition(|r| r.existing);
+        if !existing.is_empty() {
+            sqlx::query(
+                "UPDATE accounts a SET available = u.av, pending = u.pe, arrears = u.ar, pool = u.po, \
+                     last_activity_at = u.la, next_transition_at = u.nt \
+                 FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], \
+                             $7::timestamptz[], $8::timestamptz[]) AS u(m, c, av, pe, ar, po, la, nt) \
+                 WHERE a.member_id = u.m AND a.currency = u.c",
+            )
+            .bind(existing.iter().map(|r| r.member_id).collect::<Vec<_>>())
+            .bind(existing.iter().map(|r| r.currency.as_str()).collect::<Vec<_>>())
+            .bind(existing.iter().map(|r| r.available).collect::<Vec<_>>())
+            .bind(existing.iter().map(|r| r.pending).collect::<Vec<_>>())
+            .bind(existing.iter().map(|r| r.arrears).collect::<Vec<_>>())
+            .bind(existing.iter().map(|r| r.pool).collect::<Vec<_>>())
+            .bind(existing.iter().map(|r| r.last_activity_at).collect::<Vec<_>>())
+            .bind(existing.iter().map(|r| r.next_transition_at).collect::<Vec<_>>())
+            .execute(&mut *self.tx)
+            .await?;
         }
-        sqlx::query(
-            "INSERT INTO accounts (program_id, member_id, currency, available, pending, arrears, last_activity_at, \
-                                   next_transition_at) \
-             SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], \
-                                      $7::timestamptz[], $8::timestamptz[]) \
-             ON CONFLICT (member_id, currency) DO UPDATE SET available = excluded.available, \
-                 pending = excluded.pending, arrears = excluded.arrears, last_activity_at = excluded.last_activity_at, \
-                 next_transition_at = excluded.next_transition_at",
-        )
-        .bind(program_id)
-        .bind(rows.iter().map(|r| r.member_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.currency.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.available).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.pending).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.arrears).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.last_activity_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.next_transition_at).collect::<Vec<_>>())
-        .execute(&mut *self.tx)
-        .await?;
+        if !new.is_empty() {
+            sqlx::query(
+                "INSERT INTO accounts (program_id, member_id, currency, available, pending, arrears, pool, \
+                                       last_activity_at, next_transition_at) \
+                 SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], \
+                                          $7::bigint[], $8::timestamptz[], $9::timestamptz[])",
+            )
+            .bind(program_id)
+            .bind(new.iter().map(|r| r.member_id).collect::<Vec<_>>())
+            .bind(new.iter().map(|r| r.currency.as_str()).collect::<Vec<_>>())
+            .bind(new.iter().map(|r| r.available).collect::<Vec<_>>())
+            .bind(new.iter().map(|r| r.pending).collect::<Vec<_>>())
+            .bind(new.iter().map(|r| r.arrears).collect::<Vec<_>>())
+            .bind(new.iter().map(|r| r.pool).collect::<Vec<_>>())
+            .bind(new.iter().map(|r| r.last_activity_at).collect::<Vec<_>>())
+            .bind(new.iter().map(|r| r.next_transition_at).collect::<Vec<_>>())
+            .execute(&mut *self.tx)
+            .await?;
+        }
         Ok(())
     }
 
     async fn update_journals(&mut self, rows: &[JournalUpdate]) -> Result<()> {
         for r in rows {
-            sqlx::query("UPDATE journals SET status = $1, state = $2::jsonb WHERE member_id = $3 AND id = $4")
-                .bind(r.status.as_str())
-                .bind(r.state.as_deref())
-                .bind(r.member_id)
-                .bind(r.id)
-                .execute(&mut *self.tx)
-                .await?;
+            sqlx::query(
+                "UPDATE journals SET status = $1, state = $2 WHERE member_id = $3 AND id = $4",
+            )
+            .bind(r.status.as_str())
+            .bind(r.state.as_deref())
+            .bind(r.member_id)
+            .bind(r.id)
+            .execute(&mut *self.tx)
+            .await?;
         }
         Ok(())
     }
 
     async fn save_checkpoint(&mut self, c: &CheckpointRow, now: DateTime<Utc>) -> Result<()> {
         sqlx::query(
-            "UPDATE import_runs SET byte_offset = $1, line = $2, applied = applied + $3, replayed = replayed + $4, \
-             rejected = rejected + $5, updated_at = $6 WHERE id = $7",
+            "INSERT INTO import_progress (run_id, partition, byte_offset, line, applied, replayed, rejected, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (run_id, partition) DO UPDATE SET byte_offset = excluded.byte_offset, line = excluded.line, \
+             applied = import_progress.applied + excluded.applied, replayed = import_progress.replayed + excluded.replayed, \
+             rejected = import_progress.rejected + excluded.rejected, updated_at = excluded.updated_at",
         )
+        .bind(c.run_id)
+        .bind(c.partition)
         .bind(c.byte_offset)
         .bind(c.line)
         .bind(c.applied)
         .bind(c.replayed)
         .bind(c.rejected)
         .bind(now)
-        .bind(c.run_id)
         .execute(&mut *self.tx)
         .await?;
         if !c.rejections.is_empty() {
@@ -379,16 +419,26 @@ impl LedgerTx for PgTx<'_> {
         program_id: i64,
         as_of: DateTime<Utc>,
         limit: i64,
-    ) -> Result<Vec<i64>> {
-        Ok(sqlx::query_scalar(
-            "SELECT DISTINCT member_id FROM accounts \
-             WHERE program_id = $1 AND next_transition_at IS NOT NULL AND next_transition_at <= $2 \
-             ORDER BY member_id LIMIT $3",
+    ) -> Result<Vec<MemberRow>> {
+        let rows = sqlx::query(
+            "SELECT m.id, m.external_id, m.status FROM members m WHERE m.id IN ( \
+                 SELECT DISTINCT member_id FROM accounts \
+                 WHERE program_id = $1 AND next_transition_at IS NOT NULL AND next_transition_at <= $2 \
+                 ORDER BY member_id LIMIT $3)",
         )
         .bind(program_id)
         .bind(as_of)
         .bind(limit)
         .fetch_all(&mut *self.tx)
-        .await?)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(MemberRow {
+                    id: r.try_get(0)?,
+                    external_id: r.try_get(1)?,
+                    status: r.try_get(2)?,
+                })
+            })
+            .collect()
     }
 }

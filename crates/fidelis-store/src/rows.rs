@@ -13,21 +13,27 @@ use crate::error::Result;
 pub struct MemberRow {
     pub id: i64,
     pub external_id: String,
+    pub status: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct AccountRow {
+    /// The row exists in the database (it was loaded): an update, not an insert.
+    pub existing: bool,
     pub member_id: i64,
     pub currency: String,
     pub available: i64,
     pub pending: i64,
     pub arrears: i64,
+    pub pool: i64,
     pub last_activity_at: Option<DateTime<Utc>>,
     pub next_transition_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
 pub struct BucketRow {
+    /// The row exists in the database (it was loaded): an update, not an insert.
+    pub existing: bool,
     pub member_id: i64,
     pub journal_id: i64,
     pub seq: i32,
@@ -84,6 +90,7 @@ pub struct JournalUpdate {
 #[derive(Debug, Clone, Default)]
 pub struct CheckpointRow {
     pub run_id: i64,
+    pub partition: i32,
     pub byte_offset: i64,
     pub line: i64,
     pub applied: i64,
@@ -104,20 +111,17 @@ pub struct RejectionRow {
 /// drives it; every method moves rows in bulk (one statement per call where the dialect
 /// allows), because per-row round trips would dominate a batch's cost.
 pub trait LedgerTx: Send {
-    /// Members of a program by external id (those that exist).
+    /// Members of a program by external id (those that exist), with their status.
     fn resolve_members(
         &mut self,
         program_id: i64,
         external_ids: &[&str],
     ) -> impl Future<Output = Result<Vec<MemberRow>>> + Send;
-    /// Serialises writers per member until the transaction ends. `ids` are sorted, so
-    /// concurrent batches take their locks in one order and never deadlock.
-    fn lock_members(&mut self, ids: &[i64]) -> impl Future<Output = Result<()>> + Send;
-    /// Members' statuses, read under the lock.
-    fn member_statuses(
-        &mut self,
-        ids: &[i64],
-    ) -> impl Future<Output = Result<Vec<(i64, String)>>> + Send;
+    /// Serialises writers per member until the transaction ends. The keys are
+    /// [`crate::engine::member_lock_key`]s, sorted, so concurrent batches take their locks
+    /// in one order and never deadlock. Whatever the transaction reads afterwards is
+    /// current for those members.
+    fn lock_members(&mut self, keys: &[i64]) -> impl Future<Output = Result<()>> + Send;
     fn load_accounts(
         &mut self,
         member_ids: &[i64],
@@ -185,5 +189,5 @@ pub trait LedgerTx: Send {
         program_id: i64,
         as_of: DateTime<Utc>,
         limit: i64,
-    ) -> impl Future<Output = Result<Vec<i64>>> + Send;
+    ) -> impl Future<Output = Result<Vec<MemberRow>>> + Send;
 }

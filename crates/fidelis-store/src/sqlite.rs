@@ -48,6 +48,7 @@ const ENTRY_COLUMNS: &str = "member_id, journal_id, seq, currency, kind, pool, b
 
 fn bucket_row(r: &SqliteRow) -> Result<BucketRow> {
     Ok(BucketRow {
+        existing: true,
         member_id: r.try_get(0)?,
         journal_id: r.try_get(1)?,
         seq: r.try_get(2)?,
@@ -96,13 +97,15 @@ pub(crate) fn entry_row(r: &SqliteRow) -> Result<EntryRow> {
 
 pub(crate) fn account_row(r: &SqliteRow) -> Result<AccountRow> {
     Ok(AccountRow {
+        existing: true,
         member_id: r.try_get(0)?,
         currency: r.try_get(1)?,
         available: r.try_get(2)?,
         pending: r.try_get(3)?,
         arrears: r.try_get(4)?,
-        last_activity_at: opt_instant(r.try_get(5)?)?,
-        next_transition_at: opt_instant(r.try_get(6)?)?,
+        pool: r.try_get(5)?,
+        last_activity_at: opt_instant(r.try_get(6)?)?,
+        next_transition_at: opt_instant(r.try_get(7)?)?,
     })
 }
 
@@ -113,7 +116,7 @@ impl LedgerTx for SqliteTx<'_> {
         external_ids: &[&str],
     ) -> Result<Vec<MemberRow>> {
         let rows = sqlx::query(
-            "SELECT id, external_id FROM members \
+            "SELECT id, external_id, status FROM members \
              WHERE program_id = ?1 AND external_id IN (SELECT value FROM json_each(?2))",
         )
         .bind(program_id)
@@ -125,6 +128,7 @@ impl LedgerTx for SqliteTx<'_> {
                 Ok(MemberRow {
                     id: r.try_get(0)?,
                     external_id: r.try_get(1)?,
+                    status: r.try_get(2)?,
                 })
             })
             .collect()
@@ -135,21 +139,9 @@ impl LedgerTx for SqliteTx<'_> {
         Ok(())
     }
 
-    async fn member_statuses(&mut self, ids: &[i64]) -> Result<Vec<(i64, String)>> {
-        let rows = sqlx::query(
-            "SELECT id, status FROM members WHERE id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(json_list(ids)?)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect()
-    }
-
     async fn load_accounts(&mut self, member_ids: &[i64]) -> Result<Vec<AccountRow>> {
         let rows = sqlx::query(
-            "SELECT member_id, currency, available, pending, arrears, last_activity_at, next_transition_at \
+            "SELECT member_id, currency, available, pending, arrears, pool, last_activity_at, next_transition_at \
              FROM accounts WHERE member_id IN (SELECT value FROM json_each(?1))",
         )
         .bind(json_list(member_ids)?)
@@ -213,8 +205,7 @@ impl LedgerTx for SqliteTx<'_> {
 
     async fn load_entries(&mut self, journals: &[(i64, i64)]) -> Result<Vec<EntryRow>> {
         let sql = format!(
-            "SELECT {ENTRY_COLUMNS} FROM entries WHERE (member_id, journal_id) IN \
-             (SELECT value ->> 0, value ->> 1 FROM json_each(?1))"
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE journal_id IN (SELECT value ->> 1 FROM json_each(?1))"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(pairs(journals)?)
@@ -311,9 +302,9 @@ impl LedgerTx for SqliteTx<'_> {
     }
 
     async fn upsert_accounts(&mut self, program_id: i64, rows: &[AccountRow]) -> Result<()> {
-        for chunk in rows.chunks(MAX_PARAMS / 8) {
+        for chunk in rows.chunks(MAX_PARAMS / 9) {
             let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO accounts (program_id, member_id, currency, available, pending, arrears, last_activity_at, next_transition_at) ",
+                "INSERT INTO accounts (program_id, member_id, currency, available, pending, arrears, pool, last_activity_at, next_transition_at) ",
             );
             q.push_values(chunk, |mut b, r| {
                 b.push_bind(program_id)
@@ -322,12 +313,14 @@ impl LedgerTx for SqliteTx<'_> {
                     .push_bind(r.available)
                     .push_bind(r.pending)
                     .push_bind(r.arrears)
+                    .push_bind(r.pool)
                     .push_bind(r.last_activity_at.map(micros))
                     .push_bind(r.next_transition_at.map(micros));
             });
             q.push(
                 " ON CONFLICT (member_id, currency) DO UPDATE SET available = excluded.available, \
-                 pending = excluded.pending, arrears = excluded.arrears, last_activity_at = excluded.last_activity_at, \
+                 pending = excluded.pending, arrears = excluded.arrears, pool = excluded.pool, \
+                 last_activity_at = excluded.last_activity_at, \
                  next_transition_at = excluded.next_transition_at",
             );
             q.build().execute(&mut *self.tx).await?;
@@ -352,16 +345,20 @@ impl LedgerTx for SqliteTx<'_> {
 
     async fn save_checkpoint(&mut self, c: &CheckpointRow, now: DateTime<Utc>) -> Result<()> {
         sqlx::query(
-            "UPDATE import_runs SET byte_offset = ?1, line = ?2, applied = applied + ?3, replayed = replayed + ?4, \
-             rejected = rejected + ?5, updated_at = ?6 WHERE id = ?7",
+            "INSERT INTO import_progress (run_id, partition, byte_offset, line, applied, replayed, rejected, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT (run_id, partition) DO UPDATE SET byte_offset = excluded.byte_offset, line = excluded.line, \
+             applied = applied + excluded.applied, replayed = replayed + excluded.replayed, \
+             rejected = rejected + excluded.rejected, updated_at = excluded.updated_at",
         )
+        .bind(c.run_id)
+        .bind(c.partition)
         .bind(c.byte_offset)
         .bind(c.line)
         .bind(c.applied)
         .bind(c.replayed)
         .bind(c.rejected)
         .bind(micros(now))
-        .bind(c.run_id)
         .execute(&mut *self.tx)
         .await?;
         for chunk in c.rejections.chunks(MAX_PARAMS / 5) {
@@ -386,16 +383,26 @@ impl LedgerTx for SqliteTx<'_> {
         program_id: i64,
         as_of: DateTime<Utc>,
         limit: i64,
-    ) -> Result<Vec<i64>> {
-        Ok(sqlx::query_scalar(
-            "SELECT DISTINCT member_id FROM accounts \
-             WHERE program_id = ?1 AND next_transition_at IS NOT NULL AND next_transition_at <= ?2 \
-             ORDER BY member_id LIMIT ?3",
+    ) -> Result<Vec<MemberRow>> {
+        let rows = sqlx::query(
+            "SELECT m.id, m.external_id, m.status FROM members m WHERE m.id IN ( \
+                 SELECT DISTINCT member_id FROM accounts \
+                 WHERE program_id = ?1 AND next_transition_at IS NOT NULL AND next_transition_at <= ?2 \
+                 ORDER BY member_id LIMIT ?3)",
         )
         .bind(program_id)
         .bind(micros(as_of))
         .bind(limit)
         .fetch_all(&mut *self.tx)
-        .await?)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(MemberRow {
+                    id: r.try_get(0)?,
+                    external_id: r.try_get(1)?,
+                    status: r.try_get(2)?,
+                })
+            })
+            .collect()
     }
 }

@@ -111,6 +111,7 @@ impl Store {
                 available: row.available,
                 pending: row.pending,
                 arrears: row.arrears,
+                pool: row.pool,
                 last_activity_at: row.last_activity_at,
                 next_transition_at: row.next_transition_at,
                 changed: false,
@@ -184,9 +185,9 @@ impl Store {
                 let rows = sqlx::query(
                     "SELECT e.journal_id, e.seq, j.external_id, j.type, e.currency, e.kind, e.pool, e.amount, e.effective_at, \
                             e.bucket_journal_id, e.bucket_seq \
-                     FROM entries e JOIN journals j ON j.member_id = e.member_id AND j.id = e.journal_id \
-                     WHERE e.member_id = ?1 AND (e.journal_id, e.seq) < (?2, ?3) \
-                     ORDER BY e.journal_id DESC, e.seq DESC LIMIT ?4",
+                     FROM journals j JOIN entries e ON e.journal_id = j.id \
+                     WHERE j.member_id = ?1 AND j.id <= ?2 AND (e.journal_id, e.seq) < (?2, ?3) \
+                     ORDER BY j.id DESC, e.seq DESC LIMIT ?4",
                 )
                 .bind(member.id)
                 .bind(journal)
@@ -202,9 +203,9 @@ impl Store {
                 let rows = sqlx::query(
                     "SELECT e.journal_id, e.seq, j.external_id, j.type, e.currency, e.kind, e.pool, e.amount, e.effective_at, \
                             e.bucket_journal_id, e.bucket_seq \
-                     FROM entries e JOIN journals j ON j.member_id = e.member_id AND j.id = e.journal_id \
-                     WHERE e.member_id = $1 AND (e.journal_id, e.seq) < ($2, $3) \
-                     ORDER BY e.journal_id DESC, e.seq DESC LIMIT $4",
+                     FROM journals j JOIN entries e ON e.journal_id = j.id \
+                     WHERE j.member_id = $1 AND j.id <= $2 AND (e.journal_id, e.seq) < ($2, $3) \
+                     ORDER BY j.id DESC, e.seq DESC LIMIT $4",
                 )
                 .bind(member.id)
                 .bind(journal)
@@ -264,13 +265,15 @@ impl Store {
     pub async fn entry_sums(&self, member: &MemberView) -> Result<Vec<(String, String, i64)>> {
         Ok(match &self.db {
             Db::Sqlite(pool) => sqlx::query_as(
-                "SELECT currency, pool, SUM(amount) FROM entries WHERE member_id = ?1 GROUP BY currency, pool ORDER BY currency, pool",
+                "SELECT e.currency, e.pool, SUM(e.amount) FROM journals j JOIN entries e ON e.journal_id = j.id \
+                 WHERE j.member_id = ?1 GROUP BY e.currency, e.pool ORDER BY e.currency, e.pool",
             )
             .bind(member.id)
             .fetch_all(pool)
             .await?,
             Db::Postgres(pool) => sqlx::query_as(
-                "SELECT currency, pool, SUM(amount)::bigint FROM entries WHERE member_id = $1 GROUP BY currency, pool ORDER BY currency, pool",
+                "SELECT e.currency, e.pool, SUM(e.amount)::bigint FROM journals j JOIN entries e ON e.journal_id = j.id \
+                 WHERE j.member_id = $1 GROUP BY e.currency, e.pool ORDER BY e.currency, e.pool",
             )
             .bind(member.id)
             .fetch_all(pool)
@@ -304,4 +307,43 @@ where
         effective_at,
         bucket: bucket_journal.zip(bucket_seq),
     })
+}
+
+impl Store {
+    /// Journals of a program (settlements included).
+    pub async fn journal_count(&self, program: &LoadedProgram) -> Result<i64> {
+        Ok(match &self.db {
+            Db::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM journals WHERE program_id = ?1")
+                    .bind(program.id)
+                    .fetch_one(pool)
+                    .await?
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM journals WHERE program_id = $1")
+                    .bind(program.id)
+                    .fetch_one(pool)
+                    .await?
+            }
+        })
+    }
+
+    /// Per currency, the program's total (available, pending) points over all members.
+    pub async fn program_totals(&self, program: &LoadedProgram) -> Result<Vec<(String, i64, i64)>> {
+        Ok(match &self.db {
+            Db::Sqlite(pool) => sqlx::query_as(
+                "SELECT currency, SUM(available), SUM(pending) FROM accounts WHERE program_id = ?1 GROUP BY currency ORDER BY currency",
+            )
+            .bind(program.id)
+            .fetch_all(pool)
+            .await?,
+            Db::Postgres(pool) => sqlx::query_as(
+                "SELECT currency, SUM(available)::bigint, SUM(pending)::bigint FROM accounts WHERE program_id = $1 \
+                 GROUP BY currency ORDER BY currency",
+            )
+            .bind(program.id)
+            .fetch_all(pool)
+            .await?,
+        })
+    }
 }

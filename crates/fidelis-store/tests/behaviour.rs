@@ -9,7 +9,7 @@ use fidelis_core::ids::ExternalId;
 use fidelis_core::journal::{Journal, JournalDocument, JournalError};
 use fidelis_core::ledger::MemberStatus;
 use fidelis_core::program::{Program, ProgramDocument};
-use fidelis_store::{Enrollment, LoadedProgram, Store, StoreError};
+use fidelis_store::{Enrollment, LoadedProgram, Prepared, Store, StoreError};
 use serde_json::json;
 
 /// Generates, for each listed test function `f(Store)`, one test per dialect.
@@ -103,9 +103,10 @@ async fn enroll(store: &Store, program: &LoadedProgram, member: &str) {
         .unwrap();
 }
 
-fn journal(program: &LoadedProgram, doc: serde_json::Value) -> Journal {
+fn journal(program: &LoadedProgram, doc: serde_json::Value) -> Prepared {
     let doc: JournalDocument = serde_json::from_value(doc).unwrap();
-    Journal::parse(&doc, &program.program).unwrap_or_else(|e| panic!("{e}"))
+    let journal = Journal::parse(&doc, &program.program).unwrap_or_else(|e| panic!("{e}"));
+    Prepared::new(journal, &program.program).unwrap()
 }
 
 async fn post(
@@ -635,16 +636,19 @@ async fn the_store_agrees_with_the_reference_book(store: Store) {
                 continue;
             }
             let j = journal(&program, doc);
-            let expected = book.post(&j, now).map(|(o, _)| o);
+            let expected = book.post(&j.journal, now).map(|(o, _)| o);
             let got = store
                 .post_journals(&program, &[j.clone()], now, None)
                 .await
                 .unwrap()
                 .remove(0)
                 .map(|p| p.outcome);
-            assert_eq!(got, expected, "seed {seed}, step {step}: {j:?}");
+            assert_eq!(got, expected, "seed {seed}, step {step}: {:?}", j.journal);
             if got.is_ok() {
-                posted.push((j.external_id.to_string(), j.member.to_string()));
+                posted.push((
+                    j.journal.external_id.to_string(),
+                    j.journal.member.to_string(),
+                ));
             }
             if rng.next(10) == 0 {
                 book.settle_all(now);

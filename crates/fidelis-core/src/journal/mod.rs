@@ -69,6 +69,17 @@ impl JournalBody {
         }
     }
 
+    /// The journal's `type` as a code. Shared for accruals (the hot path); the other
+    /// types are rare enough to build theirs.
+    pub fn type_code(&self) -> Code {
+        match self {
+            Self::Accrual(a) => a.activity.clone(),
+            other => {
+                Code::parse(other.type_name()).expect("built-in journal types are valid codes")
+            }
+        }
+    }
+
     /// The earlier journal a refund or cancellation refers to.
     pub fn original(&self) -> Option<&ExternalId> {
         match self {

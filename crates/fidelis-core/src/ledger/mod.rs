@@ -12,10 +12,13 @@
 //!
 //! # Invariants (checked by [`MemberLedger::check`] and the property tests)
 //! - `bucket.remaining` = the sum of the bucket's entries, and `0 <= remaining <= credited`.
-//! - `account.available` = Σ remaining of its available buckets − `account.arrears`;
-//!   `account.pending` = Σ remaining of its pending buckets.
-//! - `account.arrears >= 0`, and arrears exist only while no available bucket holds points
-//!   (new points pay arrears back first).
+//! - `account.available` = Σ remaining of its available buckets + `account.pool` −
+//!   `account.arrears`; `account.pending` = Σ remaining of its pending buckets.
+//! - A currency whose points never expire and are never pending keeps them in the
+//!   account's **pool** instead of buckets: they are all alike, and a bucket per credit
+//!   would only cost a write. Entries moving the pool name the bucket [`pool_id`].
+//! - `account.arrears >= 0`, and arrears exist only while no available bucket and no pool
+//!   holds points (new points pay arrears back first).
 //! - `account.available >= currency.floor` after any redemption.
 //! - A point is spendable at `t` only if `credited_at <= t < expires_at` and it is not
 //!   pending.
@@ -30,6 +33,15 @@ pub use settle::Settled;
 
 use crate::ids::{BucketId, CurrencyIx, EntryKey, MemberId};
 use crate::program::{ExpiryPolicy, Program};
+
+/// The bucket id entries name when they move an account's pool. Journal ids start at 1,
+/// so journal 0 is free to mean "no journal's bucket".
+pub fn pool_id(currency: CurrencyIx) -> BucketId {
+    EntryKey {
+        journal: crate::ids::JournalId(0),
+        seq: u32::from(currency.0),
+    }
+}
 
 /// Where an entry's points sit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -162,6 +174,9 @@ pub struct Account {
     pub pending: i64,
     /// Points owed: spent or taken back beyond what the buckets held.
     pub arrears: i64,
+    /// Points held without a bucket: those of a currency that never expires and is never
+    /// pending, where all points are alike (part of `available`).
+    pub pool: i64,
     /// The last accrual or redemption (drives inactivity expiry).
     pub last_activity_at: Option<DateTime<Utc>>,
     /// No expiry or release happens before this instant; `None` when nothing is
@@ -284,6 +299,10 @@ impl MemberLedger {
                     available += b.remaining;
                 }
             }
+            if account.pool < 0 {
+                return Err(format!("{code}: negative pool {}", account.pool));
+            }
+            available += account.pool;
             if account.arrears < 0 {
                 return Err(format!("{code}: negative arrears {}", account.arrears));
             }

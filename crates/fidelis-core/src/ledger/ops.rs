@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Bucket, Entry, EntryKind, MemberLedger, Pool};
+use super::{Bucket, Entry, EntryKind, MemberLedger, Pool, pool_id};
 use crate::calendar;
 use crate::ids::{BucketId, CurrencyIx, EntryKey, JournalId};
 use crate::program::{Program, ReturnPolicy};
@@ -60,6 +60,14 @@ pub struct ClawBack {
     pub unrecovered: i64,
 }
 
+/// Where spendable points are: a bucket (by index), or the account's pool of points
+/// that never expire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Bucket(usize),
+    Pool,
+}
+
 impl MemberLedger {
     fn apply(&mut self, currency: CurrencyIx, pool: Pool, amount: i64) {
         let account = &mut self.accounts[currency.index()];
@@ -88,6 +96,50 @@ impl MemberLedger {
         self.apply(currency, pool, amount);
     }
 
+    /// Moves `amount` (signed) on the account's pool.
+    fn move_pool(
+        &mut self,
+        w: &mut JournalWriter,
+        currency: CurrencyIx,
+        kind: EntryKind,
+        amount: i64,
+        at: DateTime<Utc>,
+    ) {
+        w.push(
+            currency,
+            kind,
+            Pool::Available,
+            Some(pool_id(currency)),
+            amount,
+            at,
+        );
+        self.apply(currency, Pool::Available, amount);
+        self.accounts[currency.index()].pool += amount;
+        debug_assert!(self.accounts[currency.index()].pool >= 0);
+    }
+
+    fn remaining(&self, source: Source, currency: CurrencyIx) -> i64 {
+        match source {
+            Source::Bucket(idx) => self.buckets[idx].remaining,
+            Source::Pool => self.account(currency).pool,
+        }
+    }
+
+    fn take(
+        &mut self,
+        w: &mut JournalWriter,
+        source: Source,
+        currency: CurrencyIx,
+        kind: EntryKind,
+        amount: i64,
+        at: DateTime<Utc>,
+    ) {
+        match source {
+            Source::Bucket(idx) => self.move_bucket(w, idx, kind, amount, at),
+            Source::Pool => self.move_pool(w, currency, kind, amount, at),
+        }
+    }
+
     /// Moves `amount` (signed) on the account's arrears: negative to owe more.
     fn move_arrears(
         &mut self,
@@ -107,8 +159,9 @@ impl MemberLedger {
         self.buckets.iter().position(|b| b.id == id)
     }
 
-    /// Credits `points` into a new bucket whose validity follows the currency's policy,
-    /// then pays back arrears from it. Returns the bucket.
+    /// Credits `points` into a new bucket whose validity follows the currency's policy (or
+    /// into the account's pool, for a currency whose points never expire and are never
+    /// pending), then pays back arrears from them. Returns the bucket.
     pub fn credit(
         &mut self,
         program: &Program,
@@ -120,6 +173,11 @@ impl MemberLedger {
     ) -> BucketId {
         debug_assert!(points > 0);
         let def = program.currency(currency);
+        if def.is_fungible() {
+            self.move_pool(w, currency, kind, points, credited_at);
+            self.recover_arrears_from_pool(w, currency, credited_at);
+            return pool_id(currency);
+        }
         let tz = program.time_zone;
         let expires_at = def.expiry.bucket_expiry(tz, credited_at);
         let pending = def.pending_days > 0;
@@ -173,9 +231,28 @@ impl MemberLedger {
         }
     }
 
-    /// Indexes of the buckets spendable at `t`, in the order they are spent: earliest
-    /// expiry first (never-expiring last), then earliest credit.
-    fn spend_order(&self, program: &Program, currency: CurrencyIx, t: DateTime<Utc>) -> Vec<usize> {
+    fn recover_arrears_from_pool(
+        &mut self,
+        w: &mut JournalWriter,
+        currency: CurrencyIx,
+        at: DateTime<Utc>,
+    ) {
+        let account = self.account(currency);
+        let recovered = account.arrears.min(account.pool);
+        if recovered > 0 {
+            self.move_pool(w, currency, EntryKind::ArrearsRecovery, -recovered, at);
+            self.move_arrears(w, currency, EntryKind::ArrearsRecovery, recovered, at);
+        }
+    }
+
+    /// Where the points spendable at `t` are, in the order they are spent: earliest expiry
+    /// first, then earliest credit; the pool (which never expires) last.
+    fn spend_order(
+        &self,
+        program: &Program,
+        currency: CurrencyIx,
+        t: DateTime<Utc>,
+    ) -> Vec<Source> {
         let mut order: Vec<(Option<DateTime<Utc>>, DateTime<Utc>, BucketId, usize)> = self
             .buckets
             .iter()
@@ -196,14 +273,18 @@ impl MemberLedger {
             let expiry_b = b.0.unwrap_or(DateTime::<Utc>::MAX_UTC);
             (expiry_a, a.1, a.2).cmp(&(expiry_b, b.1, b.2))
         });
-        order.into_iter().map(|(.., i)| i).collect()
+        let mut sources: Vec<Source> = order.into_iter().map(|(.., i)| Source::Bucket(i)).collect();
+        if self.account(currency).pool > 0 {
+            sources.push(Source::Pool);
+        }
+        sources
     }
 
     /// Points spendable at `t`.
     pub fn spendable(&self, program: &Program, currency: CurrencyIx, t: DateTime<Utc>) -> i64 {
         self.spend_order(program, currency, t)
-            .iter()
-            .map(|&i| self.buckets[i].remaining)
+            .into_iter()
+            .map(|source| self.remaining(source, currency))
             .sum()
     }
 
@@ -220,7 +301,7 @@ impl MemberLedger {
         kind: EntryKind,
     ) -> Result<(), i64> {
         let order = self.spend_order(program, currency, t);
-        let spendable: i64 = order.iter().map(|&i| self.buckets[i].remaining).sum();
+        let spendable: i64 = order.iter().map(|&s| self.remaining(s, currency)).sum();
         let overdraft_room = {
             let floor = program.currency(currency).redemption_floor();
             (-floor - self.account(currency).arrears).max(0)
@@ -229,12 +310,12 @@ impl MemberLedger {
             return Err(spendable.saturating_add(overdraft_room));
         }
         let mut need = points;
-        for idx in order {
+        for source in order {
             if need == 0 {
                 break;
             }
-            let take = need.min(self.buckets[idx].remaining);
-            self.move_bucket(w, idx, kind, -take, t);
+            let take = need.min(self.remaining(source, currency));
+            self.take(w, source, currency, kind, -take, t);
             need -= take;
         }
         if need > 0 {
@@ -296,12 +377,12 @@ impl MemberLedger {
             }
         }
         if need > 0 && policy != ReturnPolicy::PendingOnly {
-            for idx in self.spend_order(program, currency, t) {
+            for source in self.spend_order(program, currency, t) {
                 if need == 0 {
                     break;
                 }
-                let take = need.min(self.buckets[idx].remaining);
-                self.move_bucket(w, idx, kind, -take, t);
+                let take = need.min(self.remaining(source, currency));
+                self.take(w, source, currency, kind, -take, t);
                 need -= take;
             }
         }
@@ -324,8 +405,9 @@ impl MemberLedger {
     }
 
     /// Gives back what a debit entry took: to the bucket it came from (with that bucket's
-    /// original expiry), or, for arrears it created, by reducing the arrears. Points of
-    /// arrears already paid back come back as a fresh bucket. Returns the points restored.
+    /// original expiry) or the pool, or, for arrears it created, by reducing the arrears.
+    /// Points of arrears already paid back come back as a fresh credit. Returns the points
+    /// restored.
     pub fn restore(
         &mut self,
         program: &Program,
@@ -338,6 +420,10 @@ impl MemberLedger {
             return Ok(0);
         }
         match debit.bucket {
+            Some(bucket) if bucket == pool_id(debit.currency) => {
+                self.move_pool(w, debit.currency, EntryKind::Cancel, points, now);
+                self.recover_arrears_from_pool(w, debit.currency, now);
+            }
             Some(bucket) => {
                 let idx = self
                     .bucket_index(bucket)

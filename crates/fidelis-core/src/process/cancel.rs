@@ -15,7 +15,7 @@ use super::refund::{reverse_components, take_back};
 use super::{JournalState, ProcessError, RecordKind, RecordStatus, Related};
 use crate::ids::{ExternalId, JournalId};
 use crate::journal::JournalError;
-use crate::ledger::{Entry, EntryKind, JournalWriter, MemberLedger};
+use crate::ledger::{Entry, EntryKind, JournalWriter, MemberLedger, pool_id};
 use crate::outcome::Outcome;
 use crate::program::Program;
 
@@ -80,7 +80,7 @@ pub(super) fn cancel(
             for (currency, points) in credited {
                 let result =
                     ledger.claw_back(program, w, currency, points, id, now, EntryKind::Cancel);
-                let code = program.currency(currency).code.as_str();
+                let code = &program.currency(currency).code;
                 Outcome::add(&mut outcome.reversed, code, result.taken);
                 Outcome::add(&mut outcome.unrecovered, code, result.unrecovered);
                 Outcome::add(&mut outcome.already_expired, code, result.already_expired);
@@ -141,12 +141,9 @@ pub(super) fn cancel(
     Ok(id)
 }
 
+/// The credit a positive adjustment wrote (to a bucket of its own, or to the pool).
 fn is_own_credit(journal: JournalId) -> impl Fn(&&Entry) -> bool {
-    move |e: &&Entry| {
-        e.amount > 0
-            && e.kind == EntryKind::Adjust
-            && e.bucket.is_some_and(|b| b.journal == journal)
-    }
+    move |e: &&Entry| e.amount > 0 && e.kind == EntryKind::Adjust && e.key.journal == journal
 }
 
 /// Refuses before changing anything if a bucket to give points back to is not loaded.
@@ -154,6 +151,7 @@ fn check_loaded(ledger: &MemberLedger, entries: &[Entry]) -> Result<(), ProcessE
     for bucket in entries
         .iter()
         .filter(|e| e.amount < 0)
+        .filter(|e| e.bucket != Some(pool_id(e.currency)))
         .filter_map(|e| e.bucket)
     {
         if ledger.bucket_index(bucket).is_none() {
@@ -191,7 +189,7 @@ fn restore_debits(
             .map_err(ProcessError::Internal)?;
         Outcome::add(
             &mut outcome.restored,
-            program.currency(entry.currency).code.as_str(),
+            &program.currency(entry.currency).code,
             points,
         );
     }

@@ -14,7 +14,7 @@ use chrono::{DateTime, Duration, Utc};
 
 pub use record::*;
 
-use crate::ids::{CurrencyIx, JournalId};
+use crate::ids::{Code, CurrencyIx, JournalId};
 use crate::journal::{Journal, JournalBody, JournalError};
 use crate::ledger::{EntryKind, JournalWriter, MemberLedger, MemberStatus};
 use crate::outcome::{Balance, Outcome};
@@ -106,8 +106,8 @@ pub fn process(
     let mut settle = JournalWriter::new(ids.settlement);
     let mut outcome = Outcome {
         status: "processed".into(),
-        external_id: journal.external_id.to_string(),
-        journal_type: journal.body.type_name().to_owned(),
+        external_id: Some(journal.external_id.clone()),
+        journal_type: Some(journal.body.type_code()),
         ..Outcome::default()
     };
     if due {
@@ -129,7 +129,7 @@ pub fn process(
                 external_id: Some(journal.external_id.clone()),
                 member: ledger.member,
                 kind: done.kind,
-                type_name: journal.body.type_name().to_owned(),
+                type_name: journal.body.type_code(),
                 occurred_at: journal.occurred_at,
                 recorded_at: now,
                 status: RecordStatus::Processed,
@@ -179,7 +179,7 @@ fn settlement_record(ledger: &MemberLedger, w: JournalWriter, now: DateTime<Utc>
         external_id: None,
         member: ledger.member,
         kind: RecordKind::Settlement,
-        type_name: "settlement".into(),
+        type_name: Code::parse("settlement").expect("a valid code"),
         occurred_at: now,
         recorded_at: now,
         status: RecordStatus::Processed,
@@ -194,14 +194,14 @@ fn note_settled(program: &Program, outcome: &mut Outcome, settled: &crate::ledge
     for (currency, points) in &settled.expired {
         Outcome::add(
             &mut outcome.expired,
-            program.currency(*currency).code.as_str(),
+            &program.currency(*currency).code,
             *points,
         );
     }
     for (currency, points) in &settled.released {
         Outcome::add(
             &mut outcome.released,
-            program.currency(*currency).code.as_str(),
+            &program.currency(*currency).code,
             *points,
         );
     }
@@ -214,7 +214,7 @@ pub fn balances(program: &Program, ledger: &MemberLedger) -> Vec<Balance> {
         .map(|(ix, c)| {
             let account = ledger.account(ix);
             Balance {
-                currency: c.code.to_string(),
+                currency: c.code.clone(),
                 available: account.available,
                 pending: account.pending,
             }
@@ -273,7 +273,7 @@ fn apply(
                 ledger.credit(program, w, *currency, *points, at, EntryKind::Adjust);
                 outcome.awards.push(crate::outcome::Award {
                     source: "adjustment".into(),
-                    currency: program.currency(*currency).code.to_string(),
+                    currency: program.currency(*currency).code.clone(),
                     points: *points,
                 });
             } else {
@@ -325,11 +325,11 @@ fn debit(
     kind: EntryKind,
     outcome: &mut Outcome,
 ) -> Result<(), ProcessError> {
-    let code = program.currency(currency).code.as_str();
+    let code = &program.currency(currency).code;
     ledger
         .debit(program, w, currency, points, at, kind)
         .map_err(|spendable| JournalError::InsufficientPoints {
-            currency: code.to_owned(),
+            currency: code.to_string(),
             spendable,
             requested: points,
         })?;

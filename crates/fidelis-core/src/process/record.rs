@@ -3,9 +3,11 @@
 //! reverses.
 
 use chrono::{DateTime, Utc};
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ExternalId, JournalId, MemberId};
+use crate::ids::{Code, ExternalId, JournalId, MemberId};
 use crate::ledger::Entry;
 
 /// A processed journal.
@@ -17,7 +19,7 @@ pub struct JournalRecord {
     pub member: MemberId,
     pub kind: RecordKind,
     /// `purchase`, a custom activity, `refund`, `redemption`… as in documents.
-    pub type_name: String,
+    pub type_name: Code,
     pub occurred_at: DateTime<Utc>,
     pub recorded_at: DateTime<Utc>,
     pub status: RecordStatus,
@@ -107,7 +109,7 @@ pub enum JournalState {
 pub struct AccrualState {
     /// The amount spent, in minor units (0 for activities without an amount).
     pub amount: i64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub refunded: i64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lines: Vec<LineState>,
@@ -115,29 +117,116 @@ pub struct AccrualState {
     pub components: Vec<Component>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A line of an accrual, with how much of it was refunded. Stored as a short array,
+/// `[line_id, quantity, amount]` and, once refunded, `refunded_quantity, refunded_amount`:
+/// one is written per line of every purchase.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LineState {
     pub line_id: String,
     pub quantity: u32,
     pub amount: i64,
-    #[serde(default)]
     pub refunded_quantity: u32,
-    #[serde(default)]
     pub refunded_amount: i64,
 }
 
-/// Points of one currency an accrual earned for one line (or for the whole order).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Points of one currency an accrual earned for one line (or for the whole order). Stored
+/// as `[currency, line or null, points]`, then `reversed` and `source` when they are not
+/// 0 and `base`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Component {
-    pub currency: String,
+    pub currency: Code,
     /// Index into the lines; `None` for the whole order.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<u32>,
-    pub source: String,
+    /// `base`, or the promotion that awarded the points.
+    pub source: Cow<'static, str>,
     pub points: i64,
     /// Points already taken back by refunds.
-    #[serde(default)]
     pub reversed: i64,
+}
+
+fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// The source of base earning.
+pub const BASE: &str = "base";
+
+impl Serialize for LineState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let refunded = self.refunded_quantity != 0 || self.refunded_amount != 0;
+        let mut seq = s.serialize_seq(Some(if refunded { 5 } else { 3 }))?;
+        seq.serialize_element(&self.line_id)?;
+        seq.serialize_element(&self.quantity)?;
+        seq.serialize_element(&self.amount)?;
+        if refunded {
+            seq.serialize_element(&self.refunded_quantity)?;
+            seq.serialize_element(&self.refunded_amount)?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for LineState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        type Full = (String, u32, i64, Option<u32>, Option<i64>);
+        let (line_id, quantity, amount, refunded_quantity, refunded_amount) =
+            compact::<D, Full>(d)?;
+        Ok(Self {
+            line_id,
+            quantity,
+            amount,
+            refunded_quantity: refunded_quantity.unwrap_or(0),
+            refunded_amount: refunded_amount.unwrap_or(0),
+        })
+    }
+}
+
+impl Serialize for Component {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let with_source = self.source != BASE;
+        let len = if with_source {
+            5
+        } else if self.reversed != 0 {
+            4
+        } else {
+            3
+        };
+        let mut seq = s.serialize_seq(Some(len))?;
+        seq.serialize_element(&self.currency)?;
+        seq.serialize_element(&self.line)?;
+        seq.serialize_element(&self.points)?;
+        if len > 3 {
+            seq.serialize_element(&self.reversed)?;
+        }
+        if with_source {
+            seq.serialize_element(&self.source)?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Component {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        type Full = (Code, Option<u32>, i64, Option<i64>, Option<String>);
+        let (currency, line, points, reversed, source) = compact::<D, Full>(d)?;
+        Ok(Self {
+            currency,
+            line,
+            source: source.map_or(Cow::Borrowed(BASE), Cow::Owned),
+            points,
+            reversed: reversed.unwrap_or(0),
+        })
+    }
+}
+
+/// Reads a short array of up to five elements as a five-tuple whose missing trailing
+/// elements (`Option`s) are `None`.
+fn compact<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    let mut values: Vec<serde_json::Value> = Vec::deserialize(d)?;
+    values.resize(values.len().max(5), serde_json::Value::Null);
+    T::deserialize(serde_json::Value::Array(values)).map_err(serde::de::Error::custom)
 }
 
 impl Component {
@@ -161,4 +250,65 @@ pub struct RefundState {
     pub lines: Vec<(u32, u32, i64)>,
     /// (component index, points) reversed per component of the original.
     pub components: Vec<(u32, i64)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn points() -> Code {
+        Code::parse("points").unwrap()
+    }
+
+    #[test]
+    fn accrual_state_is_stored_compactly_and_reads_back() {
+        let state = JournalState::Accrual(AccrualState {
+            amount: 7990,
+            refunded: 1000,
+            lines: vec![
+                LineState {
+                    line_id: "1".into(),
+                    quantity: 1,
+                    amount: 5990,
+                    ..LineState::default()
+                },
+                LineState {
+                    line_id: "2".into(),
+                    quantity: 2,
+                    amount: 2000,
+                    refunded_quantity: 1,
+                    refunded_amount: 1000,
+                },
+            ],
+            components: vec![
+                Component {
+                    currency: points(),
+                    line: Some(0),
+                    source: BASE.into(),
+                    points: 59,
+                    reversed: 0,
+                },
+                Component {
+                    currency: points(),
+                    line: Some(1),
+                    source: BASE.into(),
+                    points: 20,
+                    reversed: 10,
+                },
+                Component {
+                    currency: points(),
+                    line: None,
+                    source: "weekend".into(),
+                    points: 50,
+                    reversed: 0,
+                },
+            ],
+        });
+        let json = serde_json::to_string(&state).unwrap();
+        assert_eq!(
+            json,
+            r#"{"kind":"accrual","amount":7990,"refunded":1000,"lines":[["1",1,5990],["2",2,2000,1,1000]],"components":[["points",0,59],["points",1,20,10],["points",null,50,0,"weekend"]]}"#
+        );
+        assert_eq!(serde_json::from_str::<JournalState>(&json).unwrap(), state);
+    }
 }

@@ -236,12 +236,14 @@ pub(super) fn reverse_components(
         if points <= 0 {
             continue;
         }
-        let currency = program.currency_ix(&component.currency).ok_or_else(|| {
-            JournalError::NotRefundable(format!(
-                "currency {:?} is no longer part of the program",
-                component.currency
-            ))
-        })?;
+        let currency = program
+            .currency_ix(component.currency.as_str())
+            .ok_or_else(|| {
+                JournalError::NotRefundable(format!(
+                    "currency {:?} is no longer part of the program",
+                    component.currency
+                ))
+            })?;
         component.reversed = target;
         out.push(Reversal {
             component: i as u32,
@@ -273,7 +275,7 @@ pub(super) fn take_back(
     }
     for (currency, points) in per_currency {
         let result = ledger.claw_back(program, w, currency, points, origin, at, kind);
-        let code = program.currency(currency).code.as_str();
+        let code = &program.currency(currency).code;
         Outcome::add(&mut outcome.reversed, code, result.taken);
         Outcome::add(&mut outcome.unrecovered, code, result.unrecovered);
         Outcome::add(&mut outcome.already_expired, code, result.already_expired);

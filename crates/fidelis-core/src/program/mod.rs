@@ -95,6 +95,12 @@ pub struct Currency {
 }
 
 impl Currency {
+    /// All points of this currency are alike: they never expire and are never pending,
+    /// so they need no buckets (see [`crate::ledger`]).
+    pub fn is_fungible(&self) -> bool {
+        self.expiry == ExpiryPolicy::Never && self.pending_days == 0
+    }
+
     /// The lowest balance a redemption may leave.
     pub fn redemption_floor(&self) -> i64 {
         self.negative_floor.unwrap_or(0)

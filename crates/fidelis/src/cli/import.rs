@@ -1,0 +1,562 @@
+//! `fidelis journals import`: NDJSON or CSV files of journals into a program.
+//!
+//! A reader thread parses the file into batches while the previous batch is being
+//! written; each batch is one transaction that also saves the import's checkpoint (the
+//! byte offset after it) and its rejected lines. Killed at any point and started again on
+//! the same file, the import resumes after the last committed batch; journals are
+//! idempotent by external id besides, so nothing is applied twice or lost.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use clap::Subcommand;
+use fidelis_core::journal::{Journal, JournalDocument};
+use fidelis_core::program::Program;
+use fidelis_store::{ImportProgress, Prepared, RejectionRow};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+
+use super::{EXIT_REJECTED, connect, program};
+
+#[derive(Debug, Subcommand)]
+pub enum JournalsCommand {
+    /// Import journals: one JSON document per line (as POST /journals accepts), or CSV.
+    Import {
+        #[arg(long)]
+        program: String,
+        file: PathBuf,
+        /// By default, from the file's extension (.csv is CSV, anything else NDJSON).
+        #[arg(long, value_enum)]
+        format: Option<InputFormat>,
+        /// Journals per transaction. Default: 20000 on SQLite (fewer, larger commits write
+        /// each changed page less often; each batch holds SQLite's only write lock, about a
+        /// second), 1000 on PostgreSQL.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+        batch_size: Option<u32>,
+        /// Where to write the rejected lines (NDJSON); default FILE.rejected.ndjson, written
+        /// only if some line was rejected.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Parallel writers, each owning the journals of a share of the members (so they
+        /// never wait for each other). Default: 3 on PostgreSQL, 1 on SQLite (which has
+        /// one writer at a time).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+        workers: Option<u32>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InputFormat {
+    Ndjson,
+    Csv,
+}
+
+/// A batch parsed by the reader thread, for one partition.
+#[derive(Default)]
+struct Chunk {
+    journals: Vec<Prepared>,
+    lines: Vec<u64>,
+    rejections: Vec<RejectionRow>,
+    /// Where the next batch starts.
+    end_offset: u64,
+    last_line: u64,
+}
+
+pub async fn run(database: &str, command: JournalsCommand) -> Result<ExitCode> {
+    let JournalsCommand::Import {
+        program: code,
+        file,
+        format,
+        batch_size,
+        report,
+        workers,
+    } = command;
+    let format = format.unwrap_or(
+        if file
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+        {
+            InputFormat::Csv
+        } else {
+            InputFormat::Ndjson
+        },
+    );
+    let store = connect(database).await?;
+    let program = program(&store, &code).await?;
+    let size = std::fs::metadata(&file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
+    let fingerprint = fingerprint(&file, size)?;
+    // Measured on 2 cores: PostgreSQL (200,000 journals) 11.3k/s with 1 writer, 17.9k with
+    // 2, 23.3k with 3, 21.2k with 4; SQLite (1,000,000 journals for 100,000 members)
+    // 13.9k/s with batches of 5000, 18.5k with 10,000, 22.2k with 20,000.
+    let postgres = store.dialect() == "postgres";
+    let workers = workers.unwrap_or(if postgres { 3 } else { 1 });
+    let batch_size = batch_size.unwrap_or(if postgres { 1_000 } else { 20_000 });
+    let run = store
+        .begin_import(
+            &program,
+            &file.display().to_string(),
+            &fingerprint,
+            workers,
+            Utc::now(),
+        )
+        .await?;
+    let resume = run.resume_at();
+    let before = run.totals();
+    if resume.byte_offset > 0 {
+        eprintln!(
+            "resuming the import of {} after line {} ({} applied, {} already there so far)",
+            file.display(),
+            resume.line,
+            before.applied,
+            before.replayed,
+        );
+    }
+
+    let bar = ProgressBar::new(size);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{wide_bar}] {percent:>3}%  {msg}  ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(resume.byte_offset);
+
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for _ in 0..run.partitions {
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Chunk>>(2);
+        senders.push(sender);
+        receivers.push(receiver);
+    }
+    let reader = {
+        let (file, program) = (file.clone(), Arc::clone(&program));
+        let (offset, line) = (resume.byte_offset, resume.line);
+        std::thread::spawn(move || {
+            let mut router = Router::new(batch_size as usize, &senders);
+            let result = match format {
+                InputFormat::Ndjson => {
+                    read_ndjson(&file, &program.program, offset, line, &mut router)
+                }
+                InputFormat::Csv => read_csv(&file, &program.program, offset, line, &mut router),
+            };
+            match result {
+                Ok(end) => router.finish(end),
+                Err(e) => {
+                    let _ = senders[0].blocking_send(Err(e));
+                }
+            }
+        })
+    };
+
+    let started = Instant::now();
+    let counts = Arc::new(Counts::default());
+    let mut tasks = tokio::task::JoinSet::new();
+    for (partition, mut receiver) in receivers.into_iter().enumerate() {
+        let (store, program, counts, bar) = (
+            store.clone(),
+            Arc::clone(&program),
+            Arc::clone(&counts),
+            bar.clone(),
+        );
+        let run_id = run.id;
+        tasks.spawn(async move {
+            while let Some(chunk) = receiver.recv().await {
+                let chunk = chunk?;
+                let progress = ImportProgress {
+                    run_id,
+                    partition: partition as u32,
+                    byte_offset: chunk.end_offset,
+                    line: chunk.last_line,
+                    lines: chunk.lines,
+                    rejections: chunk.rejections,
+                };
+                let results = store
+                    .post_journals(&program, &chunk.journals, Utc::now(), Some(&progress))
+                    .await?;
+                counts.record(&results, progress.rejections.len() as u64, chunk.end_offset);
+                let done = counts.lines();
+                let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                bar.set_position(counts.position.load(Ordering::Relaxed));
+                bar.set_message(format!(
+                    "{done} lines, {rate:.0}/s, {} rejected",
+                    counts.rejected.load(Ordering::Relaxed)
+                ));
+            }
+            anyhow::Ok(())
+        });
+    }
+    let mut failure = None;
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failure = failure.or(Some(e)),
+            Err(e) => failure = failure.or(Some(e.into())),
+        }
+        if failure.is_some() {
+            // Stop the other writers; what they committed stays, and a restart resumes.
+            tasks.abort_all();
+        }
+    }
+    let _ = reader.join();
+    bar.finish_and_clear();
+    if let Some(e) = failure {
+        return Err(e.context("the import stopped; run the same command again to resume"));
+    }
+    store.finish_import(run.id, Utc::now()).await?;
+
+    let elapsed = started.elapsed().as_secs_f64();
+    let totals = store.import_run(run.id, run.partitions).await?.totals();
+    let rejections = store.import_rejections(run.id).await?;
+    println!(
+        "imported {}: {} applied, {} already applied, {} rejected ({:.0} lines/s)",
+        file.display(),
+        totals.applied,
+        totals.replayed,
+        rejections.len(),
+        counts.lines() as f64 / elapsed.max(1e-3)
+    );
+    if rejections.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in rejections.iter().take(20) {
+        eprintln!("line {}: {} ({})", r.line, r.reason, r.code);
+    }
+    if rejections.len() > 20 {
+        eprintln!("… and {} more", rejections.len() - 20);
+    }
+    let report = report.unwrap_or_else(|| {
+        let mut name = file.clone().into_os_string();
+        name.push(".rejected.ndjson");
+        PathBuf::from(name)
+    });
+    let mut out = String::new();
+    for r in &rejections {
+        out.push_str(&serde_json::to_string(&serde_json::json!({
+            "line": r.line, "external_id": r.external_id, "code": r.code, "reason": r.reason
+        }))?);
+        out.push('\n');
+    }
+    std::fs::write(&report, out).with_context(|| format!("writing {}", report.display()))?;
+    eprintln!("the rejected lines are listed in {}", report.display());
+    Ok(ExitCode::from(EXIT_REJECTED))
+}
+
+/// Lines done by all workers, for progress and the summary.
+#[derive(Default)]
+struct Counts {
+    applied: AtomicU64,
+    replayed: AtomicU64,
+    rejected: AtomicU64,
+    /// The furthest byte offset committed.
+    position: AtomicU64,
+}
+
+impl Counts {
+    fn record(
+        &self,
+        results: &[fidelis_store::JournalResult],
+        parse_rejections: u64,
+        end_offset: u64,
+    ) {
+        let (mut applied, mut replayed, mut rejected) = (0, 0, parse_rejections);
+        for result in results {
+            match result {
+                Ok(p) if p.replayed => replayed += 1,
+                Ok(_) => applied += 1,
+                Err(_) => rejected += 1,
+            }
+        }
+        self.applied.fetch_add(applied, Ordering::Relaxed);
+        self.replayed.fetch_add(replayed, Ordering::Relaxed);
+        self.rejected.fetch_add(rejected, Ordering::Relaxed);
+        self.position.fetch_max(end_offset, Ordering::Relaxed);
+    }
+
+    fn lines(&self) -> u64 {
+        self.applied.load(Ordering::Relaxed)
+            + self.replayed.load(Ordering::Relaxed)
+            + self.rejected.load(Ordering::Relaxed)
+    }
+}
+
+/// Identifies a file's content cheaply: its size and a hash (FNV-1a) of its first and last
+/// megabyte. Two different files with the same fingerprint would share an import run;
+/// idempotency by external id still keeps every journal applied once.
+fn fingerprint(path: &Path, size: u64) -> Result<String> {
+    const WINDOW: u64 = 1 << 20;
+    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    let mut buf = vec![0; WINDOW as usize];
+    let n = file.read(&mut buf)?;
+    feed(&buf[..n]);
+    if size > WINDOW {
+        file.seek(SeekFrom::Start(size - WINDOW))?;
+        let n = file.read(&mut buf)?;
+        feed(&buf[..n]);
+    }
+    Ok(format!("{size}:{hash:016x}"))
+}
+
+/// The parse of one line: a journal, or why not (with the external id if it was readable).
+fn parse_line(line: &str, program: &Program) -> Parsed {
+    let document: JournalDocument = serde_json::from_str(line)
+        .map_err(|e| (None, "invalid_json", format!("not a journal document: {e}")))?;
+    parse_document(document, program)
+}
+
+fn parse_document(document: JournalDocument, program: &Program) -> Parsed {
+    let journal = Journal::parse(&document, program)
+        .map_err(|e| (document.external_id.clone(), e.code(), e.to_string()))?;
+    Prepared::new(journal, program).map_err(|e| {
+        (
+            document.external_id.clone(),
+            "invalid_journal",
+            e.to_string(),
+        )
+    })
+}
+
+/// Spreads parsed lines over the partitions by member and sends each partition's batch
+/// when it is full. A journal's partition depends only on its member, so all journals of a
+/// member (and refunds and cancellations, which refer to the same member) go to one writer,
+/// in file order.
+struct Router<'a> {
+    batch_size: usize,
+    senders: &'a [tokio::sync::mpsc::Sender<Result<Chunk>>],
+    chunks: Vec<Chunk>,
+}
+
+impl<'a> Router<'a> {
+    fn new(batch_size: usize, senders: &'a [tokio::sync::mpsc::Sender<Result<Chunk>>]) -> Self {
+        Self {
+            batch_size,
+            senders,
+            chunks: senders.iter().map(|_| Chunk::default()).collect(),
+        }
+    }
+
+    /// The partition of a member: a stable hash (FNV-1a) of its external id.
+    fn partition(&self, member: &str) -> usize {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in member.bytes() {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        (hash % self.senders.len() as u64) as usize
+    }
+
+    /// Adds a line read up to `end_offset`; false when the writers have stopped.
+    fn push(&mut self, line: u64, parsed: Parsed, end_offset: u64) -> bool {
+        let partition = match &parsed {
+            Ok(prepared) => self.partition(prepared.journal.member.as_str()),
+            Err(_) => (line % self.senders.len() as u64) as usize,
+        };
+        let chunk = &mut self.chunks[partition];
+        match parsed {
+            Ok(journal) => {
+                chunk.journals.push(journal);
+                chunk.lines.push(line);
+            }
+            Err((external_id, code, reason)) => chunk.rejections.push(RejectionRow {
+                line: line as i64,
+                external_id,
+                code: code.to_owned(),
+                reason,
+            }),
+        }
+        // Every line of this partition before `end_offset` is in this chunk or an earlier one.
+        chunk.end_offset = end_offset;
+        chunk.last_line = line;
+        if chunk.journals.len() + chunk.rejections.len() >= self.batch_size {
+            return self.send(partition);
+        }
+        true
+    }
+
+    fn send(&mut self, partition: usize) -> bool {
+        let chunk = std::mem::take(&mut self.chunks[partition]);
+        self.senders[partition].blocking_send(Ok(chunk)).is_ok()
+    }
+
+    /// Sends what is left; every partition has then read the file to `end`.
+    fn finish(mut self, end: (u64, u64)) {
+        for partition in 0..self.chunks.len() {
+            let chunk = &mut self.chunks[partition];
+            chunk.end_offset = end.0;
+            chunk.last_line = end.1;
+            if !self.send(partition) {
+                return;
+            }
+        }
+    }
+}
+
+type Parsed = std::result::Result<Prepared, (Option<String>, &'static str, String)>;
+
+/// Reads NDJSON from `offset` (the start of line `first_line + 1`); returns where the file
+/// ended (byte offset, last line).
+fn read_ndjson(
+    path: &Path,
+    program: &Program,
+    offset: u64,
+    first_line: u64,
+    router: &mut Router,
+) -> Result<(u64, u64)> {
+    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let (mut position, mut number) = (offset, first_line);
+    let mut bytes = Vec::new();
+    loop {
+        bytes.clear();
+        let read = reader.read_until(b'\n', &mut bytes)?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        position += read as u64;
+        let parsed = match std::str::from_utf8(&bytes) {
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) => parse_line(text.trim(), program),
+            Err(e) => Err((None, "invalid_text", format!("not UTF-8 text: {e}"))),
+        };
+        if !router.push(number, parsed, position) {
+            break;
+        }
+    }
+    Ok((position, number))
+}
+
+/// Maps CSV columns to journal document fields. Columns named `attributes.NAME` become
+/// custom attributes (strings); unknown columns are refused before anything is imported.
+struct CsvColumns {
+    fields: Vec<CsvField>,
+}
+
+enum CsvField {
+    Text(fn(&mut JournalDocument) -> &mut Option<String>),
+    Points,
+    Attribute(String),
+}
+
+impl CsvColumns {
+    fn new(headers: &csv::StringRecord) -> Result<Self> {
+        let mut fields = Vec::new();
+        for header in headers {
+            let field = match header.trim() {
+                "external_id" => CsvField::Text(|d| &mut d.external_id),
+                "member" => CsvField::Text(|d| &mut d.member),
+                "type" => CsvField::Text(|d| &mut d.kind),
+                "subtype" => CsvField::Text(|d| &mut d.subtype),
+                "occurred_at" => CsvField::Text(|d| &mut d.occurred_at),
+                "amount" => CsvField::Text(|d| &mut d.amount),
+                "currency" => CsvField::Text(|d| &mut d.currency),
+                "reason" => CsvField::Text(|d| &mut d.reason),
+                "original_external_id" => CsvField::Text(|d| &mut d.original_external_id),
+                "channel" => CsvField::Text(|d| &mut d.channel),
+                "store" => CsvField::Text(|d| &mut d.store),
+                "partner" => CsvField::Text(|d| &mut d.partner),
+                "points" => CsvField::Points,
+                other => match other.strip_prefix("attributes.") {
+                    Some(name) if !name.is_empty() => CsvField::Attribute(name.to_owned()),
+                    _ => anyhow::bail!(
+                        "unknown CSV column {other:?}: use external_id, member, type, subtype, occurred_at, amount, currency, \
+                         points, reason, original_external_id, channel, store, partner, or attributes.NAME"
+                    ),
+                },
+            };
+            fields.push(field);
+        }
+        Ok(Self { fields })
+    }
+
+    fn document(&self, record: &csv::StringRecord) -> std::result::Result<JournalDocument, String> {
+        let mut doc = JournalDocument::default();
+        for (field, cell) in self.fields.iter().zip(record.iter()) {
+            let cell = cell.trim();
+            if cell.is_empty() {
+                continue;
+            }
+            match field {
+                CsvField::Text(slot) => *slot(&mut doc) = Some(cell.to_owned()),
+                CsvField::Points => {
+                    doc.points = Some(
+                        cell.parse()
+                            .map_err(|_| format!("points {cell:?} is not a whole number"))?,
+                    )
+                }
+                CsvField::Attribute(name) => {
+                    doc.attributes
+                        .get_or_insert_with(Default::default)
+                        .insert(name.clone(), Value::String(cell.to_owned()));
+                }
+            }
+        }
+        Ok(doc)
+    }
+}
+
+/// Reads CSV from `offset` (after the header, which is always read first); returns where
+/// the file ended (byte offset, last line).
+fn read_csv(
+    path: &Path,
+    program: &Program,
+    offset: u64,
+    first_line: u64,
+    router: &mut Router,
+) -> Result<(u64, u64)> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
+    let columns = CsvColumns::new(reader.headers().context("reading the CSV header")?)?;
+    if offset > 0 {
+        let mut position = csv::Position::new();
+        position.set_byte(offset).set_line(first_line + 1);
+        reader
+            .seek(position)
+            .context("seeking to where the import stopped")?;
+    }
+    let mut record = csv::StringRecord::new();
+    loop {
+        let line = reader.position().line();
+        let parsed = match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => columns
+                .document(&record)
+                .map_err(|reason| (None, "invalid_csv", reason))
+                .and_then(|doc| parse_document(doc, program)),
+            // A record that is not UTF-8 or has the wrong number of fields is one bad line;
+            // any other error (I/O) stops the import.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    csv::ErrorKind::Utf8 { .. } | csv::ErrorKind::UnequalLengths { .. }
+                ) =>
+            {
+                Err((None, "invalid_csv", e.to_string()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !router.push(line, parsed, reader.position().byte()) {
+            break;
+        }
+    }
+    Ok((
+        reader.position().byte(),
+        reader.position().line().saturating_sub(1),
+    ))
+}

@@ -1,0 +1,56 @@
+//! `fidelis jobs run`: expiries and pending releases due, as of an instant.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use chrono::Utc;
+use clap::Subcommand;
+
+use super::{connect, parse_instant, program};
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Settle every expiry and pending release due as of an instant. Idempotent: running
+    /// it again for the same instant changes nothing.
+    Run {
+        /// One program; all programs when absent.
+        #[arg(long)]
+        program: Option<String>,
+        /// RFC 3339; now when absent.
+        #[arg(long)]
+        as_of: Option<String>,
+    },
+}
+
+pub async fn run(database: &str, command: JobsCommand) -> Result<ExitCode> {
+    let JobsCommand::Run {
+        program: code,
+        as_of,
+    } = command;
+    let as_of = as_of
+        .as_deref()
+        .map(parse_instant)
+        .transpose()?
+        .unwrap_or_else(Utc::now);
+    let store = connect(database).await?;
+    let codes = match code {
+        Some(code) => vec![code],
+        None => store
+            .programs()
+            .await?
+            .into_iter()
+            .map(|p| p.code)
+            .collect(),
+    };
+    for code in codes {
+        let program = program(&store, &code).await?;
+        let report = store.run_jobs(&program, as_of).await?;
+        println!(
+            "{code}: as of {}, {} member(s) settled, {} settlement journal(s) written",
+            as_of.to_rfc3339(),
+            report.members,
+            report.journals
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

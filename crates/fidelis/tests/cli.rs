@@ -1,0 +1,408 @@
+//! The `fidelis` command line, driven as a user drives it: a real process, real files, a
+//! real database. Every test runs against SQLite and against a throw-away PostgreSQL.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use fidelis_store::Store;
+
+/// Generates, for each listed test function `f(&Env)`, one test per dialect.
+macro_rules! both_dialects {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $name() {
+                    let db = fidelis_testkit::sqlite_db();
+                    super::$name(&super::Env::new(db.url.clone()));
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(&super::Env::new(fidelis_testkit::pg_url()));
+                }
+            )*
+        }
+    };
+}
+
+both_dialects!(
+    an_invalid_program_lists_every_problem_and_stores_nothing,
+    programs_come_from_templates_and_files,
+    an_import_applies_good_lines_and_reports_bad_ones_by_line,
+    csv_imports_like_ndjson,
+    jobs_expire_points_once,
+    an_import_killed_midway_resumes_and_applies_every_journal_once,
+);
+
+struct Env {
+    database: String,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new(database: String) -> Self {
+        Self {
+            database,
+            dir: tempfile::tempdir().expect("temporary directory"),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fidelis"));
+        c.arg("--database")
+            .arg(&self.database)
+            .args(args)
+            .current_dir(self.dir.path());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("running fidelis")
+    }
+
+    /// Runs and expects success; returns standard output.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "fidelis {args:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn file(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, content).expect("writing a test file");
+        path
+    }
+
+    fn store(&self) -> (tokio::runtime::Runtime, Store) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = runtime.block_on(Store::connect(&self.database)).unwrap();
+        (runtime, store)
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const SHOP: &str = r#"
+code: shop
+name: Shop
+time_zone: Europe/Berlin
+money_currency: EUR
+currencies:
+  - {code: points, name: Points, kind: redeemable, expiry: {policy: rolling, months: 1, round_up: end_of_month}}
+earning:
+  base:
+    - {currency: points, rate: "1"}
+"#;
+
+fn an_invalid_program_lists_every_problem_and_stores_nothing(env: &Env) {
+    let file = env.file(
+        "bad.yaml",
+        "code: Shop\nname: Shop\ntime_zone: Mars/Base\nmoney_currency: EUR\ncurrencies:\n  - {code: points, name: Points, kind: spendable, expiry: {policy: rolling}}\n",
+    );
+    let out = env.run(&["program", "apply", path(&file)]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for path in [
+        "code:",
+        "time_zone:",
+        "currencies[0].kind:",
+        "currencies[0].expiry:",
+    ] {
+        assert!(stderr.contains(path), "no problem at {path} in:\n{stderr}");
+    }
+    let wrong_type = env.file("wrong.yaml", "code: shop\ncurrencies: 7\n");
+    let out = env.run(&["program", "apply", path(&wrong_type)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("currencies"));
+    assert!(
+        env.ok(&["program", "list"]).trim().is_empty(),
+        "nothing was stored"
+    );
+}
+
+fn programs_come_from_templates_and_files(env: &Env) {
+    assert!(env.ok(&["program", "templates"]).contains("retail"));
+    assert!(
+        env.ok(&["program", "create", "demo", "--template", "retail"])
+            .contains("program demo created")
+    );
+    let shown = env.ok(&["program", "show", "demo"]);
+    assert!(shown.contains("months: 24"), "{shown}");
+    // What `show` prints, `apply` takes back: a round trip is a new revision of the same.
+    let file = env.file("demo.yaml", &shown);
+    assert!(
+        env.ok(&["program", "apply", path(&file)])
+            .contains("updated (revision 2)")
+    );
+    let json = env.ok(&["program", "show", "demo", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["currencies"][0]["expiry"]["months"], 24);
+    let again = env.run(&["program", "create", "demo", "--template", "retail"]);
+    assert!(!again.status.success());
+}
+
+fn an_import_applies_good_lines_and_reports_bad_ones_by_line(env: &Env) {
+    env.ok(&["program", "apply", path(&env.file("shop.yaml", SHOP))]);
+    env.ok(&[
+        "members",
+        "enroll",
+        "--program",
+        "shop",
+        "C-1",
+        "--name",
+        "Ada",
+    ]);
+    let lines = [
+        r#"{"external_id": "p1", "member": "C-1", "type": "purchase", "occurred_at": "2026-11-02T10:00:00+01:00", "amount": "79.90", "currency": "EUR"}"#,
+        r#"{"external_id": "p2", "member": "C-1", "type": "purchase", "occurred_at": "2026-11-02T11:00:00+01:00", "amount": "-3", "currency": "EUR"}"#,
+        "this is not JSON",
+        "",
+        r#"{"external_id": "p3", "member": "nobody", "type": "purchase", "occurred_at": "2026-11-02T11:00:00+01:00", "amount": "5", "currency": "EUR"}"#,
+        r#"{"external_id": "r1", "member": "C-1", "type": "redemption", "occurred_at": "2026-11-03T10:00:00+01:00", "currency": "points", "points": 500}"#,
+        r#"{"external_id": "p4", "member": "C-1", "type": "purchase", "occurred_at": "2026-11-04T10:00:00+01:00", "amount": "20.10", "currency": "EUR", "colour": "red"}"#,
+        r#"{"external_id": "r2", "member": "C-1", "type": "redemption", "occurred_at": "2026-11-05T10:00:00+01:00", "currency": "points", "points": 30}"#,
+    ];
+    let file = env.file("journals.ndjson", &(lines.join("\n") + "\n"));
+    let out = env.run(&["journals", "import", "--program", "shop", path(&file)]);
+    assert_eq!(out.status.code(), Some(3), "some lines were rejected");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("2 applied, 0 already applied, 5 rejected"),
+        "{stdout}"
+    );
+    let report =
+        std::fs::read_to_string(env.dir.path().join("journals.ndjson.rejected.ndjson")).unwrap();
+    let rejected: Vec<serde_json::Value> = report
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by_line: Vec<(i64, &str)> = rejected
+        .iter()
+        .map(|r| (r["line"].as_i64().unwrap(), r["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        by_line,
+        [
+            (2, "invalid_journal"),
+            (3, "invalid_json"),
+            (5, "unknown_member"),
+            (6, "insufficient_points"),
+            (7, "invalid_json")
+        ]
+    );
+    assert!(
+        rejected[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("non-negative decimal")
+    );
+    assert!(
+        rejected[4]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `colour`")
+    );
+    let balance = env.ok(&[
+        "balance",
+        "--program",
+        "shop",
+        "C-1",
+        "--as-of",
+        "2026-11-06T00:00:00Z",
+        "--json",
+    ]);
+    let balance: serde_json::Value = serde_json::from_str(&balance).unwrap();
+    assert_eq!(
+        balance["balances"][0]["available"], 49,
+        "79 earned, 30 spent"
+    );
+    // Importing the same file again applies nothing twice.
+    let again = env.run(&["journals", "import", "--program", "shop", path(&file)]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 applied, 2 already applied"));
+}
+
+fn csv_imports_like_ndjson(env: &Env) {
+    env.ok(&["program", "apply", path(&env.file("shop.yaml", SHOP))]);
+    env.ok(&["members", "enroll", "--program", "shop", "C-1"]);
+    let csv = "external_id,member,type,occurred_at,amount,currency,points,original_external_id,attributes.till\n\
+               p1,C-1,purchase,2026-11-02T10:00:00Z,100.00,EUR,,,7\n\
+               r1,C-1,redemption,2026-11-02T11:00:00Z,,points,40,,\n\
+               f1,C-1,refund,2026-11-02T12:00:00Z,25.00,EUR,,p1,\n\
+               x1,C-1,purchase,2026-11-02T12:00:00Z,1.00,EUR,12.5,,\n";
+    let out = env.run(&[
+        "journals",
+        "import",
+        "--program",
+        "shop",
+        path(&env.file("journals.csv", csv)),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("3 applied, 0 already applied, 1 rejected"),
+        "{stdout}"
+    );
+    let balance = env.ok(&[
+        "balance",
+        "--program",
+        "shop",
+        "C-1",
+        "--as-of",
+        "2026-11-03T00:00:00Z",
+        "--json",
+    ]);
+    let balance: serde_json::Value = serde_json::from_str(&balance).unwrap();
+    assert_eq!(
+        balance["balances"][0]["available"], 35,
+        "100 earned, 40 spent, 25 refunded"
+    );
+    let unknown = env.run(&[
+        "journals",
+        "import",
+        "--program",
+        "shop",
+        path(&env.file("bad.csv", "member,price\nC-1,3\n")),
+    ]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown CSV column \"price\""));
+}
+
+fn jobs_expire_points_once(env: &Env) {
+    env.ok(&["program", "apply", path(&env.file("shop.yaml", SHOP))]);
+    env.ok(&["members", "enroll", "--program", "shop", "C-1"]);
+    let line = r#"{"external_id": "p1", "member": "C-1", "type": "purchase", "occurred_at": "2026-10-15T10:00:00+02:00", "amount": "42", "currency": "EUR"}"#;
+    env.ok(&[
+        "journals",
+        "import",
+        "--program",
+        "shop",
+        path(&env.file("j.ndjson", line)),
+    ]);
+    // Earned in October, a month later rounded up to the end of the month: expires at the
+    // start of 1 December, Berlin time.
+    let early = env.ok(&[
+        "jobs",
+        "run",
+        "--program",
+        "shop",
+        "--as-of",
+        "2026-11-30T23:59:59+01:00",
+    ]);
+    assert!(early.contains("0 settlement journal(s)"), "{early}");
+    let due = env.ok(&["jobs", "run", "--as-of", "2026-12-01T00:00:00+01:00"]);
+    assert!(
+        due.contains("1 member(s) settled, 1 settlement journal(s)"),
+        "{due}"
+    );
+    let again = env.ok(&["jobs", "run", "--as-of", "2026-12-01T00:00:00+01:00"]);
+    assert!(again.contains("0 member(s) settled"), "{again}");
+    let balance = env.ok(&[
+        "balance",
+        "--program",
+        "shop",
+        "C-1",
+        "--as-of",
+        "2026-12-01T00:00:00Z",
+    ]);
+    assert!(balance.contains("0 available"), "{balance}");
+}
+
+/// Kills the import with SIGKILL twice while it runs, then lets it finish: every journal
+/// is applied exactly once, and the balances are what one clean import gives.
+fn an_import_killed_midway_resumes_and_applies_every_journal_once(env: &Env) {
+    env.ok(&["program", "apply", path(&env.file("shop.yaml", SHOP))]);
+    let members: String = (0..200)
+        .map(|m| format!("{{\"member\": \"M{m}\", \"enrolled_at\": \"2026-01-01T00:00:00Z\"}}\n"))
+        .collect();
+    env.ok(&[
+        "members",
+        "import",
+        "--program",
+        "shop",
+        path(&env.file("members.ndjson", &members)),
+    ]);
+    let count = 30_000;
+    let mut expected_points = 0;
+    let journals: String = (0..count)
+        .map(|i| {
+            let cents = 100 + (i * 37) % 9_000;
+            expected_points += cents / 100;
+            format!(
+                "{{\"external_id\": \"j{i}\", \"member\": \"M{}\", \"type\": \"purchase\", \"occurred_at\": \"2026-11-20T10:00:00Z\", \"amount\": \"{}.{:02}\", \"currency\": \"EUR\"}}\n",
+                i % 200,
+                cents / 100,
+                cents % 100
+            )
+        })
+        .collect();
+    let file = env.file("journals.ndjson", &journals);
+    let (runtime, store) = env.store();
+    let program = runtime.block_on(store.require_program("shop")).unwrap();
+    let applied = || runtime.block_on(store.journal_count(&program)).unwrap();
+    let mut previous = 0;
+    for kill in 1..=2 {
+        let mut child = env
+            .command(&[
+                "journals",
+                "import",
+                "--program",
+                "shop",
+                path(&file),
+                "--batch-size",
+                "400",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until this run has committed more, then kill it without warning.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while applied() < previous + 2_000 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let now = applied();
+        assert!(
+            now > previous && now < count,
+            "kill {kill}: {now} journals committed, expected mid-way"
+        );
+        previous = now;
+    }
+    let out = env.run(&[
+        "journals",
+        "import",
+        "--program",
+        "shop",
+        path(&file),
+        "--batch-size",
+        "400",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("resuming the import"), "{stderr}");
+    assert_eq!(applied(), count, "every journal once");
+    let totals = runtime.block_on(store.program_totals(&program)).unwrap();
+    assert_eq!(totals, vec![("points".to_owned(), expected_points, 0)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("{count} applied")), "{stdout}");
+}

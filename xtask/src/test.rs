@@ -1,0 +1,43 @@
+//! `cargo xtask test`: the README's test command. Installs or starts what the tests need,
+//! then runs every test of the workspace.
+
+use std::process::Command;
+
+use anyhow::Result;
+use fidelis_testkit::{PgOptions, PgServer, SHARED_SERVER_ENV};
+
+use crate::{ensure_postgres, run_cmd};
+
+pub fn run(extra: &[String]) -> Result<()> {
+    ensure_postgres()?;
+    // One throw-away server for the whole run; each test creates its own database in it.
+    let server = PgServer::start(PgOptions {
+        durable: false,
+        watchdog: true,
+    })
+    .map_err(anyhow::Error::msg)?;
+    eprintln!("xtask: PostgreSQL for the tests at {}", server.base_url);
+    let result = run_suites(&server, extra);
+    server.stop();
+    result
+}
+
+fn run_suites(server: &PgServer, extra: &[String]) -> Result<()> {
+    let nextest = Command::new("cargo")
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut tests = Command::new("cargo");
+    if nextest {
+        tests.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+    } else {
+        tests.args(["test", "--workspace", "--no-fail-fast"]);
+    }
+    tests.args(extra).env(SHARED_SERVER_ENV, &server.base_url);
+    run_cmd(&mut tests)?;
+    if nextest {
+        // nextest does not run documentation tests.
+        run_cmd(Command::new("cargo").args(["test", "--workspace", "--doc"]))?;
+    }
+    Ok(())
+}
