@@ -14,6 +14,9 @@ pub enum StoreError {
     UnknownMember(String),
     #[error("member {0:?} is already enrolled in this program")]
     MemberExists(String),
+    /// Something with this identity exists already.
+    #[error("{0}")]
+    Conflict(String),
     /// A program definition that cannot be stored; nothing was changed.
     #[error("the program definition has {} problem(s)", .0.len())]
     InvalidProgram(Vec<Problem>),

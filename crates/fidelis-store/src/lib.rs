@@ -13,6 +13,7 @@
 //! (`BEGIN IMMEDIATE`). Journals are idempotent by `(program, external_id)`, enforced by a
 //! unique key, so concurrent duplicates credit once.
 
+mod access;
 #[doc(hidden)]
 pub mod bare;
 mod engine;
@@ -36,10 +37,12 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use access::{Actor, AuditEntry, AuditFilter, NewToken, TokenRecord, UserRecord};
 pub use engine::{ImportProgress, JournalResult, LoadedProgram, Posted, Prepared, SettleReport};
 pub use error::{Result, StoreError};
 pub use imports::{ImportRun, PartitionProgress};
 pub use members::{Enrollment, MemberView};
+pub use programs::ProgramSummary;
 pub use rows::RejectionRow;
 pub use views::{BalanceView, EntryView, JournalView, ScheduledPoints};
 
@@ -216,6 +219,39 @@ impl Store {
             &mut tx, program, journals, now, progress
         )
         .await)
+    }
+
+    /// What posting `journal` now would do, without changing anything: it is processed in
+    /// a transaction that is then rolled back (so the answer is exact, locks included).
+    pub async fn dry_run(
+        &self,
+        program: &LoadedProgram,
+        journal: &Prepared,
+        now: DateTime<Utc>,
+    ) -> Result<JournalResult> {
+        let journals = std::slice::from_ref(journal);
+        let result = match &self.db {
+            Db::Sqlite(pool) => {
+                let mut tx = sqlite::SqliteTx {
+                    tx: pool.begin_with("BEGIN IMMEDIATE").await?,
+                };
+                let result = engine::post_batch(&mut tx, program, journals, now, None).await;
+                tx.tx.rollback().await?;
+                result?
+            }
+            Db::Postgres(pool) => {
+                let mut tx = postgres::PgTx {
+                    tx: pool.begin().await?,
+                };
+                let result = engine::post_batch(&mut tx, program, journals, now, None).await;
+                tx.tx.rollback().await?;
+                result?
+            }
+        };
+        result
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Inconsistent("a dry run answered nothing".into()))
     }
 
     /// Runs the time-driven jobs of a program as of `as_of`: expiries and pending

@@ -5,6 +5,7 @@ use fidelis_core::ids::ExternalId;
 use fidelis_core::ledger::MemberStatus;
 use sqlx::Row;
 
+use crate::access::{Actor, AuditEntry, insert_audit};
 use crate::engine::LoadedProgram;
 use crate::error::{Result, StoreError};
 use crate::rows::LedgerTx;
@@ -193,19 +194,25 @@ impl Store {
     }
 
     /// Suspends, reactivates or closes a member, under the member's lock (a journal in
-    /// flight for the member finishes first).
+    /// flight for the member finishes first), and audits the change.
     pub async fn set_member_status(
         &self,
         program: &LoadedProgram,
         external_id: &str,
         new: MemberStatus,
+        now: DateTime<Utc>,
+        actor: &Actor,
     ) -> Result<MemberView> {
         let member = self.require_member(program, external_id).await?;
+        let code = program.program.code.as_str();
+        let mut audit = actor.entry(now, "member.status", Some(code), Some(external_id));
+        audit.before = Some(serde_json::json!({"status": member.status.name()}));
+        audit.after = Some(serde_json::json!({"status": new.name()}));
+        let key = crate::engine::member_lock_key(program.id, external_id);
         in_ledger_tx!(self, |tx| {
             async {
-                tx.lock_members(&[crate::engine::member_lock_key(program.id, external_id)])
-                    .await?;
-                tx.set_member_status(member.id, new.name()).await
+                tx.lock_members(&[key]).await?;
+                tx.set_member_status(member.id, new.name(), &audit).await
             }
             .await
         })?;
@@ -217,23 +224,25 @@ impl Store {
 }
 
 impl sqlite::SqliteTx<'_> {
-    async fn set_member_status(&mut self, id: i64, status: &str) -> Result<()> {
+    async fn set_member_status(&mut self, id: i64, status: &str, audit: &AuditEntry) -> Result<()> {
         sqlx::query("UPDATE members SET status = ?1 WHERE id = ?2")
             .bind(status)
             .bind(id)
             .execute(&mut *self.tx)
             .await?;
+        insert_audit!(self.tx, audit, sqlite);
         Ok(())
     }
 }
 
 impl postgres::PgTx<'_> {
-    async fn set_member_status(&mut self, id: i64, status: &str) -> Result<()> {
+    async fn set_member_status(&mut self, id: i64, status: &str, audit: &AuditEntry) -> Result<()> {
         sqlx::query("UPDATE members SET status = $1 WHERE id = $2")
             .bind(status)
             .bind(id)
             .execute(&mut *self.tx)
             .await?;
+        insert_audit!(self.tx, audit, postgres);
         Ok(())
     }
 }

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use fidelis_core::program::{Problem, Program, ProgramDocument};
 use sqlx::Row;
 
+use crate::access::{Actor, insert_audit};
 use crate::engine::LoadedProgram;
 use crate::error::{Result, StoreError};
 use crate::sqlite::{instant, micros};
@@ -21,15 +22,18 @@ pub struct ProgramSummary {
 }
 
 impl Store {
-    /// Creates or replaces a program. Refuses (changing nothing) to drop a currency that
-    /// members hold balances in. Returns the stored program and whether it was created.
+    /// Creates or replaces a program, and audits it (the definitions before and after).
+    /// Refuses (changing nothing) to drop a currency that members hold balances in.
+    /// Returns the stored program and whether it was created.
     pub async fn put_program(
         &self,
         program: &Program,
         now: DateTime<Utc>,
+        actor: &Actor,
     ) -> Result<(Arc<LoadedProgram>, bool)> {
         let code = program.code.as_str();
-        if let Some(previous) = self.program(code).await? {
+        let previous = self.program(code).await?;
+        if let Some(previous) = &previous {
             let mut problems = Vec::new();
             for (i, old) in previous.program.currencies.iter().enumerate() {
                 if program.currency_ix(old.code.as_str()).is_none()
@@ -49,8 +53,24 @@ impl Store {
             }
         }
         let definition = serde_json::to_string(&program.document)?;
+        let mut audit = actor.entry(
+            now,
+            if previous.is_some() {
+                "program.update"
+            } else {
+                "program.create"
+            },
+            Some(code),
+            Some(code),
+        );
+        audit.before = previous
+            .as_ref()
+            .map(|p| serde_json::to_value(&p.program.document))
+            .transpose()?;
+        audit.after = Some(serde_json::to_value(&program.document)?);
         let (id, revision): (i64, i32) = match &self.db {
             Db::Sqlite(pool) => {
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 let row = sqlx::query(
                     "INSERT INTO programs (code, name, definition, revision, created_at, updated_at) VALUES (?1, ?2, ?3, 1, ?4, ?4) \
                      ON CONFLICT (code) DO UPDATE SET name = excluded.name, definition = excluded.definition, \
@@ -60,11 +80,14 @@ impl Store {
                 .bind(program.name.as_str())
                 .bind(&definition)
                 .bind(micros(now))
-                .fetch_one(pool)
+                .fetch_one(&mut *tx)
                 .await?;
+                insert_audit!(tx, &audit, sqlite);
+                tx.commit().await?;
                 (row.try_get(0)?, row.try_get(1)?)
             }
             Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
                 let row = sqlx::query(
                     "INSERT INTO programs (code, name, definition, revision, created_at, updated_at) VALUES ($1, $2, $3::jsonb, 1, $4, $4) \
                      ON CONFLICT (code) DO UPDATE SET name = excluded.name, definition = excluded.definition, \
@@ -74,8 +97,10 @@ impl Store {
                 .bind(program.name.as_str())
                 .bind(&definition)
                 .bind(now)
-                .fetch_one(pool)
+                .fetch_one(&mut *tx)
                 .await?;
+                insert_audit!(tx, &audit, postgres);
+                tx.commit().await?;
                 (row.try_get(0)?, row.try_get(1)?)
             }
         };

@@ -78,7 +78,11 @@ async fn setup(
 ) -> Arc<LoadedProgram> {
     let program = Program::compile(&program_doc(extra_points), None).unwrap();
     let (loaded, created) = store
-        .put_program(&program, utc("2026-01-01T00:00:00Z"))
+        .put_program(
+            &program,
+            utc("2026-01-01T00:00:00Z"),
+            &fidelis_store::Actor::cli(),
+        )
         .await
         .unwrap();
     assert!(created);
@@ -178,7 +182,11 @@ async fn programs_round_trip_and_keep_currencies_in_use(store: Store) {
         .retain(|b| b.currency.as_deref() != Some("status"));
     let smaller = Program::compile(&doc, None).unwrap();
     let err = store
-        .put_program(&smaller, utc("2026-02-02T00:00:00Z"))
+        .put_program(
+            &smaller,
+            utc("2026-02-02T00:00:00Z"),
+            &fidelis_store::Actor::cli(),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -193,6 +201,7 @@ async fn programs_round_trip_and_keep_currencies_in_use(store: Store) {
         .put_program(
             &Program::compile(&doc, None).unwrap(),
             utc("2026-02-02T00:00:00Z"),
+            &fidelis_store::Actor::cli(),
         )
         .await
         .unwrap();
@@ -376,14 +385,26 @@ async fn suspended_members_are_refused(store: Store) {
     let now = "2026-05-01T10:00:00Z";
     post(&store, &program, json!({"external_id": "p", "member": "m", "type": "purchase", "occurred_at": now, "amount": "10", "currency": "EUR"}), now).await.unwrap();
     store
-        .set_member_status(&program, "m", MemberStatus::Suspended)
+        .set_member_status(
+            &program,
+            "m",
+            MemberStatus::Suspended,
+            utc(now),
+            &fidelis_store::Actor::cli(),
+        )
         .await
         .unwrap();
     let refused = post(&store, &program, json!({"external_id": "q", "member": "m", "type": "purchase", "occurred_at": now, "amount": "10", "currency": "EUR"}), now).await;
     assert_eq!(refused.unwrap_err(), JournalError::MemberSuspended);
     assert!(store.journal(&program, "q").await.unwrap().is_none());
     store
-        .set_member_status(&program, "m", MemberStatus::Active)
+        .set_member_status(
+            &program,
+            "m",
+            MemberStatus::Active,
+            utc(now),
+            &fidelis_store::Actor::cli(),
+        )
         .await
         .unwrap();
     post(&store, &program, json!({"external_id": "q", "member": "m", "type": "purchase", "occurred_at": now, "amount": "10", "currency": "EUR"}), now).await.unwrap();

@@ -35,6 +35,8 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the HTTP API (and, later, the portal and console).
+    Serve(cli::serve::ServeArgs),
     /// Create, change and inspect programs.
     #[command(subcommand)]
     Program(cli::program::ProgramCommand),
@@ -56,7 +58,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    cli::init_logging(args.log_format);
+    let default_level = if matches!(args.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    cli::init_logging(args.log_format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -69,6 +76,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match args.command {
+            Command::Serve(a) => cli::serve::run(&args.database, a).await,
             Command::Program(c) => cli::program::run(&args.database, c).await,
             Command::Members(c) => cli::members::run(&args.database, c).await,
             Command::Journals(c) => cli::import::run(&args.database, c).await,

@@ -141,7 +141,16 @@ pub async fn run(database: &str, command: MembersCommand) -> Result<ExitCode> {
             let store = connect(database).await?;
             let program = program(&store, &code).await?;
             let status = MemberStatus::parse(&status).context("status")?;
-            match store.set_member_status(&program, &member, status).await {
+            match store
+                .set_member_status(
+                    &program,
+                    &member,
+                    status,
+                    Utc::now(),
+                    &fidelis_store::Actor::cli(),
+                )
+                .await
+            {
                 Ok(m) => {
                     println!("{} is {}", m.external_id, status.name());
                     Ok(ExitCode::SUCCESS)

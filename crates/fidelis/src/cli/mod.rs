@@ -6,6 +6,7 @@ pub mod import;
 pub mod jobs;
 pub mod members;
 pub mod program;
+pub mod serve;
 
 use std::path::Path;
 
@@ -25,9 +26,9 @@ pub enum LogFormat {
     Json,
 }
 
-pub fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+pub fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_level.into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -115,7 +115,10 @@ async fn apply(
         }
     };
     let store = connect(database).await?;
-    match store.put_program(&program, Utc::now()).await {
+    match store
+        .put_program(&program, Utc::now(), &fidelis_store::Actor::cli())
+        .await
+    {
         Ok((loaded, created)) => {
             let verb = if created { "created" } else { "updated" };
             println!(

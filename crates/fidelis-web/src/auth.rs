@@ -1,0 +1,374 @@
+//! Authentication and authorization.
+//!
+//! Callers present a bearer token. Tokens are random (32 bytes), so the store keeps only
+//! their SHA-256; user passwords (for the web pages) are hashed with argon2 instead. A
+//! token has a role, which grants permissions, optionally narrowed by the token's scopes,
+//! and may be bound to a program, a partner (partner role) or a member (member role).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use base64::Engine;
+use fidelis_store::{Actor, Store, TokenRecord};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// What a caller is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Admin,
+    ProgramManager,
+    Agent,
+    Partner,
+    Member,
+}
+
+impl Role {
+    pub const ALL: [Self; 5] = [
+        Self::Admin,
+        Self::ProgramManager,
+        Self::Agent,
+        Self::Partner,
+        Self::Member,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::ProgramManager => "program_manager",
+            Self::Agent => "agent",
+            Self::Partner => "partner",
+            Self::Member => "member",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.name() == s)
+    }
+
+    /// What the role may do (before scope checks).
+    pub fn grants(self, p: Permission) -> bool {
+        use Permission::*;
+        match self {
+            Self::Admin => true,
+            Self::ProgramManager => !matches!(p, TokensManage),
+            Self::Agent => matches!(
+                p,
+                ProgramsRead
+                    | MembersRead
+                    | MembersWrite
+                    | JournalsRead
+                    | Redeem
+                    | Adjust
+                    | Cancel
+                    | AuditRead
+            ),
+            // Partners send earn journals and take redemptions, and read their own journals.
+            Self::Partner => matches!(p, JournalsWrite | JournalsRead | Redeem),
+            // Members read themselves and spend their own points.
+            Self::Member => matches!(p, MembersRead | JournalsRead | Redeem),
+        }
+    }
+}
+
+/// A thing a caller may be allowed to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Permission {
+    ProgramsRead,
+    ProgramsWrite,
+    MembersRead,
+    MembersWrite,
+    JournalsRead,
+    JournalsWrite,
+    Redeem,
+    Adjust,
+    Cancel,
+    JobsRun,
+    AuditRead,
+    TokensManage,
+}
+
+impl Permission {
+    pub const ALL: [Self; 12] = [
+        Self::ProgramsRead,
+        Self::ProgramsWrite,
+        Self::MembersRead,
+        Self::MembersWrite,
+        Self::JournalsRead,
+        Self::JournalsWrite,
+        Self::Redeem,
+        Self::Adjust,
+        Self::Cancel,
+        Self::JobsRun,
+        Self::AuditRead,
+        Self::TokensManage,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ProgramsRead => "programs:read",
+            Self::ProgramsWrite => "programs:write",
+            Self::MembersRead => "members:read",
+            Self::MembersWrite => "members:write",
+            Self::JournalsRead => "journals:read",
+            Self::JournalsWrite => "journals:write",
+            Self::Redeem => "redemptions:write",
+            Self::Adjust => "adjustments:write",
+            Self::Cancel => "cancellations:write",
+            Self::JobsRun => "jobs:run",
+            Self::AuditRead => "audit:read",
+            Self::TokensManage => "tokens:manage",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == s)
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The token's name (what the audit log records).
+    pub name: String,
+    pub role: Role,
+    pub program: Option<String>,
+    pub partner: Option<String>,
+    pub member: Option<String>,
+    /// Permissions the token is limited to, if any.
+    pub scopes: Option<Vec<Permission>>,
+}
+
+impl Caller {
+    fn from_record(record: &TokenRecord) -> Result<Self, ApiError> {
+        let role = Role::parse(&record.role).ok_or_else(ApiError::internal)?;
+        let scopes = record.scopes.as_deref().map(|s| {
+            s.split(',')
+                .filter_map(|p| Permission::parse(p.trim()))
+                .collect()
+        });
+        Ok(Self {
+            name: record.name.clone(),
+            role,
+            program: record.program.clone(),
+            partner: record.partner.clone(),
+            member: record.member.clone(),
+            scopes,
+        })
+    }
+
+    /// Refuses unless the caller may do `p` in `program`.
+    pub fn require(&self, p: Permission, program: Option<&str>) -> Result<(), ApiError> {
+        let scoped_out = self.scopes.as_ref().is_some_and(|s| !s.contains(&p));
+        if !self.role.grants(p) || scoped_out {
+            return Err(ApiError::forbidden(format!(
+                "a {} token may not do {}",
+                self.role.name(),
+                p.name()
+            )));
+        }
+        if let (Some(own), Some(asked)) = (&self.program, program) {
+            if own != asked {
+                return Err(ApiError::forbidden(format!(
+                    "this token is limited to program {own:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a member-scoped caller acting on another member.
+    pub fn require_member(&self, member: &str) -> Result<(), ApiError> {
+        match (self.role, &self.member) {
+            (Role::Member, Some(own)) if own == member => Ok(()),
+            (Role::Member, _) => Err(ApiError::forbidden(
+                "a member token may only act on its own member",
+            )),
+            (Role::Partner, _) => Err(ApiError::forbidden("a partner token may not read members")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses a partner-scoped caller touching another partner's journal.
+    pub fn require_partner(&self, partner: Option<&str>) -> Result<(), ApiError> {
+        match (self.role, &self.partner) {
+            (Role::Partner, Some(own)) if partner == Some(own.as_str()) => Ok(()),
+            (Role::Partner, _) => Err(ApiError::forbidden(
+                "a partner token may only act on its own partner's journals",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn actor(&self) -> Actor {
+        Actor {
+            name: self.name.clone(),
+            role: self.role.name().to_owned(),
+        }
+    }
+}
+
+/// A new random token: `fid_` and 32 random bytes, base64url.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!(
+        "fid_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+/// What the store keeps of a token.
+pub fn token_hash(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hashes a user's password (argon2id, random salt, PHC string).
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    use argon2::PasswordHasher;
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|_| ApiError::internal())
+}
+
+/// Whether `password` matches a stored argon2 hash.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    use argon2::PasswordVerifier;
+    argon2::password_hash::phc::PasswordHash::new(hash).is_ok_and(|parsed| {
+        argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+}
+
+/// Token lookups, cached for a few seconds: every request needs one, and a database round
+/// trip for each would cost the API a tenth of its throughput. A revoked token stops
+/// working within `TTL`.
+#[derive(Default)]
+pub struct TokenCache {
+    entries: RwLock<HashMap<String, (Option<Arc<Caller>>, Instant)>>,
+}
+
+impl TokenCache {
+    pub const TTL: Duration = Duration::from_secs(5);
+    const MAX_ENTRIES: usize = 10_000;
+
+    async fn caller(&self, store: &Store, token: &str) -> Result<Option<Arc<Caller>>, ApiError> {
+        let hash = token_hash(token);
+        if let Ok(entries) = self.entries.read() {
+            if let Some((caller, at)) = entries.get(&hash) {
+                if at.elapsed() < Self::TTL {
+                    return Ok(caller.clone());
+                }
+            }
+        }
+        let record = store.token_by_hash(&hash).await?;
+        let caller = record
+            .as_ref()
+            .map(Caller::from_record)
+            .transpose()?
+            .map(Arc::new);
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.len() >= Self::MAX_ENTRIES {
+                entries.retain(|_, (_, at)| at.elapsed() < Self::TTL);
+            }
+            entries.insert(hash, (caller.clone(), Instant::now()));
+        }
+        Ok(caller)
+    }
+
+    /// Forgets cached lookups (after a revocation in this process).
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.clear();
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Arc<Caller> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("send `Authorization: Bearer <token>`"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 256)
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header is not `Bearer <token>`")
+            })?;
+        state
+            .tokens
+            .caller(&state.store, token)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_hashed() {
+        let (a, b) = (new_token(), new_token());
+        assert_ne!(a, b);
+        assert!(a.starts_with("fid_") && a.len() > 40);
+        assert_eq!(token_hash(&a).len(), 64);
+        assert_eq!(token_hash(&a), token_hash(&a));
+        assert_ne!(token_hash(&a), token_hash(&b));
+    }
+
+    #[test]
+    fn passwords_verify_only_themselves() {
+        let hash = hash_password("correct horse").unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &hash));
+        assert!(!verify_password("wrong horse", &hash));
+        assert!(!verify_password("correct horse", "not a hash"));
+    }
+
+    #[test]
+    fn scopes_narrow_a_role() {
+        let caller = Caller {
+            name: "pos".into(),
+            role: Role::Admin,
+            program: Some("shop".into()),
+            partner: None,
+            member: None,
+            scopes: Some(vec![Permission::JournalsWrite]),
+        };
+        assert!(
+            caller
+                .require(Permission::JournalsWrite, Some("shop"))
+                .is_ok()
+        );
+        assert!(
+            caller
+                .require(Permission::ProgramsWrite, Some("shop"))
+                .is_err()
+        );
+        assert!(
+            caller
+                .require(Permission::JournalsWrite, Some("other"))
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,506 @@
+//! What goes over the wire: request and response bodies with their OpenAPI schemas.
+//!
+//! The core's documents and outcomes carry no HTTP or OpenAPI types; these mirror them
+//! and convert explicitly, so the wire format is stated here once.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use fidelis_core::journal::{JournalDocument, LineDocument};
+use fidelis_core::outcome::{Award, Balance, Outcome, PointsOf};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A journal: every event that may change points (see the API reference).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JournalRequest {
+    /// Idempotency key, unique per program.
+    pub external_id: Option<String>,
+    /// The member's external id.
+    pub member: Option<String>,
+    /// `purchase`, `refund`, `redemption`, `adjustment`, `cancellation`, or an activity type
+    /// the program declares.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub subtype: Option<String>,
+    /// RFC 3339.
+    #[schema(format = DateTime)]
+    pub occurred_at: Option<String>,
+    /// Money as a decimal string (`"79.90"`).
+    #[schema(example = "79.90")]
+    pub amount: Option<String>,
+    /// ISO 4217 for an amount; a loyalty currency code for a redemption or adjustment.
+    pub currency: Option<String>,
+    pub points: Option<i64>,
+    pub reason: Option<String>,
+    pub original_external_id: Option<String>,
+    pub channel: Option<String>,
+    pub store: Option<String>,
+    pub partner: Option<String>,
+    pub lines: Option<Vec<LineRequest>>,
+    /// Custom attributes.
+    #[schema(value_type = Object)]
+    pub attributes: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineRequest {
+    pub line_id: Option<String>,
+    pub sku: Option<String>,
+    pub category: Option<String>,
+    #[schema(minimum = 0)]
+    pub quantity: Option<u32>,
+    /// The line's total.
+    pub amount: Option<String>,
+    pub unit_price: Option<String>,
+}
+
+impl From<JournalRequest> for JournalDocument {
+    fn from(r: JournalRequest) -> Self {
+        Self {
+            external_id: r.external_id,
+            member: r.member,
+            kind: r.kind,
+            subtype: r.subtype,
+            occurred_at: r.occurred_at,
+            amount: r.amount,
+            currency: r.currency,
+            points: r.points,
+            reason: r.reason,
+            original_external_id: r.original_external_id,
+            channel: r.channel,
+            store: r.store,
+            partner: r.partner,
+            lines: r.lines.map(|lines| {
+                lines
+                    .into_iter()
+                    .map(|l| LineDocument {
+                        line_id: l.line_id,
+                        sku: l.sku,
+                        category: l.category,
+                        quantity: l.quantity,
+                        amount: l.amount,
+                        unit_price: l.unit_price,
+                    })
+                    .collect()
+            }),
+            attributes: r.attributes,
+        }
+    }
+}
+
+/// What processing a journal did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OutcomeBody {
+    /// `processed`.
+    pub status: String,
+    pub external_id: String,
+    #[serde(rename = "type")]
+    pub journal_type: String,
+    /// True when this answers a replay: the first outcome, and nothing changed.
+    pub replayed: bool,
+    pub awards: Vec<AwardBody>,
+    pub debited: Vec<PointsBody>,
+    pub reversed: Vec<PointsBody>,
+    /// Points a refund could not take back (already spent).
+    pub unrecovered: Vec<PointsBody>,
+    /// Points a refund did not take back because they had expired.
+    pub already_expired: Vec<PointsBody>,
+    pub restored: Vec<PointsBody>,
+    pub expired: Vec<PointsBody>,
+    pub released: Vec<PointsBody>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refunded_amount: Option<String>,
+    pub balances: Vec<BalanceBody>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AwardBody {
+    pub source: String,
+    pub currency: String,
+    pub points: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PointsBody {
+    pub currency: String,
+    pub points: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BalanceBody {
+    pub currency: String,
+    pub available: i64,
+    pub pending: i64,
+}
+
+fn points(list: &[PointsOf]) -> Vec<PointsBody> {
+    list.iter()
+        .map(|p| PointsBody {
+            currency: p.currency.to_string(),
+            points: p.points,
+        })
+        .collect()
+}
+
+impl OutcomeBody {
+    pub fn new(o: &Outcome, replayed: bool) -> Self {
+        Self {
+            status: if o.status.is_empty() {
+                "processed".into()
+            } else {
+                o.status.to_string()
+            },
+            external_id: o
+                .external_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            journal_type: o
+                .journal_type
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            replayed,
+            awards: o
+                .awards
+                .iter()
+                .map(|a: &Award| AwardBody {
+                    source: a.source.to_string(),
+                    currency: a.currency.to_string(),
+                    points: a.points,
+                })
+                .collect(),
+            debited: points(&o.debited),
+            reversed: points(&o.reversed),
+            unrecovered: points(&o.unrecovered),
+            already_expired: points(&o.already_expired),
+            restored: points(&o.restored),
+            expired: points(&o.expired),
+            released: points(&o.released),
+            refunded_amount: o.refunded_amount.clone(),
+            balances: o
+                .balances
+                .iter()
+                .map(|b: &Balance| BalanceBody {
+                    currency: b.currency.to_string(),
+                    available: b.available,
+                    pending: b.pending,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Enrolling a member.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The member's external id (the operator's customer number).
+    pub member: String,
+    /// Name, email, phone, birth date, custom attributes.
+    #[schema(value_type = Object)]
+    #[serde(default)]
+    pub profile: Option<serde_json::Map<String, serde_json::Value>>,
+    /// RFC 3339; now when absent.
+    #[schema(format = DateTime)]
+    pub enrolled_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MemberBody {
+    pub member: String,
+    /// `active`, `suspended` or `closed`.
+    pub status: String,
+    #[schema(value_type = Object)]
+    pub profile: serde_json::Value,
+    pub enrolled_at: DateTime<Utc>,
+    pub balances: Vec<CurrencyBalanceBody>,
+}
+
+/// A member's balance in one currency, with what expires and becomes available when.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CurrencyBalanceBody {
+    pub currency: String,
+    /// `redeemable` or `qualifying`.
+    pub kind: String,
+    pub available: i64,
+    pub pending: i64,
+    pub arrears: i64,
+    pub expiring: Vec<ScheduleBody>,
+    pub releasing: Vec<ScheduleBody>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ScheduleBody {
+    pub at: DateTime<Utc>,
+    pub points: i64,
+}
+
+impl From<&fidelis_store::BalanceView> for CurrencyBalanceBody {
+    fn from(b: &fidelis_store::BalanceView) -> Self {
+        let schedule = |s: &[fidelis_store::ScheduledPoints]| {
+            s.iter()
+                .map(|p| ScheduleBody {
+                    at: p.at,
+                    points: p.points,
+                })
+                .collect()
+        };
+        Self {
+            currency: b.currency.clone(),
+            kind: b.kind.to_owned(),
+            available: b.available,
+            pending: b.pending,
+            arrears: b.arrears,
+            expiring: schedule(&b.expiring),
+            releasing: schedule(&b.releasing),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BalancesBody {
+    pub member: String,
+    pub as_of: DateTime<Utc>,
+    pub balances: Vec<CurrencyBalanceBody>,
+}
+
+/// A page of ledger entries, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LedgerPage {
+    pub entries: Vec<EntryBody>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EntryBody {
+    pub journal: Option<String>,
+    pub journal_type: String,
+    pub currency: String,
+    /// `earn`, `redeem`, `refund`, `cancel`, `adjust`, `expire`, `release`, `arrears_recovery`.
+    pub kind: String,
+    /// `available` or `pending`.
+    pub pool: String,
+    pub points: i64,
+    pub effective_at: DateTime<Utc>,
+}
+
+/// Spending points.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedemptionRequest {
+    pub external_id: String,
+    /// A loyalty currency code (`points`).
+    pub currency: String,
+    #[schema(minimum = 1)]
+    pub points: i64,
+    /// RFC 3339; now when absent.
+    #[schema(format = DateTime)]
+    pub occurred_at: Option<String>,
+    pub partner: Option<String>,
+}
+
+/// A manual correction by an agent.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustmentRequest {
+    pub external_id: String,
+    pub currency: String,
+    /// Positive to credit, negative to debit.
+    pub points: i64,
+    /// A reason code (`goodwill`, `service_failure`…).
+    pub reason: String,
+    #[schema(format = DateTime)]
+    pub occurred_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {
+    /// `active`, `suspended` or `closed`.
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobsRequest {
+    /// RFC 3339; now when absent.
+    #[schema(format = DateTime)]
+    pub as_of: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct JobsReport {
+    pub as_of: DateTime<Utc>,
+    /// Members whose expiries or releases were due.
+    pub members: u64,
+    /// Settlement journals written.
+    pub settlements: u64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProgramSaved {
+    pub code: String,
+    pub revision: i32,
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProgramListItem {
+    pub code: String,
+    pub name: String,
+    pub revision: i32,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TemplateBody {
+    pub name: String,
+    pub description: String,
+}
+
+/// A journal as stored.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct JournalBody {
+    pub external_id: Option<String>,
+    pub member: String,
+    pub kind: String,
+    #[serde(rename = "type")]
+    pub journal_type: String,
+    /// `processed` or `cancelled`.
+    pub status: String,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    #[schema(value_type = Object)]
+    pub document: Option<serde_json::Value>,
+}
+
+/// One line's result in a batch.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BatchLineBody {
+    pub line: u64,
+    /// `processed`, `replayed` or `rejected`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<OutcomeBody>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<BatchErrorBody>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BatchErrorBody {
+    pub code: String,
+    pub detail: String,
+}
+
+/// Creating an API token.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub name: String,
+    /// `admin`, `program_manager`, `agent`, `partner` or `member`.
+    pub role: String,
+    /// Limit the token to one program.
+    pub program: Option<String>,
+    /// The partner a `partner` token acts for.
+    pub partner: Option<String>,
+    /// The member a `member` token acts for.
+    pub member: Option<String>,
+    /// Limit the token to these permissions (`journals:write`, `members:read`…).
+    pub scopes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TokenBody {
+    pub id: i64,
+    pub name: String,
+    pub role: String,
+    pub program: Option<String>,
+    pub partner: Option<String>,
+    pub member: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub created_at: DateTime<Utc>,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TokenCreated {
+    /// The token itself, shown this once: only its hash is stored.
+    pub token: String,
+    #[serde(flatten)]
+    pub record: TokenBody,
+}
+
+impl From<&fidelis_store::TokenRecord> for TokenBody {
+    fn from(t: &fidelis_store::TokenRecord) -> Self {
+        Self {
+            id: t.id,
+            name: t.name.clone(),
+            role: t.role.clone(),
+            program: t.program.clone(),
+            partner: t.partner.clone(),
+            member: t.member.clone(),
+            scopes: t
+                .scopes
+                .as_ref()
+                .map(|s| s.split(',').map(str::to_owned).collect()),
+            created_at: t.created_at,
+            revoked: t.revoked,
+        }
+    }
+}
+
+/// Creating a user of the web pages.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserRequest {
+    pub email: String,
+    /// At least 12 characters; stored as an argon2id hash.
+    pub password: String,
+    pub role: String,
+    pub program: Option<String>,
+    pub partner: Option<String>,
+    pub member: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UserCreated {
+    pub id: i64,
+    pub email: String,
+    pub role: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub entries: Vec<AuditBody>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuditBody {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub role: String,
+    pub action: String,
+    pub program: Option<String>,
+    pub subject: Option<String>,
+    #[schema(value_type = Object)]
+    pub before: Option<serde_json::Value>,
+    #[schema(value_type = Object)]
+    pub after: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}
+
+/// Query parameters of list endpoints.
+pub type Query = BTreeMap<String, String>;

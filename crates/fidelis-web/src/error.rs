@@ -1,0 +1,172 @@
+//! Errors on the wire: RFC 9457 problem details (`application/problem+json`) with a stable
+//! machine-readable `code`. Internal details go to the log, never to the client.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use fidelis_core::journal::JournalError;
+use fidelis_core::program::Problem;
+use fidelis_store::StoreError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// A problem, as answered by every failing request.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProblemBody {
+    /// `urn:fidelis:problem:CODE`.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable and machine-readable: `insufficient_points`, `member_suspended`…
+    pub code: String,
+    /// For an invalid definition: every problem with its path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<ProblemItem>>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProblemItem {
+    pub path: String,
+    pub message: String,
+}
+
+/// An error a handler answers with.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+    pub problems: Option<Vec<ProblemItem>>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            problems: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    pub fn not_found(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, detail)
+    }
+
+    pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "something went wrong on our side; it is logged",
+        )
+    }
+
+    pub fn invalid_program(problems: &[Problem]) -> Self {
+        Self {
+            problems: Some(
+                problems
+                    .iter()
+                    .map(|p| ProblemItem {
+                        path: p.path.clone(),
+                        message: p.message.clone(),
+                    })
+                    .collect(),
+            ),
+            ..Self::unprocessable(
+                "invalid_program",
+                format!(
+                    "the program definition has {} problem(s); nothing was changed",
+                    problems.len()
+                ),
+            )
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        self.status.canonical_reason().unwrap_or("Error")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ProblemBody {
+            problem_type: format!("urn:fidelis:problem:{}", self.code),
+            title: self.title().to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            code: self.code.to_owned(),
+            problems: self.problems,
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// A refused journal: the status follows from what is wrong.
+impl From<JournalError> for ApiError {
+    fn from(e: JournalError) -> Self {
+        let status = match &e {
+            JournalError::IdempotencyConflict(_) | JournalError::AlreadyCancelled(_) => {
+                StatusCode::CONFLICT
+            }
+            JournalError::UnknownOriginal(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UnknownProgram(code) => {
+                Self::not_found("unknown_program", format!("no program {code:?}"))
+            }
+            StoreError::UnknownMember(member) => Self::not_found(
+                "unknown_member",
+                format!("no member {member:?} in this program"),
+            ),
+            StoreError::MemberExists(member) => Self::new(
+                StatusCode::CONFLICT,
+                "member_exists",
+                format!("member {member:?} is already enrolled in this program"),
+            ),
+            StoreError::Conflict(detail) => Self::new(StatusCode::CONFLICT, "conflict", detail),
+            StoreError::InvalidProgram(problems) => Self::invalid_program(&problems),
+            other => {
+                tracing::error!(error = %other, "store error");
+                Self::internal()
+            }
+        }
+    }
+}
+
+/// Handler results.
+pub type ApiResult<T> = Result<T, ApiError>;

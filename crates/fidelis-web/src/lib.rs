@@ -1,0 +1,133 @@
+//! The Fidelis HTTP API.
+//!
+//! # Architecture invariant
+//! Only this crate knows HTTP and the JSON wire types (`dto`). Handlers are thin: parse and
+//! authorize, call the store, map the result. No loyalty rule lives here.
+//!
+//! # API boundary
+//! [`app`] builds the whole router from an [`AppState`] (tests call it without a socket);
+//! [`serve`] binds it to an address.
+
+pub mod auth;
+pub mod demo;
+pub mod dto;
+pub mod error;
+mod extract;
+mod metrics;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use fidelis_store::Store;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use extract::ApiJson;
+
+/// Limits and settings of the server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest JSON body, in bytes.
+    pub body_limit: usize,
+    /// Largest NDJSON batch body, in bytes.
+    pub batch_body_limit: usize,
+    /// Longest a request may take.
+    pub request_timeout: Duration,
+    /// Requests per second allowed per token (with a burst of twice as many).
+    pub rate_limit_per_second: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: 1 << 20,
+            batch_body_limit: 256 << 20,
+            request_timeout: Duration::from_secs(30),
+            rate_limit_per_second: 2_000,
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub tokens: Arc<auth::TokenCache>,
+    pub config: Arc<ServerConfig>,
+    metrics: metrics::Metrics,
+}
+
+impl AppState {
+    pub fn new(store: Store, config: ServerConfig) -> Self {
+        Self {
+            store,
+            tokens: Arc::default(),
+            config: Arc::new(config),
+            metrics: metrics::Metrics::global(),
+        }
+    }
+}
+
+/// The whole application: the API under `/api/v1`, the OpenAPI document, health,
+/// readiness and metrics.
+pub fn app(state: AppState) -> Router {
+    let config = Arc::clone(&state.config);
+    let (api, openapi) = routes::api().split_for_parts();
+    let openapi = Arc::new(openapi);
+    Router::new()
+        .merge(routes::rate_limited(api, &config))
+        .merge(routes::operations(openapi))
+        .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::record,
+        ))
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(routes::panicked))
+        .with_state(state)
+}
+
+/// The OpenAPI document of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes::api().split_for_parts().1
+}
+
+/// Serves the application on `listen` until the process is stopped (Ctrl-C or SIGTERM).
+pub async fn serve(state: AppState, listen: SocketAddr) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown())
+    .await
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

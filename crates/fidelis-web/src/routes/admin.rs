@@ -1,0 +1,284 @@
+//! Administration: API tokens, users, the audit log.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use chrono::Utc;
+use fidelis_store::{AuditFilter, NewToken, UserRecord};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{Problems, query_param};
+use crate::auth::{Caller, Permission, Role, hash_password, new_token, token_hash};
+use crate::dto::{
+    AuditBody, AuditPage, TokenBody, TokenCreated, TokenRequest, UserCreated, UserRequest,
+};
+use crate::error::{ApiError, ApiResult};
+use crate::{ApiJson, AppState};
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_token, list_tokens))
+        .routes(routes!(revoke_token))
+        .routes(routes!(create_user))
+        .routes(routes!(audit))
+}
+
+/// The scope a token or user is bound to, checked for consistency with its role.
+fn scope(
+    role: Role,
+    program: &Option<String>,
+    partner: &Option<String>,
+    member: &Option<String>,
+) -> ApiResult<()> {
+    let invalid = |detail: &str| ApiError::unprocessable("invalid_request", detail);
+    match role {
+        Role::Partner if partner.is_none() || program.is_none() => {
+            Err(invalid("a partner token needs a program and a partner"))
+        }
+        Role::Member if member.is_none() || program.is_none() => {
+            Err(invalid("a member token needs a program and a member"))
+        }
+        Role::Partner | Role::Member => Ok(()),
+        _ if partner.is_some() || member.is_some() => Err(invalid(
+            "only partner and member tokens name a partner or member",
+        )),
+        _ => Ok(()),
+    }?;
+    for value in [program, partner, member].into_iter().flatten() {
+        if value.is_empty() || value.chars().count() > 128 || value.chars().any(char::is_control) {
+            return Err(invalid(
+                "program, partner and member are 1 to 128 printable characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Creates an API token. The token is in the answer once; only its hash is kept.
+#[utoipa::path(post, path = "/tokens", tag = "operations", request_body = TokenRequest,
+    responses((status = 201, body = TokenCreated), Problems))]
+async fn create_token(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    ApiJson(request): ApiJson<TokenRequest>,
+) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
+    caller.require(Permission::TokensManage, None)?;
+    let role = Role::parse(&request.role).ok_or_else(|| {
+        ApiError::unprocessable(
+            "invalid_request",
+            "role is one of admin, program_manager, agent, partner, member",
+        )
+    })?;
+    scope(role, &request.program, &request.partner, &request.member)?;
+    if request.name.trim().is_empty() || request.name.chars().count() > 128 {
+        return Err(ApiError::unprocessable(
+            "invalid_request",
+            "name is 1 to 128 characters",
+        ));
+    }
+    let scopes = match &request.scopes {
+        None => None,
+        Some(list) => {
+            for s in list {
+                if Permission::parse(s).is_none() {
+                    return Err(ApiError::unprocessable(
+                        "invalid_request",
+                        format!("unknown scope {s:?}"),
+                    ));
+                }
+            }
+            Some(list.join(","))
+        }
+    };
+    let token = new_token();
+    let new = NewToken {
+        name: request.name.clone(),
+        token_hash: token_hash(&token),
+        role: role.name().to_owned(),
+        program: request.program.clone(),
+        partner: request.partner.clone(),
+        member: request.member.clone(),
+        scopes,
+    };
+    let mut audit = caller.actor().entry(
+        Utc::now(),
+        "token.create",
+        request.program.as_deref(),
+        Some(&request.name),
+    );
+    audit.after = Some(
+        serde_json::json!({"role": role.name(), "partner": request.partner, "member": request.member, "scopes": request.scopes}),
+    );
+    let record = state.store.create_token(&new, &audit).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenCreated {
+            token,
+            record: TokenBody::from(&record),
+        }),
+    ))
+}
+
+/// Every token (without the tokens themselves).
+#[utoipa::path(get, path = "/tokens", tag = "operations", responses((status = 200, body = Vec<TokenBody>), Problems))]
+async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+) -> ApiResult<Json<Vec<TokenBody>>> {
+    caller.require(Permission::TokensManage, None)?;
+    Ok(Json(
+        state
+            .store
+            .tokens()
+            .await?
+            .iter()
+            .map(TokenBody::from)
+            .collect(),
+    ))
+}
+
+/// Revokes a token.
+#[utoipa::path(delete, path = "/tokens/{id}", tag = "operations",
+    params(("id" = i64, Path, description = "The token's id")),
+    responses((status = 204, description = "Revoked"), Problems))]
+async fn revoke_token(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(Permission::TokensManage, None)?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::not_found("unknown_token", "no live token with this id"))?;
+    let audit = caller
+        .actor()
+        .entry(Utc::now(), "token.revoke", None, Some(&id.to_string()));
+    if !state.store.revoke_token(id, &audit).await? {
+        return Err(ApiError::not_found(
+            "unknown_token",
+            "no live token with this id",
+        ));
+    }
+    state.tokens.clear();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Creates a user of the web pages; the password is stored as an argon2id hash.
+#[utoipa::path(post, path = "/users", tag = "operations", request_body = UserRequest,
+    responses((status = 201, body = UserCreated), Problems))]
+async fn create_user(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    ApiJson(request): ApiJson<UserRequest>,
+) -> ApiResult<(StatusCode, Json<UserCreated>)> {
+    caller.require(Permission::TokensManage, None)?;
+    let role = Role::parse(&request.role).ok_or_else(|| {
+        ApiError::unprocessable(
+            "invalid_request",
+            "role is one of admin, program_manager, agent, partner, member",
+        )
+    })?;
+    scope(role, &request.program, &request.partner, &request.member)?;
+    let email = request.email.trim();
+    if !email.contains('@') || email.chars().count() > 254 || email.chars().any(char::is_whitespace)
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_request",
+            "email is not an email address",
+        ));
+    }
+    if request.password.chars().count() < 12 || request.password.len() > 1024 {
+        return Err(ApiError::unprocessable(
+            "invalid_request",
+            "the password needs 12 to 1024 characters",
+        ));
+    }
+    let password = request.password.clone();
+    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|_| ApiError::internal())??;
+    let user = UserRecord {
+        id: 0,
+        email: email.to_owned(),
+        password_hash,
+        role: role.name().to_owned(),
+        program: request.program,
+        partner: request.partner,
+        member: request.member,
+    };
+    let id = state.store.create_user(&user, Utc::now()).await?;
+    let mut audit = caller.actor().entry(
+        Utc::now(),
+        "user.create",
+        user.program.as_deref(),
+        Some(email),
+    );
+    audit.after = Some(serde_json::json!({"role": user.role}));
+    state.store.append_audit(&audit).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(UserCreated {
+            id,
+            email: user.email,
+            role: user.role,
+        }),
+    ))
+}
+
+/// The audit log, newest first, filtered by program, actor or action.
+#[utoipa::path(get, path = "/audit", tag = "operations",
+    params(("program" = Option<String>, Query, description = "Only this program's changes"),
+           ("actor" = Option<String>, Query, description = "Only this actor's changes"),
+           ("action" = Option<String>, Query, description = "Only this action (`program.update`, `member.status`…)"),
+           ("limit" = Option<i64>, Query, description = "1 to 500 (default 100)"),
+           ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
+    responses((status = 200, body = AuditPage), Problems))]
+async fn audit(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Query(query): Query<crate::dto::Query>,
+) -> ApiResult<Json<AuditPage>> {
+    caller.require(
+        Permission::AuditRead,
+        query.get("program").map(String::as_str),
+    )?;
+    let limit: i64 = query_param(&query, "limit")?.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_query", "limit is 1 to 500"));
+    }
+    let program = match (&caller.program, query.get("program")) {
+        (Some(own), _) => Some(own.clone()),
+        (None, asked) => asked.cloned(),
+    };
+    let filter = AuditFilter {
+        program,
+        actor: query.get("actor").cloned(),
+        action: query.get("action").cloned(),
+        before_id: query_param(&query, "cursor")?,
+        limit,
+    };
+    let entries = state.store.audit(&filter).await?;
+    let next_cursor = (entries.len() as i64 == limit)
+        .then(|| entries.last().map(|(id, _)| id.to_string()))
+        .flatten();
+    Ok(Json(AuditPage {
+        entries: entries
+            .into_iter()
+            .map(|(id, e)| AuditBody {
+                id,
+                at: e.at,
+                actor: e.actor,
+                role: e.role,
+                action: e.action,
+                program: e.program,
+                subject: e.subject,
+                before: e.before,
+                after: e.after,
+            })
+            .collect(),
+        next_cursor,
+    }))
+}

@@ -1,0 +1,436 @@
+//! Journals: realtime and batch posting, cancellation, reading, the dry run, and the
+//! time-driven jobs.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use fidelis_core::journal::{Journal, JournalDocument};
+use fidelis_store::{LoadedProgram, Prepared};
+use futures::StreamExt;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{Problems, instant, program};
+use crate::auth::{Caller, Permission, Role};
+use crate::dto::{
+    BatchErrorBody, BatchLineBody, JobsReport, JobsRequest, JournalBody, JournalRequest,
+    OutcomeBody,
+};
+use crate::error::{ApiError, ApiResult};
+use crate::{ApiJson, AppState, metrics};
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(post_journal))
+        .routes(routes!(post_batch))
+        .routes(routes!(get_journal))
+        .routes(routes!(cancel))
+        .routes(routes!(simulate))
+        .routes(routes!(run_jobs))
+}
+
+/// Journals per transaction of a batch request.
+const BATCH_CHUNK: usize = 1_000;
+
+/// Parses a journal document against the program.
+fn prepare(program: &LoadedProgram, document: &JournalDocument) -> ApiResult<Prepared> {
+    let journal = Journal::parse(document, &program.program)?;
+    Prepared::new(journal, &program.program).map_err(ApiError::from)
+}
+
+/// Posts one journal: 201 with its outcome, or 200 with the first outcome and
+/// `Idempotent-Replayed: true` for a replay.
+pub(super) async fn post_one(
+    state: &AppState,
+    program: &LoadedProgram,
+    document: JournalDocument,
+) -> ApiResult<Response> {
+    let prepared = prepare(program, &document)?;
+    let result = state
+        .store
+        .post_journals(program, std::slice::from_ref(&prepared), Utc::now(), None)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(ApiError::internal)?;
+    match result {
+        Ok(posted) => {
+            metrics::journal(Ok((&posted.outcome, posted.replayed)));
+            let body = OutcomeBody::new(&posted.outcome, posted.replayed);
+            if posted.replayed {
+                let mut response = (StatusCode::OK, Json(body)).into_response();
+                response
+                    .headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                Ok(response)
+            } else {
+                Ok((StatusCode::CREATED, Json(body)).into_response())
+            }
+        }
+        Err(e) => {
+            metrics::journal(Err(e.code()));
+            Err(e.into())
+        }
+    }
+}
+
+/// What a partner token may post: its own partner's journals (the partner is filled in
+/// when absent).
+fn scope_partner(caller: &Caller, document: &mut JournalDocument) -> ApiResult<()> {
+    if caller.role == Role::Partner {
+        if document.partner.is_none() {
+            document.partner.clone_from(&caller.partner);
+        }
+        caller.require_partner(document.partner.as_deref())?;
+    }
+    Ok(())
+}
+
+/// Processes one journal in real time: accrual (purchase or activity), refund, redemption,
+/// adjustment or cancellation. Idempotent by `external_id`.
+#[utoipa::path(post, path = "/programs/{program}/journals", tag = "journals",
+    params(("program" = String, Path, description = "The program's code")),
+    request_body = JournalRequest,
+    responses((status = 201, body = OutcomeBody, description = "Processed"),
+              (status = 200, body = OutcomeBody, description = "A replay: the first outcome, header Idempotent-Replayed: true"),
+              Problems))]
+async fn post_journal(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path(code): Path<String>,
+    ApiJson(request): ApiJson<JournalRequest>,
+) -> ApiResult<Response> {
+    caller.require(Permission::JournalsWrite, Some(&code))?;
+    let mut document: JournalDocument = request.into();
+    scope_partner(&caller, &mut document)?;
+    let program = program(&state, &code).await?;
+    post_one(&state, &program, document).await
+}
+
+/// Processes NDJSON journals (one document per line) and streams one NDJSON result per
+/// line, in order. Lines are committed in groups of a thousand; a client that loses the
+/// connection may post the same body again: what was committed comes back as replays.
+#[utoipa::path(post, path = "/programs/{program}/journals/batch", tag = "journals",
+    params(("program" = String, Path, description = "The program's code")),
+    request_body(content = String, description = "NDJSON: one journal document per line", content_type = "application/x-ndjson"),
+    responses((status = 200, description = "NDJSON: one result per line", body = BatchLineBody, content_type = "application/x-ndjson"), Problems))]
+async fn post_batch(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path(code): Path<String>,
+    request: Request,
+) -> ApiResult<Response> {
+    caller.require(Permission::JournalsWrite, Some(&code))?;
+    let program = program(&state, &code).await?;
+    let limit = state.config.batch_body_limit;
+    let body = axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("a batch is at most {limit} bytes"),
+            )
+        })?;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(4);
+    tokio::spawn(process_batch(state, program, caller, body, sender));
+    let stream = tokio_stream_from(receiver).map(Ok::<Bytes, std::io::Error>);
+    let mut response = Response::new(Body::from_stream(stream));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(response)
+}
+
+fn tokio_stream_from(
+    mut receiver: tokio::sync::mpsc::Receiver<Bytes>,
+) -> impl futures::Stream<Item = Bytes> {
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
+async fn process_batch(
+    state: AppState,
+    program: Arc<LoadedProgram>,
+    caller: Arc<Caller>,
+    body: Bytes,
+    sender: tokio::sync::mpsc::Sender<Bytes>,
+) {
+    let mut pending: Vec<(u64, Result<Prepared, ApiError>)> = Vec::new();
+    let lines = body.split(|b| *b == b'\n').enumerate();
+    for (i, raw) in lines {
+        let text = String::from_utf8_lossy(raw);
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let parsed = serde_json::from_str::<JournalRequest>(text)
+            .map_err(|e| {
+                ApiError::bad_request("invalid_json", format!("not a journal document: {e}"))
+            })
+            .and_then(|r| {
+                let mut document: JournalDocument = r.into();
+                scope_partner(&caller, &mut document)?;
+                prepare(&program, &document)
+            });
+        pending.push((i as u64 + 1, parsed));
+        if pending.len() >= BATCH_CHUNK && !flush(&state, &program, &mut pending, &sender).await {
+            return;
+        }
+    }
+    flush(&state, &program, &mut pending, &sender).await;
+}
+
+/// Posts the parsed lines of `pending` as one transaction and sends one result per line.
+async fn flush(
+    state: &AppState,
+    program: &LoadedProgram,
+    pending: &mut Vec<(u64, Result<Prepared, ApiError>)>,
+    sender: &tokio::sync::mpsc::Sender<Bytes>,
+) -> bool {
+    let lines: Vec<(u64, Result<Prepared, ApiError>)> = std::mem::take(pending);
+    let good: Vec<Prepared> = lines
+        .iter()
+        .filter_map(|(_, p)| p.as_ref().ok().cloned())
+        .collect();
+    let results = match state
+        .store
+        .post_journals(program, &good, Utc::now(), None)
+        .await
+    {
+        Ok(results) => results,
+        Err(e) => {
+            tracing::error!(error = %e, "batch chunk failed");
+            let line = BatchLineBody {
+                line: lines.first().map_or(0, |l| l.0),
+                status: "rejected".into(),
+                outcome: None,
+                error: Some(BatchErrorBody {
+                    code: "internal".into(),
+                    detail: "the batch stopped here: post the same body again to resume".into(),
+                }),
+            };
+            let _ = sender.send(ndjson(&line)).await;
+            return false;
+        }
+    };
+    let mut results = results.into_iter();
+    let mut out = Vec::new();
+    for (line, parsed) in lines {
+        let body = match parsed {
+            Err(e) => rejected(line, e.code, e.detail),
+            Ok(_) => match results.next() {
+                Some(Ok(posted)) => {
+                    metrics::journal(Ok((&posted.outcome, posted.replayed)));
+                    BatchLineBody {
+                        line,
+                        status: if posted.replayed {
+                            "replayed"
+                        } else {
+                            "processed"
+                        }
+                        .into(),
+                        outcome: Some(OutcomeBody::new(&posted.outcome, posted.replayed)),
+                        error: None,
+                    }
+                }
+                Some(Err(e)) => {
+                    metrics::journal(Err(e.code()));
+                    rejected(line, e.code(), e.to_string())
+                }
+                None => rejected(line, "internal", "no result".into()),
+            },
+        };
+        out.extend_from_slice(&ndjson(&body));
+    }
+    sender.send(Bytes::from(out)).await.is_ok()
+}
+
+fn rejected(line: u64, code: &str, detail: String) -> BatchLineBody {
+    BatchLineBody {
+        line,
+        status: "rejected".into(),
+        outcome: None,
+        error: Some(BatchErrorBody {
+            code: code.to_owned(),
+            detail,
+        }),
+    }
+}
+
+fn ndjson(line: &BatchLineBody) -> Bytes {
+    let mut bytes = serde_json::to_vec(line).unwrap_or_default();
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}
+
+/// A journal as stored: its document and status.
+#[utoipa::path(get, path = "/programs/{program}/journals/{external_id}", tag = "journals",
+    params(("program" = String, Path, description = "The program's code"), ("external_id" = String, Path, description = "The journal's external id")),
+    responses((status = 200, body = JournalBody), Problems))]
+async fn get_journal(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path((code, external_id)): Path<(String, String)>,
+) -> ApiResult<Json<JournalBody>> {
+    caller.require(Permission::JournalsRead, Some(&code))?;
+    let program = program(&state, &code).await?;
+    let journal = state
+        .store
+        .journal(&program, &external_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "unknown_journal",
+                format!("no journal {external_id:?} in this program"),
+            )
+        })?;
+    match caller.role {
+        Role::Member => caller.require_member(&journal.member)?,
+        Role::Partner => caller.require_partner(
+            journal
+                .document
+                .as_ref()
+                .and_then(|d| d.get("partner"))
+                .and_then(|p| p.as_str()),
+        )?,
+        _ => {}
+    }
+    Ok(Json(JournalBody {
+        external_id: journal.external_id,
+        member: journal.member,
+        kind: journal.kind,
+        journal_type: journal.type_name,
+        status: journal.status,
+        occurred_at: journal.occurred_at,
+        recorded_at: journal.recorded_at,
+        document: journal.document,
+    }))
+}
+
+/// Cancels a journal: every ledger entry it caused is reversed (points spent since are
+/// taken back as the currency's return policy allows). Idempotent: cancelling again
+/// answers the first outcome.
+#[utoipa::path(post, path = "/programs/{program}/journals/{external_id}/cancel", tag = "journals",
+    params(("program" = String, Path, description = "The program's code"), ("external_id" = String, Path, description = "The journal to cancel")),
+    responses((status = 201, body = OutcomeBody, description = "Cancelled"), (status = 200, body = OutcomeBody, description = "Already cancelled by this call before"), Problems))]
+async fn cancel(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path((code, external_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require(Permission::Cancel, Some(&code))?;
+    let program = program(&state, &code).await?;
+    let journal = state
+        .store
+        .journal(&program, &external_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "unknown_journal",
+                format!("no journal {external_id:?} in this program"),
+            )
+        })?;
+    let cancellation_id = format!("cancel:{external_id}");
+    if cancellation_id.chars().count() > fidelis_core::ids::ExternalId::MAX_LEN {
+        return Err(ApiError::unprocessable(
+            "invalid_journal",
+            "this journal's external id is too long to cancel through the API; post a cancellation journal",
+        ));
+    }
+    let document = JournalDocument {
+        external_id: Some(cancellation_id),
+        member: Some(journal.member.clone()),
+        kind: Some("cancellation".into()),
+        occurred_at: Some(Utc::now().to_rfc3339()),
+        original_external_id: Some(external_id.clone()),
+        ..JournalDocument::default()
+    };
+    // A replay of the cancellation carries a newer time; compare with the stored one.
+    let response = match state
+        .store
+        .journal(&program, &format!("cancel:{external_id}"))
+        .await?
+    {
+        Some(done) => {
+            let first: JournalDocument = done
+                .document
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|_| ApiError::internal())?
+                .unwrap_or_default();
+            post_one(&state, &program, first).await?
+        }
+        None => post_one(&state, &program, document).await?,
+    };
+    if response.status() == StatusCode::CREATED {
+        let mut audit = caller.actor().entry(
+            Utc::now(),
+            "journal.cancel",
+            Some(&code),
+            Some(&external_id),
+        );
+        audit.before = Some(serde_json::json!({"status": journal.status}));
+        audit.after = Some(serde_json::json!({"status": "cancelled"}));
+        state.store.append_audit(&audit).await?;
+    }
+    Ok(response)
+}
+
+/// A dry run: what processing this journal would do now, without changing anything.
+#[utoipa::path(post, path = "/programs/{program}/simulate", tag = "journals",
+    params(("program" = String, Path, description = "The program's code")),
+    request_body = JournalRequest,
+    responses((status = 200, body = OutcomeBody, description = "What would happen"), Problems))]
+async fn simulate(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path(code): Path<String>,
+    ApiJson(request): ApiJson<JournalRequest>,
+) -> ApiResult<Json<OutcomeBody>> {
+    caller.require(Permission::JournalsWrite, Some(&code))?;
+    let mut document: JournalDocument = request.into();
+    scope_partner(&caller, &mut document)?;
+    let program = program(&state, &code).await?;
+    let prepared = prepare(&program, &document)?;
+    let posted = state
+        .store
+        .dry_run(&program, &prepared, Utc::now())
+        .await??;
+    Ok(Json(OutcomeBody::new(&posted.outcome, posted.replayed)))
+}
+
+/// Runs the time-driven jobs as of an instant: expiries and pending releases due.
+/// Idempotent: running again as of the same instant changes nothing.
+#[utoipa::path(post, path = "/programs/{program}/jobs/run", tag = "operations",
+    params(("program" = String, Path, description = "The program's code")),
+    request_body = JobsRequest,
+    responses((status = 200, body = JobsReport), Problems))]
+async fn run_jobs(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path(code): Path<String>,
+    ApiJson(request): ApiJson<JobsRequest>,
+) -> ApiResult<Json<JobsReport>> {
+    caller.require(Permission::JobsRun, Some(&code))?;
+    let as_of = instant(request.as_of.as_deref(), "as_of")?;
+    let program = program(&state, &code).await?;
+    let report = state.store.run_jobs(&program, as_of).await?;
+    let mut audit = caller
+        .actor()
+        .entry(Utc::now(), "jobs.run", Some(&code), None);
+    audit.after = Some(
+        serde_json::json!({"as_of": as_of, "members": report.members, "settlements": report.journals}),
+    );
+    state.store.append_audit(&audit).await?;
+    Ok(Json(JobsReport {
+        as_of,
+        members: report.members,
+        settlements: report.journals,
+    }))
+}

@@ -1,0 +1,304 @@
+//! Members: enrollment, status, balances, the ledger, redemptions and adjustments.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::Utc;
+use fidelis_core::ids::ExternalId;
+use fidelis_core::journal::JournalDocument;
+use fidelis_core::ledger::MemberStatus;
+use fidelis_store::{Enrollment, MemberView};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::journals::post_one;
+use super::{Problems, instant, program, query_param};
+use crate::auth::{Caller, Permission, Role};
+use crate::dto::{
+    AdjustmentRequest, BalancesBody, CurrencyBalanceBody, EnrollRequest, EntryBody, LedgerPage,
+    MemberBody, OutcomeBody, RedemptionRequest, StatusRequest,
+};
+use crate::error::{ApiError, ApiResult};
+use crate::{ApiJson, AppState};
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(enroll))
+        .routes(routes!(get_member))
+        .routes(routes!(set_status))
+        .routes(routes!(balances))
+        .routes(routes!(ledger))
+        .routes(routes!(redeem))
+        .routes(routes!(adjust))
+}
+
+/// A member of the path, or 404 (a malformed external id names no member).
+async fn member(
+    state: &AppState,
+    program: &fidelis_store::LoadedProgram,
+    external_id: &str,
+) -> ApiResult<MemberView> {
+    if ExternalId::parse(external_id).is_err() {
+        return Err(ApiError::not_found(
+            "unknown_member",
+            format!("no member {external_id:?} in this program"),
+        ));
+    }
+    Ok(state.store.require_member(program, external_id).await?)
+}
+
+/// Enrolls a member.
+#[utoipa::path(post, path = "/programs/{program}/members", tag = "members",
+    params(("program" = String, Path, description = "The program's code")),
+    request_body = EnrollRequest,
+    responses((status = 201, body = MemberBody), Problems))]
+async fn enroll(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path(code): Path<String>,
+    ApiJson(request): ApiJson<EnrollRequest>,
+) -> ApiResult<(StatusCode, Json<MemberBody>)> {
+    caller.require(Permission::MembersWrite, Some(&code))?;
+    let program = program(&state, &code).await?;
+    let external_id = ExternalId::parse(&request.member)
+        .map_err(|e| ApiError::unprocessable("invalid_member", format!("member {e}")))?;
+    let profile = serde_json::Value::Object(request.profile.unwrap_or_default());
+    if profile.to_string().len() > 16 * 1024 {
+        return Err(ApiError::unprocessable(
+            "invalid_member",
+            "the profile may hold at most 16 KiB",
+        ));
+    }
+    let enrollment = Enrollment {
+        external_id,
+        profile,
+        enrolled_at: instant(request.enrolled_at.as_deref(), "enrolled_at")?,
+    };
+    let member = state
+        .store
+        .enroll(&program, &enrollment, Utc::now())
+        .await?;
+    let balances = state.store.balances(&program, &member, Utc::now()).await?;
+    Ok((StatusCode::CREATED, Json(member_body(&member, &balances))))
+}
+
+fn member_body(member: &MemberView, balances: &[fidelis_store::BalanceView]) -> MemberBody {
+    MemberBody {
+        member: member.external_id.clone(),
+        status: member.status.name().to_owned(),
+        profile: member.profile.clone(),
+        enrolled_at: member.enrolled_at,
+        balances: balances.iter().map(CurrencyBalanceBody::from).collect(),
+    }
+}
+
+/// A member: profile, status and balances.
+#[utoipa::path(get, path = "/programs/{program}/members/{member}", tag = "members",
+    params(("program" = String, Path, description = "The program's code"), ("member" = String, Path, description = "The member's external id")),
+    responses((status = 200, body = MemberBody), Problems))]
+async fn get_member(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path((code, external_id)): Path<(String, String)>,
+) -> ApiResult<Json<MemberBody>> {
+    caller.require(Permission::MembersRead, Some(&code))?;
+    caller.require_member(&external_id)?;
+    let program = program(&state, &code).await?;
+    let member = member(&state, &program, &external_id).await?;
+    let balances = state.store.balances(&program, &member, Utc::now()).await?;
+    Ok(Json(member_body(&member, &balances)))
+}
+
+/// Suspends (no earning or redemption), reactivates or closes a member. Audited.
+#[utoipa::path(put, path = "/programs/{program}/members/{member}/status", tag = "members",
+    params(("program" = String, Path, description = "The program's code"), ("member" = String, Path, description = "The member's external id")),
+    request_body = StatusRequest,
+    responses((status = 200, body = MemberBody), Problems))]
+async fn set_status(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path((code, external_id)): Path<(String, String)>,
+    ApiJson(request): ApiJson<StatusRequest>,
+) -> ApiResult<Json<MemberBody>> {
+    caller.require(Permission::MembersWrite, Some(&code))?;
+    if caller.role == Role::Member {
+        return Err(ApiError::forbidden(
+            "members may not change their own status",
+        ));
+    }
+    let status = MemberStatus::parse(&request.status).ok_or_else(|| {
+        ApiError::unprocessable(
+            "invalid_status",
+            "status is one of active, suspended, closed",
+        )
+    })?;
+    let program = program(&state, &code).await?;
+    member(&state, &program, &external_id).await?;
+    let member = state
+        .store
+        .set_member_status(&program, &external_id, status, Utc::now(), &caller.actor())
+        .await?;
+    let balances = state.store.balances(&program, &member, Utc::now()).await?;
+    Ok(Json(member_body(&member, &balances)))
+}
+
+/// Balances per currency as of now (or `as_of`), with what expires and what becomes
+/// available when.
+#[utoipa::path(get, path = "/programs/{program}/members/{member}/balances", tag = "members",
+    params(("program" = String, Path, description = "The program's code"), ("member" = String, Path, description = "The member's external id"),
+           ("as_of" = Option<String>, Query, description = "RFC 3339; now when absent")),
+    responses((status = 200, body = BalancesBody), Problems))]
+async fn balances(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path((code, external_id)): Path<(String, String)>,
+    Query(query): Query<crate::dto::Query>,
+) -> ApiResult<Json<BalancesBody>> {
+    caller.require(Permission::MembersRead, Some(&code))?;
+    caller.require_member(&external_id)?;
+    let as_of = instant(query.get("as_of").map(String::as_str), "as_of")?;
+    let program = program(&state, &code).await?;
+    let member = member(&state, &program, &external_id).await?;
+    let balances = state.store.balances(&program, &member, as_of).await?;
+    Ok(Json(BalancesBody {
+        member: member.external_id,
+        as_of,
+        balances: balances.iter().map(CurrencyBalanceBody::from).collect(),
+    }))
+}
+
+/// Ledger entries, newest first.
+#[utoipa::path(get, path = "/programs/{program}/members/{member}/ledger", tag = "members",
+    params(("program" = String, Path, description = "The program's code"), ("member" = String, Path, description = "The member's external id"),
+           ("limit" = Option<i64>, Query, description = "Entries per page, 1 to 500 (default 50)"),
+           ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
+    responses((status = 200, body = LedgerPage), Problems))]
+async fn ledger(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path((code, external_id)): Path<(String, String)>,
+    Query(query): Query<crate::dto::Query>,
+) -> ApiResult<Json<LedgerPage>> {
+    caller.require(Permission::MembersRead, Some(&code))?;
+    caller.require_member(&external_id)?;
+    let limit: i64 = query_param(&query, "limit")?.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_query", "limit is 1 to 500"));
+    }
+    let cursor = match query.get("cursor") {
+        None => None,
+        Some(raw) => Some(
+            raw.split_once(':')
+                .and_then(|(j, s)| Some((j.parse::<i64>().ok()?, s.parse::<i32>().ok()?)))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        "cursor is a next_cursor from a previous page",
+                    )
+                })?,
+        ),
+    };
+    let program = program(&state, &code).await?;
+    let member = member(&state, &program, &external_id).await?;
+    let entries = state.store.ledger(&member, cursor, limit).await?;
+    let next_cursor = (entries.len() as i64 == limit)
+        .then(|| {
+            entries
+                .last()
+                .map(|e| format!("{}:{}", e.journal_id, e.seq))
+        })
+        .flatten();
+    Ok(Json(LedgerPage {
+        entries: entries
+            .into_iter()
+            .map(|e| EntryBody {
+                journal: e.journal_external_id,
+                journal_type: e.journal_type,
+                currency: e.currency,
+                kind: e.kind,
+                pool: e.pool,
+                points: e.amount,
+                effective_at: e.effective_at,
+            })
+            .collect(),
+        next_cursor,
+    }))
+}
+
+/// Spends points, earliest expiry first. Idempotent by `external_id`.
+#[utoipa::path(post, path = "/programs/{program}/members/{member}/redemptions", tag = "members",
+    params(("program" = String, Path, description = "The program's code"), ("member" = String, Path, description = "The member's external id")),
+    request_body = RedemptionRequest,
+    responses((status = 201, body = OutcomeBody, description = "Redeemed"), (status = 200, body = OutcomeBody, description = "A replay: the first outcome"), Problems))]
+async fn redeem(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path((code, external_id)): Path<(String, String)>,
+    ApiJson(request): ApiJson<RedemptionRequest>,
+) -> ApiResult<Response> {
+    caller.require(Permission::Redeem, Some(&code))?;
+    if caller.role == Role::Member {
+        caller.require_member(&external_id)?;
+    }
+    let partner = match caller.role {
+        Role::Partner => {
+            caller.require_partner(request.partner.as_deref().or(caller.partner.as_deref()))?;
+            caller.partner.clone()
+        }
+        _ => request.partner,
+    };
+    let document = JournalDocument {
+        external_id: Some(request.external_id),
+        member: Some(external_id),
+        kind: Some("redemption".into()),
+        occurred_at: Some(instant(request.occurred_at.as_deref(), "occurred_at")?.to_rfc3339()),
+        currency: Some(request.currency),
+        points: Some(request.points),
+        partner,
+        ..JournalDocument::default()
+    };
+    let program = program(&state, &code).await?;
+    post_one(&state, &program, document).await
+}
+
+/// A manual adjustment by an agent, with a reason code. Audited.
+#[utoipa::path(post, path = "/programs/{program}/members/{member}/adjustments", tag = "members",
+    params(("program" = String, Path, description = "The program's code"), ("member" = String, Path, description = "The member's external id")),
+    request_body = AdjustmentRequest,
+    responses((status = 201, body = OutcomeBody, description = "Adjusted"), (status = 200, body = OutcomeBody, description = "A replay: the first outcome"), Problems))]
+async fn adjust(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path((code, external_id)): Path<(String, String)>,
+    ApiJson(request): ApiJson<AdjustmentRequest>,
+) -> ApiResult<Response> {
+    caller.require(Permission::Adjust, Some(&code))?;
+    let program = program(&state, &code).await?;
+    let document = JournalDocument {
+        external_id: Some(request.external_id.clone()),
+        member: Some(external_id.clone()),
+        kind: Some("adjustment".into()),
+        occurred_at: Some(instant(request.occurred_at.as_deref(), "occurred_at")?.to_rfc3339()),
+        currency: Some(request.currency.clone()),
+        points: Some(request.points),
+        reason: Some(request.reason.clone()),
+        ..JournalDocument::default()
+    };
+    let response = post_one(&state, &program, document).await?;
+    if response.status() == StatusCode::CREATED {
+        let mut audit = caller.actor().entry(
+            Utc::now(),
+            "member.adjustment",
+            Some(&code),
+            Some(&external_id),
+        );
+        audit.after = Some(serde_json::json!({
+            "journal": request.external_id, "currency": request.currency, "points": request.points, "reason": request.reason
+        }));
+        state.store.append_audit(&audit).await?;
+    }
+    Ok(response)
+}

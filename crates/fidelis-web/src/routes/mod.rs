@@ -1,0 +1,278 @@
+//! The routes: `api()` is everything under `/api/v1` (documented in OpenAPI), and
+//! `operations()` the endpoints around it (health, readiness, metrics, the document).
+
+mod admin;
+mod journals;
+mod members;
+mod programs;
+
+use std::any::Any;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, Response, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use fidelis_store::LoadedProgram;
+use tower_governor::GovernorLayer;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::KeyExtractor;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::error::{ApiError, ApiResult, ProblemBody};
+use crate::{AppState, ServerConfig};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Fidelis",
+        description = "The Fidelis loyalty platform's API: programs, members, journals, balances and the ledger.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "programs", description = "Program definitions and templates"),
+        (name = "members", description = "Members, balances and the ledger"),
+        (name = "journals", description = "Everything that changes points"),
+        (name = "operations", description = "Jobs, tokens, users and the audit log")
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The problems any API call may answer, documented once for every operation.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub(crate) enum Problems {
+    #[response(
+        status = 400,
+        description = "Malformed: not JSON, wrong types, unknown fields",
+        content_type = "application/problem+json"
+    )]
+    BadRequest(ProblemBody),
+    #[response(
+        status = 401,
+        description = "No valid bearer token",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(ProblemBody),
+    #[response(
+        status = 403,
+        description = "The token may not do this",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(ProblemBody),
+    #[response(
+        status = 404,
+        description = "No such program, member or journal",
+        content_type = "application/problem+json"
+    )]
+    NotFound(ProblemBody),
+    #[response(
+        status = 409,
+        description = "Conflicts with what exists",
+        content_type = "application/problem+json"
+    )]
+    Conflict(ProblemBody),
+    #[response(
+        status = 413,
+        description = "Body too large",
+        content_type = "application/problem+json"
+    )]
+    TooLarge(ProblemBody),
+    #[response(
+        status = 415,
+        description = "Not JSON",
+        content_type = "application/problem+json"
+    )]
+    UnsupportedMediaType(ProblemBody),
+    #[response(
+        status = 422,
+        description = "Well formed, but refused: the reason is in `code`",
+        content_type = "application/problem+json"
+    )]
+    Unprocessable(ProblemBody),
+    #[response(
+        status = 429,
+        description = "Too many requests for this token",
+        content_type = "application/problem+json"
+    )]
+    TooManyRequests(ProblemBody),
+}
+
+/// Everything under `/api/v1`, with its OpenAPI document.
+pub(crate) fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(
+        "/api/v1",
+        OpenApiRouter::new()
+            .merge(programs::routes())
+            .merge(members::routes())
+            .merge(journals::routes())
+            .merge(admin::routes()),
+    )
+}
+
+/// Health, readiness, metrics and the OpenAPI document.
+pub(crate) fn operations(openapi: Arc<utoipa::openapi::OpenApi>) -> axum::Router<AppState> {
+    let document = {
+        let openapi = Arc::clone(&openapi);
+        move || {
+            let openapi = Arc::clone(&openapi);
+            async move { Json(openapi.as_ref().clone()) }
+        }
+    };
+    axum::Router::new()
+        .route("/openapi.json", get(document.clone()))
+        .route("/api/v1/openapi.json", get(document))
+        .route(
+            "/healthz",
+            get(|| async {
+                Json(crate::dto::Health {
+                    status: "ok".into(),
+                })
+            }),
+        )
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+}
+
+async fn ready(State(state): State<AppState>) -> ApiResult<Json<crate::dto::Health>> {
+    state.store.ping().await.map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the database does not answer",
+        )
+    })?;
+    Ok(Json(crate::dto::Health {
+        status: "ready".into(),
+    }))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::not_found("no_route", "no such endpoint; see /openapi.json")
+}
+
+/// A handler that panicked: logged, answered 500 without internals.
+pub(crate) fn panicked(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = message, "a request handler panicked");
+    ApiError::internal().into_response()
+}
+
+/// Rate limiting per bearer token (a shared bucket for requests without one), applied to
+/// `router`.
+pub(crate) fn rate_limited(
+    router: axum::Router<AppState>,
+    config: &ServerConfig,
+) -> axum::Router<AppState> {
+    let per_second = config.rate_limit_per_second.max(1);
+    let mut builder = GovernorConfigBuilder::default().key_extractor(TokenKey);
+    builder
+        .per_nanosecond((1_000_000_000 / per_second).max(1))
+        .burst_size(u32::try_from(per_second.saturating_mul(2)).unwrap_or(u32::MAX));
+    let Some(governor) = builder.finish() else {
+        tracing::warn!(per_second, "rate limit not applied: invalid settings");
+        return router;
+    };
+    let layer = GovernorLayer::new(Arc::new(governor)).error_handler(|e| {
+        let mut response =
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string())
+                .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response
+    });
+    router.layer(layer)
+}
+
+#[derive(Clone)]
+pub(crate) struct TokenKey;
+
+impl KeyExtractor for TokenKey {
+    type Key = String;
+
+    fn extract<T>(
+        &self,
+        req: &axum::http::Request<T>,
+    ) -> Result<Self::Key, tower_governor::GovernorError> {
+        Ok(req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .map_or_else(|| "anonymous".to_owned(), |h| crate::auth::token_hash(h)))
+    }
+}
+
+/// The program named in a path, or 404.
+pub(crate) async fn program(state: &AppState, code: &str) -> ApiResult<Arc<LoadedProgram>> {
+    if fidelis_core::ids::ProgramCode::parse(code).is_err() {
+        return Err(ApiError::not_found(
+            "unknown_program",
+            format!("no program {code:?}"),
+        ));
+    }
+    Ok(state.store.require_program(code).await?)
+}
+
+/// An RFC 3339 instant from a request, or now.
+pub(crate) fn instant(raw: Option<&str>, field: &str) -> ApiResult<DateTime<Utc>> {
+    match raw {
+        None => Ok(Utc::now()),
+        Some(raw) => DateTime::parse_from_rfc3339(raw)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| {
+                ApiError::unprocessable(
+                    "invalid_request",
+                    format!("{field} {raw:?} is not an RFC 3339 instant"),
+                )
+            }),
+    }
+}
+
+/// A query parameter's value, parsed.
+pub(crate) fn query_param<T: std::str::FromStr>(
+    query: &crate::dto::Query,
+    name: &str,
+) -> ApiResult<Option<T>> {
+    query
+        .get(name)
+        .map(|raw| {
+            raw.parse().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("query parameter {name}={raw:?} is not valid"),
+                )
+            })
+        })
+        .transpose()
+}

@@ -1,0 +1,116 @@
+//! `fidelis serve`: the HTTP API on the database, with the bootstrap admin token and the
+//! optional living demo.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use fidelis_store::{Actor, NewToken};
+use fidelis_web::{AppState, ServerConfig, auth};
+
+use super::connect;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Where to listen.
+    #[arg(long, env = "FIDELIS_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// On an empty database, create the `demo` program with members and months of history.
+    #[arg(long)]
+    demo: bool,
+    /// Requests per second allowed per token.
+    #[arg(long, env = "FIDELIS_RATE_LIMIT", default_value_t = 2_000)]
+    rate_limit: u64,
+    /// Largest JSON body, in KiB.
+    #[arg(long, default_value_t = 1_024)]
+    body_limit_kib: usize,
+}
+
+pub async fn run(database: &str, args: ServeArgs) -> Result<ExitCode> {
+    let store = connect(database).await?;
+    let admin_token = match std::env::var("FIDELIS_ADMIN_TOKEN") {
+        Ok(token) if !token.trim().is_empty() => {
+            store
+                .ensure_token(
+                    "bootstrap-admin",
+                    &auth::token_hash(token.trim()),
+                    "admin",
+                    Utc::now(),
+                )
+                .await?;
+            None
+        }
+        _ if !store.has_tokens().await? => {
+            let token = auth::new_token();
+            let new = NewToken {
+                name: "initial-admin".into(),
+                token_hash: auth::token_hash(&token),
+                role: "admin".into(),
+                program: None,
+                partner: None,
+                member: None,
+                scopes: None,
+            };
+            store
+                .create_token(
+                    &new,
+                    &Actor {
+                        name: "serve".into(),
+                        role: "admin".into(),
+                    }
+                    .entry(
+                        Utc::now(),
+                        "token.create",
+                        None,
+                        Some("initial-admin"),
+                    ),
+                )
+                .await?;
+            Some(token)
+        }
+        _ => None,
+    };
+    if args.demo {
+        eprintln!("preparing the demo program (on an empty database only)…");
+        if let Some(report) = fidelis_web::demo::seed(&store, Utc::now())
+            .await
+            .context("seeding the demo")?
+        {
+            eprintln!(
+                "demo: program `{}` with {} members and {} journals over thirty months",
+                fidelis_web::demo::PROGRAM,
+                report.members,
+                report.journals
+            );
+        }
+    }
+    let config = ServerConfig {
+        rate_limit_per_second: args.rate_limit,
+        body_limit: args.body_limit_kib * 1024,
+        ..ServerConfig::default()
+    };
+    let base = format!("http://{}", args.listen);
+    println!(
+        "Fidelis is listening on {base} ({} database)",
+        store.dialect()
+    );
+    println!("  API:      {base}/api/v1   (OpenAPI document: {base}/openapi.json)");
+    println!("  health:   {base}/healthz, {base}/readyz, metrics: {base}/metrics");
+    match &admin_token {
+        Some(token) => {
+            println!("  admin token (shown once, keep it): {token}");
+            println!("  try:      curl -H 'Authorization: Bearer {token}' {base}/api/v1/programs");
+        }
+        None => println!(
+            "  admin token: the one in FIDELIS_ADMIN_TOKEN, or the one printed on first start"
+        ),
+    }
+    if args.demo {
+        println!("  demo:     {base}/api/v1/programs/demo/members/C-100000");
+    }
+    fidelis_web::serve(AppState::new(store, config), args.listen)
+        .await
+        .with_context(|| format!("serving on {}", args.listen))?;
+    Ok(ExitCode::SUCCESS)
+}
