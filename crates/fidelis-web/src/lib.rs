@@ -60,6 +60,7 @@ pub struct AppState {
     pub tokens: Arc<auth::TokenCache>,
     pub config: Arc<ServerConfig>,
     metrics: metrics::Metrics,
+    openapi: Arc<utoipa::openapi::OpenApi>,
 }
 
 impl AppState {
@@ -69,6 +70,7 @@ impl AppState {
             tokens: Arc::default(),
             config: Arc::new(config),
             metrics: metrics::Metrics::global(),
+            openapi: Arc::new(openapi()),
         }
     }
 }
@@ -77,11 +79,11 @@ impl AppState {
 /// readiness and metrics.
 pub fn app(state: AppState) -> Router {
     let config = Arc::clone(&state.config);
-    let (api, openapi) = routes::api().split_for_parts();
-    let openapi = Arc::new(openapi);
+    let (api, _) = routes::api().split_for_parts();
+    let (operations, _) = routes::operations().split_for_parts();
     Router::new()
         .merge(routes::rate_limited(api, &config))
-        .merge(routes::operations(openapi))
+        .merge(operations)
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -97,9 +99,12 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The OpenAPI document of the API.
+/// The OpenAPI document: every route the application serves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes::api().split_for_parts().1
+    routes::api()
+        .merge(routes::operations())
+        .split_for_parts()
+        .1
 }
 
 /// Serves the application on `listen` until the process is stopped (Ctrl-C or SIGTERM).

@@ -14,7 +14,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, Response, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
 use chrono::{DateTime, Utc};
 use fidelis_store::LoadedProgram;
 use tower_governor::GovernorLayer;
@@ -23,6 +22,7 @@ use tower_governor::key_extractor::KeyExtractor;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult, ProblemBody};
 use crate::{AppState, ServerConfig};
@@ -129,30 +129,43 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
     )
 }
 
-/// Health, readiness, metrics and the OpenAPI document.
-pub(crate) fn operations(openapi: Arc<utoipa::openapi::OpenApi>) -> axum::Router<AppState> {
-    let document = {
-        let openapi = Arc::clone(&openapi);
-        move || {
-            let openapi = Arc::clone(&openapi);
-            async move { Json(openapi.as_ref().clone()) }
-        }
-    };
-    axum::Router::new()
-        .route("/openapi.json", get(document.clone()))
-        .route("/api/v1/openapi.json", get(document))
-        .route(
-            "/healthz",
-            get(|| async {
-                Json(crate::dto::Health {
-                    status: "ok".into(),
-                })
-            }),
-        )
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
+/// Health, readiness, metrics and the OpenAPI document (outside `/api/v1`, without rate
+/// limits, and documented like the rest).
+pub(crate) fn operations() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(openapi_document))
+        .routes(routes!(openapi_document_v1))
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
 }
 
+/// The OpenAPI 3.1 document of this API.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()),
+    responses((status = 200, description = "The OpenAPI document", body = Object)))]
+async fn openapi_document(State(state): State<AppState>) -> impl IntoResponse {
+    Json(state.openapi.as_ref().clone())
+}
+
+/// The OpenAPI 3.1 document of this API (the same, under the API's prefix).
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations", security(()),
+    responses((status = 200, description = "The OpenAPI document", body = Object)))]
+async fn openapi_document_v1(State(state): State<AppState>) -> impl IntoResponse {
+    Json(state.openapi.as_ref().clone())
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, body = crate::dto::Health)))]
+async fn health() -> Json<crate::dto::Health> {
+    Json(crate::dto::Health {
+        status: "ok".into(),
+    })
+}
+
+/// Readiness: the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses((status = 200, body = crate::dto::Health), (status = 503, body = ProblemBody, content_type = "application/problem+json")))]
 async fn ready(State(state): State<AppState>) -> ApiResult<Json<crate::dto::Health>> {
     state.store.ping().await.map_err(|_| {
         ApiError::new(
@@ -166,6 +179,10 @@ async fn ready(State(state): State<AppState>) -> ApiResult<Json<crate::dto::Heal
     }))
 }
 
+/// Prometheus metrics: requests and latency per route, journals by outcome, points issued
+/// and redeemed per currency.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -1,0 +1,526 @@
+//! The authorization matrix: every route of the API × every role (and no token), on the
+//! router itself (no socket). The routes come from the OpenAPI document, and the test
+//! fails if the matrix misses one, so a new route cannot go unchecked.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use chrono::Utc;
+use fidelis_store::{Actor, Enrollment, NewToken, Store};
+use fidelis_web::auth::{new_token, token_hash};
+use fidelis_web::{AppState, ServerConfig, app};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const ROLES: [&str; 6] = [
+    "admin",
+    "program_manager",
+    "agent",
+    "partner",
+    "member",
+    "none",
+];
+
+/// Operational endpoints answer everyone, without a token too.
+const PUBLIC: &[&str] = &ROLES;
+
+/// One operation and who may do it. `body` is sent as JSON.
+struct Case {
+    method: Method,
+    path: &'static str,
+    template: &'static str,
+    body: Option<Value>,
+    allowed: &'static [&'static str],
+}
+
+fn cases() -> Vec<Case> {
+    let purchase = |id: &str| json!({"external_id": id, "member": "m1", "type": "purchase", "occurred_at": "2026-11-20T10:00:00Z", "amount": "10", "currency": "EUR"});
+    let all: &[&str] = &["admin", "program_manager", "agent", "partner", "member"];
+    let staff: &[&str] = &["admin", "program_manager", "agent"];
+    let managers: &[&str] = &["admin", "program_manager"];
+    let writers: &[&str] = &["admin", "program_manager", "partner"];
+    let readers: &[&str] = &["admin", "program_manager", "agent", "member"];
+    let spenders: &[&str] = &["admin", "program_manager", "agent", "partner", "member"];
+    let journal_readers: &[&str] = &["admin", "program_manager", "agent", "partner", "member"];
+    let _ = all;
+    vec![
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs",
+            template: "/api/v1/programs",
+            body: None,
+            allowed: staff,
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/templates",
+            template: "/api/v1/templates",
+            body: None,
+            allowed: staff,
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop",
+            template: "/api/v1/programs/{program}",
+            body: None,
+            allowed: staff,
+        },
+        Case {
+            method: Method::PUT,
+            path: "/api/v1/programs/shop",
+            template: "/api/v1/programs/{program}",
+            body: Some(shop_definition()),
+            allowed: managers,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/new-{role}/from-template/retail",
+            template: "/api/v1/programs/{program}/from-template/{template}",
+            body: None,
+            allowed: managers,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/members",
+            template: "/api/v1/programs/{program}/members",
+            body: Some(json!({"member": "new-{role}"})),
+            allowed: staff,
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/members/m1",
+            template: "/api/v1/programs/{program}/members/{member}",
+            body: None,
+            allowed: readers,
+        },
+        Case {
+            method: Method::PUT,
+            path: "/api/v1/programs/shop/members/m2/status",
+            template: "/api/v1/programs/{program}/members/{member}/status",
+            body: Some(json!({"status": "active"})),
+            allowed: staff,
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/members/m1/balances",
+            template: "/api/v1/programs/{program}/members/{member}/balances",
+            body: None,
+            allowed: readers,
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/members/m1/ledger",
+            template: "/api/v1/programs/{program}/members/{member}/ledger",
+            body: None,
+            allowed: readers,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/members/m1/redemptions",
+            template: "/api/v1/programs/{program}/members/{member}/redemptions",
+            body: Some(json!({"external_id": "rd-{role}", "currency": "points", "points": 1})),
+            allowed: spenders,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/members/m1/adjustments",
+            template: "/api/v1/programs/{program}/members/{member}/adjustments",
+            body: Some(
+                json!({"external_id": "adj-{role}", "currency": "points", "points": 5, "reason": "goodwill"}),
+            ),
+            allowed: &["admin", "program_manager", "agent"],
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/journals",
+            template: "/api/v1/programs/{program}/journals",
+            body: Some(purchase("j-{role}")),
+            allowed: writers,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/journals/batch",
+            template: "/api/v1/programs/{program}/journals/batch",
+            body: None,
+            allowed: writers,
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/journals/p1-seed",
+            template: "/api/v1/programs/{program}/journals/{external_id}",
+            body: None,
+            allowed: journal_readers,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/journals/c-{role}/cancel",
+            template: "/api/v1/programs/{program}/journals/{external_id}/cancel",
+            body: None,
+            allowed: &["admin", "program_manager", "agent"],
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/simulate",
+            template: "/api/v1/programs/{program}/simulate",
+            body: Some(purchase("sim")),
+            allowed: writers,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/jobs/run",
+            template: "/api/v1/programs/{program}/jobs/run",
+            body: Some(json!({})),
+            allowed: managers,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/tokens",
+            template: "/api/v1/tokens",
+            body: Some(json!({"name": "t-{role}", "role": "agent"})),
+            allowed: &["admin"],
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/tokens",
+            template: "/api/v1/tokens",
+            body: None,
+            allowed: &["admin"],
+        },
+        Case {
+            method: Method::DELETE,
+            path: "/api/v1/tokens/999999",
+            template: "/api/v1/tokens/{id}",
+            body: None,
+            allowed: &["admin"],
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/users",
+            template: "/api/v1/users",
+            body: Some(
+                json!({"email": "{role}@example.com", "password": "a long enough password", "role": "agent"}),
+            ),
+            allowed: &["admin"],
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/audit",
+            template: "/api/v1/audit",
+            body: None,
+            allowed: staff,
+        },
+        Case {
+            method: Method::GET,
+            path: "/openapi.json",
+            template: "/openapi.json",
+            body: None,
+            allowed: PUBLIC,
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/openapi.json",
+            template: "/api/v1/openapi.json",
+            body: None,
+            allowed: PUBLIC,
+        },
+        Case {
+            method: Method::GET,
+            path: "/healthz",
+            template: "/healthz",
+            body: None,
+            allowed: PUBLIC,
+        },
+        Case {
+            method: Method::GET,
+            path: "/readyz",
+            template: "/readyz",
+            body: None,
+            allowed: PUBLIC,
+        },
+        Case {
+            method: Method::GET,
+            path: "/metrics",
+            template: "/metrics",
+            body: None,
+            allowed: PUBLIC,
+        },
+    ]
+}
+
+fn shop_definition() -> Value {
+    json!({"code": "shop", "name": "Shop", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+           "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "never"}}],
+           "earning": {"base": [{"currency": "points", "rate": "1"}]}})
+}
+
+struct World {
+    router: axum::Router,
+    tokens: Vec<(&'static str, Option<String>)>,
+    partner_other: String,
+    member_other: String,
+    _db: fidelis_testkit::SqliteDb,
+}
+
+async fn token(store: &Store, role: &str, partner: Option<&str>, member: Option<&str>) -> String {
+    let token = new_token();
+    let program = (role == "partner" || role == "member").then(|| "shop".to_owned());
+    store
+        .create_token(
+            &NewToken {
+                name: format!("{role}-{}", partner.or(member).unwrap_or("")),
+                token_hash: token_hash(&token),
+                role: role.into(),
+                program,
+                partner: partner.map(str::to_owned),
+                member: member.map(str::to_owned),
+                scopes: None,
+            },
+            &Actor::cli().entry(Utc::now(), "token.create", None, None),
+        )
+        .await
+        .unwrap();
+    token
+}
+
+async fn world() -> World {
+    let db = fidelis_testkit::sqlite_db();
+    let store = Store::connect(&db.url).await.unwrap();
+    let doc = serde_json::from_value(shop_definition()).unwrap();
+    let program = fidelis_core::program::Program::compile(&doc, None).unwrap();
+    let (loaded, _) = store
+        .put_program(&program, Utc::now(), &Actor::cli())
+        .await
+        .unwrap();
+    for m in ["m1", "m2"] {
+        store
+            .enroll(
+                &loaded,
+                &Enrollment {
+                    external_id: fidelis_core::ids::ExternalId::parse(m).unwrap(),
+                    profile: json!({}),
+                    enrolled_at: Utc::now(),
+                },
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+    }
+    let mut tokens = Vec::new();
+    for role in ROLES {
+        let t = match role {
+            "none" => None,
+            "partner" => Some(token(&store, role, Some("p1"), None).await),
+            "member" => Some(token(&store, role, None, Some("m1")).await),
+            _ => Some(token(&store, role, None, None).await),
+        };
+        tokens.push((role, t));
+    }
+    let partner_other = token(&store, "partner", Some("p2"), None).await;
+    let member_other = token(&store, "member", None, Some("m2")).await;
+    let router = app(AppState::new(store.clone(), ServerConfig::default()));
+    // Journals the matrix reads and cancels: one of partner p1 for each role's cancel.
+    let admin = tokens[0].1.clone().unwrap();
+    let mut journals = vec!["p1-seed".to_owned()];
+    journals.extend(ROLES.iter().map(|r| format!("c-{r}")));
+    for id in journals {
+        let body = json!({"external_id": id, "member": "m1", "type": "purchase", "occurred_at": "2026-11-20T10:00:00Z", "amount": "50", "currency": "EUR", "partner": "p1"});
+        let (status, _) = send(
+            &router,
+            Method::POST,
+            "/api/v1/programs/shop/journals",
+            Some(&admin),
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    World {
+        router,
+        tokens,
+        partner_other,
+        member_other,
+        _db: db,
+    }
+}
+
+async fn send(
+    router: &axum::Router,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        request = request.header("authorization", format!("Bearer {t}"));
+    }
+    let request = match body {
+        Some(b) => request
+            .header("content-type", "application/json")
+            .body(Body::from(b.to_string())),
+        None if path.ends_with("/batch") => request
+            .header("content-type", "application/x-ndjson")
+            .body(Body::empty()),
+        None => request.body(Body::empty()),
+    }
+    .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn every_route_answers_every_role_as_the_matrix_says() {
+    let world = world().await;
+    let cases = cases();
+    // The matrix covers every operation of the OpenAPI document.
+    let spec = serde_json::to_value(fidelis_web::openapi()).unwrap();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for method in item
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| ["get", "put", "post", "delete", "patch"].contains(&k.as_str()))
+        {
+            assert!(
+                cases
+                    .iter()
+                    .any(|c| c.template == path && c.method.as_str().eq_ignore_ascii_case(method)),
+                "{method} {path} is not in the authorization matrix"
+            );
+        }
+    }
+    for case in &cases {
+        for (role, token) in &world.tokens {
+            let path = case.path.replace("{role}", role);
+            let body = case
+                .body
+                .as_ref()
+                .map(|b| serde_json::from_str(&b.to_string().replace("{role}", role)).unwrap());
+            let (status, problem) = send(
+                &world.router,
+                case.method.clone(),
+                &path,
+                token.as_deref(),
+                body,
+            )
+            .await;
+            let allowed = case.allowed.contains(role);
+            match (*role, allowed) {
+                ("none", true) => assert_eq!(
+                    status,
+                    StatusCode::OK,
+                    "{} {path} without a token",
+                    case.method
+                ),
+                ("none", false) => assert_eq!(
+                    status,
+                    StatusCode::UNAUTHORIZED,
+                    "{} {path} without a token",
+                    case.method
+                ),
+                (_, true) => assert!(
+                    status != StatusCode::FORBIDDEN
+                        && status != StatusCode::UNAUTHORIZED
+                        && status.as_u16() < 500,
+                    "{} {path} as {role}: {status} {problem}",
+                    case.method
+                ),
+                (_, false) => {
+                    assert_eq!(
+                        status,
+                        StatusCode::FORBIDDEN,
+                        "{} {path} as {role}: {problem}",
+                        case.method
+                    );
+                    assert_eq!(problem["code"], "forbidden");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn members_and_partners_cannot_read_each_other() {
+    let world = world().await;
+    let r = &world.router;
+    // Member m2 reads member m1: refused, in every member-scoped read.
+    for path in [
+        "/api/v1/programs/shop/members/m1",
+        "/api/v1/programs/shop/members/m1/balances",
+        "/api/v1/programs/shop/members/m1/ledger",
+        "/api/v1/programs/shop/journals/p1-seed",
+    ] {
+        let (status, _) = send(r, Method::GET, path, Some(&world.member_other), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "member m2 reading {path}");
+    }
+    let (status, _) = send(
+        r,
+        Method::POST,
+        "/api/v1/programs/shop/members/m1/redemptions",
+        Some(&world.member_other),
+        Some(json!({"external_id": "steal", "currency": "points", "points": 1})),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "member m2 spending m1's points"
+    );
+    // Partner p2 reads partner p1's journal, or posts in p1's name: refused.
+    let (status, _) = send(
+        r,
+        Method::GET,
+        "/api/v1/programs/shop/journals/p1-seed",
+        Some(&world.partner_other),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = send(r, Method::POST, "/api/v1/programs/shop/journals", Some(&world.partner_other),
+        Some(json!({"external_id": "x", "member": "m1", "type": "purchase", "occurred_at": "2026-11-20T10:00:00Z", "amount": "1", "currency": "EUR", "partner": "p1"}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Their own data they may read.
+    let member_m1 = world
+        .tokens
+        .iter()
+        .find(|(r, _)| *r == "member")
+        .unwrap()
+        .1
+        .clone()
+        .unwrap();
+    let (status, body) = send(
+        r,
+        Method::GET,
+        "/api/v1/programs/shop/members/m1/balances",
+        Some(&member_m1),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body["balances"][0]["available"], 350,
+        "seven purchases of 50 by the seed"
+    );
+    let partner_p1 = world
+        .tokens
+        .iter()
+        .find(|(r, _)| *r == "partner")
+        .unwrap()
+        .1
+        .clone()
+        .unwrap();
+    let (status, _) = send(
+        r,
+        Method::GET,
+        "/api/v1/programs/shop/journals/p1-seed",
+        Some(&partner_p1),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -1,0 +1,484 @@
+//! The HTTP API end to end: a real `fidelis serve` process, real HTTP, on SQLite and on a
+//! throw-away PostgreSQL. Every error case is a clear 4xx that changes nothing.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+macro_rules! both_dialects {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = fidelis_testkit::sqlite_db();
+                    super::$name(super::Server::start(&db.url).await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Server::start(&fidelis_testkit::pg_url()).await).await;
+                }
+            )*
+        }
+    };
+}
+
+both_dialects!(
+    points_are_earned_spent_refunded_cancelled_and_expired,
+    replays_answer_the_first_outcome,
+    concurrent_redemptions_never_overdraw,
+    bad_requests_are_clear_and_change_nothing,
+);
+
+const ADMIN: &str = "e2e-admin-token";
+
+/// A `fidelis serve` process, stopped when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    async fn start(database: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_fidelis"))
+            .args([
+                "--database",
+                database,
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .env("FIDELIS_ADMIN_TOKEN", ADMIN)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting fidelis serve");
+        let server = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = server
+                .http
+                .get(format!("{}/readyz", server.base))
+                .send()
+                .await
+            {
+                if r.status() == StatusCode::OK {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fidelis serve did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base)
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(ADMIN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the request is answered");
+        let (status, headers) = (response.status(), response.headers().clone());
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, headers, body)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let (status, _, body) = self.call(reqwest::Method::POST, path, Some(body)).await;
+        (status, body)
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (status, _, body) = self.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+        body
+    }
+
+    /// A program with points that expire ten days after earning, and members.
+    async fn setup(&self, members: &[&str]) {
+        let (status, _, body) = self
+            .call(
+                reqwest::Method::PUT,
+                "/programs/shop",
+                Some(json!({"name": "Shop", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+                    "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "rolling", "days": 10}}],
+                    "earning": {"base": [{"currency": "points", "rate": "1"}]}})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        for m in members {
+            let (status, body) = self
+                .post(
+                    "/programs/shop/members",
+                    json!({"member": m, "profile": {"name": m}}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+    }
+
+    async fn available(&self, member: &str) -> i64 {
+        self.get(&format!("/programs/shop/members/{member}/balances"))
+            .await["balances"][0]["available"]
+            .as_i64()
+            .unwrap()
+    }
+
+    async fn ledger_len(&self, member: &str) -> usize {
+        self.get(&format!("/programs/shop/members/{member}/ledger?limit=500"))
+            .await["entries"]
+            .as_array()
+            .unwrap()
+            .len()
+    }
+}
+
+fn purchase(id: &str, member: &str, amount: &str) -> Value {
+    json!({"external_id": id, "member": member, "type": "purchase", "occurred_at": chrono::Utc::now().to_rfc3339(),
+           "amount": amount, "currency": "EUR"})
+}
+
+async fn points_are_earned_spent_refunded_cancelled_and_expired(s: Server) {
+    s.setup(&["m"]).await;
+    let (status, body) = s
+        .post("/programs/shop/journals", purchase("p1", "m", "120.00"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["awards"][0]["points"], 120);
+    let (status, body) = s
+        .post(
+            "/programs/shop/members/m/redemptions",
+            json!({"external_id": "r1", "currency": "points", "points": 50}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["balances"][0]["available"], 70);
+    let (status, body) = s
+        .post("/programs/shop/journals", json!({"external_id": "f1", "member": "m", "type": "refund", "occurred_at": chrono::Utc::now().to_rfc3339(),
+                                                "original_external_id": "p1", "amount": "20.00", "currency": "EUR"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["reversed"][0]["points"], 20);
+    let (status, body) = s.post("/programs/shop/journals/r1/cancel", json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["restored"][0]["points"], 50);
+    assert_eq!(s.available("m").await, 100);
+    // Expiry through the jobs endpoint: ten days later the points are gone, once.
+    let later = (chrono::Utc::now() + chrono::Duration::days(11)).to_rfc3339();
+    let (status, body) = s
+        .post("/programs/shop/jobs/run", json!({"as_of": later}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["settlements"], 1);
+    let (_, body) = s
+        .post("/programs/shop/jobs/run", json!({"as_of": later}))
+        .await;
+    assert_eq!(body["settlements"], 0, "a second run changes nothing");
+    let balances = s
+        .get(&format!(
+            "/programs/shop/members/m/balances?as_of={}",
+            later.replace('+', "%2B")
+        ))
+        .await;
+    assert_eq!(balances["balances"][0]["available"], 0);
+    let journal = s.get("/programs/shop/journals/r1").await;
+    assert_eq!(journal["status"], "cancelled");
+    let audit = s.get("/audit?program=shop").await;
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"program.create")
+            && actions.contains(&"journal.cancel")
+            && actions.contains(&"jobs.run"),
+        "{actions:?}"
+    );
+}
+
+async fn replays_answer_the_first_outcome(s: Server) {
+    s.setup(&["m"]).await;
+    let first = purchase("dup", "m", "10.00");
+    let (status, headers, body) = s
+        .call(
+            reqwest::Method::POST,
+            "/programs/shop/journals",
+            Some(first.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(headers.get("idempotent-replayed").is_none());
+    let (status, headers, replay) = s
+        .call(
+            reqwest::Method::POST,
+            "/programs/shop/journals",
+            Some(first.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers.get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(replay["balances"], body["balances"]);
+    let mut changed = first.clone();
+    changed["amount"] = "11.00".into();
+    let (status, conflict) = s.post("/programs/shop/journals", changed).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(conflict["code"], "idempotency_conflict");
+    assert_eq!(s.available("m").await, 10);
+    // The batch endpoint: one result per line, replays and rejections included.
+    let lines = [
+        purchase("b1", "m", "5.00"),
+        first,
+        json!({"external_id": "b2", "member": "ghost", "type": "purchase",
+        "occurred_at": chrono::Utc::now().to_rfc3339(), "amount": "1", "currency": "EUR"}),
+    ];
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect::<String>() + "not json\n";
+    let response = s
+        .http
+        .post(s.url("/programs/shop/journals/batch"))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    let results: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let statuses: Vec<&str> = results
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["processed", "replayed", "rejected", "rejected"]);
+    assert_eq!(results[2]["error"]["code"], "unknown_member");
+    assert_eq!(results[3]["error"]["code"], "invalid_json");
+    assert_eq!(s.available("m").await, 15);
+}
+
+async fn concurrent_redemptions_never_overdraw(s: Server) {
+    s.setup(&["m"]).await;
+    let (status, _) = s
+        .post("/programs/shop/journals", purchase("p", "m", "1000.00"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let requests = (0..50).map(|i| {
+        let (http, url) = (
+            s.http.clone(),
+            s.url("/programs/shop/members/m/redemptions"),
+        );
+        async move {
+            http.post(url)
+                .bearer_auth(ADMIN)
+                .json(&json!({"external_id": format!("r{i}"), "currency": "points", "points": 100}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    let statuses = futures::future::join_all(requests).await;
+    let redeemed = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    assert_eq!(redeemed, 10, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::UNPROCESSABLE_ENTITY)
+    );
+    assert_eq!(s.available("m").await, 0);
+}
+
+async fn bad_requests_are_clear_and_change_nothing(s: Server) {
+    s.setup(&["m", "sleeper"]).await;
+    let (status, _) = s
+        .post("/programs/shop/journals", purchase("p", "m", "50.00"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (before, entries) = (s.available("m").await, s.ledger_len("m").await);
+    let raw = |body: &'static str, content_type: &'static str| {
+        s.http
+            .post(s.url("/programs/shop/journals"))
+            .bearer_auth(ADMIN)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let cases: Vec<(reqwest::Response, StatusCode, &str)> = vec![
+        (
+            raw("{\"external_id\": ", "application/json").await.unwrap(),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            raw("{\"external_id\": 42}", "application/json")
+                .await
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            raw(
+                "{\"external_id\": \"x\", \"colour\": \"red\"}",
+                "application/json",
+            )
+            .await
+            .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            raw("{}", "text/plain").await.unwrap(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            s.http
+                .post(s.url("/programs/shop/journals"))
+                .bearer_auth(ADMIN)
+                .json(&purchase("u", "nobody", "5"))
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_member",
+        ),
+        (
+            s.http
+                .post(s.url("/programs/nosuch/journals"))
+                .bearer_auth(ADMIN)
+                .json(&purchase("u", "m", "5"))
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::NOT_FOUND,
+            "unknown_program",
+        ),
+        (
+            s.http
+                .post(s.url("/programs/shop/journals"))
+                .bearer_auth(ADMIN)
+                .json(&purchase("neg", "m", "-5"))
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_journal",
+        ),
+        (
+            s.http
+                .post(s.url("/programs/shop/members/m/redemptions"))
+                .bearer_auth(ADMIN)
+                .json(&json!({"external_id": "big", "currency": "points", "points": 51}))
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "insufficient_points",
+        ),
+        (
+            s.http
+                .post(s.url("/programs/shop/journals"))
+                .bearer_auth(ADMIN)
+                .header("content-type", "application/json")
+                .body(format!("{{\"external_id\": \"{}\"}}", "x".repeat(2 << 20)))
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            s.http
+                .get(s.url("/programs/shop/members/nobody"))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::NOT_FOUND,
+            "unknown_member",
+        ),
+        (
+            s.http
+                .get(s.url("/programs/shop/members/m"))
+                .bearer_auth("wrong")
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+    ];
+    for (response, status, code) in cases {
+        assert_eq!(response.status(), status, "{code}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{code}"
+        );
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["code"], code, "{problem}");
+        assert_eq!(problem["status"], status.as_u16());
+        assert!(!problem["detail"].as_str().unwrap().is_empty());
+    }
+    // A suspended member's journals are refused with the reason.
+    let (status, _, _) = s
+        .call(
+            reqwest::Method::PUT,
+            "/programs/shop/members/m/status",
+            Some(json!({"status": "suspended"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, problem) = s
+        .post("/programs/shop/journals", purchase("late", "m", "5.00"))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["code"], "member_suspended");
+    assert_eq!(
+        (s.available("m").await, s.ledger_len("m").await),
+        (before, entries),
+        "nothing changed"
+    );
+}
