@@ -2,6 +2,7 @@
 //! installed or started) and `cargo xtask bench-import` (the end-to-end import benchmark).
 
 mod bench;
+mod schemathesis;
 mod test;
 
 use std::path::PathBuf;

@@ -39,5 +39,5 @@ fn run_suites(server: &PgServer, extra: &[String]) -> Result<()> {
         // nextest does not run documentation tests.
         run_cmd(Command::new("cargo").args(["test", "--workspace", "--doc"]))?;
     }
-    Ok(())
+    crate::schemathesis::run()
 }

@@ -40,7 +40,7 @@ pub struct JournalRequest {
     pub partner: Option<String>,
     pub lines: Option<Vec<LineRequest>>,
     /// Custom attributes.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub attributes: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
@@ -201,7 +201,7 @@ pub struct EnrollRequest {
     /// The member's external id (the operator's customer number).
     pub member: String,
     /// Name, email, phone, birth date, custom attributes.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     #[serde(default)]
     pub profile: Option<serde_json::Map<String, serde_json::Value>>,
     /// RFC 3339; now when absent.
@@ -376,7 +376,7 @@ pub struct JournalBody {
     pub status: String,
     pub occurred_at: DateTime<Utc>,
     pub recorded_at: DateTime<Utc>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub document: Option<serde_json::Value>,
 }
 
@@ -491,9 +491,9 @@ pub struct AuditBody {
     pub action: String,
     pub program: Option<String>,
     pub subject: Option<String>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub before: Option<serde_json::Value>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub after: Option<serde_json::Value>,
 }
 

@@ -28,6 +28,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use extract::ApiJson;
+pub use routes::admin::BOOTSTRAP_TOKEN;
 
 /// Limits and settings of the server.
 #[derive(Debug, Clone)]

@@ -18,6 +18,9 @@ use crate::dto::{
 use crate::error::{ApiError, ApiResult};
 use crate::{ApiJson, AppState};
 
+/// The name of the token `FIDELIS_ADMIN_TOKEN` provides.
+pub const BOOTSTRAP_TOKEN: &str = "bootstrap-admin";
+
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_token, list_tokens))
@@ -153,6 +156,19 @@ async fn revoke_token(
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::not_found("unknown_token", "no live token with this id"))?;
+    let bootstrap = state
+        .store
+        .tokens()
+        .await?
+        .into_iter()
+        .any(|t| t.id == id && t.name == BOOTSTRAP_TOKEN);
+    if bootstrap {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "bootstrap_token",
+            "the bootstrap token is managed by FIDELIS_ADMIN_TOKEN: change or unset it and restart",
+        ));
+    }
     let audit = caller
         .actor()
         .entry(Utc::now(), "token.revoke", None, Some(&id.to_string()));

@@ -94,7 +94,7 @@ fn scope_partner(caller: &Caller, document: &mut JournalDocument) -> ApiResult<(
 /// Processes one journal in real time: accrual (purchase or activity), refund, redemption,
 /// adjustment or cancellation. Idempotent by `external_id`.
 #[utoipa::path(post, path = "/programs/{program}/journals", tag = "journals",
-    params(("program" = String, Path, description = "The program's code")),
+    params(("program" = String, Path, description = "The program's code", example = "demo")),
     request_body = JournalRequest,
     responses((status = 201, body = OutcomeBody, description = "Processed"),
               (status = 200, body = OutcomeBody, description = "A replay: the first outcome, header Idempotent-Replayed: true"),
@@ -116,9 +116,9 @@ async fn post_journal(
 /// line, in order. Lines are committed in groups of a thousand; a client that loses the
 /// connection may post the same body again: what was committed comes back as replays.
 #[utoipa::path(post, path = "/programs/{program}/journals/batch", tag = "journals",
-    params(("program" = String, Path, description = "The program's code")),
-    request_body(content = String, description = "NDJSON: one journal document per line", content_type = "application/x-ndjson"),
-    responses((status = 200, description = "NDJSON: one result per line", body = BatchLineBody, content_type = "application/x-ndjson"), Problems))]
+    params(("program" = String, Path, description = "The program's code", example = "demo")),
+    request_body(content = Vec<JournalRequest>, description = "NDJSON: one journal document per line", content_type = "application/x-ndjson"),
+    responses((status = 200, description = "NDJSON: one result per line, in order", body = Vec<BatchLineBody>, content_type = "application/x-ndjson"), Problems))]
 async fn post_batch(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -271,7 +271,7 @@ fn ndjson(line: &BatchLineBody) -> Bytes {
 
 /// A journal as stored: its document and status.
 #[utoipa::path(get, path = "/programs/{program}/journals/{external_id}", tag = "journals",
-    params(("program" = String, Path, description = "The program's code"), ("external_id" = String, Path, description = "The journal's external id")),
+    params(("program" = String, Path, description = "The program's code", example = "demo"), ("external_id" = String, Path, description = "The journal's external id")),
     responses((status = 200, body = JournalBody), Problems))]
 async fn get_journal(
     State(state): State<AppState>,
@@ -317,7 +317,7 @@ async fn get_journal(
 /// taken back as the currency's return policy allows). Idempotent: cancelling again
 /// answers the first outcome.
 #[utoipa::path(post, path = "/programs/{program}/journals/{external_id}/cancel", tag = "journals",
-    params(("program" = String, Path, description = "The program's code"), ("external_id" = String, Path, description = "The journal to cancel")),
+    params(("program" = String, Path, description = "The program's code", example = "demo"), ("external_id" = String, Path, description = "The journal to cancel")),
     responses((status = 201, body = OutcomeBody, description = "Cancelled"), (status = 200, body = OutcomeBody, description = "Already cancelled by this call before"), Problems))]
 async fn cancel(
     State(state): State<AppState>,
@@ -384,7 +384,7 @@ async fn cancel(
 
 /// A dry run: what processing this journal would do now, without changing anything.
 #[utoipa::path(post, path = "/programs/{program}/simulate", tag = "journals",
-    params(("program" = String, Path, description = "The program's code")),
+    params(("program" = String, Path, description = "The program's code", example = "demo")),
     request_body = JournalRequest,
     responses((status = 200, body = OutcomeBody, description = "What would happen"), Problems))]
 async fn simulate(
@@ -408,7 +408,7 @@ async fn simulate(
 /// Runs the time-driven jobs as of an instant: expiries and pending releases due.
 /// Idempotent: running again as of the same instant changes nothing.
 #[utoipa::path(post, path = "/programs/{program}/jobs/run", tag = "operations",
-    params(("program" = String, Path, description = "The program's code")),
+    params(("program" = String, Path, description = "The program's code", example = "demo")),
     request_body = JobsRequest,
     responses((status = 200, body = JobsReport), Problems))]
 async fn run_jobs(

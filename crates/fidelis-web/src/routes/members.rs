@@ -52,7 +52,7 @@ async fn member(
 
 /// Enrolls a member.
 #[utoipa::path(post, path = "/programs/{program}/members", tag = "members",
-    params(("program" = String, Path, description = "The program's code")),
+    params(("program" = String, Path, description = "The program's code", example = "demo")),
     request_body = EnrollRequest,
     responses((status = 201, body = MemberBody), Problems))]
 async fn enroll(
@@ -97,7 +97,7 @@ fn member_body(member: &MemberView, balances: &[fidelis_store::BalanceView]) -> 
 
 /// A member: profile, status and balances.
 #[utoipa::path(get, path = "/programs/{program}/members/{member}", tag = "members",
-    params(("program" = String, Path, description = "The program's code"), ("member" = String, Path, description = "The member's external id")),
+    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000")),
     responses((status = 200, body = MemberBody), Problems))]
 async fn get_member(
     State(state): State<AppState>,
@@ -114,7 +114,7 @@ async fn get_member(
 
 /// Suspends (no earning or redemption), reactivates or closes a member. Audited.
 #[utoipa::path(put, path = "/programs/{program}/members/{member}/status", tag = "members",
-    params(("program" = String, Path, description = "The program's code"), ("member" = String, Path, description = "The member's external id")),
+    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000")),
     request_body = StatusRequest,
     responses((status = 200, body = MemberBody), Problems))]
 async fn set_status(
@@ -148,7 +148,7 @@ async fn set_status(
 /// Balances per currency as of now (or `as_of`), with what expires and what becomes
 /// available when.
 #[utoipa::path(get, path = "/programs/{program}/members/{member}/balances", tag = "members",
-    params(("program" = String, Path, description = "The program's code"), ("member" = String, Path, description = "The member's external id"),
+    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000"),
            ("as_of" = Option<String>, Query, description = "RFC 3339; now when absent")),
     responses((status = 200, body = BalancesBody), Problems))]
 async fn balances(
@@ -172,7 +172,7 @@ async fn balances(
 
 /// Ledger entries, newest first.
 #[utoipa::path(get, path = "/programs/{program}/members/{member}/ledger", tag = "members",
-    params(("program" = String, Path, description = "The program's code"), ("member" = String, Path, description = "The member's external id"),
+    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000"),
            ("limit" = Option<i64>, Query, description = "Entries per page, 1 to 500 (default 50)"),
            ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
     responses((status = 200, body = LedgerPage), Problems))]
@@ -230,7 +230,7 @@ async fn ledger(
 
 /// Spends points, earliest expiry first. Idempotent by `external_id`.
 #[utoipa::path(post, path = "/programs/{program}/members/{member}/redemptions", tag = "members",
-    params(("program" = String, Path, description = "The program's code"), ("member" = String, Path, description = "The member's external id")),
+    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000")),
     request_body = RedemptionRequest,
     responses((status = 201, body = OutcomeBody, description = "Redeemed"), (status = 200, body = OutcomeBody, description = "A replay: the first outcome"), Problems))]
 async fn redeem(
@@ -266,7 +266,7 @@ async fn redeem(
 
 /// A manual adjustment by an agent, with a reason code. Audited.
 #[utoipa::path(post, path = "/programs/{program}/members/{member}/adjustments", tag = "members",
-    params(("program" = String, Path, description = "The program's code"), ("member" = String, Path, description = "The member's external id")),
+    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000")),
     request_body = AdjustmentRequest,
     responses((status = 201, body = OutcomeBody, description = "Adjusted"), (status = 200, body = OutcomeBody, description = "A replay: the first outcome"), Problems))]
 async fn adjust(

@@ -1,7 +1,7 @@
 //! The routes: `api()` is everything under `/api/v1` (documented in OpenAPI), and
 //! `operations()` the endpoints around it (health, readiness, metrics, the document).
 
-mod admin;
+pub(crate) mod admin;
 mod journals;
 mod members;
 mod programs;

@@ -33,7 +33,7 @@ pub async fn run(database: &str, args: ServeArgs) -> Result<ExitCode> {
         Ok(token) if !token.trim().is_empty() => {
             store
                 .ensure_token(
-                    "bootstrap-admin",
+                    fidelis_web::BOOTSTRAP_TOKEN,
                     &auth::token_hash(token.trim()),
                     "admin",
                     Utc::now(),
