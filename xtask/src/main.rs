@@ -2,6 +2,7 @@
 //! installed or started) and `cargo xtask bench-import` (the end-to-end import benchmark).
 
 mod bench;
+mod bench_api;
 mod schemathesis;
 mod test;
 
@@ -13,10 +14,12 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test::run(&args[1..]),
         Some("bench-import") => bench::run(&args[1..]),
+        Some("bench-api") => bench_api::run(&args[1..]),
         _ => {
             eprintln!(
                 "usage:\n  cargo xtask test [-- NEXTEST ARGS]   run every test (installs PostgreSQL if it can)\n  \
-                 cargo xtask bench-import [--journals N] [--members N] [--runs N] [--databases sqlite,postgres]"
+                 cargo xtask bench-import [--journals N] [--members N] [--runs N] [--databases sqlite,postgres]\n  \
+                 cargo xtask bench-api [--seconds N] [--connections N] [--members N]"
             );
             return ExitCode::from(2);
         }

@@ -1,0 +1,271 @@
+//! `cargo xtask bench-api`: realtime `POST /journals` under load on PostgreSQL, beside a
+//! bare PostgreSQL transaction doing the same writes, measured in the same run.
+//!
+//! The API side is `wrk` (Debian's package) with 16 connections posting unique purchases
+//! to `fidelis serve`; the bare side is `pgbench` with 16 clients running: lock the
+//! member's balance row, insert a ledger entry, update the balance. Both on one durable
+//! PostgreSQL server. Reports throughput, p50 and p99 of each and their ratios.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use fidelis_testkit::{PgOptions, PgServer};
+
+use crate::{ensure_postgres, root, run_cmd};
+
+struct Options {
+    seconds: u32,
+    connections: u32,
+    members: u32,
+}
+
+fn options(args: &[String]) -> Result<Options> {
+    let mut o = Options {
+        seconds: 30,
+        connections: 16,
+        members: 10_000,
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--seconds" => o.seconds = value.parse()?,
+            "--connections" => o.connections = value.parse()?,
+            "--members" => o.members = value.parse()?,
+            other => bail!("unknown option {other}"),
+        }
+    }
+    Ok(o)
+}
+
+struct Figures {
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    failed: u64,
+}
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn ensure_wrk() -> Result<()> {
+    if Command::new("wrk").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing wrk (apt-get install wrk)…");
+    let status = Command::new("apt-get").args(["install", "-y", "-q", "wrk"]).env("DEBIAN_FRONTEND", "noninteractive").status();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        _ => bail!("the load benchmark needs wrk: apt-get install wrk"),
+    }
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let o = options(args)?;
+    ensure_postgres()?;
+    ensure_wrk()?;
+    run_cmd(Command::new("cargo").args(["build", "--release", "-p", "fidelis"]))?;
+    let bin = root().join("target/release/fidelis");
+    let dir = root().join("target/bench-api");
+    std::fs::create_dir_all(&dir)?;
+    let server = PgServer::start(PgOptions { durable: true, watchdog: true }).map_err(anyhow::Error::msg)?;
+    let bare = bare(&server, &dir, &o)?;
+    let api = api(&server, &bin, &dir, &o)?;
+    server.stop();
+    println!(
+        "\nrealtime POST /journals on PostgreSQL (durable), {} connections × {} s, {} members:\n",
+        o.connections, o.seconds, o.members
+    );
+    println!("| | per second | p50 (ms) | p99 (ms) | failed |");
+    println!("| --- | --- | --- | --- | --- |");
+    for (name, f) in [("API", &api), ("bare transaction", &bare)] {
+        println!("| {name} | {:.0} | {:.2} | {:.2} | {} |", f.per_second, f.p50_ms, f.p99_ms, f.failed);
+    }
+    println!(
+        "\nthroughput API / bare = {:.2} (target ≥ 0.60); p99 API / bare = {:.2} (target ≤ 3)",
+        api.per_second / bare.per_second,
+        api.p99_ms / bare.p99_ms
+    );
+    std::fs::write(
+        dir.join("results.json"),
+        format!(
+            "{{\"api\": {{\"per_second\": {:.0}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3}}}, \"bare\": {{\"per_second\": {:.0}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3}}}}}\n",
+            api.per_second, api.p50_ms, api.p99_ms, bare.per_second, bare.p50_ms, bare.p99_ms
+        ),
+    )?;
+    anyhow::ensure!(api.failed == 0, "{} API requests failed", api.failed);
+    Ok(())
+}
+
+fn api(server: &PgServer, bin: &Path, dir: &Path, o: &Options) -> Result<Figures> {
+    let url = server.create_database("api").map_err(anyhow::Error::msg)?;
+    let quiet = |args: &[&str]| -> Result<()> {
+        let out = Command::new(bin).arg("--database").arg(&url).args(args).output()?;
+        anyhow::ensure!(out.status.success(), "fidelis {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    };
+    quiet(&["program", "create", "bench", "--template", "retail"])?;
+    let members: String = (0..o.members).map(|m| format!("{{\"member\": \"M{m:07}\"}}\n")).collect();
+    let members_file = dir.join("members.ndjson");
+    std::fs::write(&members_file, members)?;
+    quiet(&["members", "import", "--program", "bench", members_file.to_str().context("path")?])?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let token = "bench-api-token";
+    let _serve = Process(
+        Command::new(bin)
+            .arg("--database")
+            .arg(&url)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("FIDELIS_ADMIN_TOKEN", token)
+            .env("FIDELIS_RATE_LIMIT", "10000000")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{port}/readyz")]).output().map(|o| !o.status.success()).unwrap_or(true) {
+        anyhow::ensure!(Instant::now() < deadline, "fidelis serve did not become ready");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let occurred_at = (chrono_like_now_minus_minute()).to_owned();
+    let script = dir.join("purchase.lua");
+    std::fs::write(
+        &script,
+        format!(
+            r#"-- One unique purchase per request, for a random member.
+local threads = {{}}
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("id", #threads)
+end
+function init(args)
+  counter = 0
+  prefix = "w" .. id .. "-" .. os.time()
+  math.randomseed(os.time() + id)
+end
+function request()
+  counter = counter + 1
+  local cents = math.random(500, 25000)
+  local body = string.format('{{"external_id":"%s-%d","member":"M%07d","type":"purchase","occurred_at":"{occurred_at}","amount":"%d.%02d","currency":"EUR"}}',
+    prefix, counter, math.random(0, {members} - 1), math.floor(cents / 100), cents % 100)
+  return wrk.format("POST", "/api/v1/programs/bench/journals",
+    {{["Content-Type"] = "application/json", ["Authorization"] = "Bearer {token}"}}, body)
+end
+function done(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %d %d %d\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"#,
+            members = o.members
+        ),
+    )?;
+    // Warm up (connections, caches), then measure.
+    let wrk = |seconds: u32| -> Result<String> {
+        let out = Command::new("wrk")
+            .args(["-t", "2", "-c", &o.connections.to_string(), "-d", &format!("{seconds}s"), "--latency", "-s"])
+            .arg(&script)
+            .arg(format!("http://127.0.0.1:{port}"))
+            .output()?;
+        anyhow::ensure!(out.status.success(), "wrk: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    wrk(5)?;
+    let output = wrk(o.seconds)?;
+    let line = output.lines().find(|l| l.starts_with("RESULT ")).context("no result from wrk")?;
+    let n: Vec<f64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    anyhow::ensure!(n.len() == 5, "wrk result: {line}");
+    Ok(Figures {
+        per_second: n[0] / (n[1] / 1e6),
+        p50_ms: n[2] / 1000.0,
+        p99_ms: n[3] / 1000.0,
+        failed: n[4] as u64,
+    })
+}
+
+/// An instant a minute ago in RFC 3339 (from `date`, to keep xtask free of a time crate).
+fn chrono_like_now_minus_minute() -> String {
+    Command::new("date")
+        .args(["-u", "-d", "1 minute ago", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|_| "2026-01-01T00:00:00Z".into())
+}
+
+fn bare(server: &PgServer, dir: &Path, o: &Options) -> Result<Figures> {
+    server.create_database("bare").map_err(anyhow::Error::msg)?;
+    let psql = |sql: &str| -> Result<()> {
+        let out = Command::new(server.bindir.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "fidelis", "-d", "bare", "-v", "ON_ERROR_STOP=1", "-qc", sql])
+            .output()?;
+        anyhow::ensure!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    };
+    psql(&format!(
+        "CREATE TABLE bare_balances (member_id BIGINT PRIMARY KEY, balance BIGINT NOT NULL) WITH (fillfactor = 80); \
+         CREATE TABLE bare_ledger (id BIGSERIAL PRIMARY KEY, member_id BIGINT NOT NULL, amount BIGINT NOT NULL, at TIMESTAMPTZ NOT NULL); \
+         INSERT INTO bare_balances SELECT m, 0 FROM generate_series(0, {} - 1) AS m;",
+        o.members
+    ))?;
+    psql("VACUUM ANALYZE bare_balances")?;
+    let script = dir.join("bare.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "\\set m random(0, {} - 1)\n\\set points random(5, 250)\nBEGIN;\n\
+             SELECT balance FROM bare_balances WHERE member_id = :m FOR UPDATE;\n\
+             INSERT INTO bare_ledger (member_id, amount, at) VALUES (:m, :points, now());\n\
+             UPDATE bare_balances SET balance = balance + :points WHERE member_id = :m;\nEND;\n",
+            o.members
+        ),
+    )?;
+    let logs = dir.join("pgbench-logs");
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs)?;
+    let pgbench = |seconds: u32, log: bool| -> Result<String> {
+        let mut cmd = Command::new(server.bindir.join("pgbench"));
+        cmd.args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "fidelis", "-n", "-M", "prepared"])
+            .args(["-c", &o.connections.to_string(), "-j", "2", "-T", &seconds.to_string(), "-f"])
+            .arg(&script);
+        if log {
+            cmd.arg("--log").arg(format!("--log-prefix={}", logs.join("tx").display()));
+        }
+        let out = cmd.arg("bare").output()?;
+        anyhow::ensure!(out.status.success(), "pgbench: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    pgbench(5, false)?;
+    let output = pgbench(o.seconds, true)?;
+    let tps: f64 = output
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .context("no tps in pgbench's output")?;
+    // Per-transaction logs: the third column is the latency in microseconds.
+    let mut latencies: Vec<f64> = Vec::new();
+    for entry in std::fs::read_dir(&logs)? {
+        let text = std::fs::read_to_string(entry?.path())?;
+        latencies.extend(text.lines().filter_map(|l| l.split_whitespace().nth(2)?.parse::<f64>().ok()));
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0.0) / 1000.0;
+    let failed = output
+        .lines()
+        .find(|l| l.contains("number of failed transactions"))
+        .and_then(|l| l.split(':').nth(1)?.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    Ok(Figures {
+        per_second: tps,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        failed,
+    })
+}
