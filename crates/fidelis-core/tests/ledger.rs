@@ -454,6 +454,15 @@ fn journal_documents_are_checked_with_clear_reasons() {
             "reason",
         ),
         (
+            // i64::MIN has no absolute value: it must be refused, not overflow.
+            json!({"external_id": "x", "member": "m", "type": "adjustment", "occurred_at": "2026-01-10T12:00:00Z", "currency": "points", "points": i64::MIN, "reason": "fix"}),
+            "at most",
+        ),
+        (
+            json!({"external_id": "x", "member": "m", "type": "redemption", "occurred_at": "2026-01-10T12:00:00Z", "currency": "points", "points": i64::MIN}),
+            "points must be",
+        ),
+        (
             json!({"external_id": "x", "member": "m", "type": "redemption", "occurred_at": "2026-01-10T12:00:00Z", "currency": "gold", "points": 5}),
             "not a currency",
         ),

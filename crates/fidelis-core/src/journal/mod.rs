@@ -195,7 +195,7 @@ impl Journal {
                 let points = doc
                     .points
                     .ok_or_else(|| invalid("points is required".into()))?;
-                if points == 0 || points.abs() > MAX_POINTS {
+                if points == 0 || points.unsigned_abs() > MAX_POINTS.unsigned_abs() {
                     return Err(invalid(format!(
                         "points must be non-zero and at most {MAX_POINTS} either way"
                     )));
