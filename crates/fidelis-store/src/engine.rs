@@ -71,6 +71,17 @@ pub struct ImportProgress {
     pub rejections: Vec<RejectionRow>,
 }
 
+/// Whether a batch must run on the program's current revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Revision {
+    /// The program was read from a cache: a batch finding another revision stored is
+    /// refused with [`StoreError::ProgramChanged`] (the caller reloads it and retries).
+    Current,
+    /// The caller read the program for this work and keeps its rules to the end (an
+    /// import that started on a revision finishes on it).
+    AsLoaded,
+}
+
 /// Processes a batch of journals in the transaction `tx` (not committed here).
 pub(crate) async fn post_batch<T: LedgerTx>(
     tx: &mut T,
@@ -78,6 +89,7 @@ pub(crate) async fn post_batch<T: LedgerTx>(
     prepared: &[Prepared],
     now: DateTime<Utc>,
     progress: Option<&ImportProgress>,
+    check: Revision,
 ) -> Result<Vec<JournalResult>> {
     let program = &lp.program;
     let journals: Vec<&Journal> = prepared.iter().map(|p| &p.journal).collect();
@@ -90,24 +102,10 @@ pub(crate) async fn post_batch<T: LedgerTx>(
         .collect();
     let mut results: Vec<Option<JournalResult>> = vec![None; journals.len()];
 
-    // Members, locked first (by their names), then read: their status is current.
+    // Members, locked first (by their names), then read with their accounts, the journals
+    // named (replays, and what refunds and cancellations refer to) and fresh ids: their
+    // state is current.
     let member_names: Vec<&str> = unique(journals.iter().map(|j| j.member.as_str()));
-    tx.lock_members(&lock_keys(lp.id, member_names.iter().copied()))
-        .await?;
-    let members = tx.resolve_members(lp.id, &member_names).await?;
-    let member_by_name: FxHashMap<&str, i64> = members
-        .iter()
-        .map(|m| (m.external_id.as_str(), m.id))
-        .collect();
-    let member_ids: Vec<i64> = members.iter().map(|m| m.id).collect();
-    for m in &members {
-        batch.insert_ledger(m.id, &m.status)?;
-    }
-    for row in tx.load_accounts(&member_ids).await? {
-        batch.put_account(row)?;
-    }
-
-    // Journals posted before: replays, and what refunds and cancellations refer to.
     let mut names: Vec<&str> = journals.iter().map(|j| j.external_id.as_str()).collect();
     names.extend(
         journals
@@ -116,9 +114,34 @@ pub(crate) async fn post_batch<T: LedgerTx>(
             .map(|o| o.as_str()),
     );
     let names = unique(names.into_iter());
-    let existing: FxHashMap<String, JournalRow> = tx
-        .load_journals_by_external_id(lp.id, &names)
-        .await?
+    let opening = tx
+        .open_batch(
+            lp.id,
+            &lock_keys(lp.id, member_names.iter().copied()),
+            &member_names,
+            &names,
+            journals.len() * 2,
+        )
+        .await?;
+    if opening.revision.is_none() {
+        return Err(StoreError::UnknownProgram(program.code.to_string()));
+    }
+    if check == Revision::Current && opening.revision != Some(lp.revision) {
+        return Err(StoreError::ProgramChanged(program.code.to_string()));
+    }
+    let members = opening.members;
+    let member_by_name: FxHashMap<&str, i64> = members
+        .iter()
+        .map(|m| (m.external_id.as_str(), m.id))
+        .collect();
+    for m in &members {
+        batch.insert_ledger(m.id, &m.status)?;
+    }
+    for row in opening.accounts {
+        batch.put_account(row)?;
+    }
+    let existing: FxHashMap<String, JournalRow> = opening
+        .journals
         .into_iter()
         .filter_map(|r| r.external_id.clone().map(|e| (e, r)))
         .collect();
@@ -137,10 +160,7 @@ pub(crate) async fn post_batch<T: LedgerTx>(
     needing.dedup();
     batch.load_buckets(tx, &needing).await?;
 
-    let mut ids = tx
-        .reserve_journal_ids(journals.len() * 2)
-        .await?
-        .into_iter();
+    let mut ids = opening.ids.into_iter();
     let mut seen: FxHashMap<&str, (usize, &Journal)> = FxHashMap::default();
     for (i, (journal, prepared)) in journals.iter().copied().zip(prepared).enumerate() {
         let name = journal.external_id.as_str();
@@ -804,13 +824,14 @@ impl<'p> Batch<'p> {
                 });
             }
         }
-        let program_id = self.lp.id;
-        tx.insert_journals(program_id, &journal_rows).await?;
-        tx.insert_entries(program_id, &entry_rows).await?;
-        tx.upsert_buckets(program_id, &bucket_rows).await?;
-        tx.upsert_accounts(program_id, &account_rows).await?;
-        tx.update_journals(&updates).await?;
-        Ok(())
+        let rows = WriteSet {
+            journals: journal_rows,
+            entries: entry_rows,
+            buckets: bucket_rows,
+            accounts: account_rows,
+            updates,
+        };
+        tx.write_batch(self.lp.id, &rows).await
     }
 }
 

@@ -23,6 +23,13 @@ pub enum StoreError {
     /// Stored data that contradicts the rules (a bug, or a database edited by hand).
     #[error("stored data is inconsistent: {0}")]
     Inconsistent(String),
+    /// The program was changed since the caller read it: read it again and retry.
+    #[error("program {0:?} was changed meanwhile")]
+    ProgramChanged(String),
+    /// The store is shutting down; the operation's outcome is unknown (retrying with the
+    /// same external id is safe).
+    #[error("the store is shutting down")]
+    Stopped,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]

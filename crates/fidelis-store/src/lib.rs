@@ -18,6 +18,7 @@ mod access;
 pub mod bare;
 mod engine;
 mod error;
+mod group_commit;
 mod imports;
 mod members;
 mod postgres;
@@ -28,7 +29,7 @@ mod views;
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -38,6 +39,7 @@ use sqlx::sqlite::{
 };
 
 pub use access::{Actor, AuditEntry, AuditFilter, NewToken, TokenRecord, UserRecord};
+use engine::Revision;
 pub use engine::{ImportProgress, JournalResult, LoadedProgram, Posted, Prepared, SettleReport};
 pub use error::{Result, StoreError};
 pub use imports::{ImportRun, PartitionProgress};
@@ -56,6 +58,9 @@ pub(crate) const UNIQUE_RETRIES: usize = 3;
 pub struct Store {
     db: Db,
     programs: Arc<RwLock<HashMap<String, Arc<LoadedProgram>>>>,
+    /// Started on the first realtime journal (it needs a running Tokio runtime).
+    committer: Arc<OnceLock<group_commit::GroupCommit>>,
+    committers: usize,
 }
 
 #[derive(Clone)]
@@ -92,11 +97,9 @@ macro_rules! in_ledger_tx {
                     }
                 }
                 Db::Postgres(pool) => {
-                    let mut $tx = postgres::PgTx {
-                        tx: pool.begin().await?,
-                    };
+                    let mut $tx = postgres::PgTx::new(pool);
                     match $body {
-                        Ok(v) => $tx.tx.commit().await.map(|_| v).map_err(StoreError::from),
+                        Ok(v) => $tx.commit().await.map(|_| v),
                         Err(e) => Err(e),
                     }
                 }
@@ -110,6 +113,12 @@ macro_rules! in_ledger_tx {
 }
 pub(crate) use in_ledger_tx;
 
+/// Group-commit transactions in flight at once on PostgreSQL, by default. Two keep one
+/// transaction filling while the other waits for its commit to reach the disk; more
+/// split the arrivals into smaller groups and cost more commits (measured with
+/// `cargo xtask bench-api`).
+pub const DEFAULT_COMMITTERS: usize = 2;
+
 /// Connection settings beyond the URL.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
@@ -117,6 +126,9 @@ pub struct ConnectOptions {
     pub max_connections: u32,
     /// How long a SQLite writer waits for the write lock before failing.
     pub busy_timeout: Duration,
+    /// Concurrent group-commit transactions for realtime journals on PostgreSQL (SQLite
+    /// has one writer, so one).
+    pub committers: usize,
 }
 
 impl Default for ConnectOptions {
@@ -124,6 +136,7 @@ impl Default for ConnectOptions {
         Self {
             max_connections: 16,
             busy_timeout: Duration::from_secs(30),
+            committers: DEFAULT_COMMITTERS,
         }
     }
 }
@@ -177,9 +190,15 @@ impl Store {
                 "{url:?}: use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"
             )));
         };
+        let committers = match db {
+            Db::Sqlite(_) => 1,
+            Db::Postgres(_) => options.committers,
+        };
         Ok(Self {
             db,
             programs: Arc::default(),
+            committer: Arc::default(),
+            committers,
         })
     }
 
@@ -215,10 +234,59 @@ impl Store {
         now: DateTime<Utc>,
         progress: Option<&ImportProgress>,
     ) -> Result<Vec<JournalResult>> {
+        self.post_checked(program, journals, now, progress, Revision::AsLoaded)
+            .await
+    }
+
+    pub(crate) async fn post_checked(
+        &self,
+        program: &LoadedProgram,
+        journals: &[Prepared],
+        now: DateTime<Utc>,
+        progress: Option<&ImportProgress>,
+        check: Revision,
+    ) -> Result<Vec<JournalResult>> {
         in_ledger_tx!(self, |tx| engine::post_batch(
-            &mut tx, program, journals, now, progress
+            &mut tx, program, journals, now, progress, check
         )
         .await)
+    }
+
+    /// Posts one realtime journal, sharing a transaction with the realtime journals that
+    /// arrive at the same moment ([`group_commit`]): under load, a fraction of the round
+    /// trips and WAL flushes per journal. The result is the journal's own, as if posted
+    /// alone with [`Store::post_journals`].
+    pub async fn post_realtime(
+        &self,
+        program: &Arc<LoadedProgram>,
+        journal: Prepared,
+        now: DateTime<Utc>,
+    ) -> Result<JournalResult> {
+        let committer = self.committer.get_or_init(|| {
+            let direct = Self {
+                db: self.db.clone(),
+                programs: Arc::clone(&self.programs),
+                committer: Arc::default(),
+                committers: 0,
+            };
+            group_commit::GroupCommit::start(&direct, self.committers)
+        });
+        let journal = match committer.post(Arc::clone(program), journal, now).await {
+            Ok(result) => return result,
+            Err(journal) => journal,
+        };
+        let mut results = self
+            .post_checked(
+                program,
+                std::slice::from_ref(&journal),
+                now,
+                None,
+                Revision::Current,
+            )
+            .await?;
+        results.pop().ok_or_else(|| {
+            StoreError::Inconsistent("a journal posted alone answered nothing".into())
+        })
     }
 
     /// What posting `journal` now would do, without changing anything: it is processed in
@@ -235,16 +303,18 @@ impl Store {
                 let mut tx = sqlite::SqliteTx {
                     tx: pool.begin_with("BEGIN IMMEDIATE").await?,
                 };
-                let result = engine::post_batch(&mut tx, program, journals, now, None).await;
+                let result =
+                    engine::post_batch(&mut tx, program, journals, now, None, Revision::AsLoaded)
+                        .await;
                 tx.tx.rollback().await?;
                 result?
             }
             Db::Postgres(pool) => {
-                let mut tx = postgres::PgTx {
-                    tx: pool.begin().await?,
-                };
-                let result = engine::post_batch(&mut tx, program, journals, now, None).await;
-                tx.tx.rollback().await?;
+                let mut tx = postgres::PgTx::new(pool);
+                let result =
+                    engine::post_batch(&mut tx, program, journals, now, None, Revision::AsLoaded)
+                        .await;
+                tx.rollback().await?;
                 result?
             }
         };

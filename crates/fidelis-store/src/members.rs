@@ -235,14 +235,15 @@ impl sqlite::SqliteTx<'_> {
     }
 }
 
-impl postgres::PgTx<'_> {
+impl postgres::PgTx {
     async fn set_member_status(&mut self, id: i64, status: &str, audit: &AuditEntry) -> Result<()> {
+        let conn = self.conn().await?;
         sqlx::query("UPDATE members SET status = $1 WHERE id = $2")
             .bind(status)
             .bind(id)
-            .execute(&mut *self.tx)
+            .execute(&mut *conn)
             .await?;
-        insert_audit!(self.tx, audit, postgres);
+        insert_audit!(conn, audit, postgres);
         Ok(())
     }
 }

@@ -6,14 +6,50 @@
 //! in, `UNNEST` on the server, one statement per table and batch.
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::rows::*;
 
-pub(crate) struct PgTx<'c> {
-    pub tx: Transaction<'c, Postgres>,
+/// A transaction begun on first use: a batch's first statement takes its member locks,
+/// and sending `BEGIN` with it saves a round trip.
+pub(crate) struct PgTx {
+    pool: PgPool,
+    tx: Option<Transaction<'static, Postgres>>,
+}
+
+impl PgTx {
+    pub(crate) fn new(pool: &PgPool) -> Self {
+        Self {
+            pool: pool.clone(),
+            tx: None,
+        }
+    }
+
+    /// The transaction's connection, begun now if it was not yet.
+    pub(crate) async fn conn(&mut self) -> Result<&mut PgConnection> {
+        let tx = match &mut self.tx {
+            Some(tx) => tx,
+            slot @ None => slot.insert(self.pool.begin().await?),
+        };
+        Ok(&mut **tx)
+    }
+
+    /// Commits what was done (nothing to do if nothing was).
+    pub(crate) async fn commit(self) -> Result<()> {
+        if let Some(tx) = self.tx {
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn rollback(self) -> Result<()> {
+        if let Some(tx) = self.tx {
+            tx.rollback().await?;
+        }
+        Ok(())
+    }
 }
 
 const BUCKET_COLUMNS: &str = "b.member_id, b.journal_id, b.seq, b.currency, b.credited_at, b.expires_at, b.available_at, b.pending, b.credited, b.remaining, b.expired_unclaimed";
@@ -83,11 +119,23 @@ pub(crate) fn account_row(r: &PgRow) -> Result<AccountRow> {
     })
 }
 
+/// Journal ids come from the sequence in blocks of this many (its INCREMENT).
+const ID_BLOCK: usize = 64;
+
+/// `count` ids from blocks starting at `starts`.
+fn id_blocks(starts: Vec<i64>, count: usize) -> Vec<i64> {
+    starts
+        .into_iter()
+        .flat_map(|start| start..start + ID_BLOCK as i64)
+        .take(count)
+        .collect()
+}
+
 fn split(pairs: &[(i64, i64)]) -> (Vec<i64>, Vec<i64>) {
     pairs.iter().copied().unzip()
 }
 
-impl LedgerTx for PgTx<'_> {
+impl LedgerTx for PgTx {
     async fn resolve_members(
         &mut self,
         program_id: i64,
@@ -98,7 +146,7 @@ impl LedgerTx for PgTx<'_> {
         )
         .bind(program_id)
         .bind(external_ids)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -116,9 +164,24 @@ impl LedgerTx for PgTx<'_> {
             return Ok(());
         }
         // `unnest` keeps the array's (ascending) order, so locks are taken in that order.
+        if self.tx.is_none() {
+            // BEGIN and the locks in one simple query (one round trip); the keys are
+            // integers, written as literals. The ledger statements take arrays whose
+            // length changes every time, so PostgreSQL would plan them afresh on every
+            // execution (their generic plans look costlier than a one-element custom
+            // plan); their plans do not depend on the values, so plan them once.
+            let keys: Vec<String> = keys.iter().map(ToString::to_string).collect();
+            let sql = format!(
+                "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
+                 SELECT count(pg_advisory_xact_lock(k)) FROM unnest('{{{}}}'::bigint[]) AS t(k)",
+                keys.join(",")
+            );
+            self.tx = Some(self.pool.begin_with(sqlx::AssertSqlSafe(sql)).await?);
+            return Ok(());
+        }
         sqlx::query("SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS t(k)")
             .bind(keys)
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -129,7 +192,7 @@ impl LedgerTx for PgTx<'_> {
              FROM accounts WHERE member_id = ANY($1)",
         )
         .bind(member_ids)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.conn().await?)
         .await?;
         rows.iter().map(account_row).collect()
     }
@@ -140,7 +203,7 @@ impl LedgerTx for PgTx<'_> {
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(member_ids)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.conn().await?)
             .await?;
         rows.iter().map(bucket_row).collect()
     }
@@ -154,7 +217,7 @@ impl LedgerTx for PgTx<'_> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(members)
             .bind(ids)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.conn().await?)
             .await?;
         rows.iter().map(bucket_row).collect()
     }
@@ -170,7 +233,7 @@ impl LedgerTx for PgTx<'_> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(program_id)
             .bind(external_ids)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.conn().await?)
             .await?;
         rows.iter().map(journal_row).collect()
     }
@@ -184,7 +247,7 @@ impl LedgerTx for PgTx<'_> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(members)
             .bind(ids)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.conn().await?)
             .await?;
         rows.iter().map(journal_row).collect()
     }
@@ -198,23 +261,18 @@ impl LedgerTx for PgTx<'_> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(members)
             .bind(ids)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.conn().await?)
             .await?;
         rows.iter().map(entry_row).collect()
     }
 
     async fn reserve_journal_ids(&mut self, count: usize) -> Result<Vec<i64>> {
-        const BLOCK: usize = 64;
         let blocks: Vec<i64> =
             sqlx::query_scalar("SELECT nextval('journal_ids') FROM generate_series(1, $1)")
-                .bind(count.div_ceil(BLOCK) as i64)
-                .fetch_all(&mut *self.tx)
+                .bind(count.div_ceil(ID_BLOCK) as i64)
+                .fetch_all(self.conn().await?)
                 .await?;
-        Ok(blocks
-            .into_iter()
-            .flat_map(|start| start..start + BLOCK as i64)
-            .take(count)
-            .collect())
+        Ok(id_blocks(blocks, count))
     }
 
     async fn insert_journals(&mut self, program_id: i64, rows: &[JournalRow]) -> Result<()> {
@@ -243,7 +301,7 @@ impl LedgerTx for PgTx<'_> {
         .bind(rows.iter().map(|r| r.document.as_deref()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.outcome.as_deref()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.state.as_deref()).collect::<Vec<_>>())
-        .execute(&mut *self.tx)
+        .execute(self.conn().await?)
         .await?;
         Ok(())
     }
@@ -269,7 +327,7 @@ impl LedgerTx for PgTx<'_> {
         .bind(rows.iter().map(|r| r.bucket_seq).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.amount).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.effective_at).collect::<Vec<_>>())
-        .execute(&mut *self.tx)
+        .execute(self.conn().await?)
         .await?;
         Ok(())
     }
@@ -292,7 +350,7 @@ impl LedgerTx for PgTx<'_> {
             .bind(existing.iter().map(|r| r.pending).collect::<Vec<_>>())
             .bind(existing.iter().map(|r| r.remaining).collect::<Vec<_>>())
             .bind(existing.iter().map(|r| r.expired_unclaimed).collect::<Vec<_>>())
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         }
         if !new.is_empty() {
@@ -315,7 +373,7 @@ impl LedgerTx for PgTx<'_> {
             .bind(new.iter().map(|r| r.credited).collect::<Vec<_>>())
             .bind(new.iter().map(|r| r.remaining).collect::<Vec<_>>())
             .bind(new.iter().map(|r| r.expired_unclaimed).collect::<Vec<_>>())
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         }
         Ok(())
@@ -340,7 +398,7 @@ impl LedgerTx for PgTx<'_> {
             .bind(existing.iter().map(|r| r.pool).collect::<Vec<_>>())
             .bind(existing.iter().map(|r| r.last_activity_at).collect::<Vec<_>>())
             .bind(existing.iter().map(|r| r.next_transition_at).collect::<Vec<_>>())
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         }
         if !new.is_empty() {
@@ -359,24 +417,27 @@ impl LedgerTx for PgTx<'_> {
             .bind(new.iter().map(|r| r.pool).collect::<Vec<_>>())
             .bind(new.iter().map(|r| r.last_activity_at).collect::<Vec<_>>())
             .bind(new.iter().map(|r| r.next_transition_at).collect::<Vec<_>>())
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         }
         Ok(())
     }
 
     async fn update_journals(&mut self, rows: &[JournalUpdate]) -> Result<()> {
-        for r in rows {
-            sqlx::query(
-                "UPDATE journals SET status = $1, state = $2 WHERE member_id = $3 AND id = $4",
-            )
-            .bind(r.status.as_str())
-            .bind(r.state.as_deref())
-            .bind(r.member_id)
-            .bind(r.id)
-            .execute(&mut *self.tx)
-            .await?;
+        if rows.is_empty() {
+            return Ok(());
         }
+        sqlx::query(
+            "UPDATE journals j SET status = u.s, state = u.st \
+             FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS u(m, i, s, st) \
+             WHERE j.member_id = u.m AND j.id = u.i",
+        )
+        .bind(rows.iter().map(|r| r.member_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.state.as_deref()).collect::<Vec<_>>())
+        .execute(self.conn().await?)
+        .await?;
         Ok(())
     }
 
@@ -396,7 +457,7 @@ impl LedgerTx for PgTx<'_> {
         .bind(c.replayed)
         .bind(c.rejected)
         .bind(now)
-        .execute(&mut *self.tx)
+        .execute(self.conn().await?)
         .await?;
         if !c.rejections.is_empty() {
             sqlx::query(
@@ -408,7 +469,7 @@ impl LedgerTx for PgTx<'_> {
             .bind(c.rejections.iter().map(|r| r.external_id.as_deref()).collect::<Vec<_>>())
             .bind(c.rejections.iter().map(|r| r.code.as_str()).collect::<Vec<_>>())
             .bind(c.rejections.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>())
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         }
         Ok(())
@@ -429,7 +490,7 @@ impl LedgerTx for PgTx<'_> {
         .bind(program_id)
         .bind(as_of)
         .bind(limit)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -440,5 +501,287 @@ impl LedgerTx for PgTx<'_> {
                 })
             })
             .collect()
+    }
+
+    async fn program_revision(&mut self, program_id: i64) -> Result<Option<i32>> {
+        Ok(
+            sqlx::query_scalar("SELECT revision FROM programs WHERE id = $1")
+                .bind(program_id)
+                .fetch_optional(self.conn().await?)
+                .await?,
+        )
+    }
+
+    async fn open_batch(
+        &mut self,
+        program_id: i64,
+        lock_keys: &[i64],
+        members: &[&str],
+        journals: &[&str],
+        id_count: usize,
+    ) -> Result<Opening> {
+        self.lock_members(lock_keys).await?;
+        // One statement, one row: every part comes back as columns of arrays (aggregates
+        // without GROUP BY always answer one row; an empty part is NULL).
+        let sql = format!(
+            "WITH m AS (SELECT id, external_id, status FROM members WHERE program_id = $1 AND external_id = ANY($2)) \
+             SELECT p.revision, mm.*, aa.*, jj.*, ids.* \
+             FROM (SELECT revision FROM programs WHERE id = $1) AS p \
+             CROSS JOIN (SELECT array_agg(id), array_agg(external_id), array_agg(status) FROM m) AS mm \
+             CROSS JOIN (SELECT array_agg(a.member_id), array_agg(a.currency), array_agg(a.available), array_agg(a.pending), \
+                                array_agg(a.arrears), array_agg(a.pool), array_agg(a.last_activity_at), array_agg(a.next_transition_at) \
+                         FROM m JOIN accounts a ON a.member_id = m.id) AS aa \
+             CROSS JOIN (SELECT array_agg(j.member_id), array_agg(j.id), array_agg(j.external_id), array_agg(j.kind), \
+                                array_agg(j.type), array_agg(j.status), array_agg(j.original_id), array_agg(j.occurred_at), \
+                                array_agg(j.recorded_at), array_agg(j.document), array_agg(j.outcome), array_agg(j.state) \
+                         FROM journals j WHERE j.program_id = $1 AND j.external_id = ANY($3)) AS jj \
+             CROSS JOIN (SELECT array_agg(n ORDER BY n) FROM (SELECT nextval('journal_ids') AS n FROM generate_series(1, $4)) AS s) AS ids"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(program_id)
+            .bind(members)
+            .bind(journals)
+            .bind(id_count.div_ceil(ID_BLOCK) as i64)
+            .fetch_optional(self.conn().await?)
+            .await?;
+        let Some(r) = row else {
+            return Ok(Opening::default());
+        };
+        fn col<T>(r: &PgRow, i: usize) -> Result<Vec<T>>
+        where
+            T: for<'a> sqlx::Decode<'a, Postgres> + sqlx::Type<Postgres>,
+            Vec<T>: for<'a> sqlx::Decode<'a, Postgres> + sqlx::Type<Postgres>,
+        {
+            Ok(r.try_get::<Option<Vec<T>>, _>(i)?.unwrap_or_default())
+        }
+        let ragged = || StoreError::Inconsistent("a batch's opening read came back ragged".into());
+
+        let (ids, names, statuses) = (
+            col::<i64>(&r, 1)?,
+            col::<String>(&r, 2)?,
+            col::<String>(&r, 3)?,
+        );
+        if names.len() != ids.len() || statuses.len() != ids.len() {
+            return Err(ragged());
+        }
+        let members = ids
+            .into_iter()
+            .zip(names)
+            .zip(statuses)
+            .map(|((id, external_id), status)| MemberRow {
+                id,
+                external_id,
+                status,
+            })
+            .collect();
+
+        let member_ids = col::<i64>(&r, 4)?;
+        let n = member_ids.len();
+        let currencies = col::<String>(&r, 5)?;
+        let available = col::<i64>(&r, 6)?;
+        let pending = col::<i64>(&r, 7)?;
+        let arrears = col::<i64>(&r, 8)?;
+        let pool = col::<i64>(&r, 9)?;
+        let activity = col::<Option<DateTime<Utc>>>(&r, 10)?;
+        let transition = col::<Option<DateTime<Utc>>>(&r, 11)?;
+        if [
+            currencies.len(),
+            available.len(),
+            pending.len(),
+            arrears.len(),
+            pool.len(),
+            activity.len(),
+            transition.len(),
+        ]
+        .iter()
+        .any(|&l| l != n)
+        {
+            return Err(ragged());
+        }
+        let accounts = (0..n)
+            .map(|i| AccountRow {
+                existing: true,
+                member_id: member_ids[i],
+                currency: currencies[i].clone(),
+                available: available[i],
+                pending: pending[i],
+                arrears: arrears[i],
+                pool: pool[i],
+                last_activity_at: activity[i],
+                next_transition_at: transition[i],
+            })
+            .collect();
+
+        let journal_members = col::<i64>(&r, 12)?;
+        let n = journal_members.len();
+        let journal_ids = col::<i64>(&r, 13)?;
+        let external_ids = col::<Option<String>>(&r, 14)?;
+        let kinds = col::<String>(&r, 15)?;
+        let types = col::<String>(&r, 16)?;
+        let journal_statuses = col::<String>(&r, 17)?;
+        let originals = col::<Option<i64>>(&r, 18)?;
+        let occurred = col::<DateTime<Utc>>(&r, 19)?;
+        let recorded = col::<DateTime<Utc>>(&r, 20)?;
+        let documents = col::<Option<String>>(&r, 21)?;
+        let outcomes = col::<Option<String>>(&r, 22)?;
+        let states = col::<Option<String>>(&r, 23)?;
+        if [
+            journal_ids.len(),
+            external_ids.len(),
+            kinds.len(),
+            types.len(),
+            journal_statuses.len(),
+            originals.len(),
+            occurred.len(),
+            recorded.len(),
+            documents.len(),
+            outcomes.len(),
+            states.len(),
+        ]
+        .iter()
+        .any(|&l| l != n)
+        {
+            return Err(ragged());
+        }
+        let journals = (0..n)
+            .map(|i| JournalRow {
+                member_id: journal_members[i],
+                id: journal_ids[i],
+                external_id: external_ids[i].clone(),
+                kind: kinds[i].clone(),
+                type_name: types[i].clone(),
+                status: journal_statuses[i].clone(),
+                original_id: originals[i],
+                occurred_at: occurred[i],
+                recorded_at: recorded[i],
+                document: documents[i].clone(),
+                outcome: outcomes[i].clone(),
+                state: states[i].clone(),
+            })
+            .collect();
+
+        Ok(Opening {
+            revision: r.try_get(0)?,
+            members,
+            accounts,
+            journals,
+            ids: id_blocks(col::<i64>(&r, 24)?, id_count),
+        })
+    }
+
+    async fn write_batch(&mut self, program_id: i64, rows: &WriteSet) -> Result<()> {
+        // One statement: every table's rows as arrays, each write a data-modifying CTE.
+        // They share one snapshot and none reads another's rows, which holds here: new
+        // journals, entries, buckets and accounts are inserted, and only rows that existed
+        // before the batch are updated.
+        let (old_buckets, new_buckets): (Vec<&BucketRow>, Vec<&BucketRow>) =
+            rows.buckets.iter().partition(|r| r.existing);
+        let (old_accounts, new_accounts): (Vec<&AccountRow>, Vec<&AccountRow>) =
+            rows.accounts.iter().partition(|r| r.existing);
+        let j = &rows.journals;
+        let e = &rows.entries;
+        let u = &rows.updates;
+        sqlx::query(
+            "WITH \
+             j AS (INSERT INTO journals (program_id, member_id, id, external_id, kind, type, status, original_id, \
+                                         occurred_at, recorded_at, document, outcome, state) \
+                   SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], \
+                                            $8::bigint[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[], $13::text[])), \
+             e AS (INSERT INTO entries (program_id, member_id, journal_id, seq, currency, kind, pool, bucket_journal_id, \
+                                        bucket_seq, amount, effective_at) \
+                   SELECT $1, * FROM unnest($14::bigint[], $15::bigint[], $16::int[], $17::text[], $18::text[], $19::text[], \
+                                            $20::bigint[], $21::int[], $22::bigint[], $23::timestamptz[])), \
+             bu AS (UPDATE buckets b SET pending = u.p, remaining = u.r, expired_unclaimed = u.x \
+                    FROM unnest($24::bigint[], $25::bigint[], $26::int[], $27::bool[], $28::bigint[], $29::bigint[]) AS u(m, j, s, p, r, x) \
+                    WHERE b.member_id = u.m AND b.journal_id = u.j AND b.seq = u.s), \
+             bi AS (INSERT INTO buckets (program_id, member_id, journal_id, seq, currency, credited_at, expires_at, \
+                                         available_at, pending, credited, remaining, expired_unclaimed) \
+                    SELECT $1, * FROM unnest($30::bigint[], $31::bigint[], $32::int[], $33::text[], $34::timestamptz[], \
+                                             $35::timestamptz[], $36::timestamptz[], $37::bool[], $38::bigint[], $39::bigint[], \
+                                             $40::bigint[])), \
+             au AS (UPDATE accounts a SET available = u.av, pending = u.pe, arrears = u.ar, pool = u.po, \
+                           last_activity_at = u.la, next_transition_at = u.nt \
+                    FROM unnest($41::bigint[], $42::text[], $43::bigint[], $44::bigint[], $45::bigint[], $46::bigint[], \
+                                $47::timestamptz[], $48::timestamptz[]) AS u(m, c, av, pe, ar, po, la, nt) \
+                    WHERE a.member_id = u.m AND a.currency = u.c), \
+             ai AS (INSERT INTO accounts (program_id, member_id, currency, available, pending, arrears, pool, \
+                                          last_activity_at, next_transition_at) \
+                    SELECT $1, * FROM unnest($49::bigint[], $50::text[], $51::bigint[], $52::bigint[], $53::bigint[], \
+                                             $54::bigint[], $55::timestamptz[], $56::timestamptz[])), \
+             ju AS (UPDATE journals j SET status = u.s, state = u.st \
+                    FROM unnest($57::bigint[], $58::bigint[], $59::text[], $60::text[]) AS u(m, i, s, st) \
+                    WHERE j.member_id = u.m AND j.id = u.i) \
+             SELECT 1",
+        )
+        .bind(program_id)
+        // journals
+        .bind(j.iter().map(|r| r.member_id).collect::<Vec<_>>())
+        .bind(j.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(j.iter().map(|r| r.external_id.as_deref()).collect::<Vec<_>>())
+        .bind(j.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>())
+        .bind(j.iter().map(|r| r.type_name.as_str()).collect::<Vec<_>>())
+        .bind(j.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+        .bind(j.iter().map(|r| r.original_id).collect::<Vec<_>>())
+        .bind(j.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
+        .bind(j.iter().map(|r| r.recorded_at).collect::<Vec<_>>())
+        .bind(j.iter().map(|r| r.document.as_deref()).collect::<Vec<_>>())
+        .bind(j.iter().map(|r| r.outcome.as_deref()).collect::<Vec<_>>())
+        .bind(j.iter().map(|r| r.state.as_deref()).collect::<Vec<_>>())
+        // entries
+        .bind(e.iter().map(|r| r.member_id).collect::<Vec<_>>())
+        .bind(e.iter().map(|r| r.journal_id).collect::<Vec<_>>())
+        .bind(e.iter().map(|r| r.seq).collect::<Vec<_>>())
+        .bind(e.iter().map(|r| r.currency.as_str()).collect::<Vec<_>>())
+        .bind(e.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>())
+        .bind(e.iter().map(|r| r.pool.as_str()).collect::<Vec<_>>())
+        .bind(e.iter().map(|r| r.bucket_journal_id).collect::<Vec<_>>())
+        .bind(e.iter().map(|r| r.bucket_seq).collect::<Vec<_>>())
+        .bind(e.iter().map(|r| r.amount).collect::<Vec<_>>())
+        .bind(e.iter().map(|r| r.effective_at).collect::<Vec<_>>())
+        // buckets updated
+        .bind(old_buckets.iter().map(|r| r.member_id).collect::<Vec<_>>())
+        .bind(old_buckets.iter().map(|r| r.journal_id).collect::<Vec<_>>())
+        .bind(old_buckets.iter().map(|r| r.seq).collect::<Vec<_>>())
+        .bind(old_buckets.iter().map(|r| r.pending).collect::<Vec<_>>())
+        .bind(old_buckets.iter().map(|r| r.remaining).collect::<Vec<_>>())
+        .bind(old_buckets.iter().map(|r| r.expired_unclaimed).collect::<Vec<_>>())
+        // buckets inserted
+        .bind(new_buckets.iter().map(|r| r.member_id).collect::<Vec<_>>())
+        .bind(new_buckets.iter().map(|r| r.journal_id).collect::<Vec<_>>())
+        .bind(new_buckets.iter().map(|r| r.seq).collect::<Vec<_>>())
+        .bind(new_buckets.iter().map(|r| r.currency.as_str()).collect::<Vec<_>>())
+        .bind(new_buckets.iter().map(|r| r.credited_at).collect::<Vec<_>>())
+        .bind(new_buckets.iter().map(|r| r.expires_at).collect::<Vec<_>>())
+        .bind(new_buckets.iter().map(|r| r.available_at).collect::<Vec<_>>())
+        .bind(new_buckets.iter().map(|r| r.pending).collect::<Vec<_>>())
+        .bind(new_buckets.iter().map(|r| r.credited).collect::<Vec<_>>())
+        .bind(new_buckets.iter().map(|r| r.remaining).collect::<Vec<_>>())
+        .bind(new_buckets.iter().map(|r| r.expired_unclaimed).collect::<Vec<_>>())
+        // accounts updated
+        .bind(old_accounts.iter().map(|r| r.member_id).collect::<Vec<_>>())
+        .bind(old_accounts.iter().map(|r| r.currency.as_str()).collect::<Vec<_>>())
+        .bind(old_accounts.iter().map(|r| r.available).collect::<Vec<_>>())
+        .bind(old_accounts.iter().map(|r| r.pending).collect::<Vec<_>>())
+        .bind(old_accounts.iter().map(|r| r.arrears).collect::<Vec<_>>())
+        .bind(old_accounts.iter().map(|r| r.pool).collect::<Vec<_>>())
+        .bind(old_accounts.iter().map(|r| r.last_activity_at).collect::<Vec<_>>())
+        .bind(old_accounts.iter().map(|r| r.next_transition_at).collect::<Vec<_>>())
+        // accounts inserted
+        .bind(new_accounts.iter().map(|r| r.member_id).collect::<Vec<_>>())
+        .bind(new_accounts.iter().map(|r| r.currency.as_str()).collect::<Vec<_>>())
+        .bind(new_accounts.iter().map(|r| r.available).collect::<Vec<_>>())
+        .bind(new_accounts.iter().map(|r| r.pending).collect::<Vec<_>>())
+        .bind(new_accounts.iter().map(|r| r.arrears).collect::<Vec<_>>())
+        .bind(new_accounts.iter().map(|r| r.pool).collect::<Vec<_>>())
+        .bind(new_accounts.iter().map(|r| r.last_activity_at).collect::<Vec<_>>())
+        .bind(new_accounts.iter().map(|r| r.next_transition_at).collect::<Vec<_>>())
+        // journals updated
+        .bind(u.iter().map(|r| r.member_id).collect::<Vec<_>>())
+        .bind(u.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(u.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+        .bind(u.iter().map(|r| r.state.as_deref()).collect::<Vec<_>>())
+        .execute(self.conn().await?)
+        .await?;
+        Ok(())
     }
 }

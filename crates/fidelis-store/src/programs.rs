@@ -193,6 +193,14 @@ impl Store {
         Ok(Some(loaded))
     }
 
+    /// The program as this process last read it, without asking the database (`None` if
+    /// it was never read). Another process may have changed it since: for journals, post
+    /// with [`Store::post_realtime`], which refuses a stale revision with
+    /// [`StoreError::ProgramChanged`].
+    pub fn cached_program(&self, code: &str) -> Option<Arc<LoadedProgram>> {
+        self.programs.read().ok().and_then(|c| c.get(code).cloned())
+    }
+
     /// The program, or [`StoreError::UnknownProgram`].
     pub async fn require_program(&self, code: &str) -> Result<Arc<LoadedProgram>> {
         self.program(code)

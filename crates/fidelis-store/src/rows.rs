@@ -107,6 +107,29 @@ pub struct RejectionRow {
     pub reason: String,
 }
 
+/// What a batch reads first, under its members' locks: the program's current revision,
+/// the members, their accounts, the journals it names (replays and originals), and fresh
+/// journal ids.
+#[derive(Debug, Clone, Default)]
+pub struct Opening {
+    /// `None` when the program no longer exists.
+    pub revision: Option<i32>,
+    pub members: Vec<MemberRow>,
+    pub accounts: Vec<AccountRow>,
+    pub journals: Vec<JournalRow>,
+    pub ids: Vec<i64>,
+}
+
+/// What a batch writes at its end.
+#[derive(Debug, Clone, Default)]
+pub struct WriteSet {
+    pub journals: Vec<JournalRow>,
+    pub entries: Vec<EntryRow>,
+    pub buckets: Vec<BucketRow>,
+    pub accounts: Vec<AccountRow>,
+    pub updates: Vec<JournalUpdate>,
+}
+
 /// One transaction on the ledger tables, as each dialect implements it. The engine
 /// drives it; every method moves rows in bulk (one statement per call where the dialect
 /// allows), because per-row round trips would dominate a batch's cost.
@@ -190,4 +213,56 @@ pub trait LedgerTx: Send {
         as_of: DateTime<Utc>,
         limit: i64,
     ) -> impl Future<Output = Result<Vec<MemberRow>>> + Send;
+    /// The program's current revision (`None` if it was deleted).
+    fn program_revision(
+        &mut self,
+        program_id: i64,
+    ) -> impl Future<Output = Result<Option<i32>>> + Send;
+
+    /// Locks the members (`lock_keys`, as [`LedgerTx::lock_members`]), then reads a batch's
+    /// [`Opening`]. Made of the single-purpose methods here; a dialect where each statement
+    /// costs a network round trip reads it all in one.
+    fn open_batch(
+        &mut self,
+        program_id: i64,
+        lock_keys: &[i64],
+        members: &[&str],
+        journals: &[&str],
+        id_count: usize,
+    ) -> impl Future<Output = Result<Opening>> + Send {
+        async move {
+            self.lock_members(lock_keys).await?;
+            let revision = self.program_revision(program_id).await?;
+            let members = self.resolve_members(program_id, members).await?;
+            let ids: Vec<i64> = members.iter().map(|m| m.id).collect();
+            let accounts = self.load_accounts(&ids).await?;
+            let journals = self
+                .load_journals_by_external_id(program_id, journals)
+                .await?;
+            let ids = self.reserve_journal_ids(id_count).await?;
+            Ok(Opening {
+                revision,
+                members,
+                accounts,
+                journals,
+                ids,
+            })
+        }
+    }
+
+    /// Writes a batch's rows. Made of the single-purpose methods here; a dialect where each
+    /// statement costs a network round trip writes it all in one.
+    fn write_batch(
+        &mut self,
+        program_id: i64,
+        rows: &WriteSet,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            self.insert_journals(program_id, &rows.journals).await?;
+            self.insert_entries(program_id, &rows.entries).await?;
+            self.upsert_buckets(program_id, &rows.buckets).await?;
+            self.upsert_accounts(program_id, &rows.accounts).await?;
+            self.update_journals(&rows.updates).await
+        }
+    }
 }

@@ -405,4 +405,13 @@ impl LedgerTx for SqliteTx<'_> {
             })
             .collect()
     }
+
+    async fn program_revision(&mut self, program_id: i64) -> Result<Option<i32>> {
+        Ok(
+            sqlx::query_scalar("SELECT revision FROM programs WHERE id = ?1")
+                .bind(program_id)
+                .fetch_optional(&mut *self.tx)
+                .await?,
+        )
+    }
 }

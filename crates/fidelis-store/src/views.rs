@@ -77,9 +77,7 @@ macro_rules! in_read_tx {
                 $body
             }
             Db::Postgres(pool) => {
-                let mut $tx = postgres::PgTx {
-                    tx: pool.begin().await?,
-                };
+                let mut $tx = postgres::PgTx::new(pool);
                 $body
             }
         }

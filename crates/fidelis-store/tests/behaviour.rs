@@ -51,6 +51,8 @@ both_dialects!(
     a_batch_applies_good_journals_and_refuses_bad_ones,
     the_ledger_pages_newest_first,
     the_store_agrees_with_the_reference_book,
+    realtime_journals_arriving_together_keep_their_own_outcomes,
+    a_program_changed_meanwhile_is_noticed_before_posting,
 );
 
 fn utc(s: &str) -> DateTime<Utc> {
@@ -699,4 +701,112 @@ async fn the_store_agrees_with_the_reference_book(store: Store) {
             assert_sums(&store, &program, name).await;
         }
     }
+}
+
+/// Realtime journals posted at the same moment share group-commit transactions; each must
+/// still get exactly the outcome it would get alone: applied, replayed, refused for its own
+/// reason, and nothing of a refused one written.
+async fn realtime_journals_arriving_together_keep_their_own_outcomes(store: Store) {
+    let members = ["a", "b", "c", "d"];
+    let program = setup(&store, json!({}), &members).await;
+    let now = "2026-05-01T10:00:00Z";
+    let mut tasks = Vec::new();
+    let spawn = |doc: serde_json::Value| {
+        let (store, program) = (store.clone(), Arc::clone(&program));
+        tokio::spawn(async move {
+            let j = journal(&program, doc);
+            store
+                .post_realtime(&program, j, utc(now))
+                .await
+                .expect("no store error")
+        })
+    };
+    // Per member: 20 purchases of 10, one of them sent 5 times, one conflicting copy.
+    for m in members {
+        for i in 0..20 {
+            let copies = if i == 0 { 5 } else { 1 };
+            for _ in 0..copies {
+                tasks.push((format!("{m}-p{i}"), spawn(json!({"external_id": format!("{m}-p{i}"), "member": m, "type": "purchase", "occurred_at": now, "amount": "10", "currency": "EUR"}))));
+            }
+        }
+        tasks.push((format!("{m}-conflict"), spawn(json!({"external_id": format!("{m}-p1"), "member": m, "type": "purchase", "occurred_at": now, "amount": "99", "currency": "EUR"}))));
+    }
+    tasks.push(("unknown".into(), spawn(json!({"external_id": "u-1", "member": "nobody", "type": "purchase", "occurred_at": now, "amount": "10", "currency": "EUR"}))));
+    let mut applied = std::collections::HashMap::<String, usize>::new();
+    let (mut replayed, mut conflicts, mut unknown) = (0, 0, 0);
+    for (name, task) in tasks {
+        match task.await.unwrap() {
+            Ok(p) if p.replayed => replayed += 1,
+            Ok(_) => *applied.entry(name).or_default() += 1,
+            Err(JournalError::IdempotencyConflict(_)) => conflicts += 1,
+            Err(JournalError::UnknownMember(_)) => unknown += 1,
+            Err(e) => panic!("unexpected refusal: {e}"),
+        }
+    }
+    // Every distinct purchase applied once; the copies replayed (or, for a conflicting
+    // copy that came first, the conflict and the purchase swap roles: count both).
+    assert_eq!(applied.len() + conflicts, 80 + 4, "{applied:?}");
+    assert!(applied.values().all(|&n| n == 1));
+    assert_eq!(replayed, 4 * 4);
+    assert_eq!(unknown, 1);
+    for m in members {
+        let (points, _) = available(&store, &program, m, now).await;
+        // 20 purchases of 10 (or 19 and a 99 when the conflicting copy won the race).
+        assert!(points == 200 || points == 190 + 99, "{m}: {points}");
+        assert_sums(&store, &program, m).await;
+    }
+
+    // Redemptions racing for the same points: never more than the balance.
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        tasks.push(spawn(json!({"external_id": format!("r{i}"), "member": "a", "type": "redemption", "occurred_at": now, "currency": "points", "points": 10})));
+    }
+    let mut redeemed = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => redeemed += 10,
+            Err(e) => assert_eq!(e.code(), "insufficient_points"),
+        }
+    }
+    let (left, _) = available(&store, &program, "a", now).await;
+    assert!(
+        redeemed <= 289 && left >= 0 && left < 10,
+        "redeemed {redeemed}, left {left}"
+    );
+    assert_sums(&store, &program, "a").await;
+}
+
+/// A journal parsed against a program revision that is no longer current is refused with
+/// `ProgramChanged` (the API then reloads the program and retries) and writes nothing.
+async fn a_program_changed_meanwhile_is_noticed_before_posting(store: Store) {
+    let stale = setup(&store, json!({}), &["m"]).await;
+    let program = Program::compile(&program_doc(json!({"pending_days": 3})), None).unwrap();
+    let (current, created) = store
+        .put_program(
+            &program,
+            utc("2026-02-01T00:00:00Z"),
+            &fidelis_store::Actor::cli(),
+        )
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(current.revision, stale.revision + 1);
+    let now = "2026-05-01T10:00:00Z";
+    let doc = json!({"external_id": "p", "member": "m", "type": "purchase", "occurred_at": now, "amount": "100", "currency": "EUR"});
+    match store
+        .post_realtime(&stale, journal(&stale, doc.clone()), utc(now))
+        .await
+    {
+        Err(StoreError::ProgramChanged(code)) => assert_eq!(code, "shop"),
+        other => panic!("expected ProgramChanged, got {other:?}"),
+    }
+    assert_eq!(available(&store, &current, "m", now).await, (0, 0));
+    // On the current revision it posts, with its rules (three pending days).
+    let posted = store
+        .post_realtime(&current, journal(&current, doc), utc(now))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!posted.replayed);
+    assert_eq!(available(&store, &current, "m", now).await, (0, 100));
 }

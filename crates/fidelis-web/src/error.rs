@@ -160,6 +160,11 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::Conflict(detail) => Self::new(StatusCode::CONFLICT, "conflict", detail),
             StoreError::InvalidProgram(problems) => Self::invalid_program(&problems),
+            StoreError::Stopped => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down; retry with the same external_id".to_owned(),
+            ),
             other => {
                 tracing::error!(error = %other, "store error");
                 Self::internal()

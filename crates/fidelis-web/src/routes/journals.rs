@@ -10,12 +10,12 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use fidelis_core::journal::{Journal, JournalDocument};
-use fidelis_store::{LoadedProgram, Prepared};
+use fidelis_store::{LoadedProgram, Prepared, StoreError};
 use futures::StreamExt;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Problems, instant, program};
+use super::{Problems, cached_program, instant, program};
 use crate::auth::{Caller, Permission, Role};
 use crate::dto::{
     BatchErrorBody, BatchLineBody, JobsReport, JobsRequest, JournalBody, JournalRequest,
@@ -47,17 +47,26 @@ fn prepare(program: &LoadedProgram, document: &JournalDocument) -> ApiResult<Pre
 /// `Idempotent-Replayed: true` for a replay.
 pub(super) async fn post_one(
     state: &AppState,
-    program: &LoadedProgram,
+    program: &Arc<LoadedProgram>,
     document: JournalDocument,
 ) -> ApiResult<Response> {
-    let prepared = prepare(program, &document)?;
-    let result = state
-        .store
-        .post_journals(program, std::slice::from_ref(&prepared), Utc::now(), None)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(ApiError::internal)?;
+    let mut program = Arc::clone(program);
+    let mut reloaded = false;
+    let result = loop {
+        let prepared = prepare(&program, &document)?;
+        match state
+            .store
+            .post_realtime(&program, prepared, Utc::now())
+            .await
+        {
+            // The program changed since it was cached: parse against the new revision.
+            Err(StoreError::ProgramChanged(code)) if !reloaded => {
+                program = state.store.require_program(&code).await?;
+                reloaded = true;
+            }
+            other => break other?,
+        }
+    };
     match result {
         Ok(posted) => {
             metrics::journal(Ok((&posted.outcome, posted.replayed)));
@@ -108,7 +117,7 @@ async fn post_journal(
     caller.require(Permission::JournalsWrite, Some(&code))?;
     let mut document: JournalDocument = request.into();
     scope_partner(&caller, &mut document)?;
-    let program = program(&state, &code).await?;
+    let program = cached_program(&state, &code).await?;
     post_one(&state, &program, document).await
 }
 

@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::journals::post_one;
-use super::{Problems, instant, program, query_param};
+use super::{Problems, cached_program, instant, program, query_param};
 use crate::auth::{Caller, Permission, Role};
 use crate::dto::{
     AdjustmentRequest, BalancesBody, CurrencyBalanceBody, EnrollRequest, EntryBody, LedgerPage,
@@ -260,7 +260,7 @@ async fn redeem(
         partner,
         ..JournalDocument::default()
     };
-    let program = program(&state, &code).await?;
+    let program = cached_program(&state, &code).await?;
     post_one(&state, &program, document).await
 }
 

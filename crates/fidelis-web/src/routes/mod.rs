@@ -261,6 +261,15 @@ pub(crate) async fn program(state: &AppState, code: &str) -> ApiResult<Arc<Loade
     Ok(state.store.require_program(code).await?)
 }
 
+/// The program by its code, as cached (no database read when it is): for posting
+/// journals, where the store verifies the revision inside the transaction anyway.
+pub(crate) async fn cached_program(state: &AppState, code: &str) -> ApiResult<Arc<LoadedProgram>> {
+    if let Some(program) = state.store.cached_program(code) {
+        return Ok(program);
+    }
+    program(state, code).await
+}
+
 /// An RFC 3339 instant from a request, or now.
 pub(crate) fn instant(raw: Option<&str>, field: &str) -> ApiResult<DateTime<Utc>> {
     match raw {

@@ -9,8 +9,6 @@ use chrono::Utc;
 use fidelis_store::{Actor, NewToken};
 use fidelis_web::{AppState, ServerConfig, auth};
 
-use super::connect;
-
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Where to listen.
@@ -25,10 +23,23 @@ pub struct ServeArgs {
     /// Largest JSON body, in KiB.
     #[arg(long, default_value_t = 1_024)]
     body_limit_kib: usize,
+    /// Realtime journals are committed in groups: how many group transactions may be in
+    /// flight at once (PostgreSQL; SQLite has one writer).
+    #[arg(long, env = "FIDELIS_COMMITTERS", default_value_t = fidelis_store::DEFAULT_COMMITTERS as u16,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    committers: u16,
 }
 
 pub async fn run(database: &str, args: ServeArgs) -> Result<ExitCode> {
-    let store = connect(database).await?;
+    let store = fidelis_store::Store::connect_with(
+        database,
+        fidelis_store::ConnectOptions {
+            committers: usize::from(args.committers),
+            ..Default::default()
+        },
+    )
+    .await
+    .with_context(|| format!("opening the database {database}"))?;
     let admin_token = match std::env::var("FIDELIS_ADMIN_TOKEN") {
         Ok(token) if !token.trim().is_empty() => {
             store
