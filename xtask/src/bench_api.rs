@@ -61,7 +61,10 @@ fn ensure_wrk() -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing wrk (apt-get install wrk)…");
-    let status = Command::new("apt-get").args(["install", "-y", "-q", "wrk"]).env("DEBIAN_FRONTEND", "noninteractive").status();
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "-q", "wrk"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status();
     match status {
         Ok(s) if s.success() => Ok(()),
         _ => bail!("the load benchmark needs wrk: apt-get install wrk"),
@@ -76,7 +79,11 @@ pub fn run(args: &[String]) -> Result<()> {
     let bin = root().join("target/release/fidelis");
     let dir = root().join("target/bench-api");
     std::fs::create_dir_all(&dir)?;
-    let server = PgServer::start(PgOptions { durable: true, watchdog: true }).map_err(anyhow::Error::msg)?;
+    let server = PgServer::start(PgOptions {
+        durable: true,
+        watchdog: true,
+    })
+    .map_err(anyhow::Error::msg)?;
     let bare = bare(&server, &dir, &o)?;
     let api = api(&server, &bin, &dir, &o)?;
     server.stop();
@@ -87,7 +94,10 @@ pub fn run(args: &[String]) -> Result<()> {
     println!("| | per second | p50 (ms) | p99 (ms) | failed |");
     println!("| --- | --- | --- | --- | --- |");
     for (name, f) in [("API", &api), ("bare transaction", &bare)] {
-        println!("| {name} | {:.0} | {:.2} | {:.2} | {} |", f.per_second, f.p50_ms, f.p99_ms, f.failed);
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {} |",
+            f.per_second, f.p50_ms, f.p99_ms, f.failed
+        );
     }
     println!(
         "\nthroughput API / bare = {:.2} (target ≥ 0.60); p99 API / bare = {:.2} (target ≤ 3)",
@@ -108,18 +118,36 @@ pub fn run(args: &[String]) -> Result<()> {
 fn api(server: &PgServer, bin: &Path, dir: &Path, o: &Options) -> Result<Figures> {
     let url = server.create_database("api").map_err(anyhow::Error::msg)?;
     let quiet = |args: &[&str]| -> Result<()> {
-        let out = Command::new(bin).arg("--database").arg(&url).args(args).output()?;
-        anyhow::ensure!(out.status.success(), "fidelis {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(bin)
+            .arg("--database")
+            .arg(&url)
+            .args(args)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "fidelis {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(())
     };
     quiet(&["program", "create", "bench", "--template", "retail"])?;
-    let members: String = (0..o.members).map(|m| format!("{{\"member\": \"M{m:07}\"}}\n")).collect();
+    let members: String = (0..o.members)
+        .map(|m| format!("{{\"member\": \"M{m:07}\"}}\n"))
+        .collect();
     let members_file = dir.join("members.ndjson");
     std::fs::write(&members_file, members)?;
-    quiet(&["members", "import", "--program", "bench", members_file.to_str().context("path")?])?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    quiet(&[
+        "members",
+        "import",
+        "--program",
+        "bench",
+        members_file.to_str().context("path")?,
+    ])?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let token = "bench-api-token";
-    let _serve = Process(
+    let serve = Process(
         Command::new(bin)
             .arg("--database")
             .arg(&url)
@@ -131,8 +159,16 @@ fn api(server: &PgServer, bin: &Path, dir: &Path, o: &Options) -> Result<Figures
             .spawn()?,
     );
     let deadline = Instant::now() + Duration::from_secs(60);
-    while Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{port}/readyz")]).output().map(|o| !o.status.success()).unwrap_or(true) {
-        anyhow::ensure!(Instant::now() < deadline, "fidelis serve did not become ready");
+    while Command::new("curl")
+        .args(["-sf", &format!("http://127.0.0.1:{port}/readyz")])
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "fidelis serve did not become ready"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let occurred_at = (chrono_like_now_minus_minute()).to_owned();
@@ -170,24 +206,96 @@ end
     // Warm up (connections, caches), then measure.
     let wrk = |seconds: u32| -> Result<String> {
         let out = Command::new("wrk")
-            .args(["-t", "2", "-c", &o.connections.to_string(), "-d", &format!("{seconds}s"), "--latency", "-s"])
+            .args([
+                "-t",
+                "2",
+                "-c",
+                &o.connections.to_string(),
+                "-d",
+                &format!("{seconds}s"),
+                "--latency",
+                "-s",
+            ])
             .arg(&script)
             .arg(format!("http://127.0.0.1:{port}"))
             .output()?;
-        anyhow::ensure!(out.status.success(), "wrk: {}", String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(
+            out.status.success(),
+            "wrk: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
     wrk(5)?;
+    // The tables were created moments ago: give the planner statistics, as any database
+    // in service has (the bare side gets the same for its table).
+    psql(server, "api", "ANALYZE")?;
+    wrk(3)?;
+    let (server_before, all_before) = (process_cpu_seconds(serve.0.id()), machine_cpu_seconds());
     let output = wrk(o.seconds)?;
-    let line = output.lines().find(|l| l.starts_with("RESULT ")).context("no result from wrk")?;
-    let n: Vec<f64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let (server_cpu, all_cpu) = (
+        process_cpu_seconds(serve.0.id()) - server_before,
+        machine_cpu_seconds() - all_before,
+    );
+    let line = output
+        .lines()
+        .find(|l| l.starts_with("RESULT "))
+        .context("no result from wrk")?;
+    let n: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
     anyhow::ensure!(n.len() == 5, "wrk result: {line}");
+    eprintln!(
+        "xtask: CPU per API request: {:.3} ms in fidelis serve, {:.3} ms in all (PostgreSQL, wrk, kernel)",
+        server_cpu * 1e3 / n[0],
+        all_cpu * 1e3 / n[0]
+    );
     Ok(Figures {
         per_second: n[0] / (n[1] / 1e6),
         p50_ms: n[2] / 1000.0,
         p99_ms: n[3] / 1000.0,
         failed: n[4] as u64,
     })
+}
+
+/// User + system CPU seconds a process has used, from `/proc` (0 where unavailable).
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) ends with ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<f64> = rest
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name
+    // and state (the state is not numeric, so it was filtered out).
+    fields
+        .get(10)
+        .zip(fields.get(11))
+        .map_or(0.0, |(u, s)| (u + s) / 100.0)
+}
+
+/// Busy CPU seconds of the whole machine (all cores), from `/proc/stat`.
+fn machine_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0.0;
+    };
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+    let total: f64 = fields.iter().take(8).sum();
+    let idle = fields.get(3).copied().unwrap_or(0.0) + fields.get(4).copied().unwrap_or(0.0);
+    (total - idle) / 100.0
 }
 
 /// An instant a minute ago in RFC 3339 (from `date`, to keep xtask free of a time crate).
@@ -199,15 +307,32 @@ fn chrono_like_now_minus_minute() -> String {
         .unwrap_or_else(|_| "2026-01-01T00:00:00Z".into())
 }
 
+/// Runs SQL through the server's own `psql` in database `db`.
+fn psql(server: &PgServer, db: &str, sql: &str) -> Result<()> {
+    let out = Command::new(server.bindir.join("psql"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.port.to_string(),
+            "-U",
+            "fidelis",
+            "-d",
+            db,
+        ])
+        .args(["-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 fn bare(server: &PgServer, dir: &Path, o: &Options) -> Result<Figures> {
     server.create_database("bare").map_err(anyhow::Error::msg)?;
-    let psql = |sql: &str| -> Result<()> {
-        let out = Command::new(server.bindir.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "fidelis", "-d", "bare", "-v", "ON_ERROR_STOP=1", "-qc", sql])
-            .output()?;
-        anyhow::ensure!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
-        Ok(())
-    };
+    let psql = |sql: &str| psql(server, "bare", sql);
     psql(&format!(
         "CREATE TABLE bare_balances (member_id BIGINT PRIMARY KEY, balance BIGINT NOT NULL) WITH (fillfactor = 80); \
          CREATE TABLE bare_ledger (id BIGSERIAL PRIMARY KEY, member_id BIGINT NOT NULL, amount BIGINT NOT NULL, at TIMESTAMPTZ NOT NULL); \
@@ -231,18 +356,43 @@ fn bare(server: &PgServer, dir: &Path, o: &Options) -> Result<Figures> {
     std::fs::create_dir_all(&logs)?;
     let pgbench = |seconds: u32, log: bool| -> Result<String> {
         let mut cmd = Command::new(server.bindir.join("pgbench"));
-        cmd.args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "fidelis", "-n", "-M", "prepared"])
-            .args(["-c", &o.connections.to_string(), "-j", "2", "-T", &seconds.to_string(), "-f"])
-            .arg(&script);
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.port.to_string(),
+            "-U",
+            "fidelis",
+            "-n",
+            "-M",
+            "prepared",
+        ])
+        .args([
+            "-c",
+            &o.connections.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &seconds.to_string(),
+            "-f",
+        ])
+        .arg(&script);
         if log {
-            cmd.arg("--log").arg(format!("--log-prefix={}", logs.join("tx").display()));
+            cmd.arg("--log")
+                .arg(format!("--log-prefix={}", logs.join("tx").display()));
         }
         let out = cmd.arg("bare").output()?;
-        anyhow::ensure!(out.status.success(), "pgbench: {}", String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(
+            out.status.success(),
+            "pgbench: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
     pgbench(5, false)?;
+    let all_before = machine_cpu_seconds();
     let output = pgbench(o.seconds, true)?;
+    let all_cpu = machine_cpu_seconds() - all_before;
     let tps: f64 = output
         .lines()
         .find(|l| l.starts_with("tps = "))
@@ -253,15 +403,28 @@ fn bare(server: &PgServer, dir: &Path, o: &Options) -> Result<Figures> {
     let mut latencies: Vec<f64> = Vec::new();
     for entry in std::fs::read_dir(&logs)? {
         let text = std::fs::read_to_string(entry?.path())?;
-        latencies.extend(text.lines().filter_map(|l| l.split_whitespace().nth(2)?.parse::<f64>().ok()));
+        latencies.extend(
+            text.lines()
+                .filter_map(|l| l.split_whitespace().nth(2)?.parse::<f64>().ok()),
+        );
     }
     latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0.0) / 1000.0;
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+            / 1000.0
+    };
     let failed = output
         .lines()
         .find(|l| l.contains("number of failed transactions"))
         .and_then(|l| l.split(':').nth(1)?.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
+    eprintln!(
+        "xtask: CPU per bare transaction: {:.3} ms in all (PostgreSQL, pgbench, kernel)",
+        all_cpu * 1e3 / (tps * f64::from(o.seconds))
+    );
     Ok(Figures {
         per_second: tps,
         p50_ms: pct(0.50),
