@@ -166,5 +166,141 @@ fn benches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(core, benches);
+/// The retail program with `n` active promotions of mixed kinds: journal conditions on
+/// amount, channel and local time, line conditions on category and sku, fixed points,
+/// points per money, multipliers, qualifying points, vouchers; some exclusive.
+fn with_promotions(n: usize) -> Program {
+    let template = templates::find("retail").expect("the retail template");
+    let mut doc: ProgramDocument = yaml_serde::from_str(template.source).expect("valid YAML");
+    doc.promotions.clear();
+    let categories = ["shoes", "socks", "bags", "hats", "coats"];
+    for i in 0..n {
+        let category = categories[i % categories.len()];
+        let (scope, condition, action) = match i % 6 {
+            0 => (
+                "journal",
+                format!("journal.amount >= {}.0 && journal.channel == 'web'", 20 + i),
+                serde_json::json!({"type": "fixed", "currency": "points", "points": 10 + i}),
+            ),
+            1 => (
+                "line",
+                format!("line.category == '{category}' && line.quantity >= 1"),
+                serde_json::json!({"type": "multiplier", "currency": "points", "factor": "2"}),
+            ),
+            2 => (
+                "journal",
+                format!("local.weekday == {} || local.hour < 8", 1 + i % 7),
+                serde_json::json!({"type": "per_money", "currency": "points", "rate": "0.5"}),
+            ),
+            3 => (
+                "line",
+                format!("line.sku.startsWith('SKU-{i}')"),
+                serde_json::json!({"type": "fixed", "currency": "points", "points": 5}),
+            ),
+            4 => (
+                "journal",
+                format!(
+                    "journal.lines.exists(l, l.category == '{category}') && journal.amount > 10.0"
+                ),
+                serde_json::json!({"type": "per_money", "currency": "status", "rate": "1"}),
+            ),
+            _ => (
+                "journal",
+                format!("journal.store == 'store-{i}' && member.balances.points > 100"),
+                serde_json::json!({"type": "voucher", "voucher": "ten-off"}),
+            ),
+        };
+        doc.promotions.push(
+            serde_json::from_value(serde_json::json!({
+                "code": format!("promo-{i}"),
+                "name": format!("Promotion {i}"),
+                "status": "active",
+                "starts_at": "2026-01-01",
+                "ends_at": "2027-01-01",
+                "scope": scope,
+                "condition": condition,
+                "priority": i % 10,
+                "exclusive": i % 50 == 49,
+                "actions": [action],
+            }))
+            .expect("a promotion document"),
+        );
+    }
+    Program::compile(&doc, Some("bench")).expect("a valid program")
+}
+
+fn promotions(c: &mut Criterion) {
+    let now = start() + Duration::days(1);
+    let document: JournalDocument = serde_json::from_value(serde_json::json!({
+        "external_id": "pos-1", "member": "M1", "type": "purchase",
+        "occurred_at": start().to_rfc3339(), "amount": "250.00", "currency": "EUR",
+        "channel": "web", "store": "store-5",
+        "lines": [
+            {"line_id": "1", "sku": "SKU-1", "category": "shoes", "quantity": 1, "amount": "120.00"},
+            {"line_id": "2", "sku": "SKU-2", "category": "socks", "quantity": 3, "amount": "15.00"},
+            {"line_id": "3", "sku": "SKU-3", "category": "bags", "quantity": 1, "amount": "80.00"},
+            {"line_id": "4", "sku": "SKU-4", "category": "hats", "quantity": 1, "amount": "25.00"},
+            {"line_id": "5", "sku": "SKU-5", "category": "gloves", "quantity": 1, "amount": "10.00"},
+        ]
+    }))
+    .unwrap();
+    let mut group = c.benchmark_group("promotions");
+    group.throughput(Throughput::Elements(1));
+    for n in [0, 200] {
+        let program = with_promotions(n);
+        let journal = Journal::parse(&document, &program).unwrap();
+        let fresh = MemberLedger::new(MemberId(1), MemberStatus::Active, &program);
+        let fidelis_core::journal::JournalBody::Accrual(accrual) = &journal.body else {
+            unreachable!("a purchase")
+        };
+        let base = [fidelis_core::promotions::BasePoints {
+            currency: fidelis_core::ids::CurrencyIx(0),
+            total: 250,
+            per_line: vec![120, 15, 80, 25, 10],
+        }];
+        group.bench_function(
+            format!("evaluate {n} active promotions for a 5-line journal"),
+            |b| {
+                b.iter(|| {
+                    black_box(fidelis_core::promotions::evaluate(
+                        &program,
+                        accrual,
+                        &base,
+                        &[0, 0],
+                        start(),
+                    ))
+                })
+            },
+        );
+        group.bench_function(
+            format!("process a 5-line journal, {n} active promotions"),
+            |b| {
+                b.iter_batched_ref(
+                    || fresh.clone(),
+                    |ledger| {
+                        let ids = JournalIds {
+                            main: JournalId(1),
+                            settlement: JournalId(2),
+                        };
+                        black_box(
+                            process(
+                                &program,
+                                ledger,
+                                &journal,
+                                &mut Related::default(),
+                                ids,
+                                now,
+                            )
+                            .unwrap(),
+                        )
+                    },
+                    BatchSize::SmallInput,
+                )
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(core, benches, promotions);
 criterion_main!(core);

@@ -25,4 +25,5 @@ pub mod money;
 pub mod outcome;
 pub mod process;
 pub mod program;
+pub mod promotions;
 pub mod templates;

@@ -43,6 +43,10 @@ pub struct Outcome {
     pub expired: Vec<PointsOf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub released: Vec<PointsOf>,
+    /// Promotions that applied, or whose condition could not be evaluated; a dry run lists
+    /// every promotion with the reason it did or did not apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promotions: Vec<PromotionResult>,
     /// The money a refund refunded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refunded_amount: Option<String>,
@@ -87,4 +91,30 @@ impl Outcome {
             }),
         }
     }
+}
+
+/// One promotion's verdict on a journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromotionResult {
+    pub promotion: Code,
+    /// `applied`, `not_active`, `not_started`, `ended`, `not_for_journal`,
+    /// `condition_false`, `evaluation_error`, `excluded` or `nothing_to_award`.
+    pub result: Cow<'static, str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Points it awarded, per currency.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub points: Vec<PointsOf>,
+    /// Vouchers and badges it awarded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rewards: Vec<RewardOf>,
+}
+
+/// A voucher or badge awarded by a promotion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RewardOf {
+    /// `voucher` or `badge`.
+    pub kind: Cow<'static, str>,
+    /// The voucher definition or the badge.
+    pub code: Code,
 }

@@ -90,10 +90,12 @@ pub(crate) async fn post_batch<T: LedgerTx>(
     now: DateTime<Utc>,
     progress: Option<&ImportProgress>,
     check: Revision,
+    explain: bool,
 ) -> Result<Vec<JournalResult>> {
     let program = &lp.program;
     let journals: Vec<&Journal> = prepared.iter().map(|p| &p.journal).collect();
     let mut batch = Batch::new(lp, now);
+    batch.explain = explain;
     // Journals that later journals of this batch refer to stay at hand in memory.
     batch.referenced = journals
         .iter()
@@ -419,6 +421,8 @@ struct Batch<'p> {
     loaded_accounts: FxHashSet<(i64, u16)>,
     loaded_buckets: FxHashSet<fidelis_core::ids::BucketId>,
     new_journals: Vec<NewJournal>,
+    /// A dry run: outcomes list every promotion's verdict.
+    explain: bool,
 }
 
 impl<'p> Batch<'p> {
@@ -434,6 +438,7 @@ impl<'p> Batch<'p> {
             loaded_accounts: FxHashSet::default(),
             loaded_buckets: FxHashSet::default(),
             new_journals: Vec::new(),
+            explain: false,
         }
     }
 
@@ -710,7 +715,10 @@ impl<'p> Batch<'p> {
     }
 
     fn take_related(&mut self, journal: &Journal) -> Related {
-        let mut related = Related::default();
+        let mut related = Related {
+            explain: self.explain,
+            ..Related::default()
+        };
         let Some(original) = journal.body.original() else {
             return related;
         };

@@ -247,7 +247,7 @@ impl Store {
         check: Revision,
     ) -> Result<Vec<JournalResult>> {
         in_ledger_tx!(self, |tx| engine::post_batch(
-            &mut tx, program, journals, now, progress, check
+            &mut tx, program, journals, now, progress, check, false
         )
         .await)
     }
@@ -303,17 +303,31 @@ impl Store {
                 let mut tx = sqlite::SqliteTx {
                     tx: pool.begin_with("BEGIN IMMEDIATE").await?,
                 };
-                let result =
-                    engine::post_batch(&mut tx, program, journals, now, None, Revision::AsLoaded)
-                        .await;
+                let result = engine::post_batch(
+                    &mut tx,
+                    program,
+                    journals,
+                    now,
+                    None,
+                    Revision::AsLoaded,
+                    true,
+                )
+                .await;
                 tx.tx.rollback().await?;
                 result?
             }
             Db::Postgres(pool) => {
                 let mut tx = postgres::PgTx::new(pool);
-                let result =
-                    engine::post_batch(&mut tx, program, journals, now, None, Revision::AsLoaded)
-                        .await;
+                let result = engine::post_batch(
+                    &mut tx,
+                    program,
+                    journals,
+                    now,
+                    None,
+                    Revision::AsLoaded,
+                    true,
+                )
+                .await;
                 tx.rollback().await?;
                 result?
             }

@@ -119,6 +119,9 @@ pub(crate) fn account_row(r: &PgRow) -> Result<AccountRow> {
     })
 }
 
+/// Batches locking at most this many members (realtime groups) use generic plans; see
+/// [`PgTx::lock_members`].
+const GENERIC_PLAN_MEMBERS: usize = 64;
 /// Journal ids come from the sequence in blocks of this many (its INCREMENT).
 const ID_BLOCK: usize = 64;
 
@@ -166,14 +169,22 @@ impl LedgerTx for PgTx {
         // `unnest` keeps the array's (ascending) order, so locks are taken in that order.
         if self.tx.is_none() {
             // BEGIN and the locks in one simple query (one round trip); the keys are
-            // integers, written as literals. The ledger statements take arrays whose
-            // length changes every time, so PostgreSQL would plan them afresh on every
-            // execution (their generic plans look costlier than a one-element custom
-            // plan); their plans do not depend on the values, so plan them once.
+            // integers, written as literals.
+            //
+            // The ledger statements take arrays whose length changes every time, so
+            // PostgreSQL plans them afresh on every execution (a generic plan looks
+            // costlier than a custom plan for a few elements). For the small batches of
+            // realtime journals that planning is a third of the database's work, and
+            // their plans do not depend on the values: plan them once. Large batches
+            // (imports) amortise planning and get plans that know their sizes.
+            let generic = if keys.len() <= GENERIC_PLAN_MEMBERS {
+                "SET LOCAL plan_cache_mode = force_generic_plan; "
+            } else {
+                ""
+            };
             let keys: Vec<String> = keys.iter().map(ToString::to_string).collect();
             let sql = format!(
-                "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
-                 SELECT count(pg_advisory_xact_lock(k)) FROM unnest('{{{}}}'::bigint[]) AS t(k)",
+                "BEGIN; {generic}SELECT count(pg_advisory_xact_lock(k)) FROM unnest('{{{}}}'::bigint[]) AS t(k)",
                 keys.join(",")
             );
             self.tx = Some(self.pool.begin_with(sqlx::AssertSqlSafe(sql)).await?);

@@ -113,7 +113,31 @@ pub struct OutcomeBody {
     pub released: Vec<PointsBody>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refunded_amount: Option<String>,
+    /// Promotions that applied or could not be evaluated; a dry run (`simulate`) lists
+    /// every promotion with the reason it did or did not apply.
+    pub promotions: Vec<PromotionResultBody>,
     pub balances: Vec<BalanceBody>,
+}
+
+/// One promotion's verdict on a journal.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PromotionResultBody {
+    pub promotion: String,
+    /// `applied`, `not_active`, `not_started`, `ended`, `not_for_journal`,
+    /// `condition_false`, `evaluation_error`, `excluded` or `nothing_to_award`.
+    pub result: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub points: Vec<PointsBody>,
+    pub rewards: Vec<RewardBody>,
+}
+
+/// A voucher or badge a promotion awarded.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RewardBody {
+    /// `voucher` or `badge`.
+    pub kind: String,
+    pub code: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -181,6 +205,24 @@ impl OutcomeBody {
             expired: points(&o.expired),
             released: points(&o.released),
             refunded_amount: o.refunded_amount.clone(),
+            promotions: o
+                .promotions
+                .iter()
+                .map(|p| PromotionResultBody {
+                    promotion: p.promotion.to_string(),
+                    result: p.result.to_string(),
+                    detail: p.detail.clone(),
+                    points: points(&p.points),
+                    rewards: p
+                        .rewards
+                        .iter()
+                        .map(|r| RewardBody {
+                            kind: r.kind.to_string(),
+                            code: r.code.to_string(),
+                        })
+                        .collect(),
+                })
+                .collect(),
             balances: o
                 .balances
                 .iter()

@@ -1,15 +1,20 @@
 //! Earning: base points for an accrual, spread over its lines so that a refund of a line
 //! takes back exactly what that line earned.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 
 use super::{AccrualState, BASE, Component, LineState};
+use crate::ids::CurrencyIx;
 use crate::journal::Accrual;
 use crate::ledger::{EntryKind, JournalWriter, MemberLedger};
-use crate::outcome::{Award, Outcome};
+use crate::outcome::{Award, Outcome, PointsOf, PromotionResult, RewardOf};
 use crate::program::Program;
+use crate::promotions::{self, BasePoints, Reward, Verdict};
 
-/// Credits the base earning of an accrual and returns what it earned per line.
+/// Credits the base earning and the promotions of an accrual and returns what it earned
+/// per line and source, so that refunds and cancellations take back exactly that.
 pub(super) fn earn(
     program: &Program,
     ledger: &mut MemberLedger,
@@ -17,6 +22,7 @@ pub(super) fn earn(
     accrual: &Accrual,
     at: DateTime<Utc>,
     outcome: &mut Outcome,
+    explain: bool,
 ) -> AccrualState {
     ledger.note_activity(program, at);
     let amount = accrual.amount.map_or(0, |a| a.0);
@@ -36,49 +42,186 @@ pub(super) fn earn(
             .collect(),
         components: Vec::new(),
     };
-    let Some(money) = accrual.amount else {
-        return state;
+    let base = base_points(program, accrual);
+    let evaluations = if program.promotions.is_empty() {
+        Vec::new()
+    } else {
+        let balances: Vec<i64> = ledger.accounts.iter().map(|a| a.available).collect();
+        promotions::evaluate(program, accrual, &base, &balances, at)
     };
-    for rule in program
+    let mut totals: Vec<(CurrencyIx, i64)> = Vec::new();
+    let promoted = |currency: CurrencyIx| {
+        evaluations.iter().any(|e| {
+            e.verdict == Verdict::Applied && e.points.iter().any(|p| p.currency == currency)
+        })
+    };
+    for b in &base {
+        if !program.base_stacks && promoted(b.currency) {
+            continue;
+        }
+        let shares: Vec<(Option<u32>, i64)> = if b.per_line.is_empty() {
+            vec![(None, b.total)]
+        } else {
+            b.per_line
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (Some(i as u32), *p))
+                .collect()
+        };
+        record(
+            program,
+            &mut state,
+            outcome,
+            &mut totals,
+            b.currency,
+            BASE.into(),
+            &shares,
+        );
+    }
+    for e in &evaluations {
+        let promotion = &program.promotions[e.promotion];
+        if e.verdict == Verdict::Applied {
+            let source: Cow<'static, str> = Cow::Owned(promotion.code.as_str().to_owned());
+            let mut currencies: Vec<CurrencyIx> = Vec::new();
+            for p in &e.points {
+                if !currencies.contains(&p.currency) {
+                    currencies.push(p.currency);
+                }
+            }
+            for currency in currencies {
+                let shares: Vec<(Option<u32>, i64)> = e
+                    .points
+                    .iter()
+                    .filter(|p| p.currency == currency)
+                    .map(|p| (p.line, p.points))
+                    .collect();
+                record(
+                    program,
+                    &mut state,
+                    outcome,
+                    &mut totals,
+                    currency,
+                    source.clone(),
+                    &shares,
+                );
+            }
+        }
+        if explain || matches!(e.verdict, Verdict::Applied | Verdict::EvaluationError(_)) {
+            outcome.promotions.push(result(program, e));
+        }
+    }
+    // One credit per currency: the journal's points of a currency share a bucket (same
+    // credit instant, same expiry); the components say where each point came from.
+    for (currency, points) in totals {
+        ledger.credit(program, w, currency, points, at, EntryKind::Earn);
+    }
+    state
+}
+
+/// What base earning gives an accrual, per currency, split over its lines.
+pub(crate) fn base_points(program: &Program, accrual: &Accrual) -> Vec<BasePoints> {
+    let Some(money) = accrual.amount else {
+        return Vec::new();
+    };
+    let weights: Vec<i64> = accrual.lines.iter().map(|l| l.amount.0).collect();
+    program
         .base_earning
         .iter()
         .filter(|r| r.applies_to(accrual.activity.as_str()))
+        .filter_map(|rule| {
+            let total = rule.rate.apply(money, program.money_currency.scale());
+            (total > 0).then(|| BasePoints {
+                currency: rule.currency,
+                total,
+                per_line: if weights.is_empty() {
+                    Vec::new()
+                } else {
+                    allocate(total, &weights)
+                },
+            })
+        })
+        .collect()
+}
+
+/// Records `shares` (per line, or for the whole journal) of one currency from one source
+/// as components and an award, and adds them to the currency's total to credit.
+fn record(
+    program: &Program,
+    state: &mut AccrualState,
+    outcome: &mut Outcome,
+    totals: &mut Vec<(CurrencyIx, i64)>,
+    currency: CurrencyIx,
+    source: Cow<'static, str>,
+    shares: &[(Option<u32>, i64)],
+) {
+    let points: i64 = shares.iter().map(|(_, p)| p).sum();
+    if points <= 0 {
+        return;
+    }
+    match totals.iter_mut().find(|(c, _)| *c == currency) {
+        Some((_, total)) => *total = total.saturating_add(points),
+        None => totals.push((currency, points)),
+    }
+    let code = program.currency(currency).code.clone();
+    match outcome
+        .awards
+        .iter_mut()
+        .find(|a| a.source == source && a.currency == code)
     {
-        let points = rule.rate.apply(money, program.money_currency.scale());
-        if points <= 0 {
-            continue;
-        }
-        let code = program.currency(rule.currency).code.clone();
-        ledger.credit(program, w, rule.currency, points, at, EntryKind::Earn);
-        outcome.awards.push(Award {
-            source: BASE.into(),
+        Some(a) => a.points += points,
+        None => outcome.awards.push(Award {
+            source: source.clone(),
             currency: code.clone(),
             points,
-        });
-        if state.lines.is_empty() {
-            state.components.push(Component {
-                currency: code,
-                line: None,
-                source: BASE.into(),
-                points,
+        }),
+    }
+    for (line, share) in shares {
+        if *share <= 0 {
+            continue;
+        }
+        match state
+            .components
+            .iter_mut()
+            .find(|c| c.source == source && c.currency == code && c.line == *line)
+        {
+            Some(c) => c.points += share,
+            None => state.components.push(Component {
+                currency: code.clone(),
+                line: *line,
+                source: source.clone(),
+                points: *share,
                 reversed: 0,
-            });
-        } else {
-            let weights: Vec<i64> = accrual.lines.iter().map(|l| l.amount.0).collect();
-            for (i, share) in allocate(points, &weights).into_iter().enumerate() {
-                if share > 0 {
-                    state.components.push(Component {
-                        currency: code.clone(),
-                        line: Some(i as u32),
-                        source: BASE.into(),
-                        points: share,
-                        reversed: 0,
-                    });
-                }
-            }
+            }),
         }
     }
-    state
+}
+
+/// A promotion's verdict as the outcome reports it.
+pub(crate) fn result(program: &Program, e: &promotions::Evaluation) -> PromotionResult {
+    let mut points: Vec<PointsOf> = Vec::new();
+    for p in &e.points {
+        Outcome::add(&mut points, &program.currency(p.currency).code, p.points);
+    }
+    PromotionResult {
+        promotion: program.promotions[e.promotion].code.clone(),
+        result: e.verdict.name().into(),
+        detail: e.verdict.detail(),
+        points,
+        rewards: e
+            .rewards
+            .iter()
+            .map(|r| match r {
+                Reward::Voucher(code) => RewardOf {
+                    kind: "voucher".into(),
+                    code: code.clone(),
+                },
+                Reward::Badge(code) => RewardOf {
+                    kind: "badge".into(),
+                    code: code.clone(),
+                },
+            })
+            .collect(),
+    }
 }
 
 /// Splits `total` in proportion to `weights` by the largest-remainder method: the shares

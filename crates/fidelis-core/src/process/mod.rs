@@ -39,6 +39,9 @@ pub struct Related {
     pub target: Option<JournalRecord>,
     /// When the target is a refund: the journal it refunded.
     pub target_original: Option<JournalRecord>,
+    /// A dry run: the outcome lists every promotion with the reason it did or did not
+    /// apply (otherwise only those that applied or failed to evaluate).
+    pub explain: bool,
 }
 
 /// What processing produced, for the store to write.
@@ -241,7 +244,7 @@ fn apply(
     let at = journal.occurred_at;
     match &journal.body {
         JournalBody::Accrual(accrual) => {
-            let state = accrual::earn(program, ledger, w, accrual, at, outcome);
+            let state = accrual::earn(program, ledger, w, accrual, at, outcome, related.explain);
             Ok(Applied {
                 kind: RecordKind::Accrual,
                 original: None,

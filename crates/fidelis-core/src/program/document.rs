@@ -35,6 +35,8 @@ pub struct ProgramDocument {
     pub earning: EarningDocument,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tier_groups: Vec<TierGroupDocument>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promotions: Vec<PromotionDocument>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }
@@ -103,6 +105,10 @@ pub struct ExpiryDocument {
 pub struct EarningDocument {
     #[serde(default)]
     pub base: Vec<BaseEarningDocument>,
+    /// Whether base points are still awarded when a promotion awards points of the same
+    /// currency (`true` when absent). With `false`, the promotion replaces the base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_stacks_with_promotions: Option<bool>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }
@@ -150,6 +156,84 @@ pub struct TierDocument {
     /// Qualifying points needed to hold the tier; the first tier's is 0.
     #[serde(default)]
     pub threshold: Option<i64>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// A promotion: when a journal (or a line of it) meets the condition inside the window,
+/// the actions award points, vouchers or badges.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PromotionDocument {
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `draft`, `active`, `paused` or `ended`; only `active` promotions award.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Local date-time in the program's time zone (`2026-12-01T00:00`, or a date), from
+    /// which the promotion applies; always when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<String>,
+    /// Local date-time (exclusive) at which it stops applying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<String>,
+    /// The journal types it applies to; `[purchase]` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_types: Option<Vec<String>>,
+    /// The subtypes it applies to; any when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtypes: Option<Vec<String>>,
+    /// `journal` (default): the condition is evaluated once per journal. `line`: once per
+    /// line, with `line` bound, and the actions apply to the matching lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// A CEL expression over `journal`, `member`, `local` (and `line`); always true when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    #[serde(default)]
+    pub actions: Vec<ActionDocument>,
+    /// Higher first; promotions of equal priority run in the order they are defined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// When it applies, no promotion of lower priority does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclusive: Option<bool>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// What a promotion does when it applies.
+///
+/// - `{type: fixed, currency, points}`: a fixed number of points (per matching line in
+///   `line` scope).
+/// - `{type: per_money, currency, rate, rounding}`: points per unit of money spent (on the
+///   journal, or on the matching lines).
+/// - `{type: multiplier, currency, factor}`: the base points times `factor` in total
+///   (`"2"` doubles them), on the journal or the matching lines.
+/// - `{type: voucher, voucher}`: issues a voucher of that definition.
+/// - `{type: badge, badge}`: awards a badge.
+///
+/// Points of a qualifying currency are qualifying points.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ActionDocument {
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rounding: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voucher: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub badge: Option<String>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }

@@ -31,6 +31,10 @@ pub struct Program {
     pub currencies: Vec<Currency>,
     pub base_earning: Vec<BaseEarning>,
     pub tier_groups: Vec<TierGroup>,
+    /// Whether base points are awarded beside a promotion's points of the same currency.
+    pub base_stacks: bool,
+    /// In evaluation order: priority, highest first, then definition order.
+    pub promotions: Vec<crate::promotions::Promotion>,
     /// The definition this was compiled from, normalised, as `GET` returns it.
     pub document: ProgramDocument,
 }

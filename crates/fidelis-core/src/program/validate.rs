@@ -8,6 +8,9 @@ use rust_decimal::Decimal;
 
 use super::*;
 use crate::money::Rounding;
+use crate::promotions::{
+    Action, Condition, MAX_ACTIONS, MAX_PROMOTIONS, Promotion, PromotionStatus, Scope,
+};
 
 /// One thing wrong with a definition, and where.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -127,6 +130,13 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
     let currencies = currencies(&mut check, &doc.currencies);
     let base_earning = base_earning(&mut check, &doc.earning, &currencies, &activity_types);
     let tier_groups = tier_groups(&mut check, &doc.tier_groups, &currencies);
+    let promotions = promotions(
+        &mut check,
+        &doc.promotions,
+        &currencies,
+        &activity_types,
+        time_zone,
+    );
 
     match (code, name, time_zone, money_currency) {
         (Some(code), Some(name), Some(time_zone), Some(money_currency))
@@ -143,6 +153,8 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
                 currencies: currencies.into_iter().flatten().collect(),
                 base_earning,
                 tier_groups,
+                base_stacks: doc.earning.base_stacks_with_promotions.unwrap_or(true),
+                promotions,
                 document,
             })
         }
@@ -517,6 +529,292 @@ fn base_earning(
         }
     }
     out
+}
+
+fn journal_types(
+    check: &mut Check,
+    at: &str,
+    types: &Option<Vec<String>>,
+    activity_types: &[Code],
+) -> Vec<Code> {
+    match types {
+        None => vec![Code::parse(PURCHASE).expect("purchase is a valid code")],
+        Some(types) => {
+            let mut out = Vec::new();
+            for (j, t) in types.iter().enumerate() {
+                let known = t == PURCHASE || activity_types.iter().any(|a| a.as_str() == t);
+                match Code::parse(t) {
+                    Ok(code) if known => out.push(code),
+                    _ => check.add(
+                        format!("{at}.journal_types[{j}]"),
+                        format!("{t:?} is neither purchase nor a declared activity type"),
+                    ),
+                }
+            }
+            out
+        }
+    }
+}
+
+fn promotions(
+    check: &mut Check,
+    docs: &[PromotionDocument],
+    currencies: &[Option<Currency>],
+    activity_types: &[Code],
+    time_zone: Option<Tz>,
+) -> Vec<Promotion> {
+    if docs.len() > MAX_PROMOTIONS {
+        check.add(
+            "promotions",
+            format!(
+                "has {} promotions; at most {MAX_PROMOTIONS} are allowed",
+                docs.len()
+            ),
+        );
+        return Vec::new();
+    }
+    // Indexes match the program's only when every currency is valid; otherwise the
+    // program is refused anyway.
+    let valid_currencies: Vec<Currency> = currencies.iter().flatten().cloned().collect();
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, doc) in docs.iter().enumerate() {
+        let at = format!("promotions[{i}]");
+        check.unknown(&at, &doc.unknown);
+        let code = check.code(format!("{at}.code"), &doc.code);
+        if let Some(code) = &code {
+            if !seen.insert(code.clone()) {
+                check.add(format!("{at}.code"), format!("{code} is defined twice"));
+            }
+        }
+        let name = check.name(format!("{at}.name"), &doc.name);
+        let status = check
+            .required(format!("{at}.status"), &doc.status)
+            .and_then(|raw| {
+                PromotionStatus::parse(raw).or_else(|| {
+                    check.add(
+                        format!("{at}.status"),
+                        format!("{raw:?} is not one of {}", PromotionStatus::NAMES),
+                    );
+                    None
+                })
+            });
+        let mut instant = |field: &str,
+                           raw: &Option<String>|
+         -> Result<Option<DateTime<Utc>>, ()> {
+            let Some(raw) = raw else { return Ok(None) };
+            match (parse_local(raw), time_zone) {
+                (Some(local), Some(tz)) => Ok(Some(calendar::local_to_utc(tz, local))),
+                (Some(_), None) => Err(()), // the time zone's own problem is reported
+                (None, _) => {
+                    check.add(
+                        format!("{at}.{field}"),
+                        format!("{raw:?} is not a local date-time such as \"2026-12-01T00:00\" or a date"),
+                    );
+                    Err(())
+                }
+            }
+        };
+        let starts_at = instant("starts_at", &doc.starts_at);
+        let ends_at = instant("ends_at", &doc.ends_at);
+        if let (Ok(Some(s)), Ok(Some(e))) = (starts_at, ends_at) {
+            if e <= s {
+                check.add(format!("{at}.ends_at"), "must be after starts_at");
+            }
+        }
+        let journal_types = journal_types(check, &at, &doc.journal_types, activity_types);
+        let mut subtypes = Vec::new();
+        for (j, raw) in doc.subtypes.iter().flatten().enumerate() {
+            match Code::parse(raw) {
+                Ok(c) => subtypes.push(c),
+                Err(e) => check.add(format!("{at}.subtypes[{j}]"), format!("{raw:?} {e}")),
+            }
+        }
+        let scope = match doc.scope.as_deref() {
+            None | Some("journal") => Some(Scope::Journal),
+            Some("line") => Some(Scope::Line),
+            Some(other) => {
+                check.add(
+                    format!("{at}.scope"),
+                    format!("{other:?} is not one of journal, line"),
+                );
+                None
+            }
+        };
+        let condition = match doc.condition.as_deref() {
+            None => Ok(None),
+            Some(source) => Condition::compile(source)
+                .map(|c| Some(c.with_fast_path(&valid_currencies, scope == Some(Scope::Line))))
+                .map_err(|e| {
+                    check.add(
+                        format!("{at}.condition"),
+                        format!("invalid expression: {e}"),
+                    );
+                }),
+        };
+        if doc.actions.is_empty() {
+            check.add(format!("{at}.actions"), "needs at least one action");
+        }
+        if doc.actions.len() > MAX_ACTIONS {
+            check.add(
+                format!("{at}.actions"),
+                format!("at most {MAX_ACTIONS} actions are allowed"),
+            );
+        }
+        let actions: Vec<Option<Action>> = doc
+            .actions
+            .iter()
+            .enumerate()
+            .map(|(j, a)| action(check, &format!("{at}.actions[{j}]"), a, currencies))
+            .collect();
+        if let (
+            Some(code),
+            Some(name),
+            Some(status),
+            Ok(starts_at),
+            Ok(ends_at),
+            Some(scope),
+            Ok(condition),
+        ) = (code, name, status, starts_at, ends_at, scope, condition)
+        {
+            if actions.iter().all(Option::is_some) {
+                out.push(Promotion {
+                    code,
+                    name,
+                    status,
+                    starts_at,
+                    ends_at,
+                    journal_types,
+                    subtypes,
+                    scope,
+                    condition,
+                    actions: actions.into_iter().flatten().collect(),
+                    priority: doc.priority.unwrap_or(0),
+                    exclusive: doc.exclusive.unwrap_or(false),
+                });
+            }
+        }
+    }
+    // Stable: equal priorities keep their definition order.
+    out.sort_by_key(|p| std::cmp::Reverse(p.priority));
+    out
+}
+
+/// `2026-12-01T00:00`, `2026-12-01T00:00:00` or `2026-12-01` (its midnight).
+fn parse_local(raw: &str) -> Option<chrono::NaiveDateTime> {
+    chrono::NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S")
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M"))
+        .ok()
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        })
+}
+
+fn action(
+    check: &mut Check,
+    at: &str,
+    doc: &ActionDocument,
+    currencies: &[Option<Currency>],
+) -> Option<Action> {
+    check.unknown(at, &doc.unknown);
+    let kind = check.required(format!("{at}.type"), &doc.kind)?;
+    let currency = |check: &mut Check| {
+        check
+            .required(format!("{at}.currency"), &doc.currency)
+            .and_then(|code| lookup_currency(check, &format!("{at}.currency"), code, currencies))
+    };
+    match kind {
+        "fixed" => {
+            let currency = currency(check);
+            let points = match doc.points {
+                Some(p) if (1..=crate::journal::MAX_POINTS).contains(&p) => Some(p),
+                Some(_) => {
+                    check.add(
+                        format!("{at}.points"),
+                        format!("must be 1 to {}", crate::journal::MAX_POINTS),
+                    );
+                    None
+                }
+                None => {
+                    check.add(format!("{at}.points"), "is required");
+                    None
+                }
+            };
+            Some(Action::Fixed {
+                currency: currency?,
+                points: points?,
+            })
+        }
+        "per_money" => {
+            let currency = currency(check);
+            let rounding = match doc.rounding.as_deref() {
+                None => Some(Rounding::Down),
+                Some(raw) => Rounding::parse(raw).or_else(|| {
+                    check.add(
+                        format!("{at}.rounding"),
+                        format!("{raw:?} is not one of {}", Rounding::NAMES),
+                    );
+                    None
+                }),
+            };
+            let rate = check
+                .required(format!("{at}.rate"), &doc.rate)
+                .and_then(|raw| match (raw.parse::<Decimal>(), rounding) {
+                    (Ok(d), Some(r)) => PointsRate::new(d, r).or_else(|| {
+                        check.add(
+                            format!("{at}.rate"),
+                            format!(
+                                "{raw:?} must be between 0 and 1000000 with at most 6 decimals"
+                            ),
+                        );
+                        None
+                    }),
+                    (Ok(_), None) => None,
+                    (Err(_), _) => {
+                        check.add(format!("{at}.rate"), format!("{raw:?} is not a decimal"));
+                        None
+                    }
+                });
+            Some(Action::PerMoney {
+                currency: currency?,
+                rate: rate?,
+            })
+        }
+        "multiplier" => {
+            let currency = currency(check);
+            let factor = check
+                .required(format!("{at}.factor"), &doc.factor)
+                .and_then(|raw| match raw.parse::<Decimal>() {
+                    Ok(f) if f > Decimal::ONE && f <= Decimal::from(100) => Some(f),
+                    _ => {
+                        check.add(
+                            format!("{at}.factor"),
+                            format!("{raw:?} must be a decimal above 1 and at most 100"),
+                        );
+                        None
+                    }
+                });
+            Some(Action::Multiplier {
+                currency: currency?,
+                factor: factor?,
+            })
+        }
+        "voucher" => Some(Action::Voucher {
+            definition: check.code(format!("{at}.voucher"), &doc.voucher)?,
+        }),
+        "badge" => Some(Action::Badge {
+            badge: check.code(format!("{at}.badge"), &doc.badge)?,
+        }),
+        other => {
+            check.add(
+                format!("{at}.type"),
+                format!("{other:?} is not one of fixed, per_money, multiplier, voucher, badge"),
+            );
+            None
+        }
+    }
 }
 
 fn lookup_currency(

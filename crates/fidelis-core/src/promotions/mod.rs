@@ -1,0 +1,698 @@
+//! Promotions: the earning engine beyond base points.
+//!
+//! A [`Promotion`] is compiled from its definition when the program is saved (its CEL
+//! condition included, see [`condition`]). [`evaluate`] is a pure function of the program,
+//! an accrual, the base points it earns, the member's balances and the journal's activity
+//! instant: promotions run in priority order; each is checked for status, window, journal
+//! type and condition, and answers a [`Verdict`]. An exclusive promotion that applies stops
+//! every promotion of lower priority. An evaluation error means "does not apply" and is
+//! reported, never a failed journal.
+//!
+//! Past-dated journals are evaluated with the promotions in force on their activity date:
+//! the window is compared with the journal's `occurred_at`, and `local` is its local time.
+
+pub mod condition;
+mod native;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cel::Value;
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+
+pub use condition::{Condition, ExpressionError};
+
+use crate::ids::{Code, CurrencyIx};
+use crate::journal::Accrual;
+use crate::money::PointsRate;
+use crate::program::Program;
+
+/// The most promotions a program may define.
+pub const MAX_PROMOTIONS: usize = 1_000;
+/// The most actions a promotion may have.
+pub const MAX_ACTIONS: usize = 16;
+
+/// Whether a promotion may award.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromotionStatus {
+    Draft,
+    Active,
+    Paused,
+    Ended,
+}
+
+impl PromotionStatus {
+    pub const NAMES: &'static str = "draft, active, paused, ended";
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "draft" => Self::Draft,
+            "active" => Self::Active,
+            "paused" => Self::Paused,
+            "ended" => Self::Ended,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::Active => "active",
+            Self::Paused => "paused",
+            Self::Ended => "ended",
+        }
+    }
+}
+
+/// What a condition is evaluated over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Once per journal.
+    Journal,
+    /// Once per line, with `line` bound; actions apply to the matching lines.
+    Line,
+}
+
+/// A compiled promotion.
+#[derive(Debug, Clone)]
+pub struct Promotion {
+    pub code: Code,
+    pub name: String,
+    pub status: PromotionStatus,
+    /// Applies to journals with `starts_at <= occurred_at < ends_at`.
+    pub starts_at: Option<DateTime<Utc>>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub journal_types: Vec<Code>,
+    /// Empty: any subtype.
+    pub subtypes: Vec<Code>,
+    pub scope: Scope,
+    pub condition: Option<Condition>,
+    pub actions: Vec<Action>,
+    pub priority: i32,
+    pub exclusive: bool,
+}
+
+/// A compiled action.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Fixed {
+        currency: CurrencyIx,
+        points: i64,
+    },
+    PerMoney {
+        currency: CurrencyIx,
+        rate: PointsRate,
+    },
+    /// The base points times `factor` in total.
+    Multiplier {
+        currency: CurrencyIx,
+        factor: Decimal,
+    },
+    Voucher {
+        definition: Code,
+    },
+    Badge {
+        badge: Code,
+    },
+}
+
+/// Why a promotion did or did not apply to a journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Applied,
+    /// Its status is not `active`.
+    NotActive(PromotionStatus),
+    /// The journal's activity is before the window.
+    NotStarted,
+    /// The journal's activity is at or after the window's end.
+    Ended,
+    /// Not for this journal type or subtype.
+    NotForJournal,
+    ConditionFalse,
+    /// The condition could not be evaluated (a missing field, a type mismatch).
+    EvaluationError(String),
+    /// An exclusive promotion of higher priority applied.
+    Excluded(Code),
+    /// It applied, but its actions come to nothing (no amount, no base points).
+    NothingToAward,
+}
+
+impl Verdict {
+    /// The machine name of the verdict, as outcomes report it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::NotActive(_) => "not_active",
+            Self::NotStarted => "not_started",
+            Self::Ended => "ended",
+            Self::NotForJournal => "not_for_journal",
+            Self::ConditionFalse => "condition_false",
+            Self::EvaluationError(_) => "evaluation_error",
+            Self::Excluded(_) => "excluded",
+            Self::NothingToAward => "nothing_to_award",
+        }
+    }
+
+    /// A sentence for people.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Self::NotActive(status) => Some(format!("the promotion is {}", status.name())),
+            Self::EvaluationError(e) => Some(e.clone()),
+            Self::Excluded(by) => Some(format!("the exclusive promotion {by} applied first")),
+            _ => None,
+        }
+    }
+}
+
+/// Points a promotion awards, on one line or the whole journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromotionPoints {
+    pub currency: CurrencyIx,
+    /// Index into the journal's lines; `None` for the whole journal.
+    pub line: Option<u32>,
+    pub points: i64,
+}
+
+/// A voucher or badge a promotion awards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reward {
+    Voucher(Code),
+    Badge(Code),
+}
+
+/// One promotion's result for one journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evaluation {
+    /// Index into [`Program::promotions`].
+    pub promotion: usize,
+    pub verdict: Verdict,
+    pub points: Vec<PromotionPoints>,
+    pub rewards: Vec<Reward>,
+}
+
+/// The base points of an accrual for one currency: the total, and its split over the
+/// lines (empty without lines).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasePoints {
+    pub currency: CurrencyIx,
+    pub total: i64,
+    pub per_line: Vec<i64>,
+}
+
+/// Evaluates every promotion of `program` for an accrual, in priority order.
+///
+/// `base` is what base earning gives the accrual; `balances` the member's available points
+/// per currency before the journal; `at` the journal's activity instant. Multipliers give
+/// the base points times their factor in total: the extra beyond the base when the base is
+/// awarded too, all of it when the program's base does not stack with promotions.
+pub fn evaluate(
+    program: &Program,
+    accrual: &Accrual,
+    base: &[BasePoints],
+    balances: &[i64],
+    at: DateTime<Utc>,
+) -> Vec<Evaluation> {
+    let mut out = Vec::new();
+    if program.promotions.is_empty() {
+        return out;
+    }
+    let mut facts: Option<Facts> = None;
+    let mut excluded_by: Option<Code> = None;
+    for (index, promotion) in program.promotions.iter().enumerate() {
+        let mut verdict = precheck(promotion, accrual, at);
+        if verdict.is_none() {
+            if let Some(by) = &excluded_by {
+                verdict = Some(Verdict::Excluded(by.clone()));
+            }
+        }
+        let mut evaluation = Evaluation {
+            promotion: index,
+            verdict: Verdict::Applied,
+            points: Vec::new(),
+            rewards: Vec::new(),
+        };
+        if let Some(v) = verdict {
+            evaluation.verdict = v;
+            out.push(evaluation);
+            continue;
+        }
+        let facts = facts.get_or_insert_with(|| Facts::new(program, accrual, balances, at));
+        let matching = match matching_lines(promotion, facts, accrual) {
+            Ok(m) => m,
+            Err(verdict) => {
+                evaluation.verdict = verdict;
+                out.push(evaluation);
+                continue;
+            }
+        };
+        act(
+            program,
+            promotion,
+            accrual,
+            base,
+            matching.as_deref(),
+            &mut evaluation,
+        );
+        if evaluation.points.is_empty() && evaluation.rewards.is_empty() {
+            evaluation.verdict = Verdict::NothingToAward;
+        } else if promotion.exclusive {
+            excluded_by = Some(promotion.code.clone());
+        }
+        out.push(evaluation);
+    }
+    out
+}
+
+/// The checks that need no expression: status, window, journal type.
+fn precheck(promotion: &Promotion, accrual: &Accrual, at: DateTime<Utc>) -> Option<Verdict> {
+    if promotion.status != PromotionStatus::Active {
+        return Some(Verdict::NotActive(promotion.status));
+    }
+    if promotion.starts_at.is_some_and(|s| at < s) {
+        return Some(Verdict::NotStarted);
+    }
+    if promotion.ends_at.is_some_and(|e| at >= e) {
+        return Some(Verdict::Ended);
+    }
+    let type_ok = promotion
+        .journal_types
+        .iter()
+        .any(|t| t.as_str() == accrual.activity.as_str());
+    let subtype_ok = promotion.subtypes.is_empty()
+        || accrual
+            .subtype
+            .as_ref()
+            .is_some_and(|s| promotion.subtypes.iter().any(|t| t == s));
+    (!type_ok || !subtype_ok).then_some(Verdict::NotForJournal)
+}
+
+/// For a journal-scope promotion, `Ok(None)` when the condition holds; for a line-scope
+/// one, the lines where it holds (`Ok(Some(lines))`, never empty).
+fn matching_lines(
+    promotion: &Promotion,
+    facts: &Facts<'_>,
+    accrual: &Accrual,
+) -> Result<Option<Vec<usize>>, Verdict> {
+    let Some(condition) = &promotion.condition else {
+        return Ok(match promotion.scope {
+            Scope::Journal => None,
+            Scope::Line => Some((0..accrual.lines.len()).collect()),
+        });
+    };
+    match promotion.scope {
+        Scope::Journal => match facts.holds(condition, None) {
+            Ok(true) => Ok(None),
+            Ok(false) => Err(Verdict::ConditionFalse),
+            Err(e) => Err(Verdict::EvaluationError(e)),
+        },
+        Scope::Line => {
+            let mut lines = Vec::new();
+            for i in 0..accrual.lines.len() {
+                match facts.holds(condition, Some(i)) {
+                    Ok(true) => lines.push(i),
+                    Ok(false) => {}
+                    Err(e) => {
+                        return Err(Verdict::EvaluationError(format!("line {}: {e}", i + 1)));
+                    }
+                }
+            }
+            if lines.is_empty() {
+                Err(Verdict::ConditionFalse)
+            } else {
+                Ok(Some(lines))
+            }
+        }
+    }
+}
+
+fn act(
+    program: &Program,
+    promotion: &Promotion,
+    accrual: &Accrual,
+    base: &[BasePoints],
+    lines: Option<&[usize]>,
+    evaluation: &mut Evaluation,
+) {
+    let scale = program.money_currency.scale();
+    let mut add = |currency: CurrencyIx, line: Option<usize>, points: i64| {
+        if points > 0 {
+            evaluation.points.push(PromotionPoints {
+                currency,
+                line: line.map(|l| l as u32),
+                points,
+            });
+        }
+    };
+    for action in &promotion.actions {
+        match action {
+            Action::Fixed { currency, points } => match lines {
+                None => add(*currency, None, *points),
+                Some(lines) => lines.iter().for_each(|&l| add(*currency, Some(l), *points)),
+            },
+            Action::PerMoney { currency, rate } => match lines {
+                None => {
+                    if let Some(amount) = accrual.amount {
+                        add(*currency, None, rate.apply(amount, scale));
+                    }
+                }
+                Some(lines) => {
+                    for &l in lines {
+                        add(
+                            *currency,
+                            Some(l),
+                            rate.apply(accrual.lines[l].amount, scale),
+                        );
+                    }
+                }
+            },
+            Action::Multiplier { currency, factor } => {
+                let Some(base) = base.iter().find(|b| b.currency == *currency) else {
+                    continue;
+                };
+                let extra = if program.base_stacks {
+                    *factor - Decimal::ONE
+                } else {
+                    *factor
+                };
+                let times = |points: i64| {
+                    (Decimal::from(points) * extra)
+                        .floor()
+                        .to_i64()
+                        .unwrap_or(0)
+                };
+                match lines {
+                    None if base.per_line.is_empty() => add(*currency, None, times(base.total)),
+                    // Per line, so that refunding a line takes back its share.
+                    None => base
+                        .per_line
+                        .iter()
+                        .enumerate()
+                        .for_each(|(l, p)| add(*currency, Some(l), times(*p))),
+                    Some(lines) => {
+                        for &l in lines {
+                            if let Some(p) = base.per_line.get(l) {
+                                add(*currency, Some(l), times(*p));
+                            }
+                        }
+                    }
+                }
+            }
+            Action::Voucher { definition } => {
+                evaluation.rewards.push(Reward::Voucher(definition.clone()));
+            }
+            Action::Badge { badge } => evaluation.rewards.push(Reward::Badge(badge.clone())),
+        }
+    }
+}
+
+/// The variables conditions see: read directly by the fast path, built once per journal
+/// as CEL values only when a condition needs the interpreter.
+struct Facts<'a> {
+    program: &'a Program,
+    fast: native::Facts<'a>,
+    cel: std::cell::OnceCell<(cel::Context<'static, 'static>, Vec<Value>)>,
+}
+
+impl<'a> Facts<'a> {
+    fn new(
+        program: &'a Program,
+        accrual: &'a Accrual,
+        balances: &'a [i64],
+        at: DateTime<Utc>,
+    ) -> Self {
+        let local = at.with_timezone(&program.time_zone);
+        let fast = native::Facts {
+            accrual,
+            money: &program.money_currency,
+            amount: accrual
+                .amount
+                .map_or(0.0, |a| native::major(a.0, &program.money_currency)),
+            local_date: local.format("%Y-%m-%d").to_string(),
+            local: [
+                i64::from(local.year()),
+                i64::from(local.month()),
+                i64::from(local.day()),
+                i64::from(local.weekday().number_from_monday()),
+                i64::from(local.hour()),
+                i64::from(local.minute()),
+            ],
+            balances,
+        };
+        Self {
+            program,
+            fast,
+            cel: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Whether `condition` holds for the journal, or for line `line` in line scope.
+    fn holds(&self, condition: &Condition, line: Option<usize>) -> Result<bool, String> {
+        if let Some(native) = &condition.native {
+            let line = line.and_then(|i| self.fast.accrual.lines.get(i));
+            return native::eval(native, &self.fast, line);
+        }
+        let (context, lines) = self.cel.get_or_init(|| self.cel_context());
+        match line {
+            None => condition.holds(context),
+            Some(i) => {
+                let mut scope = context.new_inner_scope();
+                scope.add_variable_from_value("line", lines.get(i).cloned().unwrap_or(Value::Null));
+                condition.holds(&scope)
+            }
+        }
+    }
+
+    fn cel_context(&self) -> (cel::Context<'static, 'static>, Vec<Value>) {
+        let program = self.program;
+        let accrual = self.fast.accrual;
+        let money = &program.money_currency;
+        let text = |s: &Option<String>| s.as_deref().map_or(Value::Null, Value::from);
+        let lines: Vec<Value> = accrual
+            .lines
+            .iter()
+            .map(|l| {
+                map([
+                    ("line_id", Value::from(l.line_id.as_str())),
+                    ("sku", text(&l.sku)),
+                    ("category", text(&l.category)),
+                    ("quantity", Value::Int(i64::from(l.quantity))),
+                    ("amount", Value::Float(native::major(l.amount.0, money))),
+                ])
+            })
+            .collect();
+        let attributes: HashMap<cel::objects::Key, Value> = accrual
+            .attributes
+            .iter()
+            .map(|(k, v)| (Arc::new(k.clone()).into(), json_value(v)))
+            .collect();
+        let journal = map([
+            ("type", Value::from(accrual.activity.as_str())),
+            (
+                "subtype",
+                accrual
+                    .subtype
+                    .as_ref()
+                    .map_or(Value::Null, |s| Value::from(s.as_str())),
+            ),
+            ("amount", Value::Float(self.fast.amount)),
+            ("currency", Value::from(money.code())),
+            ("channel", text(&accrual.channel)),
+            ("store", text(&accrual.store)),
+            ("partner", text(&accrual.partner)),
+            ("attributes", Value::Map(attributes.into())),
+            ("lines", Value::List(Arc::new(lines.clone()))),
+        ]);
+        let member_balances: HashMap<cel::objects::Key, Value> = program
+            .currency_ixs()
+            .map(|(ix, c)| {
+                (
+                    Arc::new(c.code.as_str().to_owned()).into(),
+                    Value::Int(self.fast.balances.get(ix.index()).copied().unwrap_or(0)),
+                )
+            })
+            .collect();
+        let member = map([("balances", Value::Map(member_balances.into()))]);
+        let [year, month, day, weekday, hour, minute] = self.fast.local;
+        let local = map([
+            ("date", Value::from(self.fast.local_date.as_str())),
+            ("year", Value::Int(year)),
+            ("month", Value::Int(month)),
+            ("day", Value::Int(day)),
+            ("weekday", Value::Int(weekday)),
+            ("hour", Value::Int(hour)),
+            ("minute", Value::Int(minute)),
+        ]);
+        let mut context = condition::context();
+        context.add_variable_from_value("journal", journal);
+        context.add_variable_from_value("member", member);
+        context.add_variable_from_value("local", local);
+        (context, lines)
+    }
+}
+
+fn map<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    let map: HashMap<cel::objects::Key, Value> = entries
+        .into_iter()
+        .map(|(k, v)| (Arc::new(k.to_owned()).into(), v))
+        .collect();
+    Value::Map(map.into())
+}
+
+fn json_value(v: &serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => Value::Float(n.as_f64().unwrap_or(0.0)),
+        },
+        serde_json::Value::String(s) => Value::from(s.as_str()),
+        serde_json::Value::Array(a) => Value::List(Arc::new(a.iter().map(json_value).collect())),
+        serde_json::Value::Object(o) => {
+            let map: HashMap<cel::objects::Key, Value> = o
+                .iter()
+                .map(|(k, v)| (Arc::new(k.clone()).into(), json_value(v)))
+                .collect();
+            Value::Map(map.into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Journal, JournalBody, JournalDocument};
+
+    fn program() -> Program {
+        let doc: crate::program::ProgramDocument = serde_json::from_value(serde_json::json!({
+            "code": "t", "name": "T", "time_zone": "America/New_York", "money_currency": "EUR",
+            "currencies": [{"code": "points", "name": "P", "kind": "redeemable", "expiry": {"policy": "never"}}],
+            "earning": {"base": [{"currency": "points", "rate": "1"}]}
+        }))
+        .unwrap();
+        Program::compile(&doc, None).unwrap()
+    }
+
+    fn accrual(program: &Program, json: serde_json::Value) -> Accrual {
+        let doc: JournalDocument = serde_json::from_value(json).unwrap();
+        match Journal::parse(&doc, program).unwrap().body {
+            JournalBody::Accrual(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The fast path answers exactly what the CEL interpreter answers, errors included,
+    /// for every shape it takes over.
+    #[test]
+    fn the_fast_path_agrees_with_the_interpreter() {
+        let program = program();
+        let journal_conditions = [
+            "journal.amount >= 100",
+            "journal.amount >= 100.0 && journal.channel == 'web'",
+            "journal.amount < 19.99 || journal.amount == 19.99",
+            "journal.channel != 'web'",
+            "journal.channel < 'web'",
+            "journal.channel < 'web' && false",
+            "false && journal.channel < 'web'",
+            "journal.channel < 'web' || true",
+            "!(journal.store in ['s1', 's2'])",
+            "journal.type == 'purchase' && journal.subtype == null",
+            "journal.currency == 'EUR' && journal.partner == null",
+            "journal.store.startsWith('s')",
+            "journal.store.endsWith('1') || journal.store.contains('x')",
+            "local.weekday >= 6 || local.hour < 8",
+            "local.date == '2026-06-13' && local.year == 2026 && local.month == 6 && local.day == 13",
+            "local.minute == 30",
+            "member.balances.points > 100",
+            "journal.lines.exists(l, l.category == 'shoes')",
+            "journal.lines.exists(l, l.category < 'm')",
+            "journal.lines.all(l, l.amount > 5.0 && l.quantity >= 1)",
+            "journal.lines.all(l, l.sku.startsWith('SKU'))",
+            "journal.lines.exists(l, l.line_id == '2') && !journal.lines.all(l, l.category == 'shoes')",
+            "journal.amount in [19.99, 100]",
+            "true",
+        ];
+        let line_conditions = [
+            "line.category == 'shoes'",
+            "line.category == 'shoes' && line.quantity >= 2",
+            "line.amount >= 20 || line.sku == null",
+            "line.sku.startsWith('SKU-1')",
+            "line.category > 'k'",
+            "line.category in ['shoes', 'bags'] && journal.channel == 'web'",
+        ];
+        let journals = [
+            serde_json::json!({"external_id": "a", "member": "m", "type": "purchase", "occurred_at": "2026-06-13T14:30:00Z",
+                "amount": "19.99", "currency": "EUR"}),
+            serde_json::json!({"external_id": "b", "member": "m", "type": "purchase", "occurred_at": "2026-06-15T10:00:00Z",
+                "amount": "100.00", "currency": "EUR", "channel": "web", "store": "s1",
+                "lines": [{"line_id": "1", "sku": "SKU-1", "category": "shoes", "quantity": 1, "amount": "60.00"},
+                          {"line_id": "2", "category": "socks", "quantity": 2, "amount": "40.00"}]}),
+            serde_json::json!({"external_id": "c", "member": "m", "type": "purchase", "occurred_at": "2026-06-14T03:00:00Z",
+                "amount": "4.00", "currency": "EUR", "channel": "app", "store": "x9",
+                "lines": [{"line_id": "1", "sku": "A", "category": "bags", "quantity": 3, "amount": "4.00"}]}),
+        ];
+        for (balance, json) in [0i64, 150, 7].into_iter().zip(journals) {
+            let at = DateTime::parse_from_rfc3339(json["occurred_at"].as_str().unwrap())
+                .unwrap()
+                .with_timezone(&Utc);
+            let accrual = accrual(&program, json);
+            let balances = [balance];
+            let facts = Facts::new(&program, &accrual, &balances, at);
+            let (context, lines) = facts.cel_context();
+            for (sources, line_scope) in [
+                (&journal_conditions[..], false),
+                (&line_conditions[..], true),
+            ] {
+                for source in sources {
+                    let c = Condition::compile(source)
+                        .unwrap()
+                        .with_fast_path(&program.currencies, line_scope);
+                    assert!(c.is_fast(), "{source} should take the fast path");
+                    let targets: Vec<Option<usize>> = if line_scope {
+                        (0..accrual.lines.len()).map(Some).collect()
+                    } else {
+                        vec![None]
+                    };
+                    for line in targets {
+                        let fast = facts.holds(&c, line);
+                        let slow = match line {
+                            None => c.holds(&context),
+                            Some(i) => {
+                                let mut scope = context.new_inner_scope();
+                                scope.add_variable_from_value("line", lines[i].clone());
+                                c.holds(&scope)
+                            }
+                        };
+                        assert_eq!(
+                            fast.is_ok(),
+                            slow.is_ok(),
+                            "{source} on line {line:?}: {fast:?} vs {slow:?}"
+                        );
+                        if let (Ok(f), Ok(s)) = (&fast, &slow) {
+                            assert_eq!(f, s, "{source} on line {line:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn other_shapes_stay_with_the_interpreter() {
+        let program = program();
+        for source in [
+            "journal.attributes.coupon == 'X'",
+            "journal.amount * 2 > 10",
+            "size(journal.lines) > 2",
+            "member.balances.miles > 1",
+            "journal.lines.map(l, l.amount).size() > 0",
+        ] {
+            let c = Condition::compile(source)
+                .unwrap()
+                .with_fast_path(&program.currencies, false);
+            assert!(!c.is_fast(), "{source}");
+        }
+    }
+}

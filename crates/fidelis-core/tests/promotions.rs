@@ -1,0 +1,443 @@
+//! Promotions: every action type, stacking and exclusivity, windows in the program's time
+//! zone, past-dated journals, line scope, refunds taking promotion points back, and
+//! evaluation errors that never fail a journal.
+
+mod common;
+
+use common::*;
+use fidelis_core::outcome::Outcome;
+use fidelis_core::program::{Program, ProgramDocument};
+use serde_json::json;
+
+/// A Berlin/EUR program: `points` (redeemable, 1 per euro base) and `status`
+/// (qualifying), with the given promotions (YAML list items) and earning options.
+fn program_with(promotions: &str, earning_extra: &str) -> Program {
+    let yaml = format!(
+        "code: test\nname: Test\ntime_zone: Europe/Berlin\nmoney_currency: EUR\n\
+         currencies:\n  - {{code: points, name: Points, kind: redeemable, expiry: {{policy: never}}}}\n  \
+         - {{code: status, name: Status, kind: qualifying, expiry: {{policy: never}}}}\n\
+         earning:\n  base:\n    - {{currency: points, rate: \"1\"}}\n{earning_extra}\
+         promotions:\n{promotions}\n"
+    );
+    let doc: ProgramDocument =
+        yaml_serde::from_str(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    Program::compile(&doc, None).unwrap_or_else(|p| panic!("{p:#?}\n{yaml}"))
+}
+
+fn problems(promotions: &str) -> Vec<String> {
+    let yaml = format!(
+        "code: test\nname: Test\ntime_zone: Europe/Berlin\nmoney_currency: EUR\n\
+         currencies:\n  - {{code: points, name: Points, kind: redeemable, expiry: {{policy: never}}}}\n\
+         promotions:\n{promotions}\n"
+    );
+    let doc: ProgramDocument = yaml_serde::from_str(&yaml).unwrap();
+    match Program::compile(&doc, None) {
+        Ok(_) => Vec::new(),
+        Err(problems) => problems.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn sim(program: Program) -> Sim {
+    let mut sim = Sim::new(program, "2026-06-10T12:00:00Z");
+    sim.enroll("m");
+    sim
+}
+
+fn points(outcome: &Outcome, source: &str, currency: &str) -> i64 {
+    outcome
+        .awards
+        .iter()
+        .filter(|a| a.source == source && a.currency.as_str() == currency)
+        .map(|a| a.points)
+        .sum()
+}
+
+fn balance(outcome: &Outcome, currency: &str) -> i64 {
+    outcome
+        .balances
+        .iter()
+        .find(|b| b.currency.as_str() == currency)
+        .map_or(0, |b| b.available)
+}
+
+fn purchase(amount: &str) -> serde_json::Value {
+    json!({"member": "m", "type": "purchase", "amount": amount, "currency": "EUR"})
+}
+
+fn shoes_and_socks() -> serde_json::Value {
+    json!({"member": "m", "type": "purchase", "amount": "80.00", "currency": "EUR",
+           "lines": [{"line_id": "1", "sku": "SH-1", "category": "shoes", "quantity": 1, "amount": "60.00"},
+                     {"line_id": "2", "sku": "SO-1", "category": "socks", "quantity": 2, "amount": "20.00"}]})
+}
+
+#[test]
+fn every_action_type_awards_what_it_says() {
+    let program = program_with(
+        r#"
+  - code: welcome
+    name: Fixed bonus
+    status: active
+    actions: [{type: fixed, currency: points, points: 50}]
+  - code: per-euro
+    name: Two per euro
+    status: active
+    actions: [{type: per_money, currency: points, rate: "2", rounding: down}]
+  - code: triple
+    name: Triple base
+    status: active
+    actions: [{type: multiplier, currency: points, factor: "3"}]
+  - code: status-points
+    name: Qualifying points
+    status: active
+    actions: [{type: per_money, currency: status, rate: "0.5"}]
+  - code: goodies
+    name: Voucher and badge
+    status: active
+    actions: [{type: voucher, voucher: ten-off}, {type: badge, badge: first-buy}]
+"#,
+        "",
+    );
+    let mut sim = sim(program);
+    let o = sim.ok(purchase("25.50"));
+    assert_eq!(points(&o, "base", "points"), 25);
+    assert_eq!(points(&o, "welcome", "points"), 50);
+    assert_eq!(points(&o, "per-euro", "points"), 51);
+    // Three times the base in total: 50 beside the base's 25.
+    assert_eq!(points(&o, "triple", "points"), 50);
+    assert_eq!(points(&o, "status-points", "status"), 12);
+    assert_eq!(balance(&o, "points"), 25 + 50 + 51 + 50);
+    assert_eq!(balance(&o, "status"), 12);
+    let goodies = o
+        .promotions
+        .iter()
+        .find(|p| p.promotion.as_str() == "goodies")
+        .expect("the voucher promotion is reported");
+    let rewards: Vec<(&str, &str)> = goodies
+        .rewards
+        .iter()
+        .map(|r| (r.kind.as_ref(), r.code.as_str()))
+        .collect();
+    assert_eq!(rewards, [("voucher", "ten-off"), ("badge", "first-buy")]);
+}
+
+#[test]
+fn line_scope_awards_the_matching_lines_and_refunds_take_them_back() {
+    let program = program_with(
+        r#"
+  - code: shoes-double
+    name: Double points on shoes
+    status: active
+    scope: line
+    condition: "line.category == 'shoes'"
+    actions: [{type: multiplier, currency: points, factor: "2"}]
+  - code: per-shoe-line
+    name: 10 per shoe line
+    status: active
+    scope: line
+    condition: "line.category == 'shoes' && line.quantity >= 1"
+    actions: [{type: fixed, currency: points, points: 10}]
+"#,
+        "",
+    );
+    let mut sim = sim(program);
+    let o = sim.ok(json!({"external_id": "order-1", "member": "m", "type": "purchase", "amount": "80.00", "currency": "EUR",
+           "lines": [{"line_id": "1", "category": "shoes", "quantity": 1, "amount": "60.00"},
+                     {"line_id": "2", "category": "socks", "quantity": 2, "amount": "20.00"}]}));
+    assert_eq!(points(&o, "base", "points"), 80);
+    assert_eq!(points(&o, "shoes-double", "points"), 60);
+    assert_eq!(points(&o, "per-shoe-line", "points"), 10);
+    assert_eq!(balance(&o, "points"), 150);
+    // Refunding the shoes takes back their base, their double and their line bonus.
+    let r = sim.ok(
+        json!({"member": "m", "type": "refund", "original_external_id": "order-1",
+                          "lines": [{"line_id": "1", "quantity": 1}]}),
+    );
+    assert_eq!(balance(&r, "points"), 20);
+    // Refunding the socks takes the rest; nothing is left.
+    let r = sim.ok(
+        json!({"member": "m", "type": "refund", "original_external_id": "order-1",
+                          "lines": [{"line_id": "2", "quantity": 2}]}),
+    );
+    assert_eq!(balance(&r, "points"), 0);
+}
+
+#[test]
+fn a_cancelled_purchase_takes_its_promotion_points_back() {
+    let program = program_with(
+        r#"
+  - code: bonus
+    name: Bonus
+    status: active
+    actions: [{type: fixed, currency: points, points: 100}, {type: fixed, currency: status, points: 5}]
+"#,
+        "",
+    );
+    let mut sim = sim(program);
+    let o = sim.ok(json!({"external_id": "p1", "member": "m", "type": "purchase", "amount": "10", "currency": "EUR"}));
+    assert_eq!(balance(&o, "points"), 110);
+    let c = sim.ok(json!({"member": "m", "type": "cancellation", "original_external_id": "p1"}));
+    assert_eq!(balance(&c, "points"), 0);
+    assert_eq!(balance(&c, "status"), 0);
+}
+
+#[test]
+fn priority_and_exclusivity_decide_what_stacks() {
+    let program = program_with(
+        r#"
+  - code: low
+    name: Low
+    status: active
+    priority: 1
+    actions: [{type: fixed, currency: points, points: 1}]
+  - code: vip
+    name: VIP exclusive
+    status: active
+    priority: 10
+    exclusive: true
+    condition: "journal.amount >= 100.0"
+    actions: [{type: fixed, currency: points, points: 500}]
+  - code: high
+    name: High
+    status: active
+    priority: 20
+    actions: [{type: fixed, currency: points, points: 7}]
+"#,
+        "",
+    );
+    let mut sim = sim(program);
+    // Below 100: the exclusive one does not apply, so everything else stacks.
+    let o = sim.ok(purchase("50"));
+    let applied: Vec<&str> = o.promotions.iter().map(|p| p.promotion.as_str()).collect();
+    assert_eq!(applied, ["high", "low"]);
+    // From 100: `high` (higher priority) still applies, `vip` applies, `low` is excluded.
+    let o = sim.ok(purchase("100"));
+    let applied: Vec<&str> = o.promotions.iter().map(|p| p.promotion.as_str()).collect();
+    assert_eq!(applied, ["high", "vip"]);
+    assert_eq!(points(&o, "low", "points"), 0);
+}
+
+#[test]
+fn base_earning_may_be_replaced_by_a_promotion() {
+    let promotions = r#"
+  - code: double
+    name: Double
+    status: active
+    actions: [{type: multiplier, currency: points, factor: "2"}]
+"#;
+    let stacking = program_with(promotions, "");
+    let replacing = program_with(promotions, "  base_stacks_with_promotions: false\n");
+    let o = sim(stacking).ok(purchase("40"));
+    assert_eq!(
+        (points(&o, "base", "points"), points(&o, "double", "points")),
+        (40, 40)
+    );
+    let o = sim(replacing).ok(purchase("40"));
+    assert_eq!(
+        (points(&o, "base", "points"), points(&o, "double", "points")),
+        (0, 80)
+    );
+    assert_eq!(balance(&o, "points"), 80);
+}
+
+#[test]
+fn a_window_ends_at_local_midnight_and_past_dated_journals_use_their_own_date() {
+    // Berlin is UTC+1 in winter: local midnight of 1 December is 23:00 UTC on 30 November.
+    let program = program_with(
+        r#"
+  - code: november
+    name: November bonus
+    status: active
+    starts_at: "2026-11-01"
+    ends_at: "2026-12-01T00:00"
+    actions: [{type: fixed, currency: points, points: 30}]
+"#,
+        "",
+    );
+    let mut sim = Sim::new(program, "2026-12-05T12:00:00Z");
+    sim.enroll("m");
+    let mut at = |occurred_at: &str| {
+        let mut doc = purchase("10");
+        doc["occurred_at"] = occurred_at.into();
+        let o = sim.ok(doc);
+        points(&o, "november", "points")
+    };
+    assert_eq!(at("2026-11-30T22:59:59Z"), 30, "23:59:59 local is inside");
+    assert_eq!(at("2026-11-30T23:00:00Z"), 0, "local midnight is outside");
+    // Posted on 5 December, but the purchase was on 15 November: the promotion applies.
+    assert_eq!(at("2026-11-15T10:00:00Z"), 30);
+    assert_eq!(
+        at("2026-10-31T22:59:00Z"),
+        0,
+        "before the start (local 23:59 on 31 October)"
+    );
+    assert_eq!(
+        at("2026-10-31T23:00:00Z"),
+        30,
+        "the start, local midnight, is inside"
+    );
+}
+
+#[test]
+fn conditions_see_the_journal_the_member_and_the_local_time() {
+    let program = program_with(
+        r#"
+  - code: weekend
+    name: Weekend
+    status: active
+    condition: "local.weekday >= 6"
+    actions: [{type: fixed, currency: points, points: 1}]
+  - code: web-shoes
+    name: Web shoes
+    status: active
+    condition: "journal.channel == 'web' && journal.lines.exists(l, l.category == 'shoes')"
+    actions: [{type: fixed, currency: points, points: 2}]
+  - code: rich
+    name: Members with 100 points
+    status: active
+    condition: "member.balances.points >= 100"
+    actions: [{type: fixed, currency: points, points: 4}]
+  - code: vip-attr
+    name: Attribute
+    status: active
+    condition: "has(journal.attributes.coupon) && journal.attributes.coupon == 'VIP'"
+    actions: [{type: fixed, currency: points, points: 8}]
+"#,
+        "",
+    );
+    let mut sim = sim(program);
+    sim.at("2026-06-17T12:00:00Z"); // a Wednesday
+    // Saturday 13 June 2026, 10:00 in Berlin.
+    let mut doc = shoes_and_socks();
+    doc["occurred_at"] = "2026-06-13T08:00:00Z".into();
+    doc["channel"] = "web".into();
+    doc["attributes"] = json!({"coupon": "VIP"});
+    let o = sim.ok(doc);
+    let applied: Vec<&str> = o.promotions.iter().map(|p| p.promotion.as_str()).collect();
+    assert_eq!(applied, ["weekend", "web-shoes", "vip-attr"], "{o:?}");
+    // Now the member has 80 + 11 points; a weekday store purchase with no attributes.
+    let mut doc = purchase("10");
+    doc["occurred_at"] = "2026-06-10T08:00:00Z".into();
+    let o = sim.ok(doc);
+    let applied: Vec<&str> = o.promotions.iter().map(|p| p.promotion.as_str()).collect();
+    assert!(applied.is_empty(), "{applied:?}");
+    let o = sim.ok(purchase("1"));
+    let applied: Vec<&str> = o.promotions.iter().map(|p| p.promotion.as_str()).collect();
+    assert_eq!(applied, ["rich"]);
+}
+
+#[test]
+fn an_evaluation_error_means_does_not_apply_and_is_recorded() {
+    let program = program_with(
+        r#"
+  - code: broken
+    name: Compares a missing field
+    status: active
+    condition: "journal.attributes.coupon == 'X'"
+    actions: [{type: fixed, currency: points, points: 5}]
+"#,
+        "",
+    );
+    let mut sim = sim(program);
+    let o = sim.ok(purchase("10"));
+    assert_eq!(
+        balance(&o, "points"),
+        10,
+        "the journal is processed with its base points"
+    );
+    let broken = &o.promotions[0];
+    assert_eq!(broken.result, "evaluation_error");
+    assert!(
+        broken.detail.as_deref().unwrap_or("").contains("coupon"),
+        "{broken:?}"
+    );
+}
+
+#[test]
+fn statuses_other_than_active_never_award() {
+    let program = program_with(
+        r#"
+  - code: draft
+    name: Draft
+    status: draft
+    actions: [{type: fixed, currency: points, points: 1}]
+  - code: paused
+    name: Paused
+    status: paused
+    actions: [{type: fixed, currency: points, points: 1}]
+  - code: ended
+    name: Ended
+    status: ended
+    actions: [{type: fixed, currency: points, points: 1}]
+"#,
+        "",
+    );
+    let o = sim(program).ok(purchase("10"));
+    assert_eq!(balance(&o, "points"), 10);
+    assert!(o.promotions.is_empty());
+}
+
+#[test]
+fn invalid_promotions_are_refused_with_every_problem_and_its_path() {
+    let found = problems(
+        r#"
+  - code: a
+    name: Bad condition
+    status: active
+    condition: "journal.amount > "
+    actions: [{type: fixed, currency: points, points: 1}]
+  - code: a
+    name: Duplicate code, bad status, no actions
+    status: running
+    actions: []
+  - code: c
+    name: Bad actions
+    status: active
+    starts_at: "yesterday"
+    actions: [{type: multiplier, currency: points, factor: "0.5"}, {type: fixed, currency: gold, points: 1}, {type: teleport}]
+"#,
+    );
+    let expect = [
+        "promotions[0].condition: invalid expression",
+        "promotions[1].code: a is defined twice",
+        "promotions[1].status: \"running\" is not one of",
+        "promotions[1].actions: needs at least one action",
+        "promotions[2].starts_at:",
+        "promotions[2].actions[0].factor:",
+        "promotions[2].actions[1].currency: \"gold\" is not a currency",
+        "promotions[2].actions[2].type: \"teleport\"",
+    ];
+    for e in expect {
+        assert!(
+            found.iter().any(|p| p.starts_with(e)),
+            "missing {e:?} in {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn hostile_expressions_are_refused_without_a_crash() {
+    let promotion = |condition: &str| {
+        format!(
+            "  - code: h\n    name: Hostile\n    status: active\n    condition: '{}'\n    actions: [{{type: fixed, currency: points, points: 1}}]\n",
+            condition.replace('\'', "''")
+        )
+    };
+    let long = format!("journal.store == \"{}\"", "x".repeat(10_000));
+    let deep = format!("{}true{}", "(".repeat(1_000), ")".repeat(1_000));
+    let list = format!("journal.amount in [{}]", vec!["1.0"; 50_000].join(", "));
+    let deep_list = format!("{}1{}", "[".repeat(1_000), "]".repeat(1_000));
+    for (condition, want) in [
+        (long, "bytes long"),
+        (deep, "nests deeper"),
+        (list, "bytes long"),
+        (deep_list, "nests deeper"),
+    ] {
+        let found = problems(&promotion(&condition));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("promotions[0].condition") && p.contains(want)),
+            "{want}: {found:#?}"
+        );
+    }
+}
