@@ -53,6 +53,7 @@ both_dialects!(
     the_store_agrees_with_the_reference_book,
     realtime_journals_arriving_together_keep_their_own_outcomes,
     a_program_changed_meanwhile_is_noticed_before_posting,
+    promotions_award_refund_and_dry_runs_leave_no_trace,
 );
 
 fn utc(s: &str) -> DateTime<Utc> {
@@ -809,4 +810,100 @@ async fn a_program_changed_meanwhile_is_noticed_before_posting(store: Store) {
         .unwrap();
     assert!(!posted.replayed);
     assert_eq!(available(&store, &current, "m", now).await, (0, 100));
+}
+
+async fn promotions_award_refund_and_dry_runs_leave_no_trace(store: Store) {
+    let mut doc = program_doc(json!({}));
+    doc.promotions = serde_json::from_value(json!([
+        {"code": "shoes-double", "name": "Double on shoes", "status": "active", "scope": "line",
+         "condition": "line.category == 'shoes'",
+         "actions": [{"type": "multiplier", "currency": "points", "factor": "2"}]},
+        {"code": "web-bonus", "name": "Web bonus", "status": "active", "priority": 5,
+         "condition": "journal.channel == 'web'",
+         "actions": [{"type": "fixed", "currency": "points", "points": 25}, {"type": "badge", "badge": "online"}]},
+        {"code": "later", "name": "Starts in July", "status": "active", "starts_at": "2026-07-01",
+         "actions": [{"type": "fixed", "currency": "points", "points": 1000}]}
+    ]))
+    .unwrap();
+    let program = Program::compile(&doc, None).unwrap();
+    let (p, _) = store
+        .put_program(
+            &program,
+            utc("2026-01-01T00:00:00Z"),
+            &fidelis_store::Actor::cli(),
+        )
+        .await
+        .unwrap();
+    enroll(&store, &p, "ada").await;
+    let order = json!({"external_id": "o-1", "member": "ada", "type": "purchase", "channel": "web",
+        "occurred_at": "2026-06-01T10:00:00Z", "amount": "80.00", "currency": "EUR",
+        "lines": [{"line_id": "1", "category": "shoes", "quantity": 1, "amount": "60.00"},
+                  {"line_id": "2", "category": "socks", "quantity": 1, "amount": "20.00"}]});
+
+    // A dry run answers every promotion's verdict and changes nothing.
+    let dry = store
+        .dry_run(&p, &journal(&p, order.clone()), utc("2026-06-01T10:00:00Z"))
+        .await
+        .unwrap()
+        .unwrap();
+    let verdicts: Vec<(&str, &str)> = dry
+        .outcome
+        .promotions
+        .iter()
+        .map(|r| (r.promotion.as_str(), r.result.as_ref()))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("web-bonus", "applied"),
+            ("shoes-double", "applied"),
+            ("later", "not_started")
+        ]
+    );
+    assert_eq!(
+        available(&store, &p, "ada", "2026-06-01T10:00:00Z").await,
+        (0, 0)
+    );
+
+    // Posted for real: base 80, the shoes' double 60, the web bonus 25.
+    let posted = post(&store, &p, order.clone(), "2026-06-01T10:00:00Z")
+        .await
+        .unwrap();
+    assert!(!posted.replayed, "the dry run left no journal behind");
+    let by_source = |o: &fidelis_core::outcome::Outcome, source: &str| -> i64 {
+        o.awards
+            .iter()
+            .filter(|a| a.source == source && a.currency.as_str() == "points")
+            .map(|a| a.points)
+            .sum()
+    };
+    assert_eq!(by_source(&posted.outcome, "base"), 80);
+    assert_eq!(by_source(&posted.outcome, "shoes-double"), 60);
+    assert_eq!(by_source(&posted.outcome, "web-bonus"), 25);
+    assert_eq!(
+        available(&store, &p, "ada", "2026-06-01T10:00:00Z").await,
+        (165, 0)
+    );
+    // Only the promotions that applied are kept in the outcome; a replay answers it again.
+    let replay = post(&store, &p, order, "2026-06-01T11:00:00Z")
+        .await
+        .unwrap();
+    assert!(replay.replayed);
+    assert_eq!(replay.outcome, posted.outcome);
+    assert_eq!(posted.outcome.promotions.len(), 2);
+
+    // Refunding the shoes takes back their base and their double, and of the web bonus
+    // (the whole order's) the refunded share: 60/80 of 25, rounded down, 18.
+    post(
+        &store,
+        &p,
+        json!({"external_id": "r-1", "member": "ada", "type": "refund", "original_external_id": "o-1",
+               "occurred_at": "2026-06-02T10:00:00Z", "lines": [{"line_id": "1", "quantity": 1}]}),
+        "2026-06-02T10:00:00Z",
+    )
+    .await
+    .unwrap();
+    let (points, _) = available(&store, &p, "ada", "2026-06-02T10:00:00Z").await;
+    assert_eq!(points, 165 - 60 - 60 - 18);
+    assert_sums(&store, &p, "ada").await;
 }
