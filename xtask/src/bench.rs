@@ -177,7 +177,7 @@ fn import(
         );
         Ok(())
     };
-    quiet(fidelis(bin, url).args(["program", "create", "bench", "--template", "retail"]))?;
+    crate::create_bench_program(bin, url, members.parent().unwrap_or(members))?;
     quiet(
         fidelis(bin, url)
             .args(["members", "import", "--program", "bench"])

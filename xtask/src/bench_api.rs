@@ -130,7 +130,7 @@ fn api(server: &PgServer, bin: &Path, dir: &Path, o: &Options) -> Result<Figures
         );
         Ok(())
     };
-    quiet(&["program", "create", "bench", "--template", "retail"])?;
+    crate::create_bench_program(bin, &url, dir)?;
     let members: String = (0..o.members)
         .map(|m| format!("{{\"member\": \"M{m:07}\"}}\n"))
         .collect();

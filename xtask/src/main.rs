@@ -88,3 +88,39 @@ pub fn ensure_postgres() -> anyhow::Result<()> {
         fidelis_testkit::find_bindir().unwrap_err()
     )
 }
+
+/// Creates program `bench` in the database at `url` from the `retail` template, without
+/// its promotions: the end-to-end benchmarks measure the ledger (base earning); the
+/// promotions engine has its own criterion benchmark.
+pub fn create_bench_program(
+    bin: &std::path::Path,
+    url: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let fidelis = |args: &[&str]| -> anyhow::Result<Vec<u8>> {
+        let out = Command::new(bin)
+            .arg("--database")
+            .arg(url)
+            .args(args)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "fidelis {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(out.stdout)
+    };
+    fidelis(&["program", "create", "bench", "--template", "retail"])?;
+    let mut document: serde_json::Value =
+        serde_json::from_slice(&fidelis(&["program", "show", "bench", "--format", "json"])?)?;
+    if let Some(fields) = document.as_object_mut() {
+        fields.remove("promotions");
+    }
+    let file = dir.join("bench-program.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(&document)?)?;
+    let file = file
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("a UTF-8 path"))?;
+    fidelis(&["program", "apply", file])?;
+    Ok(())
+}

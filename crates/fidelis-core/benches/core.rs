@@ -262,11 +262,18 @@ fn promotions(c: &mut Criterion) {
             format!("evaluate {n} active promotions for a 5-line journal"),
             |b| {
                 b.iter(|| {
+                    let mut counters = fidelis_core::promotions::Counters::default();
+                    let member = fidelis_core::promotions::Member {
+                        id: MemberId(1),
+                        facts: None,
+                        balances: &[0, 0],
+                        counters: &mut counters,
+                    };
                     black_box(fidelis_core::promotions::evaluate(
                         &program,
                         accrual,
                         &base,
-                        &[0, 0],
+                        member,
                         start(),
                     ))
                 })

@@ -26,6 +26,8 @@ pub struct Book {
     /// Every entry ever written, in order.
     entries: Vec<(MemberId, Entry)>,
     next_id: i64,
+    /// Promotion limit counters.
+    counters: crate::promotions::Counters,
 }
 
 #[derive(Debug, Clone)]
@@ -44,6 +46,7 @@ impl Book {
             by_external_id: HashMap::new(),
             entries: Vec::new(),
             next_id: 1,
+            counters: crate::promotions::Counters::default(),
         }
     }
 
@@ -67,6 +70,13 @@ impl Book {
             MemberLedger::new(id, MemberStatus::Active, &self.program),
         );
         id
+    }
+
+    /// Gives a member the profile and enrolment promotion conditions may read.
+    pub fn set_facts(&mut self, member: &ExternalId, facts: crate::promotions::MemberFacts) {
+        if let Some(ledger) = self.members.get_mut(member) {
+            ledger.facts = Some(std::sync::Arc::new(facts));
+        }
     }
 
     pub fn set_status(&mut self, member: &ExternalId, status: MemberStatus) {
@@ -108,6 +118,7 @@ impl Book {
             return Err(JournalError::UnknownMember(journal.member.to_string()));
         };
         let mut related = self.related(journal);
+        related.counters = std::mem::take(&mut self.counters);
         let ids = JournalIds {
             main: JournalId(self.next_id()),
             settlement: JournalId(self.next_id()),
@@ -115,6 +126,7 @@ impl Book {
         let result = process::process(&self.program, &mut ledger, journal, &mut related, ids, now);
         let member = ledger.member;
         self.members.insert(journal.member.clone(), ledger);
+        self.counters = std::mem::take(&mut related.counters);
         self.put_back(related);
         let processed = match result {
             Ok(p) => p,

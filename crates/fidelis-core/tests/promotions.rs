@@ -441,3 +441,239 @@ fn hostile_expressions_are_refused_without_a_crash() {
         );
     }
 }
+
+#[test]
+fn conditions_read_the_members_profile_birthday_and_tenure() {
+    let program = program_with(
+        r#"
+  - code: birthday
+    name: Birthday bonus
+    status: active
+    condition: "member.birthday_today"
+    actions: [{type: fixed, currency: points, points: 100}]
+  - code: loyal
+    name: A year with us
+    status: active
+    condition: "member.tenure_days >= 365 && member.profile.segment == 'vip'"
+    actions: [{type: fixed, currency: points, points: 7}]
+"#,
+        "",
+    );
+    assert!(program.needs_member_facts());
+    let mut sim = Sim::new(program, "2026-06-30T12:00:00Z");
+    sim.enroll("m");
+    let member = fidelis_core::ids::ExternalId::parse("m").unwrap();
+    sim.book.set_facts(
+        &member,
+        fidelis_core::promotions::MemberFacts {
+            enrolled_at: Some(utc("2025-06-14T08:00:00Z")),
+            profile: serde_json::from_value(json!({"birthday": "1990-06-13", "segment": "vip"}))
+                .unwrap(),
+        },
+    );
+    let mut on = |occurred_at: &str| {
+        let mut doc = purchase("10");
+        doc["occurred_at"] = occurred_at.into();
+        let o = sim.ok(doc);
+        o.promotions
+            .iter()
+            .map(|p| p.promotion.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    // 13 June in Berlin, 364 days after enrolment: the birthday, not yet a year.
+    assert_eq!(on("2026-06-12T22:30:00Z"), ["birthday"]);
+    // 14 June: a year (365 days) with us, no birthday.
+    assert_eq!(on("2026-06-14T10:00:00Z"), ["loyal"]);
+}
+
+#[test]
+fn without_profile_facts_a_member_condition_is_an_evaluation_error_not_a_failure() {
+    let program = program_with(
+        r#"
+  - code: birthday
+    name: Birthday bonus
+    status: active
+    condition: "member.birthday_today"
+    actions: [{type: fixed, currency: points, points: 100}]
+"#,
+        "",
+    );
+    let o = sim(program).ok(purchase("10"));
+    assert_eq!(balance(&o, "points"), 10);
+    assert_eq!(o.promotions[0].result, "evaluation_error");
+}
+
+fn limited(limits: &str, points: i64) -> Program {
+    program_with(
+        &format!(
+            r#"
+  - code: bonus
+    name: Limited bonus
+    status: active
+    limits: {limits}
+    actions: [{{type: fixed, currency: points, points: {points}}}]
+"#
+        ),
+        "",
+    )
+}
+
+/// What the bonus gave each of the journals posted by `members` at `at`.
+fn bonus_for(sim: &mut Sim, posts: &[(&str, &str)]) -> Vec<i64> {
+    posts
+        .iter()
+        .map(|(member, at)| {
+            let mut doc = purchase("1");
+            doc["member"] = (*member).into();
+            doc["occurred_at"] = (*at).into();
+            let o = sim.ok(doc);
+            points(&o, "bonus", "points")
+        })
+        .collect()
+}
+
+#[test]
+fn per_member_limits_count_times_and_cut_points_at_the_cap() {
+    let mut sim = Sim::new(
+        limited("{per_member: {times: 2}}", 100),
+        "2026-12-31T00:00:00Z",
+    );
+    sim.enroll("a");
+    sim.enroll("b");
+    let at = "2026-06-01T10:00:00Z";
+    assert_eq!(
+        bonus_for(&mut sim, &[("a", at), ("a", at), ("a", at), ("b", at)]),
+        [100, 100, 0, 100]
+    );
+    let mut sim = Sim::new(
+        limited("{per_member: {points: 250}}", 100),
+        "2026-12-31T00:00:00Z",
+    );
+    sim.enroll("a");
+    assert_eq!(bonus_for(&mut sim, &[("a", at); 4]), [100, 100, 50, 0]);
+    // The refused one says why.
+    let mut doc = purchase("1");
+    doc["member"] = "a".into();
+    let o = sim.ok(doc);
+    assert_eq!(o.promotions[0].result, "limit_reached");
+    assert!(
+        o.promotions[0]
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("250 points"),
+        "{:?}",
+        o.promotions[0]
+    );
+}
+
+#[test]
+fn period_limits_reset_at_the_local_period_boundary() {
+    let mut sim = Sim::new(
+        limited("{per_member_per_period: {period: month, times: 1}}", 10),
+        "2026-12-31T00:00:00Z",
+    );
+    sim.enroll("a");
+    // 30 June 23:30 in Berlin is still June; 22:30 UTC on 30 June is 00:30 on 1 July there.
+    assert_eq!(
+        bonus_for(
+            &mut sim,
+            &[
+                ("a", "2026-06-01T10:00:00Z"),
+                ("a", "2026-06-30T21:30:00Z"),
+                ("a", "2026-06-30T22:30:00Z"),
+                ("a", "2026-07-15T10:00:00Z"),
+            ]
+        ),
+        [10, 0, 10, 0]
+    );
+}
+
+#[test]
+fn budgets_and_daily_caps_count_all_members() {
+    let at = "2026-06-01T10:00:00Z";
+    let mut sim = Sim::new(limited("{budget_points: 250}", 100), "2026-12-31T00:00:00Z");
+    for m in ["a", "b", "c", "d"] {
+        sim.enroll(m);
+    }
+    assert_eq!(
+        bonus_for(&mut sim, &[("a", at), ("b", at), ("c", at), ("d", at)]),
+        [100, 100, 50, 0]
+    );
+    let mut sim = Sim::new(limited("{daily_points: 150}", 100), "2026-12-31T00:00:00Z");
+    for m in ["a", "b", "c"] {
+        sim.enroll(m);
+    }
+    assert_eq!(
+        bonus_for(
+            &mut sim,
+            &[
+                ("a", at),
+                ("b", at),
+                ("c", at),
+                ("c", "2026-06-02T10:00:00Z")
+            ]
+        ),
+        [100, 50, 0, 100]
+    );
+}
+
+#[test]
+fn a_cancelled_or_refunded_award_gives_its_units_back() {
+    let mut sim = Sim::new(
+        program_with(
+            r#"
+  - code: bonus
+    name: Limited bonus
+    status: active
+    limits: {budget_points: 100, per_member: {times: 1}}
+    actions: [{type: per_money, currency: points, rate: "1"}]
+"#,
+            "",
+        ),
+        "2026-12-31T00:00:00Z",
+    );
+    for m in ["a", "b"] {
+        sim.enroll(m);
+    }
+    let buy = |member: &str, id: &str, amount: &str| {
+        json!({"external_id": id, "member": member, "type": "purchase", "amount": amount,
+               "currency": "EUR", "occurred_at": "2026-06-01T10:00:00Z"})
+    };
+    let o = sim.ok(buy("a", "a1", "100"));
+    assert_eq!(points(&o, "bonus", "points"), 100);
+    assert_eq!(points(&sim.ok(buy("b", "b1", "40")), "bonus", "points"), 0);
+    // Refunding 40 of a's 100 gives 40 points back to the budget (a's use stays).
+    sim.ok(json!({"member": "a", "type": "refund", "original_external_id": "a1", "amount": "40", "currency": "EUR"}));
+    assert_eq!(points(&sim.ok(buy("b", "b2", "60")), "bonus", "points"), 40);
+    // Cancelling b's purchase gives back its 40 points and its use.
+    sim.ok(json!({"member": "b", "type": "cancellation", "original_external_id": "b2"}));
+    assert_eq!(points(&sim.ok(buy("b", "b3", "30")), "bonus", "points"), 30);
+    // a already used the promotion once.
+    assert_eq!(points(&sim.ok(buy("a", "a2", "5")), "bonus", "points"), 0);
+}
+
+#[test]
+fn invalid_limits_are_refused_with_their_paths() {
+    let found = problems(
+        r#"
+  - code: a
+    name: Bad limits
+    status: active
+    limits: {per_member: {}, per_member_per_period: {period: fortnight, times: 0}, budget_points: -5, sometimes: 1}
+    actions: [{type: fixed, currency: points, points: 1}]
+"#,
+    );
+    for e in [
+        "promotions[0].limits.per_member: needs times, points or both",
+        "promotions[0].limits.per_member_per_period.period: \"fortnight\"",
+        "promotions[0].limits.per_member_per_period.times: must be 1",
+        "promotions[0].limits.budget_points: must be 1",
+        "promotions[0].limits.sometimes: unknown field",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(e)),
+            "missing {e:?} in {found:#?}"
+        );
+    }
+}

@@ -6,6 +6,8 @@
 //! call [`fidelis_core::process::process`] journal by journal, then write every new
 //! journal, entry, bucket and account in bulk. A realtime journal is a batch of one.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use fidelis_core::ids::{BucketId, CurrencyIx, EntryKey, JournalId, MemberId};
 use fidelis_core::journal::{Journal, JournalBody, JournalDocument, JournalError};
@@ -142,12 +144,24 @@ pub(crate) async fn post_batch<T: LedgerTx>(
     for row in opening.accounts {
         batch.put_account(row)?;
     }
+    if program.needs_member_facts() {
+        let ids: Vec<i64> = members.iter().map(|m| m.id).collect();
+        for row in tx.load_member_facts(&ids).await? {
+            batch.put_facts(row)?;
+        }
+    }
     let existing: FxHashMap<String, JournalRow> = opening
         .journals
         .into_iter()
         .filter_map(|r| r.external_id.clone().map(|e| (e, r)))
         .collect();
     batch.load_related(tx, &journals, &existing).await?;
+    if program.has_limits() {
+        let keys = counter_keys(program, &journals, &member_by_name);
+        if !keys.is_empty() {
+            batch.counters.counts = tx.load_counters(lp.id, &keys).await?.into_iter().collect();
+        }
+    }
 
     // Buckets for the members whose journals touch existing points.
     let mut needing: Vec<i64> = journals
@@ -423,6 +437,8 @@ struct Batch<'p> {
     new_journals: Vec<NewJournal>,
     /// A dry run: outcomes list every promotion's verdict.
     explain: bool,
+    /// Promotion limit counters, moved into each journal's processing and back.
+    counters: fidelis_core::promotions::Counters,
 }
 
 impl<'p> Batch<'p> {
@@ -439,6 +455,7 @@ impl<'p> Batch<'p> {
             loaded_buckets: FxHashSet::default(),
             new_journals: Vec::new(),
             explain: false,
+            counters: fidelis_core::promotions::Counters::default(),
         }
     }
 
@@ -463,6 +480,20 @@ impl<'p> Batch<'p> {
         let mut ledger = MemberLedger::new(MemberId(member_id), status, self.program());
         ledger.buckets_loaded = false;
         self.ledgers.insert(member_id, ledger);
+        Ok(())
+    }
+
+    fn put_facts(&mut self, row: MemberFactsRow) -> Result<()> {
+        let profile = match serde_json::from_str::<serde_json::Value>(&row.profile)? {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        if let Some(ledger) = self.ledgers.get_mut(&row.member_id) {
+            ledger.facts = Some(Arc::new(fidelis_core::promotions::MemberFacts {
+                enrolled_at: Some(row.enrolled_at),
+                profile,
+            }));
+        }
         Ok(())
     }
 
@@ -717,6 +748,7 @@ impl<'p> Batch<'p> {
     fn take_related(&mut self, journal: &Journal) -> Related {
         let mut related = Related {
             explain: self.explain,
+            counters: std::mem::take(&mut self.counters),
             ..Related::default()
         };
         let Some(original) = journal.body.original() else {
@@ -735,6 +767,7 @@ impl<'p> Batch<'p> {
     }
 
     fn put_back(&mut self, related: Related) {
+        self.counters = related.counters;
         for record in [related.target, related.target_original]
             .into_iter()
             .flatten()
@@ -839,7 +872,15 @@ impl<'p> Batch<'p> {
             accounts: account_rows,
             updates,
         };
-        tx.write_batch(self.lp.id, &rows).await
+        tx.write_batch(self.lp.id, &rows).await?;
+        let deltas: Vec<_> = std::mem::take(&mut self.counters.deltas)
+            .into_iter()
+            .filter(|(_, c)| c.times != 0 || c.points != 0)
+            .collect();
+        if !deltas.is_empty() {
+            tx.add_counters(self.lp.id, &deltas).await?;
+        }
+        Ok(())
     }
 }
 
@@ -889,4 +930,36 @@ pub(crate) fn record_from_row(row: &JournalRow) -> Result<JournalRecord> {
         entries: Vec::new(),
         changed: false,
     })
+}
+
+/// The limit counters the batch's accruals may use: for each accrual, those of every
+/// limited promotion in force for it (reversals only add to counters, so they need none
+/// loaded). Sorted, so all-member rows are locked in one order.
+fn counter_keys(
+    program: &Program,
+    journals: &[&Journal],
+    member_by_name: &FxHashMap<&str, i64>,
+) -> Vec<fidelis_core::promotions::limits::CounterKey> {
+    let mut keys = std::collections::BTreeSet::new();
+    for journal in journals {
+        let JournalBody::Accrual(accrual) = &journal.body else {
+            continue;
+        };
+        let Some(&member) = member_by_name.get(journal.member.as_str()) else {
+            continue;
+        };
+        for p in program.promotions.iter().filter(|p| !p.limits.is_empty()) {
+            if p.in_force_for(accrual, journal.occurred_at) {
+                for (key, _, _) in p.limits.keys(
+                    &p.code,
+                    MemberId(member),
+                    program.time_zone,
+                    journal.occurred_at,
+                ) {
+                    keys.insert(key);
+                }
+            }
+        }
+    }
+    keys.into_iter().collect()
 }

@@ -119,8 +119,9 @@ pub(crate) fn account_row(r: &PgRow) -> Result<AccountRow> {
     })
 }
 
-/// Batches locking at most this many members (realtime groups) use generic plans; see
-/// [`PgTx::lock_members`].
+/// Batches of at most this many members (realtime groups) use generic plans (see
+/// [`PgTx::lock_members`]) and single-statement reads and writes; larger ones (imports)
+/// amortise their round trips and run faster one statement per part, with custom plans.
 const GENERIC_PLAN_MEMBERS: usize = 64;
 /// Journal ids come from the sequence in blocks of this many (its INCREMENT).
 const ID_BLOCK: usize = 64;
@@ -206,6 +207,84 @@ impl LedgerTx for PgTx {
         .fetch_all(self.conn().await?)
         .await?;
         rows.iter().map(account_row).collect()
+    }
+
+    async fn load_counters(
+        &mut self,
+        program_id: i64,
+        keys: &[CounterKey],
+    ) -> Result<Vec<(CounterKey, Count)>> {
+        let (promotions, members, periods) = counter_columns(keys);
+        // Everyone's counters: created if missing (a concurrent creator is waited for),
+        // then locked in key order.
+        sqlx::query(
+            "INSERT INTO promotion_usage (program_id, promotion, member_id, period, times, points) \
+             SELECT $1, p, m, d, 0, 0 FROM unnest($2::text[], $3::bigint[], $4::text[]) AS k(p, m, d) \
+             WHERE m = 0 ORDER BY p, d ON CONFLICT DO NOTHING",
+        )
+        .bind(program_id)
+        .bind(&promotions)
+        .bind(&members)
+        .bind(&periods)
+        .execute(self.conn().await?)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT u.promotion, u.member_id, u.period, u.times, u.points FROM promotion_usage u \
+             JOIN unnest($2::text[], $3::bigint[], $4::text[]) AS k(p, m, d) \
+               ON u.promotion = k.p AND u.member_id = k.m AND u.period = k.d \
+             WHERE u.program_id = $1 ORDER BY u.promotion, u.member_id, u.period FOR UPDATE OF u",
+        )
+        .bind(program_id)
+        .bind(&promotions)
+        .bind(&members)
+        .bind(&periods)
+        .fetch_all(self.conn().await?)
+        .await?;
+        rows.iter().map(counter_row).collect()
+    }
+
+    async fn add_counters(
+        &mut self,
+        program_id: i64,
+        deltas: &[(CounterKey, Count)],
+    ) -> Result<()> {
+        let keys: Vec<CounterKey> = deltas.iter().map(|(k, _)| k.clone()).collect();
+        let (promotions, members, periods) = counter_columns(&keys);
+        let times: Vec<i64> = deltas.iter().map(|(_, c)| c.times).collect();
+        let points: Vec<i64> = deltas.iter().map(|(_, c)| c.points).collect();
+        sqlx::query(
+            "INSERT INTO promotion_usage (program_id, promotion, member_id, period, times, points) \
+             SELECT $1, p, m, d, t, n FROM unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[]) AS k(p, m, d, t, n) \
+             ON CONFLICT (program_id, promotion, member_id, period) DO UPDATE \
+             SET times = promotion_usage.times + excluded.times, points = promotion_usage.points + excluded.points",
+        )
+        .bind(program_id)
+        .bind(&promotions)
+        .bind(&members)
+        .bind(&periods)
+        .bind(&times)
+        .bind(&points)
+        .execute(self.conn().await?)
+        .await?;
+        Ok(())
+    }
+
+    async fn load_member_facts(&mut self, member_ids: &[i64]) -> Result<Vec<MemberFactsRow>> {
+        let rows = sqlx::query(
+            "SELECT id, profile::text AS profile, enrolled_at FROM members WHERE id = ANY($1)",
+        )
+        .bind(member_ids)
+        .fetch_all(self.conn().await?)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(MemberFactsRow {
+                    member_id: r.try_get("id")?,
+                    profile: r.try_get("profile")?,
+                    enrolled_at: r.try_get("enrolled_at")?,
+                })
+            })
+            .collect()
     }
 
     async fn load_open_buckets(&mut self, member_ids: &[i64]) -> Result<Vec<BucketRow>> {
@@ -531,6 +610,12 @@ impl LedgerTx for PgTx {
         journals: &[&str],
         id_count: usize,
     ) -> Result<Opening> {
+        if members.len() > GENERIC_PLAN_MEMBERS {
+            // Large batches (imports) amortise their round trips; one statement per
+            // part plans and runs faster there.
+            return open_batch_stepwise(self, program_id, lock_keys, members, journals, id_count)
+                .await;
+        }
         self.lock_members(lock_keys).await?;
         // One statement, one row: every part comes back as columns of arrays (aggregates
         // without GROUP BY always answer one row; an empty part is NULL).
@@ -681,6 +766,9 @@ impl LedgerTx for PgTx {
     }
 
     async fn write_batch(&mut self, program_id: i64, rows: &WriteSet) -> Result<()> {
+        if rows.journals.len() > GENERIC_PLAN_MEMBERS {
+            return write_batch_stepwise(self, program_id, rows).await;
+        }
         // One statement: every table's rows as arrays, each write a data-modifying CTE.
         // They share one snapshot and none reads another's rows, which holds here: new
         // journals, entries, buckets and accounts are inserted, and only rows that existed
@@ -795,4 +883,28 @@ impl LedgerTx for PgTx {
         .await?;
         Ok(())
     }
+}
+
+fn counter_columns(keys: &[CounterKey]) -> (Vec<String>, Vec<i64>, Vec<String>) {
+    (
+        keys.iter().map(|k| k.promotion.to_string()).collect(),
+        keys.iter().map(|k| k.member).collect(),
+        keys.iter().map(|k| k.period.clone()).collect(),
+    )
+}
+
+fn counter_row(r: &sqlx::postgres::PgRow) -> Result<(CounterKey, Count)> {
+    let promotion: String = r.try_get("promotion")?;
+    Ok((
+        CounterKey {
+            promotion: fidelis_core::ids::Code::parse(&promotion)
+                .map_err(|e| StoreError::Inconsistent(format!("promotion {promotion:?}: {e}")))?,
+            member: r.try_get("member_id")?,
+            period: r.try_get("period")?,
+        },
+        Count {
+            times: r.try_get("times")?,
+            points: r.try_get("points")?,
+        },
+    ))
 }

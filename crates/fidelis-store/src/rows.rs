@@ -2,6 +2,7 @@
 //! implements ([`LedgerTx`]). The engine converts between rows and core types; the
 //! dialects only move rows.
 
+pub use fidelis_core::promotions::limits::{Count, CounterKey};
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
@@ -14,6 +15,14 @@ pub struct MemberRow {
     pub id: i64,
     pub external_id: String,
     pub status: String,
+}
+
+/// A member's profile (JSON text) and enrolment instant.
+#[derive(Debug, Clone)]
+pub struct MemberFactsRow {
+    pub member_id: i64,
+    pub profile: String,
+    pub enrolled_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +158,26 @@ pub trait LedgerTx: Send {
         &mut self,
         member_ids: &[i64],
     ) -> impl Future<Output = Result<Vec<AccountRow>>> + Send;
+    /// Reads promotion limit counters; the all-member ones (member 0) are created if
+    /// missing and locked until the transaction ends, in key order, so concurrent batches
+    /// take turns on them. Members' counters are guarded by the members' locks.
+    fn load_counters(
+        &mut self,
+        program_id: i64,
+        keys: &[CounterKey],
+    ) -> impl Future<Output = Result<Vec<(CounterKey, Count)>>> + Send;
+    /// Adds `deltas` to the stored counters.
+    fn add_counters(
+        &mut self,
+        program_id: i64,
+        deltas: &[(CounterKey, Count)],
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// The members' profiles and enrolment instants, for promotion conditions that read
+    /// them.
+    fn load_member_facts(
+        &mut self,
+        member_ids: &[i64],
+    ) -> impl Future<Output = Result<Vec<MemberFactsRow>>> + Send;
     /// The members' buckets still holding points (or expired points not yet accounted
     /// for by a reversal).
     fn load_open_buckets(
@@ -230,24 +259,7 @@ pub trait LedgerTx: Send {
         journals: &[&str],
         id_count: usize,
     ) -> impl Future<Output = Result<Opening>> + Send {
-        async move {
-            self.lock_members(lock_keys).await?;
-            let revision = self.program_revision(program_id).await?;
-            let members = self.resolve_members(program_id, members).await?;
-            let ids: Vec<i64> = members.iter().map(|m| m.id).collect();
-            let accounts = self.load_accounts(&ids).await?;
-            let journals = self
-                .load_journals_by_external_id(program_id, journals)
-                .await?;
-            let ids = self.reserve_journal_ids(id_count).await?;
-            Ok(Opening {
-                revision,
-                members,
-                accounts,
-                journals,
-                ids,
-            })
-        }
+        open_batch_stepwise(self, program_id, lock_keys, members, journals, id_count)
     }
 
     /// Writes a batch's rows. Made of the single-purpose methods here; a dialect where each
@@ -257,12 +269,46 @@ pub trait LedgerTx: Send {
         program_id: i64,
         rows: &WriteSet,
     ) -> impl Future<Output = Result<()>> + Send {
-        async move {
-            self.insert_journals(program_id, &rows.journals).await?;
-            self.insert_entries(program_id, &rows.entries).await?;
-            self.upsert_buckets(program_id, &rows.buckets).await?;
-            self.upsert_accounts(program_id, &rows.accounts).await?;
-            self.update_journals(&rows.updates).await
-        }
+        write_batch_stepwise(self, program_id, rows)
     }
+}
+
+/// [`LedgerTx::open_batch`] one statement at a time.
+pub(crate) async fn open_batch_stepwise<T: LedgerTx + ?Sized>(
+    tx: &mut T,
+    program_id: i64,
+    lock_keys: &[i64],
+    members: &[&str],
+    journals: &[&str],
+    id_count: usize,
+) -> Result<Opening> {
+    tx.lock_members(lock_keys).await?;
+    let revision = tx.program_revision(program_id).await?;
+    let members = tx.resolve_members(program_id, members).await?;
+    let ids: Vec<i64> = members.iter().map(|m| m.id).collect();
+    let accounts = tx.load_accounts(&ids).await?;
+    let journals = tx
+        .load_journals_by_external_id(program_id, journals)
+        .await?;
+    let ids = tx.reserve_journal_ids(id_count).await?;
+    Ok(Opening {
+        revision,
+        members,
+        accounts,
+        journals,
+        ids,
+    })
+}
+
+/// [`LedgerTx::write_batch`] one statement at a time.
+pub(crate) async fn write_batch_stepwise<T: LedgerTx + ?Sized>(
+    tx: &mut T,
+    program_id: i64,
+    rows: &WriteSet,
+) -> Result<()> {
+    tx.insert_journals(program_id, &rows.journals).await?;
+    tx.insert_entries(program_id, &rows.entries).await?;
+    tx.upsert_buckets(program_id, &rows.buckets).await?;
+    tx.upsert_accounts(program_id, &rows.accounts).await?;
+    tx.update_journals(&rows.updates).await
 }

@@ -150,6 +150,98 @@ impl LedgerTx for SqliteTx<'_> {
         rows.iter().map(account_row).collect()
     }
 
+    async fn load_counters(
+        &mut self,
+        program_id: i64,
+        keys: &[CounterKey],
+    ) -> Result<Vec<(CounterKey, Count)>> {
+        // The transaction holds SQLite's only write lock: nobody else changes them.
+        let keys = serde_json::to_string(
+            &keys
+                .iter()
+                .map(|k| (k.promotion.as_str(), k.member, k.period.as_str()))
+                .collect::<Vec<_>>(),
+        )?;
+        let rows = sqlx::query(
+            "SELECT u.promotion, u.member_id, u.period, u.times, u.points FROM promotion_usage u \
+             JOIN json_each(?2) AS k \
+               ON u.promotion = k.value ->> 0 AND u.member_id = k.value ->> 1 AND u.period = k.value ->> 2 \
+             WHERE u.program_id = ?1",
+        )
+        .bind(program_id)
+        .bind(keys)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let promotion: String = r.try_get("promotion")?;
+                Ok((
+                    CounterKey {
+                        promotion: fidelis_core::ids::Code::parse(&promotion).map_err(|e| {
+                            StoreError::Inconsistent(format!("promotion {promotion:?}: {e}"))
+                        })?,
+                        member: r.try_get("member_id")?,
+                        period: r.try_get("period")?,
+                    },
+                    Count {
+                        times: r.try_get("times")?,
+                        points: r.try_get("points")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn add_counters(
+        &mut self,
+        program_id: i64,
+        deltas: &[(CounterKey, Count)],
+    ) -> Result<()> {
+        let rows = serde_json::to_string(
+            &deltas
+                .iter()
+                .map(|(k, c)| {
+                    (
+                        k.promotion.as_str(),
+                        k.member,
+                        k.period.as_str(),
+                        c.times,
+                        c.points,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        )?;
+        sqlx::query(
+            "INSERT INTO promotion_usage (program_id, promotion, member_id, period, times, points) \
+             SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?2) WHERE true \
+             ON CONFLICT (program_id, promotion, member_id, period) DO UPDATE \
+             SET times = promotion_usage.times + excluded.times, points = promotion_usage.points + excluded.points",
+        )
+        .bind(program_id)
+        .bind(rows)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn load_member_facts(&mut self, member_ids: &[i64]) -> Result<Vec<MemberFactsRow>> {
+        let rows = sqlx::query(
+            "SELECT id, profile, enrolled_at FROM members WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_list(member_ids)?)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(MemberFactsRow {
+                    member_id: r.try_get("id")?,
+                    profile: r.try_get("profile")?,
+                    enrolled_at: instant(r.try_get("enrolled_at")?)?,
+                })
+            })
+            .collect()
+    }
+
     async fn load_open_buckets(&mut self, member_ids: &[i64]) -> Result<Vec<BucketRow>> {
         let sql = format!(
             "SELECT {BUCKET_COLUMNS} FROM buckets \

@@ -54,6 +54,8 @@ both_dialects!(
     realtime_journals_arriving_together_keep_their_own_outcomes,
     a_program_changed_meanwhile_is_noticed_before_posting,
     promotions_award_refund_and_dry_runs_leave_no_trace,
+    promotion_conditions_read_the_members_profile,
+    promotion_limits_hold_exactly_under_concurrency,
 );
 
 fn utc(s: &str) -> DateTime<Utc> {
@@ -906,4 +908,164 @@ async fn promotions_award_refund_and_dry_runs_leave_no_trace(store: Store) {
     let (points, _) = available(&store, &p, "ada", "2026-06-02T10:00:00Z").await;
     assert_eq!(points, 165 - 60 - 60 - 18);
     assert_sums(&store, &p, "ada").await;
+}
+
+async fn promotion_conditions_read_the_members_profile(store: Store) {
+    let mut doc = program_doc(json!({}));
+    doc.promotions = serde_json::from_value(json!([
+        {"code": "birthday", "name": "Birthday", "status": "active",
+         "condition": "member.birthday_today && member.profile.tier_hint == 'gold'",
+         "actions": [{"type": "fixed", "currency": "points", "points": 100}]}
+    ]))
+    .unwrap();
+    let program = Program::compile(&doc, None).unwrap();
+    let (p, _) = store
+        .put_program(
+            &program,
+            utc("2026-01-01T00:00:00Z"),
+            &fidelis_store::Actor::cli(),
+        )
+        .await
+        .unwrap();
+    for (member, birthday) in [("ada", "1990-06-13"), ("bob", "1990-06-14")] {
+        store
+            .enroll(
+                &p,
+                &Enrollment {
+                    external_id: ExternalId::parse(member).unwrap(),
+                    profile: json!({"birthday": birthday, "tier_hint": "gold"}),
+                    enrolled_at: utc("2026-01-01T00:00:00Z"),
+                },
+                utc("2026-01-01T00:00:00Z"),
+            )
+            .await
+            .unwrap();
+    }
+    // Both in one batch: each is judged on its own profile.
+    let batch = [
+        journal(
+            &p,
+            json!({"external_id": "a1", "member": "ada", "type": "purchase",
+            "occurred_at": "2026-06-13T09:00:00Z", "amount": "10", "currency": "EUR"}),
+        ),
+        journal(
+            &p,
+            json!({"external_id": "b1", "member": "bob", "type": "purchase",
+            "occurred_at": "2026-06-13T09:00:00Z", "amount": "10", "currency": "EUR"}),
+        ),
+    ];
+    let results = store
+        .post_journals(&p, &batch, utc("2026-06-13T10:00:00Z"), None)
+        .await
+        .unwrap();
+    let applied = |i: usize| -> Vec<String> {
+        results[i]
+            .as_ref()
+            .unwrap()
+            .outcome
+            .promotions
+            .iter()
+            .map(|r| format!("{}:{}", r.promotion, r.result))
+            .collect()
+    };
+    assert_eq!(applied(0), ["birthday:applied"]);
+    assert!(applied(1).is_empty(), "{:?}", applied(1));
+    assert_eq!(
+        available(&store, &p, "ada", "2026-06-13T10:00:00Z").await.0,
+        110
+    );
+    assert_eq!(
+        available(&store, &p, "bob", "2026-06-13T10:00:00Z").await.0,
+        10
+    );
+}
+
+async fn promotion_limits_hold_exactly_under_concurrency(store: Store) {
+    let mut doc = program_doc(json!({}));
+    doc.promotions = serde_json::from_value(json!([
+        {"code": "budgeted", "name": "Budget of 100", "status": "active",
+         "limits": {"budget_points": 100},
+         "actions": [{"type": "fixed", "currency": "points", "points": 30}]},
+        {"code": "once", "name": "Once per member", "status": "active",
+         "limits": {"per_member": {"times": 1}},
+         "actions": [{"type": "fixed", "currency": "status", "points": 7}]}
+    ]))
+    .unwrap();
+    let program = Program::compile(&doc, None).unwrap();
+    let (p, _) = store
+        .put_program(
+            &program,
+            utc("2026-01-01T00:00:00Z"),
+            &fidelis_store::Actor::cli(),
+        )
+        .await
+        .unwrap();
+    let members: Vec<String> = (0..12).map(|i| format!("m{i}")).collect();
+    for m in &members {
+        enroll(&store, &p, m).await;
+    }
+    let now = "2026-05-01T10:00:00Z";
+    // 24 purchases at once: two per member, realtime and in batches of one.
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let (store, p) = (store.clone(), Arc::clone(&p));
+        let member = members[i % members.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let j = journal(
+                &p,
+                json!({"external_id": format!("c{i}"), "member": member, "type": "purchase",
+                                      "occurred_at": now, "amount": "1", "currency": "EUR"}),
+            );
+            if i % 2 == 0 {
+                store.post_realtime(&p, j, utc(now)).await.unwrap().unwrap()
+            } else {
+                store
+                    .post_journals(&p, &[j], utc(now), None)
+                    .await
+                    .unwrap()
+                    .remove(0)
+                    .unwrap()
+            }
+        }));
+    }
+    let (mut budgeted, mut once) = (Vec::new(), 0);
+    for t in tasks {
+        let posted = t.await.unwrap();
+        for a in &posted.outcome.awards {
+            match a.source.as_ref() {
+                "budgeted" => budgeted.push(a.points),
+                "once" => once += 1,
+                _ => {}
+            }
+        }
+    }
+    budgeted.sort_unstable();
+    // Exactly the budget: three full awards and one cut to what was left.
+    assert_eq!(budgeted, [10, 30, 30, 30]);
+    // Exactly once per member.
+    assert_eq!(once, members.len());
+    // The counters agree: nothing is left to award.
+    let dry = store
+        .dry_run(
+            &p,
+            &journal(
+                &p,
+                json!({"external_id": "later", "member": "m0", "type": "purchase",
+                                "occurred_at": now, "amount": "1", "currency": "EUR"}),
+            ),
+            utc(now),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let verdicts: Vec<(&str, &str)> = dry
+        .outcome
+        .promotions
+        .iter()
+        .map(|r| (r.promotion.as_str(), r.result.as_ref()))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [("budgeted", "limit_reached"), ("once", "limit_reached")]
+    );
 }

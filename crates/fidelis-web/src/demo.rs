@@ -78,6 +78,7 @@ pub async fn seed(store: &Store, now: DateTime<Utc>) -> Result<Option<DemoReport
                 profile: serde_json::json!({
                     "name": format!("{first} {last}"),
                     "email": format!("{}.{}{m}@example.com", first.to_lowercase(), last.to_lowercase()),
+                    "birthday": format!("{}-{:02}-{:02}", 1950 + rng.next(55), 1 + rng.next(12), 1 + rng.next(28)),
                 }),
                 enrolled_at: start + Duration::days(rng.next(60) as i64),
             }

@@ -243,6 +243,9 @@ pub struct MemberLedger {
     pub buckets_loaded: bool,
     /// Entries written since the ledger was loaded, in order.
     pub new_entries: Vec<Entry>,
+    /// What promotion conditions may read about the member beyond balances (profile,
+    /// enrolment); loaded only for programs whose conditions read them.
+    pub facts: Option<std::sync::Arc<crate::promotions::MemberFacts>>,
 }
 
 impl MemberLedger {
@@ -255,6 +258,7 @@ impl MemberLedger {
             buckets: Vec::new(),
             buckets_loaded: true,
             new_entries: Vec::new(),
+            facts: None,
         }
     }
 

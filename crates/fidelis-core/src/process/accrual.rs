@@ -23,6 +23,7 @@ pub(super) fn earn(
     at: DateTime<Utc>,
     outcome: &mut Outcome,
     explain: bool,
+    counters: &mut promotions::Counters,
 ) -> AccrualState {
     ledger.note_activity(program, at);
     let amount = accrual.amount.map_or(0, |a| a.0);
@@ -41,13 +42,20 @@ pub(super) fn earn(
             })
             .collect(),
         components: Vec::new(),
+        usage: Vec::new(),
     };
     let base = base_points(program, accrual);
     let evaluations = if program.promotions.is_empty() {
         Vec::new()
     } else {
         let balances: Vec<i64> = ledger.accounts.iter().map(|a| a.available).collect();
-        promotions::evaluate(program, accrual, &base, &balances, at)
+        let member = promotions::Member {
+            id: ledger.member,
+            facts: ledger.facts.as_deref(),
+            balances: &balances,
+            counters,
+        };
+        promotions::evaluate(program, accrual, &base, member, at)
     };
     let mut totals: Vec<(CurrencyIx, i64)> = Vec::new();
     let promoted = |currency: CurrencyIx| {
@@ -81,6 +89,7 @@ pub(super) fn earn(
     for e in &evaluations {
         let promotion = &program.promotions[e.promotion];
         if e.verdict == Verdict::Applied {
+            state.usage.extend(e.usage.clone());
             let source: Cow<'static, str> = Cow::Owned(promotion.code.as_str().to_owned());
             let mut currencies: Vec<CurrencyIx> = Vec::new();
             for p in &e.points {
@@ -106,7 +115,12 @@ pub(super) fn earn(
                 );
             }
         }
-        if explain || matches!(e.verdict, Verdict::Applied | Verdict::EvaluationError(_)) {
+        if explain
+            || matches!(
+                e.verdict,
+                Verdict::Applied | Verdict::EvaluationError(_) | Verdict::LimitReached(_)
+            )
+        {
             outcome.promotions.push(result(program, e));
         }
     }

@@ -14,6 +14,8 @@ use chrono::{DateTime, Duration, Utc};
 
 pub use record::*;
 
+pub(crate) use accrual::allocate;
+
 use crate::ids::{Code, CurrencyIx, JournalId};
 use crate::journal::{Journal, JournalBody, JournalError};
 use crate::ledger::{EntryKind, JournalWriter, MemberLedger, MemberStatus};
@@ -42,6 +44,9 @@ pub struct Related {
     /// A dry run: the outcome lists every promotion with the reason it did or did not
     /// apply (otherwise only those that applied or failed to evaluate).
     pub explain: bool,
+    /// The promotion limit counters of the batch (loaded by the store under locks);
+    /// awards use them and reversals give back to them.
+    pub counters: crate::promotions::Counters,
 }
 
 /// What processing produced, for the store to write.
@@ -106,6 +111,8 @@ pub fn process(
     // nothing to undo and takes no copy.
     let snapshot =
         (due || needs_buckets(journal)).then(|| (ledger.accounts.clone(), ledger.buckets.clone()));
+    let counters = (!related.counters.counts.is_empty() || !related.counters.deltas.is_empty())
+        .then(|| related.counters.clone());
     let mut settle = JournalWriter::new(ids.settlement);
     let mut outcome = Outcome {
         status: "processed".into(),
@@ -153,6 +160,9 @@ pub fn process(
             if let Some((accounts, buckets)) = snapshot {
                 ledger.accounts = accounts;
                 ledger.buckets = buckets;
+            }
+            if let Some(counters) = counters {
+                related.counters = counters;
             }
             Err(e)
         }
@@ -244,7 +254,16 @@ fn apply(
     let at = journal.occurred_at;
     match &journal.body {
         JournalBody::Accrual(accrual) => {
-            let state = accrual::earn(program, ledger, w, accrual, at, outcome, related.explain);
+            let state = accrual::earn(
+                program,
+                ledger,
+                w,
+                accrual,
+                at,
+                outcome,
+                related.explain,
+                &mut related.counters,
+            );
             Ok(Applied {
                 kind: RecordKind::Accrual,
                 original: None,

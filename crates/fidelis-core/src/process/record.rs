@@ -115,6 +115,9 @@ pub struct AccrualState {
     pub lines: Vec<LineState>,
     /// Points earned, per currency and line.
     pub components: Vec<Component>,
+    /// The promotion limit counters the awards used (given back by reversals).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage: Vec<crate::promotions::Usage>,
 }
 
 /// A line of an accrual, with how much of it was refunded. Stored as a short array,
@@ -263,6 +266,7 @@ mod tests {
     #[test]
     fn accrual_state_is_stored_compactly_and_reads_back() {
         let state = JournalState::Accrual(AccrualState {
+            usage: Vec::new(),
             amount: 7990,
             refunded: 1000,
             lines: vec![

@@ -19,6 +19,7 @@ use crate::ledger::{EntryKind, JournalWriter, MemberLedger};
 use crate::money::MinorUnits;
 use crate::outcome::Outcome;
 use crate::program::Program;
+use crate::promotions::{Counters, limits};
 
 pub(super) fn refund(
     program: &Program,
@@ -43,6 +44,7 @@ pub(super) fn refund(
     }
     next.refunded += total;
     let reversals = reverse_components(&mut next, program)?;
+    give_back_usage(&mut next, &reversals, &mut related.counters, false);
 
     // Everything is checked; from here on nothing fails.
     let origin = target.id;
@@ -252,6 +254,38 @@ pub(super) fn reverse_components(
         });
     }
     Ok(out)
+}
+
+/// Gives promotion limits back what reversals took back: each promotion's reversed
+/// points, and its use once all of them are back (or, for a cancellation, everything).
+pub(super) fn give_back_usage(
+    state: &mut AccrualState,
+    reversals: &[Reversal],
+    counters: &mut Counters,
+    everything: bool,
+) {
+    if state.usage.is_empty() {
+        return;
+    }
+    for usage in &mut state.usage {
+        let points = if everything {
+            usage.points - usage.returned
+        } else {
+            reversals
+                .iter()
+                .filter(|r| {
+                    state
+                        .components
+                        .get(r.component as usize)
+                        .is_some_and(|c| c.source == usage.promotion.as_str())
+                })
+                .map(|r| r.points)
+                .sum()
+        };
+        if points > 0 || everything {
+            limits::give_back(counters, usage, points);
+        }
+    }
 }
 
 /// Claws back reversals per currency and reports what was taken and what was not.

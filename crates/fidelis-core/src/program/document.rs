@@ -200,6 +200,42 @@ pub struct PromotionDocument {
     /// When it applies, no promotion of lower priority does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclusive: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsDocument>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// A promotion's limits; points count every point it awards. An award that would cross a
+/// points cap is cut to what the cap leaves.
+///
+/// - `per_member: {times, points}`: per member over the promotion's life.
+/// - `per_member_per_period: {period: day|week|month|year, times, points}`: per member
+///   and calendar period in the program's time zone.
+/// - `budget_points`: all members together, over the promotion's life.
+/// - `daily_points`: all members together, per local day.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LimitsDocument {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_member: Option<LimitDocument>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_member_per_period: Option<LimitDocument>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_points: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_points: Option<i64>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LimitDocument {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub times: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points: Option<i64>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }

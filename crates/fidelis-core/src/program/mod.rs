@@ -60,6 +60,20 @@ impl Program {
         &self.currencies[ix.index()]
     }
 
+    /// Whether any promotion has limits (the store then loads their counters).
+    pub fn has_limits(&self) -> bool {
+        self.promotions.iter().any(|p| !p.limits.is_empty())
+    }
+
+    /// Whether any promotion's condition reads the member's profile or enrolment, so the
+    /// store must load them with the member.
+    pub fn needs_member_facts(&self) -> bool {
+        self.promotions
+            .iter()
+            .filter_map(|p| p.condition.as_ref())
+            .any(|c| c.reads_member_facts())
+    }
+
     /// Whether journals may carry this activity type.
     pub fn accepts_activity(&self, activity: &str) -> bool {
         activity == PURCHASE || self.activity_types.iter().any(|a| a.as_str() == activity)

@@ -8,8 +8,9 @@ use rust_decimal::Decimal;
 
 use super::*;
 use crate::money::Rounding;
+use crate::promotions::limits::Period as LimitPeriod;
 use crate::promotions::{
-    Action, Condition, MAX_ACTIONS, MAX_PROMOTIONS, Promotion, PromotionStatus, Scope,
+    Action, Condition, Limits, MAX_ACTIONS, MAX_PROMOTIONS, Promotion, PromotionStatus, Scope,
 };
 
 /// One thing wrong with a definition, and where.
@@ -667,6 +668,7 @@ fn promotions(
             .enumerate()
             .map(|(j, a)| action(check, &format!("{at}.actions[{j}]"), a, currencies))
             .collect();
+        let limits = limits(check, &at, doc.limits.as_ref());
         if let (
             Some(code),
             Some(name),
@@ -691,6 +693,7 @@ fn promotions(
                     actions: actions.into_iter().flatten().collect(),
                     priority: doc.priority.unwrap_or(0),
                     exclusive: doc.exclusive.unwrap_or(false),
+                    limits: limits.unwrap_or_default(),
                 });
             }
         }
@@ -698,6 +701,62 @@ fn promotions(
     // Stable: equal priorities keep their definition order.
     out.sort_by_key(|p| std::cmp::Reverse(p.priority));
     out
+}
+
+fn limits(check: &mut Check, at: &str, doc: Option<&LimitsDocument>) -> Option<Limits> {
+    let Some(doc) = doc else {
+        return Some(Limits::default());
+    };
+    let at = format!("{at}.limits");
+    check.unknown(&at, &doc.unknown);
+    let before = check.problems.len();
+    let cap = |check: &mut Check, path: String, value: Option<i64>| -> Option<i64> {
+        match value {
+            Some(v) if !(1..=crate::journal::MAX_POINTS).contains(&v) => {
+                check.add(path, format!("must be 1 to {}", crate::journal::MAX_POINTS));
+                None
+            }
+            other => other,
+        }
+    };
+    let mut out = Limits::default();
+    if let Some(m) = &doc.per_member {
+        let p = format!("{at}.per_member");
+        check.unknown(&p, &m.unknown);
+        if m.period.is_some() {
+            check.add(format!("{p}.period"), "belongs in per_member_per_period");
+        }
+        out.member_times = cap(check, format!("{p}.times"), m.times);
+        out.member_points = cap(check, format!("{p}.points"), m.points);
+        if m.times.is_none() && m.points.is_none() {
+            check.add(p, "needs times, points or both");
+        }
+    }
+    if let Some(m) = &doc.per_member_per_period {
+        let p = format!("{at}.per_member_per_period");
+        check.unknown(&p, &m.unknown);
+        out.period = match m.period.as_deref() {
+            None => {
+                check.add(format!("{p}.period"), "is required");
+                None
+            }
+            Some(raw) => LimitPeriod::parse(raw).or_else(|| {
+                check.add(
+                    format!("{p}.period"),
+                    format!("{raw:?} is not one of {}", LimitPeriod::NAMES),
+                );
+                None
+            }),
+        };
+        out.period_times = cap(check, format!("{p}.times"), m.times);
+        out.period_points = cap(check, format!("{p}.points"), m.points);
+        if m.times.is_none() && m.points.is_none() {
+            check.add(p, "needs times, points or both");
+        }
+    }
+    out.budget_points = cap(check, format!("{at}.budget_points"), doc.budget_points);
+    out.daily_points = cap(check, format!("{at}.daily_points"), doc.daily_points);
+    (check.problems.len() == before).then_some(out)
 }
 
 /// `2026-12-01T00:00`, `2026-12-01T00:00:00` or `2026-12-01` (its midnight).

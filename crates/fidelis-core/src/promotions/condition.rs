@@ -101,6 +101,12 @@ impl Condition {
         self
     }
 
+    /// Whether the condition reads the member's profile or enrolment (through the
+    /// interpreter; the fast path reads only balances).
+    pub fn reads_member_facts(&self) -> bool {
+        self.native.is_none() && self.program.references().has_variable("member")
+    }
+
     /// Whether the condition runs on the fast path.
     pub fn is_fast(&self) -> bool {
         self.native.is_some()

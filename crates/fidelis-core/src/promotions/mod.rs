@@ -12,6 +12,7 @@
 //! the window is compared with the journal's `occurred_at`, and `local` is its local time.
 
 pub mod condition;
+pub mod limits;
 mod native;
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
 pub use condition::{Condition, ExpressionError};
+pub use limits::{Counters, Limits, Usage};
 
 use crate::ids::{Code, CurrencyIx};
 use crate::journal::Accrual;
@@ -92,6 +94,15 @@ pub struct Promotion {
     pub actions: Vec<Action>,
     pub priority: i32,
     pub exclusive: bool,
+    pub limits: Limits,
+}
+
+impl Promotion {
+    /// Whether the promotion may apply to `accrual` at `at`: active, in its window, for
+    /// its journal type (its condition aside).
+    pub fn in_force_for(&self, accrual: &Accrual, at: DateTime<Utc>) -> bool {
+        precheck(self, accrual, at).is_none()
+    }
 }
 
 /// A compiled action.
@@ -137,6 +148,8 @@ pub enum Verdict {
     Excluded(Code),
     /// It applied, but its actions come to nothing (no amount, no base points).
     NothingToAward,
+    /// A limit is reached: nothing is left to award.
+    LimitReached(String),
 }
 
 impl Verdict {
@@ -152,6 +165,7 @@ impl Verdict {
             Self::EvaluationError(_) => "evaluation_error",
             Self::Excluded(_) => "excluded",
             Self::NothingToAward => "nothing_to_award",
+            Self::LimitReached(_) => "limit_reached",
         }
     }
 
@@ -161,6 +175,7 @@ impl Verdict {
             Self::NotActive(status) => Some(format!("the promotion is {}", status.name())),
             Self::EvaluationError(e) => Some(e.clone()),
             Self::Excluded(by) => Some(format!("the exclusive promotion {by} applied first")),
+            Self::LimitReached(why) => Some(why.clone()),
             _ => None,
         }
     }
@@ -190,6 +205,18 @@ pub struct Evaluation {
     pub verdict: Verdict,
     pub points: Vec<PromotionPoints>,
     pub rewards: Vec<Reward>,
+    /// The limit counters the award used.
+    pub usage: Option<Usage>,
+}
+
+/// The member and the limit counters an evaluation works with.
+pub struct Member<'a> {
+    pub id: crate::ids::MemberId,
+    /// Profile and enrolment, when the store loaded them.
+    pub facts: Option<&'a MemberFacts>,
+    /// Available points per currency before the journal.
+    pub balances: &'a [i64],
+    pub counters: &'a mut Counters,
 }
 
 /// The base points of an accrual for one currency: the total, and its split over the
@@ -201,6 +228,19 @@ pub struct BasePoints {
     pub per_line: Vec<i64>,
 }
 
+/// What conditions may read about a member besides balances: `member.profile` (the
+/// profile given at enrolment), `member.enrolled_at` (local date), `member.tenure_days`
+/// and `member.birthday_today` (the profile's `birthday`, `YYYY-MM-DD`, falls on the
+/// journal's local date; 29 February is celebrated on 28 February in other years).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemberFacts {
+    pub enrolled_at: Option<DateTime<Utc>>,
+    pub profile: serde_json::Map<String, serde_json::Value>,
+}
+
+// JSON numbers are never NaN, so equality on a profile is an equivalence.
+impl Eq for MemberFacts {}
+
 /// Evaluates every promotion of `program` for an accrual, in priority order.
 ///
 /// `base` is what base earning gives the accrual; `balances` the member's available points
@@ -211,9 +251,15 @@ pub fn evaluate(
     program: &Program,
     accrual: &Accrual,
     base: &[BasePoints],
-    balances: &[i64],
+    member: Member<'_>,
     at: DateTime<Utc>,
 ) -> Vec<Evaluation> {
+    let Member {
+        id: member_id,
+        facts: member,
+        balances,
+        counters,
+    } = member;
     let mut out = Vec::new();
     if program.promotions.is_empty() {
         return out;
@@ -232,13 +278,14 @@ pub fn evaluate(
             verdict: Verdict::Applied,
             points: Vec::new(),
             rewards: Vec::new(),
+            usage: None,
         };
         if let Some(v) = verdict {
             evaluation.verdict = v;
             out.push(evaluation);
             continue;
         }
-        let facts = facts.get_or_insert_with(|| Facts::new(program, accrual, balances, at));
+        let facts = facts.get_or_insert_with(|| Facts::new(program, accrual, balances, member, at));
         let matching = match matching_lines(promotion, facts, accrual) {
             Ok(m) => m,
             Err(verdict) => {
@@ -255,7 +302,14 @@ pub fn evaluate(
             matching.as_deref(),
             &mut evaluation,
         );
-        if evaluation.points.is_empty() && evaluation.rewards.is_empty() {
+        if !promotion.limits.is_empty()
+            && !(evaluation.points.is_empty() && evaluation.rewards.is_empty())
+        {
+            limit(program, promotion, member_id, counters, at, &mut evaluation);
+        }
+        if let Verdict::LimitReached(_) = evaluation.verdict {
+            // Reported as such; it does not exclude lower priorities.
+        } else if evaluation.points.is_empty() && evaluation.rewards.is_empty() {
             evaluation.verdict = Verdict::NothingToAward;
         } else if promotion.exclusive {
             excluded_by = Some(promotion.code.clone());
@@ -263,6 +317,41 @@ pub fn evaluate(
         out.push(evaluation);
     }
     out
+}
+
+/// Applies the promotion's limits to an award: refused when a cap is reached, cut to what
+/// the tightest points cap leaves (in proportion over its lines and currencies), and
+/// recorded in the counters.
+fn limit(
+    program: &Program,
+    promotion: &Promotion,
+    member: crate::ids::MemberId,
+    counters: &mut Counters,
+    at: DateTime<Utc>,
+    evaluation: &mut Evaluation,
+) {
+    let keys = promotion
+        .limits
+        .keys(&promotion.code, member, program.time_zone, at);
+    let total: i64 = evaluation.points.iter().map(|p| p.points).sum();
+    match limits::check(counters, &keys, total) {
+        limits::Allowance::Reached(why) => {
+            evaluation.verdict = Verdict::LimitReached(why);
+            evaluation.points.clear();
+            evaluation.rewards.clear();
+        }
+        limits::Allowance::Points(allowed) => {
+            if allowed < total {
+                let weights: Vec<i64> = evaluation.points.iter().map(|p| p.points).collect();
+                let shares = crate::process::allocate(allowed, &weights);
+                for (p, share) in evaluation.points.iter_mut().zip(shares) {
+                    p.points = share;
+                }
+                evaluation.points.retain(|p| p.points > 0);
+            }
+            evaluation.usage = Some(limits::consume(counters, &promotion.code, &keys, allowed));
+        }
+    }
 }
 
 /// The checks that need no expression: status, window, journal type.
@@ -411,6 +500,8 @@ fn act(
 /// as CEL values only when a condition needs the interpreter.
 struct Facts<'a> {
     program: &'a Program,
+    member: Option<&'a MemberFacts>,
+    at: DateTime<Utc>,
     fast: native::Facts<'a>,
     cel: std::cell::OnceCell<(cel::Context<'static, 'static>, Vec<Value>)>,
 }
@@ -420,6 +511,7 @@ impl<'a> Facts<'a> {
         program: &'a Program,
         accrual: &'a Accrual,
         balances: &'a [i64],
+        member: Option<&'a MemberFacts>,
         at: DateTime<Utc>,
     ) -> Self {
         let local = at.with_timezone(&program.time_zone);
@@ -442,6 +534,8 @@ impl<'a> Facts<'a> {
         };
         Self {
             program,
+            member,
+            at,
             fast,
             cel: std::cell::OnceCell::new(),
         }
@@ -513,7 +607,40 @@ impl<'a> Facts<'a> {
                 )
             })
             .collect();
-        let member = map([("balances", Value::Map(member_balances.into()))]);
+        let member = match self.member {
+            None => map([("balances", Value::Map(member_balances.into()))]),
+            Some(facts) => {
+                let tz = program.time_zone;
+                let today = self.at.with_timezone(&tz).date_naive();
+                let profile: HashMap<cel::objects::Key, Value> = facts
+                    .profile
+                    .iter()
+                    .map(|(k, v)| (Arc::new(k.clone()).into(), json_value(v)))
+                    .collect();
+                let birthday_today = facts
+                    .profile
+                    .get("birthday")
+                    .and_then(|b| b.as_str())
+                    .and_then(|b| chrono::NaiveDate::parse_from_str(b, "%Y-%m-%d").ok())
+                    .is_some_and(|b| is_birthday(b, today));
+                let enrolled = facts.enrolled_at.map(|e| e.with_timezone(&tz).date_naive());
+                map([
+                    ("balances", Value::Map(member_balances.into())),
+                    ("profile", Value::Map(profile.into())),
+                    (
+                        "enrolled_at",
+                        enrolled.map_or(Value::Null, |d| {
+                            Value::from(d.format("%Y-%m-%d").to_string())
+                        }),
+                    ),
+                    (
+                        "tenure_days",
+                        enrolled.map_or(Value::Null, |d| Value::Int((today - d).num_days())),
+                    ),
+                    ("birthday_today", Value::Bool(birthday_today)),
+                ])
+            }
+        };
         let [year, month, day, weekday, hour, minute] = self.fast.local;
         let local = map([
             ("date", Value::from(self.fast.local_date.as_str())),
@@ -530,6 +657,15 @@ impl<'a> Facts<'a> {
         context.add_variable_from_value("local", local);
         (context, lines)
     }
+}
+
+/// Whether `today` is the birthday of someone born on `born`; 29 February is celebrated
+/// on 28 February in years without it.
+fn is_birthday(born: chrono::NaiveDate, today: chrono::NaiveDate) -> bool {
+    if born.month() == 2 && born.day() == 29 && !today.leap_year() {
+        return today.month() == 2 && today.day() == 28;
+    }
+    born.month() == today.month() && born.day() == today.day()
 }
 
 fn map<const N: usize>(entries: [(&str, Value); N]) -> Value {
@@ -639,7 +775,7 @@ mod tests {
                 .with_timezone(&Utc);
             let accrual = accrual(&program, json);
             let balances = [balance];
-            let facts = Facts::new(&program, &accrual, &balances, at);
+            let facts = Facts::new(&program, &accrual, &balances, None, at);
             let (context, lines) = facts.cel_context();
             for (sources, line_scope) in [
                 (&journal_conditions[..], false),

@@ -1,0 +1,257 @@
+//! Promotion limits: per member (times, points) over the promotion's life or per period,
+//! a total budget of points, and a daily cap on points for all members.
+//!
+//! Limits are exact at processing time: the store loads the [`Counters`] a batch needs
+//! (the members' under their locks, the all-member ones locked too) and [`check`] cuts an
+//! award that would cross a cap to what the cap leaves. The units an award used are
+//! recorded with the journal ([`Usage`]) so a refund or cancellation gives them back.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Code, MemberId};
+
+/// A calendar period, in the program's time zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+impl Period {
+    pub const NAMES: &'static str = "day, week, month, year";
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "day" => Self::Day,
+            "week" => Self::Week,
+            "month" => Self::Month,
+            "year" => Self::Year,
+            _ => return None,
+        })
+    }
+
+    /// The key of the period holding `at`: `d:2026-06-13`, `w:2026-W24` (ISO week),
+    /// `m:2026-06`, `y:2026`.
+    pub fn key(self, tz: Tz, at: DateTime<Utc>) -> String {
+        let d = at.with_timezone(&tz).date_naive();
+        match self {
+            Self::Day => format!("d:{}", d.format("%Y-%m-%d")),
+            Self::Week => {
+                let w = d.iso_week();
+                format!("w:{}-W{:02}", w.year(), w.week())
+            }
+            Self::Month => format!("m:{}-{:02}", d.year(), d.month()),
+            Self::Year => format!("y:{}", d.year()),
+        }
+    }
+}
+
+/// A promotion's limits. Points limits count every point the promotion awards, all
+/// currencies together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Per member, over the promotion's life.
+    pub member_times: Option<i64>,
+    pub member_points: Option<i64>,
+    /// Per member and period.
+    pub period: Option<Period>,
+    pub period_times: Option<i64>,
+    pub period_points: Option<i64>,
+    /// All members, over the promotion's life.
+    pub budget_points: Option<i64>,
+    /// All members, per local day.
+    pub daily_points: Option<i64>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The counters this promotion reads and writes for `member` at `at`, each with its
+    /// times and points caps.
+    pub fn keys(
+        &self,
+        promotion: &Code,
+        member: MemberId,
+        tz: Tz,
+        at: DateTime<Utc>,
+    ) -> Vec<(CounterKey, Option<i64>, Option<i64>)> {
+        let key = |member: i64, period: String| CounterKey {
+            promotion: promotion.clone(),
+            member,
+            period,
+        };
+        let mut out = Vec::new();
+        if self.member_times.is_some() || self.member_points.is_some() {
+            out.push((
+                key(member.0, String::new()),
+                self.member_times,
+                self.member_points,
+            ));
+        }
+        if let Some(period) = self.period {
+            out.push((
+                key(member.0, period.key(tz, at)),
+                self.period_times,
+                self.period_points,
+            ));
+        }
+        if self.budget_points.is_some() {
+            out.push((key(EVERYONE, String::new()), None, self.budget_points));
+        }
+        if self.daily_points.is_some() {
+            out.push((
+                key(EVERYONE, Period::Day.key(tz, at)),
+                None,
+                self.daily_points,
+            ));
+        }
+        out
+    }
+}
+
+/// The member id of counters that count all members.
+pub const EVERYONE: i64 = 0;
+
+/// One counter: a promotion's use by a member (or by everyone, [`EVERYONE`]) over its life
+/// (empty period) or in a period.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CounterKey {
+    pub promotion: Code,
+    pub member: i64,
+    pub period: String,
+}
+
+/// How often and for how many points.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Count {
+    pub times: i64,
+    pub points: i64,
+}
+
+/// The counters a batch works with: `counts` as loaded by the store (under locks) and
+/// changed as journals are processed; `deltas` what the store adds to the stored rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub counts: BTreeMap<CounterKey, Count>,
+    pub deltas: BTreeMap<CounterKey, Count>,
+}
+
+impl Counters {
+    pub fn get(&self, key: &CounterKey) -> Count {
+        self.counts.get(key).copied().unwrap_or_default()
+    }
+
+    fn add(&mut self, key: &CounterKey, times: i64, points: i64) {
+        for c in [
+            self.counts.entry(key.clone()).or_default(),
+            self.deltas.entry(key.clone()).or_default(),
+        ] {
+            c.times += times;
+            c.points += points;
+        }
+    }
+}
+
+/// What one award used, kept with the journal so reversals give it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub promotion: Code,
+    pub keys: Vec<CounterKey>,
+    pub points: i64,
+    /// Points already given back by refunds and cancellations.
+    #[serde(default)]
+    pub returned: i64,
+    /// The use itself was given back (the award was reversed entirely).
+    #[serde(default)]
+    pub times_returned: bool,
+}
+
+/// What the limits allow of an award of `points`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allowance {
+    /// All of it, or this much (cut at a cap).
+    Points(i64),
+    /// Nothing: a cap was reached.
+    Reached(String),
+}
+
+/// Checks an award of `points` against the counters under `keys`.
+pub fn check(
+    counters: &Counters,
+    keys: &[(CounterKey, Option<i64>, Option<i64>)],
+    points: i64,
+) -> Allowance {
+    let mut allowed = points;
+    for (key, times, cap) in keys {
+        let used = counters.get(key);
+        if let Some(times) = times {
+            if used.times >= *times {
+                return Allowance::Reached(describe(key, "times", *times));
+            }
+        }
+        if let Some(cap) = cap {
+            let left = (cap - used.points).max(0);
+            if left == 0 && points > 0 {
+                return Allowance::Reached(describe(key, "points", *cap));
+            }
+            allowed = allowed.min(left);
+        }
+    }
+    Allowance::Points(allowed)
+}
+
+fn describe(key: &CounterKey, what: &str, cap: i64) -> String {
+    let who = if key.member == EVERYONE {
+        "all members"
+    } else {
+        "the member"
+    };
+    let when = match key.period.split_once(':') {
+        None => "in total".to_owned(),
+        Some((_, p)) => format!("in {p}"),
+    };
+    format!("the limit of {cap} {what} for {who} {when} is reached")
+}
+
+/// Records an award's use of its counters.
+pub fn consume(
+    counters: &mut Counters,
+    promotion: &Code,
+    keys: &[(CounterKey, Option<i64>, Option<i64>)],
+    points: i64,
+) -> Usage {
+    for (key, _, _) in keys {
+        counters.add(key, 1, points);
+    }
+    Usage {
+        promotion: promotion.clone(),
+        keys: keys.iter().map(|k| k.0.clone()).collect(),
+        points,
+        returned: 0,
+        times_returned: false,
+    }
+}
+
+/// Gives back `points` of a use (a refund or cancellation reversed them), and the use
+/// itself once all its points are back.
+pub fn give_back(counters: &mut Counters, usage: &mut Usage, points: i64) {
+    let points = points.min(usage.points - usage.returned).max(0);
+    usage.returned += points;
+    let times = if !usage.times_returned && usage.returned >= usage.points {
+        usage.times_returned = true;
+        1
+    } else {
+        0
+    };
+    for key in &usage.keys {
+        counters.add(key, -times, -points);
+    }
+}
