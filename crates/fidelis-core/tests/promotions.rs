@@ -677,3 +677,76 @@ fn invalid_limits_are_refused_with_their_paths() {
         );
     }
 }
+
+#[test]
+fn cumulative_promotions_count_toward_a_target_and_reset_by_period() {
+    let program = program_with(
+        r#"
+  - code: tenth-coffee
+    name: Every 10th coffee
+    status: active
+    condition: "journal.lines.exists(l, l.category == 'coffee')"
+    cumulative: {measure: count, target: "10"}
+    actions: [{type: fixed, currency: points, points: 300}]
+  - code: quarter-spend
+    name: Spend 500 in a quarter
+    status: active
+    cumulative: {measure: amount, target: "500.00", period: quarter, repeat: false}
+    actions: [{type: fixed, currency: points, points: 1000}]
+"#,
+        "",
+    );
+    let mut sim = sim(program);
+    sim.at("2026-12-31T00:00:00Z");
+    let coffee = |at: &str| {
+        json!({"member": "m", "type": "purchase", "amount": "3.00", "currency": "EUR", "occurred_at": at,
+               "lines": [{"line_id": "1", "category": "coffee", "quantity": 1, "amount": "3.00"}]})
+    };
+    let mut tenth = Vec::new();
+    for day in 1..=11 {
+        let o = sim.ok(coffee(&format!("2026-02-{day:02}T10:00:00Z")));
+        let r = o
+            .promotions
+            .iter()
+            .find(|p| p.promotion.as_str() == "tenth-coffee")
+            .unwrap();
+        tenth.push((r.result.to_string(), r.detail.clone().unwrap_or_default()));
+    }
+    assert_eq!(tenth[8], ("in_progress".into(), "9 of 10".into()));
+    assert_eq!(tenth[9].0, "applied");
+    assert_eq!(tenth[10], ("in_progress".into(), "1 of 10".into()));
+
+    // 33 from the coffees so far in Q1; 200 + 300 more reaches 500 once; the quarter's
+    // later spend does not fire it again; Q2 starts from zero.
+    let spend = |sim: &mut Sim, amount: &str, at: &str| {
+        let mut doc = purchase(amount);
+        doc["occurred_at"] = at.into();
+        let o = sim.ok(doc);
+        let r = o
+            .promotions
+            .iter()
+            .find(|p| p.promotion.as_str() == "quarter-spend")
+            .unwrap();
+        (r.result.to_string(), points(&o, "quarter-spend", "points"))
+    };
+    assert_eq!(
+        spend(&mut sim, "200", "2026-03-01T10:00:00Z"),
+        ("in_progress".into(), 0)
+    );
+    assert_eq!(
+        spend(&mut sim, "300", "2026-03-02T10:00:00Z"),
+        ("applied".into(), 1000)
+    );
+    assert_eq!(
+        spend(&mut sim, "600", "2026-03-03T10:00:00Z"),
+        ("in_progress".into(), 0)
+    );
+    assert_eq!(
+        spend(&mut sim, "499", "2026-04-01T10:00:00Z"),
+        ("in_progress".into(), 0)
+    );
+    assert_eq!(
+        spend(&mut sim, "1", "2026-04-02T10:00:00Z"),
+        ("applied".into(), 1000)
+    );
+}

@@ -948,16 +948,13 @@ fn counter_keys(
         let Some(&member) = member_by_name.get(journal.member.as_str()) else {
             continue;
         };
-        for p in program.promotions.iter().filter(|p| !p.limits.is_empty()) {
+        for p in program.promotions.iter().filter(|p| p.counts()) {
             if p.in_force_for(accrual, journal.occurred_at) {
-                for (key, _, _) in p.limits.keys(
-                    &p.code,
+                keys.extend(p.counter_keys(
                     MemberId(member),
                     program.time_zone,
                     journal.occurred_at,
-                ) {
-                    keys.insert(key);
-                }
+                ));
             }
         }
     }

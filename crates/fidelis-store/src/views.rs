@@ -260,6 +260,37 @@ impl Store {
 
     /// Sums of a member's entries per (currency, pool), straight from the ledger table:
     /// what the account rows must equal.
+    /// A member's promotion counters: `(promotion, period key, times, points)`, the
+    /// cumulative progress (period keys starting with `c:`) and the limits used.
+    pub async fn promotion_counters(
+        &self,
+        program: &LoadedProgram,
+        member: &MemberView,
+    ) -> Result<Vec<(String, String, i64, i64)>> {
+        Ok(match &self.db {
+            Db::Sqlite(pool) => {
+                sqlx::query_as(
+                    "SELECT promotion, period, times, points FROM promotion_usage \
+                 WHERE program_id = ?1 AND member_id = ?2 ORDER BY promotion, period",
+                )
+                .bind(program.id)
+                .bind(member.id)
+                .fetch_all(pool)
+                .await?
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT promotion, period, times, points FROM promotion_usage \
+                 WHERE program_id = $1 AND member_id = $2 ORDER BY promotion, period",
+                )
+                .bind(program.id)
+                .bind(member.id)
+                .fetch_all(pool)
+                .await?
+            }
+        })
+    }
+
     pub async fn entry_sums(&self, member: &MemberView) -> Result<Vec<(String, String, i64)>> {
         Ok(match &self.db {
             Db::Sqlite(pool) => sqlx::query_as(

@@ -56,6 +56,7 @@ both_dialects!(
     promotions_award_refund_and_dry_runs_leave_no_trace,
     promotion_conditions_read_the_members_profile,
     promotion_limits_hold_exactly_under_concurrency,
+    cumulative_progress_is_kept_per_member_and_period,
 );
 
 fn utc(s: &str) -> DateTime<Utc> {
@@ -1067,5 +1068,88 @@ async fn promotion_limits_hold_exactly_under_concurrency(store: Store) {
     assert_eq!(
         verdicts,
         [("budgeted", "limit_reached"), ("once", "limit_reached")]
+    );
+}
+
+async fn cumulative_progress_is_kept_per_member_and_period(store: Store) {
+    let mut doc = program_doc(json!({}));
+    doc.promotions = serde_json::from_value(json!([
+        {"code": "third-visit", "name": "Every third visit", "status": "active",
+         "cumulative": {"measure": "count", "target": "3", "period": "month"},
+         "actions": [{"type": "fixed", "currency": "points", "points": 50}]}
+    ]))
+    .unwrap();
+    let program = Program::compile(&doc, None).unwrap();
+    let (p, _) = store
+        .put_program(
+            &program,
+            utc("2026-01-01T00:00:00Z"),
+            &fidelis_store::Actor::cli(),
+        )
+        .await
+        .unwrap();
+    enroll(&store, &p, "ada").await;
+    enroll(&store, &p, "bob").await;
+    let buy = |id: &str, member: &str, at: &str| {
+        journal(
+            &p,
+            json!({"external_id": id, "member": member, "type": "purchase",
+                           "occurred_at": at, "amount": "1", "currency": "EUR"}),
+        )
+    };
+    // Two of ada's visits in one batch, one alone, one of bob's between; then July.
+    let now = utc("2026-07-10T00:00:00Z");
+    let first = store
+        .post_journals(
+            &p,
+            &[
+                buy("a1", "ada", "2026-06-01T10:00:00Z"),
+                buy("b1", "bob", "2026-06-01T10:00:00Z"),
+                buy("a2", "ada", "2026-06-02T10:00:00Z"),
+            ],
+            now,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(
+        first.iter().all(|r| r
+            .as_ref()
+            .unwrap()
+            .outcome
+            .awards
+            .iter()
+            .all(|a| a.source == "base")),
+        "base only so far"
+    );
+    let third = store
+        .post_journals(&p, &[buy("a3", "ada", "2026-06-03T10:00:00Z")], now, None)
+        .await
+        .unwrap();
+    let awards = &third[0].as_ref().unwrap().outcome.awards;
+    assert!(
+        awards
+            .iter()
+            .any(|a| a.source == "third-visit" && a.points == 50),
+        "{awards:?}"
+    );
+    store
+        .post_journals(&p, &[buy("a4", "ada", "2026-07-01T10:00:00Z")], now, None)
+        .await
+        .unwrap();
+    let ada = store.require_member(&p, "ada").await.unwrap();
+    let counters = store.promotion_counters(&p, &ada).await.unwrap();
+    assert_eq!(
+        counters,
+        [
+            ("third-visit".to_owned(), "c:m:2026-06".to_owned(), 1, 0),
+            ("third-visit".to_owned(), "c:m:2026-07".to_owned(), 0, 1),
+        ]
+    );
+    let bob = store.require_member(&p, "bob").await.unwrap();
+    let counters = store.promotion_counters(&p, &bob).await.unwrap();
+    assert_eq!(
+        counters,
+        [("third-visit".to_owned(), "c:m:2026-06".to_owned(), 0, 1)]
     );
 }

@@ -124,7 +124,8 @@ pub struct OutcomeBody {
 pub struct PromotionResultBody {
     pub promotion: String,
     /// `applied`, `not_active`, `not_started`, `ended`, `not_for_journal`,
-    /// `condition_false`, `evaluation_error`, `excluded` or `nothing_to_award`.
+    /// `condition_false`, `evaluation_error`, `excluded`, `nothing_to_award`, `limit_reached`
+    /// or `in_progress`.
     pub result: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -308,6 +309,41 @@ pub struct BalancesBody {
     pub member: String,
     pub as_of: DateTime<Utc>,
     pub balances: Vec<CurrencyBalanceBody>,
+}
+
+/// A member's standing in the promotions that count: cumulative progress toward targets,
+/// and limits used.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PromotionStandingBody {
+    pub member: String,
+    pub progress: Vec<ProgressBody>,
+    pub limits_used: Vec<LimitUsedBody>,
+}
+
+/// Progress of a cumulative promotion in one period.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProgressBody {
+    pub promotion: String,
+    /// The period (`q:2026-Q2`, `m:2026-06`…); empty over the promotion's life.
+    pub period: String,
+    /// `count` or `amount`.
+    pub measure: String,
+    /// Toward the target: a count, or money (`"233.00"`).
+    pub progress: String,
+    pub target: String,
+    /// How often the target was reached in this period.
+    pub completed: i64,
+}
+
+/// What a member used of a promotion's limits in one period.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LimitUsedBody {
+    pub promotion: String,
+    /// The period (`d:2026-06-13`, `w:2026-W24`, `m:2026-06`, `q:2026-Q2`, `y:2026`);
+    /// empty over the promotion's life.
+    pub period: String,
+    pub times: i64,
+    pub points: i64,
 }
 
 /// A page of ledger entries, newest first.

@@ -115,6 +115,13 @@ fn cases() -> Vec<Case> {
             allowed: readers,
         },
         Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/members/m1/promotions",
+            template: "/api/v1/programs/{program}/members/{member}/promotions",
+            body: None,
+            allowed: readers,
+        },
+        Case {
             method: Method::POST,
             path: "/api/v1/programs/shop/members/m1/redemptions",
             template: "/api/v1/programs/{program}/members/{member}/redemptions",
@@ -453,6 +460,7 @@ async fn members_and_partners_cannot_read_each_other() {
         "/api/v1/programs/shop/members/m1",
         "/api/v1/programs/shop/members/m1/balances",
         "/api/v1/programs/shop/members/m1/ledger",
+        "/api/v1/programs/shop/members/m1/promotions",
         "/api/v1/programs/shop/journals/p1-seed",
     ] {
         let (status, _) = send(r, Method::GET, path, Some(&world.member_other), None).await;

@@ -118,7 +118,10 @@ pub(super) fn earn(
         if explain
             || matches!(
                 e.verdict,
-                Verdict::Applied | Verdict::EvaluationError(_) | Verdict::LimitReached(_)
+                Verdict::Applied
+                    | Verdict::EvaluationError(_)
+                    | Verdict::LimitReached(_)
+                    | Verdict::InProgress(_)
             )
         {
             outcome.promotions.push(result(program, e));

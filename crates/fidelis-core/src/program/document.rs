@@ -202,6 +202,28 @@ pub struct PromotionDocument {
     pub exclusive: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsDocument>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cumulative: Option<CumulativeDocument>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// A cumulative promotion: journals meeting the condition add to the member's progress
+/// (`measure: count`, one each, or `measure: amount`, the money spent); the actions fire
+/// on the journal that reaches `target`, and progress starts again from what is left over
+/// (`repeat: false`: once per period). With a `period` (`day` … `year`), progress
+/// starts from zero each period, in the program's time zone.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CumulativeDocument {
+    #[serde(default)]
+    pub measure: Option<String>,
+    /// A count (`"10"`) or an amount of money (`"500.00"`).
+    #[serde(default)]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<bool>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }
@@ -210,7 +232,7 @@ pub struct PromotionDocument {
 /// points cap is cut to what the cap leaves.
 ///
 /// - `per_member: {times, points}`: per member over the promotion's life.
-/// - `per_member_per_period: {period: day|week|month|year, times, points}`: per member
+/// - `per_member_per_period: {period: day|week|month|quarter|year, times, points}`: per member
 ///   and calendar period in the program's time zone.
 /// - `budget_points`: all members together, over the promotion's life.
 /// - `daily_points`: all members together, per local day.

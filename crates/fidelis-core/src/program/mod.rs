@@ -60,9 +60,10 @@ impl Program {
         &self.currencies[ix.index()]
     }
 
-    /// Whether any promotion has limits (the store then loads their counters).
+    /// Whether any promotion keeps counters, limits or cumulative progress (the store then
+    /// loads them).
     pub fn has_limits(&self) -> bool {
-        self.promotions.iter().any(|p| !p.limits.is_empty())
+        self.promotions.iter().any(|p| p.counts())
     }
 
     /// Whether any promotion's condition reads the member's profile or enrolment, so the

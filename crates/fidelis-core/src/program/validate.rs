@@ -10,7 +10,8 @@ use super::*;
 use crate::money::Rounding;
 use crate::promotions::limits::Period as LimitPeriod;
 use crate::promotions::{
-    Action, Condition, Limits, MAX_ACTIONS, MAX_PROMOTIONS, Promotion, PromotionStatus, Scope,
+    Action, Condition, Cumulative, Limits, MAX_ACTIONS, MAX_PROMOTIONS, Measure, Promotion,
+    PromotionStatus, Scope,
 };
 
 /// One thing wrong with a definition, and where.
@@ -137,6 +138,7 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
         &currencies,
         &activity_types,
         time_zone,
+        money_currency.as_ref(),
     );
 
     match (code, name, time_zone, money_currency) {
@@ -563,6 +565,7 @@ fn promotions(
     currencies: &[Option<Currency>],
     activity_types: &[Code],
     time_zone: Option<Tz>,
+    money: Option<&MoneyCurrency>,
 ) -> Vec<Promotion> {
     if docs.len() > MAX_PROMOTIONS {
         check.add(
@@ -669,6 +672,16 @@ fn promotions(
             .map(|(j, a)| action(check, &format!("{at}.actions[{j}]"), a, currencies))
             .collect();
         let limits = limits(check, &at, doc.limits.as_ref());
+        let cumulative = match &doc.cumulative {
+            None => Ok(None),
+            Some(c) => cumulative(check, &at, c, money).map(Some).ok_or(()),
+        };
+        if doc.cumulative.is_some() && scope == Some(Scope::Line) {
+            check.add(
+                format!("{at}.scope"),
+                "a cumulative promotion counts whole journals",
+            );
+        }
         if let (
             Some(code),
             Some(name),
@@ -694,6 +707,7 @@ fn promotions(
                     priority: doc.priority.unwrap_or(0),
                     exclusive: doc.exclusive.unwrap_or(false),
                     limits: limits.unwrap_or_default(),
+                    cumulative: cumulative.unwrap_or_default(),
                 });
             }
         }
@@ -701,6 +715,65 @@ fn promotions(
     // Stable: equal priorities keep their definition order.
     out.sort_by_key(|p| std::cmp::Reverse(p.priority));
     out
+}
+
+fn cumulative(
+    check: &mut Check,
+    at: &str,
+    doc: &CumulativeDocument,
+    money: Option<&MoneyCurrency>,
+) -> Option<Cumulative> {
+    let at = format!("{at}.cumulative");
+    check.unknown(&at, &doc.unknown);
+    let measure = match check.required(format!("{at}.measure"), &doc.measure)? {
+        "count" => Measure::Count,
+        "amount" => Measure::Amount,
+        other => {
+            check.add(
+                format!("{at}.measure"),
+                format!("{other:?} is not one of count, amount"),
+            );
+            return None;
+        }
+    };
+    let raw = check.required(format!("{at}.target"), &doc.target)?;
+    let target = match measure {
+        Measure::Count => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|t| (1..=1_000_000).contains(t)),
+        Measure::Amount => money?
+            .parse_amount(raw)
+            .ok()
+            .map(|m| m.0)
+            .filter(|t| *t > 0),
+    };
+    let Some(target) = target else {
+        check.add(
+            format!("{at}.target"),
+            match measure {
+                Measure::Count => format!("{raw:?} must be a whole number from 1 to 1000000"),
+                Measure::Amount => format!("{raw:?} must be a positive amount such as \"500.00\""),
+            },
+        );
+        return None;
+    };
+    let period = match doc.period.as_deref() {
+        None => None,
+        Some(raw) => Some(LimitPeriod::parse(raw).or_else(|| {
+            check.add(
+                format!("{at}.period"),
+                format!("{raw:?} is not one of {}", LimitPeriod::NAMES),
+            );
+            None
+        })?),
+    };
+    Some(Cumulative {
+        measure,
+        target,
+        period,
+        repeat: doc.repeat.unwrap_or(true),
+    })
 }
 
 fn limits(check: &mut Check, at: &str, doc: Option<&LimitsDocument>) -> Option<Limits> {

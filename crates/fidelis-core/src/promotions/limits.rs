@@ -20,24 +20,26 @@ pub enum Period {
     Day,
     Week,
     Month,
+    Quarter,
     Year,
 }
 
 impl Period {
-    pub const NAMES: &'static str = "day, week, month, year";
+    pub const NAMES: &'static str = "day, week, month, quarter, year";
 
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "day" => Self::Day,
             "week" => Self::Week,
             "month" => Self::Month,
+            "quarter" => Self::Quarter,
             "year" => Self::Year,
             _ => return None,
         })
     }
 
     /// The key of the period holding `at`: `d:2026-06-13`, `w:2026-W24` (ISO week),
-    /// `m:2026-06`, `y:2026`.
+    /// `m:2026-06`, `q:2026-Q2`, `y:2026`.
     pub fn key(self, tz: Tz, at: DateTime<Utc>) -> String {
         let d = at.with_timezone(&tz).date_naive();
         match self {
@@ -47,6 +49,7 @@ impl Period {
                 format!("w:{}-W{:02}", w.year(), w.week())
             }
             Self::Month => format!("m:{}-{:02}", d.year(), d.month()),
+            Self::Quarter => format!("q:{}-Q{}", d.year(), d.month0() / 3 + 1),
             Self::Year => format!("y:{}", d.year()),
         }
     }
@@ -149,7 +152,7 @@ impl Counters {
         self.counts.get(key).copied().unwrap_or_default()
     }
 
-    fn add(&mut self, key: &CounterKey, times: i64, points: i64) {
+    pub(crate) fn add(&mut self, key: &CounterKey, times: i64, points: i64) {
         for c in [
             self.counts.entry(key.clone()).or_default(),
             self.deltas.entry(key.clone()).or_default(),

@@ -95,13 +95,84 @@ pub struct Promotion {
     pub priority: i32,
     pub exclusive: bool,
     pub limits: Limits,
+    pub cumulative: Option<Cumulative>,
 }
+
+/// What a cumulative promotion counts toward its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// One per journal.
+    Count,
+    /// The journal's amount, in minor units.
+    Amount,
+}
+
+/// Progress over several journals toward a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cumulative {
+    pub measure: Measure,
+    /// A count, or minor units of money.
+    pub target: i64,
+    /// Progress starts from zero each period; over the promotion's life when `None`.
+    pub period: Option<limits::Period>,
+    /// Fires again each time the target is reached; otherwise once per period.
+    pub repeat: bool,
+}
+
+impl Cumulative {
+    /// The counter holding a member's progress at `at`: its points are the progress,
+    /// its times how often the target was reached.
+    pub fn key(
+        &self,
+        promotion: &Code,
+        member: crate::ids::MemberId,
+        tz: chrono_tz::Tz,
+        at: DateTime<Utc>,
+    ) -> limits::CounterKey {
+        limits::CounterKey {
+            promotion: promotion.clone(),
+            member: member.0,
+            period: format!(
+                "{PROGRESS}{}",
+                self.period.map(|p| p.key(tz, at)).unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// The prefix of counters that hold cumulative progress.
+pub const PROGRESS: &str = "c:";
 
 impl Promotion {
     /// Whether the promotion may apply to `accrual` at `at`: active, in its window, for
     /// its journal type (its condition aside).
     pub fn in_force_for(&self, accrual: &Accrual, at: DateTime<Utc>) -> bool {
         precheck(self, accrual, at).is_none()
+    }
+
+    /// Every counter the promotion may read for `member` at `at`: its limits' and its
+    /// cumulative progress.
+    pub fn counter_keys(
+        &self,
+        member: crate::ids::MemberId,
+        tz: chrono_tz::Tz,
+        at: DateTime<Utc>,
+    ) -> Vec<limits::CounterKey> {
+        let mut keys: Vec<limits::CounterKey> = self
+            .limits
+            .keys(&self.code, member, tz, at)
+            .into_iter()
+            .map(|(k, _, _)| k)
+            .collect();
+        if let Some(c) = &self.cumulative {
+            keys.push(c.key(&self.code, member, tz, at));
+        }
+        keys
+    }
+
+    /// Whether the promotion keeps counters (limits or cumulative progress).
+    pub fn counts(&self) -> bool {
+        !self.limits.is_empty() || self.cumulative.is_some()
     }
 }
 
@@ -150,6 +221,8 @@ pub enum Verdict {
     NothingToAward,
     /// A limit is reached: nothing is left to award.
     LimitReached(String),
+    /// A cumulative promotion counted the journal toward its target.
+    InProgress(String),
 }
 
 impl Verdict {
@@ -166,6 +239,7 @@ impl Verdict {
             Self::Excluded(_) => "excluded",
             Self::NothingToAward => "nothing_to_award",
             Self::LimitReached(_) => "limit_reached",
+            Self::InProgress(_) => "in_progress",
         }
     }
 
@@ -175,7 +249,7 @@ impl Verdict {
             Self::NotActive(status) => Some(format!("the promotion is {}", status.name())),
             Self::EvaluationError(e) => Some(e.clone()),
             Self::Excluded(by) => Some(format!("the exclusive promotion {by} applied first")),
-            Self::LimitReached(why) => Some(why.clone()),
+            Self::LimitReached(why) | Self::InProgress(why) => Some(why.clone()),
             _ => None,
         }
     }
@@ -294,6 +368,15 @@ pub fn evaluate(
                 continue;
             }
         };
+        if let Some(cumulative) = &promotion.cumulative {
+            if let Some(progress) = advance(
+                program, promotion, cumulative, accrual, member_id, counters, at,
+            ) {
+                evaluation.verdict = Verdict::InProgress(progress);
+                out.push(evaluation);
+                continue;
+            }
+        }
         act(
             program,
             promotion,
@@ -317,6 +400,41 @@ pub fn evaluate(
         out.push(evaluation);
     }
     out
+}
+
+/// Counts a journal toward a cumulative promotion's target. `None` when it reaches the
+/// target (the actions fire; progress keeps what is left over), otherwise where the
+/// member stands.
+fn advance(
+    program: &Program,
+    promotion: &Promotion,
+    cumulative: &Cumulative,
+    accrual: &Accrual,
+    member: crate::ids::MemberId,
+    counters: &mut Counters,
+    at: DateTime<Utc>,
+) -> Option<String> {
+    let key = cumulative.key(&promotion.code, member, program.time_zone, at);
+    let contribution = match cumulative.measure {
+        Measure::Count => 1,
+        Measure::Amount => accrual.amount.map_or(0, |a| a.0),
+    };
+    let now = counters.get(&key);
+    let progress = now.points.saturating_add(contribution);
+    let show = |v: i64| match cumulative.measure {
+        Measure::Count => v.to_string(),
+        Measure::Amount => program.money_currency.format(crate::money::MinorUnits(v)),
+    };
+    if !cumulative.repeat && now.times >= 1 {
+        counters.add(&key, 0, contribution);
+        return Some("the target was reached already in this period".into());
+    }
+    if progress < cumulative.target {
+        counters.add(&key, 0, contribution);
+        return Some(format!("{} of {}", show(progress), show(cumulative.target)));
+    }
+    counters.add(&key, 1, contribution - cumulative.target);
+    None
 }
 
 /// Applies the promotion's limits to an award: refused when a cap is reached, cut to what

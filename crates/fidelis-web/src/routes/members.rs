@@ -31,6 +31,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(set_status))
         .routes(routes!(balances))
         .routes(routes!(ledger))
+        .routes(routes!(promotion_standing))
         .routes(routes!(redeem))
         .routes(routes!(adjust))
 }
@@ -168,6 +169,68 @@ async fn balances(
         as_of,
         balances: balances.iter().map(CurrencyBalanceBody::from).collect(),
     }))
+}
+
+/// The member's progress in cumulative promotions and what it used of promotion limits.
+#[utoipa::path(get, path = "/programs/{program}/members/{member}/promotions", tag = "members",
+    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000")),
+    responses((status = 200, body = crate::dto::PromotionStandingBody), Problems))]
+async fn promotion_standing(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path((code, external_id)): Path<(String, String)>,
+) -> ApiResult<Json<crate::dto::PromotionStandingBody>> {
+    caller.require(Permission::MembersRead, Some(&code))?;
+    caller.require_member(&external_id)?;
+    let program = program(&state, &code).await?;
+    let member = member(&state, &program, &external_id).await?;
+    let counters = state.store.promotion_counters(&program, &member).await?;
+    let money = &program.program.money_currency;
+    let mut body = crate::dto::PromotionStandingBody {
+        member: member.external_id.clone(),
+        progress: Vec::new(),
+        limits_used: Vec::new(),
+    };
+    for (promotion, period, times, points) in counters {
+        let definition = program
+            .program
+            .promotions
+            .iter()
+            .find(|p| p.code.as_str() == promotion);
+        match (
+            period.strip_prefix(fidelis_core::promotions::PROGRESS),
+            definition,
+        ) {
+            (Some(period), Some(p)) => {
+                let Some(c) = &p.cumulative else { continue };
+                let show = |v: i64| match c.measure {
+                    fidelis_core::promotions::Measure::Count => v.to_string(),
+                    fidelis_core::promotions::Measure::Amount => {
+                        money.format(fidelis_core::money::MinorUnits(v))
+                    }
+                };
+                body.progress.push(crate::dto::ProgressBody {
+                    promotion,
+                    period: period.to_owned(),
+                    measure: match c.measure {
+                        fidelis_core::promotions::Measure::Count => "count".into(),
+                        fidelis_core::promotions::Measure::Amount => "amount".into(),
+                    },
+                    progress: show(points),
+                    target: show(c.target),
+                    completed: times,
+                });
+            }
+            (Some(_), None) => {}
+            (None, _) => body.limits_used.push(crate::dto::LimitUsedBody {
+                promotion,
+                period,
+                times,
+                points,
+            }),
+        }
+    }
+    Ok(Json(body))
 }
 
 /// Ledger entries, newest first.
