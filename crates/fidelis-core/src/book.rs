@@ -72,6 +72,18 @@ impl Book {
         id
     }
 
+    /// Records a member joined an opt-in promotion (the key from
+    /// [`crate::promotions::joined_key`]), as the store does.
+    pub fn join(&mut self, key: &crate::promotions::limits::CounterKey) {
+        self.counters.counts.insert(
+            key.clone(),
+            crate::promotions::limits::Count {
+                times: 1,
+                points: 0,
+            },
+        );
+    }
+
     /// Gives a member the profile and enrolment promotion conditions may read.
     pub fn set_facts(&mut self, member: &ExternalId, facts: crate::promotions::MemberFacts) {
         if let Some(ledger) = self.members.get_mut(member) {

@@ -98,8 +98,8 @@ impl Outcome {
 pub struct PromotionResult {
     pub promotion: Code,
     /// `applied`, `not_active`, `not_started`, `ended`, `not_for_journal`,
-    /// `condition_false`, `evaluation_error`, `excluded`, `nothing_to_award`, `limit_reached`
-    /// or `in_progress`.
+    /// `condition_false`, `evaluation_error`, `excluded`, `nothing_to_award`, `limit_reached`,
+    /// `in_progress` or `not_joined`.
     pub result: Cow<'static, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,

@@ -750,3 +750,36 @@ fn cumulative_promotions_count_toward_a_target_and_reset_by_period() {
         ("applied".into(), 1000)
     );
 }
+
+#[test]
+fn opt_in_promotions_apply_only_to_members_who_joined() {
+    let program = program_with(
+        r#"
+  - code: double-december
+    name: Double points for those who join
+    status: active
+    opt_in: true
+    actions: [{type: multiplier, currency: points, factor: "2"}]
+"#,
+        "",
+    );
+    let mut sim = sim(program);
+    let o = sim.ok(purchase("10"));
+    assert_eq!(points(&o, "double-december", "points"), 0);
+    assert!(
+        o.promotions.is_empty(),
+        "not joined is not notable in a real outcome"
+    );
+    // Joining is a counter the store keeps; the book takes it through the same path.
+    let member = sim
+        .book
+        .ledger(&fidelis_core::ids::ExternalId::parse("m").unwrap())
+        .unwrap()
+        .member;
+    sim.book.join(&fidelis_core::promotions::joined_key(
+        &fidelis_core::ids::Code::parse("double-december").unwrap(),
+        member,
+    ));
+    let o = sim.ok(purchase("10"));
+    assert_eq!(points(&o, "double-december", "points"), 10);
+}

@@ -260,6 +260,43 @@ impl Store {
 
     /// Sums of a member's entries per (currency, pool), straight from the ledger table:
     /// what the account rows must equal.
+    /// Records that `member` joined opt-in promotion `promotion` (joining again changes
+    /// nothing).
+    pub async fn join_promotion(
+        &self,
+        program: &LoadedProgram,
+        member: &MemberView,
+        promotion: &str,
+    ) -> Result<()> {
+        match &self.db {
+            Db::Sqlite(pool) => {
+                sqlx::query(
+                    "INSERT INTO promotion_usage (program_id, promotion, member_id, period, times, points) \
+                     VALUES (?1, ?2, ?3, ?4, 1, 0) ON CONFLICT DO NOTHING",
+                )
+                .bind(program.id)
+                .bind(promotion)
+                .bind(member.id)
+                .bind(fidelis_core::promotions::JOINED)
+                .execute(pool)
+                .await?;
+            }
+            Db::Postgres(pool) => {
+                sqlx::query(
+                    "INSERT INTO promotion_usage (program_id, promotion, member_id, period, times, points) \
+                     VALUES ($1, $2, $3, $4, 1, 0) ON CONFLICT DO NOTHING",
+                )
+                .bind(program.id)
+                .bind(promotion)
+                .bind(member.id)
+                .bind(fidelis_core::promotions::JOINED)
+                .execute(pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// A member's promotion counters: `(promotion, period key, times, points)`, the
     /// cumulative progress (period keys starting with `c:`) and the limits used.
     pub async fn promotion_counters(

@@ -57,6 +57,7 @@ both_dialects!(
     promotion_conditions_read_the_members_profile,
     promotion_limits_hold_exactly_under_concurrency,
     cumulative_progress_is_kept_per_member_and_period,
+    opt_in_promotions_need_the_member_to_join,
 );
 
 fn utc(s: &str) -> DateTime<Utc> {
@@ -1152,4 +1153,43 @@ async fn cumulative_progress_is_kept_per_member_and_period(store: Store) {
         counters,
         [("third-visit".to_owned(), "c:m:2026-06".to_owned(), 0, 1)]
     );
+}
+
+async fn opt_in_promotions_need_the_member_to_join(store: Store) {
+    let mut doc = program_doc(json!({}));
+    doc.promotions = serde_json::from_value(json!([
+        {"code": "club", "name": "Club bonus", "status": "active", "opt_in": true,
+         "actions": [{"type": "fixed", "currency": "points", "points": 5}]}
+    ]))
+    .unwrap();
+    let program = Program::compile(&doc, None).unwrap();
+    let (p, _) = store
+        .put_program(
+            &program,
+            utc("2026-01-01T00:00:00Z"),
+            &fidelis_store::Actor::cli(),
+        )
+        .await
+        .unwrap();
+    enroll(&store, &p, "ada").await;
+    let now = "2026-05-01T10:00:00Z";
+    let buy = |id: &str| {
+        json!({"external_id": id, "member": "ada", "type": "purchase",
+                                "occurred_at": now, "amount": "10", "currency": "EUR"})
+    };
+    let before = post(&store, &p, buy("p1"), now).await.unwrap();
+    assert!(before.outcome.awards.iter().all(|a| a.source != "club"));
+    let ada = store.require_member(&p, "ada").await.unwrap();
+    store.join_promotion(&p, &ada, "club").await.unwrap();
+    store.join_promotion(&p, &ada, "club").await.unwrap();
+    let after = post(&store, &p, buy("p2"), now).await.unwrap();
+    assert!(
+        after
+            .outcome
+            .awards
+            .iter()
+            .any(|a| a.source == "club" && a.points == 5)
+    );
+    let counters = store.promotion_counters(&p, &ada).await.unwrap();
+    assert_eq!(counters, [("club".to_owned(), "j:".to_owned(), 1, 0)]);
 }

@@ -69,11 +69,13 @@ impl Role {
                     | Adjust
                     | Cancel
                     | AuditRead
+                    | JoinPromotions
             ),
             // Partners send earn journals and take redemptions, and read their own journals.
             Self::Partner => matches!(p, JournalsWrite | JournalsRead | Redeem),
             // Members read themselves and spend their own points.
-            Self::Member => matches!(p, MembersRead | JournalsRead | Redeem),
+            // Members read themselves, spend their own points and join promotions.
+            Self::Member => matches!(p, MembersRead | JournalsRead | Redeem | JoinPromotions),
         }
     }
 }
@@ -93,10 +95,11 @@ pub enum Permission {
     JobsRun,
     AuditRead,
     TokensManage,
+    JoinPromotions,
 }
 
 impl Permission {
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::ProgramsRead,
         Self::ProgramsWrite,
         Self::MembersRead,
@@ -109,6 +112,7 @@ impl Permission {
         Self::JobsRun,
         Self::AuditRead,
         Self::TokensManage,
+        Self::JoinPromotions,
     ];
 
     pub fn name(self) -> &'static str {
@@ -125,6 +129,7 @@ impl Permission {
             Self::JobsRun => "jobs:run",
             Self::AuditRead => "audit:read",
             Self::TokensManage => "tokens:manage",
+            Self::JoinPromotions => "promotions:join",
         }
     }
 

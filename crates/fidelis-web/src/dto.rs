@@ -124,8 +124,8 @@ pub struct OutcomeBody {
 pub struct PromotionResultBody {
     pub promotion: String,
     /// `applied`, `not_active`, `not_started`, `ended`, `not_for_journal`,
-    /// `condition_false`, `evaluation_error`, `excluded`, `nothing_to_award`, `limit_reached`
-    /// or `in_progress`.
+    /// `condition_false`, `evaluation_error`, `excluded`, `nothing_to_award`, `limit_reached`,
+    /// `in_progress` or `not_joined`.
     pub result: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -318,6 +318,8 @@ pub struct PromotionStandingBody {
     pub member: String,
     pub progress: Vec<ProgressBody>,
     pub limits_used: Vec<LimitUsedBody>,
+    /// The opt-in promotions the member joined.
+    pub joined: Vec<String>,
 }
 
 /// Progress of a cumulative promotion in one period.

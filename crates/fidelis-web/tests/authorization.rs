@@ -123,6 +123,13 @@ fn cases() -> Vec<Case> {
         },
         Case {
             method: Method::POST,
+            path: "/api/v1/programs/shop/members/m1/promotions/welcome/join",
+            template: "/api/v1/programs/{program}/members/{member}/promotions/{promotion}/join",
+            body: None,
+            allowed: readers,
+        },
+        Case {
+            method: Method::POST,
             path: "/api/v1/programs/shop/members/m1/redemptions",
             template: "/api/v1/programs/{program}/members/{member}/redemptions",
             body: Some(json!({"external_id": "rd-{role}", "currency": "points", "points": 1})),
@@ -466,6 +473,15 @@ async fn members_and_partners_cannot_read_each_other() {
         let (status, _) = send(r, Method::GET, path, Some(&world.member_other), None).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "member m2 reading {path}");
     }
+    let (status, _) = send(
+        r,
+        Method::POST,
+        "/api/v1/programs/shop/members/m1/promotions/welcome/join",
+        Some(&world.member_other),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "member m2 joining for m1");
     let (status, _) = send(
         r,
         Method::POST,

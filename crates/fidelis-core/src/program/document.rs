@@ -204,6 +204,9 @@ pub struct PromotionDocument {
     pub limits: Option<LimitsDocument>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cumulative: Option<CumulativeDocument>,
+    /// Only members who joined it (`POST …/members/{m}/promotions/{code}/join`) benefit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opt_in: Option<bool>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }

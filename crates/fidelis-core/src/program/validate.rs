@@ -708,6 +708,7 @@ fn promotions(
                     exclusive: doc.exclusive.unwrap_or(false),
                     limits: limits.unwrap_or_default(),
                     cumulative: cumulative.unwrap_or_default(),
+                    opt_in: doc.opt_in.unwrap_or(false),
                 });
             }
         }

@@ -96,6 +96,8 @@ pub struct Promotion {
     pub exclusive: bool,
     pub limits: Limits,
     pub cumulative: Option<Cumulative>,
+    /// Only for members who joined it.
+    pub opt_in: bool,
 }
 
 /// What a cumulative promotion counts toward its target.
@@ -142,6 +144,17 @@ impl Cumulative {
 
 /// The prefix of counters that hold cumulative progress.
 pub const PROGRESS: &str = "c:";
+/// The period key of the counter that records a member joined an opt-in promotion.
+pub const JOINED: &str = "j:";
+
+/// The counter that records `member` joined `promotion`.
+pub fn joined_key(promotion: &Code, member: crate::ids::MemberId) -> limits::CounterKey {
+    limits::CounterKey {
+        promotion: promotion.clone(),
+        member: member.0,
+        period: JOINED.into(),
+    }
+}
 
 impl Promotion {
     /// Whether the promotion may apply to `accrual` at `at`: active, in its window, for
@@ -167,12 +180,15 @@ impl Promotion {
         if let Some(c) = &self.cumulative {
             keys.push(c.key(&self.code, member, tz, at));
         }
+        if self.opt_in {
+            keys.push(joined_key(&self.code, member));
+        }
         keys
     }
 
     /// Whether the promotion keeps counters (limits or cumulative progress).
     pub fn counts(&self) -> bool {
-        !self.limits.is_empty() || self.cumulative.is_some()
+        !self.limits.is_empty() || self.cumulative.is_some() || self.opt_in
     }
 }
 
@@ -223,6 +239,8 @@ pub enum Verdict {
     LimitReached(String),
     /// A cumulative promotion counted the journal toward its target.
     InProgress(String),
+    /// An opt-in promotion the member has not joined.
+    NotJoined,
 }
 
 impl Verdict {
@@ -240,6 +258,7 @@ impl Verdict {
             Self::NothingToAward => "nothing_to_award",
             Self::LimitReached(_) => "limit_reached",
             Self::InProgress(_) => "in_progress",
+            Self::NotJoined => "not_joined",
         }
     }
 
@@ -346,6 +365,12 @@ pub fn evaluate(
             if let Some(by) = &excluded_by {
                 verdict = Some(Verdict::Excluded(by.clone()));
             }
+        }
+        if verdict.is_none()
+            && promotion.opt_in
+            && counters.get(&joined_key(&promotion.code, member_id)).times == 0
+        {
+            verdict = Some(Verdict::NotJoined);
         }
         let mut evaluation = Evaluation {
             promotion: index,

@@ -32,6 +32,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(balances))
         .routes(routes!(ledger))
         .routes(routes!(promotion_standing))
+        .routes(routes!(join_promotion))
         .routes(routes!(redeem))
         .routes(routes!(adjust))
 }
@@ -190,8 +191,13 @@ async fn promotion_standing(
         member: member.external_id.clone(),
         progress: Vec::new(),
         limits_used: Vec::new(),
+        joined: Vec::new(),
     };
     for (promotion, period, times, points) in counters {
+        if period == fidelis_core::promotions::JOINED {
+            body.joined.push(promotion);
+            continue;
+        }
         let definition = program
             .program
             .promotions
@@ -231,6 +237,44 @@ async fn promotion_standing(
         }
     }
     Ok(Json(body))
+}
+
+/// Joins the member to an opt-in promotion (joining again changes nothing).
+#[utoipa::path(post, path = "/programs/{program}/members/{member}/promotions/{promotion}/join", tag = "members",
+    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000"),
+           ("promotion" = String, Path, description = "The opt-in promotion's code", example = "double-december")),
+    responses((status = 200, body = crate::dto::PromotionStandingBody), Problems))]
+async fn join_promotion(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path((code, external_id, promotion)): Path<(String, String, String)>,
+) -> ApiResult<Json<crate::dto::PromotionStandingBody>> {
+    caller.require(Permission::JoinPromotions, Some(&code))?;
+    caller.require_member(&external_id)?;
+    let program = program(&state, &code).await?;
+    let member = member(&state, &program, &external_id).await?;
+    let Some(definition) = program
+        .program
+        .promotions
+        .iter()
+        .find(|p| p.code.as_str() == promotion)
+    else {
+        return Err(ApiError::not_found(
+            "unknown_promotion",
+            format!("program {code} has no promotion {promotion:?}"),
+        ));
+    };
+    if !definition.opt_in {
+        return Err(ApiError::unprocessable(
+            "not_opt_in",
+            format!("promotion {promotion} applies to every member; there is nothing to join"),
+        ));
+    }
+    state
+        .store
+        .join_promotion(&program, &member, &promotion)
+        .await?;
+    promotion_standing(State(state), caller, Path((code, external_id))).await
 }
 
 /// Ledger entries, newest first.
