@@ -51,6 +51,7 @@ both_dialects!(
     a_batch_applies_good_journals_and_refuses_bad_ones,
     the_ledger_pages_newest_first,
     the_store_agrees_with_the_reference_book,
+    the_store_agrees_with_the_reference_book_on_promotions,
     realtime_journals_arriving_together_keep_their_own_outcomes,
     a_program_changed_meanwhile_is_noticed_before_posting,
     promotions_award_refund_and_dry_runs_leave_no_trace,
@@ -623,9 +624,78 @@ async fn the_store_agrees_with_the_reference_book(store: Store) {
         &[],
     )
     .await;
-    let members = ["a", "b", "c"];
     for seed in 1..=4u64 {
         let mut book = Book::new(program.program.clone());
+        agree_with_the_book(&store, &program, &mut book, seed).await;
+    }
+}
+
+/// The same differential test on a program whose promotions have conditions, limits
+/// (per member, per period, a budget, a daily cap), cumulative progress and stacking: the
+/// store's counters must follow the book's through refunds and cancellations.
+async fn the_store_agrees_with_the_reference_book_on_promotions(store: Store) {
+    let mut doc = program_doc(
+        json!({"return_policy": "allow_negative", "expiry": {"policy": "rolling", "days": 40}}),
+    );
+    doc.promotions = serde_json::from_value(json!([
+        {"code": "big-basket", "name": "Big basket", "status": "active", "priority": 3,
+         "condition": "journal.amount >= 40.0",
+         "limits": {"per_member": {"times": 3}, "budget_points": 400},
+         "actions": [{"type": "fixed", "currency": "points", "points": 60}]},
+        {"code": "double", "name": "Double, capped daily", "status": "active", "priority": 2,
+         "limits": {"daily_points": 90, "per_member_per_period": {"period": "week", "points": 70}},
+         "actions": [{"type": "multiplier", "currency": "points", "factor": "2"}]},
+        {"code": "fifth-visit", "name": "Every fifth visit", "status": "active", "priority": 1,
+         "cumulative": {"measure": "count", "target": "5", "period": "month"},
+         "actions": [{"type": "fixed", "currency": "status", "points": 25}]},
+        {"code": "spend-100", "name": "Spend 100 a month", "status": "active", "exclusive": true,
+         "cumulative": {"measure": "amount", "target": "100.00", "period": "month", "repeat": false},
+         "actions": [{"type": "per_money", "currency": "points", "rate": "0.5"}]}
+    ]))
+    .unwrap();
+    let program = Program::compile(&doc, None).unwrap();
+    let (program, _) = store
+        .put_program(
+            &program,
+            utc("2026-01-01T00:00:00Z"),
+            &fidelis_store::Actor::cli(),
+        )
+        .await
+        .unwrap();
+    // One book for every seed: the budget is the program's, across all members.
+    let mut book = Book::new(program.program.clone());
+    let mut verdicts = std::collections::BTreeSet::new();
+    for seed in 1..=3u64 {
+        verdicts.extend(agree_with_the_book(&store, &program, &mut book, seed).await);
+    }
+    // The history reached every kind of outcome the program can give.
+    for v in [
+        "big-basket:applied",
+        "big-basket:limit_reached",
+        "double:applied",
+        "double:limit_reached",
+        "fifth-visit:applied",
+        "fifth-visit:in_progress",
+        "spend-100:applied",
+        "spend-100:in_progress",
+    ] {
+        assert!(verdicts.contains(v), "{v} never happened: {verdicts:?}");
+    }
+}
+
+/// Posts a random history for three fresh members to the store and to the in-memory book,
+/// and checks every outcome and the final balances agree.
+async fn agree_with_the_book(
+    store: &Store,
+    program: &Arc<LoadedProgram>,
+    book: &mut Book,
+    seed: u64,
+) -> std::collections::BTreeSet<String> {
+    let mut verdicts = std::collections::BTreeSet::new();
+    let store = store.clone();
+    let program = Arc::clone(program);
+    let members = ["a", "b", "c"];
+    {
         let mut rng = Lcg(seed);
         let names: Vec<String> = members.iter().map(|m| format!("{m}{seed}")).collect();
         for name in &names {
@@ -672,6 +742,13 @@ async fn the_store_agrees_with_the_reference_book(store: Store) {
                 .remove(0)
                 .map(|p| p.outcome);
             assert_eq!(got, expected, "seed {seed}, step {step}: {:?}", j.journal);
+            if let Ok(o) = &got {
+                verdicts.extend(
+                    o.promotions
+                        .iter()
+                        .map(|r| format!("{}:{}", r.promotion, r.result)),
+                );
+            }
             if got.is_ok() {
                 posted.push((
                     j.journal.external_id.to_string(),
@@ -706,6 +783,7 @@ async fn the_store_agrees_with_the_reference_book(store: Store) {
             assert_sums(&store, &program, name).await;
         }
     }
+    verdicts
 }
 
 /// Realtime journals posted at the same moment share group-commit transactions; each must
