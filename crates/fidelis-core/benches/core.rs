@@ -17,10 +17,17 @@ use fidelis_core::templates;
 const MEMBERS: usize = 1_000;
 const JOURNALS: usize = 10_000;
 
+/// The retail template without its promotions: the ledger's own cost (promotions have
+/// their own group below).
 fn retail() -> Program {
-    let template = templates::find("retail").expect("the retail template");
-    let doc: ProgramDocument = yaml_serde::from_str(template.source).expect("valid YAML");
+    let mut doc = retail_document();
+    doc.promotions.clear();
     Program::compile(&doc, Some("bench")).expect("a valid program")
+}
+
+fn retail_document() -> ProgramDocument {
+    let template = templates::find("retail").expect("the retail template");
+    yaml_serde::from_str(template.source).expect("valid YAML")
 }
 
 fn start() -> DateTime<Utc> {
@@ -100,6 +107,22 @@ fn benches(c: &mut Criterion) {
         b.iter_batched(
             || ledgers(&program),
             |ledgers| black_box(process_all(&program, &journals, ledgers, now)),
+            BatchSize::LargeInput,
+        )
+    });
+    let with_template_promotions =
+        Program::compile(&retail_document(), Some("bench")).expect("a valid program");
+    group.bench_function("process purchases, with the template's 4 promotions", |b| {
+        b.iter_batched(
+            || ledgers(&with_template_promotions),
+            |ledgers| {
+                black_box(process_all(
+                    &with_template_promotions,
+                    &journals,
+                    ledgers,
+                    now,
+                ))
+            },
             BatchSize::LargeInput,
         )
     });

@@ -89,7 +89,7 @@ pub(super) fn earn(
     for e in &evaluations {
         let promotion = &program.promotions[e.promotion];
         if e.verdict == Verdict::Applied {
-            state.usage.extend(e.usage.clone());
+            state.usage.extend(e.usage.as_deref().cloned());
             let source: Cow<'static, str> = Cow::Owned(promotion.code.as_str().to_owned());
             let mut currencies: Vec<CurrencyIx> = Vec::new();
             for p in &e.points {

@@ -104,7 +104,10 @@ impl Condition {
     /// Whether the condition reads the member's profile or enrolment (through the
     /// interpreter; the fast path reads only balances).
     pub fn reads_member_facts(&self) -> bool {
-        self.native.is_none() && self.program.references().has_variable("member")
+        match &self.native {
+            Some(native) => native.needs_member_facts(),
+            None => self.program.references().has_variable("member"),
+        }
     }
 
     /// Whether the condition runs on the fast path.

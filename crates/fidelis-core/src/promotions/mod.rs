@@ -21,7 +21,6 @@ use std::sync::Arc;
 use cel::Value;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use rust_decimal::Decimal;
-use rust_decimal::prelude::ToPrimitive;
 
 pub use condition::{Condition, ExpressionError};
 pub use limits::{Counters, Limits, Usage};
@@ -299,7 +298,7 @@ pub struct Evaluation {
     pub points: Vec<PromotionPoints>,
     pub rewards: Vec<Reward>,
     /// The limit counters the award used.
-    pub usage: Option<Usage>,
+    pub usage: Option<Box<Usage>>,
 }
 
 /// The member and the limit counters an evaluation works with.
@@ -353,10 +352,12 @@ pub fn evaluate(
         balances,
         counters,
     } = member;
-    let mut out = Vec::new();
     if program.promotions.is_empty() {
-        return out;
+        return Vec::new();
     }
+    let mut out = Vec::with_capacity(program.promotions.len());
+    // The matching lines of a line-scope promotion, reused from one to the next.
+    let mut lines: Vec<usize> = Vec::new();
     let mut facts: Option<Facts> = None;
     let mut excluded_by: Option<Code> = None;
     for (index, promotion) in program.promotions.iter().enumerate() {
@@ -385,8 +386,9 @@ pub fn evaluate(
             continue;
         }
         let facts = facts.get_or_insert_with(|| Facts::new(program, accrual, balances, member, at));
-        let matching = match matching_lines(promotion, facts, accrual) {
-            Ok(m) => m,
+        let matching = match matching_lines(promotion, facts, accrual, &mut lines) {
+            Ok(true) => Some(&lines[..]),
+            Ok(false) => None,
             Err(verdict) => {
                 evaluation.verdict = verdict;
                 out.push(evaluation);
@@ -402,14 +404,7 @@ pub fn evaluate(
                 continue;
             }
         }
-        act(
-            program,
-            promotion,
-            accrual,
-            base,
-            matching.as_deref(),
-            &mut evaluation,
-        );
+        act(program, promotion, accrual, base, matching, &mut evaluation);
         if !promotion.limits.is_empty()
             && !(evaluation.points.is_empty() && evaluation.rewards.is_empty())
         {
@@ -492,7 +487,12 @@ fn limit(
                 }
                 evaluation.points.retain(|p| p.points > 0);
             }
-            evaluation.usage = Some(limits::consume(counters, &promotion.code, &keys, allowed));
+            evaluation.usage = Some(Box::new(limits::consume(
+                counters,
+                &promotion.code,
+                &keys,
+                allowed,
+            )));
         }
     }
 }
@@ -520,27 +520,32 @@ fn precheck(promotion: &Promotion, accrual: &Accrual, at: DateTime<Utc>) -> Opti
     (!type_ok || !subtype_ok).then_some(Verdict::NotForJournal)
 }
 
-/// For a journal-scope promotion, `Ok(None)` when the condition holds; for a line-scope
-/// one, the lines where it holds (`Ok(Some(lines))`, never empty).
+/// Whether the condition holds: for a journal-scope promotion `Ok(false)` (no lines
+/// involved); for a line-scope one `Ok(true)` with the matching lines in `lines` (never
+/// empty). A condition that does not hold, or fails, is the verdict.
 fn matching_lines(
     promotion: &Promotion,
     facts: &Facts<'_>,
     accrual: &Accrual,
-) -> Result<Option<Vec<usize>>, Verdict> {
+    lines: &mut Vec<usize>,
+) -> Result<bool, Verdict> {
+    lines.clear();
     let Some(condition) = &promotion.condition else {
         return Ok(match promotion.scope {
-            Scope::Journal => None,
-            Scope::Line => Some((0..accrual.lines.len()).collect()),
+            Scope::Journal => false,
+            Scope::Line => {
+                lines.extend(0..accrual.lines.len());
+                true
+            }
         });
     };
     match promotion.scope {
         Scope::Journal => match facts.holds(condition, None) {
-            Ok(true) => Ok(None),
+            Ok(true) => Ok(false),
             Ok(false) => Err(Verdict::ConditionFalse),
             Err(e) => Err(Verdict::EvaluationError(e)),
         },
         Scope::Line => {
-            let mut lines = Vec::new();
             for i in 0..accrual.lines.len() {
                 match facts.holds(condition, Some(i)) {
                     Ok(true) => lines.push(i),
@@ -553,7 +558,7 @@ fn matching_lines(
             if lines.is_empty() {
                 Err(Verdict::ConditionFalse)
             } else {
-                Ok(Some(lines))
+                Ok(true)
             }
         }
     }
@@ -608,11 +613,11 @@ fn act(
                 } else {
                     *factor
                 };
+                // Exact in integers: extra = mantissa / 10^scale (a validated factor has a
+                // few decimals), points × mantissa fits in i128, and floor division.
+                let (mantissa, divisor) = (extra.mantissa(), 10i128.pow(extra.scale()));
                 let times = |points: i64| {
-                    (Decimal::from(points) * extra)
-                        .floor()
-                        .to_i64()
-                        .unwrap_or(0)
+                    i64::try_from((i128::from(points) * mantissa).div_euclid(divisor)).unwrap_or(0)
                 };
                 match lines {
                     None if base.per_line.is_empty() => add(*currency, None, times(base.total)),
@@ -644,7 +649,6 @@ fn act(
 struct Facts<'a> {
     program: &'a Program,
     member: Option<&'a MemberFacts>,
-    at: DateTime<Utc>,
     fast: native::Facts<'a>,
     cel: std::cell::OnceCell<(cel::Context<'static, 'static>, Vec<Value>)>,
 }
@@ -674,11 +678,26 @@ impl<'a> Facts<'a> {
                 i64::from(local.minute()),
             ],
             balances,
+            member: member.map(|facts| {
+                let today = local.date_naive();
+                let enrolled = facts
+                    .enrolled_at
+                    .map(|e| e.with_timezone(&program.time_zone).date_naive());
+                native::MemberFacts {
+                    birthday_today: facts
+                        .profile
+                        .get("birthday")
+                        .and_then(|b| b.as_str())
+                        .and_then(|b| chrono::NaiveDate::parse_from_str(b, "%Y-%m-%d").ok())
+                        .is_some_and(|b| is_birthday(b, today)),
+                    tenure_days: enrolled.map(|d| (today - d).num_days()),
+                    enrolled_at: enrolled.map(|d| d.format("%Y-%m-%d").to_string()),
+                }
+            }),
         };
         Self {
             program,
             member,
-            at,
             fast,
             cel: std::cell::OnceCell::new(),
         }
@@ -753,34 +772,28 @@ impl<'a> Facts<'a> {
         let member = match self.member {
             None => map([("balances", Value::Map(member_balances.into()))]),
             Some(facts) => {
-                let tz = program.time_zone;
-                let today = self.at.with_timezone(&tz).date_naive();
                 let profile: HashMap<cel::objects::Key, Value> = facts
                     .profile
                     .iter()
                     .map(|(k, v)| (Arc::new(k.clone()).into(), json_value(v)))
                     .collect();
-                let birthday_today = facts
-                    .profile
-                    .get("birthday")
-                    .and_then(|b| b.as_str())
-                    .and_then(|b| chrono::NaiveDate::parse_from_str(b, "%Y-%m-%d").ok())
-                    .is_some_and(|b| is_birthday(b, today));
-                let enrolled = facts.enrolled_at.map(|e| e.with_timezone(&tz).date_naive());
+                let derived = self.fast.member.clone().unwrap_or(native::MemberFacts {
+                    birthday_today: false,
+                    tenure_days: None,
+                    enrolled_at: None,
+                });
                 map([
                     ("balances", Value::Map(member_balances.into())),
                     ("profile", Value::Map(profile.into())),
                     (
                         "enrolled_at",
-                        enrolled.map_or(Value::Null, |d| {
-                            Value::from(d.format("%Y-%m-%d").to_string())
-                        }),
+                        derived.enrolled_at.map_or(Value::Null, Value::from),
                     ),
                     (
                         "tenure_days",
-                        enrolled.map_or(Value::Null, |d| Value::Int((today - d).num_days())),
+                        derived.tenure_days.map_or(Value::Null, Value::Int),
                     ),
-                    ("birthday_today", Value::Bool(birthday_today)),
+                    ("birthday_today", Value::Bool(derived.birthday_today)),
                 ])
             }
         };
@@ -892,6 +905,9 @@ mod tests {
             "journal.lines.exists(l, l.line_id == '2') && !journal.lines.all(l, l.category == 'shoes')",
             "journal.amount in [19.99, 100]",
             "true",
+            "member.birthday_today",
+            "member.tenure_days > 30 || journal.amount > 1000.0",
+            "member.enrolled_at == '2026-01-01'",
         ];
         let line_conditions = [
             "line.category == 'shoes'",
@@ -912,13 +928,29 @@ mod tests {
                 "amount": "4.00", "currency": "EUR", "channel": "app", "store": "x9",
                 "lines": [{"line_id": "1", "sku": "A", "category": "bags", "quantity": 3, "amount": "4.00"}]}),
         ];
-        for (balance, json) in [0i64, 150, 7].into_iter().zip(journals) {
+        let facts_of = [
+            None,
+            Some(MemberFacts {
+                enrolled_at: Some(
+                    DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z")
+                        .unwrap()
+                        .with_timezone(&Utc),
+                ),
+                profile: serde_json::from_value(serde_json::json!({"birthday": "1980-06-15"}))
+                    .unwrap(),
+            }),
+            Some(MemberFacts {
+                enrolled_at: None,
+                profile: serde_json::Map::new(),
+            }),
+        ];
+        for ((balance, json), member) in [0i64, 150, 7].into_iter().zip(journals).zip(&facts_of) {
             let at = DateTime::parse_from_rfc3339(json["occurred_at"].as_str().unwrap())
                 .unwrap()
                 .with_timezone(&Utc);
             let accrual = accrual(&program, json);
             let balances = [balance];
-            let facts = Facts::new(&program, &accrual, &balances, None, at);
+            let facts = Facts::new(&program, &accrual, &balances, member.as_ref(), at);
             let (context, lines) = facts.cel_context();
             for (sources, line_scope) in [
                 (&journal_conditions[..], false),

@@ -40,6 +40,38 @@ pub(crate) enum Field {
     LocalHour,
     LocalMinute,
     Balance(CurrencyIx),
+    /// `member.birthday_today`, `member.tenure_days`, `member.enrolled_at`: only when the
+    /// store loaded the member's facts (otherwise an error, as in CEL: no such key).
+    MemberBirthdayToday,
+    MemberTenureDays,
+    MemberEnrolledAt,
+}
+
+impl Field {
+    /// Whether the field needs the member's profile and enrolment loaded.
+    pub(crate) fn needs_member_facts(self) -> bool {
+        matches!(
+            self,
+            Self::MemberBirthdayToday | Self::MemberTenureDays | Self::MemberEnrolledAt
+        )
+    }
+}
+
+impl Native {
+    /// Whether any field of the tree needs the member's facts.
+    pub(crate) fn needs_member_facts(&self) -> bool {
+        let operand = |o: &Operand| matches!(o, Operand::Field(f) if f.needs_member_facts());
+        match self {
+            Native::Lit(_) => false,
+            Native::Field(f) | Native::Str(_, f, _) => f.needs_member_facts(),
+            Native::And(a, b) | Native::Or(a, b) => {
+                a.needs_member_facts() || b.needs_member_facts()
+            }
+            Native::Not(a) | Native::AnyLine(a) | Native::AllLines(a) => a.needs_member_facts(),
+            Native::Cmp(_, a, b) => operand(a) || operand(b),
+            Native::In(a, _) => operand(a),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -262,6 +294,9 @@ fn field(expr: &IdedExpr, names: &Names<'_>) -> Option<Field> {
         ["local", "weekday"] => Field::LocalWeekday,
         ["local", "hour"] => Field::LocalHour,
         ["local", "minute"] => Field::LocalMinute,
+        ["member", "birthday_today"] => Field::MemberBirthdayToday,
+        ["member", "tenure_days"] => Field::MemberTenureDays,
+        ["member", "enrolled_at"] => Field::MemberEnrolledAt,
         ["member", "balances", code] => {
             let i = names
                 .currencies
@@ -282,6 +317,17 @@ pub(crate) struct Facts<'a> {
     /// year, month, day, weekday (Monday 1), hour, minute.
     pub local: [i64; 6],
     pub balances: &'a [i64],
+    /// `birthday_today`, `tenure_days`, `enrolled_at` (local date), when the member's facts
+    /// were loaded.
+    pub member: Option<MemberFacts>,
+}
+
+/// The member facts the fast path reads, derived once per journal.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MemberFacts {
+    pub birthday_today: bool,
+    pub tenure_days: Option<i64>,
+    pub enrolled_at: Option<String>,
 }
 
 /// A value during evaluation.
@@ -345,6 +391,21 @@ fn read<'a>(f: Field, facts: &'a Facts<'a>, line: Option<&'a Line>) -> Result<V<
         Field::LocalHour => V::Int(facts.local[4]),
         Field::LocalMinute => V::Int(facts.local[5]),
         Field::Balance(ix) => V::Int(facts.balances.get(ix.index()).copied().unwrap_or(0)),
+        Field::MemberBirthdayToday | Field::MemberTenureDays | Field::MemberEnrolledAt => {
+            let Some(m) = &facts.member else {
+                let name = match f {
+                    Field::MemberBirthdayToday => "birthday_today",
+                    Field::MemberTenureDays => "tenure_days",
+                    _ => "enrolled_at",
+                };
+                return Err(format!("No such key: {name}"));
+            };
+            match f {
+                Field::MemberBirthdayToday => V::Bool(m.birthday_today),
+                Field::MemberTenureDays => m.tenure_days.map_or(V::Null, V::Int),
+                _ => m.enrolled_at.as_deref().map_or(V::Null, V::Str),
+            }
+        }
     })
 }
 
