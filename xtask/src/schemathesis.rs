@@ -12,8 +12,8 @@ use crate::{root, run_cmd};
 /// The version the test command installs (pinned: a new release must not change a
 /// passing suite into a failing one unannounced).
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
-/// How long schemathesis generates requests.
-const BUDGET_SECONDS: u32 = 60;
+/// How long schemathesis generates requests in the test command.
+pub const BUDGET_SECONDS: u32 = 60;
 
 struct Server(Child);
 
@@ -47,7 +47,7 @@ fn venv() -> Result<PathBuf> {
     Ok(st)
 }
 
-pub fn run() -> Result<()> {
+pub fn run(budget_seconds: u32) -> Result<()> {
     let st = venv()?;
     run_cmd(Command::new("cargo").args(["build", "--quiet", "-p", "fidelis"]))?;
     let dir = tempfile::tempdir()?;
@@ -77,12 +77,12 @@ pub fn run() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    eprintln!("xtask: schemathesis against {base}/openapi.json for {BUDGET_SECONDS} s");
+    eprintln!("xtask: schemathesis against {base}/openapi.json for {budget_seconds} s");
     let status = Command::new(st)
         .args(["run", &format!("{base}/openapi.json")])
         .args(["--checks", "not_a_server_error,response_schema_conformance"])
         .args(["--header", &format!("Authorization: Bearer {token}")])
-        .args(["--max-time", &BUDGET_SECONDS.to_string(), "--workers", "2"])
+        .args(["--max-time", &budget_seconds.to_string(), "--workers", "2"])
         .current_dir(root().join("xtask"))
         .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
         .status()?;

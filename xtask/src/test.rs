@@ -39,5 +39,5 @@ fn run_suites(server: &PgServer, extra: &[String]) -> Result<()> {
         // nextest does not run documentation tests.
         run_cmd(Command::new("cargo").args(["test", "--workspace", "--doc"]))?;
     }
-    crate::schemathesis::run()
+    crate::schemathesis::run(crate::schemathesis::BUDGET_SECONDS)
 }

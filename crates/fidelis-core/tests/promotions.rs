@@ -392,8 +392,9 @@ fn invalid_promotions_are_refused_with_every_problem_and_its_path() {
   - code: c
     name: Bad actions
     status: active
-    starts_at: "yesterday"
-    actions: [{type: multiplier, currency: points, factor: "0.5"}, {type: fixed, currency: gold, points: 1}, {type: teleport}]
+    starts_at: "262142-12-31T23:59"
+    ends_at: "yesterday"
+    actions: [{type: multiplier, currency: points, factor: "1.0000000000000000000000000001"}, {type: fixed, currency: gold, points: 1}, {type: teleport}]
 "#,
     );
     let expect = [
@@ -402,6 +403,7 @@ fn invalid_promotions_are_refused_with_every_problem_and_its_path() {
         "promotions[1].status: \"running\" is not one of",
         "promotions[1].actions: needs at least one action",
         "promotions[2].starts_at:",
+        "promotions[2].ends_at:",
         "promotions[2].actions[0].factor:",
         "promotions[2].actions[1].currency: \"gold\" is not a currency",
         "promotions[2].actions[2].type: \"teleport\"",

@@ -834,7 +834,9 @@ fn limits(check: &mut Check, at: &str, doc: Option<&LimitsDocument>) -> Option<L
 }
 
 /// `2026-12-01T00:00`, `2026-12-01T00:00:00` or `2026-12-01` (its midnight).
+/// Years 1900 to 9999 only: calendar arithmetic near chrono's limits would overflow.
 fn parse_local(raw: &str) -> Option<chrono::NaiveDateTime> {
+    use chrono::Datelike;
     chrono::NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S")
         .or_else(|_| chrono::NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M"))
         .ok()
@@ -843,6 +845,7 @@ fn parse_local(raw: &str) -> Option<chrono::NaiveDateTime> {
                 .ok()
                 .and_then(|d| d.and_hms_opt(0, 0, 0))
         })
+        .filter(|t| (1900..=9999).contains(&t.year()))
 }
 
 fn action(
@@ -919,12 +922,16 @@ fn action(
             let currency = currency(check);
             let factor = check
                 .required(format!("{at}.factor"), &doc.factor)
-                .and_then(|raw| match raw.parse::<Decimal>() {
-                    Ok(f) if f > Decimal::ONE && f <= Decimal::from(100) => Some(f),
+                .and_then(|raw| match raw.parse::<Decimal>().map(|f| f.normalize()) {
+                    Ok(f) if f > Decimal::ONE && f <= Decimal::from(100) && f.scale() <= 6 => {
+                        Some(f)
+                    }
                     _ => {
                         check.add(
                             format!("{at}.factor"),
-                            format!("{raw:?} must be a decimal above 1 and at most 100"),
+                            format!(
+                                "{raw:?} must be a decimal above 1 and at most 100, with at most 6 decimals"
+                            ),
                         );
                         None
                     }

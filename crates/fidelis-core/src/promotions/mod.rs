@@ -617,7 +617,10 @@ fn act(
                 // few decimals), points × mantissa fits in i128, and floor division.
                 let (mantissa, divisor) = (extra.mantissa(), 10i128.pow(extra.scale()));
                 let times = |points: i64| {
-                    i64::try_from((i128::from(points) * mantissa).div_euclid(divisor)).unwrap_or(0)
+                    i128::from(points)
+                        .checked_mul(mantissa)
+                        .and_then(|p| i64::try_from(p.div_euclid(divisor)).ok())
+                        .unwrap_or(0)
                 };
                 match lines {
                     None if base.per_line.is_empty() => add(*currency, None, times(base.total)),
