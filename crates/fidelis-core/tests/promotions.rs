@@ -785,3 +785,79 @@ fn opt_in_promotions_apply_only_to_members_who_joined() {
     let o = sim.ok(purchase("10"));
     assert_eq!(points(&o, "double-december", "points"), 10);
 }
+
+#[test]
+fn eligibility_and_conditions_see_the_members_tier_before_the_journal() {
+    let program = program_with(
+        r#"
+  - code: status-earning
+    name: Status points
+    status: active
+    actions: [{type: per_money, currency: status, rate: "10"}]
+  - code: gold-only
+    name: Gold members
+    status: active
+    eligibility: {tiers: [gold]}
+    actions: [{type: fixed, currency: points, points: 7}]
+  - code: silver-cel
+    name: Silver by condition
+    status: active
+    condition: "member.tier == 'silver'"
+    actions: [{type: fixed, currency: points, points: 3}]
+"#,
+        "tier_groups:\n  - {code: status, name: Status, currency: status, tiers: [{code: member, name: Member, threshold: 0}, {code: silver, name: Silver, threshold: 100}, {code: gold, name: Gold, threshold: 500}]}\n",
+    );
+    let mut sim = sim(program);
+    let mut fired = |amount: &str| {
+        let o = sim.ok(purchase(amount));
+        o.promotions
+            .iter()
+            .filter(|p| p.result == "applied" && p.promotion.as_str() != "status-earning")
+            .map(|p| p.promotion.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(fired("10").is_empty(), "status 0 before: member tier");
+    assert_eq!(fired("10"), ["silver-cel"], "status 100 before: silver");
+    assert_eq!(fired("40"), ["silver-cel"], "status 200 before: silver");
+    assert_eq!(fired("1"), ["gold-only"], "status 600 before: gold");
+    // An unknown tier is refused with its path.
+    let found = problems(
+        r#"
+  - code: x
+    name: Unknown tier
+    status: active
+    eligibility: {tiers: [platinum]}
+    actions: [{type: fixed, currency: points, points: 1}]
+"#,
+    );
+    assert!(
+        found.iter().any(
+            |p| p.starts_with("promotions[0].eligibility.tiers[0]: \"platinum\" is not a tier")
+        ),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn conditions_read_cumulative_progress_as_it_stood_before_the_journal() {
+    let program = program_with(
+        r#"
+  - code: fifth
+    name: Every fifth purchase
+    status: active
+    cumulative: {measure: count, target: "5"}
+    actions: [{type: fixed, currency: points, points: 50}]
+  - code: almost-there
+    name: A nudge on the fourth
+    status: active
+    condition: "member.progress.fifth == 3"
+    actions: [{type: fixed, currency: points, points: 1}]
+"#,
+        "",
+    );
+    let mut sim = sim(program);
+    let nudged: Vec<i64> = (0..6)
+        .map(|_| points(&sim.ok(purchase("1")), "almost-there", "points"))
+        .collect();
+    assert_eq!(nudged, [0, 0, 0, 1, 0, 0]);
+}

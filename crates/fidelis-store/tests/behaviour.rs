@@ -650,7 +650,20 @@ async fn the_store_agrees_with_the_reference_book_on_promotions(store: Store) {
          "actions": [{"type": "fixed", "currency": "status", "points": 25}]},
         {"code": "spend-100", "name": "Spend 100 a month", "status": "active", "exclusive": true,
          "cumulative": {"measure": "amount", "target": "100.00", "period": "month", "repeat": false},
-         "actions": [{"type": "per_money", "currency": "points", "rate": "0.5"}]}
+         "actions": [{"type": "per_money", "currency": "points", "rate": "0.5"}]},
+        {"code": "silver-plus", "name": "Silver and gold", "status": "active", "priority": -1,
+         "eligibility": {"tiers": ["silver", "gold"]},
+         "actions": [{"type": "fixed", "currency": "points", "points": 11}]},
+        {"code": "gold-cel", "name": "Gold by condition", "status": "active", "priority": -2,
+         "condition": "member.tier == 'gold'",
+         "actions": [{"type": "fixed", "currency": "points", "points": 13}]}
+    ]))
+    .unwrap();
+    doc.tier_groups = serde_json::from_value(json!([
+        {"code": "status", "name": "Status", "currency": "status", "tiers": [
+            {"code": "member", "name": "Member", "threshold": 0},
+            {"code": "silver", "name": "Silver", "threshold": 150},
+            {"code": "gold", "name": "Gold", "threshold": 400}]}
     ]))
     .unwrap();
     let program = Program::compile(&doc, None).unwrap();
@@ -678,6 +691,8 @@ async fn the_store_agrees_with_the_reference_book_on_promotions(store: Store) {
         "fifth-visit:in_progress",
         "spend-100:applied",
         "spend-100:in_progress",
+        "silver-plus:applied",
+        "gold-cel:applied",
     ] {
         assert!(verdicts.contains(v), "{v} never happened: {verdicts:?}");
     }

@@ -207,6 +207,9 @@ pub struct PromotionDocument {
     /// Only members who joined it (`POST …/members/{m}/promotions/{code}/join`) benefit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opt_in: Option<bool>,
+    /// Who may benefit: `{tiers: [silver, gold]}` (tier codes of the program's tier groups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eligibility: Option<EligibilityDocument>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }
@@ -227,6 +230,17 @@ pub struct CumulativeDocument {
     pub period: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat: Option<bool>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// Who may benefit from a promotion.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EligibilityDocument {
+    /// Members in any of these tiers (the tier their qualifying balance reaches before the
+    /// journal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<Vec<String>>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }

@@ -308,6 +308,15 @@ pub struct Tier {
     pub threshold: i64,
 }
 
+impl TierGroup {
+    /// The tier a qualifying balance reaches: the highest whose threshold it meets (tiers
+    /// are ordered by threshold, the first at 0). Qualification periods, downgrades and
+    /// grace belong to tier assessment; this is the balance's own tier.
+    pub fn tier_for(&self, qualifying: i64) -> Option<usize> {
+        self.tiers.iter().rposition(|t| qualifying >= t.threshold)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -139,6 +139,7 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
         &activity_types,
         time_zone,
         money_currency.as_ref(),
+        &tier_groups,
     );
 
     match (code, name, time_zone, money_currency) {
@@ -566,6 +567,7 @@ fn promotions(
     activity_types: &[Code],
     time_zone: Option<Tz>,
     money: Option<&MoneyCurrency>,
+    tier_groups: &[TierGroup],
 ) -> Vec<Promotion> {
     if docs.len() > MAX_PROMOTIONS {
         check.add(
@@ -672,6 +674,26 @@ fn promotions(
             .map(|(j, a)| action(check, &format!("{at}.actions[{j}]"), a, currencies))
             .collect();
         let limits = limits(check, &at, doc.limits.as_ref());
+        let mut tiers = Vec::new();
+        if let Some(e) = &doc.eligibility {
+            check.unknown(&format!("{at}.eligibility"), &e.unknown);
+            for (j, code) in e.tiers.iter().flatten().enumerate() {
+                let found = tier_groups.iter().enumerate().find_map(|(g, group)| {
+                    group
+                        .tiers
+                        .iter()
+                        .position(|t| t.code.as_str() == code)
+                        .map(|t| (g, t))
+                });
+                match found {
+                    Some(gt) => tiers.push(gt),
+                    None => check.add(
+                        format!("{at}.eligibility.tiers[{j}]"),
+                        format!("{code:?} is not a tier of this program"),
+                    ),
+                }
+            }
+        }
         let cumulative = match &doc.cumulative {
             None => Ok(None),
             Some(c) => cumulative(check, &at, c, money).map(Some).ok_or(()),
@@ -709,6 +731,7 @@ fn promotions(
                     limits: limits.unwrap_or_default(),
                     cumulative: cumulative.unwrap_or_default(),
                     opt_in: doc.opt_in.unwrap_or(false),
+                    tiers,
                 });
             }
         }

@@ -97,6 +97,8 @@ pub struct Promotion {
     pub cumulative: Option<Cumulative>,
     /// Only for members who joined it.
     pub opt_in: bool,
+    /// Only for members in these tiers, as (tier group, tier) indexes; everyone when empty.
+    pub tiers: Vec<(usize, usize)>,
 }
 
 /// What a cumulative promotion counts toward its target.
@@ -240,6 +242,8 @@ pub enum Verdict {
     InProgress(String),
     /// An opt-in promotion the member has not joined.
     NotJoined,
+    /// The member's tier is not among the promotion's.
+    NotEligible(String),
 }
 
 impl Verdict {
@@ -258,6 +262,7 @@ impl Verdict {
             Self::LimitReached(_) => "limit_reached",
             Self::InProgress(_) => "in_progress",
             Self::NotJoined => "not_joined",
+            Self::NotEligible(_) => "not_eligible",
         }
     }
 
@@ -267,7 +272,9 @@ impl Verdict {
             Self::NotActive(status) => Some(format!("the promotion is {}", status.name())),
             Self::EvaluationError(e) => Some(e.clone()),
             Self::Excluded(by) => Some(format!("the exclusive promotion {by} applied first")),
-            Self::LimitReached(why) | Self::InProgress(why) => Some(why.clone()),
+            Self::LimitReached(why) | Self::InProgress(why) | Self::NotEligible(why) => {
+                Some(why.clone())
+            }
             _ => None,
         }
     }
@@ -358,6 +365,25 @@ pub fn evaluate(
     let mut out = Vec::with_capacity(program.promotions.len());
     // The matching lines of a line-scope promotion, reused from one to the next.
     let mut lines: Vec<usize> = Vec::new();
+    // Cumulative progress as conditions see it (`member.progress.CODE`): as it stands
+    // before this journal.
+    let progress: Vec<(&str, Value)> = program
+        .promotions
+        .iter()
+        .filter_map(|p| {
+            let c = p.cumulative.as_ref()?;
+            let points = counters
+                .get(&c.key(&p.code, member_id, program.time_zone, at))
+                .points;
+            Some((
+                p.code.as_str(),
+                match c.measure {
+                    Measure::Count => Value::Int(points),
+                    Measure::Amount => Value::Float(native::major(points, &program.money_currency)),
+                },
+            ))
+        })
+        .collect();
     let mut facts: Option<Facts> = None;
     let mut excluded_by: Option<Code> = None;
     for (index, promotion) in program.promotions.iter().enumerate() {
@@ -366,6 +392,9 @@ pub fn evaluate(
             if let Some(by) = &excluded_by {
                 verdict = Some(Verdict::Excluded(by.clone()));
             }
+        }
+        if verdict.is_none() && !promotion.tiers.is_empty() {
+            verdict = eligibility(program, promotion, balances);
         }
         if verdict.is_none()
             && promotion.opt_in
@@ -385,7 +414,8 @@ pub fn evaluate(
             out.push(evaluation);
             continue;
         }
-        let facts = facts.get_or_insert_with(|| Facts::new(program, accrual, balances, member, at));
+        let facts = facts
+            .get_or_insert_with(|| Facts::new(program, accrual, balances, member, &progress, at));
         let matching = match matching_lines(promotion, facts, accrual, &mut lines) {
             Ok(true) => Some(&lines[..]),
             Ok(false) => None,
@@ -420,6 +450,30 @@ pub fn evaluate(
         out.push(evaluation);
     }
     out
+}
+
+/// `None` when the member's tier (from the balances before the journal) is one of the
+/// promotion's, otherwise why not.
+fn eligibility(program: &Program, promotion: &Promotion, balances: &[i64]) -> Option<Verdict> {
+    let in_tier = promotion.tiers.iter().any(|&(g, t)| {
+        program.tier_groups.get(g).is_some_and(|group| {
+            let qualifying = balances.get(group.currency.index()).copied().unwrap_or(0);
+            group.tier_for(qualifying) == Some(t)
+        })
+    });
+    if in_tier {
+        return None;
+    }
+    let names: Vec<&str> = promotion
+        .tiers
+        .iter()
+        .filter_map(|&(g, t)| program.tier_groups.get(g)?.tiers.get(t))
+        .map(|t| t.code.as_str())
+        .collect();
+    Some(Verdict::NotEligible(format!(
+        "for tiers {}",
+        names.join(", ")
+    )))
 }
 
 /// Counts a journal toward a cumulative promotion's target. `None` when it reaches the
@@ -652,6 +706,7 @@ fn act(
 struct Facts<'a> {
     program: &'a Program,
     member: Option<&'a MemberFacts>,
+    progress: &'a [(&'a str, Value)],
     fast: native::Facts<'a>,
     cel: std::cell::OnceCell<(cel::Context<'static, 'static>, Vec<Value>)>,
 }
@@ -662,6 +717,7 @@ impl<'a> Facts<'a> {
         accrual: &'a Accrual,
         balances: &'a [i64],
         member: Option<&'a MemberFacts>,
+        progress: &'a [(&'a str, Value)],
         at: DateTime<Utc>,
     ) -> Self {
         let local = at.with_timezone(&program.time_zone);
@@ -681,6 +737,10 @@ impl<'a> Facts<'a> {
                 i64::from(local.minute()),
             ],
             balances,
+            tier: program.tier_groups.first().and_then(|g| {
+                let qualifying = balances.get(g.currency.index()).copied().unwrap_or(0);
+                g.tier_for(qualifying).map(|t| g.tiers[t].code.as_str())
+            }),
             member: member.map(|facts| {
                 let today = local.date_naive();
                 let enrolled = facts
@@ -701,6 +761,7 @@ impl<'a> Facts<'a> {
         Self {
             program,
             member,
+            progress,
             fast,
             cel: std::cell::OnceCell::new(),
         }
@@ -772,8 +833,38 @@ impl<'a> Facts<'a> {
                 )
             })
             .collect();
+        let tier = self.fast.tier.map_or(Value::Null, Value::from);
+        let tiers: HashMap<cel::objects::Key, Value> = program
+            .tier_groups
+            .iter()
+            .filter_map(|g| {
+                let qualifying = self
+                    .fast
+                    .balances
+                    .get(g.currency.index())
+                    .copied()
+                    .unwrap_or(0);
+                let t = g.tier_for(qualifying)?;
+                Some((
+                    Arc::new(g.code.as_str().to_owned()).into(),
+                    Value::from(g.tiers[t].code.as_str()),
+                ))
+            })
+            .collect();
+        let tiers = Value::Map(tiers.into());
+        let progress: HashMap<cel::objects::Key, Value> = self
+            .progress
+            .iter()
+            .map(|(code, v)| (Arc::new((*code).to_owned()).into(), v.clone()))
+            .collect();
+        let progress = Value::Map(progress.into());
         let member = match self.member {
-            None => map([("balances", Value::Map(member_balances.into()))]),
+            None => map([
+                ("balances", Value::Map(member_balances.into())),
+                ("tier", tier),
+                ("tiers", tiers),
+                ("progress", progress),
+            ]),
             Some(facts) => {
                 let profile: HashMap<cel::objects::Key, Value> = facts
                     .profile
@@ -787,6 +878,9 @@ impl<'a> Facts<'a> {
                 });
                 map([
                     ("balances", Value::Map(member_balances.into())),
+                    ("tier", tier),
+                    ("tiers", tiers),
+                    ("progress", progress),
                     ("profile", Value::Map(profile.into())),
                     (
                         "enrolled_at",
@@ -911,6 +1005,8 @@ mod tests {
             "member.birthday_today",
             "member.tenure_days > 30 || journal.amount > 1000.0",
             "member.enrolled_at == '2026-01-01'",
+            "member.tier == null",
+            "member.tier == 'gold' || journal.amount > 50.0",
         ];
         let line_conditions = [
             "line.category == 'shoes'",
@@ -953,7 +1049,7 @@ mod tests {
                 .with_timezone(&Utc);
             let accrual = accrual(&program, json);
             let balances = [balance];
-            let facts = Facts::new(&program, &accrual, &balances, member.as_ref(), at);
+            let facts = Facts::new(&program, &accrual, &balances, member.as_ref(), &[], at);
             let (context, lines) = facts.cel_context();
             for (sources, line_scope) in [
                 (&journal_conditions[..], false),

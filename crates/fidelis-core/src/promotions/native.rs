@@ -45,6 +45,9 @@ pub(crate) enum Field {
     MemberBirthdayToday,
     MemberTenureDays,
     MemberEnrolledAt,
+    /// `member.tier`: the tier of the program's first tier group the member's qualifying
+    /// balance reaches (null without tier groups).
+    MemberTier,
 }
 
 impl Field {
@@ -294,6 +297,7 @@ fn field(expr: &IdedExpr, names: &Names<'_>) -> Option<Field> {
         ["local", "weekday"] => Field::LocalWeekday,
         ["local", "hour"] => Field::LocalHour,
         ["local", "minute"] => Field::LocalMinute,
+        ["member", "tier"] => Field::MemberTier,
         ["member", "birthday_today"] => Field::MemberBirthdayToday,
         ["member", "tenure_days"] => Field::MemberTenureDays,
         ["member", "enrolled_at"] => Field::MemberEnrolledAt,
@@ -320,6 +324,8 @@ pub(crate) struct Facts<'a> {
     /// `birthday_today`, `tenure_days`, `enrolled_at` (local date), when the member's facts
     /// were loaded.
     pub member: Option<MemberFacts>,
+    /// The member's tier code in the first tier group.
+    pub tier: Option<&'a str>,
 }
 
 /// The member facts the fast path reads, derived once per journal.
@@ -391,6 +397,7 @@ fn read<'a>(f: Field, facts: &'a Facts<'a>, line: Option<&'a Line>) -> Result<V<
         Field::LocalHour => V::Int(facts.local[4]),
         Field::LocalMinute => V::Int(facts.local[5]),
         Field::Balance(ix) => V::Int(facts.balances.get(ix.index()).copied().unwrap_or(0)),
+        Field::MemberTier => facts.tier.map_or(V::Null, V::Str),
         Field::MemberBirthdayToday | Field::MemberTenureDays | Field::MemberEnrolledAt => {
             let Some(m) = &facts.member else {
                 let name = match f {
