@@ -5,6 +5,10 @@
 
 use std::hint::black_box;
 
+/// The allocator the `fidelis` binary runs with, so the figures are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use chrono::{DateTime, Duration, Utc};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use fidelis_core::ids::{JournalId, MemberId};
