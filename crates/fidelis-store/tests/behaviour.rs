@@ -656,7 +656,10 @@ async fn the_store_agrees_with_the_reference_book_on_promotions(store: Store) {
          "actions": [{"type": "fixed", "currency": "points", "points": 11}]},
         {"code": "gold-cel", "name": "Gold by condition", "status": "active", "priority": -2,
          "condition": "member.tier == 'gold'",
-         "actions": [{"type": "fixed", "currency": "points", "points": 13}]}
+         "actions": [{"type": "fixed", "currency": "points", "points": 13}]},
+        {"code": "may", "name": "May in Berlin", "status": "active", "priority": -3,
+         "starts_at": "2026-05-01", "ends_at": "2026-06-01T00:00",
+         "actions": [{"type": "fixed", "currency": "points", "points": 17}]}
     ]))
     .unwrap();
     doc.tier_groups = serde_json::from_value(json!([
@@ -693,6 +696,7 @@ async fn the_store_agrees_with_the_reference_book_on_promotions(store: Store) {
         "spend-100:in_progress",
         "silver-plus:applied",
         "gold-cel:applied",
+        "may:applied",
     ] {
         assert!(verdicts.contains(v), "{v} never happened: {verdicts:?}");
     }
@@ -1003,6 +1007,31 @@ async fn promotions_award_refund_and_dry_runs_leave_no_trace(store: Store) {
     let (points, _) = available(&store, &p, "ada", "2026-06-02T10:00:00Z").await;
     assert_eq!(points, 165 - 60 - 60 - 18);
     assert_sums(&store, &p, "ada").await;
+
+    // Past-dated journals meet the promotions of their own date: `later` starts at local
+    // midnight of 1 July in Berlin (22:00 UTC on 30 June), and both are posted in August.
+    let later = |id: &str, at: &str| {
+        json!({"external_id": id, "member": "ada", "type": "purchase", "occurred_at": at,
+               "amount": "1", "currency": "EUR"})
+    };
+    let before = post(
+        &store,
+        &p,
+        later("late-1", "2026-06-30T21:59:59Z"),
+        "2026-08-01T10:00:00Z",
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_source(&before.outcome, "later"), 0);
+    let after = post(
+        &store,
+        &p,
+        later("late-2", "2026-06-30T22:00:00Z"),
+        "2026-08-01T10:00:00Z",
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_source(&after.outcome, "later"), 1000);
 }
 
 async fn promotion_conditions_read_the_members_profile(store: Store) {
