@@ -478,52 +478,8 @@ fn base_earning(
                 check.add(format!("{at}.currency"), "has a second base rule");
             }
         }
-        let rounding = match rule.rounding.as_deref() {
-            None => Some(Rounding::Down),
-            Some(raw) => Rounding::parse(raw).or_else(|| {
-                check.add(
-                    format!("{at}.rounding"),
-                    format!("{raw:?} is not one of {}", Rounding::NAMES),
-                );
-                None
-            }),
-        };
-        let rate = check
-            .required(format!("{at}.rate"), &rule.rate)
-            .and_then(|raw| match (raw.parse::<Decimal>(), rounding) {
-                (Ok(d), Some(r)) => PointsRate::new(d, r).or_else(|| {
-                    check.add(
-                        format!("{at}.rate"),
-                        format!("{raw:?} must be between 0 and 1000000 with at most 6 decimals"),
-                    );
-                    None
-                }),
-                (Ok(_), None) => None,
-                (Err(_), _) => {
-                    check.add(
-                        format!("{at}.rate"),
-                        format!("{raw:?} is not a decimal such as \"1\" or \"2.5\""),
-                    );
-                    None
-                }
-            });
-        let journal_types = match &rule.journal_types {
-            None => vec![Code::parse(PURCHASE).expect("purchase is a valid code")],
-            Some(types) => {
-                let mut out = Vec::new();
-                for (j, t) in types.iter().enumerate() {
-                    let known = t == PURCHASE || activity_types.iter().any(|a| a.as_str() == t);
-                    match Code::parse(t) {
-                        Ok(code) if known => out.push(code),
-                        _ => check.add(
-                            format!("{at}.journal_types[{j}]"),
-                            format!("{t:?} is neither purchase nor a declared activity type"),
-                        ),
-                    }
-                }
-                out
-            }
-        };
+        let rate = points_rate(check, &at, &rule.rate, &rule.rounding);
+        let journal_types = journal_types(check, &at, &rule.journal_types, activity_types);
         if let (Some(currency), Some(rate)) = (currency, rate) {
             out.push(BaseEarning {
                 currency,
@@ -533,6 +489,44 @@ fn base_earning(
         }
     }
     out
+}
+
+/// Points per unit of money (`rate`, a decimal string) with its rounding rule (`down`
+/// when absent), as base earning and `per_money` actions write them.
+fn points_rate(
+    check: &mut Check,
+    at: &str,
+    rate: &Option<String>,
+    rounding: &Option<String>,
+) -> Option<PointsRate> {
+    let rounding = match rounding.as_deref() {
+        None => Some(Rounding::Down),
+        Some(raw) => Rounding::parse(raw).or_else(|| {
+            check.add(
+                format!("{at}.rounding"),
+                format!("{raw:?} is not one of {}", Rounding::NAMES),
+            );
+            None
+        }),
+    };
+    let raw = check.required(format!("{at}.rate"), rate)?;
+    match (raw.parse::<Decimal>(), rounding) {
+        (Ok(d), Some(r)) => PointsRate::new(d, r).or_else(|| {
+            check.add(
+                format!("{at}.rate"),
+                format!("{raw:?} must be between 0 and 1000000 with at most 6 decimals"),
+            );
+            None
+        }),
+        (Ok(_), None) => None,
+        (Err(_), _) => {
+            check.add(
+                format!("{at}.rate"),
+                format!("{raw:?} is not a decimal such as \"1\" or \"2.5\""),
+            );
+            None
+        }
+    }
 }
 
 fn journal_types(
@@ -908,34 +902,7 @@ fn action(
         }
         "per_money" => {
             let currency = currency(check);
-            let rounding = match doc.rounding.as_deref() {
-                None => Some(Rounding::Down),
-                Some(raw) => Rounding::parse(raw).or_else(|| {
-                    check.add(
-                        format!("{at}.rounding"),
-                        format!("{raw:?} is not one of {}", Rounding::NAMES),
-                    );
-                    None
-                }),
-            };
-            let rate = check
-                .required(format!("{at}.rate"), &doc.rate)
-                .and_then(|raw| match (raw.parse::<Decimal>(), rounding) {
-                    (Ok(d), Some(r)) => PointsRate::new(d, r).or_else(|| {
-                        check.add(
-                            format!("{at}.rate"),
-                            format!(
-                                "{raw:?} must be between 0 and 1000000 with at most 6 decimals"
-                            ),
-                        );
-                        None
-                    }),
-                    (Ok(_), None) => None,
-                    (Err(_), _) => {
-                        check.add(format!("{at}.rate"), format!("{raw:?} is not a decimal"));
-                        None
-                    }
-                });
+            let rate = points_rate(check, at, &doc.rate, &doc.rounding);
             Some(Action::PerMoney {
                 currency: currency?,
                 rate: rate?,

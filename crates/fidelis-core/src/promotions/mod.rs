@@ -122,7 +122,24 @@ pub struct Cumulative {
     pub repeat: bool,
 }
 
+impl Measure {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Count => "count",
+            Self::Amount => "amount",
+        }
+    }
+}
+
 impl Cumulative {
+    /// A progress or target value for people: a count, or money (`"233.00"`).
+    pub fn show(&self, value: i64, money: &crate::money::MoneyCurrency) -> String {
+        match self.measure {
+            Measure::Count => value.to_string(),
+            Measure::Amount => money.format(crate::money::MinorUnits(value)),
+        }
+    }
+
     /// The counter holding a member's progress at `at`: its points are the progress,
     /// its times how often the target was reached.
     pub fn key(
@@ -495,10 +512,7 @@ fn advance(
     };
     let now = counters.get(&key);
     let progress = now.points.saturating_add(contribution);
-    let show = |v: i64| match cumulative.measure {
-        Measure::Count => v.to_string(),
-        Measure::Amount => program.money_currency.format(crate::money::MinorUnits(v)),
-    };
+    let show = |v: i64| cumulative.show(v, &program.money_currency);
     if !cumulative.repeat && now.times >= 1 {
         counters.add(&key, 0, contribution);
         return Some("the target was reached already in this period".into());

@@ -209,21 +209,12 @@ async fn promotion_standing(
         ) {
             (Some(period), Some(p)) => {
                 let Some(c) = &p.cumulative else { continue };
-                let show = |v: i64| match c.measure {
-                    fidelis_core::promotions::Measure::Count => v.to_string(),
-                    fidelis_core::promotions::Measure::Amount => {
-                        money.format(fidelis_core::money::MinorUnits(v))
-                    }
-                };
                 body.progress.push(crate::dto::ProgressBody {
                     promotion,
                     period: period.to_owned(),
-                    measure: match c.measure {
-                        fidelis_core::promotions::Measure::Count => "count".into(),
-                        fidelis_core::promotions::Measure::Amount => "amount".into(),
-                    },
-                    progress: show(points),
-                    target: show(c.target),
+                    measure: c.measure.name().into(),
+                    progress: c.show(points, money),
+                    target: c.show(c.target, money),
                     completed: times,
                 });
             }
