@@ -28,6 +28,8 @@ pub struct Book {
     next_id: i64,
     /// Promotion limit counters.
     counters: crate::promotions::Counters,
+    /// Every tier change, in order: the audit trail's tier lines.
+    tier_changes: Vec<(ExternalId, crate::tiers::TierChange)>,
 }
 
 #[derive(Debug, Clone)]
@@ -47,7 +49,13 @@ impl Book {
             entries: Vec::new(),
             next_id: 1,
             counters: crate::promotions::Counters::default(),
+            tier_changes: Vec::new(),
         }
+    }
+
+    /// Every tier change so far, with the member.
+    pub fn tier_changes(&self) -> &[(ExternalId, crate::tiers::TierChange)] {
+        &self.tier_changes
     }
 
     pub fn program(&self) -> &Program {
@@ -59,17 +67,42 @@ impl Book {
         self.next_id - 1
     }
 
-    /// Enrolls a member (again: no change).
+    /// Enrolls a member (again: no change) at the Unix epoch; see [`Book::enroll_at`].
     pub fn enroll(&mut self, member: &ExternalId) -> MemberId {
+        self.enroll_at(member, DateTime::UNIX_EPOCH)
+    }
+
+    /// Enrolls a member at `at` (again: no change); a program with tiers starts the member
+    /// at the lowest tier of each group, membership years counting from `at`.
+    pub fn enroll_at(&mut self, member: &ExternalId, at: DateTime<Utc>) -> MemberId {
         if let Some(ledger) = self.members.get(member) {
             return ledger.member;
         }
         let id = MemberId(self.next_id());
-        self.members.insert(
-            member.clone(),
-            MemberLedger::new(id, MemberStatus::Active, &self.program),
-        );
+        let mut ledger = MemberLedger::new(id, MemberStatus::Active, &self.program);
+        if !self.program.tier_groups.is_empty() {
+            ledger.tiers = Some(crate::tiers::MemberTiers::start(&self.program, at, &[], at));
+        }
+        self.members.insert(member.clone(), ledger);
         id
+    }
+
+    /// Gives a member a tier by hand, as an agent does.
+    pub fn assign_tier(
+        &mut self,
+        member: &ExternalId,
+        group: &str,
+        tier: &str,
+        valid_until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Option<crate::tiers::TierChange> {
+        let program = &self.program;
+        let g = program.tier_groups.iter().find(|g| g.code.as_str() == group)?;
+        let t = g.tiers.iter().position(|t| t.code.as_str() == tier)?;
+        let ledger = self.members.get_mut(member)?;
+        let change = ledger.tiers.as_mut()?.assign(program, g, t, valid_until, now);
+        self.tier_changes.push((member.clone(), change.clone()));
+        Some(change)
     }
 
     /// Records a member joined an opt-in promotion (the key from
@@ -148,6 +181,10 @@ impl Book {
         if let Some(settlement) = processed.settlement {
             self.store(member, settlement, None, None);
         }
+        for change in &processed.outcome.tier_changes {
+            self.tier_changes
+                .push((journal.member.clone(), change.clone()));
+        }
         self.by_external_id
             .insert(journal.external_id.clone(), processed.record.id);
         self.store(
@@ -175,11 +212,15 @@ impl Book {
             }
             let member = ledger.member;
             match process::settle(&self.program, ledger, id, as_of) {
-                Ok(Some(record)) => {
-                    self.store(member, record, None, None);
-                    written += 1;
+                Ok((record, changes)) => {
+                    for change in changes {
+                        self.tier_changes.push((external.clone(), change));
+                    }
+                    if let Some(record) = record {
+                        self.store(member, record, None, None);
+                        written += 1;
+                    }
                 }
-                Ok(None) => {}
                 Err(e) => panic!("the in-memory book holds every bucket: {e}"),
             }
         }

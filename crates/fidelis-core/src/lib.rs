@@ -27,3 +27,4 @@ pub mod process;
 pub mod program;
 pub mod promotions;
 pub mod templates;
+pub mod tiers;

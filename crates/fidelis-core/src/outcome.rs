@@ -43,10 +43,16 @@ pub struct Outcome {
     pub expired: Vec<PointsOf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub released: Vec<PointsOf>,
+    /// Qualifying points reset at the end of a tier qualification period.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reset: Vec<PointsOf>,
     /// Promotions that applied, or whose condition could not be evaluated; a dry run lists
     /// every promotion with the reason it did or did not apply.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub promotions: Vec<PromotionResult>,
+    /// Tier changes: upgrades this journal earned, and assessments settled before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tier_changes: Vec<crate::tiers::TierChange>,
     /// The money a refund refunded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refunded_amount: Option<String>,

@@ -84,12 +84,14 @@ pub enum EntryKind {
     Expire,
     /// Pending points becoming available (a pair: out of pending, into available).
     Release,
+    /// A qualifying balance reset at the end of a tier qualification period.
+    Reset,
     /// New points paying back arrears (a pair: out of a bucket, into the arrears).
     ArrearsRecovery,
 }
 
 impl EntryKind {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Earn,
         Self::Redeem,
         Self::Refund,
@@ -98,6 +100,7 @@ impl EntryKind {
         Self::Expire,
         Self::Release,
         Self::ArrearsRecovery,
+        Self::Reset,
     ];
 
     pub fn name(self) -> &'static str {
@@ -110,6 +113,7 @@ impl EntryKind {
             Self::Expire => "expire",
             Self::Release => "release",
             Self::ArrearsRecovery => "arrears_recovery",
+            Self::Reset => "reset",
         }
     }
 
@@ -246,6 +250,9 @@ pub struct MemberLedger {
     /// What promotion conditions may read about the member beyond balances (profile,
     /// enrolment); loaded only for programs whose conditions read them.
     pub facts: Option<std::sync::Arc<crate::promotions::MemberFacts>>,
+    /// The member's standing in the program's tier groups; `None` for a program without
+    /// tiers (or in tests that do not use them).
+    pub tiers: Option<crate::tiers::MemberTiers>,
 }
 
 impl MemberLedger {
@@ -259,6 +266,7 @@ impl MemberLedger {
             buckets_loaded: true,
             new_entries: Vec::new(),
             facts: None,
+            tiers: None,
         }
     }
 
@@ -266,9 +274,18 @@ impl MemberLedger {
         &self.accounts[currency.index()]
     }
 
-    /// Whether any expiry or release is due at `now`.
+    /// Whether any expiry, release or tier assessment is due at `now`.
     pub fn is_due(&self, now: DateTime<Utc>) -> bool {
         self.accounts.iter().any(|a| a.is_due(now))
+            || self.tiers.as_ref().is_some_and(|t| t.is_due(now))
+    }
+
+    /// The tier held in each of the program's tier groups (empty without a standing).
+    pub fn tier_indexes(&self, program: &Program) -> Vec<usize> {
+        self.tiers
+            .as_ref()
+            .map(|t| t.current(program))
+            .unwrap_or_default()
     }
 
     /// The instant a bucket's points stop being spendable: its own expiry, or its

@@ -179,7 +179,15 @@ impl MemberLedger {
             return pool_id(currency);
         }
         let tz = program.time_zone;
-        let expires_at = def.expiry.bucket_expiry(tz, credited_at);
+        let extensions = self
+            .tiers
+            .as_ref()
+            .map(|t| t.expiry_extensions(program))
+            .unwrap_or_default();
+        let expires_at = def
+            .expiry
+            .bucket_expiry(tz, credited_at)
+            .map(|e| crate::tiers::extend_expiry(tz, e, &extensions));
         let pending = def.pending_days > 0;
         let available_at = if pending {
             calendar::add_days(tz, credited_at, def.pending_days)

@@ -49,10 +49,12 @@ pub(super) fn earn(
         Vec::new()
     } else {
         let balances: Vec<i64> = ledger.accounts.iter().map(|a| a.available).collect();
+        let tiers = ledger.tier_indexes(program);
         let member = promotions::Member {
             id: ledger.member,
             facts: ledger.facts.as_deref(),
             balances: &balances,
+            tiers: &tiers,
             counters,
         };
         promotions::evaluate(program, accrual, &base, member, at)

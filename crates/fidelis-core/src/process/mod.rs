@@ -120,18 +120,24 @@ pub fn process(
         journal_type: Some(journal.body.type_code()),
         ..Outcome::default()
     };
+    let tiers_before = ledger.tiers.clone();
     if due {
-        let settled = ledger.settle(program, &mut settle, now);
-        note_settled(program, &mut outcome, &settled);
+        settle_all(program, ledger, &mut settle, &mut outcome, now);
     }
     let mut w = JournalWriter::new(ids.main);
     match apply(program, ledger, journal, related, &mut w, &mut outcome, now) {
         Ok(done) => {
+            if ledger.tiers.is_some() {
+                let c = contribution(journal, &done, &w, related);
+                if let Some(tiers) = ledger.tiers.as_mut() {
+                    let changes = tiers.contribute(program, &c, now);
+                    outcome.tier_changes.extend(changes);
+                }
+            }
             if ledger.is_due(now) {
                 // Points credited with a past date may already be due (a journal imported
                 // after its return window, or after its points' expiry).
-                let settled = ledger.settle(program, &mut settle, now);
-                note_settled(program, &mut outcome, &settled);
+                settle_all(program, ledger, &mut settle, &mut outcome, now);
             }
             outcome.balances = balances(program, ledger);
             let record = JournalRecord {
@@ -161,6 +167,7 @@ pub fn process(
                 ledger.accounts = accounts;
                 ledger.buckets = buckets;
             }
+            ledger.tiers = tiers_before;
             if let Some(counters) = counters {
                 related.counters = counters;
             }
@@ -169,21 +176,121 @@ pub fn process(
     }
 }
 
-/// Settles a ledger as of `as_of` for the scheduled jobs: expiries and releases due. The
-/// ledger's open buckets must be loaded. Returns the settlement journal, if anything was
-/// due; the accounts' next transitions are recomputed either way.
+/// Settles a ledger as of `as_of` for the scheduled jobs: expiries and releases due, and
+/// tier assessments. The ledger's open buckets must be loaded. Returns the settlement
+/// journal, if any points moved, and the tier changes; the accounts' next transitions are
+/// recomputed either way.
 pub fn settle(
     program: &Program,
     ledger: &mut MemberLedger,
     id: JournalId,
     as_of: DateTime<Utc>,
-) -> Result<Option<JournalRecord>, ProcessError> {
+) -> Result<(Option<JournalRecord>, Vec<crate::tiers::TierChange>), ProcessError> {
     if !ledger.buckets_loaded {
         return Err(ProcessError::NeedsBuckets);
     }
     let mut w = JournalWriter::new(id);
-    ledger.settle(program, &mut w, as_of);
-    Ok((!w.entries.is_empty()).then(|| settlement_record(ledger, w, as_of)))
+    let mut outcome = Outcome::default();
+    settle_all(program, ledger, &mut w, &mut outcome, as_of);
+    let record = (!w.entries.is_empty()).then(|| settlement_record(ledger, w, as_of));
+    Ok((record, outcome.tier_changes))
+}
+
+/// Settles expiries and releases due, then assesses the tiers whose period ended: their
+/// qualifying balances are reset at the period end, in the settlement journal.
+fn settle_all(
+    program: &Program,
+    ledger: &mut MemberLedger,
+    w: &mut JournalWriter,
+    outcome: &mut Outcome,
+    now: DateTime<Utc>,
+) {
+    let settled = ledger.settle(program, w, now);
+    note_settled(program, outcome, &settled);
+    let Some(tiers) = ledger.tiers.as_mut() else {
+        return;
+    };
+    if !tiers.is_due(now) {
+        return;
+    }
+    let assessed = tiers.assess(program, now);
+    outcome.tier_changes.extend(assessed.changes);
+    for (currency, at) in assessed.resets {
+        let balance = ledger.account(currency).available;
+        if balance <= 0 {
+            continue;
+        }
+        // Everything valid at the period end; points that expired are gone already.
+        let points = match ledger.debit(program, w, currency, balance, at, EntryKind::Reset) {
+            Ok(()) => balance,
+            Err(spendable) if spendable > 0 => {
+                let _ = ledger.debit(program, w, currency, spendable, at, EntryKind::Reset);
+                spendable
+            }
+            Err(_) => 0,
+        };
+        if points > 0 {
+            Outcome::add(&mut outcome.reset, &program.currency(currency).code, points);
+        }
+    }
+}
+
+/// What a journal adds to the tier measures, counted in the period of the activity it
+/// concerns (a refund in the period of the purchase it refunds).
+fn contribution(
+    journal: &Journal,
+    done: &Applied,
+    w: &JournalWriter,
+    related: &Related,
+) -> crate::tiers::Contribution {
+    let mut points: Vec<(CurrencyIx, i64)> = Vec::new();
+    for e in &w.entries {
+        match points.iter_mut().find(|(c, _)| *c == e.currency) {
+            Some((_, p)) => *p += e.amount,
+            None => points.push((e.currency, e.amount)),
+        }
+    }
+    let target = related.target.as_ref();
+    let mut c = crate::tiers::Contribution {
+        points,
+        spend: 0,
+        activities: 0,
+        at: journal.occurred_at,
+    };
+    match (&journal.body, &done.state) {
+        (JournalBody::Accrual(_), JournalState::Accrual(state)) => {
+            c.spend = state.amount;
+            c.activities = 1;
+        }
+        (JournalBody::Refund(_), JournalState::Refund(state)) => {
+            c.spend = -state.amount;
+            if let Some(t) = target {
+                c.at = t.occurred_at;
+            }
+        }
+        (JournalBody::Cancellation { .. }, _) => match target {
+            Some(t) => {
+                c.at = t.occurred_at;
+                match &t.state {
+                    JournalState::Accrual(s) => {
+                        c.spend = -(s.amount - s.refunded);
+                        c.activities = -1;
+                    }
+                    JournalState::Refund(s) => {
+                        c.spend = s.amount;
+                        if let Some(o) = related.target_original.as_ref() {
+                            c.at = o.occurred_at;
+                        }
+                    }
+                    JournalState::None => {}
+                }
+            }
+            None => {}
+        },
+        (JournalBody::Adjustment { .. }, _) => {}
+        _ => c.points.clear(),
+    }
+    c
 }
 
 fn settlement_record(ledger: &MemberLedger, w: JournalWriter, now: DateTime<Utc>) -> JournalRecord {

@@ -131,16 +131,38 @@ pub struct BaseEarningDocument {
     pub unknown: UnknownFields,
 }
 
-/// Ordered tiers on a qualifying currency. Qualification rules are their own capability;
-/// the definition already holds the tiers.
+/// Ordered tiers and how members qualify for them (see [`crate::tiers`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TierGroupDocument {
     #[serde(default)]
     pub code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default)]
+    /// What counts: `points` (of `currency`, a qualifying currency; the default), `spend`
+    /// (money on accruals) or `activities` (number of accruals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measure: Option<String>,
+    /// The qualifying currency, for the `points` measure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub currency: Option<String>,
+    /// `{type: calendar_year}` (the default), `{type: anniversary}` or
+    /// `{type: rolling, months: 12}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<QualifyingPeriodDocument>,
+    /// `one_tier` (the default) or `to_qualified`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downgrade: Option<String>,
+    /// `{months: 3}` or `{days: 30}`: a member who fails an assessment keeps the tier this
+    /// long to re-qualify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<LengthDocument>,
+    /// Further periods a tier is kept after the one it was reached in (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validity_periods: Option<u32>,
+    /// Reset the qualifying currency's balance at each period end (calendar and
+    /// membership years; default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset: Option<bool>,
     #[serde(default)]
     pub tiers: Vec<TierDocument>,
     #[serde(flatten, skip_serializing)]
@@ -153,9 +175,53 @@ pub struct TierDocument {
     pub code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Qualifying points needed to hold the tier; the first tier's is 0.
+    /// The measure needed to hold the tier (points, minor units of money, or
+    /// activities); the first tier's is 0.
     #[serde(default)]
     pub threshold: Option<i64>,
+    /// What the tier grants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub benefits: Vec<BenefitDocument>,
+    /// Points credited while holding the tier expire this much later: `{months: 6}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_extension: Option<LengthDocument>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// A qualifying period.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct QualifyingPeriodDocument {
+    /// `calendar_year`, `anniversary` or `rolling`.
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    /// The window of a rolling period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub months: Option<u32>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// A length of time: days or months.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LengthDocument {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub months: Option<u32>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// A benefit of a tier: `{code: lounge_access}`, `{code: earning_multiplier, value: "1.5"}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BenefitDocument {
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }

@@ -14,6 +14,8 @@ use rust_decimal::Decimal;
 pub use document::*;
 pub use validate::Problem;
 
+pub use crate::tiers::{Benefit, Downgrade, QualifyingPeriod, Tier, TierGroup, TierMeasure};
+
 use crate::calendar::{self, RoundUp};
 use crate::ids::{Code, CurrencyIx, ProgramCode};
 use crate::money::{MoneyCurrency, PointsRate};
@@ -290,30 +292,6 @@ pub struct BaseEarning {
 impl BaseEarning {
     pub fn applies_to(&self, activity: &str) -> bool {
         self.journal_types.iter().any(|t| t.as_str() == activity)
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct TierGroup {
-    pub code: Code,
-    pub name: String,
-    pub currency: CurrencyIx,
-    pub tiers: Vec<Tier>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Tier {
-    pub code: Code,
-    pub name: String,
-    pub threshold: i64,
-}
-
-impl TierGroup {
-    /// The tier a qualifying balance reaches: the highest whose threshold it meets (tiers
-    /// are ordered by threshold, the first at 0). Qualification periods, downgrades and
-    /// grace belong to tier assessment; this is the balance's own tier.
-    pub fn tier_for(&self, qualifying: i64) -> Option<usize> {
-        self.tiers.iter().rposition(|t| qualifying >= t.threshold)
     }
 }
 

@@ -987,16 +987,89 @@ fn tier_groups(
                 );
             }
         }
-        let currency = check
-            .required(format!("{at}.currency"), &doc.currency)
-            .and_then(|c| lookup_currency(check, &format!("{at}.currency"), c, currencies));
-        if let Some(ix) = currency {
-            if currencies[ix.index()].as_ref().map(|c| c.kind) != Some(CurrencyKind::Qualifying) {
-                check.add(
-                    format!("{at}.currency"),
-                    "tiers are held on a qualifying currency",
-                );
+        let measure = match doc.measure.as_deref().unwrap_or("points") {
+            "points" => check
+                .required(format!("{at}.currency"), &doc.currency)
+                .and_then(|c| lookup_currency(check, &format!("{at}.currency"), c, currencies))
+                .and_then(|ix| {
+                    if currencies[ix.index()].as_ref().map(|c| c.kind)
+                        != Some(CurrencyKind::Qualifying)
+                    {
+                        check.add(
+                            format!("{at}.currency"),
+                            "tiers are held on a qualifying currency",
+                        );
+                        None
+                    } else {
+                        Some(TierMeasure::Points(ix))
+                    }
+                }),
+            other => {
+                if doc.currency.is_some() {
+                    check.add(
+                        format!("{at}.currency"),
+                        "only the points measure counts a currency",
+                    );
+                }
+                match other {
+                    "spend" => Some(TierMeasure::Spend),
+                    "activities" => Some(TierMeasure::Activities),
+                    _ => {
+                        check.add(
+                            format!("{at}.measure"),
+                            format!("{other:?} is not one of points, spend, activities"),
+                        );
+                        None
+                    }
+                }
             }
+        };
+        let period = match &doc.period {
+            None => Some(QualifyingPeriod::CalendarYear),
+            Some(p) => {
+                let pat = format!("{at}.period");
+                check.unknown(&pat, &p.unknown);
+                match (p.kind.as_deref(), p.months) {
+                    (Some("calendar_year"), None) => Some(QualifyingPeriod::CalendarYear),
+                    (Some("anniversary"), None) => Some(QualifyingPeriod::Anniversary),
+                    (Some("rolling"), Some(m)) if (1..=120).contains(&m) => {
+                        Some(QualifyingPeriod::Rolling { months: m })
+                    }
+                    (Some("rolling"), _) => {
+                        check.add(format!("{pat}.months"), "a rolling window needs 1 to 120 months");
+                        None
+                    }
+                    (Some("calendar_year" | "anniversary"), Some(_)) => {
+                        check.add(format!("{pat}.months"), "only a rolling window has months");
+                        None
+                    }
+                    (other, _) => {
+                        check.add(
+                            format!("{pat}.type"),
+                            format!("{other:?} is not one of calendar_year, anniversary, rolling"),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let downgrade = match doc.downgrade.as_deref() {
+            None => Some(Downgrade::OneTier),
+            Some(raw) => Downgrade::parse(raw).or_else(|| {
+                check.add(
+                    format!("{at}.downgrade"),
+                    format!("{raw:?} is not one of {}", Downgrade::NAMES),
+                );
+                None
+            }),
+        };
+        let grace = doc
+            .grace
+            .as_ref()
+            .map(|g| length(check, &format!("{at}.grace"), g));
+        let validity_periods = doc.validity_periods.unwrap_or(0);
+        if validity_periods > 100 {
+            check.add(format!("{at}.validity_periods"), "must be 0 to 100");
         }
         if doc.tiers.is_empty() || doc.tiers.len() > MAX_TIERS {
             check.add(
@@ -1046,22 +1119,87 @@ fn tier_groups(
                 .clone()
                 .or_else(|| code.as_ref().map(|c| c.to_string()))
                 .unwrap_or_default();
+            let benefits = benefits(check, &tat, &tier.benefits);
+            let expiry_extension = tier
+                .expiry_extension
+                .as_ref()
+                .map(|e| length(check, &format!("{tat}.expiry_extension"), e));
             if let (Some(code), Some(threshold)) = (code, threshold) {
                 tiers.push(Tier {
                     code,
                     name,
                     threshold,
+                    benefits,
+                    expiry_extension: expiry_extension.flatten(),
                 });
             }
         }
-        if let (Some(code), Some(currency)) = (code, currency) {
+        if let (Some(code), Some(measure), Some(period), Some(downgrade), false) =
+            (code, measure, period, downgrade, tiers.is_empty())
+        {
             let name = doc.name.clone().unwrap_or_else(|| code.to_string());
             out.push(TierGroup {
                 code,
                 name,
-                currency,
+                measure,
+                period,
+                downgrade,
+                grace: grace.flatten(),
+                validity_periods,
+                reset: doc.reset.unwrap_or(true),
                 tiers,
             });
+        }
+    }
+    out
+}
+
+/// A length of days or months (grace periods, expiry extensions).
+fn length(check: &mut Check, at: &str, doc: &LengthDocument) -> Option<Period> {
+    check.unknown(at, &doc.unknown);
+    match (doc.days, doc.months) {
+        (Some(d), None) if (1..=MAX_EXPIRY_DAYS).contains(&d) => Some(Period::Days(d)),
+        (None, Some(m)) if (1..=MAX_EXPIRY_MONTHS).contains(&m) => Some(Period::Months(m)),
+        (Some(_), Some(_)) => {
+            check.add(at, "give days or months, not both");
+            None
+        }
+        (None, None) => {
+            check.add(at, "give days or months");
+            None
+        }
+        _ => {
+            check.add(
+                at,
+                format!("days must be 1 to {MAX_EXPIRY_DAYS}, months 1 to {MAX_EXPIRY_MONTHS}"),
+            );
+            None
+        }
+    }
+}
+
+fn benefits(check: &mut Check, at: &str, docs: &[BenefitDocument]) -> Vec<Benefit> {
+    let mut out = Vec::new();
+    if docs.len() > 50 {
+        check.add(format!("{at}.benefits"), "a tier has at most 50 benefits");
+        return out;
+    }
+    for (k, doc) in docs.iter().enumerate() {
+        let bat = format!("{at}.benefits[{k}]");
+        check.unknown(&bat, &doc.unknown);
+        let code = check.code(format!("{bat}.code"), &doc.code);
+        let value = match &doc.value {
+            None => Some(None),
+            Some(serde_json::Value::Number(n)) => n.to_string().parse::<Decimal>().ok().map(Some),
+            Some(serde_json::Value::String(s)) => s.parse::<Decimal>().ok().map(Some),
+            Some(_) => None,
+        };
+        if value.is_none() {
+            check.add(format!("{bat}.value"), "must be a number");
+        }
+        if let (Some(code), Some(value)) = (code, value) {
+            let name = doc.name.clone().unwrap_or_else(|| code.to_string());
+            out.push(Benefit { code, name, value });
         }
     }
     out

@@ -332,6 +332,9 @@ pub struct Member<'a> {
     pub facts: Option<&'a MemberFacts>,
     /// Available points per currency before the journal.
     pub balances: &'a [i64],
+    /// The tier held in each tier group (by index), as assessed; empty: the tier the
+    /// qualifying balance reaches.
+    pub tiers: &'a [usize],
     pub counters: &'a mut Counters,
 }
 
@@ -374,8 +377,10 @@ pub fn evaluate(
         id: member_id,
         facts: member,
         balances,
+        tiers,
         counters,
     } = member;
+    let tiers: Vec<Option<usize>> = member_tiers(program, tiers, balances);
     if program.promotions.is_empty() {
         return Vec::new();
     }
@@ -411,7 +416,7 @@ pub fn evaluate(
             }
         }
         if verdict.is_none() && !promotion.tiers.is_empty() {
-            verdict = eligibility(program, promotion, balances);
+            verdict = eligibility(program, promotion, &tiers);
         }
         if verdict.is_none()
             && promotion.opt_in
@@ -432,7 +437,7 @@ pub fn evaluate(
             continue;
         }
         let facts = facts
-            .get_or_insert_with(|| Facts::new(program, accrual, balances, member, &progress, at));
+            .get_or_insert_with(|| Facts::new(program, accrual, balances, &tiers, member, &progress, at));
         let matching = match matching_lines(promotion, facts, accrual, &mut lines) {
             Ok(true) => Some(&lines[..]),
             Ok(false) => None,
@@ -469,15 +474,33 @@ pub fn evaluate(
     out
 }
 
-/// `None` when the member's tier (from the balances before the journal) is one of the
-/// promotion's, otherwise why not.
-fn eligibility(program: &Program, promotion: &Promotion, balances: &[i64]) -> Option<Verdict> {
-    let in_tier = promotion.tiers.iter().any(|&(g, t)| {
-        program.tier_groups.get(g).is_some_and(|group| {
-            let qualifying = balances.get(group.currency.index()).copied().unwrap_or(0);
-            group.tier_for(qualifying) == Some(t)
+/// The member's tier per tier group: the assessed ones when given, otherwise (a member
+/// without a standing) the tier the qualifying balance reaches.
+fn member_tiers(program: &Program, tiers: &[usize], balances: &[i64]) -> Vec<Option<usize>> {
+    program
+        .tier_groups
+        .iter()
+        .enumerate()
+        .map(|(g, group)| match tiers.get(g) {
+            Some(&t) => Some(t),
+            None => {
+                let qualifying = group
+                    .currency()
+                    .and_then(|c| balances.get(c.index()).copied())
+                    .unwrap_or(0);
+                group.tier_for(qualifying)
+            }
         })
-    });
+        .collect()
+}
+
+/// `None` when the member's tier (before the journal) is one of the promotion's,
+/// otherwise why not.
+fn eligibility(program: &Program, promotion: &Promotion, tiers: &[Option<usize>]) -> Option<Verdict> {
+    let in_tier = promotion
+        .tiers
+        .iter()
+        .any(|&(g, t)| tiers.get(g).copied().flatten() == Some(t));
     if in_tier {
         return None;
     }
@@ -719,6 +742,7 @@ fn act(
 /// as CEL values only when a condition needs the interpreter.
 struct Facts<'a> {
     program: &'a Program,
+    tiers: &'a [Option<usize>],
     member: Option<&'a MemberFacts>,
     progress: &'a [(&'a str, Value)],
     fast: native::Facts<'a>,
@@ -730,6 +754,7 @@ impl<'a> Facts<'a> {
         program: &'a Program,
         accrual: &'a Accrual,
         balances: &'a [i64],
+        tiers: &'a [Option<usize>],
         member: Option<&'a MemberFacts>,
         progress: &'a [(&'a str, Value)],
         at: DateTime<Utc>,
@@ -751,10 +776,11 @@ impl<'a> Facts<'a> {
                 i64::from(local.minute()),
             ],
             balances,
-            tier: program.tier_groups.first().and_then(|g| {
-                let qualifying = balances.get(g.currency.index()).copied().unwrap_or(0);
-                g.tier_for(qualifying).map(|t| g.tiers[t].code.as_str())
-            }),
+            tier: program
+                .tier_groups
+                .first()
+                .zip(tiers.first().copied().flatten())
+                .map(|(g, t)| g.tiers[t].code.as_str()),
             member: member.map(|facts| {
                 let today = local.date_naive();
                 let enrolled = facts
@@ -774,6 +800,7 @@ impl<'a> Facts<'a> {
         };
         Self {
             program,
+            tiers,
             member,
             progress,
             fast,
@@ -848,24 +875,27 @@ impl<'a> Facts<'a> {
             })
             .collect();
         let tier = self.fast.tier.map_or(Value::Null, Value::from);
+        let mut benefits: HashMap<cel::objects::Key, Value> = HashMap::new();
         let tiers: HashMap<cel::objects::Key, Value> = program
             .tier_groups
             .iter()
-            .filter_map(|g| {
-                let qualifying = self
-                    .fast
-                    .balances
-                    .get(g.currency.index())
-                    .copied()
-                    .unwrap_or(0);
-                let t = g.tier_for(qualifying)?;
+            .zip(self.tiers)
+            .filter_map(|(g, t)| {
+                let tier = &g.tiers[(*t)?];
+                for b in &tier.benefits {
+                    let value = b.value.map_or(Value::Bool(true), |v| {
+                        Value::Float(v.to_string().parse().unwrap_or(0.0))
+                    });
+                    benefits.insert(Arc::new(b.code.as_str().to_owned()).into(), value);
+                }
                 Some((
                     Arc::new(g.code.as_str().to_owned()).into(),
-                    Value::from(g.tiers[t].code.as_str()),
+                    Value::from(tier.code.as_str()),
                 ))
             })
             .collect();
         let tiers = Value::Map(tiers.into());
+        let benefits = Value::Map(benefits.into());
         let progress: HashMap<cel::objects::Key, Value> = self
             .progress
             .iter()
@@ -877,6 +907,7 @@ impl<'a> Facts<'a> {
                 ("balances", Value::Map(member_balances.into())),
                 ("tier", tier),
                 ("tiers", tiers),
+                ("benefits", benefits),
                 ("progress", progress),
             ]),
             Some(facts) => {
@@ -894,6 +925,7 @@ impl<'a> Facts<'a> {
                     ("balances", Value::Map(member_balances.into())),
                     ("tier", tier),
                     ("tiers", tiers),
+                    ("benefits", benefits),
                     ("progress", progress),
                     ("profile", Value::Map(profile.into())),
                     (
@@ -1063,7 +1095,7 @@ mod tests {
                 .with_timezone(&Utc);
             let accrual = accrual(&program, json);
             let balances = [balance];
-            let facts = Facts::new(&program, &accrual, &balances, member.as_ref(), &[], at);
+            let facts = Facts::new(&program, &accrual, &balances, &[], member.as_ref(), &[], at);
             let (context, lines) = facts.cel_context();
             for (sources, line_scope) in [
                 (&journal_conditions[..], false),

@@ -54,6 +54,17 @@ impl Sim {
         self.book.enroll(&ExternalId::parse(member).unwrap());
     }
 
+    pub fn enroll_at(&mut self, member: &str, at: &str) {
+        self.book
+            .enroll_at(&ExternalId::parse(member).unwrap(), utc(at));
+    }
+
+    /// Moves the clock to `now` and runs the scheduled settlement there.
+    pub fn settle_at(&mut self, now: &str) -> usize {
+        self.now = utc(now);
+        self.book.settle_all(self.now)
+    }
+
     pub fn at(&mut self, now: &str) -> &mut Self {
         self.now = utc(now);
         self
