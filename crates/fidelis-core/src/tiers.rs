@@ -362,6 +362,16 @@ impl MemberTiers {
             .collect()
     }
 
+    /// The measure of tier group `group` (by index) in the period holding `now` (for a
+    /// rolling window: the window ending with the current month).
+    pub fn progress(&self, program: &Program, group: usize, now: DateTime<Utc>) -> i64 {
+        let Some(g) = program.tier_groups.get(group) else {
+            return 0;
+        };
+        let key = g.key(program.time_zone, self.anchor, now);
+        self.status(g.code.as_str()).map_or(0, |s| g.value(s, key))
+    }
+
     /// When an assessment or a grace period's end is next due.
     pub fn next_due(&self) -> Option<DateTime<Utc>> {
         self.groups.iter().map(GroupStatus::next_due).min()

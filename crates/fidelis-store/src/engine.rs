@@ -144,11 +144,18 @@ pub(crate) async fn post_batch<T: LedgerTx>(
     for row in opening.accounts {
         batch.put_account(row)?;
     }
+    for m in &members {
+        batch.names.insert(m.id, m.external_id.clone());
+    }
     if program.needs_member_facts() {
         let ids: Vec<i64> = members.iter().map(|m| m.id).collect();
         for row in tx.load_member_facts(&ids).await? {
             batch.put_facts(row)?;
         }
+    }
+    if !program.tier_groups.is_empty() {
+        let ids: Vec<i64> = members.iter().map(|m| m.id).collect();
+        batch.load_tiers(tx, &ids).await?;
     }
     let existing: FxHashMap<String, JournalRow> = opening
         .journals
@@ -263,6 +270,12 @@ pub(crate) async fn settle_due<T: LedgerTx>(
     for row in tx.load_accounts(&member_ids).await? {
         batch.put_account(row)?;
     }
+    for m in &due {
+        batch.names.insert(m.id, m.external_id.clone());
+    }
+    if !program.tier_groups.is_empty() {
+        batch.load_tiers(tx, &member_ids).await?;
+    }
     batch.load_buckets(tx, &member_ids).await?;
     let mut ids = tx.reserve_journal_ids(member_ids.len()).await?.into_iter();
     let mut report = SettleReport {
@@ -273,8 +286,9 @@ pub(crate) async fn settle_due<T: LedgerTx>(
         let (Some(ledger), Some(journal)) = (batch.ledgers.get_mut(id), ids.next()) else {
             continue;
         };
-        let settled = process::settle(program, ledger, JournalId(journal), as_of)
+        let (settled, changes) = process::settle(program, ledger, JournalId(journal), as_of)
             .map_err(|e| StoreError::Inconsistent(e.to_string()))?;
+        batch.audit_tier_changes(*id, &changes, None);
         if let Some(record) = settled {
             report.journals += 1;
             batch.new_journals.push(NewJournal {
@@ -439,6 +453,10 @@ struct Batch<'p> {
     explain: bool,
     /// Promotion limit counters, moved into each journal's processing and back.
     counters: fidelis_core::promotions::Counters,
+    /// Members' external ids by id (audit subjects).
+    names: FxHashMap<i64, String>,
+    /// Tier changes to write to the audit trail.
+    audits: Vec<crate::access::AuditEntry>,
 }
 
 impl<'p> Batch<'p> {
@@ -456,6 +474,67 @@ impl<'p> Batch<'p> {
             new_journals: Vec::new(),
             explain: false,
             counters: fidelis_core::promotions::Counters::default(),
+            names: FxHashMap::default(),
+            audits: Vec::new(),
+        }
+    }
+
+    /// Loads the members' tier standings; a member without one starts now (at the tier
+    /// the qualifying balance reaches, for members who earned before the program had
+    /// tiers).
+    async fn load_tiers<T: LedgerTx>(&mut self, tx: &mut T, members: &[i64]) -> Result<()> {
+        let program = &self.lp.program;
+        for row in tx.load_tiers(members).await? {
+            let Some(ledger) = self.ledgers.get_mut(&row.member_id) else {
+                continue;
+            };
+            ledger.tiers = Some(match &row.state {
+                Some(state) => {
+                    let mut tiers: fidelis_core::tiers::MemberTiers = serde_json::from_str(state)?;
+                    tiers.changed = false;
+                    tiers
+                }
+                None => {
+                    let balances: Vec<i64> = ledger.accounts.iter().map(|a| a.available).collect();
+                    fidelis_core::tiers::MemberTiers::start(program, row.enrolled_at, &balances, self.now)
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Audits tier changes made by a journal (named) or an assessment.
+    fn audit_tier_changes(
+        &mut self,
+        member_id: i64,
+        changes: &[fidelis_core::tiers::TierChange],
+        journal: Option<&str>,
+    ) {
+        for change in changes {
+            let mut entry = crate::access::Actor {
+                name: "system".into(),
+                role: "system".into(),
+            }
+            .entry(
+                self.now,
+                "tier.change",
+                Some(self.lp.program.code.as_str()),
+                self.names.get(&member_id).map(String::as_str),
+            );
+            entry.before = Some(serde_json::json!({
+                "group": change.group.as_str(),
+                "tier": change.from.as_ref().map(|c| c.as_str()),
+            }));
+            entry.after = Some(serde_json::json!({
+                "group": change.group.as_str(),
+                "tier": change.to.as_str(),
+                "reason": change.reason,
+                "measure": change.measure,
+                "at": change.at,
+                "valid_until": change.valid_until,
+                "journal": journal,
+            }));
+            self.audits.push(entry);
         }
     }
 
@@ -697,6 +776,10 @@ impl<'p> Batch<'p> {
             self.put_back(related);
             match result {
                 Ok(mut processed) => {
+                    if !processed.outcome.tier_changes.is_empty() {
+                        let changes = processed.outcome.tier_changes.clone();
+                        self.audit_tier_changes(member_id, &changes, Some(journal.external_id.as_str()));
+                    }
                     let outcome = stored_outcome(&mut processed.outcome)?;
                     if let Some(settlement) = processed.settlement {
                         self.new_journals.push(NewJournal {
@@ -873,6 +956,23 @@ impl<'p> Batch<'p> {
             updates,
         };
         tx.write_batch(self.lp.id, &rows).await?;
+        let mut tiers = Vec::new();
+        for (member, ledger) in &self.ledgers {
+            if let Some(t) = ledger.tiers.as_ref().filter(|t| t.changed) {
+                tiers.push(crate::rows::TierSave {
+                    member_id: *member,
+                    state: serde_json::to_string(t)?,
+                    next_due_at: t.next_due(),
+                });
+            }
+        }
+        if !tiers.is_empty() {
+            tiers.sort_unstable_by_key(|t| t.member_id);
+            tx.save_tiers(self.lp.id, &tiers).await?;
+        }
+        if !self.audits.is_empty() {
+            tx.insert_audits(&std::mem::take(&mut self.audits)).await?;
+        }
         let deltas: Vec<_> = std::mem::take(&mut self.counters.deltas)
             .into_iter()
             .filter(|(_, c)| c.times != 0 || c.points != 0)

@@ -17,6 +17,10 @@ pub enum StoreError {
     /// Something with this identity exists already.
     #[error("{0}")]
     Conflict(String),
+    /// A request the program's rules refuse (an unknown tier, a transfer over its limit);
+    /// `code` is machine-readable. Nothing was changed.
+    #[error("{1}")]
+    Refused(&'static str, String),
     /// A program definition that cannot be stored; nothing was changed.
     #[error("the program definition has {} problem(s)", .0.len())]
     InvalidProgram(Vec<Problem>),

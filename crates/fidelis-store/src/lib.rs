@@ -25,6 +25,7 @@ mod postgres;
 mod programs;
 mod rows;
 mod sqlite;
+mod tiers;
 mod views;
 
 use std::collections::HashMap;
@@ -46,6 +47,7 @@ pub use imports::{ImportRun, PartitionProgress};
 pub use members::{Enrollment, MemberView};
 pub use programs::ProgramSummary;
 pub use rows::RejectionRow;
+pub use tiers::TierStanding;
 pub use views::{BalanceView, EntryView, JournalView, ScheduledPoints};
 
 /// Members settled per transaction by the scheduled jobs.

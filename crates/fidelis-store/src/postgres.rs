@@ -287,6 +287,51 @@ impl LedgerTx for PgTx {
             .collect()
     }
 
+    async fn load_tiers(&mut self, member_ids: &[i64]) -> Result<Vec<TierRow>> {
+        let rows = sqlx::query(
+            "SELECT m.id, m.enrolled_at, t.state FROM members m LEFT JOIN member_tiers t ON t.member_id = m.id \
+             WHERE m.id = ANY($1)",
+        )
+        .bind(member_ids)
+        .fetch_all(self.conn().await?)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TierRow {
+                    member_id: r.try_get(0)?,
+                    enrolled_at: r.try_get(1)?,
+                    state: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn save_tiers(&mut self, program_id: i64, rows: &[TierSave]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO member_tiers (member_id, program_id, state, next_due_at) \
+             SELECT m, $1, s, d FROM unnest($2::bigint[], $3::text[], $4::timestamptz[]) AS u(m, s, d) \
+             ON CONFLICT (member_id) DO UPDATE SET state = excluded.state, next_due_at = excluded.next_due_at",
+        )
+        .bind(program_id)
+        .bind(rows.iter().map(|r| r.member_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.next_due_at).collect::<Vec<_>>())
+        .execute(self.conn().await?)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_audits(&mut self, entries: &[crate::access::AuditEntry]) -> Result<()> {
+        for e in entries {
+            let conn = self.conn().await?;
+            crate::access::insert_audit!(conn, e, postgres);
+        }
+        Ok(())
+    }
+
     async fn load_open_buckets(&mut self, member_ids: &[i64]) -> Result<Vec<BucketRow>> {
         let sql = format!(
             "SELECT {BUCKET_COLUMNS} FROM buckets b WHERE b.member_id = ANY($1) AND (b.remaining > 0 OR b.expired_unclaimed > 0)"
@@ -573,8 +618,10 @@ impl LedgerTx for PgTx {
     ) -> Result<Vec<MemberRow>> {
         let rows = sqlx::query(
             "SELECT m.id, m.external_id, m.status FROM members m WHERE m.id IN ( \
-                 SELECT DISTINCT member_id FROM accounts \
+                 SELECT member_id FROM accounts \
                  WHERE program_id = $1 AND next_transition_at IS NOT NULL AND next_transition_at <= $2 \
+                 UNION SELECT member_id FROM member_tiers \
+                 WHERE program_id = $1 AND next_due_at IS NOT NULL AND next_due_at <= $2 \
                  ORDER BY member_id LIMIT $3)",
         )
         .bind(program_id)

@@ -25,6 +25,22 @@ pub struct MemberFactsRow {
     pub enrolled_at: DateTime<Utc>,
 }
 
+/// A member's tier standing as stored: `state` is `None` for a member who has none yet.
+#[derive(Debug, Clone)]
+pub struct TierRow {
+    pub member_id: i64,
+    pub enrolled_at: DateTime<Utc>,
+    pub state: Option<String>,
+}
+
+/// A tier standing to write.
+#[derive(Debug, Clone)]
+pub struct TierSave {
+    pub member_id: i64,
+    pub state: String,
+    pub next_due_at: Option<DateTime<Utc>>,
+}
+
 #[derive(Debug, Clone)]
 pub struct AccountRow {
     /// The row exists in the database (it was loaded): an update, not an insert.
@@ -178,6 +194,23 @@ pub trait LedgerTx: Send {
         &mut self,
         member_ids: &[i64],
     ) -> impl Future<Output = Result<Vec<MemberFactsRow>>> + Send;
+    /// The members' tier standings (every member, `state` `None` when there is none), with
+    /// their enrolment instants.
+    fn load_tiers(
+        &mut self,
+        member_ids: &[i64],
+    ) -> impl Future<Output = Result<Vec<TierRow>>> + Send;
+    /// Writes tier standings (insert or replace).
+    fn save_tiers(
+        &mut self,
+        program_id: i64,
+        rows: &[TierSave],
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Appends audit entries (tier changes made by journals and assessments).
+    fn insert_audits(
+        &mut self,
+        entries: &[crate::access::AuditEntry],
+    ) -> impl Future<Output = Result<()>> + Send;
     /// The members' buckets still holding points (or expired points not yet accounted
     /// for by a reversal).
     fn load_open_buckets(

@@ -242,6 +242,51 @@ impl LedgerTx for SqliteTx<'_> {
             .collect()
     }
 
+    async fn load_tiers(&mut self, member_ids: &[i64]) -> Result<Vec<TierRow>> {
+        let rows = sqlx::query(
+            "SELECT m.id, m.enrolled_at, t.state FROM members m LEFT JOIN member_tiers t ON t.member_id = m.id \
+             WHERE m.id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_list(member_ids)?)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TierRow {
+                    member_id: r.try_get(0)?,
+                    enrolled_at: instant(r.try_get(1)?)?,
+                    state: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn save_tiers(&mut self, program_id: i64, rows: &[TierSave]) -> Result<()> {
+        for chunk in rows.chunks(5_000) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO member_tiers (member_id, program_id, state, next_due_at) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.member_id)
+                    .push_bind(program_id)
+                    .push_bind(r.state.as_str())
+                    .push_bind(r.next_due_at.map(micros));
+            });
+            q.push(
+                " ON CONFLICT (member_id) DO UPDATE SET state = excluded.state, next_due_at = excluded.next_due_at",
+            );
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_audits(&mut self, entries: &[crate::access::AuditEntry]) -> Result<()> {
+        for e in entries {
+            crate::access::insert_audit!(self.tx, e, sqlite);
+        }
+        Ok(())
+    }
+
     async fn load_open_buckets(&mut self, member_ids: &[i64]) -> Result<Vec<BucketRow>> {
         let sql = format!(
             "SELECT {BUCKET_COLUMNS} FROM buckets \
@@ -478,8 +523,10 @@ impl LedgerTx for SqliteTx<'_> {
     ) -> Result<Vec<MemberRow>> {
         let rows = sqlx::query(
             "SELECT m.id, m.external_id, m.status FROM members m WHERE m.id IN ( \
-                 SELECT DISTINCT member_id FROM accounts \
+                 SELECT member_id FROM accounts \
                  WHERE program_id = ?1 AND next_transition_at IS NOT NULL AND next_transition_at <= ?2 \
+                 UNION SELECT member_id FROM member_tiers \
+                 WHERE program_id = ?1 AND next_due_at IS NOT NULL AND next_due_at <= ?2 \
                  ORDER BY member_id LIMIT ?3)",
         )
         .bind(program_id)

@@ -84,6 +84,8 @@ macro_rules! in_read_tx {
     }};
 }
 
+pub(crate) use in_read_tx;
+
 impl Store {
     /// A member's balances per currency as of `now`: expiries and releases due by then
     /// are applied (in memory, without writing), so the answer does not depend on when the

@@ -159,6 +159,9 @@ impl From<StoreError> for ApiError {
                 format!("member {member:?} is already enrolled in this program"),
             ),
             StoreError::Conflict(detail) => Self::new(StatusCode::CONFLICT, "conflict", detail),
+            StoreError::Refused(code, detail) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
+            }
             StoreError::InvalidProgram(problems) => Self::invalid_program(&problems),
             StoreError::Stopped => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
