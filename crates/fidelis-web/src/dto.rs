@@ -111,6 +111,10 @@ pub struct OutcomeBody {
     pub restored: Vec<PointsBody>,
     pub expired: Vec<PointsBody>,
     pub released: Vec<PointsBody>,
+    /// Qualifying points reset at the end of a tier qualification period.
+    pub reset: Vec<PointsBody>,
+    /// Tier changes: upgrades this journal earned, assessments settled before it.
+    pub tier_changes: Vec<TierChangeBody>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refunded_amount: Option<String>,
     /// Promotions that applied or could not be evaluated; a dry run (`simulate`) lists
@@ -131,6 +135,113 @@ pub struct PromotionResultBody {
     pub detail: Option<String>,
     pub points: Vec<PointsBody>,
     pub rewards: Vec<RewardBody>,
+}
+
+/// A member's tier changed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TierChangeBody {
+    pub group: String,
+    pub from: Option<String>,
+    pub to: String,
+    /// `upgrade`, `assessment`, `grace_ended`, `manual` or `merge`.
+    pub reason: String,
+    /// The measure that decided (upgrades and assessments).
+    pub measure: Option<i64>,
+    pub at: DateTime<Utc>,
+    /// The tier is not lost at an assessment before this instant.
+    pub valid_until: Option<DateTime<Utc>>,
+}
+
+impl From<&fidelis_core::tiers::TierChange> for TierChangeBody {
+    fn from(c: &fidelis_core::tiers::TierChange) -> Self {
+        Self {
+            group: c.group.to_string(),
+            from: c.from.as_ref().map(ToString::to_string),
+            to: c.to.to_string(),
+            reason: c.reason.clone(),
+            measure: c.measure,
+            at: c.at,
+            valid_until: c.valid_until,
+        }
+    }
+}
+
+/// A member's standing in every tier group.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TiersBody {
+    pub member: String,
+    pub as_of: DateTime<Utc>,
+    pub tiers: Vec<TierStandingBody>,
+}
+
+/// A member's standing in one tier group.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TierStandingBody {
+    pub group: String,
+    pub group_name: String,
+    pub tier: String,
+    pub tier_name: String,
+    pub since: DateTime<Utc>,
+    pub valid_until: Option<DateTime<Utc>>,
+    /// The end of the current qualifying period (for rolling windows: of the month).
+    pub next_assessment_at: DateTime<Utc>,
+    /// Set after a failed assessment: the tier is kept until then to re-qualify.
+    pub grace_until: Option<DateTime<Utc>>,
+    /// `points`, `spend` (minor units) or `activities`.
+    pub measure: String,
+    /// The measure so far in the current period (rolling: the current window).
+    pub progress: i64,
+    pub next_tier: Option<String>,
+    pub next_threshold: Option<i64>,
+    pub benefits: Vec<BenefitBody>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BenefitBody {
+    pub code: String,
+    pub name: String,
+    /// For a benefit with a value (an earning multiplier), as a decimal string.
+    pub value: Option<String>,
+}
+
+impl From<&fidelis_store::TierStanding> for TierStandingBody {
+    fn from(s: &fidelis_store::TierStanding) -> Self {
+        Self {
+            group: s.group.clone(),
+            group_name: s.group_name.clone(),
+            tier: s.tier.clone(),
+            tier_name: s.tier_name.clone(),
+            since: s.since,
+            valid_until: s.valid_until,
+            next_assessment_at: s.next_assessment_at,
+            grace_until: s.grace_until,
+            measure: s.measure.to_owned(),
+            progress: s.progress,
+            next_tier: s.next_tier.as_ref().map(|(c, _)| c.clone()),
+            next_threshold: s.next_tier.as_ref().map(|(_, t)| *t),
+            benefits: s
+                .benefits
+                .iter()
+                .map(|b| BenefitBody {
+                    code: b.code.to_string(),
+                    name: b.name.clone(),
+                    value: b.value.map(|v| v.to_string()),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// An agent gives a member a tier by hand.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssignTierRequest {
+    pub tier: String,
+    /// Kept at least until then (RFC 3339); the end of the current period when absent.
+    pub valid_until: Option<String>,
+    /// Why (audited).
+    #[schema(min_length = 1, max_length = 500)]
+    pub reason: String,
 }
 
 /// A voucher or badge a promotion awarded.
@@ -205,6 +316,8 @@ impl OutcomeBody {
             restored: points(&o.restored),
             expired: points(&o.expired),
             released: points(&o.released),
+            reset: points(&o.reset),
+            tier_changes: o.tier_changes.iter().map(TierChangeBody::from).collect(),
             refunded_amount: o.refunded_amount.clone(),
             promotions: o
                 .promotions

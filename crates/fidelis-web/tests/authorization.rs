@@ -129,6 +129,20 @@ fn cases() -> Vec<Case> {
             allowed: readers,
         },
         Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/members/m1/tiers",
+            template: "/api/v1/programs/{program}/members/{member}/tiers",
+            body: None,
+            allowed: readers,
+        },
+        Case {
+            method: Method::PUT,
+            path: "/api/v1/programs/shop/members/m1/tiers/status",
+            template: "/api/v1/programs/{program}/members/{member}/tiers/{group}",
+            body: Some(json!({"tier": "gold", "reason": "goodwill"})),
+            allowed: &["admin", "program_manager", "agent"],
+        },
+        Case {
             method: Method::POST,
             path: "/api/v1/programs/shop/members/m1/redemptions",
             template: "/api/v1/programs/{program}/members/{member}/redemptions",
@@ -263,8 +277,11 @@ fn cases() -> Vec<Case> {
 
 fn shop_definition() -> Value {
     json!({"code": "shop", "name": "Shop", "time_zone": "Europe/Berlin", "money_currency": "EUR",
-           "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "never"}}],
-           "earning": {"base": [{"currency": "points", "rate": "1"}]}})
+           "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "never"}},
+                          {"code": "status", "name": "Status", "kind": "qualifying", "expiry": {"policy": "never"}}],
+           "earning": {"base": [{"currency": "points", "rate": "1"}, {"currency": "status", "rate": "1"}]},
+           "tier_groups": [{"code": "status", "currency": "status",
+                            "tiers": [{"code": "member", "threshold": 0}, {"code": "gold", "threshold": 1000}]}]})
 }
 
 struct World {
@@ -468,6 +485,7 @@ async fn members_and_partners_cannot_read_each_other() {
         "/api/v1/programs/shop/members/m1/balances",
         "/api/v1/programs/shop/members/m1/ledger",
         "/api/v1/programs/shop/members/m1/promotions",
+        "/api/v1/programs/shop/members/m1/tiers",
         "/api/v1/programs/shop/journals/p1-seed",
     ] {
         let (status, _) = send(r, Method::GET, path, Some(&world.member_other), None).await;

@@ -34,6 +34,7 @@ both_dialects!(
     replays_answer_the_first_outcome,
     concurrent_redemptions_never_overdraw,
     bad_requests_are_clear_and_change_nothing,
+    tiers_upgrade_inside_the_journal_and_agents_assign_them,
 );
 
 const ADMIN: &str = "e2e-admin-token";
@@ -483,4 +484,76 @@ async fn bad_requests_are_clear_and_change_nothing(s: Server) {
         (before, entries),
         "nothing changed"
     );
+}
+
+async fn tiers_upgrade_inside_the_journal_and_agents_assign_them(s: Server) {
+    let (status, _, body) = s
+        .call(
+            reqwest::Method::PUT,
+            "/programs/club",
+            Some(json!({"name": "Club", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+                "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "never"}},
+                               {"code": "status", "name": "Status", "kind": "qualifying", "expiry": {"policy": "never"}}],
+                "earning": {"base": [{"currency": "points", "rate": "1"}, {"currency": "status", "rate": "1"}]},
+                "tier_groups": [{"code": "status", "currency": "status", "tiers": [
+                    {"code": "member", "threshold": 0},
+                    {"code": "silver", "threshold": 100, "benefits": [{"code": "free_shipping", "name": "Free shipping"}]},
+                    {"code": "gold", "threshold": 1000, "benefits": [{"code": "earning_multiplier", "value": "1.5"}]}]}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = s.post("/programs/club/members", json!({"member": "m"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mut p = purchase("t1", "m", "120.00");
+    p["member"] = json!("m");
+    let (status, body) = s.post("/programs/club/journals", p).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["tier_changes"][0]["to"], "silver", "{body}");
+    assert_eq!(body["tier_changes"][0]["reason"], "upgrade");
+    let tiers = s.get("/programs/club/members/m/tiers").await;
+    let status_tier = &tiers["tiers"][0];
+    assert_eq!(status_tier["tier"], "silver");
+    assert_eq!(status_tier["progress"], 120);
+    assert_eq!(status_tier["next_tier"], "gold");
+    assert_eq!(status_tier["next_threshold"], 1000);
+    assert_eq!(status_tier["benefits"][0]["code"], "free_shipping");
+
+    // An agent gives gold, with a reason; a bad request changes nothing.
+    let (status, _, body) = s
+        .call(
+            reqwest::Method::PUT,
+            "/programs/club/members/m/tiers/status",
+            Some(json!({"tier": "platinum", "reason": "vip"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "unknown_tier");
+    let (status, _, body) = s
+        .call(
+            reqwest::Method::PUT,
+            "/programs/club/members/m/tiers/status",
+            Some(json!({"tier": "gold", "reason": "   "})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(s.get("/programs/club/members/m/tiers").await["tiers"][0]["tier"], "silver");
+    let (status, _, body) = s
+        .call(
+            reqwest::Method::PUT,
+            "/programs/club/members/m/tiers/status",
+            Some(json!({"tier": "gold", "reason": "complaint 17", "valid_until": "2099-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!((body["from"].as_str(), body["to"].as_str()), (Some("silver"), Some("gold")));
+    let tiers = s.get("/programs/club/members/m/tiers").await;
+    assert_eq!(tiers["tiers"][0]["tier"], "gold");
+    assert_eq!(tiers["tiers"][0]["benefits"][0]["value"], "1.5");
+    let audit = s.get("/audit?program=club").await;
+    let entries = audit["entries"].as_array().unwrap();
+    let assign = entries.iter().find(|e| e["action"] == "tier.assign").expect("assignment audited");
+    assert_eq!(assign["after"]["reason"], "complaint 17");
+    assert_eq!(assign["subject"], "m");
+    let upgrade = entries.iter().find(|e| e["action"] == "tier.change").expect("upgrade audited");
+    assert_eq!(upgrade["after"]["journal"], "t1");
 }

@@ -38,7 +38,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// A member of the path, or 404 (a malformed external id names no member).
-async fn member(
+pub(super) async fn member(
     state: &AppState,
     program: &fidelis_store::LoadedProgram,
     external_id: &str,

@@ -3,6 +3,7 @@
 
 pub(crate) mod admin;
 mod journals;
+mod lifecycle;
 mod members;
 mod programs;
 
@@ -124,6 +125,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         OpenApiRouter::new()
             .merge(programs::routes())
             .merge(members::routes())
+            .merge(lifecycle::routes())
             .merge(journals::routes())
             .merge(admin::routes()),
     )
