@@ -87,6 +87,83 @@ impl Book {
         id
     }
 
+    /// Merges member `source` into `survivor` (see [`crate::lifecycle::merge`]).
+    pub fn merge(
+        &mut self,
+        source: &ExternalId,
+        survivor: &ExternalId,
+        now: DateTime<Utc>,
+    ) -> Result<crate::lifecycle::Merged, crate::lifecycle::Refused> {
+        let ids = (JournalId(self.next_id()), JournalId(self.next_id()));
+        let (Some(mut from), Some(mut to)) = (
+            self.members.get(source).cloned(),
+            self.members.get(survivor).cloned(),
+        ) else {
+            return Err(crate::lifecycle::Refused {
+                code: "unknown_member",
+                detail: "no such member".into(),
+            });
+        };
+        let merged = crate::lifecycle::merge(&self.program, &mut from, &mut to, ids, now)?;
+        for change in &merged.tier_changes {
+            self.tier_changes.push((survivor.clone(), change.clone()));
+        }
+        let (a, b) = (from.member, to.member);
+        self.store(a, merged.source.clone(), None, None);
+        self.store(b, merged.survivor.clone(), None, None);
+        self.members.insert(source.clone(), from);
+        self.members.insert(survivor.clone(), to);
+        Ok(merged)
+    }
+
+    /// Transfers points between members (see [`crate::lifecycle::transfer`]), the daily
+    /// limit counted from the book's transfer entries.
+    pub fn transfer(
+        &mut self,
+        from: &ExternalId,
+        to: &ExternalId,
+        currency: crate::ids::CurrencyIx,
+        points: i64,
+        external_id: ExternalId,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, crate::lifecycle::Refused> {
+        let unknown = || crate::lifecycle::Refused {
+            code: "unknown_member",
+            detail: "no such member".into(),
+        };
+        let mut sender = self.members.get(from).cloned().ok_or_else(unknown)?;
+        let mut receiver = self.members.get(to).cloned().ok_or_else(unknown)?;
+        let tz = self.program.time_zone;
+        let day = crate::calendar::local_date(tz, now);
+        let sent_today: i64 = self
+            .entries_of(sender.member)
+            .filter(|e| {
+                e.kind == crate::ledger::EntryKind::Transfer
+                    && e.currency == currency
+                    && e.amount < 0
+                    && crate::calendar::local_date(tz, e.effective_at) == day
+            })
+            .map(|e| -e.amount)
+            .sum();
+        let ids = (JournalId(self.next_id()), JournalId(self.next_id()));
+        let done = crate::lifecycle::transfer(
+            &self.program,
+            &mut sender,
+            &mut receiver,
+            currency,
+            points,
+            sent_today,
+            external_id,
+            ids,
+            now,
+        )?;
+        self.store(sender.member, done.sent, None, None);
+        self.store(receiver.member, done.received, None, None);
+        self.members.insert(from.clone(), sender);
+        self.members.insert(to.clone(), receiver);
+        Ok(done.outcome)
+    }
+
     /// Gives a member a tier by hand, as an agent does.
     pub fn assign_tier(
         &mut self,

@@ -21,6 +21,7 @@ pub mod calendar;
 pub mod ids;
 pub mod journal;
 pub mod ledger;
+pub mod lifecycle;
 pub mod money;
 pub mod outcome;
 pub mod process;

@@ -427,3 +427,91 @@ proptest! {
         }
     }
 }
+
+type Validity = (u16, Option<DateTime<Utc>>, bool, Option<DateTime<Utc>>);
+
+/// Points per (currency, expiry, pending, release) of a ledger's open buckets and pool:
+/// what a merge must carry over unchanged. Pool points count with no expiry.
+fn open_points(program: &Program, ledger: &MemberLedger) -> Vec<(Validity, i64)> {
+    let mut out: Vec<_> = ledger
+        .buckets
+        .iter()
+        .filter(|b| b.remaining > 0)
+        .map(|b| {
+            (
+                (
+                    b.currency.0,
+                    ledger.effective_expiry(program, b),
+                    b.pending,
+                    b.pending.then_some(b.available_at),
+                ),
+                b.remaining,
+            )
+        })
+        .collect();
+    for (ix, _) in program.currency_ixs() {
+        let pool = ledger.account(ix).pool;
+        if pool > 0 {
+            out.push(((ix.0, None, false, None), pool));
+        }
+    }
+    summed(out)
+}
+
+fn summed(points: Vec<(Validity, i64)>) -> Vec<(Validity, i64)> {
+    let mut by: std::collections::BTreeMap<Validity, i64> = std::collections::BTreeMap::new();
+    for (k, p) in points {
+        *by.entry(k).or_insert(0) += p;
+    }
+    by.into_iter().collect()
+}
+
+proptest! {
+    /// Merging member a into b after a random history: the survivor holds every point
+    /// both held, each with its expiry (and release) date, its ledger invariants hold,
+    /// and the merged member is closed and empty. A merge the rules refuse (a member
+    /// owing points) changes nothing.
+    #[test]
+    fn merging_conserves_points_and_expiry_dates(ops in prop::collection::vec(op(), 1..60)) {
+        for (name, program) in programs() {
+            let inactivity = name.starts_with("inactivity");
+            let mut world = World::new(program.clone());
+            for op in &ops {
+                world.apply(op);
+            }
+            let (a, b) = (world.ledger("a"), world.ledger("b"));
+            let totals = |l: &MemberLedger| -> Vec<i64> {
+                l.accounts.iter().map(|x| x.available + x.pending).collect()
+            };
+            let before: Vec<i64> = totals(&a).iter().zip(totals(&b)).map(|(x, y)| x + y).collect();
+            let mut expected = open_points(&program, &a);
+            expected.extend(open_points(&program, &b));
+            let expected = summed(expected);
+            let b_arrears = b.accounts.iter().any(|x| x.arrears > 0);
+            let result = world.book.merge(
+                &ExternalId::parse("a").unwrap(),
+                &ExternalId::parse("b").unwrap(),
+                world.now,
+            );
+            let (a2, b2) = (world.ledger("a"), world.ledger("b"));
+            match result {
+                Err(refused) => {
+                    prop_assert_eq!(refused.code, "member_in_arrears");
+                    prop_assert_eq!(&a2, &a);
+                    prop_assert_eq!(&b2, &b);
+                }
+                Ok(_) => {
+                    prop_assert_eq!(totals(&b2), before.clone(), "{}: points conserved", name);
+                    prop_assert!(totals(&a2).iter().all(|t| *t == 0), "{}: the merged member is empty", name);
+                    prop_assert_eq!(a2.status, fidelis_core::ledger::MemberStatus::Closed);
+                    if let Err(e) = b2.check(&program) {
+                        return Err(TestCaseError::fail(format!("{name}: {e}")));
+                    }
+                    if !inactivity && !b_arrears {
+                        prop_assert_eq!(open_points(&program, &b2), expected, "{}: expiry dates kept", name);
+                    }
+                }
+            }
+        }
+    }
+}

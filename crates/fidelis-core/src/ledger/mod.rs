@@ -28,7 +28,7 @@ mod settle;
 
 use chrono::{DateTime, Utc};
 
-pub use ops::{ClawBack, JournalWriter};
+pub use ops::{ClawBack, JournalWriter, Moved};
 pub use settle::Settled;
 
 use crate::ids::{BucketId, CurrencyIx, EntryKey, MemberId};
@@ -86,12 +86,18 @@ pub enum EntryKind {
     Release,
     /// A qualifying balance reset at the end of a tier qualification period.
     Reset,
+    /// Points moved between members by a transfer (out of one, into the other).
+    Transfer,
+    /// Points moved from a merged member to the survivor.
+    Merge,
+    /// Expired points given back by an agent.
+    Reinstate,
     /// New points paying back arrears (a pair: out of a bucket, into the arrears).
     ArrearsRecovery,
 }
 
 impl EntryKind {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 12] = [
         Self::Earn,
         Self::Redeem,
         Self::Refund,
@@ -101,6 +107,9 @@ impl EntryKind {
         Self::Release,
         Self::ArrearsRecovery,
         Self::Reset,
+        Self::Transfer,
+        Self::Merge,
+        Self::Reinstate,
     ];
 
     pub fn name(self) -> &'static str {
@@ -114,6 +123,9 @@ impl EntryKind {
             Self::Release => "release",
             Self::ArrearsRecovery => "arrears_recovery",
             Self::Reset => "reset",
+            Self::Transfer => "transfer",
+            Self::Merge => "merge",
+            Self::Reinstate => "reinstate",
         }
     }
 

@@ -52,6 +52,15 @@ impl JournalWriter {
     }
 }
 
+/// The validity points keep when they move to another member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    pub credited_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub available_at: DateTime<Utc>,
+    pub pending: bool,
+}
+
 /// What a claw-back took, what had expired already, and what it could not take.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClawBack {
@@ -226,6 +235,103 @@ impl MemberLedger {
             self.recover_arrears(w, idx, credited_at);
         }
         id
+    }
+
+    /// Credits points that keep the validity they had elsewhere (a transfer or a merge
+    /// moves them between members): a new bucket with the given instants, or the pool for
+    /// a currency whose points are all alike; then pays back arrears from them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn receive(
+        &mut self,
+        program: &Program,
+        w: &mut JournalWriter,
+        currency: CurrencyIx,
+        points: i64,
+        moved: &Moved,
+        kind: EntryKind,
+        at: DateTime<Utc>,
+    ) {
+        debug_assert!(points > 0);
+        if program.currency(currency).is_fungible() {
+            self.move_pool(w, currency, kind, points, at);
+            self.recover_arrears_from_pool(w, currency, at);
+            return;
+        }
+        let pool = if moved.pending {
+            Pool::Pending
+        } else {
+            Pool::Available
+        };
+        let id = EntryKey {
+            journal: w.journal,
+            seq: w.entries.len() as u32,
+        };
+        w.push(currency, kind, pool, Some(id), points, at);
+        self.apply(currency, pool, points);
+        self.buckets.push(Bucket {
+            id,
+            currency,
+            credited_at: moved.credited_at.min(at),
+            expires_at: moved.expires_at,
+            available_at: moved.available_at,
+            pending: moved.pending,
+            credited: points,
+            remaining: points,
+            expired_unclaimed: 0,
+            changed: true,
+        });
+        let idx = self.buckets.len() - 1;
+        let account = &mut self.accounts[currency.index()];
+        account.note_transition(moved.expires_at);
+        if moved.pending {
+            account.note_transition(Some(moved.available_at));
+        } else {
+            self.recover_arrears(w, idx, at);
+        }
+    }
+
+    /// Takes every point of the member's open buckets and pool out (a merge), each with
+    /// its validity. The member must owe no arrears.
+    pub fn take_all(
+        &mut self,
+        program: &Program,
+        w: &mut JournalWriter,
+        kind: EntryKind,
+        at: DateTime<Utc>,
+    ) -> Vec<(CurrencyIx, i64, Moved)> {
+        let mut out = Vec::new();
+        for idx in 0..self.buckets.len() {
+            let b = &self.buckets[idx];
+            if b.remaining <= 0 {
+                continue;
+            }
+            let moved = Moved {
+                credited_at: b.credited_at,
+                expires_at: self.effective_expiry(program, b),
+                available_at: b.available_at,
+                pending: b.pending,
+            };
+            let (currency, points) = (b.currency, b.remaining);
+            self.move_bucket(w, idx, kind, -points, at);
+            out.push((currency, points, moved));
+        }
+        for (ix, _) in program.currency_ixs() {
+            let pool = self.account(ix).pool;
+            if pool > 0 {
+                self.move_pool(w, ix, kind, -pool, at);
+                out.push((
+                    ix,
+                    pool,
+                    Moved {
+                        credited_at: at,
+                        expires_at: None,
+                        available_at: at,
+                        pending: false,
+                    },
+                ));
+            }
+        }
+        out
     }
 
     /// Pays arrears back from the (available) bucket at `idx`.

@@ -40,7 +40,11 @@ pub(super) fn cancel(
     }
     let id = target.id;
     match target.kind {
-        RecordKind::Cancellation | RecordKind::Settlement => {
+        RecordKind::Cancellation
+        | RecordKind::Settlement
+        | RecordKind::Transfer
+        | RecordKind::Merge
+        | RecordKind::Reinstatement => {
             return Err(JournalError::NotCancellable(format!(
                 "journal {original:?} is a {}; it cannot be cancelled",
                 target.type_name

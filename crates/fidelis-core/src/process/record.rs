@@ -42,16 +42,25 @@ pub enum RecordKind {
     Cancellation,
     /// Expiry and pending release, written by settling a ledger.
     Settlement,
+    /// Points sent to or received from another member.
+    Transfer,
+    /// Points moved from a merged member to the survivor (on both sides).
+    Merge,
+    /// Expired points given back by an agent.
+    Reinstatement,
 }
 
 impl RecordKind {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 9] = [
         Self::Accrual,
         Self::Refund,
         Self::Redemption,
         Self::Adjustment,
         Self::Cancellation,
         Self::Settlement,
+        Self::Transfer,
+        Self::Merge,
+        Self::Reinstatement,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +71,9 @@ impl RecordKind {
             Self::Adjustment => "adjustment",
             Self::Cancellation => "cancellation",
             Self::Settlement => "settlement",
+            Self::Transfer => "transfer",
+            Self::Merge => "merge",
+            Self::Reinstatement => "reinstatement",
         }
     }
 

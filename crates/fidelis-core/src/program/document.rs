@@ -68,6 +68,24 @@ pub struct CurrencyDocument {
     /// What one point costs the operator, in the program's money currency (`"0.01"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_per_point: Option<String>,
+    /// Members may transfer points of this currency to each other, at most `daily_limit`
+    /// points sent per member and day (in the program's time zone): `{daily_limit: 5000}`.
+    /// Absent: points cannot be transferred.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<TransferDocument>,
+    /// Agents may reinstate points that expired within this many days (the boundary day
+    /// included). Absent: no reinstatement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reinstate_within_days: Option<u32>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// Transfers of a currency between members.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TransferDocument {
+    #[serde(default)]
+    pub daily_limit: Option<i64>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }

@@ -113,6 +113,10 @@ pub struct Currency {
     /// when it is absent.
     pub negative_floor: Option<i64>,
     pub value_per_point: Decimal,
+    /// Points a member may transfer to others per day; `None`: not transferable.
+    pub transfer_limit: Option<i64>,
+    /// How far back agents may reinstate expired points, in days; `None`: never.
+    pub reinstate_within_days: Option<u32>,
 }
 
 impl Currency {

@@ -338,6 +338,33 @@ fn currency(check: &mut Check, at: &str, doc: &CurrencyDocument) -> Option<Curre
             "a qualifying currency cannot go negative",
         );
     }
+    let transfer_limit = match &doc.transfer {
+        None => Some(None),
+        Some(t) => {
+            check.unknown(&format!("{at}.transfer"), &t.unknown);
+            match t.daily_limit {
+                Some(l) if l > 0 && kind != Some(CurrencyKind::Qualifying) => Some(Some(l)),
+                Some(l) if l > 0 => {
+                    check.add(format!("{at}.transfer"), "qualifying points cannot be transferred");
+                    None
+                }
+                _ => {
+                    check.add(
+                        format!("{at}.transfer.daily_limit"),
+                        "a positive number of points is required",
+                    );
+                    None
+                }
+            }
+        }
+    };
+    let reinstate_within_days = doc.reinstate_within_days;
+    if reinstate_within_days.is_some_and(|d| d == 0 || d > MAX_EXPIRY_DAYS) {
+        check.add(
+            format!("{at}.reinstate_within_days"),
+            format!("must be 1 to {MAX_EXPIRY_DAYS}"),
+        );
+    }
     Some(Currency {
         code: code?,
         name: name?,
@@ -347,6 +374,8 @@ fn currency(check: &mut Check, at: &str, doc: &CurrencyDocument) -> Option<Curre
         return_policy: return_policy?,
         negative_floor,
         value_per_point: value_per_point?,
+        transfer_limit: transfer_limit?,
+        reinstate_within_days,
     })
 }
 

@@ -1,0 +1,305 @@
+//! Operations on members beyond journals: transfers of points between members, merging
+//! a duplicate member into a survivor, and reinstating expired points. Each is pure: the
+//! store loads the ledgers (under both members' locks) and writes what comes back.
+//!
+//! Points keep their validity when they move: a transfer or a merge gives the receiver
+//! buckets with the expiry (and, while pending, the release) the points had, so moving
+//! points never rejuvenates them and a merge conserves every expiry date.
+
+use chrono::{DateTime, Utc};
+
+use crate::calendar;
+use crate::ids::{Code, CurrencyIx, ExternalId, JournalId};
+use crate::ledger::{EntryKind, JournalWriter, MemberLedger, MemberStatus, Moved};
+use crate::outcome::{Outcome, PointsOf};
+use crate::process::{self, JournalRecord, JournalState, RecordKind, RecordStatus};
+use crate::program::Program;
+use crate::tiers::TierChange;
+
+/// Why an operation was refused; nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct Refused {
+    /// Machine-readable: `not_transferable`, `transfer_limit`, `insufficient_points`,
+    /// `member_not_active`, `same_member`, `member_in_arrears`, `nothing_to_reinstate`,
+    /// `not_reinstatable`, `invalid_points`.
+    pub code: &'static str,
+    pub detail: String,
+}
+
+fn refused(code: &'static str, detail: impl Into<String>) -> Refused {
+    Refused {
+        code,
+        detail: detail.into(),
+    }
+}
+
+fn record(
+    id: JournalId,
+    external_id: Option<ExternalId>,
+    ledger: &MemberLedger,
+    kind: RecordKind,
+    w: JournalWriter,
+    now: DateTime<Utc>,
+) -> JournalRecord {
+    JournalRecord {
+        id,
+        external_id,
+        member: ledger.member,
+        kind,
+        type_name: Code::parse(kind.name()).expect("record kinds are valid codes"),
+        occurred_at: now,
+        recorded_at: now,
+        status: RecordStatus::Processed,
+        original: None,
+        state: JournalState::None,
+        entries: w.entries,
+        changed: false,
+    }
+}
+
+/// A transfer's two journals and the sender's outcome.
+#[derive(Debug)]
+pub struct Transferred {
+    pub sent: JournalRecord,
+    pub received: JournalRecord,
+    pub outcome: Outcome,
+}
+
+/// Moves `points` of `currency` from `from` to `to` at `now`. `sent_today` is what the
+/// sender already transferred on `now`'s local day; the currency's daily limit applies
+/// to it plus `points`. The points spent first (earliest expiry) arrive with their
+/// expiry dates. Refuses, changing nothing, when the currency is not transferable, the
+/// limit or the spendable balance would be exceeded, or either member is not active.
+#[allow(clippy::too_many_arguments)]
+pub fn transfer(
+    program: &Program,
+    from: &mut MemberLedger,
+    to: &mut MemberLedger,
+    currency: CurrencyIx,
+    points: i64,
+    sent_today: i64,
+    external_id: ExternalId,
+    ids: (JournalId, JournalId),
+    now: DateTime<Utc>,
+) -> Result<Transferred, Refused> {
+    let def = program.currency(currency);
+    let Some(limit) = def.transfer_limit else {
+        return Err(refused(
+            "not_transferable",
+            format!("{} cannot be transferred", def.code),
+        ));
+    };
+    if points <= 0 {
+        return Err(refused("invalid_points", "points must be positive"));
+    }
+    if from.member == to.member {
+        return Err(refused("same_member", "a member cannot transfer to themselves"));
+    }
+    for ledger in [&*from, &*to] {
+        if ledger.status != MemberStatus::Active {
+            return Err(refused(
+                "member_not_active",
+                format!("a {} member cannot send or receive points", ledger.status.name()),
+            ));
+        }
+    }
+    if sent_today.saturating_add(points) > limit {
+        return Err(refused(
+            "transfer_limit",
+            format!(
+                "{points} would exceed the daily transfer limit of {limit} {} ({sent_today} sent today)",
+                def.code
+            ),
+        ));
+    }
+    let spendable = from.spendable(program, currency, now);
+    if spendable < points {
+        return Err(refused(
+            "insufficient_points",
+            format!("{spendable} {} can be transferred, not {points}", def.code),
+        ));
+    }
+    let mut out = JournalWriter::new(ids.0);
+    from.debit(program, &mut out, currency, points, now, EntryKind::Transfer)
+        .map_err(|s| refused("insufficient_points", format!("{s} {} can be transferred", def.code)))?;
+    let mut inn = JournalWriter::new(ids.1);
+    for e in &out.entries {
+        let moved = e
+            .bucket
+            .and_then(|id| from.buckets.iter().find(|b| b.id == id))
+            .map(|b| Moved {
+                credited_at: b.credited_at,
+                expires_at: from.effective_expiry(program, b),
+                available_at: b.available_at,
+                pending: false,
+            })
+            .unwrap_or(Moved {
+                credited_at: now,
+                expires_at: None,
+                available_at: now,
+                pending: false,
+            });
+        to.receive(program, &mut inn, currency, -e.amount, &moved, EntryKind::Transfer, now);
+    }
+    let mut outcome = Outcome {
+        status: "processed".into(),
+        external_id: Some(external_id.clone()),
+        journal_type: Code::parse("transfer").ok(),
+        ..Outcome::default()
+    };
+    outcome.debited.push(PointsOf {
+        currency: def.code.clone(),
+        points,
+    });
+    outcome.balances = process::balances(program, from);
+    Ok(Transferred {
+        sent: record(ids.0, Some(external_id), from, RecordKind::Transfer, out, now),
+        received: record(ids.1, None, to, RecordKind::Transfer, inn, now),
+        outcome,
+    })
+}
+
+/// What merging produced.
+#[derive(Debug)]
+pub struct Merged {
+    /// The merged member's journal (every point out) and the survivor's (every point in).
+    pub source: JournalRecord,
+    pub survivor: JournalRecord,
+    /// The survivor's tier changes (it keeps the higher tier of each group).
+    pub tier_changes: Vec<TierChange>,
+    /// Points moved per currency.
+    pub moved: Vec<PointsOf>,
+}
+
+/// Merges `source` (a duplicate) into `survivor`: every point of every open bucket moves
+/// with its expiry (pending points stay pending until their release), the higher tier of
+/// each group is kept, and the source is closed. The total of points is unchanged.
+/// Both ledgers must have all open buckets loaded. Refuses a source that owes points
+/// (arrears) or a closed member.
+pub fn merge(
+    program: &Program,
+    source: &mut MemberLedger,
+    survivor: &mut MemberLedger,
+    ids: (JournalId, JournalId),
+    now: DateTime<Utc>,
+) -> Result<Merged, Refused> {
+    if source.member == survivor.member {
+        return Err(refused("same_member", "a member cannot be merged into itself"));
+    }
+    for ledger in [&*source, &*survivor] {
+        if ledger.status == MemberStatus::Closed {
+            return Err(refused("member_not_active", "a closed member cannot be merged"));
+        }
+    }
+    if let Some((ix, a)) = program
+        .currency_ixs()
+        .map(|(ix, _)| (ix, source.account(ix)))
+        .find(|(_, a)| a.arrears > 0)
+    {
+        return Err(refused(
+            "member_in_arrears",
+            format!(
+                "the member merged owes {} {}; settle the arrears first",
+                a.arrears,
+                program.currency(ix).code
+            ),
+        ));
+    }
+    let mut out = JournalWriter::new(ids.0);
+    let taken = source.take_all(program, &mut out, EntryKind::Merge, now);
+    let mut inn = JournalWriter::new(ids.1);
+    let mut moved: Vec<PointsOf> = Vec::new();
+    for (currency, points, validity) in &taken {
+        survivor.receive(program, &mut inn, *currency, *points, validity, EntryKind::Merge, now);
+        Outcome::add(&mut moved, &program.currency(*currency).code, *points);
+    }
+    let tier_changes = match (survivor.tiers.as_mut(), source.tiers.as_ref()) {
+        (Some(ours), Some(theirs)) => ours.absorb(program, theirs, now),
+        _ => Vec::new(),
+    };
+    source.status = MemberStatus::Closed;
+    Ok(Merged {
+        source: record(ids.0, None, source, RecordKind::Merge, out, now),
+        survivor: record(ids.1, None, survivor, RecordKind::Merge, inn, now),
+        tier_changes,
+        moved,
+    })
+}
+
+/// Points that expired: the expiry entry (by its journal and sequence), how many, when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expired {
+    pub journal: i64,
+    pub seq: i64,
+    pub points: i64,
+    pub at: DateTime<Utc>,
+}
+
+/// The earliest expiry instant reinstatement may reach back to at `now`: the start of the
+/// local day `days` days ago (that whole day is included).
+pub fn reinstate_cutoff(program: &Program, days: u32, now: DateTime<Utc>) -> DateTime<Utc> {
+    let today = calendar::local_date(program.time_zone, now);
+    let first = today - chrono::Days::new(u64::from(days));
+    calendar::start_of_day(program.time_zone, first)
+}
+
+/// Reinstates the points of `currency` that expired within the currency's window
+/// (`expired`: expiries not reinstated before). They come back as a new bucket valid by
+/// the currency's policy from `now`. Returns the journal and the expiries it reinstated.
+pub fn reinstate(
+    program: &Program,
+    ledger: &mut MemberLedger,
+    currency: CurrencyIx,
+    expired: &[Expired],
+    external_id: ExternalId,
+    id: JournalId,
+    now: DateTime<Utc>,
+) -> Result<(JournalRecord, Vec<Expired>, Outcome), Refused> {
+    let def = program.currency(currency);
+    let Some(days) = def.reinstate_within_days else {
+        return Err(refused(
+            "not_reinstatable",
+            format!("expired {} cannot be reinstated", def.code),
+        ));
+    };
+    if ledger.status == MemberStatus::Closed {
+        return Err(refused("member_not_active", "a closed member cannot be given points"));
+    }
+    let cutoff = reinstate_cutoff(program, days, now);
+    let within: Vec<Expired> = expired
+        .iter()
+        .copied()
+        .filter(|e| e.at >= cutoff && e.at <= now && e.points > 0)
+        .collect();
+    let points: i64 = within.iter().map(|e| e.points).sum();
+    if points == 0 {
+        return Err(refused(
+            "nothing_to_reinstate",
+            format!(
+                "no {} expired since {} (the last {days} days) that was not reinstated already",
+                def.code,
+                calendar::local_date(program.time_zone, cutoff)
+            ),
+        ));
+    }
+    let mut w = JournalWriter::new(id);
+    ledger.credit(program, &mut w, currency, points, now, EntryKind::Reinstate);
+    let mut outcome = Outcome {
+        status: "processed".into(),
+        external_id: Some(external_id.clone()),
+        journal_type: Code::parse("reinstatement").ok(),
+        ..Outcome::default()
+    };
+    outcome.awards.push(crate::outcome::Award {
+        source: "reinstatement".into(),
+        currency: def.code.clone(),
+        points,
+    });
+    outcome.balances = process::balances(program, ledger);
+    Ok((
+        record(id, Some(external_id), ledger, RecordKind::Reinstatement, w, now),
+        within,
+        outcome,
+    ))
+}
