@@ -134,6 +134,16 @@ pub(crate) async fn post_batch<T: LedgerTx>(
         return Err(StoreError::ProgramChanged(program.code.to_string()));
     }
     let members = opening.members;
+    // Journals for a merged member go to the survivor: hold the survivor's lock too and
+    // read its accounts under it.
+    let owners: Vec<&str> = unique(members.iter().filter_map(|m| m.owner.as_deref()));
+    let redirected: Vec<i64> = members.iter().filter(|m| m.owner.is_some()).map(|m| m.id).collect();
+    let mut opening_accounts = opening.accounts;
+    if !owners.is_empty() {
+        tx.lock_members(&lock_keys(lp.id, owners.iter().copied())).await?;
+        opening_accounts.retain(|a| !redirected.contains(&a.member_id));
+        opening_accounts.extend(tx.load_accounts(&redirected).await?);
+    }
     let member_by_name: FxHashMap<&str, i64> = members
         .iter()
         .map(|m| (m.external_id.as_str(), m.id))
@@ -141,7 +151,7 @@ pub(crate) async fn post_batch<T: LedgerTx>(
     for m in &members {
         batch.insert_ledger(m.id, &m.status)?;
     }
-    for row in opening.accounts {
+    for row in opening_accounts {
         batch.put_account(row)?;
     }
     for m in &members {
@@ -234,6 +244,35 @@ pub(crate) async fn post_batch<T: LedgerTx>(
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(JournalError::Invalid("not processed".into()))))
         .collect())
+}
+
+/// Locks the named members (sorted, as batches do) and loads their ledgers completely:
+/// accounts, open buckets and tier standings — for operations on members beyond
+/// journals (transfers, merges, reinstatement). Members that do not exist are absent
+/// from the answer; a merged member is refused by the caller (its `owner` is set).
+pub(crate) async fn load_members<'p, T: LedgerTx>(
+    tx: &mut T,
+    lp: &'p LoadedProgram,
+    names: &[&str],
+    now: DateTime<Utc>,
+) -> Result<(Batch<'p>, Vec<MemberRow>)> {
+    let names = unique(names.iter().copied());
+    tx.lock_members(&lock_keys(lp.id, names.iter().copied())).await?;
+    let members = tx.resolve_members(lp.id, &names).await?;
+    let ids: Vec<i64> = members.iter().map(|m| m.id).collect();
+    let mut batch = Batch::new(lp, now);
+    for m in &members {
+        batch.insert_ledger(m.id, &m.status)?;
+        batch.names.insert(m.id, m.external_id.clone());
+    }
+    for row in tx.load_accounts(&ids).await? {
+        batch.put_account(row)?;
+    }
+    if !lp.program.tier_groups.is_empty() {
+        batch.load_tiers(tx, &ids).await?;
+    }
+    batch.load_buckets(tx, &ids).await?;
+    Ok((batch, members))
 }
 
 /// What settling the due members of a program did.
@@ -424,18 +463,18 @@ fn restore_outcome(outcome: &mut Outcome, journal: &Journal) {
 
 /// A journal written by this batch: one that later journals of the batch refer to lives
 /// in `Batch::records` (they may still change it); any other is held here.
-struct NewJournal {
-    record_key: Option<String>,
-    record: Option<JournalRecord>,
-    document: Option<String>,
-    outcome: Option<String>,
+pub(crate) struct NewJournal {
+    pub(crate) record_key: Option<String>,
+    pub(crate) record: Option<JournalRecord>,
+    pub(crate) document: Option<String>,
+    pub(crate) outcome: Option<String>,
 }
 
 /// The batch's working set: ledgers by member, journal records by external id.
-struct Batch<'p> {
+pub(crate) struct Batch<'p> {
     lp: &'p LoadedProgram,
     now: DateTime<Utc>,
-    ledgers: FxHashMap<i64, MemberLedger>,
+    pub(crate) ledgers: FxHashMap<i64, MemberLedger>,
     /// Loaded from the database or written by this batch, by external id.
     records: FxHashMap<String, JournalRecord>,
     /// External ids of the records by journal id (refunds' originals are found by id).
@@ -448,15 +487,15 @@ struct Batch<'p> {
     /// updates; everything else is new.
     loaded_accounts: FxHashSet<(i64, u16)>,
     loaded_buckets: FxHashSet<fidelis_core::ids::BucketId>,
-    new_journals: Vec<NewJournal>,
+    pub(crate) new_journals: Vec<NewJournal>,
     /// A dry run: outcomes list every promotion's verdict.
     explain: bool,
     /// Promotion limit counters, moved into each journal's processing and back.
     counters: fidelis_core::promotions::Counters,
     /// Members' external ids by id (audit subjects).
     names: FxHashMap<i64, String>,
-    /// Tier changes to write to the audit trail.
-    audits: Vec<crate::access::AuditEntry>,
+    /// Tier changes (and other changes of the batch) to write to the audit trail.
+    pub(crate) audits: Vec<crate::access::AuditEntry>,
 }
 
 impl<'p> Batch<'p> {
@@ -504,7 +543,7 @@ impl<'p> Batch<'p> {
     }
 
     /// Audits tier changes made by a journal (named) or an assessment.
-    fn audit_tier_changes(
+    pub(crate) fn audit_tier_changes(
         &mut self,
         member_id: i64,
         changes: &[fidelis_core::tiers::TierChange],
@@ -862,7 +901,7 @@ impl<'p> Batch<'p> {
     }
 
     /// Writes everything the batch changed.
-    async fn write<T: LedgerTx>(&mut self, tx: &mut T) -> Result<()> {
+    pub(crate) async fn write<T: LedgerTx>(&mut self, tx: &mut T) -> Result<()> {
         let program = &self.lp.program;
         let code = |ix: CurrencyIx| program.currency(ix).code.to_string();
         let mut journal_rows = Vec::with_capacity(self.new_journals.len());

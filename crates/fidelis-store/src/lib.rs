@@ -20,6 +20,7 @@ mod engine;
 mod error;
 mod group_commit;
 mod imports;
+mod lifecycle;
 mod members;
 mod postgres;
 mod programs;
@@ -47,6 +48,7 @@ pub use imports::{ImportRun, PartitionProgress};
 pub use members::{Enrollment, MemberView};
 pub use programs::ProgramSummary;
 pub use rows::RejectionRow;
+pub use lifecycle::MergeReport;
 pub use tiers::TierStanding;
 pub use views::{BalanceView, EntryView, JournalView, ScheduledPoints};
 

@@ -146,7 +146,9 @@ impl LedgerTx for PgTx {
         external_ids: &[&str],
     ) -> Result<Vec<MemberRow>> {
         let rows = sqlx::query(
-            "SELECT id, external_id, status FROM members WHERE program_id = $1 AND external_id = ANY($2)",
+            "SELECT COALESCE(s.id, x.id), x.external_id, COALESCE(s.status, x.status), s.external_id \
+             FROM members x LEFT JOIN members s ON s.id = x.merged_into \
+             WHERE x.program_id = $1 AND x.external_id = ANY($2)",
         )
         .bind(program_id)
         .bind(external_ids)
@@ -158,6 +160,7 @@ impl LedgerTx for PgTx {
                     id: r.try_get(0)?,
                     external_id: r.try_get(1)?,
                     status: r.try_get(2)?,
+                    owner: r.try_get(3)?,
                 })
             })
             .collect()
@@ -635,6 +638,7 @@ impl LedgerTx for PgTx {
                     id: r.try_get(0)?,
                     external_id: r.try_get(1)?,
                     status: r.try_get(2)?,
+                    owner: None,
                 })
             })
             .collect()
@@ -667,8 +671,11 @@ impl LedgerTx for PgTx {
         // One statement, one row: every part comes back as columns of arrays (aggregates
         // without GROUP BY always answer one row; an empty part is NULL).
         let sql = format!(
-            "WITH m AS (SELECT id, external_id, status FROM members WHERE program_id = $1 AND external_id = ANY($2)) \
-             SELECT p.revision, mm.*, aa.*, jj.*, ids.* \
+            "WITH m AS (SELECT COALESCE(s.id, x.id) AS id, x.external_id, COALESCE(s.status, x.status) AS status, \
+                               s.external_id AS owner \
+                        FROM members x LEFT JOIN members s ON s.id = x.merged_into \
+                        WHERE x.program_id = $1 AND x.external_id = ANY($2)) \
+             SELECT p.revision, mm.*, aa.*, jj.*, ids.*, oo.* \
              FROM (SELECT revision FROM programs WHERE id = $1) AS p \
              CROSS JOIN (SELECT array_agg(id), array_agg(external_id), array_agg(status) FROM m) AS mm \
              CROSS JOIN (SELECT array_agg(a.member_id), array_agg(a.currency), array_agg(a.available), array_agg(a.pending), \
@@ -678,7 +685,8 @@ impl LedgerTx for PgTx {
                                 array_agg(j.type), array_agg(j.status), array_agg(j.original_id), array_agg(j.occurred_at), \
                                 array_agg(j.recorded_at), array_agg(j.document), array_agg(j.outcome), array_agg(j.state) \
                          FROM journals j WHERE j.program_id = $1 AND j.external_id = ANY($3)) AS jj \
-             CROSS JOIN (SELECT array_agg(n ORDER BY n) FROM (SELECT nextval('journal_ids') AS n FROM generate_series(1, $4)) AS s) AS ids"
+             CROSS JOIN (SELECT array_agg(n ORDER BY n) FROM (SELECT nextval('journal_ids') AS n FROM generate_series(1, $4)) AS s) AS ids \
+             CROSS JOIN (SELECT array_agg(owner) FROM m) AS oo"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(program_id)
@@ -704,17 +712,23 @@ impl LedgerTx for PgTx {
             col::<String>(&r, 2)?,
             col::<String>(&r, 3)?,
         );
-        if names.len() != ids.len() || statuses.len() != ids.len() {
+        let owners: Vec<Option<String>> = {
+            let last = r.columns().len() - 1;
+            r.try_get::<Option<Vec<Option<String>>>, _>(last)?.unwrap_or_default()
+        };
+        if names.len() != ids.len() || statuses.len() != ids.len() || owners.len() != ids.len() {
             return Err(ragged());
         }
         let members = ids
             .into_iter()
             .zip(names)
             .zip(statuses)
-            .map(|((id, external_id), status)| MemberRow {
+            .zip(owners)
+            .map(|(((id, external_id), status), owner)| MemberRow {
                 id,
                 external_id,
                 status,
+                owner,
             })
             .collect();
 

@@ -12,9 +12,13 @@ use crate::error::Result;
 /// A member as resolved from its external id.
 #[derive(Debug, Clone)]
 pub struct MemberRow {
+    /// The member's id — the survivor's, for a member merged into another.
     pub id: i64,
     pub external_id: String,
     pub status: String,
+    /// For a merged member: the survivor's external id (journals for the merged member
+    /// go to the survivor, under the survivor's lock too).
+    pub owner: Option<String>,
 }
 
 /// A member's profile (JSON text) and enrolment instant.

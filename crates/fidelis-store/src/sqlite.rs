@@ -116,8 +116,9 @@ impl LedgerTx for SqliteTx<'_> {
         external_ids: &[&str],
     ) -> Result<Vec<MemberRow>> {
         let rows = sqlx::query(
-            "SELECT id, external_id, status FROM members \
-             WHERE program_id = ?1 AND external_id IN (SELECT value FROM json_each(?2))",
+            "SELECT COALESCE(s.id, x.id), x.external_id, COALESCE(s.status, x.status), s.external_id \
+             FROM members x LEFT JOIN members s ON s.id = x.merged_into \
+             WHERE x.program_id = ?1 AND x.external_id IN (SELECT value FROM json_each(?2))",
         )
         .bind(program_id)
         .bind(json_list(external_ids)?)
@@ -129,6 +130,7 @@ impl LedgerTx for SqliteTx<'_> {
                     id: r.try_get(0)?,
                     external_id: r.try_get(1)?,
                     status: r.try_get(2)?,
+                    owner: r.try_get(3)?,
                 })
             })
             .collect()
@@ -540,6 +542,7 @@ impl LedgerTx for SqliteTx<'_> {
                     id: r.try_get(0)?,
                     external_id: r.try_get(1)?,
                     status: r.try_get(2)?,
+                    owner: None,
                 })
             })
             .collect()

@@ -1,6 +1,7 @@
 //! The member lifecycle on both databases: tiers (upgrades inside journals, assessments by
 //! jobs and before journals, both downgrade policies, membership years, rolling windows,
-//! grace, refunds), their audit trail and manual assignment.
+//! grace, refunds), their audit trail and manual assignment; transfers, reinstatement of
+//! expired points, and merging members.
 
 use std::sync::Arc;
 
@@ -41,6 +42,9 @@ macro_rules! both_dialects {
 both_dialects!(
     the_store_agrees_with_the_reference_book_on_tiers,
     tier_changes_and_manual_assignments_are_audited,
+    transfers_keep_the_daily_limit_exactly_and_show_on_both_sides,
+    reinstatement_reaches_back_exactly_n_local_days,
+    merging_moves_points_tiers_and_counters_and_later_journals,
 );
 
 fn utc(s: &str) -> DateTime<Utc> {
@@ -353,4 +357,184 @@ async fn tier_changes_and_manual_assignments_are_audited(store: Store) {
     assert_eq!(upgrade.1.subject.as_deref(), Some("m"));
     assert_eq!(upgrade.1.after.as_ref().unwrap()["journal"], "big");
     assert_eq!(upgrade.1.at, utc("2026-03-01T10:00:00Z"));
+}
+
+/// Points valid ten days (reinstatable for five), transferable up to 100 a day; status
+/// points toward silver (100); a welcome bonus once per member.
+fn points_program() -> ProgramDocument {
+    serde_json::from_value(json!({
+        "code": "club", "name": "Club", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+        "currencies": [
+            {"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "rolling", "days": 10},
+             "transfer": {"daily_limit": 100}, "reinstate_within_days": 5},
+            {"code": "status", "name": "Status", "kind": "qualifying", "expiry": {"policy": "never"}}],
+        "earning": {"base": [{"currency": "points", "rate": "1"}, {"currency": "status", "rate": "1"}]},
+        "tier_groups": [{"code": "status", "currency": "status",
+            "tiers": [{"code": "member", "threshold": 0}, {"code": "silver", "threshold": 100}]}],
+        "promotions": [{"code": "welcome", "name": "Welcome", "status": "active",
+            "limits": {"per_member": {"times": 1}}, "actions": [{"type": "fixed", "currency": "points", "points": 5}]}]
+    }))
+    .unwrap()
+}
+
+async fn points_of(store: &Store, program: &LoadedProgram, member: &str, now: &str) -> i64 {
+    let m = store.require_member(program, member).await.unwrap();
+    store.balances(program, &m, utc(now)).await.unwrap()[0].available
+}
+
+fn buy(id: &str, member: &str, amount: &str, at: &str) -> serde_json::Value {
+    json!({"external_id": id, "member": member, "type": "purchase", "occurred_at": at, "amount": amount, "currency": "EUR"})
+}
+
+/// 100 a day from one member: 60 + 40 pass, 50 more is refused until the next local
+/// day; a replay changes nothing; concurrent transfers never exceed the limit; the
+/// points arrive with the expiry they had.
+async fn transfers_keep_the_daily_limit_exactly_and_show_on_both_sides(store: Store) {
+    let program = put(&store, &points_program()).await;
+    for m in ["a", "b", "c"] {
+        enroll_at(&store, &program, m, utc("2026-06-01T08:00:00Z")).await;
+    }
+    post(&store, &program, buy("p1", "a", "295.00", "2026-06-02T10:00:00Z"), "2026-06-02T10:00:00Z").await;
+    assert_eq!(points_of(&store, &program, "a", "2026-06-02T10:00:00Z").await, 300);
+    let id = |s: &str| ExternalId::parse(s).unwrap();
+    let at = utc("2026-06-03T21:30:00Z"); // 23:30 in Berlin
+    let (out, replayed) = store.transfer(&program, "a", "b", "points", 60, &id("t1"), at).await.unwrap();
+    assert!(!replayed);
+    assert_eq!(out.debited[0].points, 60);
+    let refused = store.transfer(&program, "a", "b", "points", 50, &id("t2"), at).await;
+    assert!(matches!(refused, Err(StoreError::Refused("transfer_limit", _))), "{refused:?}");
+    store.transfer(&program, "a", "c", "points", 40, &id("t3"), at).await.unwrap();
+    let again = store.transfer(&program, "a", "b", "points", 60, &id("t1"), at).await.unwrap();
+    assert!(again.1, "a replay");
+    let conflict = store.transfer(&program, "a", "b", "points", 61, &id("t1"), at).await;
+    assert!(matches!(conflict, Err(StoreError::Refused("idempotency_conflict", _))), "{conflict:?}");
+    let status = store.transfer(&program, "a", "b", "status", 1, &id("t4"), at).await;
+    assert!(matches!(status, Err(StoreError::Refused("not_transferable", _))), "{status:?}");
+    assert_eq!(points_of(&store, &program, "a", "2026-06-03T22:00:00Z").await, 200);
+    assert_eq!(points_of(&store, &program, "b", "2026-06-03T22:00:00Z").await, 60);
+    assert_eq!(points_of(&store, &program, "c", "2026-06-03T22:00:00Z").await, 40);
+    // The points keep their expiry: gone at 2026-06-12 10:00 UTC on both sides.
+    assert_eq!(points_of(&store, &program, "b", "2026-06-12T09:59:59Z").await, 60);
+    assert_eq!(points_of(&store, &program, "b", "2026-06-12T10:00:00Z").await, 0);
+
+    // The next local day (midnight in Berlin): six concurrent transfers of 30, at most
+    // three fit in the day's 100.
+    let next = utc("2026-06-03T22:00:00Z");
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let (store, program) = (store.clone(), Arc::clone(&program));
+        tasks.push(tokio::spawn(async move {
+            store
+                .transfer(&program, "a", "b", "points", 30, &ExternalId::parse(&format!("c{i}")).unwrap(), next)
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(StoreError::Refused("transfer_limit", _)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(ok, 3);
+    assert_eq!(points_of(&store, &program, "a", "2026-06-04T00:00:00Z").await, 110);
+    assert_eq!(points_of(&store, &program, "b", "2026-06-04T00:00:00Z").await, 150);
+    // Traceable on both sides: each ledger shows transfer entries.
+    for (member, sign) in [("a", -1), ("b", 1)] {
+        let m = store.require_member(&program, member).await.unwrap();
+        let entries = store.ledger(&m, None, 100).await.unwrap();
+        let transfers: Vec<i64> = entries.iter().filter(|e| e.kind == "transfer").map(|e| e.amount).collect();
+        assert!(!transfers.is_empty() && transfers.iter().all(|a| a.signum() == sign), "{member}: {transfers:?}");
+    }
+}
+
+/// Points that expired at the first instant of the local day five days back are
+/// reinstated; a microsecond earlier they are not; reinstating twice gives nothing more.
+async fn reinstatement_reaches_back_exactly_n_local_days(store: Store) {
+    let program = put(&store, &points_program()).await;
+    enroll_at(&store, &program, "m", utc("2026-06-01T08:00:00Z")).await;
+    // 2026-06-05 00:00 Berlin (+10 days: expires 2026-06-15 00:00 Berlin = 06-14T22:00Z).
+    post(&store, &program, buy("in", "m", "5.00", "2026-06-04T22:00:00Z"), "2026-06-04T22:00:00Z").await;
+    // One microsecond earlier: expires 06-14T21:59:59.999999Z, on the 14th in Berlin.
+    post(&store, &program, buy("out", "m", "7.00", "2026-06-04T21:59:59.999999Z"), "2026-06-04T22:00:01Z").await;
+    store.run_jobs(&program, utc("2026-06-16T00:00:00Z")).await.unwrap();
+    assert_eq!(points_of(&store, &program, "m", "2026-06-16T00:00:00Z").await, 0);
+    let agent = fidelis_store::Actor { name: "bob".into(), role: "agent".into() };
+    let id = |s: &str| ExternalId::parse(s).unwrap();
+    // Now is 2026-06-20 in Berlin: five days back is the 15th.
+    let now = utc("2026-06-20T10:00:00Z");
+    let (out, replayed) = store
+        .reinstate(&program, "m", "points", &id("r1"), "expired while in hospital", now, &agent)
+        .await
+        .unwrap();
+    assert!(!replayed);
+    // 5 base + 5 welcome from the first purchase; not the 7 that expired on the 14th.
+    assert_eq!(out.awards[0].points, 10, "only what expired from the 15th on");
+    assert_eq!(points_of(&store, &program, "m", "2026-06-20T10:00:00Z").await, 10);
+    let twice = store
+        .reinstate(&program, "m", "points", &id("r2"), "again", now, &agent)
+        .await;
+    assert!(matches!(twice, Err(StoreError::Refused("nothing_to_reinstate", _))), "{twice:?}");
+    let replay = store
+        .reinstate(&program, "m", "points", &id("r1"), "expired while in hospital", now, &agent)
+        .await
+        .unwrap();
+    assert!(replay.1);
+    assert_eq!(points_of(&store, &program, "m", "2026-06-20T10:00:00Z").await, 10);
+    // Status points are not reinstatable in this program.
+    let status = store
+        .reinstate(&program, "m", "status", &id("r3"), "x", now, &agent)
+        .await;
+    assert!(matches!(status, Err(StoreError::Refused("not_reinstatable", _))), "{status:?}");
+    let audit = store
+        .audit(&AuditFilter { program: Some("club".into()), action: Some("points.reinstate".into()), limit: 10, ..AuditFilter::default() })
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].1.actor, "bob");
+    assert_eq!(audit[0].1.after.as_ref().unwrap()["reason"], "expired while in hospital");
+}
+
+/// Merging a into b: b holds both members' points (each with its expiry), the higher
+/// tier, the promotion counters of both; a is closed; a journal later posted for a lands
+/// on b; merging a again is refused.
+async fn merging_moves_points_tiers_and_counters_and_later_journals(store: Store) {
+    let program = put(&store, &points_program()).await;
+    for m in ["a", "b"] {
+        enroll_at(&store, &program, m, utc("2026-06-01T08:00:00Z")).await;
+    }
+    post(&store, &program, buy("a1", "a", "150.00", "2026-06-02T10:00:00Z"), "2026-06-02T10:00:00Z").await;
+    post(&store, &program, buy("b1", "b", "20.00", "2026-06-05T10:00:00Z"), "2026-06-05T10:00:00Z").await;
+    let now = utc("2026-06-06T10:00:00Z");
+    let before_a = points_of(&store, &program, "a", "2026-06-06T10:00:00Z").await;
+    let before_b = points_of(&store, &program, "b", "2026-06-06T10:00:00Z").await;
+    assert_eq!((before_a, before_b), (155, 25));
+    let agent = fidelis_store::Actor { name: "carol".into(), role: "agent".into() };
+    let report = store.merge_members(&program, "a", "b", now, &agent).await.unwrap();
+    assert_eq!(report.moved.iter().find(|p| p.currency.as_str() == "points").unwrap().points, 155);
+    assert_eq!(report.tier_changes.len(), 1, "b takes a's silver");
+    assert_eq!(points_of(&store, &program, "b", "2026-06-06T10:00:00Z").await, 180);
+    // a's points still expire ten days after a's purchase, b's after b's.
+    assert_eq!(points_of(&store, &program, "b", "2026-06-12T10:00:00Z").await, 25);
+    assert_eq!(points_of(&store, &program, "b", "2026-06-15T10:00:00Z").await, 0);
+    assert_eq!(tier_of(&store, &program, "b", "status", "2026-06-06T10:00:00Z").await, "silver");
+    let a = store.require_member(&program, "a").await.unwrap();
+    assert_eq!(a.status, fidelis_core::ledger::MemberStatus::Closed);
+    let b = store.require_member(&program, "b").await.unwrap();
+    let counters = store.promotion_counters(&program, &b).await.unwrap();
+    let welcome: i64 = counters.iter().filter(|c| c.0 == "welcome").map(|c| c.2).sum();
+    assert_eq!(welcome, 2, "both members' uses of the welcome bonus");
+    // A journal for a's external id goes to b.
+    let out = post(&store, &program, buy("a2", "a", "10.00", "2026-06-06T11:00:00Z"), "2026-06-06T11:00:00Z").await;
+    assert_eq!(out.balances[0].available, 190);
+    assert_eq!(points_of(&store, &program, "b", "2026-06-06T11:00:00Z").await, 190);
+    let again = store.merge_members(&program, "a", "b", now, &agent).await;
+    assert!(matches!(again, Err(StoreError::Refused("member_merged", _))), "{again:?}");
+    let audit = store
+        .audit(&AuditFilter { program: Some("club".into()), action: Some("member.merge".into()), limit: 10, ..AuditFilter::default() })
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].1.actor, "carol");
 }
