@@ -244,6 +244,50 @@ pub struct AssignTierRequest {
     pub reason: String,
 }
 
+/// Points sent from the path's member to another member.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    /// Idempotency key: sending the same transfer again answers the first outcome.
+    pub external_id: String,
+    /// The receiving member's external id.
+    pub to: String,
+    /// A transferable currency (`transfer` in its definition).
+    pub currency: String,
+    #[schema(minimum = 1)]
+    pub points: i64,
+}
+
+/// Merging the path's member (a duplicate) into another.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MergeRequest {
+    /// The surviving member's external id.
+    pub into: String,
+}
+
+/// What a merge did.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+pub struct MergeBody {
+    pub source: String,
+    pub survivor: String,
+    /// Points moved per currency, each with its expiry date kept.
+    pub moved: Vec<PointsBody>,
+    pub tier_changes: Vec<TierChangeBody>,
+}
+
+/// Reinstating a member's expired points (an agent's action).
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReinstateRequest {
+    /// Idempotency key.
+    pub external_id: String,
+    pub currency: String,
+    /// Why (audited).
+    #[schema(min_length = 1, max_length = 500)]
+    pub reason: String,
+}
+
 /// A voucher or badge a promotion awarded.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RewardBody {
@@ -272,7 +316,7 @@ pub struct BalanceBody {
     pub pending: i64,
 }
 
-fn points(list: &[PointsOf]) -> Vec<PointsBody> {
+pub(crate) fn points(list: &[PointsOf]) -> Vec<PointsBody> {
     list.iter()
         .map(|p| PointsBody {
             currency: p.currency.to_string(),

@@ -144,6 +144,27 @@ fn cases() -> Vec<Case> {
         },
         Case {
             method: Method::POST,
+            path: "/api/v1/programs/shop/members/m1/transfers",
+            template: "/api/v1/programs/{program}/members/{member}/transfers",
+            body: Some(json!({"external_id": "tr-{role}", "to": "m2", "currency": "points", "points": 1})),
+            allowed: &["admin", "program_manager", "agent", "member"],
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/members/dup-{role}/merge",
+            template: "/api/v1/programs/{program}/members/{member}/merge",
+            body: Some(json!({"into": "m2"})),
+            allowed: staff,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/members/m1/reinstatements",
+            template: "/api/v1/programs/{program}/members/{member}/reinstatements",
+            body: Some(json!({"external_id": "ri-{role}", "currency": "points", "reason": "goodwill"})),
+            allowed: &["admin", "program_manager", "agent"],
+        },
+        Case {
+            method: Method::POST,
             path: "/api/v1/programs/shop/members/m1/redemptions",
             template: "/api/v1/programs/{program}/members/{member}/redemptions",
             body: Some(json!({"external_id": "rd-{role}", "currency": "points", "points": 1})),
@@ -277,7 +298,8 @@ fn cases() -> Vec<Case> {
 
 fn shop_definition() -> Value {
     json!({"code": "shop", "name": "Shop", "time_zone": "Europe/Berlin", "money_currency": "EUR",
-           "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "never"}},
+           "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "never"},
+                           "transfer": {"daily_limit": 1000}, "reinstate_within_days": 30},
                           {"code": "status", "name": "Status", "kind": "qualifying", "expiry": {"policy": "never"}}],
            "earning": {"base": [{"currency": "points", "rate": "1"}, {"currency": "status", "rate": "1"}]},
            "tier_groups": [{"code": "status", "currency": "status",
@@ -322,7 +344,8 @@ async fn world() -> World {
         .put_program(&program, Utc::now(), &Actor::cli())
         .await
         .unwrap();
-    for m in ["m1", "m2"] {
+    let duplicates = ROLES.map(|r| format!("dup-{r}"));
+    for m in ["m1", "m2"].into_iter().chain(duplicates.iter().map(String::as_str)) {
         store
             .enroll(
                 &loaded,
@@ -513,6 +536,15 @@ async fn members_and_partners_cannot_read_each_other() {
         StatusCode::FORBIDDEN,
         "member m2 spending m1's points"
     );
+    let (status, _) = send(
+        r,
+        Method::POST,
+        "/api/v1/programs/shop/members/m1/transfers",
+        Some(&world.member_other),
+        Some(json!({"external_id": "steal-t", "to": "m2", "currency": "points", "points": 1})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "member m2 sending m1's points");
     // Partner p2 reads partner p1's journal, or posts in p1's name: refused.
     let (status, _) = send(
         r,

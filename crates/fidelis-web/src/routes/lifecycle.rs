@@ -1,17 +1,24 @@
-//! The member lifecycle: tier standing and manual tier assignment.
+//! The member lifecycle: tier standing and manual tier assignment, transfers between
+//! members, merging duplicates, reinstating expired points.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use fidelis_core::ids::ExternalId;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::members::member;
 use super::{Problems, instant, program};
 use crate::auth::{Caller, Permission, Role};
-use crate::dto::{AssignTierRequest, TierChangeBody, TierStandingBody, TiersBody};
+use crate::dto::{
+    AssignTierRequest, MergeBody, MergeRequest, OutcomeBody, ReinstateRequest, TierChangeBody,
+    TierStandingBody, TiersBody, TransferRequest,
+};
 use crate::error::{ApiError, ApiResult};
 use crate::{ApiJson, AppState};
 
@@ -19,6 +26,130 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(tiers))
         .routes(routes!(assign_tier))
+        .routes(routes!(transfer))
+        .routes(routes!(merge))
+        .routes(routes!(reinstate))
+}
+
+fn external_id(raw: &str) -> ApiResult<ExternalId> {
+    ExternalId::parse(raw)
+        .map_err(|e| ApiError::unprocessable("invalid_request", format!("external_id {e}")))
+}
+
+fn reason(raw: &str) -> ApiResult<&str> {
+    let reason = raw.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(ApiError::unprocessable(
+            "invalid_request",
+            "reason must be 1 to 500 characters",
+        ));
+    }
+    Ok(reason)
+}
+
+/// 201 with the outcome, or 200 (and `Idempotent-Replayed: true`) for a replay.
+fn outcome_response(outcome: &fidelis_core::outcome::Outcome, replayed: bool) -> Response {
+    let body = Json(OutcomeBody::new(outcome, replayed));
+    if replayed {
+        let mut response = (StatusCode::OK, body).into_response();
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response
+    } else {
+        (StatusCode::CREATED, body).into_response()
+    }
+}
+
+/// Sends points to another member, within the currency's daily transfer limit. Both
+/// members' ledgers show the transfer. Idempotent on `external_id`.
+#[utoipa::path(post, path = "/programs/{program}/members/{member}/transfers", tag = "members",
+    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The sending member's external id", example = "C-100000")),
+    request_body = TransferRequest,
+    responses((status = 201, body = OutcomeBody), (status = 200, body = OutcomeBody, description = "A replay"), Problems))]
+async fn transfer(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path((code, from)): Path<(String, String)>,
+    ApiJson(request): ApiJson<TransferRequest>,
+) -> ApiResult<Response> {
+    caller.require(Permission::Redeem, Some(&code))?;
+    caller.require_member(&from)?;
+    if caller.role == Role::Partner {
+        return Err(ApiError::forbidden("partners do not move points between members"));
+    }
+    let id = external_id(&request.external_id)?;
+    if request.points <= 0 {
+        return Err(ApiError::unprocessable("invalid_request", "points must be positive"));
+    }
+    let program = program(&state, &code).await?;
+    member(&state, &program, &from).await?;
+    member(&state, &program, &request.to).await?;
+    let (outcome, replayed) = state
+        .store
+        .transfer(&program, &from, &request.to, &request.currency, request.points, &id, Utc::now())
+        .await?;
+    Ok(outcome_response(&outcome, replayed))
+}
+
+/// Merges the member (a duplicate record) into another: points move with their expiry
+/// dates, promotion counters add up, the higher tier is kept; the member is closed and
+/// journals posted for it later go to the survivor. Audited.
+#[utoipa::path(post, path = "/programs/{program}/members/{member}/merge", tag = "members",
+    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The duplicate's external id", example = "C-100000")),
+    request_body = MergeRequest,
+    responses((status = 200, body = MergeBody), Problems))]
+async fn merge(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path((code, source)): Path<(String, String)>,
+    ApiJson(request): ApiJson<MergeRequest>,
+) -> ApiResult<Json<MergeBody>> {
+    caller.require(Permission::MembersWrite, Some(&code))?;
+    if caller.role == Role::Member {
+        return Err(ApiError::forbidden("members may not merge member records"));
+    }
+    let program = program(&state, &code).await?;
+    member(&state, &program, &source).await?;
+    member(&state, &program, &request.into).await?;
+    let report = state
+        .store
+        .merge_members(&program, &source, &request.into, Utc::now(), &caller.actor())
+        .await?;
+    Ok(Json(MergeBody {
+        source: report.source,
+        survivor: report.survivor,
+        moved: crate::dto::points(&report.moved),
+        tier_changes: report.tier_changes.iter().map(TierChangeBody::from).collect(),
+    }))
+}
+
+/// Reinstates the member's points of a currency that expired within the currency's
+/// window (`reinstate_within_days`, the first day included) and were not reinstated
+/// before. An agent's action with a reason, audited. Idempotent on `external_id`.
+#[utoipa::path(post, path = "/programs/{program}/members/{member}/reinstatements", tag = "members",
+    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000")),
+    request_body = ReinstateRequest,
+    responses((status = 201, body = OutcomeBody), (status = 200, body = OutcomeBody, description = "A replay"), Problems))]
+async fn reinstate(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path((code, external)): Path<(String, String)>,
+    ApiJson(request): ApiJson<ReinstateRequest>,
+) -> ApiResult<Response> {
+    caller.require(Permission::Adjust, Some(&code))?;
+    if caller.role == Role::Member {
+        return Err(ApiError::forbidden("members may not reinstate points"));
+    }
+    let id = external_id(&request.external_id)?;
+    let reason = reason(&request.reason)?;
+    let program = program(&state, &code).await?;
+    member(&state, &program, &external).await?;
+    let (outcome, replayed) = state
+        .store
+        .reinstate(&program, &external, &request.currency, &id, reason, Utc::now(), &caller.actor())
+        .await?;
+    Ok(outcome_response(&outcome, replayed))
 }
 
 /// The member's tier in each tier group as of now (or `as_of`): since when, valid until
@@ -66,13 +197,7 @@ async fn assign_tier(
     if caller.role == Role::Member {
         return Err(ApiError::forbidden("members may not change their own tier"));
     }
-    let reason = request.reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(ApiError::unprocessable(
-            "invalid_request",
-            "reason must be 1 to 500 characters",
-        ));
-    }
+    let reason = reason(&request.reason)?;
     let valid_until = match request.valid_until.as_deref() {
         Some(raw) => Some(instant(Some(raw), "valid_until")?),
         None => None,
