@@ -236,6 +236,23 @@ pub(crate) async fn post_batch<T: LedgerTx>(
     }
 
     batch.write(tx).await?;
+    if let Some(referral) = &program.referral {
+        let mut qualified: Vec<i64> = journals
+            .iter()
+            .zip(&results)
+            .filter(|(j, r)| {
+                matches!(r, Some(Ok(p)) if !p.replayed)
+                    && matches!(j.body, JournalBody::Accrual(_))
+                    && referral.qualifies(j.body.type_code().as_str())
+            })
+            .filter_map(|(j, _)| member_by_name.get(j.member.as_str()).copied())
+            .collect();
+        if !qualified.is_empty() {
+            qualified.sort_unstable();
+            qualified.dedup();
+            tx.mark_referrals(&qualified, now).await?;
+        }
+    }
     if let Some(progress) = progress {
         let checkpoint = checkpoint(progress, &journals, &results);
         tx.save_checkpoint(&checkpoint, now).await?;

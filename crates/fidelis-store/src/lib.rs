@@ -24,6 +24,7 @@ mod lifecycle;
 mod members;
 mod postgres;
 mod programs;
+mod referrals;
 mod rows;
 mod sqlite;
 mod tiers;
@@ -238,8 +239,34 @@ impl Store {
         now: DateTime<Utc>,
         progress: Option<&ImportProgress>,
     ) -> Result<Vec<JournalResult>> {
-        self.post_checked(program, journals, now, progress, Revision::AsLoaded)
-            .await
+        let results = self
+            .post_checked(program, journals, now, progress, Revision::AsLoaded)
+            .await?;
+        self.after_posting(program, journals, &results, now).await?;
+        Ok(results)
+    }
+
+    /// Work that follows journals in their own transactions: referral rewards for
+    /// referees who just qualified.
+    async fn after_posting(
+        &self,
+        program: &LoadedProgram,
+        journals: &[Prepared],
+        results: &[JournalResult],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let Some(referral) = &program.program.referral else {
+            return Ok(());
+        };
+        let qualifying = journals.iter().zip(results).any(|(j, r)| {
+            matches!(r, Ok(p) if !p.replayed)
+                && matches!(j.journal.body, fidelis_core::journal::JournalBody::Accrual(_))
+                && referral.qualifies(j.journal.body.type_code().as_str())
+        });
+        if qualifying {
+            Box::pin(self.reward_referrals(program, now)).await?;
+        }
+        Ok(())
     }
 
     pub(crate) async fn post_checked(
@@ -275,22 +302,31 @@ impl Store {
             };
             group_commit::GroupCommit::start(&direct, self.committers)
         });
-        let journal = match committer.post(Arc::clone(program), journal, now).await {
-            Ok(result) => return result,
-            Err(journal) => journal,
+        let may_qualify = program.program.referral.as_ref().is_some_and(|r| {
+            matches!(journal.journal.body, fidelis_core::journal::JournalBody::Accrual(_))
+                && r.qualifies(journal.journal.body.type_code().as_str())
+        });
+        let result = match committer.post(Arc::clone(program), journal, now).await {
+            Ok(result) => result?,
+            Err(journal) => {
+                let mut results = self
+                    .post_checked(
+                        program,
+                        std::slice::from_ref(&journal),
+                        now,
+                        None,
+                        Revision::Current,
+                    )
+                    .await?;
+                results.pop().ok_or_else(|| {
+                    StoreError::Inconsistent("a journal posted alone answered nothing".into())
+                })?
+            }
         };
-        let mut results = self
-            .post_checked(
-                program,
-                std::slice::from_ref(&journal),
-                now,
-                None,
-                Revision::Current,
-            )
-            .await?;
-        results.pop().ok_or_else(|| {
-            StoreError::Inconsistent("a journal posted alone answered nothing".into())
-        })
+        if may_qualify && matches!(&result, Ok(p) if !p.replayed) {
+            self.reward_referrals(program, now).await?;
+        }
+        Ok(result)
     }
 
     /// What posting `journal` now would do, without changing anything: it is processed in
@@ -359,6 +395,8 @@ impl Store {
             )
             .await)?;
             if round.members == 0 {
+                // Referral rewards a crash left unposted.
+                self.reward_referrals(program, as_of).await?;
                 return Ok(total);
             }
             total.members += round.members;

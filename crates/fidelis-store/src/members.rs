@@ -29,7 +29,27 @@ pub struct MemberView {
     pub status: MemberStatus,
     pub profile: serde_json::Value,
     pub enrolled_at: DateTime<Utc>,
+    /// The code others enrol with to be referred by this member.
+    pub referral_code: Option<String>,
+    /// The member who referred this one.
+    pub referred_by: Option<String>,
+    /// For a merged member: the survivor.
+    pub merged_into: Option<String>,
 }
+
+/// A new referral code: ten characters without look-alikes (about 50 bits).
+fn referral_code() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    (0..10)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+const MEMBER_COLUMNS: &str = "m.id, m.external_id, m.status, m.profile, m.enrolled_at, m.referral_code, \
+     (SELECT r.external_id FROM members r WHERE r.id = m.referred_by), \
+     (SELECT s.external_id FROM members s WHERE s.id = m.merged_into)";
 
 fn status(raw: &str) -> Result<MemberStatus> {
     MemberStatus::parse(raw)
@@ -44,47 +64,106 @@ impl Store {
         enrollment: &Enrollment,
         now: DateTime<Utc>,
     ) -> Result<MemberView> {
+        self.enroll_referred(program, enrollment, None, now).await
+    }
+
+    /// Enrolls a member, referred by the member whose referral code is given (refused,
+    /// changing nothing, when no member of the program has it). The new member gets a
+    /// referral code of their own.
+    pub async fn enroll_referred(
+        &self,
+        program: &LoadedProgram,
+        enrollment: &Enrollment,
+        referral: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<MemberView> {
         let profile = serde_json::to_string(&enrollment.profile)?;
-        let inserted: std::result::Result<i64, sqlx::Error> = match &self.db {
-            Db::Sqlite(pool) => {
-                sqlx::query_scalar(
-                    "INSERT INTO members (program_id, external_id, status, profile, enrolled_at, created_at) \
-                     VALUES (?1, ?2, 'active', ?3, ?4, ?5) RETURNING id",
-                )
-                .bind(program.id)
-                .bind(enrollment.external_id.as_str())
-                .bind(&profile)
-                .bind(micros(enrollment.enrolled_at))
-                .bind(micros(now))
-                .fetch_one(pool)
-                .await
-            }
-            Db::Postgres(pool) => {
-                sqlx::query_scalar(
-                    "INSERT INTO members (program_id, external_id, status, profile, enrolled_at, created_at) \
-                     VALUES ($1, $2, 'active', $3::jsonb, $4, $5) RETURNING id",
-                )
-                .bind(program.id)
-                .bind(enrollment.external_id.as_str())
-                .bind(&profile)
-                .bind(enrollment.enrolled_at)
-                .bind(now)
-                .fetch_one(pool)
-                .await
+        let referrer: Option<(i64, String)> = match referral {
+            None => None,
+            Some(code) => {
+                let found: Option<(i64, String)> = match &self.db {
+                    Db::Sqlite(pool) => sqlx::query_as(
+                        "SELECT id, external_id FROM members WHERE program_id = ?1 AND referral_code = ?2",
+                    )
+                    .bind(program.id)
+                    .bind(code)
+                    .fetch_optional(pool)
+                    .await?,
+                    Db::Postgres(pool) => sqlx::query_as(
+                        "SELECT id, external_id FROM members WHERE program_id = $1 AND referral_code = $2",
+                    )
+                    .bind(program.id)
+                    .bind(code)
+                    .fetch_optional(pool)
+                    .await?,
+                };
+                Some(found.ok_or_else(|| {
+                    StoreError::Refused(
+                        "unknown_referral_code",
+                        format!("no member of this program has the referral code {code:?}"),
+                    )
+                })?)
             }
         };
-        match inserted {
-            Ok(id) => Ok(MemberView {
-                id,
-                external_id: enrollment.external_id.to_string(),
-                status: MemberStatus::Active,
-                profile: enrollment.profile.clone(),
-                enrolled_at: enrollment.enrolled_at,
-            }),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::MemberExists(enrollment.external_id.to_string()))
-            }
-            Err(e) => Err(e.into()),
+        let referred_by = referrer.as_ref().map(|r| r.0);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let code = referral_code();
+            let inserted: std::result::Result<i64, sqlx::Error> = match &self.db {
+                Db::Sqlite(pool) => {
+                    sqlx::query_scalar(
+                        "INSERT INTO members (program_id, external_id, status, profile, enrolled_at, created_at, referral_code, referred_by) \
+                         VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?6, ?7) RETURNING id",
+                    )
+                    .bind(program.id)
+                    .bind(enrollment.external_id.as_str())
+                    .bind(&profile)
+                    .bind(micros(enrollment.enrolled_at))
+                    .bind(micros(now))
+                    .bind(&code)
+                    .bind(referred_by)
+                    .fetch_one(pool)
+                    .await
+                }
+                Db::Postgres(pool) => {
+                    sqlx::query_scalar(
+                        "INSERT INTO members (program_id, external_id, status, profile, enrolled_at, created_at, referral_code, referred_by) \
+                         VALUES ($1, $2, 'active', $3::jsonb, $4, $5, $6, $7) RETURNING id",
+                    )
+                    .bind(program.id)
+                    .bind(enrollment.external_id.as_str())
+                    .bind(&profile)
+                    .bind(enrollment.enrolled_at)
+                    .bind(now)
+                    .bind(&code)
+                    .bind(referred_by)
+                    .fetch_one(pool)
+                    .await
+                }
+            };
+            return match inserted {
+                Ok(id) => Ok(MemberView {
+                    id,
+                    external_id: enrollment.external_id.to_string(),
+                    status: MemberStatus::Active,
+                    profile: enrollment.profile.clone(),
+                    enrolled_at: enrollment.enrolled_at,
+                    referral_code: Some(code),
+                    referred_by: referrer.map(|r| r.1),
+                    merged_into: None,
+                }),
+                // A referral code drawn twice (about one in 10^15): draw again.
+                Err(sqlx::Error::Database(e))
+                    if e.is_unique_violation() && e.message().contains("referral_code") && attempt < 3 =>
+                {
+                    continue;
+                }
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    Err(StoreError::MemberExists(enrollment.external_id.to_string()))
+                }
+                Err(e) => Err(e.into()),
+            };
         }
     }
 
@@ -105,7 +184,7 @@ impl Store {
             inserted += match &self.db {
                 Db::Sqlite(pool) => {
                     let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                        "INSERT INTO members (program_id, external_id, status, profile, enrolled_at, created_at) ",
+                        "INSERT INTO members (program_id, external_id, status, profile, enrolled_at, created_at, referral_code) ",
                     );
                     q.push_values(chunk.iter().zip(&profiles), |mut b, (e, profile)| {
                         b.push_bind(program.id)
@@ -113,14 +192,15 @@ impl Store {
                             .push_bind("active")
                             .push_bind(profile.as_str())
                             .push_bind(micros(e.enrolled_at))
-                            .push_bind(micros(now));
+                            .push_bind(micros(now))
+                            .push_bind(referral_code());
                     });
                     q.push(" ON CONFLICT DO NOTHING");
                     q.build().execute(pool).await?.rows_affected()
                 }
                 Db::Postgres(pool) => sqlx::query(
-                    "INSERT INTO members (program_id, external_id, status, profile, enrolled_at, created_at) \
-                     SELECT $1, e, 'active', p::jsonb, t, $5 FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS u(e, p, t) \
+                    "INSERT INTO members (program_id, external_id, status, profile, enrolled_at, created_at, referral_code) \
+                     SELECT $1, e, 'active', p::jsonb, t, $5, c FROM unnest($2::text[], $3::text[], $4::timestamptz[], $6::text[]) AS u(e, p, t, c) \
                      ON CONFLICT DO NOTHING",
                 )
                 .bind(program.id)
@@ -128,6 +208,7 @@ impl Store {
                 .bind(&profiles)
                 .bind(chunk.iter().map(|e| e.enrolled_at).collect::<Vec<_>>())
                 .bind(now)
+                .bind(chunk.iter().map(|_| referral_code()).collect::<Vec<_>>())
                 .execute(pool)
                 .await?
                 .rows_affected(),
@@ -144,7 +225,8 @@ impl Store {
     ) -> Result<Option<MemberView>> {
         match &self.db {
             Db::Sqlite(pool) => {
-                let row = sqlx::query("SELECT id, external_id, status, profile, enrolled_at FROM members WHERE program_id = ?1 AND external_id = ?2")
+                let sql = format!("SELECT {MEMBER_COLUMNS} FROM members m WHERE m.program_id = ?1 AND m.external_id = ?2");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(program.id)
                     .bind(external_id)
                     .fetch_optional(pool)
@@ -156,14 +238,19 @@ impl Store {
                         status: status(r.try_get::<&str, _>(2)?)?,
                         profile: serde_json::from_str(r.try_get::<&str, _>(3)?)?,
                         enrolled_at: instant(r.try_get(4)?)?,
+                        referral_code: r.try_get(5)?,
+                        referred_by: r.try_get(6)?,
+                        merged_into: r.try_get(7)?,
                     })
                 })
                 .transpose()
             }
             Db::Postgres(pool) => {
-                let row = sqlx::query(
-                    "SELECT id, external_id, status, profile::text, enrolled_at FROM members WHERE program_id = $1 AND external_id = $2",
-                )
+                let sql = format!(
+                    "SELECT {} FROM members m WHERE m.program_id = $1 AND m.external_id = $2",
+                    MEMBER_COLUMNS.replace("m.profile", "m.profile::text")
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(program.id)
                 .bind(external_id)
                 .fetch_optional(pool)
@@ -175,6 +262,9 @@ impl Store {
                         status: status(r.try_get::<&str, _>(2)?)?,
                         profile: serde_json::from_str(r.try_get::<&str, _>(3)?)?,
                         enrolled_at: r.try_get(4)?,
+                        referral_code: r.try_get(5)?,
+                        referred_by: r.try_get(6)?,
+                        merged_into: r.try_get(7)?,
                     })
                 })
                 .transpose()

@@ -327,6 +327,18 @@ impl LedgerTx for PgTx {
         Ok(())
     }
 
+    async fn mark_referrals(&mut self, member_ids: &[i64], now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "UPDATE members SET referral_qualified_at = $1 \
+             WHERE id = ANY($2) AND referred_by IS NOT NULL AND referral_qualified_at IS NULL",
+        )
+        .bind(now)
+        .bind(member_ids)
+        .execute(self.conn().await?)
+        .await?;
+        Ok(())
+    }
+
     async fn insert_audits(&mut self, entries: &[crate::access::AuditEntry]) -> Result<()> {
         for e in entries {
             let conn = self.conn().await?;

@@ -210,6 +210,13 @@ pub trait LedgerTx: Send {
         program_id: i64,
         rows: &[TierSave],
     ) -> impl Future<Output = Result<()>> + Send;
+    /// Marks the referral of these members qualified (for those referred whose referral
+    /// had not qualified yet).
+    fn mark_referrals(
+        &mut self,
+        member_ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Appends audit entries (tier changes made by journals and assessments).
     fn insert_audits(
         &mut self,

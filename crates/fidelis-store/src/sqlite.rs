@@ -282,6 +282,18 @@ impl LedgerTx for SqliteTx<'_> {
         Ok(())
     }
 
+    async fn mark_referrals(&mut self, member_ids: &[i64], now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "UPDATE members SET referral_qualified_at = ?1 \
+             WHERE id IN (SELECT value FROM json_each(?2)) AND referred_by IS NOT NULL AND referral_qualified_at IS NULL",
+        )
+        .bind(micros(now))
+        .bind(json_list(member_ids)?)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
     async fn insert_audits(&mut self, entries: &[crate::access::AuditEntry]) -> Result<()> {
         for e in entries {
             crate::access::insert_audit!(self.tx, e, sqlite);

@@ -45,6 +45,7 @@ both_dialects!(
     transfers_keep_the_daily_limit_exactly_and_show_on_both_sides,
     reinstatement_reaches_back_exactly_n_local_days,
     merging_moves_points_tiers_and_counters_and_later_journals,
+    a_referral_rewards_both_members_once_per_referee,
 );
 
 fn utc(s: &str) -> DateTime<Utc> {
@@ -537,4 +538,64 @@ async fn merging_moves_points_tiers_and_counters_and_later_journals(store: Store
         .unwrap();
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].1.actor, "carol");
+}
+
+/// A referee's first purchase rewards referrer and referee; later purchases do not, and
+/// neither do simultaneous first purchases more than once. An unknown code enrols no one.
+async fn a_referral_rewards_both_members_once_per_referee(store: Store) {
+    let mut doc = points_program();
+    doc.referral = serde_json::from_value(json!({
+        "referrer": {"currency": "points", "points": 500},
+        "referee": {"currency": "points", "points": 250}}))
+    .unwrap();
+    let program = put(&store, &doc).await;
+    enroll_at(&store, &program, "r", utc("2026-06-01T08:00:00Z")).await;
+    let code = store.require_member(&program, "r").await.unwrap().referral_code.unwrap();
+    assert_eq!(code.len(), 10);
+    let enrol = |name: &str, code: &str| {
+        let (store, program, name, code) = (store.clone(), Arc::clone(&program), name.to_owned(), code.to_owned());
+        async move {
+            store
+                .enroll_referred(
+                    &program,
+                    &Enrollment {
+                        external_id: ExternalId::parse(&name).unwrap(),
+                        profile: json!({}),
+                        enrolled_at: utc("2026-06-02T08:00:00Z"),
+                    },
+                    Some(&code),
+                    utc("2026-06-02T08:00:00Z"),
+                )
+                .await
+        }
+    };
+    let bad = enrol("x", "NOSUCHCODE").await;
+    assert!(matches!(bad, Err(StoreError::Refused("unknown_referral_code", _))), "{bad:?}");
+    assert!(store.member(&program, "x").await.unwrap().is_none(), "nothing enrolled");
+    let e = enrol("e", &code).await.unwrap();
+    assert_eq!(e.referred_by.as_deref(), Some("r"));
+    enrol("f", &code).await.unwrap();
+    let now = "2026-06-03T10:00:00Z";
+    post(&store, &program, buy("e1", "e", "10.00", now), now).await;
+    // e: 10 base + 5 welcome + 250; r: 500.
+    assert_eq!(points_of(&store, &program, "e", now).await, 265);
+    assert_eq!(points_of(&store, &program, "r", now).await, 500);
+    post(&store, &program, buy("e2", "e", "10.00", now), now).await;
+    assert_eq!(points_of(&store, &program, "r", now).await, 500, "once per referee");
+    assert_eq!(points_of(&store, &program, "e", now).await, 275);
+    // f's first purchases arrive together, in realtime.
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let (store, program) = (store.clone(), Arc::clone(&program));
+        tasks.push(tokio::spawn(async move {
+            let j = journal(&program, buy(&format!("f{i}"), "f", "1.00", "2026-06-03T10:00:00Z"));
+            store.post_realtime(&program, j, utc("2026-06-03T10:00:00Z")).await.unwrap().unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    store.run_jobs(&program, utc(now)).await.unwrap();
+    assert_eq!(points_of(&store, &program, "r", now).await, 1000, "one reward for f");
+    assert_eq!(points_of(&store, &program, "f", now).await, 4 + 5 + 250);
 }

@@ -407,6 +407,8 @@ pub struct EnrollRequest {
     /// RFC 3339; now when absent.
     #[schema(format = DateTime)]
     pub enrolled_at: Option<String>,
+    /// Another member's referral code: that member referred this one.
+    pub referral_code: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -417,6 +419,12 @@ pub struct MemberBody {
     #[schema(value_type = Object)]
     pub profile: serde_json::Value,
     pub enrolled_at: DateTime<Utc>,
+    /// The code others enrol with to be referred by this member.
+    pub referral_code: Option<String>,
+    /// Who referred this member.
+    pub referred_by: Option<String>,
+    /// For a member merged into another: the survivor.
+    pub merged_into: Option<String>,
     pub balances: Vec<CurrencyBalanceBody>,
 }
 

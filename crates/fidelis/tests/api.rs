@@ -556,4 +556,17 @@ async fn tiers_upgrade_inside_the_journal_and_agents_assign_them(s: Server) {
     assert_eq!(assign["subject"], "m");
     let upgrade = entries.iter().find(|e| e["action"] == "tier.change").expect("upgrade audited");
     assert_eq!(upgrade["after"]["journal"], "t1");
+
+    // Referral codes: each member has one; enrolling with it links the two.
+    let code = s.get("/programs/club/members/m").await["referral_code"].as_str().unwrap().to_owned();
+    let (status, body) = s
+        .post("/programs/club/members", json!({"member": "friend", "referral_code": code}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["referred_by"], "m");
+    let (status, body) = s
+        .post("/programs/club/members", json!({"member": "stranger", "referral_code": "NOPE"}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "unknown_referral_code");
 }

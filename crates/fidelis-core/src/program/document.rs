@@ -37,6 +37,35 @@ pub struct ProgramDocument {
     pub tier_groups: Vec<TierGroupDocument>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub promotions: Vec<PromotionDocument>,
+    /// Rewards for referrals: when a member who enrolled with another's referral code
+    /// makes a first qualifying journal, both are rewarded, once per referee.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referral: Option<ReferralDocument>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// `{journal_types: [purchase], referrer: {currency: points, points: 500}, referee:
+/// {currency: points, points: 250}}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReferralDocument {
+    /// The journals of the referee that qualify; `[purchase]` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub referrer: Option<ReferralRewardDocument>,
+    #[serde(default)]
+    pub referee: Option<ReferralRewardDocument>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReferralRewardDocument {
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub points: Option<i64>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }

@@ -37,6 +37,8 @@ pub struct Program {
     pub base_stacks: bool,
     /// In evaluation order: priority, highest first, then definition order.
     pub promotions: Vec<crate::promotions::Promotion>,
+    /// Referral rewards, when the program has them.
+    pub referral: Option<Referral>,
     /// The definition this was compiled from, normalised, as `GET` returns it.
     pub document: ProgramDocument,
 }
@@ -88,6 +90,22 @@ impl Program {
             .iter()
             .enumerate()
             .map(|(i, c)| (CurrencyIx(i as u16), c))
+    }
+}
+
+/// Referral rewards: a referee's first journal of one of `journal_types` rewards the
+/// referrer and the referee, once per referee.
+#[derive(Debug, Clone)]
+pub struct Referral {
+    pub journal_types: Vec<Code>,
+    pub referrer: (CurrencyIx, i64),
+    pub referee: (CurrencyIx, i64),
+}
+
+impl Referral {
+    /// Whether an applied journal of this type qualifies its member's referral.
+    pub fn qualifies(&self, journal_type: &str) -> bool {
+        self.journal_types.iter().any(|t| t.as_str() == journal_type)
     }
 }
 

@@ -142,6 +142,11 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
         &tier_groups,
     );
 
+    let referral = doc
+        .referral
+        .as_ref()
+        .and_then(|r| referral(&mut check, r, &currencies, &activity_types));
+
     match (code, name, time_zone, money_currency) {
         (Some(code), Some(name), Some(time_zone), Some(money_currency))
             if check.problems.is_empty() =>
@@ -159,6 +164,7 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
                 tier_groups,
                 base_stacks: doc.earning.base_stacks_with_promotions.unwrap_or(true),
                 promotions,
+                referral,
                 document,
             })
         }
@@ -1181,6 +1187,45 @@ fn tier_groups(
         }
     }
     out
+}
+
+fn referral(
+    check: &mut Check,
+    doc: &ReferralDocument,
+    currencies: &[Option<Currency>],
+    activity_types: &[Code],
+) -> Option<Referral> {
+    check.unknown("referral", &doc.unknown);
+    let journal_types = match &doc.journal_types {
+        None => vec![Code::parse(PURCHASE).expect("a valid code")],
+        some => journal_types(check, "referral.journal_types", some, activity_types),
+    };
+    let mut reward = |side: &str, r: &Option<ReferralRewardDocument>| {
+        let at = format!("referral.{side}");
+        let Some(r) = r else {
+            check.add(at, "is required");
+            return None;
+        };
+        check.unknown(&at, &r.unknown);
+        let currency = check
+            .required(format!("{at}.currency"), &r.currency)
+            .and_then(|c| lookup_currency(check, &format!("{at}.currency"), c, currencies));
+        let points = match r.points {
+            Some(p) if (1..=1_000_000_000).contains(&p) => Some(p),
+            _ => {
+                check.add(format!("{at}.points"), "must be 1 to 1000000000");
+                None
+            }
+        };
+        Some((currency?, points?))
+    };
+    let referrer = reward("referrer", &doc.referrer);
+    let referee = reward("referee", &doc.referee);
+    Some(Referral {
+        journal_types,
+        referrer: referrer?,
+        referee: referee?,
+    })
 }
 
 /// A length of days or months (grace periods, expiry extensions).

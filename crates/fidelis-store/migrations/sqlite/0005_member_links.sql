@@ -5,6 +5,8 @@ ALTER TABLE members ADD COLUMN merged_into INTEGER;
 ALTER TABLE members ADD COLUMN referral_code TEXT;
 ALTER TABLE members ADD COLUMN referred_by INTEGER;
 ALTER TABLE members ADD COLUMN referral_qualified_at INTEGER;
+ALTER TABLE members ADD COLUMN referral_rewarded_at INTEGER;
 CREATE UNIQUE INDEX members_referral_code ON members (program_id, referral_code);
-CREATE INDEX members_referred ON members (program_id, referral_qualified_at)
-    WHERE referral_qualified_at IS NOT NULL;
+-- Referees who qualified and whose rewards are not posted yet (a handful at any time).
+CREATE INDEX members_referral_due ON members (program_id, id)
+    WHERE referral_qualified_at IS NOT NULL AND referral_rewarded_at IS NULL;

@@ -81,7 +81,12 @@ async fn enroll(
     };
     let member = state
         .store
-        .enroll(&program, &enrollment, Utc::now())
+        .enroll_referred(
+            &program,
+            &enrollment,
+            request.referral_code.as_deref(),
+            Utc::now(),
+        )
         .await?;
     let balances = state.store.balances(&program, &member, Utc::now()).await?;
     Ok((StatusCode::CREATED, Json(member_body(&member, &balances))))
@@ -93,6 +98,9 @@ fn member_body(member: &MemberView, balances: &[fidelis_store::BalanceView]) -> 
         status: member.status.name().to_owned(),
         profile: member.profile.clone(),
         enrolled_at: member.enrolled_at,
+        referral_code: member.referral_code.clone(),
+        referred_by: member.referred_by.clone(),
+        merged_into: member.merged_into.clone(),
         balances: balances.iter().map(CurrencyBalanceBody::from).collect(),
     }
 }
