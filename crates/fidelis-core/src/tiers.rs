@@ -192,7 +192,26 @@ impl TierGroup {
         }
     }
 
-    /// The measure an assessment of period `key` (or an upgrade within it) looks at.
+    /// Whether the measure is the qualifying currency's balance itself: points of a
+    /// currency reset at each period end hold exactly the current period's points, so no
+    /// progress is kept beside them (and a journal changes no standing unless the tier
+    /// changes).
+    pub fn measured_by_balance(&self) -> bool {
+        self.resets()
+    }
+
+    /// The measure of period `key`, given the member's available balances.
+    fn measure(&self, status: &GroupStatus, key: i64, balances: &[i64]) -> i64 {
+        match self.currency() {
+            Some(c) if self.measured_by_balance() => {
+                balances.get(c.index()).copied().unwrap_or(0).max(0)
+            }
+            _ => self.value(status, key),
+        }
+    }
+
+    /// The measure an assessment of period `key` (or an upgrade within it) looks at, from
+    /// the progress kept per period.
     fn value(&self, status: &GroupStatus, key: i64) -> i64 {
         match self.period {
             QualifyingPeriod::Rolling { months } => status
@@ -290,6 +309,8 @@ pub struct Contribution {
     pub spend: i64,
     pub activities: i64,
     pub at: DateTime<Utc>,
+    /// The available balances after the journal.
+    pub balances: Vec<i64>,
 }
 
 impl MemberTiers {
@@ -318,7 +339,9 @@ impl MemberTiers {
                 .max(0);
             if value > 0 {
                 let status = tiers.status_mut(program, group, now);
-                status.progress.insert(key, value);
+                if !group.measured_by_balance() {
+                    status.progress.insert(key, value);
+                }
                 let t = group.tier_for(value).unwrap_or(0);
                 status.tier = group.tiers[t].code.to_string();
             }
@@ -364,12 +387,13 @@ impl MemberTiers {
 
     /// The measure of tier group `group` (by index) in the period holding `now` (for a
     /// rolling window: the window ending with the current month).
-    pub fn progress(&self, program: &Program, group: usize, now: DateTime<Utc>) -> i64 {
+    pub fn progress(&self, program: &Program, group: usize, balances: &[i64], now: DateTime<Utc>) -> i64 {
         let Some(g) = program.tier_groups.get(group) else {
             return 0;
         };
         let key = g.key(program.time_zone, self.anchor, now);
-        self.status(g.code.as_str()).map_or(0, |s| g.value(s, key))
+        self.status(g.code.as_str())
+            .map_or(0, |s| g.measure(s, key, balances))
     }
 
     /// When an assessment or a grace period's end is next due.
@@ -404,9 +428,13 @@ impl MemberTiers {
             }
             let key = group.key(tz, anchor, c.at);
             let status = self.status_mut(program, group, now);
-            let slot = status.progress.entry(key).or_insert(0);
-            *slot = slot.saturating_add(delta);
-            let value = group.value(status, key);
+            if !group.measured_by_balance() {
+                let slot = status.progress.entry(key).or_insert(0);
+                *slot = slot.saturating_add(delta);
+                self.changed = true;
+            }
+            let status = self.status_mut(program, group, now);
+            let value = group.measure(status, key, &c.balances);
             let current = group.index_of(&status.tier);
             let reached = group.tier_for(value).unwrap_or(0);
             let valid_until = group.start(tz, anchor, key + 1 + i64::from(group.validity_periods));
@@ -425,25 +453,28 @@ impl MemberTiers {
                 status.valid_until = Some(valid_until.max(status.valid_until.unwrap_or(valid_until)));
                 status.grace_until = None;
                 status.grace_target = None;
+                self.changed = true;
             } else if reached == current && status.grace_until.is_some() && delta > 0 {
                 // Re-qualified within the grace period.
                 status.grace_until = None;
                 status.grace_target = None;
                 status.valid_until = Some(valid_until);
+                self.changed = true;
             }
         }
-        self.changed = true;
         changes
     }
 
     /// Assesses every group whose period ended (or whose grace ran out) by `now`, in time
     /// order. Returns the changes and, per qualifying currency to reset, the instant of
     /// the reset (the period end).
-    pub fn assess(&mut self, program: &Program, now: DateTime<Utc>) -> Assessed {
+    pub fn assess(&mut self, program: &Program, balances: &[i64], now: DateTime<Utc>) -> Assessed {
         let tz = program.time_zone;
         let anchor = self.anchor;
         let mut out = Assessed::default();
         for group in &program.tier_groups {
+            // A balance reset at a period end counts as zero at later ones.
+            let mut balances = balances.to_vec();
             let status = self.status_mut(program, group, now);
             // A member idle for decades has at most a few hundred month ends to catch up.
             for _ in 0..2_000 {
@@ -455,7 +486,7 @@ impl MemberTiers {
                 if status.grace_until == Some(due) {
                     // The grace ran out: re-qualified in the current period, or down.
                     let key = group.key(tz, anchor, due);
-                    let value = group.value(status, key);
+                    let value = group.measure(status, key, &balances);
                     let target = status
                         .grace_target
                         .as_deref()
@@ -482,11 +513,14 @@ impl MemberTiers {
                 // A period end: assess the period just ended.
                 let ended = group.key(tz, anchor, due) - 1;
                 status.next_assessment_at = group.start(tz, anchor, ended + 2);
+                let keep_until = group.start(tz, anchor, ended + 2);
+                let value = group.measure(status, ended, &balances);
                 if let (true, Some(currency)) = (group.resets(), group.currency()) {
                     out.resets.push((currency, due));
+                    if let Some(b) = balances.get_mut(currency.index()) {
+                        *b = 0;
+                    }
                 }
-                let keep_until = group.start(tz, anchor, ended + 2);
-                let value = group.value(status, ended);
                 status.progress = status.progress.split_off(&group.oldest_kept(ended));
                 if status.valid_until.is_some_and(|v| v > due) {
                     continue;

@@ -33,6 +33,20 @@ pub struct TierStanding {
     pub benefits: Vec<Benefit>,
 }
 
+/// Available balances per program currency.
+fn balances_of(program: &Program, accounts: &[AccountRow]) -> Vec<i64> {
+    program
+        .currencies
+        .iter()
+        .map(|c| {
+            accounts
+                .iter()
+                .find(|a| a.currency == c.code.as_str())
+                .map_or(0, |a| a.available)
+        })
+        .collect()
+}
+
 /// The standing stored in `row`, or a fresh one.
 fn standing(
     program: &Program,
@@ -42,19 +56,7 @@ fn standing(
 ) -> Result<MemberTiers> {
     Ok(match &row.state {
         Some(state) => serde_json::from_str(state)?,
-        None => {
-            let balances: Vec<i64> = program
-                .currencies
-                .iter()
-                .map(|c| {
-                    accounts
-                        .iter()
-                        .find(|a| a.currency == c.code.as_str())
-                        .map_or(0, |a| a.available)
-                })
-                .collect();
-            MemberTiers::start(program, row.enrolled_at, &balances, now)
-        }
+        None => MemberTiers::start(program, row.enrolled_at, &balances_of(program, accounts), now),
     })
 }
 
@@ -78,8 +80,12 @@ impl Store {
             return Err(StoreError::UnknownMember(external_id.to_owned()));
         };
         let mut tiers = standing(p, row, &accounts, now)?;
+        let mut balances = balances_of(p, &accounts);
         if tiers.is_due(now) {
-            tiers.assess(p, now);
+            let assessed = tiers.assess(p, &balances, now);
+            for (currency, _) in assessed.resets {
+                balances[currency.index()] = 0;
+            }
         }
         let current = tiers.current(p);
         Ok(p.tier_groups
@@ -99,7 +105,7 @@ impl Store {
                     next_assessment_at: status.next_assessment_at,
                     grace_until: status.grace_until,
                     measure: group.measure.name(),
-                    progress: tiers.progress(p, g, now),
+                    progress: tiers.progress(p, g, &balances, now),
                     next_tier: group
                         .tiers
                         .get(t + 1)

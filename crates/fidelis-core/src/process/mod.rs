@@ -128,7 +128,8 @@ pub fn process(
     match apply(program, ledger, journal, related, &mut w, &mut outcome, now) {
         Ok(done) => {
             if ledger.tiers.is_some() {
-                let c = contribution(journal, &done, &w, related);
+                let mut c = contribution(journal, &done, &w, related);
+                c.balances = ledger.accounts.iter().map(|a| a.available).collect();
                 if let Some(tiers) = ledger.tiers.as_mut() {
                     let changes = tiers.contribute(program, &c, now);
                     outcome.tier_changes.extend(changes);
@@ -213,7 +214,11 @@ fn settle_all(
     if !tiers.is_due(now) {
         return;
     }
-    let assessed = tiers.assess(program, now);
+    let balances: Vec<i64> = ledger.accounts.iter().map(|a| a.available).collect();
+    let Some(tiers) = ledger.tiers.as_mut() else {
+        return;
+    };
+    let assessed = tiers.assess(program, &balances, now);
     outcome.tier_changes.extend(assessed.changes);
     for (currency, at) in assessed.resets {
         let balance = ledger.account(currency).available;
@@ -252,6 +257,7 @@ fn contribution(
     }
     let target = related.target.as_ref();
     let mut c = crate::tiers::Contribution {
+        balances: Vec::new(),
         points,
         spend: 0,
         activities: 0,
