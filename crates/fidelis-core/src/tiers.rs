@@ -426,9 +426,12 @@ impl MemberTiers {
             if delta == 0 {
                 continue;
             }
-            let key = group.key(tz, anchor, c.at);
+            let by_balance = group.measured_by_balance();
+            // The period only matters for kept progress and for a change of tier: most
+            // journals of a balance-measured group need no calendar arithmetic.
+            let key = if by_balance { 0 } else { group.key(tz, anchor, c.at) };
             let status = self.status_mut(program, group, now);
-            if !group.measured_by_balance() {
+            if !by_balance {
                 let slot = status.progress.entry(key).or_insert(0);
                 *slot = slot.saturating_add(delta);
                 self.changed = true;
@@ -437,6 +440,10 @@ impl MemberTiers {
             let value = group.measure(status, key, &c.balances);
             let current = group.index_of(&status.tier);
             let reached = group.tier_for(value).unwrap_or(0);
+            if reached <= current && status.grace_until.is_none() {
+                continue;
+            }
+            let key = if by_balance { group.key(tz, anchor, c.at) } else { key };
             let valid_until = group.start(tz, anchor, key + 1 + i64::from(group.validity_periods));
             if reached > current {
                 changes.push(TierChange {

@@ -552,7 +552,7 @@ impl<'p> Batch<'p> {
                 }
                 None => {
                     let balances: Vec<i64> = ledger.accounts.iter().map(|a| a.available).collect();
-                    fidelis_core::tiers::MemberTiers::start(program, row.enrolled_at, &balances, self.now)
+                    fidelis_core::tiers::MemberTiers::start(program, row.enrolled_at.unwrap_or(self.now), &balances, self.now)
                 }
             });
         }

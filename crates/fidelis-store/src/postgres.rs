@@ -291,9 +291,13 @@ impl LedgerTx for PgTx {
     }
 
     async fn load_tiers(&mut self, member_ids: &[i64]) -> Result<Vec<TierRow>> {
+        // One round trip: the standing, or the enrolment instant of a member without one.
         let rows = sqlx::query(
-            "SELECT m.id, m.enrolled_at, t.state FROM members m LEFT JOIN member_tiers t ON t.member_id = m.id \
-             WHERE m.id = ANY($1)",
+            "SELECT u.id, CASE WHEN t.state IS NULL THEN m.enrolled_at END, t.state \
+             FROM unnest($1::bigint[]) AS u(id) \
+             LEFT JOIN member_tiers t ON t.member_id = u.id \
+             LEFT JOIN members m ON m.id = u.id AND t.member_id IS NULL \
+             WHERE t.member_id IS NOT NULL OR m.id IS NOT NULL",
         )
         .bind(member_ids)
         .fetch_all(self.conn().await?)

@@ -29,11 +29,12 @@ pub struct MemberFactsRow {
     pub enrolled_at: DateTime<Utc>,
 }
 
-/// A member's tier standing as stored: `state` is `None` for a member who has none yet.
+/// A member's tier standing as stored, or (`state` `None`) the enrolment instant of a
+/// member who has none yet.
 #[derive(Debug, Clone)]
 pub struct TierRow {
     pub member_id: i64,
-    pub enrolled_at: DateTime<Utc>,
+    pub enrolled_at: Option<DateTime<Utc>>,
     pub state: Option<String>,
 }
 

@@ -245,22 +245,44 @@ impl LedgerTx for SqliteTx<'_> {
     }
 
     async fn load_tiers(&mut self, member_ids: &[i64]) -> Result<Vec<TierRow>> {
+        // The narrow table first; the members table only for members without a standing.
         let rows = sqlx::query(
-            "SELECT m.id, m.enrolled_at, t.state FROM members m LEFT JOIN member_tiers t ON t.member_id = m.id \
-             WHERE m.id IN (SELECT value FROM json_each(?1))",
+            "SELECT member_id, state FROM member_tiers WHERE member_id IN (SELECT value FROM json_each(?1))",
         )
         .bind(json_list(member_ids)?)
         .fetch_all(&mut *self.tx)
         .await?;
-        rows.iter()
+        let mut out: Vec<TierRow> = rows
+            .iter()
             .map(|r| {
                 Ok(TierRow {
                     member_id: r.try_get(0)?,
-                    enrolled_at: instant(r.try_get(1)?)?,
-                    state: r.try_get(2)?,
+                    enrolled_at: None,
+                    state: Some(r.try_get(1)?),
                 })
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        let missing: Vec<i64> = member_ids
+            .iter()
+            .copied()
+            .filter(|id| !out.iter().any(|r| r.member_id == *id))
+            .collect();
+        if !missing.is_empty() {
+            let rows = sqlx::query(
+                "SELECT id, enrolled_at FROM members WHERE id IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(json_list(&missing)?)
+            .fetch_all(&mut *self.tx)
+            .await?;
+            for r in &rows {
+                out.push(TierRow {
+                    member_id: r.try_get(0)?,
+                    enrolled_at: Some(instant(r.try_get(1)?)?),
+                    state: None,
+                });
+            }
+        }
+        Ok(out)
     }
 
     async fn save_tiers(&mut self, program_id: i64, rows: &[TierSave]) -> Result<()> {
