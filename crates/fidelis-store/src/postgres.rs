@@ -344,10 +344,24 @@ impl LedgerTx for PgTx {
     }
 
     async fn insert_audits(&mut self, entries: &[crate::access::AuditEntry]) -> Result<()> {
-        for e in entries {
-            let conn = self.conn().await?;
-            crate::access::insert_audit!(conn, e, postgres);
+        if entries.is_empty() {
+            return Ok(());
         }
+        let text = |v: &Option<serde_json::Value>| crate::access::json_text(v);
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, role, action, program, subject, before, after) \
+             SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])",
+        )
+        .bind(entries.iter().map(|e| e.at).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.role.as_str()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.action.as_str()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.program.as_deref()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.subject.as_deref()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| text(&e.before)).collect::<Result<Vec<_>>>()?)
+        .bind(entries.iter().map(|e| text(&e.after)).collect::<Result<Vec<_>>>()?)
+        .execute(self.conn().await?)
+        .await?;
         Ok(())
     }
 

@@ -262,10 +262,11 @@ impl LedgerTx for SqliteTx<'_> {
                 })
             })
             .collect::<Result<_>>()?;
+        let found: rustc_hash::FxHashSet<i64> = out.iter().map(|r| r.member_id).collect();
         let missing: Vec<i64> = member_ids
             .iter()
             .copied()
-            .filter(|id| !out.iter().any(|r| r.member_id == *id))
+            .filter(|id| !found.contains(id))
             .collect();
         if !missing.is_empty() {
             let rows = sqlx::query(
@@ -317,8 +318,28 @@ impl LedgerTx for SqliteTx<'_> {
     }
 
     async fn insert_audits(&mut self, entries: &[crate::access::AuditEntry]) -> Result<()> {
-        for e in entries {
-            crate::access::insert_audit!(self.tx, e, sqlite);
+        for chunk in entries.chunks(4_000) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO audit_log (at, actor, role, action, program, subject, before, after) ",
+            );
+            let mut texts = Vec::with_capacity(chunk.len());
+            for e in chunk {
+                texts.push((
+                    crate::access::json_text(&e.before)?,
+                    crate::access::json_text(&e.after)?,
+                ));
+            }
+            q.push_values(chunk.iter().zip(texts), |mut b, (e, (before, after))| {
+                b.push_bind(micros(e.at))
+                    .push_bind(e.actor.clone())
+                    .push_bind(e.role.clone())
+                    .push_bind(e.action.clone())
+                    .push_bind(e.program.clone())
+                    .push_bind(e.subject.clone())
+                    .push_bind(before)
+                    .push_bind(after);
+            });
+            q.build().execute(&mut *self.tx).await?;
         }
         Ok(())
     }
