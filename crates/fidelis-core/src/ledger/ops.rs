@@ -188,11 +188,10 @@ impl MemberLedger {
             return pool_id(currency);
         }
         let tz = program.time_zone;
-        let extensions = self
-            .tiers
-            .as_ref()
-            .map(|t| t.expiry_extensions(program))
-            .unwrap_or_default();
+        let extensions = match &self.tiers {
+            Some(t) if program.has_expiry_extensions() => t.expiry_extensions(program),
+            _ => Vec::new(),
+        };
         let expires_at = def
             .expiry
             .bucket_expiry(tz, credited_at)

@@ -120,7 +120,8 @@ pub fn process(
         journal_type: Some(journal.body.type_code()),
         ..Outcome::default()
     };
-    let tiers_before = ledger.tiers.clone();
+    // Tiers change before the journal can fail only when an assessment is due.
+    let tiers_before = if due { ledger.tiers.clone() } else { None };
     if due {
         settle_all(program, ledger, &mut settle, &mut outcome, now);
     }
@@ -168,7 +169,9 @@ pub fn process(
                 ledger.accounts = accounts;
                 ledger.buckets = buckets;
             }
-            ledger.tiers = tiers_before;
+            if due {
+                ledger.tiers = tiers_before;
+            }
             if let Some(counters) = counters {
                 related.counters = counters;
             }

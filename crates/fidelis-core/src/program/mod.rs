@@ -79,6 +79,13 @@ impl Program {
             .any(|c| c.reads_member_facts())
     }
 
+    /// Whether any tier extends the expiry of points earned while holding it.
+    pub fn has_expiry_extensions(&self) -> bool {
+        self.tier_groups
+            .iter()
+            .any(|g| g.tiers.iter().any(|t| t.expiry_extension.is_some()))
+    }
+
     /// Whether journals may carry this activity type.
     pub fn accepts_activity(&self, activity: &str) -> bool {
         activity == PURCHASE || self.activity_types.iter().any(|a| a.as_str() == activity)
