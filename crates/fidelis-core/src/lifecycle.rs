@@ -227,6 +227,60 @@ pub fn merge(
     })
 }
 
+/// A group's share of an accrual: the member's journal giving it and the group's
+/// receiving it, and the points per currency.
+#[derive(Debug)]
+pub struct Pooled {
+    pub given: JournalRecord,
+    pub received: JournalRecord,
+    pub points: Vec<PointsOf>,
+}
+
+/// Moves `share_percent` of the redeemable points an accrual (`earned`: its record's
+/// entries) credited to `member` into `group`'s ledger, rounded down per credit, each with
+/// its validity (pending points stay pending). `None` when nothing is to move.
+pub fn pool(
+    program: &Program,
+    member: &mut MemberLedger,
+    group: &mut MemberLedger,
+    earned: &[crate::ledger::Entry],
+    share_percent: u32,
+    ids: (JournalId, JournalId),
+    now: DateTime<Utc>,
+) -> Option<Pooled> {
+    let mut out = JournalWriter::new(ids.0);
+    let mut inn = JournalWriter::new(ids.1);
+    let mut points: Vec<PointsOf> = Vec::new();
+    for e in earned {
+        let def = program.currency(e.currency);
+        if e.kind != EntryKind::Earn
+            || e.amount <= 0
+            || def.kind != crate::program::CurrencyKind::Redeemable
+        {
+            continue;
+        }
+        let Some(bucket) = e.bucket else { continue };
+        let share = e.amount.saturating_mul(i64::from(share_percent)) / 100;
+        if share <= 0 {
+            continue;
+        }
+        if let Some((taken, moved)) =
+            member.take_share(program, &mut out, e.currency, bucket, share, EntryKind::Pool, now)
+        {
+            group.receive(program, &mut inn, e.currency, taken, &moved, EntryKind::Pool, now);
+            Outcome::add(&mut points, &def.code, taken);
+        }
+    }
+    if points.is_empty() {
+        return None;
+    }
+    Some(Pooled {
+        given: record(ids.0, None, member, RecordKind::Pool, out, now),
+        received: record(ids.1, None, group, RecordKind::Pool, inn, now),
+        points,
+    })
+}
+
 /// Points that expired: the expiry entry (by its journal and sequence), how many, when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Expired {

@@ -50,6 +50,9 @@ pub struct Outcome {
     /// every promotion with the reason it did or did not apply.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub promotions: Vec<PromotionResult>,
+    /// The share of the points earned that went to the member's group (household).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pooled: Vec<PointsOf>,
     /// Tier changes: upgrades this journal earned, and assessments settled before it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tier_changes: Vec<crate::tiers::TierChange>,

@@ -167,6 +167,13 @@ pub(crate) async fn post_batch<T: LedgerTx>(
         let ids: Vec<i64> = members.iter().map(|m| m.id).collect();
         batch.load_tiers(tx, &ids).await?;
     }
+    if members.iter().any(|m| m.group_id.is_some()) {
+        let grouped = journals
+            .iter()
+            .filter(|j| matches!(j.body, JournalBody::Accrual(_)))
+            .count();
+        batch.load_groups(tx, &members, grouped).await?;
+    }
     let existing: FxHashMap<String, JournalRow> = opening
         .journals
         .into_iter()
@@ -513,6 +520,10 @@ pub(crate) struct Batch<'p> {
     names: FxHashMap<i64, String>,
     /// Tier changes (and other changes of the batch) to write to the audit trail.
     pub(crate) audits: Vec<crate::access::AuditEntry>,
+    /// Members' groups (households): the group's member id and the share of earning.
+    group_of: FxHashMap<i64, (i64, u32)>,
+    /// Journal ids reserved for moving shares to groups.
+    spare_ids: Vec<i64>,
 }
 
 impl<'p> Batch<'p> {
@@ -532,7 +543,93 @@ impl<'p> Batch<'p> {
             counters: fidelis_core::promotions::Counters::default(),
             names: FxHashMap::default(),
             audits: Vec::new(),
+            group_of: FxHashMap::default(),
+            spare_ids: Vec::new(),
         }
+    }
+
+    /// Loads the groups of the batch's members (locked after the members, so a member's
+    /// lock is never taken while holding a group's) with their accounts, and reserves
+    /// journal ids for up to `accruals` shares.
+    async fn load_groups<T: LedgerTx>(
+        &mut self,
+        tx: &mut T,
+        members: &[MemberRow],
+        accruals: usize,
+    ) -> Result<()> {
+        let mut ids: Vec<i64> = members.iter().filter_map(|m| m.group_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let groups = tx.load_groups(&ids).await?;
+        tx.lock_members(&lock_keys(
+            self.lp.id,
+            groups.iter().map(|g| g.external_id.as_str()),
+        ))
+        .await?;
+        let mut fresh = Vec::new();
+        for g in &groups {
+            if !self.ledgers.contains_key(&g.group_id) {
+                self.insert_ledger(g.group_id, &g.status)?;
+                self.names.insert(g.group_id, g.external_id.clone());
+                fresh.push(g.group_id);
+            }
+        }
+        for row in tx.load_accounts(&fresh).await? {
+            self.put_account(row)?;
+        }
+        for m in members {
+            if let Some(g) = groups.iter().find(|g| Some(g.group_id) == m.group_id) {
+                if g.status == "active" && g.group_id != m.id {
+                    self.group_of
+                        .insert(m.id, (g.group_id, g.share_percent.clamp(0, 100) as u32));
+                }
+            }
+        }
+        self.spare_ids = tx.reserve_journal_ids(accruals * 2).await?;
+        self.spare_ids.reverse();
+        Ok(())
+    }
+
+    /// Moves the group's share of what an accrual just credited to the member.
+    fn pool_share(&mut self, member_id: i64, processed: &mut fidelis_core::process::Processed) -> Result<()> {
+        let Some(&(group_id, share)) = self.group_of.get(&member_id) else {
+            return Ok(());
+        };
+        if processed.record.kind != RecordKind::Accrual {
+            return Ok(());
+        }
+        let (Some(a), Some(b)) = (self.spare_ids.pop(), self.spare_ids.pop()) else {
+            return Err(StoreError::Inconsistent("too few journal ids reserved for group shares".into()));
+        };
+        let (Some(mut member), Some(mut group)) =
+            (self.ledgers.remove(&member_id), self.ledgers.remove(&group_id))
+        else {
+            return Err(StoreError::Inconsistent(format!("group {group_id} was not loaded")));
+        };
+        let pooled = fidelis_core::lifecycle::pool(
+            &self.lp.program,
+            &mut member,
+            &mut group,
+            &processed.record.entries,
+            share,
+            (JournalId(a), JournalId(b)),
+            self.now,
+        );
+        if let Some(p) = pooled {
+            processed.outcome.pooled = p.points;
+            processed.outcome.balances = process::balances(&self.lp.program, &member);
+            for record in [p.given, p.received] {
+                self.new_journals.push(NewJournal {
+                    record_key: None,
+                    record: Some(record),
+                    document: None,
+                    outcome: None,
+                });
+            }
+        }
+        self.ledgers.insert(member_id, member);
+        self.ledgers.insert(group_id, group);
+        Ok(())
     }
 
     /// Loads the members' tier standings; a member without one starts now (at the tier
@@ -832,6 +929,9 @@ impl<'p> Batch<'p> {
             self.put_back(related);
             match result {
                 Ok(mut processed) => {
+                    if !self.group_of.is_empty() {
+                        self.pool_share(member_id, &mut processed)?;
+                    }
                     if !processed.outcome.tier_changes.is_empty() {
                         let changes = processed.outcome.tier_changes.clone();
                         self.audit_tier_changes(member_id, &changes, Some(journal.external_id.as_str()));

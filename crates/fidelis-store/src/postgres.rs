@@ -146,7 +146,8 @@ impl LedgerTx for PgTx {
         external_ids: &[&str],
     ) -> Result<Vec<MemberRow>> {
         let rows = sqlx::query(
-            "SELECT COALESCE(s.id, x.id), x.external_id, COALESCE(s.status, x.status), s.external_id \
+            "SELECT COALESCE(s.id, x.id), x.external_id, COALESCE(s.status, x.status), s.external_id, \
+                    CASE WHEN s.id IS NULL THEN x.group_id ELSE s.group_id END \
              FROM members x LEFT JOIN members s ON s.id = x.merged_into \
              WHERE x.program_id = $1 AND x.external_id = ANY($2)",
         )
@@ -161,6 +162,7 @@ impl LedgerTx for PgTx {
                     external_id: r.try_get(1)?,
                     status: r.try_get(2)?,
                     owner: r.try_get(3)?,
+                    group_id: r.try_get(4)?,
                 })
             })
             .collect()
@@ -329,6 +331,26 @@ impl LedgerTx for PgTx {
         .execute(self.conn().await?)
         .await?;
         Ok(())
+    }
+
+    async fn load_groups(&mut self, group_ids: &[i64]) -> Result<Vec<GroupRow>> {
+        let rows = sqlx::query(
+            "SELECT g.group_id, m.external_id, m.status, g.share_percent FROM member_groups g \
+             JOIN members m ON m.id = g.group_id WHERE g.group_id = ANY($1)",
+        )
+        .bind(group_ids)
+        .fetch_all(self.conn().await?)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(GroupRow {
+                    group_id: r.try_get(0)?,
+                    external_id: r.try_get(1)?,
+                    status: r.try_get(2)?,
+                    share_percent: r.try_get(3)?,
+                })
+            })
+            .collect()
     }
 
     async fn mark_referrals(&mut self, member_ids: &[i64], now: DateTime<Utc>) -> Result<()> {
@@ -669,6 +691,7 @@ impl LedgerTx for PgTx {
                     external_id: r.try_get(1)?,
                     status: r.try_get(2)?,
                     owner: None,
+                    group_id: None,
                 })
             })
             .collect()
@@ -702,10 +725,11 @@ impl LedgerTx for PgTx {
         // without GROUP BY always answer one row; an empty part is NULL).
         let sql = format!(
             "WITH m AS (SELECT COALESCE(s.id, x.id) AS id, x.external_id, COALESCE(s.status, x.status) AS status, \
-                               s.external_id AS owner \
+                               s.external_id AS owner, \
+                               CASE WHEN s.id IS NULL THEN x.group_id ELSE s.group_id END AS group_id \
                         FROM members x LEFT JOIN members s ON s.id = x.merged_into \
                         WHERE x.program_id = $1 AND x.external_id = ANY($2)) \
-             SELECT p.revision, mm.*, aa.*, jj.*, ids.*, oo.* \
+             SELECT p.revision, mm.*, aa.*, jj.*, ids.*, gg.*, oo.* \
              FROM (SELECT revision FROM programs WHERE id = $1) AS p \
              CROSS JOIN (SELECT array_agg(id), array_agg(external_id), array_agg(status) FROM m) AS mm \
              CROSS JOIN (SELECT array_agg(a.member_id), array_agg(a.currency), array_agg(a.available), array_agg(a.pending), \
@@ -716,6 +740,7 @@ impl LedgerTx for PgTx {
                                 array_agg(j.recorded_at), array_agg(j.document), array_agg(j.outcome), array_agg(j.state) \
                          FROM journals j WHERE j.program_id = $1 AND j.external_id = ANY($3)) AS jj \
              CROSS JOIN (SELECT array_agg(n ORDER BY n) FROM (SELECT nextval('journal_ids') AS n FROM generate_series(1, $4)) AS s) AS ids \
+             CROSS JOIN (SELECT array_agg(group_id) FROM m) AS gg \
              CROSS JOIN (SELECT array_agg(owner) FROM m) AS oo"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -742,11 +767,16 @@ impl LedgerTx for PgTx {
             col::<String>(&r, 2)?,
             col::<String>(&r, 3)?,
         );
-        let owners: Vec<Option<String>> = {
-            let last = r.columns().len() - 1;
-            r.try_get::<Option<Vec<Option<String>>>, _>(last)?.unwrap_or_default()
-        };
-        if names.len() != ids.len() || statuses.len() != ids.len() || owners.len() != ids.len() {
+        let last = r.columns().len() - 1;
+        let owners: Vec<Option<String>> =
+            r.try_get::<Option<Vec<Option<String>>>, _>(last)?.unwrap_or_default();
+        let groups: Vec<Option<i64>> =
+            r.try_get::<Option<Vec<Option<i64>>>, _>(last - 1)?.unwrap_or_default();
+        if names.len() != ids.len()
+            || statuses.len() != ids.len()
+            || owners.len() != ids.len()
+            || groups.len() != ids.len()
+        {
             return Err(ragged());
         }
         let members = ids
@@ -754,11 +784,13 @@ impl LedgerTx for PgTx {
             .zip(names)
             .zip(statuses)
             .zip(owners)
-            .map(|(((id, external_id), status), owner)| MemberRow {
+            .zip(groups)
+            .map(|((((id, external_id), status), owner), group_id)| MemberRow {
                 id,
                 external_id,
                 status,
                 owner,
+                group_id,
             })
             .collect();
 

@@ -19,6 +19,8 @@ pub struct MemberRow {
     /// For a merged member: the survivor's external id (journals for the merged member
     /// go to the survivor, under the survivor's lock too).
     pub owner: Option<String>,
+    /// The group (household) the member gives a share of their earning to.
+    pub group_id: Option<i64>,
 }
 
 /// A member's profile (JSON text) and enrolment instant.
@@ -36,6 +38,15 @@ pub struct TierRow {
     pub member_id: i64,
     pub enrolled_at: Option<DateTime<Utc>>,
     pub state: Option<String>,
+}
+
+/// A group (household) as the engine needs it: its member record and the share.
+#[derive(Debug, Clone)]
+pub struct GroupRow {
+    pub group_id: i64,
+    pub external_id: String,
+    pub status: String,
+    pub share_percent: i32,
 }
 
 /// A tier standing to write.
@@ -211,6 +222,11 @@ pub trait LedgerTx: Send {
         program_id: i64,
         rows: &[TierSave],
     ) -> impl Future<Output = Result<()>> + Send;
+    /// The groups with these ids.
+    fn load_groups(
+        &mut self,
+        group_ids: &[i64],
+    ) -> impl Future<Output = Result<Vec<GroupRow>>> + Send;
     /// Marks the referral of these members qualified (for those referred whose referral
     /// had not qualified yet).
     fn mark_referrals(

@@ -116,7 +116,8 @@ impl LedgerTx for SqliteTx<'_> {
         external_ids: &[&str],
     ) -> Result<Vec<MemberRow>> {
         let rows = sqlx::query(
-            "SELECT COALESCE(s.id, x.id), x.external_id, COALESCE(s.status, x.status), s.external_id \
+            "SELECT COALESCE(s.id, x.id), x.external_id, COALESCE(s.status, x.status), s.external_id, \
+                    CASE WHEN s.id IS NULL THEN x.group_id ELSE s.group_id END \
              FROM members x LEFT JOIN members s ON s.id = x.merged_into \
              WHERE x.program_id = ?1 AND x.external_id IN (SELECT value FROM json_each(?2))",
         )
@@ -131,6 +132,7 @@ impl LedgerTx for SqliteTx<'_> {
                     external_id: r.try_get(1)?,
                     status: r.try_get(2)?,
                     owner: r.try_get(3)?,
+                    group_id: r.try_get(4)?,
                 })
             })
             .collect()
@@ -303,6 +305,26 @@ impl LedgerTx for SqliteTx<'_> {
             q.build().execute(&mut *self.tx).await?;
         }
         Ok(())
+    }
+
+    async fn load_groups(&mut self, group_ids: &[i64]) -> Result<Vec<GroupRow>> {
+        let rows = sqlx::query(
+            "SELECT g.group_id, m.external_id, m.status, g.share_percent FROM member_groups g \
+             JOIN members m ON m.id = g.group_id WHERE g.group_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_list(group_ids)?)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(GroupRow {
+                    group_id: r.try_get(0)?,
+                    external_id: r.try_get(1)?,
+                    status: r.try_get(2)?,
+                    share_percent: r.try_get(3)?,
+                })
+            })
+            .collect()
     }
 
     async fn mark_referrals(&mut self, member_ids: &[i64], now: DateTime<Utc>) -> Result<()> {
@@ -598,6 +620,7 @@ impl LedgerTx for SqliteTx<'_> {
                     external_id: r.try_get(1)?,
                     status: r.try_get(2)?,
                     owner: None,
+                    group_id: None,
                 })
             })
             .collect()

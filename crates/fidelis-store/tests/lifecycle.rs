@@ -46,6 +46,7 @@ both_dialects!(
     reinstatement_reaches_back_exactly_n_local_days,
     merging_moves_points_tiers_and_counters_and_later_journals,
     a_referral_rewards_both_members_once_per_referee,
+    households_pool_a_share_of_earning_and_their_rule_says_who_spends,
 );
 
 fn balances(ledger: &fidelis_core::ledger::MemberLedger) -> Vec<i64> {
@@ -604,4 +605,62 @@ async fn a_referral_rewards_both_members_once_per_referee(store: Store) {
     store.run_jobs(&program, utc(now)).await.unwrap();
     assert_eq!(points_of(&store, &program, "r", now).await, 1000, "one reward for f");
     assert_eq!(points_of(&store, &program, "f", now).await, 4 + 5 + 250);
+}
+
+/// A household takes half of what its members earn (redeemable points only, with their
+/// expiry), in the accruals' own transactions; only the owner may spend it.
+async fn households_pool_a_share_of_earning_and_their_rule_says_who_spends(store: Store) {
+    let program = put(&store, &points_program()).await;
+    for m in ["a", "b", "c"] {
+        enroll_at(&store, &program, m, utc("2026-06-01T08:00:00Z")).await;
+    }
+    let agent = fidelis_store::Actor { name: "dana".into(), role: "agent".into() };
+    let now = utc("2026-06-02T09:00:00Z");
+    let home = ExternalId::parse("home").unwrap();
+    store
+        .create_group(&program, &home, "The Smiths", 50, fidelis_store::RedeemRule::Owner, "a", now, &agent)
+        .await
+        .unwrap();
+    let group = store.join_group(&program, "home", "b", now, &agent).await.unwrap();
+    assert_eq!(group.members, ["a", "b"]);
+    let twice = store.join_group(&program, "home", "home", now, &agent).await;
+    assert!(twice.is_err(), "a group cannot join itself");
+
+    let t = "2026-06-02T10:00:00Z";
+    let out = post(&store, &program, buy("a1", "a", "100.00", t), t).await;
+    // 100 base + 5 welcome; half of each (rounded down) to the household.
+    assert_eq!(out.pooled[0].points, 52, "{out:?}");
+    assert_eq!(out.balances[0].available, 53);
+    assert_eq!(points_of(&store, &program, "home", t).await, 52);
+    let out = post(&store, &program, buy("b1", "b", "20.00", t), t).await;
+    assert_eq!(out.pooled[0].points, 12);
+    assert_eq!(points_of(&store, &program, "home", t).await, 64);
+    // Status points (qualifying) stay with the member: a's tier.
+    assert_eq!(tier_of(&store, &program, "a", "status", t).await, "silver");
+    // c is not in the household.
+    let out = post(&store, &program, buy("c1", "c", "20.00", t), t).await;
+    assert!(out.pooled.is_empty());
+    // The pooled points expire with the purchases': ten days on.
+    assert_eq!(points_of(&store, &program, "home", "2026-06-12T09:59:59Z").await, 64);
+    assert_eq!(points_of(&store, &program, "home", "2026-06-12T10:00:00Z").await, 0);
+
+    // The owner may spend; another member or an outsider may not.
+    for (who, ok) in [("b", false), ("c", false), ("a", true)] {
+        let r = store
+            .redeem_from_group(&program, "home", who, "points", 30, &format!("gr-{who}"), utc("2026-06-03T10:00:00Z"))
+            .await;
+        match (ok, r) {
+            (true, Ok(Ok(posted))) => assert_eq!(posted.outcome.balances[0].available, 34),
+            (false, Err(StoreError::Refused("not_allowed_by_group", _))) => {}
+            (_, other) => panic!("{who}: {other:?}"),
+        }
+    }
+    assert_eq!(points_of(&store, &program, "home", "2026-06-03T10:00:00Z").await, 34);
+    for m in ["a", "b", "home"] {
+        let v = store.require_member(&program, m).await.unwrap();
+        let sums = store.entry_sums(&v).await.unwrap();
+        let balances = store.balances(&program, &v, utc("2026-06-03T10:00:00Z")).await.unwrap();
+        let points: i64 = sums.iter().filter(|s| s.0 == "points").map(|s| s.2).sum();
+        assert_eq!(points, balances[0].available + balances[0].pending, "{m}: balance is the sum of entries");
+    }
 }

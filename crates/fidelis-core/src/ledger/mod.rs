@@ -92,12 +92,14 @@ pub enum EntryKind {
     Merge,
     /// Expired points given back by an agent.
     Reinstate,
+    /// A member's share of earned points moved to their group (household).
+    Pool,
     /// New points paying back arrears (a pair: out of a bucket, into the arrears).
     ArrearsRecovery,
 }
 
 impl EntryKind {
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Earn,
         Self::Redeem,
         Self::Refund,
@@ -110,6 +112,7 @@ impl EntryKind {
         Self::Transfer,
         Self::Merge,
         Self::Reinstate,
+        Self::Pool,
     ];
 
     pub fn name(self) -> &'static str {
@@ -126,6 +129,7 @@ impl EntryKind {
             Self::Transfer => "transfer",
             Self::Merge => "merge",
             Self::Reinstate => "reinstate",
+            Self::Pool => "pool",
         }
     }
 

@@ -289,6 +289,51 @@ impl MemberLedger {
         }
     }
 
+    /// Takes up to `points` out of one bucket (or the pool, for [`pool_id`]) that a journal
+    /// just credited, in whatever pool they are (pending points stay pending), and answers
+    /// how many with their validity, for another member to receive.
+    pub fn take_share(
+        &mut self,
+        program: &Program,
+        w: &mut JournalWriter,
+        currency: CurrencyIx,
+        bucket: BucketId,
+        points: i64,
+        kind: EntryKind,
+        at: DateTime<Utc>,
+    ) -> Option<(i64, Moved)> {
+        if bucket == pool_id(currency) {
+            let taken = points.min(self.account(currency).pool);
+            if taken <= 0 {
+                return None;
+            }
+            self.move_pool(w, currency, kind, -taken, at);
+            return Some((
+                taken,
+                Moved {
+                    credited_at: at,
+                    expires_at: None,
+                    available_at: at,
+                    pending: false,
+                },
+            ));
+        }
+        let idx = self.bucket_index(bucket)?;
+        let b = &self.buckets[idx];
+        let taken = points.min(b.remaining);
+        if taken <= 0 {
+            return None;
+        }
+        let moved = Moved {
+            credited_at: b.credited_at,
+            expires_at: self.effective_expiry(program, b),
+            available_at: b.available_at,
+            pending: b.pending,
+        };
+        self.move_bucket(w, idx, kind, -taken, at);
+        Some((taken, moved))
+    }
+
     /// Takes every point of the member's open buckets and pool out (a merge), each with
     /// its validity. The member must owe no arrears.
     pub fn take_all(

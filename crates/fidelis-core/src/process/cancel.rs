@@ -44,7 +44,8 @@ pub(super) fn cancel(
         | RecordKind::Settlement
         | RecordKind::Transfer
         | RecordKind::Merge
-        | RecordKind::Reinstatement => {
+        | RecordKind::Reinstatement
+        | RecordKind::Pool => {
             return Err(JournalError::NotCancellable(format!(
                 "journal {original:?} is a {}; it cannot be cancelled",
                 target.type_name

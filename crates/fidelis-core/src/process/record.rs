@@ -48,10 +48,12 @@ pub enum RecordKind {
     Merge,
     /// Expired points given back by an agent.
     Reinstatement,
+    /// A share of earned points moved from a member to their group (both sides).
+    Pool,
 }
 
 impl RecordKind {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Accrual,
         Self::Refund,
         Self::Redemption,
@@ -61,6 +63,7 @@ impl RecordKind {
         Self::Transfer,
         Self::Merge,
         Self::Reinstatement,
+        Self::Pool,
     ];
 
     pub fn name(self) -> &'static str {
@@ -74,6 +77,7 @@ impl RecordKind {
             Self::Transfer => "transfer",
             Self::Merge => "merge",
             Self::Reinstatement => "reinstatement",
+            Self::Pool => "pool",
         }
     }
 
