@@ -80,6 +80,19 @@ fn refuse_merged(members: &[crate::rows::MemberRow], names: &[&str]) -> Result<(
     Ok(())
 }
 
+/// Groups (households) take points only as their members' shares and spend them by their
+/// rule: they neither send nor receive transfers, nor merge. (Their locks are taken after
+/// members' locks; an operation locking a group among members could deadlock.)
+async fn refuse_groups<T: LedgerTx>(tx: &mut T, ids: &[i64]) -> Result<()> {
+    if let Some(g) = tx.load_groups(ids).await?.first() {
+        return Err(StoreError::Refused(
+            "member_is_group",
+            format!("{:?} is a group: it does not take part in transfers or merges", g.external_id),
+        ));
+    }
+    Ok(())
+}
+
 impl Store {
     /// Transfers `points` of `currency` from member `from` to member `to`, under the
     /// currency's per-member daily limit (the sender's local day). Both sides get a
@@ -124,6 +137,7 @@ impl Store {
                 let (Some(a), Some(b)) = (id_of(from), id_of(to)) else {
                     return Err(StoreError::UnknownMember(to.to_owned()));
                 };
+                refuse_groups(&mut tx, &[a, b]).await?;
                 let sent_today = tx.transferred_since(a, currency, day_start).await?;
                 let ids = tx.reserve_journal_ids(2).await?;
                 let (Some(sender), Some(receiver)) = (batch.ledgers.remove(&a), batch.ledgers.remove(&b)) else {
@@ -178,6 +192,7 @@ impl Store {
                 let (Some(a), Some(b)) = (id_of(source), id_of(survivor)) else {
                     return Err(StoreError::UnknownMember(survivor.to_owned()));
                 };
+                refuse_groups(&mut tx, &[a, b]).await?;
                 let (Some(mut from), Some(mut to)) = (batch.ledgers.remove(&a), batch.ledgers.remove(&b)) else {
                     return Err(StoreError::Refused("same_member", "a member cannot be merged into itself".into()));
                 };

@@ -656,6 +656,10 @@ async fn households_pool_a_share_of_earning_and_their_rule_says_who_spends(store
         }
     }
     assert_eq!(points_of(&store, &program, "home", "2026-06-03T10:00:00Z").await, 34);
+    let into_group = store
+        .transfer(&program, "a", "home", "points", 1, &ExternalId::parse("tg").unwrap(), utc("2026-06-03T10:00:00Z"))
+        .await;
+    assert!(matches!(into_group, Err(StoreError::Refused("member_is_group", _))), "{into_group:?}");
     for m in ["a", "b", "home"] {
         let v = store.require_member(&program, m).await.unwrap();
         let sums = store.entry_sums(&v).await.unwrap();

@@ -113,6 +113,8 @@ pub struct OutcomeBody {
     pub released: Vec<PointsBody>,
     /// Qualifying points reset at the end of a tier qualification period.
     pub reset: Vec<PointsBody>,
+    /// The share of the points earned that went to the member's group (household).
+    pub pooled: Vec<PointsBody>,
     /// Tier changes: upgrades this journal earned, assessments settled before it.
     pub tier_changes: Vec<TierChangeBody>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -288,6 +290,52 @@ pub struct ReinstateRequest {
     pub reason: String,
 }
 
+/// Creating a group (household).
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupRequest {
+    /// The group's external id (it has a ledger of its own).
+    pub group: String,
+    pub name: String,
+    /// The share of each member's earned redeemable points that goes to the group.
+    #[schema(minimum = 1, maximum = 100)]
+    pub share_percent: i32,
+    /// Who may spend the group's points: `owner` or `any_member`.
+    pub redeem: String,
+    /// The owning member (who joins the group).
+    pub owner: String,
+}
+
+/// Adding a member to a group.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupMemberRequest {
+    pub member: String,
+}
+
+/// A group (household).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct GroupBody {
+    pub group: String,
+    pub share_percent: i32,
+    pub redeem: String,
+    pub owner: String,
+    pub members: Vec<String>,
+    pub balances: Vec<CurrencyBalanceBody>,
+}
+
+/// A member spending the group's points.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupRedemptionRequest {
+    pub external_id: String,
+    /// The member redeeming (the group's rule must allow them).
+    pub member: String,
+    pub currency: String,
+    #[schema(minimum = 1)]
+    pub points: i64,
+}
+
 /// A voucher or badge a promotion awarded.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RewardBody {
@@ -361,6 +409,7 @@ impl OutcomeBody {
             expired: points(&o.expired),
             released: points(&o.released),
             reset: points(&o.reset),
+            pooled: points(&o.pooled),
             tier_changes: o.tier_changes.iter().map(TierChangeBody::from).collect(),
             refunded_amount: o.refunded_amount.clone(),
             promotions: o

@@ -165,6 +165,34 @@ fn cases() -> Vec<Case> {
         },
         Case {
             method: Method::POST,
+            path: "/api/v1/programs/shop/groups",
+            template: "/api/v1/programs/{program}/groups",
+            body: Some(json!({"group": "g-{role}", "name": "G", "share_percent": 50, "redeem": "owner", "owner": "m2"})),
+            allowed: staff,
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/groups/home",
+            template: "/api/v1/programs/{program}/groups/{group}",
+            body: None,
+            allowed: readers,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/groups/home/members",
+            template: "/api/v1/programs/{program}/groups/{group}/members",
+            body: Some(json!({"member": "m2"})),
+            allowed: staff,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/groups/home/redemptions",
+            template: "/api/v1/programs/{program}/groups/{group}/redemptions",
+            body: Some(json!({"external_id": "gr-{role}", "member": "m1", "currency": "points", "points": 1})),
+            allowed: &["admin", "program_manager", "agent", "member"],
+        },
+        Case {
+            method: Method::POST,
             path: "/api/v1/programs/shop/members/m1/redemptions",
             template: "/api/v1/programs/{program}/members/{member}/redemptions",
             body: Some(json!({"external_id": "rd-{role}", "currency": "points", "points": 1})),
@@ -359,6 +387,20 @@ async fn world() -> World {
             .await
             .unwrap();
     }
+    store
+        .create_group(
+            &loaded,
+            &fidelis_core::ids::ExternalId::parse("home").unwrap(),
+            "Home",
+            // 1 % of a 50-point purchase rounds down to nothing: m1's balances stay whole.
+            1,
+            fidelis_store::RedeemRule::Owner,
+            "m1",
+            Utc::now(),
+            &Actor::cli(),
+        )
+        .await
+        .unwrap();
     let mut tokens = Vec::new();
     for role in ROLES {
         let t = match role {
@@ -545,6 +587,17 @@ async fn members_and_partners_cannot_read_each_other() {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "member m2 sending m1's points");
+    for (method, path, body) in [
+        (Method::GET, "/api/v1/programs/shop/groups/home", None),
+        (
+            Method::POST,
+            "/api/v1/programs/shop/groups/home/redemptions",
+            Some(json!({"external_id": "steal-g", "member": "m1", "currency": "points", "points": 1})),
+        ),
+    ] {
+        let (status, _) = send(r, method, path, Some(&world.member_other), body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "member m2 and m1's household: {path}");
+    }
     // Partner p2 reads partner p1's journal, or posts in p1's name: refused.
     let (status, _) = send(
         r,

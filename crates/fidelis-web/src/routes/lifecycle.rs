@@ -1,5 +1,5 @@
 //! The member lifecycle: tier standing and manual tier assignment, transfers between
-//! members, merging duplicates, reinstating expired points.
+//! members, merging duplicates, reinstating expired points, groups (households).
 
 use std::sync::Arc;
 
@@ -16,7 +16,8 @@ use super::members::member;
 use super::{Problems, instant, program};
 use crate::auth::{Caller, Permission, Role};
 use crate::dto::{
-    AssignTierRequest, MergeBody, MergeRequest, OutcomeBody, ReinstateRequest, TierChangeBody,
+    AssignTierRequest, CurrencyBalanceBody, GroupBody, GroupMemberRequest, GroupRedemptionRequest,
+    GroupRequest, MergeBody, MergeRequest, OutcomeBody, ReinstateRequest, TierChangeBody,
     TierStandingBody, TiersBody, TransferRequest,
 };
 use crate::error::{ApiError, ApiResult};
@@ -29,6 +30,137 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(transfer))
         .routes(routes!(merge))
         .routes(routes!(reinstate))
+        .routes(routes!(create_group))
+        .routes(routes!(get_group))
+        .routes(routes!(join_group))
+        .routes(routes!(redeem_from_group))
+}
+
+async fn group_body(
+    state: &AppState,
+    program: &fidelis_store::LoadedProgram,
+    g: fidelis_store::GroupView,
+) -> ApiResult<GroupBody> {
+    let member = state.store.require_member(program, &g.group).await?;
+    let balances = state.store.balances(program, &member, Utc::now()).await?;
+    Ok(GroupBody {
+        group: g.group,
+        share_percent: g.share_percent,
+        redeem: g.redeem.name().to_owned(),
+        owner: g.owner,
+        members: g.members,
+        balances: balances.iter().map(CurrencyBalanceBody::from).collect(),
+    })
+}
+
+/// Creates a group (household) with its own balances; the owner joins it. Members give it
+/// `share_percent` of the redeemable points they earn; `redeem` says who may spend.
+#[utoipa::path(post, path = "/programs/{program}/groups", tag = "members",
+    params(("program" = String, Path, description = "The program's code", example = "demo")),
+    request_body = GroupRequest,
+    responses((status = 201, body = GroupBody), Problems))]
+async fn create_group(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path(code): Path<String>,
+    ApiJson(request): ApiJson<GroupRequest>,
+) -> ApiResult<(StatusCode, Json<GroupBody>)> {
+    caller.require(Permission::MembersWrite, Some(&code))?;
+    if caller.role == Role::Member {
+        return Err(ApiError::forbidden("members may not create groups"));
+    }
+    let group = ExternalId::parse(&request.group)
+        .map_err(|e| ApiError::unprocessable("invalid_request", format!("group {e}")))?;
+    let redeem = fidelis_store::RedeemRule::parse(&request.redeem).ok_or_else(|| {
+        ApiError::unprocessable("invalid_request", "redeem is owner or any_member")
+    })?;
+    if request.name.chars().count() > 200 {
+        return Err(ApiError::unprocessable("invalid_request", "name: at most 200 characters"));
+    }
+    let program = program(&state, &code).await?;
+    member(&state, &program, &request.owner).await?;
+    let g = state
+        .store
+        .create_group(&program, &group, &request.name, request.share_percent, redeem, &request.owner, Utc::now(), &caller.actor())
+        .await?;
+    Ok((StatusCode::CREATED, Json(group_body(&state, &program, g).await?)))
+}
+
+/// A group: its rule, members and balances.
+#[utoipa::path(get, path = "/programs/{program}/groups/{group}", tag = "members",
+    params(("program" = String, Path, description = "The program's code", example = "demo"), ("group" = String, Path, description = "The group's external id", example = "household-1")),
+    responses((status = 200, body = GroupBody), Problems))]
+async fn get_group(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path((code, group)): Path<(String, String)>,
+) -> ApiResult<Json<GroupBody>> {
+    caller.require(Permission::MembersRead, Some(&code))?;
+    let program = program(&state, &code).await?;
+    let g = state.store.require_group(&program, &group).await?;
+    if caller.role == Role::Member
+        && !g.members.iter().any(|m| caller.require_member(m).is_ok())
+    {
+        return Err(ApiError::forbidden("members read only their own group"));
+    }
+    Ok(Json(group_body(&state, &program, g).await?))
+}
+
+/// Adds a member to a group (a member belongs to at most one). Audited.
+#[utoipa::path(post, path = "/programs/{program}/groups/{group}/members", tag = "members",
+    params(("program" = String, Path, description = "The program's code", example = "demo"), ("group" = String, Path, description = "The group's external id", example = "household-1")),
+    request_body = GroupMemberRequest,
+    responses((status = 200, body = GroupBody), Problems))]
+async fn join_group(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path((code, group)): Path<(String, String)>,
+    ApiJson(request): ApiJson<GroupMemberRequest>,
+) -> ApiResult<Json<GroupBody>> {
+    caller.require(Permission::MembersWrite, Some(&code))?;
+    if caller.role == Role::Member {
+        return Err(ApiError::forbidden("members may not change groups"));
+    }
+    let program = program(&state, &code).await?;
+    member(&state, &program, &request.member).await?;
+    let g = state
+        .store
+        .join_group(&program, &group, &request.member, Utc::now(), &caller.actor())
+        .await?;
+    Ok(Json(group_body(&state, &program, g).await?))
+}
+
+/// Spends the group's points for one of its members, as the group's rule allows.
+/// Idempotent on `external_id`.
+#[utoipa::path(post, path = "/programs/{program}/groups/{group}/redemptions", tag = "members",
+    params(("program" = String, Path, description = "The program's code", example = "demo"), ("group" = String, Path, description = "The group's external id", example = "household-1")),
+    request_body = GroupRedemptionRequest,
+    responses((status = 201, body = OutcomeBody), (status = 200, body = OutcomeBody, description = "A replay"), Problems))]
+async fn redeem_from_group(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path((code, group)): Path<(String, String)>,
+    ApiJson(request): ApiJson<GroupRedemptionRequest>,
+) -> ApiResult<Response> {
+    caller.require(Permission::Redeem, Some(&code))?;
+    caller.require_member(&request.member)?;
+    if caller.role == Role::Partner {
+        return Err(ApiError::forbidden("partners do not spend group points"));
+    }
+    external_id(&request.external_id)?;
+    if request.points <= 0 {
+        return Err(ApiError::unprocessable("invalid_request", "points must be positive"));
+    }
+    let program = program(&state, &code).await?;
+    member(&state, &program, &request.member).await?;
+    match state
+        .store
+        .redeem_from_group(&program, &group, &request.member, &request.currency, request.points, &request.external_id, Utc::now())
+        .await?
+    {
+        Ok(posted) => Ok(outcome_response(&posted.outcome, posted.replayed)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn external_id(raw: &str) -> ApiResult<ExternalId> {
