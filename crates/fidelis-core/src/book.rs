@@ -174,10 +174,16 @@ impl Book {
         now: DateTime<Utc>,
     ) -> Option<crate::tiers::TierChange> {
         let program = &self.program;
-        let g = program.tier_groups.iter().find(|g| g.code.as_str() == group)?;
+        let g = program
+            .tier_groups
+            .iter()
+            .find(|g| g.code.as_str() == group)?;
         let t = g.tiers.iter().position(|t| t.code.as_str() == tier)?;
         let ledger = self.members.get_mut(member)?;
-        let change = ledger.tiers.as_mut()?.assign(program, g, t, valid_until, now);
+        let change = ledger
+            .tiers
+            .as_mut()?
+            .assign(program, g, t, valid_until, now);
         self.tier_changes.push((member.clone(), change.clone()));
         Some(change)
     }

@@ -94,13 +94,19 @@ pub fn transfer(
         return Err(refused("invalid_points", "points must be positive"));
     }
     if from.member == to.member {
-        return Err(refused("same_member", "a member cannot transfer to themselves"));
+        return Err(refused(
+            "same_member",
+            "a member cannot transfer to themselves",
+        ));
     }
     for ledger in [&*from, &*to] {
         if ledger.status != MemberStatus::Active {
             return Err(refused(
                 "member_not_active",
-                format!("a {} member cannot send or receive points", ledger.status.name()),
+                format!(
+                    "a {} member cannot send or receive points",
+                    ledger.status.name()
+                ),
             ));
         }
     }
@@ -121,8 +127,20 @@ pub fn transfer(
         ));
     }
     let mut out = JournalWriter::new(ids.0);
-    from.debit(program, &mut out, currency, points, now, EntryKind::Transfer)
-        .map_err(|s| refused("insufficient_points", format!("{s} {} can be transferred", def.code)))?;
+    from.debit(
+        program,
+        &mut out,
+        currency,
+        points,
+        now,
+        EntryKind::Transfer,
+    )
+    .map_err(|s| {
+        refused(
+            "insufficient_points",
+            format!("{s} {} can be transferred", def.code),
+        )
+    })?;
     let mut inn = JournalWriter::new(ids.1);
     for e in &out.entries {
         let moved = e
@@ -140,7 +158,15 @@ pub fn transfer(
                 available_at: now,
                 pending: false,
             });
-        to.receive(program, &mut inn, currency, -e.amount, &moved, EntryKind::Transfer, now);
+        to.receive(
+            program,
+            &mut inn,
+            currency,
+            -e.amount,
+            &moved,
+            EntryKind::Transfer,
+            now,
+        );
     }
     let mut outcome = Outcome {
         status: "processed".into(),
@@ -154,7 +180,14 @@ pub fn transfer(
     });
     outcome.balances = process::balances(program, from);
     Ok(Transferred {
-        sent: record(ids.0, Some(external_id), from, RecordKind::Transfer, out, now),
+        sent: record(
+            ids.0,
+            Some(external_id),
+            from,
+            RecordKind::Transfer,
+            out,
+            now,
+        ),
         received: record(ids.1, None, to, RecordKind::Transfer, inn, now),
         outcome,
     })
@@ -185,11 +218,17 @@ pub fn merge(
     now: DateTime<Utc>,
 ) -> Result<Merged, Refused> {
     if source.member == survivor.member {
-        return Err(refused("same_member", "a member cannot be merged into itself"));
+        return Err(refused(
+            "same_member",
+            "a member cannot be merged into itself",
+        ));
     }
     for ledger in [&*source, &*survivor] {
         if ledger.status == MemberStatus::Closed {
-            return Err(refused("member_not_active", "a closed member cannot be merged"));
+            return Err(refused(
+                "member_not_active",
+                "a closed member cannot be merged",
+            ));
         }
     }
     if let Some((ix, a)) = program
@@ -211,7 +250,15 @@ pub fn merge(
     let mut inn = JournalWriter::new(ids.1);
     let mut moved: Vec<PointsOf> = Vec::new();
     for (currency, points, validity) in &taken {
-        survivor.receive(program, &mut inn, *currency, *points, validity, EntryKind::Merge, now);
+        survivor.receive(
+            program,
+            &mut inn,
+            *currency,
+            *points,
+            validity,
+            EntryKind::Merge,
+            now,
+        );
         Outcome::add(&mut moved, &program.currency(*currency).code, *points);
     }
     let tier_changes = match (survivor.tiers.as_mut(), source.tiers.as_ref()) {
@@ -264,10 +311,24 @@ pub fn pool(
         if share <= 0 {
             continue;
         }
-        if let Some((taken, moved)) =
-            member.take_share(program, &mut out, e.currency, bucket, share, EntryKind::Pool, now)
-        {
-            group.receive(program, &mut inn, e.currency, taken, &moved, EntryKind::Pool, now);
+        if let Some((taken, moved)) = member.take_share(
+            program,
+            &mut out,
+            e.currency,
+            bucket,
+            share,
+            EntryKind::Pool,
+            now,
+        ) {
+            group.receive(
+                program,
+                &mut inn,
+                e.currency,
+                taken,
+                &moved,
+                EntryKind::Pool,
+                now,
+            );
             Outcome::add(&mut points, &def.code, taken);
         }
     }
@@ -318,7 +379,10 @@ pub fn reinstate(
         ));
     };
     if ledger.status == MemberStatus::Closed {
-        return Err(refused("member_not_active", "a closed member cannot be given points"));
+        return Err(refused(
+            "member_not_active",
+            "a closed member cannot be given points",
+        ));
     }
     let cutoff = reinstate_cutoff(program, days, now);
     let within: Vec<Expired> = expired
@@ -352,7 +416,14 @@ pub fn reinstate(
     });
     outcome.balances = process::balances(program, ledger);
     Ok((
-        record(id, Some(external_id), ledger, RecordKind::Reinstatement, w, now),
+        record(
+            id,
+            Some(external_id),
+            ledger,
+            RecordKind::Reinstatement,
+            w,
+            now,
+        ),
         within,
         outcome,
     ))

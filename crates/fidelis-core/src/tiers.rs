@@ -83,7 +83,9 @@ pub enum QualifyingPeriod {
     /// Years from the member's enrolment anniversary.
     Anniversary,
     /// The last N months, assessed at each month end.
-    Rolling { months: u32 },
+    Rolling {
+        months: u32,
+    },
 }
 
 /// How far a member who no longer qualifies goes down at an assessment.
@@ -161,7 +163,8 @@ impl TierGroup {
                 if t < anchor {
                     return 0;
                 }
-                let years = calendar::local_date(tz, t).year() - calendar::local_date(tz, anchor).year();
+                let years =
+                    calendar::local_date(tz, t).year() - calendar::local_date(tz, anchor).year();
                 let mut k = i64::from(years.max(0));
                 while k > 0 && self.start(tz, anchor, k) > t {
                     k -= 1;
@@ -188,7 +191,9 @@ impl TierGroup {
                 date(key.div_euclid(12), key.rem_euclid(12) as u32 + 1)
             }
             QualifyingPeriod::Anniversary => u32::try_from(key.max(0).saturating_mul(12))
-                .map_or(DateTime::<Utc>::MAX_UTC, |m| calendar::add_months(tz, anchor, m)),
+                .map_or(DateTime::<Utc>::MAX_UTC, |m| {
+                    calendar::add_months(tz, anchor, m)
+                }),
         }
     }
 
@@ -350,8 +355,17 @@ impl MemberTiers {
     }
 
     /// The standing in `group`, created at its lowest tier if the group is new.
-    fn status_mut(&mut self, program: &Program, group: &TierGroup, now: DateTime<Utc>) -> &mut GroupStatus {
-        if let Some(i) = self.groups.iter().position(|s| s.group == group.code.as_str()) {
+    fn status_mut(
+        &mut self,
+        program: &Program,
+        group: &TierGroup,
+        now: DateTime<Utc>,
+    ) -> &mut GroupStatus {
+        if let Some(i) = self
+            .groups
+            .iter()
+            .position(|s| s.group == group.code.as_str())
+        {
             return &mut self.groups[i];
         }
         let key = group.key(program.time_zone, self.anchor, now);
@@ -381,13 +395,22 @@ impl MemberTiers {
         program
             .tier_groups
             .iter()
-            .map(|g| self.status(g.code.as_str()).map_or(0, |s| g.index_of(&s.tier)))
+            .map(|g| {
+                self.status(g.code.as_str())
+                    .map_or(0, |s| g.index_of(&s.tier))
+            })
             .collect()
     }
 
     /// The measure of tier group `group` (by index) in the period holding `now` (for a
     /// rolling window: the window ending with the current month).
-    pub fn progress(&self, program: &Program, group: usize, balances: &[i64], now: DateTime<Utc>) -> i64 {
+    pub fn progress(
+        &self,
+        program: &Program,
+        group: usize,
+        balances: &[i64],
+        now: DateTime<Utc>,
+    ) -> i64 {
         let Some(g) = program.tier_groups.get(group) else {
             return 0;
         };
@@ -408,7 +431,12 @@ impl MemberTiers {
     /// Counts a journal's contribution toward every group and upgrades where a threshold
     /// is reached. A negative contribution (a refund) never downgrades here: that waits
     /// for the assessment.
-    pub fn contribute(&mut self, program: &Program, c: &Contribution, now: DateTime<Utc>) -> Vec<TierChange> {
+    pub fn contribute(
+        &mut self,
+        program: &Program,
+        c: &Contribution,
+        now: DateTime<Utc>,
+    ) -> Vec<TierChange> {
         let tz = program.time_zone;
         let anchor = self.anchor;
         let mut changes = Vec::new();
@@ -429,7 +457,11 @@ impl MemberTiers {
             let by_balance = group.measured_by_balance();
             // The period only matters for kept progress and for a change of tier: most
             // journals of a balance-measured group need no calendar arithmetic.
-            let key = if by_balance { 0 } else { group.key(tz, anchor, c.at) };
+            let key = if by_balance {
+                0
+            } else {
+                group.key(tz, anchor, c.at)
+            };
             let status = self.status_mut(program, group, now);
             if !by_balance {
                 let slot = status.progress.entry(key).or_insert(0);
@@ -443,7 +475,11 @@ impl MemberTiers {
             if reached <= current && status.grace_until.is_none() {
                 continue;
             }
-            let key = if by_balance { group.key(tz, anchor, c.at) } else { key };
+            let key = if by_balance {
+                group.key(tz, anchor, c.at)
+            } else {
+                key
+            };
             let valid_until = group.start(tz, anchor, key + 1 + i64::from(group.validity_periods));
             if reached > current {
                 changes.push(TierChange {
@@ -457,7 +493,8 @@ impl MemberTiers {
                 });
                 status.tier = group.tiers[reached].code.to_string();
                 status.since = c.at.min(now);
-                status.valid_until = Some(valid_until.max(status.valid_until.unwrap_or(valid_until)));
+                status.valid_until =
+                    Some(valid_until.max(status.valid_until.unwrap_or(valid_until)));
                 status.grace_until = None;
                 status.grace_target = None;
                 self.changed = true;
@@ -599,7 +636,12 @@ impl MemberTiers {
 
     /// Folds a merged member's standing into this one (the survivor): per group the higher
     /// tier and the longer validity are kept, and the measures of each period add up.
-    pub fn absorb(&mut self, program: &Program, other: &MemberTiers, now: DateTime<Utc>) -> Vec<TierChange> {
+    pub fn absorb(
+        &mut self,
+        program: &Program,
+        other: &MemberTiers,
+        now: DateTime<Utc>,
+    ) -> Vec<TierChange> {
         let mut changes = Vec::new();
         for group in &program.tier_groups {
             let Some(theirs) = other.status(group.code.as_str()).cloned() else {

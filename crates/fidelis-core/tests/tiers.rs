@@ -107,7 +107,11 @@ fn at_period_end_one_tier_policy_goes_down_one_and_to_qualified_goes_to_the_meas
         let (member, change) = sim.book.tier_changes().last().unwrap().clone();
         assert_eq!(member.as_str(), "m");
         assert_eq!(
-            (change.from.unwrap().as_str(), change.to.as_str(), change.reason.as_str()),
+            (
+                change.from.unwrap().as_str(),
+                change.to.as_str(),
+                change.reason.as_str()
+            ),
             ("gold", expected, "assessment")
         );
         assert_eq!(change.measure, Some(100));
@@ -169,12 +173,15 @@ fn a_rolling_window_counts_the_last_months_and_is_assessed_each_month_end() {
 fn a_refund_that_lowers_the_measure_costs_the_tier_at_the_next_assessment() {
     for refund in [false, true] {
         let mut sim = sim(program(""), "2026-01-05T10:00:00Z");
-        sim.at("2026-05-01T10:00:00Z")
-            .ok(json!({"member": "m", "type": "purchase", "amount": "600.00", "currency": "EUR",
-                       "external_id": "order"}));
+        sim.at("2026-05-01T10:00:00Z").ok(
+            json!({"member": "m", "type": "purchase", "amount": "600.00", "currency": "EUR",
+                       "external_id": "order"}),
+        );
         assert_eq!(tier(&sim, "m"), "silver");
         if refund {
-            let out = sim.at("2026-06-01T10:00:00Z").ok(json!({"member": "m", "type": "refund",
+            let out = sim
+                .at("2026-06-01T10:00:00Z")
+                .ok(json!({"member": "m", "type": "refund",
                 "original_external_id": "order", "amount": "200.00", "currency": "EUR"}));
             // No downgrade before the assessment.
             assert!(out.tier_changes.is_empty());
@@ -197,7 +204,14 @@ fn a_grace_period_keeps_the_tier_until_it_ends_unless_the_member_requalifies() {
         // 2027 earns nothing: assessed at its end, the grace runs to 2028-03-01.
         sim.settle_at("2028-01-02T00:00:00Z");
         assert_eq!(tier(&sim, "m"), "silver", "in grace");
-        let status = sim.ledger("m").tiers.as_ref().unwrap().status("status").unwrap().clone();
+        let status = sim
+            .ledger("m")
+            .tiers
+            .as_ref()
+            .unwrap()
+            .status("status")
+            .unwrap()
+            .clone();
         assert_eq!(status.grace_until, Some(utc("2028-03-01T00:00:00+01:00")));
         if requalify {
             sim.at("2028-02-01T10:00:00Z").ok(purchase("m", "500.00"));
@@ -237,13 +251,26 @@ fn an_agent_assigns_a_tier_that_holds_until_its_validity() {
     let m = ExternalId::parse("m").unwrap();
     let change = sim
         .book
-        .assign_tier(&m, "status", "gold", Some(utc("2028-01-01T00:00:00+01:00")), utc("2026-02-01T10:00:00Z"))
+        .assign_tier(
+            &m,
+            "status",
+            "gold",
+            Some(utc("2028-01-01T00:00:00+01:00")),
+            utc("2026-02-01T10:00:00Z"),
+        )
         .unwrap();
-    assert_eq!((change.to.as_str(), change.reason.as_str()), ("gold", "manual"));
+    assert_eq!(
+        (change.to.as_str(), change.reason.as_str()),
+        ("gold", "manual")
+    );
     sim.settle_at("2027-01-01T10:00:00Z");
     assert_eq!(tier(&sim, "m"), "gold", "valid until 2028");
     sim.settle_at("2028-01-01T10:00:00Z");
-    assert_eq!(tier(&sim, "m"), "silver", "one tier down once validity ran out");
+    assert_eq!(
+        tier(&sim, "m"),
+        "silver",
+        "one tier down once validity ran out"
+    );
 }
 
 #[test]
@@ -287,7 +314,9 @@ fn spend_and_activity_measures() {
     assert_eq!(changes(&third), vec![t("member", "silver", "upgrade")]);
     // Spend in minor units: 3 cents.
     let mut by_spend = sim(spend("    measure: spend\n"), "2026-01-05T10:00:00Z");
-    let out = by_spend.at("2026-02-01T10:00:00Z").ok(purchase("m", "0.03"));
+    let out = by_spend
+        .at("2026-02-01T10:00:00Z")
+        .ok(purchase("m", "0.03"));
     assert_eq!(changes(&out), vec![t("member", "silver", "upgrade")]);
 }
 
@@ -303,15 +332,39 @@ fn benefits_are_read_by_promotions_and_extend_expiry() {
     let mut sim = sim(program, "2026-01-05T10:00:00Z");
     let up = sim.at("2026-05-01T10:00:00Z").ok(purchase("m", "2000.00"));
     assert_eq!(changes(&up), vec![t("member", "gold", "upgrade")]);
-    assert!(up.promotions.iter().all(|p| p.promotion.as_str() != "gold-bonus"), "not gold before");
-    let benefits = sim.ledger("m").tiers.as_ref().unwrap().benefits(sim.book.program());
-    let codes: Vec<&str> = benefits[0].1.benefits.iter().map(|b| b.code.as_str()).collect();
+    assert!(
+        up.promotions
+            .iter()
+            .all(|p| p.promotion.as_str() != "gold-bonus"),
+        "not gold before"
+    );
+    let benefits = sim
+        .ledger("m")
+        .tiers
+        .as_ref()
+        .unwrap()
+        .benefits(sim.book.program());
+    let codes: Vec<&str> = benefits[0]
+        .1
+        .benefits
+        .iter()
+        .map(|b| b.code.as_str())
+        .collect();
     assert_eq!(codes, ["earning_multiplier", "lounge_access"]);
     let next = sim.at("2026-05-02T10:00:00Z").ok(purchase("m", "10.00"));
-    assert!(next.promotions.iter().any(|p| p.promotion.as_str() == "gold-bonus"), "{next:?}");
+    assert!(
+        next.promotions
+            .iter()
+            .any(|p| p.promotion.as_str() == "gold-bonus"),
+        "{next:?}"
+    );
     // Points earned as gold expire 12 + 6 months after earning; the first purchase's
     // (earned while member) after 12.
     let expiries: Vec<_> = sim.buckets("m", "points").iter().map(|b| b.0).collect();
     assert_eq!(expiries[0], Some(utc("2027-05-01T10:00:00Z")));
-    assert_eq!(expiries[1], Some(utc("2027-11-02T11:00:00Z")), "local noon, winter time");
+    assert_eq!(
+        expiries[1],
+        Some(utc("2027-11-02T11:00:00Z")),
+        "local noon, winter time"
+    );
 }

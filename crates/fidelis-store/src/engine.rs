@@ -137,10 +137,15 @@ pub(crate) async fn post_batch<T: LedgerTx>(
     // Journals for a merged member go to the survivor: hold the survivor's lock too and
     // read its accounts under it.
     let owners: Vec<&str> = unique(members.iter().filter_map(|m| m.owner.as_deref()));
-    let redirected: Vec<i64> = members.iter().filter(|m| m.owner.is_some()).map(|m| m.id).collect();
+    let redirected: Vec<i64> = members
+        .iter()
+        .filter(|m| m.owner.is_some())
+        .map(|m| m.id)
+        .collect();
     let mut opening_accounts = opening.accounts;
     if !owners.is_empty() {
-        tx.lock_members(&lock_keys(lp.id, owners.iter().copied())).await?;
+        tx.lock_members(&lock_keys(lp.id, owners.iter().copied()))
+            .await?;
         opening_accounts.retain(|a| !redirected.contains(&a.member_id));
         opening_accounts.extend(tx.load_accounts(&redirected).await?);
     }
@@ -281,7 +286,8 @@ pub(crate) async fn load_members<'p, T: LedgerTx>(
     now: DateTime<Utc>,
 ) -> Result<(Batch<'p>, Vec<MemberRow>)> {
     let names = unique(names.iter().copied());
-    tx.lock_members(&lock_keys(lp.id, names.iter().copied())).await?;
+    tx.lock_members(&lock_keys(lp.id, names.iter().copied()))
+        .await?;
     let members = tx.resolve_members(lp.id, &names).await?;
     let ids: Vec<i64> = members.iter().map(|m| m.id).collect();
     let mut batch = Batch::new(lp, now);
@@ -591,7 +597,11 @@ impl<'p> Batch<'p> {
     }
 
     /// Moves the group's share of what an accrual just credited to the member.
-    fn pool_share(&mut self, member_id: i64, processed: &mut fidelis_core::process::Processed) -> Result<()> {
+    fn pool_share(
+        &mut self,
+        member_id: i64,
+        processed: &mut fidelis_core::process::Processed,
+    ) -> Result<()> {
         let Some(&(group_id, share)) = self.group_of.get(&member_id) else {
             return Ok(());
         };
@@ -599,12 +609,17 @@ impl<'p> Batch<'p> {
             return Ok(());
         }
         let (Some(a), Some(b)) = (self.spare_ids.pop(), self.spare_ids.pop()) else {
-            return Err(StoreError::Inconsistent("too few journal ids reserved for group shares".into()));
+            return Err(StoreError::Inconsistent(
+                "too few journal ids reserved for group shares".into(),
+            ));
         };
-        let (Some(mut member), Some(mut group)) =
-            (self.ledgers.remove(&member_id), self.ledgers.remove(&group_id))
-        else {
-            return Err(StoreError::Inconsistent(format!("group {group_id} was not loaded")));
+        let (Some(mut member), Some(mut group)) = (
+            self.ledgers.remove(&member_id),
+            self.ledgers.remove(&group_id),
+        ) else {
+            return Err(StoreError::Inconsistent(format!(
+                "group {group_id} was not loaded"
+            )));
         };
         let pooled = fidelis_core::lifecycle::pool(
             &self.lp.program,
@@ -649,7 +664,12 @@ impl<'p> Batch<'p> {
                 }
                 None => {
                     let balances: Vec<i64> = ledger.accounts.iter().map(|a| a.available).collect();
-                    fidelis_core::tiers::MemberTiers::start(program, row.enrolled_at.unwrap_or(self.now), &balances, self.now)
+                    fidelis_core::tiers::MemberTiers::start(
+                        program,
+                        row.enrolled_at.unwrap_or(self.now),
+                        &balances,
+                        self.now,
+                    )
                 }
             });
         }
@@ -934,7 +954,11 @@ impl<'p> Batch<'p> {
                     }
                     if !processed.outcome.tier_changes.is_empty() {
                         let changes = processed.outcome.tier_changes.clone();
-                        self.audit_tier_changes(member_id, &changes, Some(journal.external_id.as_str()));
+                        self.audit_tier_changes(
+                            member_id,
+                            &changes,
+                            Some(journal.external_id.as_str()),
+                        );
                     }
                     let outcome = stored_outcome(&mut processed.outcome)?;
                     if let Some(settlement) = processed.settlement {

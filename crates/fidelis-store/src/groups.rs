@@ -89,7 +89,10 @@ impl Store {
                     .bind(view.id).bind(program.id).bind(share_percent).bind(redeem.name()).bind(owner_view.id)
                     .execute(&mut *tx).await?;
                 sqlx::query("UPDATE members SET group_id = ?1 WHERE id = ?2 AND group_id IS NULL")
-                    .bind(view.id).bind(owner_view.id).execute(&mut *tx).await?;
+                    .bind(view.id)
+                    .bind(owner_view.id)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
             }
             Db::Postgres(pool) => {
@@ -98,12 +101,22 @@ impl Store {
                     .bind(view.id).bind(program.id).bind(share_percent).bind(redeem.name()).bind(owner_view.id)
                     .execute(&mut *tx).await?;
                 sqlx::query("UPDATE members SET group_id = $1 WHERE id = $2 AND group_id IS NULL")
-                    .bind(view.id).bind(owner_view.id).execute(&mut *tx).await?;
+                    .bind(view.id)
+                    .bind(owner_view.id)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
             }
         }
-        let mut audit = actor.entry(now, "group.create", Some(program.program.code.as_str()), Some(group.as_str()));
-        audit.after = Some(serde_json::json!({"share_percent": share_percent, "redeem": redeem.name(), "owner": owner}));
+        let mut audit = actor.entry(
+            now,
+            "group.create",
+            Some(program.program.code.as_str()),
+            Some(group.as_str()),
+        );
+        audit.after = Some(
+            serde_json::json!({"share_percent": share_percent, "redeem": redeem.name(), "owner": owner}),
+        );
         self.audit_entry(&audit).await?;
         self.require_group(program, group.as_str()).await
     }
@@ -132,7 +145,10 @@ impl Store {
         self.refuse_grouped(&m)?;
         let group_id = self.require_member(program, group).await?.id;
         if m.id == group_id {
-            return Err(StoreError::Refused("invalid_group", "a group cannot join itself".into()));
+            return Err(StoreError::Refused(
+                "invalid_group",
+                "a group cannot join itself".into(),
+            ));
         }
         let changed = match &self.db {
             Db::Sqlite(pool) => sqlx::query("UPDATE members SET group_id = ?1 WHERE id = ?2 AND group_id IS NULL AND id NOT IN (SELECT group_id FROM member_groups)")
@@ -146,7 +162,12 @@ impl Store {
                 format!("member {member:?} belongs to another group (or is one)"),
             ));
         }
-        let mut audit = actor.entry(now, "group.join", Some(program.program.code.as_str()), Some(group));
+        let mut audit = actor.entry(
+            now,
+            "group.join",
+            Some(program.program.code.as_str()),
+            Some(group),
+        );
         audit.after = Some(serde_json::json!({"member": member}));
         self.audit_entry(&audit).await?;
         self.require_group(program, group).await
@@ -182,10 +203,22 @@ impl Store {
             ));
         };
         let members: Vec<String> = match &self.db {
-            Db::Sqlite(pool) => sqlx::query_scalar("SELECT external_id FROM members WHERE group_id = ?1 ORDER BY external_id")
-                .bind(id).fetch_all(pool).await?,
-            Db::Postgres(pool) => sqlx::query_scalar("SELECT external_id FROM members WHERE group_id = $1 ORDER BY external_id")
-                .bind(id).fetch_all(pool).await?,
+            Db::Sqlite(pool) => {
+                sqlx::query_scalar(
+                    "SELECT external_id FROM members WHERE group_id = ?1 ORDER BY external_id",
+                )
+                .bind(id)
+                .fetch_all(pool)
+                .await?
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "SELECT external_id FROM members WHERE group_id = $1 ORDER BY external_id",
+                )
+                .bind(id)
+                .fetch_all(pool)
+                .await?
+            }
         };
         Ok(GroupView {
             group: group.to_owned(),

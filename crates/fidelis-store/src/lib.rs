@@ -46,12 +46,12 @@ pub use access::{Actor, AuditEntry, AuditFilter, NewToken, TokenRecord, UserReco
 use engine::Revision;
 pub use engine::{ImportProgress, JournalResult, LoadedProgram, Posted, Prepared, SettleReport};
 pub use error::{Result, StoreError};
+pub use groups::{GroupView, RedeemRule};
 pub use imports::{ImportRun, PartitionProgress};
+pub use lifecycle::MergeReport;
 pub use members::{Enrollment, MemberView};
 pub use programs::ProgramSummary;
 pub use rows::RejectionRow;
-pub use groups::{GroupView, RedeemRule};
-pub use lifecycle::MergeReport;
 pub use tiers::TierStanding;
 pub use views::{BalanceView, EntryView, JournalView, ScheduledPoints};
 
@@ -262,7 +262,10 @@ impl Store {
         };
         let qualifying = journals.iter().zip(results).any(|(j, r)| {
             matches!(r, Ok(p) if !p.replayed)
-                && matches!(j.journal.body, fidelis_core::journal::JournalBody::Accrual(_))
+                && matches!(
+                    j.journal.body,
+                    fidelis_core::journal::JournalBody::Accrual(_)
+                )
                 && referral.qualifies(j.journal.body.type_code().as_str())
         });
         if qualifying {
@@ -305,8 +308,10 @@ impl Store {
             group_commit::GroupCommit::start(&direct, self.committers)
         });
         let may_qualify = program.program.referral.as_ref().is_some_and(|r| {
-            matches!(journal.journal.body, fidelis_core::journal::JournalBody::Accrual(_))
-                && r.qualifies(journal.journal.body.type_code().as_str())
+            matches!(
+                journal.journal.body,
+                fidelis_core::journal::JournalBody::Accrual(_)
+            ) && r.qualifies(journal.journal.body.type_code().as_str())
         });
         let result = match committer.post(Arc::clone(program), journal, now).await {
             Ok(result) => result?,

@@ -36,7 +36,11 @@ impl From<Refused> for StoreError {
     }
 }
 
-fn new_journal(record: JournalRecord, document: Option<String>, outcome: Option<&Outcome>) -> Result<NewJournal> {
+fn new_journal(
+    record: JournalRecord,
+    document: Option<String>,
+    outcome: Option<&Outcome>,
+) -> Result<NewJournal> {
     Ok(NewJournal {
         record_key: None,
         record: Some(record),
@@ -87,7 +91,10 @@ async fn refuse_groups<T: LedgerTx>(tx: &mut T, ids: &[i64]) -> Result<()> {
     if let Some(g) = tx.load_groups(ids).await?.first() {
         return Err(StoreError::Refused(
             "member_is_group",
-            format!("{:?} is a group: it does not take part in transfers or merges", g.external_id),
+            format!(
+                "{:?} is a group: it does not take part in transfers or merges",
+                g.external_id
+            ),
         ));
     }
     Ok(())
@@ -133,15 +140,21 @@ impl Store {
                     return Ok((outcome, true));
                 }
                 refuse_merged(&members, &[from, to])?;
-                let id_of = |name: &str| members.iter().find(|m| m.external_id == name).map(|m| m.id);
+                let id_of =
+                    |name: &str| members.iter().find(|m| m.external_id == name).map(|m| m.id);
                 let (Some(a), Some(b)) = (id_of(from), id_of(to)) else {
                     return Err(StoreError::UnknownMember(to.to_owned()));
                 };
                 refuse_groups(&mut tx, &[a, b]).await?;
                 let sent_today = tx.transferred_since(a, currency, day_start).await?;
                 let ids = tx.reserve_journal_ids(2).await?;
-                let (Some(sender), Some(receiver)) = (batch.ledgers.remove(&a), batch.ledgers.remove(&b)) else {
-                    return Err(StoreError::Refused("same_member", "a member cannot transfer to themselves".into()));
+                let (Some(sender), Some(receiver)) =
+                    (batch.ledgers.remove(&a), batch.ledgers.remove(&b))
+                else {
+                    return Err(StoreError::Refused(
+                        "same_member",
+                        "a member cannot transfer to themselves".into(),
+                    ));
                 };
                 let (mut sender, mut receiver) = (sender, receiver);
                 let done = lifecycle::transfer(
@@ -157,11 +170,17 @@ impl Store {
                 )?;
                 batch.ledgers.insert(a, sender);
                 batch.ledgers.insert(b, receiver);
-                batch.new_journals.push(new_journal(done.sent, Some(document.clone()), Some(&done.outcome))?);
+                batch.new_journals.push(new_journal(
+                    done.sent,
+                    Some(document.clone()),
+                    Some(&done.outcome),
+                )?);
                 let received_doc = serde_json::json!({"type": "transfer", "from": from, "to": to,
                     "currency": currency, "points": points, "transfer": external_id.as_str()})
                 .to_string();
-                batch.new_journals.push(new_journal(done.received, Some(received_doc), None)?);
+                batch
+                    .new_journals
+                    .push(new_journal(done.received, Some(received_doc), None)?);
                 batch.write(&mut tx).await?;
                 Ok::<_, StoreError>((done.outcome, false))
             }
@@ -188,21 +207,39 @@ impl Store {
                 let (mut batch, members) =
                     engine::load_members(&mut tx, program, &[source, survivor], now).await?;
                 refuse_merged(&members, &[source, survivor])?;
-                let id_of = |name: &str| members.iter().find(|m| m.external_id == name).map(|m| m.id);
+                let id_of =
+                    |name: &str| members.iter().find(|m| m.external_id == name).map(|m| m.id);
                 let (Some(a), Some(b)) = (id_of(source), id_of(survivor)) else {
                     return Err(StoreError::UnknownMember(survivor.to_owned()));
                 };
                 refuse_groups(&mut tx, &[a, b]).await?;
-                let (Some(mut from), Some(mut to)) = (batch.ledgers.remove(&a), batch.ledgers.remove(&b)) else {
-                    return Err(StoreError::Refused("same_member", "a member cannot be merged into itself".into()));
+                let (Some(mut from), Some(mut to)) =
+                    (batch.ledgers.remove(&a), batch.ledgers.remove(&b))
+                else {
+                    return Err(StoreError::Refused(
+                        "same_member",
+                        "a member cannot be merged into itself".into(),
+                    ));
                 };
                 let ids = tx.reserve_journal_ids(2).await?;
-                let merged = lifecycle::merge(p, &mut from, &mut to, (JournalId(ids[0]), JournalId(ids[1])), now)?;
+                let merged = lifecycle::merge(
+                    p,
+                    &mut from,
+                    &mut to,
+                    (JournalId(ids[0]), JournalId(ids[1])),
+                    now,
+                )?;
                 batch.ledgers.insert(a, from);
                 batch.ledgers.insert(b, to);
-                let doc = serde_json::json!({"type": "merge", "source": source, "survivor": survivor}).to_string();
-                batch.new_journals.push(new_journal(merged.source, Some(doc.clone()), None)?);
-                batch.new_journals.push(new_journal(merged.survivor, Some(doc), None)?);
+                let doc =
+                    serde_json::json!({"type": "merge", "source": source, "survivor": survivor})
+                        .to_string();
+                batch
+                    .new_journals
+                    .push(new_journal(merged.source, Some(doc.clone()), None)?);
+                batch
+                    .new_journals
+                    .push(new_journal(merged.survivor, Some(doc), None)?);
                 batch.audit_tier_changes(b, &merged.tier_changes, None);
                 let mut audit = actor.entry(now, "member.merge", Some(code), Some(source));
                 audit.before = Some(serde_json::json!({"member": source, "status": "active"}));
@@ -299,7 +336,12 @@ impl Store {
 }
 
 impl sqlite::SqliteTx<'_> {
-    async fn transferred_since(&mut self, member: i64, currency: &str, since: DateTime<Utc>) -> Result<i64> {
+    async fn transferred_since(
+        &mut self,
+        member: i64,
+        currency: &str,
+        since: DateTime<Utc>,
+    ) -> Result<i64> {
         let sent: i64 = sqlx::query_scalar(
             "SELECT COALESCE(SUM(-e.amount), 0) FROM journals j JOIN entries e ON e.journal_id = j.id \
              WHERE j.member_id = ?1 AND j.kind = 'transfer' AND j.occurred_at >= ?2 \
@@ -313,7 +355,12 @@ impl sqlite::SqliteTx<'_> {
         Ok(sent)
     }
 
-    async fn expired_since(&mut self, member: i64, currency: &str, since: DateTime<Utc>) -> Result<Vec<Expired>> {
+    async fn expired_since(
+        &mut self,
+        member: i64,
+        currency: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Expired>> {
         let rows = sqlx::query(
             "SELECT e.journal_id, e.seq, -e.amount, e.effective_at FROM journals j JOIN entries e ON e.journal_id = j.id \
              WHERE j.member_id = ?1 AND j.kind = 'settlement' AND j.occurred_at >= ?2 \
@@ -336,7 +383,11 @@ impl sqlite::SqliteTx<'_> {
             .collect()
     }
 
-    async fn reinstated_since(&mut self, member: i64, since: DateTime<Utc>) -> Result<Vec<(i64, i64)>> {
+    async fn reinstated_since(
+        &mut self,
+        member: i64,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(i64, i64)>> {
         let docs: Vec<Option<String>> = sqlx::query_scalar(
             "SELECT document FROM journals WHERE member_id = ?1 AND kind = 'reinstatement' AND occurred_at >= ?2",
         )
@@ -375,7 +426,12 @@ impl sqlite::SqliteTx<'_> {
 }
 
 impl postgres::PgTx {
-    async fn transferred_since(&mut self, member: i64, currency: &str, since: DateTime<Utc>) -> Result<i64> {
+    async fn transferred_since(
+        &mut self,
+        member: i64,
+        currency: &str,
+        since: DateTime<Utc>,
+    ) -> Result<i64> {
         let sent: i64 = sqlx::query_scalar(
             "SELECT COALESCE(SUM(-e.amount), 0)::bigint FROM journals j JOIN entries e ON e.journal_id = j.id \
              WHERE j.member_id = $1 AND j.kind = 'transfer' AND j.occurred_at >= $2 \
@@ -389,7 +445,12 @@ impl postgres::PgTx {
         Ok(sent)
     }
 
-    async fn expired_since(&mut self, member: i64, currency: &str, since: DateTime<Utc>) -> Result<Vec<Expired>> {
+    async fn expired_since(
+        &mut self,
+        member: i64,
+        currency: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Expired>> {
         let rows = sqlx::query(
             "SELECT e.journal_id, e.seq::bigint, -e.amount, e.effective_at FROM journals j JOIN entries e ON e.journal_id = j.id \
              WHERE j.member_id = $1 AND j.kind = 'settlement' AND j.occurred_at >= $2 \
@@ -412,7 +473,11 @@ impl postgres::PgTx {
             .collect()
     }
 
-    async fn reinstated_since(&mut self, member: i64, since: DateTime<Utc>) -> Result<Vec<(i64, i64)>> {
+    async fn reinstated_since(
+        &mut self,
+        member: i64,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(i64, i64)>> {
         let docs: Vec<Option<String>> = sqlx::query_scalar(
             "SELECT document FROM journals WHERE member_id = $1 AND kind = 'reinstatement' AND occurred_at >= $2",
         )

@@ -155,7 +155,9 @@ impl Store {
                 }),
                 // A referral code drawn twice (about one in 10^15): draw again.
                 Err(sqlx::Error::Database(e))
-                    if e.is_unique_violation() && e.message().contains("referral_code") && attempt < 3 =>
+                    if e.is_unique_violation()
+                        && e.message().contains("referral_code")
+                        && attempt < 3 =>
                 {
                     continue;
                 }
@@ -225,7 +227,9 @@ impl Store {
     ) -> Result<Option<MemberView>> {
         match &self.db {
             Db::Sqlite(pool) => {
-                let sql = format!("SELECT {MEMBER_COLUMNS} FROM members m WHERE m.program_id = ?1 AND m.external_id = ?2");
+                let sql = format!(
+                    "SELECT {MEMBER_COLUMNS} FROM members m WHERE m.program_id = ?1 AND m.external_id = ?2"
+                );
                 let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(program.id)
                     .bind(external_id)
@@ -251,10 +255,10 @@ impl Store {
                     MEMBER_COLUMNS.replace("m.profile", "m.profile::text")
                 );
                 let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(program.id)
-                .bind(external_id)
-                .fetch_optional(pool)
-                .await?;
+                    .bind(program.id)
+                    .bind(external_id)
+                    .fetch_optional(pool)
+                    .await?;
                 row.map(|r| {
                     Ok(MemberView {
                         id: r.try_get(0)?,

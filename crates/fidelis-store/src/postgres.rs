@@ -768,10 +768,12 @@ impl LedgerTx for PgTx {
             col::<String>(&r, 3)?,
         );
         let last = r.columns().len() - 1;
-        let owners: Vec<Option<String>> =
-            r.try_get::<Option<Vec<Option<String>>>, _>(last)?.unwrap_or_default();
-        let groups: Vec<Option<i64>> =
-            r.try_get::<Option<Vec<Option<i64>>>, _>(last - 1)?.unwrap_or_default();
+        let owners: Vec<Option<String>> = r
+            .try_get::<Option<Vec<Option<String>>>, _>(last)?
+            .unwrap_or_default();
+        let groups: Vec<Option<i64>> = r
+            .try_get::<Option<Vec<Option<i64>>>, _>(last - 1)?
+            .unwrap_or_default();
         if names.len() != ids.len()
             || statuses.len() != ids.len()
             || owners.len() != ids.len()
@@ -785,13 +787,15 @@ impl LedgerTx for PgTx {
             .zip(statuses)
             .zip(owners)
             .zip(groups)
-            .map(|((((id, external_id), status), owner), group_id)| MemberRow {
-                id,
-                external_id,
-                status,
-                owner,
-                group_id,
-            })
+            .map(
+                |((((id, external_id), status), owner), group_id)| MemberRow {
+                    id,
+                    external_id,
+                    status,
+                    owner,
+                    group_id,
+                },
+            )
             .collect();
 
         let member_ids = col::<i64>(&r, 4)?;

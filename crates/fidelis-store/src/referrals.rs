@@ -20,7 +20,11 @@ const ROUND: i64 = 200;
 impl Store {
     /// Posts the rewards of qualified referrals not rewarded yet. Returns how many
     /// referrals were rewarded.
-    pub async fn reward_referrals(&self, program: &LoadedProgram, now: DateTime<Utc>) -> Result<u64> {
+    pub async fn reward_referrals(
+        &self,
+        program: &LoadedProgram,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
         let p = &program.program;
         let Some(referral) = &p.referral else {
             return Ok(0);
@@ -66,8 +70,9 @@ impl Store {
                         reason: Some("referral".into()),
                         ..JournalDocument::default()
                     };
-                    let journal = Journal::parse(&doc, p)
-                        .map_err(|e| crate::StoreError::Inconsistent(format!("referral reward: {e}")))?;
+                    let journal = Journal::parse(&doc, p).map_err(|e| {
+                        crate::StoreError::Inconsistent(format!("referral reward: {e}"))
+                    })?;
                     journals.push(Prepared::new(journal, p)?);
                 }
             }

@@ -56,7 +56,12 @@ fn standing(
 ) -> Result<MemberTiers> {
     Ok(match &row.state {
         Some(state) => serde_json::from_str(state)?,
-        None => MemberTiers::start(program, row.enrolled_at.unwrap_or(now), &balances_of(program, accounts), now),
+        None => MemberTiers::start(
+            program,
+            row.enrolled_at.unwrap_or(now),
+            &balances_of(program, accounts),
+            now,
+        ),
     })
 }
 

@@ -153,7 +153,13 @@ async fn post(
         .outcome
 }
 
-async fn tier_of(store: &Store, program: &LoadedProgram, member: &str, group: &str, now: &str) -> String {
+async fn tier_of(
+    store: &Store,
+    program: &LoadedProgram,
+    member: &str,
+    group: &str,
+    now: &str,
+) -> String {
     store
         .tier_standing(program, member, utc(now))
         .await
@@ -179,7 +185,10 @@ async fn the_store_agrees_with_the_reference_book_on_tiers(store: Store) {
     let mut now = utc("2026-01-01T10:00:00Z");
     for seed in 1..=3u64 {
         let mut rng = Lcg(seed);
-        let names: Vec<String> = ["a", "b", "c"].iter().map(|m| format!("{m}{seed}")).collect();
+        let names: Vec<String> = ["a", "b", "c"]
+            .iter()
+            .map(|m| format!("{m}{seed}"))
+            .collect();
         for (i, name) in names.iter().enumerate() {
             let at = utc("2026-01-01T09:00:00Z") + Duration::days(37 * seed as i64 + 50 * i as i64);
             enroll_at(&store, &program, name, at).await;
@@ -194,8 +203,10 @@ async fn the_store_agrees_with_the_reference_book_on_tiers(store: Store) {
             let id = format!("t{seed}-{step}");
             let at = now.to_rfc3339();
             let doc = match rng.next(8) {
-                0..=3 => json!({"external_id": id, "member": member, "type": "purchase", "occurred_at": at,
-                                "amount": format!("{}.{:02}", rng.next(260), rng.next(100)), "currency": "EUR"}),
+                0..=3 => {
+                    json!({"external_id": id, "member": member, "type": "purchase", "occurred_at": at,
+                                "amount": format!("{}.{:02}", rng.next(260), rng.next(100)), "currency": "EUR"})
+                }
                 4 if !posted.is_empty() => {
                     let (original, owner) = posted[rng.next(posted.len() as u64) as usize].clone();
                     json!({"external_id": id, "member": owner, "type": "refund", "occurred_at": at,
@@ -206,10 +217,14 @@ async fn the_store_agrees_with_the_reference_book_on_tiers(store: Store) {
                     json!({"external_id": id, "member": owner, "type": "cancellation", "occurred_at": at,
                            "original_external_id": original})
                 }
-                6 => json!({"external_id": id, "member": member, "type": "redemption", "occurred_at": at,
-                            "currency": "points", "points": 1 + rng.next(80)}),
-                _ => json!({"external_id": id, "member": member, "type": "adjustment", "occurred_at": at,
-                            "currency": "status", "points": 1 + rng.next(300), "reason": "goodwill"}),
+                6 => {
+                    json!({"external_id": id, "member": member, "type": "redemption", "occurred_at": at,
+                            "currency": "points", "points": 1 + rng.next(80)})
+                }
+                _ => {
+                    json!({"external_id": id, "member": member, "type": "adjustment", "occurred_at": at,
+                            "currency": "status", "points": 1 + rng.next(300), "reason": "goodwill"})
+                }
             };
             let j = journal(&program, doc);
             let expected = book.post(&j.journal, now).map(|(o, _)| o);
@@ -221,10 +236,20 @@ async fn the_store_agrees_with_the_reference_book_on_tiers(store: Store) {
                 .map(|p| p.outcome);
             assert_eq!(got, expected, "seed {seed}, step {step}: {:?}", j.journal);
             if let Ok(o) = &got {
-                reasons.extend(o.tier_changes.iter().map(|c| format!("{}:{}", c.group, c.reason)));
+                reasons.extend(
+                    o.tier_changes
+                        .iter()
+                        .map(|c| format!("{}:{}", c.group, c.reason)),
+                );
                 resets += o.reset.len();
-                if matches!(j.journal.body, fidelis_core::journal::JournalBody::Accrual(_)) {
-                    posted.push((j.journal.external_id.to_string(), j.journal.member.to_string()));
+                if matches!(
+                    j.journal.body,
+                    fidelis_core::journal::JournalBody::Accrual(_)
+                ) {
+                    posted.push((
+                        j.journal.external_id.to_string(),
+                        j.journal.member.to_string(),
+                    ));
                 }
             }
             if rng.next(6) == 0 {
@@ -241,14 +266,23 @@ async fn the_store_agrees_with_the_reference_book_on_tiers(store: Store) {
     for name in &all_names {
         let ledger = book.ledger(&ExternalId::parse(name).unwrap()).unwrap();
         let mut settled = ledger.clone();
-        let _ = fidelis_core::process::settle(&program.program, &mut settled, fidelis_core::ids::JournalId(0), now);
+        let _ = fidelis_core::process::settle(
+            &program.program,
+            &mut settled,
+            fidelis_core::ids::JournalId(0),
+            now,
+        );
         let expected = settled.tiers.as_ref().unwrap();
         let standing = store.tier_standing(&program, name, now).await.unwrap();
         for (g, s) in standing.iter().enumerate() {
             let e = expected.status(&s.group).unwrap();
             assert_eq!(
                 (&s.tier, s.grace_until, s.progress),
-                (&e.tier, e.grace_until, expected.progress(&program.program, g, &balances(&settled), now)),
+                (
+                    &e.tier,
+                    e.grace_until,
+                    expected.progress(&program.program, g, &balances(&settled), now)
+                ),
                 "{name} {}",
                 s.group
             );
@@ -275,7 +309,11 @@ async fn the_store_agrees_with_the_reference_book_on_tiers(store: Store) {
         })
         .await
         .unwrap();
-    assert_eq!(audited.len(), book.tier_changes().len(), "one audit entry per tier change");
+    assert_eq!(
+        audited.len(),
+        book.tier_changes().len(),
+        "one audit entry per tier change"
+    );
 }
 
 /// An upgrade names its journal, an assessment by the jobs its period end, a manual
@@ -297,16 +335,31 @@ async fn tier_changes_and_manual_assignments_are_audited(store: Store) {
         .map(|c| (c.group.as_str(), c.to.as_str()))
         .collect();
     assert_eq!(ups, [("status", "silver"), ("spend", "mid")]);
-    assert_eq!(tier_of(&store, &program, "m", "status", "2026-03-02T00:00:00Z").await, "silver");
+    assert_eq!(
+        tier_of(&store, &program, "m", "status", "2026-03-02T00:00:00Z").await,
+        "silver"
+    );
 
     let agent = fidelis_store::Actor {
         name: "alice".into(),
         role: "agent".into(),
     };
     let refused = store
-        .assign_tier(&program, "m", "status", "platinum", None, "vip", utc("2026-04-01T10:00:00Z"), &agent)
+        .assign_tier(
+            &program,
+            "m",
+            "status",
+            "platinum",
+            None,
+            "vip",
+            utc("2026-04-01T10:00:00Z"),
+            &agent,
+        )
         .await;
-    assert!(matches!(refused, Err(StoreError::Refused("unknown_tier", _))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(StoreError::Refused("unknown_tier", _))),
+        "{refused:?}"
+    );
     let change = store
         .assign_tier(
             &program,
@@ -320,13 +373,28 @@ async fn tier_changes_and_manual_assignments_are_audited(store: Store) {
         )
         .await
         .unwrap();
-    assert_eq!((change.from.unwrap().as_str(), change.to.as_str()), ("silver", "gold"));
+    assert_eq!(
+        (change.from.unwrap().as_str(), change.to.as_str()),
+        ("silver", "gold")
+    );
     // Gold holds past the 2026 assessment (nothing earned since), by its validity.
-    store.run_jobs(&program, utc("2027-01-01T10:00:00Z")).await.unwrap();
-    assert_eq!(tier_of(&store, &program, "m", "status", "2027-01-01T10:00:00Z").await, "gold");
+    store
+        .run_jobs(&program, utc("2027-01-01T10:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(
+        tier_of(&store, &program, "m", "status", "2027-01-01T10:00:00Z").await,
+        "gold"
+    );
     // The 2027 assessment, a month's grace later: one tier down.
-    store.run_jobs(&program, utc("2028-02-01T10:00:00Z")).await.unwrap();
-    assert_eq!(tier_of(&store, &program, "m", "status", "2028-02-01T10:00:00Z").await, "silver");
+    store
+        .run_jobs(&program, utc("2028-02-01T10:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(
+        tier_of(&store, &program, "m", "status", "2028-02-01T10:00:00Z").await,
+        "silver"
+    );
 
     let audit = store
         .audit(&AuditFilter {
@@ -339,7 +407,9 @@ async fn tier_changes_and_manual_assignments_are_audited(store: Store) {
     let tiers: Vec<(String, String, String, String)> = audit
         .iter()
         .rev()
-        .filter(|(_, e)| e.action.starts_with("tier.") && e.before.as_ref().unwrap()["group"] == "status")
+        .filter(|(_, e)| {
+            e.action.starts_with("tier.") && e.before.as_ref().unwrap()["group"] == "status"
+        })
         .map(|(_, e)| {
             let after = e.after.as_ref().unwrap();
             (
@@ -353,14 +423,31 @@ async fn tier_changes_and_manual_assignments_are_audited(store: Store) {
     assert_eq!(
         tiers,
         [
-            ("system".into(), "tier.change".into(), "silver".into(), "upgrade".into()),
-            ("alice".into(), "tier.assign".into(), "gold".into(), "complaint 4711: goodwill".into()),
-            ("system".into(), "tier.change".into(), "silver".into(), "grace_ended".into()),
+            (
+                "system".into(),
+                "tier.change".into(),
+                "silver".into(),
+                "upgrade".into()
+            ),
+            (
+                "alice".into(),
+                "tier.assign".into(),
+                "gold".into(),
+                "complaint 4711: goodwill".into()
+            ),
+            (
+                "system".into(),
+                "tier.change".into(),
+                "silver".into(),
+                "grace_ended".into()
+            ),
         ]
     );
     let upgrade = audit
         .iter()
-        .find(|(_, e)| e.action == "tier.change" && e.after.as_ref().unwrap()["reason"] == "upgrade")
+        .find(|(_, e)| {
+            e.action == "tier.change" && e.after.as_ref().unwrap()["reason"] == "upgrade"
+        })
         .unwrap();
     assert_eq!(upgrade.1.subject.as_deref(), Some("m"));
     assert_eq!(upgrade.1.after.as_ref().unwrap()["journal"], "big");
@@ -402,28 +489,79 @@ async fn transfers_keep_the_daily_limit_exactly_and_show_on_both_sides(store: St
     for m in ["a", "b", "c"] {
         enroll_at(&store, &program, m, utc("2026-06-01T08:00:00Z")).await;
     }
-    post(&store, &program, buy("p1", "a", "295.00", "2026-06-02T10:00:00Z"), "2026-06-02T10:00:00Z").await;
-    assert_eq!(points_of(&store, &program, "a", "2026-06-02T10:00:00Z").await, 300);
+    post(
+        &store,
+        &program,
+        buy("p1", "a", "295.00", "2026-06-02T10:00:00Z"),
+        "2026-06-02T10:00:00Z",
+    )
+    .await;
+    assert_eq!(
+        points_of(&store, &program, "a", "2026-06-02T10:00:00Z").await,
+        300
+    );
     let id = |s: &str| ExternalId::parse(s).unwrap();
     let at = utc("2026-06-03T21:30:00Z"); // 23:30 in Berlin
-    let (out, replayed) = store.transfer(&program, "a", "b", "points", 60, &id("t1"), at).await.unwrap();
+    let (out, replayed) = store
+        .transfer(&program, "a", "b", "points", 60, &id("t1"), at)
+        .await
+        .unwrap();
     assert!(!replayed);
     assert_eq!(out.debited[0].points, 60);
-    let refused = store.transfer(&program, "a", "b", "points", 50, &id("t2"), at).await;
-    assert!(matches!(refused, Err(StoreError::Refused("transfer_limit", _))), "{refused:?}");
-    store.transfer(&program, "a", "c", "points", 40, &id("t3"), at).await.unwrap();
-    let again = store.transfer(&program, "a", "b", "points", 60, &id("t1"), at).await.unwrap();
+    let refused = store
+        .transfer(&program, "a", "b", "points", 50, &id("t2"), at)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Refused("transfer_limit", _))),
+        "{refused:?}"
+    );
+    store
+        .transfer(&program, "a", "c", "points", 40, &id("t3"), at)
+        .await
+        .unwrap();
+    let again = store
+        .transfer(&program, "a", "b", "points", 60, &id("t1"), at)
+        .await
+        .unwrap();
     assert!(again.1, "a replay");
-    let conflict = store.transfer(&program, "a", "b", "points", 61, &id("t1"), at).await;
-    assert!(matches!(conflict, Err(StoreError::Refused("idempotency_conflict", _))), "{conflict:?}");
-    let status = store.transfer(&program, "a", "b", "status", 1, &id("t4"), at).await;
-    assert!(matches!(status, Err(StoreError::Refused("not_transferable", _))), "{status:?}");
-    assert_eq!(points_of(&store, &program, "a", "2026-06-03T22:00:00Z").await, 200);
-    assert_eq!(points_of(&store, &program, "b", "2026-06-03T22:00:00Z").await, 60);
-    assert_eq!(points_of(&store, &program, "c", "2026-06-03T22:00:00Z").await, 40);
+    let conflict = store
+        .transfer(&program, "a", "b", "points", 61, &id("t1"), at)
+        .await;
+    assert!(
+        matches!(
+            conflict,
+            Err(StoreError::Refused("idempotency_conflict", _))
+        ),
+        "{conflict:?}"
+    );
+    let status = store
+        .transfer(&program, "a", "b", "status", 1, &id("t4"), at)
+        .await;
+    assert!(
+        matches!(status, Err(StoreError::Refused("not_transferable", _))),
+        "{status:?}"
+    );
+    assert_eq!(
+        points_of(&store, &program, "a", "2026-06-03T22:00:00Z").await,
+        200
+    );
+    assert_eq!(
+        points_of(&store, &program, "b", "2026-06-03T22:00:00Z").await,
+        60
+    );
+    assert_eq!(
+        points_of(&store, &program, "c", "2026-06-03T22:00:00Z").await,
+        40
+    );
     // The points keep their expiry: gone at 2026-06-12 10:00 UTC on both sides.
-    assert_eq!(points_of(&store, &program, "b", "2026-06-12T09:59:59Z").await, 60);
-    assert_eq!(points_of(&store, &program, "b", "2026-06-12T10:00:00Z").await, 0);
+    assert_eq!(
+        points_of(&store, &program, "b", "2026-06-12T09:59:59Z").await,
+        60
+    );
+    assert_eq!(
+        points_of(&store, &program, "b", "2026-06-12T10:00:00Z").await,
+        0
+    );
 
     // The next local day (midnight in Berlin): six concurrent transfers of 30, at most
     // three fit in the day's 100.
@@ -433,7 +571,15 @@ async fn transfers_keep_the_daily_limit_exactly_and_show_on_both_sides(store: St
         let (store, program) = (store.clone(), Arc::clone(&program));
         tasks.push(tokio::spawn(async move {
             store
-                .transfer(&program, "a", "b", "points", 30, &ExternalId::parse(&format!("c{i}")).unwrap(), next)
+                .transfer(
+                    &program,
+                    "a",
+                    "b",
+                    "points",
+                    30,
+                    &ExternalId::parse(&format!("c{i}")).unwrap(),
+                    next,
+                )
                 .await
         }));
     }
@@ -446,14 +592,27 @@ async fn transfers_keep_the_daily_limit_exactly_and_show_on_both_sides(store: St
         }
     }
     assert_eq!(ok, 3);
-    assert_eq!(points_of(&store, &program, "a", "2026-06-04T00:00:00Z").await, 110);
-    assert_eq!(points_of(&store, &program, "b", "2026-06-04T00:00:00Z").await, 150);
+    assert_eq!(
+        points_of(&store, &program, "a", "2026-06-04T00:00:00Z").await,
+        110
+    );
+    assert_eq!(
+        points_of(&store, &program, "b", "2026-06-04T00:00:00Z").await,
+        150
+    );
     // Traceable on both sides: each ledger shows transfer entries.
     for (member, sign) in [("a", -1), ("b", 1)] {
         let m = store.require_member(&program, member).await.unwrap();
         let entries = store.ledger(&m, None, 100).await.unwrap();
-        let transfers: Vec<i64> = entries.iter().filter(|e| e.kind == "transfer").map(|e| e.amount).collect();
-        assert!(!transfers.is_empty() && transfers.iter().all(|a| a.signum() == sign), "{member}: {transfers:?}");
+        let transfers: Vec<i64> = entries
+            .iter()
+            .filter(|e| e.kind == "transfer")
+            .map(|e| e.amount)
+            .collect();
+        assert!(
+            !transfers.is_empty() && transfers.iter().all(|a| a.signum() == sign),
+            "{member}: {transfers:?}"
+        );
     }
 }
 
@@ -463,45 +622,105 @@ async fn reinstatement_reaches_back_exactly_n_local_days(store: Store) {
     let program = put(&store, &points_program()).await;
     enroll_at(&store, &program, "m", utc("2026-06-01T08:00:00Z")).await;
     // 2026-06-05 00:00 Berlin (+10 days: expires 2026-06-15 00:00 Berlin = 06-14T22:00Z).
-    post(&store, &program, buy("in", "m", "5.00", "2026-06-04T22:00:00Z"), "2026-06-04T22:00:00Z").await;
+    post(
+        &store,
+        &program,
+        buy("in", "m", "5.00", "2026-06-04T22:00:00Z"),
+        "2026-06-04T22:00:00Z",
+    )
+    .await;
     // One microsecond earlier: expires 06-14T21:59:59.999999Z, on the 14th in Berlin.
-    post(&store, &program, buy("out", "m", "7.00", "2026-06-04T21:59:59.999999Z"), "2026-06-04T22:00:01Z").await;
-    store.run_jobs(&program, utc("2026-06-16T00:00:00Z")).await.unwrap();
-    assert_eq!(points_of(&store, &program, "m", "2026-06-16T00:00:00Z").await, 0);
-    let agent = fidelis_store::Actor { name: "bob".into(), role: "agent".into() };
+    post(
+        &store,
+        &program,
+        buy("out", "m", "7.00", "2026-06-04T21:59:59.999999Z"),
+        "2026-06-04T22:00:01Z",
+    )
+    .await;
+    store
+        .run_jobs(&program, utc("2026-06-16T00:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(
+        points_of(&store, &program, "m", "2026-06-16T00:00:00Z").await,
+        0
+    );
+    let agent = fidelis_store::Actor {
+        name: "bob".into(),
+        role: "agent".into(),
+    };
     let id = |s: &str| ExternalId::parse(s).unwrap();
     // Now is 2026-06-20 in Berlin: five days back is the 15th.
     let now = utc("2026-06-20T10:00:00Z");
     let (out, replayed) = store
-        .reinstate(&program, "m", "points", &id("r1"), "expired while in hospital", now, &agent)
+        .reinstate(
+            &program,
+            "m",
+            "points",
+            &id("r1"),
+            "expired while in hospital",
+            now,
+            &agent,
+        )
         .await
         .unwrap();
     assert!(!replayed);
     // 5 base + 5 welcome from the first purchase; not the 7 that expired on the 14th.
-    assert_eq!(out.awards[0].points, 10, "only what expired from the 15th on");
-    assert_eq!(points_of(&store, &program, "m", "2026-06-20T10:00:00Z").await, 10);
+    assert_eq!(
+        out.awards[0].points, 10,
+        "only what expired from the 15th on"
+    );
+    assert_eq!(
+        points_of(&store, &program, "m", "2026-06-20T10:00:00Z").await,
+        10
+    );
     let twice = store
         .reinstate(&program, "m", "points", &id("r2"), "again", now, &agent)
         .await;
-    assert!(matches!(twice, Err(StoreError::Refused("nothing_to_reinstate", _))), "{twice:?}");
+    assert!(
+        matches!(twice, Err(StoreError::Refused("nothing_to_reinstate", _))),
+        "{twice:?}"
+    );
     let replay = store
-        .reinstate(&program, "m", "points", &id("r1"), "expired while in hospital", now, &agent)
+        .reinstate(
+            &program,
+            "m",
+            "points",
+            &id("r1"),
+            "expired while in hospital",
+            now,
+            &agent,
+        )
         .await
         .unwrap();
     assert!(replay.1);
-    assert_eq!(points_of(&store, &program, "m", "2026-06-20T10:00:00Z").await, 10);
+    assert_eq!(
+        points_of(&store, &program, "m", "2026-06-20T10:00:00Z").await,
+        10
+    );
     // Status points are not reinstatable in this program.
     let status = store
         .reinstate(&program, "m", "status", &id("r3"), "x", now, &agent)
         .await;
-    assert!(matches!(status, Err(StoreError::Refused("not_reinstatable", _))), "{status:?}");
+    assert!(
+        matches!(status, Err(StoreError::Refused("not_reinstatable", _))),
+        "{status:?}"
+    );
     let audit = store
-        .audit(&AuditFilter { program: Some("club".into()), action: Some("points.reinstate".into()), limit: 10, ..AuditFilter::default() })
+        .audit(&AuditFilter {
+            program: Some("club".into()),
+            action: Some("points.reinstate".into()),
+            limit: 10,
+            ..AuditFilter::default()
+        })
         .await
         .unwrap();
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].1.actor, "bob");
-    assert_eq!(audit[0].1.after.as_ref().unwrap()["reason"], "expired while in hospital");
+    assert_eq!(
+        audit[0].1.after.as_ref().unwrap()["reason"],
+        "expired while in hospital"
+    );
 }
 
 /// Merging a into b: b holds both members' points (each with its expiry), the higher
@@ -512,35 +731,94 @@ async fn merging_moves_points_tiers_and_counters_and_later_journals(store: Store
     for m in ["a", "b"] {
         enroll_at(&store, &program, m, utc("2026-06-01T08:00:00Z")).await;
     }
-    post(&store, &program, buy("a1", "a", "150.00", "2026-06-02T10:00:00Z"), "2026-06-02T10:00:00Z").await;
-    post(&store, &program, buy("b1", "b", "20.00", "2026-06-05T10:00:00Z"), "2026-06-05T10:00:00Z").await;
+    post(
+        &store,
+        &program,
+        buy("a1", "a", "150.00", "2026-06-02T10:00:00Z"),
+        "2026-06-02T10:00:00Z",
+    )
+    .await;
+    post(
+        &store,
+        &program,
+        buy("b1", "b", "20.00", "2026-06-05T10:00:00Z"),
+        "2026-06-05T10:00:00Z",
+    )
+    .await;
     let now = utc("2026-06-06T10:00:00Z");
     let before_a = points_of(&store, &program, "a", "2026-06-06T10:00:00Z").await;
     let before_b = points_of(&store, &program, "b", "2026-06-06T10:00:00Z").await;
     assert_eq!((before_a, before_b), (155, 25));
-    let agent = fidelis_store::Actor { name: "carol".into(), role: "agent".into() };
-    let report = store.merge_members(&program, "a", "b", now, &agent).await.unwrap();
-    assert_eq!(report.moved.iter().find(|p| p.currency.as_str() == "points").unwrap().points, 155);
+    let agent = fidelis_store::Actor {
+        name: "carol".into(),
+        role: "agent".into(),
+    };
+    let report = store
+        .merge_members(&program, "a", "b", now, &agent)
+        .await
+        .unwrap();
+    assert_eq!(
+        report
+            .moved
+            .iter()
+            .find(|p| p.currency.as_str() == "points")
+            .unwrap()
+            .points,
+        155
+    );
     assert_eq!(report.tier_changes.len(), 1, "b takes a's silver");
-    assert_eq!(points_of(&store, &program, "b", "2026-06-06T10:00:00Z").await, 180);
+    assert_eq!(
+        points_of(&store, &program, "b", "2026-06-06T10:00:00Z").await,
+        180
+    );
     // a's points still expire ten days after a's purchase, b's after b's.
-    assert_eq!(points_of(&store, &program, "b", "2026-06-12T10:00:00Z").await, 25);
-    assert_eq!(points_of(&store, &program, "b", "2026-06-15T10:00:00Z").await, 0);
-    assert_eq!(tier_of(&store, &program, "b", "status", "2026-06-06T10:00:00Z").await, "silver");
+    assert_eq!(
+        points_of(&store, &program, "b", "2026-06-12T10:00:00Z").await,
+        25
+    );
+    assert_eq!(
+        points_of(&store, &program, "b", "2026-06-15T10:00:00Z").await,
+        0
+    );
+    assert_eq!(
+        tier_of(&store, &program, "b", "status", "2026-06-06T10:00:00Z").await,
+        "silver"
+    );
     let a = store.require_member(&program, "a").await.unwrap();
     assert_eq!(a.status, fidelis_core::ledger::MemberStatus::Closed);
     let b = store.require_member(&program, "b").await.unwrap();
     let counters = store.promotion_counters(&program, &b).await.unwrap();
-    let welcome: i64 = counters.iter().filter(|c| c.0 == "welcome").map(|c| c.2).sum();
+    let welcome: i64 = counters
+        .iter()
+        .filter(|c| c.0 == "welcome")
+        .map(|c| c.2)
+        .sum();
     assert_eq!(welcome, 2, "both members' uses of the welcome bonus");
     // A journal for a's external id goes to b.
-    let out = post(&store, &program, buy("a2", "a", "10.00", "2026-06-06T11:00:00Z"), "2026-06-06T11:00:00Z").await;
+    let out = post(
+        &store,
+        &program,
+        buy("a2", "a", "10.00", "2026-06-06T11:00:00Z"),
+        "2026-06-06T11:00:00Z",
+    )
+    .await;
     assert_eq!(out.balances[0].available, 190);
-    assert_eq!(points_of(&store, &program, "b", "2026-06-06T11:00:00Z").await, 190);
+    assert_eq!(
+        points_of(&store, &program, "b", "2026-06-06T11:00:00Z").await,
+        190
+    );
     let again = store.merge_members(&program, "a", "b", now, &agent).await;
-    assert!(matches!(again, Err(StoreError::Refused("member_merged", _))), "{again:?}");
+    assert!(
+        matches!(again, Err(StoreError::Refused("member_merged", _))),
+        "{again:?}"
+    );
     let audit = store
-        .audit(&AuditFilter { program: Some("club".into()), action: Some("member.merge".into()), limit: 10, ..AuditFilter::default() })
+        .audit(&AuditFilter {
+            program: Some("club".into()),
+            action: Some("member.merge".into()),
+            limit: 10,
+            ..AuditFilter::default()
+        })
         .await
         .unwrap();
     assert_eq!(audit.len(), 1);
@@ -557,10 +835,20 @@ async fn a_referral_rewards_both_members_once_per_referee(store: Store) {
     .unwrap();
     let program = put(&store, &doc).await;
     enroll_at(&store, &program, "r", utc("2026-06-01T08:00:00Z")).await;
-    let code = store.require_member(&program, "r").await.unwrap().referral_code.unwrap();
+    let code = store
+        .require_member(&program, "r")
+        .await
+        .unwrap()
+        .referral_code
+        .unwrap();
     assert_eq!(code.len(), 10);
     let enrol = |name: &str, code: &str| {
-        let (store, program, name, code) = (store.clone(), Arc::clone(&program), name.to_owned(), code.to_owned());
+        let (store, program, name, code) = (
+            store.clone(),
+            Arc::clone(&program),
+            name.to_owned(),
+            code.to_owned(),
+        );
         async move {
             store
                 .enroll_referred(
@@ -577,8 +865,14 @@ async fn a_referral_rewards_both_members_once_per_referee(store: Store) {
         }
     };
     let bad = enrol("x", "NOSUCHCODE").await;
-    assert!(matches!(bad, Err(StoreError::Refused("unknown_referral_code", _))), "{bad:?}");
-    assert!(store.member(&program, "x").await.unwrap().is_none(), "nothing enrolled");
+    assert!(
+        matches!(bad, Err(StoreError::Refused("unknown_referral_code", _))),
+        "{bad:?}"
+    );
+    assert!(
+        store.member(&program, "x").await.unwrap().is_none(),
+        "nothing enrolled"
+    );
     let e = enrol("e", &code).await.unwrap();
     assert_eq!(e.referred_by.as_deref(), Some("r"));
     enrol("f", &code).await.unwrap();
@@ -588,22 +882,37 @@ async fn a_referral_rewards_both_members_once_per_referee(store: Store) {
     assert_eq!(points_of(&store, &program, "e", now).await, 265);
     assert_eq!(points_of(&store, &program, "r", now).await, 500);
     post(&store, &program, buy("e2", "e", "10.00", now), now).await;
-    assert_eq!(points_of(&store, &program, "r", now).await, 500, "once per referee");
+    assert_eq!(
+        points_of(&store, &program, "r", now).await,
+        500,
+        "once per referee"
+    );
     assert_eq!(points_of(&store, &program, "e", now).await, 275);
     // f's first purchases arrive together, in realtime.
     let mut tasks = Vec::new();
     for i in 0..4 {
         let (store, program) = (store.clone(), Arc::clone(&program));
         tasks.push(tokio::spawn(async move {
-            let j = journal(&program, buy(&format!("f{i}"), "f", "1.00", "2026-06-03T10:00:00Z"));
-            store.post_realtime(&program, j, utc("2026-06-03T10:00:00Z")).await.unwrap().unwrap();
+            let j = journal(
+                &program,
+                buy(&format!("f{i}"), "f", "1.00", "2026-06-03T10:00:00Z"),
+            );
+            store
+                .post_realtime(&program, j, utc("2026-06-03T10:00:00Z"))
+                .await
+                .unwrap()
+                .unwrap();
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
     store.run_jobs(&program, utc(now)).await.unwrap();
-    assert_eq!(points_of(&store, &program, "r", now).await, 1000, "one reward for f");
+    assert_eq!(
+        points_of(&store, &program, "r", now).await,
+        1000,
+        "one reward for f"
+    );
     assert_eq!(points_of(&store, &program, "f", now).await, 4 + 5 + 250);
 }
 
@@ -614,16 +923,33 @@ async fn households_pool_a_share_of_earning_and_their_rule_says_who_spends(store
     for m in ["a", "b", "c"] {
         enroll_at(&store, &program, m, utc("2026-06-01T08:00:00Z")).await;
     }
-    let agent = fidelis_store::Actor { name: "dana".into(), role: "agent".into() };
+    let agent = fidelis_store::Actor {
+        name: "dana".into(),
+        role: "agent".into(),
+    };
     let now = utc("2026-06-02T09:00:00Z");
     let home = ExternalId::parse("home").unwrap();
     store
-        .create_group(&program, &home, "The Smiths", 50, fidelis_store::RedeemRule::Owner, "a", now, &agent)
+        .create_group(
+            &program,
+            &home,
+            "The Smiths",
+            50,
+            fidelis_store::RedeemRule::Owner,
+            "a",
+            now,
+            &agent,
+        )
         .await
         .unwrap();
-    let group = store.join_group(&program, "home", "b", now, &agent).await.unwrap();
+    let group = store
+        .join_group(&program, "home", "b", now, &agent)
+        .await
+        .unwrap();
     assert_eq!(group.members, ["a", "b"]);
-    let twice = store.join_group(&program, "home", "home", now, &agent).await;
+    let twice = store
+        .join_group(&program, "home", "home", now, &agent)
+        .await;
     assert!(twice.is_err(), "a group cannot join itself");
 
     let t = "2026-06-02T10:00:00Z";
@@ -641,13 +967,27 @@ async fn households_pool_a_share_of_earning_and_their_rule_says_who_spends(store
     let out = post(&store, &program, buy("c1", "c", "20.00", t), t).await;
     assert!(out.pooled.is_empty());
     // The pooled points expire with the purchases': ten days on.
-    assert_eq!(points_of(&store, &program, "home", "2026-06-12T09:59:59Z").await, 64);
-    assert_eq!(points_of(&store, &program, "home", "2026-06-12T10:00:00Z").await, 0);
+    assert_eq!(
+        points_of(&store, &program, "home", "2026-06-12T09:59:59Z").await,
+        64
+    );
+    assert_eq!(
+        points_of(&store, &program, "home", "2026-06-12T10:00:00Z").await,
+        0
+    );
 
     // The owner may spend; another member or an outsider may not.
     for (who, ok) in [("b", false), ("c", false), ("a", true)] {
         let r = store
-            .redeem_from_group(&program, "home", who, "points", 30, &format!("gr-{who}"), utc("2026-06-03T10:00:00Z"))
+            .redeem_from_group(
+                &program,
+                "home",
+                who,
+                "points",
+                30,
+                &format!("gr-{who}"),
+                utc("2026-06-03T10:00:00Z"),
+            )
             .await;
         match (ok, r) {
             (true, Ok(Ok(posted))) => assert_eq!(posted.outcome.balances[0].available, 34),
@@ -655,16 +995,37 @@ async fn households_pool_a_share_of_earning_and_their_rule_says_who_spends(store
             (_, other) => panic!("{who}: {other:?}"),
         }
     }
-    assert_eq!(points_of(&store, &program, "home", "2026-06-03T10:00:00Z").await, 34);
+    assert_eq!(
+        points_of(&store, &program, "home", "2026-06-03T10:00:00Z").await,
+        34
+    );
     let into_group = store
-        .transfer(&program, "a", "home", "points", 1, &ExternalId::parse("tg").unwrap(), utc("2026-06-03T10:00:00Z"))
+        .transfer(
+            &program,
+            "a",
+            "home",
+            "points",
+            1,
+            &ExternalId::parse("tg").unwrap(),
+            utc("2026-06-03T10:00:00Z"),
+        )
         .await;
-    assert!(matches!(into_group, Err(StoreError::Refused("member_is_group", _))), "{into_group:?}");
+    assert!(
+        matches!(into_group, Err(StoreError::Refused("member_is_group", _))),
+        "{into_group:?}"
+    );
     for m in ["a", "b", "home"] {
         let v = store.require_member(&program, m).await.unwrap();
         let sums = store.entry_sums(&v).await.unwrap();
-        let balances = store.balances(&program, &v, utc("2026-06-03T10:00:00Z")).await.unwrap();
+        let balances = store
+            .balances(&program, &v, utc("2026-06-03T10:00:00Z"))
+            .await
+            .unwrap();
         let points: i64 = sums.iter().filter(|s| s.0 == "points").map(|s| s.2).sum();
-        assert_eq!(points, balances[0].available + balances[0].pending, "{m}: balance is the sum of entries");
+        assert_eq!(
+            points,
+            balances[0].available + balances[0].pending,
+            "{m}: balance is the sum of entries"
+        );
     }
 }

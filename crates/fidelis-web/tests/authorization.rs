@@ -146,7 +146,9 @@ fn cases() -> Vec<Case> {
             method: Method::POST,
             path: "/api/v1/programs/shop/members/m1/transfers",
             template: "/api/v1/programs/{program}/members/{member}/transfers",
-            body: Some(json!({"external_id": "tr-{role}", "to": "m2", "currency": "points", "points": 1})),
+            body: Some(
+                json!({"external_id": "tr-{role}", "to": "m2", "currency": "points", "points": 1}),
+            ),
             allowed: &["admin", "program_manager", "agent", "member"],
         },
         Case {
@@ -160,14 +162,18 @@ fn cases() -> Vec<Case> {
             method: Method::POST,
             path: "/api/v1/programs/shop/members/m1/reinstatements",
             template: "/api/v1/programs/{program}/members/{member}/reinstatements",
-            body: Some(json!({"external_id": "ri-{role}", "currency": "points", "reason": "goodwill"})),
+            body: Some(
+                json!({"external_id": "ri-{role}", "currency": "points", "reason": "goodwill"}),
+            ),
             allowed: &["admin", "program_manager", "agent"],
         },
         Case {
             method: Method::POST,
             path: "/api/v1/programs/shop/groups",
             template: "/api/v1/programs/{program}/groups",
-            body: Some(json!({"group": "g-{role}", "name": "G", "share_percent": 50, "redeem": "owner", "owner": "m2"})),
+            body: Some(
+                json!({"group": "g-{role}", "name": "G", "share_percent": 50, "redeem": "owner", "owner": "m2"}),
+            ),
             allowed: staff,
         },
         Case {
@@ -188,7 +194,9 @@ fn cases() -> Vec<Case> {
             method: Method::POST,
             path: "/api/v1/programs/shop/groups/home/redemptions",
             template: "/api/v1/programs/{program}/groups/{group}/redemptions",
-            body: Some(json!({"external_id": "gr-{role}", "member": "m1", "currency": "points", "points": 1})),
+            body: Some(
+                json!({"external_id": "gr-{role}", "member": "m1", "currency": "points", "points": 1}),
+            ),
             allowed: &["admin", "program_manager", "agent", "member"],
         },
         Case {
@@ -373,7 +381,10 @@ async fn world() -> World {
         .await
         .unwrap();
     let duplicates = ROLES.map(|r| format!("dup-{r}"));
-    for m in ["m1", "m2"].into_iter().chain(duplicates.iter().map(String::as_str)) {
+    for m in ["m1", "m2"]
+        .into_iter()
+        .chain(duplicates.iter().map(String::as_str))
+    {
         store
             .enroll(
                 &loaded,
@@ -586,17 +597,27 @@ async fn members_and_partners_cannot_read_each_other() {
         Some(json!({"external_id": "steal-t", "to": "m2", "currency": "points", "points": 1})),
     )
     .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "member m2 sending m1's points");
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "member m2 sending m1's points"
+    );
     for (method, path, body) in [
         (Method::GET, "/api/v1/programs/shop/groups/home", None),
         (
             Method::POST,
             "/api/v1/programs/shop/groups/home/redemptions",
-            Some(json!({"external_id": "steal-g", "member": "m1", "currency": "points", "points": 1})),
+            Some(
+                json!({"external_id": "steal-g", "member": "m1", "currency": "points", "points": 1}),
+            ),
         ),
     ] {
         let (status, _) = send(r, method, path, Some(&world.member_other), body).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "member m2 and m1's household: {path}");
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "member m2 and m1's household: {path}"
+        );
     }
     // Partner p2 reads partner p1's journal, or posts in p1's name: refused.
     let (status, _) = send(

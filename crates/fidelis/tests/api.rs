@@ -502,7 +502,9 @@ async fn tiers_upgrade_inside_the_journal_and_agents_assign_them(s: Server) {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, body) = s.post("/programs/club/members", json!({"member": "m"})).await;
+    let (status, body) = s
+        .post("/programs/club/members", json!({"member": "m"}))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let mut p = purchase("t1", "m", "120.00");
     p["member"] = json!("m");
@@ -536,7 +538,10 @@ async fn tiers_upgrade_inside_the_journal_and_agents_assign_them(s: Server) {
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert_eq!(s.get("/programs/club/members/m/tiers").await["tiers"][0]["tier"], "silver");
+    assert_eq!(
+        s.get("/programs/club/members/m/tiers").await["tiers"][0]["tier"],
+        "silver"
+    );
     let (status, _, body) = s
         .call(
             reqwest::Method::PUT,
@@ -545,27 +550,45 @@ async fn tiers_upgrade_inside_the_journal_and_agents_assign_them(s: Server) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!((body["from"].as_str(), body["to"].as_str()), (Some("silver"), Some("gold")));
+    assert_eq!(
+        (body["from"].as_str(), body["to"].as_str()),
+        (Some("silver"), Some("gold"))
+    );
     let tiers = s.get("/programs/club/members/m/tiers").await;
     assert_eq!(tiers["tiers"][0]["tier"], "gold");
     assert_eq!(tiers["tiers"][0]["benefits"][0]["value"], "1.5");
     let audit = s.get("/audit?program=club").await;
     let entries = audit["entries"].as_array().unwrap();
-    let assign = entries.iter().find(|e| e["action"] == "tier.assign").expect("assignment audited");
+    let assign = entries
+        .iter()
+        .find(|e| e["action"] == "tier.assign")
+        .expect("assignment audited");
     assert_eq!(assign["after"]["reason"], "complaint 17");
     assert_eq!(assign["subject"], "m");
-    let upgrade = entries.iter().find(|e| e["action"] == "tier.change").expect("upgrade audited");
+    let upgrade = entries
+        .iter()
+        .find(|e| e["action"] == "tier.change")
+        .expect("upgrade audited");
     assert_eq!(upgrade["after"]["journal"], "t1");
 
     // Referral codes: each member has one; enrolling with it links the two.
-    let code = s.get("/programs/club/members/m").await["referral_code"].as_str().unwrap().to_owned();
+    let code = s.get("/programs/club/members/m").await["referral_code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (status, body) = s
-        .post("/programs/club/members", json!({"member": "friend", "referral_code": code}))
+        .post(
+            "/programs/club/members",
+            json!({"member": "friend", "referral_code": code}),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["referred_by"], "m");
     let (status, body) = s
-        .post("/programs/club/members", json!({"member": "stranger", "referral_code": "NOPE"}))
+        .post(
+            "/programs/club/members",
+            json!({"member": "stranger", "referral_code": "NOPE"}),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["code"], "unknown_referral_code");

@@ -112,7 +112,9 @@ pub struct Referral {
 impl Referral {
     /// Whether an applied journal of this type qualifies its member's referral.
     pub fn qualifies(&self, journal_type: &str) -> bool {
-        self.journal_types.iter().any(|t| t.as_str() == journal_type)
+        self.journal_types
+            .iter()
+            .any(|t| t.as_str() == journal_type)
     }
 }
 

@@ -351,7 +351,10 @@ fn currency(check: &mut Check, at: &str, doc: &CurrencyDocument) -> Option<Curre
             match t.daily_limit {
                 Some(l) if l > 0 && kind != Some(CurrencyKind::Qualifying) => Some(Some(l)),
                 Some(l) if l > 0 => {
-                    check.add(format!("{at}.transfer"), "qualifying points cannot be transferred");
+                    check.add(
+                        format!("{at}.transfer"),
+                        "qualifying points cannot be transferred",
+                    );
                     None
                 }
                 _ => {
@@ -1071,7 +1074,10 @@ fn tier_groups(
                         Some(QualifyingPeriod::Rolling { months: m })
                     }
                     (Some("rolling"), _) => {
-                        check.add(format!("{pat}.months"), "a rolling window needs 1 to 120 months");
+                        check.add(
+                            format!("{pat}.months"),
+                            "a rolling window needs 1 to 120 months",
+                        );
                         None
                     }
                     (Some("calendar_year" | "anniversary"), Some(_)) => {

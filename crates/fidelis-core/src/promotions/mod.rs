@@ -436,8 +436,9 @@ pub fn evaluate(
             out.push(evaluation);
             continue;
         }
-        let facts = facts
-            .get_or_insert_with(|| Facts::new(program, accrual, balances, &tiers, member, &progress, at));
+        let facts = facts.get_or_insert_with(|| {
+            Facts::new(program, accrual, balances, &tiers, member, &progress, at)
+        });
         let matching = match matching_lines(promotion, facts, accrual, &mut lines) {
             Ok(true) => Some(&lines[..]),
             Ok(false) => None,
@@ -496,7 +497,11 @@ fn member_tiers(program: &Program, tiers: &[usize], balances: &[i64]) -> Vec<Opt
 
 /// `None` when the member's tier (before the journal) is one of the promotion's,
 /// otherwise why not.
-fn eligibility(program: &Program, promotion: &Promotion, tiers: &[Option<usize>]) -> Option<Verdict> {
+fn eligibility(
+    program: &Program,
+    promotion: &Promotion,
+    tiers: &[Option<usize>],
+) -> Option<Verdict> {
     let in_tier = promotion
         .tiers
         .iter()

@@ -75,15 +75,30 @@ async fn create_group(
         ApiError::unprocessable("invalid_request", "redeem is owner or any_member")
     })?;
     if request.name.chars().count() > 200 {
-        return Err(ApiError::unprocessable("invalid_request", "name: at most 200 characters"));
+        return Err(ApiError::unprocessable(
+            "invalid_request",
+            "name: at most 200 characters",
+        ));
     }
     let program = program(&state, &code).await?;
     member(&state, &program, &request.owner).await?;
     let g = state
         .store
-        .create_group(&program, &group, &request.name, request.share_percent, redeem, &request.owner, Utc::now(), &caller.actor())
+        .create_group(
+            &program,
+            &group,
+            &request.name,
+            request.share_percent,
+            redeem,
+            &request.owner,
+            Utc::now(),
+            &caller.actor(),
+        )
         .await?;
-    Ok((StatusCode::CREATED, Json(group_body(&state, &program, g).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(group_body(&state, &program, g).await?),
+    ))
 }
 
 /// A group: its rule, members and balances.
@@ -98,9 +113,7 @@ async fn get_group(
     caller.require(Permission::MembersRead, Some(&code))?;
     let program = program(&state, &code).await?;
     let g = state.store.require_group(&program, &group).await?;
-    if caller.role == Role::Member
-        && !g.members.iter().any(|m| caller.require_member(m).is_ok())
-    {
+    if caller.role == Role::Member && !g.members.iter().any(|m| caller.require_member(m).is_ok()) {
         return Err(ApiError::forbidden("members read only their own group"));
     }
     Ok(Json(group_body(&state, &program, g).await?))
@@ -125,7 +138,13 @@ async fn join_group(
     member(&state, &program, &request.member).await?;
     let g = state
         .store
-        .join_group(&program, &group, &request.member, Utc::now(), &caller.actor())
+        .join_group(
+            &program,
+            &group,
+            &request.member,
+            Utc::now(),
+            &caller.actor(),
+        )
         .await?;
     Ok(Json(group_body(&state, &program, g).await?))
 }
@@ -149,13 +168,24 @@ async fn redeem_from_group(
     }
     external_id(&request.external_id)?;
     if request.points <= 0 {
-        return Err(ApiError::unprocessable("invalid_request", "points must be positive"));
+        return Err(ApiError::unprocessable(
+            "invalid_request",
+            "points must be positive",
+        ));
     }
     let program = program(&state, &code).await?;
     member(&state, &program, &request.member).await?;
     match state
         .store
-        .redeem_from_group(&program, &group, &request.member, &request.currency, request.points, &request.external_id, Utc::now())
+        .redeem_from_group(
+            &program,
+            &group,
+            &request.member,
+            &request.currency,
+            request.points,
+            &request.external_id,
+            Utc::now(),
+        )
         .await?
     {
         Ok(posted) => Ok(outcome_response(&posted.outcome, posted.replayed)),
@@ -208,18 +238,31 @@ async fn transfer(
     caller.require(Permission::Redeem, Some(&code))?;
     caller.require_member(&from)?;
     if caller.role == Role::Partner {
-        return Err(ApiError::forbidden("partners do not move points between members"));
+        return Err(ApiError::forbidden(
+            "partners do not move points between members",
+        ));
     }
     let id = external_id(&request.external_id)?;
     if request.points <= 0 {
-        return Err(ApiError::unprocessable("invalid_request", "points must be positive"));
+        return Err(ApiError::unprocessable(
+            "invalid_request",
+            "points must be positive",
+        ));
     }
     let program = program(&state, &code).await?;
     member(&state, &program, &from).await?;
     member(&state, &program, &request.to).await?;
     let (outcome, replayed) = state
         .store
-        .transfer(&program, &from, &request.to, &request.currency, request.points, &id, Utc::now())
+        .transfer(
+            &program,
+            &from,
+            &request.to,
+            &request.currency,
+            request.points,
+            &id,
+            Utc::now(),
+        )
         .await?;
     Ok(outcome_response(&outcome, replayed))
 }
@@ -246,13 +289,23 @@ async fn merge(
     member(&state, &program, &request.into).await?;
     let report = state
         .store
-        .merge_members(&program, &source, &request.into, Utc::now(), &caller.actor())
+        .merge_members(
+            &program,
+            &source,
+            &request.into,
+            Utc::now(),
+            &caller.actor(),
+        )
         .await?;
     Ok(Json(MergeBody {
         source: report.source,
         survivor: report.survivor,
         moved: crate::dto::points(&report.moved),
-        tier_changes: report.tier_changes.iter().map(TierChangeBody::from).collect(),
+        tier_changes: report
+            .tier_changes
+            .iter()
+            .map(TierChangeBody::from)
+            .collect(),
     }))
 }
 
@@ -279,7 +332,15 @@ async fn reinstate(
     member(&state, &program, &external).await?;
     let (outcome, replayed) = state
         .store
-        .reinstate(&program, &external, &request.currency, &id, reason, Utc::now(), &caller.actor())
+        .reinstate(
+            &program,
+            &external,
+            &request.currency,
+            &id,
+            reason,
+            Utc::now(),
+            &caller.actor(),
+        )
         .await?;
     Ok(outcome_response(&outcome, replayed))
 }
