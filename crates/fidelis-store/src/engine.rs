@@ -198,7 +198,7 @@ pub(crate) async fn post_batch<T: LedgerTx>(
         .filter_map(|j| {
             let id = *member_by_name.get(j.member.as_str())?;
             let due = batch.ledgers.get(&id).is_some_and(|l| l.is_due(now));
-            (due || process::needs_buckets(j)).then_some(id)
+            (due || process::needs_buckets(program, j, now)).then_some(id)
         })
         .collect();
     needing.sort_unstable();

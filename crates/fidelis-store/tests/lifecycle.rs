@@ -47,6 +47,8 @@ both_dialects!(
     merging_moves_points_tiers_and_counters_and_later_journals,
     a_referral_rewards_both_members_once_per_referee,
     households_pool_a_share_of_earning_and_their_rule_says_who_spends,
+    a_journal_whose_points_arrive_expired_keeps_the_other_expiries,
+    a_refund_costs_the_tier_at_the_next_assessment,
 );
 
 fn balances(ledger: &fidelis_core::ledger::MemberLedger) -> Vec<i64> {
@@ -1028,4 +1030,97 @@ async fn households_pool_a_share_of_earning_and_their_rule_says_who_spends(store
             "{m}: balance is the sum of entries"
         );
     }
+}
+
+/// A purchase imported after its points' expiry settles with the member's other buckets
+/// loaded: its points expire at once, and the points earned earlier still expire on time
+/// (settling only the buckets in memory lost their expiry from the account's schedule).
+async fn a_journal_whose_points_arrive_expired_keeps_the_other_expiries(store: Store) {
+    let program = put(&store, &points_program()).await;
+    enroll_at(&store, &program, "m", utc("2026-06-01T08:00:00Z")).await;
+    post(
+        &store,
+        &program,
+        buy("recent", "m", "30.00", "2026-06-20T10:00:00Z"),
+        "2026-06-20T10:00:00Z",
+    )
+    .await;
+    // Dated 2026-06-02: its points expired on 2026-06-12.
+    let late = post(
+        &store,
+        &program,
+        buy("late", "m", "7.00", "2026-06-02T10:00:00Z"),
+        "2026-06-21T10:00:00Z",
+    )
+    .await;
+    assert_eq!(late.expired[0].points, 7, "{late:?}");
+    assert_eq!(
+        points_of(&store, &program, "m", "2026-06-21T10:00:00Z").await,
+        35
+    );
+    // The recent purchase's points expire on 2026-06-30, found by the jobs.
+    let report = store
+        .run_jobs(&program, utc("2026-06-30T10:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(report.journals, 1, "the jobs expire the recent points");
+    let m = store.require_member(&program, "m").await.unwrap();
+    let accounts = store
+        .balances(&program, &m, utc("2000-01-01T00:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(
+        accounts[0].available, 0,
+        "expired in the ledger, not only in the view"
+    );
+}
+
+/// Two members reach silver (100 status points) in 2026; one refunds part of the purchase
+/// and falls below it. Nothing changes until the year's assessment, which keeps one and
+/// lowers the other.
+async fn a_refund_costs_the_tier_at_the_next_assessment(store: Store) {
+    let program = put(&store, &points_program()).await;
+    for m in ["keeps", "refunds"] {
+        enroll_at(&store, &program, m, utc("2026-06-01T08:00:00Z")).await;
+        let t = "2026-06-02T10:00:00Z";
+        let out = post(&store, &program, buy(&format!("{m}-1"), m, "150.00", t), t).await;
+        assert_eq!(out.tier_changes[0].to.as_str(), "silver");
+    }
+    let t = "2026-07-01T10:00:00Z";
+    let out = post(&store, &program, json!({"external_id": "r1", "member": "refunds", "type": "refund",
+        "original_external_id": "refunds-1", "amount": "60.00", "currency": "EUR", "occurred_at": t}), t).await;
+    assert!(
+        out.tier_changes.is_empty(),
+        "a refund never downgrades by itself"
+    );
+    assert_eq!(
+        tier_of(
+            &store,
+            &program,
+            "refunds",
+            "status",
+            "2026-12-31T22:59:59Z"
+        )
+        .await,
+        "silver"
+    );
+    store
+        .run_jobs(&program, utc("2026-12-31T23:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(
+        tier_of(&store, &program, "keeps", "status", "2027-01-01T10:00:00Z").await,
+        "silver"
+    );
+    assert_eq!(
+        tier_of(
+            &store,
+            &program,
+            "refunds",
+            "status",
+            "2027-01-01T10:00:00Z"
+        )
+        .await,
+        "member"
+    );
 }

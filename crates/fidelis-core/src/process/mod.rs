@@ -72,14 +72,34 @@ pub enum ProcessError {
     Internal(String),
 }
 
-/// Whether processing this journal touches existing buckets (and so needs them loaded),
-/// beside any settlement due.
-pub fn needs_buckets(journal: &Journal) -> bool {
+/// Whether processing this journal at `now` touches existing buckets (and so needs them
+/// loaded), beside any settlement due: debits, reversals, and credits whose points are
+/// due already when they arrive (a journal imported after its points' return window or
+/// expiry), since settling them settles the whole ledger.
+pub fn needs_buckets(program: &Program, journal: &Journal, now: DateTime<Utc>) -> bool {
     match &journal.body {
-        JournalBody::Accrual(_) => false,
-        JournalBody::Adjustment { points, .. } => *points < 0,
+        JournalBody::Accrual(_) => credits_due(program, journal.occurred_at, now),
+        JournalBody::Adjustment { points, .. } => {
+            *points < 0 || credits_due(program, journal.occurred_at, now)
+        }
         _ => true,
     }
+}
+
+/// Whether points of some currency credited at `at` would be released or expired by `now`.
+fn credits_due(program: &Program, at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    if at >= now {
+        return false;
+    }
+    let tz = program.time_zone;
+    program.currencies.iter().any(|c| {
+        !c.is_fungible()
+            && ((c.pending_days > 0 && crate::calendar::add_days(tz, at, c.pending_days) <= now)
+                || c.expiry.bucket_expiry(tz, at).is_some_and(|e| e <= now)
+                || c.expiry
+                    .inactivity_deadline(tz, at)
+                    .is_some_and(|d| d <= now))
+    })
 }
 
 /// Processes `journal` for the member whose ledger this is, as of `now`.
@@ -103,14 +123,15 @@ pub fn process(
         return Err(JournalError::FutureDated.into());
     }
     let due = ledger.is_due(now);
-    if (due || needs_buckets(journal)) && !ledger.buckets_loaded {
+    let touches_buckets = needs_buckets(program, journal, now);
+    if (due || touches_buckets) && !ledger.buckets_loaded {
         return Err(ProcessError::NeedsBuckets);
     }
     // Settling and the operations below change the ledger step by step; a refusal after
     // the first step restores this copy. The hot path (an accrual with nothing due) has
     // nothing to undo and takes no copy.
     let snapshot =
-        (due || needs_buckets(journal)).then(|| (ledger.accounts.clone(), ledger.buckets.clone()));
+        (due || touches_buckets).then(|| (ledger.accounts.clone(), ledger.buckets.clone()));
     let counters = (!related.counters.counts.is_empty() || !related.counters.deltas.is_empty())
         .then(|| related.counters.clone());
     let mut settle = JournalWriter::new(ids.settlement);
