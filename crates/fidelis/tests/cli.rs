@@ -283,42 +283,45 @@ fn csv_imports_like_ndjson(env: &Env) {
 }
 
 fn jobs_expire_points_once(env: &Env) {
+    use chrono::{Datelike, Months, NaiveDate};
     env.ok(&["program", "apply", path(&env.file("shop.yaml", SHOP))]);
     env.ok(&["members", "enroll", "--program", "shop", "C-1"]);
-    let line = r#"{"external_id": "p1", "member": "C-1", "type": "purchase", "occurred_at": "2026-10-15T10:00:00+02:00", "amount": "42", "currency": "EUR"}"#;
+    // Earned yesterday at noon (UTC; the same date in Berlin), a month later rounded up to
+    // the end of the month: expires at the start of the first day of the month after
+    // next, Berlin time (+01:00 from November to March, +02:00 from April to October).
+    let yesterday = chrono::Utc::now().date_naive() - chrono::Days::new(1);
+    let earned = format!("{yesterday}T12:00:00Z");
+    let first =
+        NaiveDate::from_ymd_opt(yesterday.year(), yesterday.month(), 1).unwrap() + Months::new(2);
+    let offset = if (4..=10).contains(&first.month()) {
+        "+02:00"
+    } else {
+        "+01:00"
+    };
+    let expiry = format!("{first}T00:00:00{offset}");
+    let just_before = (chrono::DateTime::parse_from_rfc3339(&expiry).unwrap()
+        - chrono::Duration::seconds(1))
+    .to_rfc3339();
+    let line = format!(
+        r#"{{"external_id": "p1", "member": "C-1", "type": "purchase", "occurred_at": "{earned}", "amount": "42", "currency": "EUR"}}"#
+    );
     env.ok(&[
         "journals",
         "import",
         "--program",
         "shop",
-        path(&env.file("j.ndjson", line)),
+        path(&env.file("j.ndjson", &line)),
     ]);
-    // Earned in October, a month later rounded up to the end of the month: expires at the
-    // start of 1 December, Berlin time.
-    let early = env.ok(&[
-        "jobs",
-        "run",
-        "--program",
-        "shop",
-        "--as-of",
-        "2026-11-30T23:59:59+01:00",
-    ]);
+    let early = env.ok(&["jobs", "run", "--program", "shop", "--as-of", &just_before]);
     assert!(early.contains("0 settlement journal(s)"), "{early}");
-    let due = env.ok(&["jobs", "run", "--as-of", "2026-12-01T00:00:00+01:00"]);
+    let due = env.ok(&["jobs", "run", "--as-of", &expiry]);
     assert!(
         due.contains("1 member(s) settled, 1 settlement journal(s)"),
         "{due}"
     );
-    let again = env.ok(&["jobs", "run", "--as-of", "2026-12-01T00:00:00+01:00"]);
+    let again = env.ok(&["jobs", "run", "--as-of", &expiry]);
     assert!(again.contains("0 member(s) settled"), "{again}");
-    let balance = env.ok(&[
-        "balance",
-        "--program",
-        "shop",
-        "C-1",
-        "--as-of",
-        "2026-12-01T00:00:00Z",
-    ]);
+    let balance = env.ok(&["balance", "--program", "shop", "C-1", "--as-of", &expiry]);
     assert!(balance.contains("0 available"), "{balance}");
 }
 
