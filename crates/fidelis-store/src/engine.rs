@@ -125,6 +125,7 @@ pub(crate) async fn post_batch<T: LedgerTx>(
             &member_names,
             &names,
             journals.len() * 2,
+            !program.tier_groups.is_empty(),
         )
         .await?;
     if opening.revision.is_none() {
@@ -169,8 +170,15 @@ pub(crate) async fn post_batch<T: LedgerTx>(
         }
     }
     if !program.tier_groups.is_empty() {
-        let ids: Vec<i64> = members.iter().map(|m| m.id).collect();
-        batch.load_tiers(tx, &ids).await?;
+        match opening.tiers {
+            // Read with the opening, under the locks held then (a redirected member's
+            // survivor was locked since: read again).
+            Some(rows) if owners.is_empty() => batch.put_tiers(rows)?,
+            _ => {
+                let ids: Vec<i64> = members.iter().map(|m| m.id).collect();
+                batch.load_tiers(tx, &ids).await?;
+            }
+        }
     }
     if members.iter().any(|m| m.group_id.is_some()) {
         let grouped = journals
@@ -651,8 +659,13 @@ impl<'p> Batch<'p> {
     /// the qualifying balance reaches, for members who earned before the program had
     /// tiers).
     async fn load_tiers<T: LedgerTx>(&mut self, tx: &mut T, members: &[i64]) -> Result<()> {
+        let rows = tx.load_tiers(members).await?;
+        self.put_tiers(rows)
+    }
+
+    fn put_tiers(&mut self, rows: Vec<TierRow>) -> Result<()> {
         let program = &self.lp.program;
-        for row in tx.load_tiers(members).await? {
+        for row in rows {
             let Some(ledger) = self.ledgers.get_mut(&row.member_id) else {
                 continue;
             };
@@ -1128,14 +1141,6 @@ impl<'p> Batch<'p> {
                 });
             }
         }
-        let rows = WriteSet {
-            journals: journal_rows,
-            entries: entry_rows,
-            buckets: bucket_rows,
-            accounts: account_rows,
-            updates,
-        };
-        tx.write_batch(self.lp.id, &rows).await?;
         let mut tiers = Vec::new();
         for (member, ledger) in &self.ledgers {
             if let Some(t) = ledger.tiers.as_ref().filter(|t| t.changed) {
@@ -1146,13 +1151,17 @@ impl<'p> Batch<'p> {
                 });
             }
         }
-        if !tiers.is_empty() {
-            tiers.sort_unstable_by_key(|t| t.member_id);
-            tx.save_tiers(self.lp.id, &tiers).await?;
-        }
-        if !self.audits.is_empty() {
-            tx.insert_audits(&std::mem::take(&mut self.audits)).await?;
-        }
+        tiers.sort_unstable_by_key(|t| t.member_id);
+        let rows = WriteSet {
+            journals: journal_rows,
+            entries: entry_rows,
+            buckets: bucket_rows,
+            accounts: account_rows,
+            updates,
+            tiers,
+            audits: std::mem::take(&mut self.audits),
+        };
+        tx.write_batch(self.lp.id, &rows).await?;
         let deltas: Vec<_> = std::mem::take(&mut self.counters.deltas)
             .into_iter()
             .filter(|(_, c)| c.times != 0 || c.points != 0)

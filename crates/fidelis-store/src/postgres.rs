@@ -713,6 +713,7 @@ impl LedgerTx for PgTx {
         members: &[&str],
         journals: &[&str],
         id_count: usize,
+        with_tiers: bool,
     ) -> Result<Opening> {
         if members.len() > GENERIC_PLAN_MEMBERS {
             // Large batches (imports) amortise their round trips; one statement per
@@ -729,7 +730,7 @@ impl LedgerTx for PgTx {
                                CASE WHEN s.id IS NULL THEN x.group_id ELSE s.group_id END AS group_id \
                         FROM members x LEFT JOIN members s ON s.id = x.merged_into \
                         WHERE x.program_id = $1 AND x.external_id = ANY($2)) \
-             SELECT p.revision, mm.*, aa.*, jj.*, ids.*, gg.*, oo.* \
+             SELECT p.revision, mm.*, aa.*, jj.*, ids.*, tt.*, gg.*, oo.* \
              FROM (SELECT revision FROM programs WHERE id = $1) AS p \
              CROSS JOIN (SELECT array_agg(id), array_agg(external_id), array_agg(status) FROM m) AS mm \
              CROSS JOIN (SELECT array_agg(a.member_id), array_agg(a.currency), array_agg(a.available), array_agg(a.pending), \
@@ -740,6 +741,9 @@ impl LedgerTx for PgTx {
                                 array_agg(j.recorded_at), array_agg(j.document), array_agg(j.outcome), array_agg(j.state) \
                          FROM journals j WHERE j.program_id = $1 AND j.external_id = ANY($3)) AS jj \
              CROSS JOIN (SELECT array_agg(n ORDER BY n) FROM (SELECT nextval('journal_ids') AS n FROM generate_series(1, $4)) AS s) AS ids \
+             CROSS JOIN (SELECT array_agg(m.id), array_agg(CASE WHEN t.state IS NULL THEN x.enrolled_at END), array_agg(t.state) \
+                         FROM m LEFT JOIN member_tiers t ON t.member_id = m.id \
+                         LEFT JOIN members x ON x.id = m.id AND t.member_id IS NULL WHERE $5) AS tt \
              CROSS JOIN (SELECT array_agg(group_id) FROM m) AS gg \
              CROSS JOIN (SELECT array_agg(owner) FROM m) AS oo"
         );
@@ -748,6 +752,7 @@ impl LedgerTx for PgTx {
             .bind(members)
             .bind(journals)
             .bind(id_count.div_ceil(ID_BLOCK) as i64)
+            .bind(with_tiers)
             .fetch_optional(self.conn().await?)
             .await?;
         let Some(r) = row else {
@@ -889,6 +894,31 @@ impl LedgerTx for PgTx {
             accounts,
             journals,
             ids: id_blocks(col::<i64>(&r, 24)?, id_count),
+            tiers: if with_tiers {
+                let ids = col::<i64>(&r, 25)?;
+                let enrolled: Vec<Option<DateTime<Utc>>> = r
+                    .try_get::<Option<Vec<Option<DateTime<Utc>>>>, _>(26)?
+                    .unwrap_or_default();
+                let states: Vec<Option<String>> = r
+                    .try_get::<Option<Vec<Option<String>>>, _>(27)?
+                    .unwrap_or_default();
+                if enrolled.len() != ids.len() || states.len() != ids.len() {
+                    return Err(ragged());
+                }
+                Some(
+                    ids.into_iter()
+                        .zip(enrolled)
+                        .zip(states)
+                        .map(|((member_id, enrolled_at), state)| TierRow {
+                            member_id,
+                            enrolled_at,
+                            state,
+                        })
+                        .collect(),
+                )
+            } else {
+                None
+            },
         })
     }
 
@@ -907,6 +937,8 @@ impl LedgerTx for PgTx {
         let j = &rows.journals;
         let e = &rows.entries;
         let u = &rows.updates;
+        let t = &rows.tiers;
+        let a = &rows.audits;
         sqlx::query(
             "WITH \
              j AS (INSERT INTO journals (program_id, member_id, id, external_id, kind, type, status, original_id, \
@@ -936,7 +968,13 @@ impl LedgerTx for PgTx {
                                              $54::bigint[], $55::timestamptz[], $56::timestamptz[])), \
              ju AS (UPDATE journals j SET status = u.s, state = u.st \
                     FROM unnest($57::bigint[], $58::bigint[], $59::text[], $60::text[]) AS u(m, i, s, st) \
-                    WHERE j.member_id = u.m AND j.id = u.i) \
+                    WHERE j.member_id = u.m AND j.id = u.i), \
+             ts AS (INSERT INTO member_tiers (member_id, program_id, state, next_due_at) \
+                    SELECT m, $1, st, d FROM unnest($61::bigint[], $62::text[], $63::timestamptz[]) AS u(m, st, d) \
+                    ON CONFLICT (member_id) DO UPDATE SET state = excluded.state, next_due_at = excluded.next_due_at), \
+             al AS (INSERT INTO audit_log (at, actor, role, action, program, subject, before, after) \
+                    SELECT * FROM unnest($64::timestamptz[], $65::text[], $66::text[], $67::text[], $68::text[], \
+                                         $69::text[], $70::text[], $71::text[])) \
              SELECT 1",
         )
         .bind(program_id)
@@ -1006,6 +1044,19 @@ impl LedgerTx for PgTx {
         .bind(u.iter().map(|r| r.id).collect::<Vec<_>>())
         .bind(u.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
         .bind(u.iter().map(|r| r.state.as_deref()).collect::<Vec<_>>())
+        // tier standings
+        .bind(t.iter().map(|r| r.member_id).collect::<Vec<_>>())
+        .bind(t.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
+        .bind(t.iter().map(|r| r.next_due_at).collect::<Vec<_>>())
+        // audit entries
+        .bind(a.iter().map(|e| e.at).collect::<Vec<_>>())
+        .bind(a.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
+        .bind(a.iter().map(|e| e.role.as_str()).collect::<Vec<_>>())
+        .bind(a.iter().map(|e| e.action.as_str()).collect::<Vec<_>>())
+        .bind(a.iter().map(|e| e.program.as_deref()).collect::<Vec<_>>())
+        .bind(a.iter().map(|e| e.subject.as_deref()).collect::<Vec<_>>())
+        .bind(a.iter().map(|e| crate::access::json_text(&e.before)).collect::<Result<Vec<_>>>()?)
+        .bind(a.iter().map(|e| crate::access::json_text(&e.after)).collect::<Result<Vec<_>>>()?)
         .execute(self.conn().await?)
         .await?;
         Ok(())

@@ -159,6 +159,9 @@ pub struct Opening {
     pub accounts: Vec<AccountRow>,
     pub journals: Vec<JournalRow>,
     pub ids: Vec<i64>,
+    /// The members' tier standings, when the dialect read them with the rest (asked for
+    /// with `with_tiers`); `None`: read them with [`LedgerTx::load_tiers`].
+    pub tiers: Option<Vec<TierRow>>,
 }
 
 /// What a batch writes at its end.
@@ -169,6 +172,10 @@ pub struct WriteSet {
     pub buckets: Vec<BucketRow>,
     pub accounts: Vec<AccountRow>,
     pub updates: Vec<JournalUpdate>,
+    /// Tier standings changed.
+    pub tiers: Vec<TierSave>,
+    /// Audit entries (tier changes) of the batch.
+    pub audits: Vec<crate::access::AuditEntry>,
 }
 
 /// One transaction on the ledger tables, as each dialect implements it. The engine
@@ -319,7 +326,9 @@ pub trait LedgerTx: Send {
         members: &[&str],
         journals: &[&str],
         id_count: usize,
+        with_tiers: bool,
     ) -> impl Future<Output = Result<Opening>> + Send {
+        let _ = with_tiers;
         open_batch_stepwise(self, program_id, lock_keys, members, journals, id_count)
     }
 
@@ -358,6 +367,7 @@ pub(crate) async fn open_batch_stepwise<T: LedgerTx + ?Sized>(
         accounts,
         journals,
         ids,
+        tiers: None,
     })
 }
 
@@ -371,5 +381,12 @@ pub(crate) async fn write_batch_stepwise<T: LedgerTx + ?Sized>(
     tx.insert_entries(program_id, &rows.entries).await?;
     tx.upsert_buckets(program_id, &rows.buckets).await?;
     tx.upsert_accounts(program_id, &rows.accounts).await?;
-    tx.update_journals(&rows.updates).await
+    tx.update_journals(&rows.updates).await?;
+    if !rows.tiers.is_empty() {
+        tx.save_tiers(program_id, &rows.tiers).await?;
+    }
+    if !rows.audits.is_empty() {
+        tx.insert_audits(&rows.audits).await?;
+    }
+    Ok(())
 }
