@@ -669,22 +669,12 @@ impl<'p> Batch<'p> {
             let Some(ledger) = self.ledgers.get_mut(&row.member_id) else {
                 continue;
             };
-            ledger.tiers = Some(match &row.state {
-                Some(state) => {
-                    let mut tiers: fidelis_core::tiers::MemberTiers = serde_json::from_str(state)?;
-                    tiers.changed = false;
-                    tiers
-                }
-                None => {
-                    let balances: Vec<i64> = ledger.accounts.iter().map(|a| a.available).collect();
-                    fidelis_core::tiers::MemberTiers::start(
-                        program,
-                        row.enrolled_at.unwrap_or(self.now),
-                        &balances,
-                        self.now,
-                    )
-                }
-            });
+            // Balances matter only to start a standing (most members have one).
+            let balances: Vec<i64> = match row.state {
+                Some(_) => Vec::new(),
+                None => ledger.accounts.iter().map(|a| a.available).collect(),
+            };
+            ledger.tiers = Some(crate::tiers::standing(program, &row, &balances, self.now)?);
         }
         Ok(())
     }

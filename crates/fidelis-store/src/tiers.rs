@@ -47,21 +47,21 @@ fn balances_of(program: &Program, accounts: &[AccountRow]) -> Vec<i64> {
         .collect()
 }
 
-/// The standing stored in `row`, or a fresh one.
-fn standing(
+/// The standing stored in `row`, or a fresh one for a member without (started from the
+/// member's available `balances`, per program currency).
+pub(crate) fn standing(
     program: &Program,
     row: &TierRow,
-    accounts: &[AccountRow],
+    balances: &[i64],
     now: DateTime<Utc>,
 ) -> Result<MemberTiers> {
     Ok(match &row.state {
-        Some(state) => serde_json::from_str(state)?,
-        None => MemberTiers::start(
-            program,
-            row.enrolled_at.unwrap_or(now),
-            &balances_of(program, accounts),
-            now,
-        ),
+        Some(state) => {
+            let mut tiers: MemberTiers = serde_json::from_str(state)?;
+            tiers.changed = false;
+            tiers
+        }
+        None => MemberTiers::start(program, row.enrolled_at.unwrap_or(now), balances, now),
     })
 }
 
@@ -84,8 +84,8 @@ impl Store {
         let Some(row) = rows.first() else {
             return Err(StoreError::UnknownMember(external_id.to_owned()));
         };
-        let mut tiers = standing(p, row, &accounts, now)?;
         let mut balances = balances_of(p, &accounts);
+        let mut tiers = standing(p, row, &balances, now)?;
         if tiers.is_due(now) {
             let assessed = tiers.assess(p, &balances, now);
             for (currency, _) in assessed.resets {
@@ -166,7 +166,7 @@ impl Store {
                 let row = rows
                     .first()
                     .ok_or_else(|| StoreError::UnknownMember(external_id.to_owned()))?;
-                let mut tiers = standing(p, row, &accounts, now)?;
+                let mut tiers = standing(p, row, &balances_of(p, &accounts), now)?;
                 let change = tiers.assign(p, g, t, valid_until, now);
                 tx.save_tiers(
                     program.id,

@@ -202,7 +202,27 @@ impl MemberLedger {
         } else {
             credited_at
         };
-        let pool = if pending {
+        let validity = Moved {
+            credited_at,
+            expires_at,
+            available_at,
+            pending,
+        };
+        self.open_bucket(w, currency, points, &validity, kind, credited_at)
+    }
+
+    /// Opens a bucket of `points` with the given validity (an entry at `at`), notes its
+    /// transitions on the account, and pays back arrears from it if it is available.
+    fn open_bucket(
+        &mut self,
+        w: &mut JournalWriter,
+        currency: CurrencyIx,
+        points: i64,
+        validity: &Moved,
+        kind: EntryKind,
+        at: DateTime<Utc>,
+    ) -> BucketId {
+        let pool = if validity.pending {
             Pool::Pending
         } else {
             Pool::Available
@@ -211,15 +231,15 @@ impl MemberLedger {
             journal: w.journal,
             seq: w.entries.len() as u32,
         };
-        w.push(currency, kind, pool, Some(id), points, credited_at);
+        w.push(currency, kind, pool, Some(id), points, at);
         self.apply(currency, pool, points);
         self.buckets.push(Bucket {
             id,
             currency,
-            credited_at,
-            expires_at,
-            available_at,
-            pending,
+            credited_at: validity.credited_at,
+            expires_at: validity.expires_at,
+            available_at: validity.available_at,
+            pending: validity.pending,
             credited: points,
             remaining: points,
             expired_unclaimed: 0,
@@ -227,11 +247,11 @@ impl MemberLedger {
         });
         let idx = self.buckets.len() - 1;
         let account = &mut self.accounts[currency.index()];
-        account.note_transition(expires_at);
-        if pending {
-            account.note_transition(Some(available_at));
+        account.note_transition(validity.expires_at);
+        if validity.pending {
+            account.note_transition(Some(validity.available_at));
         } else {
-            self.recover_arrears(w, idx, credited_at);
+            self.recover_arrears(w, idx, at);
         }
         id
     }
@@ -256,37 +276,11 @@ impl MemberLedger {
             self.recover_arrears_from_pool(w, currency, at);
             return;
         }
-        let pool = if moved.pending {
-            Pool::Pending
-        } else {
-            Pool::Available
-        };
-        let id = EntryKey {
-            journal: w.journal,
-            seq: w.entries.len() as u32,
-        };
-        w.push(currency, kind, pool, Some(id), points, at);
-        self.apply(currency, pool, points);
-        self.buckets.push(Bucket {
-            id,
-            currency,
+        let validity = Moved {
             credited_at: moved.credited_at.min(at),
-            expires_at: moved.expires_at,
-            available_at: moved.available_at,
-            pending: moved.pending,
-            credited: points,
-            remaining: points,
-            expired_unclaimed: 0,
-            changed: true,
-        });
-        let idx = self.buckets.len() - 1;
-        let account = &mut self.accounts[currency.index()];
-        account.note_transition(moved.expires_at);
-        if moved.pending {
-            account.note_transition(Some(moved.available_at));
-        } else {
-            self.recover_arrears(w, idx, at);
-        }
+            ..*moved
+        };
+        self.open_bucket(w, currency, points, &validity, kind, at);
     }
 
     /// Takes up to `points` out of one bucket (or the pool, for [`pool_id`]) that a journal
