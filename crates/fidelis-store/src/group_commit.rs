@@ -12,7 +12,9 @@
 //! Two journals with the same external id never share a transaction (the second waits for
 //! the first to commit and then replays it, or is judged on its own if the first was
 //! refused). If a group's transaction fails as a whole (a database error), each of its
-//! journals is retried alone, so one journal's failure is never another's.
+//! journals is retried alone, so one journal's failure is never another's — unless the
+//! database itself is unavailable (unreachable, or its disk full), when every journal of
+//! the group answers that at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -173,6 +175,16 @@ async fn post_together(store: &Store, program: &LoadedProgram, requests: Vec<Req
                 let _ = request.reply.send(Err(StoreError::Inconsistent(
                     "a group commit answered the wrong number of results".into(),
                 )));
+            }
+        }
+        // The database is gone or cannot write: retrying each journal alone would only
+        // make every caller wait again for the same failure.
+        Err(StoreError::Unavailable { kind, detail }) => {
+            for request in requests {
+                let _ = request.reply.send(Err(StoreError::Unavailable {
+                    kind,
+                    detail: detail.clone(),
+                }));
             }
         }
         Err(e) if requests.len() == 1 => {

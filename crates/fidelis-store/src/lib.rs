@@ -20,6 +20,7 @@ mod engine;
 mod error;
 mod group_commit;
 mod groups;
+mod health;
 mod imports;
 mod lifecycle;
 mod members;
@@ -45,8 +46,9 @@ use sqlx::sqlite::{
 pub use access::{Actor, AuditEntry, AuditFilter, NewToken, TokenRecord, UserRecord};
 use engine::Revision;
 pub use engine::{ImportProgress, JournalResult, LoadedProgram, Posted, Prepared, SettleReport};
-pub use error::{Result, StoreError};
+pub use error::{Result, StoreError, Unavailability};
 pub use groups::{GroupView, RedeemRule};
+pub use health::Health;
 pub use imports::{ImportRun, PartitionProgress};
 pub use lifecycle::MergeReport;
 pub use members::{Enrollment, MemberView};
@@ -68,6 +70,7 @@ pub struct Store {
     /// Started on the first realtime journal (it needs a running Tokio runtime).
     committer: Arc<OnceLock<group_commit::GroupCommit>>,
     committers: usize,
+    health: Arc<Health>,
 }
 
 #[derive(Clone)]
@@ -136,6 +139,10 @@ pub struct ConnectOptions {
     /// Concurrent group-commit transactions for realtime journals on PostgreSQL (SQLite
     /// has one writer, so one).
     pub committers: usize,
+    /// How long a PostgreSQL operation waits for a connection (a new one included) before
+    /// failing as unavailable: short, so that requests fail fast while the database is gone
+    /// rather than queue behind a connection that will not come.
+    pub acquire_timeout: Duration,
 }
 
 impl Default for ConnectOptions {
@@ -144,8 +151,26 @@ impl Default for ConnectOptions {
             max_connections: 16,
             busy_timeout: Duration::from_secs(30),
             committers: DEFAULT_COMMITTERS,
+            acquire_timeout: Duration::from_secs(5),
         }
     }
+}
+
+/// Whether a connection may go back to the pool: only outside a transaction. A write
+/// that fails on a full disk (SQLITE_FULL, or an I/O error) can make SQLite roll the
+/// transaction back by itself; the driver's own `ROLLBACK` then fails and it still counts
+/// the connection as inside a transaction, so every later `BEGIN` on it would fail until a
+/// restart. Such a connection is closed instead (the pool opens a fresh one). The check
+/// first lets the connection finish a rollback still queued from the transaction's drop.
+async fn release_outside_transaction<C: sqlx::Connection>(conn: &mut C) -> sqlx::Result<bool> {
+    if conn.is_in_transaction() {
+        conn.ping().await?;
+        if conn.is_in_transaction() {
+            tracing::warn!("closing a database connection left inside a failed transaction");
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 impl Store {
@@ -178,6 +203,7 @@ impl Store {
                 .pragma("mmap_size", "1073741824");
             let pool = SqlitePoolOptions::new()
                 .max_connections(options.max_connections)
+                .after_release(|conn, _| Box::pin(release_outside_transaction(conn)))
                 .connect_with(connect)
                 .await?;
             sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
@@ -187,7 +213,8 @@ impl Store {
                 .map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?;
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections)
-                .acquire_timeout(Duration::from_secs(30))
+                .acquire_timeout(options.acquire_timeout)
+                .after_release(|conn, _| Box::pin(release_outside_transaction(conn)))
                 .connect_with(connect)
                 .await?;
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
@@ -206,6 +233,7 @@ impl Store {
             programs: Arc::default(),
             committer: Arc::default(),
             committers,
+            health: Arc::default(),
         })
     }
 
@@ -304,6 +332,7 @@ impl Store {
                 programs: Arc::clone(&self.programs),
                 committer: Arc::default(),
                 committers: 0,
+                health: Arc::clone(&self.health),
             };
             group_commit::GroupCommit::start(&direct, self.committers)
         });

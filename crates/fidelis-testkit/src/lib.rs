@@ -26,7 +26,10 @@ pub struct PgServer {
     pub port: u16,
     pub bindir: PathBuf,
     pub dir: PathBuf,
-    pub pid: u32,
+    /// The postmaster's process id (it changes with [`PgServer::restart`]).
+    pid: AtomicU32,
+    options: PgOptions,
+    as_user: Option<(u32, u32)>,
 }
 
 /// How a server is configured.
@@ -172,7 +175,26 @@ impl PgServer {
             ));
         }
         let port = free_port()?;
-        let durability = if options.durable {
+        let server = Self {
+            base_url: format!("postgres://fidelis@127.0.0.1:{port}"),
+            port,
+            bindir,
+            dir,
+            pid: AtomicU32::new(0),
+            options,
+            as_user,
+        };
+        server.spawn()?;
+        if options.watchdog {
+            server.watch(std::process::id());
+        }
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    /// Starts the postmaster on the server's data directory and port.
+    fn spawn(&self) -> Result<(), String> {
+        let durability = if self.options.durable {
             vec!["fsync=on", "synchronous_commit=on", "full_page_writes=on"]
         } else {
             vec![
@@ -181,17 +203,21 @@ impl PgServer {
                 "full_page_writes=off",
             ]
         };
-        let log = std::fs::File::create(dir.join("server.log")).map_err(|e| e.to_string())?;
-        if let Some((uid, gid)) = as_user {
-            chown_tree(&dir.join("server.log"), uid, gid)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("server.log"))
+            .map_err(|e| e.to_string())?;
+        if let Some((uid, gid)) = self.as_user {
+            chown_tree(&self.dir.join("server.log"), uid, gid)?;
         }
-        let mut cmd = command(&bindir.join("postgres"), as_user);
+        let mut cmd = command(&self.bindir.join("postgres"), self.as_user);
         cmd.arg("-D")
-            .arg(&data)
+            .arg(self.dir.join("data"))
             .arg("-p")
-            .arg(port.to_string())
+            .arg(self.port.to_string())
             .arg("-k")
-            .arg(&dir);
+            .arg(&self.dir);
         for setting in [
             "listen_addresses=127.0.0.1",
             "max_connections=300",
@@ -209,27 +235,94 @@ impl PgServer {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("postgres: {e}"))?;
-        let server = Self {
-            base_url: format!("postgres://fidelis@127.0.0.1:{port}"),
-            port,
-            bindir,
-            dir,
-            pid: child.id(),
-        };
-        if options.watchdog {
-            server.watch(std::process::id());
+        self.pid.store(child.id(), Ordering::Release);
+        Ok(())
+    }
+
+    /// The postmaster's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid.load(Ordering::Acquire)
+    }
+
+    /// The postmaster and its children (backends, writers), postmaster first.
+    fn processes(&self) -> Vec<u32> {
+        let parent = self.pid();
+        let mut pids = vec![parent];
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // `pid (comm) state ppid …`; comm may hold spaces, so read after the last ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(parent) {
+                pids.push(pid);
+            }
         }
-        server.wait_ready()?;
-        Ok(server)
+        pids
+    }
+
+    fn signal_all(&self, signal: &str) {
+        for pid in self.processes() {
+            let _ = Command::new("kill")
+                .args([signal, &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
+    /// Freezes the whole server (SIGSTOP to the postmaster and every backend): connections
+    /// stay open and nothing answers — a hung database.
+    pub fn freeze(&self) {
+        self.signal_all("-STOP");
+    }
+
+    /// Lets a frozen server run again.
+    pub fn thaw(&self) {
+        self.signal_all("-CONT");
+    }
+
+    /// Stops the server with a fast shutdown (open transactions are cut) and keeps its
+    /// data, for [`PgServer::restart`].
+    pub fn shutdown_fast(&self) {
+        let pid = self.pid();
+        let _ = Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            if std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            }) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts a server stopped by [`PgServer::shutdown_fast`] again, on the same port and
+    /// data, and waits until it accepts connections.
+    pub fn restart(&self) -> Result<(), String> {
+        self.spawn()?;
+        self.wait_ready()
     }
 
     /// Stops the server and removes its directory once process `parent` has exited.
     fn watch(&self, parent: u32) {
         let script = format!(
-            "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill -INT {pid} 2>/dev/null; \
-             for i in $(seq 1 40); do kill -0 {pid} 2>/dev/null || break; sleep 0.25; done; \
-             kill -KILL {pid} 2>/dev/null; rm -rf '{dir}'",
-            pid = self.pid,
+            "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; \
+             pid=$(head -n 1 '{dir}/data/postmaster.pid' 2>/dev/null); \
+             if [ -n \"$pid\" ]; then kill -CONT $pid 2>/dev/null; kill -INT $pid 2>/dev/null; \
+             for i in $(seq 1 40); do kill -0 $pid 2>/dev/null || break; sleep 0.25; done; \
+             kill -KILL $pid 2>/dev/null; fi; rm -rf '{dir}'",
             dir = self.dir.display()
         );
         let _ = Command::new("sh")
@@ -278,11 +371,13 @@ impl PgServer {
 
     /// Stops the server now (fast shutdown) and removes its directory.
     pub fn stop(&self) {
+        self.thaw();
+        let pid = self.pid();
         let _ = Command::new("kill")
-            .args(["-INT", &self.pid.to_string()])
+            .args(["-INT", &pid.to_string()])
             .status();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Path::new(&format!("/proc/{}", self.pid)).exists() && Instant::now() < deadline {
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -362,6 +457,57 @@ pub fn sqlite_db() -> SqliteDb {
         url: format!("sqlite://{}", path.display()),
         path,
         _dir: dir,
+    }
+}
+
+/// A small tmpfs mounted on a temporary directory, unmounted when dropped: a disk that
+/// fills up. Mounting needs root (the README's test command runs as root, as CI does).
+pub struct Tmpfs {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `bytes` bytes.
+    pub fn mount(bytes: u64) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mounting a {bytes}-byte tmpfs failed (it needs root): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Self {
+            path: dir.path().to_owned(),
+            _dir: dir,
+        })
+    }
+
+    /// Fills the file system: writes `name` until the disk is full.
+    pub fn fill(&self, name: &str) -> PathBuf {
+        use std::io::Write;
+        let path = self.path.join(name);
+        if let Ok(mut file) = std::fs::File::create(&path) {
+            let block = vec![0u8; 64 * 1024];
+            while file.write_all(&block).is_ok() {}
+            let mut byte = [0u8; 1];
+            while file.write_all(&byte).is_ok() {
+                byte[0] = 1;
+            }
+            let _ = file.sync_all();
+        }
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
 

@@ -6,7 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fidelis_core::journal::JournalError;
 use fidelis_core::program::Problem;
-use fidelis_store::StoreError;
+use fidelis_store::{StoreError, Unavailability};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -39,6 +39,10 @@ pub struct ApiError {
     pub code: &'static str,
     pub detail: String,
     pub problems: Option<Vec<ProblemItem>>,
+    /// Seconds for `Retry-After`, when retrying later is the answer.
+    pub retry_after: Option<u32>,
+    /// Set when the database was unavailable: the server's health learns from it.
+    pub unavailable: Option<Unavailability>,
 }
 
 impl ApiError {
@@ -48,6 +52,44 @@ impl ApiError {
             code,
             detail: detail.into(),
             problems: None,
+            retry_after: None,
+            unavailable: None,
+        }
+    }
+
+    /// The database could not complete the request: 503 with `Retry-After`, saying that
+    /// a change's outcome is unknown and that a retry with the same external id is safe.
+    pub fn unavailable(kind: Unavailability, reason: &str) -> Self {
+        Self {
+            retry_after: Some(1),
+            unavailable: Some(kind),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                kind.code(),
+                format!(
+                    "the database could not complete the request ({reason}); if it was a change, \
+                     whether it took effect is unknown: retry with the same external_id (a \
+                     journal is applied once), or read it back"
+                ),
+            )
+        }
+    }
+
+    /// The request took longer than the server allows: 503 with `Retry-After`, code
+    /// `timeout`; the work may still complete after this answer.
+    pub fn timeout(limit: std::time::Duration) -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!(
+                    "the request did not complete within {} s; if it was a change, whether it \
+                     took effect is unknown (it may still complete): retry with the same \
+                     external_id (a journal is applied once), or read it back",
+                    limit.as_secs_f64()
+                ),
+            )
         }
     }
 
@@ -120,6 +162,14 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(kind) = self.unavailable {
+            response.extensions_mut().insert(kind);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -163,11 +213,25 @@ impl From<StoreError> for ApiError {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
             }
             StoreError::InvalidProgram(problems) => Self::invalid_program(&problems),
-            StoreError::Stopped => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the server is shutting down; retry with the same external_id".to_owned(),
-            ),
+            StoreError::Stopped => Self {
+                retry_after: Some(1),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "shutting_down",
+                    "the server is shutting down; retry with the same external_id".to_owned(),
+                )
+            },
+            StoreError::Unavailable { kind, detail } => {
+                tracing::warn!(error = %detail, code = kind.code(), "database unavailable");
+                Self::unavailable(
+                    kind,
+                    match kind {
+                        Unavailability::Unreachable => "it cannot be reached",
+                        Unavailability::Storage => "it cannot write: its disk is full or failing",
+                        Unavailability::Busy => "it is busy",
+                    },
+                )
+            }
             other => {
                 tracing::error!(error = %other, "store error");
                 Self::internal()

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod dto;
 pub mod error;
 mod extract;
+mod guard;
 mod metrics;
 mod routes;
 
@@ -24,7 +25,6 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use fidelis_store::Store;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use extract::ApiJson;
@@ -37,7 +37,8 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// Largest NDJSON batch body, in bytes.
     pub batch_body_limit: usize,
-    /// Longest a request may take.
+    /// Longest a request may take; past it the client gets 503 `timeout` (the outcome is
+    /// unknown, a retry with the same external id is safe).
     pub request_timeout: Duration,
     /// Requests per second allowed per token (with a burst of twice as many).
     pub rate_limit_per_second: u64,
@@ -91,9 +92,9 @@ pub fn app(state: AppState) -> Router {
             metrics::record,
         ))
         .layer(DefaultBodyLimit::max(config.body_limit))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            config.request_timeout,
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
         ))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(routes::panicked))

@@ -116,6 +116,13 @@ pub(crate) enum Problems {
         content_type = "application/problem+json"
     )]
     TooManyRequests(ProblemBody),
+    #[response(
+        status = 503,
+        description = "The database could not complete the request (`database_unavailable`, `storage_unavailable`, `database_busy`) or it ran past the request timeout (`timeout`): a change's outcome is unknown; retry with the same `external_id`",
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))
+    )]
+    Unavailable(ProblemBody),
 }
 
 /// Everything under `/api/v1`, with its OpenAPI document.
@@ -165,17 +172,22 @@ async fn health() -> Json<crate::dto::Health> {
     })
 }
 
-/// Readiness: the database answers.
+/// How long readiness may take to decide.
+const READINESS_BOUND: std::time::Duration = std::time::Duration::from_millis(1_500);
+
+/// Readiness: the database answers within 1.5 s, and — after writes failed for the
+/// storage's sake (a full disk) — a write commits again.
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
     responses((status = 200, body = crate::dto::Health), (status = 503, body = ProblemBody, content_type = "application/problem+json")))]
 async fn ready(State(state): State<AppState>) -> ApiResult<Json<crate::dto::Health>> {
-    state.store.ping().await.map_err(|_| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "the database does not answer",
-        )
-    })?;
+    state
+        .store
+        .readiness(READINESS_BOUND)
+        .await
+        .map_err(|reason| ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason)
+        })?;
     Ok(Json(crate::dto::Health {
         status: "ready".into(),
     }))

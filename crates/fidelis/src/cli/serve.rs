@@ -28,6 +28,11 @@ pub struct ServeArgs {
     #[arg(long, env = "FIDELIS_COMMITTERS", default_value_t = fidelis_store::DEFAULT_COMMITTERS as u16,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     committers: u16,
+    /// Longest a request may take, in seconds. A request cut by it answers 503 with code
+    /// `timeout`: its outcome is unknown, and retrying with the same `external_id` is safe.
+    #[arg(long, env = "FIDELIS_REQUEST_TIMEOUT", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    request_timeout_secs: u64,
 }
 
 pub async fn run(database: &str, args: ServeArgs) -> Result<ExitCode> {
@@ -99,6 +104,7 @@ pub async fn run(database: &str, args: ServeArgs) -> Result<ExitCode> {
     let config = ServerConfig {
         rate_limit_per_second: args.rate_limit,
         body_limit: args.body_limit_kib * 1024,
+        request_timeout: std::time::Duration::from_secs(args.request_timeout_secs),
         ..ServerConfig::default()
     };
     let base = format!("http://{}", args.listen);

@@ -1,0 +1,153 @@
+//! What the end-to-end suites share: a real `fidelis serve` process and a small program.
+
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+pub const ADMIN: &str = "e2e-admin-token";
+
+/// A `fidelis serve` process, stopped when dropped.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    pub async fn start(database: &str) -> Self {
+        Self::start_with(database, &[]).await
+    }
+
+    /// Starts `fidelis serve` with extra arguments for `serve`.
+    pub async fn start_with(database: &str, extra: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_fidelis"))
+            .args([
+                "--database",
+                database,
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args(extra)
+            .env("FIDELIS_ADMIN_TOKEN", ADMIN)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting fidelis serve");
+        let server = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = server
+                .http
+                .get(format!("{}/readyz", server.base))
+                .send()
+                .await
+            {
+                if r.status() == StatusCode::OK {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fidelis serve did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base)
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(ADMIN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the request is answered");
+        let (status, headers) = (response.status(), response.headers().clone());
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, headers, body)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let (status, _, body) = self.call(reqwest::Method::POST, path, Some(body)).await;
+        (status, body)
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let (status, _, body) = self.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+        body
+    }
+
+    /// A program with points that expire ten days after earning, and members.
+    pub async fn setup(&self, members: &[&str]) {
+        let (status, _, body) = self
+            .call(
+                reqwest::Method::PUT,
+                "/programs/shop",
+                Some(json!({"name": "Shop", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+                    "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "rolling", "days": 10}}],
+                    "earning": {"base": [{"currency": "points", "rate": "1"}]}})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        for m in members {
+            let (status, body) = self
+                .post(
+                    "/programs/shop/members",
+                    json!({"member": m, "profile": {"name": m}}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+    }
+
+    pub async fn available(&self, member: &str) -> i64 {
+        self.get(&format!("/programs/shop/members/{member}/balances"))
+            .await["balances"][0]["available"]
+            .as_i64()
+            .unwrap()
+    }
+
+    pub async fn ledger_len(&self, member: &str) -> usize {
+        self.get(&format!("/programs/shop/members/{member}/ledger?limit=500"))
+            .await["entries"]
+            .as_array()
+            .unwrap()
+            .len()
+    }
+}
+
+pub fn purchase(id: &str, member: &str, amount: &str) -> Value {
+    json!({"external_id": id, "member": member, "type": "purchase", "occurred_at": chrono::Utc::now().to_rfc3339(),
+           "amount": amount, "currency": "EUR"})
+}
