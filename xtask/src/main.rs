@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_api;
+mod faults;
 mod schemathesis;
 mod test;
 
@@ -15,6 +16,7 @@ fn main() -> ExitCode {
         Some("test") => test::run(&args[1..]),
         Some("bench-import") => bench::run(&args[1..]),
         Some("bench-api") => bench_api::run(&args[1..]),
+        Some("faults") => faults::run(&args[1..]),
         Some("schemathesis") => match args.get(1).map(|s| s.parse::<u32>()) {
             None => schemathesis::run(schemathesis::BUDGET_SECONDS),
             Some(Ok(seconds)) => schemathesis::run(seconds),
@@ -25,6 +27,7 @@ fn main() -> ExitCode {
                 "usage:\n  cargo xtask test [-- NEXTEST ARGS]   run every test (installs PostgreSQL if it can)\n  \
                  cargo xtask bench-import [--journals N] [--members N] [--runs N] [--databases sqlite,postgres]\n  \
                  cargo xtask bench-api [--seconds N] [--connections N] [--members N]\n  \
+                 cargo xtask faults [--quick] [--release] [--databases sqlite,postgres]   kill, stop, freeze, fill the disk under load; audit every journal\n  \
                  cargo xtask schemathesis [SECONDS]     fuzz a live server against its OpenAPI document"
             );
             return ExitCode::from(2);
