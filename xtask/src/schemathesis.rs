@@ -12,6 +12,8 @@ use crate::{root, run_cmd};
 /// The version the test command installs (pinned: a new release must not change a
 /// passing suite into a failing one unannounced).
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+/// The strict OpenAPI validator the served document must pass (pinned likewise).
+const SPEC_VALIDATOR: &str = "openapi-spec-validator==0.9.0";
 /// How long schemathesis generates requests in the test command.
 pub const BUDGET_SECONDS: u32 = 60;
 
@@ -28,7 +30,8 @@ impl Drop for Server {
 fn venv() -> Result<PathBuf> {
     let venv = root().join("target/schemathesis-venv");
     let st = venv.join("bin/st");
-    if st.exists() {
+    let validator = venv.join("bin/openapi-spec-validator");
+    if st.exists() && validator.exists() {
         return Ok(st);
     }
     let python = ["python3", "python"]
@@ -41,9 +44,16 @@ fn venv() -> Result<PathBuf> {
         })
         .context("schemathesis needs Python 3 (Debian: apt-get install python3 python3-venv)")?;
     eprintln!("xtask: installing {SCHEMATHESIS} into {}", venv.display());
-    run_cmd(Command::new(python).args(["-m", "venv"]).arg(&venv))
-        .context("creating a Python venv (Debian: apt-get install python3-venv)")?;
-    run_cmd(Command::new(venv.join("bin/pip")).args(["install", "--quiet", SCHEMATHESIS]))?;
+    if !venv.join("bin/pip").exists() {
+        run_cmd(Command::new(python).args(["-m", "venv"]).arg(&venv))
+            .context("creating a Python venv (Debian: apt-get install python3-venv)")?;
+    }
+    run_cmd(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        SCHEMATHESIS,
+        SPEC_VALIDATOR,
+    ]))?;
     Ok(st)
 }
 
@@ -77,6 +87,19 @@ pub fn run(budget_seconds: u32) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    let python = st.with_file_name("python");
+    run_cmd(Command::new(&python).arg("xtask/schemathesis_hooks.py"))
+        .context("the schemathesis hooks' self-test")?;
+    eprintln!("xtask: {SPEC_VALIDATOR} on {base}/openapi.json");
+    run_cmd(Command::new(&python).args([
+        "-c",
+        "import json, sys, urllib.request\n\
+         from openapi_spec_validator import validate\n\
+         validate(json.load(urllib.request.urlopen(sys.argv[1])))\n\
+         print('the OpenAPI document is valid')",
+        &format!("{base}/openapi.json"),
+    ]))
+    .context("the OpenAPI document is not valid OpenAPI 3.1")?;
     eprintln!("xtask: schemathesis against {base}/openapi.json for {budget_seconds} s");
     let status = Command::new(st)
         .args(["run", &format!("{base}/openapi.json")])

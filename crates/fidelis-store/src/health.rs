@@ -95,7 +95,9 @@ impl Store {
                 })
             }
             Err(_) => {
-                self.suspect();
+                // A database that does not answer within the bound is treated as gone
+                // until the probe reaches it again.
+                self.note_failure(Unavailability::Unreachable);
                 Err(format!(
                     "the database did not answer within {} ms",
                     within.as_millis()

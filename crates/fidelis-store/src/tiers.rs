@@ -139,7 +139,7 @@ impl Store {
         let p = &program.program;
         let Some(g) = p.tier_groups.iter().find(|g| g.code.as_str() == group) else {
             return Err(StoreError::Refused(
-                "unknown_tier",
+                "unknown_tier_group",
                 format!("the program has no tier group {group:?}"),
             ));
         };

@@ -299,6 +299,17 @@ impl TokenCache {
     }
 }
 
+/// The token of an `Authorization` header value: the `Bearer` scheme, in any case (RFC 9110
+/// makes auth schemes case-insensitive), then the token, without surrounding white space.
+pub fn bearer_token(header: &str) -> Option<&str> {
+    let header = header.trim_start();
+    let (scheme, rest) = header.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || !rest.starts_with([' ', '\t']) {
+        return None;
+    }
+    Some(rest.trim()).filter(|t| !t.is_empty() && t.len() <= 256 && !t.contains([' ', '\t']))
+}
+
 impl FromRequestParts<AppState> for Arc<Caller> {
     type Rejection = ApiError;
 
@@ -310,15 +321,9 @@ impl FromRequestParts<AppState> for Arc<Caller> {
             .headers
             .get(AUTHORIZATION)
             .ok_or_else(|| ApiError::unauthorized("send `Authorization: Bearer <token>`"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && t.len() <= 256)
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header is not `Bearer <token>`")
-            })?;
+        let token = header.to_str().ok().and_then(bearer_token).ok_or_else(|| {
+            ApiError::unauthorized("the Authorization header is not `Bearer <token>`")
+        })?;
         state
             .tokens
             .caller(&state.store, token)
@@ -330,6 +335,16 @@ impl FromRequestParts<AppState> for Arc<Caller> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer abc", "bearer abc", "BEARER  abc ", "BeArEr\tabc"] {
+            assert_eq!(bearer_token(header), Some("abc"), "{header:?}");
+        }
+        for header in ["Bearerabc", "Basic abc", "Bearer ", "Bearer a b", ""] {
+            assert_eq!(bearer_token(header), None, "{header:?}");
+        }
+    }
 
     #[test]
     fn tokens_are_random_and_hashed() {

@@ -209,6 +209,14 @@ impl From<StoreError> for ApiError {
                 format!("member {member:?} is already enrolled in this program"),
             ),
             StoreError::Conflict(detail) => Self::new(StatusCode::CONFLICT, "conflict", detail),
+            // A retry with the same external id and another body conflicts, on every route.
+            StoreError::Refused(code @ "idempotency_conflict", detail) => {
+                Self::new(StatusCode::CONFLICT, code, detail)
+            }
+            // Refusals that name what the path names: it does not exist.
+            StoreError::Refused(code @ ("unknown_group" | "unknown_tier_group"), detail) => {
+                Self::not_found(code, detail)
+            }
             StoreError::Refused(code, detail) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
             }

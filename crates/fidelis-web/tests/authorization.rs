@@ -562,10 +562,32 @@ async fn members_and_partners_cannot_read_each_other() {
         "/api/v1/programs/shop/members/m1/ledger",
         "/api/v1/programs/shop/members/m1/promotions",
         "/api/v1/programs/shop/members/m1/tiers",
-        "/api/v1/programs/shop/journals/p1-seed",
     ] {
         let (status, _) = send(r, Method::GET, path, Some(&world.member_other), None).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "member m2 reading {path}");
+    }
+    // Another's journal answers exactly as a journal that does not exist (no probing).
+    for token in [&world.member_other, &world.partner_other] {
+        let (status, body) = send(
+            r,
+            Method::GET,
+            "/api/v1/programs/shop/journals/p1-seed",
+            Some(token),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        let (unknown_status, unknown) = send(
+            r,
+            Method::GET,
+            "/api/v1/programs/shop/journals/no-such-journal",
+            Some(token),
+            None,
+        )
+        .await;
+        assert_eq!(unknown_status, StatusCode::NOT_FOUND);
+        assert_eq!(body["code"], unknown["code"]);
+        assert_eq!(body["title"], unknown["title"]);
     }
     let (status, _) = send(
         r,
@@ -619,16 +641,7 @@ async fn members_and_partners_cannot_read_each_other() {
             "member m2 and m1's household: {path}"
         );
     }
-    // Partner p2 reads partner p1's journal, or posts in p1's name: refused.
-    let (status, _) = send(
-        r,
-        Method::GET,
-        "/api/v1/programs/shop/journals/p1-seed",
-        Some(&world.partner_other),
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Partner p2 posts in p1's name: refused.
     let (status, _) = send(r, Method::POST, "/api/v1/programs/shop/journals", Some(&world.partner_other),
         Some(json!({"external_id": "x", "member": "m1", "type": "purchase", "occurred_at": "2026-11-20T10:00:00Z", "amount": "1", "currency": "EUR", "partner": "p1"}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN);

@@ -35,6 +35,7 @@ both_dialects!(
     concurrent_redemptions_never_overdraw,
     bad_requests_are_clear_and_change_nothing,
     tiers_upgrade_inside_the_journal_and_agents_assign_them,
+    the_contract_is_the_same_on_every_route,
 );
 
 async fn points_are_earned_spent_refunded_cancelled_and_expired(s: Server) {
@@ -454,4 +455,161 @@ async fn tiers_upgrade_inside_the_journal_and_agents_assign_them(s: Server) {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["code"], "unknown_referral_code");
+}
+
+/// What integrators rely on, the same on every route: a path naming nothing is 404, an
+/// external id reused for something else is 409, the batch takes NDJSON only, and the
+/// bearer scheme is case-insensitive.
+async fn the_contract_is_the_same_on_every_route(s: Server) {
+    let (status, _, body) = s
+        .call(
+            reqwest::Method::PUT,
+            "/programs/contract",
+            Some(json!({"name": "Contract", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+                "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "never"},
+                                "transfer": {"daily_limit": 1000}, "reinstate_within_days": 30}],
+                "earning": {"base": [{"currency": "points", "rate": "1"}]}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for m in ["a", "b"] {
+        let (status, body) = s
+            .post("/programs/contract/members", json!({"member": m}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let mut p1 = purchase("p1", "a", "100.00");
+    p1["occurred_at"] = json!("2026-11-20T10:00:00Z");
+    let (status, body) = s.post("/programs/contract/journals", p1).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // An external id used for something else: 409 on every route that takes one.
+    for (path, request) in [
+        (
+            "/programs/contract/members/a/transfers",
+            json!({"external_id": "p1", "to": "b", "currency": "points", "points": 5}),
+        ),
+        (
+            "/programs/contract/members/a/reinstatements",
+            json!({"external_id": "p1", "currency": "points", "reason": "goodwill"}),
+        ),
+        (
+            "/programs/contract/members/a/redemptions",
+            json!({"external_id": "p1", "currency": "points", "points": 5}),
+        ),
+        (
+            "/programs/contract/members/a/adjustments",
+            json!({"external_id": "p1", "currency": "points", "points": 5, "reason": "goodwill"}),
+        ),
+    ] {
+        let (status, body) = s.post(path, request).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{path}: {body}");
+        assert_eq!(body["code"], "idempotency_conflict", "{path}");
+    }
+
+    // A path that names nothing is 404.
+    for (method, path, request) in [
+        (reqwest::Method::GET, "/programs/contract/groups/nope", None),
+        (
+            reqwest::Method::POST,
+            "/programs/contract/groups/nope/members",
+            Some(json!({"member": "a"})),
+        ),
+        (
+            reqwest::Method::POST,
+            "/programs/contract/groups/nope/redemptions",
+            Some(json!({"external_id": "g1", "member": "a", "currency": "points", "points": 1})),
+        ),
+        (
+            reqwest::Method::PUT,
+            "/programs/contract/members/a/tiers/nope",
+            Some(json!({"tier": "gold", "reason": "vip"})),
+        ),
+        (
+            reqwest::Method::GET,
+            "/programs/contract/members/nobody",
+            None,
+        ),
+        (
+            reqwest::Method::GET,
+            "/programs/contract/journals/nothing",
+            None,
+        ),
+    ] {
+        let (status, _, body) = s.call(method.clone(), path, request).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {body}");
+        assert!(
+            body["code"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("unknown_")),
+            "{body}"
+        );
+    }
+
+    // The batch takes NDJSON, and something in it.
+    let batch = |content_type: Option<&'static str>, body: &'static str| {
+        let mut request = s
+            .http
+            .post(s.url("/programs/contract/journals/batch"))
+            .bearer_auth(ADMIN)
+            .body(body);
+        if let Some(t) = content_type {
+            request = request.header("content-type", t);
+        }
+        request.send()
+    };
+    let line = r#"{"external_id": "b1", "member": "a", "type": "purchase", "occurred_at": "2026-11-20T10:00:00Z", "amount": "1.00", "currency": "EUR"}"#;
+    for (content_type, body, expected, code) in [
+        (
+            None,
+            line,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            Some("text/plain"),
+            line,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            Some("application/x-ndjson"),
+            "",
+            StatusCode::BAD_REQUEST,
+            "empty_batch",
+        ),
+        (
+            Some("application/x-ndjson"),
+            "\n \n",
+            StatusCode::BAD_REQUEST,
+            "empty_batch",
+        ),
+    ] {
+        let response = batch(content_type, body).await.expect("answered");
+        assert_eq!(response.status(), expected, "{content_type:?} {body:?}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{content_type:?}"
+        );
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["code"], code);
+    }
+    let response = batch(Some("application/x-ndjson; charset=utf-8"), line)
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.text().await.unwrap().contains("\"b1\""));
+
+    // RFC 9110: the scheme is case-insensitive.
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let response = s
+            .http
+            .get(s.url("/programs/contract/members/a"))
+            .header("authorization", format!("{scheme} {ADMIN}"))
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(response.status(), StatusCode::OK, "{scheme}");
+    }
 }

@@ -129,6 +129,26 @@ async fn sqlite_full_disk_leaves_no_poisoned_connection() {
     assert_eq!(s.available("m").await, 10 + 40 + 30);
 }
 
+/// Waits until `query` (a count) answers at least 1, asking with psql.
+async fn wait_for(pg: &fidelis_testkit::PgServer, url: &str, query: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Command::new(pg.bindir.join("psql"))
+            .args([url, "-tAc", query])
+            .output()
+            .expect("psql");
+        let count: i64 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        if count >= 1 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still 0 after 20 s: {query}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn dedicated_postgres() -> (fidelis_testkit::PgServer, String) {
     let server = fidelis_testkit::PgServer::start(fidelis_testkit::PgOptions {
         durable: false,
@@ -212,7 +232,7 @@ async fn postgres_fast_shutdown_mid_transaction_is_503_and_recovers() {
         .stderr(Stdio::null())
         .spawn()
         .expect("psql");
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    wait_for(&pg, &url, "SELECT count(*) FROM pg_locks WHERE relation = 'accounts'::regclass AND mode = 'AccessExclusiveLock' AND granted").await;
     let cut = {
         let http = s.http.clone();
         let url = s.url("/programs/shop/journals");
@@ -232,7 +252,13 @@ async fn postgres_fast_shutdown_mid_transaction_is_503_and_recovers() {
             )
         })
     };
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The journal's transaction is waiting for the lock.
+    wait_for(
+        &pg,
+        &url,
+        "SELECT count(*) FROM pg_locks WHERE relation = 'accounts'::regclass AND NOT granted",
+    )
+    .await;
     assert!(
         !cut.is_finished(),
         "the journal should be waiting on the lock"

@@ -62,7 +62,7 @@ fn scope(
 
 /// Creates an API token. The token is in the answer once; only its hash is kept.
 #[utoipa::path(post, path = "/tokens", tag = "operations", request_body = TokenRequest,
-    responses((status = 201, body = TokenCreated), Problems))]
+    responses((status = 201, body = TokenCreated, description = "The token was created; its secret is shown this once"), Problems))]
 async fn create_token(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -126,7 +126,7 @@ async fn create_token(
 }
 
 /// Every token (without the tokens themselves).
-#[utoipa::path(get, path = "/tokens", tag = "operations", responses((status = 200, body = Vec<TokenBody>), Problems))]
+#[utoipa::path(get, path = "/tokens", tag = "operations", responses((status = 200, body = Vec<TokenBody>, description = "The tokens the caller may see"), Problems))]
 async fn list_tokens(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -184,7 +184,7 @@ async fn revoke_token(
 
 /// Creates a user of the web pages; the password is stored as an argon2id hash.
 #[utoipa::path(post, path = "/users", tag = "operations", request_body = UserRequest,
-    responses((status = 201, body = UserCreated), Problems))]
+    responses((status = 201, body = UserCreated, description = "The user was created"), Problems))]
 async fn create_user(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -251,7 +251,7 @@ async fn create_user(
            ("action" = Option<String>, Query, description = "Only this action (`program.update`, `member.status`…)"),
            ("limit" = Option<i64>, Query, description = "1 to 500 (default 100)"),
            ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
-    responses((status = 200, body = AuditPage), Problems))]
+    responses((status = 200, body = AuditPage, description = "A page of the audit trail, newest first"), Problems))]
 async fn audit(
     State(state): State<AppState>,
     caller: Arc<Caller>,

@@ -106,7 +106,7 @@ fn scope_partner(caller: &Caller, document: &mut JournalDocument) -> ApiResult<(
     params(("program" = String, Path, description = "The program's code", example = "demo")),
     request_body = JournalRequest,
     responses((status = 201, body = OutcomeBody, description = "Processed"),
-              (status = 200, body = OutcomeBody, description = "A replay: the first outcome, header Idempotent-Replayed: true"),
+              (status = 200, body = OutcomeBody, description = "A replay: the first outcome", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome of the same external id"))),
               Problems))]
 async fn post_journal(
     State(state): State<AppState>,
@@ -135,6 +135,20 @@ async fn post_batch(
     request: Request,
 ) -> ApiResult<Response> {
     caller.require(Permission::JournalsWrite, Some(&code))?;
+    let ndjson = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .is_some_and(|v| v == "application/x-ndjson" || v == "application/jsonl");
+    if !ndjson {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the journals as NDJSON, one document per line, with `Content-Type: application/x-ndjson`",
+        ));
+    }
     let program = program(&state, &code).await?;
     let limit = state.config.batch_body_limit;
     let body = axum::body::to_bytes(request.into_body(), limit)
@@ -146,6 +160,12 @@ async fn post_batch(
                 format!("a batch is at most {limit} bytes"),
             )
         })?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "empty_batch",
+            "the batch holds no journal: send one JSON document per line",
+        ));
+    }
     let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(4);
     tokio::spawn(process_batch(state, program, caller, body, sender));
     let stream = tokio_stream_from(receiver).map(Ok::<Bytes, std::io::Error>);
@@ -281,7 +301,7 @@ fn ndjson(line: &BatchLineBody) -> Bytes {
 /// A journal as stored: its document and status.
 #[utoipa::path(get, path = "/programs/{program}/journals/{external_id}", tag = "journals",
     params(("program" = String, Path, description = "The program's code", example = "demo"), ("external_id" = String, Path, description = "The journal's external id")),
-    responses((status = 200, body = JournalBody), Problems))]
+    responses((status = 200, body = JournalBody, description = "The journal as stored, with its outcome"), Problems))]
 async fn get_journal(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -289,27 +309,31 @@ async fn get_journal(
 ) -> ApiResult<Json<JournalBody>> {
     caller.require(Permission::JournalsRead, Some(&code))?;
     let program = program(&state, &code).await?;
+    let unknown = || {
+        ApiError::not_found(
+            "unknown_journal",
+            format!("no journal {external_id:?} in this program"),
+        )
+    };
     let journal = state
         .store
         .journal(&program, &external_id)
         .await?
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "unknown_journal",
-                format!("no journal {external_id:?} in this program"),
-            )
-        })?;
-    match caller.role {
-        Role::Member => caller.require_member(&journal.member)?,
+        .ok_or_else(unknown)?;
+    // A member or partner gets the same answer for another's journal as for one that
+    // does not exist: external ids cannot be probed.
+    let own = match caller.role {
+        Role::Member => caller.require_member(&journal.member),
         Role::Partner => caller.require_partner(
             journal
                 .document
                 .as_ref()
                 .and_then(|d| d.get("partner"))
                 .and_then(|p| p.as_str()),
-        )?,
-        _ => {}
-    }
+        ),
+        _ => Ok(()),
+    };
+    own.map_err(|_| unknown())?;
     Ok(Json(JournalBody {
         external_id: journal.external_id,
         member: journal.member,
@@ -327,7 +351,7 @@ async fn get_journal(
 /// answers the first outcome.
 #[utoipa::path(post, path = "/programs/{program}/journals/{external_id}/cancel", tag = "journals",
     params(("program" = String, Path, description = "The program's code", example = "demo"), ("external_id" = String, Path, description = "The journal to cancel")),
-    responses((status = 201, body = OutcomeBody, description = "Cancelled"), (status = 200, body = OutcomeBody, description = "Already cancelled by this call before"), Problems))]
+    responses((status = 201, body = OutcomeBody, description = "Cancelled"), (status = 200, body = OutcomeBody, description = "Already cancelled by this call before", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome of the same external id"))), Problems))]
 async fn cancel(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -419,7 +443,7 @@ async fn simulate(
 #[utoipa::path(post, path = "/programs/{program}/jobs/run", tag = "operations",
     params(("program" = String, Path, description = "The program's code", example = "demo")),
     request_body = JobsRequest,
-    responses((status = 200, body = JobsReport), Problems))]
+    responses((status = 200, body = JobsReport, description = "What the jobs did"), Problems))]
 async fn run_jobs(
     State(state): State<AppState>,
     caller: Arc<Caller>,

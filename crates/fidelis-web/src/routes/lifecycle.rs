@@ -58,7 +58,7 @@ async fn group_body(
 #[utoipa::path(post, path = "/programs/{program}/groups", tag = "members",
     params(("program" = String, Path, description = "The program's code", example = "demo")),
     request_body = GroupRequest,
-    responses((status = 201, body = GroupBody), Problems))]
+    responses((status = 201, body = GroupBody, description = "The group was created"), Problems))]
 async fn create_group(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -104,7 +104,7 @@ async fn create_group(
 /// A group: its rule, members and balances.
 #[utoipa::path(get, path = "/programs/{program}/groups/{group}", tag = "members",
     params(("program" = String, Path, description = "The program's code", example = "demo"), ("group" = String, Path, description = "The group's external id", example = "household-1")),
-    responses((status = 200, body = GroupBody), Problems))]
+    responses((status = 200, body = GroupBody, description = "The group with its members"), Problems))]
 async fn get_group(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -123,7 +123,7 @@ async fn get_group(
 #[utoipa::path(post, path = "/programs/{program}/groups/{group}/members", tag = "members",
     params(("program" = String, Path, description = "The program's code", example = "demo"), ("group" = String, Path, description = "The group's external id", example = "household-1")),
     request_body = GroupMemberRequest,
-    responses((status = 200, body = GroupBody), Problems))]
+    responses((status = 200, body = GroupBody, description = "The group with its members"), Problems))]
 async fn join_group(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -154,7 +154,7 @@ async fn join_group(
 #[utoipa::path(post, path = "/programs/{program}/groups/{group}/redemptions", tag = "members",
     params(("program" = String, Path, description = "The program's code", example = "demo"), ("group" = String, Path, description = "The group's external id", example = "household-1")),
     request_body = GroupRedemptionRequest,
-    responses((status = 201, body = OutcomeBody), (status = 200, body = OutcomeBody, description = "A replay"), Problems))]
+    responses((status = 201, body = OutcomeBody, description = "Spent from the group's balance"), (status = 200, body = OutcomeBody, description = "A replay: the first outcome", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome of the same external id"))), Problems))]
 async fn redeem_from_group(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -228,7 +228,7 @@ fn outcome_response(outcome: &fidelis_core::outcome::Outcome, replayed: bool) ->
 #[utoipa::path(post, path = "/programs/{program}/members/{member}/transfers", tag = "members",
     params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The sending member's external id", example = "C-100000")),
     request_body = TransferRequest,
-    responses((status = 201, body = OutcomeBody), (status = 200, body = OutcomeBody, description = "A replay"), Problems))]
+    responses((status = 201, body = OutcomeBody, description = "Transferred"), (status = 200, body = OutcomeBody, description = "A replay: the first outcome", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome of the same external id"))), Problems))]
 async fn transfer(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -273,7 +273,7 @@ async fn transfer(
 #[utoipa::path(post, path = "/programs/{program}/members/{member}/merge", tag = "members",
     params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The duplicate's external id", example = "C-100000")),
     request_body = MergeRequest,
-    responses((status = 200, body = MergeBody), Problems))]
+    responses((status = 200, body = MergeBody, description = "The member was merged into the survivor"), Problems))]
 async fn merge(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -315,7 +315,7 @@ async fn merge(
 #[utoipa::path(post, path = "/programs/{program}/members/{member}/reinstatements", tag = "members",
     params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000")),
     request_body = ReinstateRequest,
-    responses((status = 201, body = OutcomeBody), (status = 200, body = OutcomeBody, description = "A replay"), Problems))]
+    responses((status = 201, body = OutcomeBody, description = "Reinstated"), (status = 200, body = OutcomeBody, description = "A replay: the first outcome", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome of the same external id"))), Problems))]
 async fn reinstate(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -350,7 +350,7 @@ async fn reinstate(
 #[utoipa::path(get, path = "/programs/{program}/members/{member}/tiers", tag = "members",
     params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000"),
            ("as_of" = Option<String>, Query, description = "RFC 3339; now when absent")),
-    responses((status = 200, body = TiersBody), Problems))]
+    responses((status = 200, body = TiersBody, description = "The member's tier in each tier group"), Problems))]
 async fn tiers(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -379,7 +379,7 @@ async fn tiers(
     params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000"),
            ("group" = String, Path, description = "The tier group's code", example = "status")),
     request_body = AssignTierRequest,
-    responses((status = 200, body = TierChangeBody), Problems))]
+    responses((status = 200, body = TierChangeBody, description = "The tier was assigned"), Problems))]
 async fn assign_tier(
     State(state): State<AppState>,
     caller: Arc<Caller>,

@@ -56,7 +56,7 @@ pub(super) async fn member(
 #[utoipa::path(post, path = "/programs/{program}/members", tag = "members",
     params(("program" = String, Path, description = "The program's code", example = "demo")),
     request_body = EnrollRequest,
-    responses((status = 201, body = MemberBody), Problems))]
+    responses((status = 201, body = MemberBody, description = "The member was enrolled"), Problems))]
 async fn enroll(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -108,7 +108,7 @@ fn member_body(member: &MemberView, balances: &[fidelis_store::BalanceView]) -> 
 /// A member: profile, status and balances.
 #[utoipa::path(get, path = "/programs/{program}/members/{member}", tag = "members",
     params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000")),
-    responses((status = 200, body = MemberBody), Problems))]
+    responses((status = 200, body = MemberBody, description = "The member"), Problems))]
 async fn get_member(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -126,7 +126,7 @@ async fn get_member(
 #[utoipa::path(put, path = "/programs/{program}/members/{member}/status", tag = "members",
     params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000")),
     request_body = StatusRequest,
-    responses((status = 200, body = MemberBody), Problems))]
+    responses((status = 200, body = MemberBody, description = "The member"), Problems))]
 async fn set_status(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -160,7 +160,7 @@ async fn set_status(
 #[utoipa::path(get, path = "/programs/{program}/members/{member}/balances", tag = "members",
     params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000"),
            ("as_of" = Option<String>, Query, description = "RFC 3339; now when absent")),
-    responses((status = 200, body = BalancesBody), Problems))]
+    responses((status = 200, body = BalancesBody, description = "The member's balances with their expiry schedule"), Problems))]
 async fn balances(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -183,7 +183,7 @@ async fn balances(
 /// The member's progress in cumulative promotions and what it used of promotion limits.
 #[utoipa::path(get, path = "/programs/{program}/members/{member}/promotions", tag = "members",
     params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000")),
-    responses((status = 200, body = crate::dto::PromotionStandingBody), Problems))]
+    responses((status = 200, body = crate::dto::PromotionStandingBody, description = "The member's cumulative progress, limits used and promotions joined"), Problems))]
 async fn promotion_standing(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -242,7 +242,7 @@ async fn promotion_standing(
 #[utoipa::path(post, path = "/programs/{program}/members/{member}/promotions/{promotion}/join", tag = "members",
     params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000"),
            ("promotion" = String, Path, description = "The opt-in promotion's code", example = "double-december")),
-    responses((status = 200, body = crate::dto::PromotionStandingBody), Problems))]
+    responses((status = 200, body = crate::dto::PromotionStandingBody, description = "The member's cumulative progress, limits used and promotions joined"), Problems))]
 async fn join_promotion(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -281,7 +281,7 @@ async fn join_promotion(
     params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000"),
            ("limit" = Option<i64>, Query, description = "Entries per page, 1 to 500 (default 50)"),
            ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
-    responses((status = 200, body = LedgerPage), Problems))]
+    responses((status = 200, body = LedgerPage, description = "A page of the member's ledger, newest first"), Problems))]
 async fn ledger(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -338,7 +338,7 @@ async fn ledger(
 #[utoipa::path(post, path = "/programs/{program}/members/{member}/redemptions", tag = "members",
     params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000")),
     request_body = RedemptionRequest,
-    responses((status = 201, body = OutcomeBody, description = "Redeemed"), (status = 200, body = OutcomeBody, description = "A replay: the first outcome"), Problems))]
+    responses((status = 201, body = OutcomeBody, description = "Redeemed"), (status = 200, body = OutcomeBody, description = "A replay: the first outcome", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome of the same external id"))), Problems))]
 async fn redeem(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -374,7 +374,7 @@ async fn redeem(
 #[utoipa::path(post, path = "/programs/{program}/members/{member}/adjustments", tag = "members",
     params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000")),
     request_body = AdjustmentRequest,
-    responses((status = 201, body = OutcomeBody, description = "Adjusted"), (status = 200, body = OutcomeBody, description = "A replay: the first outcome"), Problems))]
+    responses((status = 201, body = OutcomeBody, description = "Adjusted"), (status = 200, body = OutcomeBody, description = "A replay: the first outcome", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome of the same external id"))), Problems))]
 async fn adjust(
     State(state): State<AppState>,
     caller: Arc<Caller>,

@@ -71,7 +71,8 @@ pub(crate) enum Problems {
     #[response(
         status = 401,
         description = "No valid bearer token",
-        content_type = "application/problem+json"
+        content_type = "application/problem+json",
+        headers(("WWW-Authenticate" = String, description = "`Bearer`: the scheme to authenticate with"))
     )]
     Unauthorized(ProblemBody),
     #[response(
@@ -113,7 +114,8 @@ pub(crate) enum Problems {
     #[response(
         status = 429,
         description = "Too many requests for this token",
-        content_type = "application/problem+json"
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))
     )]
     TooManyRequests(ProblemBody),
     #[response(
@@ -165,7 +167,7 @@ async fn openapi_document_v1(State(state): State<AppState>) -> impl IntoResponse
 
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
-    responses((status = 200, body = crate::dto::Health)))]
+    responses((status = 200, body = crate::dto::Health, description = "The process answers")))]
 async fn health() -> Json<crate::dto::Health> {
     Json(crate::dto::Health {
         status: "ok".into(),
@@ -178,7 +180,7 @@ const READINESS_BOUND: std::time::Duration = std::time::Duration::from_millis(1_
 /// Readiness: the database answers within 1.5 s, and — after writes failed for the
 /// storage's sake (a full disk) — a write commits again.
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
-    responses((status = 200, body = crate::dto::Health), (status = 503, body = ProblemBody, content_type = "application/problem+json")))]
+    responses((status = 200, body = crate::dto::Health, description = "The process answers"), (status = 503, description = "Not ready: the database cannot be reached, or writes are failing", body = ProblemBody, content_type = "application/problem+json")))]
 async fn ready(State(state): State<AppState>) -> ApiResult<Json<crate::dto::Health>> {
     state
         .store
@@ -260,7 +262,8 @@ impl KeyExtractor for TokenKey {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|h| h.to_str().ok())
-            .map_or_else(|| "anonymous".to_owned(), |h| crate::auth::token_hash(h)))
+            .and_then(crate::auth::bearer_token)
+            .map_or_else(|| "anonymous".to_owned(), crate::auth::token_hash))
     }
 }
 

@@ -28,7 +28,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 
 /// Every program.
 #[utoipa::path(get, path = "/programs", tag = "programs",
-    responses((status = 200, body = Vec<ProgramListItem>), Problems))]
+    responses((status = 200, body = Vec<ProgramListItem>, description = "The programs the token may see"), Problems))]
 async fn list_programs(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -85,7 +85,7 @@ async fn get_program(
 /// Creates a program from an industry template (`retail`…).
 #[utoipa::path(post, path = "/programs/{program}/from-template/{template}", tag = "programs",
     params(("program" = String, Path, description = "The new program's code"), ("template" = String, Path, description = "The template's name")),
-    responses((status = 201, body = ProgramSaved), Problems))]
+    responses((status = 201, body = ProgramSaved, description = "The program was created from the template"), Problems))]
 async fn from_template(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -115,7 +115,7 @@ async fn from_template(
 }
 
 /// The industry templates.
-#[utoipa::path(get, path = "/templates", tag = "programs", responses((status = 200, body = Vec<TemplateBody>), Problems))]
+#[utoipa::path(get, path = "/templates", tag = "programs", responses((status = 200, body = Vec<TemplateBody>, description = "The industry templates"), Problems))]
 async fn list_templates(caller: Arc<Caller>) -> ApiResult<Json<Vec<TemplateBody>>> {
     caller.require(Permission::ProgramsRead, None)?;
     Ok(Json(
