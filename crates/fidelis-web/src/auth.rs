@@ -189,6 +189,58 @@ impl Caller {
         Ok(())
     }
 
+    /// Whether the caller may do `p` (in some program): its role grants it and its scopes,
+    /// if any, include it.
+    pub fn has(&self, p: Permission) -> bool {
+        self.role.grants(p) && self.scopes.as_ref().is_none_or(|s| s.contains(&p))
+    }
+
+    /// Refuses to create a token or user with rights the caller lacks: a role or scopes
+    /// granting something the caller may not do, or a wider program, partner or member
+    /// than the caller's own. Nothing a caller creates has more rights than itself.
+    pub fn may_delegate(
+        &self,
+        role: Role,
+        program: Option<&str>,
+        partner: Option<&str>,
+        member: Option<&str>,
+        scopes: Option<&[Permission]>,
+    ) -> Result<(), ApiError> {
+        for p in Permission::ALL {
+            let granted = role.grants(p) && scopes.is_none_or(|s| s.contains(&p));
+            if granted && !self.has(p) {
+                return Err(ApiError::forbidden(format!(
+                    "this token may not do {}, so it cannot give that right to a {} token or user",
+                    p.name(),
+                    role.name()
+                )));
+            }
+        }
+        let limits = [
+            ("program", self.program.as_deref(), program),
+            ("partner", self.partner.as_deref(), partner),
+            ("member", self.member.as_deref(), member),
+        ];
+        for (what, own, asked) in limits {
+            if let Some(own) = own
+                && asked != Some(own)
+            {
+                return Err(ApiError::forbidden(format!(
+                    "this token is limited to {what} {own:?}: what it creates must be limited to it too"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the caller may see a token or user limited to `program` (a caller limited
+    /// to a program sees only what is limited to the same program).
+    pub fn sees_program(&self, program: Option<&str>) -> bool {
+        self.program
+            .as_deref()
+            .is_none_or(|own| program == Some(own))
+    }
+
     /// Refuses a member-scoped caller acting on another member.
     pub fn require_member(&self, member: &str) -> Result<(), ApiError> {
         match (self.role, &self.member) {

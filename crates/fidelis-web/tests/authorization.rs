@@ -685,3 +685,283 @@ async fn members_and_partners_cannot_read_each_other() {
     .await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// A scoped token: `journals:write` only.
+async fn scoped_writer(world: &World) -> String {
+    let admin = world.tokens[0].1.clone().unwrap();
+    let (status, body) = send(
+        &world.router,
+        Method::POST,
+        "/api/v1/tokens",
+        Some(&admin),
+        Some(json!({"name": "pos-writer", "role": "program_manager", "program": "shop", "scopes": ["journals:write"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["token"].as_str().unwrap().to_owned()
+}
+
+/// Journal types × roles, realtime and batch: what a journal does decides the right it
+/// needs, whichever route it comes through, and partners touch only their own journals.
+#[tokio::test]
+async fn journal_types_are_authorized_by_what_they_do() {
+    let world = world().await;
+    let r = &world.router;
+    let admin = world.tokens[0].1.clone().unwrap();
+    let mut callers: Vec<(String, Option<String>)> = world
+        .tokens
+        .iter()
+        .map(|(role, token)| ((*role).to_owned(), token.clone()))
+        .collect();
+    callers.push(("partner_other".into(), Some(world.partner_other.clone())));
+    callers.push(("scoped_writer".into(), Some(scoped_writer(&world).await)));
+    // What each kind of journal allows: the other partner may not refund or cancel p1's
+    // journals; the scoped writer posts accruals and refunds only.
+    let allowed = |kind: &str, caller: &str| -> bool {
+        match (kind, caller) {
+            (_, "admin" | "program_manager") => true,
+            ("purchase", "partner" | "partner_other" | "scoped_writer") => true,
+            ("refund", "partner" | "scoped_writer") => true,
+            // A partner takes redemptions at its own counter (as on the dedicated route).
+            ("redemption", "partner" | "partner_other") => true,
+            ("cancellation", "partner") => true,
+            _ => false,
+        }
+    };
+    for channel in ["realtime", "batch"] {
+        for (caller, token) in &callers {
+            let Some(token) = token else { continue };
+            // A journal of partner p1 for this caller to cancel.
+            let original = format!("orig-{caller}-{channel}");
+            let (status, _) = send(r, Method::POST, "/api/v1/programs/shop/journals", Some(&admin),
+                Some(json!({"external_id": original, "member": "m1", "type": "purchase", "occurred_at": "2026-11-20T10:00:00Z", "amount": "10", "currency": "EUR", "partner": "p1"}))).await;
+            assert_eq!(status, StatusCode::CREATED);
+            let id = |kind: &str| format!("{kind}-{caller}-{channel}");
+            let documents = [
+                (
+                    "purchase",
+                    json!({"external_id": id("purchase"), "member": "m1", "type": "purchase", "occurred_at": "2026-11-20T10:00:00Z", "amount": "10", "currency": "EUR"}),
+                ),
+                (
+                    "refund",
+                    json!({"external_id": id("refund"), "member": "m1", "type": "refund", "occurred_at": "2026-11-21T10:00:00Z", "original_external_id": "p1-seed", "amount": "1", "currency": "EUR"}),
+                ),
+                (
+                    "redemption",
+                    json!({"external_id": id("redemption"), "member": "m1", "type": "redemption", "occurred_at": "2026-11-21T10:00:00Z", "currency": "points", "points": 1}),
+                ),
+                (
+                    "adjustment",
+                    json!({"external_id": id("adjustment"), "member": "m1", "type": "adjustment", "occurred_at": "2026-11-21T10:00:00Z", "currency": "points", "points": 500000, "reason": "goodwill"}),
+                ),
+                (
+                    "cancellation",
+                    json!({"external_id": id("cancellation"), "member": "m1", "type": "cancellation", "occurred_at": "2026-11-21T10:00:00Z", "original_external_id": original}),
+                ),
+            ];
+            for (kind, document) in documents {
+                let may = allowed(kind, caller);
+                let (status, code) = if channel == "realtime" {
+                    let (status, body) = send(
+                        r,
+                        Method::POST,
+                        "/api/v1/programs/shop/journals",
+                        Some(token),
+                        Some(document),
+                    )
+                    .await;
+                    (status, body["code"].as_str().unwrap_or_default().to_owned())
+                } else {
+                    let request = Request::builder()
+                        .method(Method::POST)
+                        .uri("/api/v1/programs/shop/journals/batch")
+                        .header("authorization", format!("Bearer {token}"))
+                        .header("content-type", "application/x-ndjson")
+                        .body(Body::from(format!("{document}\n")))
+                        .unwrap();
+                    let response = r.clone().oneshot(request).await.unwrap();
+                    let status = response.status();
+                    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+                    if status == StatusCode::OK {
+                        let line: Value = serde_json::from_slice(bytes.trim_ascii()).unwrap();
+                        (
+                            status,
+                            line["error"]["code"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned(),
+                        )
+                    } else {
+                        let problem: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                        (
+                            status,
+                            problem["code"].as_str().unwrap_or_default().to_owned(),
+                        )
+                    }
+                };
+                if may {
+                    assert!(
+                        status.is_success() && code.is_empty(),
+                        "{channel} {kind} as {caller}: {status} {code}"
+                    );
+                } else {
+                    assert_eq!(code, "forbidden", "{channel} {kind} as {caller}: {status}");
+                }
+            }
+        }
+    }
+    // Adjustments and cancellations through the journal routes are audited like those of
+    // the dedicated routes: adjustments by the admin and the program manager,
+    // cancellations by them and partner p1, each realtime and in a batch.
+    for (action, count) in [("journal.adjustment", 4), ("journal.cancel", 6)] {
+        let (status, page) = send(
+            r,
+            Method::GET,
+            &format!("/api/v1/audit?action={action}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let entries = page["entries"].as_array().unwrap();
+        assert_eq!(entries.len(), count, "{action}: {page}");
+    }
+}
+
+/// A token never creates a token or user with more rights than itself, and sees and
+/// revokes only what it may see.
+#[tokio::test]
+async fn tokens_never_create_more_than_themselves() {
+    let world = world().await;
+    let r = &world.router;
+    let admin = world.tokens[0].1.clone().unwrap();
+    let create = |token: String, body: Value| async move {
+        send(r, Method::POST, "/api/v1/tokens", Some(&token), Some(body)).await
+    };
+    // An admin token limited to program shop, and one narrowed by scopes.
+    let (status, body) = create(
+        admin.clone(),
+        json!({"name": "shop-admin", "role": "admin", "program": "shop"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let shop_admin = body["token"].as_str().unwrap().to_owned();
+    let (status, body) = create(admin.clone(), json!({"name": "narrow-admin", "role": "admin", "scopes": ["tokens:manage", "members:read"]})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let narrow_admin = body["token"].as_str().unwrap().to_owned();
+
+    for (who, token, request) in [
+        (
+            "shop admin",
+            &shop_admin,
+            json!({"name": "x1", "role": "admin"}),
+        ),
+        (
+            "shop admin",
+            &shop_admin,
+            json!({"name": "x2", "role": "admin", "program": "other"}),
+        ),
+        (
+            "shop admin",
+            &shop_admin,
+            json!({"name": "x3", "role": "program_manager"}),
+        ),
+        (
+            "narrow admin",
+            &narrow_admin,
+            json!({"name": "x4", "role": "admin"}),
+        ),
+        (
+            "narrow admin",
+            &narrow_admin,
+            json!({"name": "x5", "role": "agent"}),
+        ),
+        (
+            "narrow admin",
+            &narrow_admin,
+            json!({"name": "x6", "role": "admin", "scopes": ["members:write"]}),
+        ),
+    ] {
+        let (status, body) = create(token.clone(), request.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "{who} creating {request}: {body}"
+        );
+    }
+    for (token, request) in [
+        (
+            &shop_admin,
+            json!({"name": "ok1", "role": "agent", "program": "shop"}),
+        ),
+        (
+            &narrow_admin,
+            json!({"name": "ok2", "role": "admin", "scopes": ["members:read"]}),
+        ),
+    ] {
+        let (status, body) = create(token.clone(), request.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{request}: {body}");
+    }
+    for (token, request) in [
+        (
+            &shop_admin,
+            json!({"email": "boss@example.com", "password": "a long enough password", "role": "admin"}),
+        ),
+        (
+            &narrow_admin,
+            json!({"email": "agent@example.com", "password": "a long enough password", "role": "agent"}),
+        ),
+    ] {
+        let (status, body) = send(
+            r,
+            Method::POST,
+            "/api/v1/users",
+            Some(token),
+            Some(request.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{request}: {body}");
+    }
+    let (status, body) = send(r, Method::POST, "/api/v1/users", Some(&shop_admin),
+        Some(json!({"email": "shop-agent@example.com", "password": "a long enough password", "role": "agent", "program": "shop"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // The program-limited admin sees only its program's tokens, and cannot revoke others.
+    let (status, listed) = send(r, Method::GET, "/api/v1/tokens", Some(&shop_admin), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let listed = listed.as_array().unwrap();
+    assert!(!listed.is_empty());
+    assert!(listed.iter().all(|t| t["program"] == "shop"), "{listed:?}");
+    let (_, all) = send(r, Method::GET, "/api/v1/tokens", Some(&admin), None).await;
+    let unlimited = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["program"].is_null())
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let (status, _) = send(
+        r,
+        Method::DELETE,
+        &format!("/api/v1/tokens/{unlimited}"),
+        Some(&shop_admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = send(r, Method::GET, "/api/v1/programs/shop", Some(&admin), None).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the unlimited admin token still works"
+    );
+
+    // The bootstrap token's name is reserved.
+    let (status, body) = create(
+        admin.clone(),
+        json!({"name": "bootstrap-admin", "role": "agent"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+}

@@ -613,3 +613,17 @@ async fn the_contract_is_the_same_on_every_route(s: Server) {
         assert_eq!(response.status(), StatusCode::OK, "{scheme}");
     }
 }
+
+/// The bootstrap token lives as long as `FIDELIS_ADMIN_TOKEN` names it: restarted without
+/// it, the server no longer accepts it (and prints a new admin token instead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsetting_the_admin_token_retires_it() {
+    let db = fidelis_testkit::sqlite_db();
+    let s = Server::start(&db.url).await;
+    let (status, _, _) = s.call(reqwest::Method::GET, "/programs", None).await;
+    assert_eq!(status, StatusCode::OK);
+    drop(s);
+    let s = Server::start_as(&db.url, &[], None).await;
+    let (status, _, body) = s.call(reqwest::Method::GET, "/programs", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+}

@@ -76,26 +76,45 @@ async fn create_token(
         )
     })?;
     scope(role, &request.program, &request.partner, &request.member)?;
+    if request.name.trim() == BOOTSTRAP_TOKEN {
+        return Err(ApiError::unprocessable(
+            "invalid_request",
+            format!(
+                "the name {BOOTSTRAP_TOKEN:?} is reserved for the token of FIDELIS_ADMIN_TOKEN"
+            ),
+        ));
+    }
     if request.name.trim().is_empty() || request.name.chars().count() > 128 {
         return Err(ApiError::unprocessable(
             "invalid_request",
             "name is 1 to 128 characters",
         ));
     }
-    let scopes = match &request.scopes {
-        None => None,
+    let (scopes, permissions) = match &request.scopes {
+        None => (None, None),
         Some(list) => {
+            let mut permissions = Vec::new();
             for s in list {
-                if Permission::parse(s).is_none() {
-                    return Err(ApiError::unprocessable(
-                        "invalid_request",
-                        format!("unknown scope {s:?}"),
-                    ));
+                match Permission::parse(s) {
+                    Some(p) => permissions.push(p),
+                    None => {
+                        return Err(ApiError::unprocessable(
+                            "invalid_request",
+                            format!("unknown scope {s:?}"),
+                        ));
+                    }
                 }
             }
-            Some(list.join(","))
+            (Some(list.join(",")), Some(permissions))
         }
     };
+    caller.may_delegate(
+        role,
+        request.program.as_deref(),
+        request.partner.as_deref(),
+        request.member.as_deref(),
+        permissions.as_deref(),
+    )?;
     let token = new_token();
     let new = NewToken {
         name: request.name.clone(),
@@ -138,6 +157,7 @@ async fn list_tokens(
             .tokens()
             .await?
             .iter()
+            .filter(|t| caller.sees_program(t.program.as_deref()))
             .map(TokenBody::from)
             .collect(),
     ))
@@ -156,13 +176,19 @@ async fn revoke_token(
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::not_found("unknown_token", "no live token with this id"))?;
-    let bootstrap = state
+    let Some(target) = state
         .store
         .tokens()
         .await?
         .into_iter()
-        .any(|t| t.id == id && t.name == BOOTSTRAP_TOKEN);
-    if bootstrap {
+        .find(|t| t.id == id && !t.revoked && caller.sees_program(t.program.as_deref()))
+    else {
+        return Err(ApiError::not_found(
+            "unknown_token",
+            "no live token with this id",
+        ));
+    };
+    if target.name == BOOTSTRAP_TOKEN {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "bootstrap_token",
@@ -198,6 +224,13 @@ async fn create_user(
         )
     })?;
     scope(role, &request.program, &request.partner, &request.member)?;
+    caller.may_delegate(
+        role,
+        request.program.as_deref(),
+        request.partner.as_deref(),
+        request.member.as_deref(),
+        None,
+    )?;
     let email = request.email.trim();
     if !email.contains('@') || email.chars().count() > 254 || email.chars().any(char::is_whitespace)
     {

@@ -90,13 +90,90 @@ pub(super) async fn post_one(
 
 /// What a partner token may post: its own partner's journals (the partner is filled in
 /// when absent).
+/// Refunds and cancellations carry no partner of their own: they belong to the journal
+/// they refer to, which [`authorize_journal`] checks.
 fn scope_partner(caller: &Caller, document: &mut JournalDocument) -> ApiResult<()> {
     if caller.role == Role::Partner {
+        let refers = matches!(document.kind.as_deref(), Some("refund" | "cancellation"));
+        if refers && document.partner.is_none() {
+            return Ok(());
+        }
         if document.partner.is_none() {
             document.partner.clone_from(&caller.partner);
         }
         caller.require_partner(document.partner.as_deref())?;
     }
+    Ok(())
+}
+
+/// What a journal does decides the right it needs, whichever route it came through:
+/// `journals:write` lets a token post accruals and refunds; a redemption needs `redeem`,
+/// an adjustment `adjust`, a cancellation `cancel`. A partner token posts only its own
+/// partner's journals, and refunds or cancels only journals that were its own.
+async fn authorize_journal(
+    state: &AppState,
+    caller: &Caller,
+    program: &LoadedProgram,
+    document: &JournalDocument,
+) -> ApiResult<()> {
+    let code = program.program.code.as_str();
+    let kind = document.kind.as_deref().unwrap_or_default();
+    match kind {
+        "redemption" => caller.require(Permission::Redeem, Some(code))?,
+        "adjustment" => caller.require(Permission::Adjust, Some(code))?,
+        "cancellation" if caller.role != Role::Partner => {
+            caller.require(Permission::Cancel, Some(code))?;
+        }
+        _ => {}
+    }
+    if caller.role == Role::Partner && matches!(kind, "refund" | "cancellation") {
+        let original = match document.original_external_id.as_deref() {
+            Some(id) => state.store.journal(program, id).await?,
+            None => None,
+        };
+        let owner = original
+            .as_ref()
+            .and_then(|j| j.document.as_ref())
+            .and_then(|d| d.get("partner"))
+            .and_then(|p| p.as_str());
+        if owner.is_none() || owner != caller.partner.as_deref() {
+            return Err(ApiError::forbidden(
+                "a partner token may only refund or cancel its own partner's journals",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The audit action of a journal an administrator must be able to trace, whichever route
+/// posted it: adjustments and cancellations.
+fn audited_action(document: &JournalDocument) -> Option<&'static str> {
+    match document.kind.as_deref() {
+        Some("adjustment") => Some("journal.adjustment"),
+        Some("cancellation") => Some("journal.cancel"),
+        _ => None,
+    }
+}
+
+/// Records an applied adjustment or cancellation in the audit log.
+async fn audit_journal(
+    state: &AppState,
+    caller: &Caller,
+    program: &str,
+    action: &str,
+    document: &JournalDocument,
+) -> ApiResult<()> {
+    let mut audit = caller.actor().entry(
+        Utc::now(),
+        action,
+        Some(program),
+        document.member.as_deref(),
+    );
+    audit.after = Some(serde_json::json!({
+        "journal": document.external_id, "original": document.original_external_id,
+        "currency": document.currency, "points": document.points, "reason": document.reason,
+    }));
+    state.store.append_audit(&audit).await?;
     Ok(())
 }
 
@@ -118,7 +195,15 @@ async fn post_journal(
     let mut document: JournalDocument = request.into();
     scope_partner(&caller, &mut document)?;
     let program = cached_program(&state, &code).await?;
-    post_one(&state, &program, document).await
+    authorize_journal(&state, &caller, &program, &document).await?;
+    let action = audited_action(&document);
+    let response = post_one(&state, &program, document.clone()).await?;
+    if let Some(action) = action
+        && response.status() == StatusCode::CREATED
+    {
+        audit_journal(&state, &caller, &code, action, &document).await?;
+    }
+    Ok(response)
 }
 
 /// Processes NDJSON journals (one document per line) and streams one NDJSON result per
@@ -190,7 +275,7 @@ async fn process_batch(
     body: Bytes,
     sender: tokio::sync::mpsc::Sender<Bytes>,
 ) {
-    let mut pending: Vec<(u64, Result<Prepared, ApiError>)> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::new();
     let lines = body.split(|b| *b == b'\n').enumerate();
     for (i, raw) in lines {
         let text = String::from_utf8_lossy(raw);
@@ -198,34 +283,46 @@ async fn process_batch(
         if text.is_empty() {
             continue;
         }
-        let parsed = serde_json::from_str::<JournalRequest>(text)
-            .map_err(|e| {
+        let parsed = async {
+            let request = serde_json::from_str::<JournalRequest>(text).map_err(|e| {
                 ApiError::bad_request("invalid_json", format!("not a journal document: {e}"))
-            })
-            .and_then(|r| {
-                let mut document: JournalDocument = r.into();
-                scope_partner(&caller, &mut document)?;
-                prepare(&program, &document)
-            });
+            })?;
+            let mut document: JournalDocument = request.into();
+            scope_partner(&caller, &mut document)?;
+            authorize_journal(&state, &caller, &program, &document).await?;
+            let prepared = prepare(&program, &document)?;
+            Ok((prepared, audited_action(&document).map(|a| (a, document))))
+        }
+        .await;
         pending.push((i as u64 + 1, parsed));
-        if pending.len() >= BATCH_CHUNK && !flush(&state, &program, &mut pending, &sender).await {
+        if pending.len() >= BATCH_CHUNK
+            && !flush(&state, &caller, &program, &mut pending, &sender).await
+        {
             return;
         }
     }
-    flush(&state, &program, &mut pending, &sender).await;
+    flush(&state, &caller, &program, &mut pending, &sender).await;
 }
+
+/// A batch line: its number, and the prepared journal (with what to audit once it is
+/// applied), or why it is refused.
+type Pending = (
+    u64,
+    Result<(Prepared, Option<(&'static str, JournalDocument)>), ApiError>,
+);
 
 /// Posts the parsed lines of `pending` as one transaction and sends one result per line.
 async fn flush(
     state: &AppState,
+    caller: &Caller,
     program: &LoadedProgram,
-    pending: &mut Vec<(u64, Result<Prepared, ApiError>)>,
+    pending: &mut Vec<Pending>,
     sender: &tokio::sync::mpsc::Sender<Bytes>,
 ) -> bool {
-    let lines: Vec<(u64, Result<Prepared, ApiError>)> = std::mem::take(pending);
+    let lines: Vec<Pending> = std::mem::take(pending);
     let good: Vec<Prepared> = lines
         .iter()
-        .filter_map(|(_, p)| p.as_ref().ok().cloned())
+        .filter_map(|(_, p)| p.as_ref().ok().map(|(prepared, _)| prepared.clone()))
         .collect();
     let results = match state
         .store
@@ -253,9 +350,21 @@ async fn flush(
     for (line, parsed) in lines {
         let body = match parsed {
             Err(e) => rejected(line, e.code, e.detail),
-            Ok(_) => match results.next() {
+            Ok((_, audited)) => match results.next() {
                 Some(Ok(posted)) => {
                     metrics::journal(Ok((&posted.outcome, posted.replayed)));
+                    if let Some((action, document)) = audited.filter(|_| !posted.replayed)
+                        && let Err(e) = audit_journal(
+                            state,
+                            caller,
+                            program.program.code.as_str(),
+                            action,
+                            &document,
+                        )
+                        .await
+                    {
+                        tracing::error!(code = e.code, detail = %e.detail, "auditing a batch journal failed");
+                    }
                     BatchLineBody {
                         line,
                         status: if posted.replayed {

@@ -35,6 +35,38 @@ pub struct ServeArgs {
     request_timeout_secs: u64,
 }
 
+/// With `FIDELIS_ADMIN_TOKEN` unset, the bootstrap token it once created stops working:
+/// it is revoked (audited). Answers whether a live admin token remains, so that a
+/// deployment is never left without one (a new one is then created and printed).
+async fn retire_bootstrap(store: &fidelis_store::Store) -> Result<bool> {
+    let actor = Actor {
+        name: "serve".into(),
+        role: "admin".into(),
+    };
+    let tokens = store.tokens().await?;
+    for token in tokens
+        .iter()
+        .filter(|t| t.name == fidelis_web::BOOTSTRAP_TOKEN && !t.revoked)
+    {
+        let mut audit = actor.entry(
+            Utc::now(),
+            "token.revoke",
+            None,
+            Some(&token.id.to_string()),
+        );
+        audit.after = Some(serde_json::json!({"reason": "FIDELIS_ADMIN_TOKEN is unset"}));
+        store.revoke_token(token.id, &audit).await?;
+        eprintln!("FIDELIS_ADMIN_TOKEN is unset: its bootstrap token is revoked");
+    }
+    Ok(tokens.iter().any(|t| {
+        !t.revoked
+            && t.name != fidelis_web::BOOTSTRAP_TOKEN
+            && t.role == "admin"
+            && t.program.is_none()
+            && t.scopes.is_none()
+    }))
+}
+
 pub async fn run(database: &str, args: ServeArgs) -> Result<ExitCode> {
     let store = fidelis_store::Store::connect_with(
         database,
@@ -57,7 +89,7 @@ pub async fn run(database: &str, args: ServeArgs) -> Result<ExitCode> {
                 .await?;
             None
         }
-        _ if !store.has_tokens().await? => {
+        _ if !store.has_tokens().await? || !retire_bootstrap(&store).await? => {
             let token = auth::new_token();
             let new = NewToken {
                 name: "initial-admin".into(),

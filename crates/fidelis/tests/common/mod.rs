@@ -31,6 +31,11 @@ impl Server {
 
     /// Starts `fidelis serve` with extra arguments for `serve`.
     pub async fn start_with(database: &str, extra: &[&str]) -> Self {
+        Self::start_as(database, extra, Some(ADMIN)).await
+    }
+
+    /// Starts `fidelis serve` with `FIDELIS_ADMIN_TOKEN` set to `admin`, or unset.
+    pub async fn start_as(database: &str, extra: &[&str], admin: Option<&str>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -45,7 +50,8 @@ impl Server {
                 &format!("127.0.0.1:{port}"),
             ])
             .args(extra)
-            .env("FIDELIS_ADMIN_TOKEN", ADMIN)
+            .env_remove("FIDELIS_ADMIN_TOKEN")
+            .envs(admin.map(|a| ("FIDELIS_ADMIN_TOKEN", a)))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
