@@ -238,8 +238,10 @@ impl From<&fidelis_store::TierStanding> for TierStandingBody {
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignTierRequest {
+    #[schema(min_length = 1, max_length = 32, pattern = "^[a-z0-9_-]+$")]
     pub tier: String,
     /// Kept at least until then (RFC 3339); the end of the current period when absent.
+    #[schema(format = DateTime)]
     pub valid_until: Option<String>,
     /// Why (audited).
     #[schema(min_length = 1, max_length = 500)]
@@ -251,10 +253,21 @@ pub struct AssignTierRequest {
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
     /// Idempotency key: sending the same transfer again answers the first outcome.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
     pub external_id: String,
     /// The receiving member's external id.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
     pub to: String,
     /// A transferable currency (`transfer` in its definition).
+    #[schema(min_length = 1, max_length = 32, pattern = "^[a-z0-9_-]+$")]
     pub currency: String,
     #[schema(minimum = 1)]
     pub points: i64,
@@ -265,6 +278,11 @@ pub struct TransferRequest {
 #[serde(deny_unknown_fields)]
 pub struct MergeRequest {
     /// The surviving member's external id.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
     pub into: String,
 }
 
@@ -283,7 +301,13 @@ pub struct MergeBody {
 #[serde(deny_unknown_fields)]
 pub struct ReinstateRequest {
     /// Idempotency key.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
     pub external_id: String,
+    #[schema(min_length = 1, max_length = 32, pattern = "^[a-z0-9_-]+$")]
     pub currency: String,
     /// Why (audited).
     #[schema(min_length = 1, max_length = 500)]
@@ -295,14 +319,26 @@ pub struct ReinstateRequest {
 #[serde(deny_unknown_fields)]
 pub struct GroupRequest {
     /// The group's external id (it has a ledger of its own).
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
     pub group: String,
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
     /// The share of each member's earned redeemable points that goes to the group.
     #[schema(minimum = 1, maximum = 100)]
     pub share_percent: i32,
     /// Who may spend the group's points: `owner` or `any_member`.
+    #[schema(value_type = RedeemRuleName)]
     pub redeem: String,
     /// The owning member (who joins the group).
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
     pub owner: String,
 }
 
@@ -310,6 +346,11 @@ pub struct GroupRequest {
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupMemberRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
     pub member: String,
 }
 
@@ -328,9 +369,20 @@ pub struct GroupBody {
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupRedemptionRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
     pub external_id: String,
     /// The member redeeming (the group's rule must allow them).
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
     pub member: String,
+    #[schema(min_length = 1, max_length = 32, pattern = "^[a-z0-9_-]+$")]
     pub currency: String,
     #[schema(minimum = 1)]
     pub points: i64,
@@ -448,6 +500,11 @@ impl OutcomeBody {
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     /// The member's external id (the operator's customer number).
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
     pub member: String,
     /// Name, email, phone, birth date, custom attributes.
     #[schema(value_type = Option<Object>)]
@@ -588,8 +645,14 @@ pub struct EntryBody {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedemptionRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
     pub external_id: String,
     /// A loyalty currency code (`points`).
+    #[schema(min_length = 1, max_length = 32, pattern = "^[a-z0-9_-]+$")]
     pub currency: String,
     #[schema(minimum = 1)]
     pub points: i64,
@@ -603,11 +666,18 @@ pub struct RedemptionRequest {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustmentRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
     pub external_id: String,
+    #[schema(min_length = 1, max_length = 32, pattern = "^[a-z0-9_-]+$")]
     pub currency: String,
     /// Positive to credit, negative to debit.
     pub points: i64,
     /// A reason code (`goodwill`, `service_failure`…).
+    #[schema(min_length = 1, max_length = 32, pattern = "^[a-z0-9_-]+$")]
     pub reason: String,
     #[schema(format = DateTime)]
     pub occurred_at: Option<String>,
@@ -617,6 +687,7 @@ pub struct AdjustmentRequest {
 #[serde(deny_unknown_fields)]
 pub struct StatusRequest {
     /// `active`, `suspended` or `closed`.
+    #[schema(value_type = MemberStatusName)]
     pub status: String,
 }
 
@@ -692,20 +763,92 @@ pub struct BatchErrorBody {
     pub detail: String,
 }
 
+/// A role, as the `role` fields name it.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum RoleName {
+    Admin,
+    ProgramManager,
+    Agent,
+    Partner,
+    Member,
+}
+
+/// A permission a token can be narrowed to.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub enum ScopeName {
+    #[schema(rename = "programs:read")]
+    ProgramsRead,
+    #[schema(rename = "programs:write")]
+    ProgramsWrite,
+    #[schema(rename = "members:read")]
+    MembersRead,
+    #[schema(rename = "members:write")]
+    MembersWrite,
+    #[schema(rename = "journals:read")]
+    JournalsRead,
+    #[schema(rename = "journals:write")]
+    JournalsWrite,
+    #[schema(rename = "redemptions:write")]
+    Redeem,
+    #[schema(rename = "adjustments:write")]
+    Adjust,
+    #[schema(rename = "cancellations:write")]
+    Cancel,
+    #[schema(rename = "jobs:run")]
+    JobsRun,
+    #[schema(rename = "audit:read")]
+    AuditRead,
+    #[schema(rename = "tokens:manage")]
+    TokensManage,
+    #[schema(rename = "promotions:join")]
+    JoinPromotions,
+}
+
+/// A member's status, as `PUT …/status` sets it.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum MemberStatusName {
+    Active,
+    Suspended,
+    Closed,
+}
+
+/// Who may spend a group's points.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum RedeemRuleName {
+    Owner,
+    AnyMember,
+}
+
 /// Creating an API token.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
     /// `admin`, `program_manager`, `agent`, `partner` or `member`.
+    #[schema(value_type = RoleName)]
     pub role: String,
     /// Limit the token to one program.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")]
     pub program: Option<String>,
     /// The partner a `partner` token acts for.
     pub partner: Option<String>,
     /// The member a `member` token acts for.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
     pub member: Option<String>,
     /// Limit the token to these permissions (`journals:write`, `members:read`…).
+    #[schema(value_type = Option<Vec<ScopeName>>)]
     pub scopes: Option<Vec<String>>,
 }
 
@@ -755,10 +898,18 @@ impl From<&fidelis_store::TokenRecord> for TokenBody {
 pub struct UserRequest {
     pub email: String,
     /// At least 12 characters; stored as an argon2id hash.
+    #[schema(min_length = 12, max_length = 1024)]
     pub password: String,
+    #[schema(value_type = RoleName)]
     pub role: String,
+    #[schema(min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")]
     pub program: Option<String>,
     pub partner: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
     pub member: Option<String>,
 }
 

@@ -101,12 +101,96 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The OpenAPI document: every route the application serves.
+/// The OpenAPI document: every route the application serves, with the links a client
+/// (or a stateful fuzzer) follows from what it created to what it can do next.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes::api()
+    let mut doc = routes::api()
         .merge(routes::operations())
         .split_for_parts()
-        .1
+        .1;
+    let member = "/api/v1/programs/{program}/members/{member}";
+    let journal = "/api/v1/programs/{program}/journals/{external_id}";
+    let created_journal = [
+        ("journal", journal.to_owned(), HttpMethod::Get),
+        ("cancel", format!("{journal}/cancel"), HttpMethod::Post),
+    ];
+    let links: [(&str, HttpMethod, &[(&str, String, HttpMethod)], &str, &str); 4] = [
+        (
+            "/api/v1/programs/{program}/members",
+            HttpMethod::Post,
+            &[
+                ("member", member.to_owned(), HttpMethod::Get),
+                ("balances", format!("{member}/balances"), HttpMethod::Get),
+                ("ledger", format!("{member}/ledger"), HttpMethod::Get),
+            ],
+            "member",
+            "$response.body#/member",
+        ),
+        (
+            "/api/v1/programs/{program}/journals",
+            HttpMethod::Post,
+            &created_journal,
+            "external_id",
+            "$response.body#/external_id",
+        ),
+        (
+            "/api/v1/programs/{program}/members/{member}/redemptions",
+            HttpMethod::Post,
+            &created_journal,
+            "external_id",
+            "$response.body#/external_id",
+        ),
+        (
+            "/api/v1/programs/{program}/members/{member}/adjustments",
+            HttpMethod::Post,
+            &created_journal,
+            "external_id",
+            "$response.body#/external_id",
+        ),
+    ];
+    for (path, method, targets, parameter, expression) in links {
+        for (name, target, target_method) in targets {
+            let Some(operation_id) = operation(&mut doc, target, target_method.clone())
+                .and_then(|o| o.operation_id.clone())
+            else {
+                continue;
+            };
+            let Some(created) = operation(&mut doc, path, method.clone())
+                .and_then(|o| o.responses.responses.get_mut("201"))
+            else {
+                continue;
+            };
+            if let utoipa::openapi::RefOr::T(response) = created {
+                let link = utoipa::openapi::link::Link::builder()
+                    .operation_id(operation_id)
+                    .parameter("program", "$request.path.program")
+                    .parameter(parameter, expression)
+                    .build();
+                response
+                    .links
+                    .insert((*name).to_owned(), utoipa::openapi::RefOr::T(link));
+            }
+        }
+    }
+    doc
+}
+
+use utoipa::openapi::HttpMethod;
+
+/// The operation at `path` and `method` of `doc`.
+fn operation<'a>(
+    doc: &'a mut utoipa::openapi::OpenApi,
+    path: &str,
+    method: HttpMethod,
+) -> Option<&'a mut utoipa::openapi::path::Operation> {
+    let item = doc.paths.paths.get_mut(path)?;
+    match method {
+        HttpMethod::Get => item.get.as_mut(),
+        HttpMethod::Post => item.post.as_mut(),
+        HttpMethod::Put => item.put.as_mut(),
+        HttpMethod::Delete => item.delete.as_mut(),
+        _ => None,
+    }
 }
 
 /// Serves the application on `listen` until the process is stopped (Ctrl-C or SIGTERM).

@@ -116,3 +116,101 @@ fn every_response_has_a_description() {
         "responses without a description: {missing:#?}"
     );
 }
+
+/// The constraints a client generator reads: enums, id lengths and patterns, bounds on
+/// `limit`, instants as `date-time`.
+#[test]
+fn constraints_are_in_the_document_not_only_in_prose() {
+    let doc = document();
+    let schemas = &doc["components"]["schemas"];
+    let resolve = |v: &Value| -> Value {
+        match v.get("$ref").and_then(Value::as_str) {
+            Some(r) => schemas[r.trim_start_matches("#/components/schemas/")].clone(),
+            None => v.clone(),
+        }
+    };
+    let enum_of = |schema: &str, field: &str| -> Vec<String> {
+        let property = resolve(&schemas[schema]["properties"][field]);
+        let values = property["enum"].as_array().cloned().unwrap_or_default();
+        values
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    assert!(enum_of("TokenRequest", "role").contains(&"program_manager".to_owned()));
+    assert!(enum_of("UserRequest", "role").contains(&"admin".to_owned()));
+    assert_eq!(
+        enum_of("StatusRequest", "status"),
+        ["active", "suspended", "closed"]
+    );
+    assert_eq!(enum_of("GroupRequest", "redeem"), ["owner", "any_member"]);
+    for (schema, field) in [
+        ("JobsRequest", "as_of"),
+        ("AssignTierRequest", "valid_until"),
+    ] {
+        let property = &schemas[schema]["properties"][field];
+        assert_eq!(
+            property["format"], "date-time",
+            "{schema}.{field}: {property}"
+        );
+    }
+    for (schema, field, max) in [
+        ("TransferRequest", "to", 128),
+        ("EnrollRequest", "member", 128),
+        ("RedemptionRequest", "currency", 32),
+    ] {
+        let property = &schemas[schema]["properties"][field];
+        assert_eq!(property["minLength"], 1, "{schema}.{field}");
+        assert_eq!(property["maxLength"], max, "{schema}.{field}");
+        assert!(property["pattern"].is_string(), "{schema}.{field}");
+    }
+    let balances =
+        &doc["paths"]["/api/v1/programs/{program}/members/{member}/balances"]["get"]["parameters"];
+    let ledger =
+        &doc["paths"]["/api/v1/programs/{program}/members/{member}/ledger"]["get"]["parameters"];
+    let param = |params: &Value, name: &str| -> Value {
+        params
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no parameter {name}"))["schema"]
+            .clone()
+    };
+    assert_eq!(param(balances, "program")["pattern"], "^[a-z0-9-]+$");
+    assert_eq!(param(balances, "member")["maxLength"], 128);
+    assert_eq!(param(balances, "as_of")["format"], "date-time");
+    assert_eq!(param(ledger, "limit")["minimum"], 1);
+    assert_eq!(param(ledger, "limit")["maximum"], 500);
+}
+
+/// Links: from a created member to its reads, from a posted journal to its cancellation.
+#[test]
+fn created_resources_link_to_what_comes_next() {
+    let doc = document();
+    let created = |path: &str| doc["paths"][path]["post"]["responses"]["201"]["links"].clone();
+    let member = created("/api/v1/programs/{program}/members");
+    assert_eq!(
+        member["balances"]["parameters"]["member"],
+        "$response.body#/member"
+    );
+    assert!(member["balances"]["operationId"].is_string(), "{member}");
+    let journal = created("/api/v1/programs/{program}/journals");
+    assert_eq!(
+        journal["cancel"]["parameters"]["external_id"],
+        "$response.body#/external_id"
+    );
+    let operation_ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    for link in [&member["balances"], &journal["cancel"], &journal["journal"]] {
+        assert!(
+            operation_ids.contains(&link["operationId"].as_str().unwrap()),
+            "{link}"
+        );
+    }
+}

@@ -282,7 +282,7 @@ async fn create_user(
     params(("program" = Option<String>, Query, description = "Only this program's changes"),
            ("actor" = Option<String>, Query, description = "Only this actor's changes"),
            ("action" = Option<String>, Query, description = "Only this action (`program.update`, `member.status`…)"),
-           ("limit" = Option<i64>, Query, description = "1 to 500 (default 100)"),
+           ("limit" = Option<i64>, Query, description = "1 to 500 (default 100)", minimum = 1, maximum = 500),
            ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
     responses((status = 200, body = AuditPage, description = "A page of the audit trail, newest first"), Problems))]
 async fn audit(

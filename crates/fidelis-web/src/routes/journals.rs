@@ -180,7 +180,7 @@ async fn audit_journal(
 /// Processes one journal in real time: accrual (purchase or activity), refund, redemption,
 /// adjustment or cancellation. Idempotent by `external_id`.
 #[utoipa::path(post, path = "/programs/{program}/journals", tag = "journals",
-    params(("program" = String, Path, description = "The program's code", example = "demo")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
     request_body = JournalRequest,
     responses((status = 201, body = OutcomeBody, description = "Processed"),
               (status = 200, body = OutcomeBody, description = "A replay: the first outcome", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome of the same external id"))),
@@ -210,7 +210,7 @@ async fn post_journal(
 /// line, in order. Lines are committed in groups of a thousand; a client that loses the
 /// connection may post the same body again: what was committed comes back as replays.
 #[utoipa::path(post, path = "/programs/{program}/journals/batch", tag = "journals",
-    params(("program" = String, Path, description = "The program's code", example = "demo")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
     request_body(content = Vec<JournalRequest>, description = "NDJSON: one journal document per line", content_type = "application/x-ndjson"),
     responses((status = 200, description = "NDJSON: one result per line, in order", body = Vec<BatchLineBody>, content_type = "application/x-ndjson"), Problems))]
 async fn post_batch(
@@ -409,7 +409,7 @@ fn ndjson(line: &BatchLineBody) -> Bytes {
 
 /// A journal as stored: its document and status.
 #[utoipa::path(get, path = "/programs/{program}/journals/{external_id}", tag = "journals",
-    params(("program" = String, Path, description = "The program's code", example = "demo"), ("external_id" = String, Path, description = "The journal's external id")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("external_id" = String, Path, description = "The journal's external id", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     responses((status = 200, body = JournalBody, description = "The journal as stored, with its outcome"), Problems))]
 async fn get_journal(
     State(state): State<AppState>,
@@ -459,7 +459,7 @@ async fn get_journal(
 /// taken back as the currency's return policy allows). Idempotent: cancelling again
 /// answers the first outcome.
 #[utoipa::path(post, path = "/programs/{program}/journals/{external_id}/cancel", tag = "journals",
-    params(("program" = String, Path, description = "The program's code", example = "demo"), ("external_id" = String, Path, description = "The journal to cancel")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("external_id" = String, Path, description = "The journal to cancel", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     responses((status = 201, body = OutcomeBody, description = "Cancelled"), (status = 200, body = OutcomeBody, description = "Already cancelled by this call before", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome of the same external id"))), Problems))]
 async fn cancel(
     State(state): State<AppState>,
@@ -526,7 +526,7 @@ async fn cancel(
 
 /// A dry run: what processing this journal would do now, without changing anything.
 #[utoipa::path(post, path = "/programs/{program}/simulate", tag = "journals",
-    params(("program" = String, Path, description = "The program's code", example = "demo")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
     request_body = JournalRequest,
     responses((status = 200, body = OutcomeBody, description = "What would happen"), Problems))]
 async fn simulate(
@@ -550,7 +550,7 @@ async fn simulate(
 /// Runs the time-driven jobs as of an instant: expiries and pending releases due.
 /// Idempotent: running again as of the same instant changes nothing.
 #[utoipa::path(post, path = "/programs/{program}/jobs/run", tag = "operations",
-    params(("program" = String, Path, description = "The program's code", example = "demo")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
     request_body = JobsRequest,
     responses((status = 200, body = JobsReport, description = "What the jobs did"), Problems))]
 async fn run_jobs(

@@ -56,7 +56,7 @@ async fn group_body(
 /// Creates a group (household) with its own balances; the owner joins it. Members give it
 /// `share_percent` of the redeemable points they earn; `redeem` says who may spend.
 #[utoipa::path(post, path = "/programs/{program}/groups", tag = "members",
-    params(("program" = String, Path, description = "The program's code", example = "demo")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
     request_body = GroupRequest,
     responses((status = 201, body = GroupBody, description = "The group was created"), Problems))]
 async fn create_group(
@@ -103,7 +103,7 @@ async fn create_group(
 
 /// A group: its rule, members and balances.
 #[utoipa::path(get, path = "/programs/{program}/groups/{group}", tag = "members",
-    params(("program" = String, Path, description = "The program's code", example = "demo"), ("group" = String, Path, description = "The group's external id", example = "household-1")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("group" = String, Path, description = "The group's external id", example = "household-1", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     responses((status = 200, body = GroupBody, description = "The group with its members"), Problems))]
 async fn get_group(
     State(state): State<AppState>,
@@ -121,7 +121,7 @@ async fn get_group(
 
 /// Adds a member to a group (a member belongs to at most one). Audited.
 #[utoipa::path(post, path = "/programs/{program}/groups/{group}/members", tag = "members",
-    params(("program" = String, Path, description = "The program's code", example = "demo"), ("group" = String, Path, description = "The group's external id", example = "household-1")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("group" = String, Path, description = "The group's external id", example = "household-1", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     request_body = GroupMemberRequest,
     responses((status = 200, body = GroupBody, description = "The group with its members"), Problems))]
 async fn join_group(
@@ -152,7 +152,7 @@ async fn join_group(
 /// Spends the group's points for one of its members, as the group's rule allows.
 /// Idempotent on `external_id`.
 #[utoipa::path(post, path = "/programs/{program}/groups/{group}/redemptions", tag = "members",
-    params(("program" = String, Path, description = "The program's code", example = "demo"), ("group" = String, Path, description = "The group's external id", example = "household-1")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("group" = String, Path, description = "The group's external id", example = "household-1", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     request_body = GroupRedemptionRequest,
     responses((status = 201, body = OutcomeBody, description = "Spent from the group's balance"), (status = 200, body = OutcomeBody, description = "A replay: the first outcome", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome of the same external id"))), Problems))]
 async fn redeem_from_group(
@@ -226,7 +226,7 @@ fn outcome_response(outcome: &fidelis_core::outcome::Outcome, replayed: bool) ->
 /// Sends points to another member, within the currency's daily transfer limit. Both
 /// members' ledgers show the transfer. Idempotent on `external_id`.
 #[utoipa::path(post, path = "/programs/{program}/members/{member}/transfers", tag = "members",
-    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The sending member's external id", example = "C-100000")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The sending member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     request_body = TransferRequest,
     responses((status = 201, body = OutcomeBody, description = "Transferred"), (status = 200, body = OutcomeBody, description = "A replay: the first outcome", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome of the same external id"))), Problems))]
 async fn transfer(
@@ -271,7 +271,7 @@ async fn transfer(
 /// dates, promotion counters add up, the higher tier is kept; the member is closed and
 /// journals posted for it later go to the survivor. Audited.
 #[utoipa::path(post, path = "/programs/{program}/members/{member}/merge", tag = "members",
-    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The duplicate's external id", example = "C-100000")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The duplicate's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     request_body = MergeRequest,
     responses((status = 200, body = MergeBody, description = "The member was merged into the survivor"), Problems))]
 async fn merge(
@@ -313,7 +313,7 @@ async fn merge(
 /// window (`reinstate_within_days`, the first day included) and were not reinstated
 /// before. An agent's action with a reason, audited. Idempotent on `external_id`.
 #[utoipa::path(post, path = "/programs/{program}/members/{member}/reinstatements", tag = "members",
-    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     request_body = ReinstateRequest,
     responses((status = 201, body = OutcomeBody, description = "Reinstated"), (status = 200, body = OutcomeBody, description = "A replay: the first outcome", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome of the same external id"))), Problems))]
 async fn reinstate(
@@ -348,8 +348,8 @@ async fn reinstate(
 /// The member's tier in each tier group as of now (or `as_of`): since when, valid until
 /// when, progress in the current period toward the next tier, and the tier's benefits.
 #[utoipa::path(get, path = "/programs/{program}/members/{member}/tiers", tag = "members",
-    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000"),
-           ("as_of" = Option<String>, Query, description = "RFC 3339; now when absent")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"),
+           ("as_of" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "RFC 3339; now when absent")),
     responses((status = 200, body = TiersBody, description = "The member's tier in each tier group"), Problems))]
 async fn tiers(
     State(state): State<AppState>,
@@ -359,7 +359,7 @@ async fn tiers(
 ) -> ApiResult<Json<TiersBody>> {
     caller.require(Permission::MembersRead, Some(&code))?;
     caller.require_member(&external_id)?;
-    let as_of = instant(query.get("as_of").map(String::as_str), "as_of")?;
+    let as_of = super::query_instant(&query, "as_of")?;
     let program = program(&state, &code).await?;
     let member = member(&state, &program, &external_id).await?;
     let standing = state
@@ -376,8 +376,8 @@ async fn tiers(
 /// Gives the member a tier in a group by hand, with a reason (audited). The tier is
 /// kept at least until `valid_until`, or until the end of the current period.
 #[utoipa::path(put, path = "/programs/{program}/members/{member}/tiers/{group}", tag = "members",
-    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000"),
-           ("group" = String, Path, description = "The tier group's code", example = "status")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"),
+           ("group" = String, Path, description = "The tier group's code", example = "status", min_length = 1, max_length = 32, pattern = "^[a-z0-9_-]+$")),
     request_body = AssignTierRequest,
     responses((status = 200, body = TierChangeBody, description = "The tier was assigned"), Problems))]
 async fn assign_tier(

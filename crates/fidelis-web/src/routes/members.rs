@@ -54,7 +54,7 @@ pub(super) async fn member(
 
 /// Enrolls a member.
 #[utoipa::path(post, path = "/programs/{program}/members", tag = "members",
-    params(("program" = String, Path, description = "The program's code", example = "demo")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
     request_body = EnrollRequest,
     responses((status = 201, body = MemberBody, description = "The member was enrolled"), Problems))]
 async fn enroll(
@@ -107,7 +107,7 @@ fn member_body(member: &MemberView, balances: &[fidelis_store::BalanceView]) -> 
 
 /// A member: profile, status and balances.
 #[utoipa::path(get, path = "/programs/{program}/members/{member}", tag = "members",
-    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     responses((status = 200, body = MemberBody, description = "The member"), Problems))]
 async fn get_member(
     State(state): State<AppState>,
@@ -124,7 +124,7 @@ async fn get_member(
 
 /// Suspends (no earning or redemption), reactivates or closes a member. Audited.
 #[utoipa::path(put, path = "/programs/{program}/members/{member}/status", tag = "members",
-    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     request_body = StatusRequest,
     responses((status = 200, body = MemberBody, description = "The member"), Problems))]
 async fn set_status(
@@ -158,8 +158,8 @@ async fn set_status(
 /// Balances per currency as of now (or `as_of`), with what expires and what becomes
 /// available when.
 #[utoipa::path(get, path = "/programs/{program}/members/{member}/balances", tag = "members",
-    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000"),
-           ("as_of" = Option<String>, Query, description = "RFC 3339; now when absent")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"),
+           ("as_of" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "RFC 3339; now when absent")),
     responses((status = 200, body = BalancesBody, description = "The member's balances with their expiry schedule"), Problems))]
 async fn balances(
     State(state): State<AppState>,
@@ -169,7 +169,7 @@ async fn balances(
 ) -> ApiResult<Json<BalancesBody>> {
     caller.require(Permission::MembersRead, Some(&code))?;
     caller.require_member(&external_id)?;
-    let as_of = instant(query.get("as_of").map(String::as_str), "as_of")?;
+    let as_of = super::query_instant(&query, "as_of")?;
     let program = program(&state, &code).await?;
     let member = member(&state, &program, &external_id).await?;
     let balances = state.store.balances(&program, &member, as_of).await?;
@@ -182,7 +182,7 @@ async fn balances(
 
 /// The member's progress in cumulative promotions and what it used of promotion limits.
 #[utoipa::path(get, path = "/programs/{program}/members/{member}/promotions", tag = "members",
-    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     responses((status = 200, body = crate::dto::PromotionStandingBody, description = "The member's cumulative progress, limits used and promotions joined"), Problems))]
 async fn promotion_standing(
     State(state): State<AppState>,
@@ -240,8 +240,8 @@ async fn promotion_standing(
 
 /// Joins the member to an opt-in promotion (joining again changes nothing).
 #[utoipa::path(post, path = "/programs/{program}/members/{member}/promotions/{promotion}/join", tag = "members",
-    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000"),
-           ("promotion" = String, Path, description = "The opt-in promotion's code", example = "double-december")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"),
+           ("promotion" = String, Path, description = "The opt-in promotion's code", example = "double-december", min_length = 1, max_length = 32, pattern = "^[a-z0-9_-]+$")),
     responses((status = 200, body = crate::dto::PromotionStandingBody, description = "The member's cumulative progress, limits used and promotions joined"), Problems))]
 async fn join_promotion(
     State(state): State<AppState>,
@@ -278,8 +278,8 @@ async fn join_promotion(
 
 /// Ledger entries, newest first.
 #[utoipa::path(get, path = "/programs/{program}/members/{member}/ledger", tag = "members",
-    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000"),
-           ("limit" = Option<i64>, Query, description = "Entries per page, 1 to 500 (default 50)"),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"),
+           ("limit" = Option<i64>, Query, description = "Entries per page, 1 to 500 (default 50)", minimum = 1, maximum = 500),
            ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
     responses((status = 200, body = LedgerPage, description = "A page of the member's ledger, newest first"), Problems))]
 async fn ledger(
@@ -336,7 +336,7 @@ async fn ledger(
 
 /// Spends points, earliest expiry first. Idempotent by `external_id`.
 #[utoipa::path(post, path = "/programs/{program}/members/{member}/redemptions", tag = "members",
-    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     request_body = RedemptionRequest,
     responses((status = 201, body = OutcomeBody, description = "Redeemed"), (status = 200, body = OutcomeBody, description = "A replay: the first outcome", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome of the same external id"))), Problems))]
 async fn redeem(
@@ -372,7 +372,7 @@ async fn redeem(
 
 /// A manual adjustment by an agent, with a reason code. Audited.
 #[utoipa::path(post, path = "/programs/{program}/members/{member}/adjustments", tag = "members",
-    params(("program" = String, Path, description = "The program's code", example = "demo"), ("member" = String, Path, description = "The member's external id", example = "C-100000")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     request_body = AdjustmentRequest,
     responses((status = 201, body = OutcomeBody, description = "Adjusted"), (status = 200, body = OutcomeBody, description = "A replay: the first outcome", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome of the same external id"))), Problems))]
 async fn adjust(

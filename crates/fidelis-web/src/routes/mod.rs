@@ -302,6 +302,22 @@ pub(crate) fn instant(raw: Option<&str>, field: &str) -> ApiResult<DateTime<Utc>
     }
 }
 
+/// An instant in the query (`as_of`): now when absent; a malformed one is a query error
+/// (400 `invalid_query`), like every other query parameter.
+pub(crate) fn query_instant(query: &crate::dto::Query, name: &str) -> ApiResult<DateTime<Utc>> {
+    match query.get(name) {
+        None => Ok(Utc::now()),
+        Some(raw) => DateTime::parse_from_rfc3339(raw)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("query parameter {name}={raw:?} is not an RFC 3339 instant"),
+                )
+            }),
+    }
+}
+
 /// A query parameter's value, parsed.
 pub(crate) fn query_param<T: std::str::FromStr>(
     query: &crate::dto::Query,

@@ -53,7 +53,7 @@ async fn list_programs(
 /// `Content-Type: application/yaml`). Every problem is listed; nothing is changed if there
 /// is one.
 #[utoipa::path(put, path = "/programs/{program}", tag = "programs",
-    params(("program" = String, Path, description = "The program's code, [a-z0-9-]{1,64}", example = "demo")),
+    params(("program" = String, Path, description = "The program's code, [a-z0-9-]{1,64}", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
     request_body(content = Object, description = "The program definition document", content_type = "application/json"),
     responses((status = 201, description = "Created", body = ProgramSaved), (status = 200, description = "Replaced", body = ProgramSaved), Problems))]
 async fn put_program(
@@ -70,7 +70,7 @@ async fn put_program(
 
 /// A program's definition, as `PUT` accepts it.
 #[utoipa::path(get, path = "/programs/{program}", tag = "programs",
-    params(("program" = String, Path, description = "The program's code", example = "demo")),
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
     responses((status = 200, body = Object, description = "The program definition document"), Problems))]
 async fn get_program(
     State(state): State<AppState>,
@@ -84,7 +84,7 @@ async fn get_program(
 
 /// Creates a program from an industry template (`retail`…).
 #[utoipa::path(post, path = "/programs/{program}/from-template/{template}", tag = "programs",
-    params(("program" = String, Path, description = "The new program's code"), ("template" = String, Path, description = "The template's name")),
+    params(("program" = String, Path, description = "The new program's code", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("template" = String, Path, description = "The template's name")),
     responses((status = 201, body = ProgramSaved, description = "The program was created from the template"), Problems))]
 async fn from_template(
     State(state): State<AppState>,
