@@ -287,34 +287,34 @@ pub(crate) async fn cached_program(state: &AppState, code: &str) -> ApiResult<Ar
     program(state, code).await
 }
 
-/// An RFC 3339 instant from a request, or now.
+/// An RFC 3339 instant from a request body, or now; a malformed one is 422.
 pub(crate) fn instant(raw: Option<&str>, field: &str) -> ApiResult<DateTime<Utc>> {
-    match raw {
-        None => Ok(Utc::now()),
-        Some(raw) => DateTime::parse_from_rfc3339(raw)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| {
-                ApiError::unprocessable(
-                    "invalid_request",
-                    format!("{field} {raw:?} is not an RFC 3339 instant"),
-                )
-            }),
-    }
+    parse_instant(raw).map_err(|raw| {
+        ApiError::unprocessable(
+            "invalid_request",
+            format!("{field} {raw:?} is not an RFC 3339 instant"),
+        )
+    })
 }
 
 /// An instant in the query (`as_of`): now when absent; a malformed one is a query error
 /// (400 `invalid_query`), like every other query parameter.
 pub(crate) fn query_instant(query: &crate::dto::Query, name: &str) -> ApiResult<DateTime<Utc>> {
-    match query.get(name) {
+    parse_instant(query.get(name).map(String::as_str)).map_err(|raw| {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("query parameter {name}={raw:?} is not an RFC 3339 instant"),
+        )
+    })
+}
+
+/// An RFC 3339 instant, now when absent; the raw text back when it is not one.
+fn parse_instant(raw: Option<&str>) -> Result<DateTime<Utc>, String> {
+    match raw {
         None => Ok(Utc::now()),
         Some(raw) => DateTime::parse_from_rfc3339(raw)
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_query",
-                    format!("query parameter {name}={raw:?} is not an RFC 3339 instant"),
-                )
-            }),
+            .map_err(|_| raw.to_owned()),
     }
 }
 
