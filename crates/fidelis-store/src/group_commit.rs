@@ -25,7 +25,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::Store;
 use crate::engine::{JournalResult, LoadedProgram, Prepared, Revision};
-use crate::error::{Result, StoreError};
+use crate::error::{Result, StoreError, Unavailability};
 
 /// Most journals one group transaction takes.
 const MAX_GROUP: usize = 256;
@@ -178,8 +178,9 @@ async fn post_together(store: &Store, program: &LoadedProgram, requests: Vec<Req
             }
         }
         // The database is gone or cannot write: retrying each journal alone would only
-        // make every caller wait again for the same failure.
-        Err(StoreError::Unavailable { kind, detail }) => {
+        // make every caller wait again for the same failure. (A busy database — a deadlock
+        // broken by PostgreSQL, a lock — is retried journal by journal like any failure.)
+        Err(StoreError::Unavailable { kind, detail }) if kind != Unavailability::Busy => {
             for request in requests {
                 let _ = request.reply.send(Err(StoreError::Unavailable {
                     kind,
