@@ -50,15 +50,34 @@ impl Metrics {
     }
 }
 
+/// The method as a label: the standard methods by name, anything else `other` — a client
+/// inventing method names must not add a series per name.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
 /// Counts every request and times it, by matched route (never by raw path, which would
-/// make a series per member).
+/// make a series per member) and by a bounded method label. Every label is bounded: the
+/// routes are the application's, statuses are three digits.
 pub(crate) async fn record(
     State(_state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = method_label(request.method()).to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -97,5 +116,19 @@ pub(crate) fn journal(outcome: Result<(&Outcome, bool), &str>) {
         Err(code) => {
             metrics::counter!("fidelis_journals_total", "outcome" => "rejected", "code" => code.to_owned()).increment(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::method_label;
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        for name in ["FOO", "X-RANDOM-1", "get"] {
+            let method = axum::http::Method::from_bytes(name.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "other", "{name}");
+        }
+        assert_eq!(method_label(&axum::http::Method::POST), "POST");
     }
 }

@@ -965,3 +965,49 @@ async fn tokens_never_create_more_than_themselves() {
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 }
+
+/// Unauthenticated requests with invented method names do not grow `/metrics`.
+#[tokio::test]
+async fn metrics_do_not_grow_with_invented_methods() {
+    let world = world().await;
+    let lines = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
+    let metrics = || async {
+        let response = world
+            .router
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .uri("/metrics")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    };
+    let send_invented = |i: usize| {
+        let request = Request::builder()
+            .method(Method::from_bytes(format!("M{i}X").as_bytes()).unwrap())
+            .uri(format!("/api/v1/programs/shop/members/x{i}"))
+            .body(Body::empty())
+            .unwrap();
+        world.router.clone().oneshot(request)
+    };
+    for i in 0..5 {
+        send_invented(i).await.unwrap();
+    }
+    // Reading /metrics adds its own series once; read it twice before counting.
+    metrics().await;
+    let before = lines(&metrics().await);
+    for i in 5..205 {
+        send_invented(i).await.unwrap();
+    }
+    let after = metrics().await;
+    assert!(
+        lines(&after) <= before + 2,
+        "200 invented methods grew /metrics from {before} to {} lines",
+        lines(&after)
+    );
+    assert!(!after.contains("M17X"));
+}
