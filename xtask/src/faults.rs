@@ -295,8 +295,7 @@ async fn sqlite(bin: &Path, plan: &Plan) -> Result<Report> {
         seen.enter("disk freed");
         tokio::time::sleep(plan.calm).await;
     }
-    let report = recover_and_audit(serve, &seen, load, plan).await;
-    report
+    recover_and_audit(serve, &seen, load, plan).await
 }
 
 /// The load, a calm phase, then the server killed and restarted `plan.kills` times.

@@ -369,17 +369,11 @@ impl PgServer {
         create_database(&self.bindir, &self.base_url, name)
     }
 
-    /// Stops the server now (fast shutdown) and removes its directory.
+    /// Stops the server now (fast shutdown, thawed first if frozen) and removes its
+    /// directory.
     pub fn stop(&self) {
         self.thaw();
-        let pid = self.pid();
-        let _ = Command::new("kill")
-            .args(["-INT", &pid.to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.shutdown_fast();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -171,8 +171,7 @@ impl Caller {
 
     /// Refuses unless the caller may do `p` in `program`.
     pub fn require(&self, p: Permission, program: Option<&str>) -> Result<(), ApiError> {
-        let scoped_out = self.scopes.as_ref().is_some_and(|s| !s.contains(&p));
-        if !self.role.grants(p) || scoped_out {
+        if !self.has(p) {
             return Err(ApiError::forbidden(format!(
                 "a {} token may not do {}",
                 self.role.name(),

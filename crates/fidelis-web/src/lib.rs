@@ -26,6 +26,7 @@ use axum::extract::DefaultBodyLimit;
 use fidelis_store::Store;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::openapi::HttpMethod;
 
 pub use extract::ApiJson;
 pub use routes::admin::BOOTSTRAP_TOKEN;
@@ -110,72 +111,66 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .1;
     let member = "/api/v1/programs/{program}/members/{member}";
     let journal = "/api/v1/programs/{program}/journals/{external_id}";
-    let created_journal = [
+    let member_links = [
+        ("member", member.to_owned(), HttpMethod::Get),
+        ("balances", format!("{member}/balances"), HttpMethod::Get),
+        ("ledger", format!("{member}/ledger"), HttpMethod::Get),
+    ];
+    let journal_links = [
         ("journal", journal.to_owned(), HttpMethod::Get),
         ("cancel", format!("{journal}/cancel"), HttpMethod::Post),
     ];
-    let links: [(&str, HttpMethod, &[(&str, String, HttpMethod)], &str, &str); 4] = [
+    // What a POST creates (named by a field of its 201 answer) and where that leads.
+    let created: [(&str, &[Target], &str); 4] = [
         (
             "/api/v1/programs/{program}/members",
-            HttpMethod::Post,
-            &[
-                ("member", member.to_owned(), HttpMethod::Get),
-                ("balances", format!("{member}/balances"), HttpMethod::Get),
-                ("ledger", format!("{member}/ledger"), HttpMethod::Get),
-            ],
+            &member_links,
             "member",
-            "$response.body#/member",
         ),
         (
             "/api/v1/programs/{program}/journals",
-            HttpMethod::Post,
-            &created_journal,
+            &journal_links,
             "external_id",
-            "$response.body#/external_id",
         ),
         (
             "/api/v1/programs/{program}/members/{member}/redemptions",
-            HttpMethod::Post,
-            &created_journal,
+            &journal_links,
             "external_id",
-            "$response.body#/external_id",
         ),
         (
             "/api/v1/programs/{program}/members/{member}/adjustments",
-            HttpMethod::Post,
-            &created_journal,
+            &journal_links,
             "external_id",
-            "$response.body#/external_id",
         ),
     ];
-    for (path, method, targets, parameter, expression) in links {
+    for (path, targets, parameter) in created {
         for (name, target, target_method) in targets {
             let Some(operation_id) = operation(&mut doc, target, target_method.clone())
                 .and_then(|o| o.operation_id.clone())
             else {
                 continue;
             };
-            let Some(created) = operation(&mut doc, path, method.clone())
-                .and_then(|o| o.responses.responses.get_mut("201"))
+            let Some(utoipa::openapi::RefOr::T(response)) =
+                operation(&mut doc, path, HttpMethod::Post)
+                    .and_then(|o| o.responses.responses.get_mut("201"))
             else {
                 continue;
             };
-            if let utoipa::openapi::RefOr::T(response) = created {
-                let link = utoipa::openapi::link::Link::builder()
-                    .operation_id(operation_id)
-                    .parameter("program", "$request.path.program")
-                    .parameter(parameter, expression)
-                    .build();
-                response
-                    .links
-                    .insert((*name).to_owned(), utoipa::openapi::RefOr::T(link));
-            }
+            let link = utoipa::openapi::link::Link::builder()
+                .operation_id(operation_id)
+                .parameter("program", "$request.path.program")
+                .parameter(parameter, format!("$response.body#/{parameter}"))
+                .build();
+            response
+                .links
+                .insert((*name).to_owned(), utoipa::openapi::RefOr::T(link));
         }
     }
     doc
 }
 
-use utoipa::openapi::HttpMethod;
+/// A link's name, and the path and method of the operation it leads to.
+type Target = (&'static str, String, HttpMethod);
 
 /// The operation at `path` and `method` of `doc`.
 fn operation<'a>(

@@ -69,6 +69,25 @@ async fn readiness(s: &Server) -> (StatusCode, Value, Duration) {
     (status, body, started.elapsed())
 }
 
+/// While the database is known to be gone: a journal fails at once, and readiness says
+/// "not ready" within its bound.
+async fn assert_fails_fast_and_not_ready(s: &Server, id: &str, amount: &str) {
+    let started = Instant::now();
+    let (status, headers, body) = post_purchase(s, id, amount).await;
+    assert_unavailable(status, &headers, &body, "database_unavailable");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "failing fast took {:?}",
+        started.elapsed()
+    );
+    let (status, body, took) = readiness(s).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        took < Duration::from_millis(2_500),
+        "readiness took {took:?}"
+    );
+}
+
 async fn wait_ready(s: &Server, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
@@ -191,14 +210,7 @@ async fn postgres_that_hangs_times_out_with_a_problem_then_fails_fast() {
     );
 
     // The server now knows the database is gone: requests fail at once.
-    let started = Instant::now();
-    let (status, headers, body) = post_purchase(&s, "while-hung", "30.00").await;
-    assert_unavailable(status, &headers, &body, "database_unavailable");
-    assert!(
-        started.elapsed() < Duration::from_millis(500),
-        "failing fast took {:?}",
-        started.elapsed()
-    );
+    assert_fails_fast_and_not_ready(&s, "while-hung", "30.00").await;
 
     pg.thaw();
     wait_ready(&s, Duration::from_secs(10)).await;
@@ -276,20 +288,7 @@ async fn postgres_fast_shutdown_mid_transaction_is_503_and_recovers() {
     let _ = locker.wait();
 
     // Known to be down: fail fast, and readiness says so within its bound.
-    let started = Instant::now();
-    let (status, headers, body) = post_purchase(&s, "while-down", "30.00").await;
-    assert_unavailable(status, &headers, &body, "database_unavailable");
-    assert!(
-        started.elapsed() < Duration::from_millis(500),
-        "failing fast took {:?}",
-        started.elapsed()
-    );
-    let (status, body, took) = readiness(&s).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert!(
-        took < Duration::from_millis(2_500),
-        "readiness took {took:?}"
-    );
+    assert_fails_fast_and_not_ready(&s, "while-down", "30.00").await;
 
     pg.restart().unwrap_or_else(|e| panic!("{e}"));
     wait_ready(&s, Duration::from_secs(10)).await;

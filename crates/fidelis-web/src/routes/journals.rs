@@ -89,9 +89,8 @@ pub(super) async fn post_one(
 }
 
 /// What a partner token may post: its own partner's journals (the partner is filled in
-/// when absent).
-/// Refunds and cancellations carry no partner of their own: they belong to the journal
-/// they refer to, which [`authorize_journal`] checks.
+/// when absent). Refunds and cancellations carry no partner of their own: they belong to
+/// the journal they refer to, which [`authorize_journal`] checks.
 fn scope_partner(caller: &Caller, document: &mut JournalDocument) -> ApiResult<()> {
     if caller.role == Role::Partner {
         let refers = matches!(document.kind.as_deref(), Some("refund" | "cancellation"));
@@ -107,9 +106,10 @@ fn scope_partner(caller: &Caller, document: &mut JournalDocument) -> ApiResult<(
 }
 
 /// What a journal does decides the right it needs, whichever route it came through:
-/// `journals:write` lets a token post accruals and refunds; a redemption needs `redeem`,
-/// an adjustment `adjust`, a cancellation `cancel`. A partner token posts only its own
-/// partner's journals, and refunds or cancels only journals that were its own.
+/// `journals:write` lets a token post accruals and refunds; a redemption also needs
+/// `redemptions:write`, an adjustment `adjustments:write`, a cancellation
+/// `cancellations:write`. A partner token posts only its own partner's journals, and
+/// refunds or cancels only journals that were its own (one read of the original each).
 async fn authorize_journal(
     state: &AppState,
     caller: &Caller,

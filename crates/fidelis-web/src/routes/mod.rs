@@ -180,7 +180,7 @@ const READINESS_BOUND: std::time::Duration = std::time::Duration::from_millis(1_
 /// Readiness: the database answers within 1.5 s, and — after writes failed for the
 /// storage's sake (a full disk) — a write commits again.
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
-    responses((status = 200, body = crate::dto::Health, description = "The process answers"), (status = 503, description = "Not ready: the database cannot be reached, or writes are failing", body = ProblemBody, content_type = "application/problem+json")))]
+    responses((status = 200, body = crate::dto::Health, description = "Ready: the database answers and writes work"), (status = 503, description = "Not ready: the database cannot be reached, or writes are failing", body = ProblemBody, content_type = "application/problem+json")))]
 async fn ready(State(state): State<AppState>) -> ApiResult<Json<crate::dto::Health>> {
     state
         .store
