@@ -22,9 +22,33 @@ use crate::tiers::TierChange;
 pub struct Refused {
     /// Machine-readable: `not_transferable`, `transfer_limit`, `insufficient_points`,
     /// `member_not_active`, `same_member`, `member_in_arrears`, `nothing_to_reinstate`,
-    /// `not_reinstatable`, `invalid_points`.
+    /// `not_reinstatable`, `invalid_points`, `as_of_in_future`.
     pub code: &'static str,
     pub detail: String,
+}
+
+/// How far ahead of the clock a job's `as_of` may lie: the clock skew between a scheduler
+/// and the server. Anything later is refused by [`jobs_as_of`].
+pub const JOBS_CLOCK_SKEW_SECONDS: i64 = 300;
+
+/// Time-driven jobs (expiry, pending release, tier assessment) settle what is due *as of*
+/// an instant, and what they settle cannot be undone: expired points do not come back on
+/// their own, a reset of status points stays. So they never run ahead of the clock: an
+/// `as_of` more than [`JOBS_CLOCK_SKEW_SECONDS`] after `now` is refused (`as_of_in_future`).
+/// An `as_of` in the past is fine: it settles what was due then and nothing after.
+pub fn jobs_as_of(as_of: DateTime<Utc>, now: DateTime<Utc>) -> Result<DateTime<Utc>, Refused> {
+    if as_of > now + chrono::TimeDelta::seconds(JOBS_CLOCK_SKEW_SECONDS) {
+        return Err(refused(
+            "as_of_in_future",
+            format!(
+                "as_of {} is after now ({}): jobs settle what is due and cannot be undone, \
+                 so they never run ahead of the clock",
+                as_of.to_rfc3339(),
+                now.to_rfc3339()
+            ),
+        ));
+    }
+    Ok(as_of)
 }
 
 fn refused(code: &'static str, detail: impl Into<String>) -> Refused {

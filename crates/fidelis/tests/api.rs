@@ -39,7 +39,7 @@ both_dialects!(
 );
 
 async fn points_are_earned_spent_refunded_cancelled_and_expired(s: Server) {
-    s.setup(&["m"]).await;
+    s.setup(&["m", "old"]).await;
     let (status, body) = s
         .post("/programs/shop/journals", purchase("p1", "m", "120.00"))
         .await;
@@ -63,24 +63,38 @@ async fn points_are_earned_spent_refunded_cancelled_and_expired(s: Server) {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["restored"][0]["points"], 50);
     assert_eq!(s.available("m").await, 100);
-    // Expiry through the jobs endpoint: ten days later the points are gone, once.
-    let later = (chrono::Utc::now() + chrono::Duration::days(11)).to_rfc3339();
+    // Jobs never run ahead of the clock: expiring a day early would take valid points
+    // irreversibly. Refused, and nothing changed.
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
     let (status, body) = s
-        .post("/programs/shop/jobs/run", json!({"as_of": later}))
+        .post("/programs/shop/jobs/run", json!({"as_of": tomorrow}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "as_of_in_future");
+    assert_eq!(s.available("m").await, 100);
+    // Expiry through the jobs endpoint: points earned ten days ago, two seconds short of
+    // expiring, are gone once the jobs run after those seconds, once; today's points stay.
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let mut old = purchase("p-old", "old", "30.00");
+    old["occurred_at"] = json!(common::earned_to_expire_at(10, expires).to_rfc3339());
+    let (status, body) = s.post("/programs/shop/journals", old).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(s.available("old").await, 30);
+    let (_, body) = s.post("/programs/shop/jobs/run", json!({})).await;
+    assert_eq!(body["settlements"], 0, "not yet due: {body}");
+    tokio::time::sleep((expires - chrono::Utc::now()).to_std().unwrap_or_default()).await;
+    let now = chrono::Utc::now().to_rfc3339();
+    let (status, body) = s
+        .post("/programs/shop/jobs/run", json!({"as_of": now}))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["settlements"], 1);
+    assert_eq!(body["settlements"], 1, "{body}");
     let (_, body) = s
-        .post("/programs/shop/jobs/run", json!({"as_of": later}))
+        .post("/programs/shop/jobs/run", json!({"as_of": now}))
         .await;
     assert_eq!(body["settlements"], 0, "a second run changes nothing");
-    let balances = s
-        .get(&format!(
-            "/programs/shop/members/m/balances?as_of={}",
-            later.replace('+', "%2B")
-        ))
-        .await;
-    assert_eq!(balances["balances"][0]["available"], 0);
+    assert_eq!(s.available("old").await, 0);
+    assert_eq!(s.available("m").await, 100);
     let journal = s.get("/programs/shop/journals/r1").await;
     assert_eq!(journal["status"], "cancelled");
     let audit = s.get("/audit?program=shop").await;

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use fidelis_store::Store;
 
+mod common;
+
 /// Generates, for each listed test function `f(&Env)`, one test per dialect.
 macro_rules! both_dialects {
     ($($name:ident),* $(,)?) => {
@@ -283,25 +285,15 @@ fn csv_imports_like_ndjson(env: &Env) {
 }
 
 fn jobs_expire_points_once(env: &Env) {
-    use chrono::{Datelike, Months, NaiveDate};
-    env.ok(&["program", "apply", path(&env.file("shop.yaml", SHOP))]);
-    env.ok(&["members", "enroll", "--program", "shop", "C-1"]);
-    // Earned yesterday at noon (UTC; the same date in Berlin), a month later rounded up to
-    // the end of the month: expires at the start of the first day of the month after
-    // next, Berlin time (+01:00 from November to March, +02:00 from April to October).
-    let yesterday = chrono::Utc::now().date_naive() - chrono::Days::new(1);
-    let earned = format!("{yesterday}T12:00:00Z");
-    let first =
-        NaiveDate::from_ymd_opt(yesterday.year(), yesterday.month(), 1).unwrap() + Months::new(2);
-    let offset = if (4..=10).contains(&first.month()) {
-        "+02:00"
-    } else {
-        "+01:00"
-    };
-    let expiry = format!("{first}T00:00:00{offset}");
-    let just_before = (chrono::DateTime::parse_from_rfc3339(&expiry).unwrap()
-        - chrono::Duration::seconds(1))
-    .to_rfc3339();
+    // Points valid for ten local days, earned ten days ago less three seconds: the jobs
+    // expire them once those seconds have passed, and never run ahead of the clock.
+    let short = SHOP
+        .replace("code: shop", "code: short")
+        .replace("months: 1, round_up: end_of_month", "days: 10");
+    env.ok(&["program", "apply", path(&env.file("short.yaml", &short))]);
+    env.ok(&["members", "enroll", "--program", "short", "C-1"]);
+    let expiry = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let earned = common::earned_to_expire_at(10, expiry).to_rfc3339();
     let line = format!(
         r#"{{"external_id": "p1", "member": "C-1", "type": "purchase", "occurred_at": "{earned}", "amount": "42", "currency": "EUR"}}"#
     );
@@ -309,19 +301,29 @@ fn jobs_expire_points_once(env: &Env) {
         "journals",
         "import",
         "--program",
-        "shop",
+        "short",
         path(&env.file("j.ndjson", &line)),
     ]);
-    let early = env.ok(&["jobs", "run", "--program", "shop", "--as-of", &just_before]);
+    let just_before = (expiry - chrono::Duration::seconds(1)).to_rfc3339();
+    let early = env.ok(&["jobs", "run", "--program", "short", "--as-of", &just_before]);
     assert!(early.contains("0 settlement journal(s)"), "{early}");
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let ahead = env.run(&["jobs", "run", "--as-of", &tomorrow]);
+    assert!(!ahead.status.success());
+    let stderr = String::from_utf8_lossy(&ahead.stderr);
+    assert!(stderr.contains("never run ahead of the clock"), "{stderr}");
+    let balance = env.ok(&["balance", "--program", "short", "C-1"]);
+    assert!(balance.contains("42 available"), "{balance}");
+    std::thread::sleep((expiry - chrono::Utc::now()).to_std().unwrap_or_default());
+    let expiry = expiry.to_rfc3339();
     let due = env.ok(&["jobs", "run", "--as-of", &expiry]);
     assert!(
-        due.contains("1 member(s) settled, 1 settlement journal(s)"),
+        due.contains("short: as of") && due.contains("1 member(s) settled, 1 settlement journal(s)"),
         "{due}"
     );
     let again = env.ok(&["jobs", "run", "--as-of", &expiry]);
-    assert!(again.contains("0 member(s) settled"), "{again}");
-    let balance = env.ok(&["balance", "--program", "shop", "C-1", "--as-of", &expiry]);
+    assert!(!again.contains("1 member(s) settled"), "{again}");
+    let balance = env.ok(&["balance", "--program", "short", "C-1", "--as-of", &expiry]);
     assert!(balance.contains("0 available"), "{balance}");
 }
 

@@ -547,8 +547,10 @@ async fn simulate(
     Ok(Json(OutcomeBody::new(&posted.outcome, posted.replayed)))
 }
 
-/// Runs the time-driven jobs as of an instant: expiries and pending releases due.
-/// Idempotent: running again as of the same instant changes nothing.
+/// Runs the time-driven jobs as of an instant (now when absent): expiries, pending releases
+/// and tier assessments due by then. Idempotent: running again as of the same instant
+/// changes nothing. Never ahead of the clock: an `as_of` more than five minutes after now
+/// is refused with `as_of_in_future`, since what the jobs settle cannot be undone.
 #[utoipa::path(post, path = "/programs/{program}/jobs/run", tag = "operations",
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
     request_body = JobsRequest,
@@ -561,6 +563,8 @@ async fn run_jobs(
 ) -> ApiResult<Json<JobsReport>> {
     caller.require(Permission::JobsRun, Some(&code))?;
     let as_of = instant(request.as_of.as_deref(), "as_of")?;
+    let as_of = fidelis_core::lifecycle::jobs_as_of(as_of, Utc::now())
+        .map_err(|r| ApiError::unprocessable(r.code, r.detail))?;
     let program = program(&state, &code).await?;
     let report = state.store.run_jobs(&program, as_of).await?;
     let mut audit = caller

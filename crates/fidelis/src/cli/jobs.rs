@@ -16,7 +16,8 @@ pub enum JobsCommand {
         /// One program; all programs when absent.
         #[arg(long)]
         program: Option<String>,
-        /// RFC 3339; now when absent.
+        /// RFC 3339; now when absent. Never after now (five minutes of clock skew allowed):
+        /// what the jobs settle cannot be undone.
         #[arg(long)]
         as_of: Option<String>,
     },
@@ -32,6 +33,8 @@ pub async fn run(database: &str, command: JobsCommand) -> Result<ExitCode> {
         .map(parse_instant)
         .transpose()?
         .unwrap_or_else(Utc::now);
+    let as_of = fidelis_core::lifecycle::jobs_as_of(as_of, Utc::now())
+        .map_err(|refused| anyhow::anyhow!("{}", refused.detail))?;
     let store = connect(database).await?;
     let codes = match code {
         Some(code) => vec![code],

@@ -153,6 +153,24 @@ impl Server {
     }
 }
 
+/// When points earned under Europe/Berlin rules (rolling `days` local days) must be earned
+/// to expire exactly at `target`: jobs never run ahead of the clock, so tests of expiry earn
+/// in the past and wait the last seconds.
+pub fn earned_to_expire_at(days: u32, target: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    let tz = chrono_tz::Europe::Berlin;
+    let mut earned = target - chrono::Duration::days(days.into());
+    // Local days are 23 or 25 hours long across a daylight-saving change: correct by the
+    // difference (once is enough away from the change's own hour).
+    for _ in 0..3 {
+        let expires = fidelis_core::calendar::add_days(tz, earned, days);
+        if expires == target {
+            break;
+        }
+        earned += target - expires;
+    }
+    earned
+}
+
 pub fn purchase(id: &str, member: &str, amount: &str) -> Value {
     json!({"external_id": id, "member": member, "type": "purchase", "occurred_at": chrono::Utc::now().to_rfc3339(),
            "amount": amount, "currency": "EUR"})
