@@ -48,12 +48,19 @@ pub type JournalResult = std::result::Result<Posted, JournalError>;
 pub struct Prepared {
     pub journal: Journal,
     pub document: String,
+    /// Posted by the group's own redemption route, which applied the group's `redeem`
+    /// rule: the only journals a group (household) takes besides its members' shares.
+    pub(crate) for_group: bool,
 }
 
 impl Prepared {
     pub fn new(journal: Journal, program: &Program) -> Result<Self> {
         let document = serde_json::to_string(&journal.canonical(program))?;
-        Ok(Self { journal, document })
+        Ok(Self {
+            journal,
+            document,
+            for_group: false,
+        })
     }
 }
 
@@ -150,6 +157,12 @@ pub(crate) async fn post_batch<T: LedgerTx>(
         opening_accounts.retain(|a| !redirected.contains(&a.member_id));
         opening_accounts.extend(tx.load_accounts(&redirected).await?);
     }
+    // A group's member record points at itself (see `Store::create_group`).
+    let groups: Vec<i64> = members
+        .iter()
+        .filter(|m| m.group_id == Some(m.id))
+        .map(|m| m.id)
+        .collect();
     let member_by_name: FxHashMap<&str, i64> = members
         .iter()
         .map(|m| (m.external_id.as_str(), m.id))
@@ -239,6 +252,10 @@ pub(crate) async fn post_batch<T: LedgerTx>(
             results[i] = Some(Err(JournalError::UnknownMember(journal.member.to_string())));
             continue;
         };
+        if !prepared.for_group && groups.contains(&member_id) {
+            results[i] = Some(Err(JournalError::MemberIsGroup(journal.member.to_string())));
+            continue;
+        }
         let (Some(main), Some(settlement)) = (ids.next(), ids.next()) else {
             return Err(StoreError::Inconsistent(
                 "too few journal ids reserved".into(),

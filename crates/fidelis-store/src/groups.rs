@@ -50,7 +50,9 @@ pub struct GroupView {
 
 impl Store {
     /// Creates a group (a member record `group`, with its own balances) owned by `owner`,
-    /// who joins it. Audited.
+    /// who joins it. Audited. The group's record points at itself (`group_id = id`): that
+    /// is how a journal naming it through a member route is told apart and refused
+    /// (`member_is_group`) — its points are spent only by [`Store::redeem_from_group`].
     #[allow(clippy::too_many_arguments)]
     pub async fn create_group(
         &self,
@@ -93,6 +95,10 @@ impl Store {
                     .bind(owner_view.id)
                     .execute(&mut *tx)
                     .await?;
+                sqlx::query("UPDATE members SET group_id = id WHERE id = ?1")
+                    .bind(view.id)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
             }
             Db::Postgres(pool) => {
@@ -103,6 +109,10 @@ impl Store {
                 sqlx::query("UPDATE members SET group_id = $1 WHERE id = $2 AND group_id IS NULL")
                     .bind(view.id)
                     .bind(owner_view.id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE members SET group_id = id WHERE id = $1")
+                    .bind(view.id)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
@@ -205,7 +215,7 @@ impl Store {
         let members: Vec<String> = match &self.db {
             Db::Sqlite(pool) => {
                 sqlx::query_scalar(
-                    "SELECT external_id FROM members WHERE group_id = ?1 ORDER BY external_id",
+                    "SELECT external_id FROM members WHERE group_id = ?1 AND id <> group_id ORDER BY external_id",
                 )
                 .bind(id)
                 .fetch_all(pool)
@@ -213,7 +223,7 @@ impl Store {
             }
             Db::Postgres(pool) => {
                 sqlx::query_scalar(
-                    "SELECT external_id FROM members WHERE group_id = $1 ORDER BY external_id",
+                    "SELECT external_id FROM members WHERE group_id = $1 AND id <> group_id ORDER BY external_id",
                 )
                 .bind(id)
                 .fetch_all(pool)
@@ -276,7 +286,8 @@ impl Store {
         };
         let journal = Journal::parse(&doc, &program.program)
             .map_err(|e| StoreError::Refused("invalid_journal", e.to_string()))?;
-        let prepared = Prepared::new(journal, &program.program)?;
+        let mut prepared = Prepared::new(journal, &program.program)?;
+        prepared.for_group = true;
         let mut results = self.post_journals(program, &[prepared], now, None).await?;
         results
             .pop()

@@ -18,6 +18,8 @@ pub enum JournalError {
     FutureDated,
     #[error("no member {0:?} in this program")]
     UnknownMember(String),
+    #[error("{0:?} is a group: its points are spent through the group's redemptions, by its rule")]
+    MemberIsGroup(String),
     #[error("the member is suspended: no earning or redemption until reactivated")]
     MemberSuspended,
     #[error("the member's account is closed")]
@@ -55,6 +57,7 @@ impl JournalError {
             Self::UnsupportedMoneyCurrency { .. } => "unsupported_money_currency",
             Self::FutureDated => "future_dated",
             Self::UnknownMember(_) => "unknown_member",
+            Self::MemberIsGroup(_) => "member_is_group",
             Self::MemberSuspended => "member_suspended",
             Self::MemberClosed => "member_closed",
             Self::InsufficientPoints { .. } => "insufficient_points",

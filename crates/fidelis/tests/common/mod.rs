@@ -103,6 +103,30 @@ impl Server {
         (status, headers, body)
     }
 
+    /// A call with another bearer token.
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the request is answered");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A new token (created by the admin) for `spec` (`name`, `role`, …): its secret.
+    pub async fn token(&self, spec: Value) -> String {
+        let (status, body) = self.post("/tokens", spec).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         let (status, _, body) = self.call(reqwest::Method::POST, path, Some(body)).await;
         (status, body)
