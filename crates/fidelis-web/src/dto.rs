@@ -91,7 +91,9 @@ impl From<JournalRequest> for JournalDocument {
     }
 }
 
-/// What processing a journal did.
+/// What processing a journal did. A partner's answer shows only what the journal did with
+/// its own points and the promotions that applied: `balances`, `expired`, `released`,
+/// `reset`, `pooled` and `tier_changes` are empty for partners, who may not read members.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OutcomeBody {
     /// `processed`.
@@ -426,6 +428,23 @@ pub(crate) fn points(list: &[PointsOf]) -> Vec<PointsBody> {
 }
 
 impl OutcomeBody {
+    /// What a partner sees of an outcome: what this journal did with its own points and
+    /// the promotions that applied to it. Nothing of the member's standing — balances,
+    /// expiries and releases settled before it, tier changes, shares pooled to a
+    /// household, verdicts of promotions that did not apply (a condition on the tier or
+    /// the progress says something about the member) — since partners may not read
+    /// members, and an outcome must not be the way round that.
+    pub fn for_partner(mut self) -> Self {
+        self.balances.clear();
+        self.expired.clear();
+        self.released.clear();
+        self.reset.clear();
+        self.pooled.clear();
+        self.tier_changes.clear();
+        self.promotions.retain(|p| p.result == "applied");
+        self
+    }
+
     pub fn new(o: &Outcome, replayed: bool) -> Self {
         Self {
             status: if o.status.is_empty() {

@@ -33,6 +33,7 @@ macro_rules! both_dialects {
 both_dialects!(
     jobs_never_run_ahead_of_the_clock,
     group_points_are_spent_only_by_the_group_rule,
+    partners_read_no_balances_through_outcomes,
 );
 
 /// Item 4: `jobs run` with a future `as_of` would expire valid points irreversibly.
@@ -142,4 +143,72 @@ async fn group_points_are_spent_only_by_the_group_rule(s: Server) {
     // The group lists its members, not itself.
     let group = s.get("/programs/shop/groups/home").await;
     assert_eq!(group["members"], json!(["kid", "owner"]), "{group}");
+}
+
+/// Item 9: partners read balances through `/simulate` and through the outcomes of their
+/// redemptions and zero-amount purchases, though every member read route refuses them.
+async fn partners_read_no_balances_through_outcomes(s: Server) {
+    s.setup(&["m"]).await;
+    let (status, _) = s
+        .post("/programs/shop/journals", purchase("p0", "m", "500"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let partner = s
+        .token(json!({"name": "acme", "role": "partner", "program": "shop", "partner": "acme"}))
+        .await;
+    let (status, _) = s
+        .call_as(&partner, Method::GET, "/programs/shop/members/m/balances", None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "the read route is closed to partners");
+    let leaks = |body: &serde_json::Value| {
+        let text = body.to_string();
+        !body["balances"].as_array().is_some_and(Vec::is_empty) || text.contains("500")
+    };
+    let zero = purchase("p-zero", "m", "0");
+    for path in ["/programs/shop/simulate", "/programs/shop/journals"] {
+        let (status, body) = s
+            .call_as(&partner, Method::POST, path, Some(zero.clone()))
+            .await;
+        assert!(status.is_success(), "{path}: {body}");
+        assert!(!leaks(&body), "{path} shows the balance: {body}");
+    }
+    let (status, body) = s
+        .call_as(
+            &partner,
+            Method::POST,
+            "/programs/shop/members/m/redemptions",
+            Some(json!({"external_id": "r1", "currency": "points", "points": 10})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(!leaks(&body), "the redemption shows the balance: {body}");
+    assert_eq!(body["debited"][0]["points"], 10, "what the journal did is shown: {body}");
+    // Asking for too much says so, not how much there is (490 are left).
+    let (status, body) = s
+        .call_as(
+            &partner,
+            Method::POST,
+            "/programs/shop/members/m/redemptions",
+            Some(json!({"external_id": "r2", "currency": "points", "points": 100000})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "insufficient_points");
+    assert!(!body.to_string().contains("490"), "{body}");
+    // Simulating what the partner may not post is refused like posting it.
+    let (status, body) = s
+        .call_as(
+            &partner,
+            Method::POST,
+            "/programs/shop/simulate",
+            Some(json!({"external_id": "a1", "member": "m", "type": "adjustment", "occurred_at": chrono::Utc::now().to_rfc3339(),
+                        "currency": "points", "points": 1000, "reason": "goodwill"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    // An agent still sees the balance.
+    let (_, body) = s
+        .post("/programs/shop/simulate", purchase("p-agent", "m", "0"))
+        .await;
+    assert_eq!(body["balances"][0]["available"], 490, "{body}");
 }

@@ -9,7 +9,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use fidelis_core::journal::{Journal, JournalDocument};
+use fidelis_core::journal::{Journal, JournalDocument, JournalError};
 use fidelis_store::{LoadedProgram, Prepared, StoreError};
 use futures::StreamExt;
 use utoipa_axum::router::OpenApiRouter;
@@ -47,6 +47,7 @@ fn prepare(program: &LoadedProgram, document: &JournalDocument) -> ApiResult<Pre
 /// `Idempotent-Replayed: true` for a replay.
 pub(super) async fn post_one(
     state: &AppState,
+    caller: &Caller,
     program: &Arc<LoadedProgram>,
     document: JournalDocument,
 ) -> ApiResult<Response> {
@@ -70,7 +71,7 @@ pub(super) async fn post_one(
     match result {
         Ok(posted) => {
             metrics::journal(Ok((&posted.outcome, posted.replayed)));
-            let body = OutcomeBody::new(&posted.outcome, posted.replayed);
+            let body = seen_by(caller, &posted.outcome, posted.replayed);
             if posted.replayed {
                 let mut response = (StatusCode::OK, Json(body)).into_response();
                 response
@@ -83,8 +84,33 @@ pub(super) async fn post_one(
         }
         Err(e) => {
             metrics::journal(Err(e.code()));
-            Err(e.into())
+            Err(refusal_seen_by(caller, e))
         }
+    }
+}
+
+/// An outcome as the caller may see it: partners see no member standing
+/// ([`OutcomeBody::for_partner`]).
+fn seen_by(caller: &Caller, outcome: &fidelis_core::outcome::Outcome, replayed: bool) -> OutcomeBody {
+    let body = OutcomeBody::new(outcome, replayed);
+    if caller.role == Role::Partner {
+        body.for_partner()
+    } else {
+        body
+    }
+}
+
+/// A refused journal as the caller may see it: a partner is told that points are
+/// insufficient, not how many the member has.
+fn refusal_seen_by(caller: &Caller, e: JournalError) -> ApiError {
+    match e {
+        JournalError::InsufficientPoints { currency, .. } if caller.role == Role::Partner => {
+            ApiError::unprocessable(
+                "insufficient_points",
+                format!("the member has too few spendable {currency} for this redemption"),
+            )
+        }
+        e => e.into(),
     }
 }
 
@@ -197,7 +223,7 @@ async fn post_journal(
     let program = cached_program(&state, &code).await?;
     authorize_journal(&state, &caller, &program, &document).await?;
     let action = audited_action(&document);
-    let response = post_one(&state, &program, document.clone()).await?;
+    let response = post_one(&state, &caller, &program, document.clone()).await?;
     if let Some(action) = action
         && response.status() == StatusCode::CREATED
     {
@@ -373,13 +399,14 @@ async fn flush(
                             "processed"
                         }
                         .into(),
-                        outcome: Some(OutcomeBody::new(&posted.outcome, posted.replayed)),
+                        outcome: Some(seen_by(caller, &posted.outcome, posted.replayed)),
                         error: None,
                     }
                 }
                 Some(Err(e)) => {
                     metrics::journal(Err(e.code()));
-                    rejected(line, e.code(), e.to_string())
+                    let e = refusal_seen_by(caller, e);
+                    rejected(line, e.code, e.detail)
                 }
                 None => rejected(line, "internal", "no result".into()),
             },
@@ -506,9 +533,9 @@ async fn cancel(
                 .transpose()
                 .map_err(|_| ApiError::internal())?
                 .unwrap_or_default();
-            post_one(&state, &program, first).await?
+            post_one(&state, &caller, &program, first).await?
         }
-        None => post_one(&state, &program, document).await?,
+        None => post_one(&state, &caller, &program, document).await?,
     };
     if response.status() == StatusCode::CREATED {
         let mut audit = caller.actor().entry(
@@ -539,12 +566,14 @@ async fn simulate(
     let mut document: JournalDocument = request.into();
     scope_partner(&caller, &mut document)?;
     let program = program(&state, &code).await?;
+    authorize_journal(&state, &caller, &program, &document).await?;
     let prepared = prepare(&program, &document)?;
     let posted = state
         .store
         .dry_run(&program, &prepared, Utc::now())
-        .await??;
-    Ok(Json(OutcomeBody::new(&posted.outcome, posted.replayed)))
+        .await?
+        .map_err(|e| refusal_seen_by(&caller, e))?;
+    Ok(Json(seen_by(&caller, &posted.outcome, posted.replayed)))
 }
 
 /// Runs the time-driven jobs as of an instant (now when absent): expiries, pending releases

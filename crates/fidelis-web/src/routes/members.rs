@@ -367,7 +367,7 @@ async fn redeem(
         ..JournalDocument::default()
     };
     let program = cached_program(&state, &code).await?;
-    post_one(&state, &program, document).await
+    post_one(&state, &caller, &program, document).await
 }
 
 /// A manual adjustment by an agent, with a reason code. Audited.
@@ -393,7 +393,7 @@ async fn adjust(
         reason: Some(request.reason.clone()),
         ..JournalDocument::default()
     };
-    let response = post_one(&state, &program, document).await?;
+    let response = post_one(&state, &caller, &program, document).await?;
     if response.status() == StatusCode::CREATED {
         let mut audit = caller.actor().entry(
             Utc::now(),
