@@ -51,6 +51,9 @@ pub struct Prepared {
     /// Posted by the group's own redemption route, which applied the group's `redeem`
     /// rule: the only journals a group (household) takes besides its members' shares.
     pub(crate) for_group: bool,
+    /// The client left `occurred_at` out and the server filled in its clock: a retry of
+    /// the same request carries another time, so idempotency compares everything else.
+    pub(crate) time_filled: bool,
 }
 
 impl Prepared {
@@ -60,7 +63,29 @@ impl Prepared {
             journal,
             document,
             for_group: false,
+            time_filled: false,
         })
+    }
+
+    /// Marks `occurred_at` as the server's (the client sent none): a retry of the same
+    /// request replays the first outcome whatever time each attempt was given.
+    #[must_use]
+    pub fn with_time_filled(mut self) -> Self {
+        self.time_filled = true;
+        self
+    }
+
+    /// Whether `other` asks for the same as this journal: equal, or — when the server
+    /// filled this one's time — equal but for `occurred_at`.
+    fn same_request(&self, other: &Journal) -> bool {
+        if self.journal == *other {
+            return true;
+        }
+        self.time_filled && {
+            let mut other = other.clone();
+            other.occurred_at = self.journal.occurred_at;
+            self.journal == other
+        }
     }
 }
 
@@ -232,7 +257,7 @@ pub(crate) async fn post_batch<T: LedgerTx>(
         let name = journal.external_id.as_str();
         if let Some(&(first, first_journal)) = seen.get(name) {
             results[i] = Some(match &results[first] {
-                Some(Ok(posted)) if journal == first_journal => Ok(Posted {
+                Some(Ok(posted)) if prepared.same_request(first_journal) => Ok(Posted {
                     outcome: posted.outcome.clone(),
                     replayed: true,
                 }),
@@ -245,7 +270,7 @@ pub(crate) async fn post_batch<T: LedgerTx>(
         }
         seen.insert(name, (i, journal));
         if let Some(row) = existing.get(name) {
-            results[i] = Some(replay(row, journal, &prepared.document, program)?);
+            results[i] = Some(replay(row, prepared, program)?);
             continue;
         }
         let Some(&member_id) = member_by_name.get(journal.member.as_str()) else {
@@ -398,12 +423,8 @@ pub(crate) async fn settle_due<T: LedgerTx>(
 }
 
 /// The replay of a journal posted before: its first outcome, if the documents agree.
-fn replay(
-    row: &JournalRow,
-    journal: &Journal,
-    document: &str,
-    program: &Program,
-) -> Result<JournalResult> {
+fn replay(row: &JournalRow, prepared: &Prepared, program: &Program) -> Result<JournalResult> {
+    let (journal, document) = (&prepared.journal, prepared.document.as_str());
     let conflict = || {
         Ok(Err(JournalError::IdempotencyConflict(
             journal.external_id.to_string(),
@@ -414,10 +435,16 @@ fn replay(
     };
     // The same canonical text is the common case; a document stored by an earlier
     // release may differ in form only, so compare meanings before calling it a conflict.
-    if first != document
-        && serde_json::from_str::<JournalDocument>(first)? != journal.canonical(program)
-    {
-        return conflict();
+    if first != document {
+        let mut first: JournalDocument = serde_json::from_str(first)?;
+        let canonical = journal.canonical(program);
+        if prepared.time_filled {
+            // The server's clock gave each attempt its own time: compare what the client sent.
+            first.occurred_at.clone_from(&canonical.occurred_at);
+        }
+        if first != canonical {
+            return conflict();
+        }
     }
     let mut outcome: Outcome = match &row.outcome {
         Some(o) => serde_json::from_str(o)?,

@@ -24,7 +24,8 @@ pub struct JournalRequest {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub subtype: Option<String>,
-    /// RFC 3339.
+    /// RFC 3339; now when absent (and then a retry of the same request, given another now,
+    /// still replays the first outcome).
     #[schema(format = DateTime)]
     pub occurred_at: Option<String>,
     /// Money as a decimal string (`"79.90"`).

@@ -37,10 +37,26 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 /// Journals per transaction of a batch request.
 const BATCH_CHUNK: usize = 1_000;
 
-/// Parses a journal document against the program.
+/// Parses a journal document against the program. Without `occurred_at` the journal
+/// happens now — and a retry of the same request, given another now, still replays the
+/// first outcome ([`Prepared::with_time_filled`]).
 fn prepare(program: &LoadedProgram, document: &JournalDocument) -> ApiResult<Prepared> {
-    let journal = Journal::parse(document, &program.program)?;
-    Prepared::new(journal, &program.program).map_err(ApiError::from)
+    if document.occurred_at.is_some() {
+        let journal = Journal::parse(document, &program.program)?;
+        return Prepared::new(journal, &program.program).map_err(ApiError::from);
+    }
+    let timed = JournalDocument {
+        occurred_at: Some(Utc::now().to_rfc3339()),
+        ..document.clone()
+    };
+    let journal = Journal::parse(&timed, &program.program)?;
+    Ok(Prepared::new(journal, &program.program)?.with_time_filled())
+}
+
+/// A client's `occurred_at`, checked (422 when malformed) and kept absent when absent.
+pub(super) fn occurred_at(raw: Option<&str>) -> ApiResult<Option<String>> {
+    raw.map(|t| instant(Some(t), "occurred_at").map(|t| t.to_rfc3339()))
+        .transpose()
 }
 
 /// Posts one journal: 201 with its outcome, or 200 with the first outcome and
@@ -516,27 +532,12 @@ async fn cancel(
         external_id: Some(cancellation_id),
         member: Some(journal.member.clone()),
         kind: Some("cancellation".into()),
-        occurred_at: Some(Utc::now().to_rfc3339()),
+        // Now, by the server's clock: a retry replays the first outcome.
+        occurred_at: None,
         original_external_id: Some(external_id.clone()),
         ..JournalDocument::default()
     };
-    // A replay of the cancellation carries a newer time; compare with the stored one.
-    let response = match state
-        .store
-        .journal(&program, &format!("cancel:{external_id}"))
-        .await?
-    {
-        Some(done) => {
-            let first: JournalDocument = done
-                .document
-                .map(serde_json::from_value)
-                .transpose()
-                .map_err(|_| ApiError::internal())?
-                .unwrap_or_default();
-            post_one(&state, &caller, &program, first).await?
-        }
-        None => post_one(&state, &caller, &program, document).await?,
-    };
+    let response = post_one(&state, &caller, &program, document).await?;
     if response.status() == StatusCode::CREATED {
         let mut audit = caller.actor().entry(
             Utc::now(),

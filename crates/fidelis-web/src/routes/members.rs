@@ -14,7 +14,7 @@ use fidelis_store::{Enrollment, MemberView};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::journals::post_one;
+use super::journals::{occurred_at, post_one};
 use super::{Problems, cached_program, instant, program, query_param};
 use crate::auth::{Caller, Permission, Role};
 use crate::dto::{
@@ -360,7 +360,7 @@ async fn redeem(
         external_id: Some(request.external_id),
         member: Some(external_id),
         kind: Some("redemption".into()),
-        occurred_at: Some(instant(request.occurred_at.as_deref(), "occurred_at")?.to_rfc3339()),
+        occurred_at: occurred_at(request.occurred_at.as_deref())?,
         currency: Some(request.currency),
         points: Some(request.points),
         partner,
@@ -387,7 +387,7 @@ async fn adjust(
         external_id: Some(request.external_id.clone()),
         member: Some(external_id.clone()),
         kind: Some("adjustment".into()),
-        occurred_at: Some(instant(request.occurred_at.as_deref(), "occurred_at")?.to_rfc3339()),
+        occurred_at: occurred_at(request.occurred_at.as_deref())?,
         currency: Some(request.currency.clone()),
         points: Some(request.points),
         reason: Some(request.reason.clone()),
