@@ -16,8 +16,9 @@ mod extract;
 mod guard;
 mod metrics;
 mod routes;
+pub mod server;
+mod edge;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +44,11 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Requests per second allowed per token (with a burst of twice as many).
     pub rate_limit_per_second: u64,
+    /// Longest a client may take to send a request's head, and to start the next one on
+    /// a kept-alive connection; past it the connection is closed.
+    pub header_timeout: Duration,
+    /// Most connections open at once (see [`server`]).
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +58,8 @@ impl Default for ServerConfig {
             batch_body_limit: 256 << 20,
             request_timeout: Duration::from_secs(30),
             rate_limit_per_second: 2_000,
+            header_timeout: Duration::from_secs(10),
+            max_connections: 1_024,
         }
     }
 }
@@ -99,6 +107,7 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(routes::panicked))
+        .layer(axum::middleware::from_fn(edge::edge))
         .with_state(state)
 }
 
@@ -189,17 +198,9 @@ fn operation<'a>(
 }
 
 /// Serves the application on `listen` until the process is stopped (Ctrl-C or SIGTERM).
-pub async fn serve(state: AppState, listen: SocketAddr) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown())
-    .await
-}
+pub use server::serve;
 
-async fn shutdown() {
+pub(crate) async fn shutdown() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -35,7 +35,20 @@ both_dialects!(
     group_points_are_spent_only_by_the_group_rule,
     partners_read_no_balances_through_outcomes,
     identical_retries_replay_without_a_time,
+    http_layer_errors_are_problems,
 );
+
+/// Item 6 needs its own server limits; one database is enough for what is not about data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_and_trickling_connections_cannot_exhaust_the_server() {
+    let db = fidelis_testkit::sqlite_db();
+    let s = Server::start_with(
+        &db.url,
+        &["--header-timeout-secs", "1", "--max-connections", "40"],
+    )
+    .await;
+    connections_are_bounded(s).await;
+}
 
 /// Item 4: `jobs run` with a future `as_of` would expire valid points irreversibly.
 async fn jobs_never_run_ahead_of_the_clock(s: Server) {
@@ -262,4 +275,135 @@ async fn identical_retries_replay_without_a_time(s: Server) {
     let replayed = answers.iter().filter(|(st, _)| *st == StatusCode::OK).count();
     assert_eq!((created, replayed), (1, 9), "{answers:?}");
     assert_eq!(s.available("m").await, 300 - 40 + 5 - 1);
+}
+
+fn is_problem(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get("content-type")
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/problem+json"))
+}
+
+/// Item 15: errors from the HTTP layer (413, 400 "Invalid URL", 405, 414, 431) were
+/// `text/plain` or empty. Every error is problem+json with a `code`.
+async fn http_layer_errors_are_problems(s: Server) {
+    s.setup(&["m"]).await;
+    let huge = format!(r#"{{"external_id": "big", "member": "m", "type": "purchase", "currency": "EUR", "amount": "1", "x": "{}"}}"#, "a".repeat(2 << 20));
+    let long_query = format!("/programs/shop/members/m/ledger?cursor={}", "c".repeat(10_000));
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
+        (
+            s.http.post(s.url("/programs/shop/journals")).header("content-type", "application/json").body(huge),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            s.http.get(s.url("/programs/shop/members/%FF%FE")),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            s.http.delete(s.url("/programs")),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (s.http.get(s.url(&long_query)), StatusCode::URI_TOO_LONG, "uri_too_long"),
+        (
+            (0..150).fold(s.http.get(s.url("/programs")), |r, i| r.header(format!("x-h{i}"), "v")),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let response = request.bearer_auth(common::ADMIN).send().await.unwrap();
+        let headers = response.headers().clone();
+        let got = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        assert_eq!(got, status, "{code}: {body}");
+        assert!(is_problem(&headers), "{code}: {headers:?}");
+        assert_eq!(body["code"], code, "{body}");
+        assert_eq!(body["status"], status.as_u16(), "{body}");
+        assert!(!body["detail"].as_str().unwrap_or_default().is_empty(), "{body}");
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            assert!(headers.contains_key("allow"), "{headers:?}");
+        }
+    }
+}
+
+/// How many file descriptors the server process holds.
+fn descriptors(s: &Server) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", s.child.id()))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Item 6: ~20,000 idle TCP connections reached the descriptor limit and `/healthz`
+/// stopped answering; a head trickled a byte every 4 s held a connection for 75 s+.
+async fn connections_are_bounded(s: Server) {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let before = descriptors(&s);
+    // Three hundred connections that never send a byte (the cap is 40).
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = descriptors(&s);
+    assert!(held <= before + 45, "{held} descriptors held (from {before}); the cap is 40");
+    // Health still answers, at once.
+    let started = Instant::now();
+    let health = s
+        .http
+        .get(format!("{}/healthz", s.base))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .expect("healthz answers among idle connections");
+    assert_eq!(health.status(), StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    // The idle ones are closed by the head timeout (one second).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut closed = 0;
+    for mut c in idle {
+        let mut buf = [0u8; 16];
+        match tokio::time::timeout(Duration::from_millis(50), c.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => closed += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(closed, 300, "every idle connection was closed");
+    // A head trickled a byte at a time is cut at the head timeout.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let started = Instant::now();
+    let head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut cut = false;
+    for byte in head {
+        if slow.write_all(&[*byte]).await.is_err() {
+            cut = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), slow.read(&mut buf)).await {
+            // A bare close (0) or a 408: either way the server let go.
+            assert!(n == 0 || String::from_utf8_lossy(&buf[..n]).contains("408"), "{}", String::from_utf8_lossy(&buf[..n]));
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "the trickled head was never cut");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    // A kept-alive connection that goes quiet after a request is closed too.
+    let mut quiet = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    quiet
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = quiet.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let n = tokio::time::timeout(Duration::from_secs(3), quiet.read(&mut buf))
+        .await
+        .expect("the quiet connection is closed within the head timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
 }

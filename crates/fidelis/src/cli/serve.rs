@@ -33,6 +33,16 @@ pub struct ServeArgs {
     #[arg(long, env = "FIDELIS_REQUEST_TIMEOUT", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     request_timeout_secs: u64,
+    /// Longest a client may take to send a request's head (and, on a kept-alive
+    /// connection, to start the next request), in seconds; then the connection is closed.
+    #[arg(long, env = "FIDELIS_HEADER_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    header_timeout_secs: u64,
+    /// Most connections open at once; at the cap a new connection closes the oldest idle
+    /// one. Default: what the file-descriptor limit allows, less a reserve, at most 4096.
+    #[arg(long, env = "FIDELIS_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u32).range(2..=1_000_000))]
+    max_connections: Option<u32>,
 }
 
 /// With `FIDELIS_ADMIN_TOKEN` unset, the bootstrap token it once created stops working:
@@ -137,6 +147,11 @@ pub async fn run(database: &str, args: ServeArgs) -> Result<ExitCode> {
         rate_limit_per_second: args.rate_limit,
         body_limit: args.body_limit_kib * 1024,
         request_timeout: std::time::Duration::from_secs(args.request_timeout_secs),
+        header_timeout: std::time::Duration::from_secs(args.header_timeout_secs),
+        max_connections: args.max_connections.map_or_else(
+            fidelis_web::server::default_max_connections,
+            |n| n as usize,
+        ),
         ..ServerConfig::default()
     };
     let base = format!("http://{}", args.listen);
