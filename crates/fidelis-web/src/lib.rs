@@ -11,13 +11,13 @@
 pub mod auth;
 pub mod demo;
 pub mod dto;
+mod edge;
 pub mod error;
 mod extract;
 mod guard;
 mod metrics;
 mod routes;
 pub mod server;
-mod edge;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -84,14 +84,21 @@ async fn group_points_are_spent_only_by_the_group_rule(s: Server) {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (status, body) = s
-        .post("/programs/shop/groups/home/members", json!({"member": "kid"}))
+        .post(
+            "/programs/shop/groups/home/members",
+            json!({"member": "kid"}),
+        )
         .await;
     assert!(status.is_success(), "{body}");
     let (status, _) = s
         .post("/programs/shop/journals", purchase("p1", "kid", "80"))
         .await;
     assert_eq!(status, StatusCode::CREATED);
-    assert_eq!(s.available("home").await, 80, "the kid's points went to the group");
+    assert_eq!(
+        s.available("home").await,
+        80,
+        "the kid's points went to the group"
+    );
     let agent = s
         .token(json!({"name": "desk", "role": "agent", "program": "shop"}))
         .await;
@@ -171,9 +178,18 @@ async fn partners_read_no_balances_through_outcomes(s: Server) {
         .token(json!({"name": "acme", "role": "partner", "program": "shop", "partner": "acme"}))
         .await;
     let (status, _) = s
-        .call_as(&partner, Method::GET, "/programs/shop/members/m/balances", None)
+        .call_as(
+            &partner,
+            Method::GET,
+            "/programs/shop/members/m/balances",
+            None,
+        )
         .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "the read route is closed to partners");
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "the read route is closed to partners"
+    );
     let leaks = |body: &serde_json::Value| {
         let text = body.to_string();
         !body["balances"].as_array().is_some_and(Vec::is_empty) || text.contains("500")
@@ -196,7 +212,10 @@ async fn partners_read_no_balances_through_outcomes(s: Server) {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert!(!leaks(&body), "the redemption shows the balance: {body}");
-    assert_eq!(body["debited"][0]["points"], 10, "what the journal did is shown: {body}");
+    assert_eq!(
+        body["debited"][0]["points"], 10,
+        "what the journal did is shown: {body}"
+    );
     // Asking for too much says so, not how much there is (490 are left).
     let (status, body) = s
         .call_as(
@@ -271,8 +290,14 @@ async fn identical_retries_replay_without_a_time(s: Server) {
     assert_eq!(status, StatusCode::CREATED);
     let cancels = (0..10).map(|_| s.post("/programs/shop/journals/p2/cancel", json!({})));
     let answers = futures::future::join_all(cancels).await;
-    let created = answers.iter().filter(|(st, _)| *st == StatusCode::CREATED).count();
-    let replayed = answers.iter().filter(|(st, _)| *st == StatusCode::OK).count();
+    let created = answers
+        .iter()
+        .filter(|(st, _)| *st == StatusCode::CREATED)
+        .count();
+    let replayed = answers
+        .iter()
+        .filter(|(st, _)| *st == StatusCode::OK)
+        .count();
     assert_eq!((created, replayed), (1, 9), "{answers:?}");
     assert_eq!(s.available("m").await, 300 - 40 + 5 - 1);
 }
@@ -287,11 +312,20 @@ fn is_problem(headers: &reqwest::header::HeaderMap) -> bool {
 /// `text/plain` or empty. Every error is problem+json with a `code`.
 async fn http_layer_errors_are_problems(s: Server) {
     s.setup(&["m"]).await;
-    let huge = format!(r#"{{"external_id": "big", "member": "m", "type": "purchase", "currency": "EUR", "amount": "1", "x": "{}"}}"#, "a".repeat(2 << 20));
-    let long_query = format!("/programs/shop/members/m/ledger?cursor={}", "c".repeat(10_000));
+    let huge = format!(
+        r#"{{"external_id": "big", "member": "m", "type": "purchase", "currency": "EUR", "amount": "1", "x": "{}"}}"#,
+        "a".repeat(2 << 20)
+    );
+    let long_query = format!(
+        "/programs/shop/members/m/ledger?cursor={}",
+        "c".repeat(10_000)
+    );
     let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
         (
-            s.http.post(s.url("/programs/shop/journals")).header("content-type", "application/json").body(huge),
+            s.http
+                .post(s.url("/programs/shop/journals"))
+                .header("content-type", "application/json")
+                .body(huge),
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
         ),
@@ -305,9 +339,15 @@ async fn http_layer_errors_are_problems(s: Server) {
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
         ),
-        (s.http.get(s.url(&long_query)), StatusCode::URI_TOO_LONG, "uri_too_long"),
         (
-            (0..150).fold(s.http.get(s.url("/programs")), |r, i| r.header(format!("x-h{i}"), "v")),
+            s.http.get(s.url(&long_query)),
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+        ),
+        (
+            (0..150).fold(s.http.get(s.url("/programs")), |r, i| {
+                r.header(format!("x-h{i}"), "v")
+            }),
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
         ),
@@ -321,7 +361,10 @@ async fn http_layer_errors_are_problems(s: Server) {
         assert!(is_problem(&headers), "{code}: {headers:?}");
         assert_eq!(body["code"], code, "{body}");
         assert_eq!(body["status"], status.as_u16(), "{body}");
-        assert!(!body["detail"].as_str().unwrap_or_default().is_empty(), "{body}");
+        assert!(
+            !body["detail"].as_str().unwrap_or_default().is_empty(),
+            "{body}"
+        );
         if status == StatusCode::METHOD_NOT_ALLOWED {
             assert!(headers.contains_key("allow"), "{headers:?}");
         }
@@ -349,7 +392,10 @@ async fn connections_are_bounded(s: Server) {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let held = descriptors(&s);
-    assert!(held <= before + 45, "{held} descriptors held (from {before}); the cap is 40");
+    assert!(
+        held <= before + 45,
+        "{held} descriptors held (from {before}); the cap is 40"
+    );
     // Health still answers, at once.
     let started = Instant::now();
     let health = s
@@ -360,15 +406,19 @@ async fn connections_are_bounded(s: Server) {
         .await
         .expect("healthz answers among idle connections");
     assert_eq!(health.status(), StatusCode::OK);
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     // The idle ones are closed by the head timeout (one second).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut closed = 0;
     for mut c in idle {
         let mut buf = [0u8; 16];
-        match tokio::time::timeout(Duration::from_millis(50), c.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => closed += 1,
-            _ => {}
+        let read = tokio::time::timeout(Duration::from_millis(50), c.read(&mut buf)).await;
+        if matches!(read, Ok(Ok(0) | Err(_))) {
+            closed += 1;
         }
     }
     assert_eq!(closed, 300, "every idle connection was closed");
@@ -383,15 +433,25 @@ async fn connections_are_bounded(s: Server) {
             break;
         }
         let mut buf = [0u8; 256];
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), slow.read(&mut buf)).await {
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(200), slow.read(&mut buf)).await
+        {
             // A bare close (0) or a 408: either way the server let go.
-            assert!(n == 0 || String::from_utf8_lossy(&buf[..n]).contains("408"), "{}", String::from_utf8_lossy(&buf[..n]));
+            assert!(
+                n == 0 || String::from_utf8_lossy(&buf[..n]).contains("408"),
+                "{}",
+                String::from_utf8_lossy(&buf[..n])
+            );
             cut = true;
             break;
         }
     }
     assert!(cut, "the trickled head was never cut");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     // A kept-alive connection that goes quiet after a request is closed too.
     let mut quiet = tokio::net::TcpStream::connect(&addr).await.unwrap();
     quiet

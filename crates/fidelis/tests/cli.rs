@@ -318,7 +318,8 @@ fn jobs_expire_points_once(env: &Env) {
     let expiry = expiry.to_rfc3339();
     let due = env.ok(&["jobs", "run", "--as-of", &expiry]);
     assert!(
-        due.contains("short: as of") && due.contains("1 member(s) settled, 1 settlement journal(s)"),
+        due.contains("short: as of")
+            && due.contains("1 member(s) settled, 1 settlement journal(s)"),
         "{due}"
     );
     let again = env.ok(&["jobs", "run", "--as-of", &expiry]);

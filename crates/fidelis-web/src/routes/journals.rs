@@ -107,7 +107,11 @@ pub(super) async fn post_one(
 
 /// An outcome as the caller may see it: partners see no member standing
 /// ([`OutcomeBody::for_partner`]).
-fn seen_by(caller: &Caller, outcome: &fidelis_core::outcome::Outcome, replayed: bool) -> OutcomeBody {
+fn seen_by(
+    caller: &Caller,
+    outcome: &fidelis_core::outcome::Outcome,
+    replayed: bool,
+) -> OutcomeBody {
     let body = OutcomeBody::new(outcome, replayed);
     if caller.role == Role::Partner {
         body.for_partner()

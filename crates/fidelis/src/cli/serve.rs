@@ -148,10 +148,9 @@ pub async fn run(database: &str, args: ServeArgs) -> Result<ExitCode> {
         body_limit: args.body_limit_kib * 1024,
         request_timeout: std::time::Duration::from_secs(args.request_timeout_secs),
         header_timeout: std::time::Duration::from_secs(args.header_timeout_secs),
-        max_connections: args.max_connections.map_or_else(
-            fidelis_web::server::default_max_connections,
-            |n| n as usize,
-        ),
+        max_connections: args
+            .max_connections
+            .map_or_else(fidelis_web::server::default_max_connections, |n| n as usize),
         ..ServerConfig::default()
     };
     let base = format!("http://{}", args.listen);

@@ -180,7 +180,10 @@ impl Server {
 /// When points earned under Europe/Berlin rules (rolling `days` local days) must be earned
 /// to expire exactly at `target`: jobs never run ahead of the clock, so tests of expiry earn
 /// in the past and wait the last seconds.
-pub fn earned_to_expire_at(days: u32, target: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+pub fn earned_to_expire_at(
+    days: u32,
+    target: chrono::DateTime<chrono::Utc>,
+) -> chrono::DateTime<chrono::Utc> {
     let tz = chrono_tz::Europe::Berlin;
     let mut earned = target - chrono::Duration::days(days.into());
     // Local days are 23 or 25 hours long across a daylight-saving change: correct by the
