@@ -264,6 +264,25 @@ impl Store {
         Ok(())
     }
 
+    /// The ids and hashes of every token (revoked ones too) with an id above `after`, in
+    /// id order: what a process learns of tokens created since it last asked.
+    pub async fn token_hashes_after(&self, after: i64) -> Result<Vec<(i64, String)>> {
+        Ok(match &self.db {
+            Db::Sqlite(pool) => {
+                sqlx::query_as("SELECT id, token_hash FROM api_tokens WHERE id > ?1 ORDER BY id")
+                    .bind(after)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_as("SELECT id, token_hash FROM api_tokens WHERE id > $1 ORDER BY id")
+                    .bind(after)
+                    .fetch_all(pool)
+                    .await?
+            }
+        })
+    }
+
     /// The live (not revoked) token with this hash.
     pub async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRecord>> {
         let sql_sqlite = format!(

@@ -309,9 +309,34 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 /// Token lookups, cached for a few seconds: every request needs one, and a database round
 /// trip for each would cost the API a tenth of its throughput. A revoked token stops
 /// working within `TTL`.
+///
+/// Tokens nobody ever issued cost no database read: the cache keeps a fingerprint of every
+/// token's hash (8 bytes each; a million tokens are a few MB), learnt incrementally — only
+/// tokens created since the last look are read, at most once per `TTL` however many
+/// unknown tokens arrive. A token without a fingerprint is unknown; one with a fingerprint
+/// is read from the database (a revoked token, or a rare fingerprint collision, is then
+/// refused there). A token created by another process works here within `TTL`.
 #[derive(Default)]
 pub struct TokenCache {
     entries: RwLock<HashMap<String, (Option<Arc<Caller>>, Instant)>>,
+    known: RwLock<KnownTokens>,
+    /// One incremental read of new tokens at a time.
+    learning: tokio::sync::Mutex<()>,
+}
+
+/// Fingerprints of every token's hash, and how far (by token id) and when they were read.
+#[derive(Default)]
+struct KnownTokens {
+    fingerprints: std::collections::HashSet<u64>,
+    up_to_id: i64,
+    read_at: Option<Instant>,
+}
+
+/// The first 8 bytes of a token hash (hex), as a number.
+fn fingerprint(hash: &str) -> u64 {
+    hash.get(..16)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or_default()
 }
 
 impl TokenCache {
@@ -327,25 +352,89 @@ impl TokenCache {
                 }
             }
         }
+        if !self.may_exist(store, &hash).await? {
+            self.remember(hash, None);
+            return Ok(None);
+        }
         let record = store.token_by_hash(&hash).await?;
         let caller = record
             .as_ref()
             .map(Caller::from_record)
             .transpose()?
             .map(Arc::new);
-        if let Ok(mut entries) = self.entries.write() {
-            if entries.len() >= Self::MAX_ENTRIES {
-                entries.retain(|_, (_, at)| at.elapsed() < Self::TTL);
-            }
-            entries.insert(hash, (caller.clone(), Instant::now()));
-        }
+        self.remember(hash, caller.clone());
         Ok(caller)
     }
 
-    /// Forgets cached lookups (after a revocation in this process).
+    fn remember(&self, hash: String, caller: Option<Arc<Caller>>) {
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.len() >= Self::MAX_ENTRIES {
+                entries.retain(|_, (_, at)| at.elapsed() < Self::TTL);
+                if entries.len() >= Self::MAX_ENTRIES {
+                    // A flood of distinct tokens within one TTL: start over.
+                    entries.clear();
+                }
+            }
+            entries.insert(hash, (caller, Instant::now()));
+        }
+    }
+
+    /// What the fingerprints say of a hash while they are fresh: `Some(false)` when no
+    /// token has it.
+    fn fresh_answer(&self, hash: &str) -> Option<bool> {
+        let known = self.known.read().ok()?;
+        if known.fingerprints.contains(&fingerprint(hash)) {
+            return Some(true);
+        }
+        known
+            .read_at
+            .is_some_and(|at| at.elapsed() < Self::TTL)
+            .then_some(false)
+    }
+
+    /// Whether a token with this hash may exist, learning new tokens when the fingerprints
+    /// are older than `TTL`.
+    async fn may_exist(&self, store: &Store, hash: &str) -> Result<bool, ApiError> {
+        if let Some(answer) = self.fresh_answer(hash) {
+            return Ok(answer);
+        }
+        let _learning = self.learning.lock().await;
+        if let Some(answer) = self.fresh_answer(hash) {
+            return Ok(answer);
+        }
+        let after = self.known.read().map(|k| k.up_to_id).unwrap_or_default();
+        let new = store.token_hashes_after(after).await?;
+        let mut known = self.known.write().map_err(|_| ApiError::internal())?;
+        for (id, token_hash) in new {
+            known.fingerprints.insert(fingerprint(&token_hash));
+            known.up_to_id = known.up_to_id.max(id);
+        }
+        known.read_at = Some(Instant::now());
+        Ok(known.fingerprints.contains(&fingerprint(hash)))
+    }
+
+    /// Whether no token has this hash, by fingerprints still fresh — without a database
+    /// read. The rate limiter puts such requests into one shared bucket, so that made-up
+    /// tokens neither escape the limit nor each grow its table.
+    pub fn surely_unknown(&self, hash: &str) -> bool {
+        self.fresh_answer(hash) == Some(false)
+    }
+
+    /// A token created in this process: known at once, without waiting for the next read.
+    pub fn learn(&self, hash: &str) {
+        if let Ok(mut known) = self.known.write() {
+            known.fingerprints.insert(fingerprint(hash));
+        }
+    }
+
+    /// Forgets cached lookups (after a revocation in this process): the next lookup reads
+    /// again, and learns new tokens at once.
     pub fn clear(&self) {
         if let Ok(mut entries) = self.entries.write() {
             entries.clear();
+        }
+        if let Ok(mut known) = self.known.write() {
+            known.read_at = None;
         }
     }
 }

@@ -93,7 +93,7 @@ pub fn app(state: AppState) -> Router {
     let (api, _) = routes::api().split_for_parts();
     let (operations, _) = routes::operations().split_for_parts();
     Router::new()
-        .merge(routes::rate_limited(api, &config))
+        .merge(routes::rate_limited(api, &config, &state.tokens))
         .merge(operations)
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn_with_state(

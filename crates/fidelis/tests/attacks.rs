@@ -38,6 +38,49 @@ both_dialects!(
     http_layer_errors_are_problems,
 );
 
+/// Item 13: unknown tokens each cost a database lookup, and each had a rate-limit bucket
+/// of its own. Made-up tokens are refused from memory, and share one bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn made_up_tokens_cost_no_database_read_and_share_the_rate_limit() {
+    use sqlx::Connection;
+    let db = fidelis_testkit::sqlite_db();
+    let s = Server::start_with(&db.url, &["--rate-limit", "20"]).await;
+    let random = |i: usize| format!("made-up-{i}-{}", rand_suffix());
+    let (status, _) = s.call_as(&random(0), Method::GET, "/programs", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Take the tokens table away: a lookup would now fail (500/503), not answer 401.
+    let mut sql = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+    sqlx::query("ALTER TABLE api_tokens RENAME TO api_tokens_away")
+        .execute(&mut sql)
+        .await
+        .unwrap();
+    let mut statuses = std::collections::BTreeMap::new();
+    for i in 1..=150 {
+        let (status, body) = s.call_as(&random(i), Method::GET, "/programs", None).await;
+        assert!(
+            status == StatusCode::UNAUTHORIZED || status == StatusCode::TOO_MANY_REQUESTS,
+            "{status}: {body}"
+        );
+        *statuses.entry(status.as_u16()).or_insert(0) += 1;
+    }
+    sqlx::query("ALTER TABLE api_tokens_away RENAME TO api_tokens")
+        .execute(&mut sql)
+        .await
+        .unwrap();
+    // 150 made-up tokens at once, a limit of 20 a second with a burst of 40: most are 429.
+    assert!(statuses.get(&429).copied().unwrap_or(0) >= 50, "{statuses:?}");
+    // Real tokens are unaffected.
+    let (status, _, _) = s.call(Method::GET, "/programs", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
 /// Item 6 needs its own server limits; one database is enough for what is not about data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idle_and_trickling_connections_cannot_exhaust_the_server() {

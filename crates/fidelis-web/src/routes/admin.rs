@@ -135,6 +135,7 @@ async fn create_token(
         serde_json::json!({"role": role.name(), "partner": request.partner, "member": request.member, "scopes": request.scopes}),
     );
     let record = state.store.create_token(&new, &audit).await?;
+    state.tokens.learn(&new.token_hash);
     Ok((
         StatusCode::CREATED,
         Json(TokenCreated {

@@ -226,9 +226,10 @@ pub(crate) fn panicked(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
 pub(crate) fn rate_limited(
     router: axum::Router<AppState>,
     config: &ServerConfig,
+    tokens: &Arc<crate::auth::TokenCache>,
 ) -> axum::Router<AppState> {
     let per_second = config.rate_limit_per_second.max(1);
-    let mut builder = GovernorConfigBuilder::default().key_extractor(TokenKey);
+    let mut builder = GovernorConfigBuilder::default().key_extractor(TokenKey(Arc::clone(tokens)));
     builder
         .per_nanosecond((1_000_000_000 / per_second).max(1))
         .burst_size(u32::try_from(per_second.saturating_mul(2)).unwrap_or(u32::MAX));
@@ -248,8 +249,11 @@ pub(crate) fn rate_limited(
     router.layer(layer)
 }
 
+/// The rate limit's key: the token's hash — or one shared key for requests without a
+/// token and for tokens nobody issued ([`crate::auth::TokenCache::surely_unknown`]), so
+/// that made-up tokens neither escape the limit nor each add an entry to its table.
 #[derive(Clone)]
-pub(crate) struct TokenKey;
+pub(crate) struct TokenKey(Arc<crate::auth::TokenCache>);
 
 impl KeyExtractor for TokenKey {
     type Key = String;
@@ -263,7 +267,9 @@ impl KeyExtractor for TokenKey {
             .get(header::AUTHORIZATION)
             .and_then(|h| h.to_str().ok())
             .and_then(crate::auth::bearer_token)
-            .map_or_else(|| "anonymous".to_owned(), crate::auth::token_hash))
+            .map(crate::auth::token_hash)
+            .filter(|hash| !self.0.surely_unknown(hash))
+            .unwrap_or_else(|| "anonymous".to_owned()))
     }
 }
 
