@@ -36,6 +36,7 @@ both_dialects!(
     partners_read_no_balances_through_outcomes,
     identical_retries_replay_without_a_time,
     http_layer_errors_are_problems,
+    partners_refund_and_read_their_own_journals,
 );
 
 /// Item 13: unknown tokens each cost a database lookup, and each had a rate-limit bucket
@@ -509,4 +510,57 @@ async fn connections_are_bounded(s: Server) {
         .expect("the quiet connection is closed within the head timeout")
         .unwrap_or(0);
     assert_eq!(n, 0);
+}
+
+/// Item 14: partners could not refund or read their own journals (the server-filled
+/// `partner` made refund parsing fail; redemptions did not store `partner`).
+async fn partners_refund_and_read_their_own_journals(s: Server) {
+    s.setup(&["m"]).await;
+    let acme = s
+        .token(json!({"name": "acme", "role": "partner", "program": "shop", "partner": "acme"}))
+        .await;
+    let other = s
+        .token(json!({"name": "other", "role": "partner", "program": "shop", "partner": "other"}))
+        .await;
+    let post = |token: &str, body: serde_json::Value| {
+        let token = token.to_owned();
+        let s = &s;
+        async move {
+            s.call_as(&token, Method::POST, "/programs/shop/journals", Some(body))
+                .await
+        }
+    };
+    let (status, body) = post(&acme, purchase("p1", "m", "100")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let refund = json!({"external_id": "f1", "member": "m", "type": "refund", "original_external_id": "p1",
+                        "amount": "30", "currency": "EUR"});
+    let (status, body) = post(&other, refund.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "another partner's purchase: {body}");
+    let (status, body) = post(&acme, refund).await;
+    assert_eq!(status, StatusCode::CREATED, "its own purchase: {body}");
+    let (status, body) = s
+        .call_as(
+            &acme,
+            Method::POST,
+            "/programs/shop/members/m/redemptions",
+            Some(json!({"external_id": "r1", "currency": "points", "points": 20})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for id in ["p1", "f1", "r1"] {
+        let path = format!("/programs/shop/journals/{id}");
+        let (status, body) = s.call_as(&acme, Method::GET, &path, None).await;
+        assert_eq!(status, StatusCode::OK, "{id}: {body}");
+        let (status, _) = s.call_as(&other, Method::GET, &path, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{id} is not the other partner's");
+    }
+    let journal = s.get("/programs/shop/journals/r1").await;
+    assert_eq!(journal["document"]["partner"], "acme", "{journal}");
+    // Its own redemption it may cancel; the other partner may not.
+    let cancel = json!({"external_id": "c1", "member": "m", "type": "cancellation", "original_external_id": "r1"});
+    let (status, _) = post(&other, cancel.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = post(&acme, cancel).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(s.available("m").await, 70);
 }

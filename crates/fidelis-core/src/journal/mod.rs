@@ -44,6 +44,8 @@ pub enum JournalBody {
     Redemption {
         currency: CurrencyIx,
         points: i64,
+        /// The partner where the points were spent (a partner's own redemption).
+        partner: Option<String>,
     },
     /// A manual correction by an agent, positive or negative.
     Adjustment {
@@ -179,7 +181,11 @@ impl Journal {
                 if !(1..=MAX_POINTS).contains(&points) {
                     return Err(invalid(format!("points must be 1 to {MAX_POINTS}")));
                 }
-                JournalBody::Redemption { currency, points }
+                JournalBody::Redemption {
+                    currency,
+                    points,
+                    partner: optional_text(&doc.partner, "partner")?,
+                }
             }
             "adjustment" => {
                 reject_fields(
@@ -302,9 +308,14 @@ impl Journal {
                     );
                 }
             }
-            JournalBody::Redemption { currency, points } => {
+            JournalBody::Redemption {
+                currency,
+                points,
+                partner,
+            } => {
                 doc.currency = Some(program.currency(*currency).code.to_string());
                 doc.points = Some(*points);
+                doc.partner.clone_from(partner);
             }
             JournalBody::Adjustment {
                 currency,

@@ -407,7 +407,9 @@ fn apply(
                 state: JournalState::Accrual(state),
             })
         }
-        JournalBody::Redemption { currency, points } => {
+        JournalBody::Redemption {
+            currency, points, ..
+        } => {
             debit(
                 program,
                 ledger,

@@ -480,13 +480,24 @@ async fn get_journal(
     // does not exist: external ids cannot be probed.
     let own = match caller.role {
         Role::Member => caller.require_member(&journal.member),
-        Role::Partner => caller.require_partner(
-            journal
-                .document
-                .as_ref()
-                .and_then(|d| d.get("partner"))
-                .and_then(|p| p.as_str()),
-        ),
+        Role::Partner => {
+            // A refund or cancellation is the partner's whose journal it takes back.
+            let field = |document: Option<&serde_json::Value>, name: &str| {
+                document
+                    .and_then(|d| d.get(name))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            };
+            let mut partner = field(journal.document.as_ref(), "partner");
+            if partner.is_none()
+                && matches!(journal.kind.as_str(), "refund" | "cancellation")
+                && let Some(original) = field(journal.document.as_ref(), "original_external_id")
+                && let Some(original) = state.store.journal(&program, &original).await?
+            {
+                partner = field(original.document.as_ref(), "partner");
+            }
+            caller.require_partner(partner.as_deref())
+        }
         _ => Ok(()),
     };
     own.map_err(|_| unknown())?;
