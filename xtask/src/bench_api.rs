@@ -146,7 +146,7 @@ fn api(server: &PgServer, bin: &Path, dir: &Path, o: &Options) -> Result<Figures
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let token = "bench-api-token";
+    let token = "bench-api-token-0123456789";
     let serve = Process(
         Command::new(bin)
             .arg("--database")

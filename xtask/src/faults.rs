@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use crate::{ensure_postgres, root, run_cmd};
 
-const TOKEN: &str = "faults-admin-token";
+const TOKEN: &str = "faults-admin-token-0123456789";
 const PROGRAM: &str = "faults";
 const MEMBERS: usize = 30;
 const CLIENTS: usize = 8;

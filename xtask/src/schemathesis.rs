@@ -64,7 +64,7 @@ pub fn run(budget_seconds: u32) -> Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let token = format!("st-{}-{port}", std::process::id());
+    let token = format!("schemathesis-admin-{}-{port}", std::process::id());
     let _server = Server(
         Command::new(root().join("target/debug/fidelis"))
             .arg("--database")

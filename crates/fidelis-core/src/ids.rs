@@ -44,8 +44,15 @@ macro_rules! string_id {
         ///
         /// Shared, not copied: a clone is a reference count, as identifiers are copied into
         /// every record and outcome a journal produces.
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(Arc<str>);
+
+        /// As the quoted text: `{:?}` in a message reads `"C-1"`, never a Rust type name.
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Debug::fmt(&*self.0, f)
+            }
+        }
 
         impl $name {
             /// The longest value accepted, in characters.

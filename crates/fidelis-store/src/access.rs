@@ -416,12 +416,14 @@ impl Store {
 
     /// Creates a user; refuses an email already taken.
     pub async fn create_user(&self, user: &UserRecord, now: DateTime<Utc>) -> Result<i64> {
+        // One user per address whatever its case: stored lower-cased.
+        let email = user.email.trim().to_lowercase();
         let result: std::result::Result<i64, sqlx::Error> = match &self.db {
             Db::Sqlite(pool) => sqlx::query_scalar(
                 "INSERT INTO users (email, password_hash, role, program, partner, member, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
             )
-            .bind(&user.email)
+            .bind(&email)
             .bind(&user.password_hash)
             .bind(&user.role)
             .bind(&user.program)
@@ -434,7 +436,7 @@ impl Store {
                 "INSERT INTO users (email, password_hash, role, program, partner, member, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
             )
-            .bind(&user.email)
+            .bind(&email)
             .bind(&user.password_hash)
             .bind(&user.role)
             .bind(&user.program)
@@ -453,18 +455,20 @@ impl Store {
         }
     }
 
+    /// The user with this email address, in any case (addresses are stored lower-cased).
     pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>> {
+        let email = email.trim().to_lowercase();
         let row = match &self.db {
             Db::Sqlite(pool) => sqlx::query_as::<_, (i64, String, String, String, Option<String>, Option<String>, Option<String>)>(
                 "SELECT id, email, password_hash, role, program, partner, member FROM users WHERE email = ?1",
             )
-            .bind(email)
+            .bind(&email)
             .fetch_optional(pool)
             .await?,
             Db::Postgres(pool) => sqlx::query_as(
                 "SELECT id, email, password_hash, role, program, partner, member FROM users WHERE email = $1",
             )
-            .bind(email)
+            .bind(&email)
             .fetch_optional(pool)
             .await?,
         };
@@ -501,6 +505,7 @@ impl Store {
     pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<(i64, AuditEntry)>> {
         let limit = filter.limit.clamp(1, 1_000);
         let before = filter.before_id.unwrap_or(i64::MAX);
+        let filters = audit_filters(filter);
         type Raw = (
             i64,
             String,
@@ -513,19 +518,26 @@ impl Store {
         );
         let (rows, ats): (Vec<Raw>, Vec<DateTime<Utc>>) = match &self.db {
             Db::Sqlite(pool) => {
-                let rows: Vec<(i64, i64, String, String, String, Option<String>, Option<String>, Option<String>, Option<String>)> =
-                    sqlx::query_as(
-                        "SELECT id, at, actor, role, action, program, subject, before, after FROM audit_log \
-                         WHERE id < ?1 AND (?2 IS NULL OR program = ?2) AND (?3 IS NULL OR actor = ?3) AND (?4 IS NULL OR action = ?4) \
-                         ORDER BY id DESC LIMIT ?5",
-                    )
-                    .bind(before)
-                    .bind(&filter.program)
-                    .bind(&filter.actor)
-                    .bind(&filter.action)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?;
+                let sql = audit_sql(&filters, |n| format!("?{n}"));
+                let mut query = sqlx::query_as::<
+                    _,
+                    (
+                        i64,
+                        i64,
+                        String,
+                        String,
+                        String,
+                        Option<String>,
+                        Option<String>,
+                        Option<String>,
+                        Option<String>,
+                    ),
+                >(sqlx::AssertSqlSafe(sql))
+                .bind(before);
+                for (_, value) in &filters {
+                    query = query.bind(*value);
+                }
+                let rows = query.bind(limit).fetch_all(pool).await?;
                 let ats = rows
                     .iter()
                     .map(|r| instant(r.1))
@@ -538,19 +550,26 @@ impl Store {
                 )
             }
             Db::Postgres(pool) => {
-                let rows: Vec<(i64, DateTime<Utc>, String, String, String, Option<String>, Option<String>, Option<String>, Option<String>)> =
-                    sqlx::query_as(
-                        "SELECT id, at, actor, role, action, program, subject, before, after FROM audit_log \
-                         WHERE id < $1 AND ($2::text IS NULL OR program = $2) AND ($3::text IS NULL OR actor = $3) \
-                         AND ($4::text IS NULL OR action = $4) ORDER BY id DESC LIMIT $5",
-                    )
-                    .bind(before)
-                    .bind(&filter.program)
-                    .bind(&filter.actor)
-                    .bind(&filter.action)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?;
+                let sql = audit_sql(&filters, |n| format!("${n}"));
+                let mut query = sqlx::query_as::<
+                    _,
+                    (
+                        i64,
+                        DateTime<Utc>,
+                        String,
+                        String,
+                        String,
+                        Option<String>,
+                        Option<String>,
+                        Option<String>,
+                        Option<String>,
+                    ),
+                >(sqlx::AssertSqlSafe(sql))
+                .bind(before);
+                for (_, value) in &filters {
+                    query = query.bind(*value);
+                }
+                let rows = query.bind(limit).fetch_all(pool).await?;
                 let ats = rows.iter().map(|r| r.1).collect();
                 (
                     rows.into_iter()
@@ -584,6 +603,37 @@ impl Store {
     }
 }
 
+/// The audit filters given, as (column, value): only these become conditions, so each
+/// query is one an index on (column, id) answers — a `? IS NULL OR column = ?` condition
+/// cannot use one.
+fn audit_filters(filter: &AuditFilter) -> Vec<(&'static str, &str)> {
+    [
+        ("program", filter.program.as_deref()),
+        ("actor", filter.actor.as_deref()),
+        ("action", filter.action.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(column, value)| value.map(|v| (column, v)))
+    .collect()
+}
+
+/// The audit query for these filters, `mark(n)` writing the dialect's n-th placeholder:
+/// `id < 1st`, each filter's column equal to the next, `LIMIT` the last.
+fn audit_sql(filters: &[(&'static str, &str)], mark: impl Fn(usize) -> String) -> String {
+    let mut sql = format!(
+        "SELECT id, at, actor, role, action, program, subject, before, after FROM audit_log WHERE id < {}",
+        mark(1)
+    );
+    for (i, (column, _)) in filters.iter().enumerate() {
+        sql.push_str(&format!(" AND {column} = {}", mark(i + 2)));
+    }
+    sql.push_str(&format!(
+        " ORDER BY id DESC LIMIT {}",
+        mark(filters.len() + 2)
+    ));
+    sql
+}
+
 fn token_row<R: Row>(r: &R, created_at: DateTime<Utc>, revoked: bool) -> Result<TokenRecord>
 where
     usize: sqlx::ColumnIndex<R>,
@@ -602,4 +652,63 @@ where
         created_at,
         revoked,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan of the audit query with each single filter, on SQLite and PostgreSQL:
+    /// it reads an index, not the whole log.
+    #[tokio::test]
+    async fn every_audit_filter_is_answered_by_an_index() {
+        let sqlite = fidelis_testkit::sqlite_db();
+        for url in [sqlite.url.clone(), fidelis_testkit::pg_url()] {
+            let store = Store::connect(&url).await.unwrap();
+            for column in ["program", "actor", "action"] {
+                let filters = [(column, "x")];
+                let plan: String = match &store.db {
+                    Db::Sqlite(pool) => {
+                        let sql = format!(
+                            "EXPLAIN QUERY PLAN {}",
+                            audit_sql(&filters, |n| format!("?{n}"))
+                        );
+                        let rows: Vec<(i64, i64, i64, String)> =
+                            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                                .bind(i64::MAX)
+                                .bind("x")
+                                .bind(10_i64)
+                                .fetch_all(pool)
+                                .await
+                                .unwrap();
+                        rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("; ")
+                    }
+                    Db::Postgres(pool) => {
+                        let mut conn = pool.acquire().await.unwrap();
+                        sqlx::query("SET enable_seqscan = off")
+                            .execute(&mut *conn)
+                            .await
+                            .unwrap();
+                        let sql = format!("EXPLAIN {}", audit_sql(&filters, |n| format!("${n}")));
+                        let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                            .bind(i64::MAX)
+                            .bind("x")
+                            .bind(10_i64)
+                            .fetch_all(&mut *conn)
+                            .await
+                            .unwrap();
+                        sqlx::query("RESET enable_seqscan")
+                            .execute(&mut *conn)
+                            .await
+                            .unwrap();
+                        rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("; ")
+                    }
+                };
+                assert!(
+                    plan.contains(&format!("audit_log_{column}")),
+                    "{url} filtering by {column}: {plan}"
+                );
+            }
+        }
+    }
 }

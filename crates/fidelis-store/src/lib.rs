@@ -182,6 +182,23 @@ impl Store {
     }
 
     pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Self> {
+        /// A new SQLite database file readable by its owner only: it holds members'
+        /// personal data. (SQLite gives its `-wal` and `-shm` files the same permissions.)
+        fn create_private(path: &std::path::Path) -> Result<()> {
+            if path.as_os_str().is_empty() || path.to_str() == Some(":memory:") || path.exists() {
+                return Ok(());
+            }
+            let mut file = std::fs::OpenOptions::new();
+            file.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+            match file.open(path) {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                Err(e) => Err(StoreError::BadUrl(format!("{}: {e}", path.display()))),
+            }
+        }
+
         let db = if url.starts_with("sqlite:") {
             // WAL lets readers run beside the writer; FULL makes every commit durable
             // (NORMAL would lose the last commits on power loss).
@@ -201,6 +218,7 @@ impl Store {
                 // batches is copied into the database once.
                 .pragma("wal_autocheckpoint", "10000")
                 .pragma("mmap_size", "1073741824");
+            create_private(connect.get_filename())?;
             let pool = SqlitePoolOptions::new()
                 .max_connections(options.max_connections)
                 .after_release(|conn, _| Box::pin(release_outside_transaction(conn)))

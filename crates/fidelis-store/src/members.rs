@@ -298,6 +298,16 @@ impl Store {
         actor: &Actor,
     ) -> Result<MemberView> {
         let member = self.require_member(program, external_id).await?;
+        if let Some(survivor) = &member.merged_into {
+            // Its points and history live on in the survivor: reopening it would give the
+            // same person two accounts again.
+            return Err(StoreError::Refused(
+                "member_merged",
+                format!(
+                    "member {external_id:?} was merged into {survivor:?}; its status stays closed"
+                ),
+            ));
+        }
         let code = program.program.code.as_str();
         let mut audit = actor.entry(now, "member.status", Some(code), Some(external_id));
         audit.before = Some(serde_json::json!({"status": member.status.name()}));

@@ -37,6 +37,7 @@ both_dialects!(
     identical_retries_replay_without_a_time,
     http_layer_errors_are_problems,
     partners_refund_and_read_their_own_journals,
+    what_is_not_valid_is_refused,
 );
 
 /// Item 13: unknown tokens each cost a database lookup, and each had a rate-limit bucket
@@ -69,7 +70,10 @@ async fn made_up_tokens_cost_no_database_read_and_share_the_rate_limit() {
         .await
         .unwrap();
     // 150 made-up tokens at once, a limit of 20 a second with a burst of 40: most are 429.
-    assert!(statuses.get(&429).copied().unwrap_or(0) >= 50, "{statuses:?}");
+    assert!(
+        statuses.get(&429).copied().unwrap_or(0) >= 50,
+        "{statuses:?}"
+    );
     // Real tokens are unaffected.
     let (status, _, _) = s.call(Method::GET, "/programs", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -80,6 +84,34 @@ fn rand_suffix() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos()
+}
+
+/// Item 16: a one-character `FIDELIS_ADMIN_TOKEN` was accepted; the SQLite file was
+/// created world-readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_server_refuses_a_weak_admin_token_and_keeps_its_file_private() {
+    let db = fidelis_testkit::sqlite_db();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fidelis"))
+        .args(["--database", &db.url, "serve", "--listen", "127.0.0.1:0"])
+        .env("FIDELIS_ADMIN_TOKEN", "x")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("at least 24"), "{stderr}");
+    let s = Server::start(&db.url).await;
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", db.path.display());
+        if let Ok(meta) = std::fs::metadata(&path) {
+            assert_eq!(
+                meta.permissions().mode() & 0o077,
+                0,
+                "{path} is readable by others"
+            );
+        }
+    }
+    drop(s);
 }
 
 /// Item 6 needs its own server limits; one database is enough for what is not about data.
@@ -366,7 +398,8 @@ async fn http_layer_errors_are_problems(s: Server) {
     );
     let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
         (
-            s.http
+            // Its own client: the server closes a connection whose body it did not read.
+            reqwest::Client::new()
                 .post(s.url("/programs/shop/journals"))
                 .header("content-type", "application/json")
                 .body(huge),
@@ -535,7 +568,11 @@ async fn partners_refund_and_read_their_own_journals(s: Server) {
     let refund = json!({"external_id": "f1", "member": "m", "type": "refund", "original_external_id": "p1",
                         "amount": "30", "currency": "EUR"});
     let (status, body) = post(&other, refund.clone()).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "another partner's purchase: {body}");
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "another partner's purchase: {body}"
+    );
     let (status, body) = post(&acme, refund).await;
     assert_eq!(status, StatusCode::CREATED, "its own purchase: {body}");
     let (status, body) = s
@@ -552,7 +589,11 @@ async fn partners_refund_and_read_their_own_journals(s: Server) {
         let (status, body) = s.call_as(&acme, Method::GET, &path, None).await;
         assert_eq!(status, StatusCode::OK, "{id}: {body}");
         let (status, _) = s.call_as(&other, Method::GET, &path, None).await;
-        assert_eq!(status, StatusCode::NOT_FOUND, "{id} is not the other partner's");
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "{id} is not the other partner's"
+        );
     }
     let journal = s.get("/programs/shop/journals/r1").await;
     assert_eq!(journal["document"]["partner"], "acme", "{journal}");
@@ -563,4 +604,124 @@ async fn partners_refund_and_read_their_own_journals(s: Server) {
     let (status, body) = post(&acme, cancel).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(s.available("m").await, 70);
+}
+
+/// Item 16: validation gaps — each refused with a clear problem, nothing changed.
+async fn what_is_not_valid_is_refused(s: Server) {
+    s.setup(&["a", "b"]).await;
+    let user = |email: &str, password: &str| json!({"email": email, "password": password, "role": "agent", "program": "shop"});
+    for (body, what) in [
+        (
+            user("ada@example.com", "            "),
+            "a password of spaces",
+        ),
+        (
+            user("ada@example.com", "aaaaaaaaaaaaaa"),
+            "one character repeated",
+        ),
+        (user("@", "correct horse battery"), "email @"),
+        (user("ada@", "correct horse battery"), "no domain"),
+        (
+            json!({"email": "x@example.com", "password": "correct horse battery", "role": "agent", "program": "nope"}),
+            "no such program",
+        ),
+    ] {
+        let (status, body) = s.post("/users", body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {body}");
+    }
+    let (status, body) = s
+        .post("/users", user("Ada@Example.com", "correct horse battery"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = s
+        .post("/users", user("ada@example.COM", "correct horse battery"))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "the same address in another case: {body}"
+    );
+    for (body, what) in [
+        (json!({"name": "a\u{0}b", "role": "agent"}), "NUL in a name"),
+        (
+            json!({"name": "a\nb", "role": "agent"}),
+            "newline in a name",
+        ),
+        (
+            json!({"name": "t", "role": "agent", "program": "nope"}),
+            "no such program",
+        ),
+        (
+            json!({"name": "t", "role": "member", "program": "shop", "member": "nobody"}),
+            "no such member",
+        ),
+    ] {
+        let (status, body) = s.post("/tokens", body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {body}");
+    }
+    // Journals dated year 0, or before the program began.
+    let mut ancient = purchase("old", "a", "10");
+    ancient["occurred_at"] = json!("0000-01-01T00:00:00Z");
+    let (status, body) = s.post("/programs/shop/journals", ancient).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let program = s.get("/programs/shop").await;
+    let mut started = program.clone();
+    started["starts_on"] = json!("2026-01-01");
+    let (status, _, body) = s.call(Method::PUT, "/programs/shop", Some(started)).await;
+    assert!(status.is_success(), "{body}");
+    let mut before = purchase("before", "a", "10");
+    before["occurred_at"] = json!("2025-12-31T12:00:00+01:00");
+    let (status, body) = s.post("/programs/shop/journals", before).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("before the program began"),
+        "{body}"
+    );
+    // 30 February is refused, not moved.
+    let mut february = program.clone();
+    february["currencies"][0]["expiry"] = json!({"policy": "fixed_date", "month": 2, "day": 30});
+    let (status, _, body) = s.call(Method::PUT, "/programs/shop", Some(february)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.to_string().contains("has no day 30"), "{body}");
+    // A merged member stays closed.
+    let (status, body) = s
+        .post("/programs/shop/members/a/merge", json!({"into": "b"}))
+        .await;
+    assert!(status.is_success(), "{body}");
+    let (status, _, body) = s
+        .call(
+            Method::PUT,
+            "/programs/shop/members/a/status",
+            Some(json!({"status": "active"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "member_merged");
+    // Details name things as written, never as Rust values.
+    let (status, _) = s
+        .post("/programs/shop/journals", purchase("p1", "b", "10"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = s
+        .post(
+            "/programs/shop/members/b/redemptions",
+            json!({"external_id": "r1", "currency": "points", "points": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = s
+        .post(
+            "/programs/shop/journals",
+            json!({"external_id": "f1", "member": "b", "type": "refund", "original_external_id": "r1", "amount": "1", "currency": "EUR"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("\"r1\"") && !detail.contains("ExternalId"),
+        "{detail}"
+    );
 }

@@ -54,9 +54,7 @@ pub enum JournalBody {
         reason: Code,
     },
     /// Reverses every ledger entry of an earlier journal.
-    Cancellation {
-        original: ExternalId,
-    },
+    Cancellation { original: ExternalId },
 }
 
 impl JournalBody {
@@ -156,6 +154,13 @@ impl Journal {
                         ))
                     })
             })?;
+        if occurred_at < program.starts_at {
+            return Err(invalid(format!(
+                "occurred_at {} is before the program began ({}; the program's starts_on)",
+                occurred_at.to_rfc3339(),
+                program.starts_at.to_rfc3339()
+            )));
+        }
         let body = match kind {
             "refund" => JournalBody::Refund(parse_refund(doc, program)?),
             "redemption" => {

@@ -26,6 +26,10 @@ pub struct ProgramDocument {
     /// The ISO 4217 currency journals are priced in (`EUR`).
     #[serde(default)]
     pub money_currency: Option<String>,
+    /// The local date the program began (`2019-04-01`): journals dated before it are
+    /// refused. Without it, only journals before 1970 are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_on: Option<String>,
     /// Activity types besides `purchase` that journals may carry (`review`, `flight`…).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub activity_types: Vec<String>,

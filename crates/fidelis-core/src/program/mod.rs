@@ -27,6 +27,9 @@ pub struct Program {
     pub name: String,
     pub time_zone: Tz,
     pub money_currency: MoneyCurrency,
+    /// The first instant a journal may be dated: the start of `starts_on` in the program's
+    /// time zone, or 1970-01-01 UTC.
+    pub starts_at: DateTime<Utc>,
     /// Journal types besides `purchase`.
     pub activity_types: Vec<Code>,
     /// Indexed by [`CurrencyIx`].

@@ -128,6 +128,19 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
                 None
             }
         });
+    let starts_on =
+        doc.starts_on.as_deref().and_then(|raw| {
+            match chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+                Ok(date) if (1970..=9999).contains(&chrono::Datelike::year(&date)) => Some(date),
+                _ => {
+                    check.add(
+                        "starts_on",
+                        format!("{raw:?} is not a date from 1970 on such as \"2019-04-01\""),
+                    );
+                    None
+                }
+            }
+        });
     let activity_types = activity_types(&mut check, &doc.activity_types);
     let currencies = currencies(&mut check, &doc.currencies);
     let base_earning = base_earning(&mut check, &doc.earning, &currencies, &activity_types);
@@ -158,6 +171,9 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
                 name,
                 time_zone,
                 money_currency,
+                starts_at: starts_on.map_or(DateTime::<Utc>::UNIX_EPOCH, |d| {
+                    crate::calendar::start_of_day(time_zone, d)
+                }),
                 activity_types,
                 currencies: currencies.into_iter().flatten().collect(),
                 base_earning,
@@ -470,6 +486,13 @@ fn expiry(check: &mut Check, at: &str, doc: &ExpiryDocument) -> Option<ExpiryPol
             }
             if day.is_none() {
                 check.add(format!("{at}.day"), "is required, 1 to 31");
+            }
+            // A day the month never has (30 February, 31 April) is refused rather than
+            // silently moved; 29 February is the last day of February in common years.
+            if let (Some(m), Some(d)) = (month, day)
+                && chrono::NaiveDate::from_ymd_opt(2024, m, d).is_none()
+            {
+                check.add(format!("{at}.day"), format!("month {m} has no day {d}"));
             }
             let years_after = doc.years_after.unwrap_or(0);
             if years_after > 100 {
@@ -1291,6 +1314,34 @@ mod tests {
 
     fn parse(json: &str) -> ProgramDocument {
         serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_fixed_date_the_month_never_has_is_refused_not_moved() {
+        let with = |month: u32, day: u32| {
+            parse(&format!(
+                r#"{{"code": "shop", "name": "Shop", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+                    "currencies": [{{"code": "points", "name": "Points", "kind": "redeemable",
+                                    "expiry": {{"policy": "fixed_date", "month": {month}, "day": {day}}}}}],
+                    "earning": {{"base": [{{"currency": "points", "rate": "1"}}]}}}}"#
+            ))
+        };
+        for (month, day) in [(2, 30), (2, 31), (4, 31), (11, 31)] {
+            let problems = Program::compile(&with(month, day), None).unwrap_err();
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.path == "currencies[0].expiry.day"
+                        && p.message.contains("has no day")),
+                "{month}/{day}: {problems:?}"
+            );
+        }
+        for (month, day) in [(2, 29), (12, 31), (4, 30)] {
+            assert!(
+                Program::compile(&with(month, day), None).is_ok(),
+                "{month}/{day}"
+            );
+        }
     }
 
     #[test]

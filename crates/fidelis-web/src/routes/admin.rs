@@ -60,6 +60,72 @@ fn scope(
     Ok(())
 }
 
+/// The program and member a token or user is limited to exist: a token for nothing is a
+/// typo that would fail later, far from its cause.
+async fn scope_exists(
+    state: &AppState,
+    program: Option<&str>,
+    member: Option<&str>,
+) -> ApiResult<()> {
+    let Some(code) = program else {
+        return Ok(());
+    };
+    let program = super::program(state, code)
+        .await
+        .map_err(|_| ApiError::unprocessable("unknown_program", format!("no program {code:?}")))?;
+    if let Some(member) = member
+        && state.store.member(&program, member).await?.is_none()
+    {
+        return Err(ApiError::unprocessable(
+            "unknown_member",
+            format!("no member {member:?} in program {code:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// An email address as stored and looked up: trimmed and lower-cased (addresses differing
+/// only in case are one user), with a local part, an `@` and a dotted domain.
+pub(crate) fn normalized_email(raw: &str) -> ApiResult<String> {
+    let email = raw.trim().to_lowercase();
+    let valid = email.chars().count() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email.rsplit_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && local.chars().count() <= 64
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains("..")
+                && !domain.contains('@')
+        });
+    if valid {
+        Ok(email)
+    } else {
+        Err(ApiError::unprocessable(
+            "invalid_request",
+            "email is not an email address (name@example.com)",
+        ))
+    }
+}
+
+/// A password worth hashing: 12 to 1,024 characters, not only white space, and not one or
+/// two characters repeated.
+fn check_password(password: &str) -> ApiResult<()> {
+    let distinct: std::collections::BTreeSet<char> = password.chars().collect();
+    if password.chars().count() < 12
+        || password.len() > 1024
+        || password.trim().is_empty()
+        || distinct.len() < 5
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_request",
+            "the password needs 12 to 1024 characters, at least 5 of them different, not only spaces",
+        ));
+    }
+    Ok(())
+}
+
 /// Creates an API token. The token is in the answer once; only its hash is kept.
 #[utoipa::path(post, path = "/tokens", tag = "operations", request_body = TokenRequest,
     responses((status = 201, body = TokenCreated, description = "The token was created; its secret is shown this once"), Problems))]
@@ -84,10 +150,13 @@ async fn create_token(
             ),
         ));
     }
-    if request.name.trim().is_empty() || request.name.chars().count() > 128 {
+    if request.name.trim().is_empty()
+        || request.name.chars().count() > 128
+        || request.name.chars().any(char::is_control)
+    {
         return Err(ApiError::unprocessable(
             "invalid_request",
-            "name is 1 to 128 characters",
+            "name is 1 to 128 printable characters (no control characters such as NUL or a newline)",
         ));
     }
     let (scopes, permissions) = match &request.scopes {
@@ -115,6 +184,12 @@ async fn create_token(
         request.member.as_deref(),
         permissions.as_deref(),
     )?;
+    scope_exists(
+        &state,
+        request.program.as_deref(),
+        request.member.as_deref(),
+    )
+    .await?;
     let token = new_token();
     let new = NewToken {
         name: request.name.clone(),
@@ -232,27 +307,21 @@ async fn create_user(
         request.member.as_deref(),
         None,
     )?;
-    let email = request.email.trim();
-    if !email.contains('@') || email.chars().count() > 254 || email.chars().any(char::is_whitespace)
-    {
-        return Err(ApiError::unprocessable(
-            "invalid_request",
-            "email is not an email address",
-        ));
-    }
-    if request.password.chars().count() < 12 || request.password.len() > 1024 {
-        return Err(ApiError::unprocessable(
-            "invalid_request",
-            "the password needs 12 to 1024 characters",
-        ));
-    }
+    let email = normalized_email(&request.email)?;
+    check_password(&request.password)?;
+    scope_exists(
+        &state,
+        request.program.as_deref(),
+        request.member.as_deref(),
+    )
+    .await?;
     let password = request.password.clone();
     let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
         .await
         .map_err(|_| ApiError::internal())??;
     let user = UserRecord {
         id: 0,
-        email: email.to_owned(),
+        email: email.clone(),
         password_hash,
         role: role.name().to_owned(),
         program: request.program,
@@ -264,7 +333,7 @@ async fn create_user(
         Utc::now(),
         "user.create",
         user.program.as_deref(),
-        Some(email),
+        Some(&email),
     );
     audit.after = Some(serde_json::json!({"role": user.role}));
     state.store.append_audit(&audit).await?;

@@ -45,6 +45,9 @@ pub struct ServeArgs {
     max_connections: Option<u32>,
 }
 
+/// The shortest `FIDELIS_ADMIN_TOKEN` accepted: it grants everything.
+const MIN_ADMIN_TOKEN_CHARS: usize = 24;
+
 /// With `FIDELIS_ADMIN_TOKEN` unset, the bootstrap token it once created stops working:
 /// it is revoked (audited). Answers whether a live admin token remains, so that a
 /// deployment is never left without one (a new one is then created and printed).
@@ -88,6 +91,15 @@ pub async fn run(database: &str, args: ServeArgs) -> Result<ExitCode> {
     .await
     .with_context(|| format!("opening the database {database}"))?;
     let admin_token = match std::env::var("FIDELIS_ADMIN_TOKEN") {
+        Ok(token)
+            if token.trim().chars().count() < MIN_ADMIN_TOKEN_CHARS && !token.trim().is_empty() =>
+        {
+            anyhow::bail!(
+                "FIDELIS_ADMIN_TOKEN has {} characters; it grants everything, so it needs at least \
+                 {MIN_ADMIN_TOKEN_CHARS} (e.g. `openssl rand -base64 32`)",
+                token.trim().chars().count()
+            );
+        }
         Ok(token) if !token.trim().is_empty() => {
             store
                 .ensure_token(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-pub const ADMIN: &str = "e2e-admin-token";
+pub const ADMIN: &str = "e2e-admin-token-0123456789";
 
 /// A `fidelis serve` process, stopped when dropped.
 pub struct Server {
