@@ -38,6 +38,7 @@ both_dialects!(
     http_layer_errors_are_problems,
     partners_refund_and_read_their_own_journals,
     what_is_not_valid_is_refused,
+    operator_rules_are_bounded,
 );
 
 /// Item 13: unknown tokens each cost a database lookup, and each had a rate-limit bucket
@@ -724,4 +725,89 @@ async fn what_is_not_valid_is_refused(s: Server) {
         detail.contains("\"r1\"") && !detail.contains("ExternalId"),
         "{detail}"
     );
+}
+
+/// Item 5: three nested comprehensions (written `.exists (`, which a text match missed)
+/// over a 280-line journal ran 30 s holding the write lock; another program's journal
+/// waited 29.5 s. Nesting is counted on the parsed tree, and every evaluation has a cost
+/// bound checked before it runs.
+async fn operator_rules_are_bounded(s: Server) {
+    s.setup(&["m"]).await;
+    let program = |code: &str, condition: &str| {
+        json!({"name": code, "time_zone": "Europe/Berlin", "money_currency": "EUR",
+               "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "never"}}],
+               "earning": {"base": [{"currency": "points", "rate": "1"}]},
+               "promotions": [{"code": "pairs", "name": "Pairs", "status": "active", "scope": "journal",
+                               "condition": condition,
+                               "actions": [{"type": "fixed", "currency": "points", "points": 5}]}]})
+    };
+    let three = "journal.lines.exists (a, journal.lines.exists (b, journal.lines.exists (c, a.sku == b.sku && b.sku == c.sku)))";
+    let (status, _, body) = s
+        .call(
+            Method::PUT,
+            "/programs/rules",
+            Some(program("rules", three)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.to_string().contains("3 deep"), "{body}");
+    let two = "journal.lines.exists(a, journal.lines.exists(b, a.sku == b.sku && a.line_id != b.line_id))";
+    let (status, _, body) = s
+        .call(Method::PUT, "/programs/rules", Some(program("rules", two)))
+        .await;
+    assert!(status.is_success(), "{body}");
+    let (status, body) = s
+        .post("/programs/rules/members", json!({"member": "m"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let lines: Vec<serde_json::Value> = (0..280)
+        .map(|i| json!({"line_id": i.to_string(), "sku": format!("S{i}"), "quantity": 1, "amount": "1.00"}))
+        .collect();
+    let mut big = purchase("big", "m", "280.00");
+    big["lines"] = json!(lines);
+    // Another program's journal, posted while the big one is processed, is not held up.
+    let started = std::time::Instant::now();
+    let (hostile, other) = tokio::join!(s.post("/programs/rules/journals", big), async {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let at = std::time::Instant::now();
+        let answer = s
+            .post("/programs/shop/journals", purchase("p-other", "m", "10"))
+            .await;
+        (answer, at.elapsed())
+    });
+    let (status, body) = hostile;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        body["promotions"][0]["result"], "evaluation_error",
+        "{body}"
+    );
+    assert!(
+        body["promotions"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not evaluated"),
+        "{body}"
+    );
+    assert_eq!(
+        body["awards"][0]["points"], 280,
+        "base points still earned: {body}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let ((status, _), waited) = other;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(
+        waited < std::time::Duration::from_secs(2),
+        "another program waited {waited:?}"
+    );
+    // A small journal is evaluated as usual: two lines with the same sku earn the bonus.
+    let mut small = purchase("small", "m", "2.00");
+    small["lines"] = json!([{"line_id": "1", "sku": "X", "quantity": 1, "amount": "1.00"},
+                            {"line_id": "2", "sku": "X", "quantity": 1, "amount": "1.00"}]);
+    let (status, body) = s.post("/programs/rules/journals", small).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["promotions"][0]["result"], "applied", "{body}");
 }

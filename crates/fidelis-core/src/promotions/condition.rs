@@ -6,12 +6,19 @@
 //! deeper than [`MAX_NESTING`], and parsing runs on a thread with a stack large enough for
 //! anything those limits let through (debug builds use many times the stack of release).
 //! CEL is not Turing-complete; comprehensions (`all`, `exists`, `map`, `filter`…) are the
-//! only loops, and at most [`MAX_COMPREHENSIONS`] may appear, so evaluation is bounded by
-//! the journal's size (at most 1,000 lines).
+//! only loops. On the parsed tree, at most [`MAX_COMPREHENSIONS`] may appear, nested at
+//! most [`MAX_COMPREHENSION_DEPTH`] deep. Each condition also gets a cost bound when it is
+//! compiled: a polynomial in the size of the largest list the evaluation can see (the
+//! journal's lines, a list in its attributes or the member's profile). Before evaluating,
+//! the bound for the journal at hand is compared with [`EVALUATION_BUDGET`]; a condition
+//! that could cost more is not run at all but answered as an evaluation error — so no
+//! operator-written rule can hold the write lock, and journals of other programs, for
+//! long.
 
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 
+use cel::common::ast::{EntryExpr, Expr};
 use cel::{Context, Env, Value};
 
 use super::native::{self, Names, Native};
@@ -23,16 +30,14 @@ pub const MAX_SOURCE: usize = 4_096;
 pub const MAX_NESTING: usize = 32;
 /// The most comprehension macros a condition may use.
 pub const MAX_COMPREHENSIONS: usize = 3;
+/// How deep comprehensions may nest (a comprehension in another's body is depth 2).
+pub const MAX_COMPREHENSION_DEPTH: usize = 2;
+/// The most evaluation steps (expression nodes visited) one condition may cost on one
+/// journal, line-scope conditions counting every line: measured, about 10 ms (see the
+/// test `a_condition_at_the_budget_evaluates_in_bounded_time`).
+pub const EVALUATION_BUDGET: u64 = 200_000;
 /// The stack the parser gets. Measured: nesting 32 needs well under 8 MiB in a debug build.
 const PARSER_STACK: usize = 64 << 20;
-const COMPREHENSIONS: [&str; 6] = [
-    ".all(",
-    ".exists(",
-    ".exists_one(",
-    ".map(",
-    ".filter(",
-    ".existsOne(",
-];
 
 /// The standard library every condition is compiled and run with.
 static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
@@ -44,6 +49,8 @@ pub struct Condition {
     program: Arc<cel::Program>,
     /// The same condition on the fast path, when it has that shape.
     pub(crate) native: Option<Arc<Native>>,
+    /// Steps one evaluation may take, as a polynomial in the widest list it can see.
+    cost: Poly,
 }
 
 impl fmt::Debug for Condition {
@@ -83,11 +90,38 @@ impl Condition {
                 .join()
                 .map_err(|_| ExpressionError::at("the expression could not be compiled", None))?
         })?;
+        let tree = &parsed.expression().expr;
+        let comprehensions = count_comprehensions(tree);
+        if comprehensions > MAX_COMPREHENSIONS {
+            return Err(ExpressionError::at(
+                format!(
+                    "the condition uses {comprehensions} comprehensions (all, exists, map, filter…); at most {MAX_COMPREHENSIONS} are allowed"
+                ),
+                None,
+            ));
+        }
+        let depth = comprehension_depth(tree);
+        if depth > MAX_COMPREHENSION_DEPTH {
+            return Err(ExpressionError::at(
+                format!(
+                    "the condition nests comprehensions {depth} deep; at most {MAX_COMPREHENSION_DEPTH} are allowed"
+                ),
+                None,
+            ));
+        }
+        let cost = cost(tree);
         Ok(Self {
             source: source.into(),
             program: Arc::new(parsed),
             native: None,
+            cost,
         })
+    }
+
+    /// The most steps one evaluation can take when no list it sees is longer than
+    /// `widest` (saturating).
+    pub fn cost_bound(&self, widest: usize) -> u64 {
+        self.cost.at(widest as u64)
     }
 
     /// Compiles the fast path where the condition has its shape (see [`super::native`]):
@@ -207,19 +241,159 @@ fn check_limits(source: &str) -> Result<(), ExpressionError> {
             None,
         ));
     }
-    let comprehensions: usize = COMPREHENSIONS
-        .iter()
-        .map(|m| source.matches(m).count())
-        .sum();
-    if comprehensions > MAX_COMPREHENSIONS {
-        return Err(ExpressionError::at(
-            format!(
-                "the condition uses {comprehensions} comprehensions (all, exists, map, filter…); at most {MAX_COMPREHENSIONS} are allowed"
-            ),
-            None,
-        ));
-    }
     Ok(())
+}
+
+/// A polynomial with saturating coefficients: `c[0] + c[1]·n + c[2]·n² + …`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Poly(Vec<u64>);
+
+impl Poly {
+    fn constant(c: u64) -> Self {
+        Self(vec![c])
+    }
+
+    /// `n`: a list from the evaluation's data.
+    fn n() -> Self {
+        Self(vec![0, 1])
+    }
+
+    fn add(mut self, other: &Self) -> Self {
+        if self.0.len() < other.0.len() {
+            self.0.resize(other.0.len(), 0);
+        }
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a = a.saturating_add(*b);
+        }
+        self
+    }
+
+    fn mul(&self, other: &Self) -> Self {
+        let mut out = vec![0u64; (self.0.len() + other.0.len()).saturating_sub(1).max(1)];
+        for (i, a) in self.0.iter().enumerate() {
+            for (j, b) in other.0.iter().enumerate() {
+                out[i + j] = out[i + j].saturating_add(a.saturating_mul(*b));
+            }
+        }
+        Self(out)
+    }
+
+    fn at(&self, n: u64) -> u64 {
+        self.0
+            .iter()
+            .rev()
+            .fold(0u64, |acc, c| acc.saturating_mul(n).saturating_add(*c))
+    }
+}
+
+fn children(expr: &Expr) -> Vec<&Expr> {
+    match expr {
+        Expr::Call(call) => call
+            .target
+            .iter()
+            .map(|t| &t.expr)
+            .chain(call.args.iter().map(|a| &a.expr))
+            .collect(),
+        Expr::Comprehension(c) => vec![
+            &c.iter_range.expr,
+            &c.accu_init.expr,
+            &c.loop_cond.expr,
+            &c.loop_step.expr,
+            &c.result.expr,
+        ],
+        Expr::List(list) => list.elements.iter().map(|e| &e.expr).collect(),
+        Expr::Map(map) => map
+            .entries
+            .iter()
+            .flat_map(|e| entry_children(&e.expr))
+            .collect(),
+        Expr::Struct(st) => st
+            .entries
+            .iter()
+            .flat_map(|e| entry_children(&e.expr))
+            .collect(),
+        Expr::Select(select) => vec![&select.operand.expr],
+        Expr::Unspecified | Expr::Ident(_) | Expr::Literal(_) => Vec::new(),
+    }
+}
+
+fn entry_children(entry: &EntryExpr) -> Vec<&Expr> {
+    match entry {
+        EntryExpr::StructField(f) => vec![&f.value.expr],
+        EntryExpr::MapEntry(e) => vec![&e.key.expr, &e.value.expr],
+    }
+}
+
+fn count_comprehensions(expr: &Expr) -> usize {
+    usize::from(matches!(expr, Expr::Comprehension(_)))
+        + children(expr)
+            .into_iter()
+            .map(count_comprehensions)
+            .sum::<usize>()
+}
+
+/// How deep comprehensions nest in their bodies (a comprehension in another's range runs
+/// before it, once: it does not nest).
+fn comprehension_depth(expr: &Expr) -> usize {
+    match expr {
+        Expr::Comprehension(c) => {
+            let body = [&c.loop_cond.expr, &c.loop_step.expr]
+                .into_iter()
+                .map(comprehension_depth)
+                .max()
+                .unwrap_or(0);
+            let outside = [&c.iter_range.expr, &c.accu_init.expr, &c.result.expr]
+                .into_iter()
+                .map(comprehension_depth)
+                .max()
+                .unwrap_or(0);
+            (1 + body).max(outside)
+        }
+        other => children(other)
+            .into_iter()
+            .map(comprehension_depth)
+            .max()
+            .unwrap_or(0),
+    }
+}
+
+/// How many elements a list-valued expression can have, in terms of `n`, the longest
+/// list in the evaluation's data: a literal has its own; a concatenation the sum; a
+/// `map`/`filter` result its range's; anything else read from the data, `n` (plus what
+/// its arguments could add).
+fn size(expr: &Expr) -> Poly {
+    match expr {
+        Expr::List(list) => Poly::constant(list.elements.len() as u64),
+        Expr::Comprehension(c) => size(&c.iter_range.expr),
+        Expr::Call(call) if call.func_name == "_+_" => children(expr)
+            .into_iter()
+            .map(size)
+            .fold(Poly::default(), |acc, p| acc.add(&p)),
+        Expr::Call(_) => children(expr)
+            .into_iter()
+            .map(size)
+            .fold(Poly::n(), |acc, p| acc.add(&p)),
+        _ => Poly::n(),
+    }
+}
+
+/// The steps an evaluation of `expr` can take: one per node, a comprehension's body once
+/// per element of its range.
+fn cost(expr: &Expr) -> Poly {
+    match expr {
+        Expr::Comprehension(c) => {
+            let body = cost(&c.loop_cond.expr).add(&cost(&c.loop_step.expr));
+            Poly::constant(1)
+                .add(&cost(&c.iter_range.expr))
+                .add(&cost(&c.accu_init.expr))
+                .add(&cost(&c.result.expr))
+                .add(&size(&c.iter_range.expr).mul(&body))
+        }
+        other => children(other)
+            .into_iter()
+            .map(cost)
+            .fold(Poly::constant(1), |acc, p| acc.add(&p)),
+    }
 }
 
 /// The longest run of `!` and `-` (ignoring spaces), each of which is a level of recursion
@@ -307,6 +481,82 @@ mod tests {
             .join()
             .unwrap();
         assert_eq!(result, Ok(true));
+    }
+
+    #[test]
+    fn comprehensions_are_counted_and_nested_on_the_parsed_tree() {
+        // A space before the bracket fooled the text match this replaced.
+        let three_deep = "journal.lines.exists (a, journal.lines.exists (b, journal.lines.exists (c, a == b && b == c)))";
+        let e = Condition::compile(three_deep).unwrap_err();
+        assert!(e.message.contains("nests comprehensions 3 deep"), "{e}");
+        let two_deep = "journal.lines.exists(a, journal.lines.exists(b, a == b))";
+        assert!(Condition::compile(two_deep).is_ok());
+        // In sequence, not nested: a map's result is the next one's range.
+        let chained = "journal.lines.map(l, l.quantity).filter(q, q > 1).exists(q, q > 5)";
+        assert!(Condition::compile(chained).is_ok());
+        let four =
+            "[1].all(a, a > 0) && [1].all(b, b > 0) && [1].all(c, c > 0) && [1].all(d, d > 0)";
+        assert!(
+            Condition::compile(four)
+                .unwrap_err()
+                .message
+                .contains("4 comprehensions")
+        );
+    }
+
+    #[test]
+    fn the_cost_bound_grows_with_the_lists_as_the_loops_nest() {
+        let flat = Condition::compile("journal.amount > 10.0").unwrap();
+        assert_eq!(
+            flat.cost_bound(1),
+            flat.cost_bound(1_000),
+            "no loop: no growth"
+        );
+        let one = Condition::compile("journal.lines.exists(l, l.category == 'shoes')").unwrap();
+        let two =
+            Condition::compile("journal.lines.exists(a, journal.lines.exists(b, a.sku == b.sku))")
+                .unwrap();
+        assert!(
+            one.cost_bound(1_000) < EVALUATION_BUDGET,
+            "{}",
+            one.cost_bound(1_000)
+        );
+        assert!(one.cost_bound(2_000) > one.cost_bound(1_000));
+        assert!(
+            two.cost_bound(50) < EVALUATION_BUDGET,
+            "{}",
+            two.cost_bound(50)
+        );
+        assert!(
+            two.cost_bound(280) > EVALUATION_BUDGET,
+            "{}",
+            two.cost_bound(280)
+        );
+        // A list literal counts its own items; concatenation adds.
+        let literal = Condition::compile("[1, 2, 3].exists(x, x == 2)").unwrap();
+        assert_eq!(literal.cost_bound(1), literal.cost_bound(1_000_000));
+        let doubled =
+            Condition::compile("(journal.lines + journal.lines).exists(l, l.quantity > 1)")
+                .unwrap();
+        assert!(doubled.cost_bound(100) > one.cost_bound(100));
+    }
+
+    /// The bound is honest: evaluating a condition at the budget takes a bounded time
+    /// (generously bounded here; a debug build is many times slower than release).
+    #[test]
+    fn a_condition_at_the_budget_evaluates_in_bounded_time() {
+        let c = Condition::compile("xs.exists(a, xs.exists(b, a == b + 1000000))").unwrap();
+        let n = (1..2_000)
+            .take_while(|n| c.cost_bound(*n) <= EVALUATION_BUDGET)
+            .last()
+            .unwrap();
+        let mut ctx = context();
+        ctx.add_variable_from_value("xs", (0..n as i64).collect::<Vec<_>>());
+        let started = std::time::Instant::now();
+        assert_eq!(c.holds(&ctx), Ok(false));
+        let took = started.elapsed();
+        eprintln!("{n} items, bound {}, took {took:?}", c.cost_bound(n));
+        assert!(took < std::time::Duration::from_secs(2), "{took:?}");
     }
 
     #[test]

@@ -635,6 +635,13 @@ fn matching_lines(
             }
         });
     };
+    let times = match promotion.scope {
+        Scope::Journal => 1,
+        Scope::Line => accrual.lines.len(),
+    };
+    facts
+        .afford(condition, times)
+        .map_err(Verdict::EvaluationError)?;
     match promotion.scope {
         Scope::Journal => match facts.holds(condition, None) {
             Ok(true) => Ok(false),
@@ -752,6 +759,32 @@ struct Facts<'a> {
     progress: &'a [(&'a str, Value)],
     fast: native::Facts<'a>,
     cel: std::cell::OnceCell<(cel::Context<'static, 'static>, Vec<Value>)>,
+    /// The longest list (or widest map) a condition can see in this journal's data.
+    widest: std::cell::OnceCell<usize>,
+    /// Cost bounds of the conditions evaluated for this journal so far.
+    spent: std::cell::Cell<u64>,
+}
+
+/// The most evaluation steps all of a journal's promotion conditions may cost together.
+pub const JOURNAL_EVALUATION_BUDGET: u64 = 5 * condition::EVALUATION_BUDGET;
+
+/// The longest array or widest object anywhere in a JSON value.
+fn widest_json(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(widest_json)
+            .max()
+            .unwrap_or(0)
+            .max(items.len()),
+        serde_json::Value::Object(fields) => fields
+            .values()
+            .map(widest_json)
+            .max()
+            .unwrap_or(0)
+            .max(fields.len()),
+        _ => 0,
+    }
 }
 
 impl<'a> Facts<'a> {
@@ -810,7 +843,59 @@ impl<'a> Facts<'a> {
             progress,
             fast,
             cel: std::cell::OnceCell::new(),
+            widest: std::cell::OnceCell::new(),
+            spent: std::cell::Cell::new(0),
         }
+    }
+
+    /// Whether evaluating `condition` (`times` times) stays within the budgets, charging
+    /// it to the journal's: the bound is computed, never measured, so a condition too
+    /// costly for this journal is refused before it runs.
+    fn afford(&self, condition: &Condition, times: usize) -> Result<(), String> {
+        if condition.native.is_some() {
+            return Ok(()); // the fast path has no loops
+        }
+        let widest = *self.widest.get_or_init(|| {
+            let accrual = self.fast.accrual;
+            let profile = self.member.map_or(0, |m| {
+                m.profile
+                    .values()
+                    .map(widest_json)
+                    .max()
+                    .unwrap_or(0)
+                    .max(m.profile.len())
+            });
+            let attributes = accrual
+                .attributes
+                .values()
+                .map(widest_json)
+                .max()
+                .unwrap_or(0)
+                .max(accrual.attributes.len());
+            accrual.lines.len().max(profile).max(attributes).max(
+                self.program
+                    .currencies
+                    .len()
+                    .max(self.program.tier_groups.len()),
+            )
+        });
+        let bound = condition
+            .cost_bound(widest)
+            .saturating_mul(times.max(1) as u64);
+        if bound > condition::EVALUATION_BUDGET {
+            return Err(format!(
+                "on this journal the condition could take {bound} steps (its widest list has {widest} items); at most {} are allowed, so it was not evaluated",
+                condition::EVALUATION_BUDGET
+            ));
+        }
+        let spent = self.spent.get().saturating_add(bound);
+        if spent > JOURNAL_EVALUATION_BUDGET {
+            return Err(format!(
+                "the program's conditions together could take {spent} steps on this journal; at most {JOURNAL_EVALUATION_BUDGET} are allowed, so this one was not evaluated"
+            ));
+        }
+        self.spent.set(spent);
+        Ok(())
     }
 
     /// Whether `condition` holds for the journal, or for line `line` in line scope.
