@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// Largest NDJSON batch body, in bytes.
     pub batch_body_limit: usize,
+    /// Largest NDJSON batch body from a partner token, in bytes.
+    pub partner_batch_body_limit: usize,
     /// Longest a request may take; past it the client gets 503 `timeout` (the outcome is
     /// unknown, a retry with the same external id is safe).
     pub request_timeout: Duration,
@@ -56,6 +58,7 @@ impl Default for ServerConfig {
         Self {
             body_limit: 1 << 20,
             batch_body_limit: 256 << 20,
+            partner_batch_body_limit: 16 << 20,
             request_timeout: Duration::from_secs(30),
             rate_limit_per_second: 2_000,
             header_timeout: Duration::from_secs(10),

@@ -11,6 +11,9 @@
 //!   connection with no request in flight is closed to make room — so idle connections
 //!   piled up by one client never lock out a health check or a real request; only when
 //!   every connection is busy is the newcomer closed at once.
+//! - **Unread answers**: a connection whose client stops reading — the answer waits to be
+//!   written for longer than [`ServerConfig::request_timeout`] — is closed, and with it
+//!   whatever produced the answer (a streamed batch stops reading its body).
 //! - **Head size**: hyper's own hard limits are set well above those of [`crate::edge`],
 //!   which answers a problem; only a head beyond them gets hyper's bare status line.
 //!
@@ -18,13 +21,16 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
@@ -103,6 +109,77 @@ impl Connections {
     }
 }
 
+/// A connection's socket that notes since when a write has been waiting for the client to
+/// read: milliseconds since `opened`, or 0 while nothing waits.
+struct Watched {
+    stream: TcpStream,
+    opened: std::time::Instant,
+    blocked_since: Arc<AtomicU64>,
+}
+
+impl Watched {
+    fn note_write<T>(&self, poll: &Poll<std::io::Result<T>>) {
+        match poll {
+            Poll::Pending => {
+                let now = self.opened.elapsed().as_millis().max(1) as u64;
+                let _ = self.blocked_since.compare_exchange(
+                    0,
+                    now,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+            }
+            Poll::Ready(_) => self.blocked_since.store(0, Ordering::Release),
+        }
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.note_write(&poll);
+        poll
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.note_write(&poll);
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let poll = Pin::new(&mut self.stream).poll_flush(cx);
+        self.note_write(&poll);
+        poll
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
 /// Counts a request in flight on its connection while it lives.
 struct InFlight(Arc<AtomicUsize>);
 
@@ -169,6 +246,7 @@ pub async fn serve_on(
             stream,
             peer,
             next_id,
+            config.request_timeout,
             router.clone(),
             Arc::clone(&http),
             Arc::clone(&connections),
@@ -197,6 +275,7 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     id: u64,
+    write_stall: Duration,
     router: Router,
     http: Arc<hyper::server::conn::http1::Builder>,
     connections: Arc<Connections>,
@@ -213,11 +292,28 @@ async fn connection(
             response
         }
     });
-    let conn = http.serve_connection(TokioIo::new(stream), service);
+    let blocked_since = Arc::new(AtomicU64::new(0));
+    let watched = Watched {
+        stream,
+        opened: std::time::Instant::now(),
+        blocked_since: Arc::clone(&blocked_since),
+    };
+    let opened = watched.opened;
+    let conn = http.serve_connection(TokioIo::new(watched), service);
     tokio::pin!(conn);
     let mut closing = false;
+    let mut check = tokio::time::interval(Duration::from_secs(1).min(write_stall));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = check.tick() => {
+                let since = blocked_since.load(Ordering::Acquire);
+                let now = opened.elapsed().as_millis() as u64;
+                if since != 0 && now.saturating_sub(since) > write_stall.as_millis() as u64 {
+                    tracing::debug!(%peer, "the client stopped reading: closing the connection");
+                    break;
+                }
+            }
             result = conn.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "connection ended");

@@ -115,6 +115,121 @@ async fn the_server_refuses_a_weak_admin_token_and_keeps_its_file_private() {
     drop(s);
 }
 
+/// Item 11: two 120 MiB batches whose client never read the answer kept ~380 MB resident
+/// for 65 s+. The body is read as it is processed, a partner's batch is bounded tighter,
+/// and a stalled body or unread answer ends the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_are_streamed_bounded_and_cut_when_stalled() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let db = fidelis_testkit::sqlite_db();
+    let s = Server::start_with(&db.url, &["--request-timeout-secs", "2"]).await;
+    s.setup(&["m"]).await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let rss = || {
+        std::fs::read_to_string(format!("/proc/{}/status", s.child.id()))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let before = rss();
+    // 120 MiB declared, sent as fast as the server takes it, the answer never read.
+    let total: usize = 120 << 20;
+    let mut client = std::net::TcpStream::connect(&addr).unwrap();
+    client
+        .set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        client,
+        "POST /api/v1/programs/shop/journals/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/x-ndjson\r\nContent-Length: {total}\r\n\r\n",
+        common::ADMIN
+    )
+    .unwrap();
+    let line = b"{\"not\": \"a journal\"}\n";
+    let block: Vec<u8> = line
+        .iter()
+        .copied()
+        .cycle()
+        .take(line.len() * 50_000)
+        .collect();
+    let started = Instant::now();
+    let (mut sent, mut peak) = (0usize, before);
+    let cut = loop {
+        if sent >= total {
+            break false;
+        }
+        let n = block.len().min(total - sent);
+        match client.write(&block[..n]) {
+            Ok(written) => sent += written,
+            Err(_) => break true,
+        }
+        peak = peak.max(rss());
+        if started.elapsed() > Duration::from_secs(30) {
+            break false;
+        }
+    };
+    assert!(
+        cut,
+        "the server kept taking a body nobody read the answer of ({sent} bytes sent)"
+    );
+    assert!(sent < total, "{sent}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let grew = peak.saturating_sub(before);
+    assert!(
+        grew < 64 * 1024,
+        "the server grew by {grew} kB holding a batch"
+    );
+    let _ = client.read(&mut [0u8; 16]);
+    // The server is still fine.
+    assert_eq!(s.available("m").await, 0);
+    // A partner's batch is bounded tighter: 17 MiB is refused before it is read.
+    let partner = s
+        .token(json!({"name": "acme", "role": "partner", "program": "shop", "partner": "acme"}))
+        .await;
+    let response = reqwest::Client::new()
+        .post(s.url("/programs/shop/journals/batch"))
+        .bearer_auth(&partner)
+        .header("content-type", "application/x-ndjson")
+        .body(vec![b'\n'; 17 << 20])
+        .send()
+        .await;
+    if let Ok(response) = response {
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "body_too_large");
+    }
+    // A body that stops coming: the lines before are answered, then `body_stalled`.
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    let first = purchase("p-slow", "m", "10").to_string() + "\n";
+    write!(
+        slow,
+        "POST /api/v1/programs/shop/journals/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/x-ndjson\r\nContent-Length: 100000\r\n\r\n{first}",
+        common::ADMIN
+    )
+    .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = slow.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"processed\""), "{answer}");
+    assert!(answer.contains("body_stalled"), "{answer}");
+    assert_eq!(
+        s.available("m").await,
+        10,
+        "the line before the stall was committed"
+    );
+}
+
 /// Item 6 needs its own server limits; one database is enough for what is not about data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idle_and_trickling_connections_cannot_exhaust_the_server() {

@@ -36,6 +36,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 
 /// Journals per transaction of a batch request.
 const BATCH_CHUNK: usize = 1_000;
+/// The most bytes of batch lines held before they are committed.
+const BATCH_CHUNK_BYTES: usize = 8 << 20;
 
 /// Parses a journal document against the program. Without `occurred_at` the journal
 /// happens now — and a retry of the same request, given another now, still replays the
@@ -253,8 +255,12 @@ async fn post_journal(
 }
 
 /// Processes NDJSON journals (one document per line) and streams one NDJSON result per
-/// line, in order. Lines are committed in groups of a thousand; a client that loses the
-/// connection may post the same body again: what was committed comes back as replays.
+/// line, in order, reading the body as it arrives. Lines are committed in groups of a
+/// thousand (or 8 MiB); a client that loses the connection may post the same body again:
+/// what was committed comes back as replays. A batch is at most 256 MiB (a partner's,
+/// 16 MiB; past it the last result line says `body_too_large`), a line at most the JSON body
+/// limit (`line_too_large`); a body that stalls, or an answer the client stops reading,
+/// for longer than the request timeout ends the batch after what was committed.
 #[utoipa::path(post, path = "/programs/{program}/journals/batch", tag = "journals",
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
     request_body(content = Vec<JournalRequest>, description = "NDJSON: one journal document per line", content_type = "application/x-ndjson"),
@@ -281,24 +287,66 @@ async fn post_batch(
         ));
     }
     let program = program(&state, &code).await?;
-    let limit = state.config.batch_body_limit;
-    let body = axum::body::to_bytes(request.into_body(), limit)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("a batch is at most {limit} bytes"),
-            )
-        })?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
-            "empty_batch",
-            "the batch holds no journal: send one JSON document per line",
-        ));
+    // Partners send their own journals; a batch of theirs is bounded tighter.
+    let limit = if caller.role == Role::Partner {
+        state.config.partner_batch_body_limit
+    } else {
+        state.config.batch_body_limit
+    };
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("a batch from this token is at most {limit} bytes; split it"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large());
+    }
+    let stall = state.config.request_timeout;
+    let mut body = request.into_body().into_data_stream();
+    // Read up to the first journal before answering: an empty batch is a 400, not a 200
+    // with nothing in it.
+    let mut first: Vec<u8> = Vec::new();
+    loop {
+        match tokio::time::timeout(stall, body.next()).await {
+            Err(_) => return Err(ApiError::timeout(stall)),
+            Ok(None) => {
+                return Err(ApiError::bad_request(
+                    "empty_batch",
+                    "the batch holds no journal: send one JSON document per line",
+                ));
+            }
+            Ok(Some(Err(_))) => {
+                return Err(ApiError::bad_request(
+                    "body_unreadable",
+                    "the request body could not be read",
+                ));
+            }
+            Ok(Some(Ok(chunk))) => {
+                first.extend_from_slice(&chunk);
+                if first.len() > limit {
+                    return Err(too_large());
+                }
+                if first.iter().any(|b| !b.is_ascii_whitespace()) {
+                    break;
+                }
+            }
+        }
     }
     let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(4);
-    tokio::spawn(process_batch(state, program, caller, body, sender));
+    let input = BatchInput {
+        first,
+        rest: Box::pin(body),
+        limit,
+        stall,
+    };
+    tokio::spawn(process_batch(state, program, caller, input, sender));
     let stream = tokio_stream_from(receiver).map(Ok::<Bytes, std::io::Error>);
     let mut response = Response::new(Body::from_stream(stream));
     response.headers_mut().insert(
@@ -314,40 +362,223 @@ fn tokio_stream_from(
     futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }
 
+/// A batch's body as it arrives: what was read before answering, the rest of the stream,
+/// how much may come in all, and how long a stall (of the body, or of a client not reading
+/// the answer) is tolerated.
+struct BatchInput {
+    first: Vec<u8>,
+    rest: std::pin::Pin<Box<dyn futures::Stream<Item = Result<Bytes, axum::Error>> + Send>>,
+    limit: usize,
+    stall: std::time::Duration,
+}
+
+/// Splits a byte stream into lines without holding more than one line: a line longer
+/// than `max` is reported (by number) and skipped to its end.
+struct Lines {
+    buffer: Vec<u8>,
+    max: usize,
+    overlong: bool,
+    number: u64,
+}
+
+/// One line of a batch: its number and its text, or that it was too long.
+enum Line {
+    Text(u64, Vec<u8>),
+    TooLong(u64),
+}
+
+impl Lines {
+    fn new(max: usize) -> Self {
+        Self {
+            buffer: Vec::new(),
+            max,
+            overlong: false,
+            number: 0,
+        }
+    }
+
+    /// Takes in a chunk and hands every line it completes to `each`.
+    fn push(&mut self, mut chunk: &[u8], mut each: impl FnMut(Line)) {
+        while let Some(end) = chunk.iter().position(|b| *b == b'\n') {
+            self.number += 1;
+            if self.overlong || self.buffer.len() + end > self.max {
+                each(Line::TooLong(self.number));
+            } else {
+                self.buffer.extend_from_slice(&chunk[..end]);
+                each(Line::Text(self.number, std::mem::take(&mut self.buffer)));
+            }
+            self.buffer.clear();
+            self.overlong = false;
+            chunk = &chunk[end + 1..];
+        }
+        if !self.overlong {
+            if self.buffer.len() + chunk.len() > self.max {
+                self.overlong = true;
+                self.buffer = Vec::new();
+            } else {
+                self.buffer.extend_from_slice(chunk);
+            }
+        }
+    }
+
+    /// The last line, when the body does not end with a newline.
+    fn finish(&mut self) -> Option<Line> {
+        if self.overlong {
+            self.number += 1;
+            return Some(Line::TooLong(self.number));
+        }
+        if self.buffer.iter().all(u8::is_ascii_whitespace) {
+            return None;
+        }
+        self.number += 1;
+        Some(Line::Text(self.number, std::mem::take(&mut self.buffer)))
+    }
+}
+
+/// Parses and authorizes one line of a batch.
+async fn prepare_line(
+    state: &AppState,
+    caller: &Caller,
+    program: &LoadedProgram,
+    text: &str,
+) -> Result<(Prepared, Option<(&'static str, JournalDocument)>), ApiError> {
+    let request = serde_json::from_str::<JournalRequest>(text).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("not a journal document: {e}"))
+    })?;
+    let mut document: JournalDocument = request.into();
+    scope_partner(caller, &mut document)?;
+    authorize_journal(state, caller, program, &document).await?;
+    let prepared = prepare(program, &document)?;
+    Ok((prepared, audited_action(&document).map(|a| (a, document))))
+}
+
+/// Reads the batch line by line as it arrives — never more than a chunk of lines and one
+/// partial line in memory — and streams one result per line. Stops (after answering what
+/// was committed) when the body goes past the limit, stalls, or the client stops reading
+/// the answer for longer than the stall bound.
 async fn process_batch(
     state: AppState,
     program: Arc<LoadedProgram>,
     caller: Arc<Caller>,
-    body: Bytes,
+    mut input: BatchInput,
     sender: tokio::sync::mpsc::Sender<Bytes>,
 ) {
+    let out = Outbox {
+        sender: &sender,
+        stall: input.stall,
+    };
+    let mut lines = Lines::new(state.config.body_limit);
     let mut pending: Vec<Pending> = Vec::new();
-    let lines = body.split(|b| *b == b'\n').enumerate();
-    for (i, raw) in lines {
-        let text = String::from_utf8_lossy(raw);
-        let text = text.trim();
-        if text.is_empty() {
-            continue;
+    // Bytes of the lines in `pending`: a chunk is committed at a thousand lines or at
+    // this many bytes, whichever comes first, so memory stays bounded with long lines.
+    let mut pending_bytes = 0usize;
+    let mut received = input.first.len();
+    let mut chunk = std::mem::take(&mut input.first);
+    loop {
+        let mut complete = Vec::new();
+        lines.push(&chunk, |line| complete.push(line));
+        for line in complete {
+            pending.push(match line {
+                Line::TooLong(n) => (
+                    n,
+                    Err(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "line_too_large",
+                        format!(
+                            "a journal line is at most {} bytes",
+                            state.config.body_limit
+                        ),
+                    )),
+                ),
+                Line::Text(n, raw) => {
+                    let text = String::from_utf8_lossy(&raw);
+                    let text = text.trim();
+                    if text.is_empty() {
+                        continue;
+                    }
+                    pending_bytes += text.len();
+                    (n, prepare_line(&state, &caller, &program, text).await)
+                }
+            });
+            if pending.len() >= BATCH_CHUNK || pending_bytes >= BATCH_CHUNK_BYTES {
+                pending_bytes = 0;
+                if !flush(&state, &caller, &program, &mut pending, &out).await {
+                    return;
+                }
+            }
         }
-        let parsed = async {
-            let request = serde_json::from_str::<JournalRequest>(text).map_err(|e| {
-                ApiError::bad_request("invalid_json", format!("not a journal document: {e}"))
-            })?;
-            let mut document: JournalDocument = request.into();
-            scope_partner(&caller, &mut document)?;
-            authorize_journal(&state, &caller, &program, &document).await?;
-            let prepared = prepare(&program, &document)?;
-            Ok((prepared, audited_action(&document).map(|a| (a, document))))
-        }
-        .await;
-        pending.push((i as u64 + 1, parsed));
-        if pending.len() >= BATCH_CHUNK
-            && !flush(&state, &caller, &program, &mut pending, &sender).await
-        {
+        let stop = match tokio::time::timeout(input.stall, input.rest.next()).await {
+            Ok(Some(Ok(next))) => {
+                received += next.len();
+                if received > input.limit {
+                    Some((
+                        "body_too_large",
+                        format!(
+                            "the batch went past {} bytes: the lines before were processed; send the rest as another batch",
+                            input.limit
+                        ),
+                    ))
+                } else {
+                    chunk = next.to_vec();
+                    None
+                }
+            }
+            Ok(None) => break,
+            Ok(Some(Err(_))) => Some((
+                "body_unreadable",
+                "the body broke off: the lines before were processed; post the rest again"
+                    .to_owned(),
+            )),
+            Err(_) => Some((
+                "body_stalled",
+                format!(
+                    "no more of the body came for {} s: the lines before were processed; post the rest again",
+                    input.stall.as_secs()
+                ),
+            )),
+        };
+        if let Some((code, detail)) = stop {
+            if flush(&state, &caller, &program, &mut pending, &out).await {
+                let _ = out
+                    .send(ndjson(&rejected(lines.number + 1, code, detail)))
+                    .await;
+            }
             return;
         }
     }
-    flush(&state, &caller, &program, &mut pending, &sender).await;
+    if let Some(line) = lines.finish() {
+        pending.push(match line {
+            Line::TooLong(n) => (
+                n,
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "line_too_large",
+                    format!(
+                        "a journal line is at most {} bytes",
+                        state.config.body_limit
+                    ),
+                )),
+            ),
+            Line::Text(n, raw) => {
+                let text = String::from_utf8_lossy(&raw).trim().to_owned();
+                (n, prepare_line(&state, &caller, &program, &text).await)
+            }
+        });
+    }
+    flush(&state, &caller, &program, &mut pending, &out).await;
+}
+
+/// Where a batch's answers go: a client that stops reading for longer than `stall` ends
+/// the batch (what was committed stays; posting the same body again replays it).
+struct Outbox<'a> {
+    sender: &'a tokio::sync::mpsc::Sender<Bytes>,
+    stall: std::time::Duration,
+}
+
+impl Outbox<'_> {
+    async fn send(&self, bytes: Bytes) -> bool {
+        self.sender.send_timeout(bytes, self.stall).await.is_ok()
+    }
 }
 
 /// A batch line: its number, and the prepared journal (with what to audit once it is
@@ -363,8 +594,11 @@ async fn flush(
     caller: &Caller,
     program: &LoadedProgram,
     pending: &mut Vec<Pending>,
-    sender: &tokio::sync::mpsc::Sender<Bytes>,
+    sender: &Outbox<'_>,
 ) -> bool {
+    if pending.is_empty() {
+        return true;
+    }
     let lines: Vec<Pending> = std::mem::take(pending);
     let good: Vec<Prepared> = lines
         .iter()
@@ -433,7 +667,7 @@ async fn flush(
         };
         out.extend_from_slice(&ndjson(&body));
     }
-    sender.send(Bytes::from(out)).await.is_ok()
+    sender.send(Bytes::from(out)).await
 }
 
 fn rejected(line: u64, code: &str, detail: String) -> BatchLineBody {
