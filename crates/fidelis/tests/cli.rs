@@ -37,6 +37,7 @@ both_dialects!(
     programs_come_from_templates_and_files,
     an_import_applies_good_lines_and_reports_bad_ones_by_line,
     csv_imports_like_ndjson,
+    csv_errors_are_reported_by_line,
     jobs_expire_points_once,
     an_import_killed_midway_resumes_and_applies_every_journal_once,
 );
@@ -282,6 +283,76 @@ fn csv_imports_like_ndjson(env: &Env) {
     ]);
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown CSV column \"price\""));
+}
+
+/// Trust item 12: an unterminated quote swallowed the next rows (valid ones included) into
+/// one rejected row; a row with extra fields was imported with the extras dropped; a
+/// duplicated header column silently won. Each is reported or refused by line number.
+fn csv_errors_are_reported_by_line(env: &Env) {
+    env.ok(&["program", "apply", path(&env.file("shop.yaml", SHOP))]);
+    env.ok(&["members", "enroll", "--program", "shop", "C-1"]);
+    let csv = "external_id,member,type,occurred_at,amount,currency\n\
+               p1,C-1,purchase,2026-11-02T10:00:00Z,10.00,EUR\n\
+               p2,\"C-1,purchase,2026-11-02T10:00:00Z,20.00,EUR\n\
+               p3,C-1,purchase,2026-11-02T10:00:00Z,30.00,EUR\n\
+               p4,C-1,purchase,2026-11-02T10:00:00Z,40.00,EUR\n\
+               p5,C-1,purchase,2026-11-02T10:00:00Z,50.00,EUR,surprise\n\
+               p6,C-1,purchase,2026-11-02T10:00:00Z\n\
+               p7,C-1,purchase,2026-11-02T10:00:00Z,70.00,EUR\n";
+    let out = env.run(&[
+        "journals",
+        "import",
+        "--program",
+        "shop",
+        path(&env.file("rows.csv", csv)),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("4 applied, 0 already applied, 3 rejected"),
+        "{stdout}"
+    );
+    let report = std::fs::read_to_string(env.dir.path().join("rows.csv.rejected.ndjson")).unwrap();
+    let rejected: Vec<(i64, String)> = report
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|r| (r["line"].as_i64().unwrap(), r.to_string()))
+        .collect();
+    let lines: Vec<i64> = rejected.iter().map(|r| r.0).collect();
+    assert_eq!(lines, [3, 6, 7], "{report}");
+    assert!(rejected[0].1.contains("quote"), "{report}");
+    assert!(
+        rejected[1].1.contains("7 fields; the header has 6"),
+        "{report}"
+    );
+    assert!(
+        rejected[2].1.contains("4 fields; the header has 6"),
+        "{report}"
+    );
+    let balance = env.ok(&[
+        "balance",
+        "--program",
+        "shop",
+        "C-1",
+        "--as-of",
+        "2026-11-03T00:00:00Z",
+        "--json",
+    ]);
+    let balance: serde_json::Value = serde_json::from_str(&balance).unwrap();
+    assert_eq!(balance["balances"][0]["available"], 10 + 30 + 40 + 70);
+    // A header naming a column twice imports nothing.
+    let twice = env.run(&[
+        "journals",
+        "import",
+        "--program",
+        "shop",
+        path(&env.file(
+            "twice.csv",
+            "external_id,member,member,type\nq1,C-1,C-2,purchase\n",
+        )),
+    ]);
+    assert!(!twice.status.success());
+    let stderr = String::from_utf8_lossy(&twice.stderr);
+    assert!(stderr.contains("\"member\" appears twice"), "{stderr}");
 }
 
 fn jobs_expire_points_once(env: &Env) {

@@ -443,7 +443,8 @@ fn read_ndjson(
 }
 
 /// Maps CSV columns to journal document fields. Columns named `attributes.NAME` become
-/// custom attributes (strings); unknown columns are refused before anything is imported.
+/// custom attributes (strings); unknown and repeated columns are refused before anything
+/// is imported.
 struct CsvColumns {
     fields: Vec<CsvField>,
 }
@@ -457,7 +458,14 @@ enum CsvField {
 impl CsvColumns {
     fn new(headers: &csv::StringRecord) -> Result<Self> {
         let mut fields = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for header in headers {
+            if !seen.insert(header.trim()) {
+                anyhow::bail!(
+                    "the CSV column {:?} appears twice in the header: which one counts would be a guess",
+                    header.trim()
+                );
+            }
             let field = match header.trim() {
                 "external_id" => CsvField::Text(|d| &mut d.external_id),
                 "member" => CsvField::Text(|d| &mut d.member),
@@ -486,6 +494,13 @@ impl CsvColumns {
     }
 
     fn document(&self, record: &csv::StringRecord) -> std::result::Result<JournalDocument, String> {
+        if record.len() != self.fields.len() {
+            return Err(format!(
+                "the row has {} fields; the header has {}",
+                record.len(),
+                self.fields.len()
+            ));
+        }
         let mut doc = JournalDocument::default();
         for (field, cell) in self.fields.iter().zip(record.iter()) {
             let cell = cell.trim();
@@ -511,6 +526,16 @@ impl CsvColumns {
     }
 }
 
+/// The byte offset of the line after the one holding `offset`.
+fn next_line_start(path: &Path, offset: u64) -> Result<u64> {
+    use std::io::{BufRead, Seek, SeekFrom};
+    let mut file = std::io::BufReader::new(File::open(path)?);
+    file.seek(SeekFrom::Start(offset))?;
+    let mut skipped = Vec::new();
+    let n = file.read_until(b'\n', &mut skipped)?;
+    Ok(offset + n as u64)
+}
+
 /// Reads CSV from `offset` (after the header, which is always read first); returns where
 /// the file ended (byte offset, last line).
 fn read_csv(
@@ -532,9 +557,37 @@ fn read_csv(
     }
     let mut record = csv::StringRecord::new();
     loop {
-        let line = reader.position().line();
+        let start = reader.position().clone();
+        let line = start.line();
         let parsed = match reader.read_record(&mut record) {
             Ok(false) => break,
+            // Journal fields never hold a line break: a record running over several lines
+            // is a quote left open, which would swallow the rows after it. Refuse this
+            // line alone and read on from the next one.
+            Ok(true) if reader.position().line() > line + 1 => {
+                let next = next_line_start(path, start.byte())?;
+                let swallowed = reader.position().line() - line;
+                let mut resume = csv::Position::new();
+                resume.set_byte(next).set_line(line + 1);
+                reader
+                    .seek(resume)
+                    .context("reading on after a row with an open quote")?;
+                if !router.push(
+                    line,
+                    Err((
+                        None,
+                        "invalid_csv",
+                        format!(
+                            "a quote opened on this line is not closed on it (it would run over {swallowed} lines): \
+                             only this line is refused"
+                        ),
+                    )),
+                    next,
+                ) {
+                    break;
+                }
+                continue;
+            }
             Ok(true) => columns
                 .document(&record)
                 .map_err(|reason| (None, "invalid_csv", reason))
