@@ -753,6 +753,74 @@ fn cumulative_promotions_count_toward_a_target_and_reset_by_period() {
     );
 }
 
+/// Trust item 20: buy 300, refund 300, buy 200 fired a "spend 500" bonus. Progress falls
+/// with a refund (by what it refunds) and a cancellation (by all the journal added).
+#[test]
+fn cumulative_progress_falls_with_refunds_and_cancellations() {
+    let program = program_with(
+        r#"
+  - code: spend-500
+    name: Spend 500
+    status: active
+    cumulative: {measure: amount, target: "500.00"}
+    actions: [{type: fixed, currency: points, points: 1000}]
+  - code: fifth-visit
+    name: Every 3rd visit
+    status: active
+    cumulative: {measure: count, target: "3"}
+    actions: [{type: fixed, currency: points, points: 7}]
+"#,
+        "",
+    );
+    let mut sim = sim(program);
+    let result = |o: &Outcome, code: &str| {
+        let r = o
+            .promotions
+            .iter()
+            .find(|p| p.promotion.as_str() == code)
+            .unwrap();
+        (r.result.to_string(), r.detail.clone().unwrap_or_default())
+    };
+    let buy = |id: &str, amount: &str| json!({"external_id": id, "member": "m", "type": "purchase", "amount": amount, "currency": "EUR"});
+    let o = sim.ok(buy("p1", "300"));
+    assert_eq!(
+        result(&o, "spend-500"),
+        ("in_progress".into(), "300.00 of 500.00".into())
+    );
+    sim.ok(json!({"external_id": "f1", "member": "m", "type": "refund", "original_external_id": "p1", "amount": "300", "currency": "EUR"}));
+    let o = sim.ok(buy("p2", "200"));
+    assert_eq!(
+        result(&o, "spend-500"),
+        ("in_progress".into(), "200.00 of 500.00".into())
+    );
+    // p1, refunded entirely, no longer counts as a visit: p2 was the first that counts.
+    assert_eq!(
+        result(&o, "fifth-visit"),
+        ("in_progress".into(), "1 of 3".into())
+    );
+    // A partial refund takes back what it refunds.
+    sim.ok(json!({"external_id": "f2", "member": "m", "type": "refund", "original_external_id": "p2", "amount": "50", "currency": "EUR"}));
+    let o = sim.ok(buy("p3", "100"));
+    assert_eq!(
+        result(&o, "spend-500"),
+        ("in_progress".into(), "250.00 of 500.00".into())
+    );
+    assert_eq!(
+        result(&o, "fifth-visit"),
+        ("in_progress".into(), "2 of 3".into())
+    );
+    // A cancellation takes back all the journal added.
+    sim.ok(json!({"external_id": "c3", "member": "m", "type": "cancellation", "original_external_id": "p3"}));
+    let o = sim.ok(buy("p4", "300"));
+    assert_eq!(
+        result(&o, "spend-500"),
+        ("in_progress".into(), "450.00 of 500.00".into())
+    );
+    let o = sim.ok(buy("p5", "50"));
+    assert_eq!(result(&o, "spend-500"), ("applied".into(), String::new()));
+    assert_eq!(points(&o, "spend-500", "points"), 1000);
+}
+
 #[test]
 fn opt_in_promotions_apply_only_to_members_who_joined() {
     let program = program_with(

@@ -39,6 +39,7 @@ both_dialects!(
     partners_refund_and_read_their_own_journals,
     what_is_not_valid_is_refused,
     operator_rules_are_bounded,
+    cumulative_progress_falls_with_a_refund,
 );
 
 /// Item 13: unknown tokens each cost a database lookup, and each had a rate-limit bucket
@@ -925,4 +926,46 @@ async fn operator_rules_are_bounded(s: Server) {
     let (status, body) = s.post("/programs/rules/journals", small).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["promotions"][0]["result"], "applied", "{body}");
+}
+
+/// Item 20: buy 300, refund 300, buy 200 fired the "spend 500" bonus.
+async fn cumulative_progress_falls_with_a_refund(s: Server) {
+    let (status, _, body) = s
+        .call(
+            Method::PUT,
+            "/programs/shop",
+            Some(json!({"name": "Shop", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+                "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "never"}}],
+                "earning": {"base": [{"currency": "points", "rate": "1"}]},
+                "promotions": [{"code": "spend-500", "name": "Spend 500", "status": "active",
+                                "cumulative": {"measure": "amount", "target": "500.00"},
+                                "actions": [{"type": "fixed", "currency": "points", "points": 1000}]}]})),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let (status, _) = s
+        .post("/programs/shop/members", json!({"member": "m"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = s
+        .post("/programs/shop/journals", purchase("p1", "m", "300"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = s
+        .post(
+            "/programs/shop/journals",
+            json!({"external_id": "f1", "member": "m", "type": "refund", "original_external_id": "p1", "amount": "300", "currency": "EUR"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = s
+        .post("/programs/shop/journals", purchase("p2", "m", "200"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["promotions"][0]["result"], "in_progress", "{body}");
+    assert_eq!(
+        body["promotions"][0]["detail"], "200.00 of 500.00",
+        "{body}"
+    );
+    assert_eq!(s.available("m").await, 200, "no bonus");
 }

@@ -43,6 +43,7 @@ pub(super) fn earn(
             .collect(),
         components: Vec::new(),
         usage: Vec::new(),
+        progress: Vec::new(),
     };
     let base = base_points(program, accrual);
     let evaluations = if program.promotions.is_empty() {
@@ -89,6 +90,7 @@ pub(super) fn earn(
         );
     }
     for e in &evaluations {
+        state.progress.extend(e.contribution.as_deref().cloned());
         let promotion = &program.promotions[e.promotion];
         if e.verdict == Verdict::Applied {
             state.usage.extend(e.usage.as_deref().cloned());

@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::refund::{give_back_usage, reverse_components, take_back};
+use super::refund::{give_back_progress, give_back_usage, reverse_components, take_back};
 use super::{JournalState, ProcessError, RecordKind, RecordStatus, Related};
 use crate::ids::{ExternalId, JournalId};
 use crate::journal::JournalError;
@@ -63,6 +63,7 @@ pub(super) fn cancel(
                 next.refunded = next.amount;
                 reversals = reverse_components(&mut next, program)?;
                 give_back_usage(&mut next, &reversals, &mut related.counters, true);
+                give_back_progress(&mut next, 0, &mut related.counters, true);
                 *state = next;
             }
             take_back(

@@ -134,6 +134,10 @@ pub struct AccrualState {
     /// The promotion limit counters the awards used (given back by reversals).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub usage: Vec<crate::promotions::Usage>,
+    /// What the journal added to cumulative promotions' progress (taken back by
+    /// refunds and cancellations).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub progress: Vec<crate::promotions::Contribution>,
 }
 
 /// A line of an accrual, with how much of it was refunded. Stored as a short array,
@@ -283,6 +287,7 @@ mod tests {
     fn accrual_state_is_stored_compactly_and_reads_back() {
         let state = JournalState::Accrual(AccrualState {
             usage: Vec::new(),
+            progress: Vec::new(),
             amount: 7990,
             refunded: 1000,
             lines: vec![

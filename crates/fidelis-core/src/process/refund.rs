@@ -45,6 +45,7 @@ pub(super) fn refund(
     next.refunded += total;
     let reversals = reverse_components(&mut next, program)?;
     give_back_usage(&mut next, &reversals, &mut related.counters, false);
+    give_back_progress(&mut next, total, &mut related.counters, false);
 
     // Everything is checked; from here on nothing fails.
     let origin = target.id;
@@ -285,6 +286,20 @@ pub(super) fn give_back_usage(
         if points > 0 || everything {
             limits::give_back(counters, usage, points);
         }
+    }
+}
+
+/// Takes back from cumulative promotions' progress what a refund of `refunded` minor units
+/// (or, `everything`, a cancellation) undoes.
+pub(super) fn give_back_progress(
+    state: &mut AccrualState,
+    refunded: i64,
+    counters: &mut Counters,
+    everything: bool,
+) {
+    let (amount, total) = (state.amount, state.refunded);
+    for contribution in &mut state.progress {
+        contribution.give_back(counters, refunded, amount, total, everything);
     }
 }
 

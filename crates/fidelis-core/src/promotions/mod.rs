@@ -323,6 +323,57 @@ pub struct Evaluation {
     pub rewards: Vec<Reward>,
     /// The limit counters the award used.
     pub usage: Option<Box<Usage>>,
+    /// What the journal added to a cumulative promotion's progress.
+    pub contribution: Option<Box<Contribution>>,
+}
+
+/// A journal's contribution to a cumulative promotion's progress, kept with the journal:
+/// a refund or cancellation takes it back, so progress falls with the spend it counted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Contribution {
+    pub key: limits::CounterKey,
+    /// One journal (`count`), or its amount in minor units (`amount`).
+    pub value: i64,
+    /// Measured by amount: a refund takes back what it refunds; by count, the journal
+    /// counts until it is refunded entirely.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_amount: bool,
+    /// Taken back by refunds and cancellations so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub returned: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+impl Contribution {
+    /// Takes back what a refund of `refunded` minor units (of an accrual of `amount`, now
+    /// `total_refunded` refunded) undoes, or — `everything` — all that is left.
+    pub fn give_back(
+        &mut self,
+        counters: &mut Counters,
+        refunded: i64,
+        amount: i64,
+        total_refunded: i64,
+        everything: bool,
+    ) {
+        let left = self.value - self.returned;
+        let back = if everything {
+            left
+        } else if self.by_amount {
+            refunded.min(left)
+        } else if total_refunded >= amount {
+            left
+        } else {
+            0
+        }
+        .max(0);
+        if back > 0 {
+            self.returned += back;
+            counters.add(&self.key, 0, -back);
+        }
+    }
 }
 
 /// The member and the limit counters an evaluation works with.
@@ -430,6 +481,7 @@ pub fn evaluate(
             points: Vec::new(),
             rewards: Vec::new(),
             usage: None,
+            contribution: None,
         };
         if let Some(v) = verdict {
             evaluation.verdict = v;
@@ -449,9 +501,11 @@ pub fn evaluate(
             }
         };
         if let Some(cumulative) = &promotion.cumulative {
-            if let Some(progress) = advance(
+            let (progress, contribution) = advance(
                 program, promotion, cumulative, accrual, member_id, counters, at,
-            ) {
+            );
+            evaluation.contribution = Some(Box::new(contribution));
+            if let Some(progress) = progress {
                 evaluation.verdict = Verdict::InProgress(progress);
                 out.push(evaluation);
                 continue;
@@ -523,7 +577,7 @@ fn eligibility(
 
 /// Counts a journal toward a cumulative promotion's target. `None` when it reaches the
 /// target (the actions fire; progress keeps what is left over), otherwise where the
-/// member stands.
+/// member stands; with what the journal contributed, for a refund to take back.
 fn advance(
     program: &Program,
     promotion: &Promotion,
@@ -532,25 +586,37 @@ fn advance(
     member: crate::ids::MemberId,
     counters: &mut Counters,
     at: DateTime<Utc>,
-) -> Option<String> {
+) -> (Option<String>, Contribution) {
     let key = cumulative.key(&promotion.code, member, program.time_zone, at);
     let contribution = match cumulative.measure {
         Measure::Count => 1,
         Measure::Amount => accrual.amount.map_or(0, |a| a.0),
+    };
+    let record = Contribution {
+        key: key.clone(),
+        value: contribution,
+        by_amount: cumulative.measure == Measure::Amount,
+        returned: 0,
     };
     let now = counters.get(&key);
     let progress = now.points.saturating_add(contribution);
     let show = |v: i64| cumulative.show(v, &program.money_currency);
     if !cumulative.repeat && now.times >= 1 {
         counters.add(&key, 0, contribution);
-        return Some("the target was reached already in this period".into());
+        return (
+            Some("the target was reached already in this period".into()),
+            record,
+        );
     }
     if progress < cumulative.target {
         counters.add(&key, 0, contribution);
-        return Some(format!("{} of {}", show(progress), show(cumulative.target)));
+        return (
+            Some(format!("{} of {}", show(progress), show(cumulative.target))),
+            record,
+        );
     }
     counters.add(&key, 1, contribution - cumulative.target);
-    None
+    (None, record)
 }
 
 /// Applies the promotion's limits to an award: refused when a cap is reached, cut to what
