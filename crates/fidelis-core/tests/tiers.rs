@@ -368,3 +368,36 @@ fn benefits_are_read_by_promotions_and_extend_expiry() {
         "local noon, winter time"
     );
 }
+
+/// Trust item 21: the retail template's Gold `earning_multiplier` benefit changed nothing.
+/// The template multiplies by it: a Gold member earns 1.25 times the base points; a Silver
+/// member does not.
+#[test]
+fn the_retail_templates_gold_members_earn_one_and_a_quarter() {
+    let template = fidelis_core::templates::find("retail").unwrap();
+    let mut doc: ProgramDocument = yaml_serde::from_str(template.source).unwrap();
+    doc.code = Some("retail".into());
+    let program = Program::compile(&doc, None).unwrap();
+    // A Wednesday: no weekend bonus.
+    let mut sim = Sim::new(program, "2026-06-10T12:00:00Z");
+    sim.enroll("gold");
+    sim.enroll("silver");
+    let multiplier = |o: &Outcome| -> i64 {
+        o.awards
+            .iter()
+            .filter(|a| a.source == "tier-multiplier")
+            .map(|a| a.points)
+            .sum()
+    };
+    let first = sim.ok(purchase("gold", "2000"));
+    assert_eq!(
+        multiplier(&first),
+        0,
+        "not Gold before this purchase's upgrade was earned"
+    );
+    let o = sim.ok(purchase("gold", "100"));
+    assert_eq!(multiplier(&o), 25, "{:?}", o.awards);
+    sim.ok(purchase("silver", "600"));
+    let o = sim.ok(purchase("silver", "100"));
+    assert_eq!(multiplier(&o), 0, "{:?}", o.awards);
+}

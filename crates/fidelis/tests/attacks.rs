@@ -40,6 +40,7 @@ both_dialects!(
     what_is_not_valid_is_refused,
     operator_rules_are_bounded,
     cumulative_progress_falls_with_a_refund,
+    gold_members_of_the_retail_template_earn_more,
 );
 
 /// Item 13: unknown tokens each cost a database lookup, and each had a rate-limit bucket
@@ -968,4 +969,33 @@ async fn cumulative_progress_falls_with_a_refund(s: Server) {
         "{body}"
     );
     assert_eq!(s.available("m").await, 200, "no bonus");
+}
+
+/// Item 21: the retail template's Gold `earning_multiplier` benefit changed nothing.
+async fn gold_members_of_the_retail_template_earn_more(s: Server) {
+    let (status, body) = s
+        .post("/programs/retail/from-template/retail", json!({}))
+        .await;
+    assert!(status.is_success(), "{body}");
+    let (status, _) = s
+        .post("/programs/retail/members", json!({"member": "g"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // A Wednesday, so no weekend bonus.
+    let buy = |id: &str, amount: &str| {
+        json!({"external_id": id, "member": "g", "type": "purchase", "occurred_at": "2026-06-10T12:00:00+02:00",
+               "amount": amount, "currency": "EUR"})
+    };
+    let (status, body) = s.post("/programs/retail/journals", buy("p1", "2000")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = s.post("/programs/retail/journals", buy("p2", "100")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let extra: i64 = body["awards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["source"] == "tier-multiplier")
+        .map(|a| a["points"].as_i64().unwrap())
+        .sum();
+    assert_eq!(extra, 25, "{body}");
 }

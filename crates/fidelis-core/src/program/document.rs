@@ -422,6 +422,10 @@ pub struct ActionDocument {
     pub rounding: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub factor: Option<String>,
+    /// A multiplier's factor read from the member's tier benefit of this code (its
+    /// `value`): `earning_multiplier` makes a tier's benefit the earning rule itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factor_benefit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voucher: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

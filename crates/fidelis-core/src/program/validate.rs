@@ -726,7 +726,15 @@ fn promotions(
             .actions
             .iter()
             .enumerate()
-            .map(|(j, a)| action(check, &format!("{at}.actions[{j}]"), a, currencies))
+            .map(|(j, a)| {
+                action(
+                    check,
+                    &format!("{at}.actions[{j}]"),
+                    a,
+                    currencies,
+                    tier_groups,
+                )
+            })
             .collect();
         let limits = limits(check, &at, doc.limits.as_ref());
         let mut tiers = Vec::new();
@@ -931,6 +939,7 @@ fn action(
     at: &str,
     doc: &ActionDocument,
     currencies: &[Option<Currency>],
+    tier_groups: &[TierGroup],
 ) -> Option<Action> {
     check.unknown(at, &doc.unknown);
     let kind = check.required(format!("{at}.type"), &doc.kind)?;
@@ -969,6 +978,39 @@ fn action(
                 rate: rate?,
             })
         }
+        "multiplier" if doc.factor_benefit.is_some() => {
+            let currency = currency(check);
+            if doc.factor.is_some() {
+                check.add(
+                    format!("{at}.factor"),
+                    "give factor or factor_benefit, not both",
+                );
+            }
+            let code = check.code(format!("{at}.factor_benefit"), &doc.factor_benefit)?;
+            let valued = tier_groups
+                .iter()
+                .flat_map(|g| &g.tiers)
+                .flat_map(|t| &t.benefits)
+                .any(|b| {
+                    b.code == code
+                        && b.value
+                            .is_some_and(|v| v > Decimal::ONE && v <= Decimal::from(100))
+                });
+            if !valued {
+                check.add(
+                    format!("{at}.factor_benefit"),
+                    format!(
+                        "no tier has a benefit {:?} with a value above 1 and at most 100",
+                        code.as_str()
+                    ),
+                );
+                return None;
+            }
+            Some(Action::Multiplier {
+                currency: currency?,
+                factor: crate::promotions::Factor::Benefit(code),
+            })
+        }
         "multiplier" => {
             let currency = currency(check);
             let factor = check
@@ -989,7 +1031,7 @@ fn action(
                 });
             Some(Action::Multiplier {
                 currency: currency?,
-                factor: factor?,
+                factor: crate::promotions::Factor::Fixed(factor?),
             })
         }
         "voucher" => Some(Action::Voucher {

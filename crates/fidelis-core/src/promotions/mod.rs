@@ -160,6 +160,14 @@ impl Cumulative {
     }
 }
 
+/// A multiplier's factor: fixed, or the value of the member's tier benefit of a code (the
+/// highest among their tier groups; a member without the benefit gets nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Factor {
+    Fixed(Decimal),
+    Benefit(Code),
+}
+
 /// The prefix of counters that hold cumulative progress.
 pub const PROGRESS: &str = "c:";
 /// The period key of the counter that records a member joined an opt-in promotion.
@@ -224,7 +232,7 @@ pub enum Action {
     /// The base points times `factor` in total.
     Multiplier {
         currency: CurrencyIx,
-        factor: Decimal,
+        factor: Factor,
     },
     Voucher {
         definition: Code,
@@ -511,7 +519,15 @@ pub fn evaluate(
                 continue;
             }
         }
-        act(program, promotion, accrual, base, matching, &mut evaluation);
+        act(
+            program,
+            promotion,
+            accrual,
+            base,
+            matching,
+            &tiers,
+            &mut evaluation,
+        );
         if !promotion.limits.is_empty()
             && !(evaluation.points.is_empty() && evaluation.rewards.is_empty())
         {
@@ -739,6 +755,7 @@ fn act(
     accrual: &Accrual,
     base: &[BasePoints],
     lines: Option<&[usize]>,
+    tiers: &[Option<usize>],
     evaluation: &mut Evaluation,
 ) {
     let scale = program.money_currency.scale();
@@ -777,6 +794,23 @@ fn act(
                 let Some(base) = base.iter().find(|b| b.currency == *currency) else {
                     continue;
                 };
+                let factor = match factor {
+                    Factor::Fixed(f) => *f,
+                    Factor::Benefit(code) => {
+                        let held = program.tier_groups.iter().zip(tiers).filter_map(|(g, t)| {
+                            g.tiers[(*t)?]
+                                .benefits
+                                .iter()
+                                .find(|b| b.code == *code)
+                                .and_then(|b| b.value)
+                        });
+                        match held.max() {
+                            Some(f) if f > Decimal::ONE => f,
+                            _ => continue,
+                        }
+                    }
+                };
+                let factor = &factor;
                 let extra = if program.base_stacks {
                     *factor - Decimal::ONE
                 } else {
