@@ -44,6 +44,7 @@ both_dialects!(
     tier_changes_and_manual_assignments_are_audited,
     transfers_keep_the_daily_limit_exactly_and_show_on_both_sides,
     reinstatement_reaches_back_exactly_n_local_days,
+    reinstated_inactivity_points_stay_spendable,
     merging_moves_points_tiers_and_counters_and_later_journals,
     a_referral_rewards_both_members_once_per_referee,
     households_pool_a_share_of_earning_and_their_rule_says_who_spends,
@@ -1122,5 +1123,77 @@ async fn a_refund_costs_the_tier_at_the_next_assessment(store: Store) {
         )
         .await,
         "member"
+    );
+}
+
+/// Trust item 17: reinstated points of an `inactivity` currency expired again at once (the
+/// answer said 70 available, the balance said 0). The reinstatement moves the deadline.
+async fn reinstated_inactivity_points_stay_spendable(store: Store) {
+    let doc: ProgramDocument = serde_json::from_value(json!({
+        "code": "idle", "name": "Idle", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+        "currencies": [{"code": "points", "name": "Points", "kind": "redeemable",
+                        "expiry": {"policy": "inactivity", "months": 1}, "reinstate_within_days": 30}],
+        "earning": {"base": [{"currency": "points", "rate": "1"}]}
+    }))
+    .unwrap();
+    let program = put(&store, &doc).await;
+    enroll_at(&store, &program, "m", utc("2026-01-01T08:00:00Z")).await;
+    post(
+        &store,
+        &program,
+        buy("p1", "m", "70.00", "2026-01-10T10:00:00Z"),
+        "2026-01-10T10:00:00Z",
+    )
+    .await;
+    store
+        .run_jobs(&program, utc("2026-02-12T00:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(
+        points_of(&store, &program, "m", "2026-02-12T00:00:00Z").await,
+        0,
+        "expired"
+    );
+    let agent = fidelis_store::Actor {
+        name: "bob".into(),
+        role: "agent".into(),
+    };
+    let now = utc("2026-02-15T10:00:00Z");
+    let (out, _) = store
+        .reinstate(
+            &program,
+            "m",
+            "points",
+            &ExternalId::parse("r1").unwrap(),
+            "goodwill",
+            now,
+            &agent,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.awards[0].points, 70);
+    assert_eq!(out.balances[0].available, 70);
+    assert_eq!(
+        points_of(&store, &program, "m", "2026-02-15T10:00:00Z").await,
+        70,
+        "spendable, as the answer said"
+    );
+    store
+        .run_jobs(&program, utc("2026-02-20T00:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(
+        points_of(&store, &program, "m", "2026-02-20T00:00:00Z").await,
+        70,
+        "the jobs leave them"
+    );
+    // A month without activity after the reinstatement, they expire as any points would.
+    store
+        .run_jobs(&program, utc("2026-03-20T00:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(
+        points_of(&store, &program, "m", "2026-03-20T00:00:00Z").await,
+        0
     );
 }

@@ -620,15 +620,23 @@ impl MemberLedger {
 
     /// Records an accrual or redemption at `t`: it extends inactivity deadlines.
     pub fn note_activity(&mut self, program: &Program, t: DateTime<Utc>) {
-        for (ix, currency) in program.currency_ixs() {
-            let account = &mut self.accounts[ix.index()];
-            if let crate::program::ExpiryPolicy::Inactivity { .. } = currency.expiry {
-                if account.last_activity_at.is_none_or(|last| last < t) {
-                    account.last_activity_at = Some(t);
-                    account.changed = true;
-                    let deadline = currency.expiry.inactivity_deadline(program.time_zone, t);
-                    account.note_transition(deadline);
-                }
+        for (ix, _) in program.currency_ixs() {
+            self.note_activity_in(program, ix, t);
+        }
+    }
+
+    /// Records activity in one currency at `t` (an inactivity currency's deadline moves):
+    /// points given back by a reinstatement are spendable for a whole inactivity period,
+    /// not expired again by the deadline that expired them.
+    pub fn note_activity_in(&mut self, program: &Program, ix: CurrencyIx, t: DateTime<Utc>) {
+        let currency = program.currency(ix);
+        let account = &mut self.accounts[ix.index()];
+        if let crate::program::ExpiryPolicy::Inactivity { .. } = currency.expiry {
+            if account.last_activity_at.is_none_or(|last| last < t) {
+                account.last_activity_at = Some(t);
+                account.changed = true;
+                let deadline = currency.expiry.inactivity_deadline(program.time_zone, t);
+                account.note_transition(deadline);
             }
         }
     }
