@@ -18,6 +18,7 @@ mod access;
 pub mod bare;
 mod engine;
 mod error;
+mod expiry;
 mod group_commit;
 mod groups;
 mod health;
@@ -47,6 +48,7 @@ pub use access::{Actor, AuditEntry, AuditFilter, NewToken, TokenRecord, UserReco
 use engine::Revision;
 pub use engine::{ImportProgress, JournalResult, LoadedProgram, Posted, Prepared, SettleReport};
 pub use error::{Result, StoreError, Unavailability};
+pub use expiry::{ExpiryExtension, ExtensionReport};
 pub use groups::{GroupView, RedeemRule};
 pub use health::Health;
 pub use imports::{ImportRun, PartitionProgress};

@@ -387,6 +387,29 @@ impl LedgerTx for PgTx {
         Ok(())
     }
 
+    async fn set_bucket_expiries(
+        &mut self,
+        buckets: &[(i64, i64, i32, DateTime<Utc>)],
+    ) -> Result<()> {
+        if buckets.is_empty() {
+            return Ok(());
+        }
+        let members: Vec<i64> = buckets.iter().map(|b| b.0).collect();
+        let journals: Vec<i64> = buckets.iter().map(|b| b.1).collect();
+        let seqs: Vec<i32> = buckets.iter().map(|b| b.2).collect();
+        let ats: Vec<DateTime<Utc>> = buckets.iter().map(|b| b.3).collect();
+        sqlx::query(
+            "UPDATE buckets b SET expires_at = v.at FROM UNNEST($1::bigint[], $2::bigint[], $3::int[], $4::timestamptz[])              AS v(member_id, journal_id, seq, at)              WHERE b.member_id = v.member_id AND b.journal_id = v.journal_id AND b.seq = v.seq",
+        )
+        .bind(members)
+        .bind(journals)
+        .bind(seqs)
+        .bind(ats)
+        .execute(self.conn().await?)
+        .await?;
+        Ok(())
+    }
+
     async fn load_open_buckets(&mut self, member_ids: &[i64]) -> Result<Vec<BucketRow>> {
         let sql = format!(
             "SELECT {BUCKET_COLUMNS} FROM buckets b WHERE b.member_id = ANY($1) AND (b.remaining > 0 OR b.expired_unclaimed > 0)"

@@ -252,6 +252,11 @@ pub trait LedgerTx: Send {
         &mut self,
         member_ids: &[i64],
     ) -> impl Future<Output = Result<Vec<BucketRow>>> + Send;
+    /// Sets buckets' expiry instants: (member, journal, seq, expires_at).
+    fn set_bucket_expiries(
+        &mut self,
+        buckets: &[(i64, i64, i32, DateTime<Utc>)],
+    ) -> impl Future<Output = Result<()>> + Send;
     /// All buckets opened by the given journals, (member, journal) pairs.
     fn load_journal_buckets(
         &mut self,

@@ -366,6 +366,22 @@ impl LedgerTx for SqliteTx<'_> {
         Ok(())
     }
 
+    async fn set_bucket_expiries(
+        &mut self,
+        buckets: &[(i64, i64, i32, DateTime<Utc>)],
+    ) -> Result<()> {
+        for (member, journal, seq, at) in buckets {
+            sqlx::query("UPDATE buckets SET expires_at = ?1 WHERE member_id = ?2 AND journal_id = ?3 AND seq = ?4")
+                .bind(micros(*at))
+                .bind(member)
+                .bind(journal)
+                .bind(seq)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn load_open_buckets(&mut self, member_ids: &[i64]) -> Result<Vec<BucketRow>> {
         let sql = format!(
             "SELECT {BUCKET_COLUMNS} FROM buckets \

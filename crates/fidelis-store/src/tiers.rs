@@ -34,7 +34,7 @@ pub struct TierStanding {
 }
 
 /// Available balances per program currency.
-fn balances_of(program: &Program, accounts: &[AccountRow]) -> Vec<i64> {
+pub(crate) fn balances_of(program: &Program, accounts: &[AccountRow]) -> Vec<i64> {
     program
         .currencies
         .iter()

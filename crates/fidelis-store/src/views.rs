@@ -11,7 +11,7 @@ use sqlx::Row;
 use crate::engine::LoadedProgram;
 use crate::error::{Result, StoreError};
 use crate::members::MemberView;
-use crate::rows::{AccountRow, BucketRow, LedgerTx};
+use crate::rows::LedgerTx;
 use crate::sqlite::instant;
 use crate::{Db, Store, postgres, sqlite};
 
@@ -96,13 +96,30 @@ impl Store {
         member: &MemberView,
         now: DateTime<Utc>,
     ) -> Result<Vec<BalanceView>> {
-        let (accounts, buckets): (Vec<AccountRow>, Vec<BucketRow>) = in_read_tx!(self, |tx| {
+        let p = &program.program;
+        // An inactivity window is extended by the tiers held: their standing is needed.
+        let with_tiers = p.has_expiry_extensions()
+            && p.currencies.iter().any(|c| {
+                matches!(
+                    c.expiry,
+                    fidelis_core::program::ExpiryPolicy::Inactivity { .. }
+                )
+            });
+        let (accounts, buckets, tiers) = in_read_tx!(self, |tx| {
             let accounts = tx.load_accounts(&[member.id]).await?;
             let buckets = tx.load_open_buckets(&[member.id]).await?;
-            (accounts, buckets)
+            let tiers = if with_tiers {
+                tx.load_tiers(&[member.id]).await?
+            } else {
+                Vec::new()
+            };
+            (accounts, buckets, tiers)
         });
-        let p = &program.program;
         let mut ledger = MemberLedger::new(MemberId(member.id), member.status, p);
+        if let Some(row) = tiers.first() {
+            let balances = crate::tiers::balances_of(p, &accounts);
+            ledger.tiers = Some(crate::tiers::standing(p, row, &balances, now)?);
+        }
         for row in accounts {
             let Some(ix) = p.currency_ix(&row.currency) else {
                 continue;

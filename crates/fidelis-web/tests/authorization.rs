@@ -252,6 +252,15 @@ fn cases() -> Vec<Case> {
         },
         Case {
             method: Method::POST,
+            path: "/api/v1/programs/shop/expiry-extensions",
+            template: "/api/v1/programs/{program}/expiry-extensions",
+            body: Some(json!({"external_id": "ext-{role}", "currency": "points",
+                "expiring_from": "2030-01-01T00:00:00Z", "expiring_until": "2030-02-01T00:00:00Z",
+                "months": 6, "reason": "goodwill"})),
+            allowed: managers,
+        },
+        Case {
+            method: Method::POST,
             path: "/api/v1/programs/shop/jobs/run",
             template: "/api/v1/programs/{program}/jobs/run",
             body: Some(json!({})),

@@ -41,6 +41,7 @@ both_dialects!(
     operator_rules_are_bounded,
     cumulative_progress_falls_with_a_refund,
     gold_members_of_the_retail_template_earn_more,
+    expiries_are_extended_by_tiers_the_program_and_operators,
 );
 
 /// Item 13: unknown tokens each cost a database lookup, and each had a rate-limit bucket
@@ -998,4 +999,159 @@ async fn gold_members_of_the_retail_template_earn_more(s: Server) {
         .map(|a| a["points"].as_i64().unwrap())
         .sum();
     assert_eq!(extra, 25, "{body}");
+}
+
+/// Item 18: a tier's `expiry_extension` was ignored for `inactivity` currencies; there was
+/// no program-wide extension, nor an operator action extending points already earned.
+async fn expiries_are_extended_by_tiers_the_program_and_operators(s: Server) {
+    let program = |currencies: serde_json::Value, extension: serde_json::Value| {
+        json!({"name": "Club", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+               "expiry_extension": extension,
+               "currencies": currencies,
+               "earning": {"base": [{"currency": "points", "rate": "1"}]},
+               "tier_groups": [{"code": "status", "measure": "spend", "tiers": [
+                   {"code": "member", "threshold": 0},
+                   {"code": "gold", "threshold": 1000000, "expiry_extension": {"months": 6}}]}]})
+    };
+    let put = |path: &'static str, doc: serde_json::Value| {
+        let s = &s;
+        async move {
+            let (status, _, body) = s.call(Method::PUT, path, Some(doc)).await;
+            assert!(status.is_success(), "{body}");
+        }
+    };
+    let expiring = |body: &serde_json::Value| -> Vec<String> {
+        body["balances"][0]["expiring"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["at"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // An inactivity currency: Gold's six months lengthen the one-month window.
+    let idle = json!([{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "inactivity", "months": 1}}]);
+    put(
+        "/programs/idle",
+        program(idle.clone(), serde_json::Value::Null),
+    )
+    .await;
+    for m in ["gold", "plain"] {
+        let (status, _) = s.post("/programs/idle/members", json!({"member": m})).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (status, _, body) = s
+        .call(
+            Method::PUT,
+            "/programs/idle/members/gold/tiers/status",
+            Some(json!({"tier": "gold", "reason": "vip"})),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    for m in ["gold", "plain"] {
+        let mut p = purchase(&format!("i-{m}"), m, "40");
+        p["occurred_at"] = json!(chrono::Utc::now().to_rfc3339());
+        let (status, body) = s.post("/programs/idle/journals", p).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let later = (chrono::Utc::now() + chrono::Duration::days(70))
+        .to_rfc3339()
+        .replace('+', "%2B");
+    let gold = s
+        .get(&format!(
+            "/programs/idle/members/gold/balances?as_of={later}"
+        ))
+        .await;
+    let plain = s
+        .get(&format!(
+            "/programs/idle/members/plain/balances?as_of={later}"
+        ))
+        .await;
+    assert_eq!(
+        gold["balances"][0]["available"], 40,
+        "Gold's window is seven months: {gold}"
+    );
+    assert_eq!(plain["balances"][0]["available"], 0, "{plain}");
+    // The program-wide extension: every member's points expire two months later.
+    let rolling = json!([{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "rolling", "days": 10}}]);
+    put(
+        "/programs/wide",
+        program(rolling.clone(), json!({"months": 2})),
+    )
+    .await;
+    let (status, _) = s
+        .post("/programs/wide/members", json!({"member": "m"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = s
+        .post("/programs/wide/journals", purchase("w1", "m", "10"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let body = s.get("/programs/wide/members/m/balances").await;
+    let at = chrono::DateTime::parse_from_rfc3339(&expiring(&body)[0]).unwrap();
+    let days = (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_days();
+    assert!(
+        (68..=72).contains(&days),
+        "10 days and two months: {days} ({body})"
+    );
+    // An operator extends what is already earned: every bucket expiring in a window.
+    put("/programs/ops", program(rolling, serde_json::Value::Null)).await;
+    for m in ["a", "b"] {
+        let (status, _) = s.post("/programs/ops/members", json!({"member": m})).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, _) = s
+            .post(
+                "/programs/ops/journals",
+                purchase(&format!("o-{m}"), m, "25"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let before = expiring(&s.get("/programs/ops/members/a/balances").await);
+    let request = json!({"external_id": "covid", "currency": "points",
+        "expiring_from": chrono::Utc::now().to_rfc3339(),
+        "expiring_until": (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339(),
+        "months": 3, "reason": "stores closed"});
+    let (status, body) = s
+        .post("/programs/ops/expiry-extensions", request.clone())
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        (
+            body["members"].as_i64(),
+            body["buckets"].as_i64(),
+            body["points"].as_i64()
+        ),
+        (Some(2), Some(2), Some(50)),
+        "{body}"
+    );
+    let after = expiring(&s.get("/programs/ops/members/a/balances").await);
+    let (was, is) = (
+        chrono::DateTime::parse_from_rfc3339(&before[0]).unwrap(),
+        chrono::DateTime::parse_from_rfc3339(&after[0]).unwrap(),
+    );
+    assert!(
+        (is - was).num_days() >= 89 && (is - was).num_days() <= 92,
+        "{before:?} -> {after:?}"
+    );
+    let (status, body) = s
+        .post("/programs/ops/expiry-extensions", request.clone())
+        .await;
+    assert_eq!(status, StatusCode::OK, "a replay: {body}");
+    assert_eq!(body["replayed"], true);
+    assert_eq!(
+        expiring(&s.get("/programs/ops/members/a/balances").await),
+        after,
+        "not extended twice"
+    );
+    let mut other = request.clone();
+    other["months"] = json!(4);
+    let (status, body) = s.post("/programs/ops/expiry-extensions", other).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let audit = s.get("/audit?program=ops&action=expiry.extend").await;
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 1, "{audit}");
+    let mut on_idle = request;
+    on_idle["external_id"] = json!("idle-ext");
+    let (status, body) = s.post("/programs/idle/expiry-extensions", on_idle).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "not_extendable");
 }

@@ -309,10 +309,16 @@ impl MemberLedger {
     pub fn effective_expiry(&self, program: &Program, bucket: &Bucket) -> Option<DateTime<Utc>> {
         let currency = program.currency(bucket.currency);
         match currency.expiry {
+            // The window, extended as the member's bucket expiries are (the program's
+            // extension and the longest of the tiers held).
             ExpiryPolicy::Inactivity { .. } => self
                 .account(bucket.currency)
                 .last_activity_at
-                .and_then(|t| currency.expiry.inactivity_deadline(program.time_zone, t)),
+                .and_then(|t| currency.expiry.inactivity_deadline(program.time_zone, t))
+                .map(|d| {
+                    let extensions = program.expiry_extensions(self.tiers.as_ref());
+                    crate::tiers::extend_expiry(program.time_zone, d, &extensions)
+                }),
             _ => bucket.expires_at,
         }
     }

@@ -188,10 +188,7 @@ impl MemberLedger {
             return pool_id(currency);
         }
         let tz = program.time_zone;
-        let extensions = match &self.tiers {
-            Some(t) if program.has_expiry_extensions() => t.expiry_extensions(program),
-            _ => Vec::new(),
-        };
+        let extensions = program.expiry_extensions(self.tiers.as_ref());
         let expires_at = def
             .expiry
             .bucket_expiry(tz, credited_at)
@@ -635,7 +632,14 @@ impl MemberLedger {
             if account.last_activity_at.is_none_or(|last| last < t) {
                 account.last_activity_at = Some(t);
                 account.changed = true;
-                let deadline = currency.expiry.inactivity_deadline(program.time_zone, t);
+                let deadline = currency
+                    .expiry
+                    .inactivity_deadline(program.time_zone, t)
+                    .map(|d| {
+                        let extensions = program.expiry_extensions(self.tiers.as_ref());
+                        crate::tiers::extend_expiry(program.time_zone, d, &extensions)
+                    });
+                let account = &mut self.accounts[ix.index()];
                 account.note_transition(deadline);
             }
         }

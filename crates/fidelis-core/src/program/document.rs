@@ -30,6 +30,11 @@ pub struct ProgramDocument {
     /// refused. Without it, only journals before 1970 are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub starts_on: Option<String>,
+    /// An extension of every member's expiries (`{months: 6}`): points credited from now
+    /// on expire this much later, and inactivity windows are this much longer — a
+    /// program-wide goodwill, beside what tiers extend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_extension: Option<LengthDocument>,
     /// Activity types besides `purchase` that journals may carry (`review`, `flight`…).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub activity_types: Vec<String>,

@@ -30,6 +30,8 @@ pub struct Program {
     /// The first instant a journal may be dated: the start of `starts_on` in the program's
     /// time zone, or 1970-01-01 UTC.
     pub starts_at: DateTime<Utc>,
+    /// Every member's expiry extension (see [`Program::expiry_extensions`]).
+    pub expiry_extension: Option<Period>,
     /// Journal types besides `purchase`.
     pub activity_types: Vec<Code>,
     /// Indexed by [`CurrencyIx`].
@@ -87,6 +89,18 @@ impl Program {
         self.tier_groups
             .iter()
             .any(|g| g.tiers.iter().any(|t| t.expiry_extension.is_some()))
+    }
+
+    /// The extensions a member's expiries get: the program's, and those of the tiers
+    /// the member holds (`tiers`, when known). The longest wins.
+    pub fn expiry_extensions(&self, tiers: Option<&crate::tiers::MemberTiers>) -> Vec<Period> {
+        let mut out: Vec<Period> = self.expiry_extension.into_iter().collect();
+        if let Some(t) = tiers
+            && self.has_expiry_extensions()
+        {
+            out.extend(t.expiry_extensions(self));
+        }
+        out
     }
 
     /// Whether journals may carry this activity type.

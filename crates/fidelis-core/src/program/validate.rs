@@ -141,6 +141,10 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
                 }
             }
         });
+    let expiry_extension = doc
+        .expiry_extension
+        .as_ref()
+        .and_then(|e| length(&mut check, "expiry_extension", e));
     let activity_types = activity_types(&mut check, &doc.activity_types);
     let currencies = currencies(&mut check, &doc.currencies);
     let base_earning = base_earning(&mut check, &doc.earning, &currencies, &activity_types);
@@ -171,6 +175,7 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
                 name,
                 time_zone,
                 money_currency,
+                expiry_extension,
                 starts_at: starts_on.map_or(DateTime::<Utc>::UNIX_EPOCH, |d| {
                     crate::calendar::start_of_day(time_zone, d)
                 }),

@@ -2,6 +2,7 @@
 //! `operations()` the endpoints around it (health, readiness, metrics, the document).
 
 pub(crate) mod admin;
+mod expiry;
 mod journals;
 mod lifecycle;
 mod members;
@@ -135,6 +136,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
             .merge(programs::routes())
             .merge(members::routes())
             .merge(lifecycle::routes())
+            .merge(expiry::routes())
             .merge(journals::routes())
             .merge(admin::routes()),
     )

@@ -1,0 +1,245 @@
+//! Extending expiries by an operator: every open bucket of a currency whose expiry falls
+//! in a window gets more days or months — what airlines did for every member in 2020. The
+//! points keep their ledger entries (nothing is credited or debited); their buckets expire
+//! later. Each member's buckets change under the member's lock, so no journal sees half of
+//! an extension. Idempotent on the operation's external id, and audited with what it did.
+
+use chrono::{DateTime, Utc};
+use fidelis_core::ids::ExternalId;
+use fidelis_core::program::{ExpiryPolicy, Period};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::lock_keys;
+use crate::rows::LedgerTx;
+use crate::{
+    Actor, AuditFilter, Db, LoadedProgram, Result, Store, StoreError, in_ledger_tx, postgres,
+    sqlite,
+};
+
+/// What to extend: the open buckets of `currency` expiring in `[from, until)` get `by`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiryExtension {
+    pub currency: String,
+    pub from: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    /// `{"days": N}` or `{"months": N}`.
+    pub days: Option<u32>,
+    pub months: Option<u32>,
+    pub reason: String,
+}
+
+/// What an extension did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtensionReport {
+    pub members: u64,
+    pub buckets: u64,
+    /// The points those buckets hold.
+    pub points: i64,
+    /// An earlier call with the same external id did this; nothing changed now.
+    #[serde(skip)]
+    pub replayed: bool,
+}
+
+/// Members handled per transaction.
+const CHUNK: i64 = 500;
+const ACTION: &str = "expiry.extend";
+
+impl Store {
+    /// Extends the expiry of every open bucket of the currency expiring in the window.
+    pub async fn extend_expiries(
+        &self,
+        program: &LoadedProgram,
+        extension: &ExpiryExtension,
+        external_id: &ExternalId,
+        now: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<ExtensionReport> {
+        let p = &program.program;
+        let refuse = |code: &'static str, detail: String| Err(StoreError::Refused(code, detail));
+        let Some(ix) = p.currency_ix(&extension.currency) else {
+            return refuse(
+                "unknown_currency",
+                format!("the program has no currency {:?}", extension.currency),
+            );
+        };
+        let currency = p.currency(ix);
+        if !matches!(
+            currency.expiry,
+            ExpiryPolicy::Rolling { .. } | ExpiryPolicy::FixedDate { .. }
+        ) {
+            return refuse(
+                "not_extendable",
+                format!(
+                    "{} points have no expiry of their own to extend (inactivity windows are extended by the program's expiry_extension)",
+                    currency.code
+                ),
+            );
+        }
+        let by = match (extension.days, extension.months) {
+            (Some(d), None) if (1..=3_660).contains(&d) => Period::Days(d),
+            (None, Some(m)) if (1..=120).contains(&m) => Period::Months(m),
+            _ => {
+                return refuse(
+                    "invalid_request",
+                    "give days (1 to 3660) or months (1 to 120), not both".into(),
+                );
+            }
+        };
+        if extension.from >= extension.until {
+            return refuse(
+                "invalid_request",
+                "expiring_from must be before expiring_until".into(),
+            );
+        }
+        let reason = extension.reason.trim();
+        if reason.is_empty() || reason.chars().count() > 500 {
+            return refuse(
+                "invalid_request",
+                "reason must be 1 to 500 characters".into(),
+            );
+        }
+        // Idempotent: the audit trail holds every extension with its request.
+        let request = serde_json::to_value(extension)?;
+        let code = p.code.as_str();
+        let earlier = self
+            .audit(&AuditFilter {
+                program: Some(code.to_owned()),
+                actor: None,
+                action: Some(ACTION.to_owned()),
+                before_id: None,
+                limit: 1_000,
+            })
+            .await?;
+        if let Some((_, entry)) = earlier
+            .iter()
+            .find(|(_, e)| e.subject.as_deref() == Some(external_id.as_str()))
+        {
+            if entry.before.as_ref() != Some(&request) {
+                return refuse(
+                    "idempotency_conflict",
+                    format!(
+                        "external_id {:?} was used for another extension",
+                        external_id.as_str()
+                    ),
+                );
+            }
+            let mut report: ExtensionReport = entry
+                .after
+                .clone()
+                .map(serde_json::from_value)
+                .transpose()?
+                .unwrap_or_default();
+            report.replayed = true;
+            return Ok(report);
+        }
+        let tz = p.time_zone;
+        let mut report = ExtensionReport::default();
+        let mut after_member = 0i64;
+        loop {
+            let members = self
+                .members_expiring(
+                    program,
+                    &extension.currency,
+                    extension.from,
+                    extension.until,
+                    after_member,
+                )
+                .await?;
+            let Some(&(last, _)) = members.last() else {
+                break;
+            };
+            after_member = last;
+            let ids: Vec<i64> = members.iter().map(|(id, _)| *id).collect();
+            let keys = lock_keys(program.id, members.iter().map(|(_, name)| name.as_str()));
+            let (buckets, points) = in_ledger_tx!(self, |tx| {
+                async {
+                    tx.lock_members(&keys).await?;
+                    extend_locked(
+                        &mut tx,
+                        &ids,
+                        &extension.currency,
+                        extension.from,
+                        extension.until,
+                        |t| by.after(tz, t),
+                    )
+                    .await
+                }
+                .await
+            })?;
+            report.members += members.len() as u64;
+            report.buckets += buckets;
+            report.points += points;
+        }
+        let mut audit = actor.entry(now, ACTION, Some(code), Some(external_id.as_str()));
+        audit.before = Some(request);
+        audit.after = Some(serde_json::to_value(&report)?);
+        self.append_audit(&audit).await?;
+        Ok(report)
+    }
+
+    /// The next members (by id, after `after`) holding open buckets of `currency` that
+    /// expire in the window.
+    async fn members_expiring(
+        &self,
+        program: &LoadedProgram,
+        currency: &str,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        after: i64,
+    ) -> Result<Vec<(i64, String)>> {
+        Ok(match &self.db {
+            Db::Sqlite(pool) => sqlx::query_as(
+                "SELECT DISTINCT b.member_id, m.external_id FROM buckets b JOIN members m ON m.id = b.member_id \
+                 WHERE b.program_id = ?1 AND b.currency = ?2 AND b.remaining > 0 AND b.expires_at >= ?3 \
+                 AND b.expires_at < ?4 AND b.member_id > ?5 ORDER BY b.member_id LIMIT ?6",
+            )
+            .bind(program.id)
+            .bind(currency)
+            .bind(crate::sqlite::micros(from))
+            .bind(crate::sqlite::micros(until))
+            .bind(after)
+            .bind(CHUNK)
+            .fetch_all(pool)
+            .await?,
+            Db::Postgres(pool) => sqlx::query_as(
+                "SELECT DISTINCT b.member_id, m.external_id FROM buckets b JOIN members m ON m.id = b.member_id \
+                 WHERE b.program_id = $1 AND b.currency = $2 AND b.remaining > 0 AND b.expires_at >= $3 \
+                 AND b.expires_at < $4 AND b.member_id > $5 ORDER BY b.member_id LIMIT $6",
+            )
+            .bind(program.id)
+            .bind(currency)
+            .bind(from)
+            .bind(until)
+            .bind(after)
+            .bind(CHUNK)
+            .fetch_all(pool)
+            .await?,
+        })
+    }
+}
+
+/// Under the members' locks: extends their buckets in the window; the buckets and points
+/// extended.
+async fn extend_locked<T: LedgerTx>(
+    tx: &mut T,
+    members: &[i64],
+    currency: &str,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    later: impl Fn(DateTime<Utc>) -> DateTime<Utc>,
+) -> Result<(u64, i64)> {
+    let mut points = 0;
+    let moved: Vec<(i64, i64, i32, DateTime<Utc>)> = tx
+        .load_open_buckets(members)
+        .await?
+        .into_iter()
+        .filter(|b| b.currency == currency && b.remaining > 0)
+        .filter_map(|b| {
+            let at = b.expires_at.filter(|at| (from..until).contains(at))?;
+            points += b.remaining;
+            Some((b.member_id, b.journal_id, b.seq, later(at)))
+        })
+        .collect();
+    tx.set_bucket_expiries(&moved).await?;
+    Ok((moved.len() as u64, points))
+}
