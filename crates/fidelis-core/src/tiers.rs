@@ -566,10 +566,32 @@ impl MemberTiers {
                     }
                 }
                 status.progress = status.progress.split_off(&group.oldest_kept(ended));
+                let qualified = group.tier_for(value).unwrap_or(0);
+                if qualified > current {
+                    // Qualified for more than the member holds (points that became
+                    // available without a journal, a merge, a lowered threshold): up.
+                    let valid = group
+                        .start(tz, anchor, ended + 1 + i64::from(group.validity_periods))
+                        .max(keep_until);
+                    out.changes.push(TierChange {
+                        group: group.code.clone(),
+                        from: Some(group.tiers[current].code.clone()),
+                        to: group.tiers[qualified].code.clone(),
+                        reason: "assessment".into(),
+                        measure: Some(value),
+                        at: due,
+                        valid_until: Some(valid),
+                    });
+                    status.tier = group.tiers[qualified].code.to_string();
+                    status.since = due;
+                    status.valid_until = Some(valid);
+                    status.grace_until = None;
+                    status.grace_target = None;
+                    continue;
+                }
                 if status.valid_until.is_some_and(|v| v > due) {
                     continue;
                 }
-                let qualified = group.tier_for(value).unwrap_or(0);
                 if qualified >= current {
                     status.valid_until = Some(keep_until);
                     continue;

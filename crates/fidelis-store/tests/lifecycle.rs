@@ -45,6 +45,7 @@ both_dialects!(
     transfers_keep_the_daily_limit_exactly_and_show_on_both_sides,
     reinstatement_reaches_back_exactly_n_local_days,
     reinstated_inactivity_points_stay_spendable,
+    tiers_follow_available_qualifying_points,
     merging_moves_points_tiers_and_counters_and_later_journals,
     a_referral_rewards_both_members_once_per_referee,
     households_pool_a_share_of_earning_and_their_rule_says_who_spends,
@@ -1196,4 +1197,90 @@ async fn reinstated_inactivity_points_stay_spendable(store: Store) {
         points_of(&store, &program, "m", "2026-03-20T00:00:00Z").await,
         0
     );
+}
+
+/// Trust item 19: pending qualifying points never lifted a tier when released (upgrades
+/// were checked only inside a journal), the year-end assessment did not upgrade, and with
+/// a rolling period pending points counted before they were released.
+async fn tiers_follow_available_qualifying_points(store: Store) {
+    let doc = |gold: i64, period: serde_json::Value| -> ProgramDocument {
+        serde_json::from_value(json!({
+            "code": "pend", "name": "Pending", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+            "currencies": [
+                {"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "never"}},
+                {"code": "status", "name": "Status", "kind": "qualifying", "expiry": {"policy": "never"}, "pending_days": 14}],
+            "earning": {"base": [{"currency": "points", "rate": "1"}, {"currency": "status", "rate": "1"}]},
+            "tier_groups": [{"code": "status", "currency": "status", "period": period,
+                "tiers": [{"code": "member", "threshold": 0}, {"code": "gold", "threshold": gold}]}]
+        }))
+        .unwrap()
+    };
+    for period in [
+        json!({"type": "rolling", "months": 12}),
+        json!({"type": "calendar_year"}),
+    ] {
+        let program = put(&store, &doc(100, period.clone())).await;
+        let m = format!("m-{}", period["type"].as_str().unwrap());
+        enroll_at(&store, &program, &m, utc("2026-01-01T08:00:00Z")).await;
+        let out = post(
+            &store,
+            &program,
+            buy(&format!("{m}-p1"), &m, "150.00", "2026-03-02T10:00:00Z"),
+            "2026-03-02T10:00:00Z",
+        )
+        .await;
+        assert!(
+            out.tier_changes.is_empty(),
+            "{period}: pending points lifted the tier: {:?}",
+            out.tier_changes
+        );
+        let standing = store
+            .tier_standing(&program, &m, utc("2026-03-10T00:00:00Z"))
+            .await
+            .unwrap();
+        assert_eq!(standing[0].tier, "member", "{period}: not while pending");
+        // Released by the jobs, fourteen days later: the tier moves then.
+        store
+            .run_jobs(&program, utc("2026-03-17T00:00:00Z"))
+            .await
+            .unwrap();
+        let standing = store
+            .tier_standing(&program, &m, utc("2026-03-17T00:00:00Z"))
+            .await
+            .unwrap();
+        assert_eq!(
+            standing[0].tier, "gold",
+            "{period}: released points lift the tier"
+        );
+    }
+    // The year-end assessment upgrades a member whose year qualifies (here: the threshold
+    // was lowered after the points were earned).
+    let program = put(&store, &doc(1_000, json!({"type": "calendar_year"}))).await;
+    enroll_at(&store, &program, "late", utc("2026-01-01T08:00:00Z")).await;
+    post(
+        &store,
+        &program,
+        buy("late-p1", "late", "500.00", "2026-05-02T10:00:00Z"),
+        "2026-05-02T10:00:00Z",
+    )
+    .await;
+    store
+        .run_jobs(&program, utc("2026-05-20T00:00:00Z"))
+        .await
+        .unwrap();
+    let program = put(&store, &doc(400, json!({"type": "calendar_year"}))).await;
+    let standing = store
+        .tier_standing(&program, "late", utc("2026-12-31T12:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(standing[0].tier, "member", "no journal since the change");
+    store
+        .run_jobs(&program, utc("2027-01-01T00:00:00Z"))
+        .await
+        .unwrap();
+    let standing = store
+        .tier_standing(&program, "late", utc("2027-01-01T00:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(standing[0].tier, "gold", "the assessment of 2026 upgrades");
 }

@@ -230,8 +230,35 @@ fn settle_all(
     outcome: &mut Outcome,
     now: DateTime<Utc>,
 ) {
+    let first = w.entries.len();
     let settled = ledger.settle(program, w, now);
     note_settled(program, outcome, &settled);
+    if ledger.tiers.is_none() {
+        return;
+    }
+    // Qualifying points count toward tiers once available: pending points released now
+    // count in the period they became available, and may lift the tier there and then.
+    if !settled.released.is_empty() {
+        let released: Vec<(CurrencyIx, i64, DateTime<Utc>)> = w.entries[first..]
+            .iter()
+            .filter(|e| e.kind == EntryKind::Release && e.pool == crate::ledger::Pool::Available)
+            .map(|e| (e.currency, e.amount, e.effective_at))
+            .collect();
+        for (currency, points, at) in released {
+            let c = crate::tiers::Contribution {
+                points: vec![(currency, points)],
+                spend: 0,
+                activities: 0,
+                at,
+                balances: ledger.accounts.iter().map(|a| a.available).collect(),
+            };
+            if let Some(tiers) = ledger.tiers.as_mut() {
+                outcome
+                    .tier_changes
+                    .extend(tiers.contribute(program, &c, now));
+            }
+        }
+    }
     let Some(tiers) = ledger.tiers.as_mut() else {
         return;
     };
@@ -273,7 +300,13 @@ fn contribution(
     related: &Related,
 ) -> crate::tiers::Contribution {
     let mut points: Vec<(CurrencyIx, i64)> = Vec::new();
-    for e in &w.entries {
+    // Only available points count toward tiers: pending ones count when released (see
+    // `settle_all`), and taking back pending points takes back nothing counted.
+    for e in w
+        .entries
+        .iter()
+        .filter(|e| e.pool == crate::ledger::Pool::Available)
+    {
         match points.iter_mut().find(|(c, _)| *c == e.currency) {
             Some((_, p)) => *p += e.amount,
             None => points.push((e.currency, e.amount)),
