@@ -12,7 +12,10 @@
 //! of the journal it refunds.
 //!
 //! - **Upgrade** as soon as the measure of a period reaches a higher threshold, inside the
-//!   processing of that journal (reported in its outcome).
+//!   processing of that journal (reported in its outcome) — or of the settlement that
+//!   releases pending qualifying points (only available points count; pending ones count
+//!   in the period they are released) — and at an assessment whose period qualifies for a
+//!   higher tier than the member holds.
 //! - **Assessment** at each period end (each month end for rolling windows): a tier whose
 //!   validity has not run out is kept; otherwise the measure of the period just ended
 //!   decides, and a member below the threshold goes down by the group's policy (one tier
