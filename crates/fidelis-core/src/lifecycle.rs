@@ -202,6 +202,16 @@ pub fn transfer(
         currency: def.code.clone(),
         points,
     });
+    // Balance-measured tiers follow both balances.
+    for (ledger, report) in [(&mut *from, true), (&mut *to, false)] {
+        let balances: Vec<i64> = ledger.accounts.iter().map(|a| a.available).collect();
+        if let Some(tiers) = ledger.tiers.as_mut() {
+            let changes = tiers.follow_balances(program, &balances, now);
+            if report {
+                outcome.tier_changes.extend(changes);
+            }
+        }
+    }
     outcome.balances = process::balances(program, from);
     Ok(Transferred {
         sent: record(
@@ -285,10 +295,14 @@ pub fn merge(
         );
         Outcome::add(&mut moved, &program.currency(*currency).code, *points);
     }
-    let tier_changes = match (survivor.tiers.as_mut(), source.tiers.as_ref()) {
+    let mut tier_changes = match (survivor.tiers.as_mut(), source.tiers.as_ref()) {
         (Some(ours), Some(theirs)) => ours.absorb(program, theirs, now),
         _ => Vec::new(),
     };
+    let balances: Vec<i64> = survivor.accounts.iter().map(|a| a.available).collect();
+    if let Some(tiers) = survivor.tiers.as_mut() {
+        tier_changes.extend(tiers.follow_balances(program, &balances, now));
+    }
     source.status = MemberStatus::Closed;
     Ok(Merged {
         source: record(ids.0, None, source, RecordKind::Merge, out, now),

@@ -67,6 +67,13 @@ pub enum TierMeasure {
     Spend,
     /// Accruals (cancelled ones do not count).
     Activities,
+    /// The current available balance of a (redeemable) currency: the tier moves up and
+    /// down at once as the balance moves — by a journal or by expiry — with no period
+    /// and no assessment.
+    Balance(CurrencyIx),
+    /// No measure: tiers are given by hand, and a tier given with a validity falls back
+    /// to the first tier when it ends.
+    Manual,
 }
 
 impl TierMeasure {
@@ -75,8 +82,17 @@ impl TierMeasure {
             Self::Points(_) => "points",
             Self::Spend => "spend",
             Self::Activities => "activities",
+            Self::Balance(_) => "balance",
+            Self::Manual => "manual",
         }
     }
+}
+
+/// When a tier that no period assesses is next assessed: never.
+fn never() -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map_or(DateTime::<Utc>::MAX_UTC, |t| t.and_utc())
 }
 
 /// The period over which the measure counts.
@@ -154,6 +170,11 @@ impl TierGroup {
             .unwrap_or(0)
     }
 
+    /// Whether a qualifying period measures the group (not a balance, not by hand).
+    pub fn is_periodic(&self) -> bool {
+        !matches!(self.measure, TierMeasure::Balance(_) | TierMeasure::Manual)
+    }
+
     /// The period (a year, membership year or month) holding instant `t`.
     fn key(&self, tz: Tz, anchor: DateTime<Utc>, t: DateTime<Utc>) -> i64 {
         match self.period {
@@ -210,6 +231,11 @@ impl TierGroup {
 
     /// The measure of period `key`, given the member's available balances.
     fn measure(&self, status: &GroupStatus, key: i64, balances: &[i64]) -> i64 {
+        match self.measure {
+            TierMeasure::Balance(c) => return balances.get(c.index()).copied().unwrap_or(0).max(0),
+            TierMeasure::Manual => return 0,
+            _ => {}
+        }
         match self.currency() {
             Some(c) if self.measured_by_balance() => {
                 balances.get(c.index()).copied().unwrap_or(0).max(0)
@@ -338,6 +364,12 @@ impl MemberTiers {
         };
         for group in &program.tier_groups {
             tiers.status_mut(program, group, now);
+            if let TierMeasure::Balance(c) = group.measure {
+                let value = balances.get(c.index()).copied().unwrap_or(0).max(0);
+                let t = group.tier_for(value).unwrap_or(0);
+                tiers.status_mut(program, group, now).tier = group.tiers[t].code.to_string();
+                continue;
+            }
             let tz = program.time_zone;
             let key = group.key(tz, anchor, now);
             let value = group
@@ -372,12 +404,17 @@ impl MemberTiers {
             return &mut self.groups[i];
         }
         let key = group.key(program.time_zone, self.anchor, now);
+        let next_assessment_at = if group.is_periodic() {
+            group.start(program.time_zone, self.anchor, key + 1)
+        } else {
+            never()
+        };
         self.groups.push(GroupStatus {
             group: group.code.to_string(),
             tier: group.tiers[0].code.to_string(),
             since: now,
             valid_until: None,
-            next_assessment_at: group.start(program.time_zone, self.anchor, key + 1),
+            next_assessment_at,
             grace_until: None,
             grace_target: None,
             progress: BTreeMap::new(),
@@ -453,6 +490,7 @@ impl MemberTiers {
                     .sum(),
                 TierMeasure::Spend => c.spend,
                 TierMeasure::Activities => c.activities,
+                TierMeasure::Balance(_) | TierMeasure::Manual => continue,
             };
             if delta == 0 {
                 continue;
@@ -512,6 +550,43 @@ impl MemberTiers {
         changes
     }
 
+    /// Moves the tier of every balance-measured group to what the available `balances`
+    /// support, up or down (after a journal, an expiry, a transfer).
+    pub fn follow_balances(
+        &mut self,
+        program: &Program,
+        balances: &[i64],
+        now: DateTime<Utc>,
+    ) -> Vec<TierChange> {
+        let mut changes = Vec::new();
+        for group in &program.tier_groups {
+            let TierMeasure::Balance(c) = group.measure else {
+                continue;
+            };
+            let value = balances.get(c.index()).copied().unwrap_or(0).max(0);
+            let reached = group.tier_for(value).unwrap_or(0);
+            let status = self.status_mut(program, group, now);
+            let current = group.index_of(&status.tier);
+            if reached == current {
+                continue;
+            }
+            changes.push(TierChange {
+                group: group.code.clone(),
+                from: Some(group.tiers[current].code.clone()),
+                to: group.tiers[reached].code.clone(),
+                reason: "balance".into(),
+                measure: Some(value),
+                at: now,
+                valid_until: None,
+            });
+            status.tier = group.tiers[reached].code.to_string();
+            status.since = now;
+            status.valid_until = None;
+            self.changed = true;
+        }
+        changes
+    }
+
     /// Assesses every group whose period ended (or whose grace ran out) by `now`, in time
     /// order. Returns the changes and, per qualifying currency to reset, the instant of
     /// the reset (the period end).
@@ -530,6 +605,25 @@ impl MemberTiers {
                     break;
                 }
                 let current = group.index_of(&status.tier);
+                if !group.is_periodic() {
+                    // A tier given by hand with a validity: it ends, back to the first.
+                    status.next_assessment_at = never();
+                    if group.measure == TierMeasure::Manual && current > 0 {
+                        out.changes.push(TierChange {
+                            group: group.code.clone(),
+                            from: Some(group.tiers[current].code.clone()),
+                            to: group.tiers[0].code.clone(),
+                            reason: "validity_ended".into(),
+                            measure: None,
+                            at: due,
+                            valid_until: None,
+                        });
+                        status.tier = group.tiers[0].code.to_string();
+                        status.since = due;
+                        status.valid_until = None;
+                    }
+                    continue;
+                }
                 if status.grace_until == Some(due) {
                     // The grace ran out: re-qualified in the current period, or down.
                     let key = group.key(tz, anchor, due);
@@ -641,6 +735,25 @@ impl MemberTiers {
         let key = group.key(tz, anchor, now);
         let status = self.status_mut(program, group, now);
         let from = group.tiers[group.index_of(&status.tier)].code.clone();
+        if group.measure == TierMeasure::Manual {
+            // Held until the validity given ends, or until changed by hand.
+            status.tier = group.tiers[tier].code.to_string();
+            status.since = now;
+            status.valid_until = valid_until;
+            status.next_assessment_at = valid_until.unwrap_or_else(never);
+            status.grace_until = None;
+            status.grace_target = None;
+            self.changed = true;
+            return TierChange {
+                group: group.code.clone(),
+                from: Some(from),
+                to: group.tiers[tier].code.clone(),
+                reason: "manual".into(),
+                measure: None,
+                at: now,
+                valid_until,
+            };
+        }
         let valid = valid_until.unwrap_or_else(|| group.start(tz, anchor, key + 1));
         status.tier = group.tiers[tier].code.to_string();
         status.since = now;

@@ -46,6 +46,7 @@ both_dialects!(
     reinstatement_reaches_back_exactly_n_local_days,
     reinstated_inactivity_points_stay_spendable,
     tiers_follow_available_qualifying_points,
+    balance_tiers_move_with_the_balance_and_manual_tiers_by_hand,
     merging_moves_points_tiers_and_counters_and_later_journals,
     a_referral_rewards_both_members_once_per_referee,
     households_pool_a_share_of_earning_and_their_rule_says_who_spends,
@@ -1283,4 +1284,93 @@ async fn tiers_follow_available_qualifying_points(store: Store) {
         .await
         .unwrap();
     assert_eq!(standing[0].tier, "gold", "the assessment of 2026 upgrades");
+}
+
+/// Trust item 22: tiers on the current redeemable balance, moving up and down at once as
+/// the balance moves (by a journal or by expiry); tier groups assigned only by hand.
+async fn balance_tiers_move_with_the_balance_and_manual_tiers_by_hand(store: Store) {
+    let doc: ProgramDocument = serde_json::from_value(json!({
+        "code": "bal", "name": "Balance", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+        "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "rolling", "days": 30}}],
+        "earning": {"base": [{"currency": "points", "rate": "1"}]},
+        "tier_groups": [
+            {"code": "level", "measure": "balance", "currency": "points",
+             "tiers": [{"code": "bronze", "threshold": 0}, {"code": "silver", "threshold": 100}, {"code": "gold", "threshold": 300}]},
+            {"code": "vip", "measure": "manual", "tiers": [{"code": "none"}, {"code": "vip"}]}]
+    }))
+    .unwrap();
+    let program = put(&store, &doc).await;
+    enroll_at(&store, &program, "m", utc("2026-01-01T08:00:00Z")).await;
+    let tier = |group: &'static str, now: &'static str| {
+        let (store, program) = (&store, &program);
+        async move { tier_of(store, program, "m", group, now).await }
+    };
+    post(
+        &store,
+        &program,
+        buy("p1", "m", "350.00", "2026-03-01T10:00:00Z"),
+        "2026-03-01T10:00:00Z",
+    )
+    .await;
+    assert_eq!(tier("level", "2026-03-01T10:00:00Z").await, "gold");
+    // Spending moves it down at once.
+    post(&store, &program, json!({"external_id": "r1", "member": "m", "type": "redemption", "occurred_at": "2026-03-02T10:00:00Z",
+        "currency": "points", "points": 200}), "2026-03-02T10:00:00Z").await;
+    assert_eq!(tier("level", "2026-03-02T10:00:00Z").await, "silver");
+    // Expiry too (the jobs settle it).
+    store
+        .run_jobs(&program, utc("2026-04-15T00:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(tier("level", "2026-04-15T00:00:00Z").await, "bronze");
+    // A manual group changes only by hand; a validity given ends it.
+    assert_eq!(tier("vip", "2026-04-15T00:00:00Z").await, "none");
+    let agent = fidelis_store::Actor {
+        name: "bob".into(),
+        role: "agent".into(),
+    };
+    store
+        .assign_tier(
+            &program,
+            "m",
+            "vip",
+            "vip",
+            Some(utc("2026-06-01T00:00:00Z")),
+            "board member",
+            utc("2026-04-16T00:00:00Z"),
+            &agent,
+        )
+        .await
+        .unwrap();
+    assert_eq!(tier("vip", "2026-05-31T00:00:00Z").await, "vip");
+    post(
+        &store,
+        &program,
+        buy("p2", "m", "1000.00", "2026-05-02T10:00:00Z"),
+        "2026-05-02T10:00:00Z",
+    )
+    .await;
+    assert_eq!(
+        tier("vip", "2026-05-02T10:00:00Z").await,
+        "vip",
+        "no measure moves it"
+    );
+    store
+        .run_jobs(&program, utc("2026-06-02T00:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(
+        tier("vip", "2026-06-02T00:00:00Z").await,
+        "none",
+        "the validity ended"
+    );
+    // A balance or manual group has no qualifying period.
+    let mut bad = serde_json::to_value(&doc).unwrap();
+    bad["tier_groups"][0]["period"] = json!({"type": "calendar_year"});
+    let bad: ProgramDocument = serde_json::from_value(bad).unwrap();
+    let problems = Program::compile(&bad, None).unwrap_err();
+    assert!(
+        problems.iter().any(|p| p.path == "tier_groups[0].period"),
+        "{problems:?}"
+    );
 }

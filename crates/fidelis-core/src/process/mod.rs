@@ -155,6 +155,8 @@ pub fn process(
                 if let Some(tiers) = ledger.tiers.as_mut() {
                     let changes = tiers.contribute(program, &c, now);
                     outcome.tier_changes.extend(changes);
+                    let changes = tiers.follow_balances(program, &c.balances, now);
+                    outcome.tier_changes.extend(changes);
                 }
             }
             if ledger.is_due(now) {
@@ -257,6 +259,15 @@ fn settle_all(
                     .tier_changes
                     .extend(tiers.contribute(program, &c, now));
             }
+        }
+    }
+    if !settled.is_empty() {
+        // Expiries and releases move balances: balance-measured tiers follow.
+        let balances: Vec<i64> = ledger.accounts.iter().map(|a| a.available).collect();
+        if let Some(tiers) = ledger.tiers.as_mut() {
+            outcome
+                .tier_changes
+                .extend(tiers.follow_balances(program, &balances, now));
         }
     }
     let Some(tiers) = ledger.tiers.as_mut() else {

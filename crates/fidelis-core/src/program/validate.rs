@@ -1113,25 +1113,54 @@ fn tier_groups(
                     }
                 }),
             other => {
-                if doc.currency.is_some() {
+                if doc.currency.is_some() && other != "balance" {
                     check.add(
                         format!("{at}.currency"),
-                        "only the points measure counts a currency",
+                        "only the points and balance measures count a currency",
                     );
                 }
                 match other {
                     "spend" => Some(TierMeasure::Spend),
                     "activities" => Some(TierMeasure::Activities),
+                    "manual" => Some(TierMeasure::Manual),
+                    "balance" => None,
                     _ => {
                         check.add(
                             format!("{at}.measure"),
-                            format!("{other:?} is not one of points, spend, activities"),
+                            format!(
+                                "{other:?} is not one of points, spend, activities, balance, manual"
+                            ),
                         );
                         None
                     }
                 }
             }
         };
+        // The balance measure counts a redeemable currency's current balance.
+        let measure = if doc.measure.as_deref() == Some("balance") {
+            check
+                .required(format!("{at}.currency"), &doc.currency)
+                .and_then(|c| lookup_currency(check, &format!("{at}.currency"), c, currencies))
+                .map(TierMeasure::Balance)
+        } else {
+            measure
+        };
+        let periodic = !matches!(doc.measure.as_deref(), Some("balance" | "manual"));
+        if !periodic {
+            for (field, given) in [
+                ("period", doc.period.is_some()),
+                ("grace", doc.grace.is_some()),
+                ("validity_periods", doc.validity_periods.is_some()),
+                ("reset", doc.reset.is_some()),
+            ] {
+                if given {
+                    check.add(
+                        format!("{at}.{field}"),
+                        "a balance or manual tier group has no qualifying period",
+                    );
+                }
+            }
+        }
         let period = match &doc.period {
             None => Some(QualifyingPeriod::CalendarYear),
             Some(p) => {
@@ -1203,7 +1232,13 @@ fn tier_groups(
                     );
                 }
             }
-            let threshold = match (tier.threshold, previous) {
+            // Tiers given by hand need no thresholds: their order is their rank.
+            let given = if doc.measure.as_deref() == Some("manual") {
+                tier.threshold.or(Some(j as i64))
+            } else {
+                tier.threshold
+            };
+            let threshold = match (given, previous) {
                 (None, _) => {
                     check.add(format!("{tat}.threshold"), "is required");
                     None
@@ -1224,7 +1259,7 @@ fn tier_groups(
                 }
                 (Some(t), _) => Some(t),
             };
-            previous = tier.threshold.or(previous);
+            previous = given.or(previous);
             let name = tier
                 .name
                 .clone()
