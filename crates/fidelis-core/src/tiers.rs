@@ -5,7 +5,11 @@
 //! # Model
 //! A [`TierGroup`] measures one thing per member — credits of a qualifying currency, money
 //! spent, or the number of activities — over a **qualifying period**: the calendar year,
-//! the membership year (from the enrolment anniversary), or a rolling window of N months.
+//! the membership year (from the enrolment anniversary), a rolling window of N months, or
+//! the tier's own validity (N months from the day the member entered the tier, renewed at
+//! its end at the tier's renewal threshold). Two groups have no period: a **balance**
+//! group follows a currency's current balance up and down at once; a **manual** group's
+//! tiers are only given by hand.
 //! A member's [`GroupStatus`] keeps the tier held and the measure per period
 //! (`progress`: per year, per membership year, or per month for rolling windows), so a
 //! journal dated in the past counts in its own period and a refund takes from the period
@@ -105,6 +109,12 @@ pub enum QualifyingPeriod {
     Rolling {
         months: u32,
     },
+    /// Each member's own window: a tier is valid `months` from the day the member entered
+    /// it, and the points of that window decide at its end — renewed at the tier's
+    /// renewal threshold, or down. An upgrade within the window starts a new one.
+    TierValidity {
+        months: u32,
+    },
 }
 
 /// How far a member who no longer qualifies goes down at an assessment.
@@ -133,6 +143,9 @@ pub struct Tier {
     pub code: Code,
     pub name: String,
     pub threshold: i64,
+    /// What keeps the tier at the end of its validity (tier-validity groups; the
+    /// threshold when not given).
+    pub renewal_threshold: Option<i64>,
     pub benefits: Vec<Benefit>,
     /// Points credited while the member holds this tier expire this much later (the
     /// longest extension of the member's tiers wins).
@@ -178,6 +191,8 @@ impl TierGroup {
     /// The period (a year, membership year or month) holding instant `t`.
     fn key(&self, tz: Tz, anchor: DateTime<Utc>, t: DateTime<Utc>) -> i64 {
         match self.period {
+            // One window at a time, held by the member's standing.
+            QualifyingPeriod::TierValidity { .. } => 0,
             QualifyingPeriod::CalendarYear => i64::from(calendar::local_date(tz, t).year()),
             QualifyingPeriod::Rolling { .. } => {
                 let d = calendar::local_date(tz, t);
@@ -210,6 +225,7 @@ impl TierGroup {
                 .map_or(DateTime::<Utc>::MAX_UTC, |d| calendar::start_of_day(tz, d))
         };
         match self.period {
+            QualifyingPeriod::TierValidity { .. } => DateTime::<Utc>::MAX_UTC,
             QualifyingPeriod::CalendarYear => date(key, 1),
             QualifyingPeriod::Rolling { .. } => {
                 date(key.div_euclid(12), key.rem_euclid(12) as u32 + 1)
@@ -261,7 +277,10 @@ impl TierGroup {
     pub fn resets(&self) -> bool {
         self.reset
             && self.currency().is_some()
-            && !matches!(self.period, QualifyingPeriod::Rolling { .. })
+            && !matches!(
+                self.period,
+                QualifyingPeriod::Rolling { .. } | QualifyingPeriod::TierValidity { .. }
+            )
     }
 
     fn oldest_kept(&self, key: i64) -> i64 {
@@ -291,9 +310,14 @@ pub struct GroupStatus {
     pub grace_until: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_target: Option<String>,
-    /// The measure per period key (year, membership year, or month).
+    /// The measure per period key (year, membership year, or month; 0 for the current
+    /// window of a tier-validity group).
     #[serde(default)]
     pub progress: BTreeMap<i64, i64>,
+    /// Where the current window of a tier-validity group started (entering the tier, or
+    /// the last renewal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_from: Option<DateTime<Utc>>,
 }
 
 impl GroupStatus {
@@ -404,10 +428,13 @@ impl MemberTiers {
             return &mut self.groups[i];
         }
         let key = group.key(program.time_zone, self.anchor, now);
-        let next_assessment_at = if group.is_periodic() {
-            group.start(program.time_zone, self.anchor, key + 1)
-        } else {
-            never()
+        let (next_assessment_at, window_from) = match group.period {
+            _ if !group.is_periodic() => (never(), None),
+            QualifyingPeriod::TierValidity { months } => (
+                calendar::add_months(program.time_zone, now, months),
+                Some(now),
+            ),
+            _ => (group.start(program.time_zone, self.anchor, key + 1), None),
         };
         self.groups.push(GroupStatus {
             group: group.code.to_string(),
@@ -418,6 +445,7 @@ impl MemberTiers {
             grace_until: None,
             grace_target: None,
             progress: BTreeMap::new(),
+            window_from,
         });
         self.changed = true;
         let last = self.groups.len() - 1;
@@ -493,6 +521,41 @@ impl MemberTiers {
                 TierMeasure::Balance(_) | TierMeasure::Manual => continue,
             };
             if delta == 0 {
+                continue;
+            }
+            if let QualifyingPeriod::TierValidity { months } = group.period {
+                let status = self.status_mut(program, group, now);
+                // Only what happened within the current window counts (a refund of an
+                // older purchase takes nothing from it).
+                if status.window_from.is_some_and(|from| c.at < from) {
+                    continue;
+                }
+                let slot = status.progress.entry(0).or_insert(0);
+                *slot = slot.saturating_add(delta);
+                let value = *slot;
+                let current = group.index_of(&status.tier);
+                let reached = group.tier_for(value).unwrap_or(0);
+                if reached > current {
+                    // Entering a higher tier starts its validity, and a new window.
+                    let at = c.at.min(now);
+                    let until = calendar::add_months(tz, at, months);
+                    changes.push(TierChange {
+                        group: group.code.clone(),
+                        from: Some(group.tiers[current].code.clone()),
+                        to: group.tiers[reached].code.clone(),
+                        reason: "upgrade".into(),
+                        measure: Some(value),
+                        at,
+                        valid_until: Some(until),
+                    });
+                    status.tier = group.tiers[reached].code.to_string();
+                    status.since = at;
+                    status.valid_until = Some(until);
+                    status.next_assessment_at = until;
+                    status.window_from = Some(at);
+                    status.progress.clear();
+                }
+                self.changed = true;
                 continue;
             }
             let by_balance = group.measured_by_balance();
@@ -622,6 +685,43 @@ impl MemberTiers {
                         status.since = due;
                         status.valid_until = None;
                     }
+                    continue;
+                }
+                if let QualifyingPeriod::TierValidity { months } = group.period {
+                    // The window ended: renewed at the tier's renewal threshold, or down
+                    // (one tier, or to what the window's points renew), and a new window.
+                    let value = status.progress.get(&0).copied().unwrap_or(0).max(0);
+                    let renews = |t: usize| {
+                        value
+                            >= group.tiers[t]
+                                .renewal_threshold
+                                .unwrap_or(group.tiers[t].threshold)
+                    };
+                    let next = calendar::add_months(tz, due, months);
+                    status.progress.clear();
+                    status.window_from = Some(due);
+                    status.next_assessment_at = next;
+                    if current == 0 || renews(current) {
+                        status.valid_until = (current > 0).then_some(next);
+                        continue;
+                    }
+                    let qualified = (0..current).rev().find(|t| renews(*t)).unwrap_or(0);
+                    let target = match group.downgrade {
+                        Downgrade::OneTier => qualified.max(current - 1),
+                        Downgrade::ToQualified => qualified,
+                    };
+                    out.changes.push(TierChange {
+                        group: group.code.clone(),
+                        from: Some(group.tiers[current].code.clone()),
+                        to: group.tiers[target].code.clone(),
+                        reason: "assessment".into(),
+                        measure: Some(value),
+                        at: due,
+                        valid_until: (target > 0).then_some(next),
+                    });
+                    status.tier = group.tiers[target].code.to_string();
+                    status.since = due;
+                    status.valid_until = (target > 0).then_some(next);
                     continue;
                 }
                 if status.grace_until == Some(due) {
@@ -754,7 +854,17 @@ impl MemberTiers {
                 valid_until,
             };
         }
-        let valid = valid_until.unwrap_or_else(|| group.start(tz, anchor, key + 1));
+        if let QualifyingPeriod::TierValidity { months } = group.period {
+            // Given by hand: valid as given (or for the group's months), and a new window.
+            let valid = valid_until.unwrap_or_else(|| calendar::add_months(tz, now, months));
+            status.next_assessment_at = valid;
+            status.window_from = Some(now);
+            status.progress.clear();
+        }
+        let valid = match group.period {
+            QualifyingPeriod::TierValidity { .. } => status.next_assessment_at,
+            _ => valid_until.unwrap_or_else(|| group.start(tz, anchor, key + 1)),
+        };
         status.tier = group.tiers[tier].code.to_string();
         status.since = now;
         status.valid_until = Some(valid);

@@ -47,6 +47,7 @@ both_dialects!(
     reinstated_inactivity_points_stay_spendable,
     tiers_follow_available_qualifying_points,
     balance_tiers_move_with_the_balance_and_manual_tiers_by_hand,
+    tier_validity_counts_from_entering_the_tier_and_renews_at_its_threshold,
     merging_moves_points_tiers_and_counters_and_later_journals,
     a_referral_rewards_both_members_once_per_referee,
     households_pool_a_share_of_earning_and_their_rule_says_who_spends,
@@ -1373,4 +1374,101 @@ async fn balance_tiers_move_with_the_balance_and_manual_tiers_by_hand(store: Sto
         problems.iter().any(|p| p.path == "tier_groups[0].period"),
         "{problems:?}"
     );
+}
+
+/// Trust item 22: tier validity counted from the day the member entered the tier, with a
+/// renewal check at its end against a renewal threshold, measured over that window; an
+/// upgrade within it restarts the clock — under both downgrade policies.
+async fn tier_validity_counts_from_entering_the_tier_and_renews_at_its_threshold(store: Store) {
+    for downgrade in ["one_tier", "to_qualified"] {
+        let doc: ProgramDocument = serde_json::from_value(json!({
+            "code": format!("valid-{}", downgrade.replace('_', "-")), "name": "Validity",
+            "time_zone": "Europe/Berlin", "money_currency": "EUR",
+            "currencies": [
+                {"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "never"}},
+                {"code": "status", "name": "Status", "kind": "qualifying", "expiry": {"policy": "never"}}],
+            "earning": {"base": [{"currency": "points", "rate": "1"}, {"currency": "status", "rate": "1"}]},
+            "tier_groups": [{"code": "status", "currency": "status", "downgrade": downgrade,
+                "period": {"type": "tier_validity", "months": 12},
+                "tiers": [{"code": "member", "threshold": 0},
+                          {"code": "silver", "threshold": 100, "renewal_threshold": 50},
+                          {"code": "gold", "threshold": 300, "renewal_threshold": 200}]}]
+        }))
+        .unwrap();
+        let program = put(&store, &doc).await;
+        enroll_at(&store, &program, "m", utc("2026-01-01T08:00:00Z")).await;
+        let standing = |now: &'static str| {
+            let (store, program) = (&store, &program);
+            async move {
+                let s = store
+                    .tier_standing(program, "m", utc(now))
+                    .await
+                    .unwrap()
+                    .remove(0);
+                (s.tier, s.valid_until.map(|v| v.to_rfc3339()))
+            }
+        };
+        post(
+            &store,
+            &program,
+            buy("p1", "m", "120.00", "2026-02-10T10:00:00Z"),
+            "2026-02-10T10:00:00Z",
+        )
+        .await;
+        assert_eq!(
+            standing("2026-02-10T10:00:00Z").await,
+            ("silver".into(), Some("2027-02-10T10:00:00+00:00".into()))
+        );
+        // 60 within the silver year: above its renewal threshold (50), not its threshold.
+        post(
+            &store,
+            &program,
+            buy("p2", "m", "60.00", "2026-08-01T10:00:00Z"),
+            "2026-08-01T10:00:00Z",
+        )
+        .await;
+        store
+            .run_jobs(&program, utc("2027-02-11T00:00:00Z"))
+            .await
+            .unwrap();
+        assert_eq!(
+            standing("2027-02-11T00:00:00Z").await,
+            ("silver".into(), Some("2028-02-10T10:00:00+00:00".into())),
+            "{downgrade}: renewed for another year"
+        );
+        // Gold reached within the new window: the clock starts again from that day.
+        post(
+            &store,
+            &program,
+            buy("p3", "m", "250.00", "2027-06-01T10:00:00Z"),
+            "2027-06-01T10:00:00Z",
+        )
+        .await;
+        post(
+            &store,
+            &program,
+            buy("p4", "m", "100.00", "2027-07-01T10:00:00Z"),
+            "2027-07-01T10:00:00Z",
+        )
+        .await;
+        assert_eq!(
+            standing("2027-07-01T10:00:00Z").await,
+            ("gold".into(), Some("2028-07-01T10:00:00+00:00".into()))
+        );
+        // A gold year with nothing in it: one tier down, or to what renews (nothing).
+        store
+            .run_jobs(&program, utc("2028-07-02T00:00:00Z"))
+            .await
+            .unwrap();
+        let expected = if downgrade == "one_tier" {
+            "silver"
+        } else {
+            "member"
+        };
+        assert_eq!(
+            standing("2028-07-02T00:00:00Z").await.0,
+            expected,
+            "{downgrade}"
+        );
+    }
 }

@@ -235,6 +235,10 @@ pub struct TierDocument {
     /// activities); the first tier's is 0.
     #[serde(default)]
     pub threshold: Option<i64>,
+    /// In a `tier_validity` group: what the member needs within the tier's validity to
+    /// keep it (the threshold when not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_threshold: Option<i64>,
     /// What the tier grants.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub benefits: Vec<BenefitDocument>,

@@ -1172,6 +1172,16 @@ fn tier_groups(
                     (Some("rolling"), Some(m)) if (1..=120).contains(&m) => {
                         Some(QualifyingPeriod::Rolling { months: m })
                     }
+                    (Some("tier_validity"), Some(m)) if (1..=120).contains(&m) => {
+                        Some(QualifyingPeriod::TierValidity { months: m })
+                    }
+                    (Some("tier_validity"), _) => {
+                        check.add(
+                            format!("{pat}.months"),
+                            "a tier's validity needs 1 to 120 months",
+                        );
+                        None
+                    }
                     (Some("rolling"), _) => {
                         check.add(
                             format!("{pat}.months"),
@@ -1186,7 +1196,7 @@ fn tier_groups(
                     (other, _) => {
                         check.add(
                             format!("{pat}.type"),
-                            format!("{other:?} is not one of calendar_year, anniversary, rolling"),
+                            format!("{other:?} is not one of calendar_year, anniversary, rolling, tier_validity"),
                         );
                         None
                     }
@@ -1210,6 +1220,35 @@ fn tier_groups(
         let validity_periods = doc.validity_periods.unwrap_or(0);
         if validity_periods > 100 {
             check.add(format!("{at}.validity_periods"), "must be 0 to 100");
+        }
+        let by_validity = matches!(period, Some(QualifyingPeriod::TierValidity { .. }));
+        if by_validity {
+            // The window is the tier's validity; renewal thresholds say what keeps it.
+            for (field, given) in [
+                ("grace", doc.grace.is_some()),
+                ("validity_periods", doc.validity_periods.is_some()),
+                ("reset", doc.reset.is_some()),
+            ] {
+                if given {
+                    check.add(
+                        format!("{at}.{field}"),
+                        "a tier_validity group renews by renewal_threshold instead",
+                    );
+                }
+            }
+        }
+        for (j, tier) in doc.tiers.iter().enumerate() {
+            match tier.renewal_threshold {
+                Some(_) if !by_validity => check.add(
+                    format!("{at}.tiers[{j}].renewal_threshold"),
+                    "only tiers of a tier_validity group renew",
+                ),
+                Some(r) if r < 0 => check.add(
+                    format!("{at}.tiers[{j}].renewal_threshold"),
+                    "must be 0 or more",
+                ),
+                _ => {}
+            }
         }
         if doc.tiers.is_empty() || doc.tiers.len() > MAX_TIERS {
             check.add(
@@ -1275,6 +1314,7 @@ fn tier_groups(
                     code,
                     name,
                     threshold,
+                    renewal_threshold: tier.renewal_threshold,
                     benefits,
                     expiry_extension: expiry_extension.flatten(),
                 });
