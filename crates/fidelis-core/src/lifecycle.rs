@@ -469,3 +469,321 @@ pub fn reinstate(
         outcome,
     ))
 }
+
+/// Points of one currency brought from another system with their own validity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpeningPoints {
+    pub currency: CurrencyIx,
+    pub points: i64,
+    /// When they were earned (their bucket's credit instant).
+    pub earned_at: DateTime<Utc>,
+    /// When they expire; by the currency's policy from `earned_at` when not given.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When pending points become available (`None`: available now).
+    pub available_at: Option<DateTime<Utc>>,
+}
+
+/// A tier held in another system: since when, until when, and the measure of the current
+/// period (or window) so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpeningTier {
+    pub group: usize,
+    pub tier: usize,
+    pub since: DateTime<Utc>,
+    pub valid_until: Option<DateTime<Utc>>,
+    pub progress: i64,
+}
+
+/// Brings a member's state from another system as an `opening` journal: each balance as a
+/// bucket with its own instants (expiry and tier assessment then run on them as on any
+/// other points), and each tier with its dates and progress. The caller makes sure the
+/// member has no ledger entries yet.
+pub fn open(
+    program: &Program,
+    ledger: &mut MemberLedger,
+    opening: &Opening,
+    counters: &mut crate::promotions::Counters,
+    external_id: ExternalId,
+    id: JournalId,
+    now: DateTime<Utc>,
+) -> Result<(JournalRecord, Outcome), Refused> {
+    let (points, tiers) = (&opening.points, &opening.tiers);
+    if ledger.status == MemberStatus::Closed {
+        return Err(refused(
+            "member_not_active",
+            "a closed member cannot be opened",
+        ));
+    }
+    let tz = program.time_zone;
+    for (i, p) in points.iter().enumerate() {
+        let at = |field: &str, detail: &str| {
+            refused("invalid_opening", format!("balances[{i}].{field} {detail}"))
+        };
+        if !(1..=crate::journal::MAX_POINTS).contains(&p.points) {
+            return Err(at(
+                "points",
+                &format!("must be 1 to {}", crate::journal::MAX_POINTS),
+            ));
+        }
+        if p.earned_at > now || p.earned_at < program.starts_at {
+            return Err(at(
+                "earned_at",
+                "must be in the past, not before the program began",
+            ));
+        }
+        let expires = p.expires_at.or_else(|| {
+            program
+                .currency(p.currency)
+                .expiry
+                .bucket_expiry(tz, p.earned_at)
+        });
+        if expires.is_some_and(|e| e <= now) {
+            return Err(at("expires_at", "is past: expired points are not opened"));
+        }
+        if p.available_at.is_some_and(|a| a < p.earned_at) {
+            return Err(at("available_at", "is before earned_at"));
+        }
+    }
+    for t in tiers {
+        if t.group >= program.tier_groups.len()
+            || t.tier >= program.tier_groups[t.group].tiers.len()
+            || t.since > now
+            || t.progress < 0
+        {
+            return Err(refused(
+                "invalid_opening",
+                "a tier names no tier of the group, starts in the future or has negative progress",
+            ));
+        }
+    }
+    let mut w = JournalWriter::new(id);
+    let mut outcome = Outcome {
+        status: "processed".into(),
+        external_id: Some(external_id.clone()),
+        journal_type: Code::parse("opening").ok(),
+        ..Outcome::default()
+    };
+    for p in points {
+        let expires_at = p.expires_at.or_else(|| {
+            program
+                .currency(p.currency)
+                .expiry
+                .bucket_expiry(tz, p.earned_at)
+        });
+        let available_at = p.available_at.unwrap_or(p.earned_at);
+        let moved = crate::ledger::Moved {
+            credited_at: p.earned_at,
+            expires_at,
+            available_at,
+            pending: available_at > now,
+        };
+        ledger.receive(
+            program,
+            &mut w,
+            p.currency,
+            p.points,
+            &moved,
+            EntryKind::Opening,
+            now,
+        );
+        // An inactivity window runs from the latest points earned.
+        ledger.note_activity_in(program, p.currency, p.earned_at);
+        outcome.awards.push(crate::outcome::Award {
+            source: "opening".into(),
+            currency: program.currency(p.currency).code.clone(),
+            points: p.points,
+        });
+    }
+    if let Some(standing) = ledger.tiers.as_mut() {
+        for t in tiers {
+            outcome.tier_changes.push(standing.open(
+                program,
+                t.group,
+                t.tier,
+                t.since,
+                t.valid_until,
+                t.progress,
+                now,
+            ));
+        }
+    }
+    // Cumulative promotions' progress, counted in the current period.
+    for (ix, value) in &opening.progress {
+        let promotion = &program.promotions[*ix];
+        if let Some(cumulative) = &promotion.cumulative {
+            let key = cumulative.key(&promotion.code, ledger.member, tz, now);
+            counters.add(&key, 0, *value);
+        }
+    }
+    outcome.balances = process::balances(program, ledger);
+    let mut record = record(id, Some(external_id), ledger, RecordKind::Opening, w, now);
+    record.type_name = Code::parse("opening").expect("a valid code");
+    Ok((record, outcome))
+}
+
+/// One member's state as another system holds it (a line of `fidelis members import`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpeningDocument {
+    pub member: String,
+    /// For a member not enrolled yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolled_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub balances: Vec<OpeningBalanceDocument>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tiers: Vec<OpeningTierDocument>,
+    /// Cumulative promotions' progress: a count, or money (`"120.00"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promotions: Vec<OpeningProgressDocument>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpeningBalanceDocument {
+    pub currency: String,
+    pub points: i64,
+    pub earned_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Pending points: when they become available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpeningTierDocument {
+    pub group: String,
+    pub tier: String,
+    pub since: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<String>,
+    /// The measure so far in the current period (points, minor units of money, or
+    /// activities).
+    #[serde(default)]
+    pub progress: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpeningProgressDocument {
+    pub promotion: String,
+    pub progress: String,
+}
+
+/// An opening document checked against the program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opening {
+    pub points: Vec<OpeningPoints>,
+    pub tiers: Vec<OpeningTier>,
+    /// (promotion index, progress) of cumulative promotions.
+    pub progress: Vec<(usize, i64)>,
+}
+
+impl OpeningDocument {
+    /// Checks every field against the program: what is refused names its place.
+    pub fn parse(&self, program: &Program) -> Result<Opening, Refused> {
+        let bad = |at: String, detail: &str| refused("invalid_opening", format!("{at} {detail}"));
+        let instant = |at: String, raw: &str| {
+            DateTime::parse_from_rfc3339(raw)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| bad(at, "is not an RFC 3339 instant"))
+        };
+        let mut out = Opening {
+            points: Vec::new(),
+            tiers: Vec::new(),
+            progress: Vec::new(),
+        };
+        for (i, b) in self.balances.iter().enumerate() {
+            let currency = program.currency_ix(&b.currency).ok_or_else(|| {
+                bad(
+                    format!("balances[{i}].currency"),
+                    "is not a currency of the program",
+                )
+            })?;
+            out.points.push(OpeningPoints {
+                currency,
+                points: b.points,
+                earned_at: instant(format!("balances[{i}].earned_at"), &b.earned_at)?,
+                expires_at: b
+                    .expires_at
+                    .as_deref()
+                    .map(|e| instant(format!("balances[{i}].expires_at"), e))
+                    .transpose()?,
+                available_at: b
+                    .available_at
+                    .as_deref()
+                    .map(|a| instant(format!("balances[{i}].available_at"), a))
+                    .transpose()?,
+            });
+        }
+        for (i, t) in self.tiers.iter().enumerate() {
+            let group = program
+                .tier_groups
+                .iter()
+                .position(|g| g.code.as_str() == t.group)
+                .ok_or_else(|| {
+                    bad(
+                        format!("tiers[{i}].group"),
+                        "is not a tier group of the program",
+                    )
+                })?;
+            let tier = program.tier_groups[group]
+                .tiers
+                .iter()
+                .position(|x| x.code.as_str() == t.tier)
+                .ok_or_else(|| bad(format!("tiers[{i}].tier"), "is not a tier of the group"))?;
+            out.tiers.push(OpeningTier {
+                group,
+                tier,
+                since: instant(format!("tiers[{i}].since"), &t.since)?,
+                valid_until: t
+                    .valid_until
+                    .as_deref()
+                    .map(|v| instant(format!("tiers[{i}].valid_until"), v))
+                    .transpose()?,
+                progress: t.progress,
+            });
+        }
+        for (i, p) in self.promotions.iter().enumerate() {
+            let at = format!("promotions[{i}]");
+            let (ix, promotion) = program
+                .promotions
+                .iter()
+                .enumerate()
+                .find(|(_, x)| x.code.as_str() == p.promotion)
+                .ok_or_else(|| {
+                    bad(
+                        format!("{at}.promotion"),
+                        "is not a promotion of the program",
+                    )
+                })?;
+            let Some(cumulative) = &promotion.cumulative else {
+                return Err(bad(
+                    format!("{at}.promotion"),
+                    "is not a cumulative promotion",
+                ));
+            };
+            let value = match cumulative.measure {
+                crate::promotions::Measure::Count => p.progress.trim().parse::<i64>().ok(),
+                crate::promotions::Measure::Amount => program
+                    .money_currency
+                    .parse_amount(p.progress.trim())
+                    .ok()
+                    .map(|m| m.0),
+            }
+            .filter(|v| *v >= 0)
+            .ok_or_else(|| {
+                bad(
+                    format!("{at}.progress"),
+                    "is not a count or an amount of money",
+                )
+            })?;
+            out.progress.push((ix, value));
+        }
+        Ok(out)
+    }
+}

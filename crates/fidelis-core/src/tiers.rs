@@ -882,6 +882,65 @@ impl MemberTiers {
         }
     }
 
+    /// Sets the standing in group `group` (by index) as brought from another system: the
+    /// tier held since `since`, kept until `valid_until` (or the end of the period), with
+    /// `progress` so far in the current period (or window).
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        &mut self,
+        program: &Program,
+        group: usize,
+        tier: usize,
+        since: DateTime<Utc>,
+        valid_until: Option<DateTime<Utc>>,
+        progress: i64,
+        now: DateTime<Utc>,
+    ) -> TierChange {
+        let g = &program.tier_groups[group];
+        let tz = program.time_zone;
+        let anchor = self.anchor;
+        let key = g.key(tz, anchor, now);
+        let status = self.status_mut(program, g, now);
+        status.tier = g.tiers[tier].code.to_string();
+        status.since = since;
+        status.grace_until = None;
+        status.grace_target = None;
+        status.progress.clear();
+        match g.period {
+            _ if !g.is_periodic() => {
+                status.valid_until = valid_until;
+                status.next_assessment_at = match (g.measure, valid_until) {
+                    (TierMeasure::Manual, Some(v)) => v,
+                    _ => never(),
+                };
+            }
+            QualifyingPeriod::TierValidity { months } => {
+                let until = valid_until.unwrap_or_else(|| calendar::add_months(tz, since, months));
+                status.valid_until = Some(until);
+                status.next_assessment_at = until;
+                status.window_from = Some(since);
+                status.progress.insert(0, progress);
+            }
+            _ => {
+                status.valid_until = valid_until;
+                if !g.measured_by_balance() {
+                    status.progress.insert(key, progress);
+                }
+            }
+        }
+        let valid_until = status.valid_until;
+        self.changed = true;
+        TierChange {
+            group: g.code.clone(),
+            from: None,
+            to: g.tiers[tier].code.clone(),
+            reason: "opening".into(),
+            measure: Some(progress),
+            at: since,
+            valid_until,
+        }
+    }
+
     /// Folds a merged member's standing into this one (the survivor): per group the higher
     /// tier and the longer validity are kept, and the measures of each period add up.
     pub fn absorb(

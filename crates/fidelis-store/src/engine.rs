@@ -585,6 +585,11 @@ pub(crate) struct Batch<'p> {
 }
 
 impl<'p> Batch<'p> {
+    /// The batch's promotion counters (their deltas are written with the batch).
+    pub(crate) fn counters_mut(&mut self) -> &mut fidelis_core::promotions::Counters {
+        &mut self.counters
+    }
+
     fn new(lp: &'p LoadedProgram, now: DateTime<Utc>) -> Self {
         Self {
             lp,

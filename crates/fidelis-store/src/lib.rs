@@ -52,7 +52,7 @@ pub use expiry::{ExpiryExtension, ExtensionReport};
 pub use groups::{GroupView, RedeemRule};
 pub use health::Health;
 pub use imports::{ImportRun, PartitionProgress};
-pub use lifecycle::MergeReport;
+pub use lifecycle::{MergeReport, Opened};
 pub use members::{Enrollment, MemberView};
 pub use programs::ProgramSummary;
 pub use rows::RejectionRow;

@@ -529,3 +529,136 @@ fn reinstated_keys(docs: Vec<Option<String>>) -> Result<Vec<(i64, i64)>> {
     }
     Ok(out)
 }
+
+/// What bringing a member over did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    pub outcome: Outcome,
+    /// The member was enrolled by this opening (absent before).
+    pub enrolled: bool,
+    /// An earlier call with the same document did this: nothing changed now.
+    pub replayed: bool,
+}
+
+impl Store {
+    /// Brings a member's state from another system (enrolling them if absent): opening
+    /// balances as buckets with their own instants, tiers with their dates and progress,
+    /// cumulative promotions' progress — one `opening` journal (external id
+    /// `opening:MEMBER`), idempotent, audited, refused for a member who has journals.
+    pub async fn open_member(
+        &self,
+        program: &LoadedProgram,
+        document: &lifecycle::OpeningDocument,
+        now: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<Opened> {
+        let p = &program.program;
+        let opening = document.parse(p)?;
+        let member = document.member.as_str();
+        let external_id = ExternalId::parse(&format!("opening:{member}")).map_err(|e| {
+            StoreError::Refused("invalid_opening", format!("member {member:?}: {e}"))
+        })?;
+        ExternalId::parse(member)
+            .map_err(|e| StoreError::Refused("invalid_opening", format!("member {e}")))?;
+        let mut enrolled = false;
+        if self.member(program, member).await?.is_none() {
+            let enrolled_at = match document.enrolled_at.as_deref() {
+                Some(raw) => chrono::DateTime::parse_from_rfc3339(raw)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|_| {
+                        StoreError::Refused(
+                            "invalid_opening",
+                            "enrolled_at is not an RFC 3339 instant".into(),
+                        )
+                    })?,
+                None => now,
+            };
+            let profile = document
+                .profile
+                .clone()
+                .unwrap_or_else(|| serde_json::json!({}));
+            if !profile.is_object() {
+                return Err(StoreError::Refused(
+                    "invalid_opening",
+                    "profile is a JSON object".into(),
+                ));
+            }
+            match self
+                .enroll(
+                    program,
+                    &crate::Enrollment {
+                        external_id: ExternalId::parse(member).expect("checked above"),
+                        profile,
+                        enrolled_at: enrolled_at.min(now),
+                    },
+                    now,
+                )
+                .await
+            {
+                Ok(_) => enrolled = true,
+                Err(StoreError::MemberExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let text = serde_json::to_string(document)?;
+        let code = p.code.as_str();
+        in_ledger_tx!(self, |tx| {
+            async {
+                let existing = tx
+                    .load_journals_by_external_id(program.id, &[external_id.as_str()])
+                    .await?;
+                if let Some(row) = existing.first() {
+                    if row.document.as_deref() != Some(text.as_str()) {
+                        return Err(StoreError::Refused(
+                            "idempotency_conflict",
+                            format!("member {member:?} was opened with another document"),
+                        ));
+                    }
+                    let outcome: Outcome = serde_json::from_str(row.outcome.as_deref().unwrap_or("{}"))?;
+                    return Ok(Opened { outcome, enrolled: false, replayed: true });
+                }
+                let (mut batch, members) = engine::load_members(&mut tx, program, &[member], now).await?;
+                refuse_merged(&members, &[member])?;
+                let id = members
+                    .first()
+                    .map(|m| m.id)
+                    .ok_or_else(|| StoreError::UnknownMember(member.to_owned()))?;
+                if tx.has_journals(id).await? {
+                    return Err(StoreError::Refused(
+                        "member_has_ledger",
+                        format!("member {member:?} has journals already: an opening brings a member over once, before anything else"),
+                    ));
+                }
+                let ids = tx.reserve_journal_ids(1).await?;
+                let Some(mut ledger) = batch.ledgers.remove(&id) else {
+                    return Err(StoreError::UnknownMember(member.to_owned()));
+                };
+                let mut counters = std::mem::take(batch.counters_mut());
+                let (record, outcome) = lifecycle::open(
+                    p,
+                    &mut ledger,
+                    &opening,
+                    &mut counters,
+                    external_id.clone(),
+                    JournalId(ids[0]),
+                    now,
+                )?;
+                *batch.counters_mut() = counters;
+                batch.ledgers.insert(id, ledger);
+                batch
+                    .new_journals
+                    .push(new_journal(record, Some(text.clone()), Some(&outcome))?);
+                let mut audit = actor.entry(now, "member.opening", Some(code), Some(member));
+                audit.after = Some(serde_json::json!({
+                    "balances": outcome.awards.iter().map(|a| serde_json::json!({"currency": a.currency.as_str(), "points": a.points})).collect::<Vec<_>>(),
+                    "tiers": outcome.tier_changes.iter().map(|t| serde_json::json!({"group": t.group.as_str(), "tier": t.to.as_str()})).collect::<Vec<_>>(),
+                    "promotions": document.promotions.len(),
+                }));
+                batch.audits.push(audit);
+                batch.write(&mut tx).await?;
+                Ok::<_, StoreError>(Opened { outcome, enrolled, replayed: false })
+            }
+            .await
+        })
+    }
+}

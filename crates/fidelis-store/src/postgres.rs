@@ -387,6 +387,16 @@ impl LedgerTx for PgTx {
         Ok(())
     }
 
+    async fn has_journals(&mut self, member_id: i64) -> Result<bool> {
+        Ok(
+            sqlx::query_scalar::<_, i32>("SELECT 1 FROM journals WHERE member_id = $1 LIMIT 1")
+                .bind(member_id)
+                .fetch_optional(self.conn().await?)
+                .await?
+                .is_some(),
+        )
+    }
+
     async fn set_bucket_expiries(
         &mut self,
         buckets: &[(i64, i64, i32, DateTime<Utc>)],

@@ -252,6 +252,8 @@ pub trait LedgerTx: Send {
         &mut self,
         member_ids: &[i64],
     ) -> impl Future<Output = Result<Vec<BucketRow>>> + Send;
+    /// Whether the member has any journal at all.
+    fn has_journals(&mut self, member_id: i64) -> impl Future<Output = Result<bool>> + Send;
     /// Sets buckets' expiry instants: (member, journal, seq, expires_at).
     fn set_bucket_expiries(
         &mut self,

@@ -252,6 +252,15 @@ fn cases() -> Vec<Case> {
         },
         Case {
             method: Method::POST,
+            path: "/api/v1/programs/shop/members/openings",
+            template: "/api/v1/programs/{program}/members/openings",
+            body: Some(
+                json!({"member": "open-{role}", "balances": [{"currency": "points", "points": 5, "earned_at": "2026-01-01T00:00:00Z"}]}),
+            ),
+            allowed: &["admin", "program_manager", "agent"],
+        },
+        Case {
+            method: Method::POST,
             path: "/api/v1/programs/shop/expiry-extensions",
             template: "/api/v1/programs/{program}/expiry-extensions",
             body: Some(json!({"external_id": "ext-{role}", "currency": "points",

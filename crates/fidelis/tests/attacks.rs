@@ -42,6 +42,7 @@ both_dialects!(
     cumulative_progress_falls_with_a_refund,
     gold_members_of_the_retail_template_earn_more,
     expiries_are_extended_by_tiers_the_program_and_operators,
+    members_move_in_through_the_api,
 );
 
 /// Item 13: unknown tokens each cost a database lookup, and each had a rate-limit bucket
@@ -1154,4 +1155,36 @@ async fn expiries_are_extended_by_tiers_the_program_and_operators(s: Server) {
     let (status, body) = s.post("/programs/idle/expiry-extensions", on_idle).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["code"], "not_extendable");
+}
+
+/// Item 23, through the API: opening balances as an NDJSON batch, once per member.
+async fn members_move_in_through_the_api(s: Server) {
+    s.setup(&[]).await;
+    let earned = (chrono::Utc::now() - chrono::Duration::days(3)).to_rfc3339();
+    let line = json!({"member": "moved", "balances": [{"currency": "points", "points": 70, "earned_at": earned}]});
+    let post = || {
+        s.http
+            .post(s.url("/programs/shop/members/openings"))
+            .bearer_auth(common::ADMIN)
+            .header("content-type", "application/x-ndjson")
+            .body(format!("{line}\n{{\"member\": 1}}\n"))
+            .send()
+    };
+    let text = post().await.unwrap().text().await.unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["status"], "opened", "{text}");
+    assert_eq!(lines[1]["status"], "rejected", "{text}");
+    assert_eq!(lines[1]["line"], 2);
+    assert_eq!(s.available("moved").await, 70);
+    let text = post().await.unwrap().text().await.unwrap();
+    assert!(
+        text.lines().next().unwrap().contains("\"replayed\""),
+        "{text}"
+    );
+    assert_eq!(s.available("moved").await, 70, "once");
+    let audit = s.get("/audit?program=shop&action=member.opening").await;
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 1, "{audit}");
 }

@@ -38,6 +38,7 @@ both_dialects!(
     an_import_applies_good_lines_and_reports_bad_ones_by_line,
     csv_imports_like_ndjson,
     csv_errors_are_reported_by_line,
+    members_move_in_with_their_balances_tiers_and_progress,
     jobs_expire_points_once,
     an_import_killed_midway_resumes_and_applies_every_journal_once,
 );
@@ -353,6 +354,133 @@ fn csv_errors_are_reported_by_line(env: &Env) {
     assert!(!twice.status.success());
     let stderr = String::from_utf8_lossy(&twice.stderr);
     assert!(stderr.contains("\"member\" appears twice"), "{stderr}");
+}
+
+/// Trust item 23: an operator migrating a program brings each member's current state —
+/// opening balances with their own instants, the tier with its dates and progress,
+/// cumulative progress — as one `opening` journal, idempotent, refused for a member who
+/// has journals; expiry and tier assessment then run on them as on any points.
+fn members_move_in_with_their_balances_tiers_and_progress(env: &Env) {
+    let program = r#"
+code: moved
+name: Moved
+time_zone: Europe/Berlin
+money_currency: EUR
+currencies:
+  - {code: points, name: Points, kind: redeemable, expiry: {policy: rolling, months: 24}}
+  - {code: status, name: Status, kind: qualifying, expiry: {policy: never}}
+earning:
+  base:
+    - {currency: points, rate: "1"}
+    - {currency: status, rate: "1"}
+tier_groups:
+  - code: status
+    currency: status
+    reset: false
+    tiers:
+      - {code: member, threshold: 0}
+      - {code: gold, threshold: 1000}
+promotions:
+  - code: spend-500
+    name: Spend 500
+    status: active
+    cumulative: {measure: amount, target: "500.00"}
+    actions: [{type: fixed, currency: points, points: 1000}]
+"#;
+    env.ok(&["program", "apply", path(&env.file("moved.yaml", program))]);
+    let now = chrono::Utc::now();
+    let at = |days: i64| (now + chrono::Duration::days(days)).to_rfc3339();
+    let this_year = format!(
+        "{}-01-02T00:00:00Z",
+        chrono::Datelike::year(&now.date_naive())
+    );
+    let next_year = format!(
+        "{}-12-31T23:00:00Z",
+        chrono::Datelike::year(&now.date_naive()) + 1
+    );
+    let a = serde_json::json!({"member": "A", "profile": {"name": "Ada"}, "enrolled_at": "2020-01-01T00:00:00Z",
+        "balances": [{"currency": "points", "points": 500, "earned_at": at(-400), "expires_at": at(30)},
+                     {"currency": "points", "points": 100, "earned_at": at(-1), "available_at": at(10)}],
+        "tiers": [{"group": "status", "tier": "gold", "since": this_year, "valid_until": next_year, "progress": 1200}],
+        "promotions": [{"promotion": "spend-500", "progress": "450.00"}]});
+    let bad = serde_json::json!({"member": "B", "balances": [{"currency": "miles", "points": 1, "earned_at": at(-1)}]});
+    let plain = serde_json::json!({"member": "C"});
+    let file = env.file("members.ndjson", &format!("{a}\n{bad}\n{plain}\n"));
+    let out = env.run(&["members", "import", "--program", "moved", path(&file)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(
+            "2 member(s) enrolled, 1 opened with their balances (0 already), 1 line(s) refused"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("line 2: invalid_opening: balances[0].currency"),
+        "{stderr}"
+    );
+    // Again: nothing doubles.
+    let again = env.run(&["members", "import", "--program", "moved", path(&file)]);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("0 opened with their balances (1 already)")
+    );
+    let (rt, store) = env.store();
+    let program = rt.block_on(store.require_program("moved")).unwrap();
+    let member = rt.block_on(store.require_member(&program, "A")).unwrap();
+    let balances = rt
+        .block_on(store.balances(&program, &member, chrono::Utc::now()))
+        .unwrap();
+    assert_eq!(
+        (balances[0].available, balances[0].pending),
+        (500, 100),
+        "{balances:?}"
+    );
+    assert_eq!(balances[0].expiring[0].points, 500);
+    let tiers = rt
+        .block_on(store.tier_standing(&program, "A", chrono::Utc::now()))
+        .unwrap();
+    assert_eq!(tiers[0].tier, "gold");
+    // The imported progress counts: 450 + 60 reaches the 500 target.
+    let line = serde_json::json!({"external_id": "p1", "member": "A", "type": "purchase", "occurred_at": at(0), "amount": "60", "currency": "EUR"});
+    env.ok(&[
+        "journals",
+        "import",
+        "--program",
+        "moved",
+        path(&env.file("j.ndjson", &format!("{line}\n"))),
+    ]);
+    let balances = rt
+        .block_on(store.balances(&program, &member, chrono::Utc::now()))
+        .unwrap();
+    assert_eq!(
+        balances[0].available,
+        500 + 60 + 1000,
+        "the bonus fired: {balances:?}"
+    );
+    // Expiry runs on opened points like any others: 30 days from now they are gone.
+    let later = rt
+        .block_on(store.balances(&program, &member, now + chrono::Duration::days(31)))
+        .unwrap();
+    assert_eq!(later[0].available, 60 + 1000 + 100, "{later:?}");
+    // A member with journals is not opened.
+    let c_line = serde_json::json!({"external_id": "c1", "member": "C", "type": "purchase", "occurred_at": at(0), "amount": "5", "currency": "EUR"});
+    env.ok(&[
+        "journals",
+        "import",
+        "--program",
+        "moved",
+        path(&env.file("c.ndjson", &format!("{c_line}\n"))),
+    ]);
+    let late = serde_json::json!({"member": "C", "balances": [{"currency": "points", "points": 9, "earned_at": at(-1)}]});
+    let out = env.run(&[
+        "members",
+        "import",
+        "--program",
+        "moved",
+        path(&env.file("late.ndjson", &format!("{late}\n"))),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("member_has_ledger"));
 }
 
 fn jobs_expire_points_once(env: &Env) {

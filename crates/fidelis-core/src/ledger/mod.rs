@@ -94,12 +94,14 @@ pub enum EntryKind {
     Reinstate,
     /// A member's share of earned points moved to their group (household).
     Pool,
+    /// An opening balance brought from another system.
+    Opening,
     /// New points paying back arrears (a pair: out of a bucket, into the arrears).
     ArrearsRecovery,
 }
 
 impl EntryKind {
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::Earn,
         Self::Redeem,
         Self::Refund,
@@ -113,6 +115,7 @@ impl EntryKind {
         Self::Merge,
         Self::Reinstate,
         Self::Pool,
+        Self::Opening,
     ];
 
     pub fn name(self) -> &'static str {
@@ -130,6 +133,7 @@ impl EntryKind {
             Self::Merge => "merge",
             Self::Reinstate => "reinstate",
             Self::Pool => "pool",
+            Self::Opening => "opening",
         }
     }
 

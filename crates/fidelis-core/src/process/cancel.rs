@@ -45,7 +45,8 @@ pub(super) fn cancel(
         | RecordKind::Transfer
         | RecordKind::Merge
         | RecordKind::Reinstatement
-        | RecordKind::Pool => {
+        | RecordKind::Pool
+        | RecordKind::Opening => {
             return Err(JournalError::NotCancellable(format!(
                 "journal {original:?} is a {}; it cannot be cancelled",
                 target.type_name

@@ -50,10 +50,12 @@ pub enum RecordKind {
     Reinstatement,
     /// A share of earned points moved from a member to their group (both sides).
     Pool,
+    /// A member's state brought from another system: opening balances, tier, progress.
+    Opening,
 }
 
 impl RecordKind {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Accrual,
         Self::Refund,
         Self::Redemption,
@@ -64,6 +66,7 @@ impl RecordKind {
         Self::Merge,
         Self::Reinstatement,
         Self::Pool,
+        Self::Opening,
     ];
 
     pub fn name(self) -> &'static str {
@@ -78,6 +81,7 @@ impl RecordKind {
             Self::Merge => "merge",
             Self::Reinstatement => "reinstatement",
             Self::Pool => "pool",
+            Self::Opening => "opening",
         }
     }
 

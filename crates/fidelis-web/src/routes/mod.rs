@@ -6,6 +6,7 @@ mod expiry;
 mod journals;
 mod lifecycle;
 mod members;
+mod openings;
 mod programs;
 
 use std::any::Any;
@@ -137,6 +138,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
             .merge(members::routes())
             .merge(lifecycle::routes())
             .merge(expiry::routes())
+            .merge(openings::routes())
             .merge(journals::routes())
             .merge(admin::routes()),
     )

@@ -33,7 +33,11 @@ pub enum MembersCommand {
         #[arg(long)]
         profile: Option<String>,
     },
-    /// Enroll members from an NDJSON file: {"member": "…", "profile": {…}, "enrolled_at": "…"} per line.
+    /// Enroll members from an NDJSON file: {"member": "…", "profile": {…}, "enrolled_at": "…"}
+    /// per line. A line may also bring the member's state from another system — `balances`
+    /// ([{currency, points, earned_at, expires_at?, available_at?}]), `tiers` ([{group, tier,
+    /// since, valid_until?, progress?}]), `promotions` ([{promotion, progress}]) — written
+    /// as one `opening` journal, once, for a member without journals.
     Import {
         #[arg(long)]
         program: String,
@@ -108,9 +112,36 @@ pub async fn run(database: &str, command: MembersCommand) -> Result<ExitCode> {
                     .with_context(|| format!("opening {}", file.display()))?,
             );
             let (mut batch, mut enrolled, mut refused) = (Vec::new(), 0u64, 0u64);
+            let (mut opened, mut already) = (0u64, 0u64);
             for (i, line) in reader.lines().enumerate() {
                 let line = line.with_context(|| format!("reading {}", file.display()))?;
                 if line.trim().is_empty() {
+                    continue;
+                }
+                if let Some(document) = opening(&line) {
+                    // Enrollments before it first, in file order.
+                    enrolled += store.enroll_many(&program, &batch, Utc::now()).await?;
+                    batch.clear();
+                    match store
+                        .open_member(
+                            &program,
+                            &document,
+                            Utc::now(),
+                            &fidelis_store::Actor::cli(),
+                        )
+                        .await
+                    {
+                        Ok(o) if o.replayed => already += 1,
+                        Ok(o) => {
+                            opened += 1;
+                            enrolled += u64::from(o.enrolled);
+                        }
+                        Err(StoreError::Refused(code, reason)) => {
+                            refused += 1;
+                            eprintln!("line {}: {code}: {reason}", i + 1);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                     continue;
                 }
                 match enrollment(&line) {
@@ -126,7 +157,9 @@ pub async fn run(database: &str, command: MembersCommand) -> Result<ExitCode> {
                 }
             }
             enrolled += store.enroll_many(&program, &batch, Utc::now()).await?;
-            println!("{enrolled} member(s) enrolled, {refused} line(s) refused");
+            println!(
+                "{enrolled} member(s) enrolled, {opened} opened with their balances ({already} already), {refused} line(s) refused"
+            );
             Ok(if refused > 0 {
                 ExitCode::from(EXIT_REJECTED)
             } else {
@@ -160,6 +193,13 @@ pub async fn run(database: &str, command: MembersCommand) -> Result<ExitCode> {
             }
         }
     }
+}
+
+/// A line bringing a member's state (balances, tiers or promotion progress), if it is one.
+fn opening(line: &str) -> Option<fidelis_core::lifecycle::OpeningDocument> {
+    let document: fidelis_core::lifecycle::OpeningDocument = serde_json::from_str(line).ok()?;
+    (!document.balances.is_empty() || !document.tiers.is_empty() || !document.promotions.is_empty())
+        .then_some(document)
 }
 
 fn enrollment(line: &str) -> std::result::Result<Enrollment, String> {
