@@ -31,6 +31,9 @@ macro_rules! both_dialects {
 }
 
 both_dialects!(
+    partners_and_narrow_tokens_mint_no_points,
+    rights_are_never_escalated,
+    metrics_stay_bounded,
     jobs_never_run_ahead_of_the_clock,
     group_points_are_spent_only_by_the_group_rule,
     partners_read_no_balances_through_outcomes,
@@ -1187,4 +1190,162 @@ async fn members_move_in_through_the_api(s: Server) {
     assert_eq!(s.available("moved").await, 70, "once");
     let audit = s.get("/audit?program=shop&action=member.opening").await;
     assert_eq!(audit["entries"].as_array().unwrap().len(), 1, "{audit}");
+}
+
+/// Item 1: a partner token (or one narrowed to `journals:write`) minted points with an
+/// `adjustment` journal, and cancelled another partner's purchase.
+async fn partners_and_narrow_tokens_mint_no_points(s: Server) {
+    s.setup(&["m"]).await;
+    let acme = s
+        .token(json!({"name": "acme", "role": "partner", "program": "shop", "partner": "acme"}))
+        .await;
+    let narrow = s
+        .token(json!({"name": "pos", "role": "program_manager", "program": "shop", "scopes": ["journals:write"]}))
+        .await;
+    let (status, _) = s
+        .post("/programs/shop/journals", purchase("other", "m", "10"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let adjustment = json!({"external_id": "mint", "member": "m", "type": "adjustment", "occurred_at": chrono::Utc::now().to_rfc3339(),
+                            "currency": "points", "points": 500000, "reason": "free"});
+    for token in [&acme, &narrow] {
+        let (status, body) = s
+            .call_as(
+                token,
+                Method::POST,
+                "/programs/shop/journals",
+                Some(adjustment.clone()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let answer = s
+            .http
+            .post(s.url("/programs/shop/journals/batch"))
+            .bearer_auth(token)
+            .header("content-type", "application/x-ndjson")
+            .body(format!("{adjustment}\n"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            answer.contains("\"rejected\"") && answer.contains("forbidden"),
+            "{answer}"
+        );
+    }
+    let cancel = json!({"external_id": "c-other", "member": "m", "type": "cancellation", "original_external_id": "other"});
+    let (status, body) = s
+        .call_as(&acme, Method::POST, "/programs/shop/journals", Some(cancel))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(
+        s.available("m").await,
+        10,
+        "nothing minted, nothing cancelled"
+    );
+}
+
+/// Items 2 and 3: a program-limited token created an unlimited admin token and listed
+/// every program's tokens; a second token named like the bootstrap one could not be
+/// revoked.
+async fn rights_are_never_escalated(s: Server) {
+    s.setup(&[]).await;
+    let manager = s
+        .token(json!({"name": "shop-admin", "role": "admin", "program": "shop"}))
+        .await;
+    for spec in [
+        json!({"name": "root", "role": "admin"}),
+        json!({"name": "wide", "role": "program_manager"}),
+        json!({"name": "elsewhere", "role": "agent", "program": "other"}),
+    ] {
+        let (status, body) = s
+            .call_as(&manager, Method::POST, "/tokens", Some(spec.clone()))
+            .await;
+        assert!(
+            status == StatusCode::FORBIDDEN || status == StatusCode::UNPROCESSABLE_ENTITY,
+            "{spec}: {status} {body}"
+        );
+    }
+    let (status, body) = s
+        .call_as(&manager, Method::POST, "/users", Some(json!({"email": "boss@example.com", "password": "correct horse battery", "role": "admin"})))
+        .await;
+    assert!(
+        status == StatusCode::FORBIDDEN || status == StatusCode::UNPROCESSABLE_ENTITY,
+        "{body}"
+    );
+    let (status, body) = s.call_as(&manager, Method::GET, "/tokens", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["program"] == "shop"),
+        "only its program's tokens: {body}"
+    );
+    let (status, body) = s
+        .post(
+            "/tokens",
+            json!({"name": "bootstrap-admin", "role": "agent"}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "the name is reserved: {body}"
+    );
+}
+
+/// Item 7: unauthenticated requests with invented methods added a metrics series each.
+async fn metrics_stay_bounded(s: Server) {
+    let metrics = || async {
+        s.http
+            .get(format!("{}/metrics", s.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    metrics().await;
+    let before = metrics()
+        .await
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .count();
+    for i in 0..50 {
+        let method = reqwest::Method::from_bytes(format!("M{i}X").as_bytes()).unwrap();
+        let _ = s
+            .http
+            .request(method, s.url(&format!("/programs/x{i}")))
+            .send()
+            .await;
+    }
+    let after = metrics().await;
+    let once = after.lines().filter(|l| !l.starts_with('#')).count();
+    assert!(
+        once - before <= 20,
+        "one series (with its histogram), not one per method:\n{after}"
+    );
+    assert!(
+        !after.contains("M7X"),
+        "an invented method is a label value"
+    );
+    // Fifty more invented methods add nothing more.
+    for i in 50..100 {
+        let method = reqwest::Method::from_bytes(format!("M{i}X").as_bytes()).unwrap();
+        let _ = s
+            .http
+            .request(method, s.url(&format!("/programs/x{i}")))
+            .send()
+            .await;
+    }
+    let again = metrics()
+        .await
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .count();
+    assert_eq!(again, once, "bounded");
 }
