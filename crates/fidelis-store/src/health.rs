@@ -145,6 +145,10 @@ impl Store {
         let store = self.clone();
         runtime.spawn(async move {
             loop {
+                // Wait before each ping, the first too: a database shutting down ends its
+                // sessions one by one, and a ping on a pooled connection it has not ended
+                // yet would answer "up" just before it is gone.
+                tokio::time::sleep(PROBE_INTERVAL).await;
                 let answered = matches!(
                     tokio::time::timeout(PROBE_TIMEOUT, store.ping()).await,
                     Ok(Ok(()))
@@ -158,7 +162,6 @@ impl Store {
                 if !store.health.down.swap(true, Ordering::AcqRel) {
                     tracing::warn!("the database does not answer; failing fast until it does");
                 }
-                tokio::time::sleep(PROBE_INTERVAL).await;
             }
             store.health.probing.store(false, Ordering::Release);
             // A failure noted between the last probe and now must not be left unprobed.

@@ -51,19 +51,42 @@ both_dialects!(
 /// Item 13: unknown tokens each cost a database lookup, and each had a rate-limit bucket
 /// of its own. Made-up tokens are refused from memory, and share one bucket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn made_up_tokens_cost_no_database_read_and_share_the_rate_limit() {
-    use sqlx::Connection;
+async fn sqlite_made_up_tokens_cost_no_database_read_and_share_the_rate_limit() {
     let db = fidelis_testkit::sqlite_db();
-    let s = Server::start_with(&db.url, &["--rate-limit", "20"]).await;
+    made_up_tokens_cost_no_database_read_and_share_the_rate_limit(&db.url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_made_up_tokens_cost_no_database_read_and_share_the_rate_limit() {
+    made_up_tokens_cost_no_database_read_and_share_the_rate_limit(&fidelis_testkit::pg_url()).await;
+}
+
+/// Renames a table of the database at `url` (SQLite or PostgreSQL).
+async fn rename_table(url: &str, from: &str, to: &str) {
+    use sqlx::Connection;
+    let sql = format!("ALTER TABLE {from} RENAME TO {to}");
+    if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+}
+
+async fn made_up_tokens_cost_no_database_read_and_share_the_rate_limit(url: &str) {
+    let s = Server::start_with(url, &["--rate-limit", "20"]).await;
     let random = |i: usize| format!("made-up-{i}-{}", rand_suffix());
     let (status, _) = s.call_as(&random(0), Method::GET, "/programs", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // Take the tokens table away: a lookup would now fail (500/503), not answer 401.
-    let mut sql = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-    sqlx::query("ALTER TABLE api_tokens RENAME TO api_tokens_away")
-        .execute(&mut sql)
-        .await
-        .unwrap();
+    rename_table(url, "api_tokens", "api_tokens_away").await;
     let mut statuses = std::collections::BTreeMap::new();
     for i in 1..=150 {
         let (status, body) = s.call_as(&random(i), Method::GET, "/programs", None).await;
@@ -73,10 +96,7 @@ async fn made_up_tokens_cost_no_database_read_and_share_the_rate_limit() {
         );
         *statuses.entry(status.as_u16()).or_insert(0) += 1;
     }
-    sqlx::query("ALTER TABLE api_tokens_away RENAME TO api_tokens")
-        .execute(&mut sql)
-        .await
-        .unwrap();
+    rename_table(url, "api_tokens_away", "api_tokens").await;
     // 150 made-up tokens at once, a limit of 20 a second with a burst of 40: most are 429.
     assert!(
         statuses.get(&429).copied().unwrap_or(0) >= 50,
@@ -126,11 +146,20 @@ async fn the_server_refuses_a_weak_admin_token_and_keeps_its_file_private() {
 /// for 65 s+. The body is read as it is processed, a partner's batch is bounded tighter,
 /// and a stalled body or unread answer ends the batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn batches_are_streamed_bounded_and_cut_when_stalled() {
+async fn sqlite_batches_are_streamed_bounded_and_cut_when_stalled() {
+    let db = fidelis_testkit::sqlite_db();
+    batches_are_streamed_bounded_and_cut_when_stalled(&db.url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_batches_are_streamed_bounded_and_cut_when_stalled() {
+    batches_are_streamed_bounded_and_cut_when_stalled(&fidelis_testkit::pg_url()).await;
+}
+
+async fn batches_are_streamed_bounded_and_cut_when_stalled(url: &str) {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
-    let db = fidelis_testkit::sqlite_db();
-    let s = Server::start_with(&db.url, &["--request-timeout-secs", "2"]).await;
+    let s = Server::start_with(url, &["--request-timeout-secs", "2"]).await;
     s.setup(&["m"]).await;
     let addr = s.base.trim_start_matches("http://").to_owned();
     let rss = || {
