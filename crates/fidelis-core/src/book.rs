@@ -331,13 +331,13 @@ impl Book {
             .into_iter()
             .flatten()
         {
-            if record.changed {
-                if let Some(stored) = self.journals.get_mut(&record.id) {
-                    stored.record = JournalRecord {
-                        changed: false,
-                        ..record
-                    };
-                }
+            if record.changed
+                && let Some(stored) = self.journals.get_mut(&record.id)
+            {
+                stored.record = JournalRecord {
+                    changed: false,
+                    ..record
+                };
             }
         }
     }

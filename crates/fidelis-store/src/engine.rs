@@ -641,11 +641,12 @@ impl<'p> Batch<'p> {
             self.put_account(row)?;
         }
         for m in members {
-            if let Some(g) = groups.iter().find(|g| Some(g.group_id) == m.group_id) {
-                if g.status == "active" && g.group_id != m.id {
-                    self.group_of
-                        .insert(m.id, (g.group_id, g.share_percent.clamp(0, 100) as u32));
-                }
+            if let Some(g) = groups.iter().find(|g| Some(g.group_id) == m.group_id)
+                && g.status == "active"
+                && g.group_id != m.id
+            {
+                self.group_of
+                    .insert(m.id, (g.group_id, g.share_percent.clamp(0, 100) as u32));
             }
         }
         self.spare_ids = tx.reserve_journal_ids(accruals * 2).await?;
@@ -856,10 +857,10 @@ impl<'p> Batch<'p> {
         for row in rows {
             let bucket = self.bucket_from_row(&row)?;
             self.loaded_buckets.insert(bucket.id);
-            if let Some(ledger) = self.ledgers.get_mut(&row.member_id) {
-                if ledger.buckets.iter().all(|b| b.id != bucket.id) {
-                    ledger.buckets.push(bucket);
-                }
+            if let Some(ledger) = self.ledgers.get_mut(&row.member_id)
+                && ledger.buckets.iter().all(|b| b.id != bucket.id)
+            {
+                ledger.buckets.push(bucket);
             }
         }
         for m in members {

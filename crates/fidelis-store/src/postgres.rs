@@ -757,8 +757,7 @@ impl LedgerTx for PgTx {
         self.lock_members(lock_keys).await?;
         // One statement, one row: every part comes back as columns of arrays (aggregates
         // without GROUP BY always answer one row; an empty part is NULL).
-        let sql = format!(
-            "WITH m AS (SELECT COALESCE(s.id, x.id) AS id, x.external_id, COALESCE(s.status, x.status) AS status, \
+        let sql = "WITH m AS (SELECT COALESCE(s.id, x.id) AS id, x.external_id, COALESCE(s.status, x.status) AS status, \
                                s.external_id AS owner, \
                                CASE WHEN s.id IS NULL THEN x.group_id ELSE s.group_id END AS group_id \
                         FROM members x LEFT JOIN members s ON s.id = x.merged_into \
@@ -778,8 +777,7 @@ impl LedgerTx for PgTx {
                          FROM m LEFT JOIN member_tiers t ON t.member_id = m.id \
                          LEFT JOIN members x ON x.id = m.id AND t.member_id IS NULL WHERE $5) AS tt \
              CROSS JOIN (SELECT array_agg(group_id) FROM m) AS gg \
-             CROSS JOIN (SELECT array_agg(owner) FROM m) AS oo"
-        );
+             CROSS JOIN (SELECT array_agg(owner) FROM m) AS oo".to_string();
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(program_id)
             .bind(members)

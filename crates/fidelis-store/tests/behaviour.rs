@@ -872,7 +872,7 @@ async fn realtime_journals_arriving_together_keep_their_own_outcomes(store: Stor
     }
     let (left, _) = available(&store, &program, "a", now).await;
     assert!(
-        redeemed <= 289 && left >= 0 && left < 10,
+        redeemed <= 289 && (0..10).contains(&left),
         "redeemed {redeemed}, left {left}"
     );
     assert_sums(&store, &program, "a").await;

@@ -178,12 +178,12 @@ impl Caller {
                 p.name()
             )));
         }
-        if let (Some(own), Some(asked)) = (&self.program, program) {
-            if own != asked {
-                return Err(ApiError::forbidden(format!(
-                    "this token is limited to program {own:?}"
-                )));
-            }
+        if let (Some(own), Some(asked)) = (&self.program, program)
+            && own != asked
+        {
+            return Err(ApiError::forbidden(format!(
+                "this token is limited to program {own:?}"
+            )));
         }
         Ok(())
     }
@@ -345,12 +345,11 @@ impl TokenCache {
 
     async fn caller(&self, store: &Store, token: &str) -> Result<Option<Arc<Caller>>, ApiError> {
         let hash = token_hash(token);
-        if let Ok(entries) = self.entries.read() {
-            if let Some((caller, at)) = entries.get(&hash) {
-                if at.elapsed() < Self::TTL {
-                    return Ok(caller.clone());
-                }
-            }
+        if let Ok(entries) = self.entries.read()
+            && let Some((caller, at)) = entries.get(&hash)
+            && at.elapsed() < Self::TTL
+        {
+            return Ok(caller.clone());
         }
         if !self.may_exist(store, &hash).await? {
             self.remember(hash, None);

@@ -211,10 +211,10 @@ pub struct Account {
 
 impl Account {
     fn note_transition(&mut self, at: Option<DateTime<Utc>>) {
-        if let Some(at) = at {
-            if self.next_transition_at.is_none_or(|n| at < n) {
-                self.next_transition_at = Some(at);
-            }
+        if let Some(at) = at
+            && self.next_transition_at.is_none_or(|n| at < n)
+        {
+            self.next_transition_at = Some(at);
         }
     }
 

@@ -628,20 +628,20 @@ impl MemberLedger {
     pub fn note_activity_in(&mut self, program: &Program, ix: CurrencyIx, t: DateTime<Utc>) {
         let currency = program.currency(ix);
         let account = &mut self.accounts[ix.index()];
-        if let crate::program::ExpiryPolicy::Inactivity { .. } = currency.expiry {
-            if account.last_activity_at.is_none_or(|last| last < t) {
-                account.last_activity_at = Some(t);
-                account.changed = true;
-                let deadline = currency
-                    .expiry
-                    .inactivity_deadline(program.time_zone, t)
-                    .map(|d| {
-                        let extensions = program.expiry_extensions(self.tiers.as_ref());
-                        crate::tiers::extend_expiry(program.time_zone, d, &extensions)
-                    });
-                let account = &mut self.accounts[ix.index()];
-                account.note_transition(deadline);
-            }
+        if let crate::program::ExpiryPolicy::Inactivity { .. } = currency.expiry
+            && account.last_activity_at.is_none_or(|last| last < t)
+        {
+            account.last_activity_at = Some(t);
+            account.changed = true;
+            let deadline = currency
+                .expiry
+                .inactivity_deadline(program.time_zone, t)
+                .map(|d| {
+                    let extensions = program.expiry_extensions(self.tiers.as_ref());
+                    crate::tiers::extend_expiry(program.time_zone, d, &extensions)
+                });
+            let account = &mut self.accounts[ix.index()];
+            account.note_transition(deadline);
         }
     }
 }

@@ -62,10 +62,10 @@ impl MemberLedger {
             if bucket.pending && bucket.available_at <= now {
                 events.push((bucket.available_at, Event::Release, idx));
             }
-            if let Some(expiry) = self.effective_expiry(program, bucket) {
-                if expiry <= now {
-                    events.push((expiry, Event::Expire, idx));
-                }
+            if let Some(expiry) = self.effective_expiry(program, bucket)
+                && expiry <= now
+            {
+                events.push((expiry, Event::Expire, idx));
             }
         }
         events.sort();

@@ -342,8 +342,8 @@ fn contribution(
                 c.at = t.occurred_at;
             }
         }
-        (JournalBody::Cancellation { .. }, _) => match target {
-            Some(t) => {
+        (JournalBody::Cancellation { .. }, _) => {
+            if let Some(t) = target {
                 c.at = t.occurred_at;
                 match &t.state {
                     JournalState::Accrual(s) => {
@@ -359,8 +359,7 @@ fn contribution(
                     JournalState::None => {}
                 }
             }
-            None => {}
-        },
+        }
         (JournalBody::Adjustment { .. }, _) => {}
         _ => c.points.clear(),
     }

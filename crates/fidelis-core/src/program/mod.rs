@@ -324,7 +324,7 @@ fn is_period_start(tz: Tz, t: DateTime<Utc>, unit: RoundUp) -> bool {
         && match unit {
             RoundUp::Day => true,
             RoundUp::Month => date.day() == 1,
-            RoundUp::Quarter => date.day() == 1 && (date.month() - 1) % 3 == 0,
+            RoundUp::Quarter => date.day() == 1 && (date.month() - 1).is_multiple_of(3),
             RoundUp::Year => date.day() == 1 && date.month() == 1,
         }
 }

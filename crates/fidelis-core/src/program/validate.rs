@@ -274,13 +274,13 @@ fn currencies(check: &mut Check, docs: &[CurrencyDocument]) -> Vec<Option<Curren
     for (i, doc) in docs.iter().enumerate() {
         let at = format!("currencies[{i}]");
         let currency = currency(check, &at, doc);
-        if let Some(c) = &currency {
-            if !seen.insert(c.code.clone()) {
-                check.add(
-                    format!("{at}.code"),
-                    format!("{:?} is defined twice", c.code.as_str()),
-                );
-            }
+        if let Some(c) = &currency
+            && !seen.insert(c.code.clone())
+        {
+            check.add(
+                format!("{at}.code"),
+                format!("{:?} is defined twice", c.code.as_str()),
+            );
         }
         out.push(currency);
     }
@@ -539,10 +539,10 @@ fn base_earning(
         let currency = check
             .required(format!("{at}.currency"), &rule.currency)
             .and_then(|code| lookup_currency(check, &format!("{at}.currency"), code, currencies));
-        if let Some(ix) = currency {
-            if !seen.insert(ix) {
-                check.add(format!("{at}.currency"), "has a second base rule");
-            }
+        if let Some(ix) = currency
+            && !seen.insert(ix)
+        {
+            check.add(format!("{at}.currency"), "has a second base rule");
         }
         let rate = points_rate(check, &at, &rule.rate, &rule.rounding);
         let journal_types = journal_types(check, &at, &rule.journal_types, activity_types);
@@ -648,10 +648,10 @@ fn promotions(
         let at = format!("promotions[{i}]");
         check.unknown(&at, &doc.unknown);
         let code = check.code(format!("{at}.code"), &doc.code);
-        if let Some(code) = &code {
-            if !seen.insert(code.clone()) {
-                check.add(format!("{at}.code"), format!("{code} is defined twice"));
-            }
+        if let Some(code) = &code
+            && !seen.insert(code.clone())
+        {
+            check.add(format!("{at}.code"), format!("{code} is defined twice"));
         }
         let name = check.name(format!("{at}.name"), &doc.name);
         let status = check
@@ -683,10 +683,10 @@ fn promotions(
         };
         let starts_at = instant("starts_at", &doc.starts_at);
         let ends_at = instant("ends_at", &doc.ends_at);
-        if let (Ok(Some(s)), Ok(Some(e))) = (starts_at, ends_at) {
-            if e <= s {
-                check.add(format!("{at}.ends_at"), "must be after starts_at");
-            }
+        if let (Ok(Some(s)), Ok(Some(e))) = (starts_at, ends_at)
+            && e <= s
+        {
+            check.add(format!("{at}.ends_at"), "must be after starts_at");
         }
         let journal_types = journal_types(check, &at, &doc.journal_types, activity_types);
         let mut subtypes = Vec::new();
@@ -781,27 +781,26 @@ fn promotions(
             Some(scope),
             Ok(condition),
         ) = (code, name, status, starts_at, ends_at, scope, condition)
+            && actions.iter().all(Option::is_some)
         {
-            if actions.iter().all(Option::is_some) {
-                out.push(Promotion {
-                    code,
-                    name,
-                    status,
-                    starts_at,
-                    ends_at,
-                    journal_types,
-                    subtypes,
-                    scope,
-                    condition,
-                    actions: actions.into_iter().flatten().collect(),
-                    priority: doc.priority.unwrap_or(0),
-                    exclusive: doc.exclusive.unwrap_or(false),
-                    limits: limits.unwrap_or_default(),
-                    cumulative: cumulative.unwrap_or_default(),
-                    opt_in: doc.opt_in.unwrap_or(false),
-                    tiers,
-                });
-            }
+            out.push(Promotion {
+                code,
+                name,
+                status,
+                starts_at,
+                ends_at,
+                journal_types,
+                subtypes,
+                scope,
+                condition,
+                actions: actions.into_iter().flatten().collect(),
+                priority: doc.priority.unwrap_or(0),
+                exclusive: doc.exclusive.unwrap_or(false),
+                limits: limits.unwrap_or_default(),
+                cumulative: cumulative.unwrap_or_default(),
+                opt_in: doc.opt_in.unwrap_or(false),
+                tiers,
+            });
         }
     }
     // Stable: equal priorities keep their definition order.
@@ -1087,13 +1086,13 @@ fn tier_groups(
         let at = format!("tier_groups[{i}]");
         check.unknown(&at, &doc.unknown);
         let code = check.code(format!("{at}.code"), &doc.code);
-        if let Some(code) = &code {
-            if !seen.insert(code.clone()) {
-                check.add(
-                    format!("{at}.code"),
-                    format!("{:?} is defined twice", code.as_str()),
-                );
-            }
+        if let Some(code) = &code
+            && !seen.insert(code.clone())
+        {
+            check.add(
+                format!("{at}.code"),
+                format!("{:?} is defined twice", code.as_str()),
+            );
         }
         let measure = match doc.measure.as_deref().unwrap_or("points") {
             "points" => check
@@ -1263,13 +1262,13 @@ fn tier_groups(
             let tat = format!("{at}.tiers[{j}]");
             check.unknown(&tat, &tier.unknown);
             let code = check.code(format!("{tat}.code"), &tier.code);
-            if let Some(code) = &code {
-                if !codes.insert(code.clone()) {
-                    check.add(
-                        format!("{tat}.code"),
-                        format!("{:?} is defined twice", code.as_str()),
-                    );
-                }
+            if let Some(code) = &code
+                && !codes.insert(code.clone())
+            {
+                check.add(
+                    format!("{tat}.code"),
+                    format!("{:?} is defined twice", code.as_str()),
+                );
             }
             // Tiers given by hand need no thresholds: their order is their rank.
             let given = if doc.measure.as_deref() == Some("manual") {

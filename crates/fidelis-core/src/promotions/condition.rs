@@ -177,7 +177,7 @@ fn first_error(errors: cel::ParseErrors) -> ExpressionError {
         Some(e) => {
             let (line, column) = e.pos;
             // The parser counts both from 1.
-            let position = (line >= 1 && column >= 1).then(|| (line as usize, column as usize));
+            let position = (line >= 1 && column >= 1).then_some((line as usize, column as usize));
             ExpressionError::at(e.msg.clone(), position)
         }
         None => ExpressionError::at("the expression could not be parsed", None),

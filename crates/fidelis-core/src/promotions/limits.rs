@@ -195,10 +195,10 @@ pub fn check(
     let mut allowed = points;
     for (key, times, cap) in keys {
         let used = counters.get(key);
-        if let Some(times) = times {
-            if used.times >= *times {
-                return Allowance::Reached(describe(key, "times", *times));
-            }
+        if let Some(times) = times
+            && used.times >= *times
+        {
+            return Allowance::Reached(describe(key, "times", *times));
         }
         if let Some(cap) = cap {
             let left = (cap - used.points).max(0);

@@ -469,10 +469,10 @@ pub fn evaluate(
     let mut excluded_by: Option<Code> = None;
     for (index, promotion) in program.promotions.iter().enumerate() {
         let mut verdict = precheck(promotion, accrual, at);
-        if verdict.is_none() {
-            if let Some(by) = &excluded_by {
-                verdict = Some(Verdict::Excluded(by.clone()));
-            }
+        if verdict.is_none()
+            && let Some(by) = &excluded_by
+        {
+            verdict = Some(Verdict::Excluded(by.clone()));
         }
         if verdict.is_none() && !promotion.tiers.is_empty() {
             verdict = eligibility(program, promotion, &tiers);

@@ -270,17 +270,17 @@ fn is_path(expr: &IdedExpr, want: &[&str]) -> bool {
 
 fn field(expr: &IdedExpr, names: &Names<'_>) -> Option<Field> {
     let p = path(expr)?;
-    if let (Some(line), [root, name]) = (names.line, p.as_slice()) {
-        if root == &line {
-            return Some(match *name {
-                "line_id" => Field::LineId,
-                "sku" => Field::LineSku,
-                "category" => Field::LineCategory,
-                "quantity" => Field::LineQuantity,
-                "amount" => Field::LineAmount,
-                _ => return None,
-            });
-        }
+    if let (Some(line), [root, name]) = (names.line, p.as_slice())
+        && root == &line
+    {
+        return Some(match *name {
+            "line_id" => Field::LineId,
+            "sku" => Field::LineSku,
+            "category" => Field::LineCategory,
+            "quantity" => Field::LineQuantity,
+            "amount" => Field::LineAmount,
+            _ => return None,
+        });
     }
     Some(match p.as_slice() {
         ["journal", "type"] => Field::JournalType,

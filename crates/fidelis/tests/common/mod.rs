@@ -69,10 +69,9 @@ impl Server {
                 .get(format!("{}/readyz", server.base))
                 .send()
                 .await
+                && r.status() == StatusCode::OK
             {
-                if r.status() == StatusCode::OK {
-                    break;
-                }
+                break;
             }
             assert!(
                 Instant::now() < deadline,
