@@ -3,10 +3,8 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::Utc;
 use fidelis_core::ids::ExternalId;
 use serde::{Deserialize, Serialize};
@@ -100,19 +98,11 @@ async fn extend_expiries(
             &caller.actor(),
         )
         .await?;
-    let body = Json(ExpiryExtensionBody {
+    let body = ExpiryExtensionBody {
         members: report.members,
         buckets: report.buckets,
         points: report.points,
         replayed: report.replayed,
-    });
-    Ok(if report.replayed {
-        let mut response = (StatusCode::OK, body).into_response();
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-        response
-    } else {
-        (StatusCode::CREATED, body).into_response()
-    })
+    };
+    Ok(super::created_or_replayed(body, report.replayed))
 }

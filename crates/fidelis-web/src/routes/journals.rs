@@ -7,7 +7,7 @@ use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::Utc;
 use fidelis_core::journal::{Journal, JournalDocument, JournalError};
 use fidelis_store::{LoadedProgram, Prepared, StoreError};
@@ -90,15 +90,7 @@ pub(super) async fn post_one(
         Ok(posted) => {
             metrics::journal(Ok((&posted.outcome, posted.replayed)));
             let body = seen_by(caller, &posted.outcome, posted.replayed);
-            if posted.replayed {
-                let mut response = (StatusCode::OK, Json(body)).into_response();
-                response
-                    .headers_mut()
-                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
-                Ok(response)
-            } else {
-                Ok((StatusCode::CREATED, Json(body)).into_response())
-            }
+            Ok(super::created_or_replayed(body, posted.replayed))
         }
         Err(e) => {
             metrics::journal(Err(e.code()));
@@ -435,6 +427,43 @@ impl Lines {
     }
 }
 
+/// A line of a batch made ready to commit — its number with the prepared journal, or why
+/// it is refused — and its size; `None` for an empty line.
+async fn pending_line(
+    state: &AppState,
+    caller: &Caller,
+    program: &LoadedProgram,
+    line: Line,
+) -> Option<(Pending, usize)> {
+    match line {
+        Line::TooLong(n) => Some((
+            (
+                n,
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "line_too_large",
+                    format!(
+                        "a journal line is at most {} bytes",
+                        state.config.body_limit
+                    ),
+                )),
+            ),
+            0,
+        )),
+        Line::Text(n, raw) => {
+            let text = String::from_utf8_lossy(&raw);
+            let text = text.trim();
+            if text.is_empty() {
+                return None;
+            }
+            Some((
+                (n, prepare_line(state, caller, program, text).await),
+                text.len(),
+            ))
+        }
+    }
+}
+
 /// Parses and authorizes one line of a batch.
 async fn prepare_line(
     state: &AppState,
@@ -478,28 +507,11 @@ async fn process_batch(
         let mut complete = Vec::new();
         lines.push(&chunk, |line| complete.push(line));
         for line in complete {
-            pending.push(match line {
-                Line::TooLong(n) => (
-                    n,
-                    Err(ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "line_too_large",
-                        format!(
-                            "a journal line is at most {} bytes",
-                            state.config.body_limit
-                        ),
-                    )),
-                ),
-                Line::Text(n, raw) => {
-                    let text = String::from_utf8_lossy(&raw);
-                    let text = text.trim();
-                    if text.is_empty() {
-                        continue;
-                    }
-                    pending_bytes += text.len();
-                    (n, prepare_line(&state, &caller, &program, text).await)
-                }
-            });
+            let Some((entry, bytes)) = pending_line(&state, &caller, &program, line).await else {
+                continue;
+            };
+            pending.push(entry);
+            pending_bytes += bytes;
             if pending.len() >= BATCH_CHUNK || pending_bytes >= BATCH_CHUNK_BYTES {
                 pending_bytes = 0;
                 if !flush(&state, &caller, &program, &mut pending, &out).await {
@@ -546,24 +558,10 @@ async fn process_batch(
             return;
         }
     }
-    if let Some(line) = lines.finish() {
-        pending.push(match line {
-            Line::TooLong(n) => (
-                n,
-                Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "line_too_large",
-                    format!(
-                        "a journal line is at most {} bytes",
-                        state.config.body_limit
-                    ),
-                )),
-            ),
-            Line::Text(n, raw) => {
-                let text = String::from_utf8_lossy(&raw).trim().to_owned();
-                (n, prepare_line(&state, &caller, &program, &text).await)
-            }
-        });
+    if let Some(line) = lines.finish()
+        && let Some((entry, _)) = pending_line(&state, &caller, &program, line).await
+    {
+        pending.push(entry);
     }
     flush(&state, &caller, &program, &mut pending, &out).await;
 }

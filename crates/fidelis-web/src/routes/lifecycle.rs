@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use chrono::Utc;
 use fidelis_core::ids::ExternalId;
 use utoipa_axum::router::OpenApiRouter;
@@ -211,16 +211,7 @@ fn reason(raw: &str) -> ApiResult<&str> {
 
 /// 201 with the outcome, or 200 (and `Idempotent-Replayed: true`) for a replay.
 fn outcome_response(outcome: &fidelis_core::outcome::Outcome, replayed: bool) -> Response {
-    let body = Json(OutcomeBody::new(outcome, replayed));
-    if replayed {
-        let mut response = (StatusCode::OK, body).into_response();
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-        response
-    } else {
-        (StatusCode::CREATED, body).into_response()
-    }
+    super::created_or_replayed(OutcomeBody::new(outcome, replayed), replayed)
 }
 
 /// Sends points to another member, within the currency's daily transfer limit. Both

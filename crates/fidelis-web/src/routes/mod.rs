@@ -277,6 +277,23 @@ impl KeyExtractor for TokenKey {
     }
 }
 
+/// 201 with `body`, or — answering a replay of the same external id — 200 with
+/// `Idempotent-Replayed: true`: every idempotent write answers this way.
+pub(crate) fn created_or_replayed<T: serde::Serialize>(
+    body: T,
+    replayed: bool,
+) -> axum::response::Response {
+    if replayed {
+        let mut response = (StatusCode::OK, Json(body)).into_response();
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response
+    } else {
+        (StatusCode::CREATED, Json(body)).into_response()
+    }
+}
+
 /// The program named in a path, or 404.
 pub(crate) async fn program(state: &AppState, code: &str) -> ApiResult<Arc<LoadedProgram>> {
     if fidelis_core::ids::ProgramCode::parse(code).is_err() {
