@@ -285,7 +285,7 @@ impl Store {
             ..JournalDocument::default()
         };
         let journal = Journal::parse(&doc, &program.program)
-            .map_err(|e| StoreError::Refused("invalid_journal", e.to_string()))?;
+            .map_err(|e| StoreError::Refused(e.code(), e.to_string()))?;
         let mut prepared = Prepared::new(journal, &program.program)?.with_time_filled();
         prepared.for_group = true;
         let mut results = self.post_journals(program, &[prepared], now, None).await?;

@@ -53,7 +53,7 @@ pub use groups::{GroupView, RedeemRule};
 pub use health::Health;
 pub use imports::{ImportRun, PartitionProgress};
 pub use lifecycle::{MergeReport, Opened};
-pub use members::{Enrollment, MemberView};
+pub use members::{Enrollment, MemberView, unstorable_json};
 pub use programs::ProgramSummary;
 pub use rows::RejectionRow;
 pub use tiers::TierStanding;

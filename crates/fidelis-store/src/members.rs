@@ -21,6 +21,27 @@ pub struct Enrollment {
     pub enrolled_at: DateTime<Utc>,
 }
 
+/// Why `value` cannot be stored as JSON on both databases, if it cannot: PostgreSQL's
+/// `jsonb` (profiles, program definitions) holds no U+0000 in a string or a key, so neither
+/// database takes one and the behaviour is the same on both.
+pub fn unstorable_json(value: &serde_json::Value) -> Option<&'static str> {
+    use serde_json::Value;
+    let nul = |s: &str| s.contains('\0');
+    let found = match value {
+        Value::String(s) => nul(s),
+        Value::Array(items) => return items.iter().find_map(unstorable_json),
+        Value::Object(fields) => {
+            if fields.keys().any(|k| nul(k)) {
+                true
+            } else {
+                return fields.values().find_map(unstorable_json);
+            }
+        }
+        _ => false,
+    };
+    found.then_some("a text holds U+0000 (NUL), which cannot be stored")
+}
+
 /// A member as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MemberView {

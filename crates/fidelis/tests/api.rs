@@ -560,6 +560,72 @@ async fn the_contract_is_the_same_on_every_route(s: Server) {
         );
     }
 
+    // A member the body names (not the path) that does not exist: the request is
+    // unprocessable (422), the path is not unknown.
+    for (path, request) in [
+        (
+            "/programs/contract/members/a/transfers",
+            json!({"external_id": "t-ghost", "to": "ghost", "currency": "points", "points": 1}),
+        ),
+        (
+            "/programs/contract/members/a/merge",
+            json!({"into": "ghost"}),
+        ),
+        (
+            "/programs/contract/groups",
+            json!({"group": "g-ghost", "name": "Ghosts", "share_percent": 50, "redeem": "owner", "owner": "ghost"}),
+        ),
+    ] {
+        let (status, body) = s.post(path, request).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {body}");
+        assert_eq!(body["code"], "unknown_member", "{path}: {body}");
+    }
+
+    // JSON Schema's integers include 5.0: the document says `integer`, the server agrees.
+    let (status, body) = s
+        .post(
+            "/programs/contract/members/a/redemptions",
+            json!({"external_id": "whole-float", "currency": "points", "points": 5.0}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["debited"][0]["points"], 5, "{body}");
+    let (status, body) = s
+        .post(
+            "/programs/contract/members/a/redemptions",
+            json!({"external_id": "fraction", "currency": "points", "points": 5.5}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["code"], "invalid_body");
+
+    // U+0000 cannot be stored in PostgreSQL's jsonb: refused on both databases, not a 500.
+    let (status, body) = s
+        .post(
+            "/programs/contract/members",
+            json!({"member": "nul", "profile": {"name": "a\0b"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "invalid_member");
+    for query in ["program=%02%00x", "actor=a%00b", "program=Not-A-Code"] {
+        let (status, _, body) = s
+            .call(reqwest::Method::GET, &format!("/audit?{query}"), None)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(body["code"], "invalid_query", "{query}");
+    }
+
+    // A weak password has its own code.
+    let (status, body) = s
+        .post(
+            "/users",
+            json!({"email": "weak@example.com", "password": "aaaaaaaaaaaaaaaa", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "weak_password");
+
     // The batch takes NDJSON, and something in it.
     let batch = |content_type: Option<&'static str>, body: &'static str| {
         let mut request = s

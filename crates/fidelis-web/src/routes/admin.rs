@@ -119,7 +119,7 @@ fn check_password(password: &str) -> ApiResult<()> {
         || distinct.len() < 5
     {
         return Err(ApiError::unprocessable(
-            "invalid_request",
+            "weak_password",
             "the password needs 12 to 1024 characters, at least 5 of them different, not only spaces",
         ));
     }
@@ -349,11 +349,11 @@ async fn create_user(
 
 /// The audit log, newest first, filtered by program, actor or action.
 #[utoipa::path(get, path = "/audit", tag = "operations",
-    params(("program" = Option<String>, Query, description = "Only this program's changes"),
-           ("actor" = Option<String>, Query, description = "Only this actor's changes"),
-           ("action" = Option<String>, Query, description = "Only this action (`program.update`, `member.status`…)"),
+    params(("program" = Option<String>, Query, description = "Only this program's changes", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"),
+           ("actor" = Option<String>, Query, description = "Only this actor's changes", max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"),
+           ("action" = Option<String>, Query, description = "Only this action (`program.update`, `member.status`…)", max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"),
            ("limit" = Option<i64>, Query, description = "1 to 500 (default 100)", minimum = 1, maximum = 500),
-           ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
+           ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page", pattern = "^[0-9]{1,18}$")),
     responses((status = 200, body = AuditPage, description = "A page of the audit trail, newest first"), Problems))]
 async fn audit(
     State(state): State<AppState>,
@@ -367,6 +367,25 @@ async fn audit(
     let limit: i64 = query_param(&query, "limit")?.unwrap_or(100);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("invalid_query", "limit is 1 to 500"));
+    }
+    if let Some(code) = query.get("program")
+        && fidelis_core::ids::ProgramCode::parse(code).is_err()
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "program is a program's code: 1 to 64 of a-z, 0-9 and -",
+        ));
+    }
+    for name in ["actor", "action"] {
+        if query
+            .get(name)
+            .is_some_and(|v| v.chars().count() > 256 || v.chars().any(char::is_control))
+        {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("{name} is at most 256 printable characters"),
+            ));
+        }
     }
     let program = match (&caller.program, query.get("program")) {
         (Some(own), _) => Some(own.clone()),

@@ -471,7 +471,7 @@ async fn prepare_line(
     program: &LoadedProgram,
     text: &str,
 ) -> Result<(Prepared, Option<(&'static str, JournalDocument)>), ApiError> {
-    let request = serde_json::from_str::<JournalRequest>(text).map_err(|e| {
+    let request = crate::extract::from_json_text::<JournalRequest>(text).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("not a journal document: {e}"))
     })?;
     let mut document: JournalDocument = request.into();

@@ -12,7 +12,7 @@ use fidelis_core::ids::ExternalId;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::members::member;
+use super::members::{body_member, member};
 use super::{Problems, instant, program};
 use crate::auth::{Caller, Permission, Role};
 use crate::dto::{
@@ -81,7 +81,7 @@ async fn create_group(
         ));
     }
     let program = program(&state, &code).await?;
-    member(&state, &program, &request.owner).await?;
+    body_member(&state, &program, &request.owner).await?;
     let g = state
         .store
         .create_group(
@@ -135,7 +135,7 @@ async fn join_group(
         return Err(ApiError::forbidden("members may not change groups"));
     }
     let program = program(&state, &code).await?;
-    member(&state, &program, &request.member).await?;
+    body_member(&state, &program, &request.member).await?;
     let g = state
         .store
         .join_group(
@@ -174,7 +174,7 @@ async fn redeem_from_group(
         ));
     }
     let program = program(&state, &code).await?;
-    member(&state, &program, &request.member).await?;
+    body_member(&state, &program, &request.member).await?;
     match state
         .store
         .redeem_from_group(
@@ -242,7 +242,7 @@ async fn transfer(
     }
     let program = program(&state, &code).await?;
     member(&state, &program, &from).await?;
-    member(&state, &program, &request.to).await?;
+    body_member(&state, &program, &request.to).await?;
     let (outcome, replayed) = state
         .store
         .transfer(
@@ -277,7 +277,7 @@ async fn merge(
     }
     let program = program(&state, &code).await?;
     member(&state, &program, &source).await?;
-    member(&state, &program, &request.into).await?;
+    body_member(&state, &program, &request.into).await?;
     let report = state
         .store
         .merge_members(

@@ -52,6 +52,26 @@ pub(super) async fn member(
     Ok(state.store.require_member(program, external_id).await?)
 }
 
+/// A member named in the request body (a transfer's recipient, a group's owner…): one that
+/// does not exist makes the request unprocessable (422 `unknown_member`), not the path
+/// unknown — 404 is kept for what the path names.
+pub(super) async fn body_member(
+    state: &AppState,
+    program: &fidelis_store::LoadedProgram,
+    external_id: &str,
+) -> ApiResult<MemberView> {
+    member(state, program, external_id).await.map_err(|e| {
+        if e.code == "unknown_member" {
+            ApiError::unprocessable(
+                "unknown_member",
+                format!("no member {external_id:?} in this program"),
+            )
+        } else {
+            e
+        }
+    })
+}
+
 /// Enrolls a member.
 #[utoipa::path(post, path = "/programs/{program}/members", tag = "members",
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
@@ -68,6 +88,12 @@ async fn enroll(
     let external_id = ExternalId::parse(&request.member)
         .map_err(|e| ApiError::unprocessable("invalid_member", format!("member {e}")))?;
     let profile = serde_json::Value::Object(request.profile.unwrap_or_default());
+    if let Some(reason) = fidelis_store::unstorable_json(&profile) {
+        return Err(ApiError::unprocessable(
+            "invalid_member",
+            format!("profile: {reason}"),
+        ));
+    }
     if profile.to_string().len() > 16 * 1024 {
         return Err(ApiError::unprocessable(
             "invalid_member",
@@ -280,7 +306,7 @@ async fn join_promotion(
 #[utoipa::path(get, path = "/programs/{program}/members/{member}/ledger", tag = "members",
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"),
            ("limit" = Option<i64>, Query, description = "Entries per page, 1 to 500 (default 50)", minimum = 1, maximum = 500),
-           ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
+           ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page", pattern = "^[0-9]{1,18}:[0-9]{1,9}$")),
     responses((status = 200, body = LedgerPage, description = "A page of the member's ledger, newest first"), Problems))]
 async fn ledger(
     State(state): State<AppState>,

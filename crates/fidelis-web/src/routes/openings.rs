@@ -101,7 +101,9 @@ async fn open_members(
                 detail,
             }),
         };
-        let result = match serde_json::from_str::<fidelis_core::lifecycle::OpeningDocument>(text) {
+        let result = match crate::extract::from_json_text::<fidelis_core::lifecycle::OpeningDocument>(
+            text,
+        ) {
             Err(e) => rejected("invalid_json", format!("not an opening document: {e}")),
             Ok(document) => match state
                 .store

@@ -65,6 +65,16 @@ async fn put_program(
 ) -> ApiResult<(StatusCode, Json<ProgramSaved>)> {
     caller.require(Permission::ProgramsWrite, Some(&code))?;
     let document = parse_definition(&headers, &body)?;
+    if let Some(reason) = serde_json::to_value(&document)
+        .ok()
+        .as_ref()
+        .and_then(fidelis_store::unstorable_json)
+    {
+        return Err(ApiError::invalid_program(&[Problem {
+            path: "(document)".into(),
+            message: reason.into(),
+        }]));
+    }
     save(&state, &caller, &document, &code).await
 }
 
@@ -153,12 +163,14 @@ fn parse_definition(headers: &HeaderMap, body: &[u8]) -> ApiResult<ProgramDocume
             .map_err(|e| structural(e.path().to_string(), e.inner().to_string()))
     } else if content_type.starts_with("application/json") {
         let mut de = serde_json::Deserializer::from_slice(body);
-        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        serde_path_to_error::deserialize(&mut de).or_else(|e| {
             if e.inner().is_syntax() || e.inner().is_eof() {
-                ApiError::bad_request("invalid_json", e.inner().to_string())
-            } else {
-                structural(e.path().to_string(), e.inner().to_string())
+                return Err(ApiError::bad_request("invalid_json", e.inner().to_string()));
             }
+            // `24.0` where an integer is expected is the integer 24 (see `ApiJson`).
+            crate::extract::with_whole_numbers(body)
+                .and_then(Result::ok)
+                .ok_or_else(|| structural(e.path().to_string(), e.inner().to_string()))
         })
     } else {
         Err(ApiError::new(

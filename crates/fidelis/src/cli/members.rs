@@ -78,6 +78,9 @@ pub async fn run(database: &str, command: MembersCommand) -> Result<ExitCode> {
             if let Some(email) = email {
                 fields.insert("email".into(), email.into());
             }
+            if let Some(reason) = fidelis_store::unstorable_json(&Value::Object(fields.clone())) {
+                bail!("--profile: {reason}");
+            }
             let enrollment = Enrollment {
                 external_id: ExternalId::parse(&member)
                     .map_err(|e| anyhow::anyhow!("member {member:?} {e}"))?,
@@ -213,9 +216,13 @@ fn enrollment(line: &str) -> std::result::Result<Enrollment, String> {
         enrolled_at: Option<String>,
     }
     let l: Line = serde_json::from_str(line).map_err(|e| format!("not a member line: {e}"))?;
+    let profile = Value::Object(l.profile.unwrap_or_default());
+    if let Some(reason) = fidelis_store::unstorable_json(&profile) {
+        return Err(format!("profile: {reason}"));
+    }
     Ok(Enrollment {
         external_id: ExternalId::parse(&l.member).map_err(|e| format!("member {e}"))?,
-        profile: Value::Object(l.profile.unwrap_or_default()),
+        profile,
         enrolled_at: match l.enrolled_at {
             Some(raw) => parse_instant(&raw).map_err(|e| e.to_string())?,
             None => Utc::now(),
