@@ -18,8 +18,8 @@ fn main() -> ExitCode {
         Some("bench-api") => bench_api::run(&args[1..]),
         Some("faults") => faults::run(&args[1..]),
         Some("schemathesis") => match args.get(1).map(|s| s.parse::<u32>()) {
-            None => schemathesis::run(schemathesis::BUDGET_SECONDS),
-            Some(Ok(seconds)) => schemathesis::run(seconds),
+            None => schemathesis::run_standalone(schemathesis::BUDGET_SECONDS),
+            Some(Ok(seconds)) => schemathesis::run_standalone(seconds),
             Some(Err(_)) => Err(anyhow::anyhow!("cargo xtask schemathesis [SECONDS]")),
         },
         _ => {
@@ -28,7 +28,7 @@ fn main() -> ExitCode {
                  cargo xtask bench-import [--journals N] [--members N] [--runs N] [--databases sqlite,postgres]\n  \
                  cargo xtask bench-api [--seconds N] [--connections N] [--members N]\n  \
                  cargo xtask faults [--quick] [--release] [--databases sqlite,postgres]   kill, stop, freeze, fill the disk under load; audit every journal\n  \
-                 cargo xtask schemathesis [SECONDS]     fuzz a live server against its OpenAPI document"
+                 cargo xtask schemathesis [SECONDS]     the API contract: validator, schemathesis (every check, three tokens), generated client; both databases"
             );
             return ExitCode::from(2);
         }

@@ -39,7 +39,9 @@ fn run_suites(server: &PgServer, extra: &[String]) -> Result<()> {
         // nextest does not run documentation tests.
         run_cmd(Command::new("cargo").args(["test", "--workspace", "--doc"]))?;
     }
-    crate::schemathesis::run(crate::schemathesis::BUDGET_SECONDS)?;
+    // The API contract on both databases: a strict validator, schemathesis with every
+    // check and three tokens, and a generated client's scenario.
+    crate::schemathesis::run(crate::schemathesis::BUDGET_SECONDS, server)?;
     // The short fault-injection run: SIGKILLs, a full disk, a stopped and a frozen
     // PostgreSQL under load, then every journal audited (`cargo xtask faults` runs longer).
     crate::faults::run(&["--quick".to_owned()])

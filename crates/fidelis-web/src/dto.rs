@@ -387,7 +387,7 @@ pub struct GroupRedemptionRequest {
     pub member: String,
     #[schema(min_length = 1, max_length = 32, pattern = "^[a-z0-9_-]+$")]
     pub currency: String,
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub points: i64,
 }
 
@@ -674,11 +674,13 @@ pub struct RedemptionRequest {
     /// A loyalty currency code (`points`).
     #[schema(min_length = 1, max_length = 32, pattern = "^[a-z0-9_-]+$")]
     pub currency: String,
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub points: i64,
     /// RFC 3339; now when absent.
     #[schema(format = DateTime)]
     pub occurred_at: Option<String>,
+    /// The partner where the points were spent: at most 128 printable characters.
+    #[schema(max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub partner: Option<String>,
 }
 

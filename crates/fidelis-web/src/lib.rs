@@ -16,6 +16,7 @@ pub mod error;
 mod extract;
 mod guard;
 mod metrics;
+mod openapi;
 mod routes;
 pub mod server;
 
@@ -27,9 +28,9 @@ use axum::extract::DefaultBodyLimit;
 use fidelis_store::Store;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
-use utoipa::openapi::HttpMethod;
 
 pub use extract::ApiJson;
+pub use openapi::openapi;
 pub use routes::admin::BOOTSTRAP_TOKEN;
 
 /// Limits and settings of the server.
@@ -74,7 +75,8 @@ pub struct AppState {
     pub tokens: Arc<auth::TokenCache>,
     pub config: Arc<ServerConfig>,
     metrics: metrics::Metrics,
-    openapi: Arc<utoipa::openapi::OpenApi>,
+    /// The OpenAPI document, serialized once.
+    openapi: axum::body::Bytes,
 }
 
 impl AppState {
@@ -84,7 +86,7 @@ impl AppState {
             tokens: Arc::default(),
             config: Arc::new(config),
             metrics: metrics::Metrics::global(),
-            openapi: Arc::new(openapi()),
+            openapi: axum::body::Bytes::from(openapi().to_string()),
         }
     }
 }
@@ -112,92 +114,6 @@ pub fn app(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(routes::panicked))
         .layer(axum::middleware::from_fn(edge::edge))
         .with_state(state)
-}
-
-/// The OpenAPI document: every route the application serves, with the links a client
-/// (or a stateful fuzzer) follows from what it created to what it can do next.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut doc = routes::api()
-        .merge(routes::operations())
-        .split_for_parts()
-        .1;
-    let member = "/api/v1/programs/{program}/members/{member}";
-    let journal = "/api/v1/programs/{program}/journals/{external_id}";
-    let member_links = [
-        ("member", member.to_owned(), HttpMethod::Get),
-        ("balances", format!("{member}/balances"), HttpMethod::Get),
-        ("ledger", format!("{member}/ledger"), HttpMethod::Get),
-    ];
-    let journal_links = [
-        ("journal", journal.to_owned(), HttpMethod::Get),
-        ("cancel", format!("{journal}/cancel"), HttpMethod::Post),
-    ];
-    // What a POST creates (named by a field of its 201 answer) and where that leads.
-    let created: [(&str, &[Target], &str); 4] = [
-        (
-            "/api/v1/programs/{program}/members",
-            &member_links,
-            "member",
-        ),
-        (
-            "/api/v1/programs/{program}/journals",
-            &journal_links,
-            "external_id",
-        ),
-        (
-            "/api/v1/programs/{program}/members/{member}/redemptions",
-            &journal_links,
-            "external_id",
-        ),
-        (
-            "/api/v1/programs/{program}/members/{member}/adjustments",
-            &journal_links,
-            "external_id",
-        ),
-    ];
-    for (path, targets, parameter) in created {
-        for (name, target, target_method) in targets {
-            let Some(operation_id) = operation(&mut doc, target, target_method.clone())
-                .and_then(|o| o.operation_id.clone())
-            else {
-                continue;
-            };
-            let Some(utoipa::openapi::RefOr::T(response)) =
-                operation(&mut doc, path, HttpMethod::Post)
-                    .and_then(|o| o.responses.responses.get_mut("201"))
-            else {
-                continue;
-            };
-            let link = utoipa::openapi::link::Link::builder()
-                .operation_id(operation_id)
-                .parameter("program", "$request.path.program")
-                .parameter(parameter, format!("$response.body#/{parameter}"))
-                .build();
-            response
-                .links
-                .insert((*name).to_owned(), utoipa::openapi::RefOr::T(link));
-        }
-    }
-    doc
-}
-
-/// A link's name, and the path and method of the operation it leads to.
-type Target = (&'static str, String, HttpMethod);
-
-/// The operation at `path` and `method` of `doc`.
-fn operation<'a>(
-    doc: &'a mut utoipa::openapi::OpenApi,
-    path: &str,
-    method: HttpMethod,
-) -> Option<&'a mut utoipa::openapi::path::Operation> {
-    let item = doc.paths.paths.get_mut(path)?;
-    match method {
-        HttpMethod::Get => item.get.as_mut(),
-        HttpMethod::Post => item.post.as_mut(),
-        HttpMethod::Put => item.put.as_mut(),
-        HttpMethod::Delete => item.delete.as_mut(),
-        _ => None,
-    }
 }
 
 /// Serves the application on `listen` until the process is stopped (Ctrl-C or SIGTERM).

@@ -137,8 +137,31 @@ fn constraints_are_in_the_document_not_only_in_prose() {
             .filter_map(|v| v.as_str().map(str::to_owned))
             .collect()
     };
-    assert!(enum_of("TokenRequest", "role").contains(&"program_manager".to_owned()));
-    assert!(enum_of("UserRequest", "role").contains(&"admin".to_owned()));
+    // Tokens and users: one variant per kind of role, each with its own enum or const.
+    for schema in ["TokenRequest", "UserRequest"] {
+        let roles: Vec<String> = schemas[schema]["oneOf"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{schema} is a oneOf"))
+            .iter()
+            .flat_map(|v| {
+                let role = &v["properties"]["role"];
+                let mut values: Vec<String> = role["enum"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|r| r.as_str().map(str::to_owned))
+                    .collect();
+                values.extend(role["const"].as_str().map(str::to_owned));
+                values
+            })
+            .collect();
+        assert_eq!(
+            roles,
+            ["admin", "program_manager", "agent", "partner", "member"],
+            "{schema}"
+        );
+    }
     assert_eq!(
         enum_of("StatusRequest", "status"),
         ["active", "suspended", "closed"]
@@ -182,6 +205,143 @@ fn constraints_are_in_the_document_not_only_in_prose() {
     assert_eq!(param(balances, "as_of")["format"], "date-time");
     assert_eq!(param(ledger, "limit")["minimum"], 1);
     assert_eq!(param(ledger, "limit")["maximum"], 500);
+    // A cursor is what a previous page answered, and the document says its shape.
+    assert_eq!(
+        param(ledger, "cursor")["pattern"],
+        "^[0-9]{1,18}:[0-9]{1,9}$"
+    );
+    // A batch holds at least one journal.
+    assert_eq!(
+        doc["paths"]["/api/v1/programs/{program}/journals/batch"]["post"]["requestBody"]["content"]
+            ["application/x-ndjson"]["schema"]["minItems"],
+        1
+    );
+}
+
+/// A validator for the component `name` of the document.
+fn validator(doc: &Value, name: &str) -> jsonschema::Validator {
+    let root = serde_json::json!({
+        "$ref": format!("#/components/schemas/{name}"),
+        "components": doc["components"],
+    });
+    jsonschema::draft202012::new(&root).unwrap_or_else(|e| panic!("{name} compiles: {e}"))
+}
+
+/// A journal is one of five shapes by its `type`, each with what it needs and without what
+/// it does not take — what the server accepts, the document accepts, and the reverse.
+#[test]
+fn a_journal_is_one_of_five_shapes() {
+    use serde_json::json;
+    let doc = document();
+    let journal = validator(&doc, "JournalRequest");
+    let ok = |j: &Value| journal.is_valid(j);
+    let id = json!({"external_id": "j1", "member": "m1"});
+    let with = |fields: Value| {
+        let mut j = id.clone();
+        j.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        j
+    };
+    for good in [
+        with(json!({"type": "purchase", "currency": "EUR", "amount": "79.90"})),
+        with(json!({"type": "purchase", "currency": "EUR", "lines": [
+            {"line_id": "1", "sku": "shoe", "amount": "40.00"},
+            {"line_id": "2", "quantity": 2, "unit_price": "19.95"}]})),
+        with(json!({"type": "review", "occurred_at": "2026-11-20T10:00:00Z"})),
+        with(
+            json!({"type": "refund", "original_external_id": "p1", "currency": "EUR", "amount": "10.00"}),
+        ),
+        with(
+            json!({"type": "refund", "original_external_id": "p1", "lines": [{"line_id": "1", "quantity": 1}]}),
+        ),
+        with(json!({"type": "redemption", "currency": "points", "points": 500})),
+        with(
+            json!({"type": "adjustment", "currency": "points", "points": -20, "reason": "goodwill"}),
+        ),
+        with(json!({"type": "cancellation", "original_external_id": "p1"})),
+    ] {
+        assert!(ok(&good), "refused: {good}");
+    }
+    for bad in [
+        with(json!({"currency": "EUR", "amount": "79.90"})),
+        with(json!({"type": "purchase", "currency": "EUR", "amount": "79.90", "points": 5})),
+        with(json!({"type": "purchase", "amount": "79.90"})),
+        with(json!({"type": "purchase", "currency": "EUR", "amount": "79,90"})),
+        with(
+            json!({"type": "purchase", "currency": "EUR", "lines": [{"line_id": "1", "amount": "1.00", "unit_price": "1.00"}]}),
+        ),
+        with(json!({"type": "refund", "currency": "EUR", "amount": "10.00"})),
+        with(
+            json!({"type": "refund", "original_external_id": "p1", "currency": "EUR", "amount": "0.00"}),
+        ),
+        with(json!({"type": "redemption", "currency": "points"})),
+        with(json!({"type": "redemption", "currency": "points", "points": 0})),
+        with(
+            json!({"type": "adjustment", "currency": "points", "points": 0, "reason": "goodwill"}),
+        ),
+        with(json!({"type": "adjustment", "currency": "points", "points": 5})),
+        with(json!({"type": "cancellation"})),
+        with(json!({"type": "cancellation", "original_external_id": "p1", "points": 5})),
+        json!({"member": "m1", "type": "cancellation", "original_external_id": "p1"}),
+    ] {
+        assert!(!ok(&bad), "accepted: {bad}");
+    }
+}
+
+/// Who a token or user is for follows from its role, in the document as on the server.
+#[test]
+fn tokens_name_what_their_role_needs() {
+    use serde_json::json;
+    let doc = document();
+    let token = validator(&doc, "TokenRequest");
+    for good in [
+        json!({"name": "pos", "role": "agent", "program": "demo"}),
+        json!({"name": "pos", "role": "partner", "program": "demo", "partner": "airline"}),
+        json!({"name": "app", "role": "member", "program": "demo", "member": "C-1"}),
+    ] {
+        assert!(token.is_valid(&good), "refused: {good}");
+    }
+    for bad in [
+        json!({"name": "pos", "role": "partner", "program": "demo"}),
+        json!({"name": "pos", "role": "member", "member": "C-1"}),
+        json!({"name": "pos", "role": "admin", "member": "C-1"}),
+        json!({"name": "pos", "role": "owner"}),
+    ] {
+        assert!(!token.is_valid(&bad), "accepted: {bad}");
+    }
+    let user = validator(&doc, "UserRequest");
+    let person =
+        json!({"email": "ana@example.com", "password": "correct horse battery", "role": "admin"});
+    assert!(user.is_valid(&person));
+    let mut not_an_address = person.clone();
+    not_an_address["email"] = json!("ana.example.com");
+    assert!(!user.is_valid(&not_an_address));
+}
+
+/// The program definition is the core's JSON Schema, on `PUT` (JSON and YAML) and `GET`,
+/// and every shipped template passes it.
+#[test]
+fn the_program_definition_has_its_schema() {
+    let doc = document();
+    let program = &doc["paths"]["/api/v1/programs/{program}"];
+    let definition = "#/components/schemas/ProgramDefinition";
+    for content in ["application/json", "application/yaml"] {
+        assert_eq!(
+            program["put"]["requestBody"]["content"][content]["schema"]["$ref"], definition,
+            "{content}"
+        );
+    }
+    assert_eq!(
+        program["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        definition
+    );
+    let validator = validator(&doc, "ProgramDefinition");
+    for template in fidelis_core::templates::TEMPLATES {
+        let value: Value = yaml_serde::from_str(template.source).expect("YAML");
+        assert!(validator.is_valid(&value), "{}", template.name);
+    }
+    assert!(!validator.is_valid(&serde_json::json!({"name": "no time zone"})));
 }
 
 /// Links: from a created member to its reads, from a posted journal to its cancellation.

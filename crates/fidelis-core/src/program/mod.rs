@@ -14,6 +14,12 @@ use rust_decimal::Decimal;
 pub use document::*;
 pub use validate::Problem;
 
+/// The JSON Schema (draft 2020-12) of the program definition document: what editors
+/// complete and check as definitions are typed, what the OpenAPI document's
+/// `ProgramDefinition` is. What a schema cannot state (cross-references, conditions) is
+/// checked by [`Program::compile`] and described in the schema.
+pub const DEFINITION_SCHEMA: &str = include_str!("../../program.schema.json");
+
 pub use crate::tiers::{Benefit, Downgrade, QualifyingPeriod, Tier, TierGroup, TierMeasure};
 
 use crate::calendar::{self, RoundUp};

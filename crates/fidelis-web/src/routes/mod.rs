@@ -159,14 +159,20 @@ pub(crate) fn operations() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()),
     responses((status = 200, description = "The OpenAPI document", body = Object)))]
 async fn openapi_document(State(state): State<AppState>) -> impl IntoResponse {
-    Json(state.openapi.as_ref().clone())
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        state.openapi.clone(),
+    )
 }
 
 /// The OpenAPI 3.1 document of this API (the same, under the API's prefix).
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations", security(()),
     responses((status = 200, description = "The OpenAPI document", body = Object)))]
 async fn openapi_document_v1(State(state): State<AppState>) -> impl IntoResponse {
-    Json(state.openapi.as_ref().clone())
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        state.openapi.clone(),
+    )
 }
 
 /// Liveness: the process answers.

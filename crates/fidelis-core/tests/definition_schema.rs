@@ -1,0 +1,91 @@
+//! The program definition's JSON Schema agrees with the validator: every shipped template
+//! passes both, and definitions the schema can tell are wrong fail both.
+
+use fidelis_core::program::{DEFINITION_SCHEMA, Program, ProgramDocument};
+use serde_json::{Value, json};
+
+fn schema() -> jsonschema::Validator {
+    let schema: Value = serde_json::from_str(DEFINITION_SCHEMA).expect("the schema is JSON");
+    jsonschema::draft202012::new(&schema).expect("the schema compiles")
+}
+
+/// A change that breaks a definition.
+type Break = Box<dyn Fn(&mut Value)>;
+
+fn compiles(definition: &Value) -> bool {
+    let document: ProgramDocument =
+        serde_json::from_value(definition.clone()).expect("a definition document");
+    Program::compile(&document, Some("demo")).is_ok()
+}
+
+#[test]
+fn every_shipped_template_passes_the_schema_and_the_validator() {
+    let validator = schema();
+    for template in fidelis_core::templates::TEMPLATES {
+        let definition: Value = yaml_serde::from_str(template.source).expect("YAML");
+        let errors: Vec<String> = validator
+            .iter_errors(&definition)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:#?}", template.name);
+        assert!(compiles(&definition), "{}", template.name);
+    }
+}
+
+#[test]
+fn what_the_schema_refuses_the_validator_refuses() {
+    let validator = schema();
+    let base = json!({
+        "name": "Demo", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+        "currencies": [{"code": "points", "name": "Points", "kind": "redeemable",
+                        "expiry": {"policy": "rolling", "months": 24}}],
+        "earning": {"base": [{"currency": "points", "rate": "1"}]}
+    });
+    assert!(
+        validator.is_valid(&base),
+        "{:?}",
+        validator.validate(&base).err()
+    );
+    assert!(compiles(&base));
+    let broken: [(&str, Break); 6] = [
+        ("an unknown field", Box::new(|d| d["colour"] = json!("red"))),
+        (
+            "no time zone",
+            Box::new(|d| {
+                d.as_object_mut().map(|o| o.remove("time_zone"));
+            }),
+        ),
+        (
+            "an unknown time zone",
+            Box::new(|d| d["time_zone"] = json!("Mars/Olympus")),
+        ),
+        (
+            "a code with capitals",
+            Box::new(|d| d["currencies"][0]["code"] = json!("Points")),
+        ),
+        (
+            "round_up on a policy without it",
+            Box::new(|d| {
+                d["currencies"][0]["expiry"] =
+                    json!({"policy": "never", "round_up": "end_of_month"});
+            }),
+        ),
+        (
+            "a negative window",
+            Box::new(|d| d["currencies"][0]["expiry"]["months"] = json!(-3)),
+        ),
+    ];
+    for (what, breaks) in broken {
+        let mut definition = base.clone();
+        breaks(&mut definition);
+        assert!(
+            !validator.is_valid(&definition),
+            "the schema accepts {what}"
+        );
+        let refused = serde_json::from_value::<ProgramDocument>(definition.clone())
+            .map_or(true, |document| {
+                Program::compile(&document, Some("demo")).is_err()
+            });
+        assert!(refused, "the validator accepts {what}");
+    }
+}
