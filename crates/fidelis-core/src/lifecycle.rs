@@ -443,7 +443,7 @@ pub fn reinstate(
     // For an inactivity currency the whole balance expires at one deadline: the one that
     // expired these points. The reinstatement moves it, or they would expire again at once.
     ledger.note_activity_in(program, currency, now);
-    ledger.credit(program, &mut w, currency, points, now, EntryKind::Reinstate);
+    ledger.credit_now(program, &mut w, currency, points, now, EntryKind::Reinstate);
     let mut outcome = Outcome {
         status: "processed".into(),
         external_id: Some(external_id.clone()),

@@ -115,10 +115,21 @@ fn pending_points_become_available_after_the_return_window() {
         (outcome.balances[0].available, outcome.balances[0].pending),
         (0, 50)
     );
+    let refused = sim.post(redeem("m", 10)).unwrap_err();
+    assert_eq!(refused.code(), "insufficient_points");
+    // The refusal says what is pending and when it becomes spendable.
     assert_eq!(
-        sim.post(redeem("m", 10)).unwrap_err().code(),
-        "insufficient_points"
+        refused.to_string(),
+        "10 points requested, 0 spendable; 50 more pending, the first available 2026-11-15T09:00:00Z"
     );
+    // An agent's goodwill is available at once, return window or not.
+    let goodwill = sim.ok(json!({"external_id": "goodwill-1", "member": "m", "type": "adjustment",
+        "currency": "points", "points": 20, "reason": "goodwill", "occurred_at": "2026-11-01T10:00:00+01:00"}));
+    assert_eq!(
+        (goodwill.balances[0].available, goodwill.balances[0].pending),
+        (20, 50)
+    );
+    sim.ok(redeem("m", 20));
     sim.at("2026-11-15T09:59:59+01:00");
     assert_eq!(sim.book.settle_all(sim.now), 0);
     sim.at("2026-11-15T10:00:00+01:00");

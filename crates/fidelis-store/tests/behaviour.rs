@@ -272,7 +272,9 @@ async fn purchases_earn_and_redemptions_spend(store: Store) {
         JournalError::InsufficientPoints {
             currency: "points".into(),
             spendable: 49,
-            requested: 50
+            requested: 50,
+            pending: 0,
+            releases_at: None,
         }
     );
     let m = store.require_member(&program, "m").await.unwrap();
@@ -755,7 +757,7 @@ async fn agree_with_the_book(
             let j = journal(&program, doc);
             let expected = book.post(&j.journal, now).map(|(o, _)| o);
             let got = store
-                .post_journals(&program, &[j.clone()], now, None)
+                .post_journals(&program, std::slice::from_ref(&j), now, None)
                 .await
                 .unwrap()
                 .remove(0)

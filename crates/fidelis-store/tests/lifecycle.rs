@@ -235,7 +235,7 @@ async fn the_store_agrees_with_the_reference_book_on_tiers(store: Store) {
             let j = journal(&program, doc);
             let expected = book.post(&j.journal, now).map(|(o, _)| o);
             let got = store
-                .post_journals(&program, &[j.clone()], now, None)
+                .post_journals(&program, std::slice::from_ref(&j), now, None)
                 .await
                 .unwrap()
                 .remove(0)

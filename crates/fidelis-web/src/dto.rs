@@ -30,6 +30,7 @@ pub struct JournalRequest {
     pub occurred_at: Option<String>,
     /// Money as a decimal string (`"79.90"`).
     #[schema(example = "79.90")]
+    #[serde(default, deserialize_with = "fidelis_core::journal::decimal_text")]
     pub amount: Option<String>,
     /// ISO 4217 for an amount; a loyalty currency code for a redemption or adjustment.
     pub currency: Option<String>,
@@ -54,7 +55,9 @@ pub struct LineRequest {
     #[schema(minimum = 0)]
     pub quantity: Option<u32>,
     /// The line's total.
+    #[serde(default, deserialize_with = "fidelis_core::journal::decimal_text")]
     pub amount: Option<String>,
+    #[serde(default, deserialize_with = "fidelis_core::journal::decimal_text")]
     pub unit_price: Option<String>,
 }
 

@@ -13,7 +13,10 @@ use crate::error::ApiError;
 
 /// Routes that answer without the database, or report on it themselves.
 fn is_operations(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json")
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/schemas/program.schema.json"
+    )
 }
 
 pub(crate) async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {

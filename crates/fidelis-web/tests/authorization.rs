@@ -328,6 +328,13 @@ fn cases() -> Vec<Case> {
         },
         Case {
             method: Method::GET,
+            path: "/schemas/program.schema.json",
+            template: "/schemas/program.schema.json",
+            body: None,
+            allowed: PUBLIC,
+        },
+        Case {
+            method: Method::GET,
             path: "/healthz",
             template: "/healthz",
             body: None,

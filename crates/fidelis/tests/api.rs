@@ -616,6 +616,32 @@ async fn the_contract_is_the_same_on_every_route(s: Server) {
         assert_eq!(body["code"], "invalid_query", "{query}");
     }
 
+    // A refund keeps where it happened.
+    let (status, body) = s
+        .post(
+            "/programs/contract/journals",
+            json!({"external_id": "r1", "member": "a", "type": "refund", "original_external_id": "p1",
+                   "amount": "10.00", "currency": "EUR", "store": "S-7", "channel": "store",
+                   "occurred_at": "2026-11-21T10:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let refund = s.get("/programs/contract/journals/r1").await;
+    assert_eq!(refund["document"]["store"], "S-7", "{refund}");
+    assert_eq!(refund["document"]["channel"], "store", "{refund}");
+
+    // An amount as a JSON number is refused with the reason, not serde's type error.
+    let mut float = purchase("float", "a", "1.00");
+    float["amount"] = json!(79.9);
+    let (status, body) = s.post("/programs/contract/journals", float).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("decimal string such as \"79.9\"")),
+        "{body}"
+    );
+
     // A weak password has its own code.
     let (status, body) = s
         .post(

@@ -40,6 +40,7 @@ both_dialects!(
     csv_errors_are_reported_by_line,
     members_move_in_with_their_balances_tiers_and_progress,
     jobs_expire_points_once,
+    the_balance_lists_every_date_on_request,
     an_import_killed_midway_resumes_and_applies_every_journal_once,
 );
 
@@ -354,6 +355,54 @@ fn csv_errors_are_reported_by_line(env: &Env) {
     assert!(!twice.status.success());
     let stderr = String::from_utf8_lossy(&twice.stderr);
     assert!(stderr.contains("\"member\" appears twice"), "{stderr}");
+    // Running it again would not help: the operator is told to fix the file.
+    assert!(stderr.contains("the file must be fixed first"), "{stderr}");
+    assert!(!stderr.contains("to resume"), "{stderr}");
+
+    // Excel writes CRLF: the same rows report the same line numbers.
+    let crlf = csv
+        .replace('\n', "\r\n")
+        .replace("p1,", "r1,")
+        .replace("p3,", "r3,");
+    let out = env.run(&[
+        "journals",
+        "import",
+        "--program",
+        "shop",
+        path(&env.file("excel.csv", &crlf)),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("3 rejected"), "{stdout}");
+    let report = std::fs::read_to_string(env.dir.path().join("excel.csv.rejected.ndjson")).unwrap();
+    let lines: Vec<i64> = report
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["line"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(lines, [3, 6, 7], "{report}");
+
+    // A report from an earlier run is removed when this run rejects nothing.
+    let stale = env.file("clean.csv.rejected.ndjson", "{\"line\": 2}\n");
+    let out = env.run(&[
+        "journals",
+        "import",
+        "--program",
+        "shop",
+        path(&env.file(
+            "clean.csv",
+            "external_id,member,type,occurred_at,amount,currency\nc1,C-1,purchase,2026-11-02T10:00:00Z,1.00,EUR\n",
+        )),
+    ]);
+    assert!(out.status.success());
+    assert!(!stale.exists(), "the stale report is still there");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("earlier run"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Trust item 23: an operator migrating a program brings each member's current state —
@@ -412,7 +461,7 @@ promotions:
     assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
     assert!(
         stdout.contains(
-            "2 member(s) enrolled, 1 opened with their balances (0 already), 1 line(s) refused"
+            "2 member(s) enrolled, 0 already enrolled, 1 opened with their balances (0 already), 1 line(s) refused"
         ),
         "{stdout}"
     );
@@ -423,7 +472,11 @@ promotions:
     // Again: nothing doubles.
     let again = env.run(&["members", "import", "--program", "moved", path(&file)]);
     assert!(
-        String::from_utf8_lossy(&again.stdout).contains("0 opened with their balances (1 already)")
+        String::from_utf8_lossy(&again.stdout).contains(
+            "0 member(s) enrolled, 1 already enrolled, 0 opened with their balances (1 already)"
+        ),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
     );
     let (rt, store) = env.store();
     let program = rt.block_on(store.require_program("moved")).unwrap();
@@ -525,6 +578,53 @@ fn jobs_expire_points_once(env: &Env) {
     assert!(!again.contains("1 member(s) settled"), "{again}");
     let balance = env.ok(&["balance", "--program", "short", "C-1", "--as-of", &expiry]);
     assert!(balance.contains("0 available"), "{balance}");
+    // The CLI's runs are in the audit log, as the API's are.
+    let (rt, store) = env.store();
+    let runs = rt
+        .block_on(store.audit(&fidelis_store::AuditFilter {
+            program: Some("short".into()),
+            actor: None,
+            action: Some("jobs.run".into()),
+            before_id: None,
+            limit: 10,
+        }))
+        .unwrap();
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    assert!(runs.iter().all(|(_, e)| e.actor == "cli"), "{runs:?}");
+    assert_eq!(runs[1].1.after.as_ref().unwrap()["settlements"], 1);
+}
+
+/// The table shows the first five expiry dates and says how to see the rest.
+fn the_balance_lists_every_date_on_request(env: &Env) {
+    let long = SHOP
+        .replace("code: shop", "code: long")
+        .replace("months: 1, round_up: end_of_month", "days: 400");
+    env.ok(&["program", "apply", path(&env.file("long.yaml", &long))]);
+    env.ok(&["members", "enroll", "--program", "long", "C-1"]);
+    let lines: String = (1..=7)
+        .map(|d| {
+            let at = (chrono::Utc::now() - chrono::Duration::days(d)).to_rfc3339();
+            format!(
+                "{{\"external_id\": \"p{d}\", \"member\": \"C-1\", \"type\": \"purchase\", \"occurred_at\": \"{at}\", \"amount\": \"{d}\", \"currency\": \"EUR\"}}\n"
+            )
+        })
+        .collect();
+    env.ok(&[
+        "journals",
+        "import",
+        "--program",
+        "long",
+        path(&env.file("week.ndjson", &lines)),
+    ]);
+    let table = env.ok(&["balance", "--program", "long", "C-1"]);
+    assert_eq!(table.matches(" expire ").count(), 5, "{table}");
+    assert!(
+        table.contains("… 2 more expiry dates (--all lists them)"),
+        "{table}"
+    );
+    let all = env.ok(&["balance", "--program", "long", "C-1", "--all"]);
+    assert_eq!(all.matches(" expire ").count(), 7, "{all}");
+    assert!(!all.contains("more expiry dates"), "{all}");
 }
 
 /// Kills the import with SIGKILL twice while it runs, then lets it finish: every journal

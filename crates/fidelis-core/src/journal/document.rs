@@ -27,7 +27,11 @@ pub struct JournalDocument {
     #[serde(default)]
     pub occurred_at: Option<String>,
     /// Money, as a decimal string (`"79.90"`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "decimal_text"
+    )]
     pub amount: Option<String>,
     /// The money currency of `amount` (ISO 4217) — or, for a redemption or an adjustment,
     /// the loyalty currency's code.
@@ -68,10 +72,33 @@ pub struct LineDocument {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantity: Option<u32>,
     /// The line's total.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "decimal_text"
+    )]
     pub amount: Option<String>,
     /// The price of one unit; the line's total is `quantity × unit_price` when `amount`
     /// is absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "decimal_text"
+    )]
     pub unit_price: Option<String>,
+}
+
+/// A money amount: a decimal string. A JSON number is refused with the reason — binary
+/// floating point cannot hold `79.90` exactly, so an amount never travels as one.
+pub fn decimal_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(text)) => Ok(Some(text)),
+        Some(serde_json::Value::Number(n)) => Err(serde::de::Error::custom(format!(
+            "an amount is a decimal string such as \"{n}\", not the JSON number {n} (numbers are not exact)"
+        ))),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "an amount is a decimal string such as \"79.90\", not {other}"
+        ))),
+    }
 }

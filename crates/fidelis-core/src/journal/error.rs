@@ -24,11 +24,15 @@ pub enum JournalError {
     MemberSuspended,
     #[error("the member's account is closed")]
     MemberClosed,
-    #[error("{requested} {currency} requested, {spendable} spendable")]
+    #[error("{requested} {currency} requested, {spendable} spendable{}", pending_note(.pending, .releases_at))]
     InsufficientPoints {
         currency: String,
         spendable: i64,
         requested: i64,
+        /// Points earned but still pending (within the return window): not spendable yet.
+        pending: i64,
+        /// When the first of them become available.
+        releases_at: Option<chrono::DateTime<chrono::Utc>>,
     },
     #[error("no journal {0:?} in this program")]
     UnknownOriginal(String),
@@ -69,5 +73,17 @@ impl JournalError {
             Self::NotCancellable(_) => "not_cancellable",
             Self::IdempotencyConflict(_) => "idempotency_conflict",
         }
+    }
+}
+
+/// ", 120 more pending (the first available 2026-12-08T10:00:00Z)" when points are pending.
+fn pending_note(pending: &i64, releases_at: &Option<chrono::DateTime<chrono::Utc>>) -> String {
+    match (*pending, *releases_at) {
+        (0, _) => String::new(),
+        (p, Some(at)) => format!(
+            "; {p} more pending, the first available {}",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        (p, None) => format!("; {p} more pending"),
     }
 }

@@ -9,7 +9,7 @@ mod error;
 
 use chrono::{DateTime, Utc};
 
-pub use document::{JournalDocument, LineDocument};
+pub use document::{JournalDocument, LineDocument, decimal_text};
 pub use error::JournalError;
 
 use crate::ids::{Code, CurrencyIx, ExternalId};
@@ -120,6 +120,9 @@ pub struct Refund {
     /// not yet refunded.
     pub amount: Option<MinorUnits>,
     pub lines: Vec<RefundLine>,
+    /// Where the goods came back (kept for reporting by store and channel).
+    pub channel: Option<String>,
+    pub store: Option<String>,
 }
 
 /// A refunded line: by quantity, by amount, or (neither) all of what remains of it.
@@ -297,6 +300,8 @@ impl Journal {
             }
             JournalBody::Refund(r) => {
                 doc.original_external_id = Some(r.original.to_string());
+                doc.channel.clone_from(&r.channel);
+                doc.store.clone_from(&r.store);
                 doc.amount = r.amount.map(|m| money.format(m));
                 doc.currency = r.amount.map(|_| money.code().to_owned());
                 if !r.lines.is_empty() {
@@ -595,5 +600,7 @@ fn parse_refund(doc: &JournalDocument, program: &Program) -> Result<Refund, Jour
         original,
         amount,
         lines,
+        channel: optional_text(&doc.channel, "channel")?,
+        store: optional_text(&doc.store, "store")?,
     })
 }

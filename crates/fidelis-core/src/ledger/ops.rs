@@ -180,6 +180,34 @@ impl MemberLedger {
         credited_at: DateTime<Utc>,
         kind: EntryKind,
     ) -> BucketId {
+        self.credit_with(program, w, currency, points, credited_at, kind, true)
+    }
+
+    /// Credits points that do not wait out the currency's return window: an agent's
+    /// goodwill adjustment or reinstated points are nothing a customer can send back.
+    pub fn credit_now(
+        &mut self,
+        program: &Program,
+        w: &mut JournalWriter,
+        currency: CurrencyIx,
+        points: i64,
+        credited_at: DateTime<Utc>,
+        kind: EntryKind,
+    ) -> BucketId {
+        self.credit_with(program, w, currency, points, credited_at, kind, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn credit_with(
+        &mut self,
+        program: &Program,
+        w: &mut JournalWriter,
+        currency: CurrencyIx,
+        points: i64,
+        credited_at: DateTime<Utc>,
+        kind: EntryKind,
+        return_window: bool,
+    ) -> BucketId {
         debug_assert!(points > 0);
         let def = program.currency(currency);
         if def.is_fungible() {
@@ -193,7 +221,7 @@ impl MemberLedger {
             .expiry
             .bucket_expiry(tz, credited_at)
             .map(|e| crate::tiers::extend_expiry(tz, e, &extensions));
-        let pending = def.pending_days > 0;
+        let pending = return_window && def.pending_days > 0;
         let available_at = if pending {
             calendar::add_days(tz, credited_at, def.pending_days)
         } else {

@@ -474,7 +474,8 @@ fn apply(
             currency, points, ..
         } => {
             if *points > 0 {
-                ledger.credit(program, w, *currency, *points, at, EntryKind::Adjust);
+                // Available at once: a goodwill adjustment has no return window.
+                ledger.credit_now(program, w, *currency, *points, at, EntryKind::Adjust);
                 outcome.awards.push(crate::outcome::Award {
                     source: "adjustment".into(),
                     currency: program.currency(*currency).code.clone(),
@@ -536,6 +537,13 @@ fn debit(
             currency: code.to_string(),
             spendable,
             requested: points,
+            pending: ledger.account(currency).pending,
+            releases_at: ledger
+                .buckets
+                .iter()
+                .filter(|b| b.currency == currency && b.pending && b.remaining > 0)
+                .map(|b| b.available_at)
+                .min(),
         })?;
     Outcome::add(&mut outcome.debited, code, points);
     Ok(())

@@ -150,6 +150,7 @@ pub(crate) fn operations() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(openapi_document))
         .routes(routes!(openapi_document_v1))
+        .routes(routes!(program_schema))
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(metrics))
@@ -172,6 +173,17 @@ async fn openapi_document_v1(State(state): State<AppState>) -> impl IntoResponse
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         state.openapi.clone(),
+    )
+}
+
+/// The JSON Schema of program definitions, for editors (a YAML or JSON language server
+/// completes and checks definitions with it) and for tools that write them.
+#[utoipa::path(get, path = "/schemas/program.schema.json", tag = "operations", security(()),
+    responses((status = 200, description = "The program definition's JSON Schema (draft 2020-12)", body = Object, content_type = "application/schema+json")))]
+async fn program_schema() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/schema+json")],
+        fidelis_core::program::DEFINITION_SCHEMA,
     )
 }
 

@@ -15,9 +15,12 @@ pub struct BalanceArgs {
     /// RFC 3339; now when absent.
     #[arg(long)]
     as_of: Option<String>,
-    /// Print JSON instead of a table.
+    /// Print JSON instead of a table (with every date).
     #[arg(long)]
     json: bool,
+    /// List every expiry and release date (the table shows the first 5 of each).
+    #[arg(long)]
+    all: bool,
 }
 
 pub async fn run(database: &str, args: BalanceArgs) -> Result<ExitCode> {
@@ -54,6 +57,7 @@ pub async fn run(database: &str, args: BalanceArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let tz = program.program.time_zone;
+    let shown = if args.all { usize::MAX } else { 5 };
     println!(
         "{} ({}) as of {}",
         member.external_id,
@@ -70,22 +74,31 @@ pub async fn run(database: &str, args: BalanceArgs) -> Result<ExitCode> {
             "  {:<12} {:>10} available, {:>8} pending{arrears}  ({})",
             b.currency, b.available, b.pending, b.kind
         );
-        for s in b.releasing.iter().take(5) {
+        for s in b.releasing.iter().take(shown) {
             println!(
                 "      {:>8} become available {}",
                 s.points,
                 s.at.with_timezone(&tz).format("%Y-%m-%d %H:%M")
             );
         }
-        for s in b.expiring.iter().take(5) {
+        if b.releasing.len() > shown {
+            println!(
+                "      … {} more release dates (--all lists them)",
+                b.releasing.len() - shown
+            );
+        }
+        for s in b.expiring.iter().take(shown) {
             println!(
                 "      {:>8} expire {}",
                 s.points,
                 s.at.with_timezone(&tz).format("%Y-%m-%d %H:%M")
             );
         }
-        if b.expiring.len() > 5 {
-            println!("      … {} more expiry dates", b.expiring.len() - 5);
+        if b.expiring.len() > shown {
+            println!(
+                "      … {} more expiry dates (--all lists them)",
+                b.expiring.len() - shown
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

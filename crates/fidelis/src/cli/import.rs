@@ -151,7 +151,7 @@ pub async fn run(database: &str, command: JournalsCommand) -> Result<ExitCode> {
             match result {
                 Ok(end) => router.finish(end),
                 Err(e) => {
-                    let _ = senders[0].blocking_send(Err(e));
+                    let _ = senders[0].blocking_send(Err(e.context(FileProblem)));
                 }
             }
         })
@@ -209,6 +209,13 @@ pub async fn run(database: &str, command: JournalsCommand) -> Result<ExitCode> {
     let _ = reader.join();
     bar.finish_and_clear();
     if let Some(e) = failure {
+        if e.downcast_ref::<FileProblem>().is_some() {
+            // Running it again would meet the same problem: the file must change first.
+            return Err(e.context(
+                "the file must be fixed first; then run the same command again \
+                 (journals already imported are recognised by their external_id and not applied twice)",
+            ));
+        }
         return Err(e.context("the import stopped; run the same command again to resume"));
     }
     store.finish_import(run.id, Utc::now()).await?;
@@ -224,7 +231,21 @@ pub async fn run(database: &str, command: JournalsCommand) -> Result<ExitCode> {
         rejections.len(),
         counts.lines() as f64 / elapsed.max(1e-3)
     );
+    let report = report.unwrap_or_else(|| {
+        let mut name = file.clone().into_os_string();
+        name.push(".rejected.ndjson");
+        PathBuf::from(name)
+    });
     if rejections.is_empty() {
+        // A report left by an earlier run of this file would read as this run's.
+        if report.exists() {
+            std::fs::remove_file(&report)
+                .with_context(|| format!("removing the stale {}", report.display()))?;
+            eprintln!(
+                "removed {}: it listed an earlier run's rejections",
+                report.display()
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
     for r in rejections.iter().take(20) {
@@ -233,11 +254,6 @@ pub async fn run(database: &str, command: JournalsCommand) -> Result<ExitCode> {
     if rejections.len() > 20 {
         eprintln!("… and {} more", rejections.len() - 20);
     }
-    let report = report.unwrap_or_else(|| {
-        let mut name = file.clone().into_os_string();
-        name.push(".rejected.ndjson");
-        PathBuf::from(name)
-    });
     let mut out = String::new();
     for r in &rejections {
         out.push_str(&serde_json::to_string(&serde_json::json!({
@@ -249,6 +265,19 @@ pub async fn run(database: &str, command: JournalsCommand) -> Result<ExitCode> {
     eprintln!("the rejected lines are listed in {}", report.display());
     Ok(ExitCode::from(EXIT_REJECTED))
 }
+
+/// Marks an error of the file itself (its header, an unreadable byte): unlike an outage,
+/// running the import again does not help until the file is fixed.
+#[derive(Debug)]
+struct FileProblem;
+
+impl std::fmt::Display for FileProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the file cannot be read as journals")
+    }
+}
+
+impl std::error::Error for FileProblem {}
 
 /// Lines done by all workers, for progress and the summary.
 #[derive(Default)]
@@ -538,6 +567,25 @@ fn next_line_start(path: &Path, offset: u64) -> Result<u64> {
 
 /// Reads CSV from `offset` (after the header, which is always read first); returns where
 /// the file ended (byte offset, last line).
+/// The record without the "\r" a CRLF line ending leaves on its last field.
+fn without_cr(record: &mut csv::StringRecord) -> &csv::StringRecord {
+    if record.iter().next_back().is_some_and(|f| f.ends_with('\r')) {
+        let fields: Vec<String> = record
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                if i + 1 == record.len() {
+                    f.trim_end_matches('\r').to_owned()
+                } else {
+                    f.to_owned()
+                }
+            })
+            .collect();
+        *record = csv::StringRecord::from(fields);
+    }
+    record
+}
+
 fn read_csv(
     path: &Path,
     program: &Program,
@@ -546,8 +594,15 @@ fn read_csv(
     router: &mut Router,
 ) -> Result<(u64, u64)> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
-    let columns = CsvColumns::new(reader.headers().context("reading the CSV header")?)?;
+    // Records end at "\n" only, so lines are counted the same in LF and CRLF (Excel) files;
+    // the "\r" a CRLF file leaves at the end of a row is taken off its last field.
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_reader(file);
+    let mut header = reader.headers().context("reading the CSV header")?.clone();
+    without_cr(&mut header);
+    let columns = CsvColumns::new(&header)?;
     if offset > 0 {
         let mut position = csv::Position::new();
         position.set_byte(offset).set_line(first_line + 1);
@@ -589,7 +644,7 @@ fn read_csv(
                 continue;
             }
             Ok(true) => columns
-                .document(&record)
+                .document(without_cr(&mut record))
                 .map_err(|reason| (None, "invalid_csv", reason))
                 .and_then(|doc| parse_document(doc, program)),
             // A record that is not UTF-8 or has the wrong number of fields is one bad line;

@@ -48,6 +48,13 @@ pub async fn run(database: &str, command: JobsCommand) -> Result<ExitCode> {
     for code in codes {
         let program = program(&store, &code).await?;
         let report = store.run_jobs(&program, as_of).await?;
+        // Audited as the API's runs are: who settled what, as of when.
+        let mut audit =
+            fidelis_store::Actor::cli().entry(Utc::now(), "jobs.run", Some(&code), None);
+        audit.after = Some(serde_json::json!({
+            "as_of": as_of, "members": report.members, "settlements": report.journals
+        }));
+        store.append_audit(&audit).await?;
         println!(
             "{code}: as of {}, {} member(s) settled, {} settlement journal(s) written",
             as_of.to_rfc3339(),

@@ -115,7 +115,18 @@ pub async fn run(database: &str, command: MembersCommand) -> Result<ExitCode> {
                     .with_context(|| format!("opening {}", file.display()))?,
             );
             let (mut batch, mut enrolled, mut refused) = (Vec::new(), 0u64, 0u64);
-            let (mut opened, mut already) = (0u64, 0u64);
+            let (mut opened, mut already, mut existed) = (0u64, 0u64, 0u64);
+            // Enrolls a batch; members already enrolled are counted, not enrolled again.
+            let flush = async |batch: &mut Vec<Enrollment>,
+                               enrolled: &mut u64,
+                               existed: &mut u64|
+                   -> Result<()> {
+                let inserted = store.enroll_many(&program, batch, Utc::now()).await?;
+                *enrolled += inserted;
+                *existed += batch.len() as u64 - inserted;
+                batch.clear();
+                Ok(())
+            };
             for (i, line) in reader.lines().enumerate() {
                 let line = line.with_context(|| format!("reading {}", file.display()))?;
                 if line.trim().is_empty() {
@@ -123,8 +134,7 @@ pub async fn run(database: &str, command: MembersCommand) -> Result<ExitCode> {
                 }
                 if let Some(document) = opening(&line) {
                     // Enrollments before it first, in file order.
-                    enrolled += store.enroll_many(&program, &batch, Utc::now()).await?;
-                    batch.clear();
+                    flush(&mut batch, &mut enrolled, &mut existed).await?;
                     match store
                         .open_member(
                             &program,
@@ -155,13 +165,12 @@ pub async fn run(database: &str, command: MembersCommand) -> Result<ExitCode> {
                     }
                 }
                 if batch.len() == 10_000 {
-                    enrolled += store.enroll_many(&program, &batch, Utc::now()).await?;
-                    batch.clear();
+                    flush(&mut batch, &mut enrolled, &mut existed).await?;
                 }
             }
-            enrolled += store.enroll_many(&program, &batch, Utc::now()).await?;
+            flush(&mut batch, &mut enrolled, &mut existed).await?;
             println!(
-                "{enrolled} member(s) enrolled, {opened} opened with their balances ({already} already), {refused} line(s) refused"
+                "{enrolled} member(s) enrolled, {existed} already enrolled, {opened} opened with their balances ({already} already), {refused} line(s) refused"
             );
             Ok(if refused > 0 {
                 ExitCode::from(EXIT_REJECTED)
