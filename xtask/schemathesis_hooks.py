@@ -84,6 +84,7 @@ DETAIL_RULES = {
     ("invalid_request", "is reserved"): "the bootstrap token's name is reserved",
     ("invalid_request", "must be before"): "a window's start comes before its end",
     ("invalid_member", "U+0000"): "PostgreSQL's jsonb holds no U+0000, so no profile does",
+    ("invalid_member", "1e300"): "PostgreSQL's jsonb keeps decimals that near the largest double do not read back",
 }
 
 

@@ -22,12 +22,16 @@ pub struct Enrollment {
 }
 
 /// Why `value` cannot be stored as JSON on both databases, if it cannot: PostgreSQL's
-/// `jsonb` (profiles, program definitions) holds no U+0000 in a string or a key, so neither
-/// database takes one and the behaviour is the same on both.
+/// `jsonb` (profiles, program definitions) holds no U+0000 in a string or a key, and it
+/// keeps numbers as decimals, which for magnitudes near the largest double do not read back
+/// as one; neither database takes such a value, so the behaviour is the same on both.
 pub fn unstorable_json(value: &serde_json::Value) -> Option<&'static str> {
     use serde_json::Value;
     let nul = |s: &str| s.contains('\0');
     let found = match value {
+        Value::Number(n) if n.as_f64().is_some_and(|f| f.abs() > 1e300) => {
+            return Some("a number beyond ±1e300 cannot be stored exactly");
+        }
         Value::String(s) => nul(s),
         Value::Array(items) => return items.iter().find_map(unstorable_json),
         Value::Object(fields) => {

@@ -36,6 +36,7 @@ both_dialects!(
     bad_requests_are_clear_and_change_nothing,
     tiers_upgrade_inside_the_journal_and_agents_assign_them,
     the_contract_is_the_same_on_every_route,
+    a_dry_run_looks_ahead_and_changes_nothing,
 );
 
 async fn points_are_earned_spent_refunded_cancelled_and_expired(s: Server) {
@@ -474,6 +475,74 @@ async fn tiers_upgrade_inside_the_journal_and_agents_assign_them(s: Server) {
 /// What integrators rely on, the same on every route: a path naming nothing is 404, an
 /// external id reused for something else is 409, the batch takes NDJSON only, and the
 /// bearer scheme is case-insensitive.
+/// A manager checks a promotion that starts tomorrow with a purchase dated the day after:
+/// the dry run applies it, as of that date, and writes nothing; posting it for real is
+/// still `future_dated`.
+async fn a_dry_run_looks_ahead_and_changes_nothing(s: Server) {
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1)).date_naive();
+    let (status, _, body) = s
+        .call(
+            reqwest::Method::PUT,
+            "/programs/ahead",
+            Some(json!({"name": "Ahead", "time_zone": "UTC", "money_currency": "EUR",
+                "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "never"}}],
+                "earning": {"base": [{"currency": "points", "rate": "1"}]},
+                "promotions": [{"code": "launch", "name": "Launch bonus", "status": "active",
+                    "starts_at": tomorrow.to_string(),
+                    "actions": [{"type": "fixed", "currency": "points", "points": 10}]}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = s
+        .post("/programs/ahead/members", json!({"member": "m"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let journal = |external_id: &str, at: chrono::DateTime<chrono::Utc>| {
+        json!({"external_id": external_id, "member": "m", "type": "purchase", "amount": "20.00",
+               "currency": "EUR", "occurred_at": at.to_rfc3339()})
+    };
+    let later = chrono::Utc::now() + chrono::Duration::days(2);
+    let (status, body) = s
+        .post("/programs/ahead/simulate", journal("look-ahead", later))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let launch = body["promotions"]
+        .as_array()
+        .and_then(|p| p.iter().find(|r| r["promotion"] == "launch"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(launch["result"], "applied", "{body}");
+    let (status, body) = s
+        .post(
+            "/programs/ahead/simulate",
+            journal("today", chrono::Utc::now()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["promotions"].as_array().is_some_and(|p| p
+            .iter()
+            .any(|r| r["promotion"] == "launch" && r["result"] == "not_started")),
+        "{body}"
+    );
+    // Nothing was written, and the real thing is still refused.
+    let member = s.get("/programs/ahead/members/m/balances").await;
+    assert_eq!(member["balances"][0]["available"], 0, "{member}");
+    let (status, body) = s
+        .post("/programs/ahead/journals", journal("look-ahead", later))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "future_dated");
+    let (status, _, _) = s
+        .call(
+            reqwest::Method::GET,
+            "/programs/ahead/journals/look-ahead",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
 async fn the_contract_is_the_same_on_every_route(s: Server) {
     let (status, _, body) = s
         .call(
@@ -608,6 +677,27 @@ async fn the_contract_is_the_same_on_every_route(s: Server) {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["code"], "invalid_member");
+    // Nor a number PostgreSQL's decimals would not give back (it was a 500 on reading).
+    let (status, body) = s
+        .post(
+            "/programs/contract/members",
+            json!({"member": "huge", "profile": {"score": 1.7976931348623157e308}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "invalid_member");
+    // Up to the bound, numbers come back as they went in, on both databases.
+    for (member, score) in [("big", 1e300), ("tiny", 5e-324), ("negative", -1e300)] {
+        let (status, body) = s
+            .post(
+                "/programs/contract/members",
+                json!({"member": member, "profile": {"score": score}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let read = s.get(&format!("/programs/contract/members/{member}")).await;
+        assert_eq!(read["profile"]["score"].as_f64(), Some(score), "{read}");
+    }
     for query in ["program=%02%00x", "actor=a%00b", "program=Not-A-Code"] {
         let (status, _, body) = s
             .call(reqwest::Method::GET, &format!("/audit?{query}"), None)

@@ -799,7 +799,10 @@ async fn cancel(
     Ok(response)
 }
 
-/// A dry run: what processing this journal would do now, without changing anything.
+/// A dry run: what processing this journal would do, without changing anything. A journal
+/// dated in the future is run as of its date (expiries and releases due by then settled
+/// first), so a manager checks Saturday's promotion on Tuesday; posting it for real is
+/// still refused as `future_dated`.
 #[utoipa::path(post, path = "/programs/{program}/simulate", tag = "journals",
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
     request_body = JournalRequest,
@@ -816,9 +819,10 @@ async fn simulate(
     let program = program(&state, &code).await?;
     authorize_journal(&state, &caller, &program, &document).await?;
     let prepared = prepare(&program, &document)?;
+    let as_of = prepared.journal.occurred_at.max(Utc::now());
     let posted = state
         .store
-        .dry_run(&program, &prepared, Utc::now())
+        .dry_run(&program, &prepared, as_of)
         .await?
         .map_err(|e| refusal_seen_by(&caller, e))?;
     Ok(Json(seen_by(&caller, &posted.outcome, posted.replayed)))
