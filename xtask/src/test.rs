@@ -41,7 +41,11 @@ fn run_suites(server: &PgServer, extra: &[String]) -> Result<()> {
     }
     // The API contract on both databases: a strict validator, schemathesis with every
     // check and three tokens, and a generated client's scenario.
-    crate::schemathesis::run(crate::schemathesis::BUDGET_SECONDS, server)?;
+    crate::schemathesis::run(
+        crate::schemathesis::BUDGET_SECONDS,
+        server,
+        Some(crate::schemathesis::TEST_SEED),
+    )?;
     // The short fault-injection run: SIGKILLs, a full disk, a stopped and a frozen
     // PostgreSQL under load, then every journal audited (`cargo xtask faults` runs longer).
     crate::faults::run(&["--quick".to_owned()])

@@ -331,7 +331,11 @@ pub struct GroupRequest {
         pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
     )]
     pub group: String,
-    #[schema(min_length = 1, max_length = 128)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
     pub name: String,
     /// The share of each member's earned redeemable points that goes to the group.
     #[schema(minimum = 1, maximum = 100)]

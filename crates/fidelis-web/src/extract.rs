@@ -35,6 +35,14 @@ where
                 _ => ApiError::bad_request("invalid_body", detail),
             }
         })?;
+        // Every body is a JSON object: serde would also read a struct from an array, by
+        // position, which no client means.
+        if !starts_an_object(&bytes) {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "the body is a JSON object ({…})",
+            ));
+        }
         match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(rejection) => match with_whole_numbers(&bytes) {
@@ -45,9 +53,18 @@ where
     }
 }
 
+/// Whether `bytes`, past leading white space, open a JSON object (anything else is refused
+/// before serde, which would read a struct from an array by position).
+pub(crate) fn starts_an_object(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
 /// `text` as a `T`, reading integral floats as integers (see [`ApiJson`]); the error is
-/// the one for `text` as written.
+/// the one for `text` as written. Only a JSON object is read.
 pub fn from_json_text<T: DeserializeOwned>(text: &str) -> Result<T, serde_json::Error> {
+    if !starts_an_object(text.as_bytes()) {
+        return Err(serde::de::Error::custom("a line is a JSON object ({…})"));
+    }
     match serde_json::from_str::<T>(text) {
         Ok(value) => Ok(value),
         Err(error) => match with_whole_numbers(text.as_bytes()) {

@@ -732,6 +732,28 @@ async fn the_contract_is_the_same_on_every_route(s: Server) {
         "{body}"
     );
 
+    // A body is a JSON object: an array is not read as the fields by position.
+    for (path, body) in [
+        ("/programs/contract/jobs/run", json!([])),
+        (
+            "/programs/contract/members/a/redemptions",
+            json!(["by-position", "points", 1]),
+        ),
+    ] {
+        let (status, answer) = s.post(path, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {answer}");
+        assert_eq!(answer["code"], "invalid_body", "{path}");
+    }
+    // A group's name is printable text (U+0000 was a 500 on PostgreSQL).
+    let (status, body) = s
+        .post(
+            "/programs/contract/groups",
+            json!({"group": "g-nul", "name": "a\0b", "share_percent": 50, "redeem": "owner", "owner": "a"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "invalid_request");
+
     // A weak password has its own code.
     let (status, body) = s
         .post(

@@ -74,10 +74,11 @@ async fn create_group(
     let redeem = fidelis_store::RedeemRule::parse(&request.redeem).ok_or_else(|| {
         ApiError::unprocessable("invalid_request", "redeem is owner or any_member")
     })?;
-    if request.name.chars().count() > 200 {
+    let name_length = request.name.chars().count();
+    if !(1..=128).contains(&name_length) || request.name.chars().any(char::is_control) {
         return Err(ApiError::unprocessable(
             "invalid_request",
-            "name: at most 200 characters",
+            "name: 1 to 128 printable characters",
         ));
     }
     let program = program(&state, &code).await?;
