@@ -108,7 +108,7 @@ pub struct PromotionResult {
     pub promotion: Code,
     /// `applied`, `not_active`, `not_started`, `ended`, `not_for_journal`,
     /// `condition_false`, `evaluation_error`, `excluded`, `nothing_to_award`, `limit_reached`,
-    /// `in_progress`, `not_joined` or `not_eligible`.
+    /// `in_progress`, `target_reached`, `not_joined` or `not_eligible`.
     pub result: Cow<'static, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,

@@ -137,7 +137,7 @@ pub struct PromotionResultBody {
     pub promotion: String,
     /// `applied`, `not_active`, `not_started`, `ended`, `not_for_journal`,
     /// `condition_false`, `evaluation_error`, `excluded`, `nothing_to_award`, `limit_reached`,
-    /// `in_progress`, `not_joined` or `not_eligible`.
+    /// `in_progress`, `target_reached`, `not_joined` or `not_eligible`.
     pub result: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,

@@ -126,6 +126,7 @@ pub(super) fn earn(
                     | Verdict::EvaluationError(_)
                     | Verdict::LimitReached(_)
                     | Verdict::InProgress(_)
+                    | Verdict::TargetReached(_)
             )
         {
             outcome.promotions.push(result(program, e));

@@ -38,6 +38,17 @@ impl Period {
         })
     }
 
+    /// Its name, as written in definitions.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Day => "day",
+            Self::Week => "week",
+            Self::Month => "month",
+            Self::Quarter => "quarter",
+            Self::Year => "year",
+        }
+    }
+
     /// The key of the period holding `at`: `d:2026-06-13`, `w:2026-W24` (ISO week),
     /// `m:2026-06`, `q:2026-Q2`, `y:2026`.
     pub fn key(self, tz: Tz, at: DateTime<Utc>) -> String {

@@ -265,6 +265,9 @@ pub enum Verdict {
     LimitReached(String),
     /// A cumulative promotion counted the journal toward its target.
     InProgress(String),
+    /// A cumulative promotion that does not repeat already reached its target in this
+    /// period: the journal counts, nothing more is awarded until the next period.
+    TargetReached(String),
     /// An opt-in promotion the member has not joined.
     NotJoined,
     /// The member's tier is not among the promotion's.
@@ -286,6 +289,7 @@ impl Verdict {
             Self::NothingToAward => "nothing_to_award",
             Self::LimitReached(_) => "limit_reached",
             Self::InProgress(_) => "in_progress",
+            Self::TargetReached(_) => "target_reached",
             Self::NotJoined => "not_joined",
             Self::NotEligible(_) => "not_eligible",
         }
@@ -297,9 +301,10 @@ impl Verdict {
             Self::NotActive(status) => Some(format!("the promotion is {}", status.name())),
             Self::EvaluationError(e) => Some(e.clone()),
             Self::Excluded(by) => Some(format!("the exclusive promotion {by} applied first")),
-            Self::LimitReached(why) | Self::InProgress(why) | Self::NotEligible(why) => {
-                Some(why.clone())
-            }
+            Self::LimitReached(why)
+            | Self::InProgress(why)
+            | Self::TargetReached(why)
+            | Self::NotEligible(why) => Some(why.clone()),
             _ => None,
         }
     }
@@ -513,8 +518,8 @@ pub fn evaluate(
                 program, promotion, cumulative, accrual, member_id, counters, at,
             );
             evaluation.contribution = Some(Box::new(contribution));
-            if let Some(progress) = progress {
-                evaluation.verdict = Verdict::InProgress(progress);
+            if let Some(verdict) = progress {
+                evaluation.verdict = verdict;
                 out.push(evaluation);
                 continue;
             }
@@ -602,7 +607,7 @@ fn advance(
     member: crate::ids::MemberId,
     counters: &mut Counters,
     at: DateTime<Utc>,
-) -> (Option<String>, Contribution) {
+) -> (Option<Verdict>, Contribution) {
     let key = cumulative.key(&promotion.code, member, program.time_zone, at);
     let contribution = match cumulative.measure {
         Measure::Count => 1,
@@ -620,14 +625,24 @@ fn advance(
     if !cumulative.repeat && now.times >= 1 {
         counters.add(&key, 0, contribution);
         return (
-            Some("the target was reached already in this period".into()),
+            Some(Verdict::TargetReached(match cumulative.period {
+                Some(period) => format!(
+                    "the target was reached already this {}; it is awarded again next {0}",
+                    period.name()
+                ),
+                None => "the target was reached already; it is awarded once".into(),
+            })),
             record,
         );
     }
     if progress < cumulative.target {
         counters.add(&key, 0, contribution);
         return (
-            Some(format!("{} of {}", show(progress), show(cumulative.target))),
+            Some(Verdict::InProgress(format!(
+                "{} of {}",
+                show(progress),
+                show(cumulative.target)
+            ))),
             record,
         );
     }
