@@ -250,7 +250,7 @@ pub struct AssignTierRequest {
     #[schema(format = DateTime)]
     pub valid_until: Option<String>,
     /// Why (audited).
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
     pub reason: String,
 }
 
@@ -316,7 +316,7 @@ pub struct ReinstateRequest {
     #[schema(min_length = 1, max_length = 32, pattern = "^[a-z0-9_-]+$")]
     pub currency: String,
     /// Why (audited).
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
     pub reason: String,
 }
 

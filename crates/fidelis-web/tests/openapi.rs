@@ -307,6 +307,8 @@ fn tokens_name_what_their_role_needs() {
         json!({"name": "pos", "role": "member", "member": "C-1"}),
         json!({"name": "pos", "role": "admin", "member": "C-1"}),
         json!({"name": "pos", "role": "owner"}),
+        // Blank to the eye (a no-break space): the server refuses it, so does the document.
+        json!({"name": "\u{a0}", "role": "agent"}),
     ] {
         assert!(!token.is_valid(&bad), "accepted: {bad}");
     }
