@@ -136,7 +136,9 @@ mod tests {
     use super::*;
 
     fn utc(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s)
+            .expect("an RFC 3339 instant")
+            .with_timezone(&Utc)
     }
 
     const BERLIN: Tz = chrono_tz::Europe::Berlin;
@@ -194,18 +196,18 @@ mod tests {
     fn gaps_move_forward_and_folds_take_the_earlier_instant() {
         // Berlin skips 02:00–03:00 on 29 March 2026 and repeats 02:00–03:00 on 25 October.
         let gap = NaiveDate::from_ymd_opt(2026, 3, 29)
-            .unwrap()
+            .expect("a real date")
             .and_hms_opt(2, 30, 0)
-            .unwrap();
+            .expect("a real time");
         assert_eq!(local_to_utc(BERLIN, gap), utc("2026-03-29T03:00:00+02:00"));
         let fold = NaiveDate::from_ymd_opt(2026, 10, 25)
-            .unwrap()
+            .expect("a real date")
             .and_hms_opt(2, 30, 0)
-            .unwrap();
+            .expect("a real time");
         assert_eq!(local_to_utc(BERLIN, fold), utc("2026-10-25T02:30:00+02:00"));
         // Santiago's clocks jump from 00:00 to 01:00: the day starts at 01:00.
         let santiago: Tz = chrono_tz::America::Santiago;
-        let day = NaiveDate::from_ymd_opt(2026, 9, 6).unwrap();
+        let day = NaiveDate::from_ymd_opt(2026, 9, 6).expect("a real date");
         assert_eq!(
             start_of_day(santiago, day),
             utc("2026-09-06T01:00:00-03:00")

@@ -287,7 +287,7 @@ mod tests {
     use super::*;
 
     fn eur() -> MoneyCurrency {
-        MoneyCurrency::parse("EUR").unwrap()
+        MoneyCurrency::parse("EUR").expect("an ISO 4217 currency")
     }
 
     #[test]
@@ -322,11 +322,17 @@ mod tests {
 
     #[test]
     fn currency_scales_follow_iso_4217() {
-        let jpy = MoneyCurrency::parse("JPY").unwrap();
-        assert_eq!(jpy.parse_amount("1500").unwrap(), MinorUnits(1500));
+        let jpy = MoneyCurrency::parse("JPY").expect("an ISO 4217 currency");
+        assert_eq!(
+            jpy.parse_amount("1500").expect("a valid amount"),
+            MinorUnits(1500)
+        );
         assert!(jpy.parse_amount("1500.5").is_err());
-        let kwd = MoneyCurrency::parse("KWD").unwrap();
-        assert_eq!(kwd.parse_amount("1.250").unwrap(), MinorUnits(1250));
+        let kwd = MoneyCurrency::parse("KWD").expect("an ISO 4217 currency");
+        assert_eq!(
+            kwd.parse_amount("1.250").expect("a valid amount"),
+            MinorUnits(1250)
+        );
         assert_eq!(kwd.format(MinorUnits(1250)), "1.250");
         assert_eq!(eur().format(MinorUnits(7990)), "79.90");
         assert_eq!(eur().format(MinorUnits(5)), "0.05");
@@ -337,7 +343,9 @@ mod tests {
 
     #[test]
     fn rates_round_by_the_named_rule() {
-        let rate = |r: &str, rounding| PointsRate::new(r.parse().unwrap(), rounding).unwrap();
+        let rate = |r: &str, rounding| {
+            PointsRate::new(r.parse().expect("a decimal"), rounding).expect("a valid rate")
+        };
         let cases = [
             // (rate, rounding, amount in cents, points)
             ("1", Rounding::Down, 7990, 79),
@@ -358,10 +366,11 @@ mod tests {
                 "{r} {rounding:?} {cents}"
             );
             // The integer path agrees with decimal arithmetic.
-            let decimal = eur().to_decimal(MinorUnits(cents)) * r.parse::<Decimal>().unwrap();
+            let decimal =
+                eur().to_decimal(MinorUnits(cents)) * r.parse::<Decimal>().expect("a decimal");
             assert_eq!(rounding.to_points(decimal), want);
         }
-        assert!(PointsRate::new("-1".parse().unwrap(), Rounding::Down).is_none());
-        assert!(PointsRate::new("0.0000001".parse().unwrap(), Rounding::Down).is_none());
+        assert!(PointsRate::new("-1".parse().expect("a decimal"), Rounding::Down).is_none());
+        assert!(PointsRate::new("0.0000001".parse().expect("a decimal"), Rounding::Down).is_none());
     }
 }

@@ -664,7 +664,7 @@ mod tests {
     async fn every_audit_filter_is_answered_by_an_index() {
         let sqlite = fidelis_testkit::sqlite_db();
         for url in [sqlite.url.clone(), fidelis_testkit::pg_url()] {
-            let store = Store::connect(&url).await.unwrap();
+            let store = Store::connect(&url).await.expect("the store connects");
             for column in ["program", "actor", "action"] {
                 let filters = [(column, "x")];
                 let plan: String = match &store.db {
@@ -680,15 +680,15 @@ mod tests {
                                 .bind(10_i64)
                                 .fetch_all(pool)
                                 .await
-                                .unwrap();
+                                .expect("EXPLAIN answers");
                         rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("; ")
                     }
                     Db::Postgres(pool) => {
-                        let mut conn = pool.acquire().await.unwrap();
+                        let mut conn = pool.acquire().await.expect("a pooled connection");
                         sqlx::query("SET enable_seqscan = off")
                             .execute(&mut *conn)
                             .await
-                            .unwrap();
+                            .expect("the setting is accepted");
                         let sql = format!("EXPLAIN {}", audit_sql(&filters, |n| format!("${n}")));
                         let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                             .bind(i64::MAX)
@@ -696,11 +696,11 @@ mod tests {
                             .bind(10_i64)
                             .fetch_all(&mut *conn)
                             .await
-                            .unwrap();
+                            .expect("EXPLAIN answers");
                         sqlx::query("RESET enable_seqscan")
                             .execute(&mut *conn)
                             .await
-                            .unwrap();
+                            .expect("the setting is reset");
                         rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("; ")
                     }
                 };

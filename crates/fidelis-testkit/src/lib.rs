@@ -512,7 +512,7 @@ mod tests {
     #[test]
     fn urls_split_into_host_and_port() {
         assert_eq!(
-            host_port("postgres://fidelis@127.0.0.1:5433").unwrap(),
+            host_port("postgres://fidelis@127.0.0.1:5433").expect("a URL with a host and port"),
             ("127.0.0.1".into(), "5433".into())
         );
         assert!(host_port("nonsense").is_err());

@@ -284,7 +284,7 @@ mod tests {
     use super::*;
 
     fn points() -> Code {
-        Code::parse("points").unwrap()
+        Code::parse("points").expect("a valid code")
     }
 
     #[test]
@@ -333,11 +333,14 @@ mod tests {
                 },
             ],
         });
-        let json = serde_json::to_string(&state).unwrap();
+        let json = serde_json::to_string(&state).expect("a state serializes");
         assert_eq!(
             json,
             r#"{"kind":"accrual","amount":7990,"refunded":1000,"lines":[["1",1,5990],["2",2,2000,1,1000]],"components":[["points",0,59],["points",1,20,10],["points",null,50,0,"weekend"]]}"#
         );
-        assert_eq!(serde_json::from_str::<JournalState>(&json).unwrap(), state);
+        assert_eq!(
+            serde_json::from_str::<JournalState>(&json).expect("a state reads back"),
+            state
+        );
     }
 }

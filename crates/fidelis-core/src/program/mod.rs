@@ -354,7 +354,9 @@ mod tests {
     use super::*;
 
     fn utc(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s)
+            .expect("an RFC 3339 instant")
+            .with_timezone(&Utc)
     }
 
     const BERLIN: Tz = chrono_tz::Europe::Berlin;

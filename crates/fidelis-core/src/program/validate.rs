@@ -1434,7 +1434,7 @@ mod tests {
     use super::*;
 
     fn parse(json: &str) -> ProgramDocument {
-        serde_json::from_str(json).unwrap()
+        serde_json::from_str(json).expect("a definition document")
     }
 
     #[test]
@@ -1473,7 +1473,7 @@ mod tests {
                                 "expiry": {"policy": "never"}}],
                 "earning": {"base": [{"currency": "points", "rate": "1"}]}}"#,
         );
-        let program = Program::compile(&doc, None).unwrap();
+        let program = Program::compile(&doc, None).expect("the program compiles");
         assert_eq!(program.code.as_str(), "shop");
         assert_eq!(
             program.currencies[0].return_policy,

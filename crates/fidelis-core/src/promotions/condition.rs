@@ -419,7 +419,7 @@ mod tests {
 
     #[test]
     fn simple_conditions_compile_and_evaluate() {
-        let c = Condition::compile("x > 2 && name in ['a', 'b']").unwrap();
+        let c = Condition::compile("x > 2 && name in ['a', 'b']").expect("the condition compiles");
         let mut ctx = context();
         ctx.add_variable_from_value("x", 3i64);
         ctx.add_variable_from_value("name", "b");
@@ -472,14 +472,14 @@ mod tests {
             "(".repeat(MAX_NESTING),
             ")".repeat(MAX_NESTING)
         );
-        let c = Condition::compile(&deep).unwrap();
+        let c = Condition::compile(&deep).expect("the condition compiles");
         // Evaluation runs on the caller's stack: a Tokio worker has 2 MiB.
         let result = std::thread::Builder::new()
             .stack_size(2 << 20)
             .spawn(move || c.holds(&context()))
-            .unwrap()
+            .expect("the evaluating thread starts")
             .join()
-            .unwrap();
+            .expect("the evaluation does not panic");
         assert_eq!(result, Ok(true));
     }
 
@@ -506,16 +506,17 @@ mod tests {
 
     #[test]
     fn the_cost_bound_grows_with_the_lists_as_the_loops_nest() {
-        let flat = Condition::compile("journal.amount > 10.0").unwrap();
+        let flat = Condition::compile("journal.amount > 10.0").expect("the condition compiles");
         assert_eq!(
             flat.cost_bound(1),
             flat.cost_bound(1_000),
             "no loop: no growth"
         );
-        let one = Condition::compile("journal.lines.exists(l, l.category == 'shoes')").unwrap();
+        let one = Condition::compile("journal.lines.exists(l, l.category == 'shoes')")
+            .expect("the condition compiles");
         let two =
             Condition::compile("journal.lines.exists(a, journal.lines.exists(b, a.sku == b.sku))")
-                .unwrap();
+                .expect("the condition compiles");
         assert!(
             one.cost_bound(1_000) < EVALUATION_BUDGET,
             "{}",
@@ -533,11 +534,12 @@ mod tests {
             two.cost_bound(280)
         );
         // A list literal counts its own items; concatenation adds.
-        let literal = Condition::compile("[1, 2, 3].exists(x, x == 2)").unwrap();
+        let literal =
+            Condition::compile("[1, 2, 3].exists(x, x == 2)").expect("the condition compiles");
         assert_eq!(literal.cost_bound(1), literal.cost_bound(1_000_000));
         let doubled =
             Condition::compile("(journal.lines + journal.lines).exists(l, l.quantity > 1)")
-                .unwrap();
+                .expect("the condition compiles");
         assert!(doubled.cost_bound(100) > one.cost_bound(100));
     }
 
@@ -545,11 +547,12 @@ mod tests {
     /// (generously bounded here; a debug build is many times slower than release).
     #[test]
     fn a_condition_at_the_budget_evaluates_in_bounded_time() {
-        let c = Condition::compile("xs.exists(a, xs.exists(b, a == b + 1000000))").unwrap();
+        let c = Condition::compile("xs.exists(a, xs.exists(b, a == b + 1000000))")
+            .expect("the condition compiles");
         let n = (1..2_000)
             .take_while(|n| c.cost_bound(*n) <= EVALUATION_BUDGET)
             .last()
-            .unwrap();
+            .expect("some list length fits the budget");
         let mut ctx = context();
         ctx.add_variable_from_value("xs", (0..n as i64).collect::<Vec<_>>());
         let started = std::time::Instant::now();
@@ -561,11 +564,11 @@ mod tests {
 
     #[test]
     fn run_time_errors_are_reported_not_raised() {
-        let c = Condition::compile("journal.category == 'shoes'").unwrap();
+        let c = Condition::compile("journal.category == 'shoes'").expect("the condition compiles");
         let mut ctx = context();
         ctx.add_variable_from_value("journal", std::collections::HashMap::<String, i64>::new());
         assert!(c.holds(&ctx).is_err());
-        let not_bool = Condition::compile("1 + 1").unwrap();
+        let not_bool = Condition::compile("1 + 1").expect("the condition compiles");
         assert!(
             not_bool
                 .holds(&context())

@@ -1211,13 +1211,16 @@ mod tests {
             "currencies": [{"code": "points", "name": "P", "kind": "redeemable", "expiry": {"policy": "never"}}],
             "earning": {"base": [{"currency": "points", "rate": "1"}]}
         }))
-        .unwrap();
-        Program::compile(&doc, None).unwrap()
+        .expect("a definition document");
+        Program::compile(&doc, None).expect("the program compiles")
     }
 
     fn accrual(program: &Program, json: serde_json::Value) -> Accrual {
-        let doc: JournalDocument = serde_json::from_value(json).unwrap();
-        match Journal::parse(&doc, program).unwrap().body {
+        let doc: JournalDocument = serde_json::from_value(json).expect("a journal document");
+        match Journal::parse(&doc, program)
+            .expect("the journal parses")
+            .body
+        {
             JournalBody::Accrual(a) => a,
             other => panic!("{other:?}"),
         }
@@ -1283,11 +1286,11 @@ mod tests {
             Some(MemberFacts {
                 enrolled_at: Some(
                     DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z")
-                        .unwrap()
+                        .expect("an RFC 3339 instant")
                         .with_timezone(&Utc),
                 ),
                 profile: serde_json::from_value(serde_json::json!({"birthday": "1980-06-15"}))
-                    .unwrap(),
+                    .expect("a profile object"),
             }),
             Some(MemberFacts {
                 enrolled_at: None,
@@ -1295,9 +1298,13 @@ mod tests {
             }),
         ];
         for ((balance, json), member) in [0i64, 150, 7].into_iter().zip(journals).zip(&facts_of) {
-            let at = DateTime::parse_from_rfc3339(json["occurred_at"].as_str().unwrap())
-                .unwrap()
-                .with_timezone(&Utc);
+            let at = DateTime::parse_from_rfc3339(
+                json["occurred_at"]
+                    .as_str()
+                    .expect("occurred_at is a string"),
+            )
+            .expect("an RFC 3339 instant")
+            .with_timezone(&Utc);
             let accrual = accrual(&program, json);
             let balances = [balance];
             let facts = Facts::new(&program, &accrual, &balances, &[], member.as_ref(), &[], at);
@@ -1308,7 +1315,7 @@ mod tests {
             ] {
                 for source in sources {
                     let c = Condition::compile(source)
-                        .unwrap()
+                        .expect("the condition compiles")
                         .with_fast_path(&program.currencies, line_scope);
                     assert!(c.is_fast(), "{source} should take the fast path");
                     let targets: Vec<Option<usize>> = if line_scope {
@@ -1351,7 +1358,7 @@ mod tests {
             "journal.lines.map(l, l.amount).size() > 0",
         ] {
             let c = Condition::compile(source)
-                .unwrap()
+                .expect("the condition compiles")
                 .with_fast_path(&program.currencies, false);
             assert!(!c.is_fast(), "{source}");
         }
