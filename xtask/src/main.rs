@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_api;
+mod bench_members;
 mod faults;
 mod schemathesis;
 mod test;
@@ -16,6 +17,7 @@ fn main() -> ExitCode {
         Some("test") => test::run(&args[1..]),
         Some("bench-import") => bench::run(&args[1..]),
         Some("bench-api") => bench_api::run(&args[1..]),
+        Some("bench-members") => bench_members::run(&args[1..]),
         Some("faults") => faults::run(&args[1..]),
         Some("schemathesis") => match args.get(1).map(|s| s.parse::<u32>()) {
             None => schemathesis::run_standalone(schemathesis::BUDGET_SECONDS),
@@ -27,6 +29,7 @@ fn main() -> ExitCode {
                 "usage:\n  cargo xtask test [-- NEXTEST ARGS]   run every test (installs PostgreSQL if it can)\n  \
                  cargo xtask bench-import [--journals N] [--members N] [--runs N] [--databases sqlite,postgres]\n  \
                  cargo xtask bench-api [--seconds N] [--connections N] [--members N]\n  \
+                 cargo xtask bench-members [--members N] [--queries N] [--databases sqlite,postgres]   member search and lists on a large program\n  \
                  cargo xtask faults [--quick] [--release] [--databases sqlite,postgres]   kill, stop, freeze, fill the disk under load; audit every journal\n  \
                  cargo xtask schemathesis [SECONDS]     the API contract: validator, schemathesis (every check, three tokens), generated client; both databases"
             );

@@ -22,6 +22,7 @@ pub mod ids;
 pub mod journal;
 pub mod ledger;
 pub mod lifecycle;
+pub mod members;
 pub mod money;
 pub mod outcome;
 pub mod process;

@@ -47,7 +47,7 @@ fn what_the_schema_refuses_the_validator_refuses() {
         validator.validate(&base).err()
     );
     assert!(compiles(&base));
-    let broken: [(&str, Break); 6] = [
+    let broken: Vec<(&str, Break)> = vec![
         ("an unknown field", Box::new(|d| d["colour"] = json!("red"))),
         (
             "no time zone",
@@ -74,6 +74,54 @@ fn what_the_schema_refuses_the_validator_refuses() {
             "a negative window",
             Box::new(|d| d["currencies"][0]["expiry"]["months"] = json!(-3)),
         ),
+        (
+            "a punch card by count per line",
+            Box::new(|d| {
+                d["promotions"] = json!([{"code": "card", "name": "Card", "status": "active", "scope": "line",
+                    "cumulative": {"measure": "count", "target": "10"},
+                    "actions": [{"type": "fixed", "currency": "points", "points": 1}]}]);
+            }),
+        ),
+        (
+            "a scheduled reward with a condition",
+            Box::new(|d| {
+                d["promotions"] = json!([{"code": "bday", "name": "Birthday", "status": "active",
+                    "trigger": {"type": "birthday"}, "condition": "journal.amount > 10.0",
+                    "actions": [{"type": "fixed", "currency": "points", "points": 1}]}]);
+            }),
+        ),
+        (
+            "a win-back without its days",
+            Box::new(|d| {
+                d["promotions"] = json!([{"code": "back", "name": "Back", "status": "active",
+                    "trigger": {"type": "inactivity"},
+                    "actions": [{"type": "fixed", "currency": "points", "points": 1}]}]);
+            }),
+        ),
+        (
+            "a birthday window of a week",
+            Box::new(|d| {
+                d["promotions"] = json!([{"code": "bday", "name": "Birthday", "status": "active",
+                    "trigger": {"type": "birthday", "window": "week"},
+                    "actions": [{"type": "fixed", "currency": "points", "points": 1}]}]);
+            }),
+        ),
+        (
+            "a scheduled reward per euro",
+            Box::new(|d| {
+                d["promotions"] = json!([{"code": "bday", "name": "Birthday", "status": "active",
+                    "trigger": {"type": "anniversary"},
+                    "actions": [{"type": "per_money", "currency": "points", "rate": "1"}]}]);
+            }),
+        ),
+        (
+            "an anniversary with days",
+            Box::new(|d| {
+                d["promotions"] = json!([{"code": "anniv", "name": "Anniversary", "status": "active",
+                    "trigger": {"type": "anniversary", "days": 3},
+                    "actions": [{"type": "fixed", "currency": "points", "points": 1}]}]);
+            }),
+        ),
     ];
     for (what, breaks) in broken {
         let mut definition = base.clone();
@@ -87,5 +135,47 @@ fn what_the_schema_refuses_the_validator_refuses() {
                 Program::compile(&document, Some("demo")).is_err()
             });
         assert!(refused, "the validator accepts {what}");
+    }
+}
+
+#[test]
+fn what_the_schema_accepts_the_validator_accepts() {
+    let validator = schema();
+    let with = |promotions: Value| {
+        json!({
+            "name": "Café", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+            "currencies": [{"code": "stars", "name": "Stars", "kind": "redeemable", "expiry": {"policy": "never"}}],
+            "earning": {"base": [{"currency": "stars", "rate": "10"}]},
+            "promotions": promotions
+        })
+    };
+    let good = [
+        with(json!([{"code": "tenth-drink", "name": "Tenth drink", "status": "active", "scope": "line",
+            "condition": "line.category == 'drinks'", "cumulative": {"measure": "quantity", "target": "10"},
+            "actions": [{"type": "fixed", "currency": "stars", "points": 350}]}])),
+        with(json!([{"code": "spend", "name": "Spend", "status": "active",
+            "cumulative": {"measure": "amount", "target": "500.00", "period": "quarter", "repeat": false},
+            "actions": [{"type": "fixed", "currency": "stars", "points": 1000}]}])),
+        with(json!([
+            {"code": "birthday", "name": "Birthday", "status": "active", "trigger": {"type": "birthday"},
+             "actions": [{"type": "fixed", "currency": "stars", "points": 500}]},
+            {"code": "birthday-month", "name": "Birthday month", "status": "active",
+             "trigger": {"type": "birthday", "window": "month"}, "starts_at": "2027-01-01",
+             "actions": [{"type": "fixed", "currency": "stars", "points": 5}]},
+            {"code": "anniversary", "name": "Anniversary", "status": "active", "trigger": {"type": "anniversary"},
+             "actions": [{"type": "fixed", "currency": "stars", "points": 100}]},
+            {"code": "win-back", "name": "We miss you", "status": "paused", "trigger": {"type": "inactivity", "days": 90},
+             "actions": [{"type": "fixed", "currency": "stars", "points": 200}]}])),
+    ];
+    for definition in good {
+        let errors: Vec<String> = validator
+            .iter_errors(&definition)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}\n{definition:#}");
+        let document: ProgramDocument = serde_json::from_value(definition.clone()).expect("a document");
+        if let Err(problems) = Program::compile(&document, Some("cafe")) {
+            panic!("{problems:#?}\n{definition:#}");
+        }
     }
 }

@@ -63,6 +63,14 @@ impl Actor {
         }
     }
 
+    /// The scheduled jobs, whoever started them (what they award is audited as theirs).
+    pub fn jobs() -> Self {
+        Self {
+            name: "jobs".into(),
+            role: "system".into(),
+        }
+    }
+
     /// An entry of this actor's change.
     pub fn entry(
         &self,

@@ -369,6 +369,8 @@ pub(crate) async fn load_members<'p, T: LedgerTx>(
 pub struct SettleReport {
     pub members: u64,
     pub journals: u64,
+    /// Scheduled rewards (birthday, anniversary, win-back) awarded.
+    pub scheduled_rewards: u64,
 }
 
 /// Settles up to `limit` members with expiries or releases due at `as_of`, in `tx`.
@@ -409,6 +411,7 @@ pub(crate) async fn settle_due<T: LedgerTx>(
     let mut report = SettleReport {
         members: member_ids.len() as u64,
         journals: 0,
+        scheduled_rewards: 0,
     };
     for id in &member_ids {
         let (Some(ledger), Some(journal)) = (batch.ledgers.get_mut(id), ids.next()) else {

@@ -29,6 +29,7 @@ mod postgres;
 mod programs;
 mod referrals;
 mod rows;
+mod scheduled;
 mod sqlite;
 mod tiers;
 mod views;
@@ -53,9 +54,13 @@ pub use groups::{GroupView, RedeemRule};
 pub use health::Health;
 pub use imports::{ImportRun, PartitionProgress};
 pub use lifecycle::{MergeReport, Opened};
-pub use members::{Enrollment, MemberView, unstorable_json};
+pub use members::{
+    Enrollment, MemberCursor, MemberListing, MemberPage, MemberQuery, MemberSort, MemberView,
+    unstorable_json,
+};
 pub use programs::ProgramSummary;
 pub use rows::RejectionRow;
+pub use scheduled::DueReward;
 pub use tiers::TierStanding;
 pub use views::{BalanceView, EntryView, JournalView, ScheduledPoints};
 
@@ -248,13 +253,15 @@ impl Store {
             Db::Sqlite(_) => 1,
             Db::Postgres(_) => options.committers,
         };
-        Ok(Self {
+        let store = Self {
             db,
             programs: Arc::default(),
             committer: Arc::default(),
             committers,
             health: Arc::default(),
-        })
+        };
+        store.finish_member_terms().await?;
+        Ok(store)
     }
 
     /// `sqlite` or `postgres`.
@@ -453,6 +460,9 @@ impl Store {
             if round.members == 0 {
                 // Referral rewards a crash left unposted.
                 self.reward_referrals(program, as_of).await?;
+                total.scheduled_rewards = self
+                    .run_scheduled_rewards(program, as_of, &crate::Actor::jobs())
+                    .await?;
                 return Ok(total);
             }
             total.members += round.members;

@@ -12,6 +12,10 @@ use crate::rows::LedgerTx;
 use crate::sqlite::{instant, micros};
 use crate::{Db, Store, in_ledger_tx, postgres, sqlite};
 
+mod search;
+pub use search::{MemberCursor, MemberListing, MemberPage, MemberQuery, MemberSort};
+use search::{insert_terms_postgres, insert_terms_sqlite, term_rows};
+
 /// What enrolling a member takes.
 #[derive(Debug, Clone)]
 pub struct Enrollment {
@@ -102,6 +106,9 @@ impl Store {
         referral: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<MemberView> {
+        if let Some(reason) = fidelis_core::members::profile_problem(&enrollment.profile) {
+            return Err(StoreError::Refused("invalid_member", format!("profile: {reason}")));
+        }
         let profile = serde_json::to_string(&enrollment.profile)?;
         let referrer: Option<(i64, String)> = match referral {
             None => None,
@@ -131,13 +138,17 @@ impl Store {
             }
         };
         let referred_by = referrer.as_ref().map(|r| r.0);
+        let terms = |id: i64| {
+            term_rows([(id, enrollment.external_id.as_str(), &enrollment.profile)])
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
             let code = referral_code();
             let inserted: std::result::Result<i64, sqlx::Error> = match &self.db {
                 Db::Sqlite(pool) => {
-                    sqlx::query_scalar(
+                    let mut tx = pool.begin().await?;
+                    let id = sqlx::query_scalar(
                         "INSERT INTO members (program_id, external_id, status, profile, enrolled_at, created_at, referral_code, referred_by) \
                          VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?6, ?7) RETURNING id",
                     )
@@ -148,11 +159,17 @@ impl Store {
                     .bind(micros(now))
                     .bind(&code)
                     .bind(referred_by)
-                    .fetch_one(pool)
-                    .await
+                    .fetch_one(&mut *tx)
+                    .await;
+                    if let Ok(id) = id {
+                        insert_terms_sqlite(&mut tx, program.id, &terms(id)).await?;
+                        tx.commit().await?;
+                    }
+                    id
                 }
                 Db::Postgres(pool) => {
-                    sqlx::query_scalar(
+                    let mut tx = pool.begin().await?;
+                    let id = sqlx::query_scalar(
                         "INSERT INTO members (program_id, external_id, status, profile, enrolled_at, created_at, referral_code, referred_by) \
                          VALUES ($1, $2, 'active', $3::jsonb, $4, $5, $6, $7) RETURNING id",
                     )
@@ -163,8 +180,13 @@ impl Store {
                     .bind(now)
                     .bind(&code)
                     .bind(referred_by)
-                    .fetch_one(pool)
-                    .await
+                    .fetch_one(&mut *tx)
+                    .await;
+                    if let Ok(id) = id {
+                        insert_terms_postgres(&mut tx, program.id, &terms(id)).await?;
+                        tx.commit().await?;
+                    }
+                    id
                 }
             };
             return match inserted {
@@ -208,8 +230,18 @@ impl Store {
                 .iter()
                 .map(|e| serde_json::to_string(&e.profile))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
+            let by_id: std::collections::HashMap<&str, &serde_json::Value> = chunk
+                .iter()
+                .map(|e| (e.external_id.as_str(), &e.profile))
+                .collect();
+            let new_terms = |new: &[(i64, String)]| {
+                term_rows(new.iter().filter_map(|(id, external_id)| {
+                    Some((*id, external_id.as_str(), *by_id.get(external_id.as_str())?))
+                }))
+            };
             inserted += match &self.db {
                 Db::Sqlite(pool) => {
+                    let mut tx = pool.begin().await?;
                     let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                         "INSERT INTO members (program_id, external_id, status, profile, enrolled_at, created_at, referral_code) ",
                     );
@@ -222,23 +254,31 @@ impl Store {
                             .push_bind(micros(now))
                             .push_bind(referral_code());
                     });
-                    q.push(" ON CONFLICT DO NOTHING");
-                    q.build().execute(pool).await?.rows_affected()
+                    q.push(" ON CONFLICT DO NOTHING RETURNING id, external_id");
+                    let new: Vec<(i64, String)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                    insert_terms_sqlite(&mut tx, program.id, &new_terms(&new)).await?;
+                    tx.commit().await?;
+                    new.len() as u64
                 }
-                Db::Postgres(pool) => sqlx::query(
-                    "INSERT INTO members (program_id, external_id, status, profile, enrolled_at, created_at, referral_code) \
-                     SELECT $1, e, 'active', p::jsonb, t, $5, c FROM unnest($2::text[], $3::text[], $4::timestamptz[], $6::text[]) AS u(e, p, t, c) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(program.id)
-                .bind(chunk.iter().map(|e| e.external_id.as_str()).collect::<Vec<_>>())
-                .bind(&profiles)
-                .bind(chunk.iter().map(|e| e.enrolled_at).collect::<Vec<_>>())
-                .bind(now)
-                .bind(chunk.iter().map(|_| referral_code()).collect::<Vec<_>>())
-                .execute(pool)
-                .await?
-                .rows_affected(),
+                Db::Postgres(pool) => {
+                    let mut tx = pool.begin().await?;
+                    let new: Vec<(i64, String)> = sqlx::query_as(
+                        "INSERT INTO members (program_id, external_id, status, profile, enrolled_at, created_at, referral_code) \
+                         SELECT $1, e, 'active', p::jsonb, t, $5, c FROM unnest($2::text[], $3::text[], $4::timestamptz[], $6::text[]) AS u(e, p, t, c) \
+                         ON CONFLICT DO NOTHING RETURNING id, external_id",
+                    )
+                    .bind(program.id)
+                    .bind(chunk.iter().map(|e| e.external_id.as_str()).collect::<Vec<_>>())
+                    .bind(&profiles)
+                    .bind(chunk.iter().map(|e| e.enrolled_at).collect::<Vec<_>>())
+                    .bind(now)
+                    .bind(chunk.iter().map(|_| referral_code()).collect::<Vec<_>>())
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    insert_terms_postgres(&mut tx, program.id, &new_terms(&new)).await?;
+                    tx.commit().await?;
+                    new.len() as u64
+                }
             };
         }
         Ok(inserted)

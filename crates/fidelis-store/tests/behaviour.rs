@@ -12,33 +12,8 @@ use fidelis_core::program::{Program, ProgramDocument};
 use fidelis_store::{Enrollment, LoadedProgram, Prepared, Store, StoreError};
 use serde_json::json;
 
-/// Generates, for each listed test function `f(Store)`, one test per dialect.
-macro_rules! both_dialects {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let db = fidelis_testkit::sqlite_db();
-                    let store = fidelis_store::Store::connect(&db.url).await.expect("connect to SQLite");
-                    super::$name(store).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let url = fidelis_testkit::pg_url();
-                    let store = fidelis_store::Store::connect(&url).await.expect("connect to PostgreSQL");
-                    super::$name(store).await;
-                }
-            )*
-        }
-    };
-}
 
-both_dialects!(
+fidelis_testkit::store_tests!(
     programs_round_trip_and_keep_currencies_in_use,
     members_enroll_once,
     purchases_earn_and_redemptions_spend,
@@ -59,6 +34,7 @@ both_dialects!(
     promotion_limits_hold_exactly_under_concurrency,
     cumulative_progress_is_kept_per_member_and_period,
     opt_in_promotions_need_the_member_to_join,
+    a_punch_card_completes_once_under_concurrent_purchases,
 );
 
 fn utc(s: &str) -> DateTime<Utc> {
@@ -1316,4 +1292,67 @@ async fn opt_in_promotions_need_the_member_to_join(store: Store) {
     );
     let counters = store.promotion_counters(&p, &ada).await.unwrap();
     assert_eq!(counters, [("club".to_owned(), "j:".to_owned(), 1, 0)]);
+}
+
+/// Twelve purchases of one drink each, all at once, on a card of ten: exactly one reward,
+/// and two stamps carried on; a refunded drink of a counted purchase takes its stamp back.
+async fn a_punch_card_completes_once_under_concurrent_purchases(store: Store) {
+    let mut doc = program_doc(json!({}));
+    doc.promotions = serde_json::from_value(json!([
+        {"code": "tenth-drink", "name": "The 10th drink", "status": "active", "scope": "line",
+         "condition": "line.category == 'drinks'",
+         "cumulative": {"measure": "quantity", "target": "10"},
+         "actions": [{"type": "fixed", "currency": "points", "points": 350}]}
+    ]))
+    .unwrap();
+    let program = Program::compile(&doc, None).unwrap_or_else(|p| panic!("{p:#?}"));
+    let (p, _) = store
+        .put_program(&program, utc("2026-01-01T00:00:00Z"), &fidelis_store::Actor::cli())
+        .await
+        .unwrap();
+    enroll(&store, &p, "ada").await;
+    let now = "2026-05-01T10:00:00Z";
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let (store, p) = (store.clone(), Arc::clone(&p));
+        tasks.push(tokio::spawn(async move {
+            let j = journal(
+                &p,
+                json!({"external_id": format!("d{i}"), "member": "ada", "type": "purchase",
+                       "occurred_at": now, "currency": "EUR",
+                       "lines": [{"line_id": "1", "category": "drinks", "quantity": 1, "amount": "3.50"},
+                                 {"line_id": "2", "category": "food", "quantity": 2, "amount": "4.00"}]}),
+            );
+            if i % 2 == 0 {
+                store.post_realtime(&p, j, utc(now)).await.unwrap().unwrap()
+            } else {
+                store.post_journals(&p, &[j], utc(now), None).await.unwrap().remove(0).unwrap()
+            }
+        }));
+    }
+    let mut rewards = 0;
+    for t in tasks {
+        let posted = t.await.unwrap();
+        rewards += posted
+            .outcome
+            .awards
+            .iter()
+            .filter(|a| a.source == "tenth-drink")
+            .map(|a| a.points)
+            .sum::<i64>();
+    }
+    assert_eq!(rewards, 350, "one card, one reward");
+    let ada = store.require_member(&p, "ada").await.unwrap();
+    let counters = store.promotion_counters(&p, &ada).await.unwrap();
+    assert_eq!(counters, [("tenth-drink".to_owned(), "c:".to_owned(), 1, 2)]);
+    // Refunding the food of one purchase changes nothing; its drink takes one stamp.
+    let refund = |id: &str, line: &str| {
+        json!({"external_id": id, "member": "ada", "type": "refund", "occurred_at": now,
+               "original_external_id": "d0", "lines": [{"line_id": line}]})
+    };
+    post(&store, &p, refund("f1", "2"), now).await.unwrap();
+    assert_eq!(store.promotion_counters(&p, &ada).await.unwrap()[0].3, 2);
+    post(&store, &p, refund("f2", "1"), now).await.unwrap();
+    assert_eq!(store.promotion_counters(&p, &ada).await.unwrap()[0].3, 1);
+    assert_sums(&store, &p, "ada").await;
 }

@@ -13,33 +13,8 @@ use fidelis_core::program::{Program, ProgramDocument};
 use fidelis_store::{AuditFilter, Enrollment, LoadedProgram, Prepared, Store, StoreError};
 use serde_json::json;
 
-/// Generates, for each listed test function `f(Store)`, one test per dialect.
-macro_rules! both_dialects {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let db = fidelis_testkit::sqlite_db();
-                    let store = fidelis_store::Store::connect(&db.url).await.expect("connect to SQLite");
-                    super::$name(store).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let url = fidelis_testkit::pg_url();
-                    let store = fidelis_store::Store::connect(&url).await.expect("connect to PostgreSQL");
-                    super::$name(store).await;
-                }
-            )*
-        }
-    };
-}
 
-both_dialects!(
+fidelis_testkit::store_tests!(
     the_store_agrees_with_the_reference_book_on_tiers,
     tier_changes_and_manual_assignments_are_audited,
     transfers_keep_the_daily_limit_exactly_and_show_on_both_sides,

@@ -518,3 +518,32 @@ mod tests {
         assert!(host_port("nonsense").is_err());
     }
 }
+
+/// Generates, for each listed test function `f(Store)`, one test per database: a module
+/// `sqlite` (a temporary SQLite file) and a module `postgres` (this run's throw-away
+/// server, a fresh database each). The calling crate depends on `fidelis-store` and tokio.
+#[macro_export]
+macro_rules! store_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = $crate::sqlite_db();
+                    let store = fidelis_store::Store::connect(&db.url).await.expect("connect to SQLite");
+                    super::$name(store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let url = $crate::pg_url();
+                    let store = fidelis_store::Store::connect(&url).await.expect("connect to PostgreSQL");
+                    super::$name(store).await;
+                }
+            )*
+        }
+    };
+}

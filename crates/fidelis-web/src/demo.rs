@@ -20,11 +20,14 @@ pub struct DemoReport {
     pub journals: u64,
 }
 
-/// A small deterministic generator: the same demo on every run.
-struct Lcg(u64);
+/// A small deterministic generator: the same demo on every run (and the same generated
+/// members in `fidelis bench`).
+#[doc(hidden)]
+pub struct Lcg(pub u64);
 
 impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
+    /// The next number below `n`.
+    pub fn next(&mut self, n: u64) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6_364_136_223_846_793_005)

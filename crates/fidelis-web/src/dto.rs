@@ -646,6 +646,44 @@ pub struct LimitUsedBody {
     pub points: i64,
 }
 
+/// A page of members.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MemberListPage {
+    pub members: Vec<MemberListItem>,
+    /// Pass as `cursor` (with the same `sort`) for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// A member as listed: who, status, tiers and recorded balances.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MemberListItem {
+    pub member: String,
+    /// `active`, `suspended` or `closed`.
+    pub status: String,
+    #[schema(value_type = Object)]
+    pub profile: serde_json::Value,
+    pub enrolled_at: DateTime<Utc>,
+    /// The tier held in each tier group.
+    pub tiers: Vec<HeldTierBody>,
+    /// Balances as recorded by the member's last journal or job run (the member's own
+    /// page counts expiries and releases due since).
+    pub balances: Vec<ListedBalanceBody>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HeldTierBody {
+    pub group: String,
+    pub tier: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ListedBalanceBody {
+    pub currency: String,
+    pub available: i64,
+    pub pending: i64,
+}
+
 /// A page of ledger entries, newest first.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LedgerPage {
@@ -735,6 +773,27 @@ pub struct JobsReport {
     pub members: u64,
     /// Settlement journals written.
     pub settlements: u64,
+    /// Scheduled rewards (birthday, anniversary, win-back) awarded.
+    pub scheduled_rewards: u64,
+}
+
+/// The scheduled rewards a job run would award (a dry run).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ScheduledRewardsDue {
+    pub as_of: DateTime<Utc>,
+    pub rewards: Vec<DueRewardBody>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DueRewardBody {
+    pub promotion: String,
+    /// `birthday`, `anniversary` or `inactivity`.
+    pub trigger: String,
+    pub member: String,
+    /// The year, or the inactive stretch (`since-…`, `never-active`): once per period.
+    pub period: String,
+    pub currency: String,
+    pub points: i64,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -86,6 +86,14 @@ fn cases() -> Vec<Case> {
             body: Some(json!({"member": "new-{role}"})),
             allowed: staff,
         },
+        // Listing members is staff work: a partner or a member sees no one else.
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/members?q=m&sort=-enrolled_at",
+            template: "/api/v1/programs/{program}/members",
+            body: None,
+            allowed: staff,
+        },
         Case {
             method: Method::GET,
             path: "/api/v1/programs/shop/members/m1",
@@ -266,6 +274,13 @@ fn cases() -> Vec<Case> {
             body: Some(json!({"external_id": "ext-{role}", "currency": "points",
                 "expiring_from": "2030-01-01T00:00:00Z", "expiring_until": "2030-02-01T00:00:00Z",
                 "months": 6, "reason": "goodwill"})),
+            allowed: managers,
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/scheduled-rewards?as_of=2027-01-01T00:00:00Z",
+            template: "/api/v1/programs/{program}/scheduled-rewards",
+            body: None,
             allowed: managers,
         },
         Case {

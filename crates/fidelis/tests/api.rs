@@ -37,6 +37,7 @@ both_dialects!(
     tiers_upgrade_inside_the_journal_and_agents_assign_them,
     the_contract_is_the_same_on_every_route,
     a_dry_run_looks_ahead_and_changes_nothing,
+    operators_find_members_by_search_and_filters,
 );
 
 async fn points_are_earned_spent_refunded_cancelled_and_expired(s: Server) {
@@ -489,7 +490,13 @@ async fn a_dry_run_looks_ahead_and_changes_nothing(s: Server) {
                 "earning": {"base": [{"currency": "points", "rate": "1"}]},
                 "promotions": [{"code": "launch", "name": "Launch bonus", "status": "active",
                     "starts_at": tomorrow.to_string(),
-                    "actions": [{"type": "fixed", "currency": "points", "points": 10}]}]})),
+                    "actions": [{"type": "fixed", "currency": "points", "points": 10}]},
+                    {"code": "weekend", "name": "Weekend double", "status": "active",
+                     "condition": "local.weekday >= 6 && journal.amount >= 10.0",
+                     "actions": [{"type": "multiplier", "currency": "points", "factor": "2"}]},
+                    {"code": "shoes", "name": "Shoes", "status": "active", "scope": "line",
+                     "condition": "line.category == 'shoes'",
+                     "actions": [{"type": "fixed", "currency": "points", "points": 3}]}]})),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -523,6 +530,37 @@ async fn a_dry_run_looks_ahead_and_changes_nothing(s: Server) {
         body["promotions"].as_array().is_some_and(|p| p
             .iter()
             .any(|r| r["promotion"] == "launch" && r["result"] == "not_started")),
+        "{body}"
+    );
+    // A condition that does not hold says what it saw: on a Tuesday, the weekday.
+    let mut days = 1;
+    let tuesday = loop {
+        let day = chrono::Utc::now() + chrono::Duration::days(days);
+        if chrono::Datelike::weekday(&day) == chrono::Weekday::Tue {
+            break day;
+        }
+        days += 1;
+    };
+    let mut on_tuesday = journal("tuesday", tuesday);
+    on_tuesday["lines"] = json!([{"line_id": "1", "category": "socks", "quantity": 1, "amount": "20.00"}]);
+    let (status, body) = s.post("/programs/ahead/simulate", on_tuesday).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let result = |code: &str| {
+        body["promotions"]
+            .as_array()
+            .and_then(|p| p.iter().find(|r| r["promotion"] == code))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(result("weekend")["result"], "condition_false", "{body}");
+    assert_eq!(
+        result("weekend")["detail"],
+        "the condition saw local.weekday = 2, journal.amount = 20",
+        "{body}"
+    );
+    assert_eq!(
+        result("shoes")["detail"],
+        "the condition saw line 1: line.category = \"socks\"",
         "{body}"
     );
     // Nothing was written, and the real thing is still refused.
@@ -844,4 +882,73 @@ async fn unsetting_the_admin_token_retires_it() {
     let s = Server::start_as(&db.url, &[], None).await;
     let (status, _, body) = s.call(reqwest::Method::GET, "/programs", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+}
+
+async fn operators_find_members_by_search_and_filters(s: Server) {
+    s.setup(&[]).await;
+    for (m, profile) in [
+        ("C-1", json!({"name": "Ann Smith", "email": "ann@example.com", "phone": "+44 20 7946 0018"})),
+        ("C-2", json!({"name": "Anna Schmidt", "birthday": "1990-12-01"})),
+        ("C-3", json!({"name": "Bob Jones"})),
+    ] {
+        let (status, body) = s.post("/programs/shop/members", json!({"member": m, "profile": profile})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, body) = s.post("/programs/shop/journals", purchase("p1", "C-1", "30.00")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let members = |body: &Value| -> Vec<String> {
+        body["members"].as_array().expect("members").iter().map(|m| m["member"].as_str().expect("an id").to_owned()).collect()
+    };
+    assert_eq!(members(&s.get("/programs/shop/members?q=ann").await), ["C-1", "C-2"]);
+    assert_eq!(members(&s.get("/programs/shop/members?q=Ann%20SMI").await), ["C-1"]);
+    assert_eq!(members(&s.get("/programs/shop/members?q=%2B44%2020").await), ["C-1"]);
+    assert_eq!(members(&s.get("/programs/shop/members?balance_min=1").await), ["C-1"]);
+    let listed = s.get("/programs/shop/members?q=ann%20smith").await;
+    assert_eq!(listed["members"][0]["balances"][0], json!({"currency": "points", "available": 30, "pending": 0}));
+    assert_eq!(listed["members"][0]["profile"]["email"], "ann@example.com");
+    // Pages of one, newest enrolment first, end to end.
+    let mut seen = Vec::new();
+    let mut path = "/programs/shop/members?sort=-enrolled_at&limit=1".to_owned();
+    loop {
+        let page = s.get(&path).await;
+        seen.extend(members(&page));
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/programs/shop/members?sort=-enrolled_at&limit=1&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["C-3", "C-2", "C-1"]);
+    // Malformed queries are 400 invalid_query, saying what is wrong.
+    for (query, says) in [
+        ("sort=name", "sort"),
+        ("limit=0", "limit"),
+        ("status=gone", "status"),
+        ("cursor=zz", "cursor"),
+        ("enrolled_from=yesterday", "RFC 3339"),
+        ("q=a%20b%20c%20d%20e%20f", "at most 5 words"),
+    ] {
+        let (status, _, body) = s.call(reqwest::Method::GET, &format!("/programs/shop/members?{query}"), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(body["code"], "invalid_query", "{query}");
+        assert!(body["detail"].as_str().is_some_and(|d| d.contains(says)), "{query}: {body}");
+    }
+    // What the program does not have is named as such.
+    for (query, code) in [
+        ("tier=platinum", "unknown_tier"),
+        ("currency=miles&balance_min=1", "unknown_currency"),
+        ("sort=external_id&cursor=t1.1", "cursor_mismatch"),
+    ] {
+        let (status, _, body) = s.call(reqwest::Method::GET, &format!("/programs/shop/members?{query}"), None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {body}");
+        assert_eq!(body["code"], code, "{query}");
+    }
+    // A birthday the program could never read is refused, not stored.
+    let (status, body) = s.post("/programs/shop/members", json!({"member": "C-4", "profile": {"birthday": "12/01/1990"}})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["detail"].as_str().is_some_and(|d| d.contains("YYYY-MM-DD")), "{body}");
+    assert_eq!(members(&s.get("/programs/shop/members").await).len(), 3);
+    // A member token sees itself, never the list.
+    let own = s.token(json!({"name": "c1", "role": "member", "program": "shop", "member": "C-1"})).await;
+    let (status, body) = s.call_as(&own, reqwest::Method::GET, "/programs/shop/members", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 }

@@ -37,10 +37,12 @@ both_dialects!(
     programs_come_from_templates_and_files,
     an_import_applies_good_lines_and_reports_bad_ones_by_line,
     csv_imports_like_ndjson,
+    csv_lines_fill_a_punch_card,
     csv_errors_are_reported_by_line,
     members_move_in_with_their_balances_tiers_and_progress,
     jobs_expire_points_once,
     the_balance_lists_every_date_on_request,
+    members_are_listed_searched_and_exported,
     an_import_killed_midway_resumes_and_applies_every_journal_once,
 );
 
@@ -285,6 +287,39 @@ fn csv_imports_like_ndjson(env: &Env) {
     ]);
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown CSV column \"price\""));
+}
+
+/// A `lines` column (compact `id;sku;category;quantity;amount|…` or the API's JSON) carries
+/// order lines, so imported purchases count toward a punch card and refunds by line take
+/// their stamps back.
+fn csv_lines_fill_a_punch_card(env: &Env) {
+    let cafe = format!(
+        "{}promotions:\n  - {{code: tenth-drink, name: Tenth drink, status: active, scope: line, \
+         condition: \"line.category == 'drinks'\", cumulative: {{measure: quantity, target: \"5\"}}, \
+         actions: [{{type: fixed, currency: points, points: 100}}]}}\n",
+        SHOP.replace("code: shop", "code: cafe")
+    );
+    env.ok(&["program", "apply", path(&env.file("cafe.yaml", &cafe))]);
+    env.ok(&["members", "enroll", "--program", "cafe", "C-1"]);
+    let csv = "external_id,member,type,occurred_at,currency,original_external_id,lines\r\n\
+               p1,C-1,purchase,2026-11-02T10:00:00Z,EUR,,1;LATTE;drinks;2;7.00|2;CRO;food;1;3.00\r\n\
+               p2,C-1,purchase,2026-11-02T11:00:00Z,EUR,,\"[{\"\"line_id\"\": \"\"1\"\", \"\"category\"\": \"\"drinks\"\", \"\"quantity\"\": 2, \"\"amount\"\": \"\"7.00\"\"}]\"\r\n\
+               f1,C-1,refund,2026-11-02T12:00:00Z,EUR,p1,1;;;1;\r\n\
+               p3,C-1,purchase,2026-11-02T13:00:00Z,EUR,,1;;drinks;x;1.00\r\n\
+               p4,C-1,purchase,2026-11-02T14:00:00Z,EUR,,1;;drinks;1;3.50|2;;drinks;1;3.50\r\n";
+    let out = env.run(&["journals", "import", "--program", "cafe", path(&env.file("cafe.csv", csv))]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("4 applied, 0 already applied, 1 rejected"), "{stdout}");
+    let rejected = std::fs::read_to_string(env.dir.path().join("cafe.csv.rejected.ndjson")).expect("the rejections");
+    assert!(rejected.contains("\"line\":5") && rejected.contains("quantity \\\"x\\\""), "{rejected}");
+    // 2 + 2 - 1 = 3 stamps, then 2 more complete the card of 5 on p4.
+    let (runtime, store) = env.store();
+    runtime.block_on(async {
+        let p = store.require_program("cafe").await.expect("the program");
+        let m = store.require_member(&p, "C-1").await.expect("the member");
+        let counters = store.promotion_counters(&p, &m).await.expect("counters");
+        assert_eq!(counters, [("tenth-drink".to_owned(), "c:".to_owned(), 1, 0)]);
+    });
 }
 
 /// Trust item 12: an unterminated quote swallowed the next rows (valid ones included) into
@@ -625,6 +660,44 @@ fn the_balance_lists_every_date_on_request(env: &Env) {
     let all = env.ok(&["balance", "--program", "long", "C-1", "--all"]);
     assert_eq!(all.matches(" expire ").count(), 7, "{all}");
     assert!(!all.contains("more expiry dates"), "{all}");
+}
+
+fn members_are_listed_searched_and_exported(env: &Env) {
+    env.ok(&["program", "apply", path(&env.file("shop.yaml", SHOP))]);
+    let members = concat!(
+        "{\"member\": \"C-1\", \"profile\": {\"name\": \"Ann Smith\", \"email\": \"ann@example.com\", \"phone\": \"+44 20 7946\"}, \"enrolled_at\": \"2026-01-01T00:00:00Z\"}\n",
+        "{\"member\": \"C-2\", \"profile\": {\"name\": \"Bob, \\\"the\\\" Builder\"}, \"enrolled_at\": \"2026-02-01T00:00:00Z\"}\n",
+        "{\"member\": \"C-3\", \"profile\": {\"name\": \"Cy\", \"birthday\": \"12/01/1990\"}}\n",
+    );
+    let out = env.run(&["members", "import", "--program", "shop", path(&env.file("m.ndjson", members))]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 3") && stderr.contains("YYYY-MM-DD"), "{stderr}");
+    env.ok(&["journals", "import", "--program", "shop", path(&env.file("j.ndjson",
+        "{\"external_id\": \"p1\", \"member\": \"C-1\", \"type\": \"purchase\", \"occurred_at\": \"2026-11-30T10:00:00Z\", \"amount\": \"12\", \"currency\": \"EUR\"}\n"))]);
+
+    let table = env.ok(&["members", "list", "--program", "shop", "--search", "ann smi"]);
+    assert!(table.contains("C-1") && table.contains("Ann Smith") && !table.contains("C-2"), "{table}");
+    assert!(table.contains("points 12"), "{table}");
+    let csv = env.ok(&["members", "list", "--program", "shop", "--format", "csv", "--sort", "-enrolled_at"]);
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let header: Vec<String> = reader.headers().expect("a header").iter().map(str::to_owned).collect();
+    assert_eq!(header, ["member", "status", "name", "email", "phone", "birthday", "enrolled_at", "tiers", "points_available", "points_pending"]);
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("a CSV row")).collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    // Newest enrolment first; a name with a comma and quotes survives the round trip.
+    assert_eq!(&rows[0][0], "C-2");
+    assert_eq!(&rows[0][2], "Bob, \"the\" Builder");
+    assert_eq!(&rows[1][0], "C-1");
+    assert_eq!(&rows[1][4], "+44 20 7946");
+    assert_eq!(&rows[1][8], "12");
+    // --limit stops early; a filter that matches nothing lists nothing.
+    let one = env.ok(&["members", "list", "--program", "shop", "--format", "ndjson", "--limit", "1"]);
+    assert_eq!(one.lines().count(), 1, "{one}");
+    let none = env.ok(&["members", "list", "--program", "shop", "--format", "ndjson", "--balance-min", "13"]);
+    assert!(none.is_empty(), "{none}");
+    let out = env.run(&["members", "list", "--program", "shop", "--tier", "gold"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no tier"), "{out:?}");
 }
 
 /// Kills the import with SIGKILL twice while it runs, then lets it finish: every journal

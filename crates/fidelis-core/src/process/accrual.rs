@@ -57,6 +57,7 @@ pub(super) fn earn(
             balances: &balances,
             tiers: &tiers,
             counters,
+            explain,
         };
         promotions::evaluate(program, accrual, &base, member, at)
     };
@@ -227,7 +228,7 @@ pub(crate) fn result(program: &Program, e: &promotions::Evaluation) -> Promotion
     PromotionResult {
         promotion: program.promotions[e.promotion].code.clone(),
         result: e.verdict.name().into(),
-        detail: e.verdict.detail(),
+        detail: e.verdict.detail().or_else(|| e.saw.clone()),
         points,
         rewards: e
             .rewards

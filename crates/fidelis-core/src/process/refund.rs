@@ -298,8 +298,9 @@ pub(super) fn give_back_progress(
     everything: bool,
 ) {
     let (amount, total) = (state.amount, state.refunded);
+    let quantities: Vec<u32> = state.lines.iter().map(|l| l.refunded_quantity).collect();
     for contribution in &mut state.progress {
-        contribution.give_back(counters, refunded, amount, total, everything);
+        contribution.give_back(counters, refunded, amount, total, &quantities, everything);
     }
 }
 

@@ -336,6 +336,26 @@ pub struct PromotionDocument {
     /// Who may benefit: `{tiers: [silver, gold]}` (tier codes of the program's tier groups).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eligibility: Option<EligibilityDocument>,
+    /// A reward no journal triggers, run by the scheduled jobs: `{type: birthday}`
+    /// (`window: day` or `month`), `{type: anniversary}`, `{type: inactivity, days: 90}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<TriggerDocument>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// What starts a scheduled reward (see `fidelis_core::promotions::scheduled`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TriggerDocument {
+    /// `birthday`, `anniversary` or `inactivity`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// Birthday only: `day` (default, on the birthday) or `month` (any day of its month).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// Inactivity only: days without an accrual or redemption, 1 to 3650.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<u32>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }

@@ -766,12 +766,44 @@ fn promotions(
             None => Ok(None),
             Some(c) => cumulative(check, &at, c, money).map(Some).ok_or(()),
         };
-        if doc.cumulative.is_some() && scope == Some(Scope::Line) {
+        if doc.cumulative.as_ref().is_some_and(|c| c.measure.as_deref() != Some("quantity"))
+            && scope == Some(Scope::Line)
+        {
             check.add(
                 format!("{at}.scope"),
-                "a cumulative promotion counts whole journals",
+                "a cumulative promotion by count or amount counts whole journals (measure: quantity counts matching lines)",
             );
         }
+        let trigger = doc.trigger.as_ref().and_then(|t| trigger(check, &at, t));
+        if doc.trigger.is_some() {
+            let misfits = [
+                ("journal_types", doc.journal_types.is_some()),
+                ("subtypes", doc.subtypes.is_some()),
+                ("condition", doc.condition.is_some()),
+                ("cumulative", doc.cumulative.is_some()),
+                ("limits", doc.limits.is_some()),
+                ("opt_in", doc.opt_in == Some(true)),
+                ("eligibility", doc.eligibility.is_some()),
+                ("scope", scope == Some(Scope::Line)),
+            ];
+            for (field, present) in misfits {
+                if present {
+                    check.add(
+                        format!("{at}.{field}"),
+                        "a scheduled reward (trigger) has no journal: it takes no journal types, subtypes, condition, scope, cumulative progress, limits, opt-in or eligibility",
+                    );
+                }
+            }
+            for (j, action) in doc.actions.iter().enumerate() {
+                if action.kind.as_deref() != Some("fixed") {
+                    check.add(
+                        format!("{at}.actions[{j}].type"),
+                        "a scheduled reward awards fixed points (type: fixed)",
+                    );
+                }
+            }
+        }
+        let journal_types = if doc.trigger.is_some() { Vec::new() } else { journal_types };
         if let (
             Some(code),
             Some(name),
@@ -800,12 +832,68 @@ fn promotions(
                 cumulative: cumulative.unwrap_or_default(),
                 opt_in: doc.opt_in.unwrap_or(false),
                 tiers,
+                trigger,
             });
         }
     }
     // Stable: equal priorities keep their definition order.
     out.sort_by_key(|p| std::cmp::Reverse(p.priority));
     out
+}
+
+fn trigger(
+    check: &mut Check,
+    at: &str,
+    doc: &crate::program::document::TriggerDocument,
+) -> Option<crate::promotions::scheduled::Trigger> {
+    use crate::promotions::scheduled::Trigger;
+    let at = format!("{at}.trigger");
+    check.unknown(&at, &doc.unknown);
+    let kind = check.required(format!("{at}.type"), &doc.kind)?;
+    let misplaced = |check: &mut Check, field: &str, present: bool| {
+        if present {
+            check.add(format!("{at}.{field}"), format!("a {kind} trigger takes no {field}"));
+        }
+    };
+    match kind {
+        "birthday" => {
+            misplaced(check, "days", doc.days.is_some());
+            match doc.window.as_deref() {
+                None | Some("day") => Some(Trigger::Birthday { whole_month: false }),
+                Some("month") => Some(Trigger::Birthday { whole_month: true }),
+                Some(other) => {
+                    check.add(format!("{at}.window"), format!("{other:?} is not one of day, month"));
+                    None
+                }
+            }
+        }
+        "anniversary" => {
+            misplaced(check, "days", doc.days.is_some());
+            misplaced(check, "window", doc.window.is_some());
+            Some(Trigger::Anniversary)
+        }
+        "inactivity" => {
+            misplaced(check, "window", doc.window.is_some());
+            match doc.days {
+                Some(days @ 1..=3650) => Some(Trigger::Inactivity { days }),
+                Some(days) => {
+                    check.add(format!("{at}.days"), format!("{days} is not 1 to 3650"));
+                    None
+                }
+                None => {
+                    check.add(format!("{at}.days"), "is required: days without activity, 1 to 3650");
+                    None
+                }
+            }
+        }
+        other => {
+            check.add(
+                format!("{at}.type"),
+                format!("{other:?} is not one of birthday, anniversary, inactivity"),
+            );
+            None
+        }
+    }
 }
 
 fn cumulative(
@@ -819,17 +907,18 @@ fn cumulative(
     let measure = match check.required(format!("{at}.measure"), &doc.measure)? {
         "count" => Measure::Count,
         "amount" => Measure::Amount,
+        "quantity" => Measure::Quantity,
         other => {
             check.add(
                 format!("{at}.measure"),
-                format!("{other:?} is not one of count, amount"),
+                format!("{other:?} is not one of count, amount, quantity"),
             );
             return None;
         }
     };
     let raw = check.required(format!("{at}.target"), &doc.target)?;
     let target = match measure {
-        Measure::Count => raw
+        Measure::Count | Measure::Quantity => raw
             .parse::<i64>()
             .ok()
             .filter(|t| (1..=1_000_000).contains(t)),
@@ -843,7 +932,9 @@ fn cumulative(
         check.add(
             format!("{at}.target"),
             match measure {
-                Measure::Count => format!("{raw:?} must be a whole number from 1 to 1000000"),
+                Measure::Count | Measure::Quantity => {
+                    format!("{raw:?} must be a whole number from 1 to 1000000")
+                }
                 Measure::Amount => format!("{raw:?} must be a positive amount such as \"500.00\""),
             },
         );

@@ -153,6 +153,43 @@ impl Condition {
         &self.source
     }
 
+    /// The data the condition reads, as paths (`journal.amount`, `local.weekday`,
+    /// `member.tiers.status`, `line.category`), each once, in the order they appear: what a
+    /// dry run shows the values of when the condition does not hold.
+    pub fn paths(&self) -> Vec<String> {
+        fn path(expr: &Expr) -> Option<String> {
+            match expr {
+                Expr::Ident(name) => Some(name.clone()),
+                Expr::Select(select) if !select.test => {
+                    Some(format!("{}.{}", path(&select.operand.expr)?, select.field))
+                }
+                _ => None,
+            }
+        }
+        fn walk(expr: &Expr, out: &mut Vec<String>) {
+            if let Expr::Select(_) = expr
+                && let Some(p) = path(expr)
+            {
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+                return;
+            }
+            for child in children(expr) {
+                walk(child, out);
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.program.expression().expr, &mut out);
+        out.truncate(8);
+        out
+    }
+
+    /// The expression's value in `context` (a dry run shows what a condition read).
+    pub(crate) fn value(&self, context: &Context<'_, '_>) -> Result<Value, String> {
+        self.program.execute(context).map_err(|e| e.to_string())
+    }
+
     /// Evaluates the condition in `context`: `Ok(true)` when it holds; an error (a missing
     /// field, a type mismatch, a result that is not a boolean) is reported as text.
     pub fn holds(&self, context: &Context<'_, '_>) -> Result<bool, String> {

@@ -14,6 +14,7 @@
 pub mod condition;
 pub mod limits;
 mod native;
+pub mod scheduled;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -99,6 +100,8 @@ pub struct Promotion {
     pub opt_in: bool,
     /// Only for members in these tiers, as (tier group, tier) indexes; everyone when empty.
     pub tiers: Vec<(usize, usize)>,
+    /// Run by the scheduled jobs instead of journals (birthday, anniversary, win-back).
+    pub trigger: Option<scheduled::Trigger>,
 }
 
 /// What a cumulative promotion counts toward its target.
@@ -108,6 +111,9 @@ pub enum Measure {
     Count,
     /// The journal's amount, in minor units.
     Amount,
+    /// The quantities of the journal's matching lines (a punch card: two lattes are two
+    /// stamps); a journal without lines counts one.
+    Quantity,
 }
 
 /// Progress over several journals toward a target.
@@ -127,6 +133,7 @@ impl Measure {
         match self {
             Self::Count => "count",
             Self::Amount => "amount",
+            Self::Quantity => "quantity",
         }
     }
 }
@@ -135,7 +142,7 @@ impl Cumulative {
     /// A progress or target value for people: a count, or money (`"233.00"`).
     pub fn show(&self, value: i64, money: &crate::money::MoneyCurrency) -> String {
         match self.measure {
-            Measure::Count => value.to_string(),
+            Measure::Count | Measure::Quantity => value.to_string(),
             Measure::Amount => money.format(crate::money::MinorUnits(value)),
         }
     }
@@ -338,6 +345,8 @@ pub struct Evaluation {
     pub usage: Option<Box<Usage>>,
     /// What the journal added to a cumulative promotion's progress.
     pub contribution: Option<Box<Contribution>>,
+    /// For a dry run's `condition_false`: the values the condition read.
+    pub saw: Option<String>,
 }
 
 /// A journal's contribution to a cumulative promotion's progress, kept with the journal:
@@ -351,6 +360,16 @@ pub struct Contribution {
     /// counts until it is refunded entirely.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub by_amount: bool,
+    /// Measured by quantity: the lines counted (indexes into the journal's lines); a
+    /// refund takes back the quantity refunded of each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<u32>,
+    /// How many times the journal completed the target, and the target: a cancellation
+    /// undoes the completions with the award (progress returns to where it stood).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub completed: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub target: i64,
     /// Taken back by refunds and cancellations so far.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub returned: i64,
@@ -362,13 +381,15 @@ fn is_zero(v: &i64) -> bool {
 
 impl Contribution {
     /// Takes back what a refund of `refunded` minor units (of an accrual of `amount`, now
-    /// `total_refunded` refunded) undoes, or — `everything` — all that is left.
+    /// `total_refunded` refunded; `refunded_quantities`: of each line, refunded so far)
+    /// undoes, or — `everything` — all that is left.
     pub fn give_back(
         &mut self,
         counters: &mut Counters,
         refunded: i64,
         amount: i64,
         total_refunded: i64,
+        refunded_quantities: &[u32],
         everything: bool,
     ) {
         let left = self.value - self.returned;
@@ -376,13 +397,31 @@ impl Contribution {
             left
         } else if self.by_amount {
             refunded.min(left)
+        } else if !self.lines.is_empty() {
+            // The quantity of the counted lines refunded so far, less what was given back.
+            let refunded: i64 = self
+                .lines
+                .iter()
+                .filter_map(|&l| refunded_quantities.get(l as usize))
+                .map(|&q| i64::from(q))
+                .sum();
+            refunded.min(self.value) - self.returned
         } else if total_refunded >= amount {
             left
         } else {
             0
         }
         .max(0);
-        if back > 0 {
+        if everything && self.completed > 0 {
+            // The award is taken back whole: so are the completions it stood for.
+            self.returned += back;
+            counters.add(
+                &self.key,
+                -self.completed,
+                self.completed * self.target - back,
+            );
+            self.completed = 0;
+        } else if back > 0 {
             self.returned += back;
             counters.add(&self.key, 0, -back);
         }
@@ -400,6 +439,8 @@ pub struct Member<'a> {
     /// qualifying balance reaches.
     pub tiers: &'a [usize],
     pub counters: &'a mut Counters,
+    /// A dry run: a condition that does not hold reports the values it read.
+    pub explain: bool,
 }
 
 /// The base points of an accrual for one currency: the total, and its split over the
@@ -443,6 +484,7 @@ pub fn evaluate(
         balances,
         tiers,
         counters,
+        explain,
     } = member;
     let tiers: Vec<Option<usize>> = member_tiers(program, tiers, balances);
     if program.promotions.is_empty() {
@@ -464,7 +506,7 @@ pub fn evaluate(
             Some((
                 p.code.as_str(),
                 match c.measure {
-                    Measure::Count => Value::Int(points),
+                    Measure::Count | Measure::Quantity => Value::Int(points),
                     Measure::Amount => Value::Float(native::major(points, &program.money_currency)),
                 },
             ))
@@ -495,6 +537,7 @@ pub fn evaluate(
             rewards: Vec::new(),
             usage: None,
             contribution: None,
+            saw: None,
         };
         if let Some(v) = verdict {
             evaluation.verdict = v;
@@ -508,20 +551,30 @@ pub fn evaluate(
             Ok(true) => Some(&lines[..]),
             Ok(false) => None,
             Err(verdict) => {
+                if explain
+                    && verdict == Verdict::ConditionFalse
+                    && let Some(condition) = &promotion.condition
+                {
+                    evaluation.saw = Some(facts.saw(condition, promotion.scope, accrual.lines.len()));
+                }
                 evaluation.verdict = verdict;
                 out.push(evaluation);
                 continue;
             }
         };
+        let mut completions = 1;
         if let Some(cumulative) = &promotion.cumulative {
             let (progress, contribution) = advance(
-                program, promotion, cumulative, accrual, member_id, counters, at,
+                program, promotion, cumulative, accrual, matching, member_id, counters, at,
             );
             evaluation.contribution = Some(Box::new(contribution));
-            if let Some(verdict) = progress {
-                evaluation.verdict = verdict;
-                out.push(evaluation);
-                continue;
+            match progress {
+                Ok(n) => completions = n,
+                Err(verdict) => {
+                    evaluation.verdict = verdict;
+                    out.push(evaluation);
+                    continue;
+                }
             }
         }
         act(
@@ -533,6 +586,9 @@ pub fn evaluate(
             &tiers,
             &mut evaluation,
         );
+        if completions > 1 {
+            reward_per_completion(&mut evaluation, completions);
+        }
         if !promotion.limits.is_empty()
             && !(evaluation.points.is_empty() && evaluation.rewards.is_empty())
         {
@@ -596,27 +652,44 @@ fn eligibility(
     )))
 }
 
-/// Counts a journal toward a cumulative promotion's target. `None` when it reaches the
-/// target (the actions fire; progress keeps what is left over), otherwise where the
-/// member stands; with what the journal contributed, for a refund to take back.
+/// Counts a journal toward a cumulative promotion's target: how many times it reaches the
+/// target (the actions fire that many times; progress keeps what is left over), or where
+/// the member stands; with what the journal contributed, for a refund to take back.
+/// `matching`: the lines a line-scope promotion matched (every line otherwise).
+#[allow(clippy::too_many_arguments)]
 fn advance(
     program: &Program,
     promotion: &Promotion,
     cumulative: &Cumulative,
     accrual: &Accrual,
+    matching: Option<&[usize]>,
     member: crate::ids::MemberId,
     counters: &mut Counters,
     at: DateTime<Utc>,
-) -> (Option<Verdict>, Contribution) {
+) -> (Result<i64, Verdict>, Contribution) {
     let key = cumulative.key(&promotion.code, member, program.time_zone, at);
+    let counted: Vec<u32> = match (cumulative.measure, matching) {
+        (Measure::Quantity, Some(lines)) => lines.iter().map(|&l| l as u32).collect(),
+        (Measure::Quantity, None) => (0..accrual.lines.len() as u32).collect(),
+        _ => Vec::new(),
+    };
     let contribution = match cumulative.measure {
         Measure::Count => 1,
         Measure::Amount => accrual.amount.map_or(0, |a| a.0),
+        Measure::Quantity if accrual.lines.is_empty() => 1,
+        Measure::Quantity => counted
+            .iter()
+            .filter_map(|&l| accrual.lines.get(l as usize))
+            .map(|l| i64::from(l.quantity))
+            .sum(),
     };
     let record = Contribution {
         key: key.clone(),
         value: contribution,
         by_amount: cumulative.measure == Measure::Amount,
+        lines: counted,
+        completed: 0,
+        target: 0,
         returned: 0,
     };
     let now = counters.get(&key);
@@ -625,7 +698,7 @@ fn advance(
     if !cumulative.repeat && now.times >= 1 {
         counters.add(&key, 0, contribution);
         return (
-            Some(Verdict::TargetReached(match cumulative.period {
+            Err(Verdict::TargetReached(match cumulative.period {
                 Some(period) => format!(
                     "the target was reached already this {}; it is awarded again next {0}",
                     period.name()
@@ -638,7 +711,7 @@ fn advance(
     if progress < cumulative.target {
         counters.add(&key, 0, contribution);
         return (
-            Some(Verdict::InProgress(format!(
+            Err(Verdict::InProgress(format!(
                 "{} of {}",
                 show(progress),
                 show(cumulative.target)
@@ -646,8 +719,24 @@ fn advance(
             record,
         );
     }
-    counters.add(&key, 1, contribution - cumulative.target);
-    (None, record)
+    // A journal may complete the card more than once (twelve coffees on a card of
+    // five): each completion is counted and awarded; what is left over carries on.
+    let completions = if cumulative.repeat {
+        progress / cumulative.target
+    } else {
+        1
+    };
+    counters.add(
+        &key,
+        completions,
+        contribution - completions * cumulative.target,
+    );
+    let record = Contribution {
+        completed: completions,
+        target: cumulative.target,
+        ..record
+    };
+    (Ok(completions), record)
 }
 
 /// Applies the promotion's limits to an award: refused when a cap is reached, cut to what
@@ -764,6 +853,18 @@ fn matching_lines(
     }
 }
 
+/// A journal that completes a cumulative promotion's target several times at once earns
+/// its award that many times.
+fn reward_per_completion(evaluation: &mut Evaluation, completions: i64) {
+    for p in &mut evaluation.points {
+        p.points = p.points.saturating_mul(completions);
+    }
+    let once = evaluation.rewards.clone();
+    for _ in 1..completions {
+        evaluation.rewards.extend(once.iter().cloned());
+    }
+}
+
 fn act(
     program: &Program,
     promotion: &Promotion,
@@ -787,6 +888,9 @@ fn act(
         match action {
             Action::Fixed { currency, points } => match lines {
                 None => add(*currency, None, *points),
+                // A cumulative promotion's lines are what it counts; completing it is
+                // one award for the journal (a punch card's reward, not one per drink).
+                Some(_) if promotion.cumulative.is_some() => add(*currency, None, *points),
                 Some(lines) => lines.iter().for_each(|&l| add(*currency, Some(l), *points)),
             },
             Action::PerMoney { currency, rate } => match lines {
@@ -1030,6 +1134,41 @@ impl<'a> Facts<'a> {
         }
     }
 
+    /// What the condition read, for people: `journal.amount = 12.5, local.weekday = 2`
+    /// (per line for a line-scope promotion, the first five lines).
+    fn saw(&self, condition: &Condition, scope: Scope, lines: usize) -> String {
+        let (context, values) = self.cel.get_or_init(|| self.cel_context());
+        let paths = condition.paths();
+        let show = |scope: &cel::Context<'_, '_>, only_line: bool| -> Vec<String> {
+            paths
+                .iter()
+                .filter(|p| only_line == (p.as_str() == "line" || p.starts_with("line.")))
+                .map(|p| {
+                    let value = Condition::compile(p)
+                        .map_err(|e| e.message)
+                        .and_then(|c| c.value(scope).map(|v| show_value(&v)))
+                        .unwrap_or_else(|e| format!("(not available: {e})"));
+                    format!("{p} = {value}")
+                })
+                .collect()
+        };
+        let mut parts: Vec<String> = Some(show(context, false).join(", "))
+            .filter(|p| !p.is_empty())
+            .into_iter()
+            .collect();
+        if scope == Scope::Line {
+            for i in 0..lines.min(5) {
+                let mut inner = context.new_inner_scope();
+                inner.add_variable_from_value("line", values.get(i).cloned().unwrap_or(Value::Null));
+                let seen = show(&inner, true);
+                if !seen.is_empty() {
+                    parts.push(format!("line {}: {}", i + 1, seen.join(", ")));
+                }
+            }
+        }
+        format!("the condition saw {}", parts.join("; "))
+    }
+
     fn cel_context(&self) -> (cel::Context<'static, 'static>, Vec<Value>) {
         let program = self.program;
         let accrual = self.fast.accrual;
@@ -1170,6 +1309,19 @@ fn is_birthday(born: chrono::NaiveDate, today: chrono::NaiveDate) -> bool {
         return today.month() == 2 && today.day() == 28;
     }
     born.month() == today.month() && born.day() == today.day()
+}
+
+/// A CEL value as a condition would be written: `12.5`, `"food"`, `true`, `null`.
+fn show_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{:?}", s.as_str()),
+        Value::Int(i) => i.to_string(),
+        Value::UInt(u) => u.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => "null".into(),
+        other => format!("{other:?}"),
+    }
 }
 
 fn map<const N: usize>(entries: [(&str, Value); N]) -> Value {

@@ -32,6 +32,11 @@ fn refine(doc: &mut Value) {
         schemas.extend(stated);
     }
     schemas.remove("LineRequest");
+    if let Some(profile) = schemas.get_mut("EnrollRequest").and_then(|e| e.pointer_mut("/properties/profile")) {
+        *profile = serde_json::json!({
+            "anyOf": [{"type": "null"}, {"$ref": "#/components/schemas/MemberProfile"}],
+        });
+    }
     if let Ok(Value::Object(mut definition)) =
         serde_json::from_str::<Value>(fidelis_core::program::DEFINITION_SCHEMA)
     {

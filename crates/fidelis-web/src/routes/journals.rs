@@ -32,6 +32,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(cancel))
         .routes(routes!(simulate))
         .routes(routes!(run_jobs))
+        .routes(routes!(scheduled_rewards_due))
 }
 
 /// Journals per transaction of a batch request.
@@ -828,6 +829,47 @@ async fn simulate(
     Ok(Json(seen_by(&caller, &posted.outcome, posted.replayed)))
 }
 
+/// The scheduled rewards (birthday, anniversary, win-back) a job run as of an instant (now
+/// when absent) would award: a dry run that writes nothing, to check a program's scheduled
+/// rewards before the jobs run them — a date ahead included.
+#[utoipa::path(get, path = "/programs/{program}/scheduled-rewards", tag = "operations",
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"),
+           ("as_of" = Option<String>, Query, description = "RFC 3339; now when absent (a future instant is fine: nothing is written)", format = DateTime),
+           ("limit" = Option<i64>, Query, description = "At most this many, 1 to 1000 (default 100)", minimum = 1, maximum = 1000)),
+    responses((status = 200, body = crate::dto::ScheduledRewardsDue, description = "The rewards a job run would award"), Problems))]
+async fn scheduled_rewards_due(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path(code): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<crate::dto::Query>,
+) -> ApiResult<Json<crate::dto::ScheduledRewardsDue>> {
+    caller.require(Permission::JobsRun, Some(&code))?;
+    let as_of = super::query_instant(&query, "as_of")?;
+    let limit: i64 = super::query_param(&query, "limit")?.unwrap_or(100);
+    if !(1..=1_000).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_query", "limit is 1 to 1000"));
+    }
+    let program = program(&state, &code).await?;
+    let due = state
+        .store
+        .scheduled_rewards_due(&program, as_of, limit as usize)
+        .await?;
+    Ok(Json(crate::dto::ScheduledRewardsDue {
+        as_of,
+        rewards: due
+            .into_iter()
+            .map(|d| crate::dto::DueRewardBody {
+                promotion: d.promotion,
+                trigger: d.trigger.to_owned(),
+                member: d.member,
+                period: d.period,
+                currency: d.currency,
+                points: d.points,
+            })
+            .collect(),
+    }))
+}
+
 /// Runs the time-driven jobs as of an instant (now when absent): expiries, pending releases
 /// and tier assessments due by then. Idempotent: running again as of the same instant
 /// changes nothing. Never ahead of the clock: an `as_of` more than five minutes after now
@@ -852,12 +894,14 @@ async fn run_jobs(
         .actor()
         .entry(Utc::now(), "jobs.run", Some(&code), None);
     audit.after = Some(
-        serde_json::json!({"as_of": as_of, "members": report.members, "settlements": report.journals}),
+        serde_json::json!({"as_of": as_of, "members": report.members, "settlements": report.journals,
+                           "scheduled_rewards": report.scheduled_rewards}),
     );
     state.store.append_audit(&audit).await?;
     Ok(Json(JobsReport {
         as_of,
         members: report.members,
         settlements: report.journals,
+        scheduled_rewards: report.scheduled_rewards,
     }))
 }

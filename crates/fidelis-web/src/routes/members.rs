@@ -18,15 +18,16 @@ use super::journals::{occurred_at, post_one};
 use super::{Problems, cached_program, instant, program, query_param};
 use crate::auth::{Caller, Permission, Role};
 use crate::dto::{
-    AdjustmentRequest, BalancesBody, CurrencyBalanceBody, EnrollRequest, EntryBody, LedgerPage,
-    MemberBody, OutcomeBody, RedemptionRequest, StatusRequest,
+    AdjustmentRequest, BalancesBody, CurrencyBalanceBody, EnrollRequest, EntryBody, HeldTierBody,
+    LedgerPage, ListedBalanceBody, MemberBody, MemberListItem, MemberListPage, OutcomeBody,
+    RedemptionRequest, StatusRequest,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::{ApiJson, AppState};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(enroll))
+        .routes(routes!(enroll, list_members))
         .routes(routes!(get_member))
         .routes(routes!(set_status))
         .routes(routes!(balances))
@@ -88,6 +89,12 @@ async fn enroll(
     let external_id = ExternalId::parse(&request.member)
         .map_err(|e| ApiError::unprocessable("invalid_member", format!("member {e}")))?;
     let profile = serde_json::Value::Object(request.profile.unwrap_or_default());
+    if let Some(reason) = fidelis_core::members::profile_problem(&profile) {
+        return Err(ApiError::unprocessable(
+            "invalid_member",
+            format!("profile: {reason}"),
+        ));
+    }
     if let Some(reason) = fidelis_store::unstorable_json(&profile) {
         return Err(ApiError::unprocessable(
             "invalid_member",
@@ -116,6 +123,164 @@ async fn enroll(
         .await?;
     let balances = state.store.balances(&program, &member, Utc::now()).await?;
     Ok((StatusCode::CREATED, Json(member_body(&member, &balances))))
+}
+
+/// The program's members: searched, filtered, sorted and paged.
+#[utoipa::path(get, path = "/programs/{program}/members", tag = "members",
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"),
+           ("q" = Option<String>, Query, description = "Search: each word (at most 5) is the start of the member's external id, a word of the name, the email, or (a phone number) the phone's digits; case does not matter", min_length = 1, max_length = 256, pattern = "^[ \\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]*[^ \\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000\\u0000-\\u001F\\u007F-\\u009F]+([ \\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]+[^ \\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000\\u0000-\\u001F\\u007F-\\u009F]+){0,4}[ \\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]*$"),
+           ("status" = Option<String>, Query, description = "Only members with this status", pattern = "^(active|suspended|closed)$"),
+           ("tier" = Option<String>, Query, description = "Only members holding this tier (in any tier group)", min_length = 1, max_length = 64, pattern = "^[a-z0-9_-]+$"),
+           ("enrolled_from" = Option<String>, Query, description = "Enrolled at or after this RFC 3339 instant", format = DateTime),
+           ("enrolled_until" = Option<String>, Query, description = "Enrolled before this RFC 3339 instant", format = DateTime),
+           ("currency" = Option<String>, Query, description = "The currency of `balance_min` and `balance_max` (the program's first currency by default)", min_length = 1, max_length = 64, pattern = "^[a-z0-9_-]+$"),
+           ("balance_min" = Option<i64>, Query, description = "Available balance at least this (as recorded)"),
+           ("balance_max" = Option<i64>, Query, description = "Available balance at most this (as recorded)"),
+           ("sort" = Option<String>, Query, description = "`external_id` (default), `-external_id`, `enrolled_at` or `-enrolled_at`", pattern = "^-?(external_id|enrolled_at)$"),
+           ("limit" = Option<i64>, Query, description = "Members per page, 1 to 1000 (default 50)", minimum = 1, maximum = 1000),
+           ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page (same `sort`)", pattern = "^(x([0-9a-f]{2}){1,512}|t-?[0-9]{1,18}[.][0-9]{1,18})$")),
+    responses((status = 200, body = MemberListPage, description = "A page of members"), Problems))]
+async fn list_members(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path(code): Path<String>,
+    Query(query): Query<crate::dto::Query>,
+) -> ApiResult<Json<MemberListPage>> {
+    caller.require(Permission::MembersRead, Some(&code))?;
+    if matches!(caller.role, Role::Member) {
+        return Err(ApiError::forbidden("a member token may not list members"));
+    }
+    let program = program(&state, &code).await?;
+    let member_query = member_query(&program, &query)?;
+    let page = state.store.list_members(&program, &member_query).await?;
+    Ok(Json(MemberListPage {
+        members: page
+            .members
+            .into_iter()
+            .map(|m| MemberListItem {
+                member: m.external_id,
+                status: m.status.name().to_owned(),
+                profile: m.profile,
+                enrolled_at: m.enrolled_at,
+                tiers: m
+                    .tiers
+                    .into_iter()
+                    .map(|(group, tier)| HeldTierBody { group, tier })
+                    .collect(),
+                balances: m
+                    .balances
+                    .into_iter()
+                    .map(|(currency, available, pending)| ListedBalanceBody {
+                        currency,
+                        available,
+                        pending,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        next_cursor: page.next.map(|c| c.encode()),
+    }))
+}
+
+/// A member list's query parameters, checked: a malformed one is 400 `invalid_query`; a
+/// currency or tier the program does not have is 422 `unknown_currency` / `unknown_tier`.
+pub(crate) fn member_query(
+    program: &fidelis_store::LoadedProgram,
+    query: &crate::dto::Query,
+) -> ApiResult<fidelis_store::MemberQuery> {
+    use fidelis_store::{MemberCursor, MemberQuery, MemberSort};
+    let invalid = |detail: String| ApiError::bad_request("invalid_query", detail);
+    let limit: i64 = query_param(query, "limit")?.unwrap_or(50);
+    if !(1..=1_000).contains(&limit) {
+        return Err(invalid("limit is 1 to 1000".into()));
+    }
+    let search = match query.get("q") {
+        None => None,
+        Some(raw) => {
+            if raw.chars().count() > 256 || raw.chars().any(char::is_control) {
+                return Err(invalid("q is at most 256 printable characters".into()));
+            }
+            Some(fidelis_core::members::SearchQuery::parse(raw).map_err(invalid)?)
+        }
+    };
+    let status = match query.get("status") {
+        None => None,
+        Some(raw) => Some(MemberStatus::parse(raw).ok_or_else(|| {
+            invalid(format!("status {raw:?} is not active, suspended or closed"))
+        })?),
+    };
+    let sort = match query.get("sort") {
+        None => MemberSort::default(),
+        Some(raw) => MemberSort::parse(raw).ok_or_else(|| {
+            invalid(format!(
+                "sort {raw:?} is not external_id, -external_id, enrolled_at or -enrolled_at"
+            ))
+        })?,
+    };
+    let after = match query.get("cursor") {
+        None => None,
+        Some(raw) => {
+            let cursor = MemberCursor::decode(raw)
+                .ok_or_else(|| invalid("cursor is a next_cursor from a previous page".into()))?;
+            let fits = matches!(
+                (&cursor, sort),
+                (MemberCursor::ExternalId(_), MemberSort::ExternalId | MemberSort::ExternalIdDesc)
+                    | (MemberCursor::Enrolled(..), MemberSort::Enrolled | MemberSort::EnrolledDesc)
+            );
+            if !fits {
+                return Err(ApiError::unprocessable(
+                    "cursor_mismatch",
+                    "the cursor is from a list in another sort order: page with the sort it came from",
+                ));
+            }
+            Some(cursor)
+        }
+    };
+    let when = |name: &str| -> ApiResult<Option<chrono::DateTime<Utc>>> {
+        query
+            .get(name)
+            .map(|raw| {
+                chrono::DateTime::parse_from_rfc3339(raw)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|_| invalid(format!("{name} {raw:?} is not an RFC 3339 instant")))
+            })
+            .transpose()
+    };
+    let currency = query.get("currency").cloned();
+    if let Some(c) = &currency
+        && program.program.currency_ix(c).is_none()
+    {
+        return Err(ApiError::unprocessable(
+            "unknown_currency",
+            format!("the program has no currency {c:?}"),
+        ));
+    }
+    let tier = query.get("tier").cloned();
+    if let Some(t) = &tier
+        && !program
+            .program
+            .tier_groups
+            .iter()
+            .any(|g| g.tiers.iter().any(|x| x.code.as_str() == t))
+    {
+        return Err(ApiError::unprocessable(
+            "unknown_tier",
+            format!("the program has no tier {t:?}"),
+        ));
+    }
+    Ok(MemberQuery {
+        search,
+        status,
+        tier,
+        enrolled_from: when("enrolled_from")?,
+        enrolled_until: when("enrolled_until")?,
+        currency,
+        balance_min: query_param(query, "balance_min")?,
+        balance_max: query_param(query, "balance_max")?,
+        sort,
+        after,
+        limit,
+    })
 }
 
 fn member_body(member: &MemberView, balances: &[fidelis_store::BalanceView]) -> MemberBody {

@@ -481,7 +481,44 @@ struct CsvColumns {
 enum CsvField {
     Text(fn(&mut JournalDocument) -> &mut Option<String>),
     Points,
+    Lines,
     Attribute(String),
+}
+
+/// A `lines` cell: the API's JSON array (`[{"line_id": "1", …}]`), or lines separated by
+/// `|`, each `line_id;sku;category;quantity;amount` (fields may be empty:
+/// `1;LATTE;drinks;2;7.00|2;;food;1;3.00`; a refund line `1;;;1;`).
+fn csv_lines(cell: &str) -> std::result::Result<Vec<fidelis_core::journal::LineDocument>, String> {
+    if cell.starts_with('[') {
+        return serde_json::from_str(cell).map_err(|e| format!("lines: {e}"));
+    }
+    cell.split('|')
+        .enumerate()
+        .map(|(i, line)| {
+            let fields: Vec<&str> = line.split(';').map(str::trim).collect();
+            let [line_id, sku, category, quantity, amount] = fields[..] else {
+                return Err(format!(
+                    "lines: line {} has {} fields; each is line_id;sku;category;quantity;amount",
+                    i + 1,
+                    fields.len()
+                ));
+            };
+            let text = |f: &str| (!f.is_empty()).then(|| f.to_owned());
+            Ok(fidelis_core::journal::LineDocument {
+                line_id: text(line_id),
+                sku: text(sku),
+                category: text(category),
+                quantity: match quantity {
+                    "" => None,
+                    q => Some(q.parse().map_err(|_| {
+                        format!("lines: line {}: quantity {q:?} is not a whole number", i + 1)
+                    })?),
+                },
+                amount: text(amount),
+                unit_price: None,
+            })
+        })
+        .collect()
 }
 
 impl CsvColumns {
@@ -509,11 +546,12 @@ impl CsvColumns {
                 "store" => CsvField::Text(|d| &mut d.store),
                 "partner" => CsvField::Text(|d| &mut d.partner),
                 "points" => CsvField::Points,
+                "lines" => CsvField::Lines,
                 other => match other.strip_prefix("attributes.") {
                     Some(name) if !name.is_empty() => CsvField::Attribute(name.to_owned()),
                     _ => anyhow::bail!(
                         "unknown CSV column {other:?}: use external_id, member, type, subtype, occurred_at, amount, currency, \
-                         points, reason, original_external_id, channel, store, partner, or attributes.NAME"
+                         points, reason, original_external_id, channel, store, partner, lines, or attributes.NAME"
                     ),
                 },
             };
@@ -544,6 +582,7 @@ impl CsvColumns {
                             .map_err(|_| format!("points {cell:?} is not a whole number"))?,
                     )
                 }
+                CsvField::Lines => doc.lines = Some(csv_lines(cell)?),
                 CsvField::Attribute(name) => {
                     doc.attributes
                         .get_or_insert_with(Default::default)

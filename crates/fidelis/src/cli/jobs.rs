@@ -52,14 +52,16 @@ pub async fn run(database: &str, command: JobsCommand) -> Result<ExitCode> {
         let mut audit =
             fidelis_store::Actor::cli().entry(Utc::now(), "jobs.run", Some(&code), None);
         audit.after = Some(serde_json::json!({
-            "as_of": as_of, "members": report.members, "settlements": report.journals
+            "as_of": as_of, "members": report.members, "settlements": report.journals,
+            "scheduled_rewards": report.scheduled_rewards
         }));
         store.append_audit(&audit).await?;
         println!(
-            "{code}: as of {}, {} member(s) settled, {} settlement journal(s) written",
+            "{code}: as of {}, {} member(s) settled, {} settlement journal(s) written, {} scheduled reward(s) awarded",
             as_of.to_rfc3339(),
             report.members,
-            report.journals
+            report.journals,
+            report.scheduled_rewards
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -43,6 +43,44 @@ pub enum MembersCommand {
         program: String,
         file: PathBuf,
     },
+    /// List members: search, filter, sort; a table, CSV or NDJSON.
+    ///
+    /// `--search` matches the start of the external id, a word of the name, the email or
+    /// the phone's digits (every word must match). Balances are as recorded by each
+    /// member's last journal or job run.
+    List {
+        #[arg(long)]
+        program: String,
+        /// What to look for (e.g. `ann smi`, `+44 20 79`, `C-1004`).
+        #[arg(long)]
+        search: Option<String>,
+        #[arg(long, value_parser = ["active", "suspended", "closed"])]
+        status: Option<String>,
+        /// A tier code: members holding it.
+        #[arg(long)]
+        tier: Option<String>,
+        /// Enrolled at or after (RFC 3339).
+        #[arg(long)]
+        enrolled_from: Option<String>,
+        /// Enrolled before (RFC 3339).
+        #[arg(long)]
+        enrolled_until: Option<String>,
+        /// The currency of --balance-min/--balance-max (the program's first by default).
+        #[arg(long)]
+        currency: Option<String>,
+        #[arg(long, allow_hyphen_values = true)]
+        balance_min: Option<i64>,
+        #[arg(long, allow_hyphen_values = true)]
+        balance_max: Option<i64>,
+        #[arg(long, default_value = "external_id", allow_hyphen_values = true,
+              value_parser = ["external_id", "-external_id", "enrolled_at", "-enrolled_at"])]
+        sort: String,
+        /// At most this many members (every match when absent).
+        #[arg(long)]
+        limit: Option<u64>,
+        #[arg(long, default_value = "table", value_parser = ["table", "csv", "ndjson"])]
+        format: String,
+    },
     /// Set a member's status: active, suspended (no earning or redemption) or closed.
     Status {
         #[arg(long)]
@@ -178,6 +216,150 @@ pub async fn run(database: &str, command: MembersCommand) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        MembersCommand::List {
+            program: code,
+            search,
+            status,
+            tier,
+            enrolled_from,
+            enrolled_until,
+            currency,
+            balance_min,
+            balance_max,
+            sort,
+            limit,
+            format,
+        } => {
+            let store = connect(database).await?;
+            let program = program(&store, &code).await?;
+            let p = &program.program;
+            if let Some(c) = &currency
+                && p.currency_ix(c).is_none()
+            {
+                bail!("the program has no currency {c:?}");
+            }
+            if let Some(t) = &tier
+                && !p.tier_groups.iter().any(|g| g.tiers.iter().any(|x| x.code.as_str() == t))
+            {
+                bail!("the program has no tier {t:?}");
+            }
+            let mut query = fidelis_store::MemberQuery {
+                search: search
+                    .as_deref()
+                    .map(fidelis_core::members::SearchQuery::parse)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("--search: {e}"))?,
+                status: status.as_deref().and_then(MemberStatus::parse),
+                tier,
+                enrolled_from: enrolled_from.as_deref().map(parse_instant).transpose()?,
+                enrolled_until: enrolled_until.as_deref().map(parse_instant).transpose()?,
+                currency,
+                balance_min,
+                balance_max,
+                sort: fidelis_store::MemberSort::parse(&sort).context("--sort")?,
+                after: None,
+                limit: 1_000,
+            };
+            let currencies: Vec<String> = p.currencies.iter().map(|c| c.code.to_string()).collect();
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut csv = (format == "csv").then(|| csv::Writer::from_writer(std::io::stdout()));
+            if let Some(w) = csv.as_mut() {
+                let mut header: Vec<String> = ["member", "status", "name", "email", "phone", "birthday", "enrolled_at", "tiers"]
+                    .map(str::to_owned)
+                    .to_vec();
+                for c in &currencies {
+                    header.push(format!("{c}_available"));
+                    header.push(format!("{c}_pending"));
+                }
+                w.write_record(&header)?;
+            }
+            if format == "table" {
+                use std::io::Write;
+                writeln!(out, "{:<20} {:<9} {:<28} {:<32} {:<20} balances", "member", "status", "name", "email", "enrolled")?;
+            }
+            let mut shown = 0u64;
+            loop {
+                if let Some(max) = limit {
+                    query.limit = (max - shown).min(1_000) as i64;
+                    if query.limit == 0 {
+                        break;
+                    }
+                }
+                let page = store.list_members(&program, &query).await?;
+                for m in &page.members {
+                    use std::io::Write;
+                    let text = |key: &str| m.profile.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+                    let tiers = m.tiers.iter().map(|(g, t)| format!("{g}:{t}")).collect::<Vec<_>>().join(";");
+                    let balance = |c: &str| m.balances.iter().find(|b| b.0 == c).map_or((0, 0), |b| (b.1, b.2));
+                    match format.as_str() {
+                        "csv" => {
+                            let mut record = vec![
+                                m.external_id.clone(),
+                                m.status.name().to_owned(),
+                                text("name"),
+                                text("email"),
+                                text("phone"),
+                                text("birthday"),
+                                m.enrolled_at.to_rfc3339(),
+                                tiers,
+                            ];
+                            for c in &currencies {
+                                let (available, pending) = balance(c);
+                                record.push(available.to_string());
+                                record.push(pending.to_string());
+                            }
+                            if let Some(w) = csv.as_mut() {
+                                w.write_record(&record)?;
+                            }
+                        }
+                        "ndjson" => {
+                            let line = serde_json::json!({
+                                "member": m.external_id,
+                                "status": m.status.name(),
+                                "profile": m.profile,
+                                "enrolled_at": m.enrolled_at,
+                                "tiers": m.tiers.iter().map(|(g, t)| serde_json::json!({"group": g, "tier": t})).collect::<Vec<_>>(),
+                                "balances": m.balances.iter().map(|(c, a, p)| serde_json::json!({"currency": c, "available": a, "pending": p})).collect::<Vec<_>>(),
+                            });
+                            writeln!(out, "{line}")?;
+                        }
+                        _ => {
+                            let balances = currencies
+                                .iter()
+                                .map(|c| {
+                                    let (a, p) = balance(c);
+                                    if p == 0 { format!("{c} {a}") } else { format!("{c} {a} (+{p} pending)") }
+                                })
+                                .collect::<Vec<_>>()
+                                .join(", ");
+                            writeln!(
+                                out,
+                                "{:<20} {:<9} {:<28} {:<32} {:<20} {balances}",
+                                m.external_id,
+                                m.status.name(),
+                                text("name"),
+                                text("email"),
+                                m.enrolled_at.format("%Y-%m-%d %H:%M"),
+                            )?;
+                        }
+                    }
+                    shown += 1;
+                }
+                match page.next {
+                    Some(next) => query.after = Some(next),
+                    None => break,
+                }
+            }
+            use std::io::Write;
+            out.flush()?;
+            if let Some(w) = csv.as_mut() {
+                w.flush()?;
+            }
+            if format == "table" {
+                eprintln!("{shown} member(s)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         MembersCommand::Status {
             program: code,
             member,
@@ -226,7 +408,9 @@ fn enrollment(line: &str) -> std::result::Result<Enrollment, String> {
     }
     let l: Line = serde_json::from_str(line).map_err(|e| format!("not a member line: {e}"))?;
     let profile = Value::Object(l.profile.unwrap_or_default());
-    if let Some(reason) = fidelis_store::unstorable_json(&profile) {
+    if let Some(reason) = fidelis_core::members::profile_problem(&profile)
+        .or_else(|| fidelis_store::unstorable_json(&profile).map(str::to_owned))
+    {
         return Err(format!("profile: {reason}"));
     }
     Ok(Enrollment {

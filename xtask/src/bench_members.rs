@@ -1,0 +1,90 @@
+//! `cargo xtask bench-members`: member search and listing on a large program.
+//!
+//! Enrols generated people (1,000,000 by default: names, emails, phones) into SQLite and a
+//! throw-away PostgreSQL through the product's own code (`fidelis bench members-search`),
+//! then times each kind of search and list against a lookup by external id on the same
+//! database in the same run — the ratio is what to compare between runs and machines.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use fidelis_testkit::{PgOptions, PgServer};
+
+use crate::{ensure_postgres, root, run_cmd};
+
+pub fn run(args: &[String]) -> Result<()> {
+    let (mut members, mut queries) = (1_000_000u64, 200u64);
+    let mut databases = vec!["sqlite".to_owned(), "postgres".to_owned()];
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--members" => members = value.parse()?,
+            "--queries" => queries = value.parse()?,
+            "--databases" => databases = value.split(',').map(str::to_owned).collect(),
+            other => bail!("unknown option {other}"),
+        }
+    }
+    run_cmd(Command::new("cargo").args(["build", "--release", "-p", "fidelis"]))?;
+    let bin = root().join("target/release/fidelis");
+    let dir = root().join("target/bench-members");
+    std::fs::create_dir_all(&dir)?;
+    let mut reports = Vec::new();
+    for database in &databases {
+        let server;
+        let url = match database.as_str() {
+            // Kept between runs: enrolling a million members is the slow part.
+            "sqlite" => format!(
+                "sqlite://{}",
+                dir.join(format!("members-{members}.db")).display()
+            ),
+            "postgres" => {
+                ensure_postgres()?;
+                server = PgServer::start(PgOptions {
+                    durable: false,
+                    watchdog: true,
+                })
+                .map_err(anyhow::Error::msg)?;
+                server
+                    .create_database("members")
+                    .map_err(anyhow::Error::msg)?
+            }
+            other => bail!("unknown database {other}: use sqlite or postgres"),
+        };
+        let out = Command::new(&bin)
+            .arg("--database")
+            .arg(&url)
+            .args([
+                "bench",
+                "members-search",
+                "--members",
+                &members.to_string(),
+                "--queries",
+                &queries.to_string(),
+            ])
+            .output()?;
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(out.status.success(), "the {database} run failed");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        println!("\n{database}, {members} members, median of {queries} queries each:");
+        println!(
+            "  {:<40} {:>10} {:>10} {:>10} {:>8}",
+            "query", "median ms", "p95 ms", "× lookup", "found"
+        );
+        for r in report["results"].as_array().context("results")? {
+            println!(
+                "  {:<40} {:>10.3} {:>10.3} {:>10.1} {:>8.1}",
+                r["query"].as_str().unwrap_or(""),
+                r["median_ms"].as_f64().unwrap_or(0.0),
+                r["p95_ms"].as_f64().unwrap_or(0.0),
+                r["vs_lookup"].as_f64().unwrap_or(0.0),
+                r["found_per_query"].as_f64().unwrap_or(0.0),
+            );
+        }
+        reports.push(report);
+    }
+    let file = dir.join("report.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&reports)?)?;
+    println!("\nreport: {}", file.display());
+    Ok(())
+}
