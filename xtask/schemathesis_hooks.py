@@ -39,6 +39,7 @@ BUSINESS_RULES = {
     "insufficient_points": "a balance is the sum of earlier journals",
     "member_merged": "a merged member is closed for good",
     "member_suspended": "status is set by an earlier request",
+    "before_enrolment": "a purchase earns from the member's enrolment on (less the program's days_before_enrolment)",
     "member_closed": "status is set by an earlier request",
     "member_not_active": "status is set by an earlier request",
     "member_is_group": "a group's points are spent through the group",

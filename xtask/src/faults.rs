@@ -373,7 +373,8 @@ impl Load {
                 &http,
                 reqwest::Method::POST,
                 &format!("{base}/api/v1/programs/{PROGRAM}/members"),
-                Some(json!({"member": member(m), "profile": {"name": member(m)}})),
+                // Enrolled before the purchases' date (they earn from the day of enrolment).
+                Some(json!({"member": member(m), "profile": {"name": member(m)}, "enrolled_at": "2026-01-01T00:00:00Z"})),
             )
             .await?;
             ensure!(status.is_success(), "enrolling: {status} {body}");

@@ -75,6 +75,14 @@ fn what_the_schema_refuses_the_validator_refuses() {
             Box::new(|d| d["currencies"][0]["expiry"]["months"] = json!(-3)),
         ),
         (
+            "a negative grace before enrolment",
+            Box::new(|d| d["earning"]["days_before_enrolment"] = json!(-1)),
+        ),
+        (
+            "ten years and a day before enrolment",
+            Box::new(|d| d["earning"]["days_before_enrolment"] = json!(3651)),
+        ),
+        (
             "a punch card by count per line",
             Box::new(|d| {
                 d["promotions"] = json!([{"code": "card", "name": "Card", "status": "active", "scope": "line",

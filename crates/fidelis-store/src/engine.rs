@@ -204,6 +204,13 @@ pub(crate) async fn post_batch<T: LedgerTx>(
     for m in &members {
         batch.insert_ledger(m.id, &m.status)?;
     }
+    // Accruals before enrolment are refused: the enrolment of the member each journal
+    // names (for a merged member's survivor ledger, the earliest of those named).
+    for m in &members {
+        if let (Some(at), Some(ledger)) = (m.enrolled_at, batch.ledgers.get_mut(&m.id)) {
+            ledger.enrolled_at = Some(ledger.enrolled_at.map_or(at, |e| e.min(at)));
+        }
+    }
     for row in opening_accounts {
         batch.put_account(row)?;
     }

@@ -147,7 +147,7 @@ impl LedgerTx for PgTx {
     ) -> Result<Vec<MemberRow>> {
         let rows = sqlx::query(
             "SELECT COALESCE(s.id, x.id), x.external_id, COALESCE(s.status, x.status), s.external_id, \
-                    CASE WHEN s.id IS NULL THEN x.group_id ELSE s.group_id END \
+                    CASE WHEN s.id IS NULL THEN x.group_id ELSE s.group_id END, x.enrolled_at \
              FROM members x LEFT JOIN members s ON s.id = x.merged_into \
              WHERE x.program_id = $1 AND x.external_id = ANY($2)",
         )
@@ -163,6 +163,7 @@ impl LedgerTx for PgTx {
                     status: r.try_get(2)?,
                     owner: r.try_get(3)?,
                     group_id: r.try_get(4)?,
+                    enrolled_at: Some(r.try_get(5)?),
                 })
             })
             .collect()
@@ -725,6 +726,7 @@ impl LedgerTx for PgTx {
                     status: r.try_get(2)?,
                     owner: None,
                     group_id: None,
+                    enrolled_at: None,
                 })
             })
             .collect()
@@ -759,10 +761,11 @@ impl LedgerTx for PgTx {
         // without GROUP BY always answer one row; an empty part is NULL).
         let sql = "WITH m AS (SELECT COALESCE(s.id, x.id) AS id, x.external_id, COALESCE(s.status, x.status) AS status, \
                                s.external_id AS owner, \
-                               CASE WHEN s.id IS NULL THEN x.group_id ELSE s.group_id END AS group_id \
+                               CASE WHEN s.id IS NULL THEN x.group_id ELSE s.group_id END AS group_id, \
+                               x.enrolled_at \
                         FROM members x LEFT JOIN members s ON s.id = x.merged_into \
                         WHERE x.program_id = $1 AND x.external_id = ANY($2)) \
-             SELECT p.revision, mm.*, aa.*, jj.*, ids.*, tt.*, gg.*, oo.* \
+             SELECT p.revision, mm.*, aa.*, jj.*, ids.*, tt.*, gg.*, oo.*, ee.* \
              FROM (SELECT revision FROM programs WHERE id = $1) AS p \
              CROSS JOIN (SELECT array_agg(id), array_agg(external_id), array_agg(status) FROM m) AS mm \
              CROSS JOIN (SELECT array_agg(a.member_id), array_agg(a.currency), array_agg(a.available), array_agg(a.pending), \
@@ -777,7 +780,8 @@ impl LedgerTx for PgTx {
                          FROM m LEFT JOIN member_tiers t ON t.member_id = m.id \
                          LEFT JOIN members x ON x.id = m.id AND t.member_id IS NULL WHERE $5) AS tt \
              CROSS JOIN (SELECT array_agg(group_id) FROM m) AS gg \
-             CROSS JOIN (SELECT array_agg(owner) FROM m) AS oo".to_string();
+             CROSS JOIN (SELECT array_agg(owner) FROM m) AS oo \
+             CROSS JOIN (SELECT array_agg(enrolled_at) FROM m) AS ee".to_string();
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(program_id)
             .bind(members)
@@ -804,16 +808,18 @@ impl LedgerTx for PgTx {
             col::<String>(&r, 3)?,
         );
         let last = r.columns().len() - 1;
+        let enrolled: Vec<DateTime<Utc>> = col::<DateTime<Utc>>(&r, last)?;
         let owners: Vec<Option<String>> = r
-            .try_get::<Option<Vec<Option<String>>>, _>(last)?
+            .try_get::<Option<Vec<Option<String>>>, _>(last - 1)?
             .unwrap_or_default();
         let groups: Vec<Option<i64>> = r
-            .try_get::<Option<Vec<Option<i64>>>, _>(last - 1)?
+            .try_get::<Option<Vec<Option<i64>>>, _>(last - 2)?
             .unwrap_or_default();
         if names.len() != ids.len()
             || statuses.len() != ids.len()
             || owners.len() != ids.len()
             || groups.len() != ids.len()
+            || enrolled.len() != ids.len()
         {
             return Err(ragged());
         }
@@ -823,13 +829,15 @@ impl LedgerTx for PgTx {
             .zip(statuses)
             .zip(owners)
             .zip(groups)
+            .zip(enrolled)
             .map(
-                |((((id, external_id), status), owner), group_id)| MemberRow {
+                |(((((id, external_id), status), owner), group_id), enrolled_at)| MemberRow {
                     id,
                     external_id,
                     status,
                     owner,
                     group_id,
+                    enrolled_at: Some(enrolled_at),
                 },
             )
             .collect();

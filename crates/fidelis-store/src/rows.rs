@@ -21,6 +21,9 @@ pub struct MemberRow {
     pub owner: Option<String>,
     /// The group (household) the member gives a share of their earning to.
     pub group_id: Option<i64>,
+    /// When the member named enrolled (a purchase long before it earns nothing); `None`
+    /// where no journal of the member's is processed (scheduled settlement).
+    pub enrolled_at: Option<DateTime<Utc>>,
 }
 
 /// A member's profile (JSON text) and enrolment instant.

@@ -117,7 +117,7 @@ impl LedgerTx for SqliteTx<'_> {
     ) -> Result<Vec<MemberRow>> {
         let rows = sqlx::query(
             "SELECT COALESCE(s.id, x.id), x.external_id, COALESCE(s.status, x.status), s.external_id, \
-                    CASE WHEN s.id IS NULL THEN x.group_id ELSE s.group_id END \
+                    CASE WHEN s.id IS NULL THEN x.group_id ELSE s.group_id END, x.enrolled_at \
              FROM members x LEFT JOIN members s ON s.id = x.merged_into \
              WHERE x.program_id = ?1 AND x.external_id IN (SELECT value FROM json_each(?2))",
         )
@@ -133,6 +133,7 @@ impl LedgerTx for SqliteTx<'_> {
                     status: r.try_get(2)?,
                     owner: r.try_get(3)?,
                     group_id: r.try_get(4)?,
+                    enrolled_at: Some(instant(r.try_get(5)?)?),
                 })
             })
             .collect()
@@ -647,6 +648,7 @@ impl LedgerTx for SqliteTx<'_> {
                     status: r.try_get(2)?,
                     owner: None,
                     group_id: None,
+                    enrolled_at: None,
                 })
             })
             .collect()

@@ -425,7 +425,7 @@ async fn profiles_that_would_never_match_are_refused(store: Store) {
 
 async fn far_cursors_page_without_error(store: Store) {
     let p = cafe(&store).await;
-    for raw in ["t-999999999999999999.1", "t999999999999999999.1", "xb893c6839d"] {
+    for raw in ["t-999999999999999999.1", "t999999999999999999.1", "xb893c6839d", "x00", "x410042"] {
         let after = fidelis_store::MemberCursor::decode(raw).expect("a cursor");
         let sort = match after {
             fidelis_store::MemberCursor::ExternalId(_) => MemberSort::ExternalId,

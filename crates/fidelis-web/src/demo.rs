@@ -83,7 +83,8 @@ pub async fn seed(store: &Store, now: DateTime<Utc>) -> Result<Option<DemoReport
                     "email": format!("{}.{}{m}@example.com", first.to_lowercase(), last.to_lowercase()),
                     "birthday": format!("{}-{:02}-{:02}", 1950 + rng.next(55), 1 + rng.next(12), 1 + rng.next(28)),
                 }),
-                enrolled_at: start + Duration::days(rng.next(60) as i64),
+                // Enrolled before the first purchase the demo gives them.
+                enrolled_at: start - Duration::days(rng.next(60) as i64),
             }
         })
         .collect();

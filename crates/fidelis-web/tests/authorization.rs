@@ -431,7 +431,9 @@ async fn world() -> World {
                 &Enrollment {
                     external_id: fidelis_core::ids::ExternalId::parse(m).unwrap(),
                     profile: json!({}),
-                    enrolled_at: Utc::now(),
+                    enrolled_at: chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+                        .expect("an instant")
+                        .with_timezone(&Utc),
                 },
                 Utc::now(),
             )

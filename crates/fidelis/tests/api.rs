@@ -595,10 +595,24 @@ async fn the_contract_is_the_same_on_every_route(s: Server) {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     for m in ["a", "b"] {
         let (status, body) = s
-            .post("/programs/contract/members", json!({"member": m}))
+            .post("/programs/contract/members", json!({"member": m, "enrolled_at": "2026-01-01T00:00:00Z"}))
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
+    // A purchase dated before the member enrolled earns nothing (the program allows 0 days
+    // before enrolment, the default) and changes nothing; one on the day of enrolment earns.
+    let (status, body) = s.post("/programs/contract/members", json!({"member": "late"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mut early = purchase("early", "late", "10.00");
+    early["occurred_at"] = json!("2026-01-20T10:00:00Z");
+    let (status, body) = s.post("/programs/contract/journals", early).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "before_enrolment", "{body}");
+    assert!(body["detail"].as_str().is_some_and(|d| d.contains("days_before_enrolment")), "{body}");
+    let (status, _, _) = s.call(reqwest::Method::GET, "/programs/contract/journals/early", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = s.post("/programs/contract/journals", purchase("on-time", "late", "10.00")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
     let mut p1 = purchase("p1", "a", "100.00");
     p1["occurred_at"] = json!("2026-11-20T10:00:00Z");
     let (status, body) = s.post("/programs/contract/journals", p1).await;

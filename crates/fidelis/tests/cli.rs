@@ -115,6 +115,8 @@ currencies:
 earning:
   base:
     - {currency: points, rate: "1"}
+  # Members here enrol as the test runs; purchases are dated when the test was written.
+  days_before_enrolment: 3650
 "#;
 
 fn an_invalid_program_lists_every_problem_and_stores_nothing(env: &Env) {

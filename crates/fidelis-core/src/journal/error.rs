@@ -24,6 +24,8 @@ pub enum JournalError {
     MemberSuspended,
     #[error("the member's account is closed")]
     MemberClosed,
+    #[error("{0}")]
+    BeforeEnrolment(String),
     #[error("{requested} {currency} requested, {spendable} spendable{}", pending_note(.pending, .releases_at))]
     InsufficientPoints {
         currency: String,
@@ -64,6 +66,7 @@ impl JournalError {
             Self::MemberIsGroup(_) => "member_is_group",
             Self::MemberSuspended => "member_suspended",
             Self::MemberClosed => "member_closed",
+            Self::BeforeEnrolment(_) => "before_enrolment",
             Self::InsufficientPoints { .. } => "insufficient_points",
             Self::UnknownOriginal(_) => "unknown_original",
             Self::OriginalOfAnotherMember(_) => "original_member_mismatch",

@@ -273,6 +273,9 @@ pub struct MemberLedger {
     /// The member's standing in the program's tier groups; `None` for a program without
     /// tiers (or in tests that do not use them).
     pub tiers: Option<crate::tiers::MemberTiers>,
+    /// When the member enrolled: accruals dated before it (less the program's
+    /// `days_before_enrolment`) are refused. `None`: not checked.
+    pub enrolled_at: Option<DateTime<Utc>>,
 }
 
 impl MemberLedger {
@@ -287,6 +290,7 @@ impl MemberLedger {
             new_entries: Vec::new(),
             facts: None,
             tiers: None,
+            enrolled_at: None,
         }
     }
 

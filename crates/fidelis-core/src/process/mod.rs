@@ -102,6 +102,27 @@ fn credits_due(program: &Program, at: DateTime<Utc>, now: DateTime<Utc>) -> bool
     })
 }
 
+/// Refuses an accrual dated more than the program's `days_before_enrolment` before the
+/// member's enrolment, by local dates (a purchase on the day of enrolment earns, whatever
+/// the hour).
+fn before_enrolment(
+    program: &Program,
+    occurred_at: DateTime<Utc>,
+    enrolled_at: DateTime<Utc>,
+) -> Result<(), JournalError> {
+    let tz = program.time_zone;
+    let day = occurred_at.with_timezone(&tz).date_naive();
+    let enrolled = enrolled_at.with_timezone(&tz).date_naive();
+    let earliest = enrolled - chrono::Duration::days(i64::from(program.days_before_enrolment));
+    if day < earliest {
+        return Err(JournalError::BeforeEnrolment(format!(
+            "the member enrolled on {enrolled}; this program's purchases and activities earn from {earliest} on (earning.days_before_enrolment is {})",
+            program.days_before_enrolment
+        )));
+    }
+    Ok(())
+}
+
 /// Processes `journal` for the member whose ledger this is, as of `now`.
 ///
 /// On success the ledger, its buckets and the related records hold the new state, and the
@@ -121,6 +142,9 @@ pub fn process(
     }
     if journal.occurred_at > now + FUTURE_TOLERANCE {
         return Err(JournalError::FutureDated.into());
+    }
+    if let (JournalBody::Accrual(_), Some(enrolled_at)) = (&journal.body, ledger.enrolled_at) {
+        before_enrolment(program, journal.occurred_at, enrolled_at)?;
     }
     let due = ledger.is_due(now);
     let touches_buckets = needs_buckets(program, journal, now);
@@ -547,4 +571,42 @@ fn debit(
         })?;
     Outcome::add(&mut outcome.debited, code, points);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn program(days: Option<u32>) -> Program {
+        let mut doc: crate::program::ProgramDocument = serde_json::from_value(serde_json::json!({
+            "code": "cafe", "name": "Café", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+            "currencies": [{"code": "stars", "name": "Stars", "kind": "redeemable", "expiry": {"policy": "never"}}],
+            "earning": {"base": [{"currency": "stars", "rate": "1"}]}
+        }))
+        .expect("a document");
+        doc.earning.days_before_enrolment = days;
+        Program::compile(&doc, None).expect("compiles")
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).expect("an instant").with_timezone(&Utc)
+    }
+
+    #[test]
+    fn purchases_before_enrolment_are_refused_by_local_date() {
+        // Enrolled 10 March, 00:30 in Berlin (9 March, 23:30 UTC).
+        let enrolled = t("2026-03-09T23:30:00Z");
+        let strict = program(None);
+        // Earlier the same local day: earns.
+        assert!(before_enrolment(&strict, t("2026-03-09T23:10:00Z"), enrolled).is_ok());
+        // The local day before: refused, saying from when purchases earn.
+        let refused = before_enrolment(&strict, t("2026-03-09T22:50:00Z"), enrolled)
+            .expect_err("the day before enrolment");
+        assert_eq!(refused.code(), "before_enrolment");
+        assert!(refused.to_string().contains("from 2026-03-10"), "{refused}");
+        // A program that allows a week.
+        let week = program(Some(7));
+        assert!(before_enrolment(&week, t("2026-03-03T10:00:00Z"), enrolled).is_ok());
+        assert!(before_enrolment(&week, t("2026-03-02T10:00:00Z"), enrolled).is_err());
+    }
 }

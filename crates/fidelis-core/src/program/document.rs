@@ -165,6 +165,11 @@ pub struct EarningDocument {
     /// currency (`true` when absent). With `false`, the promotion replaces the base.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_stacks_with_promotions: Option<bool>,
+    /// How many days before the member's enrolment (local dates) a purchase or activity may
+    /// still earn: `0` (the default) is from the day of enrolment on; older ones are refused
+    /// with `before_enrolment`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days_before_enrolment: Option<u32>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }

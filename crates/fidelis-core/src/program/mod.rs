@@ -46,6 +46,8 @@ pub struct Program {
     pub tier_groups: Vec<TierGroup>,
     /// Whether base points are awarded beside a promotion's points of the same currency.
     pub base_stacks: bool,
+    /// How many days before enrolment (local dates) an accrual may still earn.
+    pub days_before_enrolment: u32,
     /// In evaluation order: priority, highest first, then definition order.
     pub promotions: Vec<crate::promotions::Promotion>,
     /// Referral rewards, when the program has them.

@@ -148,6 +148,17 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
     let activity_types = activity_types(&mut check, &doc.activity_types);
     let currencies = currencies(&mut check, &doc.currencies);
     let base_earning = base_earning(&mut check, &doc.earning, &currencies, &activity_types);
+    let days_before_enrolment = match doc.earning.days_before_enrolment {
+        None => 0,
+        Some(days @ 0..=3650) => days,
+        Some(days) => {
+            check.add(
+                "earning.days_before_enrolment",
+                format!("{days} is not 0 to 3650"),
+            );
+            0
+        }
+    };
     let tier_groups = tier_groups(&mut check, &doc.tier_groups, &currencies);
     let promotions = promotions(
         &mut check,
@@ -184,6 +195,7 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
                 base_earning,
                 tier_groups,
                 base_stacks: doc.earning.base_stacks_with_promotions.unwrap_or(true),
+                days_before_enrolment,
                 promotions,
                 referral,
                 document,

@@ -65,7 +65,8 @@ impl MemberCursor {
     }
 
     /// Reads a cursor back. Any well-formed one is accepted (a page after it is a page,
-    /// whatever it names): hex that is not UTF-8 is read as the nearest text, an instant
+    /// whatever it names): hex that is not UTF-8 is read as the nearest text (U+0000
+    /// dropped), an instant
     /// outside years 1 to 9999 as the nearer end.
     pub fn decode(raw: &str) -> Option<Self> {
         if let Some(hex) = raw.strip_prefix('x') {
@@ -76,7 +77,10 @@ impl MemberCursor {
                 .step_by(2)
                 .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
                 .collect::<Option<Vec<u8>>>()?;
-            return Some(Self::ExternalId(String::from_utf8_lossy(&bytes).into_owned()));
+            // No external id holds U+0000 (PostgreSQL's text cannot): without it the
+            // cursor sorts at or before the original, so no member after it is skipped.
+            let text = String::from_utf8_lossy(&bytes).replace('\0', "");
+            return Some(Self::ExternalId(text));
         }
         let (micros, id) = raw.strip_prefix('t')?.split_once('.')?;
         // Years 1 to 9999: both databases hold every instant between.

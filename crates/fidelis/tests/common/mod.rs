@@ -145,7 +145,7 @@ impl Server {
                 "/programs/shop",
                 Some(json!({"name": "Shop", "time_zone": "Europe/Berlin", "money_currency": "EUR",
                     "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "rolling", "days": 10}}],
-                    "earning": {"base": [{"currency": "points", "rate": "1"}]}})),
+                    "earning": {"base": [{"currency": "points", "rate": "1"}], "days_before_enrolment": 3650}})),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
