@@ -5,6 +5,7 @@
 //! given are recorded in `scheduled_rewards`, so later runs skip those members quickly.
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use fidelis_core::ids::CurrencyIx;
 use fidelis_core::journal::{Journal, JournalDocument};
 use fidelis_core::promotions::scheduled::{self, Trigger};
 use fidelis_core::promotions::{Action, Promotion, PromotionStatus};
@@ -41,6 +42,15 @@ fn local_start<Z: TimeZone>(tz: Z, date: NaiveDate) -> DateTime<Utc> {
         || Utc.from_utc_datetime(&midnight),
         |t| t.with_timezone(&Utc),
     )
+}
+
+/// What a scheduled promotion awards: its fixed points per currency (the only action the
+/// validator lets it have), one journal each.
+fn fixed_awards(promotion: &Promotion) -> impl Iterator<Item = (CurrencyIx, i64)> + '_ {
+    promotion.actions.iter().filter_map(|a| match a {
+        Action::Fixed { currency, points } => Some((*currency, *points)),
+        _ => None,
+    })
 }
 
 /// The trigger of a scheduled promotion active at `as_of`, if it is one.
@@ -125,7 +135,7 @@ impl Store {
                 .await?;
             let Some(last) = batch.last() else { break };
             after = last.0;
-            let due = self
+            let mut due = self
                 .not_yet_given(program, promotion, trigger, today, as_of, batch)
                 .await?;
             if due.is_empty() {
@@ -133,11 +143,7 @@ impl Store {
             }
             let mut journals = Vec::new();
             for (id, external_id, period) in &due {
-                let fixed = promotion.actions.iter().filter_map(|a| match a {
-                    Action::Fixed { currency, points } => Some((*currency, *points)),
-                    _ => None,
-                });
-                for (n, (currency, points)) in fixed.enumerate() {
+                for (n, (currency, points)) in fixed_awards(promotion).enumerate() {
                     let mut key = scheduled::external_id(&promotion.code, *id, period);
                     if n > 0 {
                         key.push_str(&format!(":{n}"));
@@ -171,7 +177,6 @@ impl Store {
                     }
                 }
             }
-            let mut due = due;
             due.retain(|(_, external_id, _)| posted.contains(external_id));
             awarded += due.len() as u64;
             self.record_rewards(program, promotion, &due, as_of).await?;
@@ -248,17 +253,15 @@ impl Store {
                     .not_yet_given(program, promotion, trigger, today, as_of, batch)
                     .await?
                 {
-                    for action in &promotion.actions {
-                        if let Action::Fixed { currency, points } = action
-                            && out.len() < limit
-                        {
+                    for (currency, points) in fixed_awards(promotion) {
+                        if out.len() < limit {
                             out.push(DueReward {
                                 promotion: promotion.code.to_string(),
                                 trigger: trigger.name(),
                                 member: member.clone(),
                                 period: period.clone(),
-                                currency: p.currency(*currency).code.to_string(),
-                                points: *points,
+                                currency: p.currency(currency).code.to_string(),
+                                points,
                             });
                         }
                     }

@@ -66,8 +66,7 @@ impl MemberCursor {
 
     /// Reads a cursor back. Any well-formed one is accepted (a page after it is a page,
     /// whatever it names): hex that is not UTF-8 is read as the nearest text (U+0000
-    /// dropped), an instant
-    /// outside years 1 to 9999 as the nearer end.
+    /// dropped), an instant outside years 1 to 9999 as the nearer end.
     pub fn decode(raw: &str) -> Option<Self> {
         if let Some(hex) = raw.strip_prefix('x') {
             if hex.len() % 2 != 0 || hex.is_empty() {
@@ -126,6 +125,44 @@ pub struct MemberQuery {
     pub after: Option<MemberCursor>,
     /// 1 to 1,000.
     pub limit: i64,
+}
+
+impl MemberQuery {
+    /// Refuses what names something the program lacks — a currency or tier (422
+    /// `unknown_currency`, `unknown_tier`) — and a cursor from a list in another order
+    /// (`cursor_mismatch`).
+    pub fn check(&self, program: &LoadedProgram) -> Result<()> {
+        let p = &program.program;
+        if let Some(c) = &self.currency
+            && p.currency_ix(c).is_none()
+        {
+            return Err(StoreError::Refused(
+                "unknown_currency",
+                format!("the program has no currency {c:?}"),
+            ));
+        }
+        if let Some(t) = &self.tier
+            && !p
+                .tier_groups
+                .iter()
+                .any(|g| g.tiers.iter().any(|x| x.code.as_str() == t))
+        {
+            return Err(StoreError::Refused(
+                "unknown_tier",
+                format!("the program has no tier {t:?}"),
+            ));
+        }
+        if let Some(after) = &self.after
+            && !after.fits(self.sort)
+        {
+            return Err(StoreError::Refused(
+                "cursor_mismatch",
+                "the cursor is from a list in another sort order: page with the sort it came from"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One member of a list.
@@ -323,6 +360,7 @@ impl Store {
         query: &MemberQuery,
     ) -> Result<MemberPage> {
         let p = &program.program;
+        query.check(program)?;
         let postgres = matches!(self.db, Db::Postgres(_));
         let mut args: Vec<Arg> = Vec::new();
         let mut arg = |a: Arg| {
@@ -394,15 +432,7 @@ impl Store {
         };
         if query.balance_min.is_some() || query.balance_max.is_some() {
             let currency = match &query.currency {
-                Some(c) => {
-                    if p.currency_ix(c).is_none() {
-                        return Err(StoreError::Refused(
-                            "unknown_currency",
-                            format!("the program has no currency {c:?}"),
-                        ));
-                    }
-                    c.clone()
-                }
+                Some(c) => c.clone(),
                 None => p
                     .currencies
                     .first()
@@ -466,12 +496,6 @@ impl Store {
             }
         }
         if let Some(after) = &query.after {
-            if !after.fits(query.sort) {
-                return Err(StoreError::Refused(
-                    "invalid_query",
-                    "the cursor is from a list in another order".into(),
-                ));
-            }
             let desc = matches!(
                 query.sort,
                 MemberSort::ExternalIdDesc | MemberSort::EnrolledDesc

@@ -233,16 +233,6 @@ pub async fn run(database: &str, command: MembersCommand) -> Result<ExitCode> {
             let store = connect(database).await?;
             let program = program(&store, &code).await?;
             let p = &program.program;
-            if let Some(c) = &currency
-                && p.currency_ix(c).is_none()
-            {
-                bail!("the program has no currency {c:?}");
-            }
-            if let Some(t) = &tier
-                && !p.tier_groups.iter().any(|g| g.tiers.iter().any(|x| x.code.as_str() == t))
-            {
-                bail!("the program has no tier {t:?}");
-            }
             let mut query = fidelis_store::MemberQuery {
                 search: search
                     .as_deref()
