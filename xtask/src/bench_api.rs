@@ -132,7 +132,9 @@ fn api(server: &PgServer, bin: &Path, dir: &Path, o: &Options) -> Result<Figures
     };
     crate::create_bench_program(bin, &url, dir)?;
     let members: String = (0..o.members)
-        .map(|m| format!("{{\"member\": \"M{m:07}\", \"enrolled_at\": \"2026-01-01T00:00:00Z\"}}\n"))
+        .map(|m| {
+            format!("{{\"member\": \"M{m:07}\", \"enrolled_at\": \"2026-01-01T00:00:00Z\"}}\n")
+        })
         .collect();
     let members_file = dir.join("members.ndjson");
     std::fs::write(&members_file, members)?;

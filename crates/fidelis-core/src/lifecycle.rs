@@ -768,7 +768,9 @@ impl OpeningDocument {
                 ));
             };
             let value = match cumulative.measure {
-                crate::promotions::Measure::Count | crate::promotions::Measure::Quantity => p.progress.trim().parse::<i64>().ok(),
+                crate::promotions::Measure::Count | crate::promotions::Measure::Quantity => {
+                    p.progress.trim().parse::<i64>().ok()
+                }
                 crate::promotions::Measure::Amount => program
                     .money_currency
                     .parse_amount(p.progress.trim())

@@ -158,12 +158,16 @@ fn what_the_schema_accepts_the_validator_accepts() {
         })
     };
     let good = [
-        with(json!([{"code": "tenth-drink", "name": "Tenth drink", "status": "active", "scope": "line",
+        with(
+            json!([{"code": "tenth-drink", "name": "Tenth drink", "status": "active", "scope": "line",
             "condition": "line.category == 'drinks'", "cumulative": {"measure": "quantity", "target": "10"},
-            "actions": [{"type": "fixed", "currency": "stars", "points": 350}]}])),
-        with(json!([{"code": "spend", "name": "Spend", "status": "active",
+            "actions": [{"type": "fixed", "currency": "stars", "points": 350}]}]),
+        ),
+        with(
+            json!([{"code": "spend", "name": "Spend", "status": "active",
             "cumulative": {"measure": "amount", "target": "500.00", "period": "quarter", "repeat": false},
-            "actions": [{"type": "fixed", "currency": "stars", "points": 1000}]}])),
+            "actions": [{"type": "fixed", "currency": "stars", "points": 1000}]}]),
+        ),
         with(json!([
             {"code": "birthday", "name": "Birthday", "status": "active", "trigger": {"type": "birthday"},
              "actions": [{"type": "fixed", "currency": "stars", "points": 500}]},
@@ -181,7 +185,8 @@ fn what_the_schema_accepts_the_validator_accepts() {
             .map(|e| format!("{}: {e}", e.instance_path()))
             .collect();
         assert!(errors.is_empty(), "{errors:#?}\n{definition:#}");
-        let document: ProgramDocument = serde_json::from_value(definition.clone()).expect("a document");
+        let document: ProgramDocument =
+            serde_json::from_value(definition.clone()).expect("a document");
         if let Err(problems) = Program::compile(&document, Some("cafe")) {
             panic!("{problems:#?}\n{definition:#}");
         }

@@ -845,26 +845,39 @@ fn punch_cards_count_items_on_matching_lines_and_give_them_back() {
             .unwrap_or_else(|| panic!("the punch card is not reported: {o:#?}"));
         (r.result.to_string(), r.detail.clone().unwrap_or_default())
     };
-    let line = |id: &str, category: &str, quantity: u32, amount: &str| {
-        json!({"line_id": id, "category": category, "quantity": quantity, "amount": amount})
-    };
-    let buy = |id: &str, lines: Vec<serde_json::Value>| {
-        json!({"external_id": id, "member": "m", "type": "purchase", "currency": "EUR", "lines": lines})
-    };
+    let line = |id: &str, category: &str, quantity: u32, amount: &str| json!({"line_id": id, "category": category, "quantity": quantity, "amount": amount});
+    let buy = |id: &str, lines: Vec<serde_json::Value>| json!({"external_id": id, "member": "m", "type": "purchase", "currency": "EUR", "lines": lines});
     // Two lattes are two stamps; the croissant is none.
-    let o = sim.ok(buy("p1", vec![line("1", "drinks", 2, "7.00"), line("2", "food", 1, "3.00")]));
+    let o = sim.ok(buy(
+        "p1",
+        vec![line("1", "drinks", 2, "7.00"), line("2", "food", 1, "3.00")],
+    ));
     assert_eq!(result(&o), ("in_progress".into(), "2 of 10".into()));
-    let o = sim.ok(buy("p2", vec![line("1", "drinks", 3, "10.50"), line("2", "drinks", 1, "2.50")]));
+    let o = sim.ok(buy(
+        "p2",
+        vec![
+            line("1", "drinks", 3, "10.50"),
+            line("2", "drinks", 1, "2.50"),
+        ],
+    ));
     assert_eq!(result(&o), ("in_progress".into(), "6 of 10".into()));
     // The refunded latte takes its stamp back; the refunded croissant takes nothing.
-    sim.ok(json!({"external_id": "f1", "member": "m", "type": "refund", "original_external_id": "p1",
-                  "lines": [{"line_id": "1", "quantity": 1}, {"line_id": "2"}]}));
+    sim.ok(
+        json!({"external_id": "f1", "member": "m", "type": "refund", "original_external_id": "p1",
+                  "lines": [{"line_id": "1", "quantity": 1}, {"line_id": "2"}]}),
+    );
     let o = sim.ok(buy("p3", vec![line("1", "food", 4, "12.00")]));
     assert_eq!(points(&o, "tenth-drink", "points"), 0);
     let o = sim.ok(buy("p4", vec![line("1", "drinks", 4, "14.00")]));
     assert_eq!(result(&o), ("in_progress".into(), "9 of 10".into()));
     // The tenth drink completes the card: one reward for the journal, not one per line.
-    let o = sim.ok(buy("p5", vec![line("1", "drinks", 2, "7.00"), line("2", "drinks", 1, "3.50")]));
+    let o = sim.ok(buy(
+        "p5",
+        vec![
+            line("1", "drinks", 2, "7.00"),
+            line("2", "drinks", 1, "3.50"),
+        ],
+    ));
     assert_eq!(result(&o), ("applied".into(), String::new()));
     assert_eq!(points(&o, "tenth-drink", "points"), 350);
     // 2 left over; an office order of 18 completes it twice.
@@ -872,7 +885,12 @@ fn punch_cards_count_items_on_matching_lines_and_give_them_back() {
     assert_eq!(points(&o, "tenth-drink", "points"), 700);
     // Cancelling that order takes both rewards back and the card back to 2 stamps.
     let c = sim.ok(json!({"external_id": "c6", "member": "m", "type": "cancellation", "original_external_id": "p6"}));
-    let reversed: i64 = c.reversed.iter().filter(|r| r.currency.as_str() == "points").map(|r| r.points).sum();
+    let reversed: i64 = c
+        .reversed
+        .iter()
+        .filter(|r| r.currency.as_str() == "points")
+        .map(|r| r.points)
+        .sum();
     assert_eq!(reversed, 700 + 63, "{c:?}");
     let o = sim.ok(buy("p7", vec![line("1", "drinks", 7, "24.50")]));
     assert_eq!(result(&o), ("in_progress".into(), "9 of 10".into()));

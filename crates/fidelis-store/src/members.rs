@@ -107,7 +107,10 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<MemberView> {
         if let Some(reason) = fidelis_core::members::profile_problem(&enrollment.profile) {
-            return Err(StoreError::Refused("invalid_member", format!("profile: {reason}")));
+            return Err(StoreError::Refused(
+                "invalid_member",
+                format!("profile: {reason}"),
+            ));
         }
         let profile = serde_json::to_string(&enrollment.profile)?;
         let referrer: Option<(i64, String)> = match referral {
@@ -138,9 +141,8 @@ impl Store {
             }
         };
         let referred_by = referrer.as_ref().map(|r| r.0);
-        let terms = |id: i64| {
-            term_rows([(id, enrollment.external_id.as_str(), &enrollment.profile)])
-        };
+        let terms =
+            |id: i64| term_rows([(id, enrollment.external_id.as_str(), &enrollment.profile)]);
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -12,7 +12,6 @@ use fidelis_core::program::{Program, ProgramDocument};
 use fidelis_store::{Enrollment, LoadedProgram, Prepared, Store, StoreError};
 use serde_json::json;
 
-
 fidelis_testkit::store_tests!(
     programs_round_trip_and_keep_currencies_in_use,
     members_enroll_once,
@@ -1307,7 +1306,11 @@ async fn a_punch_card_completes_once_under_concurrent_purchases(store: Store) {
     .unwrap();
     let program = Program::compile(&doc, None).unwrap_or_else(|p| panic!("{p:#?}"));
     let (p, _) = store
-        .put_program(&program, utc("2026-01-01T00:00:00Z"), &fidelis_store::Actor::cli())
+        .put_program(
+            &program,
+            utc("2026-01-01T00:00:00Z"),
+            &fidelis_store::Actor::cli(),
+        )
         .await
         .unwrap();
     enroll(&store, &p, "ada").await;
@@ -1344,7 +1347,10 @@ async fn a_punch_card_completes_once_under_concurrent_purchases(store: Store) {
     assert_eq!(rewards, 350, "one card, one reward");
     let ada = store.require_member(&p, "ada").await.unwrap();
     let counters = store.promotion_counters(&p, &ada).await.unwrap();
-    assert_eq!(counters, [("tenth-drink".to_owned(), "c:".to_owned(), 1, 2)]);
+    assert_eq!(
+        counters,
+        [("tenth-drink".to_owned(), "c:".to_owned(), 1, 2)]
+    );
     // Refunding the food of one purchase changes nothing; its drink takes one stamp.
     let refund = |id: &str, line: &str| {
         json!({"external_id": id, "member": "ada", "type": "refund", "occurred_at": now,

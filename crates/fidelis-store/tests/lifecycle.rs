@@ -13,7 +13,6 @@ use fidelis_core::program::{Program, ProgramDocument};
 use fidelis_store::{AuditFilter, Enrollment, LoadedProgram, Prepared, Store, StoreError};
 use serde_json::json;
 
-
 fidelis_testkit::store_tests!(
     the_store_agrees_with_the_reference_book_on_tiers,
     tier_changes_and_manual_assignments_are_audited,

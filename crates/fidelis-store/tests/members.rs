@@ -299,9 +299,15 @@ async fn members_are_filtered_sorted_and_paged(store: Store) {
 fn any_well_formed_cursor_reads_back() {
     use fidelis_store::MemberCursor;
     // Not UTF-8, and instants beyond what the databases hold: still cursors.
-    assert!(matches!(MemberCursor::decode("xb893"), Some(MemberCursor::ExternalId(_))));
+    assert!(matches!(
+        MemberCursor::decode("xb893"),
+        Some(MemberCursor::ExternalId(_))
+    ));
     for far in ["t-999999999999999999.1", "t999999999999999999.1"] {
-        assert!(matches!(MemberCursor::decode(far), Some(MemberCursor::Enrolled(..))), "{far}");
+        assert!(
+            matches!(MemberCursor::decode(far), Some(MemberCursor::Enrolled(..))),
+            "{far}"
+        );
     }
     assert_eq!(MemberCursor::decode("x4"), None);
     assert_eq!(MemberCursor::decode("t1"), None);
@@ -425,13 +431,27 @@ async fn profiles_that_would_never_match_are_refused(store: Store) {
 
 async fn far_cursors_page_without_error(store: Store) {
     let p = cafe(&store).await;
-    for raw in ["t-999999999999999999.1", "t999999999999999999.1", "xb893c6839d", "x00", "x410042"] {
+    for raw in [
+        "t-999999999999999999.1",
+        "t999999999999999999.1",
+        "xb893c6839d",
+        "x00",
+        "x410042",
+    ] {
         let after = fidelis_store::MemberCursor::decode(raw).expect("a cursor");
         let sort = match after {
             fidelis_store::MemberCursor::ExternalId(_) => MemberSort::ExternalId,
             fidelis_store::MemberCursor::Enrolled(..) => MemberSort::Enrolled,
         };
-        let q = MemberQuery { sort, after: Some(after), limit: 10, ..MemberQuery::default() };
-        store.list_members(&p, &q).await.unwrap_or_else(|e| panic!("{raw}: {e}"));
+        let q = MemberQuery {
+            sort,
+            after: Some(after),
+            limit: 10,
+            ..MemberQuery::default()
+        };
+        store
+            .list_members(&p, &q)
+            .await
+            .unwrap_or_else(|e| panic!("{raw}: {e}"));
     }
 }

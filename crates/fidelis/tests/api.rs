@@ -542,7 +542,8 @@ async fn a_dry_run_looks_ahead_and_changes_nothing(s: Server) {
         days += 1;
     };
     let mut on_tuesday = journal("tuesday", tuesday);
-    on_tuesday["lines"] = json!([{"line_id": "1", "category": "socks", "quantity": 1, "amount": "20.00"}]);
+    on_tuesday["lines"] =
+        json!([{"line_id": "1", "category": "socks", "quantity": 1, "amount": "20.00"}]);
     let (status, body) = s.post("/programs/ahead/simulate", on_tuesday).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let result = |code: &str| {
@@ -595,23 +596,44 @@ async fn the_contract_is_the_same_on_every_route(s: Server) {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     for m in ["a", "b"] {
         let (status, body) = s
-            .post("/programs/contract/members", json!({"member": m, "enrolled_at": "2026-01-01T00:00:00Z"}))
+            .post(
+                "/programs/contract/members",
+                json!({"member": m, "enrolled_at": "2026-01-01T00:00:00Z"}),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
     // A purchase dated before the member enrolled earns nothing (the program allows 0 days
     // before enrolment, the default) and changes nothing; one on the day of enrolment earns.
-    let (status, body) = s.post("/programs/contract/members", json!({"member": "late"})).await;
+    let (status, body) = s
+        .post("/programs/contract/members", json!({"member": "late"}))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let mut early = purchase("early", "late", "10.00");
     early["occurred_at"] = json!("2026-01-20T10:00:00Z");
     let (status, body) = s.post("/programs/contract/journals", early).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["code"], "before_enrolment", "{body}");
-    assert!(body["detail"].as_str().is_some_and(|d| d.contains("days_before_enrolment")), "{body}");
-    let (status, _, _) = s.call(reqwest::Method::GET, "/programs/contract/journals/early", None).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("days_before_enrolment")),
+        "{body}"
+    );
+    let (status, _, _) = s
+        .call(
+            reqwest::Method::GET,
+            "/programs/contract/journals/early",
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, body) = s.post("/programs/contract/journals", purchase("on-time", "late", "10.00")).await;
+    let (status, body) = s
+        .post(
+            "/programs/contract/journals",
+            purchase("on-time", "late", "10.00"),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let mut p1 = purchase("p1", "a", "100.00");
     p1["occurred_at"] = json!("2026-11-20T10:00:00Z");
@@ -901,24 +923,57 @@ async fn unsetting_the_admin_token_retires_it() {
 async fn operators_find_members_by_search_and_filters(s: Server) {
     s.setup(&[]).await;
     for (m, profile) in [
-        ("C-1", json!({"name": "Ann Smith", "email": "ann@example.com", "phone": "+44 20 7946 0018"})),
-        ("C-2", json!({"name": "Anna Schmidt", "birthday": "1990-12-01"})),
+        (
+            "C-1",
+            json!({"name": "Ann Smith", "email": "ann@example.com", "phone": "+44 20 7946 0018"}),
+        ),
+        (
+            "C-2",
+            json!({"name": "Anna Schmidt", "birthday": "1990-12-01"}),
+        ),
         ("C-3", json!({"name": "Bob Jones"})),
     ] {
-        let (status, body) = s.post("/programs/shop/members", json!({"member": m, "profile": profile})).await;
+        let (status, body) = s
+            .post(
+                "/programs/shop/members",
+                json!({"member": m, "profile": profile}),
+            )
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
-    let (status, body) = s.post("/programs/shop/journals", purchase("p1", "C-1", "30.00")).await;
+    let (status, body) = s
+        .post("/programs/shop/journals", purchase("p1", "C-1", "30.00"))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let members = |body: &Value| -> Vec<String> {
-        body["members"].as_array().expect("members").iter().map(|m| m["member"].as_str().expect("an id").to_owned()).collect()
+        body["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| m["member"].as_str().expect("an id").to_owned())
+            .collect()
     };
-    assert_eq!(members(&s.get("/programs/shop/members?q=ann").await), ["C-1", "C-2"]);
-    assert_eq!(members(&s.get("/programs/shop/members?q=Ann%20SMI").await), ["C-1"]);
-    assert_eq!(members(&s.get("/programs/shop/members?q=%2B44%2020").await), ["C-1"]);
-    assert_eq!(members(&s.get("/programs/shop/members?balance_min=1").await), ["C-1"]);
+    assert_eq!(
+        members(&s.get("/programs/shop/members?q=ann").await),
+        ["C-1", "C-2"]
+    );
+    assert_eq!(
+        members(&s.get("/programs/shop/members?q=Ann%20SMI").await),
+        ["C-1"]
+    );
+    assert_eq!(
+        members(&s.get("/programs/shop/members?q=%2B44%2020").await),
+        ["C-1"]
+    );
+    assert_eq!(
+        members(&s.get("/programs/shop/members?balance_min=1").await),
+        ["C-1"]
+    );
     let listed = s.get("/programs/shop/members?q=ann%20smith").await;
-    assert_eq!(listed["members"][0]["balances"][0], json!({"currency": "points", "available": 30, "pending": 0}));
+    assert_eq!(
+        listed["members"][0]["balances"][0],
+        json!({"currency": "points", "available": 30, "pending": 0})
+    );
     assert_eq!(listed["members"][0]["profile"]["email"], "ann@example.com");
     // Pages of one, newest enrolment first, end to end.
     let mut seen = Vec::new();
@@ -927,7 +982,9 @@ async fn operators_find_members_by_search_and_filters(s: Server) {
         let page = s.get(&path).await;
         seen.extend(members(&page));
         match page["next_cursor"].as_str() {
-            Some(c) => path = format!("/programs/shop/members?sort=-enrolled_at&limit=1&cursor={c}"),
+            Some(c) => {
+                path = format!("/programs/shop/members?sort=-enrolled_at&limit=1&cursor={c}")
+            }
             None => break,
         }
     }
@@ -941,10 +998,19 @@ async fn operators_find_members_by_search_and_filters(s: Server) {
         ("enrolled_from=yesterday", "RFC 3339"),
         ("q=a%20b%20c%20d%20e%20f", "at most 5 words"),
     ] {
-        let (status, _, body) = s.call(reqwest::Method::GET, &format!("/programs/shop/members?{query}"), None).await;
+        let (status, _, body) = s
+            .call(
+                reqwest::Method::GET,
+                &format!("/programs/shop/members?{query}"),
+                None,
+            )
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
         assert_eq!(body["code"], "invalid_query", "{query}");
-        assert!(body["detail"].as_str().is_some_and(|d| d.contains(says)), "{query}: {body}");
+        assert!(
+            body["detail"].as_str().is_some_and(|d| d.contains(says)),
+            "{query}: {body}"
+        );
     }
     // What the program does not have is named as such.
     for (query, code) in [
@@ -952,17 +1018,37 @@ async fn operators_find_members_by_search_and_filters(s: Server) {
         ("currency=miles&balance_min=1", "unknown_currency"),
         ("sort=external_id&cursor=t1.1", "cursor_mismatch"),
     ] {
-        let (status, _, body) = s.call(reqwest::Method::GET, &format!("/programs/shop/members?{query}"), None).await;
+        let (status, _, body) = s
+            .call(
+                reqwest::Method::GET,
+                &format!("/programs/shop/members?{query}"),
+                None,
+            )
+            .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {body}");
         assert_eq!(body["code"], code, "{query}");
     }
     // A birthday the program could never read is refused, not stored.
-    let (status, body) = s.post("/programs/shop/members", json!({"member": "C-4", "profile": {"birthday": "12/01/1990"}})).await;
+    let (status, body) = s
+        .post(
+            "/programs/shop/members",
+            json!({"member": "C-4", "profile": {"birthday": "12/01/1990"}}),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(body["detail"].as_str().is_some_and(|d| d.contains("YYYY-MM-DD")), "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("YYYY-MM-DD")),
+        "{body}"
+    );
     assert_eq!(members(&s.get("/programs/shop/members").await).len(), 3);
     // A member token sees itself, never the list.
-    let own = s.token(json!({"name": "c1", "role": "member", "program": "shop", "member": "C-1"})).await;
-    let (status, body) = s.call_as(&own, reqwest::Method::GET, "/programs/shop/members", None).await;
+    let own = s
+        .token(json!({"name": "c1", "role": "member", "program": "shop", "member": "C-1"}))
+        .await;
+    let (status, body) = s
+        .call_as(&own, reqwest::Method::GET, "/programs/shop/members", None)
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 }

@@ -1012,7 +1012,10 @@ async fn gold_members_of_the_retail_template_earn_more(s: Server) {
         .await;
     assert!(status.is_success(), "{body}");
     let (status, _) = s
-        .post("/programs/retail/members", json!({"member": "g", "enrolled_at": "2026-01-01T00:00:00Z"}))
+        .post(
+            "/programs/retail/members",
+            json!({"member": "g", "enrolled_at": "2026-01-01T00:00:00Z"}),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED);
     // A Wednesday, so no weekend bonus.

@@ -309,18 +309,34 @@ fn csv_lines_fill_a_punch_card(env: &Env) {
                f1,C-1,refund,2026-11-02T12:00:00Z,EUR,p1,1;;;1;\r\n\
                p3,C-1,purchase,2026-11-02T13:00:00Z,EUR,,1;;drinks;x;1.00\r\n\
                p4,C-1,purchase,2026-11-02T14:00:00Z,EUR,,1;;drinks;1;3.50|2;;drinks;1;3.50\r\n";
-    let out = env.run(&["journals", "import", "--program", "cafe", path(&env.file("cafe.csv", csv))]);
+    let out = env.run(&[
+        "journals",
+        "import",
+        "--program",
+        "cafe",
+        path(&env.file("cafe.csv", csv)),
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("4 applied, 0 already applied, 1 rejected"), "{stdout}");
-    let rejected = std::fs::read_to_string(env.dir.path().join("cafe.csv.rejected.ndjson")).expect("the rejections");
-    assert!(rejected.contains("\"line\":5") && rejected.contains("quantity \\\"x\\\""), "{rejected}");
+    assert!(
+        stdout.contains("4 applied, 0 already applied, 1 rejected"),
+        "{stdout}"
+    );
+    let rejected = std::fs::read_to_string(env.dir.path().join("cafe.csv.rejected.ndjson"))
+        .expect("the rejections");
+    assert!(
+        rejected.contains("\"line\":5") && rejected.contains("quantity \\\"x\\\""),
+        "{rejected}"
+    );
     // 2 + 2 - 1 = 3 stamps, then 2 more complete the card of 5 on p4.
     let (runtime, store) = env.store();
     runtime.block_on(async {
         let p = store.require_program("cafe").await.expect("the program");
         let m = store.require_member(&p, "C-1").await.expect("the member");
         let counters = store.promotion_counters(&p, &m).await.expect("counters");
-        assert_eq!(counters, [("tenth-drink".to_owned(), "c:".to_owned(), 1, 0)]);
+        assert_eq!(
+            counters,
+            [("tenth-drink".to_owned(), "c:".to_owned(), 1, 0)]
+        );
     });
 }
 
@@ -671,19 +687,66 @@ fn members_are_listed_searched_and_exported(env: &Env) {
         "{\"member\": \"C-2\", \"profile\": {\"name\": \"Bob, \\\"the\\\" Builder\"}, \"enrolled_at\": \"2026-02-01T00:00:00Z\"}\n",
         "{\"member\": \"C-3\", \"profile\": {\"name\": \"Cy\", \"birthday\": \"12/01/1990\"}}\n",
     );
-    let out = env.run(&["members", "import", "--program", "shop", path(&env.file("m.ndjson", members))]);
+    let out = env.run(&[
+        "members",
+        "import",
+        "--program",
+        "shop",
+        path(&env.file("m.ndjson", members)),
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("line 3") && stderr.contains("YYYY-MM-DD"), "{stderr}");
+    assert!(
+        stderr.contains("line 3") && stderr.contains("YYYY-MM-DD"),
+        "{stderr}"
+    );
     env.ok(&["journals", "import", "--program", "shop", path(&env.file("j.ndjson",
         "{\"external_id\": \"p1\", \"member\": \"C-1\", \"type\": \"purchase\", \"occurred_at\": \"2026-11-30T10:00:00Z\", \"amount\": \"12\", \"currency\": \"EUR\"}\n"))]);
 
-    let table = env.ok(&["members", "list", "--program", "shop", "--search", "ann smi"]);
-    assert!(table.contains("C-1") && table.contains("Ann Smith") && !table.contains("C-2"), "{table}");
+    let table = env.ok(&[
+        "members",
+        "list",
+        "--program",
+        "shop",
+        "--search",
+        "ann smi",
+    ]);
+    assert!(
+        table.contains("C-1") && table.contains("Ann Smith") && !table.contains("C-2"),
+        "{table}"
+    );
     assert!(table.contains("points 12"), "{table}");
-    let csv = env.ok(&["members", "list", "--program", "shop", "--format", "csv", "--sort", "-enrolled_at"]);
+    let csv = env.ok(&[
+        "members",
+        "list",
+        "--program",
+        "shop",
+        "--format",
+        "csv",
+        "--sort",
+        "-enrolled_at",
+    ]);
     let mut reader = csv::Reader::from_reader(csv.as_bytes());
-    let header: Vec<String> = reader.headers().expect("a header").iter().map(str::to_owned).collect();
-    assert_eq!(header, ["member", "status", "name", "email", "phone", "birthday", "enrolled_at", "tiers", "points_available", "points_pending"]);
+    let header: Vec<String> = reader
+        .headers()
+        .expect("a header")
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "member",
+            "status",
+            "name",
+            "email",
+            "phone",
+            "birthday",
+            "enrolled_at",
+            "tiers",
+            "points_available",
+            "points_pending"
+        ]
+    );
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("a CSV row")).collect();
     assert_eq!(rows.len(), 2, "{csv}");
     // Newest enrolment first; a name with a comma and quotes survives the round trip.
@@ -693,13 +756,34 @@ fn members_are_listed_searched_and_exported(env: &Env) {
     assert_eq!(&rows[1][4], "+44 20 7946");
     assert_eq!(&rows[1][8], "12");
     // --limit stops early; a filter that matches nothing lists nothing.
-    let one = env.ok(&["members", "list", "--program", "shop", "--format", "ndjson", "--limit", "1"]);
+    let one = env.ok(&[
+        "members",
+        "list",
+        "--program",
+        "shop",
+        "--format",
+        "ndjson",
+        "--limit",
+        "1",
+    ]);
     assert_eq!(one.lines().count(), 1, "{one}");
-    let none = env.ok(&["members", "list", "--program", "shop", "--format", "ndjson", "--balance-min", "13"]);
+    let none = env.ok(&[
+        "members",
+        "list",
+        "--program",
+        "shop",
+        "--format",
+        "ndjson",
+        "--balance-min",
+        "13",
+    ]);
     assert!(none.is_empty(), "{none}");
     let out = env.run(&["members", "list", "--program", "shop", "--tier", "gold"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no tier"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no tier"),
+        "{out:?}"
+    );
 }
 
 /// Kills the import with SIGKILL twice while it runs, then lets it finish: every journal

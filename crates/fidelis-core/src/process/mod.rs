@@ -589,7 +589,9 @@ mod tests {
     }
 
     fn t(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).expect("an instant").with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s)
+            .expect("an instant")
+            .with_timezone(&Utc)
     }
 
     #[test]

@@ -778,7 +778,10 @@ fn promotions(
             None => Ok(None),
             Some(c) => cumulative(check, &at, c, money).map(Some).ok_or(()),
         };
-        if doc.cumulative.as_ref().is_some_and(|c| c.measure.as_deref() != Some("quantity"))
+        if doc
+            .cumulative
+            .as_ref()
+            .is_some_and(|c| c.measure.as_deref() != Some("quantity"))
             && scope == Some(Scope::Line)
         {
             check.add(
@@ -815,7 +818,11 @@ fn promotions(
                 }
             }
         }
-        let journal_types = if doc.trigger.is_some() { Vec::new() } else { journal_types };
+        let journal_types = if doc.trigger.is_some() {
+            Vec::new()
+        } else {
+            journal_types
+        };
         if let (
             Some(code),
             Some(name),
@@ -864,7 +871,10 @@ fn trigger(
     let kind = check.required(format!("{at}.type"), &doc.kind)?;
     let misplaced = |check: &mut Check, field: &str, present: bool| {
         if present {
-            check.add(format!("{at}.{field}"), format!("a {kind} trigger takes no {field}"));
+            check.add(
+                format!("{at}.{field}"),
+                format!("a {kind} trigger takes no {field}"),
+            );
         }
     };
     match kind {
@@ -874,7 +884,10 @@ fn trigger(
                 None | Some("day") => Some(Trigger::Birthday { whole_month: false }),
                 Some("month") => Some(Trigger::Birthday { whole_month: true }),
                 Some(other) => {
-                    check.add(format!("{at}.window"), format!("{other:?} is not one of day, month"));
+                    check.add(
+                        format!("{at}.window"),
+                        format!("{other:?} is not one of day, month"),
+                    );
                     None
                 }
             }
@@ -893,7 +906,10 @@ fn trigger(
                     None
                 }
                 None => {
-                    check.add(format!("{at}.days"), "is required: days without activity, 1 to 3650");
+                    check.add(
+                        format!("{at}.days"),
+                        "is required: days without activity, 1 to 3650",
+                    );
                     None
                 }
             }

@@ -555,7 +555,8 @@ pub fn evaluate(
                     && verdict == Verdict::ConditionFalse
                     && let Some(condition) = &promotion.condition
                 {
-                    evaluation.saw = Some(facts.saw(condition, promotion.scope, accrual.lines.len()));
+                    evaluation.saw =
+                        Some(facts.saw(condition, promotion.scope, accrual.lines.len()));
                 }
                 evaluation.verdict = verdict;
                 out.push(evaluation);
@@ -1159,7 +1160,8 @@ impl<'a> Facts<'a> {
         if scope == Scope::Line {
             for i in 0..lines.min(5) {
                 let mut inner = context.new_inner_scope();
-                inner.add_variable_from_value("line", values.get(i).cloned().unwrap_or(Value::Null));
+                inner
+                    .add_variable_from_value("line", values.get(i).cloned().unwrap_or(Value::Null));
                 let seen = show(&inner, true);
                 if !seen.is_empty() {
                     parts.push(format!("line {}: {}", i + 1, seen.join(", ")));

@@ -32,7 +32,10 @@ fn refine(doc: &mut Value) {
         schemas.extend(stated);
     }
     schemas.remove("LineRequest");
-    if let Some(profile) = schemas.get_mut("EnrollRequest").and_then(|e| e.pointer_mut("/properties/profile")) {
+    if let Some(profile) = schemas
+        .get_mut("EnrollRequest")
+        .and_then(|e| e.pointer_mut("/properties/profile"))
+    {
         *profile = serde_json::json!({
             "anyOf": [{"type": "null"}, {"$ref": "#/components/schemas/MemberProfile"}],
         });

@@ -216,12 +216,10 @@ pub(crate) fn member_query(query: &crate::dto::Query) -> ApiResult<fidelis_store
     };
     let after = match query.get("cursor") {
         None => None,
-        Some(raw) => {
-            Some(
-                MemberCursor::decode(raw)
-                    .ok_or_else(|| invalid("cursor is a next_cursor from a previous page".into()))?,
-            )
-        }
+        Some(raw) => Some(
+            MemberCursor::decode(raw)
+                .ok_or_else(|| invalid("cursor is a next_cursor from a previous page".into()))?,
+        ),
     };
     let when = |name: &str| -> ApiResult<Option<chrono::DateTime<Utc>>> {
         query

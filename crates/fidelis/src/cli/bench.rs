@@ -48,16 +48,20 @@ use fidelis_web::demo::Lcg;
 
 const SYLLABLES: [&str; 40] = [
     "an", "ber", "car", "dal", "el", "fin", "gor", "han", "is", "jo", "kel", "lin", "mar", "nor",
-    "ol", "per", "quin", "ros", "sal", "tor", "ul", "ven", "wil", "xan", "yor", "zel", "bra", "cle",
-    "dre", "fro", "gla", "hel", "ri", "mo", "na", "te", "lu", "si", "ka", "do",
+    "ol", "per", "quin", "ros", "sal", "tor", "ul", "ven", "wil", "xan", "yor", "zel", "bra",
+    "cle", "dre", "fro", "gla", "hel", "ri", "mo", "na", "te", "lu", "si", "ka", "do",
 ];
 
 /// Person `m`: a first name of two syllables (1,600), a surname of three (64,000).
 fn person(rng: &mut Lcg) -> (String, String) {
     let mut word = |parts: usize| {
-        let w: String = (0..parts).map(|_| SYLLABLES[rng.next(40) as usize]).collect();
+        let w: String = (0..parts)
+            .map(|_| SYLLABLES[rng.next(40) as usize])
+            .collect();
         let mut c = w.chars();
-        c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+        c.next()
+            .map(|f| f.to_uppercase().chain(c).collect())
+            .unwrap_or_default()
     };
     (word(2), word(3))
 }
@@ -125,16 +129,22 @@ async fn members_search(database: &str, members: u64, queries: u64) -> Result<Ex
     use std::time::Instant;
 
     let store = connect(database).await?;
-    let start = Utc.with_ymd_and_hms(2021, 1, 1, 0, 0, 0).single().context("an instant")?;
+    let start = Utc
+        .with_ymd_and_hms(2021, 1, 1, 0, 0, 0)
+        .single()
+        .context("an instant")?;
     let program = match store.program("search").await? {
         Some(p) => p,
         None => {
-            let template = fidelis_core::templates::find("retail").context("the retail template")?;
+            let template =
+                fidelis_core::templates::find("retail").context("the retail template")?;
             let document: fidelis_core::program::ProgramDocument =
                 yaml_serde::from_str(template.source).context("the retail template")?;
             let program = fidelis_core::program::Program::compile(&document, Some("search"))
                 .map_err(|p| anyhow::anyhow!("retail template: {}", p[0]))?;
-            store.put_program(&program, start, &fidelis_store::Actor::cli()).await?;
+            store
+                .put_program(&program, start, &fidelis_store::Actor::cli())
+                .await?;
             store.require_program("search").await?
         }
     };
@@ -146,7 +156,14 @@ async fn members_search(database: &str, members: u64, queries: u64) -> Result<Ex
         })
     };
     let enrolled = store
-        .list_members(&program, &MemberQuery { sort: MemberSort::ExternalIdDesc, limit: 1, ..MemberQuery::default() })
+        .list_members(
+            &program,
+            &MemberQuery {
+                sort: MemberSort::ExternalIdDesc,
+                limit: 1,
+                ..MemberQuery::default()
+            },
+        )
         .await?
         .members
         .first()
@@ -171,7 +188,10 @@ async fn members_search(database: &str, members: u64, queries: u64) -> Result<Ex
             store.enroll_many(&program, &batch, Utc::now()).await?;
         }
         let seconds = began.elapsed().as_secs_f64();
-        eprintln!("enrolled {total} members in {seconds:.1} s ({:.0}/s)", total as f64 / seconds);
+        eprintln!(
+            "enrolled {total} members in {seconds:.1} s ({:.0}/s)",
+            total as f64 / seconds
+        );
     }
     store.analyze_for_bench().await?;
 
@@ -196,19 +216,32 @@ async fn members_search(database: &str, members: u64, queries: u64) -> Result<Ex
             let m = rng.next(members);
             let (_, first, last) = people(m, m + 1).next().context("a person")?;
             let search = |q: &str| SearchQuery::parse(q).map_err(|e| anyhow::anyhow!(e));
-            let mut query = MemberQuery { limit: 50, ..MemberQuery::default() };
+            let mut query = MemberQuery {
+                limit: 50,
+                ..MemberQuery::default()
+            };
             match kind {
                 "search a surname" => query.search = Some(search(&last)?),
                 "search first and last name" => {
                     query.search = Some(search(&format!("{} {}", &first[..3], last))?)
                 }
                 "search an email prefix" => {
-                    query.search = Some(search(&format!("{}.{}", first.to_lowercase(), &last.to_lowercase()[..4]))?)
+                    query.search = Some(search(&format!(
+                        "{}.{}",
+                        first.to_lowercase(),
+                        &last.to_lowercase()[..4]
+                    ))?)
                 }
                 "search a phone prefix" => {
-                    query.search = Some(search(&format!("+44 7{:03} {:04}", m / 1_000_000 % 1_000, m % 1_000_000 / 100))?)
+                    query.search = Some(search(&format!(
+                        "+44 7{:03} {:04}",
+                        m / 1_000_000 % 1_000,
+                        m % 1_000_000 / 100
+                    ))?)
                 }
-                "search an external id prefix" => query.search = Some(search(&format!("S{:06}", m / 100))?),
+                "search an external id prefix" => {
+                    query.search = Some(search(&format!("S{:06}", m / 100))?)
+                }
                 "list newest first, page 1" => query.sort = MemberSort::EnrolledDesc,
                 "list by external id, a page deep in" => {
                     query.after = Some(fidelis_store::MemberCursor::ExternalId(format!("S{m:08}")))
@@ -246,8 +279,11 @@ async fn members_search(database: &str, members: u64, queries: u64) -> Result<Ex
             })
         })
         .collect();
-    println!("{}", serde_json::to_string_pretty(&serde_json::json!({
-        "database": store.dialect(), "members": members, "queries": queries, "results": report,
-    }))?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "database": store.dialect(), "members": members, "queries": queries, "results": report,
+        }))?
+    );
     Ok(ExitCode::SUCCESS)
 }

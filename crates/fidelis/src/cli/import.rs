@@ -511,7 +511,10 @@ fn csv_lines(cell: &str) -> std::result::Result<Vec<fidelis_core::journal::LineD
                 quantity: match quantity {
                     "" => None,
                     q => Some(q.parse().map_err(|_| {
-                        format!("lines: line {}: quantity {q:?} is not a whole number", i + 1)
+                        format!(
+                            "lines: line {}: quantity {q:?} is not a whole number",
+                            i + 1
+                        )
                     })?),
                 },
                 amount: text(amount),

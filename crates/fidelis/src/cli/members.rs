@@ -254,9 +254,18 @@ pub async fn run(database: &str, command: MembersCommand) -> Result<ExitCode> {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let mut csv = (format == "csv").then(|| csv::Writer::from_writer(std::io::stdout()));
             if let Some(w) = csv.as_mut() {
-                let mut header: Vec<String> = ["member", "status", "name", "email", "phone", "birthday", "enrolled_at", "tiers"]
-                    .map(str::to_owned)
-                    .to_vec();
+                let mut header: Vec<String> = [
+                    "member",
+                    "status",
+                    "name",
+                    "email",
+                    "phone",
+                    "birthday",
+                    "enrolled_at",
+                    "tiers",
+                ]
+                .map(str::to_owned)
+                .to_vec();
                 for c in &currencies {
                     header.push(format!("{c}_available"));
                     header.push(format!("{c}_pending"));
@@ -265,7 +274,11 @@ pub async fn run(database: &str, command: MembersCommand) -> Result<ExitCode> {
             }
             if format == "table" {
                 use std::io::Write;
-                writeln!(out, "{:<20} {:<9} {:<28} {:<32} {:<20} balances", "member", "status", "name", "email", "enrolled")?;
+                writeln!(
+                    out,
+                    "{:<20} {:<9} {:<28} {:<32} {:<20} balances",
+                    "member", "status", "name", "email", "enrolled"
+                )?;
             }
             let mut shown = 0u64;
             loop {
@@ -278,9 +291,25 @@ pub async fn run(database: &str, command: MembersCommand) -> Result<ExitCode> {
                 let page = store.list_members(&program, &query).await?;
                 for m in &page.members {
                     use std::io::Write;
-                    let text = |key: &str| m.profile.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
-                    let tiers = m.tiers.iter().map(|(g, t)| format!("{g}:{t}")).collect::<Vec<_>>().join(";");
-                    let balance = |c: &str| m.balances.iter().find(|b| b.0 == c).map_or((0, 0), |b| (b.1, b.2));
+                    let text = |key: &str| {
+                        m.profile
+                            .get(key)
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned()
+                    };
+                    let tiers = m
+                        .tiers
+                        .iter()
+                        .map(|(g, t)| format!("{g}:{t}"))
+                        .collect::<Vec<_>>()
+                        .join(";");
+                    let balance = |c: &str| {
+                        m.balances
+                            .iter()
+                            .find(|b| b.0 == c)
+                            .map_or((0, 0), |b| (b.1, b.2))
+                    };
                     match format.as_str() {
                         "csv" => {
                             let mut record = vec![
@@ -318,7 +347,11 @@ pub async fn run(database: &str, command: MembersCommand) -> Result<ExitCode> {
                                 .iter()
                                 .map(|c| {
                                     let (a, p) = balance(c);
-                                    if p == 0 { format!("{c} {a}") } else { format!("{c} {a} (+{p} pending)") }
+                                    if p == 0 {
+                                        format!("{c} {a}")
+                                    } else {
+                                        format!("{c} {a} (+{p} pending)")
+                                    }
                                 })
                                 .collect::<Vec<_>>()
                                 .join(", ");
