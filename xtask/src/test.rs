@@ -23,6 +23,17 @@ pub fn run(extra: &[String]) -> Result<()> {
 }
 
 fn run_suites(server: &PgServer, extra: &[String]) -> Result<()> {
+    // The code is formatted as rustfmt formats it: checked first, it fails in seconds.
+    let rustfmt = Command::new("cargo")
+        .args(["fmt", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    anyhow::ensure!(
+        rustfmt,
+        "rustfmt is missing: install it with `rustup component add rustfmt`"
+    );
+    run_cmd(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))
+        .map_err(|e| anyhow::anyhow!("{e}: run `cargo fmt --all` and commit the result"))?;
     let nextest = Command::new("cargo")
         .args(["nextest", "--version"])
         .output()
