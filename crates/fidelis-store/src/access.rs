@@ -111,6 +111,8 @@ pub struct AuditFilter {
     pub program: Option<String>,
     pub actor: Option<String>,
     pub action: Option<String>,
+    /// Only entries about this subject (a member's external id, a token's id…).
+    pub subject: Option<String>,
     /// Entries older than this id (the previous page's last).
     pub before_id: Option<i64>,
     pub limit: i64,
@@ -619,6 +621,7 @@ fn audit_filters(filter: &AuditFilter) -> Vec<(&'static str, &str)> {
         ("program", filter.program.as_deref()),
         ("actor", filter.actor.as_deref()),
         ("action", filter.action.as_deref()),
+        ("subject", filter.subject.as_deref()),
     ]
     .into_iter()
     .filter_map(|(column, value)| value.map(|v| (column, v)))

@@ -106,6 +106,7 @@ impl Store {
                 program: Some(code.to_owned()),
                 actor: None,
                 action: Some(ACTION.to_owned()),
+                subject: None,
                 before_id: None,
                 limit: 1_000,
             })

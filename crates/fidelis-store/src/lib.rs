@@ -16,6 +16,7 @@
 mod access;
 #[doc(hidden)]
 pub mod bare;
+mod dashboard;
 mod engine;
 mod error;
 mod expiry;
@@ -30,6 +31,7 @@ mod programs;
 mod referrals;
 mod rows;
 mod scheduled;
+mod sessions;
 mod sqlite;
 mod tiers;
 mod views;
@@ -46,6 +48,7 @@ use sqlx::sqlite::{
 };
 
 pub use access::{Actor, AuditEntry, AuditFilter, NewToken, TokenRecord, UserRecord};
+pub use dashboard::{Dashboard, MonthPoints};
 use engine::Revision;
 pub use engine::{ImportProgress, JournalResult, LoadedProgram, Posted, Prepared, SettleReport};
 pub use error::{Result, StoreError, Unavailability};
@@ -61,6 +64,7 @@ pub use members::{
 pub use programs::ProgramSummary;
 pub use rows::RejectionRow;
 pub use scheduled::DueReward;
+pub use sessions::{NewSession, SessionRecord};
 pub use tiers::TierStanding;
 pub use views::{BalanceView, EntryView, JournalView, ScheduledPoints};
 

@@ -347,6 +347,40 @@ impl Store {
         })
     }
 
+    /// A promotion's program-wide counters (its budget and daily caps): `(period key,
+    /// times, points)`, the whole-life counter's key empty.
+    pub async fn program_promotion_usage(
+        &self,
+        program: &LoadedProgram,
+        promotion: &str,
+    ) -> Result<Vec<(String, i64, i64)>> {
+        let everyone = fidelis_core::promotions::limits::EVERYONE;
+        Ok(match &self.db {
+            Db::Sqlite(pool) => {
+                sqlx::query_as(
+                    "SELECT period, times, points FROM promotion_usage \
+                 WHERE program_id = ?1 AND promotion = ?2 AND member_id = ?3 ORDER BY period",
+                )
+                .bind(program.id)
+                .bind(promotion)
+                .bind(everyone)
+                .fetch_all(pool)
+                .await?
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT period, times, points FROM promotion_usage \
+                 WHERE program_id = $1 AND promotion = $2 AND member_id = $3 ORDER BY period",
+                )
+                .bind(program.id)
+                .bind(promotion)
+                .bind(everyone)
+                .fetch_all(pool)
+                .await?
+            }
+        })
+    }
+
     pub async fn entry_sums(&self, member: &MemberView) -> Result<Vec<(String, String, i64)>> {
         Ok(match &self.db {
             Db::Sqlite(pool) => sqlx::query_as(

@@ -170,3 +170,63 @@ fn month_start(t: DateTime<Utc>) -> DateTime<Utc> {
         .single()
         .unwrap_or(t)
 }
+
+/// The demo's staff user (an administrator).
+pub const DEMO_ADMIN: &str = "admin@demo.fidelis";
+/// The demo member who gets a portal link.
+pub const DEMO_MEMBER: &str = "C-100000";
+
+/// How a newcomer signs in to the demo's pages.
+#[derive(Debug, Clone)]
+pub struct DemoAccess {
+    pub email: &'static str,
+    /// New at every start: printed, never stored in clear.
+    pub password: String,
+    /// A one-time portal link for [`DEMO_MEMBER`] (a path).
+    pub member_link: String,
+}
+
+/// Gives the demo's administrator a fresh password (creating the user the first time) and
+/// the demo member a new one-time portal link. Only `serve --demo` calls this, so the
+/// printed password works until the next start.
+pub async fn access(store: &Store, now: DateTime<Utc>) -> Result<Option<DemoAccess>, StoreError> {
+    let Some(program) = store.program(PROGRAM).await? else {
+        return Ok(None);
+    };
+    let password = crate::auth::new_token()[4..24].to_owned();
+    let hash = crate::auth::hash_password(&password)
+        .map_err(|_| StoreError::Inconsistent("cannot hash the demo password".into()))?;
+    if !store.set_user_password(DEMO_ADMIN, &hash).await? {
+        store
+            .create_user(
+                &fidelis_store::UserRecord {
+                    id: 0,
+                    email: DEMO_ADMIN.into(),
+                    password_hash: hash,
+                    role: "admin".into(),
+                    program: None,
+                    partner: None,
+                    member: None,
+                },
+                now,
+            )
+            .await?;
+    }
+    let Some(member) = store.member(&program, DEMO_MEMBER).await? else {
+        return Ok(None);
+    };
+    let token = crate::auth::new_token();
+    store
+        .create_signin_link(
+            member.id,
+            &crate::auth::token_hash(&token),
+            now,
+            now + crate::routes::members::PORTAL_LINK_TTL,
+        )
+        .await?;
+    Ok(Some(DemoAccess {
+        email: DEMO_ADMIN,
+        password,
+        member_link: format!("/portal/{PROGRAM}/link/{token}"),
+    }))
+}

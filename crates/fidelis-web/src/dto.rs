@@ -542,6 +542,18 @@ pub struct EnrollRequest {
     pub enrolled_at: Option<String>,
     /// Another member's referral code: that member referred this one.
     pub referral_code: Option<String>,
+    /// `true`: also create a one-time link with which the member sets a portal password
+    /// (answered once, as `portal_link`).
+    #[serde(default)]
+    pub portal_link: Option<bool>,
+}
+
+/// A one-time portal link: the member opens it and chooses a password.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PortalLinkBody {
+    /// The link's path on this server (`/portal/{program}/link/{secret}`): shown once.
+    pub link: String,
+    pub expires_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -559,6 +571,10 @@ pub struct MemberBody {
     /// For a member merged into another: the survivor.
     pub merged_into: Option<String>,
     pub balances: Vec<CurrencyBalanceBody>,
+    /// Only when enrolment asked for one (`portal_link: true`): the one-time portal link,
+    /// shown this once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub portal_link: Option<PortalLinkBody>,
 }
 
 /// A member's balance in one currency, with what expires and becomes available when.

@@ -53,11 +53,16 @@ pub(crate) async fn edge(request: Request, next: Next) -> Response {
     as_problem(next.run(request).await).await
 }
 
+/// Whether the answer explains itself already: a problem, or a page (the console's and
+/// portal's error pages are HTML for people).
 fn is_problem(response: &Response) -> bool {
     response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|t| t.as_bytes().starts_with(b"application/problem+json"))
+        .is_some_and(|t| {
+            t.as_bytes().starts_with(b"application/problem+json")
+                || t.as_bytes().starts_with(b"text/html")
+        })
 }
 
 /// The stable code of an error status that was not answered as a problem already.

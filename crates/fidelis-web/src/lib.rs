@@ -17,6 +17,7 @@ mod extract;
 mod guard;
 mod metrics;
 mod openapi;
+pub(crate) mod pages;
 mod routes;
 pub mod server;
 
@@ -52,6 +53,9 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     /// Most connections open at once (see [`server`]).
     pub max_connections: usize,
+    /// Whether the pages' cookies are marked `Secure` (the server is reached over TLS);
+    /// they are also when a proxy says so with `X-Forwarded-Proto: https`.
+    pub secure_cookies: bool,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +68,7 @@ impl Default for ServerConfig {
             rate_limit_per_second: 2_000,
             header_timeout: Duration::from_secs(10),
             max_connections: 1_024,
+            secure_cookies: false,
         }
     }
 }
@@ -74,6 +79,10 @@ pub struct AppState {
     pub store: Store,
     pub tokens: Arc<auth::TokenCache>,
     pub config: Arc<ServerConfig>,
+    /// Failed sign-ins to the pages, per account.
+    throttle: Arc<pages::session::Throttle>,
+    /// The console's dashboard figures per program.
+    dashboards: Arc<pages::console::Dashboards>,
     metrics: metrics::Metrics,
     /// The OpenAPI document, serialized once.
     openapi: axum::body::Bytes,
@@ -85,6 +94,8 @@ impl AppState {
             store,
             tokens: Arc::default(),
             config: Arc::new(config),
+            throttle: Arc::default(),
+            dashboards: Arc::default(),
             metrics: metrics::Metrics::global(),
             openapi: axum::body::Bytes::from(openapi().to_string()),
         }
@@ -92,7 +103,7 @@ impl AppState {
 }
 
 /// The whole application: the API under `/api/v1`, the OpenAPI document, health,
-/// readiness and metrics.
+/// readiness and metrics, and the pages (`/console`, `/portal/{program}`, `/static`).
 pub fn app(state: AppState) -> Router {
     let config = Arc::clone(&state.config);
     let (api, _) = routes::api().split_for_parts();
@@ -100,6 +111,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(routes::rate_limited(api, &config, &state.tokens))
         .merge(operations)
+        .merge(pages::router())
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

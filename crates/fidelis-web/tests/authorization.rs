@@ -137,6 +137,13 @@ fn cases() -> Vec<Case> {
             allowed: readers,
         },
         Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/members/m1/portal-link",
+            template: "/api/v1/programs/{program}/members/{member}/portal-link",
+            body: None,
+            allowed: staff,
+        },
+        Case {
             method: Method::GET,
             path: "/api/v1/programs/shop/members/m1/tiers",
             template: "/api/v1/programs/{program}/members/{member}/tiers",

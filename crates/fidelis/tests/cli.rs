@@ -638,6 +638,7 @@ fn jobs_expire_points_once(env: &Env) {
             program: Some("short".into()),
             actor: None,
             action: Some("jobs.run".into()),
+            subject: None,
             before_id: None,
             limit: 10,
         }))

@@ -129,7 +129,7 @@ fn check_password(password: &str) -> ApiResult<()> {
 /// Creates an API token. The token is in the answer once; only its hash is kept.
 #[utoipa::path(post, path = "/tokens", tag = "operations", request_body = TokenRequest,
     responses((status = 201, body = TokenCreated, description = "The token was created; its secret is shown this once"), Problems))]
-async fn create_token(
+pub(crate) async fn create_token(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     ApiJson(request): ApiJson<TokenRequest>,
@@ -222,7 +222,7 @@ async fn create_token(
 
 /// Every token (without the tokens themselves).
 #[utoipa::path(get, path = "/tokens", tag = "operations", responses((status = 200, body = Vec<TokenBody>, description = "The tokens the caller may see"), Problems))]
-async fn list_tokens(
+pub(crate) async fn list_tokens(
     State(state): State<AppState>,
     caller: Arc<Caller>,
 ) -> ApiResult<Json<Vec<TokenBody>>> {
@@ -243,7 +243,7 @@ async fn list_tokens(
 #[utoipa::path(delete, path = "/tokens/{id}", tag = "operations",
     params(("id" = i64, Path, description = "The token's id")),
     responses((status = 204, description = "Revoked"), Problems))]
-async fn revoke_token(
+pub(crate) async fn revoke_token(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path(id): Path<String>,
@@ -287,7 +287,7 @@ async fn revoke_token(
 /// Creates a user of the web pages; the password is stored as an argon2id hash.
 #[utoipa::path(post, path = "/users", tag = "operations", request_body = UserRequest,
     responses((status = 201, body = UserCreated, description = "The user was created"), Problems))]
-async fn create_user(
+pub(crate) async fn create_user(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     ApiJson(request): ApiJson<UserRequest>,
@@ -347,15 +347,16 @@ async fn create_user(
     ))
 }
 
-/// The audit log, newest first, filtered by program, actor or action.
+/// The audit log, newest first, filtered by program, actor, action or subject.
 #[utoipa::path(get, path = "/audit", tag = "operations",
     params(("program" = Option<String>, Query, description = "Only this program's changes", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"),
            ("actor" = Option<String>, Query, description = "Only this actor's changes", max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"),
            ("action" = Option<String>, Query, description = "Only this action (`program.update`, `member.status`…)", max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"),
+           ("subject" = Option<String>, Query, description = "Only changes to this subject (a member's external id, a token's id…)", max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"),
            ("limit" = Option<i64>, Query, description = "1 to 500 (default 100)", minimum = 1, maximum = 500),
            ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page", pattern = "^[0-9]{1,18}$")),
     responses((status = 200, body = AuditPage, description = "A page of the audit trail, newest first"), Problems))]
-async fn audit(
+pub(crate) async fn audit(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Query(query): Query<crate::dto::Query>,
@@ -376,7 +377,7 @@ async fn audit(
             "program is a program's code: 1 to 64 of a-z, 0-9 and -",
         ));
     }
-    for name in ["actor", "action"] {
+    for name in ["actor", "action", "subject"] {
         if query
             .get(name)
             .is_some_and(|v| v.chars().count() > 256 || v.chars().any(char::is_control))
@@ -395,6 +396,7 @@ async fn audit(
         program,
         actor: query.get("actor").cloned(),
         action: query.get("action").cloned(),
+        subject: query.get("subject").cloned(),
         before_id: query_param(&query, "cursor")?,
         limit,
     };

@@ -808,7 +808,7 @@ async fn cancel(
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
     request_body = JournalRequest,
     responses((status = 200, body = OutcomeBody, description = "What would happen"), Problems))]
-async fn simulate(
+pub(crate) async fn simulate(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path(code): Path<String>,

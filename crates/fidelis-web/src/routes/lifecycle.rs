@@ -221,7 +221,7 @@ fn outcome_response(outcome: &fidelis_core::outcome::Outcome, replayed: bool) ->
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The sending member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     request_body = TransferRequest,
     responses((status = 201, body = OutcomeBody, description = "Transferred"), (status = 200, body = OutcomeBody, description = "A replay: the first outcome", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome of the same external id"))), Problems))]
-async fn transfer(
+pub(crate) async fn transfer(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, from)): Path<(String, String)>,
@@ -266,7 +266,7 @@ async fn transfer(
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The duplicate's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     request_body = MergeRequest,
     responses((status = 200, body = MergeBody, description = "The member was merged into the survivor"), Problems))]
-async fn merge(
+pub(crate) async fn merge(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, source)): Path<(String, String)>,
@@ -308,7 +308,7 @@ async fn merge(
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     request_body = ReinstateRequest,
     responses((status = 201, body = OutcomeBody, description = "Reinstated"), (status = 200, body = OutcomeBody, description = "A replay: the first outcome", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome of the same external id"))), Problems))]
-async fn reinstate(
+pub(crate) async fn reinstate(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, external)): Path<(String, String)>,
@@ -343,7 +343,7 @@ async fn reinstate(
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"),
            ("as_of" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "RFC 3339; now when absent")),
     responses((status = 200, body = TiersBody, description = "The member's tier in each tier group"), Problems))]
-async fn tiers(
+pub(crate) async fn tiers(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, external_id)): Path<(String, String)>,
@@ -372,7 +372,7 @@ async fn tiers(
            ("group" = String, Path, description = "The tier group's code", example = "status", min_length = 1, max_length = 32, pattern = "^[a-z0-9_-]+$")),
     request_body = AssignTierRequest,
     responses((status = 200, body = TierChangeBody, description = "The tier was assigned"), Problems))]
-async fn assign_tier(
+pub(crate) async fn assign_tier(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, external_id, group)): Path<(String, String, String)>,

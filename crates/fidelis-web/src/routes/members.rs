@@ -29,6 +29,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(enroll, list_members))
         .routes(routes!(get_member))
+        .routes(routes!(portal_link))
         .routes(routes!(set_status))
         .routes(routes!(balances))
         .routes(routes!(ledger))
@@ -39,7 +40,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// A member of the path, or 404 (a malformed external id names no member).
-pub(super) async fn member(
+pub(crate) async fn member(
     state: &AppState,
     program: &fidelis_store::LoadedProgram,
     external_id: &str,
@@ -122,7 +123,11 @@ async fn enroll(
         )
         .await?;
     let balances = state.store.balances(&program, &member, Utc::now()).await?;
-    Ok((StatusCode::CREATED, Json(member_body(&member, &balances))))
+    let mut body = member_body(&member, &balances);
+    if request.portal_link == Some(true) {
+        body.portal_link = Some(create_portal_link(&state, &caller, &program, &member).await?);
+    }
+    Ok((StatusCode::CREATED, Json(body)))
 }
 
 /// The program's members: searched, filtered, sorted and paged.
@@ -140,7 +145,7 @@ async fn enroll(
            ("limit" = Option<i64>, Query, description = "Members per page, 1 to 1000 (default 50)", minimum = 1, maximum = 1000),
            ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page (same `sort`)", pattern = "^(x([0-9a-f]{2}){1,512}|t-?[0-9]{1,18}[.][0-9]{1,18})$")),
     responses((status = 200, body = MemberListPage, description = "A page of members"), Problems))]
-async fn list_members(
+pub(crate) async fn list_members(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path(code): Path<String>,
@@ -256,14 +261,69 @@ fn member_body(member: &MemberView, balances: &[fidelis_store::BalanceView]) -> 
         referred_by: member.referred_by.clone(),
         merged_into: member.merged_into.clone(),
         balances: balances.iter().map(CurrencyBalanceBody::from).collect(),
+        portal_link: None,
     }
+}
+
+/// How long a one-time portal link works.
+pub(crate) const PORTAL_LINK_TTL: chrono::Duration = chrono::Duration::days(7);
+
+/// Creates a one-time portal link for a member (audited): staff with `members:write` only.
+pub(crate) async fn create_portal_link(
+    state: &AppState,
+    caller: &Caller,
+    program: &fidelis_store::LoadedProgram,
+    member: &MemberView,
+) -> ApiResult<crate::dto::PortalLinkBody> {
+    let code = program.program.code.as_str();
+    caller.require(Permission::MembersWrite, Some(code))?;
+    if matches!(caller.role, Role::Member | Role::Partner) {
+        return Err(ApiError::forbidden(
+            "portal links are created by program staff",
+        ));
+    }
+    let token = crate::auth::new_token();
+    let now = Utc::now();
+    let expires_at = now + PORTAL_LINK_TTL;
+    state
+        .store
+        .create_signin_link(member.id, &crate::auth::token_hash(&token), now, expires_at)
+        .await?;
+    let entry = caller.actor().entry(
+        now,
+        "member.portal_link",
+        Some(code),
+        Some(&member.external_id),
+    );
+    state.store.append_audit(&entry).await?;
+    Ok(crate::dto::PortalLinkBody {
+        link: format!("/portal/{code}/link/{token}"),
+        expires_at,
+    })
+}
+
+/// Creates a one-time link with which the member chooses a portal password (valid seven
+/// days, used once; the secret is answered only here). Staff only. Audited.
+#[utoipa::path(post, path = "/programs/{program}/members/{member}/portal-link", tag = "members",
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
+    responses((status = 201, body = crate::dto::PortalLinkBody, description = "The link (shown once)"), Problems))]
+pub(crate) async fn portal_link(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path((code, external_id)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<crate::dto::PortalLinkBody>)> {
+    caller.require(Permission::MembersWrite, Some(&code))?;
+    let program = program(&state, &code).await?;
+    let member = member(&state, &program, &external_id).await?;
+    let link = create_portal_link(&state, &caller, &program, &member).await?;
+    Ok((StatusCode::CREATED, Json(link)))
 }
 
 /// A member: profile, status and balances.
 #[utoipa::path(get, path = "/programs/{program}/members/{member}", tag = "members",
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     responses((status = 200, body = MemberBody, description = "The member"), Problems))]
-async fn get_member(
+pub(crate) async fn get_member(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, external_id)): Path<(String, String)>,
@@ -281,7 +341,7 @@ async fn get_member(
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     request_body = StatusRequest,
     responses((status = 200, body = MemberBody, description = "The member"), Problems))]
-async fn set_status(
+pub(crate) async fn set_status(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, external_id)): Path<(String, String)>,
@@ -315,7 +375,7 @@ async fn set_status(
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"),
            ("as_of" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "RFC 3339; now when absent")),
     responses((status = 200, body = BalancesBody, description = "The member's balances with their expiry schedule"), Problems))]
-async fn balances(
+pub(crate) async fn balances(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, external_id)): Path<(String, String)>,
@@ -338,7 +398,7 @@ async fn balances(
 #[utoipa::path(get, path = "/programs/{program}/members/{member}/promotions", tag = "members",
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     responses((status = 200, body = crate::dto::PromotionStandingBody, description = "The member's cumulative progress, limits used and promotions joined"), Problems))]
-async fn promotion_standing(
+pub(crate) async fn promotion_standing(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, external_id)): Path<(String, String)>,
@@ -397,7 +457,7 @@ async fn promotion_standing(
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"),
            ("promotion" = String, Path, description = "The opt-in promotion's code", example = "double-december", min_length = 1, max_length = 32, pattern = "^[a-z0-9_-]+$")),
     responses((status = 200, body = crate::dto::PromotionStandingBody, description = "The member's cumulative progress, limits used and promotions joined"), Problems))]
-async fn join_promotion(
+pub(crate) async fn join_promotion(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, external_id, promotion)): Path<(String, String, String)>,
@@ -436,7 +496,7 @@ async fn join_promotion(
            ("limit" = Option<i64>, Query, description = "Entries per page, 1 to 500 (default 50)", minimum = 1, maximum = 500),
            ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page", pattern = "^[0-9]{1,18}:[0-9]{1,9}$")),
     responses((status = 200, body = LedgerPage, description = "A page of the member's ledger, newest first"), Problems))]
-async fn ledger(
+pub(crate) async fn ledger(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, external_id)): Path<(String, String)>,
@@ -529,7 +589,7 @@ async fn redeem(
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     request_body = AdjustmentRequest,
     responses((status = 201, body = OutcomeBody, description = "Adjusted"), (status = 200, body = OutcomeBody, description = "A replay: the first outcome", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome of the same external id"))), Problems))]
-async fn adjust(
+pub(crate) async fn adjust(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, external_id)): Path<(String, String)>,

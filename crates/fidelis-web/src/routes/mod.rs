@@ -3,11 +3,11 @@
 
 pub(crate) mod admin;
 mod expiry;
-mod journals;
-mod lifecycle;
-mod members;
+pub(crate) mod journals;
+pub(crate) mod lifecycle;
+pub(crate) mod members;
 mod openings;
-mod programs;
+pub(crate) mod programs;
 
 use std::any::Any;
 use std::sync::Arc;

@@ -29,7 +29,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 /// Every program.
 #[utoipa::path(get, path = "/programs", tag = "programs",
     responses((status = 200, body = Vec<ProgramListItem>, description = "The programs the token may see"), Problems))]
-async fn list_programs(
+pub(crate) async fn list_programs(
     State(state): State<AppState>,
     caller: Arc<Caller>,
 ) -> ApiResult<Json<Vec<ProgramListItem>>> {
@@ -56,7 +56,7 @@ async fn list_programs(
     params(("program" = String, Path, description = "The program's code, [a-z0-9-]{1,64}", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
     request_body(content = Object, description = "The program definition document", content_type = "application/json"),
     responses((status = 201, description = "Created", body = ProgramSaved), (status = 200, description = "Replaced", body = ProgramSaved), Problems))]
-async fn put_program(
+pub(crate) async fn put_program(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path(code): Path<String>,
@@ -82,7 +82,7 @@ async fn put_program(
 #[utoipa::path(get, path = "/programs/{program}", tag = "programs",
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
     responses((status = 200, body = Object, description = "The program definition document"), Problems))]
-async fn get_program(
+pub(crate) async fn get_program(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path(code): Path<String>,

@@ -14,9 +14,15 @@ pub struct ServeArgs {
     /// Where to listen.
     #[arg(long, env = "FIDELIS_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// On an empty database, create the `demo` program with members and months of history.
+    /// On an empty database, create the `demo` program with members and months of history;
+    /// at every start, print a fresh password for the demo administrator and a one-time
+    /// portal link for a demo member.
     #[arg(long)]
     demo: bool,
+    /// Mark the pages' cookies `Secure` (set this when users reach the server over HTTPS;
+    /// behind a proxy sending `X-Forwarded-Proto: https` they are marked anyway).
+    #[arg(long, env = "FIDELIS_SECURE_COOKIES")]
+    secure_cookies: bool,
     /// Requests per second allowed per token.
     #[arg(long, env = "FIDELIS_RATE_LIMIT", default_value_t = 2_000)]
     rate_limit: u64,
@@ -163,6 +169,7 @@ pub async fn run(database: &str, args: ServeArgs) -> Result<ExitCode> {
         max_connections: args
             .max_connections
             .map_or_else(fidelis_web::server::default_max_connections, |n| n as usize),
+        secure_cookies: args.secure_cookies,
         ..ServerConfig::default()
     };
     let base = format!("http://{}", args.listen);
@@ -182,7 +189,26 @@ pub async fn run(database: &str, args: ServeArgs) -> Result<ExitCode> {
         ),
     }
     if args.demo {
-        println!("  demo:     {base}/api/v1/programs/demo/members/C-100000");
+        match fidelis_web::demo::access(&store, Utc::now()).await? {
+            Some(access) => {
+                println!(
+                    "  console:  {base}/console   sign in as {} with password {}",
+                    access.email, access.password
+                );
+                println!("            (a new password at every start of serve --demo)");
+                println!(
+                    "  portal:   {base}{}   (one-time link: member {} chooses a password)",
+                    access.member_link,
+                    fidelis_web::demo::DEMO_MEMBER
+                );
+            }
+            None => println!("  console:  {base}/console"),
+        }
+        println!("  demo API: {base}/api/v1/programs/demo/members/C-100000");
+    } else {
+        println!(
+            "  console:  {base}/console   (staff sign in as users created with POST /api/v1/users or on the console's Users page)"
+        );
     }
     fidelis_web::serve(AppState::new(store, config), args.listen)
         .await

@@ -1,0 +1,1364 @@
+//! The admin console (`/console`): sign-in, the program dashboard, members with the 360°
+//! view and its actions, the program editor with live checks, the dry run, promotions, the
+//! audit log, users and tokens.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use axum_extra::extract::cookie::CookieJar;
+use chrono::{Datelike, Months, NaiveDate, TimeZone, Utc};
+use minijinja::{Value, context};
+use serde_json::json;
+
+use super::session::{self, Area, Staff};
+use super::{PageError, PageResult, charts, page, see_other, segment};
+use crate::AppState;
+use crate::auth::{Caller, Permission, new_token, verify_password};
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::routes::{admin, journals, lifecycle, members, programs};
+
+type Fields = HashMap<String, String>;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/console", get(home))
+        .route("/console/sign-in", get(sign_in_form).post(sign_in))
+        .route("/console/sign-out", post(sign_out))
+        .route("/console/programs/{program}", get(dashboard))
+        .route(
+            "/console/programs/{program}/dashboard.csv",
+            get(dashboard_csv),
+        )
+        .route(
+            "/console/programs/{program}/dashboard/refresh",
+            post(dashboard_refresh),
+        )
+        .route("/console/programs/{program}/members", get(member_search))
+        .route(
+            "/console/programs/{program}/members/{member}",
+            get(member_view),
+        )
+        .route(
+            "/console/programs/{program}/members/{member}/{action}",
+            post(member_action),
+        )
+        .route(
+            "/console/programs/{program}/definition",
+            get(definition_form).post(definition_save),
+        )
+        .route(
+            "/console/programs/{program}/check-condition",
+            post(check_condition),
+        )
+        .route(
+            "/console/programs/{program}/dry-run",
+            get(dry_run_form).post(dry_run),
+        )
+        .route("/console/programs/{program}/promotions", get(promotions))
+        .route("/console/audit", get(audit))
+        .route("/console/access", get(access))
+        .route("/console/access/{action}", post(access_action))
+}
+
+/// What every console page's layout needs: who is signed in, what they may open.
+fn frame(staff: &Staff, program: Option<&str>) -> Value {
+    let c = &staff.caller;
+    context! {
+        area => "console",
+        lang => "en",
+        user => c.name.clone(),
+        role => c.role.name(),
+        csrf => staff.csrf.clone(),
+        program => program,
+        may => context! {
+            edit_programs => c.has(Permission::ProgramsWrite),
+            dry_run => c.has(Permission::JournalsWrite),
+            audit => c.has(Permission::AuditRead),
+            access => c.has(Permission::TokensManage),
+            adjust => c.has(Permission::Adjust),
+            members_write => c.has(Permission::MembersWrite),
+        },
+    }
+}
+
+fn merge(base: Value, extra: Value) -> Value {
+    context! { ..extra, ..base }
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    Value::from(minijinja::value::Serde(v))
+}
+
+fn query_map(pairs: &[(&str, Option<&str>)]) -> Query<BTreeMap<String, String>> {
+    Query(
+        pairs
+            .iter()
+            .filter_map(|(k, v)| {
+                v.filter(|v| !v.is_empty())
+                    .map(|v| ((*k).to_owned(), v.to_owned()))
+            })
+            .collect(),
+    )
+}
+
+/// A request body for an API handler, built from a form (a 422 page when it does not fit).
+fn body<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<ApiJson<T>, PageError> {
+    serde_json::from_value(value).map(ApiJson).map_err(|e| {
+        PageError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("The form is incomplete: {e}"),
+        )
+    })
+}
+
+// ---- sign-in -------------------------------------------------------------------------
+
+async fn sign_in_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Query(query): Query<Fields>,
+) -> Response {
+    let (jar, token) = session::form_token(&state, &headers, jar, "/console".into());
+    let next = query.get("next").cloned().unwrap_or_default();
+    let body = page(
+        "console/sign_in.html",
+        context! { area => "console", lang => "en", csrf => token, next, email => "" },
+    );
+    (jar, body).into_response()
+}
+
+/// Where to go after signing in: a console path only (never another site).
+fn safe_next(next: Option<&String>) -> String {
+    match next {
+        Some(n) if n.starts_with("/console") && !n.starts_with("//") && !n.contains('\\') => {
+            n.clone()
+        }
+        _ => "/console".to_owned(),
+    }
+}
+
+async fn sign_in(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Form(form): Form<Fields>,
+) -> PageResult {
+    session::same_origin(&headers)?;
+    session::check_form_token(&jar, &form)?;
+    let email: String = form
+        .get("email")
+        .map(|e| e.trim().to_lowercase())
+        .unwrap_or_default();
+    let email: String = email.chars().take(256).collect();
+    let password = form.get("password").cloned().unwrap_or_default();
+    let key = format!("console:{email}");
+    let now = Utc::now();
+    let audit = |action: &str, role: &str| fidelis_store::AuditEntry {
+        at: now,
+        actor: email.clone(),
+        role: role.to_owned(),
+        action: action.to_owned(),
+        program: None,
+        subject: None,
+        before: None,
+        after: None,
+    };
+    if let Some(wait) = state.throttle.blocked(&key) {
+        state
+            .store
+            .append_audit(&audit("signin.throttled", "unknown"))
+            .await?;
+        return Err(PageError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "Too many failed sign-ins for this account. Try again in {} minutes.",
+                wait.div_ceil(60)
+            ),
+        ));
+    }
+    let user = state.store.user_by_email(&email).await?;
+    // A missing user costs the same hashing time as a wrong password.
+    let ok = match &user {
+        Some(u) => verify_password(&password, &u.password_hash),
+        None => {
+            let _ = verify_password(&password, DUMMY_HASH);
+            false
+        }
+    };
+    let Some(user) = user.filter(|_| ok) else {
+        state.throttle.failed(&key);
+        state
+            .store
+            .append_audit(&audit("signin.failed", "unknown"))
+            .await?;
+        let (jar, token) = session::form_token(&state, &headers, jar, "/console".into());
+        let mut response = page(
+            "console/sign_in.html",
+            context! {
+                area => "console", lang => "en", csrf => token, email,
+                next => form.get("next").cloned().unwrap_or_default(),
+                error => "The email or the password is wrong.",
+            },
+        )?;
+        *response.status_mut() = StatusCode::UNAUTHORIZED;
+        return Ok((jar, response).into_response());
+    };
+    let caller = session::staff_caller(&user)?;
+    if matches!(
+        caller.role,
+        crate::auth::Role::Member | crate::auth::Role::Partner
+    ) {
+        state
+            .store
+            .append_audit(&audit("signin.refused", &user.role))
+            .await?;
+        return Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            "The console is for program staff; members sign in to their program's portal.",
+        ));
+    }
+    state.throttle.succeeded(&key);
+    let jar = session::start(&state, &headers, jar, Area::Console, Some(user.id), None).await?;
+    let mut entry = audit("signin", &user.role);
+    entry.program = user.program.clone();
+    state.store.append_audit(&entry).await?;
+    Ok((jar, see_other(&safe_next(form.get("next")))).into_response())
+}
+
+/// An argon2 hash of nothing anyone types, verified when the email is unknown.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2Yd7o0dYQm0l1h4zXq6n1S2rGqUQn1tPzVw0cS8c0Ao";
+
+async fn sign_out(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    staff: Staff,
+    jar: CookieJar,
+    Form(form): Form<Fields>,
+) -> PageResult {
+    session::same_origin(&headers)?;
+    session::check_csrf(&form, &staff.csrf)?;
+    let jar = session::end(&state, jar, session::CONSOLE_COOKIE, "/console".into()).await?;
+    let entry = staff
+        .caller
+        .actor()
+        .entry(Utc::now(), "signout", None, None);
+    state.store.append_audit(&entry).await?;
+    Ok((jar, see_other("/console/sign-in")).into_response())
+}
+
+// ---- programs and the dashboard ------------------------------------------------------
+
+async fn home(State(state): State<AppState>, staff: Staff) -> PageResult {
+    let list = programs::list_programs(State(state), Arc::clone(&staff.caller))
+        .await?
+        .0;
+    let visible: Vec<_> = list
+        .into_iter()
+        .filter(|p| staff.caller.sees_program(Some(&p.code)))
+        .collect();
+    page(
+        "console/programs.html",
+        merge(
+            frame(&staff, None),
+            context! { programs => to_value(&visible) },
+        ),
+    )
+}
+
+/// Month starts in the program's zone: the last `n` months and the next month's start.
+fn month_bounds(
+    tz: chrono_tz::Tz,
+    now: chrono::DateTime<Utc>,
+    n: u32,
+) -> Vec<chrono::DateTime<Utc>> {
+    let local = now.with_timezone(&tz).date_naive();
+    let first = NaiveDate::from_ymd_opt(local.year(), local.month(), 1).unwrap_or(local);
+    (0..=n)
+        .filter_map(|i| {
+            let month = first
+                .checked_sub_months(Months::new(n - 1))?
+                .checked_add_months(Months::new(i))?;
+            let midnight = month.and_hms_opt(0, 0, 0)?;
+            tz.from_local_datetime(&midnight)
+                .earliest()
+                .map(|t| t.with_timezone(&Utc))
+        })
+        .collect()
+}
+
+/// A program's dashboard figures as computed at an instant.
+pub(crate) struct Computed {
+    at: chrono::DateTime<Utc>,
+    labels: Vec<String>,
+    figures: fidelis_store::Dashboard,
+}
+
+/// How long dashboard figures are shown before they are computed again (in the
+/// background, while the previous figures are still shown).
+const DASHBOARD_TTL: chrono::Duration = chrono::Duration::minutes(5);
+
+/// Dashboards per program: aggregating every journal of a large program takes seconds, so
+/// the figures are kept and recomputed in the background once they are older than
+/// [`DASHBOARD_TTL`] (or at once, with the page's Refresh button).
+#[derive(Default)]
+pub struct Dashboards {
+    computed: std::sync::Mutex<HashMap<String, Arc<Computed>>>,
+    refreshing: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+async fn compute_dashboard(state: &AppState, code: &str) -> Result<Arc<Computed>, PageError> {
+    let program = crate::routes::program(state, code).await?;
+    let tz = program.program.time_zone;
+    let now = Utc::now();
+    let bounds = month_bounds(tz, now, 12);
+    let labels = bounds
+        .iter()
+        .take(bounds.len().saturating_sub(1))
+        .map(|b| b.with_timezone(&tz).format("%Y-%m").to_string())
+        .collect();
+    let figures = state.store.dashboard(&program, &bounds, now).await?;
+    let computed = Arc::new(Computed {
+        at: now,
+        labels,
+        figures,
+    });
+    if let Ok(mut map) = state.dashboards.computed.lock() {
+        map.insert(code.to_owned(), Arc::clone(&computed));
+    }
+    Ok(computed)
+}
+
+/// The program's dashboard figures for a caller who may read the program: kept ones while
+/// they are fresh, new ones when `fresh` is asked or none are kept.
+async fn dashboard_data(
+    state: &AppState,
+    caller: &Caller,
+    code: &str,
+    fresh: bool,
+) -> Result<Arc<Computed>, PageError> {
+    caller.require(Permission::ProgramsRead, Some(code))?;
+    let kept = state
+        .dashboards
+        .computed
+        .lock()
+        .ok()
+        .and_then(|m| m.get(code).cloned());
+    match kept {
+        Some(kept) if !fresh => {
+            if Utc::now() - kept.at > DASHBOARD_TTL
+                && state
+                    .dashboards
+                    .refreshing
+                    .lock()
+                    .is_ok_and(|mut r| r.insert(code.to_owned()))
+            {
+                let (state, code) = (state.clone(), code.to_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = compute_dashboard(&state, &code).await {
+                        tracing::warn!(
+                            program = code,
+                            error = e.message,
+                            "the dashboard could not be recomputed"
+                        );
+                    }
+                    if let Ok(mut r) = state.dashboards.refreshing.lock() {
+                        r.remove(&code);
+                    }
+                });
+            }
+            Ok(kept)
+        }
+        _ => compute_dashboard(state, code).await,
+    }
+}
+
+async fn dashboard_refresh(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    staff: Staff,
+    Path(code): Path<String>,
+    Form(form): Form<Fields>,
+) -> PageResult {
+    session::same_origin(&headers)?;
+    session::check_csrf(&form, &staff.csrf)?;
+    dashboard_data(&state, &staff.caller, &code, true).await?;
+    Ok(see_other(&format!("/console/programs/{}", segment(&code))))
+}
+
+async fn dashboard(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(code): Path<String>,
+) -> PageResult {
+    let computed = dashboard_data(&state, &staff.caller, &code, false).await?;
+    let (labels, figures) = (&computed.labels, &computed.figures);
+    let enrolment_chart = charts::bars(
+        labels,
+        &[(
+            "Enrolments",
+            figures.enrolments.iter().map(|n| *n as f64).collect(),
+        )],
+    );
+    let mut currencies = Vec::new();
+    for (currency, months) in &figures.points {
+        let issued: i64 = months.iter().map(|m| m.issued).sum();
+        let redeemed: i64 = months.iter().map(|m| m.redeemed).sum();
+        let expired: i64 = months.iter().map(|m| m.expired).sum();
+        let chart = charts::bars(
+            labels,
+            &[
+                ("Issued", months.iter().map(|m| m.issued as f64).collect()),
+                (
+                    "Redeemed",
+                    months.iter().map(|m| m.redeemed as f64).collect(),
+                ),
+                ("Expired", months.iter().map(|m| m.expired as f64).collect()),
+            ],
+        );
+        let outstanding = figures
+            .outstanding
+            .iter()
+            .find(|(c, _, _)| c == currency)
+            .map_or((0, 0), |(_, a, p)| (*a, *p));
+        // Redemption rate: the share of points issued in the window that were redeemed.
+        let rate = if issued > 0 {
+            format!("{:.1} %", redeemed as f64 * 100.0 / issued as f64)
+        } else {
+            "–".to_owned()
+        };
+        currencies.push(context! {
+            code => currency,
+            chart,
+            months => months.iter().zip(labels).map(|(m, l)| context! { label => l, issued => m.issued, redeemed => m.redeemed, expired => m.expired }).collect::<Vec<_>>(),
+            issued, redeemed, expired, rate,
+            available => outstanding.0, pending => outstanding.1,
+        });
+    }
+    let tier_chart = charts::bars(
+        &figures
+            .tiers
+            .iter()
+            .map(|(g, t, _)| format!("{g}: {t}"))
+            .collect::<Vec<_>>(),
+        &[(
+            "Members",
+            figures.tiers.iter().map(|(_, _, n)| *n as f64).collect(),
+        )],
+    );
+    page(
+        "console/dashboard.html",
+        merge(
+            frame(&staff, Some(&code)),
+            context! {
+                computed_at => computed.at.to_rfc3339(),
+                tz => crate::routes::program(&state, &code).await?.program.time_zone.name(),
+                members => figures.members,
+                active_30 => figures.active_30,
+                active_90 => figures.active_90,
+                enrolments => labels.iter().zip(&figures.enrolments).map(|(l, n)| context! { label => l, n => n }).collect::<Vec<_>>(),
+                enrolment_chart,
+                currencies,
+                tiers => figures.tiers.iter().map(|(g, t, n)| context! { group => g, tier => t, n => n }).collect::<Vec<_>>(),
+                tier_chart,
+            },
+        ),
+    )
+}
+
+/// A dashboard table as CSV (`table` = `enrolments`, `points` or `tiers`).
+async fn dashboard_csv(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(code): Path<String>,
+    Query(query): Query<Fields>,
+) -> PageResult {
+    let computed = dashboard_data(&state, &staff.caller, &code, false).await?;
+    let (labels, figures) = (&computed.labels, &computed.figures);
+    let mut out = csv::Writer::from_writer(Vec::new());
+    let table = query.get("table").map_or("points", String::as_str);
+    let write = |out: &mut csv::Writer<Vec<u8>>, row: &[String]| {
+        out.write_record(row).map_err(|_| PageError::internal())
+    };
+    match table {
+        "enrolments" => {
+            write(&mut out, &["month".into(), "enrolments".into()])?;
+            for (l, n) in labels.iter().zip(&figures.enrolments) {
+                write(&mut out, &[l.clone(), n.to_string()])?;
+            }
+        }
+        "tiers" => {
+            write(&mut out, &["group".into(), "tier".into(), "members".into()])?;
+            for (g, t, n) in &figures.tiers {
+                write(&mut out, &[g.clone(), t.clone(), n.to_string()])?;
+            }
+        }
+        "points" => {
+            write(
+                &mut out,
+                &[
+                    "month".into(),
+                    "currency".into(),
+                    "issued".into(),
+                    "redeemed".into(),
+                    "expired".into(),
+                ],
+            )?;
+            for (currency, months) in &figures.points {
+                for (l, m) in labels.iter().zip(months) {
+                    write(
+                        &mut out,
+                        &[
+                            l.clone(),
+                            currency.clone(),
+                            m.issued.to_string(),
+                            m.redeemed.to_string(),
+                            m.expired.to_string(),
+                        ],
+                    )?;
+                }
+            }
+        }
+        _ => {
+            return Err(PageError::new(
+                StatusCode::BAD_REQUEST,
+                "table is enrolments, points or tiers",
+            ));
+        }
+    }
+    let bytes = out.into_inner().map_err(|_| PageError::internal())?;
+    let disposition = format!("attachment; filename=\"{code}-{table}.csv\"");
+    let mut response = (StatusCode::OK, bytes).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}
+
+// ---- members -------------------------------------------------------------------------
+
+async fn member_search(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(code): Path<String>,
+    Query(query): Query<Fields>,
+) -> PageResult {
+    let q = query
+        .get("q")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let cursor = query.get("cursor").cloned();
+    let result = members::list_members(
+        State(state),
+        Arc::clone(&staff.caller),
+        Path(code.clone()),
+        query_map(&[
+            ("q", Some(&q)),
+            ("limit", Some("25")),
+            ("cursor", cursor.as_deref()),
+        ]),
+    )
+    .await;
+    let (list, error) = match result {
+        Ok(Json(page)) => (Some(to_value(&page)), None),
+        Err(e)
+            if e.status == StatusCode::BAD_REQUEST
+                || e.status == StatusCode::UNPROCESSABLE_ENTITY =>
+        {
+            (None, Some(e.detail))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    page(
+        "console/members.html",
+        merge(frame(&staff, Some(&code)), context! { q, list, error }),
+    )
+}
+
+/// A message shown at the top of a page after an action.
+fn notice(ok: bool, text: impl Into<String>) -> Value {
+    context! { ok, text => text.into() }
+}
+
+const DONE: &[(&str, &str)] = &[
+    ("adjusted", "The points were adjusted."),
+    ("status", "The member's status was changed."),
+    ("tier", "The tier was assigned."),
+    ("merged", "The member was merged."),
+    ("reinstated", "The expired points were reinstated."),
+];
+
+async fn member_view(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path((code, member)): Path<(String, String)>,
+    Query(query): Query<Fields>,
+) -> PageResult {
+    let done = query
+        .get("done")
+        .and_then(|d| DONE.iter().find(|(k, _)| k == d))
+        .map(|(_, text)| notice(true, *text));
+    member_page(
+        &state,
+        &staff,
+        &code,
+        &member,
+        query.get("ledger").cloned(),
+        done,
+        None,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn member_page(
+    state: &AppState,
+    staff: &Staff,
+    code: &str,
+    member: &str,
+    ledger_cursor: Option<String>,
+    notice: Option<Value>,
+    link: Option<String>,
+) -> PageResult {
+    let caller = &staff.caller;
+    let key = || Path((code.to_owned(), member.to_owned()));
+    let body = members::get_member(State(state.clone()), Arc::clone(caller), key())
+        .await?
+        .0;
+    let tiers = lifecycle::tiers(
+        State(state.clone()),
+        Arc::clone(caller),
+        key(),
+        query_map(&[]),
+    )
+    .await?
+    .0;
+    let standing = members::promotion_standing(State(state.clone()), Arc::clone(caller), key())
+        .await?
+        .0;
+    let ledger = members::ledger(
+        State(state.clone()),
+        Arc::clone(caller),
+        key(),
+        query_map(&[("limit", Some("20")), ("cursor", ledger_cursor.as_deref())]),
+    )
+    .await?
+    .0;
+    // The audit trail, for those who may read it.
+    let trail = if caller.has(Permission::AuditRead) {
+        admin::audit(
+            State(state.clone()),
+            Arc::clone(caller),
+            query_map(&[
+                ("program", Some(code)),
+                ("subject", Some(member)),
+                ("limit", Some("20")),
+            ]),
+        )
+        .await
+        .ok()
+        .map(|j| to_value(&j.0))
+    } else {
+        None
+    };
+    let program = crate::routes::program(state, code).await?;
+    let tz = program.program.time_zone;
+    // The expiry schedule per month, per currency.
+    let mut schedules = Vec::new();
+    for b in &body.balances {
+        if b.expiring.is_empty() {
+            continue;
+        }
+        let mut months: BTreeMap<String, i64> = BTreeMap::new();
+        for s in &b.expiring {
+            *months
+                .entry(s.at.with_timezone(&tz).format("%Y-%m").to_string())
+                .or_default() += s.points;
+        }
+        let labels: Vec<String> = months.keys().cloned().collect();
+        let chart = charts::bars(
+            &labels,
+            &[("Expiring", months.values().map(|v| *v as f64).collect())],
+        );
+        schedules.push(
+            context! { currency => b.currency.clone(), chart, rows => to_value(&b.expiring) },
+        );
+    }
+    let currencies: Vec<String> = program
+        .program
+        .currencies
+        .iter()
+        .map(|c| c.code.to_string())
+        .collect();
+    let tier_options: Vec<Value> = program
+        .program
+        .tier_groups
+        .iter()
+        .flat_map(|g| g.tiers.iter().map(move |t| context! { group => g.code.to_string(), tier => t.code.to_string(), name => format!("{} — {}", g.name, t.name) }))
+        .collect();
+    page(
+        "console/member.html",
+        merge(
+            frame(staff, Some(code)),
+            context! {
+                tz => tz.name(),
+                m => to_value(&body),
+                tiers => to_value(&tiers),
+                standing => to_value(&standing),
+                ledger => to_value(&ledger),
+                trail,
+                schedules,
+                currencies,
+                tier_options,
+                notice,
+                link,
+                external_id => format!("console-{}", &new_token()[4..24]),
+            },
+        ),
+    )
+}
+
+async fn member_action(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((code, member, action)): Path<(String, String, String)>,
+    Form(form): Form<Fields>,
+) -> PageResult {
+    session::same_origin(&headers)?;
+    session::check_csrf(&form, &staff.csrf)?;
+    let field = |name: &str| {
+        form.get(name)
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    if form.get("confirm").map(String::as_str) != Some("yes") {
+        return member_page(
+            &state,
+            &staff,
+            &code,
+            &member,
+            None,
+            Some(notice(false, "Tick the confirmation box to do this.")),
+            None,
+        )
+        .await;
+    }
+    let caller = Arc::clone(&staff.caller);
+    let key = Path((code.clone(), member.clone()));
+    let s = State(state.clone());
+    let result: Result<&str, ApiError> = match action.as_str() {
+        "adjust" => {
+            let points: i64 = match field("points").parse() {
+                Ok(p) => p,
+                Err(_) => {
+                    return member_page(
+                        &state,
+                        &staff,
+                        &code,
+                        &member,
+                        None,
+                        Some(notice(
+                            false,
+                            "Points must be a whole number (negative to take points away).",
+                        )),
+                        None,
+                    )
+                    .await;
+                }
+            };
+            let request = body(
+                json!({"external_id": field("external_id"), "currency": field("currency"), "points": points, "reason": field("reason")}),
+            )?;
+            members::adjust(s, caller, key, request)
+                .await
+                .map(|_| "adjusted")
+        }
+        "status" => {
+            let request = body(json!({"status": field("status")}))?;
+            members::set_status(s, caller, key, request)
+                .await
+                .map(|_| "status")
+        }
+        "tier" => {
+            let (group, tier) = field("tier")
+                .split_once(':')
+                .map(|(g, t)| (g.to_owned(), t.to_owned()))
+                .unwrap_or_default();
+            let request = body(json!({"tier": tier, "reason": field("reason")}))?;
+            lifecycle::assign_tier(
+                s,
+                caller,
+                Path((code.clone(), member.clone(), group)),
+                request,
+            )
+            .await
+            .map(|_| "tier")
+        }
+        "merge" => {
+            let request = body(json!({"into": field("into")}))?;
+            lifecycle::merge(s, caller, key, request)
+                .await
+                .map(|_| "merged")
+        }
+        "reinstate" => {
+            let request = body(
+                json!({"external_id": field("external_id"), "currency": field("currency"), "reason": field("reason")}),
+            )?;
+            lifecycle::reinstate(s, caller, key, request)
+                .await
+                .map(|_| "reinstated")
+        }
+        "signin-link" => {
+            let link = portal_link(&state, &staff.caller, &code, &member).await?;
+            return member_page(&state, &staff, &code, &member, None, Some(notice(true, "A one-time sign-in link was created. It is shown once: give it to the member now.")), Some(link)).await;
+        }
+        _ => return Err(PageError::not_found()),
+    };
+    match result {
+        Ok(done) => {
+            let target = if done == "merged" {
+                field("into")
+            } else {
+                member.clone()
+            };
+            Ok(see_other(&format!(
+                "/console/programs/{}/members/{}?done={done}",
+                segment(&code),
+                segment(&target)
+            )))
+        }
+        Err(e) if e.status.is_client_error() && e.status != StatusCode::NOT_FOUND => {
+            let mut response = member_page(
+                &state,
+                &staff,
+                &code,
+                &member,
+                None,
+                Some(notice(false, e.detail)),
+                None,
+            )
+            .await?;
+            *response.status_mut() = e.status;
+            Ok(response)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates a one-time portal link for a member through the API's own function.
+async fn portal_link(
+    state: &AppState,
+    caller: &Caller,
+    code: &str,
+    member: &str,
+) -> Result<String, PageError> {
+    let program = crate::routes::program(state, code).await?;
+    let view = members::member(state, &program, member).await?;
+    Ok(members::create_portal_link(state, caller, &program, &view)
+        .await?
+        .link)
+}
+
+// ---- the program editor and the dry run ----------------------------------------------
+
+/// Finds the line of a problem's path (`promotions[2].condition`) in a YAML text written
+/// in block style: each key is looked for below its parent, each index counts the
+/// parent's list items. `None` when the path cannot be followed (the problem then shows
+/// its path alone).
+pub(crate) fn yaml_line(text: &str, path: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut steps = Vec::new();
+    for part in path.split('.') {
+        let (key, rest) = part.split_once('[').map_or((part, ""), |(k, r)| (k, r));
+        if !key.is_empty() {
+            steps.push(Err(key.to_owned()));
+        }
+        for index in rest.split('[') {
+            if let Ok(i) = index.trim_end_matches(']').parse::<usize>() {
+                steps.push(Ok(i));
+            }
+        }
+    }
+    // (line, indentation of its content) of the node reached so far; the root before line 0.
+    let (mut at, mut depth): (Option<usize>, Option<usize>) = (None, None);
+    for step in steps {
+        let start = at.map_or(0, |a| a + 1);
+        let within = |i: usize| {
+            let l = lines[i];
+            l.trim().is_empty()
+                || l.trim_start().starts_with('#')
+                || depth.is_none_or(|d| indent(l) > d)
+        };
+        let mut found = None;
+        match step {
+            Err(key) => {
+                // On the node's own line (`- key: …` of a list item) or below it.
+                if let Some(a) = at {
+                    let own = lines[a].trim_start().trim_start_matches("- ");
+                    if own.starts_with(&format!("{key}:")) {
+                        continue;
+                    }
+                }
+                let mut i = start;
+                while i < lines.len() && within(i) {
+                    let t = lines[i].trim_start();
+                    let t = t.strip_prefix("- ").unwrap_or(t);
+                    if t.starts_with(&format!("{key}:")) || t.starts_with(&format!("\"{key}\":")) {
+                        found = Some((
+                            i,
+                            indent(lines[i]) + (lines[i].trim_start().len() - t.len()),
+                        ));
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            Ok(n) => {
+                let mut seen = 0;
+                let mut item_indent = None;
+                let mut i = start;
+                while i < lines.len() && within(i) {
+                    let l = lines[i];
+                    if l.trim_start().starts_with("- ") || l.trim() == "-" {
+                        let d = indent(l);
+                        if item_indent.is_none_or(|x| x == d) {
+                            item_indent = Some(d);
+                            if seen == n {
+                                found = Some((i, d + 1));
+                                break;
+                            }
+                            seen += 1;
+                        }
+                    }
+                    i += 1;
+                }
+            }
+        }
+        let (line, d) = found?;
+        at = Some(line);
+        depth = Some(d);
+    }
+    at.map(|a| a + 1)
+}
+
+async fn definition_form(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(code): Path<String>,
+) -> PageResult {
+    staff
+        .caller
+        .require(Permission::ProgramsWrite, Some(&code))?;
+    let document =
+        programs::get_program(State(state), Arc::clone(&staff.caller), Path(code.clone()))
+            .await?
+            .0;
+    let yaml = yaml_serde::to_string(&document).map_err(|_| PageError::internal())?;
+    page(
+        "console/definition.html",
+        merge(frame(&staff, Some(&code)), context! { yaml }),
+    )
+}
+
+async fn definition_save(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    staff: Staff,
+    Path(code): Path<String>,
+    Form(form): Form<Fields>,
+) -> PageResult {
+    session::same_origin(&headers)?;
+    session::check_csrf(&form, &staff.csrf)?;
+    staff
+        .caller
+        .require(Permission::ProgramsWrite, Some(&code))?;
+    let yaml = form.get("definition").cloned().unwrap_or_default();
+    let mut yaml_headers = HeaderMap::new();
+    yaml_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/yaml"),
+    );
+    let result = programs::put_program(
+        State(state),
+        Arc::clone(&staff.caller),
+        Path(code.clone()),
+        yaml_headers,
+        Bytes::from(yaml.clone()),
+    )
+    .await;
+    match result {
+        Ok((_, Json(saved))) => page(
+            "console/definition.html",
+            merge(
+                frame(&staff, Some(&code)),
+                context! { yaml, saved => to_value(&saved) },
+            ),
+        ),
+        Err(e) if e.status.is_client_error() && e.status != StatusCode::FORBIDDEN => {
+            let problems: Vec<Value> = match &e.problems {
+                Some(list) => list
+                    .iter()
+                    .map(|p| context! { path => p.path.clone(), message => p.message.clone(), line => yaml_line(&yaml, &p.path) })
+                    .collect(),
+                None => vec![context! { path => "(document)", message => e.detail.clone(), line => yaml_error_line(&e.detail) }],
+            };
+            let mut response = page(
+                "console/definition.html",
+                merge(frame(&staff, Some(&code)), context! { yaml, problems }),
+            )?;
+            *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            Ok(response)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The line a YAML parser's message names (`… at line 3 column 5`).
+fn yaml_error_line(message: &str) -> Option<usize> {
+    let rest = &message[message.find("line ")? + 5..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The live check of a condition as it is typed (htmx): whether it compiles, or the error
+/// with its position.
+async fn check_condition(
+    headers: HeaderMap,
+    staff: Staff,
+    Path(code): Path<String>,
+    Form(form): Form<Fields>,
+) -> PageResult {
+    session::same_origin(&headers)?;
+    session::check_csrf(&form, &staff.csrf)?;
+    staff
+        .caller
+        .require(Permission::ProgramsRead, Some(&code))?;
+    let source = form.get("condition").cloned().unwrap_or_default();
+    let ctx = if source.trim().is_empty() {
+        context! { empty => true }
+    } else {
+        match fidelis_core::promotions::Condition::compile(&source) {
+            Ok(c) => context! { ok => true, paths => c.paths() },
+            Err(e) => {
+                context! { ok => false, message => e.message, position => e.position.map(|(l, c)| format!("line {l}, column {c}")) }
+            }
+        }
+    };
+    page("console/condition_check.html", ctx)
+}
+
+const SAMPLE_JOURNAL: &str = r#"{
+  "type": "purchase",
+  "member": "C-100000",
+  "amount": "120.00",
+  "lines": [
+    {"sku": "SH-1", "category": "shoes", "quantity": 1, "amount": "120.00"}
+  ]
+}"#;
+
+async fn dry_run_form(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(code): Path<String>,
+) -> PageResult {
+    staff
+        .caller
+        .require(Permission::JournalsWrite, Some(&code))?;
+    crate::routes::program(&state, &code).await?;
+    page(
+        "console/dry_run.html",
+        merge(
+            frame(&staff, Some(&code)),
+            context! { journal => SAMPLE_JOURNAL },
+        ),
+    )
+}
+
+async fn dry_run(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    staff: Staff,
+    Path(code): Path<String>,
+    Form(form): Form<Fields>,
+) -> PageResult {
+    session::same_origin(&headers)?;
+    session::check_csrf(&form, &staff.csrf)?;
+    let journal = form.get("journal").cloned().unwrap_or_default();
+    let parsed: Result<serde_json::Value, _> = serde_json::from_str(&journal);
+    let outcome = match parsed {
+        Err(e) => Err(format!("The journal is not JSON: {e}")),
+        Ok(mut value) => {
+            if let Some(obj) = value.as_object_mut() {
+                obj.entry("external_id")
+                    .or_insert_with(|| json!(format!("dry-run-{}", &new_token()[4..16])));
+            }
+            match serde_json::from_value(value) {
+                Err(e) => Err(format!("The journal does not fit: {e}")),
+                Ok(request) => match journals::simulate(
+                    State(state),
+                    Arc::clone(&staff.caller),
+                    Path(code.clone()),
+                    ApiJson(request),
+                )
+                .await
+                {
+                    Ok(Json(o)) => Ok(to_value(&o)),
+                    Err(e) if e.status == StatusCode::FORBIDDEN => return Err(e.into()),
+                    Err(e) => Err(e.detail),
+                },
+            }
+        }
+    };
+    let (outcome, error) = match outcome {
+        Ok(o) => (Some(o), None),
+        Err(e) => (None, Some(e)),
+    };
+    page(
+        "console/dry_run.html",
+        merge(
+            frame(&staff, Some(&code)),
+            context! { journal, outcome, error },
+        ),
+    )
+}
+
+async fn promotions(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(code): Path<String>,
+) -> PageResult {
+    let document = programs::get_program(
+        State(state.clone()),
+        Arc::clone(&staff.caller),
+        Path(code.clone()),
+    )
+    .await?
+    .0;
+    let program = crate::routes::program(&state, &code).await?;
+    let now = Utc::now();
+    let mut rows = Vec::new();
+    for p in &program.program.promotions {
+        let usage = if p.limits.budget_points.is_some() || p.limits.daily_points.is_some() {
+            state
+                .store
+                .program_promotion_usage(&program, p.code.as_str())
+                .await?
+        } else {
+            Vec::new()
+        };
+        let budget_used = usage
+            .iter()
+            .find(|(period, _, _)| period.is_empty())
+            .map_or(0, |u| u.2);
+        let today =
+            fidelis_core::promotions::limits::Period::Day.key(program.program.time_zone, now);
+        let daily_used = usage
+            .iter()
+            .find(|(period, _, _)| *period == today)
+            .map_or(0, |u| u.2);
+        let running = p.status == fidelis_core::promotions::PromotionStatus::Active
+            && p.starts_at.is_none_or(|s| s <= now)
+            && p.ends_at.is_none_or(|e| now < e);
+        rows.push(context! {
+            code => p.code.to_string(),
+            name => p.name.clone(),
+            status => format!("{:?}", p.status).to_lowercase(),
+            running,
+            starts_at => p.starts_at.map(|t| t.to_rfc3339()),
+            ends_at => p.ends_at.map(|t| t.to_rfc3339()),
+            opt_in => p.opt_in,
+            scheduled => p.trigger.is_some(),
+            member_times => p.limits.member_times,
+            member_points => p.limits.member_points,
+            period_times => p.limits.period_times,
+            period_points => p.limits.period_points,
+            budget_points => p.limits.budget_points,
+            budget_used,
+            daily_points => p.limits.daily_points,
+            daily_used,
+        });
+    }
+    let _ = document;
+    page(
+        "console/promotions.html",
+        merge(
+            frame(&staff, Some(&code)),
+            context! { tz => program.program.time_zone.name(), promotions => rows },
+        ),
+    )
+}
+
+// ---- the audit log, users and tokens -------------------------------------------------
+
+async fn audit(
+    State(state): State<AppState>,
+    staff: Staff,
+    Query(query): Query<Fields>,
+) -> PageResult {
+    let get = |k: &str| query.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let result = admin::audit(
+        State(state),
+        Arc::clone(&staff.caller),
+        query_map(&[
+            ("program", get("program")),
+            ("actor", get("actor")),
+            ("action", get("action")),
+            ("subject", get("subject")),
+            ("cursor", get("cursor")),
+            ("limit", Some("50")),
+        ]),
+    )
+    .await;
+    let (entries, error) = match result {
+        Ok(Json(p)) => (Some(to_value(&p)), None),
+        Err(e) if e.status == StatusCode::BAD_REQUEST => (None, Some(e.detail)),
+        Err(e) => return Err(e.into()),
+    };
+    let filters = context! {
+        program => get("program"), actor => get("actor"), action => get("action"), subject => get("subject"),
+    };
+    page(
+        "console/audit.html",
+        merge(frame(&staff, None), context! { entries, error, filters }),
+    )
+}
+
+async fn access_page(state: &AppState, staff: &Staff, extra: Value) -> PageResult {
+    let tokens = admin::list_tokens(State(state.clone()), Arc::clone(&staff.caller))
+        .await?
+        .0;
+    let users: Vec<Value> = state
+        .store
+        .users()
+        .await?
+        .into_iter()
+        .filter(|u| staff.caller.sees_program(u.program.as_deref()))
+        .map(|u| context! { email => u.email, role => u.role, program => u.program, partner => u.partner, member => u.member })
+        .collect();
+    let roles: Vec<&str> = crate::auth::Role::ALL.iter().map(|r| r.name()).collect();
+    page(
+        "console/access.html",
+        merge(
+            frame(staff, None),
+            merge(
+                context! { tokens => to_value(&tokens), users, roles },
+                extra,
+            ),
+        ),
+    )
+}
+
+async fn access(State(state): State<AppState>, staff: Staff) -> PageResult {
+    staff.caller.require(Permission::TokensManage, None)?;
+    access_page(&state, &staff, context! {}).await
+}
+
+async fn access_action(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    staff: Staff,
+    Path(action): Path<String>,
+    Form(form): Form<Fields>,
+) -> PageResult {
+    session::same_origin(&headers)?;
+    session::check_csrf(&form, &staff.csrf)?;
+    let field = |name: &str| {
+        form.get(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let caller = Arc::clone(&staff.caller);
+    let s = State(state.clone());
+    let result: Result<Value, ApiError> = match action.as_str() {
+        "token" => {
+            let request = body(
+                json!({"name": field("name"), "role": field("role"), "program": field("program"), "partner": field("partner"), "member": field("member")}),
+            )?;
+            admin::create_token(s, caller, request).await.map(|(_, Json(created))| {
+                context! { created_token => created.token, notice => notice(true, format!("Token {} created. Copy its secret now: it is shown only once.", created.record.name)) }
+            })
+        }
+        "revoke" => {
+            let id = field("id").unwrap_or_default();
+            admin::revoke_token(s, caller, Path(id.clone()))
+                .await
+                .map(|_| context! { notice => notice(true, format!("Token {id} revoked.")) })
+        }
+        "user" => {
+            let request = body(
+                json!({"email": field("email"), "password": field("password"), "role": field("role"), "program": field("program"), "partner": field("partner"), "member": field("member")}),
+            )?;
+            admin::create_user(s, caller, request).await.map(|(_, Json(u))| context! { notice => notice(true, format!("User {} created.", u.email)) })
+        }
+        _ => return Err(PageError::not_found()),
+    };
+    match result {
+        Ok(extra) => access_page(&state, &staff, extra).await,
+        Err(e) if e.status.is_client_error() && e.status != StatusCode::NOT_FOUND => {
+            let mut response = access_page(
+                &state,
+                &staff,
+                context! { notice => notice(false, e.detail) },
+            )
+            .await?;
+            *response.status_mut() = e.status;
+            Ok(response)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::yaml_line;
+
+    const DOC: &str = "code: demo
+name: Demo
+currencies:
+  - code: points
+    kind: redeemable
+    expiry:
+      months: 24
+  - code: status
+    kind: qualifying
+promotions:
+  - code: double
+    name: Double
+    condition: journal.amount > 10
+    actions:
+      - type: multiply
+        factor: 2
+  - code: shoes
+    condition: bad (
+";
+
+    #[test]
+    fn problems_point_at_their_lines() {
+        assert_eq!(yaml_line(DOC, "name"), Some(2));
+        assert_eq!(yaml_line(DOC, "currencies[0].expiry.months"), Some(7));
+        assert_eq!(yaml_line(DOC, "currencies[1].kind"), Some(9));
+        assert_eq!(yaml_line(DOC, "currencies[1]"), Some(8));
+        assert_eq!(yaml_line(DOC, "promotions[0].actions[0].factor"), Some(16));
+        assert_eq!(yaml_line(DOC, "promotions[1].condition"), Some(18));
+        assert_eq!(yaml_line(DOC, "promotions[1].code"), Some(17));
+        assert_eq!(yaml_line(DOC, "promotions[2]"), None);
+        assert_eq!(yaml_line(DOC, "missing"), None);
+    }
+}

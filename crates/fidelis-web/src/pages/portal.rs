@@ -1,0 +1,693 @@
+//! The member portal (`/portal/{program}`): sign-in (a password set through a one-time
+//! link), balance and what expires, tier progress, history, promotions to join, transfers
+//! and the profile — in English or Japanese.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use chrono::Utc;
+use minijinja::{Value, context};
+use serde_json::json;
+
+use super::i18n::{self, message};
+use super::session::{self, Area, MemberSession};
+use super::{PageError, PageResult, charts, page, see_other, segment};
+use crate::AppState;
+use crate::auth::{hash_password, new_token, token_hash, verify_password};
+use crate::extract::ApiJson;
+use crate::routes::{lifecycle, members};
+
+type Fields = HashMap<String, String>;
+
+/// The shortest portal password accepted.
+const MIN_PASSWORD_CHARS: usize = 10;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/portal/{program}", get(home))
+        .route("/portal/{program}/sign-in", get(sign_in_form).post(sign_in))
+        .route("/portal/{program}/sign-out", post(sign_out))
+        .route(
+            "/portal/{program}/link/{token}",
+            get(link_form).post(set_password),
+        )
+        .route("/portal/{program}/history", get(history))
+        .route("/portal/{program}/promotions", get(promotions))
+        .route("/portal/{program}/promotions/{promotion}/join", post(join))
+        .route("/portal/{program}/transfer", post(transfer))
+}
+
+/// The page's language and the jar remembering a switch to it.
+fn language(
+    jar: CookieJar,
+    headers: &HeaderMap,
+    query: &Fields,
+    program: &str,
+) -> (CookieJar, &'static str) {
+    let lang = i18n::negotiate(query.get("lang").map(String::as_str), &jar, headers);
+    let jar = if query.contains_key("lang") {
+        jar.add(
+            Cookie::build((i18n::LANG_COOKIE, lang))
+                .path(format!("/portal/{}", segment(program)))
+                .http_only(true)
+                .same_site(SameSite::Lax)
+                .build(),
+        )
+    } else {
+        jar
+    };
+    (jar, lang)
+}
+
+async fn time_zone(state: &AppState, program: &str) -> Result<String, PageError> {
+    let loaded = crate::routes::program(state, program).await?;
+    Ok(loaded.program.time_zone.name().to_owned())
+}
+
+fn frame(program: &str, lang: &str, tz: &str, csrf: &str, member: Option<&str>) -> Value {
+    context! {
+        area => "portal",
+        lang, tz, csrf,
+        program,
+        member,
+        languages => i18n::LANGUAGES,
+    }
+}
+
+fn merge(base: Value, extra: Value) -> Value {
+    context! { ..extra, ..base }
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    Value::from(minijinja::value::Serde(v))
+}
+
+fn home_url(program: &str) -> String {
+    format!("/portal/{}", segment(program))
+}
+
+// ---- sign-in -------------------------------------------------------------------------
+
+async fn sign_in_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Path(program): Path<String>,
+    Query(query): Query<Fields>,
+) -> PageResult {
+    let tz = time_zone(&state, &program).await?;
+    let (jar, lang) = language(jar, &headers, &query, &program);
+    let (jar, token) = session::form_token(&state, &headers, jar, home_url(&program));
+    let body = page(
+        "portal/sign_in.html",
+        frame(&program, lang, &tz, &token, None),
+    )?;
+    Ok((jar, body).into_response())
+}
+
+async fn sign_in(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Path(program): Path<String>,
+    Form(form): Form<Fields>,
+) -> PageResult {
+    session::same_origin(&headers)?;
+    session::check_form_token(&jar, &form)?;
+    let tz = time_zone(&state, &program).await?;
+    let (jar, lang) = language(jar, &headers, &Fields::new(), &program);
+    let member: String = form
+        .get("member")
+        .map(|m| m.trim().to_owned())
+        .unwrap_or_default()
+        .chars()
+        .take(128)
+        .collect();
+    let password = form.get("password").cloned().unwrap_or_default();
+    let key = format!("portal:{program}:{member}");
+    let now = Utc::now();
+    let audit = |action: &str| fidelis_store::AuditEntry {
+        at: now,
+        actor: format!("member:{member}"),
+        role: "member".into(),
+        action: action.to_owned(),
+        program: Some(program.clone()),
+        subject: Some(member.clone()),
+        before: None,
+        after: None,
+    };
+    if let Some(wait) = state.throttle.blocked(&key) {
+        state
+            .store
+            .append_audit(&audit("portal.signin.throttled"))
+            .await?;
+        let minutes = i64::try_from(wait.div_ceil(60)).unwrap_or(15);
+        let mut args = fluent_bundle::FluentArgs::new();
+        args.set("minutes", minutes);
+        return Err(PageError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            message(lang, "signin-throttled", Some(&args)),
+        ));
+    }
+    let loaded = crate::routes::program(&state, &program).await?;
+    let view = match fidelis_core::ids::ExternalId::parse(&member) {
+        Ok(_) => state.store.member(&loaded, &member).await?,
+        Err(_) => None,
+    };
+    let hash = match &view {
+        Some(v) => state.store.member_password(v.id).await?,
+        None => None,
+    };
+    let ok = match &hash {
+        Some(h) => verify_password(&password, h),
+        None => {
+            let _ = verify_password(
+                &password,
+                "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2Yd7o0dYQm0l1h4zXq6n1S2rGqUQn1tPzVw0cS8c0Ao",
+            );
+            false
+        }
+    };
+    let Some(view) = view.filter(|_| ok) else {
+        state.throttle.failed(&key);
+        state
+            .store
+            .append_audit(&audit("portal.signin.failed"))
+            .await?;
+        let (jar, token) = session::form_token(&state, &headers, jar, home_url(&program));
+        let mut response = page(
+            "portal/sign_in.html",
+            merge(
+                frame(&program, lang, &tz, &token, None),
+                context! { error => message(lang, "signin-wrong", None), entered => member },
+            ),
+        )?;
+        *response.status_mut() = StatusCode::UNAUTHORIZED;
+        return Ok((jar, response).into_response());
+    };
+    state.throttle.succeeded(&key);
+    let jar = session::start(
+        &state,
+        &headers,
+        jar,
+        Area::Portal,
+        None,
+        Some((&program, &view.external_id)),
+    )
+    .await?;
+    state.store.append_audit(&audit("portal.signin")).await?;
+    Ok((jar, see_other(&home_url(&program))).into_response())
+}
+
+async fn sign_out(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    member: MemberSession,
+    jar: CookieJar,
+    Form(form): Form<Fields>,
+) -> PageResult {
+    session::same_origin(&headers)?;
+    session::check_csrf(&form, &member.csrf)?;
+    let jar = session::end(
+        &state,
+        jar,
+        session::PORTAL_COOKIE,
+        home_url(&member.program),
+    )
+    .await?;
+    Ok((
+        jar,
+        see_other(&format!("{}/sign-in", home_url(&member.program))),
+    )
+        .into_response())
+}
+
+/// The one-time link's page: a form to choose a password. Opening it uses nothing (mail
+/// scanners open links); setting the password does.
+async fn link_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Path((program, token)): Path<(String, String)>,
+    Query(query): Query<Fields>,
+) -> PageResult {
+    let tz = time_zone(&state, &program).await?;
+    let (jar, lang) = language(jar, &headers, &query, &program);
+    let valid = link_member(&state, &program, &token).await?.is_some();
+    let (jar, form_token) = session::form_token(&state, &headers, jar, home_url(&program));
+    let mut response = page(
+        "portal/set_password.html",
+        merge(
+            frame(&program, lang, &tz, &form_token, None),
+            context! { valid, token, min => MIN_PASSWORD_CHARS },
+        ),
+    )?;
+    if !valid {
+        *response.status_mut() = StatusCode::NOT_FOUND;
+    }
+    Ok((jar, response).into_response())
+}
+
+/// The member row a link is for, when it is live and for this program.
+async fn link_member(
+    state: &AppState,
+    program: &str,
+    token: &str,
+) -> Result<Option<i64>, PageError> {
+    let Some(member_id) = state
+        .store
+        .signin_link(&token_hash(token), Utc::now())
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(match state.store.member_key(member_id).await? {
+        Some((code, _)) if code == program => Some(member_id),
+        _ => None,
+    })
+}
+
+async fn set_password(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Path((program, token)): Path<(String, String)>,
+    Form(form): Form<Fields>,
+) -> PageResult {
+    session::same_origin(&headers)?;
+    session::check_form_token(&jar, &form)?;
+    let tz = time_zone(&state, &program).await?;
+    let (jar, lang) = language(jar, &headers, &Fields::new(), &program);
+    let password = form.get("password").cloned().unwrap_or_default();
+    let again = form.get("password_again").cloned().unwrap_or_default();
+    let problem = if password.chars().count() < MIN_PASSWORD_CHARS {
+        let mut args = fluent_bundle::FluentArgs::new();
+        args.set("min", MIN_PASSWORD_CHARS);
+        Some(message(lang, "password-too-short", Some(&args)))
+    } else if password != again {
+        Some(message(lang, "password-mismatch", None))
+    } else {
+        None
+    };
+    if link_member(&state, &program, &token).await?.is_none() {
+        return Err(PageError::new(
+            StatusCode::NOT_FOUND,
+            message(lang, "link-invalid", None),
+        ));
+    }
+    if let Some(problem) = problem {
+        let (jar, form_token) = session::form_token(&state, &headers, jar, home_url(&program));
+        let mut response = page(
+            "portal/set_password.html",
+            merge(
+                frame(&program, lang, &tz, &form_token, None),
+                context! { valid => true, token, min => MIN_PASSWORD_CHARS, error => problem },
+            ),
+        )?;
+        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+        return Ok((jar, response).into_response());
+    }
+    let hash = hash_password(&password)?;
+    let Some(member_id) = state
+        .store
+        .use_signin_link(&token_hash(&token), &hash, Utc::now())
+        .await?
+    else {
+        return Err(PageError::new(
+            StatusCode::NOT_FOUND,
+            message(lang, "link-invalid", None),
+        ));
+    };
+    let Some((_, external_id)) = state.store.member_key(member_id).await? else {
+        return Err(PageError::not_found());
+    };
+    let jar = session::start(
+        &state,
+        &headers,
+        jar,
+        Area::Portal,
+        None,
+        Some((&program, &external_id)),
+    )
+    .await?;
+    let entry = fidelis_store::Actor {
+        name: format!("member:{external_id}"),
+        role: "member".into(),
+    }
+    .entry(
+        Utc::now(),
+        "portal.password_set",
+        Some(&program),
+        Some(&external_id),
+    );
+    state.store.append_audit(&entry).await?;
+    Ok((jar, see_other(&home_url(&program))).into_response())
+}
+
+// ---- the member's pages --------------------------------------------------------------
+
+fn query_map(pairs: &[(&str, Option<&str>)]) -> Query<BTreeMap<String, String>> {
+    Query(
+        pairs
+            .iter()
+            .filter_map(|(k, v)| {
+                v.filter(|v| !v.is_empty())
+                    .map(|v| ((*k).to_owned(), v.to_owned()))
+            })
+            .collect(),
+    )
+}
+
+async fn home(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    member: MemberSession,
+    Query(query): Query<Fields>,
+) -> PageResult {
+    let (jar, lang) = language(jar, &headers, &query, &member.program);
+    let notice = query
+        .get("done")
+        .map(|d| message(lang, &format!("done-{d}"), None));
+    let body = home_page(&state, &member, lang, notice, None).await?;
+    Ok((jar, body).into_response())
+}
+
+async fn home_page(
+    state: &AppState,
+    member: &MemberSession,
+    lang: &str,
+    notice: Option<String>,
+    error: Option<String>,
+) -> PageResult {
+    let key = || Path((member.program.clone(), member.member.clone()));
+    let caller = &member.caller;
+    let body = members::get_member(State(state.clone()), Arc::clone(caller), key())
+        .await?
+        .0;
+    let tiers = lifecycle::tiers(
+        State(state.clone()),
+        Arc::clone(caller),
+        key(),
+        query_map(&[]),
+    )
+    .await?
+    .0;
+    let loaded = crate::routes::program(state, &member.program).await?;
+    let tz = loaded.program.time_zone;
+    let soon = Utc::now() + chrono::Duration::days(30);
+    let mut balances = Vec::new();
+    for b in body.balances.iter().filter(|b| b.kind == "redeemable") {
+        let expiring_soon: i64 = b
+            .expiring
+            .iter()
+            .filter(|s| s.at <= soon)
+            .map(|s| s.points)
+            .sum();
+        let mut months: BTreeMap<String, i64> = BTreeMap::new();
+        for s in &b.expiring {
+            *months
+                .entry(s.at.with_timezone(&tz).format("%Y-%m").to_string())
+                .or_default() += s.points;
+        }
+        let labels: Vec<String> = months.keys().cloned().collect();
+        // The schedule's table: per month, named in the page's language.
+        let per_month: Vec<Value> = months
+            .iter()
+            .map(|(month, points)| context! { month => i18n::month_name(month, lang), points => *points })
+            .collect();
+        let chart = (!labels.is_empty()).then(|| {
+            charts::bars(
+                &labels,
+                &[(
+                    &message(lang, "chart-expiring", None),
+                    months.values().map(|v| *v as f64).collect(),
+                )],
+            )
+        });
+        balances.push(context! {
+            currency => b.currency.clone(),
+            available => b.available,
+            pending => b.pending,
+            expiring_soon,
+            schedule => per_month,
+            chart,
+        });
+    }
+    let tier_rows: Vec<Value> = tiers
+        .tiers
+        .iter()
+        .map(|t| {
+            let percent = match t.next_threshold {
+                Some(n) if n > 0 => (t.progress.max(0) * 100 / n).min(100),
+                _ => 100,
+            };
+            let to_go = t.next_threshold.map(|n| (n - t.progress).max(0));
+            context! { t => to_value(t), percent, to_go }
+        })
+        .collect();
+    let currencies: Vec<String> = loaded
+        .program
+        .currencies
+        .iter()
+        .filter(|c| c.kind == fidelis_core::program::CurrencyKind::Redeemable)
+        .map(|c| c.code.to_string())
+        .collect();
+    let mut response = page(
+        "portal/home.html",
+        merge(
+            frame(
+                &member.program,
+                lang,
+                tz.name(),
+                &member.csrf,
+                Some(&member.member),
+            ),
+            context! {
+                m => to_value(&body),
+                balances,
+                tiers => tier_rows,
+                currencies,
+                notice,
+                error => error.clone(),
+                external_id => format!("portal-{}", &new_token()[4..24]),
+            },
+        ),
+    )?;
+    if error.is_some() {
+        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    Ok(response)
+}
+
+async fn history(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    member: MemberSession,
+    Query(query): Query<Fields>,
+) -> PageResult {
+    let (jar, lang) = language(jar, &headers, &query, &member.program);
+    let ledger = members::ledger(
+        State(state.clone()),
+        Arc::clone(&member.caller),
+        Path((member.program.clone(), member.member.clone())),
+        query_map(&[
+            ("limit", Some("25")),
+            ("cursor", query.get("cursor").map(String::as_str)),
+        ]),
+    )
+    .await?
+    .0;
+    let tz = time_zone(&state, &member.program).await?;
+    let body = page(
+        "portal/history.html",
+        merge(
+            frame(
+                &member.program,
+                lang,
+                &tz,
+                &member.csrf,
+                Some(&member.member),
+            ),
+            context! { ledger => to_value(&ledger) },
+        ),
+    )?;
+    Ok((jar, body).into_response())
+}
+
+async fn promotions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    member: MemberSession,
+    Query(query): Query<Fields>,
+) -> PageResult {
+    let (jar, lang) = language(jar, &headers, &query, &member.program);
+    let body = promotions_page(
+        &state,
+        &member,
+        lang,
+        query
+            .get("done")
+            .map(|d| message(lang, &format!("done-{d}"), None)),
+    )
+    .await?;
+    Ok((jar, body).into_response())
+}
+
+async fn promotions_page(
+    state: &AppState,
+    member: &MemberSession,
+    lang: &str,
+    notice: Option<String>,
+) -> PageResult {
+    let standing = members::promotion_standing(
+        State(state.clone()),
+        Arc::clone(&member.caller),
+        Path((member.program.clone(), member.member.clone())),
+    )
+    .await?
+    .0;
+    let loaded = crate::routes::program(state, &member.program).await?;
+    let now = Utc::now();
+    // What a member can see of a promotion: running now (or announced), not a scheduled one.
+    let list: Vec<Value> = loaded
+        .program
+        .promotions
+        .iter()
+        .filter(|p| {
+            p.status == fidelis_core::promotions::PromotionStatus::Active
+                && p.ends_at.is_none_or(|e| now < e)
+                && p.trigger.is_none()
+        })
+        .map(|p| {
+            let joined = standing.joined.iter().any(|j| j == p.code.as_str());
+            let progress = standing
+                .progress
+                .iter()
+                .find(|g| g.promotion == p.code.as_str())
+                .map(to_value);
+            context! {
+                code => p.code.to_string(),
+                name => p.name.clone(),
+                opt_in => p.opt_in,
+                joined,
+                progress,
+                starts_at => p.starts_at.map(|t| t.to_rfc3339()),
+                ends_at => p.ends_at.map(|t| t.to_rfc3339()),
+            }
+        })
+        .collect();
+    page(
+        "portal/promotions.html",
+        merge(
+            frame(
+                &member.program,
+                lang,
+                loaded.program.time_zone.name(),
+                &member.csrf,
+                Some(&member.member),
+            ),
+            context! { promotions => list, notice },
+        ),
+    )
+}
+
+async fn join(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    member: MemberSession,
+    Path((program, promotion)): Path<(String, String)>,
+    Form(form): Form<Fields>,
+) -> PageResult {
+    session::same_origin(&headers)?;
+    session::check_csrf(&form, &member.csrf)?;
+    let (_, lang) = language(jar, &headers, &Fields::new(), &program);
+    match members::join_promotion(
+        State(state.clone()),
+        Arc::clone(&member.caller),
+        Path((member.program.clone(), member.member.clone(), promotion)),
+    )
+    .await
+    {
+        Ok(_) => Ok(see_other(&format!(
+            "{}/promotions?done=joined",
+            home_url(&program)
+        ))),
+        Err(e)
+            if e.status == StatusCode::UNPROCESSABLE_ENTITY
+                || e.status == StatusCode::NOT_FOUND =>
+        {
+            let mut response = promotions_page(&state, &member, lang, Some(e.detail)).await?;
+            *response.status_mut() = e.status;
+            Ok(response)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn transfer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    member: MemberSession,
+    Path(program): Path<String>,
+    Form(form): Form<Fields>,
+) -> PageResult {
+    session::same_origin(&headers)?;
+    session::check_csrf(&form, &member.csrf)?;
+    let (_, lang) = language(jar, &headers, &Fields::new(), &program);
+    let field = |name: &str| {
+        form.get(name)
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let Ok(points) = field("points").parse::<i64>() else {
+        return home_page(
+            &state,
+            &member,
+            lang,
+            None,
+            Some(message(lang, "transfer-points-invalid", None)),
+        )
+        .await;
+    };
+    let request = serde_json::from_value(json!({
+        "external_id": field("external_id"), "to": field("to"), "currency": field("currency"), "points": points,
+    }));
+    let Ok(request) = request else {
+        return home_page(
+            &state,
+            &member,
+            lang,
+            None,
+            Some(message(lang, "transfer-points-invalid", None)),
+        )
+        .await;
+    };
+    match lifecycle::transfer(
+        State(state.clone()),
+        Arc::clone(&member.caller),
+        Path((member.program.clone(), member.member.clone())),
+        ApiJson(request),
+    )
+    .await
+    {
+        Ok(_) => Ok(see_other(&format!(
+            "{}?done=transferred",
+            home_url(&program)
+        ))),
+        Err(e) if e.status.is_client_error() => {
+            home_page(&state, &member, lang, None, Some(e.detail)).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
