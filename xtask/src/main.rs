@@ -57,40 +57,82 @@ pub fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether this process runs as root (and so may install Debian packages).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn on_path(program: &str) -> bool {
+    Command::new("which")
+        .arg(program)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Installs Debian packages when this process may (root, with apt-get), saying why first.
+/// Answers whether it installed them; `false` when it may not.
+fn apt_install(why: &str, packages: &[&str]) -> anyhow::Result<bool> {
+    if !is_root() || Command::new("apt-get").arg("--version").output().is_err() {
+        return Ok(false);
+    }
+    eprintln!(
+        "xtask: {why}; installing Debian's packages (apt-get install {})…",
+        packages.join(" ")
+    );
+    let env = [("DEBIAN_FRONTEND", "noninteractive")];
+    let _ = Command::new("apt-get")
+        .arg("update")
+        .arg("-q")
+        .envs(env)
+        .status();
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(packages)
+        .envs(env)
+        .status()?;
+    anyhow::ensure!(
+        status.success(),
+        "apt-get install {} failed",
+        packages.join(" ")
+    );
+    Ok(true)
+}
+
+/// Makes sure Chromium, its WebDriver and a Japanese font (for the portal's screenshots)
+/// are installed for the browser tests: installs Debian's packages when running as root
+/// with apt-get, or stops with instructions.
+pub fn ensure_chromium() -> anyhow::Result<()> {
+    let font = std::path::Path::new("/usr/share/fonts/opentype/ipafont-gothic").exists()
+        || std::path::Path::new("/usr/share/fonts/opentype/noto").exists();
+    if (on_path("chromium") || on_path("google-chrome")) && on_path("chromedriver") && font {
+        return Ok(());
+    }
+    if apt_install(
+        "the browser tests need Chromium",
+        &["chromium", "chromium-driver", "fonts-ipafont-gothic"],
+    )? {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the browser tests need Chromium and its driver: install them (Debian/Ubuntu: sudo apt-get install chromium chromium-driver fonts-ipafont-gothic)"
+    )
+}
+
 /// Makes sure PostgreSQL's server binaries are installed: installs Debian's package when
 /// running as root with apt-get, or stops with instructions.
 pub fn ensure_postgres() -> anyhow::Result<()> {
     if fidelis_testkit::find_bindir().is_ok() {
         return Ok(());
     }
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    if root && Command::new("apt-get").arg("--version").output().is_ok() {
-        eprintln!(
-            "xtask: PostgreSQL is not installed; installing Debian's package (apt-get install postgresql)…"
-        );
-        let env = [("DEBIAN_FRONTEND", "noninteractive")];
-        let _ = Command::new("apt-get")
-            .arg("update")
-            .arg("-q")
-            .envs(env)
-            .status();
-        let status = Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "-q",
-                "--no-install-recommends",
-                "postgresql",
-                "postgresql-contrib",
-            ])
-            .envs(env)
-            .status()?;
-        anyhow::ensure!(status.success(), "apt-get install postgresql failed");
+    if apt_install(
+        "PostgreSQL is not installed",
+        &["postgresql", "postgresql-contrib"],
+    )? {
         return fidelis_testkit::find_bindir()
             .map(|_| ())
             .map_err(anyhow::Error::msg);

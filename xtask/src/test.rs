@@ -10,6 +10,7 @@ use crate::{ensure_postgres, run_cmd};
 
 pub fn run(extra: &[String]) -> Result<()> {
     ensure_postgres()?;
+    crate::ensure_chromium()?;
     // One throw-away server for the whole run; each test creates its own database in it.
     let server = PgServer::start(PgOptions {
         durable: false,

@@ -37,7 +37,9 @@ pub struct Dashboard {
     pub tiers: Vec<(String, String, i64)>,
 }
 
-/// `CASE` sorting `column` into the ranges between `bounds` (placeholders from `first`).
+/// `CASE` numbering the range between consecutive bounds that `column` falls in, the
+/// bounds being placeholders `first`, `first + 1`, … (the caller filters to the first and
+/// last bound, so every row falls in one range).
 fn month_case(column: &str, bounds: usize, first: usize, mark: fn(usize) -> String) -> String {
     let mut sql = String::from("CASE");
     for i in 1..bounds {
@@ -111,7 +113,7 @@ impl Store {
                     .await?;
                 let sql = format!(
                     "SELECT {} AS m, COUNT(*) FROM members WHERE program_id = ?1 AND enrolled_at >= ?2 AND enrolled_at < ?{last} GROUP BY m",
-                    month_case("enrolled_at", bounds.len(), 1, sqlite_mark)
+                    month_case("enrolled_at", bounds.len(), 2, sqlite_mark)
                 );
                 let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(program.id);
                 for b in bounds {
@@ -122,7 +124,7 @@ impl Store {
                     "SELECT currency, kind, {} AS m, SUM(CASE WHEN kind = 'adjust' AND amount < 0 THEN 0 ELSE amount END) \
                      FROM entries WHERE program_id = ?1 AND effective_at >= ?2 AND effective_at < ?{last} \
                      AND kind IN ('earn', 'adjust', 'redeem', 'expire') GROUP BY currency, kind, m",
-                    month_case("effective_at", bounds.len(), 1, sqlite_mark)
+                    month_case("effective_at", bounds.len(), 2, sqlite_mark)
                 );
                 let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(program.id);
                 for b in bounds {
@@ -158,7 +160,7 @@ impl Store {
                     .await?;
                 let sql = format!(
                     "SELECT ({})::bigint AS m, COUNT(*) FROM members WHERE program_id = $1 AND enrolled_at >= $2 AND enrolled_at < ${last} GROUP BY m",
-                    month_case("enrolled_at", bounds.len(), 1, pg_mark)
+                    month_case("enrolled_at", bounds.len(), 2, pg_mark)
                 );
                 let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(program.id);
                 for b in bounds {
@@ -169,7 +171,7 @@ impl Store {
                     "SELECT currency::text, kind, ({})::bigint AS m, SUM(CASE WHEN kind = 'adjust' AND amount < 0 THEN 0 ELSE amount END)::bigint \
                      FROM entries WHERE program_id = $1 AND effective_at >= $2 AND effective_at < ${last} \
                      AND kind IN ('earn', 'adjust', 'redeem', 'expire') GROUP BY currency, kind, m",
-                    month_case("effective_at", bounds.len(), 1, pg_mark)
+                    month_case("effective_at", bounds.len(), 2, pg_mark)
                 );
                 let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(program.id);
                 for b in bounds {

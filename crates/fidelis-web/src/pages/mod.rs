@@ -223,3 +223,19 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(console::router())
         .merge(portal::router())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_template_compiles() {
+        let env = super::environment();
+        for (name, _) in super::TEMPLATES {
+            assert!(env.get_template(name).is_ok(), "{name} does not compile");
+        }
+    }
+
+    #[test]
+    fn segments_are_escaped_for_urls() {
+        assert_eq!(super::segment("C-100 000/é"), "C-100%20000%2F%C3%A9");
+    }
+}

@@ -26,7 +26,7 @@ use crate::routes::{lifecycle, members};
 type Fields = HashMap<String, String>;
 
 /// The shortest portal password accepted.
-const MIN_PASSWORD_CHARS: usize = 10;
+const MIN_PASSWORD_CHARS: usize = 12;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()

@@ -1,0 +1,702 @@
+//! The console and the portal in a real headless Chromium (Debian's `chromium`, driven by
+//! `chromedriver` through WebDriver), against a real `fidelis serve`, on SQLite and on a
+//! throw-away PostgreSQL. Every page visited is checked with axe-core (no serious or
+//! critical violation) and photographed into `target/screenshots/<database>/`.
+//!
+//! `cargo xtask test` installs Chromium and its driver when they are missing; run alone,
+//! this test stops with how to install them.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+mod common;
+use common::{ADMIN, Server};
+
+macro_rules! both_dialects {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = fidelis_testkit::sqlite_db();
+                    super::$name(super::Server::start(&db.url).await, "sqlite").await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Server::start(&fidelis_testkit::pg_url()).await, "postgres").await;
+                }
+            )*
+        }
+    };
+}
+
+both_dialects!(staff_and_members_use_the_pages_in_a_browser);
+
+const AXE: &str = include_str!("assets/axe.min.js");
+
+/// A chromedriver process and a WebDriver session in headless Chromium.
+struct Browser {
+    client: Client,
+    driver: Child,
+    shots: PathBuf,
+    taken: usize,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn find_program(names: &[&str]) -> Option<String> {
+    names.iter().find_map(|n| {
+        Command::new("which")
+            .arg(n)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    })
+}
+
+impl Browser {
+    async fn start(shots: &str) -> Self {
+        let (Some(chromium), Some(chromedriver)) = (
+            find_program(&["chromium", "chromium-browser", "google-chrome"]),
+            find_program(&["chromedriver"]),
+        ) else {
+            panic!(
+                "the browser tests need Chromium and chromedriver: run `cargo xtask test` (it installs them), \
+                 or apt-get install chromium chromium-driver"
+            );
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting chromedriver");
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({"binary": chromium, "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                   "--disable-dev-shm-usage", "--window-size=1280,1024", "--lang=en-GB"]}),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = loop {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector)
+                .capabilities(capabilities.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await
+            {
+                Ok(c) => break c,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "chromedriver did not start: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/screenshots")
+            .join(shots);
+        let _ = std::fs::remove_dir_all(&shots);
+        std::fs::create_dir_all(&shots).unwrap();
+        Self {
+            client,
+            driver,
+            shots,
+            taken: 0,
+        }
+    }
+
+    async fn goto(&self, url: &str) {
+        self.client.goto(url).await.unwrap();
+    }
+
+    async fn text(&self) -> String {
+        self.client
+            .execute("return document.body.innerText", vec![])
+            .await
+            .unwrap()
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    async fn path(&self) -> String {
+        let url = self.client.current_url().await.unwrap();
+        match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        }
+    }
+
+    async fn fill(&self, css: &str, value: &str) {
+        let field = self.client.find(Locator::Css(css)).await.unwrap();
+        field.clear().await.unwrap();
+        field.send_keys(value).await.unwrap();
+    }
+
+    /// Sets a (long) field's value at once, as pasting would.
+    async fn paste(&self, css: &str, value: &str) {
+        self.client
+            .execute(
+                "document.querySelector(arguments[0]).value = arguments[1]",
+                vec![json!(css), json!(value)],
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .click()
+            .await
+            .unwrap();
+    }
+
+    /// Clicks what leads to another page, and waits until that page has loaded.
+    async fn follow(&self, css: &str) {
+        self.client
+            .execute("window.__left = true", vec![])
+            .await
+            .unwrap();
+        self.click(css).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let loaded = self
+                .client
+                .execute(
+                    "return window.__left === undefined && document.readyState === 'complete'",
+                    vec![],
+                )
+                .await
+                .ok()
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
+            if loaded {
+                break;
+            }
+            assert!(Instant::now() < deadline, "clicking {css} led nowhere");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn element_text(&self, css: &str) -> String {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Saves a screenshot, and checks the page with axe-core: no serious or critical
+    /// violation.
+    async fn check(&mut self, name: &str) {
+        self.taken += 1;
+        let png = self.client.screenshot().await.unwrap();
+        std::fs::write(
+            self.shots.join(format!("{:02}-{name}.png", self.taken)),
+            png,
+        )
+        .unwrap();
+        self.client.execute(AXE, vec![]).await.unwrap();
+        let found = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, {resultTypes: ['violations']})
+                   .then(r => done(r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
+                       .map(v => v.id + ' (' + v.impact + '): ' + v.help + ' at ' + v.nodes.map(n => n.target.join(' ')).join(', '))))
+                   .catch(e => done(['axe did not run: ' + e]));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let violations = found.as_array().cloned().unwrap_or_default();
+        assert!(
+            violations.is_empty(),
+            "{name}: accessibility violations: {violations:#?}"
+        );
+    }
+}
+
+fn program() -> Value {
+    json!({"name": "Shop", "time_zone": "Asia/Tokyo", "money_currency": "JPY",
+        "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "rolling", "months": 12}},
+                       {"code": "status", "name": "Status", "kind": "qualifying", "expiry": {"policy": "never"}}],
+        "earning": {"base": [{"currency": "points", "rate": "1"}, {"currency": "status", "rate": "1"}], "days_before_enrolment": 3650},
+        "tier_groups": [{"code": "status", "name": "Status", "currency": "status",
+                         "tiers": [{"code": "member", "name": "Member", "threshold": 0}, {"code": "gold", "name": "Gold", "threshold": 10000}]}],
+        "promotions": [{"code": "club", "name": "Club bonus", "status": "active", "opt_in": true,
+                        "actions": [{"type": "fixed", "currency": "points", "points": 50}]}]})
+}
+
+/// A form body, URL-encoded.
+fn form(pairs: &[(&str, &str)]) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The session cookie a sign-in sets, by a plain HTTP client (for its flags).
+async fn sign_in_cookie(
+    server: &Server,
+    email: &str,
+    password: &str,
+    proto: Option<&str>,
+) -> String {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = http
+        .get(format!("{}/console/sign-in", server.base))
+        .send()
+        .await
+        .unwrap();
+    let cookie = page
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let html = page.text().await.unwrap();
+    let token = html
+        .split("name=\"_csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_owned();
+    // Without the token: refused, and no session.
+    let refused = http
+        .post(format!("{}/console/sign-in", server.base))
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("email", email), ("password", password)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(refused.headers().get("set-cookie").is_none());
+    // From another site: refused.
+    let foreign = http
+        .post(format!("{}/console/sign-in", server.base))
+        .header("cookie", &cookie)
+        .header("origin", "https://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("_csrf", token.as_str()),
+            ("email", email),
+            ("password", password),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), StatusCode::FORBIDDEN);
+    let mut request = http
+        .post(format!("{}/console/sign-in", server.base))
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("_csrf", token.as_str()),
+            ("email", email),
+            ("password", password),
+        ]));
+    if let Some(proto) = proto {
+        request = request.header("x-forwarded-proto", proto);
+    }
+    let signed = request.send().await.unwrap();
+    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
+    signed
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("fidelis_console="))
+        .expect("a session cookie")
+}
+
+async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: &str) {
+    let base = server.base.clone();
+    // The world: a program with tiers and an opt-in promotion, members with history,
+    // staff users, and a member's one-time portal link from enrolment.
+    let (status, _, body) = server
+        .call(reqwest::Method::PUT, "/programs/shop", Some(program()))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, ada) = server
+        .post("/programs/shop/members", json!({"member": "ada-lovelace", "profile": {"name": "Ada Lovelace", "email": "ada@example.com"},
+                                                "enrolled_at": "2025-01-01T00:00:00Z", "portal_link": true}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ada}");
+    let link = ada["portal_link"]["link"]
+        .as_str()
+        .expect("a portal link")
+        .to_owned();
+    for m in ["grace-hopper", "alan-turing"] {
+        let (status, body) = server
+            .post(
+                "/programs/shop/members",
+                json!({"member": m, "profile": {"name": m.replace('-', " ")}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    for (email, role) in [
+        ("admin@shop.test", "admin"),
+        ("agent@shop.test", "agent"),
+        ("member@shop.test", "member"),
+    ] {
+        let (status, body) = server
+            .post("/users", json!({"email": email, "password": "a long enough password", "role": role,
+                                   "program": if role == "admin" { Value::Null } else { json!("shop") },
+                                   "member": if role == "member" { json!("ada-lovelace") } else { Value::Null }}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let recent = (chrono::Utc::now() - chrono::Duration::days(3)).to_rfc3339();
+    for (i, amount) in ["1200", "800", "2500"].iter().enumerate() {
+        let (status, body) = server
+            .post("/programs/shop/journals", json!({"external_id": format!("p-{i}"), "member": "ada-lovelace", "type": "purchase",
+                                      "occurred_at": recent, "amount": amount, "currency": "JPY"}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    // The session cookie's flags; Secure when the request came over TLS.
+    let plain = sign_in_cookie(&server, "admin@shop.test", "a long enough password", None).await;
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(plain.contains(flag), "{plain} lacks {flag}");
+    }
+    assert!(!plain.contains("Secure"), "{plain}");
+    let tls = sign_in_cookie(
+        &server,
+        "admin@shop.test",
+        "a long enough password",
+        Some("https"),
+    )
+    .await;
+    assert!(tls.contains("Secure"), "{tls}");
+
+    let mut b = Browser::start(database).await;
+
+    // Sign in: a page first, a wrong password, then by keyboard only.
+    b.goto(&format!("{base}/")).await;
+    assert!(
+        b.path().await.starts_with("/console/sign-in"),
+        "{}",
+        b.path().await
+    );
+    b.check("console-sign-in").await;
+    b.fill("#email", "admin@shop.test").await;
+    b.fill("#password", "not the password").await;
+    b.follow("button[type=submit]").await;
+    assert!(
+        b.text()
+            .await
+            .contains("The email or the password is wrong.")
+    );
+    b.check("console-sign-in-refused").await;
+    b.fill("#email", "admin@shop.test").await;
+    let password = b.client.find(Locator::Css("#password")).await.unwrap();
+    b.client
+        .execute("window.__left = true", vec![])
+        .await
+        .unwrap();
+    password
+        .send_keys("a long enough password\u{E007}")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(b.path().await, "/console");
+    assert!(b.text().await.contains("shop"));
+    b.check("console-programs").await;
+
+    // The dashboard.
+    b.goto(&format!("{base}/console/programs/shop")).await;
+    let outstanding_before = b.element_text("#fig-outstanding-points").await;
+    assert_eq!(outstanding_before, "4,500");
+    assert_eq!(b.element_text("#fig-members").await, "3");
+    assert_eq!(b.element_text("#fig-active-30").await, "1");
+    assert!(
+        b.client
+            .find(Locator::Css("figure.chart svg"))
+            .await
+            .is_ok(),
+        "charts are drawn"
+    );
+    b.check("console-dashboard").await;
+
+    // Search a member and open the 360° view.
+    b.goto(&format!("{base}/console/programs/shop/members"))
+        .await;
+    b.fill("#q", "lovelace").await;
+    b.follow("form[role=search] button").await;
+    assert!(b.text().await.contains("ada-lovelace"));
+    assert!(!b.text().await.contains("grace-hopper"));
+    b.check("console-member-search").await;
+    b.follow("#member-results a").await;
+    assert_eq!(
+        b.path().await,
+        "/console/programs/shop/members/ada-lovelace"
+    );
+    assert_eq!(b.element_text("#balance-points").await, "4,500");
+    b.check("console-member").await;
+
+    // Adjust points: refused without the confirmation, done with it; the ledger and the
+    // balance show it.
+    b.fill("#adj-points", "250").await;
+    b.fill("#adj-reason", "late-parcel").await;
+    b.click("#adjust-form input[name=confirm]").await;
+    b.follow("#adjust-form button").await;
+    assert!(
+        b.text().await.contains("The points were adjusted."),
+        "{}",
+        b.text().await
+    );
+    assert_eq!(b.element_text("#balance-points").await, "4,750");
+    let ledger = b.element_text("#ledger").await;
+    assert!(
+        ledger.contains("adjustment") && ledger.contains("250"),
+        "{ledger}"
+    );
+    b.check("console-member-adjusted").await;
+    // The dashboard, refreshed, shows the new outstanding points.
+    b.goto(&format!("{base}/console/programs/shop")).await;
+    b.follow("form[action$='dashboard/refresh'] button").await;
+    assert_eq!(b.element_text("#fig-outstanding-points").await, "4,750");
+
+    // A definition with an error: shown at its line, nothing saved.
+    b.goto(&format!("{base}/console/programs/shop/definition"))
+        .await;
+    b.check("console-definition").await;
+    let yaml = "name: Shop\ntime_zone: Asia/Tokyo\nmoney_currency: JPY\ncurrencies:\n- code: points\n  name: Points\n  kind: redeemable\n  expiry:\n    policy: rolling\n    months: -3\n";
+    b.paste("#definition", yaml).await;
+    b.follow("form[action$='/definition'] button").await;
+    let problems = b.element_text("#problems").await;
+    assert!(problems.contains("line 10"), "{problems}");
+    assert!(
+        problems.contains("currencies[0].expiry.months"),
+        "{problems}"
+    );
+    b.check("console-definition-problems").await;
+    let (_, _, definition) = server
+        .call(reqwest::Method::GET, "/programs/shop", None)
+        .await;
+    assert_eq!(definition["time_zone"], "Asia/Tokyo");
+    assert!(definition["tier_groups"].is_array(), "nothing was saved");
+    // The condition check as one types.
+    b.fill("#condition", "journal.amount >").await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(
+        b.text().await.contains("column"),
+        "the error has its position"
+    );
+    b.fill("#condition", "journal.amount > 100").await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(b.text().await.contains("The condition compiles"));
+
+    // A dry run: the journal's points and every promotion's verdict.
+    b.goto(&format!("{base}/console/programs/shop/dry-run"))
+        .await;
+    b.paste(
+        "#journal",
+        &json!({"type": "purchase", "member": "grace-hopper", "amount": "300", "currency": "JPY"})
+            .to_string(),
+    )
+    .await;
+    b.follow("form[action$='/dry-run'] button").await;
+    let verdicts = b.element_text("#promotion-verdicts").await;
+    assert!(
+        verdicts.contains("club") && verdicts.contains("not joined"),
+        "{verdicts}"
+    );
+    b.check("console-dry-run").await;
+    assert_eq!(
+        server.ledger_len("grace-hopper").await,
+        0,
+        "a dry run writes nothing"
+    );
+
+    // The other console pages.
+    for (path, name) in [
+        ("/console/programs/shop/promotions", "console-promotions"),
+        ("/console/audit", "console-audit"),
+        ("/console/access", "console-access"),
+    ] {
+        b.goto(&format!("{base}{path}")).await;
+        b.check(name).await;
+    }
+    assert!(b.text().await.contains("agent@shop.test"));
+
+    // Sign out; an agent signs in and cannot open the program editor.
+    b.follow("form[action='/console/sign-out'] button").await;
+    assert!(b.path().await.starts_with("/console/sign-in"));
+    b.fill("#email", "agent@shop.test").await;
+    b.fill("#password", "a long enough password").await;
+    b.follow("button[type=submit]").await;
+    b.goto(&format!(
+        "{base}/console/programs/shop/members/ada-lovelace"
+    ))
+    .await;
+    assert!(
+        b.text().await.contains("Adjust points"),
+        "agents adjust points"
+    );
+    assert!(
+        !b.text().await.contains("Definition"),
+        "no editor in an agent's menu"
+    );
+    b.goto(&format!("{base}/console/programs/shop/definition"))
+        .await;
+    assert!(b.text().await.contains("Not allowed"), "{}", b.text().await);
+    b.check("console-agent-refused").await;
+    b.client.delete_all_cookies().await.unwrap();
+
+    // A member's user cannot use the console.
+    b.goto(&format!("{base}/console/sign-in")).await;
+    b.fill("#email", "member@shop.test").await;
+    b.fill("#password", "a long enough password").await;
+    b.follow("button[type=submit]").await;
+    assert!(b.text().await.contains("The console is for program staff"));
+
+    // The portal: the one-time link sets a password and signs the member in.
+    b.goto(&format!("{base}{link}")).await;
+    b.check("portal-set-password").await;
+    b.fill("#password", "ada's own password").await;
+    b.fill("#password_again", "ada's own password").await;
+    b.follow("button[type=submit]").await;
+    assert_eq!(b.path().await, "/portal/shop");
+    assert_eq!(b.element_text("#balance-points").await, "4,750 points");
+    assert!(
+        b.client.find(Locator::Css("#expiry-points")).await.is_ok(),
+        "the expiry schedule"
+    );
+    let progress = b
+        .client
+        .find(Locator::Css("#tier-progress-status"))
+        .await
+        .unwrap();
+    assert_eq!(progress.attr("value").await.unwrap().as_deref(), Some("45"));
+    assert!(
+        b.text().await.contains("5,500 more to reach gold"),
+        "{}",
+        b.text().await
+    );
+    b.check("portal-home").await;
+    // In Japanese.
+    b.follow("a[lang=ja]").await;
+    let text = b.text().await;
+    assert!(
+        text.contains("4,750 ポイント") && text.contains("ポイントの有効期限"),
+        "{text}"
+    );
+    assert!(text.contains("年"), "dates in Japanese: {text}");
+    b.check("portal-home-ja").await;
+    b.goto(&format!("{base}/portal/shop/history")).await;
+    assert!(
+        b.text().await.contains("獲得"),
+        "the language is remembered"
+    );
+    b.check("portal-history-ja").await;
+    b.follow("a[lang=en]").await;
+    // Join the opt-in promotion.
+    b.goto(&format!("{base}/portal/shop/promotions")).await;
+    b.check("portal-promotions").await;
+    b.follow("#promotion-club button").await;
+    assert!(b.text().await.contains("You joined the promotion."));
+    assert!(
+        b.element_text("#promotion-club")
+            .await
+            .contains("You have joined.")
+    );
+    // The member cannot reach anyone else's page: the console is not theirs, and the
+    // portal serves only their own program and member.
+    b.goto(&format!(
+        "{base}/console/programs/shop/members/grace-hopper"
+    ))
+    .await;
+    assert!(b.path().await.starts_with("/console/sign-in"));
+    assert!(!b.text().await.contains("grace"));
+    b.goto(&format!("{base}/portal/other")).await;
+    assert!(
+        b.path().await.starts_with("/portal/other/sign-in"),
+        "{}",
+        b.path().await
+    );
+    // Signing out and in again with the password.
+    b.goto(&format!("{base}/portal/shop")).await;
+    b.follow("form[action='/portal/shop/sign-out'] button")
+        .await;
+    assert_eq!(b.path().await, "/portal/shop/sign-in");
+    b.check("portal-sign-in").await;
+    b.fill("#member", "ada-lovelace").await;
+    b.fill("#password", "ada's own password").await;
+    b.follow("button[type=submit]").await;
+    assert_eq!(b.path().await, "/portal/shop");
+    // The link was used: it works no more.
+    b.client.delete_all_cookies().await.unwrap();
+    b.goto(&format!("{base}{link}")).await;
+    assert!(
+        b.text().await.contains("expired or was used"),
+        "{}",
+        b.text().await
+    );
+
+    // Every sign-in was audited.
+    let audit = server.get("/audit?action=signin").await;
+    let actors: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["actor"].as_str())
+        .collect();
+    assert!(
+        actors.contains(&"admin@shop.test") && actors.contains(&"agent@shop.test"),
+        "{actors:?}"
+    );
+    let failed = server.get("/audit?action=signin.failed").await;
+    assert!(!failed["entries"].as_array().unwrap().is_empty());
+    let portal = server.get("/audit?action=portal.password_set").await;
+    assert_eq!(portal["entries"][0]["subject"], "ada-lovelace");
+    let _ = ADMIN;
+    b.client.clone().close().await.unwrap();
+}
