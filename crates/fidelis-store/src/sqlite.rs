@@ -167,11 +167,14 @@ impl LedgerTx for SqliteTx<'_> {
                 .map(|k| (k.promotion.as_str(), k.member, k.period.as_str()))
                 .collect::<Vec<_>>(),
         )?;
+        // The keys drive (CROSS JOIN keeps SQLite from choosing the other order): one
+        // primary-key lookup per key. Driven by the table, the join read every counter of
+        // the program for each key, and imports slowed as counters accumulated.
         let rows = sqlx::query(
-            "SELECT u.promotion, u.member_id, u.period, u.times, u.points FROM promotion_usage u \
-             JOIN json_each(?2) AS k \
-               ON u.promotion = k.value ->> 0 AND u.member_id = k.value ->> 1 AND u.period = k.value ->> 2 \
-             WHERE u.program_id = ?1",
+            "SELECT u.promotion, u.member_id, u.period, u.times, u.points FROM json_each(?2) AS k \
+             CROSS JOIN promotion_usage u \
+               ON u.program_id = ?1 AND u.promotion = k.value ->> 0 AND u.member_id = k.value ->> 1 \
+              AND u.period = k.value ->> 2",
         )
         .bind(program_id)
         .bind(keys)

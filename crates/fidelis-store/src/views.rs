@@ -317,30 +317,47 @@ impl Store {
     }
 
     /// A member's promotion counters: `(promotion, period key, times, points)`, the
-    /// cumulative progress (period keys starting with `c:`) and the limits used.
+    /// cumulative progress (period keys starting with `c:`) and the limits used, of the
+    /// program's promotions. Read per promotion (the key's order), never by scanning the
+    /// program's counters for the member.
     pub async fn promotion_counters(
         &self,
         program: &LoadedProgram,
         member: &MemberView,
     ) -> Result<Vec<(String, String, i64, i64)>> {
+        let codes: Vec<String> = program
+            .program
+            .promotions
+            .iter()
+            .map(|p| p.code.to_string())
+            .collect();
+        if codes.is_empty() {
+            return Ok(Vec::new());
+        }
         Ok(match &self.db {
             Db::Sqlite(pool) => {
-                sqlx::query_as(
+                let marks: Vec<String> = (0..codes.len()).map(|i| format!("?{}", i + 3)).collect();
+                let sql = format!(
                     "SELECT promotion, period, times, points FROM promotion_usage \
-                 WHERE program_id = ?1 AND member_id = ?2 ORDER BY promotion, period",
-                )
-                .bind(program.id)
-                .bind(member.id)
-                .fetch_all(pool)
-                .await?
+                     WHERE program_id = ?1 AND member_id = ?2 AND promotion IN ({}) ORDER BY promotion, period",
+                    marks.join(", ")
+                );
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(program.id)
+                    .bind(member.id);
+                for code in &codes {
+                    query = query.bind(code);
+                }
+                query.fetch_all(pool).await?
             }
             Db::Postgres(pool) => {
                 sqlx::query_as(
                     "SELECT promotion, period, times, points FROM promotion_usage \
-                 WHERE program_id = $1 AND member_id = $2 ORDER BY promotion, period",
+                     WHERE program_id = $1 AND member_id = $2 AND promotion = ANY($3) ORDER BY promotion, period",
                 )
                 .bind(program.id)
                 .bind(member.id)
+                .bind(&codes)
                 .fetch_all(pool)
                 .await?
             }

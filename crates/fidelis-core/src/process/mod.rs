@@ -156,8 +156,7 @@ pub fn process(
     // nothing to undo and takes no copy.
     let snapshot =
         (due || touches_buckets).then(|| (ledger.accounts.clone(), ledger.buckets.clone()));
-    let counters = (!related.counters.counts.is_empty() || !related.counters.deltas.is_empty())
-        .then(|| related.counters.clone());
+    related.counters.begin();
     let mut settle = JournalWriter::new(ids.settlement);
     let mut outcome = Outcome {
         status: "processed".into(),
@@ -205,6 +204,7 @@ pub fn process(
             };
             let settlement =
                 (!settle.entries.is_empty()).then(|| settlement_record(ledger, settle, now));
+            related.counters.commit();
             Ok(Processed {
                 outcome,
                 record,
@@ -219,9 +219,7 @@ pub fn process(
             if due {
                 ledger.tiers = tiers_before;
             }
-            if let Some(counters) = counters {
-                related.counters = counters;
-            }
+            related.counters.rollback();
             Err(e)
         }
     }

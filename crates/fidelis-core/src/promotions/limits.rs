@@ -156,6 +156,10 @@ pub struct Count {
 pub struct Counters {
     pub counts: BTreeMap<CounterKey, Count>,
     pub deltas: BTreeMap<CounterKey, Count>,
+    /// While one journal is processed: each changed key's values before the change, so a
+    /// refusal undoes exactly what the journal changed. (A copy of the whole map per
+    /// journal cost a batch time quadratic in its size.)
+    undo: Option<Vec<(CounterKey, Option<Count>, Option<Count>)>>,
 }
 
 impl Counters {
@@ -163,7 +167,41 @@ impl Counters {
         self.counts.get(key).copied().unwrap_or_default()
     }
 
+    /// Starts recording changes (one journal's processing).
+    pub(crate) fn begin(&mut self) {
+        self.undo = Some(Vec::new());
+    }
+
+    /// Keeps the changes recorded since [`Counters::begin`].
+    pub(crate) fn commit(&mut self) {
+        self.undo = None;
+    }
+
+    /// Undoes the changes recorded since [`Counters::begin`].
+    pub(crate) fn rollback(&mut self) {
+        let Some(log) = self.undo.take() else {
+            return;
+        };
+        for (key, count, delta) in log.into_iter().rev() {
+            match count {
+                Some(c) => self.counts.insert(key.clone(), c),
+                None => self.counts.remove(&key),
+            };
+            match delta {
+                Some(d) => self.deltas.insert(key, d),
+                None => self.deltas.remove(&key),
+            };
+        }
+    }
+
     pub(crate) fn add(&mut self, key: &CounterKey, times: i64, points: i64) {
+        if let Some(log) = self.undo.as_mut() {
+            log.push((
+                key.clone(),
+                self.counts.get(key).copied(),
+                self.deltas.get(key).copied(),
+            ));
+        }
         for c in [
             self.counts.entry(key.clone()).or_default(),
             self.deltas.entry(key.clone()).or_default(),
@@ -267,5 +305,56 @@ pub fn give_back(counters: &mut Counters, usage: &mut Usage, points: i64) {
     };
     for key in &usage.keys {
         counters.add(key, -times, -points);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(member: i64, period: &str) -> CounterKey {
+        CounterKey {
+            promotion: Code::parse("promo").expect("a code"),
+            member,
+            period: period.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_refused_journal_undoes_exactly_its_changes() {
+        let mut c = Counters::default();
+        c.counts.insert(
+            key(1, ""),
+            Count {
+                times: 2,
+                points: 20,
+            },
+        );
+        c.add(&key(2, ""), 1, 5); // an earlier journal of the batch
+        let before = c.clone();
+        c.begin();
+        c.add(&key(1, ""), 1, 10);
+        c.add(&key(1, ""), 1, 10);
+        c.add(&key(3, "d:2026-12-02"), 1, 7);
+        c.rollback();
+        assert_eq!(c, before);
+        c.begin();
+        c.add(&key(1, ""), 1, 10);
+        c.commit();
+        c.rollback(); // nothing recorded any more
+        assert_eq!(
+            c.get(&key(1, "")),
+            Count {
+                times: 3,
+                points: 30
+            }
+        );
+        assert_eq!(
+            c.deltas[&key(1, "")],
+            Count {
+                times: 1,
+                points: 10
+            }
+        );
     }
 }
