@@ -1,4 +1,5 @@
-//! `cargo xtask bench-members`: member search and listing on a large program.
+//! `cargo xtask bench-members`: member search and listing on a large program; and
+//! `cargo xtask bench-pages`: the console's pages on a large program.
 //!
 //! Enrols generated people (1,000,000 by default: names, emails, phones) into SQLite and a
 //! throw-away PostgreSQL through the product's own code (`fidelis bench members-search`),
@@ -79,6 +80,91 @@ pub fn run(args: &[String]) -> Result<()> {
                 r["p95_ms"].as_f64().unwrap_or(0.0),
                 r["vs_lookup"].as_f64().unwrap_or(0.0),
                 r["found_per_query"].as_f64().unwrap_or(0.0),
+            );
+        }
+        reports.push(report);
+    }
+    let file = dir.join("report.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&reports)?)?;
+    println!("\nreport: {}", file.display());
+    Ok(())
+}
+
+/// `cargo xtask bench-pages`: the console's member search, 360° view and dashboard on a
+/// program of 1,000,000 members and 10,000,000 journals (by default) on SQLite and a
+/// throw-away PostgreSQL (`fidelis bench pages`), against a member lookup in the same run.
+pub fn run_pages(args: &[String]) -> Result<()> {
+    let (mut members, mut journals, mut queries) = (1_000_000u64, 10_000_000u64, 200u64);
+    let mut databases = vec!["sqlite".to_owned(), "postgres".to_owned()];
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--members" => members = value.parse()?,
+            "--journals" => journals = value.parse()?,
+            "--queries" => queries = value.parse()?,
+            "--databases" => databases = value.split(',').map(str::to_owned).collect(),
+            other => bail!("unknown option {other}"),
+        }
+    }
+    run_cmd(Command::new("cargo").args(["build", "--release", "-p", "fidelis"]))?;
+    let bin = root().join("target/release/fidelis");
+    let dir = root().join("target/bench-pages");
+    std::fs::create_dir_all(&dir)?;
+    let mut reports = Vec::new();
+    for database in &databases {
+        let server;
+        let url = match database.as_str() {
+            // Kept between runs: the members and journals are the slow part.
+            "sqlite" => format!(
+                "sqlite://{}",
+                dir.join(format!("pages-{members}-{journals}.db")).display()
+            ),
+            "postgres" => {
+                ensure_postgres()?;
+                server = PgServer::start(PgOptions {
+                    durable: false,
+                    watchdog: true,
+                })
+                .map_err(anyhow::Error::msg)?;
+                server
+                    .create_database("pages")
+                    .map_err(anyhow::Error::msg)?
+            }
+            other => bail!("unknown database {other}: use sqlite or postgres"),
+        };
+        let out = Command::new(&bin)
+            .arg("--database")
+            .arg(&url)
+            .args([
+                "bench",
+                "pages",
+                "--members",
+                &members.to_string(),
+                "--journals",
+                &journals.to_string(),
+                "--queries",
+                &queries.to_string(),
+            ])
+            .output()?;
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(out.status.success(), "the {database} run failed");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        println!(
+            "\n{database}, {} members, {} journals, {queries} requests each:",
+            report["members"], report["journals"]
+        );
+        println!(
+            "  {:<40} {:>10} {:>10} {:>10}",
+            "page", "median ms", "p99 ms", "× lookup"
+        );
+        for r in report["results"].as_array().context("results")? {
+            println!(
+                "  {:<40} {:>10.2} {:>10.2} {:>10.1}",
+                r["page"].as_str().unwrap_or(""),
+                r["median_ms"].as_f64().unwrap_or(0.0),
+                r["p99_ms"].as_f64().unwrap_or(0.0),
+                r["vs_lookup"].as_f64().unwrap_or(0.0),
             );
         }
         reports.push(report);

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Some("bench-import") => bench::run(&args[1..]),
         Some("bench-api") => bench_api::run(&args[1..]),
         Some("bench-members") => bench_members::run(&args[1..]),
+        Some("bench-pages") => bench_members::run_pages(&args[1..]),
         Some("faults") => faults::run(&args[1..]),
         Some("schemathesis") => match args.get(1).map(|s| s.parse::<u32>()) {
             None => schemathesis::run_standalone(schemathesis::BUDGET_SECONDS),
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
                  cargo xtask bench-import [--journals N] [--members N] [--runs N] [--databases sqlite,postgres]\n  \
                  cargo xtask bench-api [--seconds N] [--connections N] [--members N]\n  \
                  cargo xtask bench-members [--members N] [--queries N] [--databases sqlite,postgres]   member search and lists on a large program\n  \
+                 cargo xtask bench-pages [--members N] [--journals N] [--queries N] [--databases sqlite,postgres]   the console's pages on a large program\n  \
                  cargo xtask faults [--quick] [--release] [--databases sqlite,postgres]   kill, stop, freeze, fill the disk under load; audit every journal\n  \
                  cargo xtask schemathesis [SECONDS]     the API contract: validator, schemathesis (every check, three tokens), generated client; both databases"
             );

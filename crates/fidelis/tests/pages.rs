@@ -499,6 +499,37 @@ async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: 
         "{ledger}"
     );
     b.check("console-member-adjusted").await;
+    // The same by keyboard alone: type, Tab to the next field, Space ticks, Enter sends.
+    b.client
+        .find(Locator::Css("#adj-points"))
+        .await
+        .unwrap()
+        .send_keys("-50\u{E004}kbd-correction\u{E004} ")
+        .await
+        .unwrap();
+    b.client
+        .execute("window.__left = true", vec![])
+        .await
+        .unwrap();
+    let active = b.client.active_element().await.unwrap();
+    assert_eq!(
+        active.attr("name").await.unwrap().as_deref(),
+        Some("confirm"),
+        "Tab reaches the confirmation"
+    );
+    active.send_keys("\u{E004}\u{E007}").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        b.element_text("#balance-points").await,
+        "4,700",
+        "{}",
+        b.text().await
+    );
+    b.fill("#adj-points", "50").await;
+    b.fill("#adj-reason", "kbd-undo").await;
+    b.click("#adjust-form input[name=confirm]").await;
+    b.follow("#adjust-form button").await;
+    assert_eq!(b.element_text("#balance-points").await, "4,750");
     // The dashboard, refreshed, shows the new outstanding points.
     b.goto(&format!("{base}/console/programs/shop")).await;
     b.follow("form[action$='dashboard/refresh'] button").await;

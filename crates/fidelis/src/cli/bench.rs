@@ -42,6 +42,18 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 200)]
         queries: u64,
     },
+    /// The console's pages on a large program: program `search` with `members` people and
+    /// `journals` purchases over the last year (the retail template as shipped, promotions
+    /// on), posted unless there already; then the member search, the 360° view and the
+    /// dashboard timed through the router, against a member lookup in the store.
+    Pages {
+        #[arg(long, default_value_t = 1_000_000)]
+        members: u64,
+        #[arg(long, default_value_t = 10_000_000)]
+        journals: u64,
+        #[arg(long, default_value_t = 200)]
+        queries: u64,
+    },
 }
 
 use fidelis_web::demo::Lcg;
@@ -51,6 +63,15 @@ const SYLLABLES: [&str; 40] = [
     "ol", "per", "quin", "ros", "sal", "tor", "ul", "ven", "wil", "xan", "yor", "zel", "bra",
     "cle", "dre", "fro", "gla", "hel", "ri", "mo", "na", "te", "lu", "si", "ka", "do",
 ];
+
+/// Generated people `from..to`: (number, first name, surname).
+fn people(from: u64, to: u64) -> impl Iterator<Item = (u64, String, String)> {
+    (from..to).map(|m| {
+        let mut rng = Lcg(m.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED);
+        let (first, last) = person(&mut rng);
+        (m, first, last)
+    })
+}
 
 /// Person `m`: a first name of two syllables (1,600), a surname of three (64,000).
 fn person(rng: &mut Lcg) -> (String, String) {
@@ -119,16 +140,27 @@ pub async fn run(database: &str, command: BenchCommand) -> Result<ExitCode> {
         BenchCommand::MembersSearch { members, queries } => {
             members_search(database, members, queries).await
         }
+        BenchCommand::Pages {
+            members,
+            journals,
+            queries,
+        } => pages(database, members, journals, queries).await,
     }
 }
 
-async fn members_search(database: &str, members: u64, queries: u64) -> Result<ExitCode> {
+/// Program `search` (the retail template as shipped) with `members` generated people
+/// (names, emails, phones), enrolled unless there already; and the first enrolment instant.
+async fn search_program(
+    store: &fidelis_store::Store,
+    members: u64,
+) -> Result<(
+    std::sync::Arc<fidelis_store::LoadedProgram>,
+    chrono::DateTime<chrono::Utc>,
+)> {
     use chrono::{Duration, TimeZone, Utc};
-    use fidelis_core::members::SearchQuery;
     use fidelis_store::{Enrollment, MemberQuery, MemberSort};
     use std::time::Instant;
 
-    let store = connect(database).await?;
     let start = Utc
         .with_ymd_and_hms(2021, 1, 1, 0, 0, 0)
         .single()
@@ -147,13 +179,6 @@ async fn members_search(database: &str, members: u64, queries: u64) -> Result<Ex
                 .await?;
             store.require_program("search").await?
         }
-    };
-    let people = |from: u64, to: u64| {
-        (from..to).map(|m| {
-            let mut rng = Lcg(m.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED);
-            let (first, last) = person(&mut rng);
-            (m, first, last)
-        })
     };
     let enrolled = store
         .list_members(
@@ -193,6 +218,17 @@ async fn members_search(database: &str, members: u64, queries: u64) -> Result<Ex
             total as f64 / seconds
         );
     }
+    Ok((program, start))
+}
+
+async fn members_search(database: &str, members: u64, queries: u64) -> Result<ExitCode> {
+    use chrono::Duration;
+    use fidelis_core::members::SearchQuery;
+    use fidelis_store::{MemberQuery, MemberSort};
+    use std::time::Instant;
+
+    let store = connect(database).await?;
+    let (program, start) = search_program(&store, members).await?;
     store.analyze_for_bench().await?;
 
     // Each kind of query, on members spread over the whole range.
@@ -283,6 +319,198 @@ async fn members_search(database: &str, members: u64, queries: u64) -> Result<Ex
         "{}",
         serde_json::to_string_pretty(&serde_json::json!({
             "database": store.dialect(), "members": members, "queries": queries, "results": report,
+        }))?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Median and 99th percentile, in milliseconds.
+fn median_p99(mut samples: Vec<f64>) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+async fn pages(database: &str, members: u64, journals: u64, queries: u64) -> Result<ExitCode> {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode, header};
+    use chrono::{Duration, Utc};
+    use fidelis_core::journal::{Journal, JournalDocument};
+    use fidelis_store::{NewSession, Prepared, UserRecord};
+    use http_body_util::BodyExt;
+    use std::time::Instant;
+    use tower::ServiceExt;
+
+    let store = connect(database).await?;
+    let (program, start) = search_program(&store, members).await?;
+    let now = Utc::now();
+    let have = u64::try_from(store.journal_count(&program).await?).unwrap_or(0);
+    if have < journals {
+        // Purchases in time order over the last year, each by a member enrolled by then.
+        let from = now - Duration::days(360);
+        let span = (now - Duration::hours(1) - from).num_seconds().max(1) as u64;
+        let mut rng = Lcg(20_261_203 ^ have);
+        let began = Instant::now();
+        let mut posted = 0u64;
+        let mut batch = Vec::with_capacity(5_000);
+        for i in have..journals {
+            let at = from + Duration::seconds((i * span / journals) as i64);
+            let enrolled_by = ((at - start).num_seconds().max(0) as u64 / 157).clamp(1, members);
+            let m = rng.next(enrolled_by);
+            let cents = 500 + rng.next(20_000);
+            let amount = format!("{}.{:02}", cents / 100, cents % 100);
+            let category = ["shoes", "socks", "jackets", "bags", "shirts"][rng.next(5) as usize];
+            let doc: JournalDocument = serde_json::from_value(serde_json::json!({
+                "external_id": format!("bp-{i}"), "member": format!("S{m:08}"), "type": "purchase",
+                "occurred_at": at.to_rfc3339(), "amount": amount, "currency": "EUR",
+                "lines": [{"line_id": "1", "sku": format!("{category}-{}", rng.next(90)), "category": category,
+                           "quantity": 1, "amount": amount}]
+            }))?;
+            let journal = Journal::parse(&doc, &program.program)
+                .map_err(|e| anyhow::anyhow!("a generated journal: {e:?}"))?;
+            batch.push(
+                Prepared::new(journal, &program.program)
+                    .map_err(|e| anyhow::anyhow!("a generated journal: {e:?}"))?,
+            );
+            if batch.len() == 5_000 || i + 1 == journals {
+                let results = store.post_journals(&program, &batch, now, None).await?;
+                posted += results.iter().filter(|r| r.is_ok()).count() as u64;
+                batch.clear();
+                if (i + 1) % 1_000_000 == 0 {
+                    eprintln!(
+                        "posted {} journals ({:.0}/s)",
+                        i + 1 - have,
+                        (i + 1 - have) as f64 / began.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }
+        eprintln!(
+            "posted {posted} of {} journals in {:.0} s",
+            journals - have,
+            began.elapsed().as_secs_f64()
+        );
+    }
+    store.analyze_for_bench().await?;
+
+    // A signed-in administrator, and the router every request of `fidelis serve` meets.
+    let email = "bench@pages.example";
+    if store.user_by_email(email).await?.is_none() {
+        store
+            .create_user(
+                &UserRecord {
+                    id: 0,
+                    email: email.into(),
+                    password_hash: fidelis_web::auth::hash_password("not used for the benchmark")
+                        .map_err(|e| anyhow::anyhow!(e.detail))?,
+                    role: "admin".into(),
+                    program: None,
+                    partner: None,
+                    member: None,
+                },
+                now,
+            )
+            .await?;
+    }
+    let user = store
+        .user_by_email(email)
+        .await?
+        .context("the bench user")?;
+    let cookie = fidelis_web::auth::new_token();
+    store
+        .create_session(&NewSession {
+            id_hash: fidelis_web::auth::token_hash(&cookie),
+            user_id: Some(user.id),
+            program: None,
+            member: None,
+            csrf: fidelis_web::auth::new_token(),
+            created_at: now,
+            expires_at: now + Duration::hours(2),
+        })
+        .await?;
+    let router = fidelis_web::app(fidelis_web::AppState::new(
+        store.clone(),
+        fidelis_web::ServerConfig::default(),
+    ));
+    let get = |path: String| {
+        let router = router.clone();
+        let cookie = format!("fidelis_console={cookie}");
+        async move {
+            let request = Request::get(&path)
+                .header(header::COOKIE, cookie)
+                .body(Body::empty())?;
+            let began = Instant::now();
+            let response = router.oneshot(request).await?;
+            let status = response.status();
+            let body = response.into_body().collect().await?.to_bytes();
+            let ms = began.elapsed().as_secs_f64() * 1_000.0;
+            anyhow::ensure!(
+                status == StatusCode::OK,
+                "{path}: {status} {}",
+                String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            );
+            Ok::<_, anyhow::Error>((ms, body.len()))
+        }
+    };
+
+    let mut rng = Lcg(20_261_204);
+    let mut report = Vec::new();
+    let mut baseline = Vec::new();
+    let (mut search, mut view) = (Vec::new(), Vec::new());
+    for _ in 0..queries {
+        let m = rng.next(members);
+        let (_, _, last) = people(m, m + 1).next().context("a person")?;
+        let began = Instant::now();
+        store.member(&program, &format!("S{m:08}")).await?;
+        baseline.push(began.elapsed().as_secs_f64() * 1_000.0);
+        search.push(
+            get(format!("/console/programs/search/members?q={last}"))
+                .await?
+                .0,
+        );
+        view.push(
+            get(format!("/console/programs/search/members/S{m:08}"))
+                .await?
+                .0,
+        );
+    }
+    // The dashboard: computed (the first view, and each refresh), then as kept.
+    let mut computed = Vec::new();
+    for _ in 0..3 {
+        let began = Instant::now();
+        let bounds: Vec<_> = (0..=12)
+            .map(|i| now - Duration::days(30 * (12 - i)))
+            .collect();
+        store.dashboard(&program, &bounds, now).await?;
+        computed.push(began.elapsed().as_secs_f64() * 1_000.0);
+    }
+    get("/console/programs/search".to_owned()).await?;
+    let mut kept = Vec::new();
+    for _ in 0..queries {
+        kept.push(get("/console/programs/search".to_owned()).await?.0);
+    }
+    let (base_median, _) = median_p99(baseline.clone());
+    for (name, samples) in [
+        ("member lookup in the store (baseline)", baseline),
+        ("member search page", search),
+        ("member 360° page", view),
+        ("dashboard page (figures kept)", kept),
+        ("dashboard figures computed", computed),
+    ] {
+        let (median, p99) = median_p99(samples);
+        report.push(serde_json::json!({
+            "page": name, "median_ms": (median * 100.0).round() / 100.0, "p99_ms": (p99 * 100.0).round() / 100.0,
+            "vs_lookup": (median / base_median * 10.0).round() / 10.0,
+        }));
+    }
+    let journals_now = store.journal_count(&program).await?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "database": store.dialect(), "members": members, "journals": journals_now, "queries": queries, "results": report,
         }))?
     );
     Ok(ExitCode::SUCCESS)
