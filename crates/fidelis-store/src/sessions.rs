@@ -34,7 +34,9 @@ pub struct SessionRecord {
     pub expires_at: DateTime<Utc>,
 }
 
-type SessionRow = (
+/// A session row: program, member, csrf, then the user's id, email, password hash, role,
+/// program, partner and member, then the expiry (an instant in each dialect's type).
+type SessionRow<At> = (
     Option<String>,
     Option<String>,
     String,
@@ -45,13 +47,14 @@ type SessionRow = (
     Option<String>,
     Option<String>,
     Option<String>,
+    At,
 );
 
 const SESSION_SELECT: &str = "SELECT s.program, s.member, s.csrf, u.id, u.email, u.password_hash, u.role, u.program, u.partner, u.member, s.expires_at \
      FROM web_sessions s LEFT JOIN users u ON u.id = s.user_id";
 
-fn session_record(row: SessionRow, expires_at: DateTime<Utc>) -> SessionRecord {
-    let (program, member, csrf, id, email, hash, role, u_program, u_partner, u_member) = row;
+fn session_record<At>(row: SessionRow<At>, expires_at: DateTime<Utc>) -> SessionRecord {
+    let (program, member, csrf, id, email, hash, role, u_program, u_partner, u_member, _) = row;
     let user = match (id, email, hash, role) {
         (Some(id), Some(email), Some(password_hash), Some(role)) => Some(UserRecord {
             id,
@@ -128,55 +131,31 @@ impl Store {
         Ok(match &self.db {
             Db::Sqlite(pool) => {
                 let sql = format!("{SESSION_SELECT} WHERE s.id_hash = ?1 AND s.expires_at > ?2");
-                let row: Option<(SessionRow, i64)> = sqlx::query_as::<
-                    _,
-                    (
-                        Option<String>,
-                        Option<String>,
-                        String,
-                        Option<i64>,
-                        Option<String>,
-                        Option<String>,
-                        Option<String>,
-                        Option<String>,
-                        Option<String>,
-                        Option<String>,
-                        i64,
-                    ),
-                >(sqlx::AssertSqlSafe(sql))
-                .bind(id_hash)
-                .bind(micros(now))
-                .fetch_optional(pool)
-                .await?
-                .map(|r| ((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9), r.10));
+                let row: Option<SessionRow<i64>> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(id_hash)
+                    .bind(micros(now))
+                    .fetch_optional(pool)
+                    .await?;
                 match row {
-                    Some((row, expires)) => Some(session_record(row, instant(expires)?)),
+                    Some(row) => {
+                        let expires = instant(row.10)?;
+                        Some(session_record(row, expires))
+                    }
                     None => None,
                 }
             }
             Db::Postgres(pool) => {
                 let sql = format!("{SESSION_SELECT} WHERE s.id_hash = $1 AND s.expires_at > $2");
-                sqlx::query_as::<
-                    _,
-                    (
-                        Option<String>,
-                        Option<String>,
-                        String,
-                        Option<i64>,
-                        Option<String>,
-                        Option<String>,
-                        Option<String>,
-                        Option<String>,
-                        Option<String>,
-                        Option<String>,
-                        DateTime<Utc>,
-                    ),
-                >(sqlx::AssertSqlSafe(sql))
-                .bind(id_hash)
-                .bind(now)
-                .fetch_optional(pool)
-                .await?
-                .map(|r| session_record((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9), r.10))
+                let row: Option<SessionRow<DateTime<Utc>>> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .bind(id_hash)
+                        .bind(now)
+                        .fetch_optional(pool)
+                        .await?;
+                row.map(|row| {
+                    let expires = row.10;
+                    session_record(row, expires)
+                })
             }
         })
     }

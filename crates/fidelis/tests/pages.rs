@@ -543,7 +543,10 @@ async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: 
     b.paste("#definition", yaml).await;
     b.follow("form[action$='/definition'] button").await;
     let problems = b.element_text("#problems").await;
-    assert!(problems.contains("line 10"), "{problems}");
+    assert!(
+        problems.contains("line 10 · currencies[0].expiry.months"),
+        "{problems}"
+    );
     assert!(
         problems.contains("currencies[0].expiry.months"),
         "{problems}"

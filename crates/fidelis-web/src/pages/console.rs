@@ -2,7 +2,7 @@
 //! view and its actions, the program editor with live checks, the dry run, promotions, the
 //! audit log, users and tokens.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -17,14 +17,14 @@ use minijinja::{Value, context};
 use serde_json::json;
 
 use super::session::{self, Area, Staff};
-use super::{PageError, PageResult, charts, page, see_other, segment};
+use super::{
+    Fields, PageError, PageResult, charts, merge, page, query_map, see_other, segment, to_value,
+};
 use crate::AppState;
-use crate::auth::{Caller, Permission, new_token, verify_password};
+use crate::auth::{Caller, Permission, new_token};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::routes::{admin, journals, lifecycle, members, programs};
-
-type Fields = HashMap<String, String>;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -86,26 +86,6 @@ fn frame(staff: &Staff, program: Option<&str>) -> Value {
             members_write => c.has(Permission::MembersWrite),
         },
     }
-}
-
-fn merge(base: Value, extra: Value) -> Value {
-    context! { ..extra, ..base }
-}
-
-fn to_value<T: serde::Serialize>(v: &T) -> Value {
-    Value::from(minijinja::value::Serde(v))
-}
-
-fn query_map(pairs: &[(&str, Option<&str>)]) -> Query<BTreeMap<String, String>> {
-    Query(
-        pairs
-            .iter()
-            .filter_map(|(k, v)| {
-                v.filter(|v| !v.is_empty())
-                    .map(|v| ((*k).to_owned(), v.to_owned()))
-            })
-            .collect(),
-    )
 }
 
 /// A request body for an API handler, built from a form (a 422 page when it does not fit).
@@ -185,14 +165,7 @@ async fn sign_in(
         ));
     }
     let user = state.store.user_by_email(&email).await?;
-    // A missing user costs the same hashing time as a wrong password.
-    let ok = match &user {
-        Some(u) => verify_password(&password, &u.password_hash),
-        None => {
-            let _ = verify_password(&password, DUMMY_HASH);
-            false
-        }
-    };
+    let ok = session::verify(&password, user.as_ref().map(|u| u.password_hash.as_str()));
     let Some(user) = user.filter(|_| ok) else {
         state.throttle.failed(&key);
         state
@@ -232,9 +205,6 @@ async fn sign_in(
     state.store.append_audit(&entry).await?;
     Ok((jar, see_other(&safe_next(form.get("next")))).into_response())
 }
-
-/// An argon2 hash of nothing anyone types, verified when the email is unknown.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2Yd7o0dYQm0l1h4zXq6n1S2rGqUQn1tPzVw0cS8c0Ao";
 
 async fn sign_out(
     State(state): State<AppState>,
@@ -682,12 +652,7 @@ async fn member_page(
         if b.expiring.is_empty() {
             continue;
         }
-        let mut months: BTreeMap<String, i64> = BTreeMap::new();
-        for s in &b.expiring {
-            *months
-                .entry(s.at.with_timezone(&tz).format("%Y-%m").to_string())
-                .or_default() += s.points;
-        }
+        let months = super::expiry_by_month(&b.expiring, tz);
         let labels: Vec<String> = months.keys().cloned().collect();
         let chart = charts::bars(
             &labels,
@@ -900,9 +865,13 @@ pub(crate) fn yaml_line(text: &str, path: &str) -> Option<usize> {
         let start = at.map_or(0, |a| a + 1);
         let within = |i: usize| {
             let l = lines[i];
+            // Below the node: indented further, or a list item at the key's own
+            // indentation (`key:` then `- item`, as YAML writers print lists).
             l.trim().is_empty()
                 || l.trim_start().starts_with('#')
-                || depth.is_none_or(|d| indent(l) > d)
+                || depth.is_none_or(|d| {
+                    indent(l) > d || (indent(l) == d && l.trim_start().starts_with("- "))
+                })
         };
         let mut found = None;
         match step {
@@ -1144,7 +1113,8 @@ async fn promotions(
     staff: Staff,
     Path(code): Path<String>,
 ) -> PageResult {
-    let document = programs::get_program(
+    // The API's read of the definition decides who may see the promotions.
+    programs::get_program(
         State(state.clone()),
         Arc::clone(&staff.caller),
         Path(code.clone()),
@@ -1195,7 +1165,6 @@ async fn promotions(
             daily_used,
         });
     }
-    let _ = document;
     page(
         "console/promotions.html",
         merge(
@@ -1348,6 +1317,28 @@ promotions:
   - code: shoes
     condition: bad (
 ";
+
+    /// Lists written at their key's indentation, as the editor shows a definition.
+    const COMPACT: &str = "name: Shop
+currencies:
+- code: points
+  expiry:
+    policy: rolling
+    months: -3
+- code: status
+  kind: qualifying
+earning:
+  base:
+  - currency: points
+";
+
+    #[test]
+    fn problems_point_at_their_lines_in_compact_lists() {
+        assert_eq!(yaml_line(COMPACT, "currencies[0].expiry.months"), Some(6));
+        assert_eq!(yaml_line(COMPACT, "currencies[1].kind"), Some(8));
+        assert_eq!(yaml_line(COMPACT, "earning.base[0].currency"), Some(11));
+        assert_eq!(yaml_line(COMPACT, "currencies[2]"), None);
+    }
 
     #[test]
     fn problems_point_at_their_lines() {

@@ -27,6 +27,48 @@ use minijinja::{Environment, Value};
 use crate::AppState;
 use crate::error::ApiError;
 
+/// A form's fields, or a page's query.
+pub(crate) type Fields = std::collections::HashMap<String, String>;
+
+/// A page context with `extra` added to `base`.
+pub(crate) fn merge(base: Value, extra: Value) -> Value {
+    minijinja::context! { ..extra, ..base }
+}
+
+/// An API answer as a template value.
+pub(crate) fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    Value::from(minijinja::value::Serde(v))
+}
+
+/// A query for an API handler from the pairs that have a value.
+pub(crate) fn query_map(
+    pairs: &[(&str, Option<&str>)],
+) -> axum::extract::Query<std::collections::BTreeMap<String, String>> {
+    axum::extract::Query(
+        pairs
+            .iter()
+            .filter_map(|(k, v)| {
+                v.filter(|v| !v.is_empty())
+                    .map(|v| ((*k).to_owned(), v.to_owned()))
+            })
+            .collect(),
+    )
+}
+
+/// Points expiring per month (`YYYY-MM` in the program's zone), for the expiry charts.
+pub(crate) fn expiry_by_month(
+    expiring: &[crate::dto::ScheduleBody],
+    tz: chrono_tz::Tz,
+) -> std::collections::BTreeMap<String, i64> {
+    let mut months = std::collections::BTreeMap::new();
+    for s in expiring {
+        *months
+            .entry(s.at.with_timezone(&tz).format("%Y-%m").to_string())
+            .or_default() += s.points;
+    }
+    months
+}
+
 /// The templates, compiled once.
 fn environment() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();

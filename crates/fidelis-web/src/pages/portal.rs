@@ -2,7 +2,6 @@
 //! link), balance and what expires, tier progress, history, promotions to join, transfers
 //! and the profile — in English or Japanese.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -17,13 +16,13 @@ use serde_json::json;
 
 use super::i18n::{self, message};
 use super::session::{self, Area, MemberSession};
-use super::{PageError, PageResult, charts, page, see_other, segment};
+use super::{
+    Fields, PageError, PageResult, charts, merge, page, query_map, see_other, segment, to_value,
+};
 use crate::AppState;
-use crate::auth::{hash_password, new_token, token_hash, verify_password};
+use crate::auth::{hash_password, new_token, token_hash};
 use crate::extract::ApiJson;
 use crate::routes::{lifecycle, members};
-
-type Fields = HashMap<String, String>;
 
 /// The shortest portal password accepted.
 const MIN_PASSWORD_CHARS: usize = 12;
@@ -78,14 +77,6 @@ fn frame(program: &str, lang: &str, tz: &str, csrf: &str, member: Option<&str>) 
         member,
         languages => i18n::LANGUAGES,
     }
-}
-
-fn merge(base: Value, extra: Value) -> Value {
-    context! { ..extra, ..base }
-}
-
-fn to_value<T: serde::Serialize>(v: &T) -> Value {
-    Value::from(minijinja::value::Serde(v))
 }
 
 fn home_url(program: &str) -> String {
@@ -164,16 +155,7 @@ async fn sign_in(
         Some(v) => state.store.member_password(v.id).await?,
         None => None,
     };
-    let ok = match &hash {
-        Some(h) => verify_password(&password, h),
-        None => {
-            let _ = verify_password(
-                &password,
-                "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2Yd7o0dYQm0l1h4zXq6n1S2rGqUQn1tPzVw0cS8c0Ao",
-            );
-            false
-        }
-    };
+    let ok = session::verify(&password, hash.as_deref());
     let Some(view) = view.filter(|_| ok) else {
         state.throttle.failed(&key);
         state
@@ -352,18 +334,6 @@ async fn set_password(
 
 // ---- the member's pages --------------------------------------------------------------
 
-fn query_map(pairs: &[(&str, Option<&str>)]) -> Query<BTreeMap<String, String>> {
-    Query(
-        pairs
-            .iter()
-            .filter_map(|(k, v)| {
-                v.filter(|v| !v.is_empty())
-                    .map(|v| ((*k).to_owned(), v.to_owned()))
-            })
-            .collect(),
-    )
-}
-
 async fn home(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -410,12 +380,7 @@ async fn home_page(
             .filter(|s| s.at <= soon)
             .map(|s| s.points)
             .sum();
-        let mut months: BTreeMap<String, i64> = BTreeMap::new();
-        for s in &b.expiring {
-            *months
-                .entry(s.at.with_timezone(&tz).format("%Y-%m").to_string())
-                .or_default() += s.points;
-        }
+        let months = super::expiry_by_month(&b.expiring, tz);
         let labels: Vec<String> = months.keys().cloned().collect();
         // The schedule's table: per month, named in the page's language.
         let per_month: Vec<Value> = months

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::PageError;
 use crate::AppState;
-use crate::auth::{Caller, Role, new_token, token_hash};
+use crate::auth::{Caller, Role, hash_password, new_token, token_hash};
 
 /// The console's session cookie.
 pub(crate) const CONSOLE_COOKIE: &str = "fidelis_console";
@@ -77,6 +77,21 @@ impl Throttle {
     pub(crate) fn succeeded(&self, key: &str) {
         if let Ok(mut map) = self.failures.lock() {
             map.remove(key);
+        }
+    }
+}
+
+/// Whether `password` matches `hash`. Without a hash (no such account, or no password set)
+/// a real argon2 hash of a random secret is verified instead, so an unknown account costs
+/// the same time as a wrong password and sign-in timing tells nothing.
+pub(crate) fn verify(password: &str, hash: Option<&str>) -> bool {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    match hash {
+        Some(h) => crate::auth::verify_password(password, h),
+        None => {
+            let dummy = DUMMY.get_or_init(|| hash_password(&new_token()).unwrap_or_default());
+            let _ = crate::auth::verify_password(password, dummy);
+            false
         }
     }
 }
