@@ -64,6 +64,8 @@ pub struct MemberView {
     pub referred_by: Option<String>,
     /// For a merged member: the survivor.
     pub merged_into: Option<String>,
+    /// The group (household) the member belongs to.
+    pub group: Option<String>,
 }
 
 /// A new referral code: ten characters without look-alikes (about 50 bits).
@@ -78,7 +80,8 @@ fn referral_code() -> String {
 
 const MEMBER_COLUMNS: &str = "m.id, m.external_id, m.status, m.profile, m.enrolled_at, m.referral_code, \
      (SELECT r.external_id FROM members r WHERE r.id = m.referred_by), \
-     (SELECT s.external_id FROM members s WHERE s.id = m.merged_into)";
+     (SELECT s.external_id FROM members s WHERE s.id = m.merged_into), \
+     (SELECT g.external_id FROM members g WHERE g.id = m.group_id AND g.id <> m.id)";
 
 fn status(raw: &str) -> Result<MemberStatus> {
     MemberStatus::parse(raw)
@@ -201,6 +204,7 @@ impl Store {
                     referral_code: Some(code),
                     referred_by: referrer.map(|r| r.1),
                     merged_into: None,
+                    group: None,
                 }),
                 // A referral code drawn twice (about one in 10^15): draw again.
                 Err(sqlx::Error::Database(e))
@@ -312,6 +316,7 @@ impl Store {
                         referral_code: r.try_get(5)?,
                         referred_by: r.try_get(6)?,
                         merged_into: r.try_get(7)?,
+                        group: r.try_get(8)?,
                     })
                 })
                 .transpose()
@@ -336,6 +341,7 @@ impl Store {
                         referral_code: r.try_get(5)?,
                         referred_by: r.try_get(6)?,
                         merged_into: r.try_get(7)?,
+                        group: r.try_get(8)?,
                     })
                 })
                 .transpose()

@@ -492,7 +492,12 @@ impl LedgerTx for PgTx {
 
     async fn reserve_journal_ids(&mut self, count: usize) -> Result<Vec<i64>> {
         let blocks: Vec<i64> =
-            sqlx::query_scalar("SELECT nextval('journal_ids') FROM generate_series(1, $1)")
+            sqlx::query_scalar(
+                // The transaction takes its id before its journal ids: the dashboard's
+                // rollup waits for every transaction that may hold ids it has seen
+                // (`crate::dashboard`).
+                "SELECT nextval('journal_ids') FROM generate_series(1, $1) WHERE pg_current_xact_id() IS NOT NULL",
+            )
                 .bind(count.div_ceil(ID_BLOCK) as i64)
                 .fetch_all(self.conn().await?)
                 .await?;
@@ -775,7 +780,7 @@ impl LedgerTx for PgTx {
                                 array_agg(j.type), array_agg(j.status), array_agg(j.original_id), array_agg(j.occurred_at), \
                                 array_agg(j.recorded_at), array_agg(j.document), array_agg(j.outcome), array_agg(j.state) \
                          FROM journals j WHERE j.program_id = $1 AND j.external_id = ANY($3)) AS jj \
-             CROSS JOIN (SELECT array_agg(n ORDER BY n) FROM (SELECT nextval('journal_ids') AS n FROM generate_series(1, $4)) AS s) AS ids \
+             CROSS JOIN (SELECT array_agg(n ORDER BY n) FROM (SELECT nextval('journal_ids') AS n FROM generate_series(1, $4) WHERE pg_current_xact_id() IS NOT NULL) AS s) AS ids \
              CROSS JOIN (SELECT array_agg(m.id), array_agg(CASE WHEN t.state IS NULL THEN x.enrolled_at END), array_agg(t.state) \
                          FROM m LEFT JOIN member_tiers t ON t.member_id = m.id \
                          LEFT JOIN members x ON x.id = m.id AND t.member_id IS NULL WHERE $5) AS tt \

@@ -50,6 +50,9 @@ pub struct EntryView {
     pub effective_at: DateTime<Utc>,
     /// The bucket moved, as (journal id, seq); `None` for arrears.
     pub bucket: Option<(i64, i32)>,
+    /// For points earned: what the journal awarded in this currency, by source (`base`, a
+    /// promotion's code, `adjustment`, …), from its recorded outcome.
+    pub awards: Vec<(String, i64)>,
 }
 
 /// A journal as stored.
@@ -201,7 +204,7 @@ impl Store {
             Db::Sqlite(pool) => {
                 let rows = sqlx::query(
                     "SELECT e.journal_id, e.seq, j.external_id, j.type, e.currency, e.kind, e.pool, e.amount, e.effective_at, \
-                            e.bucket_journal_id, e.bucket_seq \
+                            e.bucket_journal_id, e.bucket_seq, CASE WHEN e.kind = 'earn' THEN j.outcome END \
                      FROM journals j JOIN entries e ON e.journal_id = j.id \
                      WHERE j.member_id = ?1 AND j.id <= ?2 AND (e.journal_id, e.seq) < (?2, ?3) \
                      ORDER BY j.id DESC, e.seq DESC LIMIT ?4",
@@ -219,7 +222,7 @@ impl Store {
             Db::Postgres(pool) => {
                 let rows = sqlx::query(
                     "SELECT e.journal_id, e.seq, j.external_id, j.type, e.currency, e.kind, e.pool, e.amount, e.effective_at, \
-                            e.bucket_journal_id, e.bucket_seq \
+                            e.bucket_journal_id, e.bucket_seq, CASE WHEN e.kind = 'earn' THEN j.outcome END \
                      FROM journals j JOIN entries e ON e.journal_id = j.id \
                      WHERE j.member_id = $1 AND j.id <= $2 AND (e.journal_id, e.seq) < ($2, $3) \
                      ORDER BY j.id DESC, e.seq DESC LIMIT $4",
@@ -431,17 +434,37 @@ where
 {
     let bucket_journal: Option<i64> = r.try_get(9)?;
     let bucket_seq: Option<i32> = r.try_get(10)?;
+    let outcome: Option<String> = r.try_get(11)?;
+    let currency: String = r.try_get(4)?;
+    let awards = match outcome {
+        None => Vec::new(),
+        Some(text) => {
+            /// The part of a recorded outcome the ledger shows.
+            #[derive(serde::Deserialize)]
+            struct Awarded {
+                #[serde(default)]
+                awards: Vec<fidelis_core::outcome::Award>,
+            }
+            serde_json::from_str::<Awarded>(&text)?
+                .awards
+                .into_iter()
+                .filter(|a| a.currency.as_str() == currency)
+                .map(|a| (a.source.into_owned(), a.points))
+                .collect()
+        }
+    };
     Ok(EntryView {
         journal_id,
         seq: r.try_get(1)?,
         journal_external_id: r.try_get(2)?,
         journal_type: r.try_get(3)?,
-        currency: r.try_get(4)?,
+        currency,
         kind: r.try_get(5)?,
         pool: r.try_get(6)?,
         amount: r.try_get(7)?,
         effective_at,
         bucket: bucket_journal.zip(bucket_seq),
+        awards,
     })
 }
 

@@ -11,7 +11,10 @@ use fidelis_core::program::{Program, ProgramDocument};
 use fidelis_store::{Actor, Enrollment, LoadedProgram, MonthPoints, Prepared, Store};
 use serde_json::json;
 
-fidelis_testkit::store_tests!(figures_fall_in_their_local_months);
+fidelis_testkit::store_tests!(
+    figures_fall_in_their_local_months,
+    figures_kept_incrementally_match
+);
 
 fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s)
@@ -177,4 +180,192 @@ async fn figures_fall_in_their_local_months(store: Store) {
             ("level".to_owned(), "gold".to_owned(), 1)
         ]
     );
+}
+
+/// The same history, with the dashboard computed after every step (so the rollup folds the
+/// ledger piece by piece, and on PostgreSQL moves its horizon several times), ends with the
+/// figures of one computation at the end.
+async fn figures_kept_incrementally_match(store: Store) {
+    let p = program(&store).await;
+    let bounds = [
+        utc("2026-07-31T15:00:00Z"),
+        utc("2026-08-31T15:00:00Z"),
+        utc("2026-09-30T15:00:00Z"),
+        utc("2026-10-31T15:00:00Z"),
+    ];
+    let now = utc("2026-10-20T00:00:00Z");
+    for member in ["ada", "cy"] {
+        store
+            .enroll(
+                &p,
+                &Enrollment {
+                    external_id: ExternalId::parse(member).expect("an id"),
+                    profile: json!({}),
+                    enrolled_at: utc("2026-08-01T00:00:00Z"),
+                },
+                utc("2026-08-01T00:00:00Z"),
+            )
+            .await
+            .expect("enrolled");
+    }
+    let steps = [
+        json!({"external_id": "b1", "member": "ada", "type": "purchase", "occurred_at": "2026-08-20T00:00:00Z", "amount": "300", "currency": "JPY"}),
+        json!({"external_id": "b2", "member": "ada", "type": "purchase", "occurred_at": "2026-08-31T20:00:00Z", "amount": "1200", "currency": "JPY"}),
+        json!({"external_id": "r1", "member": "ada", "type": "redemption", "occurred_at": "2026-09-10T00:00:00Z", "currency": "stars", "points": 100}),
+        json!({"external_id": "b3", "member": "cy", "type": "purchase", "occurred_at": "2026-10-06T00:00:00Z", "amount": "50", "currency": "JPY"}),
+    ];
+    for doc in steps {
+        let at = doc["occurred_at"].as_str().expect("a time").to_owned();
+        post(&store, &p, doc, &at).await;
+        for _ in 0..2 {
+            store
+                .dashboard(&p, &bounds, now)
+                .await
+                .expect("the dashboard");
+        }
+    }
+    store.run_jobs(&p, now).await.expect("jobs ran");
+    let mut last = None;
+    for _ in 0..3 {
+        let d = store
+            .dashboard(&p, &bounds, now)
+            .await
+            .expect("the dashboard");
+        if let Some(before) = &last {
+            assert_eq!(before, &d, "computing again changes nothing");
+        }
+        last = Some(d);
+    }
+    let d = last.expect("figures");
+    let stars = &d
+        .points
+        .iter()
+        .find(|(c, _)| c == "stars")
+        .expect("stars")
+        .1;
+    assert_eq!(
+        stars,
+        &vec![
+            MonthPoints {
+                issued: 300,
+                redeemed: 0,
+                expired: 0
+            },
+            MonthPoints {
+                issued: 1200,
+                redeemed: 100,
+                expired: 200
+            },
+            MonthPoints {
+                issued: 50,
+                redeemed: 0,
+                expired: 1200
+            },
+        ]
+    );
+    assert_eq!((d.active_30, d.active_90), (1, 2));
+    assert!(
+        store.roll_up().await.expect("rolled up") > 0,
+        "the rollup caught up"
+    );
+}
+
+/// On PostgreSQL a transaction may commit a journal after later ones: the rollup must not
+/// pass it while it is open, or its points would never be counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_rollup_waits_for_open_transactions() {
+    let url = fidelis_testkit::pg_url();
+    let store = Store::connect(&url).await.expect("connect to PostgreSQL");
+    let raw = sqlx::PgPool::connect(&url)
+        .await
+        .expect("a second connection");
+    let p = program(&store).await;
+    let at = "2026-08-20T00:00:00Z";
+    store
+        .enroll(
+            &p,
+            &Enrollment {
+                external_id: ExternalId::parse("ada").expect("an id"),
+                profile: json!({}),
+                enrolled_at: utc(at),
+            },
+            utc(at),
+        )
+        .await
+        .expect("enrolled");
+    let buy = |id: &str| json!({"external_id": id, "member": "ada", "type": "purchase", "occurred_at": at, "amount": "300", "currency": "JPY"});
+    post(&store, &p, buy("b1"), at).await;
+    // A writer that drew its journal id and has not committed (as the engine does: its
+    // transaction id first, then the journal id).
+    let mut open = raw.begin().await.expect("begin");
+    let journal: i64 = sqlx::query_scalar(
+        "SELECT nextval('journal_ids') FROM generate_series(1, 1) WHERE pg_current_xact_id() IS NOT NULL",
+    )
+    .fetch_one(&mut *open)
+    .await
+    .expect("an id");
+    let member: i64 = sqlx::query_scalar("SELECT id FROM members WHERE external_id = 'ada'")
+        .fetch_one(&mut *open)
+        .await
+        .expect("ada");
+    sqlx::query(
+        "INSERT INTO entries (journal_id, member_id, seq, program_id, currency, kind, pool, amount, effective_at) \
+         VALUES ($1, $2, 0, $3, 'stars', 'earn', 'available', 7, $4)",
+    )
+    .bind(journal)
+    .bind(member)
+    .bind(p.id)
+    .bind(utc(at))
+    .execute(&mut *open)
+    .await
+    .expect("an entry");
+    // Later journals commit first; the rollup runs again and again meanwhile.
+    post(&store, &p, buy("b2"), at).await;
+    let bounds = [utc("2026-07-31T15:00:00Z"), utc("2026-08-31T15:00:00Z")];
+    let now = utc("2026-08-21T00:00:00Z");
+    let issued = |d: &fidelis_store::Dashboard| {
+        d.points
+            .iter()
+            .find(|(c, _)| c == "stars")
+            .expect("stars")
+            .1[0]
+            .issued
+    };
+    for _ in 0..4 {
+        assert!(
+            store.roll_up().await.expect("rolled up") < journal,
+            "the rollup waits"
+        );
+        let d = store
+            .dashboard(&p, &bounds, now)
+            .await
+            .expect("the dashboard");
+        assert_eq!(issued(&d), 600, "what is committed, nothing else");
+    }
+    open.commit().await.expect("commit");
+    for _ in 0..3 {
+        let d = store
+            .dashboard(&p, &bounds, now)
+            .await
+            .expect("the dashboard");
+        assert_eq!(issued(&d), 607, "the late commit is counted, once");
+    }
+    // Transactions of other tests on the same server may hold the horizon back a moment.
+    let mut through = 0;
+    for _ in 0..100 {
+        through = store.roll_up().await.expect("rolled up");
+        if through >= journal {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        through >= journal,
+        "the rollup passed the late journal once it committed"
+    );
+    let d = store
+        .dashboard(&p, &bounds, now)
+        .await
+        .expect("the dashboard");
+    assert_eq!(issued(&d), 607);
 }

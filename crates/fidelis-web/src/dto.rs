@@ -570,6 +570,8 @@ pub struct MemberBody {
     pub referred_by: Option<String>,
     /// For a member merged into another: the survivor.
     pub merged_into: Option<String>,
+    /// The group (household) the member belongs to: `GET /programs/{program}/groups/{group}`.
+    pub group: Option<String>,
     pub balances: Vec<CurrencyBalanceBody>,
     /// Only when enrolment asked for one (`portal_link: true`): the one-time portal link,
     /// shown this once.
@@ -720,6 +722,9 @@ pub struct EntryBody {
     pub pool: String,
     pub points: i64,
     pub effective_at: DateTime<Utc>,
+    /// For points earned (`earn`): what the journal awarded in this currency, by source —
+    /// `base`, the code of each promotion that fired, `adjustment`, `reinstatement`, ….
+    pub awards: Vec<AwardBody>,
 }
 
 /// Spending points.
@@ -847,6 +852,9 @@ pub struct JournalBody {
     pub recorded_at: DateTime<Utc>,
     #[schema(value_type = Option<Object>)]
     pub document: Option<serde_json::Value>,
+    /// What processing it did, as first answered (for a partner, without the member's
+    /// balances); absent for entries written without one.
+    pub outcome: Option<OutcomeBody>,
 }
 
 /// One line's result in a batch.

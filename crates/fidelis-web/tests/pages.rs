@@ -143,6 +143,11 @@ fn pages() -> Vec<Page> {
             MANAGERS,
         ),
         get(
+            "/console/programs/shop/journals/j1",
+            "/console/programs/{program}/journals/{journal}",
+            STAFF,
+        ),
+        get(
             "/console/programs/shop/promotions",
             "/console/programs/{program}/promotions",
             STAFF,
@@ -330,6 +335,18 @@ async fn world() -> World {
             .await
             .unwrap();
     }
+    // A journal for the journal page.
+    let doc: fidelis_core::journal::JournalDocument = serde_json::from_value(json!({
+        "external_id": "j1", "member": "m1", "type": "purchase", "amount": "10", "currency": "EUR",
+        "occurred_at": Utc::now().to_rfc3339()}))
+    .unwrap();
+    let journal = fidelis_core::journal::Journal::parse(&doc, &shop.program).unwrap();
+    let prepared = fidelis_store::Prepared::new(journal, &shop.program).unwrap();
+    let posted = store
+        .post_journals(&shop, &[prepared], Utc::now(), None)
+        .await
+        .unwrap();
+    assert!(posted[0].is_ok(), "{:?}", posted[0]);
     let hash = hash_password(PASSWORD).unwrap();
     let users = [
         ("admin", "admin", None, None, None),

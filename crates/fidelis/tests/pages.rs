@@ -400,6 +400,22 @@ async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: 
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
+    // Ada and Alan share a household (her points so far stay hers).
+    let (status, body) = server
+        .post(
+            "/programs/shop/groups",
+            json!({"group": "lovelace-home", "name": "Lovelace home", "share_percent": 10,
+                                              "redeem": "owner", "owner": "ada-lovelace"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = server
+        .post(
+            "/programs/shop/groups/lovelace-home/members",
+            json!({"member": "alan-turing"}),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
 
     // The session cookie's flags; Secure when the request came over TLS.
     let plain = sign_in_cookie(&server, "admin@shop.test", "a long enough password", None).await;
@@ -535,6 +551,28 @@ async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: 
     b.follow("form[action$='dashboard/refresh'] button").await;
     assert_eq!(b.element_text("#fig-outstanding-points").await, "4,750");
 
+    // The 360° view shows the household, and each ledger entry leads to its journal:
+    // the points by source and the document.
+    b.goto(&format!(
+        "{base}/console/programs/shop/members/ada-lovelace"
+    ))
+    .await;
+    let household = b.element_text("#household").await;
+    assert!(
+        household.contains("lovelace-home") && household.contains("alan-turing"),
+        "{household}"
+    );
+    let ledger = b.element_text("#ledger").await;
+    assert!(ledger.contains("base"), "earned from: {ledger}");
+    b.follow("#ledger a[href$='/journals/p-0']").await;
+    let awards = b.element_text("#journal-awards").await;
+    assert!(awards.contains("base"), "{awards}");
+    assert!(
+        b.text().await.contains("\"external_id\": \"p-0\""),
+        "the document as sent"
+    );
+    b.check("console-journal").await;
+
     // A definition with an error: shown at its line, nothing saved.
     b.goto(&format!("{base}/console/programs/shop/definition"))
         .await;
@@ -577,13 +615,36 @@ async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: 
             .to_string(),
     )
     .await;
-    b.follow("form[action$='/dry-run'] button").await;
+    b.follow("#paste-form button").await;
     let verdicts = b.element_text("#promotion-verdicts").await;
     assert!(
         verdicts.contains("club") && verdicts.contains("not joined"),
         "{verdicts}"
     );
     b.check("console-dry-run").await;
+    // Or composed from fields: the same answer, and the JSON it became to refine by hand.
+    b.fill("#c-member", "grace-hopper").await;
+    b.fill("#c-amount", "300").await;
+    b.fill("#c-currency", "JPY").await;
+    b.fill("input[name=line1_sku]", "SH-1").await;
+    b.fill("input[name=line1_category]", "shoes").await;
+    b.fill("input[name=line1_amount]", "300").await;
+    b.follow("#compose-form button").await;
+    let verdicts = b.element_text("#promotion-verdicts").await;
+    assert!(verdicts.contains("not joined"), "{verdicts}");
+    let composed: Value = serde_json::from_str(
+        &b.client
+            .find(Locator::Css("#journal"))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap()
+            .unwrap_or_default(),
+    )
+    .expect("the composed journal is JSON");
+    assert_eq!(composed["lines"][0]["category"], "shoes", "{composed}");
+    b.check("console-dry-run-composed").await;
     assert_eq!(
         server.ledger_len("grace-hopper").await,
         0,

@@ -61,6 +61,10 @@ pub(super) fn router() -> Router<AppState> {
             "/console/programs/{program}/dry-run",
             get(dry_run_form).post(dry_run),
         )
+        .route(
+            "/console/programs/{program}/journals/{journal}",
+            get(journal_view),
+        )
         .route("/console/programs/{program}/promotions", get(promotions))
         .route("/console/audit", get(audit))
         .route("/console/access", get(access))
@@ -80,6 +84,7 @@ fn frame(staff: &Staff, program: Option<&str>) -> Value {
         may => context! {
             edit_programs => c.has(Permission::ProgramsWrite),
             dry_run => c.has(Permission::JournalsWrite),
+            journals => c.has(Permission::JournalsRead),
             audit => c.has(Permission::AuditRead),
             access => c.has(Permission::TokensManage),
             adjust => c.has(Permission::Adjust),
@@ -306,47 +311,89 @@ async fn compute_dashboard(state: &AppState, code: &str) -> Result<Arc<Computed>
     Ok(computed)
 }
 
-/// The program's dashboard figures for a caller who may read the program: kept ones while
-/// they are fresh, new ones when `fresh` is asked or none are kept.
+/// Starts computing the program's figures in the background, unless that is under way.
+fn start_compute(state: &AppState, code: &str) {
+    if state
+        .dashboards
+        .refreshing
+        .lock()
+        .is_ok_and(|mut r| r.insert(code.to_owned()))
+    {
+        let (state, code) = (state.clone(), code.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = compute_dashboard(&state, &code).await {
+                tracing::warn!(
+                    program = code,
+                    error = e.message,
+                    "the dashboard could not be computed"
+                );
+            }
+            if let Ok(mut r) = state.dashboards.refreshing.lock() {
+                r.remove(&code);
+            }
+        });
+    }
+}
+
+fn kept(state: &AppState, code: &str) -> Option<Arc<Computed>> {
+    state
+        .dashboards
+        .computed
+        .lock()
+        .ok()
+        .and_then(|m| m.get(code).cloned())
+}
+
+/// Figures computed at or after `since`, once they are there, waiting at most `wait`.
+async fn computed_since(
+    state: &AppState,
+    code: &str,
+    since: chrono::DateTime<Utc>,
+    wait: std::time::Duration,
+) -> Option<Arc<Computed>> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(c) = kept(state, code).filter(|c| c.at >= since) {
+            return Some(c);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// How long a page waits for figures nobody has computed yet before it says they are on
+/// their way (the page must answer fast; the rollup's first pass over a large ledger may
+/// take a minute).
+const FIRST_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
+/// How long *Refresh now* waits for the new figures.
+const REFRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The program's dashboard figures for a caller who may read the program: kept ones (a
+/// background recompute starts once they are older than [`DASHBOARD_TTL`]), new ones when
+/// `fresh` is asked; `None` while the first ones are being computed.
 async fn dashboard_data(
     state: &AppState,
     caller: &Caller,
     code: &str,
     fresh: bool,
-) -> Result<Arc<Computed>, PageError> {
+) -> Result<Option<Arc<Computed>>, PageError> {
     caller.require(Permission::ProgramsRead, Some(code))?;
-    let kept = state
-        .dashboards
-        .computed
-        .lock()
-        .ok()
-        .and_then(|m| m.get(code).cloned());
-    match kept {
+    crate::routes::program(state, code).await?;
+    let since = Utc::now();
+    match kept(state, code) {
         Some(kept) if !fresh => {
-            if Utc::now() - kept.at > DASHBOARD_TTL
-                && state
-                    .dashboards
-                    .refreshing
-                    .lock()
-                    .is_ok_and(|mut r| r.insert(code.to_owned()))
-            {
-                let (state, code) = (state.clone(), code.to_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = compute_dashboard(&state, &code).await {
-                        tracing::warn!(
-                            program = code,
-                            error = e.message,
-                            "the dashboard could not be recomputed"
-                        );
-                    }
-                    if let Ok(mut r) = state.dashboards.refreshing.lock() {
-                        r.remove(&code);
-                    }
-                });
+            if since - kept.at > DASHBOARD_TTL {
+                start_compute(state, code);
             }
-            Ok(kept)
+            Ok(Some(kept))
         }
-        _ => compute_dashboard(state, code).await,
+        kept => {
+            start_compute(state, code);
+            let wait = if fresh { REFRESH_WAIT } else { FIRST_WAIT };
+            Ok(computed_since(state, code, since, wait).await.or(kept))
+        }
     }
 }
 
@@ -368,7 +415,12 @@ async fn dashboard(
     staff: Staff,
     Path(code): Path<String>,
 ) -> PageResult {
-    let computed = dashboard_data(&state, &staff.caller, &code, false).await?;
+    let Some(computed) = dashboard_data(&state, &staff.caller, &code, false).await? else {
+        return page(
+            "console/dashboard.html",
+            merge(frame(&staff, Some(&code)), context! { pending => true }),
+        );
+    };
     let (labels, figures) = (&computed.labels, &computed.figures);
     let enrolment_chart = charts::bars(
         labels,
@@ -450,7 +502,14 @@ async fn dashboard_csv(
     Path(code): Path<String>,
     Query(query): Query<Fields>,
 ) -> PageResult {
-    let computed = dashboard_data(&state, &staff.caller, &code, false).await?;
+    let computed = dashboard_data(&state, &staff.caller, &code, false)
+        .await?
+        .ok_or_else(|| {
+            PageError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The figures are being computed; try again in a minute.",
+            )
+        })?;
     let (labels, figures) = (&computed.labels, &computed.figures);
     let mut out = csv::Writer::from_writer(Vec::new());
     let table = query.get("table").map_or("points", String::as_str);
@@ -644,6 +703,19 @@ async fn member_page(
     } else {
         None
     };
+    // The household (group), read as the API would answer this caller.
+    let household = match &body.group {
+        Some(group) => Some(to_value(
+            &lifecycle::get_group(
+                State(state.clone()),
+                Arc::clone(caller),
+                Path((code.to_owned(), group.clone())),
+            )
+            .await?
+            .0,
+        )),
+        None => None,
+    };
     let program = crate::routes::program(state, code).await?;
     let tz = program.program.time_zone;
     // The expiry schedule per month, per currency.
@@ -684,6 +756,8 @@ async fn member_page(
                 tiers => to_value(&tiers),
                 standing => to_value(&standing),
                 ledger => to_value(&ledger),
+                household,
+                promotion_codes => program.program.promotions.iter().map(|p| p.code.to_string()).collect::<Vec<_>>(),
                 trail,
                 schedules,
                 currencies,
@@ -1042,6 +1116,65 @@ const SAMPLE_JOURNAL: &str = r#"{
   ]
 }"#;
 
+/// The journal the dry run's compose form describes: the fields filled in, up to three
+/// lines; numbers stay strings where the API takes decimal strings.
+fn composed(form: &Fields) -> serde_json::Value {
+    let field = |name: &str| {
+        form.get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let mut journal = serde_json::Map::new();
+    for name in [
+        "type", "subtype", "member", "amount", "currency", "partner", "channel", "store",
+    ] {
+        if let Some(v) = field(name) {
+            journal.insert(name.to_owned(), json!(v));
+        }
+    }
+    if let Some(at) = field("occurred_at") {
+        // `datetime-local` gives no zone: read it as UTC, say so in the form.
+        let at = if at.len() == 16 {
+            format!("{at}:00Z")
+        } else {
+            at
+        };
+        journal.insert("occurred_at".to_owned(), json!(at));
+    }
+    let mut lines = Vec::new();
+    for i in 1..=3 {
+        let (sku, category, amount) = (
+            field(&format!("line{i}_sku")),
+            field(&format!("line{i}_category")),
+            field(&format!("line{i}_amount")),
+        );
+        if sku.is_none() && category.is_none() && amount.is_none() {
+            continue;
+        }
+        let mut line = serde_json::Map::new();
+        line.insert("line_id".to_owned(), json!(i.to_string()));
+        if let Some(v) = sku {
+            line.insert("sku".to_owned(), json!(v));
+        }
+        if let Some(v) = category {
+            line.insert("category".to_owned(), json!(v));
+        }
+        let quantity = field(&format!("line{i}_quantity"))
+            .and_then(|q| q.parse::<i64>().ok())
+            .unwrap_or(1);
+        line.insert("quantity".to_owned(), json!(quantity));
+        if let Some(v) = amount {
+            line.insert("amount".to_owned(), json!(v));
+        }
+        lines.push(serde_json::Value::Object(line));
+    }
+    if !lines.is_empty() {
+        journal.insert("lines".to_owned(), json!(lines));
+    }
+    serde_json::Value::Object(journal)
+}
+
 async fn dry_run_form(
     State(state): State<AppState>,
     staff: Staff,
@@ -1069,7 +1202,13 @@ async fn dry_run(
 ) -> PageResult {
     session::same_origin(&headers)?;
     session::check_csrf(&form, &staff.csrf)?;
-    let journal = form.get("journal").cloned().unwrap_or_default();
+    // Composed from fields, or pasted as JSON; a composed journal is shown as the JSON it
+    // became, so the operator can refine it by hand.
+    let journal = if form.contains_key("compose") {
+        serde_json::to_string_pretty(&composed(&form)).unwrap_or_default()
+    } else {
+        form.get("journal").cloned().unwrap_or_default()
+    };
     let parsed: Result<serde_json::Value, _> = serde_json::from_str(&journal);
     let outcome = match parsed {
         Err(e) => Err(format!("The journal is not JSON: {e}")),
@@ -1104,6 +1243,34 @@ async fn dry_run(
         merge(
             frame(&staff, Some(&code)),
             context! { journal, outcome, error },
+        ),
+    )
+}
+
+/// One journal: its document and what processing did — awards by source, the promotions
+/// that fired and why the others did not, points debited, reversed or expired.
+async fn journal_view(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path((code, journal)): Path<(String, String)>,
+) -> PageResult {
+    let body = journals::get_journal(
+        State(state.clone()),
+        Arc::clone(&staff.caller),
+        Path((code.clone(), journal)),
+    )
+    .await?
+    .0;
+    let program = crate::routes::program(&state, &code).await?;
+    page(
+        "console/journal.html",
+        merge(
+            frame(&staff, Some(&code)),
+            context! {
+                tz => program.program.time_zone.name(),
+                document => body.document.as_ref().map(|d| serde_json::to_string_pretty(d).unwrap_or_default()),
+                j => to_value(&body),
+            },
         ),
     )
 }

@@ -101,6 +101,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "console/definition.html",
     "console/condition_check.html",
     "console/dry_run.html",
+    "console/journal.html",
     "console/promotions.html",
     "console/audit.html",
     "console/access.html",

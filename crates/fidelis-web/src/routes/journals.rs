@@ -691,7 +691,7 @@ fn ndjson(line: &BatchLineBody) -> Bytes {
 #[utoipa::path(get, path = "/programs/{program}/journals/{external_id}", tag = "journals",
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("external_id" = String, Path, description = "The journal's external id", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     responses((status = 200, body = JournalBody, description = "The journal as stored, with its outcome"), Problems))]
-async fn get_journal(
+pub(crate) async fn get_journal(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, external_id)): Path<(String, String)>,
@@ -734,7 +734,19 @@ async fn get_journal(
         _ => Ok(()),
     };
     own.map_err(|_| unknown())?;
+    let outcome = match journal.outcome {
+        None => None,
+        Some(recorded) => {
+            let outcome: fidelis_core::outcome::Outcome = serde_json::from_value(recorded)
+                .map_err(|e| {
+                    tracing::error!("journal {external_id:?}: its recorded outcome: {e}");
+                    ApiError::internal()
+                })?;
+            Some(seen_by(&caller, &outcome, false))
+        }
+    };
     Ok(Json(JournalBody {
+        outcome,
         external_id: journal.external_id,
         member: journal.member,
         kind: journal.kind,

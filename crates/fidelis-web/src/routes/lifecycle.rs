@@ -106,7 +106,7 @@ async fn create_group(
 #[utoipa::path(get, path = "/programs/{program}/groups/{group}", tag = "members",
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("group" = String, Path, description = "The group's external id", example = "household-1", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     responses((status = 200, body = GroupBody, description = "The group with its members"), Problems))]
-async fn get_group(
+pub(crate) async fn get_group(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, group)): Path<(String, String)>,

@@ -18,9 +18,9 @@ use super::journals::{occurred_at, post_one};
 use super::{Problems, cached_program, instant, program, query_param};
 use crate::auth::{Caller, Permission, Role};
 use crate::dto::{
-    AdjustmentRequest, BalancesBody, CurrencyBalanceBody, EnrollRequest, EntryBody, HeldTierBody,
-    LedgerPage, ListedBalanceBody, MemberBody, MemberListItem, MemberListPage, OutcomeBody,
-    RedemptionRequest, StatusRequest,
+    AdjustmentRequest, AwardBody, BalancesBody, CurrencyBalanceBody, EnrollRequest, EntryBody,
+    HeldTierBody, LedgerPage, ListedBalanceBody, MemberBody, MemberListItem, MemberListPage,
+    OutcomeBody, RedemptionRequest, StatusRequest,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::{ApiJson, AppState};
@@ -260,6 +260,7 @@ fn member_body(member: &MemberView, balances: &[fidelis_store::BalanceView]) -> 
         referral_code: member.referral_code.clone(),
         referred_by: member.referred_by.clone(),
         merged_into: member.merged_into.clone(),
+        group: member.group.clone(),
         balances: balances.iter().map(CurrencyBalanceBody::from).collect(),
         portal_link: None,
     }
@@ -535,6 +536,15 @@ pub(crate) async fn ledger(
         entries: entries
             .into_iter()
             .map(|e| EntryBody {
+                awards: e
+                    .awards
+                    .into_iter()
+                    .map(|(source, points)| AwardBody {
+                        source,
+                        currency: e.currency.clone(),
+                        points,
+                    })
+                    .collect(),
                 journal: e.journal_external_id,
                 journal_type: e.journal_type,
                 currency: e.currency,
