@@ -252,7 +252,9 @@ impl Store {
             return Ok(out);
         }
         let day = chrono::Duration::days(1);
-        let through = self.roll_up().await?;
+        // Bring the rollup up to date; the figures below then read the mark and the rollup in
+        // one snapshot, so a rollup running meanwhile neither drops nor doubles the tail.
+        self.roll_up().await?;
         let (lo, hi) = (bounds[0], bounds[bounds.len() - 1]);
         let (lo_slot, hi_slot) = (
             lo.timestamp().div_euclid(SLOT_SECONDS),
@@ -271,9 +273,14 @@ impl Store {
         let last = bounds.len() + 1;
         match &self.db {
             Db::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                let through: i64 =
+                    sqlx::query_scalar("SELECT through FROM rollup_marks WHERE name = 'dashboard'")
+                        .fetch_one(&mut *tx)
+                        .await?;
                 members = sqlx::query_scalar("SELECT COUNT(*) FROM members WHERE program_id = ?1 AND (group_id IS NULL OR group_id <> id)")
                     .bind(program.id)
-                    .fetch_one(pool)
+                    .fetch_one(&mut *tx)
                     .await?;
                 // Members whose latest activity is rolled up, and those active only in the tail.
                 let active = "SELECT (SELECT COUNT(*) FROM member_activity WHERE program_id = ?1 AND last_at >= ?2) + \
@@ -284,13 +291,13 @@ impl Store {
                     .bind(program.id)
                     .bind(micros(now - day * 30))
                     .bind(through)
-                    .fetch_one(pool)
+                    .fetch_one(&mut *tx)
                     .await?;
                 active_90 = sqlx::query_scalar(active)
                     .bind(program.id)
                     .bind(micros(now - day * 90))
                     .bind(through)
-                    .fetch_one(pool)
+                    .fetch_one(&mut *tx)
                     .await?;
                 let sql = format!(
                     "SELECT {} AS m, COUNT(*) FROM members WHERE program_id = ?1 AND (group_id IS NULL OR group_id <> id) AND enrolled_at >= ?2 AND enrolled_at < ?{last} GROUP BY m",
@@ -300,7 +307,7 @@ impl Store {
                 for b in bounds {
                     q = q.bind(micros(*b));
                 }
-                enrolments = q.fetch_all(pool).await?;
+                enrolments = q.fetch_all(&mut *tx).await?;
                 // The rollup's slots in range, and the tail's.
                 points = sqlx::query_as(
                     "SELECT currency, slot, issued, redeemed, expired FROM points_rollup \
@@ -319,20 +326,29 @@ impl Store {
                 .bind(through)
                 .bind(micros(lo))
                 .bind(micros(hi))
-                .fetch_all(pool)
+                .fetch_all(&mut *tx)
                 .await?;
                 tiers = sqlx::query_as(
                     "SELECT json_extract(g.value, '$.group'), json_extract(g.value, '$.tier'), COUNT(*) \
                      FROM member_tiers t, json_each(t.state, '$.groups') g WHERE t.program_id = ?1 GROUP BY 1, 2",
                 )
                 .bind(program.id)
-                .fetch_all(pool)
+                .fetch_all(&mut *tx)
                 .await?;
+                tx.commit().await?;
             }
             Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .execute(&mut *tx)
+                    .await?;
+                let through: i64 =
+                    sqlx::query_scalar("SELECT through FROM rollup_marks WHERE name = 'dashboard'")
+                        .fetch_one(&mut *tx)
+                        .await?;
                 members = sqlx::query_scalar("SELECT COUNT(*) FROM members WHERE program_id = $1 AND (group_id IS NULL OR group_id <> id)")
                     .bind(program.id)
-                    .fetch_one(pool)
+                    .fetch_one(&mut *tx)
                     .await?;
                 let active = "SELECT (SELECT COUNT(*) FROM member_activity WHERE program_id = $1 AND last_at >= $2) + \
                               (SELECT COUNT(DISTINCT e.member_id) FROM entries e LEFT JOIN member_activity a ON a.member_id = e.member_id \
@@ -342,13 +358,13 @@ impl Store {
                     .bind(program.id)
                     .bind(now - day * 30)
                     .bind(through)
-                    .fetch_one(pool)
+                    .fetch_one(&mut *tx)
                     .await?;
                 active_90 = sqlx::query_scalar(active)
                     .bind(program.id)
                     .bind(now - day * 90)
                     .bind(through)
-                    .fetch_one(pool)
+                    .fetch_one(&mut *tx)
                     .await?;
                 let sql = format!(
                     "SELECT ({})::bigint AS m, COUNT(*) FROM members WHERE program_id = $1 AND (group_id IS NULL OR group_id <> id) AND enrolled_at >= $2 AND enrolled_at < ${last} GROUP BY m",
@@ -358,7 +374,7 @@ impl Store {
                 for b in bounds {
                     q = q.bind(*b);
                 }
-                enrolments = q.fetch_all(pool).await?;
+                enrolments = q.fetch_all(&mut *tx).await?;
                 points = sqlx::query_as(
                     "SELECT currency::text, slot, issued, redeemed, expired FROM points_rollup \
                      WHERE program_id = $1 AND slot >= $2 AND slot < $3 \
@@ -376,15 +392,16 @@ impl Store {
                 .bind(through)
                 .bind(lo)
                 .bind(hi)
-                .fetch_all(pool)
+                .fetch_all(&mut *tx)
                 .await?;
                 tiers = sqlx::query_as(
                     "SELECT g->>'group', g->>'tier', COUNT(*) \
                      FROM member_tiers t, jsonb_array_elements(t.state::jsonb -> 'groups') g WHERE t.program_id = $1 GROUP BY 1, 2",
                 )
                 .bind(program.id)
-                .fetch_all(pool)
+                .fetch_all(&mut *tx)
                 .await?;
+                tx.commit().await?;
             }
         }
         out.members = members;

@@ -644,6 +644,22 @@ async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: 
     )
     .expect("the composed journal is JSON");
     assert_eq!(composed["lines"][0]["category"], "shoes", "{composed}");
+    // The form keeps what was typed, to change one field and run again.
+    for (field, typed) in [
+        ("#c-member", "grace-hopper"),
+        ("input[name=line1_sku]", "SH-1"),
+    ] {
+        let kept = b
+            .client
+            .find(Locator::Css(field))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        assert_eq!(kept, typed, "{field} after the run");
+    }
     b.check("console-dry-run-composed").await;
     assert_eq!(
         server.ledger_len("grace-hopper").await,

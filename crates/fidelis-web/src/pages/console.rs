@@ -1183,12 +1183,16 @@ async fn dry_run_form(
     staff
         .caller
         .require(Permission::JournalsWrite, Some(&code))?;
-    crate::routes::program(&state, &code).await?;
+    let program = crate::routes::program(&state, &code).await?;
     page(
         "console/dry_run.html",
         merge(
             frame(&staff, Some(&code)),
-            context! { journal => SAMPLE_JOURNAL },
+            context! {
+                journal => SAMPLE_JOURNAL,
+                money_currency => program.program.money_currency.to_string(),
+                fields => context! { type => "purchase" },
+            },
         ),
     )
 }
@@ -1202,6 +1206,7 @@ async fn dry_run(
 ) -> PageResult {
     session::same_origin(&headers)?;
     session::check_csrf(&form, &staff.csrf)?;
+    let program = crate::routes::program(&state, &code).await?;
     // Composed from fields, or pasted as JSON; a composed journal is shown as the JSON it
     // became, so the operator can refine it by hand.
     let journal = if form.contains_key("compose") {
@@ -1238,11 +1243,21 @@ async fn dry_run(
         Ok(o) => (Some(o), None),
         Err(e) => (None, Some(e)),
     };
+    // The compose form keeps what was typed, so one field can be changed and run again.
+    let mut fields = form.clone();
+    fields.remove("_csrf");
+    if !form.contains_key("compose") {
+        fields = Fields::from([("type".to_owned(), "purchase".to_owned())]);
+    }
     page(
         "console/dry_run.html",
         merge(
             frame(&staff, Some(&code)),
-            context! { journal, outcome, error },
+            context! {
+                journal, outcome, error, fields,
+                composed => form.contains_key("compose"),
+                money_currency => program.program.money_currency.to_string(),
+            },
         ),
     )
 }
