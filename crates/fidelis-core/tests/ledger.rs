@@ -533,3 +533,147 @@ fn reversing_a_journal_whose_points_expired_takes_nothing_else() {
     assert_eq!(points(&cancel.reversed, "points"), 0);
     assert_eq!(sim.balance("m", "points"), (25, 0));
 }
+
+fn hold(member: &str, order: &str, points: i64, until: &str) -> serde_json::Value {
+    json!({"external_id": format!("hold:{order}"), "member": member, "type": "hold",
+           "currency": "points", "points": points, "expires_at": until})
+}
+
+fn end_hold(member: &str, how: &str, order: &str) -> serde_json::Value {
+    json!({"external_id": format!("{how}:{order}"), "member": member, "type": how})
+}
+
+#[test]
+fn a_hold_reserves_points_and_its_capture_is_a_redemption_from_the_same_buckets() {
+    let mut sim = Sim::new(points_program(""), "2026-01-10T12:00:00+01:00");
+    sim.enroll("m");
+    sim.ok(purchase("m", "50"));
+    sim.at("2026-06-01T12:00:00+02:00");
+    sim.ok(purchase("m", "100"));
+    let outcome = sim.ok(hold("m", "A-1", 120, "2026-06-01T12:15:00+02:00"));
+    assert_eq!(points(&outcome.debited, "points"), 120);
+    // Held points are not spendable elsewhere.
+    assert_eq!(sim.balance("m", "points"), (30, 0));
+    let refused = sim.post(redeem("m", 31)).unwrap_err();
+    assert_eq!(refused.code(), "insufficient_points");
+    let held_buckets = sim.buckets("m", "points");
+    // Captured: the balance does not move, the held entries become redemptions.
+    sim.at("2026-06-01T12:10:00+02:00");
+    sim.ok(end_hold("m", "capture", "A-1"));
+    assert_eq!(sim.balance("m", "points"), (30, 0));
+    assert_eq!(sim.buckets("m", "points"), held_buckets);
+    assert_eq!(sim.entries("m", EntryKind::Redeem), vec![-50, -70]);
+    assert_eq!(
+        sim.entries("m", EntryKind::Hold).iter().sum::<i64>(),
+        0,
+        "nothing is held any more"
+    );
+    // A capture is a redemption: cancelling it (the order was returned) gives the points
+    // back to their buckets, with their original expiry.
+    let outcome = sim
+        .ok(json!({"member": "m", "type": "cancellation", "original_external_id": "capture:A-1"}));
+    assert_eq!(points(&outcome.restored, "points"), 120);
+    assert_eq!(sim.balance("m", "points"), (150, 0));
+    assert_eq!(
+        sim.buckets("m", "points"),
+        vec![
+            (Some(utc("2028-01-10T12:00:00+01:00")), 50),
+            (Some(utc("2028-06-01T12:00:00+02:00")), 100),
+        ]
+    );
+    // Every step happens once per order.
+    let again = sim.post(end_hold("m", "release", "A-1")).unwrap_err();
+    assert_eq!(again.code(), "hold_captured");
+}
+
+#[test]
+fn a_released_hold_gives_points_back_and_cannot_be_captured() {
+    let mut sim = Sim::new(points_program(""), "2026-06-01T12:00:00+02:00");
+    sim.enroll("m");
+    sim.ok(purchase("m", "100"));
+    let before = sim.buckets("m", "points");
+    sim.ok(hold("m", "B-1", 80, "2026-06-01T12:15:00+02:00"));
+    let outcome = sim.ok(end_hold("m", "release", "B-1"));
+    assert_eq!(points(&outcome.restored, "points"), 80);
+    assert_eq!(sim.balance("m", "points"), (100, 0));
+    assert_eq!(sim.buckets("m", "points"), before);
+    assert_eq!(sim.entries("m", EntryKind::Hold), vec![-80, 80]);
+    let refused = sim.post(end_hold("m", "capture", "B-1")).unwrap_err();
+    assert_eq!(refused.code(), "hold_released");
+    // A hold is released or captured, never cancelled.
+    sim.ok(hold("m", "B-2", 10, "2026-06-01T12:15:00+02:00"));
+    let refused = sim
+        .post(json!({"member": "m", "type": "cancellation", "original_external_id": "hold:B-2"}))
+        .unwrap_err();
+    assert_eq!(refused.code(), "not_cancellable");
+    // Without a hold there is nothing to end.
+    let refused = sim.post(end_hold("m", "capture", "nope")).unwrap_err();
+    assert_eq!(refused.code(), "unknown_hold");
+}
+
+#[test]
+fn a_hold_cannot_be_captured_from_its_expiry_on_and_its_points_keep_their_own_expiry() {
+    // Points expiring while held: the release gives them back to their bucket, which the
+    // next settlement expires, as for a cancelled redemption.
+    let mut sim = Sim::new(points_program(""), "2024-06-01T09:00:00+02:00");
+    sim.enroll("m");
+    sim.ok(purchase("m", "100"));
+    sim.at("2026-06-01T08:50:00+02:00");
+    sim.ok(hold("m", "C-1", 100, "2026-06-01T09:10:00+02:00"));
+    // Half-open: at the hold's end it is expired.
+    sim.at("2026-06-01T09:10:00+02:00");
+    let refused = sim.post(end_hold("m", "capture", "C-1")).unwrap_err();
+    assert_eq!(refused.code(), "hold_expired");
+    assert!(
+        refused.to_string().contains("2026-06-01T07:10:00Z"),
+        "{refused}"
+    );
+    let outcome = sim.ok(end_hold("m", "release", "C-1"));
+    assert_eq!(points(&outcome.restored, "points"), 100);
+    // The bucket's own expiry (two years after earning) passed while it was held.
+    assert_eq!(points(&outcome.expired, "points"), 100);
+    assert_eq!(sim.balance("m", "points"), (0, 0));
+    // One second before its end a hold can still be captured.
+    sim.ok(purchase("m", "40"));
+    sim.ok(hold("m", "C-2", 40, "2026-06-01T09:20:00+02:00"));
+    sim.at("2026-06-01T09:19:59+02:00");
+    sim.ok(end_hold("m", "capture", "C-2"));
+}
+
+#[test]
+fn hold_documents_are_checked() {
+    let mut sim = Sim::new(points_program(""), "2026-06-01T12:00:00+02:00");
+    sim.enroll("m");
+    sim.ok(purchase("m", "100"));
+    for (doc, says) in [
+        (
+            json!({"external_id": "h1", "member": "m", "type": "hold", "currency": "points", "points": 5, "expires_at": "2026-06-01T13:00:00+02:00"}),
+            "\"hold:\" followed by the order's id",
+        ),
+        (
+            json!({"external_id": "hold:x", "member": "m", "type": "hold", "currency": "points", "points": 5}),
+            "expires_at",
+        ),
+        (
+            json!({"external_id": "hold:x", "member": "m", "type": "hold", "currency": "points", "points": 5, "expires_at": "2026-06-01T11:00:00+02:00"}),
+            "after occurred_at",
+        ),
+        (
+            json!({"external_id": "capture:x", "member": "m", "type": "capture", "points": 5}),
+            "only its own fields",
+        ),
+        (
+            json!({"external_id": "j9", "member": "m", "type": "purchase", "amount": "5", "currency": "EUR", "expires_at": "2026-06-01T13:00:00+02:00"}),
+            "only holds",
+        ),
+    ] {
+        let mut json = doc.clone();
+        json.as_object_mut()
+            .unwrap()
+            .insert("occurred_at".into(), "2026-06-01T12:00:00+02:00".into());
+        let doc: fidelis_core::journal::JournalDocument = serde_json::from_value(json).unwrap();
+        let err = fidelis_core::journal::Journal::parse(&doc, sim.book.program())
+            .expect_err(&doc.external_id.clone().unwrap_or_default());
+        assert!(err.to_string().contains(says), "{err} should say {says}");
+    }
+}

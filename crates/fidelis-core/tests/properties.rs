@@ -97,6 +97,17 @@ enum Op {
         hours: u32,
     },
     Settle,
+    /// Pay with points: a hold for an order, open for `ttl_hours`.
+    Hold {
+        member: usize,
+        points: i64,
+        ttl_hours: u16,
+    },
+    /// Ends a hold (one of those placed) by capture or release.
+    EndHold {
+        target: usize,
+        capture: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -114,6 +125,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(|target| Op::Replay { target }),
         3 => (1u32..1_500).prop_map(|hours| Op::Advance { hours }),
         1 => Just(Op::Settle),
+        2 => (member.clone(), 1i64..400, 1u16..100)
+            .prop_map(|(member, points, ttl_hours)| Op::Hold { member, points, ttl_hours }),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(target, capture)| Op::EndHold { target, capture }),
     ]
 }
 
@@ -125,6 +139,8 @@ struct World {
     posted: Vec<(Journal, Outcome)>,
     /// External ids of purchases, for refunds.
     purchases: Vec<(String, usize, bool)>,
+    /// Holds placed: order, member, points, until, and whether still open.
+    holds: Vec<(String, usize, i64, DateTime<Utc>, bool)>,
 }
 
 impl World {
@@ -139,6 +155,7 @@ impl World {
             seq: 0,
             posted: Vec::new(),
             purchases: Vec::new(),
+            holds: Vec::new(),
         }
     }
 
@@ -304,6 +321,67 @@ impl World {
                     "a replay changes nothing"
                 );
             }
+            Op::Hold {
+                member,
+                points,
+                ttl_hours,
+            } => {
+                self.seq += 1;
+                let order = format!("o{}", self.seq);
+                let until = self.now + Duration::hours(i64::from(ttl_hours));
+                let doc: JournalDocument = serde_json::from_value(json!({
+                    "external_id": format!("hold:{order}"), "member": MEMBERS[member], "type": "hold",
+                    "currency": "points", "points": points, "occurred_at": self.now.to_rfc3339(),
+                    "expires_at": until.to_rfc3339(),
+                }))
+                .unwrap();
+                let j = Journal::parse(&doc, self.book.program()).unwrap();
+                if self.post(j).is_some() {
+                    self.holds.push((order, member, points, until, true));
+                }
+            }
+            Op::EndHold { target, capture } => {
+                if self.holds.is_empty() {
+                    return;
+                }
+                let at = target % self.holds.len();
+                let (order, member, _, until, open) = self.holds[at].clone();
+                let how = if capture { "capture" } else { "release" };
+                let doc: JournalDocument = serde_json::from_value(json!({
+                    "external_id": format!("{how}:{order}"), "member": MEMBERS[member], "type": how,
+                    "occurred_at": self.now.to_rfc3339(),
+                }))
+                .unwrap();
+                let j = Journal::parse(&doc, self.book.program()).unwrap();
+                if !open {
+                    // Ended already: a replay of that end, or a refusal; nothing moves.
+                    let before = self.ledger(MEMBERS[member]);
+                    let _ = self.book.post(&j, self.now);
+                    assert_eq!(
+                        self.ledger(MEMBERS[member]),
+                        before,
+                        "{how} of an ended hold"
+                    );
+                    return;
+                }
+                // Settling first: what is due is not the hold's to move.
+                self.book.settle_all(self.now);
+                let before = balances_and_buckets(&self.ledger(MEMBERS[member]));
+                let done = self.post(j).is_some();
+                let expect = !capture || self.now < until;
+                assert_eq!(
+                    done, expect,
+                    "{how} of {order} at {} (until {until})",
+                    self.now
+                );
+                if done {
+                    self.holds[at].4 = false;
+                    let after = balances_and_buckets(&self.ledger(MEMBERS[member]));
+                    if capture {
+                        assert_eq!(before, after, "a capture moves no balance and no bucket");
+                    }
+                }
+            }
             Op::Advance { hours } => self.now += Duration::hours(i64::from(hours)),
             Op::Settle => {
                 self.book.settle_all(self.now);
@@ -315,12 +393,26 @@ impl World {
 
     fn check_invariants(&self) {
         let program = self.book.program();
-        for m in MEMBERS {
+        for (i, m) in MEMBERS.iter().enumerate() {
             let ledger = self.ledger(m);
             ledger
                 .check(program)
                 .unwrap_or_else(|e| panic!("member {m}: {e}"));
             let entries: Vec<_> = self.book.entries_of(ledger.member).collect();
+            // Held points are exactly the open holds' points: held + available + spent
+            // and the rest account for every point earned.
+            let held: i64 = -entries
+                .iter()
+                .filter(|e| e.kind == EntryKind::Hold)
+                .map(|e| e.amount)
+                .sum::<i64>();
+            let open: i64 = self
+                .holds
+                .iter()
+                .filter(|h| h.1 == i && h.4)
+                .map(|h| h.2)
+                .sum();
+            assert_eq!(held, open, "{m}: held points = the open holds' points");
             let buckets: HashMap<BucketId, _> = ledger.buckets.iter().map(|b| (b.id, b)).collect();
             for (ix, currency) in program.currency_ixs() {
                 let account = ledger.account(ix);
@@ -379,7 +471,9 @@ impl World {
                 );
             }
             for debit in entries.iter().filter(|e| {
-                e.kind == EntryKind::Redeem || (e.kind == EntryKind::Adjust && e.amount < 0)
+                e.kind == EntryKind::Redeem
+                    || (e.kind == EntryKind::Adjust && e.amount < 0)
+                    || (e.kind == EntryKind::Hold && e.amount < 0)
             }) {
                 let Some(bucket) = debit.bucket.and_then(|b| buckets.get(&b)) else {
                     continue;

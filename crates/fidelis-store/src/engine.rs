@@ -378,6 +378,8 @@ pub struct SettleReport {
     pub journals: u64,
     /// Scheduled rewards (birthday, anniversary, win-back) awarded.
     pub scheduled_rewards: u64,
+    /// Holds (pay with points) released because their end passed.
+    pub holds_released: u64,
 }
 
 /// Settles up to `limit` members with expiries or releases due at `as_of`, in `tx`.
@@ -418,7 +420,7 @@ pub(crate) async fn settle_due<T: LedgerTx>(
     let mut report = SettleReport {
         members: member_ids.len() as u64,
         journals: 0,
-        scheduled_rewards: 0,
+        ..SettleReport::default()
     };
     for id in &member_ids {
         let (Some(ledger), Some(journal)) = (batch.ledgers.get_mut(id), ids.next()) else {
@@ -939,7 +941,10 @@ impl<'p> Batch<'p> {
         let cancelled: Vec<(i64, i64)> = journals
             .iter()
             .filter_map(|j| match &j.body {
-                JournalBody::Cancellation { original } => existing.get(original.as_str()),
+                // Reversals and a hold's end need the entries they undo or convert.
+                JournalBody::Cancellation { original }
+                | JournalBody::Capture { original }
+                | JournalBody::Release { original } => existing.get(original.as_str()),
                 _ => None,
             })
             .map(|r| (r.member_id, r.id))
@@ -1221,6 +1226,30 @@ impl<'p> Batch<'p> {
             audits: std::mem::take(&mut self.audits),
         };
         tx.write_batch(self.lp.id, &rows).await?;
+        // Holds placed, captured or released: rare, so outside the batch's own statement.
+        let mut marks = Vec::new();
+        for new in &self.new_journals {
+            let record = match (&new.record, &new.record_key) {
+                (Some(record), _) => Some(record),
+                (None, Some(key)) => self.records.get(key),
+                (None, None) => None,
+            };
+            if let Some(record) = record.filter(|r| r.kind == RecordKind::Hold) {
+                marks.push((record.member.0, record.id.0, record.open_hold_until()));
+            }
+        }
+        for name in &self.loaded {
+            if let Some(record) = self
+                .records
+                .get(name)
+                .filter(|r| r.changed && r.kind == RecordKind::Hold)
+            {
+                marks.push((record.member.0, record.id.0, record.open_hold_until()));
+            }
+        }
+        if !marks.is_empty() {
+            tx.mark_holds(&marks).await?;
+        }
         let deltas: Vec<_> = std::mem::take(&mut self.counters.deltas)
             .into_iter()
             .filter(|(_, c)| c.times != 0 || c.points != 0)

@@ -23,6 +23,7 @@ mod expiry;
 mod group_commit;
 mod groups;
 mod health;
+mod holds;
 mod imports;
 mod lifecycle;
 mod members;
@@ -55,6 +56,7 @@ pub use error::{Result, StoreError, Unavailability};
 pub use expiry::{ExpiryExtension, ExtensionReport};
 pub use groups::{GroupView, RedeemRule};
 pub use health::Health;
+pub use holds::HoldView;
 pub use imports::{ImportRun, PartitionProgress};
 pub use lifecycle::{MergeReport, Opened};
 pub use members::{
@@ -452,7 +454,11 @@ impl Store {
         program: &LoadedProgram,
         as_of: DateTime<Utc>,
     ) -> Result<SettleReport> {
-        let mut total = SettleReport::default();
+        let mut total = SettleReport {
+            // First, so points an ended hold gives back are settled with the rest.
+            holds_released: self.release_expired_holds(program, as_of).await?,
+            ..SettleReport::default()
+        };
         loop {
             let round = in_ledger_tx!(self, |tx| engine::settle_due(
                 &mut tx,

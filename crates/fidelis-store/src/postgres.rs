@@ -249,6 +249,20 @@ impl LedgerTx for PgTx {
         rows.iter().map(counter_row).collect()
     }
 
+    async fn mark_holds(&mut self, marks: &[(i64, i64, Option<DateTime<Utc>>)]) -> Result<()> {
+        sqlx::query(
+            "UPDATE journals j SET hold_until = u.h \
+             FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[]) AS u(m, i, h) \
+             WHERE j.member_id = u.m AND j.id = u.i",
+        )
+        .bind(marks.iter().map(|m| m.0).collect::<Vec<_>>())
+        .bind(marks.iter().map(|m| m.1).collect::<Vec<_>>())
+        .bind(marks.iter().map(|m| m.2).collect::<Vec<_>>())
+        .execute(self.conn().await?)
+        .await?;
+        Ok(())
+    }
+
     async fn add_counters(
         &mut self,
         program_id: i64,

@@ -208,6 +208,12 @@ pub trait LedgerTx: Send {
         program_id: i64,
         keys: &[CounterKey],
     ) -> impl Future<Output = Result<Vec<(CounterKey, Count)>>> + Send;
+    /// Notes until when each hold is open (`None`: captured or released), so the jobs find
+    /// the holds that expired and a member's held points are found without reading states.
+    fn mark_holds(
+        &mut self,
+        marks: &[(i64, i64, Option<DateTime<Utc>>)],
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Adds `deltas` to the stored counters.
     fn add_counters(
         &mut self,

@@ -200,6 +200,18 @@ impl LedgerTx for SqliteTx<'_> {
             .collect()
     }
 
+    async fn mark_holds(&mut self, marks: &[(i64, i64, Option<DateTime<Utc>>)]) -> Result<()> {
+        for (member, id, until) in marks {
+            sqlx::query("UPDATE journals SET hold_until = ?1 WHERE member_id = ?2 AND id = ?3")
+                .bind(until.map(micros))
+                .bind(member)
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn add_counters(
         &mut self,
         program_id: i64,

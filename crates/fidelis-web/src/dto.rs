@@ -91,6 +91,7 @@ impl From<JournalRequest> for JournalDocument {
                     .collect()
             }),
             attributes: r.attributes,
+            expires_at: None,
         }
     }
 }
@@ -796,6 +797,8 @@ pub struct JobsReport {
     pub settlements: u64,
     /// Scheduled rewards (birthday, anniversary, win-back) awarded.
     pub scheduled_rewards: u64,
+    /// Holds (pay with points) released because their end passed.
+    pub holds_released: u64,
 }
 
 /// The scheduled rewards a job run would award (a dry run).

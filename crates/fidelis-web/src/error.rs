@@ -187,6 +187,10 @@ impl From<JournalError> for ApiError {
                 StatusCode::CONFLICT
             }
             JournalError::UnknownOriginal(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            JournalError::UnknownHold(_) => StatusCode::NOT_FOUND,
+            JournalError::HoldCaptured(_)
+            | JournalError::HoldReleased(_)
+            | JournalError::HoldExpired { .. } => StatusCode::CONFLICT,
             _ => StatusCode::UNPROCESSABLE_ENTITY,
         };
         Self::new(status, e.code(), e.to_string())

@@ -223,6 +223,37 @@ fn cases() -> Vec<Case> {
         },
         Case {
             method: Method::POST,
+            path: "/api/v1/programs/shop/holds",
+            template: "/api/v1/programs/{program}/holds",
+            body: Some(
+                json!({"order_id": "h-{role}", "member": "m1", "currency": "points", "points": 1}),
+            ),
+            allowed: spenders,
+        },
+        // Another member's or partner's hold answers 404, as one that does not exist.
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/holds/hs-seed",
+            template: "/api/v1/programs/{program}/holds/{order}",
+            body: None,
+            allowed: journal_readers,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/holds/hc-{role}/capture",
+            template: "/api/v1/programs/{program}/holds/{order}/capture",
+            body: None,
+            allowed: spenders,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/holds/hr-{role}/release",
+            template: "/api/v1/programs/{program}/holds/{order}/release",
+            body: None,
+            allowed: spenders,
+        },
+        Case {
+            method: Method::POST,
             path: "/api/v1/programs/shop/members/m1/adjustments",
             template: "/api/v1/programs/{program}/members/{member}/adjustments",
             body: Some(
@@ -490,6 +521,22 @@ async fn world() -> World {
         .await;
         assert_eq!(status, StatusCode::CREATED);
     }
+    // Holds of partner p1 for member m1: one read, one for each role to capture and one
+    // to release.
+    let mut orders = vec!["hs-seed".to_owned()];
+    orders.extend(ROLES.iter().map(|r| format!("hc-{r}")));
+    orders.extend(ROLES.iter().map(|r| format!("hr-{r}")));
+    for order in orders {
+        let (status, body) = send(
+            &router,
+            Method::POST,
+            "/api/v1/programs/shop/holds",
+            Some(&admin),
+            Some(json!({"order_id": order, "member": "m1", "currency": "points", "points": 1, "partner": "p1"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
     World {
         router,
         tokens,
@@ -690,6 +737,31 @@ async fn members_and_partners_cannot_read_each_other() {
             "member m2 and m1's household: {path}"
         );
     }
+    // Another's hold: not placed, not seen, not ended.
+    let (status, _) = send(
+        r,
+        Method::POST,
+        "/api/v1/programs/shop/holds",
+        Some(&world.member_other),
+        Some(json!({"order_id": "steal-h", "member": "m1", "currency": "points", "points": 1})),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "member m2 holding m1's points"
+    );
+    for token in [&world.member_other, &world.partner_other] {
+        for (method, path) in [
+            (Method::GET, "/api/v1/programs/shop/holds/hs-seed"),
+            (Method::POST, "/api/v1/programs/shop/holds/hs-seed/capture"),
+            (Method::POST, "/api/v1/programs/shop/holds/hs-seed/release"),
+        ] {
+            let (status, body) = send(r, method, path, Some(token), None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+            assert_eq!(body["code"], "unknown_hold");
+        }
+    }
     // Partner p2 posts in p1's name: refused.
     let (status, _) = send(r, Method::POST, "/api/v1/programs/shop/journals", Some(&world.partner_other),
         Some(json!({"external_id": "x", "member": "m1", "type": "purchase", "occurred_at": "2026-11-20T10:00:00Z", "amount": "1", "currency": "EUR", "partner": "p1"}))).await;
@@ -713,8 +785,9 @@ async fn members_and_partners_cannot_read_each_other() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
-        body["balances"][0]["available"], 350,
-        "seven purchases of 50 by the seed"
+        body["balances"][0]["available"],
+        350 - 13,
+        "seven purchases of 50 by the seed, less the thirteen points held"
     );
     let partner_p1 = world
         .tokens

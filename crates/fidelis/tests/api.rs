@@ -38,6 +38,7 @@ both_dialects!(
     the_contract_is_the_same_on_every_route,
     a_dry_run_looks_ahead_and_changes_nothing,
     operators_find_members_by_search_and_filters,
+    pay_with_points_holds_captures_and_releases_once_per_order,
 );
 
 async fn points_are_earned_spent_refunded_cancelled_and_expired(s: Server) {
@@ -1051,4 +1052,87 @@ async fn operators_find_members_by_search_and_filters(s: Server) {
         .call_as(&own, reqwest::Method::GET, "/programs/shop/members", None)
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+}
+
+async fn pay_with_points_holds_captures_and_releases_once_per_order(s: Server) {
+    s.setup(&["m"]).await;
+    let (status, body) = s
+        .post("/programs/shop/journals", purchase("p1", "m", "120.00"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // Held at checkout: out of the balance at once.
+    let hold = json!({"order_id": "A-1", "member": "m", "currency": "points", "points": 100, "ttl_seconds": 600});
+    let (status, body) = s.post("/programs/shop/holds", hold.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"], "held");
+    assert_eq!(s.available("m").await, 20);
+    // The checkout retries: the same hold, once.
+    let (status, body) = s.post("/programs/shop/holds", hold.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["replayed"], true);
+    assert_eq!(s.available("m").await, 20);
+    // The same order with other points: a conflict, nothing changes.
+    let mut other = hold.clone();
+    other["points"] = json!(10);
+    let (status, body) = s.post("/programs/shop/holds", other).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "idempotency_conflict");
+    // More than is spendable: refused with the usual code.
+    let (status, body) = s
+        .post(
+            "/programs/shop/holds",
+            json!({"order_id": "A-2", "member": "m", "currency": "points", "points": 21}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "insufficient_points");
+    // Captured, once; then it cannot be released.
+    let (status, body) = s.post("/programs/shop/holds/A-1/capture", json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"], "captured");
+    let (status, body) = s.post("/programs/shop/holds/A-1/capture", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["replayed"], true);
+    let (status, body) = s.post("/programs/shop/holds/A-1/release", json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "hold_captured");
+    assert_eq!(s.available("m").await, 20);
+    // A capture is a redemption in the ledger, and cancelling it gives the points back.
+    let journal = s.get("/programs/shop/journals/capture:A-1").await;
+    assert_eq!(journal["type"], "capture", "{journal}");
+    let (status, body) = s
+        .post("/programs/shop/journals/capture:A-1/cancel", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(s.available("m").await, 120);
+    // Released: the points come back; a capture after it is refused.
+    let (status, _) = s
+        .post(
+            "/programs/shop/holds",
+            json!({"order_id": "B-1", "member": "m", "currency": "points", "points": 50}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = s.post("/programs/shop/holds/B-1/release", json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"], "released");
+    assert_eq!(s.available("m").await, 120);
+    let (status, body) = s.post("/programs/shop/holds/B-1/capture", json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "hold_released");
+    // An unknown order, and a hold's step posted as a plain journal: clear refusals.
+    let (status, body) = s.post("/programs/shop/holds/none/capture", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["code"], "unknown_hold");
+    let (status, body) = s
+        .post(
+            "/programs/shop/journals",
+            json!({"external_id": "capture:B-1", "member": "m", "type": "capture"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "use_holds_routes");
+    let hold = s.get("/programs/shop/holds/B-1").await;
+    assert_eq!(hold["status"], "released", "{hold}");
+    assert_eq!(hold["points"], 50);
 }

@@ -57,6 +57,10 @@ pub struct JournalDocument {
     /// Custom attributes, any JSON values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attributes: Option<serde_json::Map<String, serde_json::Value>>,
+    /// A hold's end (RFC 3339): past it the hold can no longer be captured, and the jobs
+    /// release it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// An order line: of a purchase (what was bought), or of a refund (what comes back).

@@ -50,6 +50,14 @@ pub enum JournalError {
     NotCancellable(String),
     #[error("journal {0:?} was already posted with a different content")]
     IdempotencyConflict(String),
+    #[error("no hold for order {0:?}")]
+    UnknownHold(String),
+    #[error("the hold for order {order:?} expired at {expired_at}; its points are released")]
+    HoldExpired { order: String, expired_at: String },
+    #[error("the hold for order {0:?} was captured already")]
+    HoldCaptured(String),
+    #[error("the hold for order {0:?} was released already")]
+    HoldReleased(String),
 }
 
 impl JournalError {
@@ -75,6 +83,10 @@ impl JournalError {
             Self::AlreadyCancelled(_) => "already_cancelled",
             Self::NotCancellable(_) => "not_cancellable",
             Self::IdempotencyConflict(_) => "idempotency_conflict",
+            Self::UnknownHold(_) => "unknown_hold",
+            Self::HoldExpired { .. } => "hold_expired",
+            Self::HoldCaptured(_) => "hold_captured",
+            Self::HoldReleased(_) => "hold_released",
         }
     }
 }

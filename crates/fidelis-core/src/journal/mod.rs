@@ -55,7 +55,26 @@ pub enum JournalBody {
     },
     /// Reverses every ledger entry of an earlier journal.
     Cancellation { original: ExternalId },
+    /// Pay with points, first phase: points reserved for an order until `until`, spent
+    /// from the buckets as a redemption would, not spendable elsewhere while held. Its
+    /// external id is `hold:` and the order's id, so an order holds once.
+    Hold {
+        currency: CurrencyIx,
+        points: i64,
+        until: DateTime<Utc>,
+        partner: Option<String>,
+    },
+    /// The held points become a redemption (external id `capture:` and the order's id).
+    Capture { original: ExternalId },
+    /// The held points go back to the buckets they came from (external id `release:` and
+    /// the order's id).
+    Release { original: ExternalId },
 }
+
+/// The prefixes of the external ids of a hold, its capture and its release.
+pub const HOLD_PREFIX: &str = "hold:";
+pub const CAPTURE_PREFIX: &str = "capture:";
+pub const RELEASE_PREFIX: &str = "release:";
 
 impl JournalBody {
     /// The journal's `type`, as written in documents.
@@ -66,6 +85,9 @@ impl JournalBody {
             Self::Redemption { .. } => "redemption",
             Self::Adjustment { .. } => "adjustment",
             Self::Cancellation { .. } => "cancellation",
+            Self::Hold { .. } => "hold",
+            Self::Capture { .. } => "capture",
+            Self::Release { .. } => "release",
         }
     }
 
@@ -84,7 +106,9 @@ impl JournalBody {
     pub fn original(&self) -> Option<&ExternalId> {
         match self {
             Self::Refund(r) => Some(&r.original),
-            Self::Cancellation { original } => Some(original),
+            Self::Cancellation { original }
+            | Self::Capture { original }
+            | Self::Release { original } => Some(original),
             _ => None,
         }
     }
@@ -164,6 +188,11 @@ impl Journal {
                 program.starts_at.to_rfc3339()
             )));
         }
+        if kind != "hold" && doc.expires_at.is_some() {
+            return Err(invalid(format!(
+                "a {kind} journal has no expires_at; only holds do"
+            )));
+        }
         let body = match kind {
             "refund" => JournalBody::Refund(parse_refund(doc, program)?),
             "redemption" => {
@@ -177,18 +206,7 @@ impl Journal {
                         doc.reason.is_some(),
                     ],
                 )?;
-                let currency = loyalty_currency(doc, program)?;
-                if program.currency(currency).kind == CurrencyKind::Qualifying {
-                    return Err(JournalError::NotRedeemable(
-                        program.currency(currency).code.to_string(),
-                    ));
-                }
-                let points = doc
-                    .points
-                    .ok_or_else(|| invalid("points is required".into()))?;
-                if !(1..=MAX_POINTS).contains(&points) {
-                    return Err(invalid(format!("points must be 1 to {MAX_POINTS}")));
-                }
+                let (currency, points) = points_to_spend(doc, program)?;
                 JournalBody::Redemption {
                     currency,
                     points,
@@ -242,6 +260,75 @@ impl Journal {
                     return Err(invalid("a journal cannot cancel itself".into()));
                 }
                 JournalBody::Cancellation { original }
+            }
+            "hold" => {
+                reject_fields(
+                    doc,
+                    kind,
+                    &[
+                        doc.amount.is_some(),
+                        doc.lines.is_some(),
+                        doc.original_external_id.is_some(),
+                        doc.reason.is_some(),
+                    ],
+                )?;
+                order_of(&external_id, HOLD_PREFIX)?;
+                let (currency, points) = points_to_spend(doc, program)?;
+                let until = doc
+                    .expires_at
+                    .as_deref()
+                    .ok_or_else(|| invalid("a hold needs expires_at".into()))
+                    .and_then(|raw| {
+                        DateTime::parse_from_rfc3339(raw)
+                            .map(|t| t.with_timezone(&Utc))
+                            .map_err(|e| {
+                                invalid(format!("expires_at is not an RFC 3339 instant: {e}"))
+                            })
+                    })?;
+                if until <= occurred_at {
+                    return Err(invalid("expires_at must be after occurred_at".into()));
+                }
+                JournalBody::Hold {
+                    currency,
+                    points,
+                    until,
+                    partner: optional_text(&doc.partner, "partner")?,
+                }
+            }
+            "capture" | "release" => {
+                reject_fields(
+                    doc,
+                    kind,
+                    &[
+                        doc.amount.is_some(),
+                        doc.lines.is_some(),
+                        doc.points.is_some(),
+                        doc.reason.is_some(),
+                        doc.expires_at.is_some(),
+                    ],
+                )?;
+                let prefix = if kind == "capture" {
+                    CAPTURE_PREFIX
+                } else {
+                    RELEASE_PREFIX
+                };
+                let order = order_of(&external_id, prefix)?;
+                let original = ExternalId::parse(&format!("{HOLD_PREFIX}{order}"))
+                    .map_err(|e| invalid(format!("the hold's external id {e}")))?;
+                if doc
+                    .original_external_id
+                    .as_deref()
+                    .is_some_and(|o| o != original.as_str())
+                {
+                    return Err(invalid(format!(
+                        "a {kind} refers to the hold of its order, {original}"
+                    )));
+                }
+                if kind == "capture" {
+                    JournalBody::Capture { original }
+                } else {
+                    JournalBody::Release { original }
+                }
             }
             activity if program.accepts_activity(activity) => {
                 JournalBody::Accrual(parse_accrual(doc, program, activity)?)
@@ -339,9 +426,36 @@ impl Journal {
             JournalBody::Cancellation { original } => {
                 doc.original_external_id = Some(original.to_string());
             }
+            JournalBody::Hold {
+                currency,
+                points,
+                until,
+                partner,
+            } => {
+                doc.currency = Some(program.currency(*currency).code.to_string());
+                doc.points = Some(*points);
+                doc.partner.clone_from(partner);
+                doc.expires_at = Some(until.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
+            }
+            JournalBody::Capture { .. } | JournalBody::Release { .. } => {}
         }
         doc
     }
+}
+
+/// The order id of a hold's, capture's or release's external id (`hold:A-1` is order
+/// `A-1`).
+pub fn order_of<'a>(external_id: &'a ExternalId, prefix: &str) -> Result<&'a str, JournalError> {
+    external_id
+        .as_str()
+        .strip_prefix(prefix)
+        .filter(|order| !order.is_empty())
+        .ok_or_else(|| {
+            JournalError::Invalid(format!(
+                "the external id of a {} is {prefix:?} followed by the order's id",
+                prefix.trim_end_matches(':')
+            ))
+        })
 }
 
 fn truncate(s: &str) -> String {
@@ -371,13 +485,36 @@ fn optional_text(value: &Option<String>, field: &str) -> Result<Option<String>, 
 /// silently half-read.
 fn reject_fields(doc: &JournalDocument, kind: &str, present: &[bool]) -> Result<(), JournalError> {
     let unexpected = present.iter().any(|p| *p)
-        || (kind != "adjustment" && kind != "redemption" && doc.points.is_some());
+        || (!matches!(kind, "adjustment" | "redemption" | "hold") && doc.points.is_some());
     if unexpected {
         return Err(JournalError::Invalid(format!(
             "a {kind} journal takes only its own fields; see the journal document in the API reference"
         )));
     }
     Ok(())
+}
+
+/// The currency and points a redemption or a hold spends: a redeemable currency, 1 to
+/// [`MAX_POINTS`] points.
+fn points_to_spend(
+    doc: &JournalDocument,
+    program: &Program,
+) -> Result<(CurrencyIx, i64), JournalError> {
+    let currency = loyalty_currency(doc, program)?;
+    if program.currency(currency).kind == CurrencyKind::Qualifying {
+        return Err(JournalError::NotRedeemable(
+            program.currency(currency).code.to_string(),
+        ));
+    }
+    let points = doc
+        .points
+        .ok_or_else(|| JournalError::Invalid("points is required".into()))?;
+    if !(1..=MAX_POINTS).contains(&points) {
+        return Err(JournalError::Invalid(format!(
+            "points must be 1 to {MAX_POINTS}"
+        )));
+    }
+    Ok((currency, points))
 }
 
 fn loyalty_currency(doc: &JournalDocument, program: &Program) -> Result<CurrencyIx, JournalError> {

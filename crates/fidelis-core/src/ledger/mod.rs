@@ -98,10 +98,13 @@ pub enum EntryKind {
     Opening,
     /// New points paying back arrears (a pair: out of a bucket, into the arrears).
     ArrearsRecovery,
+    /// Points reserved for an order (negative), and their return when the hold ends
+    /// (positive: by a release, or by a capture that turns them into a redemption).
+    Hold,
 }
 
 impl EntryKind {
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::Earn,
         Self::Redeem,
         Self::Refund,
@@ -116,6 +119,7 @@ impl EntryKind {
         Self::Reinstate,
         Self::Pool,
         Self::Opening,
+        Self::Hold,
     ];
 
     pub fn name(self) -> &'static str {
@@ -134,6 +138,7 @@ impl EntryKind {
             Self::Reinstate => "reinstate",
             Self::Pool => "pool",
             Self::Opening => "opening",
+            Self::Hold => "hold",
         }
     }
 

@@ -592,20 +592,33 @@ impl MemberLedger {
         debit: &Entry,
         now: DateTime<Utc>,
     ) -> Result<i64, String> {
+        self.restore_as(program, w, debit, now, EntryKind::Cancel)
+    }
+
+    /// [`Self::restore`], writing entries of `kind` (a hold's release writes `hold`
+    /// entries, so a member's held points are always minus the sum of them).
+    pub fn restore_as(
+        &mut self,
+        program: &Program,
+        w: &mut JournalWriter,
+        debit: &Entry,
+        now: DateTime<Utc>,
+        kind: EntryKind,
+    ) -> Result<i64, String> {
         let points = -debit.amount;
         if points <= 0 {
             return Ok(0);
         }
         match debit.bucket {
             Some(bucket) if bucket == pool_id(debit.currency) => {
-                self.move_pool(w, debit.currency, EntryKind::Cancel, points, now);
+                self.move_pool(w, debit.currency, kind, points, now);
                 self.recover_arrears_from_pool(w, debit.currency, now);
             }
             Some(bucket) => {
                 let idx = self
                     .bucket_index(bucket)
                     .ok_or_else(|| format!("bucket {bucket:?} is not loaded"))?;
-                self.move_bucket(w, idx, EntryKind::Cancel, points, now);
+                self.move_bucket(w, idx, kind, points, now);
                 let b = &self.buckets[idx];
                 let (currency, expiry, pending, available_at) = (
                     b.currency,
@@ -626,21 +639,45 @@ impl MemberLedger {
                 let owed = self.account(debit.currency).arrears;
                 let reduce = owed.min(points);
                 if reduce > 0 {
-                    self.move_arrears(w, debit.currency, EntryKind::Cancel, reduce, now);
+                    self.move_arrears(w, debit.currency, kind, reduce, now);
                 }
                 if points > reduce {
-                    self.credit(
-                        program,
-                        w,
-                        debit.currency,
-                        points - reduce,
-                        now,
-                        EntryKind::Cancel,
-                    );
+                    self.credit(program, w, debit.currency, points - reduce, now, kind);
                 }
             }
         }
         Ok(points)
+    }
+
+    /// Turns held points into a redemption: for each entry of the hold, its points come
+    /// back to the hold (`hold`, positive) and are spent (`redeem`) from the same bucket at
+    /// the instant they were held, so buckets, balances and validity stay as they are and
+    /// a later cancellation gives the points back where they came from. Returns the points.
+    pub fn capture(&mut self, w: &mut JournalWriter, held: &[Entry]) -> i64 {
+        let mut points = 0;
+        for e in held
+            .iter()
+            .filter(|e| e.kind == EntryKind::Hold && e.amount < 0)
+        {
+            w.push(
+                e.currency,
+                EntryKind::Hold,
+                e.pool,
+                e.bucket,
+                -e.amount,
+                e.effective_at,
+            );
+            w.push(
+                e.currency,
+                EntryKind::Redeem,
+                e.pool,
+                e.bucket,
+                e.amount,
+                e.effective_at,
+            );
+            points -= e.amount;
+        }
+        points
     }
 
     /// Records an accrual or redemption at `t`: it extends inactivity deadlines.

@@ -53,6 +53,12 @@ pub(super) fn cancel(
             ))
             .into());
         }
+        RecordKind::Hold => {
+            return Err(JournalError::NotCancellable(format!(
+                "journal {original:?} is a hold: release it (or capture it) instead"
+            ))
+            .into());
+        }
         RecordKind::Accrual => {
             let mut reversals = Vec::new();
             if let JournalState::Accrual(state) = &mut target.state {
@@ -155,7 +161,7 @@ fn is_own_credit(journal: JournalId) -> impl Fn(&&Entry) -> bool {
 }
 
 /// Refuses before changing anything if a bucket to give points back to is not loaded.
-fn check_loaded(ledger: &MemberLedger, entries: &[Entry]) -> Result<(), ProcessError> {
+pub(super) fn check_loaded(ledger: &MemberLedger, entries: &[Entry]) -> Result<(), ProcessError> {
     for bucket in entries
         .iter()
         .filter(|e| e.amount < 0)

@@ -7,6 +7,7 @@
 
 mod accrual;
 mod cancel;
+mod holds;
 mod record;
 mod refund;
 
@@ -82,6 +83,8 @@ pub fn needs_buckets(program: &Program, journal: &Journal, now: DateTime<Utc>) -
         JournalBody::Adjustment { points, .. } => {
             *points < 0 || credits_due(program, journal.occurred_at, now)
         }
+        // A capture moves no bucket: it pairs each held entry with a redemption.
+        JournalBody::Capture { .. } => false,
         _ => true,
     }
 }
@@ -378,7 +381,7 @@ fn contribution(
                             c.at = o.occurred_at;
                         }
                     }
-                    JournalState::None => {}
+                    JournalState::None | JournalState::Hold(_) => {}
                 }
             }
         }
@@ -532,6 +535,49 @@ fn apply(
         }
         JournalBody::Cancellation { original } => {
             let target = cancel::cancel(program, ledger, w, original, related, now, outcome)?;
+            Ok(Applied {
+                kind: RecordKind::Cancellation,
+                original: Some(target),
+                state: JournalState::None,
+            })
+        }
+        JournalBody::Hold {
+            currency,
+            points,
+            until,
+            ..
+        } => {
+            debit(
+                program,
+                ledger,
+                w,
+                *currency,
+                *points,
+                at,
+                EntryKind::Hold,
+                outcome,
+            )?;
+            Ok(Applied {
+                kind: RecordKind::Hold,
+                original: None,
+                state: JournalState::Hold(HoldState {
+                    until: *until,
+                    ended: None,
+                }),
+            })
+        }
+        JournalBody::Capture { original } => {
+            let target = holds::capture(program, ledger, w, original, related, now)?;
+            ledger.note_activity(program, at);
+            Ok(Applied {
+                // A redemption from here on: cancelling it gives the points back.
+                kind: RecordKind::Redemption,
+                original: Some(target),
+                state: JournalState::None,
+            })
+        }
+        JournalBody::Release { original } => {
+            let target = holds::release(program, ledger, w, original, related, now, outcome)?;
             Ok(Applied {
                 kind: RecordKind::Cancellation,
                 original: Some(target),

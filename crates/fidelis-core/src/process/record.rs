@@ -52,10 +52,12 @@ pub enum RecordKind {
     Pool,
     /// A member's state brought from another system: opening balances, tier, progress.
     Opening,
+    /// Points reserved for an order (pay with points), until captured or released.
+    Hold,
 }
 
 impl RecordKind {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Accrual,
         Self::Refund,
         Self::Redemption,
@@ -67,6 +69,7 @@ impl RecordKind {
         Self::Reinstatement,
         Self::Pool,
         Self::Opening,
+        Self::Hold,
     ];
 
     pub fn name(self) -> &'static str {
@@ -82,6 +85,7 @@ impl RecordKind {
             Self::Reinstatement => "reinstatement",
             Self::Pool => "pool",
             Self::Opening => "opening",
+            Self::Hold => "hold",
         }
     }
 
@@ -122,6 +126,35 @@ pub enum JournalState {
     None,
     Accrual(AccrualState),
     Refund(RefundState),
+    Hold(HoldState),
+}
+
+/// A hold: until when it may be captured, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldState {
+    pub until: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<HoldEnd>,
+}
+
+/// How a hold ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldEnd {
+    /// The points became a redemption.
+    Captured,
+    /// The points went back to the member.
+    Released,
+}
+
+impl JournalRecord {
+    /// Until when an open hold may be captured; `None` for anything else.
+    pub fn open_hold_until(&self) -> Option<DateTime<Utc>> {
+        match &self.state {
+            JournalState::Hold(HoldState { until, ended: None }) => Some(*until),
+            _ => None,
+        }
+    }
 }
 
 /// What an accrual earned, and how much of it has been refunded.

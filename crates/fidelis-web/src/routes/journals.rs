@@ -160,6 +160,15 @@ async fn authorize_journal(
     let code = program.program.code.as_str();
     let kind = document.kind.as_deref().unwrap_or_default();
     match kind {
+        // A hold's steps are idempotent by the order and answer a hold: their own routes.
+        "hold" | "capture" | "release" => {
+            return Err(ApiError::unprocessable(
+                "use_holds_routes",
+                format!(
+                    "a {kind} is posted through /programs/{code}/holds (POST), .../holds/ORDER/capture or .../release"
+                ),
+            ));
+        }
         "redemption" => caller.require(Permission::Redeem, Some(code))?,
         "adjustment" => caller.require(Permission::Adjust, Some(code))?,
         "cancellation" if caller.role != Role::Partner => {
@@ -907,7 +916,7 @@ async fn run_jobs(
         .entry(Utc::now(), "jobs.run", Some(&code), None);
     audit.after = Some(
         serde_json::json!({"as_of": as_of, "members": report.members, "settlements": report.journals,
-                           "scheduled_rewards": report.scheduled_rewards}),
+                           "scheduled_rewards": report.scheduled_rewards, "holds_released": report.holds_released}),
     );
     state.store.append_audit(&audit).await?;
     Ok(Json(JobsReport {
@@ -915,5 +924,6 @@ async fn run_jobs(
         members: report.members,
         settlements: report.journals,
         scheduled_rewards: report.scheduled_rewards,
+        holds_released: report.holds_released,
     }))
 }

@@ -3,6 +3,7 @@
 
 pub(crate) mod admin;
 mod expiry;
+pub(crate) mod holds;
 pub(crate) mod journals;
 pub(crate) mod lifecycle;
 pub(crate) mod members;
@@ -43,6 +44,7 @@ use crate::{AppState, ServerConfig};
         (name = "programs", description = "Program definitions and templates"),
         (name = "members", description = "Members, balances and the ledger"),
         (name = "journals", description = "Everything that changes points"),
+        (name = "holds", description = "Pay with points: hold, capture, release"),
         (name = "operations", description = "Jobs, tokens, users and the audit log")
     )
 )]
@@ -140,6 +142,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
             .merge(expiry::routes())
             .merge(openings::routes())
             .merge(journals::routes())
+            .merge(holds::routes())
             .merge(admin::routes()),
     )
 }

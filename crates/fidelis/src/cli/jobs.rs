@@ -53,15 +53,16 @@ pub async fn run(database: &str, command: JobsCommand) -> Result<ExitCode> {
             fidelis_store::Actor::cli().entry(Utc::now(), "jobs.run", Some(&code), None);
         audit.after = Some(serde_json::json!({
             "as_of": as_of, "members": report.members, "settlements": report.journals,
-            "scheduled_rewards": report.scheduled_rewards
+            "scheduled_rewards": report.scheduled_rewards, "holds_released": report.holds_released
         }));
         store.append_audit(&audit).await?;
         println!(
-            "{code}: as of {}, {} member(s) settled, {} settlement journal(s) written, {} scheduled reward(s) awarded",
+            "{code}: as of {}, {} member(s) settled, {} settlement journal(s) written, {} scheduled reward(s) awarded, {} expired hold(s) released",
             as_of.to_rfc3339(),
             report.members,
             report.journals,
-            report.scheduled_rewards
+            report.scheduled_rewards,
+            report.holds_released
         );
     }
     Ok(ExitCode::SUCCESS)
