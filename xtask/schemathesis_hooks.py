@@ -58,8 +58,13 @@ BUSINESS_RULES = {
     "not_reinstatable": "the program says how long expired points may be reinstated",
     "nothing_to_reinstate": "reinstating needs expired points",
     "not_extendable": "only expiring points are extended",
+    "hold_captured": "a hold ends once: captured, it cannot be released",
+    "hold_released": "a hold ends once: released, it cannot be captured",
+    "currency_not_payable": "the program says which currencies pay at checkout",
+    "invalid_amount": "how many decimals an amount may have, and how large it may be, depends on the program's money currency",
     # The clock.
     "future_dated": "occurred_at must not be after now",
+    "hold_expired": "a hold can be captured until its end",
     "as_of_in_future": "as_of must not be after now",
     # Policy beyond length.
     "weak_password": "a password needs 5 different characters, not only spaces",

@@ -85,7 +85,7 @@ pub fn run(args: &[String]) -> Result<()> {
     })
     .map_err(anyhow::Error::msg)?;
     let bare = bare(&server, &dir, &o)?;
-    let api = api(&server, &bin, &dir, &o)?;
+    let (api, holds) = api(&server, &bin, &dir, &o)?;
     server.stop();
     println!(
         "\nrealtime POST /journals on PostgreSQL (durable), {} connections × {} s, {} members:\n",
@@ -93,7 +93,11 @@ pub fn run(args: &[String]) -> Result<()> {
     );
     println!("| | per second | p50 (ms) | p99 (ms) | failed |");
     println!("| --- | --- | --- | --- | --- |");
-    for (name, f) in [("API", &api), ("bare transaction", &bare)] {
+    for (name, f) in [
+        ("API", &api),
+        ("bare transaction", &bare),
+        ("API: pay with points (holds and captures)", &holds),
+    ] {
         println!(
             "| {name} | {:.0} | {:.2} | {:.2} | {} |",
             f.per_second, f.p50_ms, f.p99_ms, f.failed
@@ -104,6 +108,10 @@ pub fn run(args: &[String]) -> Result<()> {
         api.per_second / bare.per_second,
         api.p99_ms / bare.p99_ms
     );
+    println!(
+        "pay with points / POST /journals = {:.2} (target ≥ 0.80)",
+        holds.per_second / api.per_second
+    );
     std::fs::write(
         dir.join("results.json"),
         format!(
@@ -112,10 +120,15 @@ pub fn run(args: &[String]) -> Result<()> {
         ),
     )?;
     anyhow::ensure!(api.failed == 0, "{} API requests failed", api.failed);
+    anyhow::ensure!(
+        holds.failed == 0,
+        "{} hold or capture requests failed",
+        holds.failed
+    );
     Ok(())
 }
 
-fn api(server: &PgServer, bin: &Path, dir: &Path, o: &Options) -> Result<Figures> {
+fn api(server: &PgServer, bin: &Path, dir: &Path, o: &Options) -> Result<(Figures, Figures)> {
     let url = server.create_database("api").map_err(anyhow::Error::msg)?;
     let quiet = |args: &[&str]| -> Result<()> {
         let out = Command::new(bin)
@@ -206,7 +219,7 @@ end
         ),
     )?;
     // Warm up (connections, caches), then measure.
-    let wrk = |seconds: u32| -> Result<String> {
+    let wrk = |script: &Path, seconds: u32| -> Result<String> {
         let out = Command::new("wrk")
             .args([
                 "-t",
@@ -218,7 +231,7 @@ end
                 "--latency",
                 "-s",
             ])
-            .arg(&script)
+            .arg(script)
             .arg(format!("http://127.0.0.1:{port}"))
             .output()?;
         anyhow::ensure!(
@@ -228,17 +241,104 @@ end
         );
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    wrk(5)?;
+    wrk(&script, 5)?;
     // The tables were created moments ago: give the planner statistics, as any database
     // in service has (the bare side gets the same for its table).
     psql(server, "api", "ANALYZE")?;
-    wrk(3)?;
+    wrk(&script, 3)?;
     let (server_before, all_before) = (process_cpu_seconds(serve.0.id()), machine_cpu_seconds());
-    let output = wrk(o.seconds)?;
+    let output = wrk(&script, o.seconds)?;
     let (server_cpu, all_cpu) = (
         process_cpu_seconds(serve.0.id()) - server_before,
         machine_cpu_seconds() - all_before,
     );
+    let purchases = figures(&output)?;
+    eprintln!(
+        "xtask: CPU per API request: {:.3} ms in fidelis serve, {:.3} ms in all (PostgreSQL, wrk, kernel)",
+        server_cpu * 1e3 / (purchases.per_second * f64::from(o.seconds)),
+        all_cpu * 1e3 / (purchases.per_second * f64::from(o.seconds))
+    );
+
+    // Pay with points: holds of one point alternating with captures of holds 32 or more
+    // behind in the same wrk thread (long answered: a connection sends again only once
+    // answered), for members given 1,000 points first.
+    let grants: String = (0..o.members)
+        .map(|m| format!("{{\"external_id\":\"grant-{m}\",\"member\":\"M{m:07}\",\"type\":\"purchase\",\"occurred_at\":\"{occurred_at}\",\"amount\":\"1000.00\",\"currency\":\"EUR\"}}\n"))
+        .collect();
+    let grants_file = dir.join("grants.ndjson");
+    std::fs::write(&grants_file, grants)?;
+    let out = Command::new("curl")
+        .args([
+            "-sf",
+            "-o",
+            "/dev/null",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/x-ndjson",
+        ])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .arg("--data-binary")
+        .arg(format!("@{}", grants_file.display()))
+        .arg(format!(
+            "http://127.0.0.1:{port}/api/v1/programs/bench/journals/batch"
+        ))
+        .output()?;
+    anyhow::ensure!(out.status.success(), "granting points for the holds failed");
+    let script = dir.join("holds.lua");
+    std::fs::write(
+        &script,
+        format!(
+            r#"-- Holds for random members, alternating with captures of holds 32 or more behind.
+local threads = {{}}
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("id", #threads)
+end
+function init(args)
+  counter = 0
+  holds = 0
+  captured = 0
+  prefix = "h" .. id .. "-" .. os.time()
+  math.randomseed(os.time() + id)
+end
+local headers = {{["Content-Type"] = "application/json", ["Authorization"] = "Bearer {token}"}}
+function request()
+  counter = counter + 1
+  if counter % 2 == 0 and holds - captured > 32 then
+    captured = captured + 1
+    return wrk.format("POST", string.format("/api/v1/programs/bench/holds/%s-%d/capture", prefix, captured), headers, "")
+  end
+  holds = holds + 1
+  local body = string.format('{{"order_id":"%s-%d","member":"M%07d","currency":"points","points":1,"ttl_seconds":3600}}',
+    prefix, holds, math.random(0, {holders} - 1))
+  return wrk.format("POST", "/api/v1/programs/bench/holds", headers, body)
+end
+function response(status, headers, body)
+  if status >= 400 and (shown or 0) < 3 then
+    shown = (shown or 0) + 1
+    io.write(string.format("FAILED %d %s\n", status, body))
+  end
+end
+function done(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %d %d %d\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"#,
+            holders = o.members
+        ),
+    )?;
+    wrk(&script, 3)?;
+    let output = wrk(&script, o.seconds)?;
+    for failed in output.lines().filter(|l| l.starts_with("FAILED ")) {
+        eprintln!("xtask: {failed}");
+    }
+    let holds = figures(&output)?;
+    Ok((purchases, holds))
+}
+
+/// Throughput, p50, p99 and failures from the `RESULT` line our wrk scripts print.
+fn figures(output: &str) -> Result<Figures> {
     let line = output
         .lines()
         .find(|l| l.starts_with("RESULT "))
@@ -249,11 +349,6 @@ end
         .filter_map(|v| v.parse().ok())
         .collect();
     anyhow::ensure!(n.len() == 5, "wrk result: {line}");
-    eprintln!(
-        "xtask: CPU per API request: {:.3} ms in fidelis serve, {:.3} ms in all (PostgreSQL, wrk, kernel)",
-        server_cpu * 1e3 / n[0],
-        all_cpu * 1e3 / n[0]
-    );
     Ok(Figures {
         per_second: n[0] / (n[1] / 1e6),
         p50_ms: n[2] / 1000.0,

@@ -18,6 +18,7 @@
 
 pub mod book;
 pub mod calendar;
+pub mod holds;
 pub mod ids;
 pub mod journal;
 pub mod ledger;

@@ -1151,6 +1151,7 @@ impl<'p> Batch<'p> {
                 document: new.document.clone(),
                 outcome: new.outcome.clone(),
                 state: state_json(&record.state)?,
+                hold_until: record.open_hold_until(),
             });
         }
         let mut updates = Vec::new();
@@ -1161,6 +1162,7 @@ impl<'p> Batch<'p> {
                     id: record.id.0,
                     status: record.status.name().to_owned(),
                     state: state_json(&record.state)?,
+                    hold_until: record.open_hold_until(),
                 });
             }
         }
@@ -1226,30 +1228,6 @@ impl<'p> Batch<'p> {
             audits: std::mem::take(&mut self.audits),
         };
         tx.write_batch(self.lp.id, &rows).await?;
-        // Holds placed, captured or released: rare, so outside the batch's own statement.
-        let mut marks = Vec::new();
-        for new in &self.new_journals {
-            let record = match (&new.record, &new.record_key) {
-                (Some(record), _) => Some(record),
-                (None, Some(key)) => self.records.get(key),
-                (None, None) => None,
-            };
-            if let Some(record) = record.filter(|r| r.kind == RecordKind::Hold) {
-                marks.push((record.member.0, record.id.0, record.open_hold_until()));
-            }
-        }
-        for name in &self.loaded {
-            if let Some(record) = self
-                .records
-                .get(name)
-                .filter(|r| r.changed && r.kind == RecordKind::Hold)
-            {
-                marks.push((record.member.0, record.id.0, record.open_hold_until()));
-            }
-        }
-        if !marks.is_empty() {
-            tx.mark_holds(&marks).await?;
-        }
         let deltas: Vec<_> = std::mem::take(&mut self.counters.deltas)
             .into_iter()
             .filter(|(_, c)| c.times != 0 || c.points != 0)

@@ -87,6 +87,7 @@ pub(crate) fn journal_row(r: &PgRow) -> Result<JournalRow> {
         document: r.try_get(9)?,
         outcome: r.try_get(10)?,
         state: r.try_get(11)?,
+        hold_until: None,
     })
 }
 
@@ -247,20 +248,6 @@ impl LedgerTx for PgTx {
         .fetch_all(self.conn().await?)
         .await?;
         rows.iter().map(counter_row).collect()
-    }
-
-    async fn mark_holds(&mut self, marks: &[(i64, i64, Option<DateTime<Utc>>)]) -> Result<()> {
-        sqlx::query(
-            "UPDATE journals j SET hold_until = u.h \
-             FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[]) AS u(m, i, h) \
-             WHERE j.member_id = u.m AND j.id = u.i",
-        )
-        .bind(marks.iter().map(|m| m.0).collect::<Vec<_>>())
-        .bind(marks.iter().map(|m| m.1).collect::<Vec<_>>())
-        .bind(marks.iter().map(|m| m.2).collect::<Vec<_>>())
-        .execute(self.conn().await?)
-        .await?;
-        Ok(())
     }
 
     async fn add_counters(
@@ -525,11 +512,11 @@ impl LedgerTx for PgTx {
         let col = |f: fn(&JournalRow) -> i64| rows.iter().map(f).collect::<Vec<_>>();
         sqlx::query(
             "INSERT INTO journals (program_id, member_id, id, external_id, kind, type, status, original_id, \
-                                   occurred_at, recorded_at, document, outcome, state) \
-             SELECT $1, m, i, e, k, t, s, o, oc, rc, d, out, st \
+                                   occurred_at, recorded_at, document, outcome, state, hold_until) \
+             SELECT $1, m, i, e, k, t, s, o, oc, rc, d, out, st, h \
              FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], \
-                         $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[], $13::text[]) \
-                  AS u(m, i, e, k, t, s, o, oc, rc, d, out, st)",
+                         $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[], $13::text[], $14::timestamptz[]) \
+                  AS u(m, i, e, k, t, s, o, oc, rc, d, out, st, h)",
         )
         .bind(program_id)
         .bind(col(|r| r.member_id))
@@ -544,6 +531,7 @@ impl LedgerTx for PgTx {
         .bind(rows.iter().map(|r| r.document.as_deref()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.outcome.as_deref()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.state.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.hold_until).collect::<Vec<_>>())
         .execute(self.conn().await?)
         .await?;
         Ok(())
@@ -671,14 +659,15 @@ impl LedgerTx for PgTx {
             return Ok(());
         }
         sqlx::query(
-            "UPDATE journals j SET status = u.s, state = u.st \
-             FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS u(m, i, s, st) \
+            "UPDATE journals j SET status = u.s, state = u.st, hold_until = u.h \
+             FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[]) AS u(m, i, s, st, h) \
              WHERE j.member_id = u.m AND j.id = u.i",
         )
         .bind(rows.iter().map(|r| r.member_id).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.state.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.hold_until).collect::<Vec<_>>())
         .execute(self.conn().await?)
         .await?;
         Ok(())
@@ -943,6 +932,7 @@ impl LedgerTx for PgTx {
                 document: documents[i].clone(),
                 outcome: outcomes[i].clone(),
                 state: states[i].clone(),
+                hold_until: None,
             })
             .collect();
 
@@ -1000,9 +990,10 @@ impl LedgerTx for PgTx {
         sqlx::query(
             "WITH \
              j AS (INSERT INTO journals (program_id, member_id, id, external_id, kind, type, status, original_id, \
-                                         occurred_at, recorded_at, document, outcome, state) \
+                                         occurred_at, recorded_at, document, outcome, state, hold_until) \
                    SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], \
-                                            $8::bigint[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[], $13::text[])), \
+                                            $8::bigint[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[], $13::text[], \
+                                            $72::timestamptz[])), \
              e AS (INSERT INTO entries (program_id, member_id, journal_id, seq, currency, kind, pool, bucket_journal_id, \
                                         bucket_seq, amount, effective_at) \
                    SELECT $1, * FROM unnest($14::bigint[], $15::bigint[], $16::int[], $17::text[], $18::text[], $19::text[], \
@@ -1024,8 +1015,8 @@ impl LedgerTx for PgTx {
                                           last_activity_at, next_transition_at) \
                     SELECT $1, * FROM unnest($49::bigint[], $50::text[], $51::bigint[], $52::bigint[], $53::bigint[], \
                                              $54::bigint[], $55::timestamptz[], $56::timestamptz[])), \
-             ju AS (UPDATE journals j SET status = u.s, state = u.st \
-                    FROM unnest($57::bigint[], $58::bigint[], $59::text[], $60::text[]) AS u(m, i, s, st) \
+             ju AS (UPDATE journals j SET status = u.s, state = u.st, hold_until = u.h \
+                    FROM unnest($57::bigint[], $58::bigint[], $59::text[], $60::text[], $73::timestamptz[]) AS u(m, i, s, st, h) \
                     WHERE j.member_id = u.m AND j.id = u.i), \
              ts AS (INSERT INTO member_tiers (member_id, program_id, state, next_due_at) \
                     SELECT m, $1, st, d FROM unnest($61::bigint[], $62::text[], $63::timestamptz[]) AS u(m, st, d) \
@@ -1115,6 +1106,9 @@ impl LedgerTx for PgTx {
         .bind(a.iter().map(|e| e.subject.as_deref()).collect::<Vec<_>>())
         .bind(a.iter().map(|e| crate::access::json_text(&e.before)).collect::<Result<Vec<_>>>()?)
         .bind(a.iter().map(|e| crate::access::json_text(&e.after)).collect::<Result<Vec<_>>>()?)
+        // open holds: of new journals, of updated ones
+        .bind(j.iter().map(|r| r.hold_until).collect::<Vec<_>>())
+        .bind(u.iter().map(|r| r.hold_until).collect::<Vec<_>>())
         .execute(self.conn().await?)
         .await?;
         Ok(())

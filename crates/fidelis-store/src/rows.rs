@@ -119,6 +119,8 @@ pub struct JournalRow {
     pub document: Option<String>,
     pub outcome: Option<String>,
     pub state: Option<String>,
+    /// Until when an open hold may be captured (written, not read back: `None` when read).
+    pub hold_until: Option<DateTime<Utc>>,
 }
 
 /// A change of status and state of an existing journal (refunded, cancelled).
@@ -128,6 +130,8 @@ pub struct JournalUpdate {
     pub id: i64,
     pub status: String,
     pub state: Option<String>,
+    /// Until when an open hold may be captured: `None` once it ended.
+    pub hold_until: Option<DateTime<Utc>>,
 }
 
 /// Where an import stands after a batch, written in the batch's transaction.
@@ -208,12 +212,6 @@ pub trait LedgerTx: Send {
         program_id: i64,
         keys: &[CounterKey],
     ) -> impl Future<Output = Result<Vec<(CounterKey, Count)>>> + Send;
-    /// Notes until when each hold is open (`None`: captured or released), so the jobs find
-    /// the holds that expired and a member's held points are found without reading states.
-    fn mark_holds(
-        &mut self,
-        marks: &[(i64, i64, Option<DateTime<Utc>>)],
-    ) -> impl Future<Output = Result<()>> + Send;
     /// Adds `deltas` to the stored counters.
     fn add_counters(
         &mut self,

@@ -77,6 +77,7 @@ pub(crate) fn journal_row(r: &SqliteRow) -> Result<JournalRow> {
         document: r.try_get(9)?,
         outcome: r.try_get(10)?,
         state: r.try_get(11)?,
+        hold_until: None,
     })
 }
 
@@ -198,18 +199,6 @@ impl LedgerTx for SqliteTx<'_> {
                 ))
             })
             .collect()
-    }
-
-    async fn mark_holds(&mut self, marks: &[(i64, i64, Option<DateTime<Utc>>)]) -> Result<()> {
-        for (member, id, until) in marks {
-            sqlx::query("UPDATE journals SET hold_until = ?1 WHERE member_id = ?2 AND id = ?3")
-                .bind(until.map(micros))
-                .bind(member)
-                .bind(id)
-                .execute(&mut *self.tx)
-                .await?;
-        }
-        Ok(())
     }
 
     async fn add_counters(
@@ -484,9 +473,9 @@ impl LedgerTx for SqliteTx<'_> {
     }
 
     async fn insert_journals(&mut self, program_id: i64, rows: &[JournalRow]) -> Result<()> {
-        for chunk in rows.chunks(MAX_PARAMS / 13) {
+        for chunk in rows.chunks(MAX_PARAMS / 14) {
             let mut q = QueryBuilder::<Sqlite>::new(format!(
-                "INSERT INTO journals (program_id, {JOURNAL_COLUMNS}) "
+                "INSERT INTO journals (program_id, {JOURNAL_COLUMNS}, hold_until) "
             ));
             q.push_values(chunk, |mut b, r| {
                 b.push_bind(program_id)
@@ -501,7 +490,8 @@ impl LedgerTx for SqliteTx<'_> {
                     .push_bind(micros(r.recorded_at))
                     .push_bind(r.document.as_deref())
                     .push_bind(r.outcome.as_deref())
-                    .push_bind(r.state.as_deref());
+                    .push_bind(r.state.as_deref())
+                    .push_bind(r.hold_until.map(micros));
             });
             q.build().execute(&mut *self.tx).await?;
         }
@@ -589,12 +579,13 @@ impl LedgerTx for SqliteTx<'_> {
     async fn update_journals(&mut self, rows: &[JournalUpdate]) -> Result<()> {
         for r in rows {
             sqlx::query(
-                "UPDATE journals SET status = ?1, state = ?2 WHERE member_id = ?3 AND id = ?4",
+                "UPDATE journals SET status = ?1, state = ?2, hold_until = ?5 WHERE member_id = ?3 AND id = ?4",
             )
             .bind(r.status.as_str())
             .bind(r.state.as_deref())
             .bind(r.member_id)
             .bind(r.id)
+            .bind(r.hold_until.map(micros))
             .execute(&mut *self.tx)
             .await?;
         }

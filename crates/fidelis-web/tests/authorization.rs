@@ -238,6 +238,14 @@ fn cases() -> Vec<Case> {
             body: None,
             allowed: journal_readers,
         },
+        // A partner gets a quote without the member's balance.
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/members/m1/quote?currency=points&amount=10.00",
+            template: "/api/v1/programs/{program}/members/{member}/quote",
+            body: None,
+            allowed: spenders,
+        },
         Case {
             method: Method::POST,
             path: "/api/v1/programs/shop/holds/hc-{role}/capture",

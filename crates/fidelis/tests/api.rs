@@ -1135,4 +1135,39 @@ async fn pay_with_points_holds_captures_and_releases_once_per_order(s: Server) {
     let hold = s.get("/programs/shop/holds/B-1").await;
     assert_eq!(hold["status"], "released", "{hold}");
     assert_eq!(hold["points"], 50);
+    // A quote: without a payment rate the currency pays nothing; with one, points pay
+    // what the member can spend, down to the cent.
+    let (status, _, body) = s
+        .call(
+            reqwest::Method::GET,
+            "/programs/shop/members/m/quote?currency=points&amount=25.00",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "currency_not_payable");
+    let (status, _, body) = s
+        .call(
+            reqwest::Method::PUT,
+            "/programs/shop",
+            Some(json!({"name": "Shop", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+                "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "rolling", "days": 10},
+                                "payment": {"money_per_point": "0.01", "minimum_points": 10}}],
+                "earning": {"base": [{"currency": "points", "rate": "1"}], "days_before_enrolment": 3650}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let quote = s
+        .get("/programs/shop/members/m/quote?currency=points&amount=25.00")
+        .await;
+    assert_eq!(quote["points_to_cover"], 2500, "{quote}");
+    assert_eq!(quote["spendable"], 120);
+    assert_eq!(quote["points"], 120);
+    assert_eq!(quote["amount_covered"], "1.20");
+    assert_eq!(quote["amount_remaining"], "23.80");
+    let quote = s
+        .get("/programs/shop/members/m/quote?currency=points&amount=25.00&points=5")
+        .await;
+    assert_eq!(quote["points"], 0, "below the minimum of 10: {quote}");
+    assert_eq!(quote["below_minimum"], true);
 }

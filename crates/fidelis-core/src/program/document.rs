@@ -115,6 +115,28 @@ pub struct CurrencyDocument {
     /// included). Absent: no reinstatement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reinstate_within_days: Option<u32>,
+    /// Pay with points: what a point is worth at checkout,
+    /// `{money_per_point: "0.01", minimum_points: 500, rounding: up}`. Absent: points of
+    /// this currency are not offered as payment (holds work all the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<PaymentDocument>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// Pay with points: the conversion of points into money at checkout.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PaymentDocument {
+    /// What one point pays, in the program's money currency (`"0.01"`).
+    #[serde(default)]
+    pub money_per_point: Option<String>,
+    /// The fewest points a payment may use (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_points: Option<i64>,
+    /// How an amount becomes points: `up` (the default: enough points to pay it all),
+    /// `down`, `half_up`, `half_even`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rounding: Option<String>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }

@@ -169,6 +169,8 @@ pub struct Currency {
     pub transfer_limit: Option<i64>,
     /// How far back agents may reinstate expired points, in days; `None`: never.
     pub reinstate_within_days: Option<u32>,
+    /// Pay with points: what a point pays at checkout; `None`: not offered as payment.
+    pub payment: Option<crate::holds::Payment>,
 }
 
 impl Currency {

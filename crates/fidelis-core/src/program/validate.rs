@@ -407,6 +407,10 @@ fn currency(check: &mut Check, at: &str, doc: &CurrencyDocument) -> Option<Curre
             format!("must be 1 to {MAX_EXPIRY_DAYS}"),
         );
     }
+    let payment = match &doc.payment {
+        None => Some(None),
+        Some(p) => payment(check, &format!("{at}.payment"), p, kind),
+    };
     Some(Currency {
         code: code?,
         name: name?,
@@ -418,7 +422,64 @@ fn currency(check: &mut Check, at: &str, doc: &CurrencyDocument) -> Option<Curre
         value_per_point: value_per_point?,
         transfer_limit: transfer_limit?,
         reinstate_within_days,
+        payment: payment?,
     })
+}
+
+/// A currency's pay-with-points conversion; only for redeemable currencies.
+fn payment(
+    check: &mut Check,
+    at: &str,
+    doc: &super::document::PaymentDocument,
+    kind: Option<CurrencyKind>,
+) -> Option<Option<crate::holds::Payment>> {
+    check.unknown(at, &doc.unknown);
+    if kind == Some(CurrencyKind::Qualifying) {
+        check.add(at.to_owned(), "qualifying points cannot pay for anything");
+        return None;
+    }
+    let money_per_point = match doc.money_per_point.as_deref() {
+        None => {
+            check.add(format!("{at}.money_per_point"), "is required");
+            None
+        }
+        Some(raw) => match raw.parse::<Decimal>() {
+            Ok(v) if v > Decimal::ZERO && v <= Decimal::from(1_000_000) && v.scale() <= 6 => {
+                Some(v)
+            }
+            _ => {
+                check.add(
+                    format!("{at}.money_per_point"),
+                    format!(
+                        "{raw:?} is not a positive decimal of at most 6 decimals such as \"0.01\""
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let minimum_points = doc.minimum_points.unwrap_or(0);
+    if !(0..=crate::journal::MAX_POINTS).contains(&minimum_points) {
+        check.add(
+            format!("{at}.minimum_points"),
+            format!("must be 0 to {}", crate::journal::MAX_POINTS),
+        );
+    }
+    let rounding = match doc.rounding.as_deref() {
+        None => Some(crate::money::Rounding::Up),
+        Some(raw) => crate::money::Rounding::parse(raw).or_else(|| {
+            check.add(
+                format!("{at}.rounding"),
+                format!("{raw:?} is not one of {}", crate::money::Rounding::NAMES),
+            );
+            None
+        }),
+    };
+    Some(Some(crate::holds::Payment {
+        money_per_point: money_per_point?,
+        minimum_points,
+        rounding: rounding?,
+    }))
 }
 
 fn expiry(check: &mut Check, at: &str, doc: &ExpiryDocument) -> Option<ExpiryPolicy> {
@@ -1580,6 +1641,81 @@ mod tests {
             assert!(
                 Program::compile(&with(month, day), None).is_ok(),
                 "{month}/{day}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_payment_rate_is_positive_and_only_for_redeemable_points() {
+        let with = |kind: &str, payment: &str| {
+            parse(&format!(
+                r#"{{"code": "shop", "name": "Shop", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+                    "currencies": [{{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {{"policy": "never"}}}},
+                                   {{"code": "extra", "name": "Extra", "kind": "{kind}", "expiry": {{"policy": "never"}},
+                                    "payment": {payment}}}],
+                    "earning": {{"base": [{{"currency": "points", "rate": "1"}}]}}}}"#
+            ))
+        };
+        let ok = Program::compile(
+            &with(
+                "redeemable",
+                r#"{"money_per_point": "0.01", "minimum_points": 500}"#,
+            ),
+            None,
+        )
+        .expect("compiles");
+        let payment = ok.currencies[1].payment.expect("a payment");
+        assert_eq!(payment.money_per_point, Decimal::new(1, 2));
+        assert_eq!(payment.minimum_points, 500);
+        assert_eq!(
+            payment.rounding,
+            crate::money::Rounding::Up,
+            "up by default"
+        );
+        for (kind, payment, path, says) in [
+            (
+                "qualifying",
+                r#"{"money_per_point": "0.01"}"#,
+                "currencies[1].payment",
+                "qualifying",
+            ),
+            (
+                "redeemable",
+                r#"{"money_per_point": "0"}"#,
+                "currencies[1].payment.money_per_point",
+                "positive",
+            ),
+            (
+                "redeemable",
+                r#"{"money_per_point": "0.0000001"}"#,
+                "currencies[1].payment.money_per_point",
+                "6 decimals",
+            ),
+            (
+                "redeemable",
+                r#"{}"#,
+                "currencies[1].payment.money_per_point",
+                "required",
+            ),
+            (
+                "redeemable",
+                r#"{"money_per_point": "0.01", "minimum_points": -1}"#,
+                "currencies[1].payment.minimum_points",
+                "0 to",
+            ),
+            (
+                "redeemable",
+                r#"{"money_per_point": "0.01", "rounding": "sideways"}"#,
+                "currencies[1].payment.rounding",
+                "not one of",
+            ),
+        ] {
+            let problems = Program::compile(&with(kind, payment), None).unwrap_err();
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.path == path && p.message.contains(says)),
+                "{payment}: {problems:?}"
             );
         }
     }

@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration, Utc};
 use fidelis_core::journal::{
     CAPTURE_PREFIX, HOLD_PREFIX, JournalDocument, JournalError, RELEASE_PREFIX,
 };
-use fidelis_store::{HoldView, StoreError};
+use fidelis_store::HoldView;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -29,6 +29,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_hold))
         .routes(routes!(capture_hold))
         .routes(routes!(release_hold))
+        .routes(routes!(quote))
 }
 
 /// How long a hold lasts when the request does not say: fifteen minutes, a checkout.
@@ -160,35 +161,8 @@ async fn place_hold(
         ));
     }
     let program = cached_program(&state, &code).await?;
-    // A retry finds the hold it placed (its end was computed from the first call's now).
-    let same = |h: &HoldView| {
-        h.member == request.member && h.currency == request.currency && h.points == request.points
-    };
-    let replay = |h: HoldView| {
-        if same(&h) {
-            Ok(super::created_or_replayed(HoldBody::new(h, true), true))
-        } else {
-            Err(ApiError::from(JournalError::IdempotencyConflict(format!(
-                "{HOLD_PREFIX}{}",
-                request.order_id
-            ))))
-        }
-    };
-    if let Some(h) = state
-        .store
-        .hold(&program, &request.order_id, Utc::now())
-        .await?
-    {
-        if caller.role != Role::Partner || h.partner == caller.partner {
-            return replay(h);
-        }
-        return Err(JournalError::IdempotencyConflict(format!(
-            "{HOLD_PREFIX}{}",
-            request.order_id
-        ))
-        .into());
-    }
     let now = Utc::now();
+    let expires_at = now + Duration::seconds(i64::from(ttl));
     let document = JournalDocument {
         external_id: Some(format!("{HOLD_PREFIX}{}", request.order_id)),
         member: Some(request.member.clone()),
@@ -196,34 +170,43 @@ async fn place_hold(
         occurred_at: Some(now.to_rfc3339()),
         currency: Some(request.currency.clone()),
         points: Some(request.points),
-        partner,
-        expires_at: Some((now + Duration::seconds(i64::from(ttl))).to_rfc3339()),
+        partner: partner.clone(),
+        expires_at: Some(expires_at.to_rfc3339()),
         ..JournalDocument::default()
     };
     match super::journals::post_one(&state, &caller, &program, document).await {
-        Ok(_) => {}
-        // Two first calls raced: the other placed it.
+        Ok(_) => Ok(super::created_or_replayed(
+            HoldBody {
+                order_id: request.order_id,
+                member: request.member,
+                currency: request.currency,
+                points: request.points,
+                status: "held".into(),
+                placed_at: now,
+                expires_at,
+                partner,
+                replayed: false,
+            },
+            false,
+        )),
+        // The order was held before (its end computed from that call's clock): a retry
+        // answers that hold; other points or another member are a conflict.
         Err(e) if e.code == "idempotency_conflict" => {
-            if let Some(h) = state
+            let hold = state
                 .store
                 .hold(&program, &request.order_id, Utc::now())
                 .await?
-            {
-                return replay(h);
-            }
-            return Err(e);
+                .filter(|h| {
+                    h.member == request.member
+                        && h.currency == request.currency
+                        && h.points == request.points
+                        && (caller.role != Role::Partner || h.partner == caller.partner)
+                })
+                .ok_or(e)?;
+            Ok(super::created_or_replayed(HoldBody::new(hold, true), true))
         }
-        Err(e) => return Err(e),
+        Err(e) => Err(e),
     }
-    let hold = state
-        .store
-        .hold(&program, &request.order_id, Utc::now())
-        .await?
-        .ok_or_else(|| ApiError::from(StoreError::Inconsistent("a hold vanished".into())))?;
-    Ok(super::created_or_replayed(
-        HoldBody::new(hold, false),
-        false,
-    ))
 }
 
 /// An order's hold and where it stands.
@@ -265,16 +248,16 @@ async fn end_hold(
         ..JournalDocument::default()
     };
     let response = super::journals::post_one(state, caller, &program, document).await?;
+    // Done now or before (a replay): either way the hold ended as asked.
     let replayed = response.status() == axum::http::StatusCode::OK;
-    let hold = state
-        .store
-        .hold(&program, order, Utc::now())
-        .await?
-        .ok_or_else(|| ApiError::from(StoreError::Inconsistent("a hold vanished".into())))?;
-    Ok(super::created_or_replayed(
-        HoldBody::new(hold, replayed),
-        replayed,
-    ))
+    let mut body = HoldBody::new(hold, replayed);
+    body.status = if how == "capture" {
+        "captured"
+    } else {
+        "released"
+    }
+    .into();
+    Ok(super::created_or_replayed(body, replayed))
 }
 
 /// Spends the held points: the hold becomes a redemption from the buckets it reserved
@@ -310,4 +293,119 @@ async fn release_hold(
     Path((code, order)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     end_hold(&state, &caller, &code, &order, "release").await
+}
+
+/// What a member's points pay of an order.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct QuoteBody {
+    pub currency: String,
+    /// The order's amount, in the program's money currency.
+    pub amount: String,
+    pub money_currency: String,
+    /// What one point pays.
+    pub money_per_point: String,
+    pub minimum_points: i64,
+    /// Points that would pay the whole order.
+    pub points_to_cover: i64,
+    /// Points the member can spend now (absent for partners, who may not read members).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spendable: Option<i64>,
+    /// Points the payment would use: those asked for (or all needed), no more than
+    /// spendable; 0 below the minimum.
+    pub points: i64,
+    /// What those points pay (rounded down; never more than the order).
+    pub amount_covered: String,
+    /// What is left to pay otherwise.
+    pub amount_remaining: String,
+    pub below_minimum: bool,
+}
+
+/// How many points pay how much of an order: for a checkout, before it places a hold
+/// for the points the member chooses. Writes nothing. The currency's `payment` in the
+/// program definition sets the rate, the minimum and the rounding
+/// (`currency_not_payable` when it has none).
+#[utoipa::path(get, path = "/programs/{program}/members/{member}/quote", tag = "holds",
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"),
+           ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"),
+           ("currency" = String, Query, description = "The loyalty currency to pay with", example = "points", min_length = 1, max_length = 32, pattern = "^[a-z0-9_-]+$"),
+           ("amount" = String, Query, description = "The order's amount in the program's money currency", example = "25.00", min_length = 1, max_length = 32, pattern = "^[0-9]+(\\.[0-9]+)?$"),
+           ("points" = Option<i64>, Query, description = "Points the member wants to use (default: as many as the order needs)", minimum = 1, maximum = 1_000_000_000_000_i64)),
+    responses((status = 200, body = QuoteBody, description = "The quote"), Problems))]
+async fn quote(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path((code, member)): Path<(String, String)>,
+    axum::extract::Query(query): axum::extract::Query<crate::dto::Query>,
+) -> ApiResult<axum::Json<QuoteBody>> {
+    caller.require(Permission::Redeem, Some(&code))?;
+    if caller.role == Role::Member {
+        caller.require_member(&member)?;
+    }
+    let program = cached_program(&state, &code).await?;
+    let p = &program.program;
+    let required = |name: &str| {
+        query.get(name).cloned().ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("query parameter {name} is required"),
+            )
+        })
+    };
+    let currency_code = required("currency")?;
+    let currency = p
+        .currency_ix(&currency_code)
+        .map(|ix| p.currency(ix))
+        .ok_or_else(|| {
+            ApiError::from(JournalError::UnknownCurrency(
+                currency_code.chars().take(32).collect(),
+            ))
+        })?;
+    let payment = currency.payment.ok_or_else(|| {
+        ApiError::unprocessable(
+            "currency_not_payable",
+            format!(
+                "{} has no payment in the program definition: its points are not offered as payment",
+                currency.code
+            ),
+        )
+    })?;
+    let amount = p
+        .money_currency
+        .parse_amount(&required("amount")?)
+        .map_err(|e| ApiError::unprocessable("invalid_amount", format!("amount: {e}")))?;
+    let wanted: Option<i64> = super::query_param(&query, "points")?;
+    if wanted.is_some_and(|w| !(1..=fidelis_core::journal::MAX_POINTS).contains(&w)) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "points is 1 to 1000000000000",
+        ));
+    }
+    // Partners may not read members: they get the quote without the member's balance.
+    let spendable = if caller.role == Role::Partner {
+        None
+    } else {
+        let m = state.store.require_member(&program, &member).await?;
+        let balances = state.store.balances(&program, &m, Utc::now()).await?;
+        Some(
+            balances
+                .iter()
+                .find(|b| b.currency == currency.code.as_str())
+                .map_or(0, |b| b.available.max(0)),
+        )
+    };
+    let q = fidelis_core::holds::quote(&payment, p.money_currency, amount, spendable, wanted);
+    let money = p.money_currency;
+    Ok(axum::Json(QuoteBody {
+        currency: currency.code.to_string(),
+        amount: money.format(amount),
+        money_currency: money.code().to_owned(),
+        money_per_point: payment.money_per_point.normalize().to_string(),
+        minimum_points: payment.minimum_points,
+        points_to_cover: q.points_to_cover,
+        spendable,
+        points: q.points,
+        amount_covered: money.format(q.amount_covered),
+        amount_remaining: money.format(q.amount_remaining),
+        below_minimum: q.below_minimum,
+    }))
 }
