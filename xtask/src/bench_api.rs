@@ -259,9 +259,8 @@ end
         all_cpu * 1e3 / (purchases.per_second * f64::from(o.seconds))
     );
 
-    // Pay with points: holds of one point alternating with captures of holds 32 or more
-    // behind in the same wrk thread (long answered: a connection sends again only once
-    // answered), for members given 1,000 points first.
+    // Pay with points: holds of one point alternating with captures of holds whose answer
+    // the same wrk thread has read, for members given 1,000 points first.
     let grants: String = (0..o.members)
         .map(|m| format!("{{\"external_id\":\"grant-{m}\",\"member\":\"M{m:07}\",\"type\":\"purchase\",\"occurred_at\":\"{occurred_at}\",\"amount\":\"1000.00\",\"currency\":\"EUR\"}}\n"))
         .collect();
@@ -289,7 +288,7 @@ end
     std::fs::write(
         &script,
         format!(
-            r#"-- Holds for random members, alternating with captures of holds 32 or more behind.
+            r#"-- Holds for random members, alternating with captures of holds already answered.
 local threads = {{}}
 function setup(thread)
   table.insert(threads, thread)
@@ -298,16 +297,19 @@ end
 function init(args)
   counter = 0
   holds = 0
-  captured = 0
+  held = {{}}
+  first, last = 1, 0
   prefix = "h" .. id .. "-" .. os.time()
   math.randomseed(os.time() + id)
 end
 local headers = {{["Content-Type"] = "application/json", ["Authorization"] = "Bearer {token}"}}
 function request()
   counter = counter + 1
-  if counter % 2 == 0 and holds - captured > 32 then
-    captured = captured + 1
-    return wrk.format("POST", string.format("/api/v1/programs/bench/holds/%s-%d/capture", prefix, captured), headers, "")
+  if counter % 2 == 0 and first <= last then
+    local order = held[first]
+    held[first] = nil
+    first = first + 1
+    return wrk.format("POST", "/api/v1/programs/bench/holds/" .. order .. "/capture", headers, "")
   end
   holds = holds + 1
   local body = string.format('{{"order_id":"%s-%d","member":"M%07d","currency":"points","points":1,"ttl_seconds":3600}}',
@@ -315,7 +317,13 @@ function request()
   return wrk.format("POST", "/api/v1/programs/bench/holds", headers, body)
 end
 function response(status, headers, body)
-  if status >= 400 and (shown or 0) < 3 then
+  if status == 201 then
+    local order = string.match(body, '"status":"held"') and string.match(body, '"order_id":"([^"]+)"')
+    if order then
+      last = last + 1
+      held[last] = order
+    end
+  elseif status >= 400 and (shown or 0) < 3 then
     shown = (shown or 0) + 1
     io.write(string.format("FAILED %d %s\n", status, body))
   end
