@@ -45,6 +45,7 @@ BUSINESS_RULES = {
     "member_is_group": "a group's points are spent through the group",
     "member_in_arrears": "a negative balance blocks what it blocks",
     "member_has_ledger": "opening balances are for members without journals",
+    "member_has_holds": "a member with points held for orders is not merged until they end",
     "already_grouped": "a member belongs to one group",
     "not_allowed_by_group": "the group's redeem rule names who may spend",
     "same_member": "a member cannot merge into or transfer to itself",

@@ -213,6 +213,16 @@ impl Store {
                     return Err(StoreError::UnknownMember(survivor.to_owned()));
                 };
                 refuse_groups(&mut tx, &[a, b]).await?;
+                // Held points are out of the buckets a merge moves: the hold would stay on
+                // the closed record, never to be captured or released.
+                if tx.count_open_holds(&[a]).await? > 0 {
+                    return Err(StoreError::Refused(
+                        "member_has_holds",
+                        format!(
+                            "{source:?} has points held for orders: capture or release them first (the jobs release holds past their end)"
+                        ),
+                    ));
+                }
                 let (Some(mut from), Some(mut to)) =
                     (batch.ledgers.remove(&a), batch.ledgers.remove(&b))
                 else {

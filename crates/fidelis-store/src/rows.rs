@@ -236,6 +236,8 @@ pub trait LedgerTx: Send {
         program_id: i64,
         rows: &[TierSave],
     ) -> impl Future<Output = Result<()>> + Send;
+    /// How many open holds (pay with points) these members have.
+    fn count_open_holds(&mut self, member_ids: &[i64]) -> impl Future<Output = Result<i64>> + Send;
     /// The groups with these ids.
     fn load_groups(
         &mut self,

@@ -312,6 +312,16 @@ impl LedgerTx for SqliteTx<'_> {
         Ok(())
     }
 
+    async fn count_open_holds(&mut self, member_ids: &[i64]) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM journals WHERE member_id IN (SELECT value FROM json_each(?1)) \
+             AND hold_until IS NOT NULL",
+        )
+        .bind(json_list(member_ids)?)
+        .fetch_one(&mut *self.tx)
+        .await?)
+    }
+
     async fn load_groups(&mut self, group_ids: &[i64]) -> Result<Vec<GroupRow>> {
         let rows = sqlx::query(
             "SELECT g.group_id, m.external_id, m.status, g.share_percent FROM member_groups g \

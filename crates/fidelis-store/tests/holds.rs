@@ -118,7 +118,7 @@ async fn by_kind(store: &Store, program: &LoadedProgram, member: &str, kind: &st
 }
 
 async fn a_hold_is_captured_released_or_expired_once(store: Store) {
-    let program = setup(&store, &["m"]).await;
+    let program = setup(&store, &["m", "n"]).await;
     let t = utc("2026-05-01T10:00:00Z");
     post(&store, &program, json!({"external_id": "p", "member": "m", "type": "purchase", "occurred_at": t.to_rfc3339(), "amount": "100", "currency": "EUR"}), t).await.unwrap();
     // Held: out of the available balance, readable as a hold.
@@ -208,6 +208,26 @@ async fn a_hold_is_captured_released_or_expired_once(store: Store) {
         100
     );
     assert!(store.hold(&program, "none", late).await.unwrap().is_none());
+    // A member holding points is not merged (the hold would stay on the closed record);
+    // once the hold ends, it is.
+    let refused = store
+        .merge_members(&program, "m", "n", late, &fidelis_store::Actor::cli())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            fidelis_store::StoreError::Refused("member_has_holds", _)
+        ),
+        "{refused:?}"
+    );
+    post(&store, &program, end("m", "release", "C", late), late)
+        .await
+        .unwrap();
+    store
+        .merge_members(&program, "m", "n", late, &fidelis_store::Actor::cli())
+        .await
+        .expect("merged once nothing is held");
 }
 
 async fn holds_and_redemptions_racing_never_take_more_than_the_balance(store: Store) {
