@@ -128,6 +128,14 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The end of both wrk scripts: one line with requests, duration, p50, p99 and failures,
+/// which [`figures`] reads.
+const WRK_DONE: &str = r#"function done(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %d %d %d\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"#;
+
 fn api(server: &PgServer, bin: &Path, dir: &Path, o: &Options) -> Result<(Figures, Figures)> {
     let url = server.create_database("api").map_err(anyhow::Error::msg)?;
     let quiet = |args: &[&str]| -> Result<()> {
@@ -210,11 +218,7 @@ function request()
   return wrk.format("POST", "/api/v1/programs/bench/journals",
     {{["Content-Type"] = "application/json", ["Authorization"] = "Bearer {token}"}}, body)
 end
-function done(summary, latency, requests)
-  io.write(string.format("RESULT %d %d %d %d %d\n", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99), summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
-end
-"#,
+{WRK_DONE}"#,
             members = o.members
         ),
     )?;
@@ -328,11 +332,7 @@ function response(status, headers, body)
     io.write(string.format("FAILED %d %s\n", status, body))
   end
 end
-function done(summary, latency, requests)
-  io.write(string.format("RESULT %d %d %d %d %d\n", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99), summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
-end
-"#,
+{WRK_DONE}"#,
             holders = o.members
         ),
     )?;

@@ -583,21 +583,10 @@ impl MemberLedger {
 
     /// Gives back what a debit entry took: to the bucket it came from (with that bucket's
     /// original expiry) or the pool, or, for arrears it created, by reducing the arrears.
-    /// Points of arrears already paid back come back as a fresh credit. Returns the points
-    /// restored.
+    /// Points of arrears already paid back come back as a fresh credit. The entries are of
+    /// `kind`: `cancel`, or `hold` for a released hold (so a member's held points are always
+    /// minus the sum of their `hold` entries). Returns the points restored.
     pub fn restore(
-        &mut self,
-        program: &Program,
-        w: &mut JournalWriter,
-        debit: &Entry,
-        now: DateTime<Utc>,
-    ) -> Result<i64, String> {
-        self.restore_as(program, w, debit, now, EntryKind::Cancel)
-    }
-
-    /// [`Self::restore`], writing entries of `kind` (a hold's release writes `hold`
-    /// entries, so a member's held points are always minus the sum of them).
-    pub fn restore_as(
         &mut self,
         program: &Program,
         w: &mut JournalWriter,
@@ -652,9 +641,8 @@ impl MemberLedger {
     /// Turns held points into a redemption: for each entry of the hold, its points come
     /// back to the hold (`hold`, positive) and are spent (`redeem`) from the same bucket at
     /// the instant they were held, so buckets, balances and validity stay as they are and
-    /// a later cancellation gives the points back where they came from. Returns the points.
-    pub fn capture(&mut self, w: &mut JournalWriter, held: &[Entry]) -> i64 {
-        let mut points = 0;
+    /// a later cancellation gives the points back where they came from.
+    pub fn capture(&mut self, w: &mut JournalWriter, held: &[Entry]) {
         for e in held
             .iter()
             .filter(|e| e.kind == EntryKind::Hold && e.amount < 0)
@@ -675,9 +663,7 @@ impl MemberLedger {
                 e.amount,
                 e.effective_at,
             );
-            points -= e.amount;
         }
-        points
     }
 
     /// Records an accrual or redemption at `t`: it extends inactivity deadlines.

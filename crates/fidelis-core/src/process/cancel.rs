@@ -141,13 +141,29 @@ pub(super) fn cancel(
                     })?;
                 c.reversed -= points;
             }
-            restore_debits(program, ledger, w, &target.entries, now, outcome)?;
+            restore_debits(
+                program,
+                ledger,
+                w,
+                &target.entries,
+                now,
+                outcome,
+                EntryKind::Cancel,
+            )?;
             *state = next;
             refunded.changed = true;
         }
         RecordKind::Redemption | RecordKind::Adjustment => {
             check_loaded(ledger, &target.entries)?;
-            restore_debits(program, ledger, w, &target.entries, now, outcome)?;
+            restore_debits(
+                program,
+                ledger,
+                w,
+                &target.entries,
+                now,
+                outcome,
+                EntryKind::Cancel,
+            )?;
         }
     }
     target.status = RecordStatus::Cancelled;
@@ -175,13 +191,17 @@ pub(super) fn check_loaded(ledger: &MemberLedger, entries: &[Entry]) -> Result<(
     Ok(())
 }
 
-fn restore_debits(
+/// Gives back what the debit entries among `entries` took — a cancelled journal's
+/// redemptions, refunds and negative adjustments, or a released hold's held points —
+/// writing entries of `kind` (`cancel`, or `hold` for a release).
+pub(super) fn restore_debits(
     program: &Program,
     ledger: &mut MemberLedger,
     w: &mut JournalWriter,
     entries: &[Entry],
     now: DateTime<Utc>,
     outcome: &mut Outcome,
+    kind: EntryKind,
 ) -> Result<(), ProcessError> {
     // Arrears first: points given back to a bucket while arrears are still open would
     // pay those arrears (as new points do), and the arrears this journal created would
@@ -192,14 +212,14 @@ fn restore_debits(
             e.amount < 0
                 && matches!(
                     e.kind,
-                    EntryKind::Redeem | EntryKind::Refund | EntryKind::Adjust
+                    EntryKind::Redeem | EntryKind::Refund | EntryKind::Adjust | EntryKind::Hold
                 )
         })
         .collect();
     debits.sort_by_key(|e| e.bucket.is_some());
     for entry in debits {
         let points = ledger
-            .restore(program, w, entry, now)
+            .restore(program, w, entry, now, kind)
             .map_err(ProcessError::Internal)?;
         Outcome::add(
             &mut outcome.restored,

@@ -12,13 +12,19 @@
 
 use chrono::{DateTime, Utc};
 
-use super::cancel::check_loaded;
+use super::cancel::{check_loaded, restore_debits};
 use super::{HoldEnd, JournalState, ProcessError, RecordKind, RecordStatus, Related};
 use crate::ids::{ExternalId, JournalId};
 use crate::journal::{HOLD_PREFIX, JournalError};
-use crate::ledger::{Entry, EntryKind, JournalWriter, MemberLedger};
+use crate::ledger::{EntryKind, JournalWriter, MemberLedger};
 use crate::outcome::Outcome;
 use crate::program::Program;
+
+/// The order a hold's external id names (`hold:A-1` is order `A-1`).
+fn order(original: &ExternalId) -> String {
+    let id = original.as_str();
+    id.strip_prefix(HOLD_PREFIX).unwrap_or(id).to_owned()
+}
 
 /// The open hold `original` names, checked for this member.
 fn open_hold<'a>(
@@ -26,11 +32,7 @@ fn open_hold<'a>(
     original: &ExternalId,
     related: &'a mut Related,
 ) -> Result<&'a mut super::JournalRecord, ProcessError> {
-    let order = original
-        .as_str()
-        .strip_prefix(HOLD_PREFIX)
-        .unwrap_or(original.as_str())
-        .to_owned();
+    let order = order(original);
     let target = related
         .target
         .as_mut()
@@ -66,7 +68,6 @@ fn end(target: &mut super::JournalRecord, how: HoldEnd) {
 
 /// Captures the open hold `original` at `now`, before it expires.
 pub(super) fn capture(
-    _program: &Program,
     ledger: &mut MemberLedger,
     w: &mut JournalWriter,
     original: &ExternalId,
@@ -78,11 +79,7 @@ pub(super) fn capture(
         && now >= until
     {
         return Err(JournalError::HoldExpired {
-            order: original
-                .as_str()
-                .strip_prefix(HOLD_PREFIX)
-                .unwrap_or_default()
-                .to_owned(),
+            order: order(original),
             expired_at: until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         }
         .into());
@@ -105,23 +102,15 @@ pub(super) fn release(
 ) -> Result<JournalId, ProcessError> {
     let target = open_hold(ledger, original, related)?;
     check_loaded(ledger, &target.entries)?;
-    // Arrears first, as a cancelled redemption does (see `cancel::restore_debits`).
-    let mut held: Vec<&Entry> = target
-        .entries
-        .iter()
-        .filter(|e| e.kind == EntryKind::Hold && e.amount < 0)
-        .collect();
-    held.sort_by_key(|e| e.bucket.is_some());
-    for entry in held {
-        let points = ledger
-            .restore_as(program, w, entry, now, EntryKind::Hold)
-            .map_err(ProcessError::Internal)?;
-        Outcome::add(
-            &mut outcome.restored,
-            &program.currency(entry.currency).code,
-            points,
-        );
-    }
+    restore_debits(
+        program,
+        ledger,
+        w,
+        &target.entries,
+        now,
+        outcome,
+        EntryKind::Hold,
+    )?;
     let id = target.id;
     end(target, HoldEnd::Released);
     Ok(id)

@@ -567,7 +567,7 @@ fn apply(
             })
         }
         JournalBody::Capture { original } => {
-            let target = holds::capture(program, ledger, w, original, related, now)?;
+            let target = holds::capture(ledger, w, original, related, now)?;
             ledger.note_activity(program, at);
             Ok(Applied {
                 // A redemption from here on: cancelling it gives the points back.

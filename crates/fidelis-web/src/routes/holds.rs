@@ -236,10 +236,10 @@ async fn end_hold(
     caller.require(Permission::Redeem, Some(code))?;
     let program = cached_program(state, code).await?;
     let hold = visible_hold(state, caller, &program, order).await?;
-    let prefix = if how == "capture" {
-        CAPTURE_PREFIX
+    let (prefix, ended) = if how == "capture" {
+        (CAPTURE_PREFIX, "captured")
     } else {
-        RELEASE_PREFIX
+        (RELEASE_PREFIX, "released")
     };
     let document = JournalDocument {
         external_id: Some(format!("{prefix}{order}")),
@@ -251,12 +251,7 @@ async fn end_hold(
     // Done now or before (a replay): either way the hold ended as asked.
     let replayed = response.status() == axum::http::StatusCode::OK;
     let mut body = HoldBody::new(hold, replayed);
-    body.status = if how == "capture" {
-        "captured"
-    } else {
-        "released"
-    }
-    .into();
+    body.status = ended.into();
     Ok(super::created_or_replayed(body, replayed))
 }
 
