@@ -62,10 +62,18 @@ BUSINESS_RULES = {
     "hold_captured": "a hold ends once: captured, it cannot be released",
     "hold_released": "a hold ends once: released, it cannot be captured",
     "currency_not_payable": "the program says which currencies pay at checkout",
+    "unknown_voucher_definition": "the program's definition names its vouchers",
+    "voucher_redeemed": "a voucher's uses and value are spent by earlier requests",
+    "voucher_cancelled": "status is set by an earlier request",
+    "voucher_reserved": "a reservation by an earlier request holds the voucher",
+    "voucher_not_reserved": "redeeming or reinstating a reservation needs the key it was made with",
+    "voucher_value_exceeded": "a fixed voucher's remaining value is what earlier redemptions left",
     "invalid_amount": "how many decimals an amount may have, and how large it may be, depends on the program's money currency",
     # The clock.
     "future_dated": "occurred_at must not be after now",
     "hold_expired": "a hold can be captured until its end",
+    "voucher_expired": "a voucher is valid until its definition's end",
+    "voucher_not_yet_valid": "a voucher is valid from its definition's start",
     "as_of_in_future": "as_of must not be after now",
     # Policy beyond length.
     "weak_password": "a password needs 5 different characters, not only spaces",

@@ -253,6 +253,12 @@ fn with_promotions(n: usize) -> Program {
             .expect("a promotion document"),
         );
     }
+    doc.vouchers.push(
+        serde_json::from_value(serde_json::json!({
+            "code": "ten-off", "name": "Ten off", "value": {"fixed": "10.00"}
+        }))
+        .expect("a voucher document"),
+    );
     Program::compile(&doc, Some("bench")).expect("a valid program")
 }
 

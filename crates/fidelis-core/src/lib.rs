@@ -31,3 +31,4 @@ pub mod program;
 pub mod promotions;
 pub mod templates;
 pub mod tiers;
+pub mod vouchers;

@@ -127,4 +127,7 @@ pub struct RewardOf {
     pub kind: Cow<'static, str>,
     /// The voucher definition or the badge.
     pub code: Code,
+    /// The code of the voucher issued (filled in by the store, which draws it at random).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voucher: Option<String>,
 }

@@ -603,6 +603,8 @@ pub(crate) struct Batch<'p> {
     group_of: FxHashMap<i64, (i64, u32)>,
     /// Journal ids reserved for moving shares to groups.
     spare_ids: Vec<i64>,
+    /// Vouchers the batch's promotions issued.
+    new_vouchers: Vec<crate::vouchers::NewVoucher>,
 }
 
 impl<'p> Batch<'p> {
@@ -629,6 +631,7 @@ impl<'p> Batch<'p> {
             audits: Vec::new(),
             group_of: FxHashMap::default(),
             spare_ids: Vec::new(),
+            new_vouchers: Vec::new(),
         }
     }
 
@@ -1037,6 +1040,13 @@ impl<'p> Batch<'p> {
                             Some(journal.external_id.as_str()),
                         );
                     }
+                    if !self.explain {
+                        self.issue_vouchers(
+                            member_id,
+                            processed.record.id.0,
+                            &mut processed.outcome,
+                        )?;
+                    }
                     let outcome = stored_outcome(&mut processed.outcome)?;
                     if let Some(settlement) = processed.settlement {
                         self.new_journals.push(NewJournal {
@@ -1083,6 +1093,39 @@ impl<'p> Batch<'p> {
                 }
             }
         }
+    }
+
+    /// Draws a voucher for each voucher a promotion awarded the journal: its code goes in
+    /// the outcome (a retry answers the same codes), the voucher is written with the
+    /// batch. The journal's id and the reward's place make issuing it once only.
+    fn issue_vouchers(
+        &mut self,
+        member_id: i64,
+        journal_id: i64,
+        outcome: &mut Outcome,
+    ) -> Result<()> {
+        let program = &self.lp.program;
+        let mut n = 0;
+        for promotion in &mut outcome.promotions {
+            for reward in promotion.rewards.iter_mut().filter(|r| r.kind == "voucher") {
+                let Some(definition) = program.voucher(reward.code.as_str()) else {
+                    continue;
+                };
+                let new = crate::vouchers::NewVoucher::new(
+                    program,
+                    definition,
+                    Some(member_id),
+                    format!("promotion:{}", promotion.promotion),
+                    format!("journal:{journal_id}:{n}"),
+                    self.now,
+                    "promotion",
+                )?;
+                n += 1;
+                reward.voucher = Some(new.code.clone());
+                self.new_vouchers.push(new);
+            }
+        }
+        Ok(())
     }
 
     fn take_related(&mut self, journal: &Journal) -> Related {
@@ -1228,6 +1271,10 @@ impl<'p> Batch<'p> {
             audits: std::mem::take(&mut self.audits),
         };
         tx.write_batch(self.lp.id, &rows).await?;
+        if !self.new_vouchers.is_empty() {
+            let vouchers = std::mem::take(&mut self.new_vouchers);
+            tx.insert_vouchers(self.lp.id, &vouchers, self.now).await?;
+        }
         let deltas: Vec<_> = std::mem::take(&mut self.counters.deltas)
             .into_iter()
             .filter(|(_, c)| c.times != 0 || c.points != 0)

@@ -17,6 +17,7 @@ mod access;
 #[doc(hidden)]
 pub mod bare;
 mod dashboard;
+mod dialect;
 mod engine;
 mod error;
 mod expiry;
@@ -36,6 +37,7 @@ mod sessions;
 mod sqlite;
 mod tiers;
 mod views;
+mod vouchers;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -69,6 +71,7 @@ pub use scheduled::DueReward;
 pub use sessions::{NewSession, SessionRecord};
 pub use tiers::TierStanding;
 pub use views::{BalanceView, EntryView, JournalView, ScheduledPoints};
+pub use vouchers::{VoucherAction, VoucherEntry, VoucherView};
 
 /// Members settled per transaction by the scheduled jobs.
 const SETTLE_BATCH: i64 = 500;

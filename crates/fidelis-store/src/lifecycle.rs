@@ -419,6 +419,12 @@ impl sqlite::SqliteTx<'_> {
             .bind(source)
             .execute(&mut *self.tx)
             .await?;
+        // The source's vouchers go to the survivor (PRODUCT.md §2).
+        sqlx::query("UPDATE vouchers SET member_id = ?1 WHERE member_id = ?2")
+            .bind(survivor)
+            .bind(source)
+            .execute(&mut *self.tx)
+            .await?;
         sqlx::query(
             "INSERT INTO promotion_usage (program_id, promotion, member_id, period, times, points) \
              SELECT program_id, promotion, ?1, period, times, points FROM promotion_usage \
@@ -506,6 +512,12 @@ impl postgres::PgTx {
             .execute(&mut *conn)
             .await?;
         sqlx::query("UPDATE members SET merged_into = $1 WHERE merged_into = $2")
+            .bind(survivor)
+            .bind(source)
+            .execute(&mut *conn)
+            .await?;
+        // The source's vouchers go to the survivor (PRODUCT.md §2).
+        sqlx::query("UPDATE vouchers SET member_id = $1 WHERE member_id = $2")
             .bind(survivor)
             .bind(source)
             .execute(&mut *conn)

@@ -236,6 +236,14 @@ pub trait LedgerTx: Send {
         program_id: i64,
         rows: &[TierSave],
     ) -> impl Future<Output = Result<()>> + Send;
+    /// Inserts vouchers issued by the batch's promotions (skipping any whose source key
+    /// exists), with their issue entries.
+    fn insert_vouchers(
+        &mut self,
+        program_id: i64,
+        rows: &[crate::vouchers::NewVoucher],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// How many open holds (pay with points) these members have.
     fn count_open_holds(&mut self, member_ids: &[i64]) -> impl Future<Output = Result<i64>> + Send;
     /// The groups with these ids.

@@ -312,6 +312,17 @@ impl LedgerTx for SqliteTx<'_> {
         Ok(())
     }
 
+    async fn insert_vouchers(
+        &mut self,
+        program_id: i64,
+        rows: &[crate::vouchers::NewVoucher],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let conn = &mut *self.tx;
+        crate::vouchers::insert_vouchers!(conn, program_id, rows, now);
+        Ok(())
+    }
+
     async fn count_open_holds(&mut self, member_ids: &[i64]) -> Result<i64> {
         Ok(sqlx::query_scalar(
             "SELECT COUNT(*) FROM journals WHERE member_id IN (SELECT value FROM json_each(?1)) \

@@ -404,7 +404,11 @@ pub struct GroupRedemptionRequest {
 pub struct RewardBody {
     /// `voucher` or `badge`.
     pub kind: String,
+    /// The voucher definition or the badge.
     pub code: String,
+    /// The code of the voucher issued (what the member shows at the till).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voucher: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -506,6 +510,7 @@ impl OutcomeBody {
                         .map(|r| RewardBody {
                             kind: r.kind.to_string(),
                             code: r.code.to_string(),
+                            voucher: r.voucher.clone(),
                         })
                         .collect(),
                 })

@@ -260,6 +260,65 @@ fn cases() -> Vec<Case> {
             body: None,
             allowed: spenders,
         },
+        // Vouchers: issuing is an agent's goodwill; reading and using them is spending (a
+        // member only its own, a partner the codes its customers present); cancelling is
+        // staff's. The same voucher serves every case (a refusal by its state is not 403).
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/vouchers",
+            template: "/api/v1/programs/{program}/vouchers",
+            body: Some(json!({"definition": "gift", "member": "m1", "key": "v-{role}"})),
+            allowed: staff,
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/vouchers/{voucher}",
+            template: "/api/v1/programs/{program}/vouchers/{code}",
+            body: None,
+            allowed: journal_readers,
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/members/m1/vouchers",
+            template: "/api/v1/programs/{program}/members/{member}/vouchers",
+            body: None,
+            allowed: readers,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/vouchers/{voucher}/redeem",
+            template: "/api/v1/programs/{program}/vouchers/{code}/redeem",
+            body: Some(json!({"key": "vr-{role}", "amount": "1.00"})),
+            allowed: spenders,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/vouchers/{voucher}/reserve",
+            template: "/api/v1/programs/{program}/vouchers/{code}/reserve",
+            body: Some(json!({"key": "vo-{role}", "amount": "1.00"})),
+            allowed: spenders,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/vouchers/{voucher}/redeem-reserved",
+            template: "/api/v1/programs/{program}/vouchers/{code}/redeem-reserved",
+            body: Some(json!({"key": "vo-{role}"})),
+            allowed: spenders,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/vouchers/{voucher}/reinstate",
+            template: "/api/v1/programs/{program}/vouchers/{code}/reinstate",
+            body: Some(json!({"key": "vo-{role}"})),
+            allowed: spenders,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/vouchers/{voucher}/cancel",
+            template: "/api/v1/programs/{program}/vouchers/{code}/cancel",
+            body: None,
+            allowed: staff,
+        },
         Case {
             method: Method::POST,
             path: "/api/v1/programs/shop/members/m1/adjustments",
@@ -425,7 +484,8 @@ fn shop_definition() -> Value {
                           {"code": "status", "name": "Status", "kind": "qualifying", "expiry": {"policy": "never"}}],
            "earning": {"base": [{"currency": "points", "rate": "1"}, {"currency": "status", "rate": "1"}]},
            "tier_groups": [{"code": "status", "currency": "status",
-                            "tiers": [{"code": "member", "threshold": 0}, {"code": "gold", "threshold": 1000}]}]})
+                            "tiers": [{"code": "member", "threshold": 0}, {"code": "gold", "threshold": 1000}]}],
+           "vouchers": [{"code": "gift", "name": "Gift card", "value": {"fixed": "1000.00"}}]})
 }
 
 struct World {
@@ -433,6 +493,8 @@ struct World {
     tokens: Vec<(&'static str, Option<String>)>,
     partner_other: String,
     member_other: String,
+    /// The code of a gift voucher of member m1 (every voucher case uses it).
+    voucher: String,
     _db: fidelis_testkit::SqliteDb,
 }
 
@@ -545,11 +607,22 @@ async fn world() -> World {
         .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
+    let (status, body) = send(
+        &router,
+        Method::POST,
+        "/api/v1/programs/shop/vouchers",
+        Some(&admin),
+        Some(json!({"definition": "gift", "member": "m1", "key": "seed"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let voucher = body["code"].as_str().unwrap().to_owned();
     World {
         router,
         tokens,
         partner_other,
         member_other,
+        voucher,
         _db: db,
     }
 }
@@ -607,7 +680,10 @@ async fn every_route_answers_every_role_as_the_matrix_says() {
     }
     for case in &cases {
         for (role, token) in &world.tokens {
-            let path = case.path.replace("{role}", role);
+            let path = case
+                .path
+                .replace("{role}", role)
+                .replace("{voucher}", &world.voucher);
             let body = case
                 .body
                 .as_ref()
@@ -770,6 +846,39 @@ async fn members_and_partners_cannot_read_each_other() {
             assert_eq!(body["code"], "unknown_hold");
         }
     }
+    // Another member's voucher: not seen, not used (as a code that does not exist); their
+    // voucher list is not theirs to read.
+    let v = &world.voucher;
+    for (method, path, body) in [
+        (
+            Method::GET,
+            format!("/api/v1/programs/shop/vouchers/{v}"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/programs/shop/vouchers/{v}/redeem"),
+            Some(json!({"key": "steal-v"})),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/programs/shop/vouchers/{v}/reserve"),
+            Some(json!({"key": "steal-v"})),
+        ),
+    ] {
+        let (status, body) = send(r, method, &path, Some(&world.member_other), body).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        assert_eq!(body["code"], "unknown_voucher");
+    }
+    let (status, _) = send(
+        r,
+        Method::GET,
+        "/api/v1/programs/shop/members/m1/vouchers",
+        Some(&world.member_other),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     // Partner p2 posts in p1's name: refused.
     let (status, _) = send(r, Method::POST, "/api/v1/programs/shop/journals", Some(&world.partner_other),
         Some(json!({"external_id": "x", "member": "m1", "type": "purchase", "occurred_at": "2026-11-20T10:00:00Z", "amount": "1", "currency": "EUR", "partner": "p1"}))).await;

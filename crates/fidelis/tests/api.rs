@@ -39,6 +39,7 @@ both_dialects!(
     a_dry_run_looks_ahead_and_changes_nothing,
     operators_find_members_by_search_and_filters,
     pay_with_points_holds_captures_and_releases_once_per_order,
+    vouchers_are_issued_redeemed_in_part_reserved_and_refused_clearly,
 );
 
 async fn points_are_earned_spent_refunded_cancelled_and_expired(s: Server) {
@@ -1170,4 +1171,144 @@ async fn pay_with_points_holds_captures_and_releases_once_per_order(s: Server) {
         .await;
     assert_eq!(quote["points"], 0, "below the minimum of 10: {quote}");
     assert_eq!(quote["below_minimum"], true);
+}
+
+async fn vouchers_are_issued_redeemed_in_part_reserved_and_refused_clearly(s: Server) {
+    let (status, _, body) = s
+        .call(
+            reqwest::Method::PUT,
+            "/programs/shop",
+            Some(json!({"name": "Shop", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+                "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "never"}}],
+                "earning": {"base": [{"currency": "points", "rate": "1"}], "days_before_enrolment": 3650},
+                "promotions": [{"code": "big-basket", "name": "A coffee for a big basket", "status": "active",
+                                "condition": "journal.amount >= 100.0",
+                                "actions": [{"type": "voucher", "voucher": "coffee"}]}],
+                "vouchers": [{"code": "coffee", "name": "Free coffee", "value": {"free_product": "COFFEE"}},
+                             {"code": "gift", "name": "Gift card", "value": {"fixed": "50.00"},
+                              "code_format": {"prefix": "GIFT-"}}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for m in ["m", "n"] {
+        let (status, body) = s.post("/programs/shop/members", json!({"member": m})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    // A promotion issues a voucher inside the journal; the outcome names its code.
+    let (status, body) = s
+        .post("/programs/shop/journals", purchase("p1", "m", "120.00"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let coffee = body["promotions"][0]["rewards"][0]["voucher"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a voucher code in {body}"))
+        .to_owned();
+    let mine = s.get("/programs/shop/members/m/vouchers").await;
+    assert_eq!(mine["vouchers"][0]["code"], coffee.as_str(), "{mine}");
+    assert_eq!(mine["vouchers"][0]["source"], "promotion:big-basket");
+    // Redeemed once (a retry answers 200 and changes nothing), then used up.
+    let path = format!("/programs/shop/vouchers/{coffee}/redeem");
+    let (status, body) = s.post(&path, json!({"key": "till-1"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"], "redeemed");
+    let (status, headers, body) = s
+        .call(reqwest::Method::POST, &path, Some(json!({"key": "till-1"})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers["idempotent-replayed"], "true");
+    let (status, body) = s.post(&path, json!({"key": "till-2"})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "voucher_redeemed");
+    assert_eq!(
+        body["type"], "urn:fidelis:problem:voucher_redeemed",
+        "a problem+json body: {body}"
+    );
+
+    // An agent issues a gift card: spent in parts, reserved for an order, cancelled.
+    let (status, body) = s
+        .post(
+            "/programs/shop/vouchers",
+            json!({"definition": "gift", "member": "n", "key": "ticket-7"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let gift = body["code"].as_str().unwrap().to_owned();
+    assert!(gift.starts_with("GIFT-"), "{gift}");
+    assert_eq!(body["value"], "50.00");
+    let (status, body) = s
+        .post(
+            "/programs/shop/vouchers",
+            json!({"definition": "gift", "member": "n", "key": "ticket-7"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::OK, Some(gift.as_str()))
+    );
+    let at = |what: &str| format!("/programs/shop/vouchers/{}/{what}", gift.to_lowercase());
+    let (status, body) = s
+        .post(&at("redeem"), json!({"key": "r1", "amount": "12.50"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        (body["status"].as_str(), body["remaining"].as_str()),
+        (Some("issued"), Some("37.50"))
+    );
+    let (status, body) = s
+        .post(&at("redeem"), json!({"key": "r2", "amount": "40.00"}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "voucher_value_exceeded");
+    let (status, body) = s
+        .post(&at("redeem"), json!({"key": "r3", "amount": "1.001"}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "invalid_amount");
+    let (status, body) = s
+        .post(&at("reserve"), json!({"key": "order-9", "amount": "7.50"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["reserved_amount"], "7.50");
+    let (status, body) = s.post(&at("redeem"), json!({"key": "r4"})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "voucher_reserved");
+    let (status, body) = s
+        .post(&at("redeem-reserved"), json!({"key": "order-8"}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "voucher_not_reserved");
+    let (status, body) = s
+        .post(&at("redeem-reserved"), json!({"key": "order-9"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["remaining"], "30.00");
+    let (status, body) = s.post(&at("cancel"), json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        (body["status"].as_str(), body["remaining"].as_str()),
+        (Some("cancelled"), Some("0.00"))
+    );
+    let (status, body) = s.post(&at("redeem"), json!({"key": "r5"})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "voucher_cancelled");
+    // Unknown codes and definitions, and bad bodies: clear refusals.
+    let (status, body) = s
+        .post(
+            "/programs/shop/vouchers/NOPE-1234/redeem",
+            json!({"key": "x"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["code"], "unknown_voucher");
+    let (status, body) = s
+        .post(
+            "/programs/shop/vouchers",
+            json!({"definition": "nope", "member": "n", "key": "k"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "unknown_voucher_definition");
+    let (status, body) = s.post(&at("redeem"), json!({"amount": "1.00"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["code"], "invalid_body", "a redemption names its key");
 }

@@ -237,10 +237,12 @@ pub(crate) fn result(program: &Program, e: &promotions::Evaluation) -> Promotion
                 Reward::Voucher(code) => RewardOf {
                     kind: "voucher".into(),
                     code: code.clone(),
+                    voucher: None,
                 },
                 Reward::Badge(code) => RewardOf {
                     kind: "badge".into(),
                     code: code.clone(),
+                    voucher: None,
                 },
             })
             .collect(),

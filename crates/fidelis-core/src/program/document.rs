@@ -50,6 +50,68 @@ pub struct ProgramDocument {
     /// makes a first qualifying journal, both are rewarded, once per referee.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub referral: Option<ReferralDocument>,
+    /// Voucher definitions: what promotions, catalog orders and agents issue.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vouchers: Vec<VoucherDocument>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// A voucher definition: `{code: ten-off, name: "10 EUR off", value: {fixed: "10.00"},
+/// validity: {days: 30}, uses: 1, code_format: {prefix: "TEN-", length: 12}}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VoucherDocument {
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub value: Option<VoucherValueDocument>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validity: Option<VoucherValidityDocument>,
+    /// Redemptions a voucher allows: 1 by default, or until a fixed value is spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_format: Option<CodeFormatDocument>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// Exactly one of `fixed` (money, `"10.00"`), `percent` (`"15"`), `free_product` (a SKU).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VoucherValueDocument {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_product: Option<String>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// `{starts_on: 2026-12-01, ends_on: 2026-12-31}` (local dates, both included) and/or
+/// `{days: 30}` (to the end of the 30th day after the day of issue).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VoucherValidityDocument {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_on: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_on: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<u32>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// `{prefix: "XMAS-", length: 12}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CodeFormatDocument {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u8>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }
@@ -434,6 +496,9 @@ pub struct LimitsDocument {
     pub per_member_per_period: Option<LimitDocument>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_points: Option<i64>,
+    /// Vouchers issued to all members together over the promotion's life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_vouchers: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily_points: Option<i64>,
     #[serde(flatten, skip_serializing)]

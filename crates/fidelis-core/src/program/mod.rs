@@ -52,6 +52,8 @@ pub struct Program {
     pub promotions: Vec<crate::promotions::Promotion>,
     /// Referral rewards, when the program has them.
     pub referral: Option<Referral>,
+    /// Voucher definitions, in definition order.
+    pub vouchers: Vec<crate::vouchers::VoucherDefinition>,
     /// The definition this was compiled from, normalised, as `GET` returns it.
     pub document: ProgramDocument,
 }
@@ -71,6 +73,11 @@ impl Program {
             .position(|c| c.code.as_str() == code)
             .and_then(|i| u16::try_from(i).ok())
             .map(CurrencyIx)
+    }
+
+    /// The voucher definition with this code.
+    pub fn voucher(&self, code: &str) -> Option<&crate::vouchers::VoucherDefinition> {
+        self.vouchers.iter().find(|v| v.code.as_str() == code)
     }
 
     pub fn currency(&self, ix: CurrencyIx) -> &Currency {

@@ -174,6 +174,19 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
         .referral
         .as_ref()
         .and_then(|r| referral(&mut check, r, &currencies, &activity_types));
+    let vouchers = vouchers(&mut check, &doc.vouchers, money_currency.as_ref());
+    for (i, p) in doc.promotions.iter().enumerate() {
+        for (j, a) in p.actions.iter().enumerate() {
+            if let (Some("voucher"), Some(v)) = (a.kind.as_deref(), a.voucher.as_deref())
+                && !doc.vouchers.iter().any(|d| d.code.as_deref() == Some(v))
+            {
+                check.add(
+                    format!("promotions[{i}].actions[{j}].voucher"),
+                    format!("{v:?} is not one of the program's vouchers"),
+                );
+            }
+        }
+    }
 
     match (code, name, time_zone, money_currency) {
         (Some(code), Some(name), Some(time_zone), Some(money_currency))
@@ -198,6 +211,7 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
                 days_before_enrolment,
                 promotions,
                 referral,
+                vouchers,
                 document,
             })
         }
@@ -1099,6 +1113,7 @@ fn limits(check: &mut Check, at: &str, doc: Option<&LimitsDocument>) -> Option<L
         }
     }
     out.budget_points = cap(check, format!("{at}.budget_points"), doc.budget_points);
+    out.budget_vouchers = cap(check, format!("{at}.budget_vouchers"), doc.budget_vouchers);
     out.daily_points = cap(check, format!("{at}.daily_points"), doc.daily_points);
     (check.problems.len() == before).then_some(out)
 }
@@ -1519,6 +1534,173 @@ fn tier_groups(
     out
 }
 
+/// The most voucher definitions a program may have.
+const MAX_VOUCHERS: usize = 200;
+
+fn vouchers(
+    check: &mut Check,
+    docs: &[VoucherDocument],
+    money: Option<&MoneyCurrency>,
+) -> Vec<crate::vouchers::VoucherDefinition> {
+    use crate::vouchers::{
+        CodeFormat, MAX_CODE_LENGTH, MAX_PREFIX_LEN, MAX_USES, MIN_CODE_LENGTH, Validity,
+        VoucherDefinition, VoucherValue,
+    };
+    if docs.len() > MAX_VOUCHERS {
+        check.add("vouchers", format!("at most {MAX_VOUCHERS} are allowed"));
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, doc) in docs.iter().enumerate() {
+        let at = format!("vouchers[{i}]");
+        check.unknown(&at, &doc.unknown);
+        let code = check.code(format!("{at}.code"), &doc.code);
+        if let Some(code) = &code
+            && !seen.insert(code.clone())
+        {
+            check.add(format!("{at}.code"), format!("{code} is defined twice"));
+        }
+        let name = check.name(format!("{at}.name"), &doc.name);
+        let value = match &doc.value {
+            None => {
+                check.add(format!("{at}.value"), "is required");
+                None
+            }
+            Some(v) => {
+                let vat = format!("{at}.value");
+                check.unknown(&vat, &v.unknown);
+                match (&v.fixed, &v.percent, &v.free_product) {
+                    (Some(raw), None, None) => money.and_then(|m| match m.parse_amount(raw) {
+                        Ok(a) if a.0 > 0 && a.0 <= crate::journal::MAX_POINTS => {
+                            Some(VoucherValue::Fixed(a))
+                        }
+                        _ => {
+                            check.add(
+                                format!("{vat}.fixed"),
+                                format!("{raw:?} is not a positive amount of {}", m.code()),
+                            );
+                            None
+                        }
+                    }),
+                    (None, Some(raw), None) => {
+                        match raw.parse::<Decimal>().map(|p| p.normalize()) {
+                            Ok(p)
+                                if p > Decimal::ZERO
+                                    && p <= Decimal::ONE_HUNDRED
+                                    && p.scale() <= 4 =>
+                            {
+                                Some(VoucherValue::Percent(p))
+                            }
+                            _ => {
+                                check.add(
+                                    format!("{vat}.percent"),
+                                    format!("{raw:?} is not a percentage above 0 and at most 100"),
+                                );
+                                None
+                            }
+                        }
+                    }
+                    (None, None, Some(sku)) => {
+                        if sku.trim().is_empty() || sku.chars().count() > 100 {
+                            check.add(format!("{vat}.free_product"), "must be 1 to 100 characters");
+                            None
+                        } else {
+                            Some(VoucherValue::FreeProduct(sku.clone()))
+                        }
+                    }
+                    _ => {
+                        check.add(vat, "needs exactly one of fixed, percent, free_product");
+                        None
+                    }
+                }
+            }
+        };
+        let mut validity = Validity::default();
+        if let Some(v) = &doc.validity {
+            let vat = format!("{at}.validity");
+            check.unknown(&vat, &v.unknown);
+            let mut date = |field: &str, raw: &Option<String>| {
+                raw.as_deref().and_then(|raw| {
+                    match chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+                        Ok(d) if (1970..=9999).contains(&chrono::Datelike::year(&d)) => Some(d),
+                        _ => {
+                            check.add(
+                                format!("{vat}.{field}"),
+                                format!("{raw:?} is not a date such as \"2026-12-31\""),
+                            );
+                            None
+                        }
+                    }
+                })
+            };
+            validity.starts_on = date("starts_on", &v.starts_on);
+            validity.ends_on = date("ends_on", &v.ends_on);
+            if let (Some(s), Some(e)) = (validity.starts_on, validity.ends_on)
+                && e < s
+            {
+                check.add(format!("{vat}.ends_on"), "is before starts_on");
+            }
+            validity.days = match v.days {
+                Some(d) if d > 36_500 => {
+                    check.add(format!("{vat}.days"), format!("{d} is not 0 to 36500"));
+                    None
+                }
+                d => d,
+            };
+        }
+        let uses = match doc.uses {
+            Some(u) if u == 0 || u > MAX_USES => {
+                check.add(format!("{at}.uses"), format!("{u} is not 1 to {MAX_USES}"));
+                None
+            }
+            u => u,
+        };
+        let mut format = CodeFormat::default();
+        if let Some(f) = &doc.code_format {
+            let fat = format!("{at}.code_format");
+            check.unknown(&fat, &f.unknown);
+            if let Some(prefix) = &f.prefix {
+                if prefix.len() > MAX_PREFIX_LEN
+                    || !prefix
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+                {
+                    check.add(
+                        format!("{fat}.prefix"),
+                        format!(
+                            "{prefix:?} must be at most {MAX_PREFIX_LEN} upper-case letters, digits or -"
+                        ),
+                    );
+                } else {
+                    format.prefix = prefix.clone();
+                }
+            }
+            match f.length {
+                Some(l) if !(MIN_CODE_LENGTH..=MAX_CODE_LENGTH).contains(&l) => check.add(
+                    format!("{fat}.length"),
+                    format!(
+                        "{l} is not {MIN_CODE_LENGTH} to {MAX_CODE_LENGTH} (random symbols, 5 bits each)"
+                    ),
+                ),
+                Some(l) => format.length = l,
+                None => {}
+            }
+        }
+        if let (Some(code), Some(name), Some(value)) = (code, name, value) {
+            out.push(VoucherDefinition {
+                code,
+                name,
+                value,
+                validity,
+                uses,
+                format,
+            });
+        }
+    }
+    out
+}
+
 fn referral(
     check: &mut Check,
     doc: &ReferralDocument,
@@ -1716,6 +1898,104 @@ mod tests {
                     .iter()
                     .any(|p| p.path == path && p.message.contains(says)),
                 "{payment}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn voucher_definitions_are_checked_and_promotions_name_existing_ones() {
+        let with = |vouchers: &str, action: &str| {
+            parse(&format!(
+                r#"{{"code": "shop", "name": "Shop", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+                    "currencies": [{{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {{"policy": "never"}}}}],
+                    "earning": {{"base": [{{"currency": "points", "rate": "1"}}]}},
+                    "promotions": [{{"code": "p", "name": "P", "status": "active",
+                                    "actions": [{{"type": "voucher", "voucher": "{action}"}}],
+                                    "limits": {{"budget_vouchers": 100}}}}],
+                    "vouchers": {vouchers}}}"#
+            ))
+        };
+        let ok = Program::compile(
+            &with(
+                r#"[{"code": "gift", "name": "Gift", "value": {"fixed": "25.00"},
+                     "validity": {"starts_on": "2026-12-01", "ends_on": "2026-12-31", "days": 10},
+                     "uses": 3, "code_format": {"prefix": "G-", "length": 16}}]"#,
+                "gift",
+            ),
+            None,
+        )
+        .expect("compiles");
+        let gift = ok.voucher("gift").expect("the definition");
+        assert_eq!(
+            gift.value,
+            crate::vouchers::VoucherValue::Fixed(crate::money::MinorUnits(2500))
+        );
+        assert_eq!((gift.uses, gift.format.length), (Some(3), 16));
+        assert_eq!(ok.promotions[0].limits.budget_vouchers, Some(100));
+        for (vouchers, action, path, says) in [
+            (
+                r#"[]"#,
+                "gift",
+                "promotions[0].actions[0].voucher",
+                "not one of",
+            ),
+            (
+                r#"[{"code": "gift", "name": "Gift", "value": {"fixed": "-1"}}]"#,
+                "gift",
+                "vouchers[0].value.fixed",
+                "positive",
+            ),
+            (
+                r#"[{"code": "gift", "name": "Gift", "value": {"fixed": "1", "percent": "5"}}]"#,
+                "gift",
+                "vouchers[0].value",
+                "exactly one",
+            ),
+            (
+                r#"[{"code": "gift", "name": "Gift", "value": {"percent": "120"}}]"#,
+                "gift",
+                "vouchers[0].value.percent",
+                "at most 100",
+            ),
+            (
+                r#"[{"code": "gift", "name": "Gift", "value": {"percent": "5"}, "code_format": {"length": 6}}]"#,
+                "gift",
+                "vouchers[0].code_format.length",
+                "5 bits",
+            ),
+            (
+                r#"[{"code": "gift", "name": "Gift", "value": {"percent": "5"}, "code_format": {"prefix": "a b"}}]"#,
+                "gift",
+                "vouchers[0].code_format.prefix",
+                "upper-case",
+            ),
+            (
+                r#"[{"code": "gift", "name": "Gift", "value": {"percent": "5"},
+                     "validity": {"starts_on": "2026-12-31", "ends_on": "2026-12-01"}}]"#,
+                "gift",
+                "vouchers[0].validity.ends_on",
+                "before",
+            ),
+            (
+                r#"[{"code": "gift", "name": "Gift", "value": {"percent": "5"}, "uses": 0}]"#,
+                "gift",
+                "vouchers[0].uses",
+                "1 to",
+            ),
+            (
+                r#"[{"code": "gift", "name": "Gift", "value": {"percent": "5"}},
+                    {"code": "gift", "name": "Again", "value": {"percent": "5"}}]"#,
+                "gift",
+                "vouchers[1].code",
+                "twice",
+            ),
+        ] {
+            let problems = Program::compile(&with(vouchers, action), None).unwrap_err();
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.path == path && p.message.contains(says)),
+                "{vouchers}: {problems:?}"
             );
         }
     }

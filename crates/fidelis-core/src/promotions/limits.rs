@@ -79,6 +79,9 @@ pub struct Limits {
     pub period_points: Option<i64>,
     /// All members, over the promotion's life.
     pub budget_points: Option<i64>,
+    /// Vouchers issued to all members, over the promotion's life (counted in the
+    /// points of [`Limits::voucher_key`]'s counter).
+    pub budget_vouchers: Option<i64>,
     /// All members, per local day.
     pub daily_points: Option<i64>,
 }
@@ -130,6 +133,20 @@ impl Limits {
         out
     }
 }
+
+impl Limits {
+    /// The counter of vouchers the promotion issued to all members.
+    pub fn voucher_key(promotion: &Code) -> CounterKey {
+        CounterKey {
+            promotion: promotion.clone(),
+            member: EVERYONE,
+            period: VOUCHERS_PERIOD.to_owned(),
+        }
+    }
+}
+
+/// The period of the vouchers-issued counter (not a calendar period: it never rolls).
+pub const VOUCHERS_PERIOD: &str = "vouchers";
 
 /// The member id of counters that count all members.
 pub const EVERYONE: i64 = 0;

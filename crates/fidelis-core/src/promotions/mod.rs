@@ -210,6 +210,9 @@ impl Promotion {
             .into_iter()
             .map(|(k, _, _)| k)
             .collect();
+        if self.limits.budget_vouchers.is_some() {
+            keys.push(Limits::voucher_key(&self.code));
+        }
         if let Some(c) = &self.cumulative {
             keys.push(c.key(&self.code, member, tz, at));
         }
@@ -776,6 +779,34 @@ fn limit(
                 &keys,
                 allowed,
             )));
+        }
+    }
+    if let Some(cap) = promotion.limits.budget_vouchers {
+        let key = Limits::voucher_key(&promotion.code);
+        let wanted = evaluation
+            .rewards
+            .iter()
+            .filter(|r| matches!(r, Reward::Voucher(_)))
+            .count() as i64;
+        let left = (cap - counters.get(&key).points).max(0);
+        if wanted > left {
+            let mut keep = left;
+            evaluation.rewards.retain(|r| match r {
+                Reward::Voucher(_) if keep == 0 => false,
+                Reward::Voucher(_) => {
+                    keep -= 1;
+                    true
+                }
+                Reward::Badge(_) => true,
+            });
+            if evaluation.points.is_empty() && evaluation.rewards.is_empty() {
+                evaluation.verdict = Verdict::LimitReached(format!(
+                    "the limit of {cap} vouchers for all members in total is reached"
+                ));
+            }
+        }
+        if wanted.min(left) > 0 {
+            counters.add(&key, 0, wanted.min(left));
         }
     }
 }

@@ -9,6 +9,7 @@ pub(crate) mod lifecycle;
 pub(crate) mod members;
 mod openings;
 pub(crate) mod programs;
+pub(crate) mod vouchers;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -45,6 +46,7 @@ use crate::{AppState, ServerConfig};
         (name = "members", description = "Members, balances and the ledger"),
         (name = "journals", description = "Everything that changes points"),
         (name = "holds", description = "Pay with points: hold, capture, release"),
+        (name = "vouchers", description = "Vouchers: issue, read, redeem (whole, in part, or reserved for an order), cancel"),
         (name = "operations", description = "Jobs, tokens, users and the audit log")
     )
 )]
@@ -143,6 +145,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
             .merge(openings::routes())
             .merge(journals::routes())
             .merge(holds::routes())
+            .merge(vouchers::routes())
             .merge(admin::routes()),
     )
 }
