@@ -129,30 +129,16 @@ pub(crate) fn json_text(value: &Option<serde_json::Value>) -> Result<Option<Stri
         .map_err(StoreError::from)
 }
 
-/// Writes an audit entry in a transaction of either dialect.
+/// Writes an audit entry in a transaction of either dialect (one statement serves both:
+/// see `dialect`).
 macro_rules! insert_audit {
-    ($tx:expr, $entry:expr, sqlite) => {{
+    ($tx:expr, $entry:expr) => {{
         let e: &$crate::access::AuditEntry = $entry;
         sqlx::query(
-            "INSERT INTO audit_log (at, actor, role, action, program, subject, before, after) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO audit_log (at, actor, role, action, program, subject, before, after) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
-        .bind($crate::sqlite::micros(e.at))
-        .bind(&e.actor)
-        .bind(&e.role)
-        .bind(&e.action)
-        .bind(&e.program)
-        .bind(&e.subject)
-        .bind($crate::access::json_text(&e.before)?)
-        .bind($crate::access::json_text(&e.after)?)
-        .execute(&mut *$tx)
-        .await?
-    }};
-    ($tx:expr, $entry:expr, postgres) => {{
-        let e: &$crate::access::AuditEntry = $entry;
-        sqlx::query(
-            "INSERT INTO audit_log (at, actor, role, action, program, subject, before, after) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(e.at)
+        .bind($crate::dialect::At(e.at))
         .bind(&e.actor)
         .bind(&e.role)
         .bind(&e.action)
@@ -186,7 +172,7 @@ impl Store {
                 .bind(micros(audit.at))
                 .fetch_one(&mut *tx)
                 .await?;
-                insert_audit!(tx, audit, sqlite);
+                insert_audit!(tx, audit);
                 tx.commit().await?;
                 id
             }
@@ -206,7 +192,7 @@ impl Store {
                 .bind(audit.at)
                 .fetch_one(&mut *tx)
                 .await?;
-                insert_audit!(tx, audit, postgres);
+                insert_audit!(tx, audit);
                 tx.commit().await?;
                 id
             }
@@ -382,7 +368,7 @@ impl Store {
                 .await?
                 .rows_affected();
                 if n > 0 {
-                    insert_audit!(tx, audit, sqlite);
+                    insert_audit!(tx, audit);
                 }
                 tx.commit().await?;
                 n > 0
@@ -398,7 +384,7 @@ impl Store {
                 .await?
                 .rows_affected();
                 if n > 0 {
-                    insert_audit!(tx, audit, postgres);
+                    insert_audit!(tx, audit);
                 }
                 tx.commit().await?;
                 n > 0
@@ -501,11 +487,11 @@ impl Store {
         match &self.db {
             Db::Sqlite(pool) => {
                 let mut conn = pool.acquire().await?;
-                insert_audit!(conn, entry, sqlite);
+                insert_audit!(conn, entry);
             }
             Db::Postgres(pool) => {
                 let mut conn = pool.acquire().await?;
-                insert_audit!(conn, entry, postgres);
+                insert_audit!(conn, entry);
             }
         }
         Ok(())

@@ -127,7 +127,7 @@ impl Store {
         audit.after = Some(
             serde_json::json!({"share_percent": share_percent, "redeem": redeem.name(), "owner": owner}),
         );
-        self.audit_entry(&audit).await?;
+        self.append_audit(&audit).await?;
         self.require_group(program, group.as_str()).await
     }
 
@@ -179,7 +179,7 @@ impl Store {
             Some(group),
         );
         audit.after = Some(serde_json::json!({"member": member}));
-        self.audit_entry(&audit).await?;
+        self.append_audit(&audit).await?;
         self.require_group(program, group).await
     }
 
@@ -292,21 +292,5 @@ impl Store {
         results
             .pop()
             .ok_or_else(|| StoreError::Inconsistent("a redemption answered nothing".into()))
-    }
-
-    async fn audit_entry(&self, entry: &crate::AuditEntry) -> Result<()> {
-        match &self.db {
-            Db::Sqlite(pool) => {
-                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                crate::access::insert_audit!(tx, entry, sqlite);
-                tx.commit().await?;
-            }
-            Db::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                crate::access::insert_audit!(tx, entry, postgres);
-                tx.commit().await?;
-            }
-        }
-        Ok(())
     }
 }

@@ -407,7 +407,7 @@ impl sqlite::SqliteTx<'_> {
             .bind(id)
             .execute(&mut *self.tx)
             .await?;
-        insert_audit!(self.tx, audit, sqlite);
+        insert_audit!(self.tx, audit);
         Ok(())
     }
 }
@@ -420,7 +420,7 @@ impl postgres::PgTx {
             .bind(id)
             .execute(&mut *conn)
             .await?;
-        insert_audit!(conn, audit, postgres);
+        insert_audit!(conn, audit);
         Ok(())
     }
 }

@@ -82,7 +82,7 @@ impl Store {
                 .bind(micros(now))
                 .fetch_one(&mut *tx)
                 .await?;
-                insert_audit!(tx, &audit, sqlite);
+                insert_audit!(tx, &audit);
                 tx.commit().await?;
                 (row.try_get(0)?, row.try_get(1)?)
             }
@@ -99,7 +99,7 @@ impl Store {
                 .bind(now)
                 .fetch_one(&mut *tx)
                 .await?;
-                insert_audit!(tx, &audit, postgres);
+                insert_audit!(tx, &audit);
                 tx.commit().await?;
                 (row.try_get(0)?, row.try_get(1)?)
             }

@@ -17,7 +17,7 @@ use fidelis_core::vouchers::{
 };
 
 use crate::Store;
-use crate::access::{Actor, AuditEntry};
+use crate::access::Actor;
 use crate::dialect::{At, in_write_tx, with_pool};
 use crate::engine::LoadedProgram;
 use crate::error::{Result, StoreError};
@@ -97,7 +97,8 @@ impl VoucherAction {
         }
     }
 
-    fn key(&self) -> Option<&str> {
+    /// The order or redemption key the action is idempotent by (`None`: cancel).
+    pub fn key(&self) -> Option<&str> {
         match self {
             Self::Redeem { key, .. }
             | Self::Reserve { key, .. }
@@ -443,7 +444,7 @@ impl Store {
                 audit.after = Some(serde_json::json!({
                     "voucher": new.code, "definition": new.definition, "source": source,
                 }));
-                insert_audit_any!(tx, &audit);
+                crate::access::insert_audit!(tx, &audit);
                 let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
                     .bind(program.id)
                     .bind(&key)
@@ -510,7 +511,7 @@ impl Store {
                         audit.after = Some(serde_json::json!({
                             "definition": def.code, "run": run, "issued": n,
                         }));
-                        insert_audit_any!(tx, &audit);
+                        crate::access::insert_audit!(tx, &audit);
                     }
                     Ok::<_, StoreError>(n)
                 }
@@ -612,7 +613,7 @@ impl Store {
                     );
                     audit.before = Some(serde_json::json!({"voucher": code, "status": row.4}));
                     audit.after = Some(serde_json::json!({"voucher": code, "status": "cancelled"}));
-                    insert_audit_any!(tx, &audit);
+                    crate::access::insert_audit!(tx, &audit);
                 }
                 let mut after = row;
                 after.4 = voucher.status.name().to_owned();
@@ -626,25 +627,3 @@ impl Store {
         })
     }
 }
-
-/// Appends an audit entry through a transaction of either dialect.
-macro_rules! insert_audit_any {
-    ($tx:expr, $entry:expr) => {{
-        let e: &AuditEntry = $entry;
-        sqlx::query(
-            "INSERT INTO audit_log (at, actor, role, action, program, subject, before, after) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(At(e.at))
-        .bind(&e.actor)
-        .bind(&e.role)
-        .bind(&e.action)
-        .bind(&e.program)
-        .bind(&e.subject)
-        .bind(crate::access::json_text(&e.before)?)
-        .bind(crate::access::json_text(&e.after)?)
-        .execute(&mut *$tx)
-        .await?;
-    }};
-}
-use insert_audit_any;

@@ -1311,4 +1311,16 @@ async fn vouchers_are_issued_redeemed_in_part_reserved_and_refused_clearly(s: Se
     let (status, body) = s.post(&at("redeem"), json!({"amount": "1.00"})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["code"], "invalid_body", "a redemption names its key");
+    for (body, code) in [
+        (json!({"key": "k".repeat(101)}), "invalid_request"),
+        (json!({"key": "a\u{1}b"}), "invalid_request"),
+        (json!({"key": "k", "amount": "+1"}), "invalid_amount"),
+        (json!({"key": "k", "amount": "1e2"}), "invalid_amount"),
+    ] {
+        let (status, answer) = s.post(&at("reserve"), body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
+        assert_eq!(answer["code"], code, "{body}: {answer}");
+    }
+    let entries_before = s.get(&format!("/programs/shop/vouchers/{gift}")).await;
+    assert_eq!(entries_before["status"], "cancelled", "nothing changed");
 }

@@ -196,8 +196,31 @@ async fn visible(
     Ok(voucher)
 }
 
+/// A text field as the OpenAPI document describes it: 1 to `max` characters, no control
+/// character. (Keys are stored and compared; an unbounded one would be stored too.)
+fn text(field: &str, raw: &str, max: usize) -> ApiResult<()> {
+    let n = raw.chars().count();
+    if n == 0 || n > max || raw.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(
+            "invalid_request",
+            format!("{field} must be 1 to {max} characters, none of them a control character"),
+        ));
+    }
+    Ok(())
+}
+
+/// An amount of money as the OpenAPI document describes it (`12.50`: digits, an optional
+/// fraction), in the program's money currency.
 fn amount(program: &LoadedProgram, raw: Option<&str>) -> ApiResult<Option<i64>> {
     raw.map(|raw| {
+        let (whole, fraction) = raw.split_once('.').unwrap_or((raw, "0"));
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !(digits(whole) && digits(fraction)) {
+            return Err(ApiError::unprocessable(
+                "invalid_amount",
+                format!("amount {raw:?} is not a decimal such as \"12.50\""),
+            ));
+        }
         program
             .program
             .money_currency
@@ -208,29 +231,30 @@ fn amount(program: &LoadedProgram, raw: Option<&str>) -> ApiResult<Option<i64>> 
     .transpose()
 }
 
+/// Applies `action` to the voucher; the caller's permission was checked.
 async fn act(
     state: &AppState,
     caller: &Caller,
-    code: &str,
+    program: &LoadedProgram,
     voucher: &str,
     action: VoucherAction,
-    permission: Permission,
 ) -> ApiResult<Response> {
-    caller.require(permission, Some(code))?;
-    let program = cached_program(state, code).await?;
+    if let Some(key) = action.key() {
+        text("key", key, fidelis_core::vouchers::MAX_KEY_LEN)?;
+    }
     if caller.role == Role::Member {
-        visible(state, caller, &program, voucher).await?;
+        visible(state, caller, program, voucher).await?;
     }
     let (view, changed) = state
         .store
-        .act_on_voucher(&program, voucher, &action, Utc::now(), &caller.actor())
+        .act_on_voucher(program, voucher, &action, Utc::now(), &caller.actor())
         .await
         .map_err(|e| match e {
             fidelis_store::StoreError::Refused("unknown_voucher", _) => unknown(voucher),
             e => voucher_error(e),
         })?;
     Ok(super::created_or_replayed(
-        VoucherBody::new(&program, view, !changed),
+        VoucherBody::new(program, view, !changed),
         !changed,
     ))
 }
@@ -268,6 +292,8 @@ async fn issue_voucher(
 ) -> ApiResult<Response> {
     caller.require(Permission::Adjust, Some(&code))?;
     caller.require_member(&request.member)?;
+    text("member", &request.member, 128)?;
+    text("key", &request.key, fidelis_core::vouchers::MAX_KEY_LEN)?;
     let program = require_program(&state, &code).await?;
     let (view, new) = state
         .store
@@ -320,13 +346,14 @@ async fn redeem_voucher(
     Path((code, voucher)): Path<(String, String)>,
     ApiJson(request): ApiJson<VoucherUseRequest>,
 ) -> ApiResult<Response> {
+    caller.require(Permission::Redeem, Some(&code))?;
     let program = cached_program(&state, &code).await?;
     let amount = amount(&program, request.amount.as_deref())?;
     let action = VoucherAction::Redeem {
         key: request.key,
         amount,
     };
-    act(&state, &caller, &code, &voucher, action, Permission::Redeem).await
+    act(&state, &caller, &program, &voucher, action).await
 }
 
 /// Reserves a voucher for an order (`key`): it cannot be used elsewhere until the order
@@ -344,13 +371,14 @@ async fn reserve_voucher(
     Path((code, voucher)): Path<(String, String)>,
     ApiJson(request): ApiJson<VoucherUseRequest>,
 ) -> ApiResult<Response> {
+    caller.require(Permission::Redeem, Some(&code))?;
     let program = cached_program(&state, &code).await?;
     let amount = amount(&program, request.amount.as_deref())?;
     let action = VoucherAction::Reserve {
         key: request.key,
         amount,
     };
-    act(&state, &caller, &code, &voucher, action, Permission::Redeem).await
+    act(&state, &caller, &program, &voucher, action).await
 }
 
 /// The order a voucher was reserved for succeeded: the reservation is redeemed (also
@@ -369,8 +397,10 @@ async fn redeem_reserved_voucher(
     Path((code, voucher)): Path<(String, String)>,
     ApiJson(request): ApiJson<VoucherKeyRequest>,
 ) -> ApiResult<Response> {
+    caller.require(Permission::Redeem, Some(&code))?;
+    let program = cached_program(&state, &code).await?;
     let action = VoucherAction::RedeemReserved { key: request.key };
-    act(&state, &caller, &code, &voucher, action, Permission::Redeem).await
+    act(&state, &caller, &program, &voucher, action).await
 }
 
 /// The order a voucher was reserved for failed: it is issued again — or expired, when its
@@ -388,8 +418,10 @@ async fn reinstate_voucher(
     Path((code, voucher)): Path<(String, String)>,
     ApiJson(request): ApiJson<VoucherKeyRequest>,
 ) -> ApiResult<Response> {
+    caller.require(Permission::Redeem, Some(&code))?;
+    let program = cached_program(&state, &code).await?;
     let action = VoucherAction::Reinstate { key: request.key };
-    act(&state, &caller, &code, &voucher, action, Permission::Redeem).await
+    act(&state, &caller, &program, &voucher, action).await
 }
 
 /// Cancels a voucher (an agent's action, audited): what was left of it is gone. A
@@ -404,15 +436,9 @@ async fn cancel_voucher(
     caller: Arc<Caller>,
     Path((code, voucher)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    act(
-        &state,
-        &caller,
-        &code,
-        &voucher,
-        VoucherAction::Cancel,
-        Permission::Cancel,
-    )
-    .await
+    caller.require(Permission::Cancel, Some(&code))?;
+    let program = cached_program(&state, &code).await?;
+    act(&state, &caller, &program, &voucher, VoucherAction::Cancel).await
 }
 
 /// A member's vouchers, newest first (at most 200), each with its state as of now.
