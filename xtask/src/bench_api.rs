@@ -85,7 +85,7 @@ pub fn run(args: &[String]) -> Result<()> {
     })
     .map_err(anyhow::Error::msg)?;
     let bare = bare(&server, &dir, &o)?;
-    let (api, holds) = api(&server, &bin, &dir, &o)?;
+    let (api, holds, vouchers) = api(&server, &bin, &dir, &o)?;
     server.stop();
     println!(
         "\nrealtime POST /journals on PostgreSQL (durable), {} connections × {} s, {} members:\n",
@@ -97,6 +97,7 @@ pub fn run(args: &[String]) -> Result<()> {
         ("API", &api),
         ("bare transaction", &bare),
         ("API: pay with points (holds and captures)", &holds),
+        ("API: voucher redemptions (in part)", &vouchers),
     ] {
         println!(
             "| {name} | {:.0} | {:.2} | {:.2} | {} |",
@@ -112,6 +113,10 @@ pub fn run(args: &[String]) -> Result<()> {
         "pay with points / POST /journals = {:.2} (target ≥ 0.80)",
         holds.per_second / api.per_second
     );
+    println!(
+        "voucher redemptions / POST /journals = {:.2} (target ≥ 0.80)",
+        vouchers.per_second / api.per_second
+    );
     std::fs::write(
         dir.join("results.json"),
         format!(
@@ -125,6 +130,11 @@ pub fn run(args: &[String]) -> Result<()> {
         "{} hold or capture requests failed",
         holds.failed
     );
+    anyhow::ensure!(
+        vouchers.failed == 0,
+        "{} voucher redemptions failed",
+        vouchers.failed
+    );
     Ok(())
 }
 
@@ -136,7 +146,12 @@ const WRK_DONE: &str = r#"function done(summary, latency, requests)
 end
 "#;
 
-fn api(server: &PgServer, bin: &Path, dir: &Path, o: &Options) -> Result<(Figures, Figures)> {
+fn api(
+    server: &PgServer,
+    bin: &Path,
+    dir: &Path,
+    o: &Options,
+) -> Result<(Figures, Figures, Figures)> {
     let url = server.create_database("api").map_err(anyhow::Error::msg)?;
     let quiet = |args: &[&str]| -> Result<()> {
         let out = Command::new(bin)
@@ -342,7 +357,76 @@ end
         eprintln!("xtask: {failed}");
     }
     let holds = figures(&output)?;
-    Ok((purchases, holds))
+
+    // Vouchers: one €10 voucher (the template's `ten-euros`) per member, issued by the
+    // bulk CLI, then redemptions of one cent each (the value is spent in parts) of random
+    // vouchers, each with its own key.
+    let codes = dir.join("voucher-codes.csv");
+    let members_list = dir.join("members.txt");
+    std::fs::write(
+        &members_list,
+        (0..o.members)
+            .map(|m| format!("M{m:07}\n"))
+            .collect::<String>(),
+    )?;
+    quiet(&[
+        "vouchers",
+        "issue",
+        "--program",
+        "bench",
+        "--definition",
+        "ten-euros",
+        "--members",
+        members_list.to_str().context("path")?,
+        "--run",
+        "bench",
+        "--codes",
+        codes.to_str().context("path")?,
+    ])?;
+    let script = dir.join("vouchers.lua");
+    std::fs::write(
+        &script,
+        format!(
+            r#"-- Redemptions of one cent of random vouchers, each with a unique key.
+local threads = {{}}
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("id", #threads)
+end
+function init(args)
+  counter = 0
+  codes = {{}}
+  for line in io.lines("{codes}") do
+    local code = string.match(line, ",(.+)$")
+    if code and code ~= "code" then table.insert(codes, code) end
+  end
+  prefix = "v" .. id .. "-" .. os.time()
+  math.randomseed(os.time() + id)
+end
+local headers = {{["Content-Type"] = "application/json", ["Authorization"] = "Bearer {token}"}}
+function request()
+  counter = counter + 1
+  local code = codes[math.random(1, #codes)]
+  local body = string.format('{{"key":"%s-%d","amount":"0.01"}}', prefix, counter)
+  return wrk.format("POST", "/api/v1/programs/bench/vouchers/" .. code .. "/redeem", headers, body)
+end
+function response(status, headers, body)
+  if status >= 400 and (shown or 0) < 3 then
+    shown = (shown or 0) + 1
+    io.write(string.format("FAILED %d %s\n", status, body))
+  end
+end
+{WRK_DONE}"#,
+            codes = codes.display()
+        ),
+    )?;
+    wrk(&script, 3)?;
+    let output = wrk(&script, o.seconds)?;
+    for failed in output.lines().filter(|l| l.starts_with("FAILED ")) {
+        eprintln!("xtask: {failed}");
+    }
+    let vouchers = figures(&output)?;
+    Ok((purchases, holds, vouchers))
 }
 
 /// Throughput, p50, p99 and failures from the `RESULT` line our wrk scripts print.

@@ -456,6 +456,29 @@ impl Store {
         })
     }
 
+    /// The vouchers of the bulk run `run`, in the order they were issued: the member's
+    /// external id (`None`: given to no one) and the code, for the operator to send out.
+    pub async fn bulk_run_codes(
+        &self,
+        program: &LoadedProgram,
+        run: &str,
+    ) -> Result<Vec<(Option<String>, String)>> {
+        let prefix = format!("bulk:{run}:");
+        let rows: Vec<(Option<String>, String)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT m.external_id, v.code FROM vouchers v LEFT JOIN members m ON m.id = v.member_id \
+                 WHERE v.program_id = $1 AND v.source = 'bulk' AND substr(v.source_key, 1, $2) = $3 \
+                 ORDER BY v.id",
+            )
+            .bind(program.id)
+            .bind(i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX))
+            .bind(&prefix)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
     /// Issues `members.len()` vouchers of `definition` (one per member; `None`: a voucher
     /// given to no one) as the bulk run `run`, in transactions of 500, calling `progress`
     /// with the count done after each. Running the same run again issues only what it had

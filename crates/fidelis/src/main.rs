@@ -49,6 +49,9 @@ enum Command {
     /// Run the time-driven jobs (expiry, pending release).
     #[command(subcommand)]
     Jobs(cli::jobs::JobsCommand),
+    /// Issue vouchers in bulk.
+    #[command(subcommand)]
+    Vouchers(cli::vouchers::VouchersCommand),
     /// A member's balances and expiry schedule.
     Balance(cli::balance::BalanceArgs),
     /// Measurements for the benchmarks (not for operators).
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
             Command::Members(c) => cli::members::run(&args.database, c).await,
             Command::Journals(c) => cli::import::run(&args.database, c).await,
             Command::Jobs(c) => cli::jobs::run(&args.database, c).await,
+            Command::Vouchers(c) => cli::vouchers::run(&args.database, c).await,
             Command::Balance(a) => cli::balance::run(&args.database, a).await,
             Command::Bench(c) => cli::bench::run(&args.database, c).await,
         }

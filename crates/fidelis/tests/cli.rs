@@ -44,6 +44,7 @@ both_dialects!(
     the_balance_lists_every_date_on_request,
     members_are_listed_searched_and_exported,
     an_import_killed_midway_resumes_and_applies_every_journal_once,
+    vouchers_are_issued_in_bulk_and_their_codes_written_out,
 );
 
 struct Env {
@@ -870,4 +871,121 @@ fn an_import_killed_midway_resumes_and_applies_every_journal_once(env: &Env) {
     assert_eq!(totals, vec![("points".to_owned(), expected_points, 0)]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&format!("{count} applied")), "{stdout}");
+}
+
+/// A bulk run gives each listed member a voucher of the template's definition, writes the
+/// codes out, and run again issues nothing more; an unknown definition changes nothing.
+fn vouchers_are_issued_in_bulk_and_their_codes_written_out(env: &Env) {
+    env.ok(&["program", "create", "retail", "--template", "retail"]);
+    let list: String = (0..1200).map(|m| format!("C-{m}\n")).collect();
+    let members: String = (0..1200)
+        .map(|m| format!("{{\"member\": \"C-{m}\"}}\n"))
+        .collect();
+    env.ok(&[
+        "members",
+        "import",
+        "--program",
+        "retail",
+        path(&env.file("members.ndjson", &members)),
+    ]);
+    let list = env.file("list.txt", &list);
+    let codes = env.dir.path().join("codes.csv");
+    let args = [
+        "vouchers",
+        "issue",
+        "--program",
+        "retail",
+        "--definition",
+        "ten-euros",
+        "--members",
+        path(&list),
+        "--run",
+        "winter",
+        "--codes",
+        path(&codes),
+    ];
+    let out = env.run(&args);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1200 voucher(s) issued now"), "{stdout}");
+    // Progress after each round of 500.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("500/1200") && stderr.contains("1200/1200"),
+        "{stderr}"
+    );
+    let written = std::fs::read_to_string(&codes).unwrap();
+    let lines: Vec<&str> = written.lines().collect();
+    assert_eq!(lines[0], "member,code");
+    assert_eq!(lines.len(), 1201);
+    assert_eq!(lines[1].split(',').next(), Some("C-0"));
+    let unique: std::collections::HashSet<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split(',').nth(1).unwrap())
+        .collect();
+    assert_eq!(unique.len(), 1200);
+    assert!(
+        unique
+            .iter()
+            .all(|c| c.starts_with("SHOP-") && c.len() == 17),
+        "{lines:?}"
+    );
+    // The same run again: nothing new, the same codes.
+    let again = env.ok(&args);
+    assert!(
+        again.contains("0 voucher(s) issued now, 1200 already"),
+        "{again}"
+    );
+    assert_eq!(std::fs::read_to_string(&codes).unwrap(), written);
+    // Each member holds a €10 voucher, readable by its code.
+    let (rt, store) = env.store();
+    let program = rt.block_on(store.program("retail")).unwrap().unwrap();
+    let code = lines[7].split(',').nth(1).unwrap();
+    let voucher = rt
+        .block_on(store.voucher(&program, code, chrono::Utc::now()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(voucher.member.as_deref(), Some("C-6"));
+    assert_eq!((voucher.status, voucher.remaining), ("issued", Some(1000)));
+    // Unknown definition or member: refused, nothing issued.
+    let bad = env.run(&[
+        "vouchers",
+        "issue",
+        "--program",
+        "retail",
+        "--definition",
+        "nope",
+        "--count",
+        "3",
+        "--run",
+        "x",
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("nope"),
+        "{bad:?}"
+    );
+    let unknown = env.file("unknown.txt", "C-1\nC-9999\n");
+    let bad = env.run(&[
+        "vouchers",
+        "issue",
+        "--program",
+        "retail",
+        "--definition",
+        "ten-euros",
+        "--members",
+        path(&unknown),
+        "--run",
+        "y",
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("C-9999"),
+        "{bad:?}"
+    );
+    assert!(
+        rt.block_on(store.bulk_run_codes(&program, "y"))
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -7,6 +7,7 @@ pub mod jobs;
 pub mod members;
 pub mod program;
 pub mod serve;
+pub mod vouchers;
 
 use std::path::Path;
 
