@@ -18,6 +18,7 @@
 
 pub mod book;
 pub mod calendar;
+pub mod catalog;
 pub mod holds;
 pub mod ids;
 pub mod journal;

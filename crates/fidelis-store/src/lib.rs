@@ -16,6 +16,7 @@
 mod access;
 #[doc(hidden)]
 pub mod bare;
+mod catalog;
 mod dashboard;
 mod dialect;
 mod engine;
@@ -51,6 +52,7 @@ use sqlx::sqlite::{
 };
 
 pub use access::{Actor, AuditEntry, AuditFilter, NewToken, TokenRecord, UserRecord};
+pub use catalog::{CatalogEntry, MAX_ORDER_ID_LEN, OrderView};
 pub use dashboard::{Dashboard, MonthPoints};
 use engine::Revision;
 pub use engine::{ImportProgress, JournalResult, LoadedProgram, Posted, Prepared, SettleReport};

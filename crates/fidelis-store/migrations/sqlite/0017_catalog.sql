@@ -1,0 +1,34 @@
+-- The reward catalog and its orders (see fidelis_core::catalog). An item's definition is
+-- its JSON document; its stock is a column of its own, counted down in the order's
+-- transaction (NULL: unlimited). Keep in step with the other dialect.
+CREATE TABLE catalog_items (
+    id          INTEGER PRIMARY KEY,
+    program_id  INTEGER NOT NULL REFERENCES programs (id),
+    code        TEXT NOT NULL,
+    document    TEXT NOT NULL,
+    stock       INTEGER CHECK (stock >= 0),
+    updated_at  INTEGER NOT NULL,
+    UNIQUE (program_id, code)
+);
+
+-- An order spends its points through the redemption journal `order:ORDER_ID` and gives
+-- them back through that journal's cancellation: the points are in the ledger, never here.
+CREATE TABLE orders (
+    id           INTEGER PRIMARY KEY,
+    program_id   INTEGER NOT NULL REFERENCES programs (id),
+    order_id     TEXT NOT NULL,
+    member_id    INTEGER NOT NULL REFERENCES members (id),
+    item         TEXT NOT NULL,
+    currency     TEXT NOT NULL,
+    points       INTEGER NOT NULL,
+    status       TEXT NOT NULL CHECK (status IN ('placing', 'placed', 'fulfilled', 'cancelled', 'rejected')),
+    partner      TEXT,
+    voucher_code TEXT,
+    -- Why the ledger refused it, for a rejected order.
+    reason       TEXT,
+    placed_at    INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    UNIQUE (program_id, order_id)
+);
+CREATE INDEX orders_member ON orders (member_id, id);
+CREATE INDEX orders_program ON orders (program_id, id);
