@@ -68,6 +68,15 @@ BUSINESS_RULES = {
     "voucher_reserved": "a reservation by an earlier request holds the voucher",
     "voucher_not_reserved": "redeeming or reinstating a reservation needs the key it was made with",
     "voucher_value_exceeded": "a fixed voucher's remaining value is what earlier redemptions left",
+    "invalid_item": "an item's currency, tiers and voucher definition must be the program's",
+    "unknown_item": "an order names an item of the catalog",
+    "item_inactive": "an operator sets whether an item is offered",
+    "item_not_for_tier": "an item's tiers and the member's standing decide who may order it",
+    "out_of_stock": "stock is what earlier orders left",
+    "order_fulfilled": "status is set by an earlier request",
+    "order_cancelled": "status is set by an earlier request",
+    "order_not_placed": "status is set by an earlier request",
+    "order_voucher_used": "an order whose voucher was spent cannot be cancelled",
     "invalid_amount": "how many decimals an amount may have, and how large it may be, depends on the program's money currency",
     # The clock.
     "future_dated": "occurred_at must not be after now",
@@ -75,6 +84,8 @@ BUSINESS_RULES = {
     "voucher_expired": "a voucher is valid until its definition's end",
     "voucher_not_yet_valid": "a voucher is valid from its definition's start",
     "as_of_in_future": "as_of must not be after now",
+    "item_not_yet_available": "an item is orderable from its available_from",
+    "item_no_longer_available": "an item is orderable until its available_until",
     # Policy beyond length.
     "weak_password": "a password needs 5 different characters, not only spaces",
 }

@@ -319,6 +319,65 @@ fn cases() -> Vec<Case> {
             body: None,
             allowed: staff,
         },
+        // The catalog: managers write items; whoever may spend reads them; members and
+        // staff order (a partner does not: the catalog is the program's); a member reads its
+        // own orders, a partner those it fulfils, and fulfils them; staff cancel.
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/catalog",
+            template: "/api/v1/programs/{program}/catalog",
+            body: None,
+            allowed: spenders,
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/catalog/mug",
+            template: "/api/v1/programs/{program}/catalog/{item}",
+            body: None,
+            allowed: spenders,
+        },
+        Case {
+            method: Method::PUT,
+            path: "/api/v1/programs/shop/catalog/mug-{role}",
+            template: "/api/v1/programs/{program}/catalog/{item}",
+            body: Some(json!({"name": "Mug", "currency": "points", "points": 1, "partner": "p1"})),
+            allowed: managers,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/orders",
+            template: "/api/v1/programs/{program}/orders",
+            body: Some(json!({"order_id": "op-{role}", "member": "m1", "item": "mug"})),
+            allowed: readers,
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/orders",
+            template: "/api/v1/programs/{program}/orders",
+            body: None,
+            allowed: journal_readers,
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/orders/os-seed",
+            template: "/api/v1/programs/{program}/orders/{order}",
+            body: None,
+            allowed: journal_readers,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/orders/oc-{role}/cancel",
+            template: "/api/v1/programs/{program}/orders/{order}/cancel",
+            body: None,
+            allowed: staff,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/orders/of-{role}/fulfil",
+            template: "/api/v1/programs/{program}/orders/{order}/fulfil",
+            body: None,
+            allowed: &["admin", "program_manager", "agent", "partner"],
+        },
         Case {
             method: Method::POST,
             path: "/api/v1/programs/shop/members/m1/adjustments",
@@ -617,6 +676,31 @@ async fn world() -> World {
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let voucher = body["code"].as_str().unwrap().to_owned();
+    // A catalog item fulfilled by partner p1, and orders of it: one read, one for each
+    // role to cancel and one to fulfil.
+    let (status, body) = send(
+        &router,
+        Method::PUT,
+        "/api/v1/programs/shop/catalog/mug",
+        Some(&admin),
+        Some(json!({"name": "Mug", "currency": "points", "points": 1, "partner": "p1"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mut orders = vec!["os-seed".to_owned()];
+    orders.extend(ROLES.iter().map(|r| format!("oc-{r}")));
+    orders.extend(ROLES.iter().map(|r| format!("of-{r}")));
+    for order in orders {
+        let (status, body) = send(
+            &router,
+            Method::POST,
+            "/api/v1/programs/shop/orders",
+            Some(&admin),
+            Some(json!({"order_id": order, "member": "m1", "item": "mug"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
     World {
         router,
         tokens,
@@ -879,6 +963,52 @@ async fn members_and_partners_cannot_read_each_other() {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // Another member's or partner's orders are not confirmed to exist; a list is one's own.
+    for token in [&world.member_other, &world.partner_other] {
+        let (status, body) = send(
+            r,
+            Method::GET,
+            "/api/v1/programs/shop/orders/os-seed",
+            Some(token),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("unknown_order"))
+        );
+        let (status, body) = send(
+            r,
+            Method::GET,
+            "/api/v1/programs/shop/orders",
+            Some(token),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["orders"], json!([]), "{body}");
+        let (status, _) = send(
+            r,
+            Method::POST,
+            "/api/v1/programs/shop/orders/of-seed/fulfil",
+            Some(token),
+            None,
+        )
+        .await;
+        assert!(
+            status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND,
+            "{status}"
+        );
+    }
+    let (status, _) = send(
+        r,
+        Method::POST,
+        "/api/v1/programs/shop/orders",
+        Some(&world.member_other),
+        Some(json!({"order_id": "stolen", "member": "m1", "item": "mug"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     // Partner p2 posts in p1's name: refused.
     let (status, _) = send(r, Method::POST, "/api/v1/programs/shop/journals", Some(&world.partner_other),
         Some(json!({"external_id": "x", "member": "m1", "type": "purchase", "occurred_at": "2026-11-20T10:00:00Z", "amount": "1", "currency": "EUR", "partner": "p1"}))).await;
@@ -903,8 +1033,8 @@ async fn members_and_partners_cannot_read_each_other() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body["balances"][0]["available"],
-        350 - 13,
-        "seven purchases of 50 by the seed, less the thirteen points held"
+        350 - 13 - 13,
+        "seven purchases of 50 by the seed, less the thirteen points held and thirteen orders"
     );
     let partner_p1 = world
         .tokens

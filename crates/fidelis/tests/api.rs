@@ -40,6 +40,7 @@ both_dialects!(
     operators_find_members_by_search_and_filters,
     pay_with_points_holds_captures_and_releases_once_per_order,
     vouchers_are_issued_redeemed_in_part_reserved_and_refused_clearly,
+    catalog_orders_spend_once_take_stock_and_give_both_back,
 );
 
 async fn points_are_earned_spent_refunded_cancelled_and_expired(s: Server) {
@@ -1323,4 +1324,173 @@ async fn vouchers_are_issued_redeemed_in_part_reserved_and_refused_clearly(s: Se
     }
     let entries_before = s.get(&format!("/programs/shop/vouchers/{gift}")).await;
     assert_eq!(entries_before["status"], "cancelled", "nothing changed");
+}
+
+async fn catalog_orders_spend_once_take_stock_and_give_both_back(s: Server) {
+    let (status, _, body) = s
+        .call(
+            reqwest::Method::PUT,
+            "/programs/shop",
+            Some(json!({"name": "Shop", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+                "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "never"}}],
+                "earning": {"base": [{"currency": "points", "rate": "1"}], "days_before_enrolment": 3650},
+                "vouchers": [{"code": "gift", "name": "Gift card", "value": {"fixed": "10.00"}}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for m in ["m", "n"] {
+        let (status, body) = s.post("/programs/shop/members", json!({"member": m})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, body) = s
+            .post(
+                "/programs/shop/journals",
+                purchase(&format!("p-{m}"), m, "500.00"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    // A bad item: every problem named, nothing stored.
+    let (status, _, body) = s
+        .call(
+            reqwest::Method::PUT,
+            "/programs/shop/catalog/lamp",
+            Some(json!({"name": "Lamp", "currency": "miles", "points": 300, "voucher": "nope"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "invalid_item");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("currency") && detail.contains("voucher"),
+        "{detail}"
+    );
+    // One lamp in stock, with a gift card.
+    let (status, _, body) = s
+        .call(
+            reqwest::Method::PUT,
+            "/programs/shop/catalog/lamp",
+            Some(json!({"name": "Lamp", "currency": "points", "points": 300, "voucher": "gift", "stock": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let catalog = s.get("/programs/shop/catalog?member=m").await;
+    assert_eq!(catalog["items"][0]["price"], 300, "{catalog}");
+    assert_eq!(catalog["items"][0]["stock"], 1);
+
+    let order = json!({"order_id": "R-1", "member": "m", "item": "lamp"});
+    let (status, body) = s.post("/programs/shop/orders", order.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        (body["status"].as_str(), body["points"].as_i64()),
+        (Some("placed"), Some(300))
+    );
+    let gift = body["voucher"]
+        .as_str()
+        .expect("the order issued a gift card")
+        .to_owned();
+    // A retry: the same order, nothing spent again.
+    let (status, headers, body) = s
+        .call(reqwest::Method::POST, "/programs/shop/orders", Some(order))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(body["voucher"], gift.as_str());
+    let balance = s.get("/programs/shop/members/m/balances").await;
+    assert_eq!(balance["balances"][0]["available"], 200, "{balance}");
+    // The last unit is gone: the next order is a conflict, nothing spent.
+    let (status, body) = s
+        .post(
+            "/programs/shop/orders",
+            json!({"order_id": "R-2", "member": "n", "item": "lamp"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("out_of_stock")),
+        "{body}"
+    );
+    assert_eq!(
+        s.get("/programs/shop/members/n/balances").await["balances"][0]["available"],
+        500
+    );
+    let catalog = s.get("/programs/shop/catalog?member=n").await;
+    assert_eq!(
+        catalog["items"][0]["unavailable"], "out_of_stock",
+        "{catalog}"
+    );
+
+    // Cancelled: points, stock and the gift card go back.
+    let (status, body) = s
+        .post("/programs/shop/orders/R-1/cancel", json!(null))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"], "cancelled");
+    assert_eq!(
+        s.get("/programs/shop/members/m/balances").await["balances"][0]["available"],
+        500
+    );
+    assert_eq!(s.get("/programs/shop/catalog/lamp").await["stock"], 1);
+    assert_eq!(
+        s.get(&format!("/programs/shop/vouchers/{gift}")).await["status"],
+        "cancelled"
+    );
+    let (status, headers, _) = s
+        .call(
+            reqwest::Method::POST,
+            "/programs/shop/orders/R-1/cancel",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, headers["idempotent-replayed"].to_str().unwrap()),
+        (StatusCode::OK, "true")
+    );
+
+    // Now n gets it; fulfilled, it can no longer be cancelled.
+    let (status, body) = s
+        .post(
+            "/programs/shop/orders",
+            json!({"order_id": "R-3", "member": "n", "item": "lamp"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = s
+        .post("/programs/shop/orders/R-3/fulfil", json!(null))
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::CREATED, Some("fulfilled")),
+        "{body}"
+    );
+    let (status, body) = s
+        .post("/programs/shop/orders/R-3/cancel", json!(null))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("order_fulfilled")),
+        "{body}"
+    );
+    let (status, body) = s
+        .post("/programs/shop/orders/R-404/cancel", json!(null))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown_order")),
+        "{body}"
+    );
+    let listed = s.get("/programs/shop/orders?member=n").await;
+    let ids: Vec<&str> = listed["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["order_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["R-3"], "{listed}");
+    let (status, body) = s
+        .post(
+            "/programs/shop/orders",
+            json!({"order_id": "R-5", "member": "n", "item": "lamp", "extra": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }

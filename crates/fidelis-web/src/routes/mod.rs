@@ -2,6 +2,7 @@
 //! `operations()` the endpoints around it (health, readiness, metrics, the document).
 
 pub(crate) mod admin;
+pub(crate) mod catalog;
 mod expiry;
 pub(crate) mod holds;
 pub(crate) mod journals;
@@ -47,6 +48,7 @@ use crate::{AppState, ServerConfig};
         (name = "journals", description = "Everything that changes points"),
         (name = "holds", description = "Pay with points: hold, capture, release"),
         (name = "vouchers", description = "Vouchers: issue, read, redeem (whole, in part, or reserved for an order), cancel"),
+        (name = "catalog", description = "The reward catalog and its orders: items priced per tier, with stock; orders placed, fulfilled, cancelled"),
         (name = "operations", description = "Jobs, tokens, users and the audit log")
     )
 )]
@@ -146,6 +148,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
             .merge(journals::routes())
             .merge(holds::routes())
             .merge(vouchers::routes())
+            .merge(catalog::routes())
             .merge(admin::routes()),
     )
 }
