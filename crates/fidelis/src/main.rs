@@ -49,6 +49,9 @@ enum Command {
     /// Run the time-driven jobs (expiry, pending release).
     #[command(subcommand)]
     Jobs(cli::jobs::JobsCommand),
+    /// The reward catalog: import items, list them.
+    #[command(subcommand)]
+    Catalog(cli::catalog::CatalogCommand),
     /// Issue vouchers in bulk.
     #[command(subcommand)]
     Vouchers(cli::vouchers::VouchersCommand),
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
             Command::Members(c) => cli::members::run(&args.database, c).await,
             Command::Journals(c) => cli::import::run(&args.database, c).await,
             Command::Jobs(c) => cli::jobs::run(&args.database, c).await,
+            Command::Catalog(c) => cli::catalog::run(&args.database, c).await,
             Command::Vouchers(c) => cli::vouchers::run(&args.database, c).await,
             Command::Balance(a) => cli::balance::run(&args.database, a).await,
             Command::Bench(c) => cli::bench::run(&args.database, c).await,

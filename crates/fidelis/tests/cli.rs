@@ -45,6 +45,7 @@ both_dialects!(
     members_are_listed_searched_and_exported,
     an_import_killed_midway_resumes_and_applies_every_journal_once,
     vouchers_are_issued_in_bulk_and_their_codes_written_out,
+    the_catalog_is_imported_line_by_line,
 );
 
 struct Env {
@@ -987,5 +988,49 @@ fn vouchers_are_issued_in_bulk_and_their_codes_written_out(env: &Env) {
         rt.block_on(store.bulk_run_codes(&program, "y"))
             .unwrap()
             .is_empty()
+    );
+}
+
+/// Catalog items come from NDJSON: good lines are written, bad ones reported by number and
+/// reason (exit 3), and the list shows price and stock.
+fn the_catalog_is_imported_line_by_line(env: &Env) {
+    env.ok(&["program", "create", "retail", "--template", "retail"]);
+    let file = env.file(
+        "catalog.ndjson",
+        concat!(
+            r#"{"code": "mug", "name": "Mug", "currency": "points", "points": 500, "stock": 20}"#, "\n",
+            r#"{"code": "gift-card", "name": "€10 gift card", "currency": "points", "points": 1000, "voucher": "ten-euros", "tier_prices": [{"tier": "gold", "points": 800}]}"#, "\n",
+            "\n",
+            r#"{"code": "bad", "name": "Bad", "currency": "miles", "points": 5}"#, "\n",
+            r#"{"code": "worse", "name": "Worse", "currency": "points", "points": 5, "colour": "red"}"#, "\n",
+            "not json\n",
+        ),
+    );
+    let out = env.run(&["catalog", "import", "--program", "retail", path(&file)]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("2 item(s) written, 3 line(s) rejected"),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 4: currency: the program has no currency \"miles\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 5:") && stderr.contains("colour"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("line 6:"), "{stderr}");
+    let list = env.ok(&["catalog", "list", "--program", "retail"]);
+    let mug = list
+        .lines()
+        .find(|l| l.starts_with("mug "))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(mug.contains("500") && mug.contains("20"), "{mug}");
+    assert!(
+        list.contains("gift-card") && !list.contains("bad"),
+        "{list}"
     );
 }

@@ -2,6 +2,7 @@
 
 pub mod balance;
 pub mod bench;
+pub mod catalog;
 pub mod import;
 pub mod jobs;
 pub mod members;
