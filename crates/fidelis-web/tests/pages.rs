@@ -152,6 +152,17 @@ fn pages() -> Vec<Page> {
             "/console/programs/{program}/promotions",
             STAFF,
         ),
+        get(
+            "/console/programs/shop/catalog",
+            "/console/programs/{program}/catalog",
+            STAFF,
+        ),
+        post(
+            "/console/programs/shop/orders/o-{who}/cancel",
+            "/console/programs/{program}/orders/{order}/{action}",
+            &[("confirm", "yes")],
+            STAFF,
+        ),
         get("/console/audit", "/console/audit", ANY_STAFF),
         get("/console/access", "/console/access", &["admin"]),
         post(
@@ -171,6 +182,13 @@ fn pages() -> Vec<Page> {
             "/portal/shop/promotions/club/join",
             "/portal/{program}/promotions/{promotion}/join",
             &[],
+            PORTAL,
+        ),
+        get("/portal/shop/rewards", "/portal/{program}/rewards", PORTAL),
+        post(
+            "/portal/shop/rewards/mug/order",
+            "/portal/{program}/rewards/{item}/order",
+            &[("order_id", "po-{who}")],
             PORTAL,
         ),
         post(

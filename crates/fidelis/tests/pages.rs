@@ -250,7 +250,8 @@ fn program() -> Value {
         "tier_groups": [{"code": "status", "name": "Status", "currency": "status",
                          "tiers": [{"code": "member", "name": "Member", "threshold": 0}, {"code": "gold", "name": "Gold", "threshold": 10000}]}],
         "promotions": [{"code": "club", "name": "Club bonus", "status": "active", "opt_in": true,
-                        "actions": [{"type": "fixed", "currency": "points", "points": 50}]}]})
+                        "actions": [{"type": "fixed", "currency": "points", "points": 50}]}],
+        "vouchers": [{"code": "coffee", "name": "Free coffee", "value": {"free_product": "COFFEE"}}]})
 }
 
 /// A form body, URL-encoded.
@@ -416,6 +417,26 @@ async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: 
         )
         .await;
     assert!(status.is_success(), "{status} {body}");
+    // The reward catalog: a mug that comes with a coffee voucher, and a Gold-only lounge.
+    for (item, body) in [
+        (
+            "mug",
+            json!({"name": "Fidelis mug", "currency": "points", "points": 500, "stock": 3, "voucher": "coffee"}),
+        ),
+        (
+            "lounge",
+            json!({"name": "Lounge access", "currency": "points", "points": 100, "tiers": ["gold"]}),
+        ),
+    ] {
+        let (status, _, body) = server
+            .call(
+                reqwest::Method::PUT,
+                &format!("/programs/shop/catalog/{item}"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
 
     // The session cookie's flags; Secure when the request came over TLS.
     let plain = sign_in_cookie(&server, "admin@shop.test", "a long enough password", None).await;
@@ -670,6 +691,7 @@ async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: 
     // The other console pages.
     for (path, name) in [
         ("/console/programs/shop/promotions", "console-promotions"),
+        ("/console/programs/shop/catalog", "console-catalog"),
         ("/console/audit", "console-audit"),
         ("/console/access", "console-access"),
     ] {
@@ -759,6 +781,27 @@ async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: 
             .await
             .contains("You have joined.")
     );
+    // Rewards: the mug is orderable, the lounge is for Gold members; ordering spends the
+    // points and brings the mug's coffee voucher.
+    b.goto(&format!("{base}/portal/shop/rewards")).await;
+    b.check("portal-rewards").await;
+    assert!(
+        b.element_text("#item-lounge")
+            .await
+            .contains("For members of a higher tier")
+    );
+    assert!(
+        b.element_text("#item-mug").await.contains("500 points"),
+        "{}",
+        b.element_text("#item-mug").await
+    );
+    b.follow("#item-mug button").await;
+    let text = b.text().await;
+    assert!(text.contains("Your order is placed"), "{text}");
+    assert!(b.element_text("#vouchers").await.contains("Free COFFEE"));
+    assert!(b.element_text("#orders").await.contains("mug"));
+    assert!(b.element_text("#item-mug").await.contains("2 left"));
+    b.check("portal-rewards-ordered").await;
     // The member cannot reach anyone else's page: the console is not theirs, and the
     // portal serves only their own program and member.
     b.goto(&format!(

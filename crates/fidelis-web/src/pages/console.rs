@@ -24,7 +24,7 @@ use crate::AppState;
 use crate::auth::{Caller, Permission, new_token};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
-use crate::routes::{admin, journals, lifecycle, members, programs};
+use crate::routes::{admin, catalog as catalog_api, journals, lifecycle, members, programs};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -66,6 +66,11 @@ pub(super) fn router() -> Router<AppState> {
             get(journal_view),
         )
         .route("/console/programs/{program}/promotions", get(promotions))
+        .route("/console/programs/{program}/catalog", get(catalog))
+        .route(
+            "/console/programs/{program}/orders/{order}/{action}",
+            post(order_action),
+        )
         .route("/console/audit", get(audit))
         .route("/console/access", get(access))
         .route("/console/access/{action}", post(access_action))
@@ -89,6 +94,8 @@ fn frame(staff: &Staff, program: Option<&str>) -> Value {
             access => c.has(Permission::TokensManage),
             adjust => c.has(Permission::Adjust),
             members_write => c.has(Permission::MembersWrite),
+            cancel => c.has(Permission::Cancel),
+            redeem => c.has(Permission::Redeem),
         },
     }
 }
@@ -1354,6 +1361,160 @@ async fn promotions(
             context! { tz => program.program.time_zone.name(), promotions => rows },
         ),
     )
+}
+
+// ---- the reward catalog, its orders, voucher definitions ------------------------------
+
+/// The catalog (inactive items too), the latest orders with what staff may do with them,
+/// and the program's voucher definitions.
+async fn catalog(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(code): Path<String>,
+    Query(query): Query<Fields>,
+) -> PageResult {
+    catalog_page(
+        &state,
+        &staff,
+        &code,
+        query.get("done").map(String::as_str),
+        None,
+    )
+    .await
+}
+
+async fn catalog_page(
+    state: &AppState,
+    staff: &Staff,
+    code: &str,
+    done: Option<&str>,
+    refused: Option<String>,
+) -> PageResult {
+    // The API's read of the definition decides who may see the page.
+    programs::get_program(
+        State(state.clone()),
+        Arc::clone(&staff.caller),
+        Path(code.to_owned()),
+    )
+    .await?
+    .0;
+    let items = catalog_api::list_catalog(
+        State(state.clone()),
+        Arc::clone(&staff.caller),
+        Path(code.to_owned()),
+        query_map(&[("all", Some("true"))]),
+    )
+    .await?
+    .0;
+    let orders = catalog_api::list_orders(
+        State(state.clone()),
+        Arc::clone(&staff.caller),
+        Path(code.to_owned()),
+        query_map(&[("limit", Some("100"))]),
+    )
+    .await?
+    .0;
+    let program = crate::routes::program(state, code).await?;
+    let money = program.program.money_currency.clone();
+    let vouchers: Vec<Value> = program
+        .program
+        .vouchers
+        .iter()
+        .map(|v| {
+            let value = match &v.value {
+                fidelis_core::vouchers::VoucherValue::Fixed(m) => {
+                    format!("{} {}", money.format(*m), money.code())
+                }
+                fidelis_core::vouchers::VoucherValue::Percent(p) => format!("{p} %"),
+                fidelis_core::vouchers::VoucherValue::FreeProduct(sku) => format!("free {sku}"),
+            };
+            context! {
+                code => v.code.to_string(),
+                name => v.name.clone(),
+                value,
+                starts_on => v.validity.starts_on.map(|d| d.to_string()),
+                ends_on => v.validity.ends_on.map(|d| d.to_string()),
+                days => v.validity.days,
+                uses => match (v.uses, &v.value) {
+                    (Some(n), _) => n.to_string(),
+                    (None, fidelis_core::vouchers::VoucherValue::Fixed(_)) => "as its value lasts".to_owned(),
+                    (None, _) => "1".to_owned(),
+                },
+                prefix => v.format.prefix.clone(),
+                length => v.format.length,
+            }
+        })
+        .collect();
+    let notice = match (done, refused) {
+        (_, Some(text)) => Some(notice(false, text)),
+        (Some("cancelled"), None) => Some(notice(
+            true,
+            "The order was cancelled: its points and stock are back.",
+        )),
+        (Some("fulfilled"), None) => Some(notice(true, "The order is fulfilled.")),
+        _ => None,
+    };
+    page(
+        "console/catalog.html",
+        merge(
+            frame(staff, Some(code)),
+            context! {
+                tz => program.program.time_zone.name(),
+                items => to_value(&items.items),
+                orders => to_value(&orders.orders),
+                vouchers,
+                notice,
+            },
+        ),
+    )
+}
+
+/// Cancels or fulfils an order (with the confirmation box ticked).
+async fn order_action(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((code, order, action)): Path<(String, String, String)>,
+    Form(form): Form<Fields>,
+) -> PageResult {
+    session::same_origin(&headers)?;
+    session::check_csrf(&form, &staff.csrf)?;
+    if form.get("confirm").map(String::as_str) != Some("yes") {
+        return catalog_page(
+            &state,
+            &staff,
+            &code,
+            None,
+            Some("Tick the confirmation box to do this.".into()),
+        )
+        .await;
+    }
+    let (s, caller, key) = (
+        State(state.clone()),
+        Arc::clone(&staff.caller),
+        Path((code.clone(), order.clone())),
+    );
+    let result = match action.as_str() {
+        "cancel" => catalog_api::cancel_order(s, caller, key)
+            .await
+            .map(|_| "cancelled"),
+        "fulfil" => catalog_api::fulfil_order(s, caller, key)
+            .await
+            .map(|_| "fulfilled"),
+        _ => return Err(ApiError::not_found("not_found", "no such action".to_owned()).into()),
+    };
+    match result {
+        Ok(done) => Ok(see_other(&format!(
+            "/console/programs/{}/catalog?done={done}",
+            segment(&code)
+        ))),
+        Err(e) if e.status == StatusCode::CONFLICT || e.status == StatusCode::NOT_FOUND => {
+            let mut response = catalog_page(&state, &staff, &code, None, Some(e.detail)).await?;
+            *response.status_mut() = e.status;
+            Ok(response)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 // ---- the audit log, users and tokens -------------------------------------------------

@@ -103,6 +103,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "console/dry_run.html",
     "console/journal.html",
     "console/promotions.html",
+    "console/catalog.html",
     "console/audit.html",
     "console/access.html",
     "portal/sign_in.html",
@@ -110,6 +111,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "portal/home.html",
     "portal/history.html",
     "portal/promotions.html",
+    "portal/rewards.html",
 );
 
 /// A page that could not be shown: an HTML page with the status and what went wrong.

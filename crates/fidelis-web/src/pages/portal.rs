@@ -22,7 +22,7 @@ use super::{
 use crate::AppState;
 use crate::auth::{hash_password, new_token, token_hash};
 use crate::extract::ApiJson;
-use crate::routes::{lifecycle, members};
+use crate::routes::{catalog, lifecycle, members, vouchers};
 
 /// The shortest portal password accepted.
 const MIN_PASSWORD_CHARS: usize = 12;
@@ -40,6 +40,8 @@ pub(super) fn router() -> Router<AppState> {
         .route("/portal/{program}/promotions", get(promotions))
         .route("/portal/{program}/promotions/{promotion}/join", post(join))
         .route("/portal/{program}/transfer", post(transfer))
+        .route("/portal/{program}/rewards", get(rewards))
+        .route("/portal/{program}/rewards/{item}/order", post(order))
 }
 
 /// The page's language and the jar remembering a switch to it.
@@ -652,6 +654,125 @@ async fn transfer(
         ))),
         Err(e) if e.status.is_client_error() => {
             home_page(&state, &member, lang, None, Some(e.detail)).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+// ---- rewards: the catalog, my vouchers, my orders -------------------------------------
+
+async fn rewards(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    member: MemberSession,
+    Query(query): Query<Fields>,
+) -> PageResult {
+    let (jar, lang) = language(jar, &headers, &query, &member.program);
+    let notice = query
+        .get("done")
+        .map(|d| message(lang, &format!("done-{d}"), None));
+    let body = rewards_page(&state, &member, lang, notice, None).await?;
+    Ok((jar, body).into_response())
+}
+
+async fn rewards_page(
+    state: &AppState,
+    member: &MemberSession,
+    lang: &str,
+    notice: Option<String>,
+    error: Option<String>,
+) -> PageResult {
+    let items = catalog::list_catalog(
+        State(state.clone()),
+        Arc::clone(&member.caller),
+        Path(member.program.clone()),
+        super::query_map(&[]),
+    )
+    .await?
+    .0;
+    let mine = vouchers::member_vouchers(
+        State(state.clone()),
+        Arc::clone(&member.caller),
+        Path((member.program.clone(), member.member.clone())),
+    )
+    .await?
+    .0;
+    let orders = catalog::list_orders(
+        State(state.clone()),
+        Arc::clone(&member.caller),
+        Path(member.program.clone()),
+        super::query_map(&[("limit", Some("20"))]),
+    )
+    .await?
+    .0;
+    let loaded = crate::routes::program(state, &member.program).await?;
+    let money = loaded.program.money_currency.code().to_owned();
+    // Each order form carries its own id: a double submission places one order.
+    let items: Vec<Value> = items
+        .items
+        .iter()
+        .map(|i| {
+            merge(
+                to_value(i),
+                context! { order_id => format!("portal-{}", &new_token()[..20]) },
+            )
+        })
+        .collect();
+    page(
+        "portal/rewards.html",
+        merge(
+            frame(
+                &member.program,
+                lang,
+                loaded.program.time_zone.name(),
+                &member.csrf,
+                Some(&member.member),
+            ),
+            context! {
+                items, money,
+                vouchers => to_value(&mine.vouchers),
+                orders => to_value(&orders.orders),
+                notice, error,
+            },
+        ),
+    )
+}
+
+async fn order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    member: MemberSession,
+    Path((program, item)): Path<(String, String)>,
+    Form(form): Form<Fields>,
+) -> PageResult {
+    session::same_origin(&headers)?;
+    session::check_csrf(&form, &member.csrf)?;
+    let (_, lang) = language(jar, &headers, &Fields::new(), &program);
+    let request = serde_json::from_value(json!({
+        "order_id": form.get("order_id").cloned().unwrap_or_default(),
+        "member": member.member, "item": item,
+    }))
+    .map_err(|_| {
+        crate::error::ApiError::bad_request("invalid_body", "an order names its id".to_owned())
+    })?;
+    match catalog::place_order(
+        State(state.clone()),
+        Arc::clone(&member.caller),
+        Path(member.program.clone()),
+        ApiJson(request),
+    )
+    .await
+    {
+        Ok(_) => Ok(see_other(&format!(
+            "{}/rewards?done=ordered",
+            home_url(&program)
+        ))),
+        Err(e) if e.status.is_client_error() => {
+            let mut response = rewards_page(&state, &member, lang, None, Some(e.detail)).await?;
+            *response.status_mut() = e.status;
+            Ok(response)
         }
         Err(e) => Err(e.into()),
     }

@@ -307,7 +307,7 @@ async fn member_tiers(
            ("member" = Option<String>, Query, description = "A member: prices for it", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"),
            ("all" = Option<bool>, Query, description = "Inactive items too (programs:read)")),
     responses((status = 200, body = CatalogBody, description = "The items, by code"), Problems))]
-async fn list_catalog(
+pub(crate) async fn list_catalog(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path(code): Path<String>,
@@ -468,7 +468,7 @@ async fn put_item(
     responses((status = 201, body = OrderBody, description = "Placed"),
               (status = 200, body = OrderBody, description = "A retry: the order placed with this id", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome of the same order"))),
               Problems))]
-async fn place_order(
+pub(crate) async fn place_order(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path(code): Path<String>,
@@ -509,7 +509,7 @@ async fn place_order(
            ("status" = Option<String>, Query, description = "Orders in this status", pattern = "^(placing|placed|fulfilled|cancelled|rejected)$"),
            ("limit" = Option<i64>, Query, description = "At most this many (50 by default, at most 500)", minimum = 1, maximum = 500)),
     responses((status = 200, body = OrdersBody, description = "The orders"), Problems))]
-async fn list_orders(
+pub(crate) async fn list_orders(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path(code): Path<String>,
@@ -613,7 +613,7 @@ async fn get_order(
     responses((status = 201, body = OrderBody, description = "Cancelled"),
               (status = 200, body = OrderBody, description = "A retry: cancelled before", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome"))),
               Problems))]
-async fn cancel_order(
+pub(crate) async fn cancel_order(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, order)): Path<(String, String)>,
@@ -639,7 +639,7 @@ async fn cancel_order(
     responses((status = 201, body = OrderBody, description = "Fulfilled"),
               (status = 200, body = OrderBody, description = "A retry: fulfilled before", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome"))),
               Problems))]
-async fn fulfil_order(
+pub(crate) async fn fulfil_order(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, order)): Path<(String, String)>,

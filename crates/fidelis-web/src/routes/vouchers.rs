@@ -446,7 +446,7 @@ async fn cancel_voucher(
     params(("program" = String, Path, description = PROGRAM_PARAM, example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"),
            ("member" = String, Path, description = "The member's external id", example = "m-1", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     responses((status = 200, body = VoucherList, description = "The member's vouchers"), Problems))]
-async fn member_vouchers(
+pub(crate) async fn member_vouchers(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, member)): Path<(String, String)>,
