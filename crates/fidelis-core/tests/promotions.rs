@@ -95,7 +95,7 @@ fn every_action_type_awards_what_it_says() {
     status: active
     actions: [{type: voucher, voucher: ten-off}, {type: badge, badge: first-buy}]
 "#,
-        "vouchers:\n  - {code: ten-off, name: Ten off, value: {fixed: \"10.00\"}}\n",
+        "vouchers:\n  - {code: ten-off, name: Ten off, value: {fixed: \"10.00\"}}\nbadges:\n  - {code: first-buy, name: First buy}\n",
     );
     let mut sim = sim(program);
     let o = sim.ok(purchase("25.50"));

@@ -605,6 +605,8 @@ pub(crate) struct Batch<'p> {
     spare_ids: Vec<i64>,
     /// Vouchers the batch's promotions issued.
     new_vouchers: Vec<crate::vouchers::NewVoucher>,
+    new_badges: Vec<crate::badges::NewBadge>,
+    new_benefits: Vec<crate::badges::NewBenefit>,
 }
 
 impl<'p> Batch<'p> {
@@ -632,6 +634,8 @@ impl<'p> Batch<'p> {
             group_of: FxHashMap::default(),
             spare_ids: Vec::new(),
             new_vouchers: Vec::new(),
+            new_badges: Vec::new(),
+            new_benefits: Vec::new(),
         }
     }
 
@@ -1046,6 +1050,7 @@ impl<'p> Batch<'p> {
                             processed.record.id.0,
                             &mut processed.outcome,
                         )?;
+                        self.collect_awards(member_id, processed.record.id.0, &processed.outcome);
                     }
                     let outcome = stored_outcome(&mut processed.outcome)?;
                     if let Some(settlement) = processed.settlement {
@@ -1126,6 +1131,57 @@ impl<'p> Batch<'p> {
             }
         }
         Ok(())
+    }
+
+    /// Collects the badges and benefits a journal's promotions awarded, written with the
+    /// batch (see `badges`).
+    fn collect_awards(&mut self, member_id: i64, journal_id: i64, outcome: &Outcome) {
+        let program = &self.lp.program;
+        for promotion in &outcome.promotions {
+            for (n, reward) in promotion.rewards.iter().enumerate() {
+                match reward.kind.as_ref() {
+                    "badge" => self.new_badges.push(crate::badges::NewBadge {
+                        member_id,
+                        badge: reward.code.to_string(),
+                        repeatable: program
+                            .badge(reward.code.as_str())
+                            .is_some_and(|b| b.repeatable),
+                        source: format!("promotion:{}", promotion.promotion),
+                    }),
+                    "benefit" => {
+                        let granted = program
+                            .promotions
+                            .iter()
+                            .filter(|p| p.code.as_str() == promotion.promotion.as_str())
+                            .flat_map(|p| &p.actions)
+                            .find_map(|a| match a {
+                                fidelis_core::promotions::Action::Benefit { benefit, days }
+                                    if benefit.code == reward.code =>
+                                {
+                                    Some((benefit, *days))
+                                }
+                                _ => None,
+                            });
+                        if let Some((benefit, days)) = granted {
+                            self.new_benefits.push(crate::badges::NewBenefit {
+                                member_id,
+                                code: benefit.code.to_string(),
+                                name: benefit.name.clone(),
+                                value: benefit.value.map(|v| v.to_string()),
+                                starts_at: self.now,
+                                ends_at: self.now + chrono::Duration::days(i64::from(days)),
+                                source: format!("promotion:{}", promotion.promotion),
+                                source_key: format!(
+                                    "journal:{journal_id}:{}:{n}",
+                                    promotion.promotion
+                                ),
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
     }
 
     fn take_related(&mut self, journal: &Journal) -> Related {
@@ -1274,6 +1330,12 @@ impl<'p> Batch<'p> {
         if !self.new_vouchers.is_empty() {
             let vouchers = std::mem::take(&mut self.new_vouchers);
             tx.insert_vouchers(self.lp.id, &vouchers, self.now).await?;
+        }
+        if !self.new_badges.is_empty() || !self.new_benefits.is_empty() {
+            let badges = std::mem::take(&mut self.new_badges);
+            let benefits = std::mem::take(&mut self.new_benefits);
+            tx.insert_awards(self.lp.id, &badges, &benefits, self.now)
+                .await?;
         }
         let deltas: Vec<_> = std::mem::take(&mut self.counters.deltas)
             .into_iter()

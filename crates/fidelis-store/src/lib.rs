@@ -14,6 +14,7 @@
 //! unique key, so concurrent duplicates credit once.
 
 mod access;
+mod badges;
 #[doc(hidden)]
 pub mod bare;
 mod catalog;
@@ -52,6 +53,7 @@ use sqlx::sqlite::{
 };
 
 pub use access::{Actor, AuditEntry, AuditFilter, NewToken, TokenRecord, UserRecord};
+pub use badges::{BadgeView, GrantedBenefit};
 pub use catalog::{CatalogEntry, MAX_ORDER_ID_LEN, OrderView};
 pub use dashboard::{Dashboard, MonthPoints};
 use engine::Revision;

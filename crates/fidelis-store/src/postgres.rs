@@ -346,6 +346,18 @@ impl LedgerTx for PgTx {
         Ok(())
     }
 
+    async fn insert_awards(
+        &mut self,
+        program_id: i64,
+        badges: &[crate::badges::NewBadge],
+        benefits: &[crate::badges::NewBenefit],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let conn = self.conn().await?;
+        crate::badges::insert_awards!(conn, program_id, badges, benefits, now);
+        Ok(())
+    }
+
     async fn count_open_holds(&mut self, member_ids: &[i64]) -> Result<i64> {
         Ok(sqlx::query_scalar(
             "SELECT COUNT(*) FROM journals WHERE member_id = ANY($1) AND hold_until IS NOT NULL",

@@ -244,6 +244,14 @@ pub trait LedgerTx: Send {
         rows: &[crate::vouchers::NewVoucher],
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// Writes badges and benefits awarded by the batch's promotions.
+    fn insert_awards(
+        &mut self,
+        program_id: i64,
+        badges: &[crate::badges::NewBadge],
+        benefits: &[crate::badges::NewBenefit],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// How many open holds (pay with points) these members have.
     fn count_open_holds(&mut self, member_ids: &[i64]) -> impl Future<Output = Result<i64>> + Send;
     /// The groups with these ids.

@@ -323,6 +323,18 @@ impl LedgerTx for SqliteTx<'_> {
         Ok(())
     }
 
+    async fn insert_awards(
+        &mut self,
+        program_id: i64,
+        badges: &[crate::badges::NewBadge],
+        benefits: &[crate::badges::NewBenefit],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let conn = &mut *self.tx;
+        crate::badges::insert_awards!(conn, program_id, badges, benefits, now);
+        Ok(())
+    }
+
     async fn count_open_holds(&mut self, member_ids: &[i64]) -> Result<i64> {
         Ok(sqlx::query_scalar(
             "SELECT COUNT(*) FROM journals WHERE member_id IN (SELECT value FROM json_each(?1)) \

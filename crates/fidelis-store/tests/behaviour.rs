@@ -903,6 +903,8 @@ async fn promotions_award_refund_and_dry_runs_leave_no_trace(store: Store) {
          "actions": [{"type": "fixed", "currency": "points", "points": 1000}]}
     ]))
     .unwrap();
+    doc.badges =
+        serde_json::from_value(json!([{"code": "online", "name": "Shops online"}])).unwrap();
     let program = Program::compile(&doc, None).unwrap();
     let (p, _) = store
         .put_program(

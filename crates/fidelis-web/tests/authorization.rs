@@ -279,6 +279,20 @@ fn cases() -> Vec<Case> {
         },
         Case {
             method: Method::GET,
+            path: "/api/v1/programs/shop/members/m1/badges",
+            template: "/api/v1/programs/{program}/members/{member}/badges",
+            body: None,
+            allowed: readers,
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/members/m1/benefits",
+            template: "/api/v1/programs/{program}/members/{member}/benefits",
+            body: None,
+            allowed: readers,
+        },
+        Case {
+            method: Method::GET,
             path: "/api/v1/programs/shop/members/m1/vouchers",
             template: "/api/v1/programs/{program}/members/{member}/vouchers",
             body: None,

@@ -41,6 +41,7 @@ both_dialects!(
     pay_with_points_holds_captures_and_releases_once_per_order,
     vouchers_are_issued_redeemed_in_part_reserved_and_refused_clearly,
     catalog_orders_spend_once_take_stock_and_give_both_back,
+    badges_and_benefits_are_read_per_member,
 );
 
 async fn points_are_earned_spent_refunded_cancelled_and_expired(s: Server) {
@@ -1493,4 +1494,64 @@ async fn catalog_orders_spend_once_take_stock_and_give_both_back(s: Server) {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+async fn badges_and_benefits_are_read_per_member(s: Server) {
+    let (status, _, body) = s
+        .call(
+            reqwest::Method::PUT,
+            "/programs/shop",
+            Some(json!({"name": "Shop", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+                "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "never"}},
+                               {"code": "status", "name": "Status", "kind": "qualifying", "expiry": {"policy": "never"}}],
+                "earning": {"base": [{"currency": "points", "rate": "1"}], "days_before_enrolment": 3650},
+                "tier_groups": [{"code": "status", "currency": "status",
+                                 "tiers": [{"code": "base", "name": "Base", "threshold": 0,
+                                            "benefits": [{"code": "newsletter", "name": "Newsletter"}]}]}],
+                "badges": [{"code": "first-buy", "name": "First buy"}],
+                "promotions": [{"code": "welcome", "name": "Welcome", "status": "active",
+                                "actions": [{"type": "badge", "badge": "first-buy"},
+                                            {"type": "benefit", "benefit": {"code": "lounge", "name": "Lounge", "value": "2"}, "days": 7}]}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = s
+        .post("/programs/shop/members", json!({"member": "m"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = s
+        .post("/programs/shop/journals", purchase("p1", "m", "10.00"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let badges = s.get("/programs/shop/members/m/badges").await;
+    assert_eq!(badges["badges"][0]["badge"], "first-buy", "{badges}");
+    assert_eq!(badges["badges"][0]["times"], 1);
+    let benefits = s.get("/programs/shop/members/m/benefits").await;
+    let list: Vec<(&str, &str)> = benefits["benefits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["code"].as_str().unwrap(), b["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        list,
+        [
+            ("newsletter", "tier:status:base"),
+            ("lounge", "promotion:welcome")
+        ],
+        "{benefits}"
+    );
+    assert_eq!(benefits["benefits"][1]["value"], "2");
+    assert!(benefits["benefits"][1]["valid_until"].is_string());
+    let (status, _, body) = s
+        .call(
+            reqwest::Method::GET,
+            "/programs/shop/members/nobody/badges",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown_member"))
+    );
 }

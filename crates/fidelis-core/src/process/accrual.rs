@@ -244,6 +244,11 @@ pub(crate) fn result(program: &Program, e: &promotions::Evaluation) -> Promotion
                     code: code.clone(),
                     voucher: None,
                 },
+                Reward::Benefit(code, _) => RewardOf {
+                    kind: "benefit".into(),
+                    code: code.clone(),
+                    voucher: None,
+                },
             })
             .collect(),
     }

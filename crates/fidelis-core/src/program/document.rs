@@ -53,6 +53,25 @@ pub struct ProgramDocument {
     /// Voucher definitions: what promotions, catalog orders and agents issue.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vouchers: Vec<VoucherDocument>,
+    /// Badges promotions award: `{code, name, description, repeatable}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub badges: Vec<BadgeDocument>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// A badge: `{code: first-flight, name: "First flight", repeatable: false}`. A member holds
+/// a badge once; a repeatable one counts how many times it was awarded.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BadgeDocument {
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeatable: bool,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }
@@ -551,6 +570,12 @@ pub struct ActionDocument {
     pub voucher: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub badge: Option<String>,
+    /// A `benefit` action's benefit: `{code, name, value}`, like a tier's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub benefit: Option<BenefitDocument>,
+    /// How many days a granted benefit lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<u32>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }

@@ -54,6 +54,8 @@ pub struct Program {
     pub referral: Option<Referral>,
     /// Voucher definitions, in definition order.
     pub vouchers: Vec<crate::vouchers::VoucherDefinition>,
+    /// Badges, in definition order.
+    pub badges: Vec<BadgeDefinition>,
     /// The definition this was compiled from, normalised, as `GET` returns it.
     pub document: ProgramDocument,
 }
@@ -76,6 +78,10 @@ impl Program {
     }
 
     /// The voucher definition with this code.
+    pub fn badge(&self, code: &str) -> Option<&BadgeDefinition> {
+        self.badges.iter().find(|b| b.code.as_str() == code)
+    }
+
     pub fn voucher(&self, code: &str) -> Option<&crate::vouchers::VoucherDefinition> {
         self.vouchers.iter().find(|v| v.code.as_str() == code)
     }
@@ -156,6 +162,16 @@ pub const PURCHASE: &str = "purchase";
 /// The most currencies a program may define (accounts are indexed by a `u16`, and a real
 /// program has a handful).
 pub const MAX_CURRENCIES: usize = 16;
+
+/// A badge promotions award (`{type: badge, badge: CODE}`): held once per member, or
+/// counted when `repeatable`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadgeDefinition {
+    pub code: Code,
+    pub name: String,
+    pub description: Option<String>,
+    pub repeatable: bool,
+}
 
 /// A loyalty currency.
 #[derive(Debug, Clone)]

@@ -175,8 +175,17 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
         .as_ref()
         .and_then(|r| referral(&mut check, r, &currencies, &activity_types));
     let vouchers = vouchers(&mut check, &doc.vouchers, money_currency.as_ref());
+    let badges = badges(&mut check, &doc.badges);
     for (i, p) in doc.promotions.iter().enumerate() {
         for (j, a) in p.actions.iter().enumerate() {
+            if let (Some("badge"), Some(b)) = (a.kind.as_deref(), a.badge.as_deref())
+                && !doc.badges.iter().any(|d| d.code.as_deref() == Some(b))
+            {
+                check.add(
+                    format!("promotions[{i}].actions[{j}].badge"),
+                    format!("{b:?} is not one of the program's badges"),
+                );
+            }
             if let (Some("voucher"), Some(v)) = (a.kind.as_deref(), a.voucher.as_deref())
                 && !doc.vouchers.iter().any(|d| d.code.as_deref() == Some(v))
             {
@@ -212,6 +221,7 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
                 promotions,
                 referral,
                 vouchers,
+                badges,
                 document,
             })
         }
@@ -1239,10 +1249,33 @@ fn action(
         "badge" => Some(Action::Badge {
             badge: check.code(format!("{at}.badge"), &doc.badge)?,
         }),
+        "benefit" => {
+            let Some(benefit) = &doc.benefit else {
+                check.add(format!("{at}.benefit"), "is required: {code, name, value}");
+                return None;
+            };
+            let granted = benefits(check, at, std::slice::from_ref(benefit));
+            let days = match doc.days {
+                Some(d @ 1..=MAX_BENEFIT_DAYS) => Some(d),
+                _ => {
+                    check.add(
+                        format!("{at}.days"),
+                        format!("is required: 1 to {MAX_BENEFIT_DAYS} days"),
+                    );
+                    None
+                }
+            };
+            Some(Action::Benefit {
+                benefit: granted.into_iter().next()?,
+                days: days?,
+            })
+        }
         other => {
             check.add(
                 format!("{at}.type"),
-                format!("{other:?} is not one of fixed, per_money, multiplier, voucher, badge"),
+                format!(
+                    "{other:?} is not one of fixed, per_money, multiplier, voucher, badge, benefit"
+                ),
             );
             None
         }
@@ -1762,6 +1795,47 @@ fn length(check: &mut Check, at: &str, doc: &LengthDocument) -> Option<Period> {
             None
         }
     }
+}
+
+/// The longest a granted benefit lasts: ten years.
+pub const MAX_BENEFIT_DAYS: u32 = 3650;
+/// The most badges a program defines.
+const MAX_BADGES: usize = 200;
+
+fn badges(check: &mut Check, docs: &[BadgeDocument]) -> Vec<super::BadgeDefinition> {
+    if docs.len() > MAX_BADGES {
+        check.add("badges", format!("at most {MAX_BADGES} are allowed"));
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, doc) in docs.iter().enumerate() {
+        let at = format!("badges[{i}]");
+        check.unknown(&at, &doc.unknown);
+        let code = check.code(format!("{at}.code"), &doc.code);
+        if let Some(code) = &code
+            && !seen.insert(code.clone())
+        {
+            check.add(format!("{at}.code"), format!("{code:?} is defined twice"));
+        }
+        let name = check.name(format!("{at}.name"), &doc.name);
+        if doc
+            .description
+            .as_ref()
+            .is_some_and(|d| d.chars().count() > 500)
+        {
+            check.add(format!("{at}.description"), "at most 500 characters");
+        }
+        if let (Some(code), Some(name)) = (code, name) {
+            out.push(super::BadgeDefinition {
+                code,
+                name,
+                description: doc.description.clone(),
+                repeatable: doc.repeatable,
+            });
+        }
+    }
+    out
 }
 
 fn benefits(check: &mut Check, at: &str, docs: &[BenefitDocument]) -> Vec<Benefit> {

@@ -247,6 +247,12 @@ pub enum Action {
     Voucher {
         definition: Code,
     },
+    /// Grants the member `benefit` for `days` days from the journal (a store record,
+    /// readable beside the tiers' benefits).
+    Benefit {
+        benefit: crate::tiers::Benefit,
+        days: u32,
+    },
     Badge {
         badge: Code,
     },
@@ -334,6 +340,8 @@ pub struct PromotionPoints {
 pub enum Reward {
     Voucher(Code),
     Badge(Code),
+    /// A benefit's code and how many days it lasts.
+    Benefit(Code, u32),
 }
 
 /// One promotion's result for one journal.
@@ -797,7 +805,7 @@ fn limit(
                     keep -= 1;
                     true
                 }
-                Reward::Badge(_) => true,
+                Reward::Badge(_) | Reward::Benefit(..) => true,
             });
             if evaluation.points.is_empty() && evaluation.rewards.is_empty() {
                 evaluation.verdict = Verdict::LimitReached(format!(
@@ -997,6 +1005,9 @@ fn act(
                 evaluation.rewards.push(Reward::Voucher(definition.clone()));
             }
             Action::Badge { badge } => evaluation.rewards.push(Reward::Badge(badge.clone())),
+            Action::Benefit { benefit, days } => evaluation
+                .rewards
+                .push(Reward::Benefit(benefit.code.clone(), *days)),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! `operations()` the endpoints around it (health, readiness, metrics, the document).
 
 pub(crate) mod admin;
+pub(crate) mod badges;
 pub(crate) mod catalog;
 mod expiry;
 pub(crate) mod holds;
@@ -149,6 +150,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
             .merge(holds::routes())
             .merge(vouchers::routes())
             .merge(catalog::routes())
+            .merge(badges::routes())
             .merge(admin::routes()),
     )
 }

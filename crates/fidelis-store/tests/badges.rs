@@ -1,0 +1,147 @@
+//! Badges and granted benefits through the store, on SQLite and a throw-away PostgreSQL:
+//! a badge held once, a repeatable one counted, a benefit granted for a period, and a
+//! replayed journal awarding nothing again.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use fidelis_core::ids::ExternalId;
+use fidelis_core::journal::{Journal, JournalDocument};
+use fidelis_core::program::{Program, ProgramDocument};
+use fidelis_store::{Actor, Enrollment, LoadedProgram, Prepared, Store};
+use serde_json::json;
+
+fidelis_testkit::store_tests!(badges_are_held_once_or_counted_and_benefits_last_their_period);
+
+fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+async fn setup(store: &Store) -> Arc<LoadedProgram> {
+    let doc: ProgramDocument = serde_json::from_value(json!({
+        "code": "shop", "name": "Shop", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+        "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "never"}}],
+        "earning": {"base": [{"currency": "points", "rate": "1"}]},
+        "badges": [{"code": "first-buy", "name": "First buy"},
+                   {"code": "big-basket", "name": "Big basket", "repeatable": true}],
+        "promotions": [
+            {"code": "welcome", "name": "Welcome", "status": "active",
+             "actions": [{"type": "badge", "badge": "first-buy"}]},
+            {"code": "big", "name": "Big baskets", "status": "active", "condition": "journal.amount >= 100.0",
+             "actions": [{"type": "badge", "badge": "big-basket"},
+                         {"type": "benefit", "benefit": {"code": "free_shipping", "name": "Free shipping"}, "days": 30}]}
+        ]
+    }))
+    .unwrap();
+    let program = Program::compile(&doc, None).unwrap_or_else(|e| panic!("{e:?}"));
+    let (loaded, _) = store
+        .put_program(&program, utc("2026-01-01T00:00:00Z"), &Actor::cli())
+        .await
+        .unwrap();
+    store
+        .enroll(
+            &loaded,
+            &Enrollment {
+                external_id: ExternalId::parse("m").unwrap(),
+                profile: json!({}),
+                enrolled_at: utc("2026-01-01T00:00:00Z"),
+            },
+            utc("2026-01-01T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+    loaded
+}
+
+async fn buy(
+    store: &Store,
+    program: &Arc<LoadedProgram>,
+    id: &str,
+    amount: &str,
+    at: DateTime<Utc>,
+) -> serde_json::Value {
+    let doc: JournalDocument = serde_json::from_value(json!({
+        "external_id": id, "member": "m", "type": "purchase", "occurred_at": at.to_rfc3339(),
+        "amount": amount, "currency": "EUR"}))
+    .unwrap();
+    let journal = Journal::parse(&doc, &program.program).unwrap();
+    let posted = store
+        .post_realtime(
+            program,
+            Prepared::new(journal, &program.program).unwrap(),
+            at,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    serde_json::to_value(&posted.outcome.promotions).unwrap()
+}
+
+async fn badges_are_held_once_or_counted_and_benefits_last_their_period(store: Store) {
+    let program = setup(&store).await;
+    let t = utc("2026-03-01T10:00:00Z");
+    let rewards = buy(&store, &program, "p1", "120.00", t).await;
+    let kinds: Vec<&str> = rewards
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["rewards"].as_array().unwrap())
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.len(), 3, "{rewards}");
+    buy(&store, &program, "p2", "150.00", t + Duration::days(10)).await;
+    buy(&store, &program, "p3", "20.00", t + Duration::days(11)).await;
+    // A replay is answered, not processed: nothing is awarded again.
+    buy(&store, &program, "p2", "150.00", t + Duration::days(10)).await;
+    let m = store.require_member(&program, "m").await.unwrap();
+    let badges = store.member_badges(&program.program, m.id).await.unwrap();
+    let held: Vec<(&str, &str, i64)> = badges
+        .iter()
+        .map(|b| (b.badge.as_str(), b.name.as_str(), b.times))
+        .collect();
+    assert_eq!(
+        held,
+        [
+            ("big-basket", "Big basket", 2),
+            ("first-buy", "First buy", 1)
+        ]
+    );
+    assert_eq!(badges[1].source, "promotion:welcome");
+    assert_eq!(badges[0].last_at, t + Duration::days(10));
+    // Two grants of free shipping, each for 30 days from its journal.
+    let now = t + Duration::days(20);
+    let granted = store.member_benefits(m.id, now).await.unwrap();
+    let ends: Vec<DateTime<Utc>> = granted.iter().map(|g| g.ends_at).collect();
+    assert_eq!(ends, [t + Duration::days(30), t + Duration::days(40)]);
+    assert!(
+        granted
+            .iter()
+            .all(|g| g.code == "free_shipping" && g.source == "promotion:big")
+    );
+    assert_eq!(
+        store
+            .member_benefits(m.id, t + Duration::days(30))
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "the first ended: half-open"
+    );
+    assert!(
+        store
+            .member_benefits(m.id, t + Duration::days(40))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A badge action must name a defined badge.
+    let mut doc = program.program.document.clone();
+    doc.badges.clear();
+    let problems = Program::compile(&doc, None).unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.path == "promotions[0].actions[0].badge"),
+        "{problems:?}"
+    );
+}
