@@ -606,6 +606,9 @@ pub(crate) struct Batch<'p> {
     /// Vouchers the batch's promotions issued.
     new_vouchers: Vec<crate::vouchers::NewVoucher>,
     new_badges: Vec<crate::badges::NewBadge>,
+    /// Journals cancelled by the batch: the vouchers their promotions issued are
+    /// cancelled with them.
+    cancelled_journals: Vec<i64>,
     new_benefits: Vec<crate::badges::NewBenefit>,
 }
 
@@ -635,6 +638,7 @@ impl<'p> Batch<'p> {
             spare_ids: Vec::new(),
             new_vouchers: Vec::new(),
             new_badges: Vec::new(),
+            cancelled_journals: Vec::new(),
             new_benefits: Vec::new(),
         }
     }
@@ -1051,6 +1055,10 @@ impl<'p> Batch<'p> {
                             &mut processed.outcome,
                         )?;
                         self.collect_awards(member_id, processed.record.id.0, &processed.outcome);
+                        if matches!(journal.body, JournalBody::Cancellation { .. }) {
+                            self.cancelled_journals
+                                .extend(processed.record.original.map(|o| o.0));
+                        }
                     }
                     let outcome = stored_outcome(&mut processed.outcome)?;
                     if let Some(settlement) = processed.settlement {
@@ -1330,6 +1338,11 @@ impl<'p> Batch<'p> {
         if !self.new_vouchers.is_empty() {
             let vouchers = std::mem::take(&mut self.new_vouchers);
             tx.insert_vouchers(self.lp.id, &vouchers, self.now).await?;
+        }
+        if !self.cancelled_journals.is_empty() {
+            let cancelled = std::mem::take(&mut self.cancelled_journals);
+            tx.cancel_journal_vouchers(self.lp.id, &cancelled, self.now)
+                .await?;
         }
         if !self.new_badges.is_empty() || !self.new_benefits.is_empty() {
             let badges = std::mem::take(&mut self.new_badges);

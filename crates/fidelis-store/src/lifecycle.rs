@@ -425,6 +425,20 @@ impl sqlite::SqliteTx<'_> {
             .bind(source)
             .execute(&mut *self.tx)
             .await?;
+        // … and so do its granted benefits and its badges (a badge both hold: the
+        // survivor's stands). Its orders stay with it, as its journals do.
+        for sql in [
+            "UPDATE member_benefits SET member_id = ?1 WHERE member_id = ?2",
+            "DELETE FROM member_badges WHERE member_id = ?2 \
+             AND badge IN (SELECT badge FROM member_badges WHERE member_id = ?1)",
+            "UPDATE member_badges SET member_id = ?1 WHERE member_id = ?2",
+        ] {
+            sqlx::query(sql)
+                .bind(survivor)
+                .bind(source)
+                .execute(&mut *self.tx)
+                .await?;
+        }
         sqlx::query(
             "INSERT INTO promotion_usage (program_id, promotion, member_id, period, times, points) \
              SELECT program_id, promotion, ?1, period, times, points FROM promotion_usage \
@@ -522,6 +536,20 @@ impl postgres::PgTx {
             .bind(source)
             .execute(&mut *conn)
             .await?;
+        // … and so do its granted benefits and its badges (a badge both hold: the
+        // survivor's stands). Its orders stay with it, as its journals do.
+        for sql in [
+            "UPDATE member_benefits SET member_id = $1 WHERE member_id = $2",
+            "DELETE FROM member_badges WHERE member_id = $2 \
+             AND badge IN (SELECT badge FROM member_badges WHERE member_id = $1)",
+            "UPDATE member_badges SET member_id = $1 WHERE member_id = $2",
+        ] {
+            sqlx::query(sql)
+                .bind(survivor)
+                .bind(source)
+                .execute(&mut *conn)
+                .await?;
+        }
         sqlx::query(
             "INSERT INTO promotion_usage (program_id, promotion, member_id, period, times, points) \
              SELECT program_id, promotion, $1, period, times, points FROM promotion_usage \

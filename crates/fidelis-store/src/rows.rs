@@ -244,6 +244,14 @@ pub trait LedgerTx: Send {
         rows: &[crate::vouchers::NewVoucher],
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// Cancels the unused vouchers the promotions of these journals (by id) issued, as
+    /// their journals are cancelled.
+    fn cancel_journal_vouchers(
+        &mut self,
+        program_id: i64,
+        journal_ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Writes badges and benefits awarded by the batch's promotions.
     fn insert_awards(
         &mut self,

@@ -323,6 +323,17 @@ impl LedgerTx for SqliteTx<'_> {
         Ok(())
     }
 
+    async fn cancel_journal_vouchers(
+        &mut self,
+        program_id: i64,
+        journal_ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let conn = &mut *self.tx;
+        crate::vouchers::cancel_journal_vouchers!(conn, program_id, journal_ids, now);
+        Ok(())
+    }
+
     async fn insert_awards(
         &mut self,
         program_id: i64,

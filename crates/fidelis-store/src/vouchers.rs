@@ -224,6 +224,52 @@ fn view(row: Row, now: DateTime<Utc>) -> Result<VoucherView> {
 
 /// Inserts vouchers and their issue entries through `$conn` (either dialect); vouchers
 /// whose `source_key` exists already are skipped. Evaluates to how many were inserted.
+/// Cancels, on `$conn`, the vouchers still `issued` that promotions issued for the
+/// journals `$journal_ids` (their source keys are `journal:ID:N`): each gets a `cancel`
+/// entry taking what is left of its value, so the value ledger still sums to `remaining`.
+/// A voucher already used (even in part) or reserved stays as it is.
+macro_rules! cancel_journal_vouchers {
+    ($conn:expr, $program_id:expr, $journal_ids:expr, $now:expr) => {{
+        for id in $journal_ids {
+            let prefix = format!("journal:{id}:");
+            let len = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
+            let ids: Vec<(i64, Option<i64>, String, String)> = sqlx::query_as(
+                "SELECT id, remaining, kind, value FROM vouchers WHERE program_id = $1 \
+                 AND status = 'issued' AND substr(source_key, 1, $2) = $3",
+            )
+            .bind($program_id)
+            .bind(len)
+            .bind(&prefix)
+            .fetch_all(&mut *$conn)
+            .await?;
+            for (voucher, remaining, kind, value) in ids {
+                // Part of a fixed value spent: the member used it; it stays.
+                if kind == "fixed" && remaining != value.parse::<i64>().ok() {
+                    continue;
+                }
+                sqlx::query(
+                    "INSERT INTO voucher_entries (voucher_id, seq, kind, key, amount, at, actor) \
+                     SELECT $1, COALESCE(MAX(seq), 0) + 1, 'cancel', NULL, $2, $3, 'system' \
+                     FROM voucher_entries WHERE voucher_id = $1",
+                )
+                .bind(voucher)
+                .bind(-remaining.unwrap_or(0))
+                .bind($crate::dialect::At($now))
+                .execute(&mut *$conn)
+                .await?;
+                sqlx::query(
+                    "UPDATE vouchers SET status = 'cancelled', \
+                     remaining = CASE WHEN remaining IS NULL THEN NULL ELSE 0 END WHERE id = $1",
+                )
+                .bind(voucher)
+                .execute(&mut *$conn)
+                .await?;
+            }
+        }
+    }};
+}
+pub(crate) use cancel_journal_vouchers;
+
 macro_rules! insert_vouchers {
     ($conn:expr, $program_id:expr, $rows:expr, $now:expr) => {{
         let mut inserted = 0u64;

@@ -134,6 +134,47 @@ async fn badges_are_held_once_or_counted_and_benefits_last_their_period(store: S
             .unwrap()
             .is_empty()
     );
+    // A merge brings the source's badges and benefits to the survivor; a badge both hold
+    // stays the survivor's.
+    store
+        .enroll(
+            &program,
+            &Enrollment {
+                external_id: ExternalId::parse("n").unwrap(),
+                profile: json!({}),
+                enrolled_at: utc("2026-01-01T00:00:00Z"),
+            },
+            utc("2026-01-01T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+    let doc: JournalDocument = serde_json::from_value(json!({
+        "external_id": "n1", "member": "n", "type": "purchase", "occurred_at": now.to_rfc3339(),
+        "amount": "200.00", "currency": "EUR"}))
+    .unwrap();
+    let journal = Journal::parse(&doc, &program.program).unwrap();
+    store
+        .post_realtime(
+            &program,
+            Prepared::new(journal, &program.program).unwrap(),
+            now,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .merge_members(&program, "n", "m", now, &Actor::cli())
+        .await
+        .unwrap();
+    let badges = store.member_badges(&program.program, m.id).await.unwrap();
+    assert_eq!(
+        badges
+            .iter()
+            .map(|b| (b.badge.as_str(), b.times))
+            .collect::<Vec<_>>(),
+        [("big-basket", 2), ("first-buy", 1)]
+    );
+    assert_eq!(store.member_benefits(m.id, now).await.unwrap().len(), 3);
     // A badge action must name a defined badge.
     let mut doc = program.program.document.clone();
     doc.badges.clear();

@@ -19,6 +19,7 @@ fidelis_testkit::store_tests!(
     promotions_issue_vouchers_within_their_budget_and_merges_move_them,
     a_single_use_voucher_redeemed_by_racing_requests_is_redeemed_once,
     a_bulk_run_issues_unique_codes_and_resumes_without_doubling,
+    cancelling_a_journal_cancels_the_vouchers_it_issued,
 );
 
 fn utc(s: &str) -> DateTime<Utc> {
@@ -526,4 +527,64 @@ async fn a_bulk_run_issues_unique_codes_and_resumes_without_doubling(store: Stor
         unknown,
         Err(StoreError::Refused("unknown_voucher_definition", _))
     ));
+}
+
+/// A journal cancelled takes its promotion's voucher with it, unless the member used it.
+async fn cancelling_a_journal_cancels_the_vouchers_it_issued(store: Store) {
+    let program = setup(&store, &["m1"]).await;
+    let now = utc("2026-12-02T10:00:00Z");
+    let first = store
+        .post_realtime(&program, purchase(&program, "j1", "m1", "120.00"), now)
+        .await
+        .unwrap();
+    let code = issued(&first).remove(0);
+    let cancel = |id: &str, original: &str| {
+        let doc: JournalDocument = serde_json::from_value(json!({
+            "external_id": id, "member": "m1", "type": "cancellation",
+            "occurred_at": "2026-12-02T09:30:00Z", "original_external_id": original}))
+        .unwrap();
+        Prepared::new(
+            Journal::parse(&doc, &program.program).unwrap(),
+            &program.program,
+        )
+        .unwrap()
+    };
+    store
+        .post_realtime(&program, cancel("c1", "j1"), now)
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let v = store.voucher(&program, &code, now).await.unwrap().unwrap();
+    assert_eq!(v.status, "cancelled");
+    let entries = store.voucher_entries(&program, &code).await.unwrap();
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| (e.kind.as_str(), e.actor.as_str()))
+            .collect::<Vec<_>>(),
+        [("issue", "promotion"), ("cancel", "system")]
+    );
+    // A voucher already redeemed stays redeemed when its journal is cancelled.
+    let second = store
+        .post_realtime(&program, purchase(&program, "j2", "m1", "130.00"), now)
+        .await
+        .unwrap();
+    let used = issued(&second).remove(0);
+    act(&store, &program, &used, redeem("till-9", None), now)
+        .await
+        .unwrap();
+    store
+        .post_realtime(&program, cancel("c2", "j2"), now)
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        store
+            .voucher(&program, &used, now)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "redeemed"
+    );
 }
