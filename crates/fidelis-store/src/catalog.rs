@@ -115,6 +115,21 @@ fn unknown_order(order: &str) -> StoreError {
     StoreError::Refused("unknown_order", format!("no order {order:?}"))
 }
 
+/// Puts one unit of `$item` back into stock (an item without stock has no count), on
+/// `$tx`, a transaction of either dialect.
+macro_rules! give_back_stock {
+    ($tx:ident, $program_id:expr, $item:expr) => {
+        sqlx::query(
+            "UPDATE catalog_items SET stock = stock + 1 \
+             WHERE program_id = $1 AND code = $2 AND stock IS NOT NULL",
+        )
+        .bind($program_id)
+        .bind($item)
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
 /// The longest order id (the shop's or portal's own).
 pub const MAX_ORDER_ID_LEN: usize = 100;
 
@@ -344,14 +359,7 @@ impl Store {
                         .await?
                         .rows_affected();
                         if n == 1 {
-                            sqlx::query(
-                                "UPDATE catalog_items SET stock = stock + 1 \
-                                 WHERE program_id = $1 AND code = $2 AND stock IS NOT NULL",
-                            )
-                            .bind(program.id)
-                            .bind(&order.item)
-                            .execute(&mut *tx)
-                            .await?;
+                            give_back_stock!(tx, program.id, &order.item);
                         }
                         Ok::<_, StoreError>(())
                     }
@@ -557,14 +565,7 @@ impl Store {
                     .await?
                     .rows_affected();
                     if n == 1 {
-                        sqlx::query(
-                            "UPDATE catalog_items SET stock = stock + 1 \
-                             WHERE program_id = $1 AND code = $2 AND stock IS NOT NULL",
-                        )
-                        .bind(program.id)
-                        .bind(&order.item)
-                        .execute(&mut *tx)
-                        .await?;
+                        give_back_stock!(tx, program.id, &order.item);
                         let mut audit = actor.entry(
                             now,
                             "order.cancel",
@@ -660,12 +661,7 @@ impl Store {
         }
         match order.status {
             OrderStatus::Fulfilled => Ok((order, true)),
-            other => Err(refused(
-                &other
-                    .fulfil()
-                    .err()
-                    .unwrap_or(CatalogError::OrderState(other, "fulfilled")),
-            )),
+            other => Err(refused(&CatalogError::OrderState(other, "fulfilled"))),
         }
     }
 }

@@ -799,7 +799,7 @@ async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: 
     let text = b.text().await;
     assert!(text.contains("Your order is placed"), "{text}");
     assert!(b.element_text("#vouchers").await.contains("Free COFFEE"));
-    assert!(b.element_text("#orders").await.contains("mug"));
+    assert!(b.element_text("#orders").await.contains("Fidelis mug"));
     assert!(b.element_text("#item-mug").await.contains("2 left"));
     b.check("portal-rewards-ordered").await;
     // The member cannot reach anyone else's page: the console is not theirs, and the

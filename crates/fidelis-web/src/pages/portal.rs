@@ -708,6 +708,19 @@ async fn rewards_page(
     .0;
     let loaded = crate::routes::program(state, &member.program).await?;
     let money = loaded.program.money_currency.code().to_owned();
+    // Orders name their item as the catalog does (its code when it left the catalog).
+    let orders: Vec<Value> = orders
+        .orders
+        .iter()
+        .map(|o| {
+            let name = items
+                .items
+                .iter()
+                .find(|i| i.code == o.item)
+                .map_or_else(|| o.item.clone(), |i| i.name.clone());
+            merge(to_value(o), context! { item_name => name })
+        })
+        .collect();
     // Each order form carries its own id: a double submission places one order.
     let items: Vec<Value> = items
         .items
@@ -732,7 +745,7 @@ async fn rewards_page(
             context! {
                 items, money,
                 vouchers => to_value(&mine.vouchers),
-                orders => to_value(&orders.orders),
+                orders,
                 notice, error,
             },
         ),
