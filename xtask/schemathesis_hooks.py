@@ -77,6 +77,7 @@ BUSINESS_RULES = {
     "order_cancelled": "status is set by an earlier request",
     "order_not_placed": "status is set by an earlier request",
     "order_voucher_used": "an order whose voucher was spent cannot be cancelled",
+    "order_member_merged": "an order of a member merged since cannot be cancelled",
     "invalid_amount": "how many decimals an amount may have, and how large it may be, depends on the program's money currency",
     # The clock.
     "future_dated": "occurred_at must not be after now",

@@ -25,12 +25,12 @@ use fidelis_core::catalog::{
 };
 use fidelis_core::journal::{Journal, JournalDocument, JournalError};
 
+use crate::Store;
 use crate::access::Actor;
 use crate::dialect::{At, in_write_tx, with_pool};
 use crate::engine::{LoadedProgram, Prepared};
 use crate::error::{Result, StoreError};
 use crate::vouchers::VoucherAction;
-use crate::{Store, VoucherView};
 
 /// An item with its stock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -522,7 +522,8 @@ impl Store {
 
     /// Cancels a placed order: its stock back, its points back to the buckets they came
     /// from (with their original expiry), its voucher cancelled. Refused for a fulfilled
-    /// order (`order_fulfilled`), or when its voucher was used (`order_voucher_used`).
+    /// order (`order_fulfilled`), when its voucher was used (`order_voucher_used`), or
+    /// when its member was merged into another since (`order_member_merged`).
     /// Returns the order and whether it had been cancelled before (a retry). Audited.
     pub async fn cancel_order(
         &self,
@@ -538,11 +539,31 @@ impl Store {
         let replayed = order.status == OrderStatus::Cancelled;
         if !replayed {
             order.status.cancel().map_err(|e| refused(&e))?;
+            // The member's buckets went to a survivor with the merge: the redemption
+            // cannot be reversed into them. An agent credits the survivor instead.
+            let member = self.require_member(program, &order.member).await?;
+            if let Some(survivor) = member.merged_into {
+                return Err(StoreError::Refused(
+                    "order_member_merged",
+                    format!(
+                        "{} was merged into {survivor} after ordering; its points cannot go \
+                         back to the closed record: credit {survivor} with an adjustment instead",
+                        order.member
+                    ),
+                ));
+            }
             if let Some(code) = &order.voucher {
+                // Reserved or redeemed now, or redeemed once before (part of a fixed value,
+                // one use of several).
                 let used = self
                     .voucher(program, code, now)
                     .await?
-                    .is_some_and(|v| voucher_used(&v));
+                    .is_some_and(|v| matches!(v.status, "redeemed" | "reserved"))
+                    || self
+                        .voucher_entries(program, code)
+                        .await?
+                        .iter()
+                        .any(|e| e.kind == "redeem");
                 if used {
                     return Err(StoreError::Refused(
                         "order_voucher_used",
@@ -677,20 +698,5 @@ fn redemption(order: &OrderView) -> JournalDocument {
         currency: Some(order.currency.clone()),
         points: Some(order.points),
         ..JournalDocument::default()
-    }
-}
-
-/// Whether a voucher was used in any part (or is set aside for an order).
-fn voucher_used(v: &VoucherView) -> bool {
-    match v.status {
-        "redeemed" | "reserved" => true,
-        _ => {
-            v.reserved_amount.is_some()
-                || v.value
-                    .parse::<i64>()
-                    .ok()
-                    .zip(v.remaining)
-                    .is_some_and(|(value, left)| v.kind == "fixed" && left < value)
-        }
     }
 }

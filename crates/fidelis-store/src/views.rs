@@ -24,6 +24,10 @@ pub struct BalanceView {
     pub available: i64,
     pub pending: i64,
     pub arrears: i64,
+    /// Reserved by the member's open holds (pay with points): not in `available`, not
+    /// spendable until captured or released. Always the holds open now, whatever the
+    /// instant asked.
+    pub held: i64,
     /// Points that will expire, by instant (earliest first).
     pub expiring: Vec<ScheduledPoints>,
     /// Pending points that will become available, by instant.
@@ -159,6 +163,7 @@ impl Store {
         }
         process::settle(p, &mut ledger, JournalId(0), now)
             .map_err(|e| StoreError::Inconsistent(e.to_string()))?;
+        let held = self.held_points(member.id).await?;
         Ok(p.currency_ixs()
             .map(|(ix, currency)| {
                 let account = ledger.account(ix);
@@ -184,6 +189,10 @@ impl Store {
                     available: account.available,
                     pending: account.pending,
                     arrears: account.arrears,
+                    held: held
+                        .iter()
+                        .find(|(c, _)| c.as_str() == currency.code.as_str())
+                        .map_or(0, |(_, points)| *points),
                     expiring: schedule(&|b| ledger.effective_expiry(p, b)),
                     releasing: schedule(&|b| b.pending.then_some(b.available_at)),
                 }

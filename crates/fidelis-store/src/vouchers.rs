@@ -227,26 +227,27 @@ fn view(row: Row, now: DateTime<Utc>) -> Result<VoucherView> {
 /// Cancels, on `$conn`, the vouchers still `issued` that promotions issued for the
 /// journals `$journal_ids` (their source keys are `journal:ID:N`): each gets a `cancel`
 /// entry taking what is left of its value, so the value ledger still sums to `remaining`.
-/// A voucher already used (even in part) or reserved stays as it is.
+/// A voucher already used (even in part, or one use of several) or reserved stays as it is;
+/// one cancelled goes back to its promotion's voucher budget.
 macro_rules! cancel_journal_vouchers {
     ($conn:expr, $program_id:expr, $journal_ids:expr, $now:expr) => {{
         for id in $journal_ids {
             let prefix = format!("journal:{id}:");
             let len = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
-            let ids: Vec<(i64, Option<i64>, String, String)> = sqlx::query_as(
-                "SELECT id, remaining, kind, value FROM vouchers WHERE program_id = $1 \
-                 AND status = 'issued' AND substr(source_key, 1, $2) = $3",
+            let ids: Vec<(i64, Option<i64>, String)> = sqlx::query_as(
+                "SELECT id, remaining, source FROM vouchers WHERE program_id = $1 \
+                 AND status = 'issued' AND substr(source_key, 1, $2) = $3 \
+                 AND NOT EXISTS (SELECT 1 FROM voucher_entries e \
+                                 WHERE e.voucher_id = vouchers.id AND e.kind = 'redeem')",
             )
             .bind($program_id)
             .bind(len)
             .bind(&prefix)
             .fetch_all(&mut *$conn)
             .await?;
-            for (voucher, remaining, kind, value) in ids {
-                // Part of a fixed value spent: the member used it; it stays.
-                if kind == "fixed" && remaining != value.parse::<i64>().ok() {
-                    continue;
-                }
+            // Redeemed even once (part of a fixed value, one use of several): the member
+            // used it; it stays.
+            for (voucher, remaining, source) in ids {
                 sqlx::query(
                     "INSERT INTO voucher_entries (voucher_id, seq, kind, key, amount, at, actor) \
                      SELECT $1, COALESCE(MAX(seq), 0) + 1, 'cancel', NULL, $2, $3, 'system' \
@@ -264,6 +265,20 @@ macro_rules! cancel_journal_vouchers {
                 .bind(voucher)
                 .execute(&mut *$conn)
                 .await?;
+                // The promotion's voucher budget gets the voucher back (a counter that
+                // exists only while the promotion has a budget).
+                if let Some(promotion) = source.strip_prefix("promotion:") {
+                    sqlx::query(
+                        "UPDATE promotion_usage SET points = points - 1 WHERE program_id = $1 \
+                         AND promotion = $2 AND member_id = $3 AND period = $4 AND points > 0",
+                    )
+                    .bind($program_id)
+                    .bind(promotion)
+                    .bind(fidelis_core::promotions::limits::EVERYONE)
+                    .bind(fidelis_core::promotions::limits::VOUCHERS_PERIOD)
+                    .execute(&mut *$conn)
+                    .await?;
+                }
             }
         }
     }};

@@ -17,6 +17,7 @@ fidelis_testkit::store_tests!(
     two_orders_for_the_last_unit_place_one,
     a_cancelled_order_gives_back_points_with_their_expiry_stock_and_voucher,
     prices_follow_tiers_windows_and_the_ledger,
+    an_order_outlives_a_merge_and_a_voucher_used_once_of_two_keeps_it,
 );
 
 fn utc(s: &str) -> DateTime<Utc> {
@@ -41,7 +42,8 @@ async fn setup(store: &Store, members: &[&str]) -> Arc<LoadedProgram> {
         "tier_groups": [{"code": "main", "name": "Main", "currency": "status", "tiers": [
             {"code": "base", "name": "Base", "threshold": 0},
             {"code": "gold", "name": "Gold", "threshold": 1000}]}],
-        "vouchers": [{"code": "ten", "name": "€10", "value": {"fixed": "10.00"}, "validity": {"days": 90}}]
+        "vouchers": [{"code": "ten", "name": "€10", "value": {"fixed": "10.00"}, "validity": {"days": 90}},
+                     {"code": "twice", "name": "10% twice", "value": {"percent": "10"}, "uses": 2}]
     }))
     .unwrap();
     let program = Program::compile(&doc, None).unwrap_or_else(|e| panic!("{e:?}"));
@@ -387,6 +389,86 @@ async fn a_cancelled_order_gives_back_points_with_their_expiry_stock_and_voucher
     for a in ["catalog.put", "order.place", "order.cancel", "order.fulfil"] {
         assert!(actions.contains(&a), "{actions:?}");
     }
+}
+
+/// A member merged away after ordering: the order cannot be cancelled into the closed
+/// record (a clear refusal that changes nothing), and the survivor orders on. A voucher of
+/// two uses redeemed once was used: its order stays.
+async fn an_order_outlives_a_merge_and_a_voucher_used_once_of_two_keeps_it(store: Store) {
+    let program = setup(&store, &["a", "b"]).await;
+    earn(&store, &program, "a", "pa", "500", "2026-03-10T10:00:00Z").await;
+    earn(&store, &program, "b", "pb", "100", "2026-03-10T10:00:00Z").await;
+    put(
+        &store,
+        &program,
+        json!({"code": "mug", "name": "Mug", "currency": "points", "points": 200,
+               "voucher": "twice"}),
+        Some(3),
+    )
+    .await;
+    let now = utc("2026-04-01T10:00:00Z");
+    let (m1, _) = order(&store, &program, "M-1", "a", "mug", now)
+        .await
+        .unwrap();
+    assert_eq!(points(&store, &program, "a", now).await.available, 300);
+    store
+        .merge_members(&program, "a", "b", now, &agent())
+        .await
+        .unwrap();
+    assert_eq!(points(&store, &program, "b", now).await.available, 400);
+    let later = now + Duration::hours(1);
+    let e = store
+        .cancel_order(&program, "M-1", later, &agent())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StoreError::Refused("order_member_merged", _)),
+        "{e}"
+    );
+    let o = store.order(&program, "M-1").await.unwrap().unwrap();
+    assert_eq!(o.status, OrderStatus::Placed);
+    assert_eq!(points(&store, &program, "b", later).await.available, 400);
+    assert_eq!(stock(&store, &program, "mug").await, Some(2));
+    // The order's voucher moved with the merge.
+    let v = store
+        .voucher(&program, m1.voucher.as_deref().unwrap(), later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((v.member.as_deref(), v.status), (Some("b"), "issued"));
+
+    let (m2, _) = order(&store, &program, "M-2", "b", "mug", later)
+        .await
+        .unwrap();
+    let code = m2.voucher.clone().unwrap();
+    store
+        .act_on_voucher(
+            &program,
+            &code,
+            &fidelis_store::VoucherAction::Redeem {
+                key: "till-2".into(),
+                amount: None,
+            },
+            later,
+            &agent(),
+        )
+        .await
+        .unwrap();
+    let v = store
+        .voucher(&program, &code, later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((v.status, v.uses_left), ("issued", Some(1)));
+    let e = store
+        .cancel_order(&program, "M-2", later, &agent())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StoreError::Refused("order_voucher_used", _)),
+        "{e}"
+    );
+    assert_eq!(points(&store, &program, "b", later).await.available, 200);
 }
 
 async fn prices_follow_tiers_windows_and_the_ledger(store: Store) {

@@ -93,15 +93,25 @@ async fn available(store: &Store, program: &LoadedProgram, member: &str) -> i64 
         .available
 }
 
+/// Points held, as the member's balances show them (checked against the open holds).
 async fn held(store: &Store, program: &LoadedProgram, member: &str) -> i64 {
     let m = store.require_member(program, member).await.unwrap();
-    store
+    let open: i64 = store
         .held_points(m.id)
         .await
         .unwrap()
         .iter()
         .map(|(_, p)| p)
-        .sum()
+        .sum();
+    let shown: i64 = store
+        .balances(program, &m, utc("2026-06-01T00:00:00Z"))
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.held)
+        .sum();
+    assert_eq!(shown, open, "the balances show the points held");
+    shown
 }
 
 /// Points in the member's ledger by entry kind (negative for what left the balance).

@@ -529,7 +529,8 @@ async fn a_bulk_run_issues_unique_codes_and_resumes_without_doubling(store: Stor
     ));
 }
 
-/// A journal cancelled takes its promotion's voucher with it, unless the member used it.
+/// A journal cancelled takes its promotion's voucher with it, unless the member used it,
+/// and gives it back to the promotion's voucher budget.
 async fn cancelling_a_journal_cancels_the_vouchers_it_issued(store: Store) {
     let program = setup(&store, &["m1"]).await;
     let now = utc("2026-12-02T10:00:00Z");
@@ -587,4 +588,20 @@ async fn cancelling_a_journal_cancels_the_vouchers_it_issued(store: Store) {
             .status,
         "redeemed"
     );
+    // The budget of two counts what was issued less what was cancelled unused: j1's
+    // voucher went back, j2's (used) did not, so one more is issued and then no more.
+    let third = store
+        .post_realtime(&program, purchase(&program, "j3", "m1", "140.00"), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        issued(&third).len(),
+        1,
+        "the cancelled voucher's budget came back"
+    );
+    let fourth = store
+        .post_realtime(&program, purchase(&program, "j4", "m1", "150.00"), now)
+        .await
+        .unwrap();
+    assert!(issued(&fourth).is_empty(), "the budget of two is spent");
 }

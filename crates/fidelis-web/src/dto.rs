@@ -594,6 +594,9 @@ pub struct CurrencyBalanceBody {
     pub available: i64,
     pub pending: i64,
     pub arrears: i64,
+    /// Reserved by open holds (pay with points) and not in `available` until captured or
+    /// released; the holds open now, whatever `as_of`.
+    pub held: i64,
     pub expiring: Vec<ScheduleBody>,
     pub releasing: Vec<ScheduleBody>,
 }
@@ -620,6 +623,7 @@ impl From<&fidelis_store::BalanceView> for CurrencyBalanceBody {
             available: b.available,
             pending: b.pending,
             arrears: b.arrears,
+            held: b.held,
             expiring: schedule(&b.expiring),
             releasing: schedule(&b.releasing),
         }

@@ -1069,6 +1069,8 @@ async fn pay_with_points_holds_captures_and_releases_once_per_order(s: Server) {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["status"], "held");
     assert_eq!(s.available("m").await, 20);
+    let body = s.get("/programs/shop/members/m/balances").await;
+    assert_eq!(body["balances"][0]["held"], 100, "{body}");
     // The checkout retries: the same hold, once.
     let (status, body) = s.post("/programs/shop/holds", hold.clone()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -1093,6 +1095,8 @@ async fn pay_with_points_holds_captures_and_releases_once_per_order(s: Server) {
     let (status, body) = s.post("/programs/shop/holds/A-1/capture", json!({})).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["status"], "captured");
+    let body = s.get("/programs/shop/members/m/balances").await;
+    assert_eq!(body["balances"][0]["held"], 0, "{body}");
     let (status, body) = s.post("/programs/shop/holds/A-1/capture", json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["replayed"], true);

@@ -250,7 +250,11 @@ fn program() -> Value {
         "tier_groups": [{"code": "status", "name": "Status", "currency": "status",
                          "tiers": [{"code": "member", "name": "Member", "threshold": 0}, {"code": "gold", "name": "Gold", "threshold": 10000}]}],
         "promotions": [{"code": "club", "name": "Club bonus", "status": "active", "opt_in": true,
-                        "actions": [{"type": "fixed", "currency": "points", "points": 50}]}],
+                        "actions": [{"type": "fixed", "currency": "points", "points": 50}]},
+                       {"code": "big-buy", "name": "Big buy", "status": "active", "condition": "journal.amount >= 2000.0",
+                        "actions": [{"type": "badge", "badge": "big-spender"},
+                                    {"type": "benefit", "benefit": {"code": "lounge-pass", "name": "Lounge pass"}, "days": 30}]}],
+        "badges": [{"code": "big-spender", "name": "Big spender"}],
         "vouchers": [{"code": "coffee", "name": "Free coffee", "value": {"free_product": "COFFEE"}}]})
 }
 
@@ -754,7 +758,36 @@ async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: 
         "{}",
         b.text().await
     );
+    // Points held for a checkout show beside the balance until the hold ends; the badge
+    // and the benefit the big purchase earned are listed.
+    let (status, body) = server
+        .post(
+            "/programs/shop/holds",
+            json!({"order_id": "till-7", "member": "ada-lovelace", "currency": "points", "points": 100}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    b.goto(&format!("{base}/portal/shop")).await;
+    assert_eq!(b.element_text("#balance-points").await, "4,650 points");
+    assert_eq!(
+        b.element_text("#held-points").await,
+        "100 points reserved for an order"
+    );
+    assert_eq!(b.element_text("#badges").await, "Big spender");
+    assert!(
+        b.element_text("#granted-benefits")
+            .await
+            .starts_with("Lounge pass, until "),
+        "{}",
+        b.element_text("#granted-benefits").await
+    );
     b.check("portal-home").await;
+    let (status, body) = server
+        .post("/programs/shop/holds/till-7/release", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    b.goto(&format!("{base}/portal/shop")).await;
+    assert!(b.client.find(Locator::Css("#held-points")).await.is_err());
     // In Japanese.
     b.follow("a[lang=ja]").await;
     let text = b.text().await;

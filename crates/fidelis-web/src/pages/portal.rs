@@ -22,7 +22,7 @@ use super::{
 use crate::AppState;
 use crate::auth::{hash_password, new_token, token_hash};
 use crate::extract::ApiJson;
-use crate::routes::{catalog, lifecycle, members, vouchers};
+use crate::routes::{badges, catalog, lifecycle, members, vouchers};
 
 /// The shortest portal password accepted.
 const MIN_PASSWORD_CHARS: usize = 12;
@@ -371,6 +371,18 @@ async fn home_page(
     )
     .await?
     .0;
+    let badges = badges::member_badges(State(state.clone()), Arc::clone(caller), key())
+        .await?
+        .0
+        .badges;
+    // Tiers' benefits are shown with their tier; these are the ones granted for a period.
+    let granted: Vec<_> = badges::member_benefits(State(state.clone()), Arc::clone(caller), key())
+        .await?
+        .0
+        .benefits
+        .into_iter()
+        .filter(|b| b.valid_until.is_some())
+        .collect();
     let loaded = crate::routes::program(state, &member.program).await?;
     let tz = loaded.program.time_zone;
     let soon = Utc::now() + chrono::Duration::days(30);
@@ -402,6 +414,7 @@ async fn home_page(
             currency => b.currency.clone(),
             available => b.available,
             pending => b.pending,
+            held => b.held,
             expiring_soon,
             schedule => per_month,
             chart,
@@ -440,6 +453,8 @@ async fn home_page(
                 m => to_value(&body),
                 balances,
                 tiers => tier_rows,
+                badges => to_value(&badges),
+                granted => to_value(&granted),
                 currencies,
                 notice,
                 error => error.clone(),

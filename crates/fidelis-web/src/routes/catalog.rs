@@ -256,8 +256,12 @@ pub struct CatalogBody {
 fn catalog_error(e: StoreError) -> ApiError {
     match e {
         StoreError::Refused(
-            code @ ("out_of_stock" | "order_fulfilled" | "order_cancelled" | "order_not_placed"
-            | "order_voucher_used"),
+            code @ ("out_of_stock"
+            | "order_fulfilled"
+            | "order_cancelled"
+            | "order_not_placed"
+            | "order_voucher_used"
+            | "order_member_merged"),
             detail,
         ) => ApiError::new(axum::http::StatusCode::CONFLICT, code, detail),
         StoreError::Refused(code @ ("unknown_item" | "unknown_order"), detail) => {
@@ -605,8 +609,9 @@ async fn get_order(
 
 /// Cancels a placed order: the points go back to the buckets they came from with their
 /// original expiry, the unit back into stock, the order's voucher is cancelled.
-/// Refused for a fulfilled order (`order_fulfilled`) or one whose voucher was used
-/// (`order_voucher_used`), both 409. A retry answers the cancellation done. Audited.
+/// Refused for a fulfilled order (`order_fulfilled`), one whose voucher was used (once,
+/// or in part: `order_voucher_used`) or whose member was merged since
+/// (`order_member_merged`: credit the survivor instead), all 409. A retry answers the cancellation done. Audited.
 #[utoipa::path(post, path = "/programs/{program}/orders/{order}/cancel", tag = "catalog",
     params(("program" = String, Path, description = PROGRAM_PARAM, example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"),
            ("order" = String, Path, description = ORDER_PARAM, example = "R-1001", min_length = 1, max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
