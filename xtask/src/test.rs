@@ -35,6 +35,9 @@ fn run_suites(server: &PgServer, extra: &[String]) -> Result<()> {
     );
     run_cmd(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))
         .map_err(|e| anyhow::anyhow!("{e}: run `cargo fmt --all` and commit the result"))?;
+    // The benchmarks are not run here, but they must build: a change to a core type once
+    // broke one unnoticed.
+    run_cmd(Command::new("cargo").args(["check", "--workspace", "--benches", "--quiet"]))?;
     let nextest = Command::new("cargo")
         .args(["nextest", "--version"])
         .output()

@@ -301,7 +301,9 @@ fn promotions(c: &mut Criterion) {
                         tiers: &[],
                         facts: None,
                         balances: &[0, 0],
+                        granted: &[],
                         counters: &mut counters,
+                        explain: false,
                     };
                     black_box(fidelis_core::promotions::evaluate(
                         &program,

@@ -223,6 +223,17 @@ pub(crate) async fn post_batch<T: LedgerTx>(
             batch.put_facts(row)?;
         }
     }
+    if program.reads_granted_benefits() {
+        let ids: Vec<i64> = members.iter().map(|m| m.id).collect();
+        let since = journals
+            .iter()
+            .map(|j| j.occurred_at)
+            .min()
+            .unwrap_or(batch.now);
+        for row in tx.load_granted(&ids, since).await? {
+            batch.put_granted(row)?;
+        }
+    }
     if !program.tier_groups.is_empty() {
         match opening.tiers {
             // Read with the opening, under the locks held then (a redirected member's
@@ -834,6 +845,28 @@ impl<'p> Batch<'p> {
         Ok(())
     }
 
+    fn put_granted(&mut self, row: crate::rows::GrantedRow) -> Result<()> {
+        let bad = |what: &str| StoreError::Inconsistent(format!("granted benefit {what}"));
+        let code = fidelis_core::ids::Code::parse(&row.code).map_err(|_| bad(&row.code))?;
+        let value = row
+            .value
+            .as_deref()
+            .map(str::parse::<rust_decimal::Decimal>)
+            .transpose()
+            .map_err(|_| bad("value"))?;
+        if let Some(ledger) = self.ledgers.get_mut(&row.member_id) {
+            ledger
+                .granted
+                .push(fidelis_core::promotions::GrantedBenefit {
+                    code,
+                    value,
+                    starts_at: row.starts_at,
+                    ends_at: row.ends_at,
+                });
+        }
+        Ok(())
+    }
+
     fn put_account(&mut self, row: AccountRow) -> Result<()> {
         let ix = self.currency(&row.currency)?;
         self.loaded_accounts.insert((row.member_id, ix.0));
@@ -1054,7 +1087,12 @@ impl<'p> Batch<'p> {
                             processed.record.id.0,
                             &mut processed.outcome,
                         )?;
-                        self.collect_awards(member_id, processed.record.id.0, &processed.outcome);
+                        self.collect_awards(
+                            member_id,
+                            processed.record.id.0,
+                            journal.occurred_at,
+                            &processed.outcome,
+                        );
                         if matches!(journal.body, JournalBody::Cancellation { .. }) {
                             self.cancelled_journals
                                 .extend(processed.record.original.map(|o| o.0));
@@ -1143,7 +1181,15 @@ impl<'p> Batch<'p> {
 
     /// Collects the badges and benefits a journal's promotions awarded, written with the
     /// batch (see `badges`).
-    fn collect_awards(&mut self, member_id: i64, journal_id: i64, outcome: &Outcome) {
+    /// A benefit holds from the journal's activity instant `at` for its days, as the core
+    /// saw it when later journals of the batch were evaluated.
+    fn collect_awards(
+        &mut self,
+        member_id: i64,
+        journal_id: i64,
+        at: DateTime<Utc>,
+        outcome: &Outcome,
+    ) {
         let program = &self.lp.program;
         for promotion in &outcome.promotions {
             for (n, reward) in promotion.rewards.iter().enumerate() {
@@ -1176,8 +1222,8 @@ impl<'p> Batch<'p> {
                                 code: benefit.code.to_string(),
                                 name: benefit.name.clone(),
                                 value: benefit.value.map(|v| v.to_string()),
-                                starts_at: self.now,
-                                ends_at: self.now + chrono::Duration::days(i64::from(days)),
+                                starts_at: at,
+                                ends_at: at + chrono::Duration::days(i64::from(days)),
                                 source: format!("promotion:{}", promotion.promotion),
                                 source_key: format!(
                                     "journal:{journal_id}:{}:{n}",

@@ -294,6 +294,32 @@ impl LedgerTx for PgTx {
             .collect()
     }
 
+    async fn load_granted(
+        &mut self,
+        member_ids: &[i64],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<GrantedRow>> {
+        let rows: Vec<(i64, String, Option<String>, DateTime<Utc>, DateTime<Utc>)> =
+            sqlx::query_as(
+                "SELECT member_id, code, value, starts_at, ends_at FROM member_benefits \
+                 WHERE member_id = ANY($1) AND ends_at > $2",
+            )
+            .bind(member_ids)
+            .bind(since)
+            .fetch_all(self.conn().await?)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(member_id, code, value, starts_at, ends_at)| GrantedRow {
+                member_id,
+                code,
+                value,
+                starts_at,
+                ends_at,
+            })
+            .collect())
+    }
+
     async fn load_tiers(&mut self, member_ids: &[i64]) -> Result<Vec<TierRow>> {
         // One round trip: the standing, or the enrolment instant of a member without one.
         let rows = sqlx::query(

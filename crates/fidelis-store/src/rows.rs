@@ -34,6 +34,17 @@ pub struct MemberFactsRow {
     pub enrolled_at: DateTime<Utc>,
 }
 
+/// A benefit granted to a member for a period, as stored.
+#[derive(Debug, Clone)]
+pub struct GrantedRow {
+    pub member_id: i64,
+    pub code: String,
+    /// The benefit's value as a decimal text, if it has one.
+    pub value: Option<String>,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+}
+
 /// A member's tier standing as stored, or (`state` `None`) the enrolment instant of a
 /// member who has none yet.
 #[derive(Debug, Clone)]
@@ -224,6 +235,13 @@ pub trait LedgerTx: Send {
         &mut self,
         member_ids: &[i64],
     ) -> impl Future<Output = Result<Vec<MemberFactsRow>>> + Send;
+    /// The benefits promotions granted the members for a period that still hold at or
+    /// after `since`, for promotions that read benefits.
+    fn load_granted(
+        &mut self,
+        member_ids: &[i64],
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<GrantedRow>>> + Send;
     /// The members' tier standings (every member, `state` `None` when there is none), with
     /// their enrolment instants.
     fn load_tiers(

@@ -251,6 +251,32 @@ impl LedgerTx for SqliteTx<'_> {
             .collect()
     }
 
+    async fn load_granted(
+        &mut self,
+        member_ids: &[i64],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<GrantedRow>> {
+        let rows: Vec<(i64, String, Option<String>, i64, i64)> = sqlx::query_as(
+            "SELECT member_id, code, value, starts_at, ends_at FROM member_benefits \
+             WHERE member_id IN (SELECT value FROM json_each(?1)) AND ends_at > ?2",
+        )
+        .bind(json_list(member_ids)?)
+        .bind(micros(since))
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.into_iter()
+            .map(|(member_id, code, value, starts, ends)| {
+                Ok(GrantedRow {
+                    member_id,
+                    code,
+                    value,
+                    starts_at: instant(starts)?,
+                    ends_at: instant(ends)?,
+                })
+            })
+            .collect()
+    }
+
     async fn load_tiers(&mut self, member_ids: &[i64]) -> Result<Vec<TierRow>> {
         // The narrow table first; the members table only for members without a standing.
         let rows = sqlx::query(

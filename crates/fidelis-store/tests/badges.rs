@@ -11,7 +11,10 @@ use fidelis_core::program::{Program, ProgramDocument};
 use fidelis_store::{Actor, Enrollment, LoadedProgram, Prepared, Store};
 use serde_json::json;
 
-fidelis_testkit::store_tests!(badges_are_held_once_or_counted_and_benefits_last_their_period);
+fidelis_testkit::store_tests!(
+    badges_are_held_once_or_counted_and_benefits_last_their_period,
+    a_granted_benefit_counts_in_promotions_while_it_holds,
+);
 
 fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -33,7 +36,12 @@ async fn setup(store: &Store) -> Arc<LoadedProgram> {
         ]
     }))
     .unwrap();
-    let program = Program::compile(&doc, None).unwrap_or_else(|e| panic!("{e:?}"));
+    load_with_member(store, &doc).await
+}
+
+/// Stores the program and enrols the member `m` in it.
+async fn load_with_member(store: &Store, doc: &ProgramDocument) -> Arc<LoadedProgram> {
+    let program = Program::compile(doc, None).unwrap_or_else(|e| panic!("{e:?}"));
     let (loaded, _) = store
         .put_program(&program, utc("2026-01-01T00:00:00Z"), &Actor::cli())
         .await
@@ -184,5 +192,89 @@ async fn badges_are_held_once_or_counted_and_benefits_last_their_period(store: S
             .iter()
             .any(|p| p.path == "promotions[0].actions[0].badge"),
         "{problems:?}"
+    );
+}
+
+fn journal(program: &LoadedProgram, id: &str, amount: &str, at: DateTime<Utc>) -> Prepared {
+    let doc: JournalDocument = serde_json::from_value(json!({
+        "external_id": id, "member": "m", "type": "purchase", "occurred_at": at.to_rfc3339(),
+        "amount": amount, "currency": "EUR"}))
+    .unwrap();
+    Prepared::new(
+        Journal::parse(&doc, &program.program).unwrap(),
+        &program.program,
+    )
+    .unwrap()
+}
+
+/// Points a journal's outcome awarded in total.
+fn earned(result: &fidelis_store::JournalResult) -> i64 {
+    let posted = result.as_ref().unwrap_or_else(|e| panic!("{e}"));
+    let awards = serde_json::to_value(&posted.outcome.awards).unwrap();
+    awards
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["points"].as_i64().unwrap())
+        .sum()
+}
+
+/// A big basket grants "double points" for 7 days: a multiplier by that benefit's value and
+/// a condition reading `member.benefits` see it from the next journal on — in the same
+/// batch as well as in later ones — until it ends (half-open), and not before it started.
+async fn a_granted_benefit_counts_in_promotions_while_it_holds(store: Store) {
+    let doc: ProgramDocument = serde_json::from_value(json!({
+        "code": "boost", "name": "Boost", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+        "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "never"}}],
+        "earning": {"base": [{"currency": "points", "rate": "1"}]},
+        "promotions": [
+            {"code": "grant", "name": "Big basket", "status": "active", "condition": "journal.amount >= 500.0",
+             "actions": [{"type": "benefit", "benefit": {"code": "double", "name": "Double points", "value": "2"}, "days": 7}]},
+            {"code": "doubled", "name": "Double points", "status": "active",
+             "actions": [{"type": "multiplier", "currency": "points", "factor_benefit": "double"}]},
+            {"code": "thanks", "name": "Thanks", "status": "active", "condition": "'double' in member.benefits",
+             "actions": [{"type": "fixed", "currency": "points", "points": 5}]}
+        ]
+    }))
+    .unwrap();
+    let program = load_with_member(&store, &doc).await;
+    assert!(program.program.reads_granted_benefits());
+    let t = utc("2026-03-01T10:00:00Z");
+    // One batch: the grant, then a journal that already earns double and the thanks.
+    let results = store
+        .post_journals(
+            &program,
+            &[
+                journal(&program, "b1", "600.00", t),
+                journal(&program, "b2", "100.00", t + Duration::hours(1)),
+            ],
+            t + Duration::hours(2),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        earned(&results[0]),
+        600,
+        "the granting journal itself is not doubled"
+    );
+    assert_eq!(earned(&results[1]), 205);
+    // Later, realtime: still doubled on day 6, no longer at the end of day 7.
+    let post = |id: &'static str, at: DateTime<Utc>| {
+        let (store, program) = (store.clone(), program.clone());
+        async move {
+            store
+                .post_realtime(&program, journal(&program, id, "100.00", at), at)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(earned(&post("r1", t + Duration::days(6)).await), 205);
+    assert_eq!(earned(&post("r2", t + Duration::days(7)).await), 100);
+    // A journal dated before the grant does not see it.
+    assert_eq!(
+        earned(&post("r0", t - Duration::hours(1)).await),
+        100,
+        "backdated before the grant"
     );
 }

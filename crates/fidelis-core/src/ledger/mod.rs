@@ -281,6 +281,10 @@ pub struct MemberLedger {
     /// When the member enrolled: accruals dated before it (less the program's
     /// `days_before_enrolment`) are refused. `None`: not checked.
     pub enrolled_at: Option<DateTime<Utc>>,
+    /// Benefits promotions granted the member for a period: loaded only for programs
+    /// whose promotions read benefits ([`Program::reads_granted_benefits`]), and extended by the
+    /// journals processed since, so a later journal of the same batch sees a grant.
+    pub granted: Vec<crate::promotions::GrantedBenefit>,
 }
 
 impl MemberLedger {
@@ -296,6 +300,7 @@ impl MemberLedger {
             facts: None,
             tiers: None,
             enrolled_at: None,
+            granted: Vec::new(),
         }
     }
 

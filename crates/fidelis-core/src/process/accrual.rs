@@ -56,11 +56,40 @@ pub(super) fn earn(
             facts: ledger.facts.as_deref(),
             balances: &balances,
             tiers: &tiers,
+            granted: &ledger.granted,
             counters,
             explain,
         };
         promotions::evaluate(program, accrual, &base, member, at)
     };
+    // Benefits granted now hold for the member's later journals (the store records them
+    // with the same period).
+    if !explain {
+        for e in evaluations.iter().filter(|e| e.verdict == Verdict::Applied) {
+            for reward in &e.rewards {
+                if let Reward::Benefit(code, days) = reward {
+                    let value = program.promotions[e.promotion]
+                        .actions
+                        .iter()
+                        .find_map(|a| match a {
+                            promotions::Action::Benefit { benefit, .. }
+                                if benefit.code == *code =>
+                            {
+                                Some(benefit.value)
+                            }
+                            _ => None,
+                        })
+                        .flatten();
+                    ledger.granted.push(promotions::GrantedBenefit {
+                        code: code.clone(),
+                        value,
+                        starts_at: at,
+                        ends_at: at + chrono::Duration::days(i64::from(*days)),
+                    });
+                }
+            }
+        }
+    }
     let mut totals: Vec<(CurrencyIx, i64)> = Vec::new();
     let promoted = |currency: CurrencyIx| {
         evaluations.iter().any(|e| {

@@ -105,6 +105,34 @@ impl Program {
             .any(|c| c.reads_member_facts())
     }
 
+    /// Whether the store must load the benefits promotions granted members for a period:
+    /// some promotion grants one (a `benefit` action) and some may read one — a
+    /// multiplier by a benefit's value, or a condition naming `benefits`. (A program
+    /// whose promotions grant none, like the templates as shipped, pays nothing; grants
+    /// left from an earlier definition are read again once a promotion grants benefits.)
+    pub fn reads_granted_benefits(&self) -> bool {
+        let grants = self.promotions.iter().any(|p| {
+            p.actions
+                .iter()
+                .any(|a| matches!(a, crate::promotions::Action::Benefit { .. }))
+        });
+        grants
+            && self.promotions.iter().any(|p| {
+                p.actions.iter().any(|a| {
+                    matches!(
+                        a,
+                        crate::promotions::Action::Multiplier {
+                            factor: crate::promotions::Factor::Benefit(_),
+                            ..
+                        }
+                    )
+                }) || p
+                    .condition
+                    .as_ref()
+                    .is_some_and(|c| !c.is_fast() && c.source().contains("benefits"))
+            })
+    }
+
     /// Whether any tier extends the expiry of points earned while holding it.
     pub fn has_expiry_extensions(&self) -> bool {
         self.tier_groups

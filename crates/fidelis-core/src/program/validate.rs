@@ -726,6 +726,22 @@ fn promotions(
     money: Option<&MoneyCurrency>,
     tier_groups: &[TierGroup],
 ) -> Vec<Promotion> {
+    // Benefits the promotions' `benefit` actions grant, with the values a multiplier may
+    // take from them (read beside the tiers' benefits).
+    let granted: Vec<(&str, Option<Decimal>)> = docs
+        .iter()
+        .flat_map(|d| &d.actions)
+        .filter(|a| a.kind.as_deref() == Some("benefit"))
+        .filter_map(|a| a.benefit.as_ref())
+        .filter_map(|b| {
+            let value = match &b.value {
+                Some(serde_json::Value::String(v)) => v.parse::<Decimal>().ok(),
+                Some(serde_json::Value::Number(n)) => n.to_string().parse::<Decimal>().ok(),
+                _ => None,
+            };
+            Some((b.code.as_deref()?, value))
+        })
+        .collect();
     if docs.len() > MAX_PROMOTIONS {
         check.add(
             "promotions",
@@ -834,7 +850,7 @@ fn promotions(
                     &format!("{at}.actions[{j}]"),
                     a,
                     currencies,
-                    tier_groups,
+                    (tier_groups, &granted),
                 )
             })
             .collect();
@@ -1148,7 +1164,7 @@ fn action(
     at: &str,
     doc: &ActionDocument,
     currencies: &[Option<Currency>],
-    tier_groups: &[TierGroup],
+    (tier_groups, granted): (&[TierGroup], &[(&str, Option<Decimal>)]),
 ) -> Option<Action> {
     check.unknown(at, &doc.unknown);
     let kind = check.required(format!("{at}.type"), &doc.kind)?;
@@ -1200,16 +1216,17 @@ fn action(
                 .iter()
                 .flat_map(|g| &g.tiers)
                 .flat_map(|t| &t.benefits)
-                .any(|b| {
-                    b.code == code
-                        && b.value
-                            .is_some_and(|v| v > Decimal::ONE && v <= Decimal::from(100))
+                .map(|b| (b.code.as_str(), b.value))
+                .chain(granted.iter().copied())
+                .any(|(c, value)| {
+                    c == code.as_str()
+                        && value.is_some_and(|v| v > Decimal::ONE && v <= Decimal::from(100))
                 });
             if !valued {
                 check.add(
                     format!("{at}.factor_benefit"),
                     format!(
-                        "no tier has a benefit {:?} with a value above 1 and at most 100",
+                        "no tier has, and no promotion grants, a benefit {:?} with a value above 1 and at most 100",
                         code.as_str()
                     ),
                 );

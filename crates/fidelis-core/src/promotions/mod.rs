@@ -175,6 +175,25 @@ pub enum Factor {
     Benefit(Code),
 }
 
+/// A benefit a promotion granted the member for a period ([`Action::Benefit`]): from the
+/// activity instant of the journal that earned it, for its `days`. While
+/// `starts_at <= at < ends_at`, conditions read it as `member.benefits.CODE` and
+/// `factor_benefit` uses its value, beside the tiers' benefits (the highest value wins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantedBenefit {
+    pub code: Code,
+    pub value: Option<Decimal>,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+}
+
+impl GrantedBenefit {
+    /// Whether the grant holds at `at` (half-open).
+    pub fn holds_at(&self, at: DateTime<Utc>) -> bool {
+        self.starts_at <= at && at < self.ends_at
+    }
+}
+
 /// The prefix of counters that hold cumulative progress.
 pub const PROGRESS: &str = "c:";
 /// The period key of the counter that records a member joined an opt-in promotion.
@@ -449,6 +468,8 @@ pub struct Member<'a> {
     /// The tier held in each tier group (by index), as assessed; empty: the tier the
     /// qualifying balance reaches.
     pub tiers: &'a [usize],
+    /// Benefits granted for a period (by promotions), when the store loaded them.
+    pub granted: &'a [GrantedBenefit],
     pub counters: &'a mut Counters,
     /// A dry run: a condition that does not hold reports the values it read.
     pub explain: bool,
@@ -494,6 +515,7 @@ pub fn evaluate(
         facts: member,
         balances,
         tiers,
+        granted,
         counters,
         explain,
     } = member;
@@ -556,7 +578,9 @@ pub fn evaluate(
             continue;
         }
         let facts = facts.get_or_insert_with(|| {
-            Facts::new(program, accrual, balances, &tiers, member, &progress, at)
+            let mut f = Facts::new(program, accrual, balances, &tiers, member, &progress, at);
+            f.granted = granted;
+            f
         });
         let matching = match matching_lines(promotion, facts, accrual, &mut lines) {
             Ok(true) => Some(&lines[..]),
@@ -595,7 +619,7 @@ pub fn evaluate(
             accrual,
             base,
             matching,
-            &tiers,
+            (&tiers, granted, at),
             &mut evaluation,
         );
         if completions > 1 {
@@ -911,7 +935,7 @@ fn act(
     accrual: &Accrual,
     base: &[BasePoints],
     lines: Option<&[usize]>,
-    tiers: &[Option<usize>],
+    (tiers, granted, at): (&[Option<usize>], &[GrantedBenefit], DateTime<Utc>),
     evaluation: &mut Evaluation,
 ) {
     let scale = program.money_currency.scale();
@@ -963,7 +987,17 @@ fn act(
                                 .find(|b| b.code == *code)
                                 .and_then(|b| b.value)
                         });
-                        match held.max() {
+                        let granted = granted
+                            .iter()
+                            .filter(|g| g.code == *code && g.holds_at(at))
+                            .filter_map(|g| g.value);
+                        // A value outside (1, 100] is not a multiplier (validation
+                        // asks for one inside, but a benefit may serve conditions too).
+                        match held
+                            .chain(granted)
+                            .filter(|f| *f <= Decimal::from(100))
+                            .max()
+                        {
                             Some(f) if f > Decimal::ONE => f,
                             _ => continue,
                         }
@@ -1017,6 +1051,9 @@ fn act(
 struct Facts<'a> {
     program: &'a Program,
     tiers: &'a [Option<usize>],
+    /// Benefits granted for a period; those holding at `at` are read.
+    granted: &'a [GrantedBenefit],
+    at: DateTime<Utc>,
     member: Option<&'a MemberFacts>,
     progress: &'a [(&'a str, Value)],
     fast: native::Facts<'a>,
@@ -1101,6 +1138,8 @@ impl<'a> Facts<'a> {
         Self {
             program,
             tiers,
+            granted: &[],
+            at,
             member,
             progress,
             fast,
@@ -1271,10 +1310,7 @@ impl<'a> Facts<'a> {
             .filter_map(|(g, t)| {
                 let tier = &g.tiers[(*t)?];
                 for b in &tier.benefits {
-                    let value = b.value.map_or(Value::Bool(true), |v| {
-                        Value::Float(v.to_string().parse().unwrap_or(0.0))
-                    });
-                    benefits.insert(Arc::new(b.code.as_str().to_owned()).into(), value);
+                    put_benefit(&mut benefits, &b.code, b.value);
                 }
                 Some((
                     Arc::new(g.code.as_str().to_owned()).into(),
@@ -1282,6 +1318,9 @@ impl<'a> Facts<'a> {
                 ))
             })
             .collect();
+        for g in self.granted.iter().filter(|g| g.holds_at(self.at)) {
+            put_benefit(&mut benefits, &g.code, g.value);
+        }
         let tiers = Value::Map(tiers.into());
         let benefits = Value::Map(benefits.into());
         let progress: HashMap<cel::objects::Key, Value> = self
@@ -1348,6 +1387,26 @@ impl<'a> Facts<'a> {
 
 /// Whether `today` is the birthday of someone born on `born`; 29 February is celebrated
 /// on 28 February in years without it.
+/// Puts a benefit into `member.benefits`: its value, or `true` for one without; of two
+/// with the same code (tiers' and granted), the higher value.
+fn put_benefit(
+    benefits: &mut HashMap<cel::objects::Key, Value>,
+    code: &Code,
+    value: Option<Decimal>,
+) {
+    let value = value.map_or(Value::Bool(true), |v| {
+        Value::Float(v.to_string().parse().unwrap_or(0.0))
+    });
+    let key: cel::objects::Key = Arc::new(code.as_str().to_owned()).into();
+    match (benefits.get(&key), &value) {
+        (Some(Value::Float(old)), Value::Float(new)) if old >= new => {}
+        (Some(Value::Float(_)), Value::Bool(_)) => {}
+        _ => {
+            benefits.insert(key, value);
+        }
+    }
+}
+
 fn is_birthday(born: chrono::NaiveDate, today: chrono::NaiveDate) -> bool {
     if born.month() == 2 && born.day() == 29 && !today.leap_year() {
         return today.month() == 2 && today.day() == 28;
