@@ -228,12 +228,25 @@ fn view(row: Row, now: DateTime<Utc>) -> Result<VoucherView> {
 /// journals `$journal_ids` (their source keys are `journal:ID:N`): each gets a `cancel`
 /// entry taking what is left of its value, so the value ledger still sums to `remaining`.
 /// A voucher already used (even in part, or one use of several) or reserved stays as it is;
-/// one cancelled goes back to its promotion's voucher budget.
+/// one cancelled goes back to its promotion's voucher budget. The benefits the journals'
+/// promotions granted end at `$now`.
 macro_rules! cancel_journal_vouchers {
     ($conn:expr, $program_id:expr, $journal_ids:expr, $now:expr) => {{
         for id in $journal_ids {
             let prefix = format!("journal:{id}:");
             let len = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
+            // The benefits the journal's promotions granted end now (badges stay: they
+            // record what the member did).
+            sqlx::query(
+                "UPDATE member_benefits SET ends_at = CASE WHEN ends_at > $4 THEN $4 ELSE ends_at END \
+                 WHERE program_id = $1 AND substr(source_key, 1, $2) = $3",
+            )
+            .bind($program_id)
+            .bind(len)
+            .bind(&prefix)
+            .bind($crate::dialect::At($now))
+            .execute(&mut *$conn)
+            .await?;
             let ids: Vec<(i64, Option<i64>, String)> = sqlx::query_as(
                 "SELECT id, remaining, source FROM vouchers WHERE program_id = $1 \
                  AND status = 'issued' AND substr(source_key, 1, $2) = $3 \

@@ -277,4 +277,36 @@ async fn a_granted_benefit_counts_in_promotions_while_it_holds(store: Store) {
         100,
         "backdated before the grant"
     );
+    // A grant ends with the cancellation of its journal.
+    let later = t + Duration::days(20);
+    assert_eq!(earned(&post("g2", later).await), 100);
+    let big = store
+        .post_realtime(&program, journal(&program, "g3", "700.00", later), later)
+        .await
+        .unwrap();
+    assert_eq!(earned(&big), 700);
+    assert_eq!(earned(&post("g4", later + Duration::hours(1)).await), 205);
+    let doc: JournalDocument = serde_json::from_value(json!({
+        "external_id": "c3", "member": "m", "type": "cancellation",
+        "occurred_at": (later + Duration::hours(2)).to_rfc3339(), "original_external_id": "g3"}))
+    .unwrap();
+    let cancel = Prepared::new(
+        Journal::parse(&doc, &program.program).unwrap(),
+        &program.program,
+    )
+    .unwrap();
+    store
+        .post_realtime(&program, cancel, later + Duration::hours(2))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(earned(&post("g5", later + Duration::hours(3)).await), 100);
+    let m = store.require_member(&program, "m").await.unwrap();
+    assert!(
+        store
+            .member_benefits(m.id, later + Duration::hours(3))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
