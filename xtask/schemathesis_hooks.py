@@ -78,6 +78,9 @@ BUSINESS_RULES = {
     "order_not_placed": "status is set by an earlier request",
     "order_voucher_used": "an order whose voucher was spent cannot be cancelled",
     "order_member_merged": "an order of a member merged since cannot be cancelled",
+    "invalid_partner": "a partner's currency must be the program's, and its billing fit its roles",
+    "partner_not_prepaid": "only a prepaid partner has a pack to top up",
+    "partner_pack_empty": "a prepaid pack holds what earlier top-ups and accruals left",
     "invalid_amount": "how many decimals an amount may have, and how large it may be, depends on the program's money currency",
     # The clock.
     "future_dated": "occurred_at must not be after now",

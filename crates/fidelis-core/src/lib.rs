@@ -27,6 +27,7 @@ pub mod lifecycle;
 pub mod members;
 pub mod money;
 pub mod outcome;
+pub mod partners;
 pub mod process;
 pub mod program;
 pub mod promotions;

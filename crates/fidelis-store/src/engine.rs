@@ -258,6 +258,7 @@ pub(crate) async fn post_batch<T: LedgerTx>(
         .filter_map(|r| r.external_id.clone().map(|e| (e, r)))
         .collect();
     batch.load_related(tx, &journals, &existing).await?;
+    batch.load_partners(tx, &journals).await?;
     if program.has_limits() {
         let keys = counter_keys(program, &journals, &member_by_name);
         if !keys.is_empty() {
@@ -621,6 +622,31 @@ pub(crate) struct Batch<'p> {
     /// cancelled with them.
     cancelled_journals: Vec<i64>,
     new_benefits: Vec<crate::badges::NewBenefit>,
+    /// The partners the batch's journals name (and those of the journals they reverse),
+    /// locked, by code, with their packs as the batch changes them.
+    partners: FxHashMap<String, PartnerState>,
+    /// Partner entries of journals the batch reverses (and of earlier reversals of them),
+    /// and those the batch writes, by the journal they belong to.
+    partner_movements: FxHashMap<i64, Vec<PartnerMovement>>,
+    new_partner_entries: Vec<crate::partners::NewPartnerEntry>,
+    new_events: Vec<crate::partners::NewEvent>,
+}
+
+/// A partner as the batch holds it.
+struct PartnerState {
+    id: i64,
+    partner: fidelis_core::partners::Partner,
+    /// The pack now, with the batch's entries so far.
+    pack: i64,
+}
+
+/// A partner entry as a reversal needs it.
+#[derive(Debug, Clone)]
+struct PartnerMovement {
+    /// The journal it reverses, for a reversal.
+    original: Option<i64>,
+    partner: String,
+    movement: fidelis_core::partners::Movement,
 }
 
 impl<'p> Batch<'p> {
@@ -651,6 +677,241 @@ impl<'p> Batch<'p> {
             new_badges: Vec::new(),
             cancelled_journals: Vec::new(),
             new_benefits: Vec::new(),
+            partners: FxHashMap::default(),
+            partner_movements: FxHashMap::default(),
+            new_partner_entries: Vec::new(),
+            new_events: Vec::new(),
+        }
+    }
+
+    /// Loads the partner entries of the journals the batch reverses, then locks the
+    /// partners its journals name and those entries belong to, in code order (after the
+    /// members' locks: batches never deadlock). Nothing for a batch that names none.
+    async fn load_partners<T: LedgerTx>(
+        &mut self,
+        tx: &mut T,
+        journals: &[&Journal],
+    ) -> Result<()> {
+        let mut codes: Vec<String> = journals
+            .iter()
+            .filter_map(|j| match &j.body {
+                JournalBody::Accrual(a) => a.partner.clone(),
+                JournalBody::Redemption { partner, .. } => partner.clone(),
+                _ => None,
+            })
+            .collect();
+        let mut targets: Vec<i64> = journals
+            .iter()
+            .filter(|j| {
+                matches!(
+                    j.body,
+                    JournalBody::Refund(_) | JournalBody::Cancellation { .. }
+                )
+            })
+            .filter_map(|j| j.body.original())
+            .filter_map(|o| self.records.get(o.as_str()))
+            .map(|r| r.id.0)
+            .collect();
+        targets.sort_unstable();
+        targets.dedup();
+        for id in targets {
+            for (journal, original, code, kind, points, pack, amount, rate) in
+                tx.load_partner_movements(id).await?
+            {
+                let movement = crate::partners::parse_movement(&kind, points, pack, amount, &rate)?;
+                codes.push(code.clone());
+                // Kept by the journal reversed: its own entries and its reversals'.
+                self.partner_movements
+                    .entry(original.unwrap_or(journal))
+                    .or_default()
+                    .push(PartnerMovement {
+                        original,
+                        partner: code,
+                        movement,
+                    });
+            }
+        }
+        if codes.is_empty() {
+            return Ok(());
+        }
+        codes.sort_unstable();
+        codes.dedup();
+        for code in codes {
+            if let Some((id, code, document, pack)) = tx.lock_partner(self.lp.id, &code).await? {
+                let partner = crate::partners::parse_partner(&document)?;
+                self.partners
+                    .insert(code, PartnerState { id, partner, pack });
+            }
+        }
+        Ok(())
+    }
+
+    /// The pack an accrual at a prepaid partner that refuses beyond it must fit in.
+    fn pack_guard(&self, journal: &Journal) -> Option<process::PackGuard> {
+        let JournalBody::Accrual(a) = &journal.body else {
+            return None;
+        };
+        let state = self.partners.get(a.partner.as_deref()?)?;
+        if !state.partner.refuses_beyond_pack() {
+            return None;
+        }
+        Some(process::PackGuard {
+            partner: state.partner.code.clone(),
+            currency: fidelis_core::ids::Code::parse(&state.partner.currency).ok()?,
+            left: state.pack.max(0),
+        })
+    }
+
+    /// The partner entries a processed journal makes: an accrual at an earn partner, a
+    /// redemption with a burn partner, and the reversal of either by a refund or a
+    /// cancellation (each original entry gives back its share, at its own rate, never more
+    /// than it has left). Packs follow; a pack falling below its alert raises an event.
+    fn partner_effects(
+        &mut self,
+        journal: &Journal,
+        journal_id: i64,
+        original: Option<i64>,
+        outcome: &Outcome,
+    ) {
+        if self.partners.is_empty() {
+            return;
+        }
+        let scale = self.lp.program.money_currency.scale();
+        let sum = |list: &[fidelis_core::outcome::PointsOf], currency: &str| -> i64 {
+            list.iter()
+                .filter(|p| p.currency.as_str() == currency)
+                .map(|p| p.points)
+                .sum()
+        };
+        let mut made: Vec<(String, Option<i64>, fidelis_core::partners::Movement)> = Vec::new();
+        match &journal.body {
+            JournalBody::Accrual(a) => {
+                if let Some(state) = a.partner.as_deref().and_then(|c| self.partners.get(c)) {
+                    let earned: i64 = outcome
+                        .awards
+                        .iter()
+                        .filter(|w| w.currency.as_str() == state.partner.currency)
+                        .map(|w| w.points)
+                        .sum();
+                    made.extend(
+                        state
+                            .partner
+                            .accrual(earned, scale)
+                            .map(|m| (state.partner.code.clone(), None, m)),
+                    );
+                }
+            }
+            JournalBody::Redemption {
+                partner: Some(code),
+                ..
+            } => {
+                if let Some(state) = self.partners.get(code.as_str()) {
+                    let redeemed = sum(&outcome.debited, &state.partner.currency);
+                    made.extend(
+                        state
+                            .partner
+                            .redemption(redeemed, scale)
+                            .map(|m| (state.partner.code.clone(), None, m)),
+                    );
+                }
+            }
+            JournalBody::Refund(_) | JournalBody::Cancellation { .. } => {
+                let Some(original) = original else {
+                    return;
+                };
+                let movements = self
+                    .partner_movements
+                    .get(&original)
+                    .cloned()
+                    .unwrap_or_default();
+                let mut partners: Vec<&str> =
+                    movements.iter().map(|m| m.partner.as_str()).collect();
+                partners.sort_unstable();
+                partners.dedup();
+                for code in partners {
+                    let Some(state) = self.partners.get(code) else {
+                        continue;
+                    };
+                    let currency = state.partner.currency.as_str();
+                    // What the journal took back from the member (or meant to: points
+                    // already spent or expired were still issued on the refunded sale).
+                    let taken = sum(&outcome.reversed, currency)
+                        + sum(&outcome.unrecovered, currency)
+                        + sum(&outcome.already_expired, currency);
+                    let restored = sum(&outcome.restored, currency);
+                    for (kind, reversal_kind, taken) in [
+                        (
+                            fidelis_core::partners::EntryKind::Accrual,
+                            fidelis_core::partners::EntryKind::AccrualReversal,
+                            taken,
+                        ),
+                        (
+                            fidelis_core::partners::EntryKind::Redemption,
+                            fidelis_core::partners::EntryKind::RedemptionReversal,
+                            restored,
+                        ),
+                    ] {
+                        let of = |m: &&PartnerMovement| m.partner == code;
+                        let originals: Vec<fidelis_core::partners::Movement> = movements
+                            .iter()
+                            .filter(of)
+                            .filter(|m| m.original.is_none() && m.movement.kind == kind)
+                            .map(|m| m.movement)
+                            .collect();
+                        if originals.is_empty() {
+                            continue;
+                        }
+                        let before: i64 = -movements
+                            .iter()
+                            .filter(of)
+                            .filter(|m| m.original == Some(original))
+                            .filter(|m| m.movement.kind == reversal_kind)
+                            .map(|m| m.movement.points)
+                            .sum::<i64>();
+                        for m in fidelis_core::partners::reversal(&originals, before, taken, scale)
+                        {
+                            made.push((code.to_owned(), Some(original), m));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        for (code, reverses, movement) in made {
+            let Some(state) = self.partners.get_mut(&code) else {
+                continue;
+            };
+            let before = state.pack;
+            state.pack += movement.pack;
+            if fidelis_core::partners::crosses_alert(state.partner.alert_below, before, state.pack)
+            {
+                self.new_events.push(crate::partners::NewEvent {
+                    kind: "partner.pack_low",
+                    subject: code.clone(),
+                    payload: serde_json::json!({"partner": code, "pack": state.pack,
+                        "alert_below": state.partner.alert_below, "journal": journal.external_id.as_str()}),
+                    occurred_at: self.now,
+                });
+            }
+            self.new_partner_entries
+                .push(crate::partners::NewPartnerEntry {
+                    partner_id: state.id,
+                    journal_id,
+                    original_journal_id: reverses,
+                    movement,
+                    effective_at: journal.occurred_at,
+                });
+            // A later journal of the batch reversing this one (or this one's original
+            // again) sees it.
+            let key = reverses.unwrap_or(journal_id);
+            self.partner_movements
+                .entry(key)
+                .or_default()
+                .push(PartnerMovement {
+                    original: reverses,
+                    partner: code,
+                    movement,
+                });
         }
     }
 
@@ -1093,6 +1354,12 @@ impl<'p> Batch<'p> {
                             journal.occurred_at,
                             &processed.outcome,
                         );
+                        self.partner_effects(
+                            journal,
+                            processed.record.id.0,
+                            processed.record.original.map(|o| o.0),
+                            &processed.outcome,
+                        );
                         if matches!(journal.body, JournalBody::Cancellation { .. }) {
                             self.cancelled_journals
                                 .extend(processed.record.original.map(|o| o.0));
@@ -1242,6 +1509,11 @@ impl<'p> Batch<'p> {
         let mut related = Related {
             explain: self.explain,
             counters: std::mem::take(&mut self.counters),
+            pack: if self.partners.is_empty() {
+                None
+            } else {
+                self.pack_guard(journal)
+            },
             ..Related::default()
         };
         let Some(original) = journal.body.original() else {
@@ -1394,6 +1666,12 @@ impl<'p> Batch<'p> {
             let badges = std::mem::take(&mut self.new_badges);
             let benefits = std::mem::take(&mut self.new_benefits);
             tx.insert_awards(self.lp.id, &badges, &benefits, self.now)
+                .await?;
+        }
+        if !self.new_partner_entries.is_empty() || !self.new_events.is_empty() {
+            let entries = std::mem::take(&mut self.new_partner_entries);
+            let events = std::mem::take(&mut self.new_events);
+            tx.write_partner_entries(self.lp.id, &entries, &events, self.now)
                 .await?;
         }
         let deltas: Vec<_> = std::mem::take(&mut self.counters.deltas)

@@ -30,6 +30,7 @@ mod holds;
 mod imports;
 mod lifecycle;
 mod members;
+mod partners;
 mod postgres;
 mod programs;
 mod referrals;
@@ -69,6 +70,7 @@ pub use members::{
     Enrollment, MemberCursor, MemberListing, MemberPage, MemberQuery, MemberSort, MemberView,
     unstorable_json,
 };
+pub use partners::{EventView, PartnerEntryView, PartnerSums, PartnerView};
 pub use programs::ProgramSummary;
 pub use rows::RejectionRow;
 pub use scheduled::DueReward;

@@ -395,6 +395,40 @@ impl LedgerTx for PgTx {
         Ok(())
     }
 
+    async fn lock_partner(
+        &mut self,
+        program_id: i64,
+        code: &str,
+    ) -> Result<Option<crate::partners::PartnerRow>> {
+        let conn = self.conn().await?;
+        Ok(crate::partners::lock_partner!(
+            conn,
+            program_id,
+            code,
+            " FOR UPDATE"
+        ))
+    }
+
+    async fn load_partner_movements(
+        &mut self,
+        journal_id: i64,
+    ) -> Result<Vec<crate::partners::MovementRow>> {
+        let conn = self.conn().await?;
+        Ok(crate::partners::load_movements!(conn, journal_id))
+    }
+
+    async fn write_partner_entries(
+        &mut self,
+        program_id: i64,
+        entries: &[crate::partners::NewPartnerEntry],
+        events: &[crate::partners::NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let conn = self.conn().await?;
+        crate::partners::write_partner_entries!(conn, program_id, entries, events, now, "journal");
+        Ok(())
+    }
+
     async fn count_open_holds(&mut self, member_ids: &[i64]) -> Result<i64> {
         Ok(sqlx::query_scalar(
             "SELECT COUNT(*) FROM journals WHERE member_id = ANY($1) AND hold_until IS NOT NULL",

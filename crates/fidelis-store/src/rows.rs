@@ -278,6 +278,25 @@ pub trait LedgerTx: Send {
         benefits: &[crate::badges::NewBenefit],
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// Reads the partner `code` of the program, locking it until the transaction ends.
+    fn lock_partner(
+        &mut self,
+        program_id: i64,
+        code: &str,
+    ) -> impl Future<Output = Result<Option<crate::partners::PartnerRow>>> + Send;
+    /// The partner entries of a journal and of the reversals of it.
+    fn load_partner_movements(
+        &mut self,
+        journal_id: i64,
+    ) -> impl Future<Output = Result<Vec<crate::partners::MovementRow>>> + Send;
+    /// Writes the batch's partner entries, the packs they change, and its events.
+    fn write_partner_entries(
+        &mut self,
+        program_id: i64,
+        entries: &[crate::partners::NewPartnerEntry],
+        events: &[crate::partners::NewEvent],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// How many open holds (pay with points) these members have.
     fn count_open_holds(&mut self, member_ids: &[i64]) -> impl Future<Output = Result<i64>> + Send;
     /// The groups with these ids.

@@ -372,6 +372,35 @@ impl LedgerTx for SqliteTx<'_> {
         Ok(())
     }
 
+    async fn lock_partner(
+        &mut self,
+        program_id: i64,
+        code: &str,
+    ) -> Result<Option<crate::partners::PartnerRow>> {
+        let conn = &mut *self.tx;
+        Ok(crate::partners::lock_partner!(conn, program_id, code, ""))
+    }
+
+    async fn load_partner_movements(
+        &mut self,
+        journal_id: i64,
+    ) -> Result<Vec<crate::partners::MovementRow>> {
+        let conn = &mut *self.tx;
+        Ok(crate::partners::load_movements!(conn, journal_id))
+    }
+
+    async fn write_partner_entries(
+        &mut self,
+        program_id: i64,
+        entries: &[crate::partners::NewPartnerEntry],
+        events: &[crate::partners::NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let conn = &mut *self.tx;
+        crate::partners::write_partner_entries!(conn, program_id, entries, events, now, "journal");
+        Ok(())
+    }
+
     async fn count_open_holds(&mut self, member_ids: &[i64]) -> Result<i64> {
         Ok(sqlx::query_scalar(
             "SELECT COUNT(*) FROM journals WHERE member_id IN (SELECT value FROM json_each(?1)) \

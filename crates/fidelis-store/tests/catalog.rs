@@ -7,10 +7,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use fidelis_core::catalog::{CatalogItem, OrderStatus};
-use fidelis_core::ids::ExternalId;
 use fidelis_core::journal::{Journal, JournalDocument};
-use fidelis_core::program::{Program, ProgramDocument};
-use fidelis_store::{Actor, Enrollment, LoadedProgram, Prepared, Store, StoreError};
+use fidelis_store::{Actor, LoadedProgram, Prepared, Store, StoreError};
 use serde_json::json;
 
 fidelis_testkit::store_tests!(
@@ -20,9 +18,8 @@ fidelis_testkit::store_tests!(
     an_order_outlives_a_merge_and_a_voucher_used_once_of_two_keeps_it,
 );
 
-fn utc(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
+mod common;
+use common::utc;
 
 fn agent() -> Actor {
     Actor {
@@ -32,7 +29,9 @@ fn agent() -> Actor {
 }
 
 async fn setup(store: &Store, members: &[&str]) -> Arc<LoadedProgram> {
-    let doc: ProgramDocument = serde_json::from_value(json!({
+    common::program_with_members(
+        store,
+        json!({
         "code": "shop", "name": "Shop", "time_zone": "Europe/Berlin", "money_currency": "EUR",
         "currencies": [
             {"code": "points", "name": "Points", "kind": "redeemable",
@@ -44,28 +43,10 @@ async fn setup(store: &Store, members: &[&str]) -> Arc<LoadedProgram> {
             {"code": "gold", "name": "Gold", "threshold": 1000}]}],
         "vouchers": [{"code": "ten", "name": "€10", "value": {"fixed": "10.00"}, "validity": {"days": 90}},
                      {"code": "twice", "name": "10% twice", "value": {"percent": "10"}, "uses": 2}]
-    }))
-    .unwrap();
-    let program = Program::compile(&doc, None).unwrap_or_else(|e| panic!("{e:?}"));
-    let (loaded, _) = store
-        .put_program(&program, utc("2026-01-01T00:00:00Z"), &Actor::cli())
-        .await
-        .unwrap();
-    for m in members {
-        store
-            .enroll(
-                &loaded,
-                &Enrollment {
-                    external_id: ExternalId::parse(m).unwrap(),
-                    profile: json!({}),
-                    enrolled_at: utc("2026-01-01T00:00:00Z"),
-                },
-                utc("2026-01-01T00:00:00Z"),
-            )
-            .await
-            .unwrap();
-    }
-    loaded
+    }),
+        members,
+    )
+    .await
 }
 
 async fn earn(

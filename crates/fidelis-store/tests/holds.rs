@@ -5,10 +5,8 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use fidelis_core::ids::ExternalId;
 use fidelis_core::journal::{Journal, JournalDocument};
-use fidelis_core::program::{Program, ProgramDocument};
-use fidelis_store::{Enrollment, LoadedProgram, Prepared, Store};
+use fidelis_store::{LoadedProgram, Prepared, Store};
 use serde_json::json;
 
 fidelis_testkit::store_tests!(
@@ -17,42 +15,21 @@ fidelis_testkit::store_tests!(
     one_order_holds_and_captures_once_under_concurrency,
 );
 
-fn utc(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
+mod common;
+use common::utc;
 
 async fn setup(store: &Store, members: &[&str]) -> Arc<LoadedProgram> {
-    let doc: ProgramDocument = serde_json::from_value(json!({
-        "code": "shop", "name": "Shop", "time_zone": "Europe/Berlin", "money_currency": "EUR",
-        "currencies": [{"code": "points", "name": "Points", "kind": "redeemable",
-                        "expiry": {"policy": "rolling", "months": 24}}],
-        "earning": {"base": [{"currency": "points", "rate": "1"}]}
-    }))
-    .unwrap();
-    let program = Program::compile(&doc, None).unwrap();
-    let (loaded, _) = store
-        .put_program(
-            &program,
-            utc("2026-01-01T00:00:00Z"),
-            &fidelis_store::Actor::cli(),
-        )
-        .await
-        .unwrap();
-    for m in members {
-        store
-            .enroll(
-                &loaded,
-                &Enrollment {
-                    external_id: ExternalId::parse(m).unwrap(),
-                    profile: json!({}),
-                    enrolled_at: utc("2026-01-01T00:00:00Z"),
-                },
-                utc("2026-01-01T00:00:00Z"),
-            )
-            .await
-            .unwrap();
-    }
-    loaded
+    common::program_with_members(
+        store,
+        json!({
+            "code": "shop", "name": "Shop", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+            "currencies": [{"code": "points", "name": "Points", "kind": "redeemable",
+                            "expiry": {"policy": "rolling", "months": 24}}],
+            "earning": {"base": [{"currency": "points", "rate": "1"}]}
+        }),
+        members,
+    )
+    .await
 }
 
 fn journal(program: &LoadedProgram, doc: serde_json::Value) -> Prepared {

@@ -6,11 +6,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use fidelis_core::ids::ExternalId;
 use fidelis_core::journal::{Journal, JournalDocument};
-use fidelis_core::program::{Program, ProgramDocument};
 use fidelis_store::{
-    Actor, Enrollment, LoadedProgram, Prepared, Store, StoreError, VoucherAction, VoucherView,
+    Actor, LoadedProgram, Prepared, Store, StoreError, VoucherAction, VoucherView,
 };
 use serde_json::json;
 
@@ -22,50 +20,33 @@ fidelis_testkit::store_tests!(
     cancelling_a_journal_cancels_the_vouchers_it_issued,
 );
 
-fn utc(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
+mod common;
+use common::utc;
 
 async fn setup(store: &Store, members: &[&str]) -> Arc<LoadedProgram> {
-    let doc: ProgramDocument = serde_json::from_value(json!({
-        "code": "shop", "name": "Shop", "time_zone": "Europe/Berlin", "money_currency": "EUR",
-        "currencies": [{"code": "points", "name": "Points", "kind": "redeemable",
-                        "expiry": {"policy": "never"}}],
-        "earning": {"base": [{"currency": "points", "rate": "1"}]},
-        "promotions": [{"code": "welcome", "name": "Welcome voucher", "status": "active",
-                        "starts_at": "2026-01-01", "condition": "journal.amount >= 100.0",
-                        "actions": [{"type": "voucher", "voucher": "coffee"}],
-                        "limits": {"budget_vouchers": 2}}],
-        "vouchers": [
-            {"code": "gift", "name": "Gift card 50", "value": {"fixed": "50.00"},
-             "validity": {"ends_on": "2026-12-31"}, "code_format": {"prefix": "GIFT-"}},
-            {"code": "coffee", "name": "Free coffee", "value": {"free_product": "COFFEE"},
-             "validity": {"days": 30}},
-            {"code": "xmas", "name": "15% at Christmas", "value": {"percent": "15"},
-             "validity": {"starts_on": "2026-12-24", "ends_on": "2026-12-26"}, "uses": 2}
-        ]
-    }))
-    .unwrap();
-    let program = Program::compile(&doc, None).unwrap_or_else(|e| panic!("{e:?}"));
-    let (loaded, _) = store
-        .put_program(&program, utc("2026-01-01T00:00:00Z"), &Actor::cli())
-        .await
-        .unwrap();
-    for m in members {
-        store
-            .enroll(
-                &loaded,
-                &Enrollment {
-                    external_id: ExternalId::parse(m).unwrap(),
-                    profile: json!({}),
-                    enrolled_at: utc("2026-01-01T00:00:00Z"),
-                },
-                utc("2026-01-01T00:00:00Z"),
-            )
-            .await
-            .unwrap();
-    }
-    loaded
+    common::program_with_members(
+        store,
+        json!({
+            "code": "shop", "name": "Shop", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+            "currencies": [{"code": "points", "name": "Points", "kind": "redeemable",
+                            "expiry": {"policy": "never"}}],
+            "earning": {"base": [{"currency": "points", "rate": "1"}]},
+            "promotions": [{"code": "welcome", "name": "Welcome voucher", "status": "active",
+                            "starts_at": "2026-01-01", "condition": "journal.amount >= 100.0",
+                            "actions": [{"type": "voucher", "voucher": "coffee"}],
+                            "limits": {"budget_vouchers": 2}}],
+            "vouchers": [
+                {"code": "gift", "name": "Gift card 50", "value": {"fixed": "50.00"},
+                 "validity": {"ends_on": "2026-12-31"}, "code_format": {"prefix": "GIFT-"}},
+                {"code": "coffee", "name": "Free coffee", "value": {"free_product": "COFFEE"},
+                 "validity": {"days": 30}},
+                {"code": "xmas", "name": "15% at Christmas", "value": {"percent": "15"},
+                 "validity": {"starts_on": "2026-12-24", "ends_on": "2026-12-26"}, "uses": 2}
+            ]
+        }),
+        members,
+    )
+    .await
 }
 
 fn agent() -> Actor {

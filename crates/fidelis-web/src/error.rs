@@ -218,9 +218,10 @@ impl From<StoreError> for ApiError {
                 Self::new(StatusCode::CONFLICT, code, detail)
             }
             // Refusals that name what the path names: it does not exist.
-            StoreError::Refused(code @ ("unknown_group" | "unknown_tier_group"), detail) => {
-                Self::not_found(code, detail)
-            }
+            StoreError::Refused(
+                code @ ("unknown_group" | "unknown_tier_group" | "unknown_partner"),
+                detail,
+            ) => Self::not_found(code, detail),
             StoreError::Refused(code, detail) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
             }

@@ -392,6 +392,52 @@ fn cases() -> Vec<Case> {
             body: None,
             allowed: &["admin", "program_manager", "agent", "partner"],
         },
+        // Partners: managers write them and top up packs; staff read them, a partner
+        // token its own (p1) and no other; events are for staff.
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/partners",
+            template: "/api/v1/programs/{program}/partners",
+            body: None,
+            allowed: &["admin", "program_manager", "agent", "partner"],
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/partners/p1",
+            template: "/api/v1/programs/{program}/partners/{partner}",
+            body: None,
+            allowed: &["admin", "program_manager", "agent", "partner"],
+        },
+        Case {
+            method: Method::PUT,
+            path: "/api/v1/programs/shop/partners/pp-{role}",
+            template: "/api/v1/programs/{program}/partners/{partner}",
+            body: Some(
+                json!({"name": "Bank", "roles": "earn", "billing": "postpaid", "cost_per_point": "0.01"}),
+            ),
+            allowed: managers,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/partners/pk/top-ups",
+            template: "/api/v1/programs/{program}/partners/{partner}/top-ups",
+            body: Some(json!({"top_up_id": "t-{role}", "points": 100})),
+            allowed: managers,
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/partners/p1/entries",
+            template: "/api/v1/programs/{program}/partners/{partner}/entries",
+            body: None,
+            allowed: &["admin", "program_manager", "agent", "partner"],
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/events",
+            template: "/api/v1/programs/{program}/events",
+            body: None,
+            allowed: staff,
+        },
         Case {
             method: Method::POST,
             path: "/api/v1/programs/shop/members/m1/adjustments",
@@ -715,6 +761,28 @@ async fn world() -> World {
         .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
+    // Partner p1 (earn and burn, postpaid: the seed journals above stay as they are) and a
+    // prepaid partner to top up.
+    for (code, body) in [
+        (
+            "p1",
+            json!({"name": "Partner one", "roles": "both", "billing": "postpaid"}),
+        ),
+        (
+            "pk",
+            json!({"name": "Packs", "roles": "earn", "billing": "prepaid", "cost_per_point": "0.01"}),
+        ),
+    ] {
+        let (status, body) = send(
+            &router,
+            Method::PUT,
+            &format!("/api/v1/programs/shop/partners/{code}"),
+            Some(&admin),
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
     World {
         router,
         tokens,
@@ -867,6 +935,46 @@ async fn members_and_partners_cannot_read_each_other() {
         assert_eq!(body["code"], unknown["code"]);
         assert_eq!(body["title"], unknown["title"]);
     }
+    // Partner p2 sees nothing of partner p1: not its record, not its ledger, not in the
+    // list; p1 sees itself alone.
+    for path in [
+        "/api/v1/programs/shop/partners/p1",
+        "/api/v1/programs/shop/partners/p1/entries",
+    ] {
+        let (status, _) = send(r, Method::GET, path, Some(&world.partner_other), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "partner p2 reading {path}");
+    }
+    let (status, body) = send(
+        r,
+        Method::GET,
+        "/api/v1/programs/shop/partners",
+        Some(&world.partner_other),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["partners"], json!([]));
+    let p1 = world
+        .tokens
+        .iter()
+        .find(|(r, _)| *r == "partner")
+        .and_then(|(_, t)| t.clone())
+        .unwrap();
+    let (_, body) = send(
+        r,
+        Method::GET,
+        "/api/v1/programs/shop/partners",
+        Some(&p1),
+        None,
+    )
+    .await;
+    let codes: Vec<&str> = body["partners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["p1"]);
     let (status, _) = send(
         r,
         Method::POST,

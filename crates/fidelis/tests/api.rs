@@ -39,6 +39,7 @@ both_dialects!(
     a_dry_run_looks_ahead_and_changes_nothing,
     operators_find_members_by_search_and_filters,
     pay_with_points_holds_captures_and_releases_once_per_order,
+    a_prepaid_partner_pays_from_its_pack_and_sees_only_itself,
     vouchers_are_issued_redeemed_in_part_reserved_and_refused_clearly,
     catalog_orders_spend_once_take_stock_and_give_both_back,
     badges_and_benefits_are_read_per_member,
@@ -1558,4 +1559,123 @@ async fn badges_and_benefits_are_read_per_member(s: Server) {
         (status, body["code"].as_str()),
         (StatusCode::NOT_FOUND, Some("unknown_member"))
     );
+}
+
+/// A prepaid partner over HTTP: written and topped up by the manager, debited by its
+/// customers' accruals, refusing one its pack cannot cover with a problem the integrator
+/// can act on, raising one low-pack event; its own token reads its figures and ledger and
+/// nothing of another partner's.
+async fn a_prepaid_partner_pays_from_its_pack_and_sees_only_itself(s: Server) {
+    s.setup(&["m"]).await;
+    let put = |code: &str, body: Value| {
+        let s = &s;
+        let path = format!("/programs/shop/partners/{code}");
+        async move { s.call(reqwest::Method::PUT, &path, Some(body)).await }
+    };
+    let (status, _, body) = put(
+        "cars",
+        json!({"name": "Car rental", "roles": "earn", "billing": "prepaid",
+               "cost_per_point": "0.008", "alert_below": 100}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        (body["pack"].as_i64(), body["when_empty"].as_str()),
+        (Some(0), Some("refuse"))
+    );
+    let (status, _, body) = put(
+        "bad",
+        json!({"name": "Bad", "roles": "earn", "currency": "nope", "cost_per_point": "x"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "invalid_partner");
+    let detail = body["detail"].as_str().unwrap();
+    for path in ["currency", "billing", "cost_per_point"] {
+        assert!(detail.contains(path), "{detail}");
+    }
+    put(
+        "hotel",
+        json!({"name": "Hotel", "roles": "burn", "reimbursement_per_point": "0.01"}),
+    )
+    .await;
+
+    let top_up = json!({"top_up_id": "INV-7", "points": 250});
+    let (status, body) = s
+        .post("/programs/shop/partners/cars/top-ups", top_up.clone())
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        (body["pack"].as_i64(), body["amount"].as_i64()),
+        (Some(250), Some(200))
+    );
+    let (status, _, body) = s
+        .call(
+            reqwest::Method::POST,
+            "/programs/shop/partners/cars/top-ups",
+            Some(top_up),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "a retry: {body}");
+    assert_eq!(body["replayed"], true);
+
+    let earn = |id: &str, amount: &str| {
+        json!({"external_id": id, "member": "m", "type": "purchase", "occurred_at": chrono::Utc::now().to_rfc3339(),
+               "amount": amount, "currency": "EUR", "partner": "cars"})
+    };
+    let (status, body) = s.post("/programs/shop/journals", earn("r1", "200")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = s.post("/programs/shop/journals", earn("r2", "80")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "partner_pack_empty");
+    assert_eq!(
+        s.available("m").await,
+        200,
+        "the refused journal changed nothing"
+    );
+    let events = s.get("/programs/shop/events").await;
+    assert_eq!(events["events"].as_array().unwrap().len(), 1, "{events}");
+    assert_eq!(events["events"][0]["type"], "partner.pack_low");
+
+    // The partner's own token: its figures and ledger, nobody else's, and no events.
+    let token = s
+        .token(json!({"name": "cars-pos", "role": "partner", "partner": "cars", "program": "shop"}))
+        .await;
+    let (status, body) = s
+        .call_as(
+            &token,
+            reqwest::Method::GET,
+            "/programs/shop/partners/cars",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (
+            body["pack"].as_i64(),
+            body["points_issued"].as_i64(),
+            body["owed_by_partner"].as_i64()
+        ),
+        (Some(50), Some(200), Some(200))
+    );
+    let (_, body) = s
+        .call_as(
+            &token,
+            reqwest::Method::GET,
+            "/programs/shop/partners/cars/entries",
+            None,
+        )
+        .await;
+    let kinds: Vec<&str> = body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["accrual", "top_up"]);
+    assert_eq!(body["entries"][0]["journal"], "r1");
+    for path in ["/programs/shop/partners/hotel", "/programs/shop/events"] {
+        let (status, body) = s.call_as(&token, reqwest::Method::GET, path, None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+    }
 }

@@ -58,6 +58,14 @@ pub enum JournalError {
     HoldCaptured(String),
     #[error("the hold for order {0:?} was released already")]
     HoldReleased(String),
+    #[error(
+        "partner {partner:?} has {left} points left in its prepaid pack; this journal would award {needed}"
+    )]
+    PartnerPackEmpty {
+        partner: String,
+        left: i64,
+        needed: i64,
+    },
 }
 
 impl JournalError {
@@ -87,6 +95,7 @@ impl JournalError {
             Self::HoldExpired { .. } => "hold_expired",
             Self::HoldCaptured(_) => "hold_captured",
             Self::HoldReleased(_) => "hold_released",
+            Self::PartnerPackEmpty { .. } => "partner_pack_empty",
         }
     }
 }

@@ -48,6 +48,17 @@ pub struct Related {
     /// The promotion limit counters of the batch (loaded by the store under locks);
     /// awards use them and reversals give back to them.
     pub counters: crate::promotions::Counters,
+    /// For an accrual at a prepaid partner that refuses what its pack cannot cover: the
+    /// pack as it stands (read by the store under the partner's lock).
+    pub pack: Option<PackGuard>,
+}
+
+/// A prepaid partner's pack an accrual must fit in: `left` points of `currency`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackGuard {
+    pub partner: String,
+    pub currency: crate::ids::Code,
+    pub left: i64,
 }
 
 /// What processing produced, for the store to write.
@@ -157,8 +168,12 @@ pub fn process(
     // Settling and the operations below change the ledger step by step; a refusal after
     // the first step restores this copy. The hot path (an accrual with nothing due) has
     // nothing to undo and takes no copy.
-    let snapshot =
-        (due || touches_buckets).then(|| (ledger.accounts.clone(), ledger.buckets.clone()));
+    // An accrual a partner's pack may refuse is checked after it is computed: it takes
+    // the copy too.
+    let guarded = related.pack.is_some() && matches!(journal.body, JournalBody::Accrual(_));
+    let snapshot = (due || touches_buckets || guarded)
+        .then(|| (ledger.accounts.clone(), ledger.buckets.clone()));
+    let granted_before = ledger.granted.len();
     related.counters.begin();
     let mut settle = JournalWriter::new(ids.settlement);
     let mut outcome = Outcome {
@@ -173,7 +188,31 @@ pub fn process(
         settle_all(program, ledger, &mut settle, &mut outcome, now);
     }
     let mut w = JournalWriter::new(ids.main);
-    match apply(program, ledger, journal, related, &mut w, &mut outcome, now) {
+    let applied =
+        apply(program, ledger, journal, related, &mut w, &mut outcome, now).and_then(|done| {
+            match &related.pack {
+                Some(pack) if guarded => {
+                    let needed: i64 = outcome
+                        .awards
+                        .iter()
+                        .filter(|a| a.currency == pack.currency)
+                        .map(|a| a.points)
+                        .sum();
+                    if needed > pack.left {
+                        Err(JournalError::PartnerPackEmpty {
+                            partner: pack.partner.clone(),
+                            left: pack.left,
+                            needed,
+                        }
+                        .into())
+                    } else {
+                        Ok(done)
+                    }
+                }
+                _ => Ok(done),
+            }
+        });
+    match applied {
         Ok(done) => {
             if ledger.tiers.is_some() {
                 let mut c = contribution(journal, &done, &w, related);
@@ -222,6 +261,7 @@ pub fn process(
             if due {
                 ledger.tiers = tiers_before;
             }
+            ledger.granted.truncate(granted_before);
             related.counters.rollback();
             Err(e)
         }

@@ -10,6 +10,7 @@ pub(crate) mod journals;
 pub(crate) mod lifecycle;
 pub(crate) mod members;
 mod openings;
+mod partners;
 pub(crate) mod programs;
 pub(crate) mod vouchers;
 
@@ -50,6 +51,7 @@ use crate::{AppState, ServerConfig};
         (name = "holds", description = "Pay with points: hold, capture, release"),
         (name = "vouchers", description = "Vouchers: issue, read, redeem (whole, in part, or reserved for an order), cancel"),
         (name = "catalog", description = "The reward catalog and its orders: items priced per tier, with stock; orders placed, fulfilled, cancelled"),
+        (name = "partners", description = "Partners and their ledger: earn partners paying for points (prepaid packs or postpaid bills), burn partners reimbursed; events"),
         (name = "operations", description = "Jobs, tokens, users and the audit log")
     )
 )]
@@ -151,6 +153,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
             .merge(vouchers::routes())
             .merge(catalog::routes())
             .merge(badges::routes())
+            .merge(partners::routes())
             .merge(admin::routes()),
     )
 }

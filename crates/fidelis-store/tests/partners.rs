@@ -1,0 +1,327 @@
+//! Partners and their ledger through the store, on SQLite and a throw-away PostgreSQL:
+//! pack arithmetic over top-ups, accruals, refunds, cancellations and redemptions at a
+//! burn partner; the alert raised once when the pack crosses its threshold; a pack that
+//! refuses what it cannot cover, also under concurrent accruals; and a partner's figures
+//! always the sums of its entries.
+
+use std::sync::Arc;
+
+use fidelis_core::journal::{Journal, JournalDocument};
+use fidelis_core::partners::PartnerDocument;
+use fidelis_store::{Actor, LoadedProgram, Prepared, Store, StoreError};
+use serde_json::json;
+
+fidelis_testkit::store_tests!(
+    a_partner_ledger_counts_packs_bills_and_reimbursements_exactly,
+    concurrent_accruals_never_take_a_refusing_pack_below_zero,
+);
+
+mod common;
+use common::utc;
+
+fn manager() -> Actor {
+    Actor {
+        name: "finance-fay".into(),
+        role: "program_manager".into(),
+    }
+}
+
+const NOW: &str = "2026-06-01T10:00:00Z";
+
+async fn setup(store: &Store, members: &[String]) -> Arc<LoadedProgram> {
+    let loaded = common::program_with_members(
+        store,
+        json!({
+            "code": "air", "name": "Air", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+            "currencies": [{"code": "miles", "name": "Miles", "kind": "redeemable", "expiry": {"policy": "never"}}],
+            "earning": {"base": [{"currency": "miles", "rate": "1"}]}
+        }),
+        members,
+    )
+    .await;
+    for (code, partner) in [
+        (
+            "cars",
+            json!({"name": "Car rental", "roles": "earn", "billing": "prepaid",
+                   "cost_per_point": "0.008", "alert_below": 500}),
+        ),
+        (
+            "bank",
+            json!({"name": "Bank card", "roles": "earn", "billing": "postpaid",
+                   "cost_per_point": "0.0125"}),
+        ),
+        (
+            "hotel",
+            json!({"name": "Hotel", "roles": "burn", "reimbursement_per_point": "0.006"}),
+        ),
+    ] {
+        let doc: PartnerDocument = serde_json::from_value(partner).unwrap();
+        store
+            .put_partner(&loaded, code, &doc, utc(NOW), &manager())
+            .await
+            .unwrap();
+    }
+    loaded
+}
+
+fn journal(program: &LoadedProgram, v: serde_json::Value) -> Prepared {
+    let doc: JournalDocument = serde_json::from_value(v).unwrap();
+    Prepared::new(
+        Journal::parse(&doc, &program.program).unwrap(),
+        &program.program,
+    )
+    .unwrap()
+}
+
+async fn post(
+    store: &Store,
+    program: &Arc<LoadedProgram>,
+    v: serde_json::Value,
+) -> Result<fidelis_store::Posted, &'static str> {
+    store
+        .post_realtime(program, journal(program, v), utc(NOW))
+        .await
+        .unwrap()
+        .map_err(|e| e.code())
+}
+
+fn purchase(id: &str, member: &str, amount: &str, partner: &str) -> serde_json::Value {
+    json!({"external_id": id, "member": member, "type": "purchase", "occurred_at": NOW,
+           "amount": amount, "currency": "EUR", "partner": partner})
+}
+
+async fn pack(store: &Store, program: &LoadedProgram, code: &str) -> i64 {
+    let view = store.partner(program, code).await.unwrap().unwrap();
+    let sums = store.partner_sums(program, code).await.unwrap();
+    assert_eq!(view.pack, sums.pack, "the pack is the sum of its entries");
+    view.pack
+}
+
+async fn miles(store: &Store, program: &LoadedProgram, member: &str) -> i64 {
+    let m = store.require_member(program, member).await.unwrap();
+    store.balances(program, &m, utc(NOW)).await.unwrap()[0].available
+}
+
+async fn a_partner_ledger_counts_packs_bills_and_reimbursements_exactly(store: Store) {
+    let program = setup(&store, &["m".to_owned()]).await;
+    let now = utc(NOW);
+    // A pack of 1,000 miles bought at 0.008: €8.00 owed by the partner.
+    let (top_up, replayed) = store
+        .top_up_partner(&program, "cars", "inv-1", 1_000, now, &manager())
+        .await
+        .unwrap();
+    assert!(!replayed);
+    assert_eq!(
+        (top_up.points, top_up.pack, top_up.amount),
+        (1_000, 1_000, 800)
+    );
+    let (_, replayed) = store
+        .top_up_partner(&program, "cars", "inv-1", 1_000, now, &manager())
+        .await
+        .unwrap();
+    assert!(replayed, "the same top-up again is a retry");
+    let e = store
+        .top_up_partner(&program, "cars", "inv-1", 900, now, &manager())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StoreError::Refused("idempotency_conflict", _)),
+        "{e}"
+    );
+    let e = store
+        .top_up_partner(&program, "bank", "inv-2", 10, now, &manager())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StoreError::Refused("partner_not_prepaid", _)),
+        "{e}"
+    );
+    assert_eq!(pack(&store, &program, "cars").await, 1_000);
+
+    // Accruals debit the pack; the third crossing below 500 raises one alert.
+    post(&store, &program, purchase("j1", "m", "300.00", "cars"))
+        .await
+        .unwrap();
+    assert_eq!(pack(&store, &program, "cars").await, 700);
+    post(&store, &program, purchase("j2", "m", "250.00", "cars"))
+        .await
+        .unwrap();
+    assert_eq!(pack(&store, &program, "cars").await, 450);
+    post(&store, &program, purchase("j3", "m", "100.00", "cars"))
+        .await
+        .unwrap();
+    assert_eq!(pack(&store, &program, "cars").await, 350);
+    let events = store.events(&program, None, 10).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].kind.as_str(), events[0].subject.as_str()),
+        ("partner.pack_low", "cars")
+    );
+    assert_eq!(events[0].payload["pack"], 450);
+
+    // A refund of part of j2, then its cancellation: the pack gets back what was taken.
+    post(
+        &store,
+        &program,
+        json!({"external_id": "f2", "member": "m", "type": "refund", "occurred_at": NOW,
+               "original_external_id": "j2", "amount": "100.00", "currency": "EUR"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pack(&store, &program, "cars").await, 450);
+    post(
+        &store,
+        &program,
+        json!({"external_id": "c2", "member": "m", "type": "cancellation", "occurred_at": NOW,
+               "original_external_id": "j2"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pack(&store, &program, "cars").await, 600);
+    assert_eq!(
+        store.events(&program, None, 10).await.unwrap().len(),
+        1,
+        "no new alert"
+    );
+
+    // More than the pack holds: refused, nothing changes for the member or the partner.
+    let before = miles(&store, &program, "m").await;
+    assert_eq!(
+        post(&store, &program, purchase("j4", "m", "700.00", "cars"))
+            .await
+            .unwrap_err(),
+        "partner_pack_empty"
+    );
+    assert_eq!(miles(&store, &program, "m").await, before);
+    assert_eq!(pack(&store, &program, "cars").await, 600);
+    // Exactly what is left is fine.
+    post(&store, &program, purchase("j5", "m", "600.00", "cars"))
+        .await
+        .unwrap();
+    assert_eq!(pack(&store, &program, "cars").await, 0);
+
+    // Postpaid: billed at the cost per point, rounded once per entry (333 × 0.0125 =
+    // 4.1625 → €4.16).
+    post(&store, &program, purchase("b1", "m", "333.00", "bank"))
+        .await
+        .unwrap();
+    // A burn partner is reimbursed for what is redeemed with it, less what comes back.
+    post(
+        &store,
+        &program,
+        json!({"external_id": "r1", "member": "m", "type": "redemption", "occurred_at": NOW,
+               "currency": "miles", "points": 500, "partner": "hotel"}),
+    )
+    .await
+    .unwrap();
+    post(
+        &store,
+        &program,
+        json!({"external_id": "r2", "member": "m", "type": "redemption", "occurred_at": NOW,
+               "currency": "miles", "points": 200, "partner": "hotel"}),
+    )
+    .await
+    .unwrap();
+    post(
+        &store,
+        &program,
+        json!({"external_id": "c3", "member": "m", "type": "cancellation", "occurred_at": NOW,
+               "original_external_id": "r2"}),
+    )
+    .await
+    .unwrap();
+
+    let cars = store.partner_sums(&program, "cars").await.unwrap();
+    assert_eq!(
+        (
+            cars.pack,
+            cars.issued,
+            cars.bought,
+            cars.owed_by_partner,
+            cars.owed_to_partner
+        ),
+        (0, 300 + 100 + 600, 1_000, 800, 0)
+    );
+    let bank = store.partner_sums(&program, "bank").await.unwrap();
+    assert_eq!(
+        (bank.pack, bank.issued, bank.owed_by_partner),
+        (0, 333, 416)
+    );
+    let hotel = store.partner_sums(&program, "hotel").await.unwrap();
+    assert_eq!(
+        (hotel.redeemed, hotel.owed_to_partner, hotel.owed_by_partner),
+        (500, 300, 0),
+        "700 redeemed, 200 of them given back: 500 × 0.006"
+    );
+    // Every entry names the journal that caused it; the cancellation's reversal of j2
+    // took only what the refund had left.
+    let entries = store
+        .partner_entries(&program, "cars", None, 100)
+        .await
+        .unwrap();
+    let listed: Vec<(&str, Option<&str>, i64, i64)> = entries
+        .iter()
+        .rev()
+        .map(|e| (e.kind.name(), e.journal.as_deref(), e.points, e.pack))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("top_up", None, 1_000, 1_000),
+            ("accrual", Some("j1"), 300, -300),
+            ("accrual", Some("j2"), 250, -250),
+            ("accrual", Some("j3"), 100, -100),
+            ("accrual_reversal", Some("f2"), -100, 100),
+            ("accrual_reversal", Some("c2"), -150, 150),
+            ("accrual", Some("j5"), 600, -600),
+        ]
+    );
+    // A replayed journal makes no second entry.
+    post(&store, &program, purchase("j1", "m", "300.00", "cars"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .partner_entries(&program, "cars", None, 100)
+            .await
+            .unwrap()
+            .len(),
+        7
+    );
+}
+
+async fn concurrent_accruals_never_take_a_refusing_pack_below_zero(store: Store) {
+    let members: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    let program = setup(&store, &members).await;
+    store
+        .top_up_partner(&program, "cars", "inv-1", 1_000, utc(NOW), &manager())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for m in members.clone() {
+        let (store, program) = (store.clone(), Arc::clone(&program));
+        tasks.push(tokio::spawn(async move {
+            post(
+                &store,
+                &program,
+                purchase(&format!("p-{m}"), &m, "150.00", "cars"),
+            )
+            .await
+            .map(|_| m)
+        }));
+    }
+    let mut awarded = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(m) => awarded.push(m),
+            Err(code) => assert_eq!(code, "partner_pack_empty"),
+        }
+    }
+    assert_eq!(awarded.len(), 6, "1,000 covers six accruals of 150");
+    assert_eq!(pack(&store, &program, "cars").await, 100);
+    let mut earned = 0;
+    for m in &members {
+        earned += miles(&store, &program, m).await;
+    }
+    assert_eq!(earned, 900, "only the accruals the pack covered earned");
+}
