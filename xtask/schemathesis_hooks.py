@@ -81,6 +81,9 @@ BUSINESS_RULES = {
     "invalid_partner": "a partner's currency must be the program's, and its billing fit its roles",
     "partner_not_prepaid": "only a prepaid partner has a pack to top up",
     "partner_pack_empty": "a prepaid pack holds what earlier top-ups and accruals left",
+    "period_not_next": "settlement periods close in order: the next starts where the last closed one ended",
+    "period_overlaps": "a closed settlement period is not closed again in part",
+    "invalid_period": "a period ends after it starts",
     "invalid_amount": "how many decimals an amount may have, and how large it may be, depends on the program's money currency",
     # The clock.
     "future_dated": "occurred_at must not be after now",
@@ -90,6 +93,7 @@ BUSINESS_RULES = {
     "as_of_in_future": "as_of must not be after now",
     "item_not_yet_available": "an item is orderable from its available_from",
     "item_no_longer_available": "an item is orderable until its available_until",
+    "period_not_over": "a settlement period closes once it is over",
     # Policy beyond length.
     "weak_password": "a password needs 5 different characters, not only spaces",
 }

@@ -14,6 +14,7 @@ use serde_json::json;
 fidelis_testkit::store_tests!(
     a_partner_ledger_counts_packs_bills_and_reimbursements_exactly,
     concurrent_accruals_never_take_a_refusing_pack_below_zero,
+    a_closed_statement_never_changes_and_a_late_journal_lands_on_the_next,
 );
 
 mod common;
@@ -324,4 +325,164 @@ async fn concurrent_accruals_never_take_a_refusing_pack_below_zero(store: Store)
         earned += miles(&store, &program, m).await;
     }
     assert_eq!(earned, 900, "only the accruals the pack covered earned");
+}
+
+/// Bank-card accruals in May and June: May's statement is closed on 2 June and stays as it
+/// was when a journal dated in May arrives on 3 June; that one is an adjustment of June's
+/// statement. Periods close once over and in order.
+async fn a_closed_statement_never_changes_and_a_late_journal_lands_on_the_next(store: Store) {
+    let program = setup(&store, &["m".to_owned()]).await;
+    let at = |id: &str, occurred: &str, amount: &str, now: &str| {
+        let (store, program) = (store.clone(), Arc::clone(&program));
+        let doc = json!({"external_id": id, "member": "m", "type": "purchase", "occurred_at": occurred,
+                         "amount": amount, "currency": "EUR", "partner": "bank"});
+        let now = utc(now);
+        async move {
+            store
+                .post_realtime(&program, journal(&program, doc), now)
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    };
+    at("b1", "2026-05-10T10:00:00Z", "200", "2026-05-10T10:00:00Z").await;
+    at("b2", "2026-05-20T10:00:00Z", "100", "2026-05-20T10:00:00Z").await;
+    at("b3", "2026-06-05T10:00:00Z", "300", "2026-06-05T10:00:00Z").await;
+    let (may, june, july) = (
+        utc("2026-05-01T00:00:00Z"),
+        utc("2026-06-01T00:00:00Z"),
+        utc("2026-07-01T00:00:00Z"),
+    );
+    let open = store.settlement(&program, "bank", may, june).await.unwrap();
+    assert_eq!(open.status, "open");
+    assert_eq!(
+        (
+            open.totals.points_issued,
+            open.totals.owed_by_partner,
+            open.totals.net
+        ),
+        (300, 375, 375),
+        "200 × 0.0125 + 100 × 0.0125"
+    );
+    // Not over yet: it cannot close.
+    let e = store
+        .close_settlement(
+            &program,
+            "bank",
+            may,
+            june,
+            utc("2026-05-31T00:00:00Z"),
+            &manager(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StoreError::Refused("period_not_over", _)),
+        "{e}"
+    );
+    let (closed, replayed) = store
+        .close_settlement(
+            &program,
+            "bank",
+            may,
+            june,
+            utc("2026-06-02T08:00:00Z"),
+            &manager(),
+        )
+        .await
+        .unwrap();
+    assert!(!replayed);
+    assert_eq!(closed.status, "closed");
+    assert_eq!(closed.totals, open.totals);
+    let (again, replayed) = store
+        .close_settlement(
+            &program,
+            "bank",
+            may,
+            june,
+            utc("2026-06-09T08:00:00Z"),
+            &manager(),
+        )
+        .await
+        .unwrap();
+    assert!(replayed);
+    assert_eq!(again, closed);
+
+    // A journal dated in May arrives on 3 June: May stays as closed.
+    at("b4", "2026-05-25T10:00:00Z", "100", "2026-06-03T10:00:00Z").await;
+    assert_eq!(
+        store.settlement(&program, "bank", may, june).await.unwrap(),
+        closed,
+        "a closed statement never changes"
+    );
+    let next = store
+        .settlement(&program, "bank", june, july)
+        .await
+        .unwrap();
+    assert_eq!(next.status, "open");
+    assert_eq!(
+        next.lines
+            .iter()
+            .map(|l| (l.kind.as_str(), l.points, l.amount))
+            .collect::<Vec<_>>(),
+        [("accrual", 300, 375)]
+    );
+    assert_eq!(
+        next.adjustments
+            .iter()
+            .map(|l| (l.kind.as_str(), l.points, l.amount))
+            .collect::<Vec<_>>(),
+        [("accrual", 100, 125)],
+        "the late journal is June's adjustment"
+    );
+    assert_eq!((next.totals.points_issued, next.totals.net), (400, 500));
+    let csv = next.to_csv();
+    assert!(csv.contains("period,accrual,1,300,0,375\n"), "{csv}");
+    assert!(csv.contains("adjustment,accrual,1,100,0,125\n"), "{csv}");
+    assert!(csv.ends_with("total,net,,,,500\n"), "{csv}");
+
+    // Periods close in order, without gaps or overlaps.
+    let e = store
+        .close_settlement(
+            &program,
+            "bank",
+            july,
+            utc("2026-08-01T00:00:00Z"),
+            utc("2026-09-02T00:00:00Z"),
+            &manager(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StoreError::Refused("period_not_next", _)),
+        "{e}"
+    );
+    let (june_closed, _) = store
+        .close_settlement(
+            &program,
+            "bank",
+            june,
+            july,
+            utc("2026-07-02T00:00:00Z"),
+            &manager(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(june_closed.totals, next.totals);
+    assert_eq!(june_closed.adjustments, next.adjustments);
+    let e = store
+        .close_settlement(
+            &program,
+            "bank",
+            utc("2026-05-15T00:00:00Z"),
+            june,
+            utc("2026-09-02T00:00:00Z"),
+            &manager(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StoreError::Refused("period_overlaps", _)),
+        "{e}"
+    );
 }

@@ -433,6 +433,20 @@ fn cases() -> Vec<Case> {
         },
         Case {
             method: Method::GET,
+            path: "/api/v1/programs/shop/partners/p1/settlement?from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z",
+            template: "/api/v1/programs/{program}/partners/{partner}/settlement",
+            body: None,
+            allowed: &["admin", "program_manager", "agent", "partner"],
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/partners/pp-{role}/settlements",
+            template: "/api/v1/programs/{program}/partners/{partner}/settlements",
+            body: Some(json!({"from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z"})),
+            allowed: managers,
+        },
+        Case {
+            method: Method::GET,
             path: "/api/v1/programs/shop/events",
             template: "/api/v1/programs/{program}/events",
             body: None,
@@ -940,6 +954,7 @@ async fn members_and_partners_cannot_read_each_other() {
     for path in [
         "/api/v1/programs/shop/partners/p1",
         "/api/v1/programs/shop/partners/p1/entries",
+        "/api/v1/programs/shop/partners/p1/settlement?from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z",
     ] {
         let (status, _) = send(r, Method::GET, path, Some(&world.partner_other), None).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "partner p2 reading {path}");

@@ -57,6 +57,8 @@ enum Command {
     Vouchers(cli::vouchers::VouchersCommand),
     /// A member's balances and expiry schedule.
     Balance(cli::balance::BalanceArgs),
+    /// A partner's settlement statement for a period (JSON or CSV); `--close` closes it.
+    Settlement(cli::settlement::SettlementArgs),
     /// Measurements for the benchmarks (not for operators).
     #[command(subcommand, hide = true)]
     Bench(cli::bench::BenchCommand),
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
             Command::Catalog(c) => cli::catalog::run(&args.database, c).await,
             Command::Vouchers(c) => cli::vouchers::run(&args.database, c).await,
             Command::Balance(a) => cli::balance::run(&args.database, a).await,
+            Command::Settlement(a) => cli::settlement::run(&args.database, a).await,
             Command::Bench(c) => cli::bench::run(&args.database, c).await,
         }
     });

@@ -1678,4 +1678,62 @@ async fn a_prepaid_partner_pays_from_its_pack_and_sees_only_itself(s: Server) {
         let (status, body) = s.call_as(&token, reqwest::Method::GET, path, None).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
     }
+    // Its statement for the day, as JSON and as CSV.
+    let day = |d: i64| {
+        (chrono::Utc::now() + chrono::Duration::days(d))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let period = format!("from={}&to={}", day(-1), day(1));
+    let (status, body) = s
+        .call_as(
+            &token,
+            reqwest::Method::GET,
+            &format!("/programs/shop/partners/cars/settlement?{period}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "open");
+    assert_eq!(
+        (
+            body["totals"]["points_issued"].as_i64(),
+            body["totals"]["points_bought"].as_i64(),
+            body["totals"]["net"].as_i64()
+        ),
+        (Some(200), Some(250), Some(200)),
+        "{body}"
+    );
+    let csv = s
+        .http
+        .get(s.url(&format!(
+            "/programs/shop/partners/cars/settlement?{period}&format=csv"
+        )))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        csv.headers()["content-type"].to_str().unwrap(),
+        "text/csv; charset=utf-8"
+    );
+    let csv = csv.text().await.unwrap();
+    assert!(csv.contains("period,top_up,1,250,250,200\n"), "{csv}");
+    // Closing is the manager's: not before the period is over.
+    let (status, body) = s
+        .call_as(
+            &token,
+            reqwest::Method::POST,
+            "/programs/shop/partners/cars/settlements",
+            Some(json!({"from": day(-1), "to": day(1)})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = s
+        .post(
+            "/programs/shop/partners/cars/settlements",
+            json!({"from": day(-1), "to": day(1)}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "period_not_over");
 }

@@ -46,6 +46,7 @@ both_dialects!(
     an_import_killed_midway_resumes_and_applies_every_journal_once,
     vouchers_are_issued_in_bulk_and_their_codes_written_out,
     the_catalog_is_imported_line_by_line,
+    a_partner_statement_is_printed_and_closed,
 );
 
 struct Env {
@@ -1032,5 +1033,91 @@ fn the_catalog_is_imported_line_by_line(env: &Env) {
     assert!(
         list.contains("gift-card") && !list.contains("bad"),
         "{list}"
+    );
+}
+
+/// A partner's settlement statement from the command line: as CSV, closed, and a period
+/// out of order refused with its code.
+fn a_partner_statement_is_printed_and_closed(env: &Env) {
+    env.ok(&["program", "create", "retail", "--template", "retail"]);
+    let (rt, store) = env.store();
+    rt.block_on(async {
+        let now = chrono::Utc::now();
+        let program = store.require_program("retail").await.unwrap();
+        store
+            .enroll(
+                &program,
+                &fidelis_store::Enrollment {
+                    external_id: fidelis_core::ids::ExternalId::parse("C-1").unwrap(),
+                    profile: serde_json::json!({}),
+                    enrolled_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        let partner: fidelis_core::partners::PartnerDocument = serde_json::from_value(
+            serde_json::json!({"name": "Bank card", "roles": "earn", "billing": "postpaid", "cost_per_point": "0.01"}),
+        )
+        .unwrap();
+        store
+            .put_partner(&program, "bank", &partner, now, &fidelis_store::Actor::cli())
+            .await
+            .unwrap();
+        let doc: fidelis_core::journal::JournalDocument = serde_json::from_value(serde_json::json!({
+            "external_id": "b1", "member": "C-1", "type": "purchase", "occurred_at": "2026-05-10T10:00:00Z",
+            "amount": "120", "currency": "EUR", "partner": "bank"}))
+        .unwrap();
+        let journal = fidelis_core::journal::Journal::parse(&doc, &program.program).unwrap();
+        store
+            .post_realtime(
+                &program,
+                fidelis_store::Prepared::new(journal, &program.program).unwrap(),
+                now,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+    });
+    let period = [
+        "settlement",
+        "--program",
+        "retail",
+        "--partner",
+        "bank",
+        "--from",
+        "2026-05-01T00:00:00Z",
+        "--to",
+        "2026-06-01T00:00:00Z",
+    ];
+    let csv = env.ok(&[&period[..], &["--format", "csv"]].concat());
+    assert!(
+        csv.starts_with("section,kind,entries,points,pack,amount\n"),
+        "{csv}"
+    );
+    assert!(csv.contains("\nperiod,accrual,1,"), "{csv}");
+    let closed: serde_json::Value =
+        serde_json::from_str(&env.ok(&[&period[..], &["--close"]].concat())).unwrap();
+    assert_eq!(closed["status"], "closed");
+    assert!(
+        closed["totals"]["points_issued"].as_i64().unwrap() >= 120,
+        "{closed}"
+    );
+    let out = env.run(&[
+        "settlement",
+        "--program",
+        "retail",
+        "--partner",
+        "bank",
+        "--from",
+        "2026-07-01T00:00:00Z",
+        "--to",
+        "2026-08-01T00:00:00Z",
+        "--close",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("period_not_next"),
+        "{out:?}"
     );
 }

@@ -14,7 +14,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use fidelis_core::partners::{Billing, PartnerDocument, Roles, WhenEmpty};
-use fidelis_store::{EventView, PartnerEntryView, PartnerSums, PartnerView};
+use fidelis_store::{EventView, PartnerEntryView, PartnerSums, PartnerView, Statement};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -32,6 +32,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(top_up))
         .routes(routes!(partner_entries))
         .routes(routes!(list_events))
+        .routes(routes!(get_settlement))
+        .routes(routes!(close_settlement))
 }
 
 const PROGRAM_PARAM: &str = "The program's code";
@@ -497,4 +499,204 @@ async fn list_events(
         events: events.into_iter().map(EventBody::from).collect(),
         next_before,
     }))
+}
+
+/// A settlement period.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PeriodRequest {
+    /// The period's start (RFC 3339).
+    pub from: DateTime<Utc>,
+    /// Its end, excluded.
+    pub to: DateTime<Utc>,
+}
+
+/// One kind of entry in a statement.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StatementLineBody {
+    pub kind: String,
+    pub entries: i64,
+    pub points: i64,
+    pub pack: i64,
+    /// Minor units: positive owed by the partner, negative owed to it.
+    pub amount: i64,
+}
+
+/// What a statement adds up to (money in minor units).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StatementTotalsBody {
+    pub points_issued: i64,
+    pub points_redeemed: i64,
+    pub points_bought: i64,
+    pub owed_by_partner: i64,
+    pub owed_to_partner: i64,
+    /// Positive: the partner pays the operator; negative: the operator pays the partner.
+    pub net: i64,
+}
+
+/// A partner's settlement statement: `open` (computed now) or `closed` (frozen).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StatementBody {
+    pub partner: String,
+    pub currency: String,
+    pub money_currency: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<DateTime<Utc>>,
+    /// Entries dated inside the period, by kind.
+    pub lines: Vec<StatementLineBody>,
+    /// Entries dated before it that no closed statement covered (journals that came after
+    /// an earlier period closed), by kind.
+    pub adjustments: Vec<StatementLineBody>,
+    pub totals: StatementTotalsBody,
+    /// True when closing answered a period closed before.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
+}
+
+impl StatementBody {
+    fn new(s: Statement, replayed: bool) -> Self {
+        let lines = |l: Vec<fidelis_store::StatementLine>| {
+            l.into_iter()
+                .map(|l| StatementLineBody {
+                    kind: l.kind,
+                    entries: l.entries,
+                    points: l.points,
+                    pack: l.pack,
+                    amount: l.amount,
+                })
+                .collect()
+        };
+        let t = s.totals;
+        Self {
+            partner: s.partner,
+            currency: s.currency,
+            money_currency: s.money_currency,
+            from: s.from,
+            to: s.to,
+            status: s.status,
+            closed_at: s.closed_at,
+            lines: lines(s.lines),
+            adjustments: lines(s.adjustments),
+            totals: StatementTotalsBody {
+                points_issued: t.points_issued,
+                points_redeemed: t.points_redeemed,
+                points_bought: t.points_bought,
+                owed_by_partner: t.owed_by_partner,
+                owed_to_partner: t.owed_to_partner,
+                net: t.net,
+            },
+            replayed,
+        }
+    }
+}
+
+/// A settlement refusal: a period in the wrong order or not over is a conflict (409).
+fn settlement_error(e: fidelis_store::StoreError) -> ApiError {
+    match e {
+        fidelis_store::StoreError::Refused(
+            code @ ("period_not_over" | "period_not_next" | "period_overlaps"),
+            detail,
+        ) => ApiError::new(axum::http::StatusCode::CONFLICT, code, detail),
+        e => e.into(),
+    }
+}
+
+/// A partner's settlement statement for [`from`, `to`): points issued and redeemed, the
+/// money owed each way and the net, as JSON or (`format=csv`) CSV. A closed period answers
+/// its statement as closed; any other is computed now from the partner's ledger.
+#[utoipa::path(get, path = "/programs/{program}/partners/{partner}/settlement", tag = "partners",
+    params(("program" = String, Path, description = PROGRAM_PARAM, example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"),
+           ("partner" = String, Path, description = PARTNER_PARAM, example = "cars", min_length = 1, max_length = 64, pattern = "^[a-z0-9_-]+$"),
+           ("from" = chrono::DateTime<chrono::Utc>, Query, description = "The period's start (RFC 3339)"),
+           ("to" = chrono::DateTime<chrono::Utc>, Query, description = "Its end, excluded"),
+           ("format" = Option<String>, Query, description = "`json` (default) or `csv`", pattern = "^(json|csv)$")),
+    responses((status = 200, body = StatementBody, description = "The statement", content_type = "application/json"),
+              (status = 200, body = String, description = "The statement as CSV (`format=csv`)", content_type = "text/csv"),
+              Problems))]
+async fn get_settlement(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path((code, partner)): Path<(String, String)>,
+    axum::extract::Query(query): axum::extract::Query<crate::dto::Query>,
+) -> ApiResult<Response> {
+    may_read(&caller, &code, &partner)?;
+    partner_code(&partner)?;
+    let instant = |name: &str| -> ApiResult<DateTime<Utc>> {
+        let value = query.get(name).ok_or_else(|| {
+            ApiError::bad_request("invalid_query", format!("{name} is required (RFC 3339)"))
+        })?;
+        DateTime::parse_from_rfc3339(value)
+            .map(|d| d.with_timezone(&Utc))
+            .map_err(|_| {
+                ApiError::bad_request("invalid_query", format!("{name} is an RFC 3339 instant"))
+            })
+    };
+    let (from, to) = (instant("from")?, instant("to")?);
+    let csv = match query.get("format").map(String::as_str) {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "format is json or csv".to_owned(),
+            ));
+        }
+    };
+    let program = cached_program(&state, &code).await?;
+    let statement = state
+        .store
+        .settlement(&program, &partner, from, to)
+        .await
+        .map_err(settlement_error)?;
+    Ok(if csv {
+        (
+            [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            statement.to_csv(),
+        )
+            .into_response()
+    } else {
+        axum::Json(StatementBody::new(statement, false)).into_response()
+    })
+}
+
+/// Closes a settlement period: its statement is stored and never changes again (journals
+/// dated inside it that come later go to the next statement's adjustments). The period
+/// must be over (`period_not_over`) and start where the last closed one ended
+/// (`period_not_next`, `period_overlaps`, all 409). Closing it again answers the statement
+/// closed. Audited.
+#[utoipa::path(post, path = "/programs/{program}/partners/{partner}/settlements", tag = "partners",
+    params(("program" = String, Path, description = PROGRAM_PARAM, example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"),
+           ("partner" = String, Path, description = PARTNER_PARAM, example = "cars", min_length = 1, max_length = 64, pattern = "^[a-z0-9_-]+$")),
+    request_body = PeriodRequest,
+    responses((status = 201, body = StatementBody, description = "Closed"),
+              (status = 200, body = StatementBody, description = "Closed before: the statement as closed", headers(("Idempotent-Replayed" = bool, description = "`true`: the period was closed before"))),
+              Problems))]
+async fn close_settlement(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path((code, partner)): Path<(String, String)>,
+    ApiJson(request): ApiJson<PeriodRequest>,
+) -> ApiResult<Response> {
+    caller.require(Permission::ProgramsWrite, Some(&code))?;
+    partner_code(&partner)?;
+    let program = require_program(&state, &code).await?;
+    let (statement, replayed) = state
+        .store
+        .close_settlement(
+            &program,
+            &partner,
+            request.from,
+            request.to,
+            Utc::now(),
+            &caller.actor(),
+        )
+        .await
+        .map_err(settlement_error)?;
+    Ok(super::created_or_replayed(
+        StatementBody::new(statement, replayed),
+        replayed,
+    ))
 }

@@ -8,6 +8,7 @@ pub mod jobs;
 pub mod members;
 pub mod program;
 pub mod serve;
+pub mod settlement;
 pub mod vouchers;
 
 use std::path::Path;
