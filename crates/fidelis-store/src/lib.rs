@@ -28,6 +28,7 @@ mod groups;
 mod health;
 mod holds;
 mod imports;
+mod liability;
 mod lifecycle;
 mod members;
 mod partners;
@@ -66,6 +67,9 @@ pub use groups::{GroupView, RedeemRule};
 pub use health::Health;
 pub use holds::HoldView;
 pub use imports::{ImportRun, PartitionProgress};
+pub use liability::{
+    Cohort, CurrencyLiability, Liability, LiabilityPoint, MIN_RESOLVED, PartnerLiability,
+};
 pub use lifecycle::{MergeReport, Opened};
 pub use members::{
     Enrollment, MemberCursor, MemberListing, MemberPage, MemberQuery, MemberSort, MemberView,

@@ -15,6 +15,7 @@ fidelis_testkit::store_tests!(
     a_partner_ledger_counts_packs_bills_and_reimbursements_exactly,
     concurrent_accruals_never_take_a_refusing_pack_below_zero,
     a_closed_statement_never_changes_and_a_late_journal_lands_on_the_next,
+    the_liability_is_what_members_hold_and_history_estimates_breakage,
 );
 
 mod common;
@@ -485,4 +486,123 @@ async fn a_closed_statement_never_changes_and_a_late_journal_lands_on_the_next(s
         matches!(e, StoreError::Refused("period_overlaps", _)),
         "{e}"
     );
+}
+
+/// Liability as of any instant is the points members hold times the value per point,
+/// checked against their balances; a partner's share is what is left in the buckets its
+/// accruals credited; breakage is the share of resolved points that expired.
+async fn the_liability_is_what_members_hold_and_history_estimates_breakage(store: Store) {
+    let program = common::program_with_members(
+        &store,
+        json!({
+            "code": "air", "name": "Air", "time_zone": "UTC", "money_currency": "EUR",
+            "currencies": [{"code": "miles", "name": "Miles", "kind": "redeemable", "value_per_point": "0.01",
+                            "expiry": {"policy": "rolling", "days": 30}},
+                           {"code": "status", "name": "Status", "kind": "qualifying", "expiry": {"policy": "never"}}],
+            "earning": {"base": [{"currency": "miles", "rate": "1"}, {"currency": "status", "rate": "1"}]}
+        }),
+        &["m1", "m2"],
+    )
+    .await;
+    let doc: PartnerDocument = serde_json::from_value(
+        json!({"name": "Bank card", "roles": "earn", "billing": "postpaid", "cost_per_point": "0.01"}),
+    )
+    .unwrap();
+    store
+        .put_partner(&program, "bank", &doc, utc(NOW), &manager())
+        .await
+        .unwrap();
+    let post = |v: serde_json::Value| {
+        let (store, program) = (store.clone(), Arc::clone(&program));
+        let now = utc(v["occurred_at"].as_str().unwrap());
+        async move {
+            store
+                .post_realtime(&program, journal(&program, v), now)
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    };
+    let earn = |id: &str, m: &str, at: &str, amount: &str, partner: Option<&str>| {
+        json!({"external_id": id, "member": m, "type": "purchase", "occurred_at": at,
+               "amount": amount, "currency": "EUR", "partner": partner})
+    };
+    let redeem = |id: &str, m: &str, at: &str, points: i64| {
+        json!({"external_id": id, "member": m, "type": "redemption", "occurred_at": at,
+               "currency": "miles", "points": points})
+    };
+    // January: m2 earns 1,500, spends 500; the other 1,000 expire in February.
+    post(earn("a1", "m2", "2026-01-10T10:00:00Z", "1500", None)).await;
+    post(redeem("a2", "m2", "2026-01-20T10:00:00Z", 500)).await;
+    store
+        .run_jobs(&program, utc("2026-03-01T00:00:00Z"))
+        .await
+        .unwrap();
+    // March: m1 earns 1,000 at the bank and 500 elsewhere, spends 300 (from the bank's
+    // points: they expire first).
+    post(earn(
+        "b1",
+        "m1",
+        "2026-03-05T10:00:00Z",
+        "1000",
+        Some("bank"),
+    ))
+    .await;
+    post(earn("b2", "m1", "2026-03-10T10:00:00Z", "500", None)).await;
+    post(redeem("b3", "m1", "2026-03-12T10:00:00Z", 300)).await;
+
+    let l = store
+        .liability(&program, utc("2026-03-15T00:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(l.currencies.len(), 1, "qualifying points are no liability");
+    let miles = &l.currencies[0];
+    assert_eq!(
+        (miles.outstanding, miles.value),
+        (1_200, 1_200),
+        "1,200 × €0.01"
+    );
+    // What members hold, by their balances.
+    let mut held = 0;
+    for m in ["m1", "m2"] {
+        let member = store.require_member(&program, m).await.unwrap();
+        let b = &store
+            .balances(&program, &member, utc("2026-03-15T00:00:00Z"))
+            .await
+            .unwrap()[0];
+        held += b.available + b.pending;
+    }
+    assert_eq!(miles.outstanding, held);
+    // 1,000 expired of 1,800 resolved (1,500 in January, 300 spent in March).
+    let rate = miles.breakage_rate.unwrap();
+    assert!((rate - 1_000.0 / 1_800.0).abs() < 1e-9, "{rate}");
+    assert_eq!(miles.expected_breakage, Some(667));
+    assert_eq!(miles.net_value, Some(1_200 - 667));
+    assert_eq!(
+        l.partners
+            .iter()
+            .map(|p| (p.partner.as_str(), p.outstanding, p.value))
+            .collect::<Vec<_>>(),
+        [("bank", 700, 700)]
+    );
+    assert_eq!(
+        l.history
+            .iter()
+            .map(|h| (h.month.as_str(), h.outstanding))
+            .collect::<Vec<_>>(),
+        [("2026-01", 1_000), ("2026-02", 0), ("2026-03", 1_200)]
+    );
+    // As of earlier instants.
+    let early = store
+        .liability(&program, utc("2026-03-07T00:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(early.currencies[0].outstanding, 1_000);
+    assert_eq!(early.partners[0].outstanding, 1_000);
+    let january = store
+        .liability(&program, utc("2026-01-15T00:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(january.currencies[0].outstanding, 1_500);
+    assert!(january.partners.is_empty());
 }

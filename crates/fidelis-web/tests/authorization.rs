@@ -447,6 +447,13 @@ fn cases() -> Vec<Case> {
         },
         Case {
             method: Method::GET,
+            path: "/api/v1/programs/shop/liability",
+            template: "/api/v1/programs/{program}/liability",
+            body: None,
+            allowed: staff,
+        },
+        Case {
+            method: Method::GET,
             path: "/api/v1/programs/shop/events",
             template: "/api/v1/programs/{program}/events",
             body: None,

@@ -1633,6 +1633,13 @@ async fn a_prepaid_partner_pays_from_its_pack_and_sees_only_itself(s: Server) {
         200,
         "the refused journal changed nothing"
     );
+    let liability = s.get("/programs/shop/liability").await;
+    assert_eq!(
+        liability["currencies"][0]["outstanding_points"], 200,
+        "{liability}"
+    );
+    assert_eq!(liability["partners"][0]["partner"], "cars", "{liability}");
+    assert_eq!(liability["partners"][0]["outstanding_points"], 200);
     let events = s.get("/programs/shop/events").await;
     assert_eq!(events["events"].as_array().unwrap().len(), 1, "{events}");
     assert_eq!(events["events"][0]["type"], "partner.pack_low");
@@ -1674,7 +1681,11 @@ async fn a_prepaid_partner_pays_from_its_pack_and_sees_only_itself(s: Server) {
         .collect();
     assert_eq!(kinds, ["accrual", "top_up"]);
     assert_eq!(body["entries"][0]["journal"], "r1");
-    for path in ["/programs/shop/partners/hotel", "/programs/shop/events"] {
+    for path in [
+        "/programs/shop/partners/hotel",
+        "/programs/shop/events",
+        "/programs/shop/liability",
+    ] {
         let (status, body) = s.call_as(&token, reqwest::Method::GET, path, None).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
     }

@@ -34,6 +34,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_events))
         .routes(routes!(get_settlement))
         .routes(routes!(close_settlement))
+        .routes(routes!(get_liability))
 }
 
 const PROGRAM_PARAM: &str = "The program's code";
@@ -699,4 +700,148 @@ async fn close_settlement(
         StatementBody::new(statement, replayed),
         replayed,
     ))
+}
+
+/// One currency's liability (money in minor units of the program's money currency).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CurrencyLiabilityBody {
+    pub currency: String,
+    /// What one point costs the operator (the currency's `value_per_point`).
+    pub value_per_point: String,
+    /// Points held by members (available and pending) as of the instant.
+    pub outstanding_points: i64,
+    /// `outstanding_points × value_per_point`.
+    pub value: i64,
+    /// The share of outstanding points history says will expire unclaimed (absent while
+    /// fewer than 1,000 points have left their buckets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breakage_rate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_breakage_points: Option<i64>,
+    /// `value` less the expected breakage's value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub net_value: Option<i64>,
+}
+
+/// A partner's share: points still in the buckets its accruals credited.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PartnerLiabilityBody {
+    pub partner: String,
+    pub currency: String,
+    pub outstanding_points: i64,
+    pub value: i64,
+}
+
+/// A monthly cohort of credited points (UTC month), as of now.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CohortBody {
+    pub month: String,
+    pub currency: String,
+    pub credited: i64,
+    pub expired: i64,
+    pub outstanding: i64,
+}
+
+/// Outstanding points at a month's end (UTC).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LiabilityPointBody {
+    pub month: String,
+    pub currency: String,
+    pub outstanding_points: i64,
+    pub value: i64,
+}
+
+/// The program's points liability.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LiabilityBody {
+    pub as_of: DateTime<Utc>,
+    pub money_currency: String,
+    pub currencies: Vec<CurrencyLiabilityBody>,
+    pub partners: Vec<PartnerLiabilityBody>,
+    /// The cohorts the breakage estimate is drawn from.
+    pub cohorts: Vec<CohortBody>,
+    /// Month-end outstanding points, oldest first: the chart over time.
+    pub history: Vec<LiabilityPointBody>,
+    /// How breakage is estimated, in words.
+    pub method: String,
+}
+
+/// The program's points liability as of an instant (now by default): outstanding points
+/// per redeemable currency times `value_per_point`, the share per partner, the expected
+/// breakage estimated from the program's own history, and month-end balances. Summed in
+/// the database. Staff only (`programs:read`).
+#[utoipa::path(get, path = "/programs/{program}/liability", tag = "partners",
+    params(("program" = String, Path, description = PROGRAM_PARAM, example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"),
+           ("as_of" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "RFC 3339; now when absent")),
+    responses((status = 200, body = LiabilityBody, description = "The liability"), Problems))]
+async fn get_liability(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path(code): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<crate::dto::Query>,
+) -> ApiResult<axum::Json<LiabilityBody>> {
+    caller.require(Permission::ProgramsRead, Some(&code))?;
+    if caller.role == Role::Partner {
+        return Err(ApiError::forbidden(
+            "the liability is for the program's staff",
+        ));
+    }
+    let as_of = super::query_instant(&query, "as_of")?;
+    let program = cached_program(&state, &code).await?;
+    let l = state.store.liability(&program, as_of).await?;
+    Ok(axum::Json(LiabilityBody {
+        as_of: l.as_of,
+        money_currency: l.money_currency,
+        currencies: l
+            .currencies
+            .into_iter()
+            .map(|c| CurrencyLiabilityBody {
+                currency: c.currency,
+                value_per_point: c.value_per_point.normalize().to_string(),
+                outstanding_points: c.outstanding,
+                value: c.value,
+                breakage_rate: c.breakage_rate,
+                expected_breakage_points: c.expected_breakage,
+                net_value: c.net_value,
+            })
+            .collect(),
+        partners: l
+            .partners
+            .into_iter()
+            .map(|p| PartnerLiabilityBody {
+                partner: p.partner,
+                currency: p.currency,
+                outstanding_points: p.outstanding,
+                value: p.value,
+            })
+            .collect(),
+        cohorts: l
+            .cohorts
+            .into_iter()
+            .map(|c| CohortBody {
+                month: c.month,
+                currency: c.currency,
+                credited: c.credited,
+                expired: c.expired,
+                outstanding: c.outstanding,
+            })
+            .collect(),
+        history: l
+            .history
+            .into_iter()
+            .map(|h| LiabilityPointBody {
+                month: h.month,
+                currency: h.currency,
+                outstanding_points: h.outstanding,
+                value: h.value,
+            })
+            .collect(),
+        method: "Breakage: of the points that have left their buckets, by monthly cohort of \
+                 credit (UTC), the share that expired rather than being spent, taken back or \
+                 moved, pooled over the cohorts (expired ÷ (credited − outstanding)) and applied \
+                 to the points outstanding. It assumes today's points are treated as past ones \
+                 were, and understates breakage while young cohorts have not reached their \
+                 expiry; it is given once 1,000 points have left their buckets."
+            .to_owned(),
+    }))
 }
