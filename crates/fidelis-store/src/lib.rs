@@ -18,6 +18,7 @@ mod badges;
 #[doc(hidden)]
 pub mod bare;
 mod catalog;
+mod claims;
 mod dashboard;
 mod dialect;
 mod engine;
@@ -58,6 +59,7 @@ use sqlx::sqlite::{
 pub use access::{Actor, AuditEntry, AuditFilter, NewToken, TokenRecord, UserRecord};
 pub use badges::{BadgeView, GrantedBenefit};
 pub use catalog::{CatalogEntry, MAX_ORDER_ID_LEN, OrderView};
+pub use claims::{ClaimView, NewClaim};
 pub use dashboard::{Dashboard, MonthPoints};
 use engine::Revision;
 pub use engine::{ImportProgress, JournalResult, LoadedProgram, Posted, Prepared, SettleReport};
