@@ -84,6 +84,10 @@ BUSINESS_RULES = {
     "period_not_next": "settlement periods close in order: the next starts where the last closed one ended",
     "period_overlaps": "a closed settlement period is not closed again in part",
     "invalid_period": "a period ends after it starts",
+    "claim_exists": "a member claims a transaction once",
+    "claim_already_processed": "a transaction the program processed cannot be claimed",
+    "claim_approved": "status is set by an earlier request",
+    "claim_rejected": "status is set by an earlier request",
     "invalid_amount": "how many decimals an amount may have, and how large it may be, depends on the program's money currency",
     # The clock.
     "future_dated": "occurred_at must not be after now",
@@ -94,6 +98,7 @@ BUSINESS_RULES = {
     "item_not_yet_available": "an item is orderable from its available_from",
     "item_no_longer_available": "an item is orderable until its available_until",
     "period_not_over": "a settlement period closes once it is over",
+    "invalid_claim": "a claimed transaction happened before now",
     # Policy beyond length.
     "weak_password": "a password needs 5 different characters, not only spaces",
 }

@@ -70,12 +70,17 @@ impl Role {
                     | Cancel
                     | AuditRead
                     | JoinPromotions
+                    | ClaimsWrite
             ),
             // Partners send earn journals and take redemptions, and read their own journals.
             Self::Partner => matches!(p, JournalsWrite | JournalsRead | Redeem),
             // Members read themselves and spend their own points.
             // Members read themselves, spend their own points and join promotions.
-            Self::Member => matches!(p, MembersRead | JournalsRead | Redeem | JoinPromotions),
+            // Members also file missing-points claims for themselves.
+            Self::Member => matches!(
+                p,
+                MembersRead | JournalsRead | Redeem | JoinPromotions | ClaimsWrite
+            ),
         }
     }
 }
@@ -96,10 +101,12 @@ pub enum Permission {
     AuditRead,
     TokensManage,
     JoinPromotions,
+    /// File a missing-points claim.
+    ClaimsWrite,
 }
 
 impl Permission {
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::ProgramsRead,
         Self::ProgramsWrite,
         Self::MembersRead,
@@ -113,6 +120,7 @@ impl Permission {
         Self::AuditRead,
         Self::TokensManage,
         Self::JoinPromotions,
+        Self::ClaimsWrite,
     ];
 
     pub fn name(self) -> &'static str {
@@ -130,6 +138,7 @@ impl Permission {
             Self::AuditRead => "audit:read",
             Self::TokensManage => "tokens:manage",
             Self::JoinPromotions => "promotions:join",
+            Self::ClaimsWrite => "claims:write",
         }
     }
 

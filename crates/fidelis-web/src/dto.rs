@@ -929,6 +929,8 @@ pub enum ScopeName {
     TokensManage,
     #[schema(rename = "promotions:join")]
     JoinPromotions,
+    #[schema(rename = "claims:write")]
+    ClaimsWrite,
 }
 
 /// A member's status, as `PUT …/status` sets it.

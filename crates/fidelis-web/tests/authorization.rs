@@ -445,6 +445,45 @@ fn cases() -> Vec<Case> {
             body: Some(json!({"from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z"})),
             allowed: managers,
         },
+        // Claims: members file for themselves, staff for anyone, partners not; agents and
+        // managers decide; members read their own.
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/claims",
+            template: "/api/v1/programs/{program}/claims",
+            body: Some(
+                json!({"member": "m1", "reference": "cl-{role}", "occurred_at": "2026-11-20T10:00:00Z", "amount": "5"}),
+            ),
+            allowed: readers,
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/claims",
+            template: "/api/v1/programs/{program}/claims",
+            body: None,
+            allowed: readers,
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/claims/CL-NONE",
+            template: "/api/v1/programs/{program}/claims/{claim}",
+            body: None,
+            allowed: readers,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/claims/CL-NONE/approve",
+            template: "/api/v1/programs/{program}/claims/{claim}/approve",
+            body: None,
+            allowed: staff,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/claims/CL-NONE/reject",
+            template: "/api/v1/programs/{program}/claims/{claim}/reject",
+            body: Some(json!({"reason": "no receipt"})),
+            allowed: staff,
+        },
         Case {
             method: Method::GET,
             path: "/api/v1/programs/shop/liability",

@@ -40,6 +40,7 @@ both_dialects!(
     operators_find_members_by_search_and_filters,
     pay_with_points_holds_captures_and_releases_once_per_order,
     a_prepaid_partner_pays_from_its_pack_and_sees_only_itself,
+    a_member_claims_missing_points_and_an_agent_decides_once,
     vouchers_are_issued_redeemed_in_part_reserved_and_refused_clearly,
     catalog_orders_spend_once_take_stock_and_give_both_back,
     badges_and_benefits_are_read_per_member,
@@ -1747,4 +1748,85 @@ async fn a_prepaid_partner_pays_from_its_pack_and_sees_only_itself(s: Server) {
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["code"], "period_not_over");
+}
+
+/// A member files a claim from its own token; the agent's double click approves it once;
+/// the member sees the decision; a duplicate and a processed transaction are refused.
+async fn a_member_claims_missing_points_and_an_agent_decides_once(s: Server) {
+    s.setup(&["m", "n"]).await;
+    let member = s
+        .token(json!({"name": "m-portal", "role": "member", "member": "m", "program": "shop"}))
+        .await;
+    let agent = s
+        .token(json!({"name": "agent-ann", "role": "agent", "program": "shop"}))
+        .await;
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339();
+    let body = json!({"member": "m", "reference": "RCPT-77", "occurred_at": yesterday, "amount": "42.00",
+                      "partner": "cars", "note": "card not scanned"});
+    let (status, filed) = s
+        .call_as(
+            &member,
+            reqwest::Method::POST,
+            "/programs/shop/claims",
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{filed}");
+    assert_eq!(
+        (filed["status"].as_str(), filed["amount"].as_str()),
+        (Some("open"), Some("42.00"))
+    );
+    let id = filed["claim_id"].as_str().unwrap().to_owned();
+    let (status, again) = s
+        .call_as(
+            &member,
+            reqwest::Method::POST,
+            "/programs/shop/claims",
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{again}");
+    assert_eq!(again["code"], "claim_exists");
+    // Not for another member.
+    let (status, _) = s
+        .call_as(
+            &member,
+            reqwest::Method::POST,
+            "/programs/shop/claims",
+            Some(json!({"member": "n", "reference": "X", "occurred_at": yesterday, "amount": "1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // A member cannot decide; the agent approves twice: processed once.
+    let approve = format!("/programs/shop/claims/{id}/approve");
+    let (status, _) = s
+        .call_as(&member, reqwest::Method::POST, &approve, None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, first) = s
+        .call_as(&agent, reqwest::Method::POST, &approve, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["status"], "approved");
+    let (status, second) = s
+        .call_as(&agent, reqwest::Method::POST, &approve, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(second["replayed"], true);
+    assert_eq!(s.available("m").await, 42);
+    let journal = s.get("/programs/shop/journals/RCPT-77").await;
+    assert_eq!(journal["status"], "processed", "{journal}");
+    // The member sees the decision; the same transaction cannot be claimed again.
+    let (_, mine) = s
+        .call_as(&member, reqwest::Method::GET, "/programs/shop/claims", None)
+        .await;
+    assert_eq!(mine["claims"][0]["status"], "approved", "{mine}");
+    let (status, dup) = s
+        .post(
+            "/programs/shop/claims",
+            json!({"member": "n", "reference": "RCPT-77", "occurred_at": yesterday, "amount": "42.00"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{dup}");
+    assert_eq!(dup["code"], "claim_already_processed");
 }

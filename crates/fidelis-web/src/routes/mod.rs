@@ -4,6 +4,7 @@
 pub(crate) mod admin;
 pub(crate) mod badges;
 pub(crate) mod catalog;
+mod claims;
 mod expiry;
 pub(crate) mod holds;
 pub(crate) mod journals;
@@ -51,6 +52,7 @@ use crate::{AppState, ServerConfig};
         (name = "holds", description = "Pay with points: hold, capture, release"),
         (name = "vouchers", description = "Vouchers: issue, read, redeem (whole, in part, or reserved for an order), cancel"),
         (name = "catalog", description = "The reward catalog and its orders: items priced per tier, with stock; orders placed, fulfilled, cancelled"),
+        (name = "claims", description = "Missing-points claims: filed by members or staff, approved once (the transaction processed as a journal) or rejected with a reason"),
         (name = "partners", description = "Partners and their ledger: earn partners paying for points (prepaid packs or postpaid bills), burn partners reimbursed; events"),
         (name = "operations", description = "Jobs, tokens, users and the audit log")
     )
@@ -154,6 +156,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
             .merge(catalog::routes())
             .merge(badges::routes())
             .merge(partners::routes())
+            .merge(claims::routes())
             .merge(admin::routes()),
     )
 }
