@@ -495,6 +495,13 @@ async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: 
     b.goto(&format!("{base}/console/programs/shop")).await;
     let outstanding_before = b.element_text("#fig-outstanding-points").await;
     assert_eq!(outstanding_before, "4,500");
+    // The liability: the same points (none pending), valued, with the month-end chart.
+    assert_eq!(b.element_text("#liability-points-points").await, "4,500");
+    assert!(
+        b.element_text("#liability-breakage-points")
+            .await
+            .contains("not enough history yet")
+    );
     assert_eq!(b.element_text("#fig-members").await, "3");
     assert_eq!(b.element_text("#fig-active-30").await, "1");
     assert!(

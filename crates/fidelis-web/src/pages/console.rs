@@ -281,6 +281,8 @@ pub(crate) struct Computed {
     at: chrono::DateTime<Utc>,
     labels: Vec<String>,
     figures: fidelis_store::Dashboard,
+    /// The points liability as of `at`, with its month-end history.
+    liability: fidelis_store::Liability,
 }
 
 /// How long dashboard figures are shown before they are computed again (in the
@@ -307,10 +309,12 @@ async fn compute_dashboard(state: &AppState, code: &str) -> Result<Arc<Computed>
         .map(|b| b.with_timezone(&tz).format("%Y-%m").to_string())
         .collect();
     let figures = state.store.dashboard(&program, &bounds, now).await?;
+    let liability = state.store.liability(&program, now).await?;
     let computed = Arc::new(Computed {
         at: now,
         labels,
         figures,
+        liability,
     });
     if let Ok(mut map) = state.dashboards.computed.lock() {
         map.insert(code.to_owned(), Arc::clone(&computed));
@@ -482,11 +486,56 @@ async fn dashboard(
             figures.tiers.iter().map(|(_, _, n)| *n as f64).collect(),
         )],
     );
+    let money = crate::routes::program(&state, &code)
+        .await?
+        .program
+        .money_currency
+        .clone();
+    let l = &computed.liability;
+    let liability: Vec<Value> = l
+        .currencies
+        .iter()
+        .map(|c| {
+            // The last twelve month-ends, as money.
+            let history: Vec<&fidelis_store::LiabilityPoint> = l
+                .history
+                .iter()
+                .filter(|h| h.currency == c.currency)
+                .collect();
+            let recent = &history[history.len().saturating_sub(12)..];
+            let chart = (!recent.is_empty()).then(|| {
+                charts::bars(
+                    &recent.iter().map(|h| h.month.clone()).collect::<Vec<_>>(),
+                    &[(
+                        "Liability at month end",
+                        recent
+                            .iter()
+                            .map(|h| money.to_decimal(fidelis_core::money::MinorUnits(h.value)).to_string().parse().unwrap_or(0.0))
+                            .collect(),
+                    )],
+                )
+            });
+            let amount = |v: i64| format!("{} {}", money.format(fidelis_core::money::MinorUnits(v)), money.code());
+            context! {
+                code => c.currency.clone(),
+                outstanding => c.outstanding,
+                value => amount(c.value),
+                per_point => c.value_per_point.normalize().to_string(),
+                rate => c.breakage_rate.map(|r| format!("{:.1} %", r * 100.0)),
+                breakage => c.expected_breakage,
+                net => c.net_value.map(amount),
+                chart,
+                months => recent.iter().map(|h| context! { month => h.month.clone(), outstanding => h.outstanding, value => amount(h.value) }).collect::<Vec<_>>(),
+                partners => l.partners.iter().filter(|p| p.currency == c.currency).map(|p| context! { partner => p.partner.clone(), outstanding => p.outstanding, value => amount(p.value) }).collect::<Vec<_>>(),
+            }
+        })
+        .collect();
     page(
         "console/dashboard.html",
         merge(
             frame(&staff, Some(&code)),
             context! {
+                liability,
                 computed_at => computed.at.to_rfc3339(),
                 tz => crate::routes::program(&state, &code).await?.program.time_zone.name(),
                 members => figures.members,
