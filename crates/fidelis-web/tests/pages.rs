@@ -191,6 +191,17 @@ fn pages() -> Vec<Page> {
             &[("order_id", "po-{who}")],
             PORTAL,
         ),
+        get("/portal/shop/claims", "/portal/{program}/claims", PORTAL),
+        post(
+            "/portal/shop/claims",
+            "/portal/{program}/claims",
+            &[
+                ("reference", "pc-{who}"),
+                ("date", "2026-11-20"),
+                ("amount", "5"),
+            ],
+            PORTAL,
+        ),
         post(
             "/portal/shop/transfer",
             "/portal/{program}/transfer",

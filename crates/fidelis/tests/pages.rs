@@ -842,6 +842,45 @@ async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: 
     assert!(b.element_text("#orders").await.contains("Fidelis mug"));
     assert!(b.element_text("#item-mug").await.contains("2 left"));
     b.check("portal-rewards-ordered").await;
+    // Missing points: the member files a claim, and sees the agent's decision.
+    b.goto(&format!("{base}/portal/shop/claims")).await;
+    b.fill("#claim-reference", "RCPT-9").await;
+    b.client
+        .execute(
+            "document.getElementById('claim-date').value = '2026-11-20'",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.fill("#claim-amount", "1500").await;
+    b.fill("#claim-partner", "Ginza store").await;
+    b.follow("form[action$='/claims'] button").await;
+    assert!(
+        b.text().await.contains("Your claim is filed"),
+        "{}",
+        b.text().await
+    );
+    assert!(
+        b.element_text("#claim-RCPT-9")
+            .await
+            .contains("Being checked")
+    );
+    let queue = server.get("/programs/shop/claims?status=open").await;
+    let id = queue["claims"][0]["claim_id"].as_str().unwrap().to_owned();
+    let (status, body) = server
+        .post(
+            &format!("/programs/shop/claims/{id}/reject"),
+            json!({"reason": "no such receipt at that store"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    b.goto(&format!("{base}/portal/shop/claims")).await;
+    assert!(
+        b.element_text("#claim-RCPT-9")
+            .await
+            .contains("Declined: no such receipt at that store")
+    );
+    b.check("portal-claims").await;
     // The member cannot reach anyone else's page: the console is not theirs, and the
     // portal serves only their own program and member.
     b.goto(&format!(

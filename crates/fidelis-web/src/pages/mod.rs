@@ -112,6 +112,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "portal/history.html",
     "portal/promotions.html",
     "portal/rewards.html",
+    "portal/claims.html",
 );
 
 /// A page that could not be shown: an HTML page with the status and what went wrong.

@@ -22,7 +22,7 @@ use super::{
 use crate::AppState;
 use crate::auth::{hash_password, new_token, token_hash};
 use crate::extract::ApiJson;
-use crate::routes::{badges, catalog, lifecycle, members, vouchers};
+use crate::routes::{badges, catalog, claims, lifecycle, members, vouchers};
 
 /// The shortest portal password accepted.
 const MIN_PASSWORD_CHARS: usize = 12;
@@ -42,6 +42,10 @@ pub(super) fn router() -> Router<AppState> {
         .route("/portal/{program}/transfer", post(transfer))
         .route("/portal/{program}/rewards", get(rewards))
         .route("/portal/{program}/rewards/{item}/order", post(order))
+        .route(
+            "/portal/{program}/claims",
+            get(claims_list).post(file_claim),
+        )
 }
 
 /// The page's language and the jar remembering a switch to it.
@@ -804,4 +808,118 @@ async fn order(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+async fn claims_list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    member: MemberSession,
+    Query(query): Query<Fields>,
+) -> PageResult {
+    let (jar, lang) = language(jar, &headers, &query, &member.program);
+    let notice = query
+        .get("done")
+        .map(|d| message(lang, &format!("done-{d}"), None));
+    let body = claims_page(&state, &member, lang, notice, None, &Fields::new()).await?;
+    Ok((jar, body).into_response())
+}
+
+/// The member's claims with their decisions, and the form to file one (filled in again
+/// after a refusal).
+async fn claims_page(
+    state: &AppState,
+    member: &MemberSession,
+    lang: &str,
+    notice: Option<String>,
+    error: Option<String>,
+    form: &Fields,
+) -> PageResult {
+    let mine = claims::list_claims(
+        State(state.clone()),
+        Arc::clone(&member.caller),
+        Path(member.program.clone()),
+        super::query_map(&[]),
+    )
+    .await?
+    .0;
+    let loaded = crate::routes::program(state, &member.program).await?;
+    page(
+        "portal/claims.html",
+        merge(
+            frame(
+                &member.program,
+                lang,
+                loaded.program.time_zone.name(),
+                &member.csrf,
+                Some(&member.member),
+            ),
+            context! {
+                claims => to_value(&mine.claims),
+                money => loaded.program.money_currency.code(),
+                form => to_value(form),
+                notice, error,
+            },
+        ),
+    )
+}
+
+/// Files the member's claim: the date is the transaction's local day (noon, in the
+/// program's time zone). A refusal shows the page again with the form filled in.
+async fn file_claim(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    member: MemberSession,
+    Path(program): Path<String>,
+    Form(form): Form<Fields>,
+) -> PageResult {
+    session::same_origin(&headers)?;
+    session::check_csrf(&form, &member.csrf)?;
+    let (_, lang) = language(jar, &headers, &Fields::new(), &program);
+    let loaded = crate::routes::program(&state, &member.program).await?;
+    let field = |name: &str| {
+        form.get(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let occurred_at = field("date")
+        .and_then(|d| chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok())
+        .and_then(|d| d.and_hms_opt(12, 0, 0))
+        .and_then(|d| d.and_local_timezone(loaded.program.time_zone).single())
+        .map(|d| d.with_timezone(&Utc));
+    let request = occurred_at.and_then(|occurred_at| {
+        serde_json::from_value(json!({
+            "member": member.member, "reference": field("reference").unwrap_or_default(),
+            "occurred_at": occurred_at, "amount": field("amount").unwrap_or_default(),
+            "partner": field("partner"), "note": field("note"),
+        }))
+        .ok()
+    });
+    let refusal = match request {
+        None => (
+            message(lang, "claim-bad-date", None),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        Some(request) => match claims::file_claim(
+            State(state.clone()),
+            Arc::clone(&member.caller),
+            Path(member.program.clone()),
+            ApiJson(request),
+        )
+        .await
+        {
+            Ok(_) => {
+                return Ok(see_other(&format!(
+                    "{}/claims?done=claimed",
+                    home_url(&program)
+                )));
+            }
+            Err(e) if e.status.is_client_error() => (e.detail, e.status),
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let mut response = claims_page(&state, &member, lang, None, Some(refusal.0), &form).await?;
+    *response.status_mut() = refusal.1;
+    Ok(response)
 }

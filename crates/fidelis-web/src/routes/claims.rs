@@ -151,7 +151,7 @@ fn claim_error(e: StoreError) -> ApiError {
     params(("program" = String, Path, description = PROGRAM_PARAM, example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
     request_body = ClaimRequest,
     responses((status = 201, body = ClaimBody, description = "Filed"), Problems))]
-async fn file_claim(
+pub(crate) async fn file_claim(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path(code): Path<String>,
@@ -198,7 +198,7 @@ async fn file_claim(
            ("member" = Option<String>, Query, description = "One member's claims", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"),
            ("limit" = Option<i64>, Query, description = "At most this many (100 by default, at most 500)", minimum = 1, maximum = 500)),
     responses((status = 200, body = ClaimsBody, description = "The claims"), Problems))]
-async fn list_claims(
+pub(crate) async fn list_claims(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path(code): Path<String>,

@@ -4,7 +4,7 @@
 pub(crate) mod admin;
 pub(crate) mod badges;
 pub(crate) mod catalog;
-mod claims;
+pub(crate) mod claims;
 mod expiry;
 pub(crate) mod holds;
 pub(crate) mod journals;
