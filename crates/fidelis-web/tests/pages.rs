@@ -163,6 +163,17 @@ fn pages() -> Vec<Page> {
             &[("confirm", "yes")],
             STAFF,
         ),
+        get(
+            "/console/programs/shop/partners",
+            "/console/programs/{program}/partners",
+            STAFF,
+        ),
+        post(
+            "/console/programs/shop/claims/CL-NONE/approve",
+            "/console/programs/{program}/claims/{claim}/{action}",
+            &[("confirm", "yes")],
+            STAFF,
+        ),
         get("/console/audit", "/console/audit", ANY_STAFF),
         get("/console/access", "/console/access", &["admin"]),
         post(

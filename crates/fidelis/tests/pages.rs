@@ -583,6 +583,51 @@ async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: 
     b.follow("form[action$='dashboard/refresh'] button").await;
     assert_eq!(b.element_text("#fig-outstanding-points").await, "4,750");
 
+    // Partners and claims: a partner's figures and statements, and a claim decided from
+    // the queue.
+    let (status, _, body) = server
+        .call(
+            reqwest::Method::PUT,
+            "/programs/shop/partners/cars",
+            Some(json!({"name": "Car rental", "roles": "earn", "billing": "postpaid", "cost_per_point": "0.5"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, claim) = server
+        .post(
+            "/programs/shop/claims",
+            json!({"member": "ada-lovelace", "reference": "RCPT-1", "occurred_at": recent, "amount": "800", "note": "paid cash"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{claim}");
+    let id = claim["claim_id"].as_str().unwrap();
+    b.goto(&format!("{base}/console/programs/shop/partners"))
+        .await;
+    assert!(b.element_text("#partner-cars").await.contains("Car rental"));
+    assert!(
+        b.element_text(&format!("#claim-{id}"))
+            .await
+            .contains("RCPT-1")
+    );
+    b.check("console-partners").await;
+    b.fill(&format!("#reason-{id}"), "no such receipt").await;
+    b.click(&format!(
+        "#claim-{id} form[action$='/reject'] input[name=confirm]"
+    ))
+    .await;
+    b.follow(&format!("#claim-{id} form[action$='/reject'] button"))
+        .await;
+    assert!(
+        b.text().await.contains("The claim is rejected"),
+        "{}",
+        b.text().await
+    );
+    assert!(
+        b.element_text("#claims")
+            .await
+            .contains("No claim is waiting")
+    );
+
     // The 360° view shows the household, and each ledger entry leads to its journal:
     // the points by source and the document.
     b.goto(&format!(

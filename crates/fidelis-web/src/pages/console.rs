@@ -24,7 +24,10 @@ use crate::AppState;
 use crate::auth::{Caller, Permission, new_token};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
-use crate::routes::{admin, catalog as catalog_api, journals, lifecycle, members, programs};
+use crate::routes::{
+    admin, catalog as catalog_api, claims as claims_api, journals, lifecycle, members,
+    partners as partners_api, programs,
+};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -67,6 +70,11 @@ pub(super) fn router() -> Router<AppState> {
         )
         .route("/console/programs/{program}/promotions", get(promotions))
         .route("/console/programs/{program}/catalog", get(catalog))
+        .route("/console/programs/{program}/partners", get(partners))
+        .route(
+            "/console/programs/{program}/claims/{claim}/{action}",
+            post(claim_action),
+        )
         .route(
             "/console/programs/{program}/orders/{order}/{action}",
             post(order_action),
@@ -1743,5 +1751,177 @@ earning:
         assert_eq!(yaml_line(DOC, "promotions[1].code"), Some(17));
         assert_eq!(yaml_line(DOC, "promotions[2]"), None);
         assert_eq!(yaml_line(DOC, "missing"), None);
+    }
+}
+
+async fn partners(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(code): Path<String>,
+    Query(query): Query<Fields>,
+) -> PageResult {
+    partners_page(
+        &state,
+        &staff,
+        &code,
+        query.get("done").map(String::as_str),
+        None,
+    )
+    .await
+}
+
+/// Partners with their packs and figures, this month's and last month's statements, the
+/// claims waiting for a decision, and the program's recent events.
+async fn partners_page(
+    state: &AppState,
+    staff: &Staff,
+    code: &str,
+    done: Option<&str>,
+    refused: Option<String>,
+) -> PageResult {
+    let list = partners_api::list_partners(
+        State(state.clone()),
+        Arc::clone(&staff.caller),
+        Path(code.to_owned()),
+    )
+    .await?
+    .0;
+    let program = crate::routes::program(state, code).await?;
+    let tz = program.program.time_zone;
+    let money = program.program.money_currency.clone();
+    let amount = |v: i64| {
+        format!(
+            "{} {}",
+            money.format(fidelis_core::money::MinorUnits(v)),
+            money.code()
+        )
+    };
+    // This month and the last, in the program's time zone.
+    let bounds = month_bounds(tz, Utc::now(), 2);
+    let mut partners = Vec::new();
+    for p in &list.partners {
+        let mut statements = Vec::new();
+        for w in bounds.windows(2) {
+            let s = state
+                .store
+                .settlement(&program, &p.code, w[0], w[1])
+                .await?;
+            statements.push(context! {
+                month => w[0].with_timezone(&tz).format("%Y-%m").to_string(),
+                status => s.status,
+                issued => s.totals.points_issued,
+                redeemed => s.totals.points_redeemed,
+                owed_by => amount(s.totals.owed_by_partner),
+                owed_to => amount(s.totals.owed_to_partner),
+                net => amount(s.totals.net),
+                adjustments => s.adjustments.len(),
+            });
+        }
+        partners.push(merge(
+            to_value(p),
+            context! {
+                owed_by => amount(p.owed_by_partner),
+                owed_to => amount(p.owed_to_partner),
+                statements,
+            },
+        ));
+    }
+    let claims = claims_api::list_claims(
+        State(state.clone()),
+        Arc::clone(&staff.caller),
+        Path(code.to_owned()),
+        query_map(&[("status", Some("open")), ("limit", Some("100"))]),
+    )
+    .await?
+    .0;
+    let events = partners_api::list_events(
+        State(state.clone()),
+        Arc::clone(&staff.caller),
+        Path(code.to_owned()),
+        query_map(&[("limit", Some("20"))]),
+    )
+    .await?
+    .0;
+    let notice = match (done, refused) {
+        (_, Some(text)) => Some(notice(false, text)),
+        (Some("approved"), None) => Some(notice(
+            true,
+            "The claim is approved: its transaction was processed and the points awarded.",
+        )),
+        (Some("rejected"), None) => {
+            Some(notice(true, "The claim is rejected; the member sees why."))
+        }
+        _ => None,
+    };
+    page(
+        "console/partners.html",
+        merge(
+            frame(staff, Some(code)),
+            context! {
+                tz => tz.name(),
+                money => money.code(),
+                partners,
+                claims => to_value(&claims.claims),
+                events => to_value(&events.events),
+                notice,
+            },
+        ),
+    )
+}
+
+/// Approves or rejects a claim (with the confirmation box ticked; a rejection with its
+/// reason).
+async fn claim_action(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((code, claim, action)): Path<(String, String, String)>,
+    Form(form): Form<Fields>,
+) -> PageResult {
+    session::same_origin(&headers)?;
+    session::check_csrf(&form, &staff.csrf)?;
+    if form.get("confirm").map(String::as_str) != Some("yes") {
+        return partners_page(
+            &state,
+            &staff,
+            &code,
+            None,
+            Some("Tick the confirmation box to do this.".into()),
+        )
+        .await;
+    }
+    let (s, caller, key) = (
+        State(state.clone()),
+        Arc::clone(&staff.caller),
+        Path((code.clone(), claim.clone())),
+    );
+    let result = match action.as_str() {
+        "approve" => claims_api::approve_claim(s, caller, key)
+            .await
+            .map(|_| "approved"),
+        "reject" => {
+            let reason = form.get("reason").cloned().unwrap_or_default();
+            claims_api::reject_claim(
+                s,
+                caller,
+                key,
+                ApiJson(claims_api::RejectRequest { reason }),
+            )
+            .await
+            .map(|_| "rejected")
+        }
+        _ => return Err(ApiError::not_found("not_found", "no such action".to_owned()).into()),
+    };
+    match result {
+        Ok(done) => Ok(see_other(&format!(
+            "/console/programs/{}/partners?done={done}",
+            segment(&code)
+        ))),
+        Err(e) if e.status.is_client_error() && e.status != StatusCode::FORBIDDEN => {
+            let mut response = partners_page(&state, &staff, &code, None, Some(e.detail)).await?;
+            *response.status_mut() = e.status;
+            Ok(response)
+        }
+        Err(e) => Err(e.into()),
     }
 }

@@ -104,6 +104,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "console/journal.html",
     "console/promotions.html",
     "console/catalog.html",
+    "console/partners.html",
     "console/audit.html",
     "console/access.html",
     "portal/sign_in.html",

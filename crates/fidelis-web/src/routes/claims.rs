@@ -283,7 +283,7 @@ async fn get_claim(
            ("claim" = String, Path, description = CLAIM_PARAM, example = "CL-ABCDEFGHJK", min_length = 1, max_length = 64)),
     responses((status = 200, body = ClaimBody, description = "Approved (or, with Idempotent-Replayed, approved before)", headers(("Idempotent-Replayed" = bool, description = "`true`: approved before"))),
               Problems))]
-async fn approve_claim(
+pub(crate) async fn approve_claim(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, claim)): Path<(String, String)>,
@@ -310,7 +310,7 @@ async fn approve_claim(
     request_body = RejectRequest,
     responses((status = 200, body = ClaimBody, description = "Rejected (or, with Idempotent-Replayed, rejected before)", headers(("Idempotent-Replayed" = bool, description = "`true`: rejected before"))),
               Problems))]
-async fn reject_claim(
+pub(crate) async fn reject_claim(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, claim)): Path<(String, String)>,

@@ -11,7 +11,7 @@ pub(crate) mod journals;
 pub(crate) mod lifecycle;
 pub(crate) mod members;
 mod openings;
-mod partners;
+pub(crate) mod partners;
 pub(crate) mod programs;
 pub(crate) mod vouchers;
 

@@ -310,7 +310,7 @@ async fn body_of(
 #[utoipa::path(get, path = "/programs/{program}/partners", tag = "partners",
     params(("program" = String, Path, description = PROGRAM_PARAM, example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
     responses((status = 200, body = PartnersBody, description = "The partners"), Problems))]
-async fn list_partners(
+pub(crate) async fn list_partners(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path(code): Path<String>,
@@ -480,7 +480,7 @@ async fn partner_entries(
            ("before" = Option<i64>, Query, description = "Events older than this id"),
            ("limit" = Option<i64>, Query, description = "At most this many (50 by default, at most 500)", minimum = 1, maximum = 500)),
     responses((status = 200, body = EventsBody, description = "The events"), Problems))]
-async fn list_events(
+pub(crate) async fn list_events(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path(code): Path<String>,
