@@ -5,7 +5,10 @@
 //!
 //! - **Outstanding** points of a redeemable currency as of `T` are the sum of the ledger's
 //!   entries effective by `T` (available and pending alike: a point earned is owed). Times
-//!   the currency's `value_per_point`, that is the liability.
+//!   the currency's `value_per_point`, that is the liability. Points leave it when their
+//!   expiry is recorded, by the jobs (`fidelis jobs run`, or `serve`'s schedule): read
+//!   after the jobs ran, it equals what members' balances show (a property test checks
+//!   this over random histories).
 //! - **Per partner**: the points still in the buckets a partner's accruals credited (the
 //!   entries of those buckets, effective by `T`). Points that moved since — a merge, a
 //!   transfer, a household's share — count as the program's own from then on.
