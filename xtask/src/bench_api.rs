@@ -88,7 +88,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let (api, holds, vouchers) = api(&server, &bin, &dir, &o)?;
     server.stop();
     println!(
-        "\nrealtime POST /journals on PostgreSQL (durable), {} connections × {} s, {} members:\n",
+        "\nrealtime POST /journals on PostgreSQL (durable), {} connections × {} s, {} members (the API rows: the median of {ROUNDS} interleaved rounds):\n",
         o.connections, o.seconds, o.members
     );
     println!("| | per second | p50 (ms) | p99 (ms) | failed |");
@@ -210,9 +210,9 @@ fn api(
         std::thread::sleep(Duration::from_millis(200));
     }
     let occurred_at = (chrono_like_now_minus_minute()).to_owned();
-    let script = dir.join("purchase.lua");
+    let purchase_script = dir.join("purchase.lua");
     std::fs::write(
-        &script,
+        &purchase_script,
         format!(
             r#"-- One unique purchase per request, for a random member.
 local threads = {{}}
@@ -260,13 +260,13 @@ end
         );
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    wrk(&script, 5)?;
+    wrk(&purchase_script, 5)?;
     // The tables were created moments ago: give the planner statistics, as any database
     // in service has (the bare side gets the same for its table).
     psql(server, "api", "ANALYZE")?;
-    wrk(&script, 3)?;
+    wrk(&purchase_script, 3)?;
     let (server_before, all_before) = (process_cpu_seconds(serve.0.id()), machine_cpu_seconds());
-    let output = wrk(&script, o.seconds)?;
+    let output = wrk(&purchase_script, o.seconds)?;
     let (server_cpu, all_cpu) = (
         process_cpu_seconds(serve.0.id()) - server_before,
         machine_cpu_seconds() - all_before,
@@ -303,9 +303,9 @@ end
         ))
         .output()?;
     anyhow::ensure!(out.status.success(), "granting points for the holds failed");
-    let script = dir.join("holds.lua");
+    let holds_script = dir.join("holds.lua");
     std::fs::write(
-        &script,
+        &holds_script,
         format!(
             r#"-- Holds for random members, alternating with captures of holds already answered.
 local threads = {{}}
@@ -351,8 +351,8 @@ end
             holders = o.members
         ),
     )?;
-    wrk(&script, 3)?;
-    let output = wrk(&script, o.seconds)?;
+    wrk(&holds_script, 3)?;
+    let output = wrk(&holds_script, o.seconds)?;
     for failed in output.lines().filter(|l| l.starts_with("FAILED ")) {
         eprintln!("xtask: {failed}");
     }
@@ -383,9 +383,9 @@ end
         "--codes",
         codes.to_str().context("path")?,
     ])?;
-    let script = dir.join("vouchers.lua");
+    let vouchers_script = dir.join("vouchers.lua");
     std::fs::write(
-        &script,
+        &vouchers_script,
         format!(
             r#"-- Redemptions of one cent of random vouchers, each with a unique key.
 local threads = {{}}
@@ -420,13 +420,44 @@ end
             codes = codes.display()
         ),
     )?;
-    wrk(&script, 3)?;
-    let output = wrk(&script, o.seconds)?;
+    wrk(&vouchers_script, 3)?;
+    let output = wrk(&vouchers_script, o.seconds)?;
     for failed in output.lines().filter(|l| l.starts_with("FAILED ")) {
         eprintln!("xtask: {failed}");
     }
     let vouchers = figures(&output)?;
-    Ok((purchases, holds, vouchers))
+    // More rounds of the three, interleaved, so each ratio compares runs made under the
+    // same conditions (the tables grow as the runs go); the medians are reported.
+    let (mut p, mut h, mut v) = (vec![purchases], vec![holds], vec![vouchers]);
+    for _ in 1..ROUNDS {
+        p.push(figures(&wrk(&purchase_script, o.seconds)?)?);
+        h.push(figures(&wrk(&holds_script, o.seconds)?)?);
+        v.push(figures(&wrk(&vouchers_script, o.seconds)?)?);
+    }
+    for (i, ((p, h), v)) in p.iter().zip(&h).zip(&v).enumerate() {
+        eprintln!(
+            "xtask: round {}: POST /journals {:.0}/s, holds and captures {:.0}/s ({:.2}), voucher redemptions {:.0}/s ({:.2})",
+            i + 1,
+            p.per_second,
+            h.per_second,
+            h.per_second / p.per_second,
+            v.per_second,
+            v.per_second / p.per_second
+        );
+    }
+    Ok((median(p), median(h), median(v)))
+}
+
+/// Rounds of the realtime measurements (purchases, holds, vouchers, interleaved).
+const ROUNDS: usize = 3;
+
+/// The run with the median throughput (its latencies with it); failures of every run.
+fn median(mut runs: Vec<Figures>) -> Figures {
+    let failed = runs.iter().map(|r| r.failed).sum();
+    runs.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
+    let mut m = runs.swap_remove(runs.len() / 2);
+    m.failed = failed;
+    m
 }
 
 /// Throughput, p50, p99 and failures from the `RESULT` line our wrk scripts print.
