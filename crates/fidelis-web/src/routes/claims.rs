@@ -206,7 +206,12 @@ pub(crate) async fn list_claims(
 ) -> ApiResult<axum::Json<ClaimsBody>> {
     caller.require(Permission::MembersRead, Some(&code))?;
     let member = match caller.role {
-        Role::Member => caller.member.clone(),
+        Role::Member => {
+            if let Some(m) = query.get("member") {
+                caller.require_member(m)?;
+            }
+            caller.member.clone()
+        }
         Role::Partner => return Err(ApiError::forbidden("a partner token may not read claims")),
         _ => query.get("member").cloned(),
     };
@@ -228,6 +233,10 @@ pub(crate) async fn list_claims(
             })?,
     };
     let program = cached_program(&state, &code).await?;
+    // A member named is one of the program's (an unknown one is 404, as on every route).
+    if let Some(m) = &member {
+        state.store.require_member(&program, m).await?;
+    }
     let money = &program.program.money_currency;
     let claims = state
         .store
