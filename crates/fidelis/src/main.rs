@@ -59,6 +59,8 @@ enum Command {
     Balance(cli::balance::BalanceArgs),
     /// A partner's settlement statement for a period (JSON or CSV); `--close` closes it.
     Settlement(cli::settlement::SettlementArgs),
+    /// The points liability as of an instant, with expected breakage (JSON).
+    Liability(cli::liability::LiabilityArgs),
     /// Measurements for the benchmarks (not for operators).
     #[command(subcommand, hide = true)]
     Bench(cli::bench::BenchCommand),
@@ -93,6 +95,7 @@ fn main() -> ExitCode {
             Command::Vouchers(c) => cli::vouchers::run(&args.database, c).await,
             Command::Balance(a) => cli::balance::run(&args.database, a).await,
             Command::Settlement(a) => cli::settlement::run(&args.database, a).await,
+            Command::Liability(a) => cli::liability::run(&args.database, a).await,
             Command::Bench(c) => cli::bench::run(&args.database, c).await,
         }
     });

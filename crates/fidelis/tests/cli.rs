@@ -1096,6 +1096,27 @@ fn a_partner_statement_is_printed_and_closed(env: &Env) {
         "{csv}"
     );
     assert!(csv.contains("\nperiod,accrual,1,"), "{csv}");
+    // The liability: the points the member holds, the bank's share of them.
+    let liability: serde_json::Value =
+        serde_json::from_str(&env.ok(&["liability", "--program", "retail"])).unwrap();
+    let held = liability["currencies"][0]["outstanding_points"]
+        .as_i64()
+        .unwrap();
+    assert!(held >= 120, "{liability}");
+    assert_eq!(liability["partners"][0]["partner"], "bank", "{liability}");
+    assert_eq!(
+        liability["partners"][0]["outstanding_points"].as_i64(),
+        Some(held)
+    );
+    let before: serde_json::Value = serde_json::from_str(&env.ok(&[
+        "liability",
+        "--program",
+        "retail",
+        "--as-of",
+        "2026-05-01T00:00:00Z",
+    ]))
+    .unwrap();
+    assert_eq!(before["currencies"][0]["outstanding_points"], 0, "{before}");
     let closed: serde_json::Value =
         serde_json::from_str(&env.ok(&[&period[..], &["--close"]].concat())).unwrap();
     assert_eq!(closed["status"], "closed");

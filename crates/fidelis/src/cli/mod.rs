@@ -5,6 +5,7 @@ pub mod bench;
 pub mod catalog;
 pub mod import;
 pub mod jobs;
+pub mod liability;
 pub mod members;
 pub mod program;
 pub mod serve;
