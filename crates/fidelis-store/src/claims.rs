@@ -117,13 +117,7 @@ fn unknown(claim_id: &str) -> StoreError {
 
 /// A new claim id: `CL-` and ten characters without look-alikes.
 fn claim_id() -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let mut rng = rand::rng();
-    let tail: String = (0..10)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect();
-    format!("CL-{tail}")
+    format!("CL-{}", crate::members::referral_code())
 }
 
 impl Store {
@@ -364,7 +358,8 @@ impl Store {
             "approved" | "approving" => {
                 return Err(StoreError::Refused(
                     "claim_approved",
-                    "the claim was approved: its points were awarded".into(),
+                    "the claim is approved (or being approved): its transaction is processed"
+                        .into(),
                 ));
             }
             _ => {}

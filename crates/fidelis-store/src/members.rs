@@ -68,8 +68,9 @@ pub struct MemberView {
     pub group: Option<String>,
 }
 
-/// A new referral code: ten characters without look-alikes (about 50 bits).
-fn referral_code() -> String {
+/// A new referral code (and claim id's tail): ten characters without look-alikes (about
+/// 50 bits).
+pub(crate) fn referral_code() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut rng = rand::rng();

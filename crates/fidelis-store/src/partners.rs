@@ -577,7 +577,7 @@ impl Store {
     }
 }
 
-fn unknown_partner(code: &str) -> StoreError {
+pub(crate) fn unknown_partner(code: &str) -> StoreError {
     StoreError::Refused(
         "unknown_partner",
         format!("no partner {code:?} in this program"),

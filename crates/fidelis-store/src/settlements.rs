@@ -22,6 +22,7 @@ use crate::access::Actor;
 use crate::dialect::{At, in_write_tx, with_pool};
 use crate::engine::LoadedProgram;
 use crate::error::{Result, StoreError};
+use crate::partners::unknown_partner;
 
 /// One kind of entry in a statement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -376,11 +377,4 @@ fn period_ok(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-fn unknown_partner(code: &str) -> StoreError {
-    StoreError::Refused(
-        "unknown_partner",
-        format!("no partner {code:?} in this program"),
-    )
 }
