@@ -714,9 +714,9 @@ impl<'p> Batch<'p> {
             .collect();
         targets.sort_unstable();
         targets.dedup();
-        for id in targets {
+        if !targets.is_empty() {
             for (journal, original, code, kind, points, pack, amount, rate) in
-                tx.load_partner_movements(id).await?
+                tx.load_partner_movements(&targets).await?
             {
                 let movement = crate::partners::parse_movement(&kind, points, pack, amount, &rate)?;
                 codes.push(code.clone());

@@ -411,10 +411,17 @@ impl LedgerTx for PgTx {
 
     async fn load_partner_movements(
         &mut self,
-        journal_id: i64,
+        journal_ids: &[i64],
     ) -> Result<Vec<crate::partners::MovementRow>> {
-        let conn = self.conn().await?;
-        Ok(crate::partners::load_movements!(conn, journal_id))
+        // One round trip for the batch.
+        Ok(sqlx::query_as(
+            "SELECT e.journal_id, e.original_journal_id, p.code, e.kind, e.points, e.pack, e.amount, e.rate \
+             FROM partner_entries e JOIN partners p ON p.id = e.partner_id \
+             WHERE e.journal_id = ANY($1) OR e.original_journal_id = ANY($1) ORDER BY e.id",
+        )
+        .bind(journal_ids)
+        .fetch_all(self.conn().await?)
+        .await?)
     }
 
     async fn write_partner_entries(
@@ -424,8 +431,66 @@ impl LedgerTx for PgTx {
         events: &[crate::partners::NewEvent],
         now: DateTime<Utc>,
     ) -> Result<()> {
+        // The entries in one statement (a batch may carry thousands), then each pack's
+        // change and the events (rare) one by one.
         let conn = self.conn().await?;
-        crate::partners::write_partner_entries!(conn, program_id, entries, events, now, "journal");
+        if !entries.is_empty() {
+            let col = |f: fn(&crate::partners::NewPartnerEntry) -> i64| -> Vec<i64> {
+                entries.iter().map(f).collect()
+            };
+            sqlx::query(
+                "INSERT INTO partner_entries (program_id, partner_id, journal_id, original_journal_id, \
+                 kind, key, points, pack, amount, rate, effective_at, recorded_at, actor) \
+                 SELECT $1, p, j, o, k, NULL, pt, pk, a, r, e, $11, 'journal' \
+                 FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[], \
+                 $7::bigint[], $8::bigint[], $9::text[], $10::timestamptz[]) AS u(p, j, o, k, pt, pk, a, r, e)",
+            )
+            .bind(program_id)
+            .bind(col(|e| e.partner_id))
+            .bind(col(|e| e.journal_id))
+            .bind(
+                entries
+                    .iter()
+                    .map(|e| e.original_journal_id)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                entries
+                    .iter()
+                    .map(|e| e.movement.kind.name())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(col(|e| e.movement.points))
+            .bind(col(|e| e.movement.pack))
+            .bind(col(|e| e.movement.amount))
+            .bind(
+                entries
+                    .iter()
+                    .map(|e| e.movement.rate.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(entries.iter().map(|e| e.effective_at).collect::<Vec<_>>())
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        }
+        let mut packs: Vec<(i64, i64)> = Vec::new();
+        for e in entries.iter().filter(|e| e.movement.pack != 0) {
+            match packs.iter_mut().find(|(id, _)| *id == e.partner_id) {
+                Some((_, delta)) => *delta += e.movement.pack,
+                None => packs.push((e.partner_id, e.movement.pack)),
+            }
+        }
+        for (id, delta) in packs {
+            sqlx::query("UPDATE partners SET pack = pack + $1 WHERE id = $2")
+                .bind(delta)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        for ev in events {
+            crate::partners::insert_event!(conn, program_id, ev);
+        }
         Ok(())
     }
 

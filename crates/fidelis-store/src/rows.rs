@@ -284,10 +284,10 @@ pub trait LedgerTx: Send {
         program_id: i64,
         code: &str,
     ) -> impl Future<Output = Result<Option<crate::partners::PartnerRow>>> + Send;
-    /// The partner entries of a journal and of the reversals of it.
+    /// The partner entries of these journals and of the reversals of them, in id order.
     fn load_partner_movements(
         &mut self,
-        journal_id: i64,
+        journal_ids: &[i64],
     ) -> impl Future<Output = Result<Vec<crate::partners::MovementRow>>> + Send;
     /// Writes the batch's partner entries, the packs they change, and its events.
     fn write_partner_entries(

@@ -383,10 +383,15 @@ impl LedgerTx for SqliteTx<'_> {
 
     async fn load_partner_movements(
         &mut self,
-        journal_id: i64,
+        journal_ids: &[i64],
     ) -> Result<Vec<crate::partners::MovementRow>> {
-        let conn = &mut *self.tx;
-        Ok(crate::partners::load_movements!(conn, journal_id))
+        // In process: a statement per journal costs no round trip.
+        let mut rows = Vec::new();
+        for &journal_id in journal_ids {
+            let conn = &mut *self.tx;
+            rows.extend(crate::partners::load_movements!(conn, journal_id));
+        }
+        Ok(rows)
     }
 
     async fn write_partner_entries(
