@@ -30,33 +30,36 @@ use crate::error::Result;
 use crate::{Db, Store};
 
 /// Per monthly cohort of buckets (credited points, as of now): credited, expired (the
-/// expire entries of its buckets) and still outstanding. `$month` is the dialect's
-/// `YYYY-MM` of `b.credited_at`.
+/// expire entries of its buckets) and still outstanding. `$month` is the dialect's month
+/// of `b.credited_at` (grouped on), `$label` its `YYYY-MM` text from column `m`.
 macro_rules! cohort_sql {
-    ($month:literal) => {
+    ($month:literal, $label:literal) => {
         concat!(
-            "SELECT ", $month, ", b.currency, CAST(SUM(b.credited) AS BIGINT), ",
-            "CAST(COALESCE(SUM(x.expired), 0) AS BIGINT), CAST(SUM(b.remaining) AS BIGINT) ",
+            "SELECT ", $label, ", currency, credited, expired, remaining FROM (",
+            "SELECT ", $month, " AS m, b.currency AS currency, CAST(SUM(b.credited) AS BIGINT) AS credited, ",
+            "CAST(COALESCE(SUM(x.expired), 0) AS BIGINT) AS expired, CAST(SUM(b.remaining) AS BIGINT) AS remaining ",
             "FROM buckets b LEFT JOIN (",
             "SELECT member_id, bucket_journal_id, bucket_seq, -SUM(amount) AS expired FROM entries ",
             "WHERE program_id = $1 AND kind = 'expire' GROUP BY member_id, bucket_journal_id, bucket_seq",
             ") x ON x.member_id = b.member_id AND x.bucket_journal_id = b.journal_id AND x.bucket_seq = b.seq ",
-            "WHERE b.program_id = $1 GROUP BY ", $month, ", b.currency ORDER BY 1, 2"
+            "WHERE b.program_id = $1 GROUP BY 1, 2) c ORDER BY 1, 2"
         )
     };
 }
 
-/// Each month's net movement per currency up to `$2`. `$month` is the dialect's `YYYY-MM`
-/// of `effective_at`.
+/// Each month's net movement per currency up to `$2`. `$month` is the dialect's month of
+/// `effective_at` (grouped on: a hash of a few dozen groups, no sort of the ledger),
+/// `$label` its `YYYY-MM` text from column `m`.
 macro_rules! months_sql {
-    ($month:literal) => {
+    ($month:literal, $label:literal) => {
         concat!(
             "SELECT ",
+            $label,
+            ", currency, total FROM (",
+            "SELECT ",
             $month,
-            ", currency, CAST(SUM(amount) AS BIGINT) FROM entries ",
-            "WHERE program_id = $1 AND effective_at <= $2 GROUP BY ",
-            $month,
-            ", currency ORDER BY 1"
+            " AS m, currency, CAST(SUM(amount) AS BIGINT) AS total FROM entries ",
+            "WHERE program_id = $1 AND effective_at <= $2 GROUP BY 1, 2) t ORDER BY 1, 2"
         )
     };
 }
@@ -147,69 +150,87 @@ impl Store {
                 .find(|c| c.code.as_str() == code)
                 .map_or(Decimal::ZERO, |c| c.value_per_point)
         };
-        let (totals, partners, cohorts, months): (
-            Vec<(String, i64)>,
+        // One snapshot for all the sums, so they agree with each other however the ledger
+        // moves meanwhile. On PostgreSQL the report may use more memory per sort or hash
+        // than a request (`work_mem`), so its joins and groupings stay in memory.
+        let (partners, cohorts, months): (
             Vec<(String, String, i64)>,
             Vec<(String, String, i64, i64, i64)>,
             Vec<(String, String, i64)>,
         ) = match &self.db {
-            Db::Sqlite(pool) => (
-                sqlx::query_as(
-                    "SELECT currency, CAST(SUM(amount) AS BIGINT) FROM entries \
-                         WHERE program_id = ?1 AND effective_at <= ?2 GROUP BY currency",
-                )
-                .bind(program.id)
-                .bind(At(as_of))
-                .fetch_all(pool)
-                .await?,
-                sqlx::query_as(PARTNER_SQL)
+            Db::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                let r = (
+                    sqlx::query_as(PARTNER_SQL)
+                        .bind(program.id)
+                        .bind(At(as_of))
+                        .fetch_all(&mut *tx)
+                        .await?,
+                    sqlx::query_as(cohort_sql!(
+                        "strftime('%Y-%m', b.credited_at / 1000000, 'unixepoch')",
+                        "m"
+                    ))
+                    .bind(program.id)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                    sqlx::query_as(months_sql!(
+                        "strftime('%Y-%m', effective_at / 1000000, 'unixepoch')",
+                        "m"
+                    ))
                     .bind(program.id)
                     .bind(At(as_of))
-                    .fetch_all(pool)
+                    .fetch_all(&mut *tx)
                     .await?,
-                sqlx::query_as(cohort_sql!(
-                    "strftime('%Y-%m', b.credited_at / 1000000, 'unixepoch')"
-                ))
-                .bind(program.id)
-                .fetch_all(pool)
-                .await?,
-                sqlx::query_as(months_sql!(
-                    "strftime('%Y-%m', effective_at / 1000000, 'unixepoch')"
-                ))
-                .bind(program.id)
-                .bind(At(as_of))
-                .fetch_all(pool)
-                .await?,
-            ),
-            Db::Postgres(pool) => (
-                sqlx::query_as(
-                    "SELECT currency, CAST(SUM(amount) AS BIGINT) FROM entries \
-                         WHERE program_id = $1 AND effective_at <= $2 GROUP BY currency",
-                )
-                .bind(program.id)
-                .bind(as_of)
-                .fetch_all(pool)
-                .await?,
-                sqlx::query_as(PARTNER_SQL)
+                );
+                tx.commit().await?;
+                r
+            }
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("SET LOCAL work_mem = '64MB'")
+                    .execute(&mut *tx)
+                    .await?;
+                let r = (
+                    sqlx::query_as(PARTNER_SQL)
+                        .bind(program.id)
+                        .bind(as_of)
+                        .fetch_all(&mut *tx)
+                        .await?,
+                    sqlx::query_as(cohort_sql!(
+                        "date_trunc('month', b.credited_at AT TIME ZONE 'UTC')",
+                        "to_char(m, 'YYYY-MM')"
+                    ))
+                    .bind(program.id)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                    sqlx::query_as(months_sql!(
+                        "date_trunc('month', effective_at AT TIME ZONE 'UTC')",
+                        "to_char(m, 'YYYY-MM')"
+                    ))
                     .bind(program.id)
                     .bind(as_of)
-                    .fetch_all(pool)
+                    .fetch_all(&mut *tx)
                     .await?,
-                sqlx::query_as(cohort_sql!(
-                    "to_char(b.credited_at AT TIME ZONE 'UTC', 'YYYY-MM')"
-                ))
-                .bind(program.id)
-                .fetch_all(pool)
-                .await?,
-                sqlx::query_as(months_sql!(
-                    "to_char(effective_at AT TIME ZONE 'UTC', 'YYYY-MM')"
-                ))
-                .bind(program.id)
-                .bind(as_of)
-                .fetch_all(pool)
-                .await?,
-            ),
+                );
+                tx.commit().await?;
+                r
+            }
         };
+        // What is outstanding as of `as_of`: every movement up to it.
+        let totals: Vec<(String, i64)> = redeemable
+            .iter()
+            .map(|code| {
+                let sum = months
+                    .iter()
+                    .filter(|(_, c, _)| c == code)
+                    .map(|(.., s)| s)
+                    .sum();
+                (code.clone(), sum)
+            })
+            .collect();
         let scale = p.money_currency.scale();
         let cohorts: Vec<Cohort> = cohorts
             .into_iter()
