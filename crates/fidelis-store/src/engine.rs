@@ -628,6 +628,9 @@ pub(crate) struct Batch<'p> {
     /// Partner entries of journals the batch reverses (and of earlier reversals of them),
     /// and those the batch writes, by the journal they belong to.
     partner_movements: FxHashMap<i64, Vec<PartnerMovement>>,
+    /// The partner named by each hold the batch may capture, by the hold's journal id: a
+    /// capture is a redemption at that partner.
+    hold_partners: FxHashMap<i64, String>,
     new_partner_entries: Vec<crate::partners::NewPartnerEntry>,
     new_events: Vec<crate::partners::NewEvent>,
 }
@@ -679,6 +682,7 @@ impl<'p> Batch<'p> {
             new_benefits: Vec::new(),
             partners: FxHashMap::default(),
             partner_movements: FxHashMap::default(),
+            hold_partners: FxHashMap::default(),
             new_partner_entries: Vec::new(),
             new_events: Vec::new(),
         }
@@ -696,7 +700,13 @@ impl<'p> Batch<'p> {
             .iter()
             .filter_map(|j| match &j.body {
                 JournalBody::Accrual(a) => a.partner.clone(),
-                JournalBody::Redemption { partner, .. } => partner.clone(),
+                JournalBody::Redemption { partner, .. } | JournalBody::Hold { partner, .. } => {
+                    partner.clone()
+                }
+                JournalBody::Capture { original } => self
+                    .records
+                    .get(original.as_str())
+                    .and_then(|r| self.hold_partners.get(&r.id.0).cloned()),
                 _ => None,
             })
             .collect();
@@ -811,6 +821,37 @@ impl<'p> Batch<'p> {
                         state
                             .partner
                             .redemption(redeemed, scale)
+                            .map(|m| (state.partner.code.clone(), None, m)),
+                    );
+                }
+            }
+            JournalBody::Hold {
+                partner: Some(code),
+                ..
+            } => {
+                // Captured later, maybe in this batch.
+                self.hold_partners.insert(journal_id, code.clone());
+            }
+            JournalBody::Capture { original: hold } => {
+                let code = original.and_then(|id| self.hold_partners.get(&id));
+                if let Some(state) = code.and_then(|c| self.partners.get(c.as_str())) {
+                    // The held points, spent now: what the hold took from the buckets.
+                    let captured: i64 = self.records.get(hold.as_str()).map_or(0, |r| {
+                        -r.entries
+                            .iter()
+                            .filter(|e| {
+                                self.lp.program.currencies[e.currency.0 as usize]
+                                    .code
+                                    .as_str()
+                                    == state.partner.currency
+                            })
+                            .map(|e| e.amount)
+                            .sum::<i64>()
+                    });
+                    made.extend(
+                        state
+                            .partner
+                            .redemption(captured, scale)
                             .map(|m| (state.partner.code.clone(), None, m)),
                     );
                 }
@@ -1267,6 +1308,15 @@ impl<'p> Batch<'p> {
             };
             if self.records.contains_key(&name) {
                 continue;
+            }
+            if row.kind == RecordKind::Hold.name()
+                && let Some(code) = row
+                    .document
+                    .as_deref()
+                    .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+                    .and_then(|d| d.get("partner")?.as_str().map(str::to_owned))
+            {
+                self.hold_partners.insert(row.id, code);
             }
             let mut record = record_from_row(&row)?;
             record.entries = entries.remove(&row.id).unwrap_or_default();

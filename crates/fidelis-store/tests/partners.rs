@@ -255,6 +255,59 @@ async fn a_partner_ledger_counts_packs_bills_and_reimbursements_exactly(store: S
         (500, 300, 0),
         "700 redeemed, 200 of them given back: 500 × 0.006"
     );
+    // Paying with points at a burn partner: the capture is the redemption there (a hold
+    // alone, or one released, is not). A hold and its capture in one batch count too, and
+    // cancelling a capture gives the reimbursement back.
+    let hold = |order: &str, points: i64| {
+        json!({"external_id": format!("hold:{order}"), "member": "m", "type": "hold",
+               "occurred_at": NOW, "currency": "miles", "points": points, "partner": "hotel",
+               "expires_at": "2026-06-02T10:00:00Z"})
+    };
+    let end = |how: &str, order: &str| {
+        json!({"external_id": format!("{how}:{order}"), "member": "m", "type": how,
+               "occurred_at": NOW})
+    };
+    post(&store, &program, hold("H1", 100)).await.unwrap();
+    post(&store, &program, hold("H2", 40)).await.unwrap();
+    let redeemed = |s: fidelis_store::PartnerSums| (s.redeemed, s.owed_to_partner);
+    assert_eq!(
+        redeemed(store.partner_sums(&program, "hotel").await.unwrap()),
+        (500, 300),
+        "points held are not redeemed yet"
+    );
+    post(&store, &program, end("capture", "H1")).await.unwrap();
+    post(&store, &program, end("release", "H2")).await.unwrap();
+    let results = store
+        .post_journals(
+            &program,
+            &[
+                journal(&program, hold("H3", 50)),
+                journal(&program, end("capture", "H3")),
+            ],
+            utc(NOW),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(
+        redeemed(store.partner_sums(&program, "hotel").await.unwrap()),
+        (650, 390),
+        "H1's 100 and H3's 50 captured at 0.006; H2 released"
+    );
+    post(
+        &store,
+        &program,
+        json!({"external_id": "c-H1", "member": "m", "type": "cancellation", "occurred_at": NOW,
+               "original_external_id": "capture:H1"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        redeemed(store.partner_sums(&program, "hotel").await.unwrap()),
+        (550, 330),
+        "the cancelled capture's 100 given back"
+    );
     // Every entry names the journal that caused it; the cancellation's reversal of j2
     // took only what the refund had left.
     let entries = store
