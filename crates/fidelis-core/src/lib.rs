@@ -16,6 +16,7 @@
 //!
 //! The glossary (accrual, bucket, pool, arrears, settlement…) is in `ARCHITECTURE.md`.
 
+pub mod analytics;
 pub mod book;
 pub mod calendar;
 pub mod catalog;

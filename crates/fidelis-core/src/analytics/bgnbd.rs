@@ -1,0 +1,271 @@
+//! The BG/NBD model of repeat purchasing (Fader, Hardie & Lee, "'Counting Your Customers'
+//! the Easy Way: An Alternative to the Pareto/NBD Model", Marketing Science 24(2), 2005).
+//!
+//! While alive, a customer buys at Poisson rate λ (λ ~ Gamma(r, α) across customers); after
+//! each purchase the customer drops out with probability p (p ~ Beta(a, b)). From a
+//! customer's history in a calibration window — `x` repeat purchases, the last at `t_x`, the
+//! window lasting `T` since the first — the model gives the likelihood (fitted by maximum
+//! likelihood over the whole population), the probability the customer is still alive, and
+//! the purchases to expect in the next `t` time units.
+//!
+//! Everything is computed in log space: a customer whose odds of having dropped out are
+//! 10^10 to 1 (or 10^300) gives a probability near 0, never an overflow or a NaN.
+//! Time units are the caller's (the paper and the CDNOW validation use weeks).
+
+use crate::analytics::special::{hyp2f1, ln_beta, ln_gamma, log_add_exp};
+
+/// One customer's summary over the calibration window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Customer {
+    /// Repeat purchases: purchase occasions (days) after the first.
+    pub frequency: u32,
+    /// Time from the first purchase to the last (0 without repeat purchases).
+    pub recency: f64,
+    /// Time from the first purchase to the end of the window (`T`).
+    pub age: f64,
+}
+
+impl Customer {
+    /// `None` unless `0 ≤ recency ≤ age`, `age > 0`, both finite, and `recency > 0` when
+    /// there are repeat purchases.
+    pub fn new(frequency: u32, recency: f64, age: f64) -> Option<Self> {
+        let ok = recency.is_finite()
+            && age.is_finite()
+            && age > 0.0
+            && (0.0..=age).contains(&recency)
+            && (frequency == 0 || recency > 0.0);
+        ok.then_some(Self {
+            frequency,
+            recency,
+            age,
+        })
+    }
+}
+
+/// The model's four parameters: the purchase rate's Gamma(r, α) and the dropout's Beta(a, b).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Params {
+    pub r: f64,
+    pub alpha: f64,
+    pub a: f64,
+    pub b: f64,
+}
+
+/// A fit: the parameters, the log-likelihood they reach, and the optimiser's effort.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fit {
+    pub params: Params,
+    pub log_likelihood: f64,
+    pub evaluations: u32,
+}
+
+/// Why a fit cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FitError {
+    #[error("no customers to fit the model to")]
+    NoCustomers,
+    #[error("no repeat purchases at all: the model cannot tell rates from dropout")]
+    NoRepeatPurchases,
+    #[error("the optimiser did not converge")]
+    NotConverged,
+}
+
+impl Params {
+    /// The log-likelihood of one customer's history.
+    pub fn log_likelihood(&self, c: &Customer) -> f64 {
+        let Params { r, alpha, a, b } = *self;
+        let x = f64::from(c.frequency);
+        let a1 = ln_gamma(r + x) - ln_gamma(r) + r * alpha.ln();
+        let a2 = ln_beta(a, b + x) - ln_beta(a, b);
+        let a3 = -(r + x) * (alpha + c.age).ln();
+        if c.frequency == 0 {
+            return a1 + a2 + a3;
+        }
+        let a4 = a.ln() - (b + x - 1.0).ln() - (r + x) * (alpha + c.recency).ln();
+        a1 + a2 + log_add_exp(a3, a4)
+    }
+
+    /// The log of the odds that the customer has dropped out (−∞ without repeat purchases:
+    /// the model has them alive for sure until a purchase gives them a chance to leave).
+    fn ln_dropout_odds(&self, c: &Customer) -> f64 {
+        if c.frequency == 0 {
+            return f64::NEG_INFINITY;
+        }
+        let Params { r, alpha, a, b } = *self;
+        let x = f64::from(c.frequency);
+        a.ln() - (b + x - 1.0).ln() + (r + x) * ((alpha + c.age).ln() - (alpha + c.recency).ln())
+    }
+
+    /// P(alive | x, t_x, T): the probability the customer has not dropped out by the end of
+    /// the window.
+    pub fn p_alive(&self, c: &Customer) -> f64 {
+        // 1 / (1 + e^k), computed without overflowing for any k.
+        let k = self.ln_dropout_odds(c);
+        if k > 0.0 {
+            let e = (-k).exp();
+            e / (1.0 + e)
+        } else {
+            1.0 / (1.0 + k.exp())
+        }
+    }
+
+    /// Purchases expected in the next `t` time units after the window, given the history
+    /// (the paper's equation 10).
+    pub fn expected_purchases(&self, c: &Customer, t: f64) -> f64 {
+        if t <= 0.0 {
+            return 0.0;
+        }
+        let Params { r, alpha, a, b } = *self;
+        let x = f64::from(c.frequency);
+        let z = t / (alpha + c.age + t);
+        let ln_ratio = (r + x) * ((alpha + c.age).ln() - (alpha + c.age + t).ln());
+        let h = hyp2f1(r + x, b + x, a + b + x - 1.0, z);
+        let bracket = 1.0 - (ln_ratio + h.ln()).exp();
+        let lead = (a + b + x - 1.0) / (a - 1.0);
+        // Divided by 1 + odds: multiplied by P(alive).
+        lead * bracket * self.p_alive(c)
+    }
+}
+
+/// The population's log-likelihood at `params`.
+pub fn log_likelihood(params: &Params, customers: &[Customer]) -> f64 {
+    customers.iter().map(|c| params.log_likelihood(c)).sum()
+}
+
+/// Fits the model by maximum likelihood: Nelder–Mead on the logs of the parameters (so they
+/// stay positive), restarted from its own optimum until it no longer improves.
+pub fn fit(customers: &[Customer]) -> Result<Fit, FitError> {
+    if customers.is_empty() {
+        return Err(FitError::NoCustomers);
+    }
+    if customers.iter().all(|c| c.frequency == 0) {
+        return Err(FitError::NoRepeatPurchases);
+    }
+    // Identical summaries share one evaluation: (frequency, recency, age) → count.
+    let mut distinct: Vec<(Customer, f64)> = Vec::new();
+    let mut sorted: Vec<Customer> = customers.to_vec();
+    sorted.sort_by(|p, q| {
+        (p.frequency, p.recency, p.age)
+            .partial_cmp(&(q.frequency, q.recency, q.age))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    for c in sorted {
+        match distinct.last_mut() {
+            Some((d, n)) if *d == c => *n += 1.0,
+            _ => distinct.push((c, 1.0)),
+        }
+    }
+    let mut evaluations = 0u32;
+    let mut objective = |v: &[f64; 4]| -> f64 {
+        evaluations += 1;
+        let p = Params {
+            r: v[0].exp(),
+            alpha: v[1].exp(),
+            a: v[2].exp(),
+            b: v[3].exp(),
+        };
+        let ll: f64 = distinct.iter().map(|(c, n)| n * p.log_likelihood(c)).sum();
+        if ll.is_finite() { -ll } else { f64::INFINITY }
+    };
+    // Start where the population's mean rate suggests, dropout even.
+    let mean_rate = {
+        let (x, t): (f64, f64) = customers.iter().fold((0.0, 0.0), |(x, t), c| {
+            (x + f64::from(c.frequency), t + c.age)
+        });
+        (x / t).max(1e-6)
+    };
+    let mut start = [0.0, (1.0 / mean_rate).ln(), 0.0, 0.0];
+    let mut best = f64::INFINITY;
+    for _ in 0..8 {
+        let (point, value) = nelder_mead(&mut objective, start, 0.5, 1e-10, 4_000);
+        let improved = best - value;
+        start = point;
+        best = value.min(best);
+        if improved.abs() < 1e-9 {
+            break;
+        }
+    }
+    if !best.is_finite() {
+        return Err(FitError::NotConverged);
+    }
+    Ok(Fit {
+        params: Params {
+            r: start[0].exp(),
+            alpha: start[1].exp(),
+            a: start[2].exp(),
+            b: start[3].exp(),
+        },
+        log_likelihood: -best,
+        evaluations,
+    })
+}
+
+/// Minimises `f` from `start` with the Nelder–Mead simplex (standard coefficients), until
+/// the values at the simplex's vertices differ by less than `tolerance` or `limit`
+/// evaluations. Returns the best vertex and its value.
+fn nelder_mead(
+    f: &mut impl FnMut(&[f64; 4]) -> f64,
+    start: [f64; 4],
+    step: f64,
+    tolerance: f64,
+    limit: u32,
+) -> ([f64; 4], f64) {
+    const N: usize = 4;
+    let mut simplex: Vec<([f64; N], f64)> = Vec::with_capacity(N + 1);
+    simplex.push((start, f(&start)));
+    for i in 0..N {
+        let mut v = start;
+        v[i] += step;
+        simplex.push((v, f(&v)));
+    }
+    let mut used = N as u32 + 1;
+    let along = |from: &[f64; N], to: &[f64; N], t: f64| -> [f64; N] {
+        std::array::from_fn(|i| from[i] + t * (to[i] - from[i]))
+    };
+    while used < limit {
+        simplex.sort_by(|p, q| p.1.total_cmp(&q.1));
+        if (simplex[N].1 - simplex[0].1).abs() <= tolerance * (1.0 + simplex[0].1.abs()) {
+            break;
+        }
+        let centroid: [f64; N] =
+            std::array::from_fn(|i| simplex[..N].iter().map(|(v, _)| v[i]).sum::<f64>() / N as f64);
+        let worst = simplex[N].0;
+        let reflected = along(&centroid, &worst, -1.0);
+        let fr = f(&reflected);
+        used += 1;
+        if fr < simplex[0].1 {
+            let expanded = along(&centroid, &worst, -2.0);
+            let fe = f(&expanded);
+            used += 1;
+            simplex[N] = if fe < fr {
+                (expanded, fe)
+            } else {
+                (reflected, fr)
+            };
+        } else if fr < simplex[N - 1].1 {
+            simplex[N] = (reflected, fr);
+        } else {
+            let (contracted, fc) = if fr < simplex[N].1 {
+                let c = along(&centroid, &worst, -0.5);
+                (c, f(&c))
+            } else {
+                let c = along(&centroid, &worst, 0.5);
+                (c, f(&c))
+            };
+            used += 1;
+            if fc < fr.min(simplex[N].1) {
+                simplex[N] = (contracted, fc);
+            } else {
+                // Shrink towards the best vertex.
+                let best = simplex[0].0;
+                for vertex in simplex.iter_mut().skip(1) {
+                    let v = along(&best, &vertex.0, 0.5);
+                    *vertex = (v, f(&v));
+                    used += 1;
+                }
+            }
+        }
+    }
+    simplex.sort_by(|p, q| p.1.total_cmp(&q.1));
+    simplex[0]
+}
