@@ -4,6 +4,7 @@
 mod bench;
 mod bench_api;
 mod bench_members;
+mod bench_money;
 mod faults;
 mod schemathesis;
 mod test;
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
         Some("bench-api") => bench_api::run(&args[1..]),
         Some("bench-members") => bench_members::run(&args[1..]),
         Some("bench-pages") => bench_members::run_pages(&args[1..]),
+        Some("bench-money") => bench_money::run(&args[1..]),
         Some("faults") => faults::run(&args[1..]),
         Some("schemathesis") => match args.get(1).map(|s| s.parse::<u32>()) {
             None => schemathesis::run_standalone(schemathesis::BUDGET_SECONDS),
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
                  cargo xtask bench-api [--seconds N] [--connections N] [--members N]\n  \
                  cargo xtask bench-members [--members N] [--queries N] [--databases sqlite,postgres]   member search and lists on a large program\n  \
                  cargo xtask bench-pages [--members N] [--journals N] [--queries N] [--databases sqlite,postgres]   the console's pages on a large program\n  \
+                 cargo xtask bench-money [--members N] [--journals N] [--runs N] [--databases postgres,sqlite | --url DATABASE_URL]   settlement statements and liability on a large program\n  \
                  cargo xtask faults [--quick] [--release] [--databases sqlite,postgres]   kill, stop, freeze, fill the disk under load; audit every journal\n  \
                  cargo xtask schemathesis [SECONDS]     the API contract: validator, schemathesis (every check, three tokens), generated client; both databases"
             );

@@ -54,6 +54,18 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 200)]
         queries: u64,
     },
+    /// Program `money` for the settlement and liability benchmark: the retail template as
+    /// shipped with four partners (two prepaid, one postpaid, one burn), `members` members
+    /// and `journals` journals over 30 months (purchases, a share at partners; redemptions,
+    /// some at the burn partner; refunds and cancellations), posted through the store
+    /// unless there already; then the jobs (expiry) as of now and the first 24 months'
+    /// statements closed. Prints a JSON summary.
+    Money {
+        #[arg(long, default_value_t = 1_000_000)]
+        members: u64,
+        #[arg(long, default_value_t = 10_000_000)]
+        journals: u64,
+    },
 }
 
 use fidelis_web::demo::Lcg;
@@ -145,6 +157,7 @@ pub async fn run(database: &str, command: BenchCommand) -> Result<ExitCode> {
             journals,
             queries,
         } => pages(database, members, journals, queries).await,
+        BenchCommand::Money { members, journals } => money(database, members, journals).await,
     }
 }
 
@@ -529,6 +542,278 @@ async fn pages(database: &str, members: u64, journals: u64, queries: u64) -> Res
         serde_json::to_string_pretty(&serde_json::json!({
             "database": store.dialect(), "members": members, "journals": journals_now, "queries": queries, "results": report,
         }))?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The partners of the `money` program: code and document.
+const MONEY_PARTNERS: [(&str, &str); 4] = [
+    (
+        "airline",
+        r#"{"name": "Airline", "roles": "earn", "billing": "prepaid", "cost_per_point": "0.008",
+            "alert_below": 100000, "when_empty": "owe"}"#,
+    ),
+    (
+        "fuel",
+        r#"{"name": "Fuel stations", "roles": "earn", "billing": "prepaid", "cost_per_point": "0.009",
+            "alert_below": 50000}"#,
+    ),
+    (
+        "bank",
+        r#"{"name": "Bank card", "roles": "earn", "billing": "postpaid", "cost_per_point": "0.0125"}"#,
+    ),
+    (
+        "hotel",
+        r#"{"name": "Hotels", "roles": "burn", "reimbursement_per_point": "0.006"}"#,
+    ),
+];
+
+/// What generated journal `i` of the `money` program is (recomputable from `i` alone, so a
+/// refund can name the purchase it returns).
+enum MoneyJournal {
+    /// Member, cents, partner.
+    Purchase(u64, u64, Option<&'static str>),
+    /// Member, points, partner.
+    Redemption(u64, u64, Option<&'static str>),
+    /// Of purchase `j`: a part (refund) or all of it (cancellation).
+    Refund(u64),
+    Cancellation(u64),
+}
+
+fn money_journal(i: u64, members: u64) -> MoneyJournal {
+    let mut rng = Lcg(i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x0BAD_5EED);
+    let kind = rng.next(100);
+    let member = rng.next(members);
+    // Returns name a purchase far enough back to be in an earlier batch.
+    let back = 10_000 + rng.next(200_000);
+    if (75..90).contains(&kind) {
+        let partner = (rng.next(10) < 6).then_some("hotel");
+        return MoneyJournal::Redemption(member, 20 + rng.next(100), partner);
+    }
+    if kind >= 90 && i >= back {
+        let j = i - back;
+        if let MoneyJournal::Purchase(..) = money_journal(j, members) {
+            return if kind < 97 {
+                MoneyJournal::Refund(j)
+            } else {
+                MoneyJournal::Cancellation(j)
+            };
+        }
+    }
+    let partner = match rng.next(20) {
+        0..=3 => Some("airline"),
+        4..=5 => Some("fuel"),
+        6..=8 => Some("bank"),
+        _ => None,
+    };
+    MoneyJournal::Purchase(member, 500 + rng.next(20_000), partner)
+}
+
+async fn money(database: &str, members: u64, journals: u64) -> Result<ExitCode> {
+    use chrono::{Datelike, Duration, TimeZone, Utc};
+    use fidelis_core::journal::{Journal, JournalDocument};
+    use fidelis_store::{Actor, Enrollment, Prepared};
+    use std::time::Instant;
+
+    let store = connect(database).await?;
+    let now = Utc::now();
+    // Thirty months back, at a month's start: the first six months' points have expired.
+    let start = Utc
+        .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
+        .single()
+        .context("an instant")?
+        - Duration::days(913);
+    let start = Utc
+        .with_ymd_and_hms(start.year(), start.month(), 1, 0, 0, 0)
+        .single()
+        .context("an instant")?;
+    let program = match store.program("money").await? {
+        Some(p) => p,
+        None => {
+            let template =
+                fidelis_core::templates::find("retail").context("the retail template")?;
+            let document: fidelis_core::program::ProgramDocument =
+                yaml_serde::from_str(template.source).context("the retail template")?;
+            let program = fidelis_core::program::Program::compile(&document, Some("money"))
+                .map_err(|p| anyhow::anyhow!("retail template: {}", p[0]))?;
+            store.put_program(&program, start, &Actor::cli()).await?;
+            let loaded = store.require_program("money").await?;
+            for (code, document) in MONEY_PARTNERS {
+                let doc: fidelis_core::partners::PartnerDocument = serde_json::from_str(document)?;
+                store
+                    .put_partner(&loaded, code, &doc, start, &Actor::cli())
+                    .await?;
+            }
+            // Packs against the partners' accruals (about 8 and 16 points a journal): the
+            // fuel stations' never runs out; the airline's does, two thirds in, and it owes.
+            for (code, points) in [("airline", 12 * journals), ("fuel", 20 * journals)] {
+                let points = i64::try_from(points.max(1)).unwrap_or(i64::MAX);
+                store
+                    .top_up_partner(&loaded, code, "opening", points, start, &Actor::cli())
+                    .await?;
+            }
+            loaded
+        }
+    };
+    let began = Instant::now();
+    if store
+        .member(&program, &format!("P{:08}", members.saturating_sub(1)))
+        .await?
+        .is_none()
+    {
+        for from in (0..members).step_by(10_000) {
+            let last = (from + 10_000).min(members) - 1;
+            if store
+                .member(&program, &format!("P{last:08}"))
+                .await?
+                .is_some()
+            {
+                continue;
+            }
+            let batch: Vec<Enrollment> = (from..(from + 10_000).min(members))
+                .map(|m| Enrollment {
+                    external_id: fidelis_core::ids::ExternalId::parse(&format!("P{m:08}"))
+                        .expect("generated ids are valid"),
+                    profile: serde_json::json!({"name": format!("Member {m}")}),
+                    enrolled_at: start,
+                })
+                .collect();
+            store.enroll_many(&program, &batch, now).await?;
+        }
+        eprintln!(
+            "enrolled {members} members in {:.0} s",
+            began.elapsed().as_secs_f64()
+        );
+    }
+    let have = u64::try_from(store.journal_count(&program).await?).unwrap_or(0);
+    let began = Instant::now();
+    let (mut posted, mut refused) = (0u64, 0u64);
+    let mut codes = std::collections::BTreeMap::<&'static str, u64>::new();
+    if have < journals {
+        let end = now - Duration::hours(1);
+        let span = (end - start).num_seconds().max(1) as u64;
+        let at = |i: u64| start + Duration::seconds((i * span / journals) as i64);
+        let mut batch = Vec::with_capacity(5_000);
+        for i in have..journals {
+            let occurred_at = at(i).to_rfc3339();
+            let amount = |cents: u64| format!("{}.{:02}", cents / 100, cents % 100);
+            let doc = match money_journal(i, members) {
+                MoneyJournal::Purchase(m, cents, partner) => serde_json::json!({
+                    "external_id": format!("mj-{i}"), "member": format!("P{m:08}"),
+                    "type": "purchase", "occurred_at": occurred_at,
+                    "amount": amount(cents), "currency": "EUR", "partner": partner,
+                }),
+                MoneyJournal::Redemption(m, points, partner) => serde_json::json!({
+                    "external_id": format!("mj-{i}"), "member": format!("P{m:08}"),
+                    "type": "redemption", "occurred_at": occurred_at,
+                    "currency": "points", "points": points, "partner": partner,
+                }),
+                MoneyJournal::Refund(j) | MoneyJournal::Cancellation(j) => {
+                    let MoneyJournal::Purchase(m, cents, _) = money_journal(j, members) else {
+                        anyhow::bail!("journal {j} is not a purchase");
+                    };
+                    let mut doc = serde_json::json!({
+                        "external_id": format!("mj-{i}"), "member": format!("P{m:08}"),
+                        "occurred_at": occurred_at, "original_external_id": format!("mj-{j}"),
+                    });
+                    if let MoneyJournal::Refund(_) = money_journal(i, members) {
+                        doc["type"] = "refund".into();
+                        doc["amount"] = amount(cents / 2).into();
+                        doc["currency"] = "EUR".into();
+                    } else {
+                        doc["type"] = "cancellation".into();
+                    }
+                    doc
+                }
+            };
+            let mut doc = doc;
+            if doc["partner"].is_null() {
+                if let Some(o) = doc.as_object_mut() {
+                    o.remove("partner");
+                }
+            }
+            let doc: JournalDocument = serde_json::from_value(doc)?;
+            let journal = Journal::parse(&doc, &program.program)
+                .map_err(|e| anyhow::anyhow!("a generated journal: {e:?}"))?;
+            batch.push(
+                Prepared::new(journal, &program.program)
+                    .map_err(|e| anyhow::anyhow!("a generated journal: {e:?}"))?,
+            );
+            if batch.len() == 5_000 || i + 1 == journals {
+                let results = store.post_journals(&program, &batch, now, None).await?;
+                for r in &results {
+                    match r {
+                        Ok(_) => posted += 1,
+                        Err(e) => {
+                            refused += 1;
+                            *codes.entry(e.code()).or_default() += 1;
+                        }
+                    }
+                }
+                batch.clear();
+                if (i + 1) % 500_000 == 0 {
+                    eprintln!(
+                        "posted {} journals ({:.0}/s)",
+                        i + 1 - have,
+                        (i + 1 - have) as f64 / began.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }
+        eprintln!(
+            "posted {posted} journals, {refused} refused (a redemption beyond the balance, a \
+             return of a returned purchase), in {:.0} s",
+            began.elapsed().as_secs_f64()
+        );
+        // The jobs as of now: the points of the first six months expire.
+        let began = Instant::now();
+        let settled = store.run_jobs(&program, now).await?;
+        eprintln!(
+            "jobs: {} members settled in {:.0} s",
+            settled.members,
+            began.elapsed().as_secs_f64()
+        );
+        // Each partner's first 24 months closed, month by month.
+        let began = Instant::now();
+        for (code, _) in MONEY_PARTNERS {
+            let mut from = start;
+            for _ in 0..24 {
+                let to = Utc
+                    .with_ymd_and_hms(
+                        (from + Duration::days(32)).year(),
+                        (from + Duration::days(32)).month(),
+                        1,
+                        0,
+                        0,
+                        0,
+                    )
+                    .single()
+                    .context("an instant")?;
+                store
+                    .close_settlement(&program, code, from, to, now, &Actor::cli())
+                    .await?;
+                from = to;
+            }
+        }
+        eprintln!(
+            "closed 24 months of 4 partners in {:.0} s",
+            began.elapsed().as_secs_f64()
+        );
+    }
+    store.analyze_for_bench().await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "members": members,
+            "journals": store.journal_count(&program).await?,
+            "start": start,
+            // Each month's start from `start` on: the periods of the statements.
+            "months": (0..=30).map(|n| start.checked_add_months(chrono::Months::new(n)))
+                .collect::<Option<Vec<_>>>().context("a month")?,
+            "posted": posted,
+            "refused": refused,
+            "refused_by_code": codes,
+        })
     );
     Ok(ExitCode::SUCCESS)
 }
