@@ -50,6 +50,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let (mut members, mut journals, mut runs) = (1_000_000u64, 10_000_000u64, 3u64);
     let mut databases = vec!["postgres".to_owned(), "sqlite".to_owned()];
     let mut url: Option<String> = None;
+    let mut bin: Option<std::path::PathBuf> = None;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -59,11 +60,18 @@ pub fn run(args: &[String]) -> Result<()> {
             "--runs" => runs = value.parse::<u64>()?.max(1),
             "--databases" => databases = value.split(',').map(str::to_owned).collect(),
             "--url" => url = Some(value.clone()),
+            // A `fidelis` already built (the release build is skipped).
+            "--bin" => bin = Some(value.into()),
             other => bail!("unknown option {other}"),
         }
     }
-    run_cmd(Command::new("cargo").args(["build", "--release", "-p", "fidelis"]))?;
-    let bin = root().join("target/release/fidelis");
+    let bin = match bin {
+        Some(b) => b,
+        None => {
+            run_cmd(Command::new("cargo").args(["build", "--release", "-p", "fidelis"]))?;
+            root().join("target/release/fidelis")
+        }
+    };
     let dir = root().join("target/bench-money");
     std::fs::create_dir_all(&dir)?;
     let mut reports = Vec::new();

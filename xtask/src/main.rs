@@ -34,7 +34,7 @@ fn main() -> ExitCode {
                  cargo xtask bench-api [--seconds N] [--connections N] [--members N]\n  \
                  cargo xtask bench-members [--members N] [--queries N] [--databases sqlite,postgres]   member search and lists on a large program\n  \
                  cargo xtask bench-pages [--members N] [--journals N] [--queries N] [--databases sqlite,postgres]   the console's pages on a large program\n  \
-                 cargo xtask bench-money [--members N] [--journals N] [--runs N] [--databases postgres,sqlite | --url DATABASE_URL]   settlement statements and liability on a large program\n  \
+                 cargo xtask bench-money [--members N] [--journals N] [--runs N] [--databases postgres,sqlite | --url DATABASE_URL] [--bin FIDELIS]   settlement statements and liability on a large program\n  \
                  cargo xtask faults [--quick] [--release] [--databases sqlite,postgres]   kill, stop, freeze, fill the disk under load; audit every journal\n  \
                  cargo xtask schemathesis [SECONDS]     the API contract: validator, schemathesis (every check, three tokens), generated client; both databases"
             );
