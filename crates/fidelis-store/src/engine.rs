@@ -646,6 +646,8 @@ struct PartnerState {
 /// A partner entry as a reversal needs it.
 #[derive(Debug, Clone)]
 struct PartnerMovement {
+    /// The journal whose entry it is.
+    journal: i64,
     /// The journal it reverses, for a reversal.
     original: Option<i64>,
     partner: String,
@@ -735,6 +737,7 @@ impl<'p> Batch<'p> {
                     .entry(original.unwrap_or(journal))
                     .or_default()
                     .push(PartnerMovement {
+                        journal,
                         original,
                         partner: code,
                         movement,
@@ -856,6 +859,40 @@ impl<'p> Batch<'p> {
                     );
                 }
             }
+            // A cancelled refund undoes what the refund did at the partner: its
+            // reversals are reversed (the pack debited again, the bill charged again, even
+            // below zero: the points were issued and are the member's again), and the
+            // purchase has that much left to reverse for later refunds.
+            JournalBody::Cancellation { original: name }
+                if self
+                    .records
+                    .get(name.as_str())
+                    .is_some_and(|r| r.kind == RecordKind::Refund) =>
+            {
+                let Some((refund, Some(purchase))) = self
+                    .records
+                    .get(name.as_str())
+                    .map(|r| (r.id.0, r.original.map(|j| j.0)))
+                else {
+                    return;
+                };
+                made.extend(
+                    self.partner_movements
+                        .get(&purchase)
+                        .into_iter()
+                        .flatten()
+                        .filter(|m| m.journal == refund)
+                        .map(|m| {
+                            let undone = fidelis_core::partners::Movement {
+                                points: -m.movement.points,
+                                pack: -m.movement.pack,
+                                amount: -m.movement.amount,
+                                ..m.movement
+                            };
+                            (m.partner.clone(), Some(purchase), undone)
+                        }),
+                );
+            }
             JournalBody::Refund(_) | JournalBody::Cancellation { .. } => {
                 let Some(original) = original else {
                     return;
@@ -949,6 +986,7 @@ impl<'p> Batch<'p> {
                 .entry(key)
                 .or_default()
                 .push(PartnerMovement {
+                    journal: journal_id,
                     original: reverses,
                     partner: code,
                     movement,

@@ -343,6 +343,42 @@ async fn a_partner_ledger_counts_packs_bills_and_reimbursements_exactly(store: S
             .len(),
         7
     );
+
+    // A cancelled refund is undone at the partner too: the bill is charged again, and the
+    // purchase has all of it left to reverse for a later refund (€2.50 billed for 200
+    // miles; a refund of 100 cancelled; then a refund of 160: 160/200 of €2.50 = €2.00).
+    let refund = |id: &str, amount: &str| {
+        json!({"external_id": id, "member": "m", "type": "refund", "occurred_at": NOW,
+               "original_external_id": "b9", "amount": amount, "currency": "EUR"})
+    };
+    post(&store, &program, purchase("b9", "m", "200.00", "bank"))
+        .await
+        .unwrap();
+    post(&store, &program, refund("f9", "100.00"))
+        .await
+        .unwrap();
+    post(
+        &store,
+        &program,
+        json!({"external_id": "c9", "member": "m", "type": "cancellation", "occurred_at": NOW,
+               "original_external_id": "f9"}),
+    )
+    .await
+    .unwrap();
+    let bank = store.partner_sums(&program, "bank").await.unwrap();
+    assert_eq!(
+        (bank.issued, bank.owed_by_partner),
+        (333 + 200, 416 + 250),
+        "the refund and its cancellation cancel out"
+    );
+    post(&store, &program, refund("g9", "160.00"))
+        .await
+        .unwrap();
+    let bank = store.partner_sums(&program, "bank").await.unwrap();
+    assert_eq!(
+        (bank.issued, bank.owed_by_partner),
+        (333 + 200 - 160, 416 + 250 - 200)
+    );
 }
 
 async fn concurrent_accruals_never_take_a_refusing_pack_below_zero(store: Store) {
