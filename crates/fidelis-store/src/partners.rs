@@ -137,7 +137,6 @@ pub(crate) use load_movements;
 /// Writes a batch's partner entries, the packs they change and its events, on `$conn`.
 macro_rules! write_partner_entries {
     ($conn:expr, $program_id:expr, $entries:expr, $events:expr, $now:expr, $actor:expr) => {{
-        let mut packs: Vec<(i64, i64)> = Vec::new();
         for e in $entries {
             let e: &$crate::partners::NewPartnerEntry = e;
             sqlx::query(
@@ -159,20 +158,8 @@ macro_rules! write_partner_entries {
             .bind($actor)
             .execute(&mut *$conn)
             .await?;
-            if e.movement.pack != 0 {
-                match packs.iter_mut().find(|(id, _)| *id == e.partner_id) {
-                    Some((_, delta)) => *delta += e.movement.pack,
-                    None => packs.push((e.partner_id, e.movement.pack)),
-                }
-            }
         }
-        for (id, delta) in packs {
-            sqlx::query("UPDATE partners SET pack = pack + $1 WHERE id = $2")
-                .bind(delta)
-                .bind(id)
-                .execute(&mut *$conn)
-                .await?;
-        }
+        $crate::partners::update_packs!($conn, $entries);
         for ev in $events {
             let ev: &$crate::partners::NewEvent = ev;
             $crate::partners::insert_event!($conn, $program_id, ev);
@@ -180,6 +167,34 @@ macro_rules! write_partner_entries {
     }};
 }
 pub(crate) use write_partner_entries;
+
+/// Each partner's change to its pack over `entries`: (partner id, Σ pack), the partners
+/// in the order first met.
+pub(crate) fn pack_deltas(entries: &[NewPartnerEntry]) -> Vec<(i64, i64)> {
+    let mut packs: Vec<(i64, i64)> = Vec::new();
+    for e in entries.iter().filter(|e| e.movement.pack != 0) {
+        match packs.iter_mut().find(|(id, _)| *id == e.partner_id) {
+            Some((_, delta)) => *delta += e.movement.pack,
+            None => packs.push((e.partner_id, e.movement.pack)),
+        }
+    }
+    packs
+}
+
+/// Moves each partner's `pack` by what `$entries` change it, on `$conn` (the partners are
+/// locked by the batch already).
+macro_rules! update_packs {
+    ($conn:expr, $entries:expr) => {
+        for (id, delta) in $crate::partners::pack_deltas($entries) {
+            sqlx::query("UPDATE partners SET pack = pack + $1 WHERE id = $2")
+                .bind(delta)
+                .bind(id)
+                .execute(&mut *$conn)
+                .await?;
+        }
+    };
+}
+pub(crate) use update_packs;
 
 /// Inserts one event on `$conn`.
 macro_rules! insert_event {

@@ -474,20 +474,7 @@ impl LedgerTx for PgTx {
             .execute(&mut *conn)
             .await?;
         }
-        let mut packs: Vec<(i64, i64)> = Vec::new();
-        for e in entries.iter().filter(|e| e.movement.pack != 0) {
-            match packs.iter_mut().find(|(id, _)| *id == e.partner_id) {
-                Some((_, delta)) => *delta += e.movement.pack,
-                None => packs.push((e.partner_id, e.movement.pack)),
-            }
-        }
-        for (id, delta) in packs {
-            sqlx::query("UPDATE partners SET pack = pack + $1 WHERE id = $2")
-                .bind(delta)
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
-        }
+        crate::partners::update_packs!(conn, entries);
         for ev in events {
             crate::partners::insert_event!(conn, program_id, ev);
         }

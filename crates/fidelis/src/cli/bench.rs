@@ -161,6 +161,26 @@ pub async fn run(database: &str, command: BenchCommand) -> Result<ExitCode> {
     }
 }
 
+/// Program `code` from the retail template as shipped, created at `at` unless there.
+async fn retail_program(
+    store: &fidelis_store::Store,
+    code: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(std::sync::Arc<fidelis_store::LoadedProgram>, bool)> {
+    if let Some(p) = store.program(code).await? {
+        return Ok((p, false));
+    }
+    let template = fidelis_core::templates::find("retail").context("the retail template")?;
+    let document: fidelis_core::program::ProgramDocument =
+        yaml_serde::from_str(template.source).context("the retail template")?;
+    let program = fidelis_core::program::Program::compile(&document, Some(code))
+        .map_err(|p| anyhow::anyhow!("retail template: {}", p[0]))?;
+    store
+        .put_program(&program, at, &fidelis_store::Actor::cli())
+        .await?;
+    Ok((store.require_program(code).await?, true))
+}
+
 /// Program `search` (the retail template as shipped) with `members` generated people
 /// (names, emails, phones), enrolled unless there already; and the first enrolment instant.
 async fn search_program(
@@ -178,21 +198,7 @@ async fn search_program(
         .with_ymd_and_hms(2021, 1, 1, 0, 0, 0)
         .single()
         .context("an instant")?;
-    let program = match store.program("search").await? {
-        Some(p) => p,
-        None => {
-            let template =
-                fidelis_core::templates::find("retail").context("the retail template")?;
-            let document: fidelis_core::program::ProgramDocument =
-                yaml_serde::from_str(template.source).context("the retail template")?;
-            let program = fidelis_core::program::Program::compile(&document, Some("search"))
-                .map_err(|p| anyhow::anyhow!("retail template: {}", p[0]))?;
-            store
-                .put_program(&program, start, &fidelis_store::Actor::cli())
-                .await?;
-            store.require_program("search").await?
-        }
-    };
+    let (program, _) = retail_program(store, "search", start).await?;
     let enrolled = store
         .list_members(
             &program,
@@ -618,43 +624,33 @@ async fn money(database: &str, members: u64, journals: u64) -> Result<ExitCode> 
     let store = connect(database).await?;
     let now = Utc::now();
     // Thirty months back, at a month's start: the first six months' points have expired.
-    let start = Utc
-        .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
-        .single()
-        .context("an instant")?
-        - Duration::days(913);
-    let start = Utc
-        .with_ymd_and_hms(start.year(), start.month(), 1, 0, 0, 0)
-        .single()
-        .context("an instant")?;
-    let program = match store.program("money").await? {
-        Some(p) => p,
-        None => {
-            let template =
-                fidelis_core::templates::find("retail").context("the retail template")?;
-            let document: fidelis_core::program::ProgramDocument =
-                yaml_serde::from_str(template.source).context("the retail template")?;
-            let program = fidelis_core::program::Program::compile(&document, Some("money"))
-                .map_err(|p| anyhow::anyhow!("retail template: {}", p[0]))?;
-            store.put_program(&program, start, &Actor::cli()).await?;
-            let loaded = store.require_program("money").await?;
-            for (code, document) in MONEY_PARTNERS {
-                let doc: fidelis_core::partners::PartnerDocument = serde_json::from_str(document)?;
-                store
-                    .put_partner(&loaded, code, &doc, start, &Actor::cli())
-                    .await?;
-            }
-            // Packs against the partners' accruals (about 8 and 16 points a journal): the
-            // fuel stations' never runs out; the airline's does, two thirds in, and it owes.
-            for (code, points) in [("airline", 12 * journals), ("fuel", 20 * journals)] {
-                let points = i64::try_from(points.max(1)).unwrap_or(i64::MAX);
-                store
-                    .top_up_partner(&loaded, code, "opening", points, start, &Actor::cli())
-                    .await?;
-            }
-            loaded
-        }
+    let month = |n: u32| -> Result<chrono::DateTime<Utc>> {
+        Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
+            .single()
+            .and_then(|m| {
+                m.checked_sub_months(chrono::Months::new(30))?
+                    .checked_add_months(chrono::Months::new(n))
+            })
+            .context("a month")
     };
+    let start = month(0)?;
+    let (program, created) = retail_program(&store, "money", start).await?;
+    if created {
+        for (code, document) in MONEY_PARTNERS {
+            let doc: fidelis_core::partners::PartnerDocument = serde_json::from_str(document)?;
+            store
+                .put_partner(&program, code, &doc, start, &Actor::cli())
+                .await?;
+        }
+        // Packs against the partners' accruals (about 8 and 16 points a journal): the
+        // fuel stations' never runs out; the airline's does, two thirds in, and it owes.
+        for (code, points) in [("airline", 12 * journals), ("fuel", 20 * journals)] {
+            let points = i64::try_from(points.max(1)).unwrap_or(i64::MAX);
+            store
+                .top_up_partner(&program, code, "opening", points, start, &Actor::cli())
+                .await?;
+        }
+    }
     let began = Instant::now();
     if store
         .member(&program, &format!("P{:08}", members.saturating_sub(1)))
@@ -776,23 +772,10 @@ async fn money(database: &str, members: u64, journals: u64) -> Result<ExitCode> 
         // Each partner's first 24 months closed, month by month.
         let began = Instant::now();
         for (code, _) in MONEY_PARTNERS {
-            let mut from = start;
-            for _ in 0..24 {
-                let to = Utc
-                    .with_ymd_and_hms(
-                        (from + Duration::days(32)).year(),
-                        (from + Duration::days(32)).month(),
-                        1,
-                        0,
-                        0,
-                        0,
-                    )
-                    .single()
-                    .context("an instant")?;
+            for n in 0..24 {
                 store
-                    .close_settlement(&program, code, from, to, now, &Actor::cli())
+                    .close_settlement(&program, code, month(n)?, month(n + 1)?, now, &Actor::cli())
                     .await?;
-                from = to;
             }
         }
         eprintln!(
@@ -808,8 +791,7 @@ async fn money(database: &str, members: u64, journals: u64) -> Result<ExitCode> 
             "journals": store.journal_count(&program).await?,
             "start": start,
             // Each month's start from `start` on: the periods of the statements.
-            "months": (0..=30).map(|n| start.checked_add_months(chrono::Months::new(n)))
-                .collect::<Option<Vec<_>>>().context("a month")?,
+            "months": (0..=30).map(month).collect::<Result<Vec<_>>>()?,
             "posted": posted,
             "refused": refused,
             "refused_by_code": codes,
