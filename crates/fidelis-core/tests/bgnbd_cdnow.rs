@@ -8,33 +8,37 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use fidelis_core::analytics::bgnbd::{self, Customer, Params};
+use fidelis_core::analytics::gamma_gamma;
+use fidelis_core::analytics::history::{self, Summary};
 
-/// The calibration summaries (weeks) of the CDNOW sample.
-fn cdnow_calibration() -> Vec<Customer> {
+/// The calibration summaries (weeks) of the CDNOW sample, with spend in cents.
+fn cdnow_summaries() -> Vec<Summary> {
     let text = include_str!("data/cdnow/CDNOW_sample.txt");
     let end = NaiveDate::from_ymd_opt(1997, 9, 30).expect("a date");
-    let mut days: BTreeMap<u32, Vec<NaiveDate>> = BTreeMap::new();
+    let mut purchases: BTreeMap<u32, Vec<(NaiveDate, i64)>> = BTreeMap::new();
     for (n, line) in text.lines().enumerate() {
         let f: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(f.len(), 5, "line {}", n + 1);
         let customer: u32 = f[0].parse().expect("a customer id");
         let day = NaiveDate::parse_from_str(f[2], "%Y%m%d").expect("a date");
-        days.entry(customer).or_default().push(day);
+        let dollars: f64 = f[4].parse().expect("an amount");
+        purchases
+            .entry(customer)
+            .or_default()
+            .push((day, (dollars * 100.0).round() as i64));
     }
-    assert_eq!(days.len(), 2_357);
-    days.into_values()
-        .map(|mut d| {
-            d.sort_unstable();
-            d.dedup();
-            let first = d[0];
-            let seen: Vec<NaiveDate> = d.into_iter().filter(|&x| x <= end).collect();
-            let weeks = |x: NaiveDate| (x - first).num_days() as f64 / 7.0;
-            let last = *seen
-                .last()
-                .expect("every customer bought in the first quarter");
-            Customer::new((seen.len() - 1) as u32, weeks(last), weeks(end)).expect("valid")
+    assert_eq!(purchases.len(), 2_357);
+    purchases
+        .into_values()
+        .map(|mut p| {
+            history::summarize(&mut p, end, 7.0)
+                .expect("every customer bought in the first quarter")
         })
         .collect()
+}
+
+fn cdnow_calibration() -> Vec<Customer> {
+    cdnow_summaries().iter().map(|s| s.customer).collect()
 }
 
 #[test]
@@ -78,6 +82,43 @@ fn the_fit_reproduces_the_published_cdnow_estimates() {
         };
         assert!(bgnbd::log_likelihood(&nudged, &customers) < fit.log_likelihood);
     }
+}
+
+/// The Gamma-Gamma fit on the same sample's 946 repeat customers (mean spend of their
+/// repeat purchase days in the calibration window) reproduces the published p = 6.25,
+/// q = 3.74, γ = 15.44 (Fader & Hardie 2013, dollars) within 1 %.
+#[test]
+fn the_spend_model_reproduces_the_published_cdnow_estimates() {
+    let spenders: Vec<gamma_gamma::Spender> = cdnow_summaries()
+        .iter()
+        .filter_map(|s| s.spender)
+        .map(|s| gamma_gamma::Spender::new(s.frequency, s.mean_value / 100.0).expect("positive"))
+        .collect();
+    assert_eq!(spenders.len(), 946);
+    let fit = gamma_gamma::fit(&spenders).expect("a fit");
+    eprintln!("{fit:?}");
+    let p = fit.params;
+    for (name, got, published) in [
+        ("p", p.p, 6.25),
+        ("q", p.q, 3.74),
+        ("gamma", p.gamma, 15.44),
+    ] {
+        assert!(
+            (got / published - 1.0).abs() < 0.01,
+            "{name} = {got}, published {published} ({fit:?})"
+        );
+    }
+    // A customer with many purchases is valued near their own mean, one with few near the
+    // population's ($35.0 when p = 6.25, q = 3.74, γ = 15.44 ≈ 6.25 · 15.44 / 2.74).
+    let population = p.population_mean();
+    assert!((population - 35.2).abs() < 0.5, "{population}");
+    let many = p.expected_spend(50, 100.0);
+    let few = p.expected_spend(1, 100.0);
+    assert!(
+        many > few && few > population && many < 100.0,
+        "{many} {few}"
+    );
+    assert!((p.expected_spend(0, 0.0) - population).abs() < 1e-9);
 }
 
 #[test]

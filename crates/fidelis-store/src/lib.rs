@@ -14,6 +14,7 @@
 //! unique key, so concurrent duplicates credit once.
 
 mod access;
+mod analytics;
 mod badges;
 #[doc(hidden)]
 pub mod bare;
@@ -57,6 +58,7 @@ use sqlx::sqlite::{
 };
 
 pub use access::{Actor, AuditEntry, AuditFilter, NewToken, TokenRecord, UserRecord};
+pub use analytics::{Histories, MemberHistory};
 pub use badges::{BadgeView, GrantedBenefit};
 pub use catalog::{CatalogEntry, MAX_ORDER_ID_LEN, OrderView};
 pub use claims::{ClaimView, NewClaim};

@@ -1,5 +1,6 @@
 //! The subcommands, one module each, and what they share.
 
+pub mod analytics;
 pub mod balance;
 pub mod bench;
 pub mod catalog;

@@ -1,0 +1,182 @@
+//! `fidelis analytics`: models of the program's members fitted on its own history.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use chrono::NaiveDate;
+use clap::{Subcommand, ValueEnum};
+use fidelis_core::analytics::churn::{self, Horizon};
+
+use super::{connect, program};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Unit {
+    Day,
+    Week,
+}
+
+impl Unit {
+    fn days(self) -> f64 {
+        match self {
+            Self::Day => 1.0,
+            Self::Week => 7.0,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AnalyticsCommand {
+    /// Churn risk and lifetime value: the BG/NBD model of repeat purchases and the
+    /// Gamma-Gamma model of spend, fitted by maximum likelihood on the members' purchases
+    /// (grouped per day) up to the end of the calibration window; prints the parameters and
+    /// totals as JSON, and with `--members FILE` every member's scores as CSV.
+    Churn {
+        #[arg(long)]
+        program: String,
+        /// The window's last day (in the program's time zone); purchases after it are not
+        /// used.
+        #[arg(long)]
+        calibration_end: NaiveDate,
+        /// The model's time unit.
+        #[arg(long, value_enum, default_value = "week")]
+        unit: Unit,
+        /// Expected purchases are counted over this many units after the window.
+        #[arg(long, default_value_t = 52.0)]
+        horizon: f64,
+        /// Lifetime value over this many months (of 365.25 / 12 days)…
+        #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=1200))]
+        clv_months: u32,
+        /// …discounted at this rate per month (0.01 = 1 %).
+        #[arg(long, default_value_t = 0.01)]
+        discount: f64,
+        /// Write every member's scores here (CSV).
+        #[arg(long)]
+        members: Option<PathBuf>,
+    },
+}
+
+pub async fn run(database: &str, command: AnalyticsCommand) -> Result<ExitCode> {
+    match command {
+        AnalyticsCommand::Churn {
+            program: code,
+            calibration_end,
+            unit,
+            horizon,
+            clv_months,
+            discount,
+            members,
+        } => {
+            if !(horizon.is_finite() && horizon >= 0.0) {
+                bail!("--horizon must be a number of units, 0 or more");
+            }
+            if !(discount.is_finite() && (0.0..1.0).contains(&discount)) {
+                bail!("--discount must be at least 0 and below 1");
+            }
+            let store = connect(database).await?;
+            let program = program(&store, &code).await?;
+            let histories = store
+                .purchase_histories(&program, calibration_end, unit.days())
+                .await?;
+            let summaries: Vec<_> = histories.members.iter().map(|m| m.summary).collect();
+            let model = churn::fit(&summaries).context("fitting the purchase model")?;
+            let horizon = Horizon {
+                purchases: horizon,
+                periods: clv_months,
+                period: 365.25 / 12.0 / unit.days(),
+                discount,
+            };
+            let money = &program.program.money_currency;
+            let minor = 10f64.powi(i32::from(money.scale()));
+            let mut writer = members
+                .as_ref()
+                .map(|path| {
+                    csv::Writer::from_path(path)
+                        .with_context(|| format!("cannot write {}", path.display()))
+                })
+                .transpose()?;
+            if let Some(w) = writer.as_mut() {
+                w.write_record([
+                    "member",
+                    "frequency",
+                    "recency",
+                    "age",
+                    "first_purchase",
+                    "last_purchase",
+                    "spend",
+                    "p_alive",
+                    "expected_purchases",
+                    "expected_spend",
+                    "lifetime_value",
+                ])?;
+            }
+            let (mut alive, mut expected, mut value, mut at_risk) = (0.0, 0.0, 0.0, 0u64);
+            for m in &histories.members {
+                let s = &m.summary;
+                let score = model.score(s, &horizon);
+                alive += score.p_alive;
+                expected += score.expected_purchases;
+                value += score.lifetime_value.unwrap_or(0.0);
+                if score.p_alive < 0.5 {
+                    at_risk += 1;
+                }
+                if let Some(w) = writer.as_mut() {
+                    let money_text =
+                        |v: Option<f64>| v.map_or(String::new(), |v| format!("{:.2}", v / minor));
+                    w.write_record([
+                        m.external_id.clone(),
+                        s.customer.frequency.to_string(),
+                        format!("{:.4}", s.customer.recency),
+                        format!("{:.4}", s.customer.age),
+                        s.first.to_string(),
+                        s.last.to_string(),
+                        money.format(fidelis_core::money::MinorUnits(s.total_spend)),
+                        format!("{:.6}", score.p_alive),
+                        format!("{:.4}", score.expected_purchases),
+                        money_text(score.expected_spend),
+                        money_text(score.lifetime_value),
+                    ])?;
+                }
+            }
+            if let Some(mut w) = writer {
+                w.flush()?;
+            }
+            let bg = &model.purchases;
+            let spend = match &model.spend {
+                Ok(f) => serde_json::json!({
+                    "p": f.params.p,
+                    // γ in the money currency's units (the fit ran on minor units).
+                    "gamma": f.params.gamma / minor,
+                    "q": f.params.q,
+                    "log_likelihood": f.log_likelihood,
+                    "mean_spend": format!("{:.2}", f.params.population_mean() / minor),
+                }),
+                Err(e) => serde_json::json!({"error": e.to_string()}),
+            };
+            let report = serde_json::json!({
+                "program": program.program.code.as_str(),
+                "calibration_end": calibration_end,
+                "unit": format!("{unit:?}").to_lowercase(),
+                "members": histories.members.len(),
+                "purchases": histories.purchases,
+                "purchase_model": {
+                    "r": bg.params.r,
+                    "alpha": bg.params.alpha,
+                    "a": bg.params.a,
+                    "b": bg.params.b,
+                    "log_likelihood": bg.log_likelihood,
+                    "evaluations": bg.evaluations,
+                },
+                "spend_model": spend,
+                "horizon": horizon.purchases,
+                "expected_active": alive,
+                "at_risk": at_risk,
+                "expected_purchases": expected,
+                "lifetime_value": format!("{:.2}", value / minor),
+                "money_currency": money.code(),
+            });
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
