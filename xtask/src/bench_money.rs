@@ -19,7 +19,7 @@ use fidelis_testkit::{PgOptions, PgServer};
 use crate::{ensure_postgres, root, run_cmd};
 
 /// One timed command: its wall time (s) and peak resident memory (MiB).
-fn timed(bin: &Path, url: &str, args: &[String]) -> Result<(f64, f64)> {
+pub(crate) fn timed(bin: &Path, url: &str, args: &[String]) -> Result<(f64, f64)> {
     let out = Command::new("/usr/bin/time")
         .args(["-f", "TIMED %e %M"])
         .arg(bin)
@@ -41,7 +41,7 @@ fn timed(bin: &Path, url: &str, args: &[String]) -> Result<(f64, f64)> {
     Ok((seconds, kib / 1024.0))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_api;
+mod bench_churn;
 mod bench_members;
 mod bench_money;
 mod faults;
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
         Some("bench-members") => bench_members::run(&args[1..]),
         Some("bench-pages") => bench_members::run_pages(&args[1..]),
         Some("bench-money") => bench_money::run(&args[1..]),
+        Some("bench-churn") => bench_churn::run(&args[1..]),
         Some("faults") => faults::run(&args[1..]),
         Some("schemathesis") => match args.get(1).map(|s| s.parse::<u32>()) {
             None => schemathesis::run_standalone(schemathesis::BUDGET_SECONDS),
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
                  cargo xtask bench-members [--members N] [--queries N] [--databases sqlite,postgres]   member search and lists on a large program\n  \
                  cargo xtask bench-pages [--members N] [--journals N] [--queries N] [--databases sqlite,postgres]   the console's pages on a large program\n  \
                  cargo xtask bench-money [--members N] [--journals N] [--runs N] [--databases postgres,sqlite | --url DATABASE_URL] [--bin FIDELIS]   settlement statements and liability on a large program\n  \
+                 cargo xtask bench-churn [--members N] [--runs N] [--databases sqlite,postgres] [--bin FIDELIS]   churn models: CDNOW fit against Python lifetimes; a large population fitted and scored\n  \
                  cargo xtask faults [--quick] [--release] [--databases sqlite,postgres]   kill, stop, freeze, fill the disk under load; audit every journal\n  \
                  cargo xtask schemathesis [SECONDS]     the API contract: validator, schemathesis (every check, three tokens), generated client; both databases"
             );

@@ -1004,3 +1004,78 @@ fn conditions_read_cumulative_progress_as_it_stood_before_the_journal() {
         .collect();
     assert_eq!(nudged, [0, 0, 0, 1, 0, 0]);
 }
+
+/// A promotion with a 20 % control group: about a fifth of the members who qualify are
+/// held out — their outcome says `control` and they earn only the base — always the same
+/// members for the same promotion, and a different fifth for another promotion.
+#[test]
+fn a_control_group_is_evaluated_but_never_awarded() {
+    let program = program_with(
+        r#"
+  - code: double
+    name: Double points
+    status: active
+    control_group: {share: "0.20"}
+    actions: [{type: multiplier, currency: points, factor: "2"}]
+"#,
+        "",
+    );
+    let mut sim = Sim::new(program, "2026-06-10T12:00:00Z");
+    let (mut held, mut awarded) = (Vec::new(), 0);
+    for m in 0..1_000 {
+        let member = format!("m{m}");
+        sim.enroll(&member);
+        let o = sim
+            .ok(json!({"member": member, "type": "purchase", "amount": "10", "currency": "EUR"}));
+        let verdicts: Vec<&str> = o.promotions.iter().map(|p| p.result.as_ref()).collect();
+        match verdicts.as_slice() {
+            ["control"] => {
+                assert_eq!(points(&o, "double", "points"), 0);
+                assert_eq!(balance(&o, "points"), 10, "the base only");
+                held.push(member);
+            }
+            ["applied"] => {
+                assert_eq!(balance(&o, "points"), 20);
+                awarded += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        (150..=250).contains(&held.len()),
+        "{} of 1000 held out",
+        held.len()
+    );
+    assert_eq!(held.len() + awarded, 1_000);
+    // The same members again: the same group, every time.
+    for member in &held[..20] {
+        let o = sim
+            .ok(json!({"member": member, "type": "purchase", "amount": "10", "currency": "EUR"}));
+        assert_eq!(o.promotions[0].result, "control");
+    }
+    // The draw is per promotion: another code holds out other members.
+    let control = fidelis_core::promotions::ControlGroup { share_bp: 2_000 };
+    let code = |c: &str| fidelis_core::ids::Code::parse(c).unwrap();
+    let members = (1..=1_000).map(fidelis_core::ids::MemberId);
+    let both = members
+        .filter(|&m| control.holds_out(&code("double"), m) && control.holds_out(&code("triple"), m))
+        .count();
+    assert!(
+        both < 80,
+        "{both}: the two draws should be nearly independent (≈ 40)"
+    );
+    // A share out of range is refused with its path.
+    let refused = problems(
+        r#"
+  - code: bad
+    name: Bad
+    status: active
+    control_group: {share: "0.95"}
+    actions: [{type: fixed, currency: points, points: 1}]
+"#,
+    );
+    assert!(
+        refused.iter().any(|p| p.contains("control_group.share")),
+        "{refused:?}"
+    );
+}

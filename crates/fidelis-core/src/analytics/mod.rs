@@ -6,6 +6,7 @@
 //!   purchases to expect.
 //! - [`gamma_gamma`]: the Gamma-Gamma model of spend per purchase, and lifetime value.
 //! - [`churn`]: both fitted on a program's members, and every member scored.
+//! - [`experiment`]: a promotion measured against its control group: lift, ROI, intervals.
 //! - [`synthetic`]: customers drawn from the models, for checks, benchmarks and simulation.
 //! - [`optimize`], [`special`]: the numerical tools the fits need.
 //!
@@ -13,6 +14,7 @@
 
 pub mod bgnbd;
 pub mod churn;
+pub mod experiment;
 pub mod gamma_gamma;
 pub mod history;
 pub mod optimize;

@@ -157,6 +157,7 @@ pub(super) fn earn(
                     | Verdict::LimitReached(_)
                     | Verdict::InProgress(_)
                     | Verdict::TargetReached(_)
+                    | Verdict::Control
             )
         {
             outcome.promotions.push(result(program, e));

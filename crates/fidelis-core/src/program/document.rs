@@ -444,6 +444,12 @@ pub struct PromotionDocument {
     /// Who may benefit: `{tiers: [silver, gold]}` (tier codes of the program's tier groups).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eligibility: Option<EligibilityDocument>,
+    /// Hold out a share of the members to measure the promotion against:
+    /// `{share: "0.20"}`. They are evaluated but not awarded (their outcome says
+    /// `control`); the promotion performance report compares their spend with the
+    /// rewarded members'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_group: Option<ControlGroupDocument>,
     /// A reward no journal triggers, run by the scheduled jobs: `{type: birthday}`
     /// (`window: day` or `month`), `{type: anniversary}`, `{type: inactivity, days: 90}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -495,6 +501,16 @@ pub struct EligibilityDocument {
     /// journal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tiers: Option<Vec<String>>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// A promotion's control group.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ControlGroupDocument {
+    /// The share of members held out, a decimal from 0.0001 to 0.9 (`"0.20"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<String>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }

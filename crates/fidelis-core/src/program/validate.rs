@@ -875,6 +875,25 @@ fn promotions(
                 }
             }
         }
+        let control = doc.control_group.as_ref().and_then(|c| {
+            check.unknown(&format!("{at}.control_group"), &c.unknown);
+            let share = c.share.as_deref().and_then(|raw| raw.parse::<Decimal>().ok());
+            match share {
+                Some(v) if v >= Decimal::new(1, 4) && v <= Decimal::new(9, 1) => {
+                    let bp = (v * Decimal::from(10_000)).round();
+                    u16::try_from(bp.mantissa() / 10i128.pow(bp.scale()))
+                        .ok()
+                        .map(|share_bp| crate::promotions::ControlGroup { share_bp })
+                }
+                _ => {
+                    check.add(
+                        format!("{at}.control_group.share"),
+                        "the share of members held out: a decimal from 0.0001 to 0.9 (\"0.20\" is 20 %)",
+                    );
+                    None
+                }
+            }
+        });
         let cumulative = match &doc.cumulative {
             None => Ok(None),
             Some(c) => cumulative(check, &at, c, money).map(Some).ok_or(()),
@@ -900,13 +919,14 @@ fn promotions(
                 ("limits", doc.limits.is_some()),
                 ("opt_in", doc.opt_in == Some(true)),
                 ("eligibility", doc.eligibility.is_some()),
+                ("control_group", doc.control_group.is_some()),
                 ("scope", scope == Some(Scope::Line)),
             ];
             for (field, present) in misfits {
                 if present {
                     check.add(
                         format!("{at}.{field}"),
-                        "a scheduled reward (trigger) has no journal: it takes no journal types, subtypes, condition, scope, cumulative progress, limits, opt-in or eligibility",
+                        "a scheduled reward (trigger) has no journal: it takes no journal types, subtypes, condition, scope, cumulative progress, limits, opt-in, eligibility or control group",
                     );
                 }
             }
@@ -953,6 +973,7 @@ fn promotions(
                 opt_in: doc.opt_in.unwrap_or(false),
                 tiers,
                 trigger,
+                control,
             });
         }
     }

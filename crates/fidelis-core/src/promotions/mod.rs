@@ -102,6 +102,36 @@ pub struct Promotion {
     pub tiers: Vec<(usize, usize)>,
     /// Run by the scheduled jobs instead of journals (birthday, anniversary, win-back).
     pub trigger: Option<scheduled::Trigger>,
+    /// A share of the members held out to measure what the promotion changes.
+    pub control: Option<ControlGroup>,
+}
+
+/// A control group: a fixed share of the members, chosen per member and promotion by a
+/// hash, for whom the promotion is evaluated but awards nothing (the journal's outcome
+/// records `control`), so their behaviour can be compared with the members it rewarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlGroup {
+    /// The share held out, in basis points (2,000 = 20 %), 1 to 9,000.
+    pub share_bp: u16,
+}
+
+impl ControlGroup {
+    /// Whether the member is in the promotion's control group. Deterministic: the same
+    /// member and promotion code always give the same answer (SplitMix64 of the member
+    /// number mixed with an FNV-1a hash of the code — fixed here, never to change, or
+    /// members would switch groups in mid-experiment).
+    pub fn holds_out(&self, promotion: &Code, member: crate::ids::MemberId) -> bool {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in promotion.as_str().bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        let mut z = h ^ (member.0 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        z % 10_000 < u64::from(self.share_bp)
+    }
 }
 
 /// What a cumulative promotion counts toward its target.
@@ -307,6 +337,9 @@ pub enum Verdict {
     NotJoined,
     /// The member's tier is not among the promotion's.
     NotEligible(String),
+    /// Everything held, but the member is in the promotion's control group: nothing is
+    /// awarded, and the outcome records it for the promotion's performance report.
+    Control,
 }
 
 impl Verdict {
@@ -327,6 +360,7 @@ impl Verdict {
             Self::TargetReached(_) => "target_reached",
             Self::NotJoined => "not_joined",
             Self::NotEligible(_) => "not_eligible",
+            Self::Control => "control",
         }
     }
 
@@ -598,6 +632,13 @@ pub fn evaluate(
                 continue;
             }
         };
+        if let Some(control) = &promotion.control
+            && control.holds_out(&promotion.code, member_id)
+        {
+            evaluation.verdict = Verdict::Control;
+            out.push(evaluation);
+            continue;
+        }
         let mut completions = 1;
         if let Some(cumulative) = &promotion.cumulative {
             let (progress, contribution) = advance(

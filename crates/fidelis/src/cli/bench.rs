@@ -12,6 +12,28 @@ use super::connect;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// The churn models' fits on the CDNOW sample, timed `runs` times; the summaries are
+    /// written for the comparison with `lifetimes`.
+    ChurnCdnow {
+        #[arg(long)]
+        sample: PathBuf,
+        #[arg(long)]
+        summaries_out: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+    },
+    /// A population drawn from the churn models: fitted and scored in process, and with
+    /// --members-out/--journals-out written for the import path.
+    ChurnPopulation {
+        #[arg(long, default_value_t = 1_000_000)]
+        members: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, requires = "journals_out")]
+        members_out: Option<PathBuf>,
+        #[arg(long, requires = "members_out")]
+        journals_out: Option<PathBuf>,
+    },
     /// Write a members file and a journals file of generated purchases.
     Generate {
         #[arg(long)]
@@ -108,6 +130,26 @@ fn spread(mut samples: Vec<f64>) -> (f64, f64) {
 
 pub async fn run(database: &str, command: BenchCommand) -> Result<ExitCode> {
     match command {
+        BenchCommand::ChurnCdnow {
+            sample,
+            summaries_out,
+            runs,
+        } => {
+            let report = super::bench_analytics::cdnow(&sample, &summaries_out, runs)?;
+            println!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::ChurnPopulation {
+            members,
+            seed,
+            members_out,
+            journals_out,
+        } => {
+            let out = members_out.as_deref().zip(journals_out.as_deref());
+            let report = super::bench_analytics::population(members, seed, out)?;
+            println!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCommand::Generate {
             members,
             journals,

@@ -3,6 +3,7 @@
 pub mod analytics;
 pub mod balance;
 pub mod bench;
+mod bench_analytics;
 pub mod catalog;
 pub mod import;
 pub mod jobs;
