@@ -298,6 +298,7 @@ fn promotions(c: &mut Criterion) {
                     let mut counters = fidelis_core::promotions::Counters::default();
                     let member = fidelis_core::promotions::Member {
                         id: MemberId(1),
+                        external: "M-1",
                         tiers: &[],
                         facts: None,
                         balances: &[0, 0],

@@ -1056,9 +1056,9 @@ fn a_control_group_is_evaluated_but_never_awarded() {
     // The draw is per promotion: another code holds out other members.
     let control = fidelis_core::promotions::ControlGroup { share_bp: 2_000 };
     let code = |c: &str| fidelis_core::ids::Code::parse(c).unwrap();
-    let members = (1..=1_000).map(fidelis_core::ids::MemberId);
-    let both = members
-        .filter(|&m| control.holds_out(&code("double"), m) && control.holds_out(&code("triple"), m))
+    let both = (0..1_000)
+        .map(|m| format!("m{m}"))
+        .filter(|m| control.holds_out(&code("double"), m) && control.holds_out(&code("triple"), m))
         .count();
     assert!(
         both < 80,

@@ -145,3 +145,165 @@ impl Store {
         Ok(folder.out)
     }
 }
+
+/// A promotion's members over a window, for [`fidelis_core::analytics::experiment`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PromotionExposure {
+    /// Each rewarded member's spend in the window (minor units; zero included).
+    pub treated: Vec<i64>,
+    /// Each held-out member's spend in the window.
+    pub control: Vec<i64>,
+    /// Journals it rewarded, and those it held out.
+    pub applied_journals: u64,
+    pub control_journals: u64,
+    /// Points it awarded per currency (in the program's order; currencies it never
+    /// awarded left out), and their cost at each currency's `value_per_point`.
+    pub points: Vec<(String, i64)>,
+    pub cost: i64,
+}
+
+/// The part of a stored outcome the report reads.
+#[derive(serde::Deserialize)]
+struct OutcomePromotions {
+    #[serde(default)]
+    promotions: Vec<fidelis_core::outcome::PromotionResult>,
+}
+
+const SQLITE_EXPOSURES: &str = "SELECT member_id, outcome FROM journals \
+     WHERE program_id = ?1 AND status = 'processed' AND occurred_at >= ?2 AND occurred_at < ?3 AND outcome LIKE ?4";
+const PG_EXPOSURES: &str = "SELECT member_id, outcome FROM journals \
+     WHERE program_id = $1 AND status = 'processed' AND occurred_at >= $2 AND occurred_at < $3 AND outcome LIKE $4";
+const SQLITE_SPEND: &str = "SELECT member_id, json_extract(document, '$.amount') FROM journals \
+     WHERE program_id = ?1 AND type = 'purchase' AND status = 'processed' AND occurred_at >= ?2 AND occurred_at < ?3";
+const PG_SPEND: &str = "SELECT member_id, (document::json) ->> 'amount' FROM journals \
+     WHERE program_id = $1 AND type = 'purchase' AND status = 'processed' AND occurred_at >= $2 AND occurred_at < $3";
+
+impl Store {
+    /// Who the promotion rewarded and who it held out among the journals dated in
+    /// [`from`, `to`), and what each of them spent on purchases in that window. The cost
+    /// is the points the promotion awarded (refunds that took some back are not
+    /// subtracted), valued at each currency's `value_per_point`.
+    pub async fn promotion_exposure(
+        &self,
+        program: &LoadedProgram,
+        promotion: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<PromotionExposure> {
+        let p = &program.program;
+        if !p.promotions.iter().any(|x| x.code.as_str() == promotion) {
+            return Err(StoreError::Refused(
+                "unknown_promotion",
+                format!("no promotion {promotion:?} in this program"),
+            ));
+        }
+        // Codes hold no `%`; `_` matches itself among others, and every match is checked
+        // on the parsed outcome.
+        let pattern = format!("%\"promotion\":\"{promotion}\"%");
+        let (outcomes, purchases): (Vec<(i64, Option<String>)>, Vec<(i64, Option<String>)>) =
+            match &self.db {
+                Db::Sqlite(pool) => {
+                    let mut tx = pool.begin().await?;
+                    let o = sqlx::query_as(SQLITE_EXPOSURES)
+                        .bind(program.id)
+                        .bind(micros(from))
+                        .bind(micros(to))
+                        .bind(&pattern)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let s = sqlx::query_as(SQLITE_SPEND)
+                        .bind(program.id)
+                        .bind(micros(from))
+                        .bind(micros(to))
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    (o, s)
+                }
+                Db::Postgres(pool) => {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                        .execute(&mut *tx)
+                        .await?;
+                    let o = sqlx::query_as(PG_EXPOSURES)
+                        .bind(program.id)
+                        .bind(from)
+                        .bind(to)
+                        .bind(&pattern)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let s = sqlx::query_as(PG_SPEND)
+                        .bind(program.id)
+                        .bind(from)
+                        .bind(to)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    (o, s)
+                }
+            };
+        let mut out = PromotionExposure::default();
+        // member → treated?
+        let mut members: rustc_hash::FxHashMap<i64, bool> = Default::default();
+        let mut points: Vec<i64> = vec![0; p.currencies.len()];
+        for (member, outcome) in outcomes {
+            let Some(text) = outcome else { continue };
+            let parsed: OutcomePromotions = serde_json::from_str(&text)?;
+            for r in parsed
+                .promotions
+                .iter()
+                .filter(|r| r.promotion.as_str() == promotion)
+            {
+                match r.result.as_ref() {
+                    "applied" => {
+                        out.applied_journals += 1;
+                        members.insert(member, true);
+                        for award in &r.points {
+                            if let Some(i) =
+                                p.currencies.iter().position(|c| c.code == award.currency)
+                            {
+                                points[i] += award.points;
+                            }
+                        }
+                    }
+                    "control" => {
+                        out.control_journals += 1;
+                        members.entry(member).or_insert(false);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut spend: rustc_hash::FxHashMap<i64, i64> = Default::default();
+        for (member, amount) in purchases {
+            if !members.contains_key(&member) {
+                continue;
+            }
+            let amount = amount.ok_or_else(|| {
+                StoreError::Inconsistent(format!("a purchase of member {member} has no amount"))
+            })?;
+            let v = p.money_currency.parse_amount(&amount).map_err(|e| {
+                StoreError::Inconsistent(format!("a purchase of member {member}: {e}"))
+            })?;
+            *spend.entry(member).or_default() += v.0;
+        }
+        let mut sorted: Vec<(i64, bool)> = members.into_iter().collect();
+        sorted.sort_unstable();
+        for (member, treated) in sorted {
+            let s = spend.get(&member).copied().unwrap_or(0);
+            if treated {
+                out.treated.push(s);
+            } else {
+                out.control.push(s);
+            }
+        }
+        for (c, n) in p.currencies.iter().zip(points) {
+            if n != 0 {
+                out.cost +=
+                    fidelis_core::partners::money(n, c.value_per_point, p.money_currency.scale());
+                out.points.push((c.code.to_string(), n));
+            }
+        }
+        Ok(out)
+    }
+}

@@ -58,7 +58,7 @@ use sqlx::sqlite::{
 };
 
 pub use access::{Actor, AuditEntry, AuditFilter, NewToken, TokenRecord, UserRecord};
-pub use analytics::{Histories, MemberHistory};
+pub use analytics::{Histories, MemberHistory, PromotionExposure};
 pub use badges::{BadgeView, GrantedBenefit};
 pub use catalog::{CatalogEntry, MAX_ORDER_ID_LEN, OrderView};
 pub use claims::{ClaimView, NewClaim};

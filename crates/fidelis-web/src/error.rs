@@ -219,7 +219,8 @@ impl From<StoreError> for ApiError {
             }
             // Refusals that name what the path names: it does not exist.
             StoreError::Refused(
-                code @ ("unknown_group" | "unknown_tier_group" | "unknown_partner"),
+                code @ ("unknown_group" | "unknown_tier_group" | "unknown_partner"
+                | "unknown_promotion"),
                 detail,
             ) => Self::not_found(code, detail),
             StoreError::Refused(code, detail) => {

@@ -493,6 +493,13 @@ fn cases() -> Vec<Case> {
         },
         Case {
             method: Method::GET,
+            path: "/api/v1/programs/shop/analytics/promotions/welcome?from=2026-01-01T00:00:00Z",
+            template: "/api/v1/programs/{program}/analytics/promotions/{promotion}",
+            body: None,
+            allowed: staff,
+        },
+        Case {
+            method: Method::GET,
             path: "/api/v1/programs/shop/events",
             template: "/api/v1/programs/{program}/events",
             body: None,

@@ -44,6 +44,7 @@ both_dialects!(
     vouchers_are_issued_redeemed_in_part_reserved_and_refused_clearly,
     catalog_orders_spend_once_take_stock_and_give_both_back,
     badges_and_benefits_are_read_per_member,
+    a_promotion_is_measured_against_its_control_group,
 );
 
 async fn points_are_earned_spent_refunded_cancelled_and_expired(s: Server) {
@@ -1829,4 +1830,88 @@ async fn a_member_claims_missing_points_and_an_agent_decides_once(s: Server) {
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{dup}");
     assert_eq!(dup["code"], "claim_already_processed");
+}
+
+/// `GET …/analytics/promotions/{code}`: members held out by the control group get nothing,
+/// and the report counts both groups, their spend and the cost; bad windows and unknown
+/// promotions are refused clearly.
+async fn a_promotion_is_measured_against_its_control_group(s: Server) {
+    let (status, _, body) = s
+        .call(
+            reqwest::Method::PUT,
+            "/programs/shop",
+            Some(json!({"name": "Shop", "time_zone": "UTC", "money_currency": "EUR",
+                "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "value_per_point": "0.01", "expiry": {"policy": "never"}}],
+                "earning": {"base": [{"currency": "points", "rate": "1"}], "days_before_enrolment": 3650},
+                "promotions": [{"code": "bonus", "name": "Bonus", "status": "active", "control_group": {"share": "0.3"},
+                                "actions": [{"type": "fixed", "currency": "points", "points": 50}]}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let start = chrono::Utc::now() - chrono::Duration::hours(1);
+    let (mut treated, mut control) = (0, 0);
+    for m in 0..40 {
+        let member = format!("m{m}");
+        let (status, body) = s
+            .post("/programs/shop/members", json!({"member": member}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, body) = s
+            .post(
+                "/programs/shop/journals",
+                json!({"external_id": format!("p{m}"), "member": member, "type": "purchase",
+                       "occurred_at": chrono::Utc::now().to_rfc3339(), "amount": "10", "currency": "EUR"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let verdict = body["promotions"][0]["result"].as_str().unwrap().to_owned();
+        let points = s.available(&member).await;
+        match verdict.as_str() {
+            "control" => {
+                assert_eq!(points, 10, "held out: the base only");
+                control += 1;
+            }
+            "applied" => {
+                assert_eq!(points, 60);
+                treated += 1;
+            }
+            other => panic!("{other}"),
+        }
+    }
+    assert!(control > 0 && treated > 0);
+    let from = start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let report = s
+        .get(&format!(
+            "/programs/shop/analytics/promotions/bonus?from={from}"
+        ))
+        .await;
+    assert_eq!(report["treated_members"], treated, "{report}");
+    assert_eq!(report["control_members"], control, "{report}");
+    assert_eq!(report["treated_mean_spend"], 1000, "{report}");
+    assert_eq!(report["lift_per_member"], 0, "{report}");
+    assert_eq!(
+        report["cost"],
+        50 * treated,
+        "50 points at €0.01 each: {report}"
+    );
+    assert_eq!(report["roi"], -1.0, "{report}");
+    assert_eq!(report["conclusion"], "sample_too_small", "{report}");
+    let (status, _, body) = s
+        .call(
+            reqwest::Method::GET,
+            &format!("/programs/shop/analytics/promotions/nope?from={from}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["code"], "unknown_promotion");
+    let (status, _, body) = s
+        .call(
+            reqwest::Method::GET,
+            "/programs/shop/analytics/promotions/bonus",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["code"], "invalid_query");
 }

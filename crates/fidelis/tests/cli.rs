@@ -48,6 +48,8 @@ both_dialects!(
     the_catalog_is_imported_line_by_line,
     a_partner_statement_is_printed_and_closed,
     the_cdnow_sample_imported_as_journals_gives_the_published_models,
+    the_demo_holds_out_a_control_group_and_reports_its_weekend_bonus,
+    a_promotion_report_matches_a_hand_computation,
 );
 
 struct Env {
@@ -1256,4 +1258,213 @@ earning:
         p_alive("00004"),
         p_alive("00021")
     );
+}
+
+/// The demo's weekend bonus holds out a fifth of the members: none of them gets the bonus
+/// (their outcome says `control`), and the promotion report counts both groups.
+fn the_demo_holds_out_a_control_group_and_reports_its_weekend_bonus(env: &Env) {
+    let (rt, store) = env.store();
+    let now = chrono::Utc::now();
+    rt.block_on(fidelis_web::demo::seed(&store, now))
+        .unwrap()
+        .expect("seeded");
+    // Every outcome, read straight from the table.
+    const OUTCOMES: &str = "SELECT m.external_id, j.outcome FROM journals j \
+        JOIN members m ON m.id = j.member_id WHERE j.outcome IS NOT NULL";
+    let rows: Vec<(String, String)> = rt.block_on(async {
+        if env.database.starts_with("sqlite") {
+            let pool = sqlx::SqlitePool::connect(&env.database).await.unwrap();
+            sqlx::query_as(OUTCOMES).fetch_all(&pool).await.unwrap()
+        } else {
+            let pool = sqlx::PgPool::connect(&env.database).await.unwrap();
+            sqlx::query_as(OUTCOMES).fetch_all(&pool).await.unwrap()
+        }
+    });
+    let (mut treated, mut control) = (
+        std::collections::BTreeSet::new(),
+        std::collections::BTreeSet::new(),
+    );
+    for (member, outcome) in rows {
+        let outcome: serde_json::Value = serde_json::from_str(&outcome).unwrap();
+        let results = outcome["promotions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for p in results.iter().filter(|p| p["promotion"] == "weekend") {
+            if p["result"] == "control" {
+                control.insert(member.clone());
+                let awards = outcome["awards"].as_array().cloned().unwrap_or_default();
+                assert!(
+                    !awards.iter().any(|a| a["source"] == "weekend"),
+                    "a held-out member got the bonus: {outcome}"
+                );
+            } else if p["result"] == "applied" {
+                treated.insert(member.clone());
+            }
+        }
+    }
+    assert!(
+        treated.is_disjoint(&control),
+        "a member is in one group only"
+    );
+    let share = control.len() as f64 / (treated.len() + control.len()) as f64;
+    assert!(
+        (0.1..0.3).contains(&share),
+        "{} treated, {} held out",
+        treated.len(),
+        control.len()
+    );
+    let from = (now - chrono::Duration::days(2_000)).to_rfc3339();
+    let report = env.ok(&[
+        "analytics",
+        "promotion",
+        "--program",
+        "demo",
+        "--promotion",
+        "weekend",
+        "--from",
+        &from,
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["treated_members"], treated.len(), "{report}");
+    assert_eq!(report["control_members"], control.len(), "{report}");
+    let unknown = env.run(&[
+        "analytics",
+        "promotion",
+        "--program",
+        "demo",
+        "--promotion",
+        "nope",
+        "--from",
+        &from,
+    ]);
+    assert_eq!(unknown.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown_promotion"));
+}
+
+/// The promotion report against numbers computed here from the raw spends: 80 members,
+/// half held out; each treated purchase earns 100 bonus points worth €0.01 each.
+fn a_promotion_report_matches_a_hand_computation(env: &Env) {
+    let program = r#"
+code: roi
+name: ROI
+time_zone: UTC
+money_currency: EUR
+currencies:
+  - {code: points, name: Points, kind: redeemable, value_per_point: "0.01", expiry: {policy: never}}
+earning:
+  base:
+    - {currency: points, rate: "1"}
+promotions:
+  - code: bonus
+    name: Bonus
+    status: active
+    control_group: {share: "0.5"}
+    actions: [{type: fixed, currency: points, points: 100}]
+"#;
+    env.ok(&["program", "apply", path(&env.file("roi.yaml", program))]);
+    let members: String = (0..80)
+        .map(|m| format!("{}\n", serde_json::json!({"member": format!("R{m:02}"), "enrolled_at": "2026-01-01T00:00:00Z"})))
+        .collect();
+    env.ok(&[
+        "members",
+        "import",
+        "--program",
+        "roi",
+        path(&env.file("m.ndjson", &members)),
+    ]);
+    // Member m spends 20 + 5·(m mod 7) euros on 2026-03-02, and members with m divisible
+    // by 3 another 12 on 2026-03-05; a purchase outside the window does not count.
+    let mut csv = String::from("external_id,member,type,occurred_at,amount,currency\n");
+    let mut spend = vec![0i64; 80];
+    let mut journals = vec![1u32; 80];
+    for m in 0..80usize {
+        let euros = 20 + 5 * (m % 7) as i64;
+        spend[m] += euros * 100;
+        csv.push_str(&format!(
+            "a{m},R{m:02},purchase,2026-03-02T10:00:00Z,{euros}.00,EUR\n"
+        ));
+        if m % 3 == 0 {
+            spend[m] += 1200;
+            journals[m] += 1;
+            csv.push_str(&format!(
+                "b{m},R{m:02},purchase,2026-03-05T10:00:00Z,12.00,EUR\n"
+            ));
+        }
+        csv.push_str(&format!(
+            "c{m},R{m:02},purchase,2026-05-01T10:00:00Z,99.00,EUR\n"
+        ));
+    }
+    env.ok(&[
+        "journals",
+        "import",
+        "--program",
+        "roi",
+        path(&env.file("p.csv", &csv)),
+    ]);
+    // Who was treated: their balance holds the bonus (base points are the euros spent).
+    let list = env.ok(&["members", "list", "--program", "roi", "--format", "csv"]);
+    let mut reader = csv::Reader::from_reader(list.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let at = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let (mut treated, mut control, mut bonus_journals) = (Vec::new(), Vec::new(), 0i64);
+    for row in reader.records().map(Result::unwrap) {
+        let m: usize = row[at("member")][1..].parse().unwrap();
+        let balance: i64 = row[at("points_available")].parse().unwrap();
+        let base = (spend[m] + 9_900) / 100;
+        if balance == base {
+            control.push(spend[m]);
+        } else {
+            assert_eq!(
+                balance,
+                base + 100 * (i64::from(journals[m]) + 1),
+                "R{m:02}"
+            );
+            treated.push(spend[m]);
+            bonus_journals += i64::from(journals[m]);
+        }
+    }
+    assert!(
+        treated.len() >= 30 && control.len() >= 30,
+        "{} / {}",
+        treated.len(),
+        control.len()
+    );
+    let mean = |v: &[i64]| v.iter().sum::<i64>() as f64 / v.len() as f64;
+    let var = |v: &[i64]| {
+        let m = mean(v);
+        v.iter().map(|&x| (x as f64 - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64
+    };
+    let lift = mean(&treated) - mean(&control);
+    let se = (var(&treated) / treated.len() as f64 + var(&control) / control.len() as f64).sqrt();
+    let revenue = lift * treated.len() as f64;
+    let cost = 100 * bonus_journals; // 100 points × €0.01, in cents
+    let report = env.ok(&[
+        "analytics",
+        "promotion",
+        "--program",
+        "roi",
+        "--promotion",
+        "bonus",
+        "--from",
+        "2026-03-01T00:00:00Z",
+        "--to",
+        "2026-04-01T00:00:00Z",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let cents =
+        |v: &serde_json::Value| (v.as_str().unwrap().parse::<f64>().unwrap() * 100.0).round();
+    assert_eq!(r["treated_members"], treated.len(), "{r}");
+    assert_eq!(r["control_members"], control.len(), "{r}");
+    assert_eq!(cents(&r["lift_per_member"]), lift.round(), "{r}");
+    assert_eq!(cents(&r["incremental_revenue"]), revenue.round(), "{r}");
+    assert_eq!(cents(&r["cost"]), cost as f64, "{r}");
+    let lo = cents(&r["lift_interval_95"][0]);
+    assert!((lo - (lift - 1.959964 * se)).abs() <= 1.0, "{r}");
+    let roi = r["roi"].as_f64().unwrap();
+    assert!(
+        (roi - (revenue - cost as f64) / cost as f64).abs() < 1e-9,
+        "{r}"
+    );
+    assert_eq!(r["points"][0]["points"], 100 * bonus_journals, "{r}");
 }

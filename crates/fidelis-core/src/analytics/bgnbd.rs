@@ -12,7 +12,7 @@
 //! 10^10 to 1 (or 10^300) gives a probability near 0, never an overflow or a NaN.
 //! Time units are the caller's (the paper and the CDNOW validation use weeks).
 
-use crate::analytics::optimize::nelder_mead;
+use crate::analytics::optimize::{bfgs, nelder_mead};
 use crate::analytics::special::{hyp2f1, ln_beta, ln_gamma, log_add_exp};
 
 /// One customer's summary over the calibration window.
@@ -133,8 +133,14 @@ pub fn log_likelihood(params: &Params, customers: &[Customer]) -> f64 {
     customers.iter().map(|c| params.log_likelihood(c)).sum()
 }
 
-/// Fits the model by maximum likelihood: Nelder–Mead on the logs of the parameters (so they
-/// stay positive), restarted from its own optimum until it no longer improves.
+/// Fits the model by maximum likelihood: BFGS with the analytic gradient on the logs of the
+/// parameters (so they stay positive); Nelder–Mead from the same start if that fails.
+///
+/// The likelihood is evaluated cheaply: identical summaries are weighed once, and the
+/// terms that depend only on the frequency `x` — ln Γ(r+x) − ln Γ(r) and the Beta terms,
+/// which for whole `x` are sums of logarithms — are computed once per evaluation for
+/// every frequency up to the largest, leaving two logarithms and one exponential per
+/// distinct customer.
 pub fn fit(customers: &[Customer]) -> Result<Fit, FitError> {
     if customers.is_empty() {
         return Err(FitError::NoCustomers);
@@ -156,6 +162,143 @@ pub fn fit(customers: &[Customer]) -> Result<Fit, FitError> {
             _ => distinct.push((c, 1.0)),
         }
     }
+    // Start where the population's mean rate suggests, dropout even.
+    let mean_rate = {
+        let (x, t): (f64, f64) = customers.iter().fold((0.0, 0.0), |(x, t), c| {
+            (x + f64::from(c.frequency), t + c.age)
+        });
+        (x / t).max(1e-6)
+    };
+    let start = [0.0, (1.0 / mean_rate).ln(), 0.0, 0.0];
+    let total = customers.len() as f64;
+    let mut terms = FrequencyTerms::default();
+    let max_x = distinct.iter().map(|(c, _)| c.frequency).max().unwrap_or(0) as usize;
+    let mut objective = |v: &[f64; 4]| -> (f64, [f64; 4]) {
+        let p = Params {
+            r: v[0].exp(),
+            alpha: v[1].exp(),
+            a: v[2].exp(),
+            b: v[3].exp(),
+        };
+        let (ll, g) = log_likelihood_and_gradient(&p, &distinct, max_x, &mut terms);
+        // Per customer, minimised, with respect to the logs.
+        (
+            -ll / total,
+            [
+                -g[0] * p.r / total,
+                -g[1] * p.alpha / total,
+                -g[2] * p.a / total,
+                -g[3] * p.b / total,
+            ],
+        )
+    };
+    if let Some((point, value, evaluations)) = bfgs(&mut objective, start, 1e-10, 2_000)
+        && value.is_finite()
+    {
+        return Ok(Fit {
+            params: Params {
+                r: point[0].exp(),
+                alpha: point[1].exp(),
+                a: point[2].exp(),
+                b: point[3].exp(),
+            },
+            log_likelihood: -value * total,
+            evaluations,
+        });
+    }
+    fit_nelder_mead(&distinct, start)
+}
+
+/// What the likelihood needs per frequency x, for x = 0 … the largest: ln Γ(r+x) − ln Γ(r)
+/// plus ln B(a, b+x) − ln B(a, b), its derivatives in r, a and b, and ln(b+x−1).
+#[derive(Default)]
+struct FrequencyTerms {
+    a: Vec<f64>,
+    dr: Vec<f64>,
+    da: Vec<f64>,
+    db: Vec<f64>,
+    ln_b: Vec<f64>,
+}
+
+impl FrequencyTerms {
+    fn fill(&mut self, p: &Params, max_x: usize) {
+        for v in [
+            &mut self.a,
+            &mut self.dr,
+            &mut self.da,
+            &mut self.db,
+            &mut self.ln_b,
+        ] {
+            v.clear();
+        }
+        let (mut a, mut dr, mut da, mut db) = (0.0, 0.0, 0.0, 0.0);
+        for x in 0..=max_x {
+            self.a.push(a);
+            self.dr.push(dr);
+            self.da.push(da);
+            self.db.push(db);
+            self.ln_b.push(if x == 0 {
+                f64::NAN
+            } else {
+                (p.b + x as f64 - 1.0).ln()
+            });
+            // Γ(z+1) = z Γ(z): each step adds one factor.
+            let k = x as f64;
+            let (rk, bk, abk) = (p.r + k, p.b + k, p.a + p.b + k);
+            a += rk.ln() + bk.ln() - abk.ln();
+            dr += 1.0 / rk;
+            da -= 1.0 / abk;
+            db += 1.0 / bk - 1.0 / abk;
+        }
+    }
+}
+
+/// The weighted log-likelihood of distinct summaries and its gradient in (r, α, a, b).
+fn log_likelihood_and_gradient(
+    p: &Params,
+    distinct: &[(Customer, f64)],
+    max_x: usize,
+    t: &mut FrequencyTerms,
+) -> (f64, [f64; 4]) {
+    t.fill(p, max_x);
+    let Params { r, alpha, a, b } = *p;
+    let (ln_alpha, ln_a) = (alpha.ln(), a.ln());
+    let mut ll = 0.0;
+    let mut g = [0.0; 4];
+    for (c, n) in distinct {
+        let xi = c.frequency as usize;
+        let x = f64::from(c.frequency);
+        let rx = r + x;
+        let l_age = (alpha + c.age).ln();
+        let u = -rx * l_age;
+        if xi == 0 {
+            ll += n * (r * ln_alpha + u);
+            g[0] += n * (ln_alpha - l_age);
+            g[1] += n * (r / alpha - rx / (alpha + c.age));
+            continue;
+        }
+        let l_rec = (alpha + c.recency).ln();
+        let v = ln_a - t.ln_b[xi] - rx * l_rec;
+        // s = eᵘ / (eᵘ + eᵛ), without overflow.
+        let (lse, s) = if u >= v {
+            let e = (v - u).exp();
+            (u + e.ln_1p(), 1.0 / (1.0 + e))
+        } else {
+            let e = (u - v).exp();
+            (v + e.ln_1p(), e / (1.0 + e))
+        };
+        let q = 1.0 - s;
+        ll += n * (t.a[xi] + r * ln_alpha + lse);
+        g[0] += n * (t.dr[xi] + ln_alpha - s * l_age - q * l_rec);
+        g[1] += n * (r / alpha - s * rx / (alpha + c.age) - q * rx / (alpha + c.recency));
+        g[2] += n * (t.da[xi] + q / a);
+        g[3] += n * (t.db[xi] - q / (b + x - 1.0));
+    }
+    (ll, g)
+}
+
+/// The derivative-free fallback.
+fn fit_nelder_mead(distinct: &[(Customer, f64)], start: [f64; 4]) -> Result<Fit, FitError> {
     let mut evaluations = 0u32;
     let mut objective = |v: &[f64; 4]| -> f64 {
         evaluations += 1;
@@ -168,14 +311,7 @@ pub fn fit(customers: &[Customer]) -> Result<Fit, FitError> {
         let ll: f64 = distinct.iter().map(|(c, n)| n * p.log_likelihood(c)).sum();
         if ll.is_finite() { -ll } else { f64::INFINITY }
     };
-    // Start where the population's mean rate suggests, dropout even.
-    let mean_rate = {
-        let (x, t): (f64, f64) = customers.iter().fold((0.0, 0.0), |(x, t), c| {
-            (x + f64::from(c.frequency), t + c.age)
-        });
-        (x / t).max(1e-6)
-    };
-    let mut start = [0.0, (1.0 / mean_rate).ln(), 0.0, 0.0];
+    let mut start = start;
     let mut best = f64::INFINITY;
     for _ in 0..8 {
         let (point, value) = nelder_mead(&mut objective, start, 0.5, 1e-10, 4_000);

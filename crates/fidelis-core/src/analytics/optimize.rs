@@ -68,3 +68,79 @@ pub fn nelder_mead<const N: usize>(
     simplex.sort_by(|p, q| p.1.total_cmp(&q.1));
     simplex[0]
 }
+
+/// Minimises `f` (which returns the value and the gradient) from `start` by BFGS with a
+/// backtracking (Armijo) line search, until the largest gradient component is below
+/// `tolerance` or `limit` evaluations. A step is at most 1 in any coordinate (the models
+/// optimise logs of parameters: one step at most multiplies a parameter by e). Returns the
+/// best point, its value and the evaluations used; `None` when the start is not finite.
+pub fn bfgs<const N: usize>(
+    f: &mut impl FnMut(&[f64; N]) -> (f64, [f64; N]),
+    start: [f64; N],
+    tolerance: f64,
+    limit: u32,
+) -> Option<([f64; N], f64, u32)> {
+    let dot = |a: &[f64; N], b: &[f64; N]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let identity = || -> [[f64; N]; N] {
+        std::array::from_fn(|i| std::array::from_fn(|j| f64::from(u8::from(i == j))))
+    };
+    let mut h = identity();
+    let mut x = start;
+    let (mut fx, mut g) = f(&x);
+    let mut used = 1;
+    if !fx.is_finite() || g.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    while used < limit {
+        if g.iter().all(|v| v.abs() < tolerance) {
+            break;
+        }
+        let mut d: [f64; N] = std::array::from_fn(|i| -dot(&h[i], &g));
+        if dot(&g, &d) >= 0.0 {
+            h = identity();
+            d = g.map(|v| -v);
+        }
+        let longest = d.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        if longest > 1.0 {
+            d = d.map(|v| v / longest);
+        }
+        let slope = dot(&g, &d);
+        let mut t = 1.0;
+        let (xn, fxn, gn) = loop {
+            let xn: [f64; N] = std::array::from_fn(|i| x[i] + t * d[i]);
+            let (fxn, gn) = f(&xn);
+            used += 1;
+            if fxn.is_finite() && gn.iter().all(|v| v.is_finite()) && fxn <= fx + 1e-4 * t * slope {
+                break (xn, fxn, gn);
+            }
+            t *= 0.5;
+            if t < 1e-12 || used >= limit {
+                // No descent left along this direction: as good as it gets.
+                return Some((x, fx, used));
+            }
+        };
+        let s: [f64; N] = std::array::from_fn(|i| xn[i] - x[i]);
+        let y: [f64; N] = std::array::from_fn(|i| gn[i] - g[i]);
+        let sy = dot(&s, &y);
+        if sy > 1e-12 {
+            // H ← (I − ρ s yᵀ) H (I − ρ y sᵀ) + ρ s sᵀ
+            let rho = 1.0 / sy;
+            let hy: [f64; N] = std::array::from_fn(|i| dot(&h[i], &y));
+            let yhy = dot(&y, &hy);
+            h = std::array::from_fn(|i| {
+                std::array::from_fn(|j| {
+                    h[i][j] - rho * (hy[i] * s[j] + s[i] * hy[j])
+                        + (rho * rho * yhy + rho) * s[i] * s[j]
+                })
+            });
+        }
+        let converged = (fx - fxn).abs() <= 1e-15 * (1.0 + fx.abs());
+        x = xn;
+        fx = fxn;
+        g = gn;
+        if converged && g.iter().all(|v| v.abs() < tolerance.sqrt()) {
+            break;
+        }
+    }
+    Some((x, fx, used))
+}

@@ -7,6 +7,24 @@ pub fn ln_gamma(x: f64) -> f64 {
     libm::lgamma_r(x).0
 }
 
+/// ψ(x), the digamma function (d/dx ln Γ(x)), for x > 0: the recurrence ψ(x) = ψ(x+1) − 1/x
+/// up to x ≥ 10, then the asymptotic series (error below 1e-13 there).
+pub fn digamma(mut x: f64) -> f64 {
+    let mut shift = 0.0;
+    while x < 10.0 {
+        shift -= 1.0 / x;
+        x += 1.0;
+    }
+    let inv = 1.0 / x;
+    let inv2 = inv * inv;
+    let series = inv2
+        * (1.0 / 12.0
+            - inv2
+                * (1.0 / 120.0
+                    - inv2 * (1.0 / 252.0 - inv2 * (1.0 / 240.0 - inv2 * (1.0 / 132.0)))));
+    shift + x.ln() - 0.5 * inv - series
+}
+
 /// ln B(a, b).
 pub fn ln_beta(a: f64, b: f64) -> f64 {
     ln_gamma(a) + ln_gamma(b) - ln_gamma(a + b)
@@ -51,6 +69,12 @@ mod tests {
         // ₂F₁(1, 1; 2; z) = −ln(1 − z) / z.
         let z = 0.6;
         assert!((hyp2f1(1.0, 1.0, 2.0, z) - (-(1.0f64 - z).ln() / z)).abs() < 1e-12);
+        // ψ(1) = −γ (Euler–Mascheroni); ψ(x+1) = ψ(x) + 1/x; ψ(1/2) = −γ − 2 ln 2.
+        let euler = 0.577_215_664_901_532_9;
+        assert!((digamma(1.0) + euler).abs() < 1e-12);
+        assert!((digamma(0.5) + euler + 2.0 * 2f64.ln()).abs() < 1e-12);
+        assert!((digamma(7.3) - digamma(6.3) - 1.0 / 6.3).abs() < 1e-12);
+        assert!((digamma(1e6) - (1e6f64.ln() - 0.5e-6)).abs() < 1e-12);
         // Huge exponents: no overflow.
         assert!((log_add_exp(1000.0, 1000.0) - (1000.0 + 2f64.ln())).abs() < 1e-9);
         assert_eq!(log_add_exp(f64::NEG_INFINITY, -3.0), -3.0);

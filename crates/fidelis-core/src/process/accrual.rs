@@ -24,6 +24,7 @@ pub(super) fn earn(
     outcome: &mut Outcome,
     explain: bool,
     counters: &mut promotions::Counters,
+    member: &str,
 ) -> AccrualState {
     ledger.note_activity(program, at);
     let amount = accrual.amount.map_or(0, |a| a.0);
@@ -53,6 +54,7 @@ pub(super) fn earn(
         let tiers = ledger.tier_indexes(program);
         let member = promotions::Member {
             id: ledger.member,
+            external: member,
             facts: ledger.facts.as_deref(),
             balances: &balances,
             tiers: &tiers,

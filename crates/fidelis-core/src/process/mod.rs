@@ -508,6 +508,7 @@ fn apply(
                 outcome,
                 related.explain,
                 &mut related.counters,
+                journal.member.as_str(),
             );
             Ok(Applied {
                 kind: RecordKind::Accrual,

@@ -116,17 +116,18 @@ pub struct ControlGroup {
 }
 
 impl ControlGroup {
-    /// Whether the member is in the promotion's control group. Deterministic: the same
-    /// member and promotion code always give the same answer (SplitMix64 of the member
-    /// number mixed with an FNV-1a hash of the code — fixed here, never to change, or
-    /// members would switch groups in mid-experiment).
-    pub fn holds_out(&self, promotion: &Code, member: crate::ids::MemberId) -> bool {
+    /// Whether the member (by external id) is in the promotion's control group.
+    /// Deterministic: the same member and promotion code always give the same answer
+    /// (FNV-1a over the code, a zero byte and the member's id, finished by SplitMix64's
+    /// mixer — fixed here, never to change, or members would switch groups in
+    /// mid-experiment).
+    pub fn holds_out(&self, promotion: &Code, member: &str) -> bool {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in promotion.as_str().bytes() {
+        for b in promotion.as_str().bytes().chain([0]).chain(member.bytes()) {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
-        let mut z = h ^ (member.0 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut z = h;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^= z >> 31;
@@ -495,6 +496,9 @@ impl Contribution {
 /// The member and the limit counters an evaluation works with.
 pub struct Member<'a> {
     pub id: crate::ids::MemberId,
+    /// The member's external id (the operator's number): what a control group is drawn
+    /// from, so a member stays in the same group in every database and simulation.
+    pub external: &'a str,
     /// Profile and enrolment, when the store loaded them.
     pub facts: Option<&'a MemberFacts>,
     /// Available points per currency before the journal.
@@ -546,6 +550,7 @@ pub fn evaluate(
 ) -> Vec<Evaluation> {
     let Member {
         id: member_id,
+        external,
         facts: member,
         balances,
         tiers,
@@ -633,7 +638,7 @@ pub fn evaluate(
             }
         };
         if let Some(control) = &promotion.control
-            && control.holds_out(&promotion.code, member_id)
+            && control.holds_out(&promotion.code, external)
         {
             evaluation.verdict = Verdict::Control;
             out.push(evaluation);

@@ -2,6 +2,7 @@
 //! `operations()` the endpoints around it (health, readiness, metrics, the document).
 
 pub(crate) mod admin;
+pub(crate) mod analytics;
 pub(crate) mod badges;
 pub(crate) mod catalog;
 pub(crate) mod claims;
@@ -53,6 +54,7 @@ use crate::{AppState, ServerConfig};
         (name = "vouchers", description = "Vouchers: issue, read, redeem (whole, in part, or reserved for an order), cancel"),
         (name = "catalog", description = "The reward catalog and its orders: items priced per tier, with stock; orders placed, fulfilled, cancelled"),
         (name = "claims", description = "Missing-points claims: filed by members or staff, approved once (the transaction processed as a journal) or rejected with a reason"),
+        (name = "analytics", description = "Knowing the program: promotions measured against their control groups"),
         (name = "partners", description = "Partners and their ledger: earn partners paying for points (prepaid packs or postpaid bills), burn partners reimbursed; events"),
         (name = "operations", description = "Jobs, tokens, users and the audit log")
     )
@@ -156,6 +158,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
             .merge(catalog::routes())
             .merge(badges::routes())
             .merge(partners::routes())
+            .merge(analytics::routes())
             .merge(claims::routes())
             .merge(admin::routes()),
     )

@@ -4,11 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Subcommand, ValueEnum};
 use fidelis_core::analytics::churn::{self, Horizon};
+use fidelis_core::analytics::experiment;
+use fidelis_store::StoreError;
 
-use super::{connect, program};
+use super::{EXIT_REJECTED, connect, program};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Unit {
@@ -54,10 +56,81 @@ pub enum AnalyticsCommand {
         #[arg(long)]
         members: Option<PathBuf>,
     },
+    /// A promotion against its control group over a window: the members it rewarded and
+    /// those held out (`control_group` in its definition), their mean spend on purchases in
+    /// the window, the difference with its 95 % interval, the incremental revenue, the
+    /// points' cost and the return on investment (JSON); says when the groups are too small
+    /// or the difference cannot be told from chance.
+    Promotion {
+        #[arg(long)]
+        program: String,
+        #[arg(long)]
+        promotion: String,
+        /// The window's start, RFC 3339.
+        #[arg(long)]
+        from: DateTime<Utc>,
+        /// Its end, excluded; now when absent.
+        #[arg(long)]
+        to: Option<DateTime<Utc>>,
+    },
 }
 
 pub async fn run(database: &str, command: AnalyticsCommand) -> Result<ExitCode> {
     match command {
+        AnalyticsCommand::Promotion {
+            program: code,
+            promotion,
+            from,
+            to,
+        } => {
+            let to = to.unwrap_or_else(Utc::now);
+            if from >= to {
+                bail!("--from must be before --to");
+            }
+            let store = connect(database).await?;
+            let program = program(&store, &code).await?;
+            let exposure = match store
+                .promotion_exposure(&program, &promotion, from, to)
+                .await
+            {
+                Ok(e) => e,
+                Err(StoreError::Refused(code, message)) => {
+                    eprintln!("error: {message} ({code})");
+                    return Ok(ExitCode::from(EXIT_REJECTED));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let r = experiment::compare(&exposure.treated, &exposure.control, exposure.cost);
+            let minor = 10f64.powi(i32::from(program.program.money_currency.scale()));
+            let money = |v: f64| format!("{:.2}", v / minor);
+            let interval = |i: Option<(f64, f64)>, f: &dyn Fn(f64) -> serde_json::Value| {
+                i.map(|(lo, hi)| serde_json::json!([f(lo), f(hi)]))
+            };
+            let report = serde_json::json!({
+                "program": program.program.code.as_str(),
+                "promotion": promotion,
+                "from": from,
+                "to": to,
+                "treated_members": r.treated,
+                "control_members": r.control,
+                "applied_journals": exposure.applied_journals,
+                "control_journals": exposure.control_journals,
+                "treated_mean_spend": money(r.treated_mean),
+                "control_mean_spend": money(r.control_mean),
+                "lift_per_member": money(r.lift),
+                "lift_interval_95": interval(r.lift_interval, &|v| money(v).into()),
+                "incremental_revenue": money(r.incremental_revenue),
+                "incremental_revenue_interval_95": interval(r.revenue_interval, &|v| money(v).into()),
+                "points": exposure.points.iter().map(|(c, n)| serde_json::json!({"currency": c, "points": n})).collect::<Vec<_>>(),
+                "cost": money(exposure.cost as f64),
+                "roi": r.roi,
+                "roi_interval_95": interval(r.roi_interval, &|v| v.into()),
+                "conclusion": r.conclusion.name(),
+                "money_currency": program.program.money_currency.code(),
+            });
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
         AnalyticsCommand::Churn {
             program: code,
             calibration_end,
