@@ -53,6 +53,16 @@ impl Book {
         }
     }
 
+    /// Every entry written so far, in order, with its member.
+    pub fn entries(&self) -> &[(MemberId, Entry)] {
+        &self.entries
+    }
+
+    /// Every member's ledger, in no particular order.
+    pub fn ledgers(&self) -> impl Iterator<Item = (&ExternalId, &MemberLedger)> {
+        self.members.iter()
+    }
+
     /// Every tier change so far, with the member.
     pub fn tier_changes(&self) -> &[(ExternalId, crate::tiers::TierChange)] {
         &self.tier_changes

@@ -18,6 +18,8 @@ mod guard;
 mod metrics;
 mod openapi;
 pub(crate) mod pages;
+/// SVG charts, drawn on the server (the console's, and `fidelis simulate`'s).
+pub use pages::charts;
 mod routes;
 pub mod server;
 

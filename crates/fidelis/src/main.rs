@@ -61,6 +61,9 @@ enum Command {
     Settlement(cli::settlement::SettlementArgs),
     /// The points liability as of an instant, with expected breakage (JSON).
     Liability(cli::liability::LiabilityArgs),
+    /// Run a synthetic population through a program definition (no database): points,
+    /// liability, costs, tiers; `--compare` a second definition.
+    Simulate(cli::simulate::SimulateArgs),
     /// Models of the members fitted on the program's history: churn risk, lifetime value.
     #[command(subcommand)]
     Analytics(cli::analytics::AnalyticsCommand),
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
             Command::Balance(a) => cli::balance::run(&args.database, a).await,
             Command::Settlement(a) => cli::settlement::run(&args.database, a).await,
             Command::Liability(a) => cli::liability::run(&args.database, a).await,
+            Command::Simulate(a) => cli::simulate::run(a),
             Command::Analytics(c) => cli::analytics::run(&args.database, c).await,
             Command::Bench(c) => cli::bench::run(&args.database, c).await,
         }

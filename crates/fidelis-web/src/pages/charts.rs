@@ -2,7 +2,7 @@
 //! table of its numbers, so the figures are readable without the picture (and by screen
 //! readers).
 
-use charts_rs::{BarChart, Series};
+use charts_rs::{BarChart, LineChart, Series};
 
 const WIDTH: f32 = 640.0;
 const HEIGHT: f32 = 300.0;
@@ -26,8 +26,16 @@ fn finish(svg: charts_rs::Result<String>) -> String {
 }
 
 /// Bars per label, one colour per series.
-pub(crate) fn bars(labels: &[String], list: &[(&str, Vec<f64>)]) -> String {
+pub fn bars(labels: &[String], list: &[(&str, Vec<f64>)]) -> String {
     let mut chart = BarChart::new(series(list), labels.to_vec());
+    chart.width = WIDTH;
+    chart.height = HEIGHT;
+    finish(chart.svg())
+}
+
+/// A line per series over the labels (months, usually).
+pub fn lines(labels: &[String], list: &[(&str, Vec<f64>)]) -> String {
+    let mut chart = LineChart::new(series(list), labels.to_vec());
     chart.width = WIDTH;
     chart.height = HEIGHT;
     finish(chart.svg())

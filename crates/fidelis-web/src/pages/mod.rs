@@ -9,7 +9,7 @@
 //! implementation of a permission here. Every state-changing form is a POST carrying the
 //! session's anti-forgery token.
 
-mod charts;
+pub mod charts;
 pub(crate) mod console;
 mod i18n;
 mod portal;

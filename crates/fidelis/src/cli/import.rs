@@ -49,6 +49,12 @@ pub enum JournalsCommand {
         /// one writer at a time).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
         workers: Option<u32>,
+        /// Process each journal as of its own `occurred_at` instead of now: history
+        /// replayed as it happened (qualification periods reset, tiers change and points
+        /// expire between journals, as they did then). One transaction per journal, so
+        /// slower; for moving a program's history in, and for checking `fidelis simulate`.
+        #[arg(long)]
+        replay: bool,
     },
 }
 
@@ -77,6 +83,7 @@ pub async fn run(database: &str, command: JournalsCommand) -> Result<ExitCode> {
         batch_size,
         report,
         workers,
+        replay,
     } = command;
     let format = format.unwrap_or(
         if file
@@ -168,6 +175,12 @@ pub async fn run(database: &str, command: JournalsCommand) -> Result<ExitCode> {
             bar.clone(),
         );
         let run_id = run.id;
+        // Where this partition's checkpoint stands (replay keeps it there until a chunk's
+        // last journal).
+        let mut committed = run
+            .progress
+            .get(partition)
+            .map_or((0, 0), |p| (p.byte_offset, p.line));
         tasks.spawn(async move {
             while let Some(chunk) = receiver.recv().await {
                 let chunk = chunk?;
@@ -179,9 +192,51 @@ pub async fn run(database: &str, command: JournalsCommand) -> Result<ExitCode> {
                     lines: chunk.lines,
                     rejections: chunk.rejections,
                 };
-                let results = store
-                    .post_journals(&program, &chunk.journals, Utc::now(), Some(&progress))
-                    .await?;
+                let results = if replay && !chunk.journals.is_empty() {
+                    // One journal at a time, each at its own instant, each with its own
+                    // counts; the checkpoint moves with the chunk's last journal (a crash
+                    // before it replays the others, which changes nothing).
+                    let last = chunk.journals.len() - 1;
+                    let mut results = Vec::with_capacity(chunk.journals.len());
+                    for (i, j) in chunk.journals.iter().enumerate() {
+                        let step = ImportProgress {
+                            run_id,
+                            partition: partition as u32,
+                            byte_offset: if i == last {
+                                progress.byte_offset
+                            } else {
+                                committed.0
+                            },
+                            line: if i == last {
+                                progress.line
+                            } else {
+                                committed.1
+                            },
+                            lines: progress.lines.get(i).copied().into_iter().collect(),
+                            rejections: if i == last {
+                                progress.rejections.clone()
+                            } else {
+                                Vec::new()
+                            },
+                        };
+                        results.extend(
+                            store
+                                .post_journals(
+                                    &program,
+                                    std::slice::from_ref(j),
+                                    j.journal.occurred_at,
+                                    Some(&step),
+                                )
+                                .await?,
+                        );
+                    }
+                    results
+                } else {
+                    store
+                        .post_journals(&program, &chunk.journals, Utc::now(), Some(&progress))
+                        .await?
+                };
+                committed = (progress.byte_offset, progress.line);
                 counts.record(&results, progress.rejections.len() as u64, chunk.end_offset);
                 let done = counts.lines();
                 let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);

@@ -12,6 +12,7 @@ pub mod members;
 pub mod program;
 pub mod serve;
 pub mod settlement;
+pub mod simulate;
 pub mod vouchers;
 
 use std::path::Path;

@@ -1,0 +1,431 @@
+//! `fidelis simulate`: a synthetic population run through a program definition by the core
+//! itself, on a virtual clock — no database, no wall clock — to see what the program would
+//! cost and give before it runs (PRODUCT.md §16).
+//!
+//! Members join over the first months; each buys at their own Poisson rate and, after each
+//! repeat purchase, may drop out for good (rates and dropout drawn across members as in the
+//! BG/NBD model, [`crate::analytics::synthetic`]); each purchase is worth a Gamma-Gamma draw
+//! around the member's own mean; some purchases are returned within two weeks; once a month
+//! a member may redeem, with their own propensity, when they hold enough points. Every
+//! journal goes through [`Book`], exactly as the server would process it, and the month's
+//! figures are read from the ledger the book keeps. The same seed gives the same population,
+//! the same journals and the same figures; the same seed with another definition gives the
+//! same people doing the same things, so two definitions compare like for like.
+
+use chrono::{DateTime, Duration, Months, Utc};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Beta, Distribution, Exp, Gamma};
+
+use crate::analytics::{bgnbd, gamma_gamma};
+use crate::book::Book;
+use crate::ids::{Code, ExternalId};
+use crate::journal::{Accrual, Journal, JournalBody, JournalError, Refund};
+use crate::ledger::EntryKind;
+use crate::money::MinorUnits;
+use crate::program::{CurrencyKind, PURCHASE, Program};
+
+/// How the population behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Behaviour {
+    /// Purchase rate (per week) and dropout, as a BG/NBD population.
+    pub purchases: bgnbd::Params,
+    /// Spend per purchase, in major units of the money currency.
+    pub spend: gamma_gamma::Params,
+    /// Each member's monthly propensity to redeem when they can, drawn from Beta(a, b).
+    pub redemption: (f64, f64),
+    /// The fewest points a member redeems (then all whole hundreds they hold).
+    pub redeem_from: i64,
+    /// The share of purchases returned in full within two weeks.
+    pub returns: f64,
+    /// Members join evenly over this many first months.
+    pub joining_months: u32,
+}
+
+impl Default for Behaviour {
+    /// A retail population: about one purchase a month while active (Gamma(0.5, 2) per
+    /// week), a mean ticket near €50, redemption propensities around one in four.
+    fn default() -> Self {
+        Self {
+            purchases: bgnbd::Params {
+                r: 0.5,
+                alpha: 2.0,
+                a: 0.8,
+                b: 6.0,
+            },
+            spend: gamma_gamma::Params {
+                p: 6.0,
+                q: 4.0,
+                gamma: 25.0,
+            },
+            redemption: (1.0, 3.0),
+            redeem_from: 500,
+            returns: 0.05,
+            joining_months: 6,
+        }
+    }
+}
+
+/// What to simulate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub members: u32,
+    pub months: u32,
+    /// The first month's first instant.
+    pub start: DateTime<Utc>,
+    pub seed: u64,
+    pub behaviour: Behaviour,
+}
+
+/// One month's figures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Month {
+    pub start: DateTime<Utc>,
+    /// Members enrolled by the month's end, and those who bought in it.
+    pub members: u32,
+    pub buyers: u32,
+    pub purchases: u64,
+    pub journals: u64,
+    /// Spend on purchases in the month and returned in it (minor units).
+    pub revenue: i64,
+    pub returned: i64,
+    /// Per currency (the program's order): points earned (adjustments included), taken
+    /// back by returns, redeemed, expired, and held by members at the month's end.
+    pub issued: Vec<i64>,
+    pub taken_back: Vec<i64>,
+    pub redeemed: Vec<i64>,
+    pub expired: Vec<i64>,
+    /// Qualifying points reset at the end of a tier qualification period.
+    pub reset: Vec<i64>,
+    pub outstanding: Vec<i64>,
+    /// The redeemable points held at the month's end, valued (minor units).
+    pub liability: i64,
+    /// Members per (tier group, tier) at the month's end.
+    pub tiers: Vec<(String, String, u32)>,
+    /// Points each promotion awarded in the month, per currency: (promotion, currency,
+    /// points).
+    pub promotions: Vec<(String, String, i64)>,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    pub currencies: Vec<String>,
+    pub months: Vec<Month>,
+}
+
+impl Report {
+    /// A figure summed over the months.
+    pub fn total(&self, f: impl Fn(&Month) -> i64) -> i64 {
+        self.months.iter().map(f).sum()
+    }
+
+    /// Points of a currency issued over the whole run.
+    pub fn issued(&self, currency: usize) -> i64 {
+        self.total(|m| m.issued[currency])
+    }
+}
+
+/// Why a simulation cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulationError {
+    #[error("the behaviour's parameters must be positive and finite")]
+    BadBehaviour,
+    #[error("the program has no redeemable currency to redeem")]
+    NothingToRedeem,
+    #[error("a generated journal was refused: {0}")]
+    Refused(#[from] JournalError),
+    #[error("the months run past the calendar")]
+    OutOfRange,
+}
+
+struct Person {
+    id: ExternalId,
+    joins: DateTime<Utc>,
+    enrolled: bool,
+    rate: f64,
+    dropout: f64,
+    alive: bool,
+    next: DateTime<Utc>,
+    /// The Gamma-Gamma scale ν of the member's purchases.
+    nu: f64,
+    propensity: f64,
+    purchases: u32,
+}
+
+enum Event {
+    Purchase { person: usize, cents: i64 },
+    Return { person: usize, original: u64 },
+    Redeem { person: usize },
+}
+
+const WEEK_SECONDS: f64 = 7.0 * 86_400.0;
+
+/// Runs the simulation; `sink` sees every journal as it is posted (to write them out or
+/// send them to a server) and every enrolment (with `None`).
+pub fn run(
+    program: &Program,
+    settings: &Settings,
+    mut sink: impl FnMut(&ExternalId, DateTime<Utc>, Option<&Journal>),
+) -> Result<Report, SimulationError> {
+    let b = &settings.behaviour;
+    let rate = Gamma::new(b.purchases.r, 1.0 / b.purchases.alpha)
+        .map_err(|_| SimulationError::BadBehaviour)?;
+    let dropout =
+        Beta::new(b.purchases.a, b.purchases.b).map_err(|_| SimulationError::BadBehaviour)?;
+    let scale =
+        Gamma::new(b.spend.q, 1.0 / b.spend.gamma).map_err(|_| SimulationError::BadBehaviour)?;
+    let propensity =
+        Beta::new(b.redemption.0, b.redemption.1).map_err(|_| SimulationError::BadBehaviour)?;
+    if !(b.spend.p > 0.0 && (0.0..1.0).contains(&b.returns)) {
+        return Err(SimulationError::BadBehaviour);
+    }
+    let redeemable = program
+        .currencies
+        .iter()
+        .position(|c| c.kind == CurrencyKind::Redeemable)
+        .ok_or(SimulationError::NothingToRedeem)?;
+    let money_scale = 10f64.powi(i32::from(program.money_currency.scale()));
+    let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
+    let month_start = |m: u32| {
+        settings
+            .start
+            .checked_add_months(Months::new(m))
+            .ok_or(SimulationError::OutOfRange)
+    };
+    let end = month_start(settings.months)?;
+    let joining = (month_start(b.joining_months.clamp(1, settings.months.max(1)))? - settings.start)
+        .num_seconds()
+        .max(1) as f64;
+    let mut people: Vec<Person> = (0..settings.members)
+        .map(|n| {
+            let joins = settings.start + Duration::seconds((rng.random::<f64>() * joining) as i64);
+            Person {
+                id: ExternalId::parse(&format!("S{n:07}")).unwrap_or_else(|_| unreachable!()),
+                joins,
+                enrolled: false,
+                rate: rate.sample(&mut rng).max(1e-9),
+                dropout: dropout.sample(&mut rng),
+                alive: true,
+                next: joins,
+                nu: scale.sample(&mut rng).max(1e-9),
+                propensity: propensity.sample(&mut rng),
+                purchases: 0,
+            }
+        })
+        .collect();
+    let purchase_type = Code::parse(PURCHASE).unwrap_or_else(|_| unreachable!());
+    let mut book = Book::new(program.clone());
+    let mut report = Report {
+        currencies: program
+            .currencies
+            .iter()
+            .map(|c| c.code.to_string())
+            .collect(),
+        months: Vec::new(),
+    };
+    let n = program.currencies.len();
+    // Returns falling in a later month wait here: (when, event).
+    let mut later: Vec<(DateTime<Utc>, Event)> = Vec::new();
+    let mut seen_entries = 0usize;
+    let mut journal_seq = 0u64;
+    for m in 0..settings.months {
+        let (from, until) = (month_start(m)?, month_start(m + 1)?);
+        let mut month = Month {
+            start: from,
+            issued: vec![0; n],
+            taken_back: vec![0; n],
+            redeemed: vec![0; n],
+            expired: vec![0; n],
+            reset: vec![0; n],
+            outstanding: vec![0; n],
+            ..Month::default()
+        };
+        let mut events: Vec<(DateTime<Utc>, Event)> = Vec::new();
+        let (due, wait): (Vec<_>, Vec<_>) = later.drain(..).partition(|(at, _)| *at < until);
+        events.extend(due);
+        later = wait;
+        let span = (until - from).num_seconds() as f64;
+        for (i, p) in people.iter_mut().enumerate() {
+            if p.joins >= until {
+                continue;
+            }
+            if !p.enrolled {
+                p.enrolled = true;
+                book.enroll_at(&p.id, p.joins);
+                sink(&p.id, p.joins, None);
+            }
+            let gap = Exp::new(p.rate).unwrap_or_else(|_| unreachable!());
+            let value = Gamma::new(b.spend.p, 1.0 / p.nu).unwrap_or_else(|_| unreachable!());
+            while p.alive && p.next < until {
+                let at = p.next.max(from);
+                let major: f64 = value.sample(&mut rng);
+                let cents = ((major * money_scale).round() as i64).max(1);
+                events.push((at, Event::Purchase { person: i, cents }));
+                if p.purchases > 0 && rng.random::<f64>() < p.dropout {
+                    p.alive = false;
+                }
+                p.purchases += 1;
+                let weeks: f64 = gap.sample(&mut rng);
+                p.next = at + Duration::seconds((weeks * WEEK_SECONDS).min(1e10) as i64 + 60);
+            }
+            if rng.random::<f64>() < p.propensity {
+                let at = from + Duration::seconds((rng.random::<f64>() * span) as i64);
+                if at >= p.joins {
+                    events.push((at, Event::Redeem { person: i }));
+                }
+            }
+        }
+        // Chronological; the generation order breaks ties, so the run is deterministic.
+        events.sort_by_key(|(at, _)| *at);
+        let mut buyers = vec![false; people.len()];
+        for (at, event) in events {
+            let (person, body, external) = match event {
+                Event::Purchase { person, cents } => {
+                    journal_seq += 1;
+                    if rng.random::<f64>() < b.returns {
+                        let back = at
+                            + Duration::seconds(
+                                (rng.random::<f64>() * 14.0 * 86_400.0) as i64 + 3_600,
+                            );
+                        if back < end {
+                            later.push((
+                                back,
+                                Event::Return {
+                                    person,
+                                    original: journal_seq,
+                                },
+                            ));
+                        }
+                    }
+                    month.purchases += 1;
+                    month.revenue += cents;
+                    buyers[person] = true;
+                    let body = JournalBody::Accrual(Accrual {
+                        activity: purchase_type.clone(),
+                        subtype: None,
+                        amount: Some(MinorUnits(cents)),
+                        lines: Vec::new(),
+                        channel: None,
+                        store: None,
+                        partner: None,
+                        attributes: serde_json::Map::new(),
+                    });
+                    (person, body, format!("sim-{journal_seq}"))
+                }
+                Event::Return { person, original } => {
+                    let body = JournalBody::Refund(Refund {
+                        original: ExternalId::parse(&format!("sim-{original}"))
+                            .unwrap_or_else(|_| unreachable!()),
+                        amount: None,
+                        lines: Vec::new(),
+                        channel: None,
+                        store: None,
+                    });
+                    (person, body, format!("sim-{original}-return"))
+                }
+                Event::Redeem { person } => {
+                    let held = book
+                        .ledger(&people[person].id)
+                        .map_or(0, |l| l.accounts[redeemable].available);
+                    if held < b.redeem_from {
+                        continue;
+                    }
+                    let body = JournalBody::Redemption {
+                        currency: crate::ids::CurrencyIx(redeemable as u16),
+                        points: held / 100 * 100,
+                        partner: None,
+                    };
+                    (person, body, format!("sim-r{}-{}", m, people[person].id))
+                }
+            };
+            let mut journal = Journal {
+                external_id: ExternalId::parse(&external).unwrap_or_else(|_| unreachable!()),
+                member: people[person].id.clone(),
+                occurred_at: at,
+                body,
+            };
+            let outcome = match book.post(&journal, at) {
+                Ok((outcome, _)) => outcome,
+                // Points expired since the balance was read: redeem what is left, if enough.
+                Err(JournalError::InsufficientPoints { spendable, .. }) => {
+                    let points = spendable / 100 * 100;
+                    if points < b.redeem_from.max(1) {
+                        continue;
+                    }
+                    if let JournalBody::Redemption { points: p, .. } = &mut journal.body {
+                        *p = points;
+                    }
+                    book.post(&journal, at)?.0
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(refunded) = &outcome.refunded_amount
+                && let Ok(v) = program.money_currency.parse_amount(refunded)
+            {
+                month.returned += v.0;
+            }
+            for award in outcome.awards.iter().filter(|a| a.source != "base") {
+                let (promotion, currency) = (award.source.to_string(), award.currency.to_string());
+                match month
+                    .promotions
+                    .iter_mut()
+                    .find(|(p, c, _)| *p == promotion && *c == currency)
+                {
+                    Some(row) => row.2 += award.points,
+                    None => month.promotions.push((promotion, currency, award.points)),
+                }
+            }
+            month.journals += 1;
+            sink(&people[person].id, at, Some(&journal));
+        }
+        book.settle_all(until);
+        for (_, e) in &book.entries()[seen_entries..] {
+            let c = e.currency.index();
+            match e.kind {
+                EntryKind::Earn | EntryKind::Adjust if e.amount > 0 => month.issued[c] += e.amount,
+                EntryKind::Refund => month.taken_back[c] -= e.amount,
+                EntryKind::Redeem => month.redeemed[c] -= e.amount,
+                EntryKind::Expire => month.expired[c] -= e.amount,
+                EntryKind::Reset => month.reset[c] -= e.amount,
+                _ => {}
+            }
+        }
+        seen_entries = book.entries().len();
+        let mut tiers: Vec<(String, String, u32)> = program
+            .tier_groups
+            .iter()
+            .flat_map(|g| {
+                g.tiers
+                    .iter()
+                    .map(move |t| (g.code.to_string(), t.code.to_string(), 0))
+            })
+            .collect();
+        month.outstanding = vec![0; n];
+        for (_, ledger) in book.ledgers() {
+            for (c, account) in ledger.accounts.iter().enumerate() {
+                month.outstanding[c] += account.available + account.pending;
+            }
+            let indexes = ledger.tier_indexes(program);
+            let mut row = 0;
+            for (g, group) in program.tier_groups.iter().enumerate() {
+                if let Some(&t) = indexes.get(g) {
+                    tiers[row + t].2 += 1;
+                }
+                row += group.tiers.len();
+            }
+        }
+        month.tiers = tiers;
+        month.members = people.iter().filter(|p| p.enrolled).count() as u32;
+        month.buyers = buyers.iter().filter(|b| **b).count() as u32;
+        let c = &program.currencies[redeemable];
+        month.liability = crate::partners::money(
+            month.outstanding[redeemable],
+            c.value_per_point,
+            program.money_currency.scale(),
+        );
+        month.promotions.sort();
+        report.months.push(month);
+    }
+    Ok(report)
+}
