@@ -500,6 +500,13 @@ fn cases() -> Vec<Case> {
         },
         Case {
             method: Method::GET,
+            path: "/api/v1/programs/shop/analytics/kpis",
+            template: "/api/v1/programs/{program}/analytics/kpis",
+            body: None,
+            allowed: staff,
+        },
+        Case {
+            method: Method::GET,
             path: "/api/v1/programs/shop/events",
             template: "/api/v1/programs/{program}/events",
             body: None,

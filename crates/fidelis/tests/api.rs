@@ -1905,6 +1905,52 @@ async fn a_promotion_is_measured_against_its_control_group(s: Server) {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(body["code"], "unknown_promotion");
+    // The key figures count the same journals: 40 members, all active, 10 base points
+    // each and the bonus for the treated.
+    let kpis = s.get("/programs/shop/analytics/kpis?months=2").await;
+    assert_eq!(kpis["members"], 40, "{kpis}");
+    assert_eq!(kpis["active_30"], 40, "{kpis}");
+    assert_eq!(kpis["enrolments"], 40, "{kpis}");
+    assert_eq!(
+        kpis["currencies"][0]["issued"],
+        400 + 50 * treated,
+        "{kpis}"
+    );
+    assert_eq!(
+        kpis["currencies"][0]["outstanding_available"],
+        400 + 50 * treated
+    );
+    assert_eq!(kpis["currencies"][0]["redemption_rate"], 0.0, "{kpis}");
+    assert_eq!(kpis["months"].as_array().unwrap().len(), 2);
+    let csv = s
+        .http
+        .get(s.url("/programs/shop/analytics/kpis?format=csv"))
+        .bearer_auth(common::ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        csv.headers()["content-type"].to_str().unwrap(),
+        "text/csv; charset=utf-8"
+    );
+    let csv = csv.text().await.unwrap();
+    assert!(
+        csv.starts_with("month,currency,enrolments,issued,redeemed,expired\n"),
+        "{csv}"
+    );
+    assert_eq!(
+        csv.lines().count(),
+        1 + 12,
+        "a row per month and currency: {csv}"
+    );
+    let (status, _, body) = s
+        .call(
+            reqwest::Method::GET,
+            "/programs/shop/analytics/kpis?months=0",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let (status, _, body) = s
         .call(
             reqwest::Method::GET,

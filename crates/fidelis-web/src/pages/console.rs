@@ -264,7 +264,7 @@ async fn home(State(state): State<AppState>, staff: Staff) -> PageResult {
 }
 
 /// Month starts in the program's zone: the last `n` months and the next month's start.
-fn month_bounds(
+pub(crate) fn month_bounds(
     tz: chrono_tz::Tz,
     now: chrono::DateTime<Utc>,
     n: u32,

@@ -1,10 +1,12 @@
-//! Knowing the program: a promotion measured against its control group.
+//! Knowing the program: the key figures per month, and a promotion measured against its
+//! control group.
 //!
 //! Staff only (`programs:read`, not partners or members): the figures are the program's.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use fidelis_core::analytics::experiment;
 use serde::{Deserialize, Serialize};
@@ -18,7 +20,9 @@ use crate::auth::{Caller, Permission, Role};
 use crate::error::{ApiError, ApiResult};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(promotion_performance))
+    OpenApiRouter::new()
+        .routes(routes!(promotion_performance))
+        .routes(routes!(kpis))
 }
 
 /// Points a promotion awarded in one currency.
@@ -137,4 +141,197 @@ async fn promotion_performance(
         conclusion: r.conclusion.name().to_owned(),
         money_currency: program.program.money_currency.code().to_owned(),
     }))
+}
+
+/// One currency's points over the window.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CurrencyKpis {
+    pub currency: String,
+    /// Earned (either pool) and positive adjustments; redeemed; expired.
+    pub issued: i64,
+    pub redeemed: i64,
+    pub expired: i64,
+    /// `redeemed / issued` and `expired / issued` (absent without issued points).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redemption_rate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breakage_rate: Option<f64>,
+    /// Held by members now.
+    pub outstanding_available: i64,
+    pub outstanding_pending: i64,
+}
+
+/// One month (in the program's time zone; the last one runs to now).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MonthKpis {
+    /// `YYYY-MM`.
+    pub month: String,
+    pub enrolments: i64,
+    /// Per currency: (issued, redeemed, expired), in the order of `currencies`.
+    pub points: Vec<[i64; 3]>,
+}
+
+/// Members per tier now.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TierKpis {
+    pub group: String,
+    pub tier: String,
+    pub members: i64,
+}
+
+/// The program's key figures: members and activity now, and per month of the window
+/// enrolments and points issued, redeemed and expired.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KpisBody {
+    pub as_of: DateTime<Utc>,
+    pub members: i64,
+    /// Members who earned or spent in the last 30 and 90 days.
+    pub active_30: i64,
+    pub active_90: i64,
+    pub enrolments: i64,
+    pub currencies: Vec<CurrencyKpis>,
+    pub months: Vec<MonthKpis>,
+    pub tiers: Vec<TierKpis>,
+}
+
+/// The program's key figures, computed in the database: members (total, active in 30 and
+/// 90 days), and per month of the last `months` (12 by default, at most 120) enrolments and
+/// points issued, redeemed and expired per currency, with the window's redemption and
+/// breakage rates, points outstanding and members per tier — as JSON or (`format=csv`) one
+/// CSV row per month and currency. Staff only (`programs:read`).
+#[utoipa::path(get, path = "/programs/{program}/analytics/kpis", tag = "analytics",
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"),
+           ("months" = Option<u32>, Query, description = "Months back, the current one included (1–120; 12 by default)", minimum = 1, maximum = 120),
+           ("format" = Option<String>, Query, description = "`json` (default) or `csv`", pattern = "^(json|csv)$")),
+    responses((status = 200, body = KpisBody, description = "The figures", content_type = "application/json"),
+              (status = 200, body = String, description = "The figures as CSV (`format=csv`)", content_type = "text/csv"),
+              Problems))]
+async fn kpis(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path(code): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<crate::dto::Query>,
+) -> ApiResult<Response> {
+    caller.require(Permission::ProgramsRead, Some(&code))?;
+    if matches!(caller.role, Role::Partner | Role::Member) {
+        return Err(ApiError::forbidden(
+            "the key figures are for the program's staff",
+        ));
+    }
+    let months = match query.get("months") {
+        None => 12,
+        Some(raw) => match raw.parse::<u32>() {
+            Ok(n) if (1..=120).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "months is a whole number from 1 to 120".to_owned(),
+                ));
+            }
+        },
+    };
+    let csv = match query.get("format").map(String::as_str) {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "format is json or csv".to_owned(),
+            ));
+        }
+    };
+    let program = cached_program(&state, &code).await?;
+    let tz = program.program.time_zone;
+    let now = Utc::now();
+    let bounds = crate::pages::console::month_bounds(tz, now, months);
+    let labels: Vec<String> = bounds
+        .iter()
+        .take(bounds.len().saturating_sub(1))
+        .map(|b| b.with_timezone(&tz).format("%Y-%m").to_string())
+        .collect();
+    let d = state.store.dashboard(&program, &bounds, now).await?;
+    if csv {
+        let mut out = String::from("month,currency,enrolments,issued,redeemed,expired\n");
+        for (i, month) in labels.iter().enumerate() {
+            for (currency, points) in &d.points {
+                let p = points.get(i).cloned().unwrap_or_default();
+                out.push_str(&format!(
+                    "{month},{currency},{},{},{},{}\n",
+                    d.enrolments.get(i).copied().unwrap_or(0),
+                    p.issued,
+                    p.redeemed,
+                    p.expired
+                ));
+            }
+        }
+        return Ok((
+            [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            out,
+        )
+            .into_response());
+    }
+    let rate = |part: i64, whole: i64| (whole > 0).then(|| part as f64 / whole as f64);
+    let currencies = d
+        .points
+        .iter()
+        .map(|(currency, points)| {
+            let sum =
+                |f: &dyn Fn(&fidelis_store::MonthPoints) -> i64| points.iter().map(f).sum::<i64>();
+            let (issued, redeemed, expired) = (
+                sum(&|p| p.issued),
+                sum(&|p| p.redeemed),
+                sum(&|p| p.expired),
+            );
+            let (available, pending) = d
+                .outstanding
+                .iter()
+                .find(|o| &o.0 == currency)
+                .map_or((0, 0), |o| (o.1, o.2));
+            CurrencyKpis {
+                currency: currency.clone(),
+                issued,
+                redeemed,
+                expired,
+                redemption_rate: rate(redeemed, issued),
+                breakage_rate: rate(expired, issued),
+                outstanding_available: available,
+                outstanding_pending: pending,
+            }
+        })
+        .collect();
+    let months = labels
+        .iter()
+        .enumerate()
+        .map(|(i, month)| MonthKpis {
+            month: month.clone(),
+            enrolments: d.enrolments.get(i).copied().unwrap_or(0),
+            points: d
+                .points
+                .iter()
+                .map(|(_, p)| {
+                    let p = p.get(i).cloned().unwrap_or_default();
+                    [p.issued, p.redeemed, p.expired]
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(axum::Json(KpisBody {
+        as_of: now,
+        members: d.members,
+        active_30: d.active_30,
+        active_90: d.active_90,
+        enrolments: d.enrolments.iter().sum(),
+        currencies,
+        months,
+        tiers: d
+            .tiers
+            .iter()
+            .map(|(group, tier, members)| TierKpis {
+                group: group.clone(),
+                tier: tier.clone(),
+                members: *members,
+            })
+            .collect(),
+    })
+    .into_response())
 }
