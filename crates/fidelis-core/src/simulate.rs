@@ -7,8 +7,10 @@
 //! BG/NBD model, [`crate::analytics::synthetic`]); each purchase is worth a Gamma-Gamma draw
 //! around the member's own mean; some purchases are returned within two weeks; once a month
 //! a member may redeem, with their own propensity, when they hold enough points. Every
-//! journal goes through [`Book`], exactly as the server would process it, and the month's
-//! figures are read from the ledger the book keeps. The same seed gives the same population,
+//! journal goes through [`crate::process`], exactly as the server would process it, and
+//! the month's figures are summed from the entries it writes. Like the in-memory
+//! [`crate::book::Book`], but lean: each member's ledger and promotion counters live with
+//! the member, and only what a later journal refers to (a purchase to be returned) is kept. The same seed gives the same population,
 //! the same journals and the same figures; the same seed with another definition gives the
 //! same people doing the same things, so two definitions compare like for like.
 
@@ -18,12 +20,14 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Beta, Distribution, Exp, Gamma};
 
 use crate::analytics::{bgnbd, gamma_gamma};
-use crate::book::Book;
-use crate::ids::{Code, ExternalId};
+use crate::ids::{Code, ExternalId, JournalId, MemberId};
 use crate::journal::{Accrual, Journal, JournalBody, JournalError, Refund};
-use crate::ledger::EntryKind;
+use crate::ledger::{Entry, EntryKind, MemberLedger, MemberStatus};
 use crate::money::MinorUnits;
+use crate::process::{self, JournalIds, JournalRecord, ProcessError, Related};
 use crate::program::{CurrencyKind, PURCHASE, Program};
+use crate::promotions::Counters;
+use crate::promotions::limits::EVERYONE;
 
 /// How the population behaves.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,6 +141,8 @@ pub enum SimulationError {
     Refused(#[from] JournalError),
     #[error("the months run past the calendar")]
     OutOfRange,
+    #[error("processing failed: {0}")]
+    Processing(String),
 }
 
 struct Person {
@@ -151,6 +157,92 @@ struct Person {
     nu: f64,
     propensity: f64,
     purchases: u32,
+    ledger: Option<MemberLedger>,
+    counters: Counters,
+}
+
+/// Journals of the run, processed as the server would (without its storage).
+struct Engine<'p> {
+    program: &'p Program,
+    next_id: i64,
+    /// Counters of all members (budgets, daily caps), lent to each journal.
+    everyone: Counters,
+    /// Purchases a later return refers to, by their number.
+    returnable: std::collections::HashMap<u64, JournalRecord>,
+}
+
+impl Engine<'_> {
+    fn id(&mut self) -> JournalId {
+        self.next_id += 1;
+        JournalId(self.next_id)
+    }
+
+    /// Processes one journal of `person` at its own instant; `keep` remembers its record
+    /// for a later return. Returns the outcome and every entry written (the journal's and
+    /// its settlement's).
+    fn post(
+        &mut self,
+        person: &mut Person,
+        journal: &Journal,
+        keep: Option<u64>,
+        original: Option<u64>,
+    ) -> Result<(crate::outcome::Outcome, Vec<Entry>), SimulationError> {
+        let ledger = person
+            .ledger
+            .as_mut()
+            .ok_or_else(|| SimulationError::Processing("a journal before enrolment".into()))?;
+        let mut related = Related {
+            target: original.and_then(|o| self.returnable.get(&o).cloned()),
+            ..Related::default()
+        };
+        let mut counters = std::mem::take(&mut person.counters);
+        for (k, v) in &self.everyone.counts {
+            counters.counts.insert(k.clone(), *v);
+        }
+        related.counters = counters;
+        let ids = JournalIds {
+            main: self.id(),
+            settlement: self.id(),
+        };
+        let result = process::process(
+            self.program,
+            ledger,
+            journal,
+            &mut related,
+            ids,
+            journal.occurred_at,
+        );
+        let mut counters = std::mem::take(&mut related.counters);
+        counters.deltas.clear();
+        let everyone: Vec<_> = counters
+            .counts
+            .keys()
+            .filter(|k| k.member == EVERYONE)
+            .cloned()
+            .collect();
+        for k in everyone {
+            if let Some(v) = counters.counts.remove(&k) {
+                self.everyone.counts.insert(k, v);
+            }
+        }
+        person.counters = counters;
+        let processed = match result {
+            Ok(p) => p,
+            Err(ProcessError::Refused(e)) => return Err(SimulationError::Refused(e)),
+            Err(e) => return Err(SimulationError::Processing(e.to_string())),
+        };
+        if let Some(o) = original {
+            self.returnable.remove(&o);
+        }
+        let mut entries = processed.record.entries.clone();
+        if let Some(s) = processed.settlement {
+            entries.extend(s.entries);
+        }
+        if let Some(n) = keep {
+            self.returnable.insert(n, processed.record);
+        }
+        Ok((processed.outcome, entries))
+    }
 }
 
 enum Event {
@@ -211,11 +303,18 @@ pub fn run(
                 nu: scale.sample(&mut rng).max(1e-9),
                 propensity: propensity.sample(&mut rng),
                 purchases: 0,
+                ledger: None,
+                counters: Counters::default(),
             }
         })
         .collect();
     let purchase_type = Code::parse(PURCHASE).unwrap_or_else(|_| unreachable!());
-    let mut book = Book::new(program.clone());
+    let mut engine = Engine {
+        program,
+        next_id: 0,
+        everyone: Counters::default(),
+        returnable: std::collections::HashMap::new(),
+    };
     let mut report = Report {
         currencies: program
             .currencies
@@ -227,7 +326,6 @@ pub fn run(
     let n = program.currencies.len();
     // Returns falling in a later month wait here: (when, event).
     let mut later: Vec<(DateTime<Utc>, Event)> = Vec::new();
-    let mut seen_entries = 0usize;
     let mut journal_seq = 0u64;
     for m in 0..settings.months {
         let (from, until) = (month_start(m)?, month_start(m + 1)?);
@@ -252,7 +350,17 @@ pub fn run(
             }
             if !p.enrolled {
                 p.enrolled = true;
-                book.enroll_at(&p.id, p.joins);
+                let mut ledger =
+                    MemberLedger::new(MemberId(i as i64 + 1), MemberStatus::Active, program);
+                if !program.tier_groups.is_empty() {
+                    ledger.tiers = Some(crate::tiers::MemberTiers::start(
+                        program,
+                        p.joins,
+                        &[],
+                        p.joins,
+                    ));
+                }
+                p.ledger = Some(ledger);
                 sink(&p.id, p.joins, None);
             }
             let gap = Exp::new(p.rate).unwrap_or_else(|_| unreachable!());
@@ -280,6 +388,7 @@ pub fn run(
         events.sort_by_key(|(at, _)| *at);
         let mut buyers = vec![false; people.len()];
         for (at, event) in events {
+            let (mut keep, mut original) = (None, None);
             let (person, body, external) = match event {
                 Event::Purchase { person, cents } => {
                     journal_seq += 1;
@@ -289,6 +398,7 @@ pub fn run(
                                 (rng.random::<f64>() * 14.0 * 86_400.0) as i64 + 3_600,
                             );
                         if back < end {
+                            keep = Some(journal_seq);
                             later.push((
                                 back,
                                 Event::Return {
@@ -313,7 +423,12 @@ pub fn run(
                     });
                     (person, body, format!("sim-{journal_seq}"))
                 }
-                Event::Return { person, original } => {
+                Event::Return {
+                    person,
+                    original: number,
+                } => {
+                    original = Some(number);
+                    let original = number;
                     let body = JournalBody::Refund(Refund {
                         original: ExternalId::parse(&format!("sim-{original}"))
                             .unwrap_or_else(|_| unreachable!()),
@@ -325,8 +440,9 @@ pub fn run(
                     (person, body, format!("sim-{original}-return"))
                 }
                 Event::Redeem { person } => {
-                    let held = book
-                        .ledger(&people[person].id)
+                    let held = people[person]
+                        .ledger
+                        .as_ref()
                         .map_or(0, |l| l.accounts[redeemable].available);
                     if held < b.redeem_from {
                         continue;
@@ -345,53 +461,63 @@ pub fn run(
                 occurred_at: at,
                 body,
             };
-            let outcome = match book.post(&journal, at) {
-                Ok((outcome, _)) => outcome,
-                // Points expired since the balance was read: redeem what is left, if enough.
-                Err(JournalError::InsufficientPoints { spendable, .. }) => {
-                    let points = spendable / 100 * 100;
-                    if points < b.redeem_from.max(1) {
-                        continue;
+            let (outcome, entries) =
+                match engine.post(&mut people[person], &journal, keep, original) {
+                    Ok(done) => done,
+                    // Points expired since the balance was read: redeem what is left, if enough.
+                    Err(SimulationError::Refused(JournalError::InsufficientPoints {
+                        spendable,
+                        ..
+                    })) => {
+                        let points = spendable / 100 * 100;
+                        if points < b.redeem_from.max(1) {
+                            continue;
+                        }
+                        if let JournalBody::Redemption { points: p, .. } = &mut journal.body {
+                            *p = points;
+                        }
+                        engine.post(&mut people[person], &journal, keep, original)?
                     }
-                    if let JournalBody::Redemption { points: p, .. } = &mut journal.body {
-                        *p = points;
-                    }
-                    book.post(&journal, at)?.0
-                }
-                Err(e) => return Err(e.into()),
-            };
+                    Err(e) => return Err(e),
+                };
+            tally(&mut month, &entries);
             if let Some(refunded) = &outcome.refunded_amount
                 && let Ok(v) = program.money_currency.parse_amount(refunded)
             {
                 month.returned += v.0;
             }
             for award in outcome.awards.iter().filter(|a| a.source != "base") {
-                let (promotion, currency) = (award.source.to_string(), award.currency.to_string());
                 match month
                     .promotions
                     .iter_mut()
-                    .find(|(p, c, _)| *p == promotion && *c == currency)
+                    .find(|(p, c, _)| *p == award.source && c == award.currency.as_str())
                 {
                     Some(row) => row.2 += award.points,
-                    None => month.promotions.push((promotion, currency, award.points)),
+                    None => month.promotions.push((
+                        award.source.to_string(),
+                        award.currency.to_string(),
+                        award.points,
+                    )),
                 }
             }
             month.journals += 1;
             sink(&people[person].id, at, Some(&journal));
         }
-        book.settle_all(until);
-        for (_, e) in &book.entries()[seen_entries..] {
-            let c = e.currency.index();
-            match e.kind {
-                EntryKind::Earn | EntryKind::Adjust if e.amount > 0 => month.issued[c] += e.amount,
-                EntryKind::Refund => month.taken_back[c] -= e.amount,
-                EntryKind::Redeem => month.redeemed[c] -= e.amount,
-                EntryKind::Expire => month.expired[c] -= e.amount,
-                EntryKind::Reset => month.reset[c] -= e.amount,
-                _ => {}
+        // The month's end: expiry, releases and tier assessments that fell due.
+        for p in people.iter_mut() {
+            let Some(ledger) = p.ledger.as_mut() else {
+                continue;
+            };
+            if !ledger.is_due(until) {
+                continue;
+            }
+            let id = engine.id();
+            match process::settle(program, ledger, id, until) {
+                Ok((Some(record), _)) => tally(&mut month, &record.entries),
+                Ok((None, _)) => {}
+                Err(e) => return Err(SimulationError::Processing(e.to_string())),
             }
         }
-        seen_entries = book.entries().len();
         let mut tiers: Vec<(String, String, u32)> = program
             .tier_groups
             .iter()
@@ -402,7 +528,7 @@ pub fn run(
             })
             .collect();
         month.outstanding = vec![0; n];
-        for (_, ledger) in book.ledgers() {
+        for ledger in people.iter().filter_map(|p| p.ledger.as_ref()) {
             for (c, account) in ledger.accounts.iter().enumerate() {
                 month.outstanding[c] += account.available + account.pending;
             }
@@ -428,4 +554,19 @@ pub fn run(
         report.months.push(month);
     }
     Ok(report)
+}
+
+/// Adds entries to the month's figures.
+fn tally(month: &mut Month, entries: &[Entry]) {
+    for e in entries {
+        let c = e.currency.index();
+        match e.kind {
+            EntryKind::Earn | EntryKind::Adjust if e.amount > 0 => month.issued[c] += e.amount,
+            EntryKind::Refund => month.taken_back[c] -= e.amount,
+            EntryKind::Redeem => month.redeemed[c] -= e.amount,
+            EntryKind::Expire => month.expired[c] -= e.amount,
+            EntryKind::Reset => month.reset[c] -= e.amount,
+            _ => {}
+        }
+    }
 }

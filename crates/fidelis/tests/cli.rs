@@ -1241,6 +1241,17 @@ earning:
     for (name, published) in [("p", 6.25), ("q", 3.74), ("gamma", 15.44)] {
         assert!(close(&gg[name], published), "{name}: {report}");
     }
+    // RFM: every member in one named segment, the extremes populated.
+    let segments = report["rfm_segments"].as_object().unwrap();
+    assert_eq!(
+        segments.values().map(|v| v.as_u64().unwrap()).sum::<u64>(),
+        2357
+    );
+    assert!(
+        segments["champions"].as_u64().unwrap() > 0
+            && segments["hibernating"].as_u64().unwrap() > 0,
+        "{report}"
+    );
     // Every member scored once; the one who bought steadily is likelier alive than one
     // who bought once in January and never again within the window.
     let mut csv = csv::Reader::from_path(&scores).unwrap();

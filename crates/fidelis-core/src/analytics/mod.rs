@@ -7,6 +7,7 @@
 //! - [`gamma_gamma`]: the Gamma-Gamma model of spend per purchase, and lifetime value.
 //! - [`churn`]: both fitted on a program's members, and every member scored.
 //! - [`experiment`]: a promotion measured against its control group: lift, ROI, intervals.
+//! - [`rfm`]: recency, frequency and monetary quintile scores and their named segments.
 //! - [`synthetic`]: customers drawn from the models, for checks, benchmarks and simulation.
 //! - [`optimize`], [`special`]: the numerical tools the fits need.
 //!
@@ -18,5 +19,6 @@ pub mod experiment;
 pub mod gamma_gamma;
 pub mod history;
 pub mod optimize;
+pub mod rfm;
 pub mod special;
 pub mod synthetic;

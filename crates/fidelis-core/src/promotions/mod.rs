@@ -190,10 +190,15 @@ impl Cumulative {
         limits::CounterKey {
             promotion: promotion.clone(),
             member: member.0,
-            period: format!(
-                "{PROGRESS}{}",
-                self.period.map(|p| p.key(tz, at)).unwrap_or_default()
-            ),
+            period: match self.period {
+                Some(p) => {
+                    let mut key = String::with_capacity(PROGRESS.len() + 12);
+                    key.push_str(PROGRESS);
+                    key.push_str(&p.key(tz, at));
+                    key
+                }
+                None => PROGRESS.to_owned(),
+            },
         }
     }
 }

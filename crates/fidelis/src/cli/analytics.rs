@@ -181,12 +181,27 @@ pub async fn run(database: &str, command: AnalyticsCommand) -> Result<ExitCode> 
                     "expected_purchases",
                     "expected_spend",
                     "lifetime_value",
+                    "rfm",
+                    "rfm_segment",
                 ])?;
             }
+            let rfm = fidelis_core::analytics::rfm::score_all(
+                &histories
+                    .members
+                    .iter()
+                    .map(|m| fidelis_core::analytics::rfm::Measures {
+                        recency_days: (calibration_end - m.summary.last).num_days(),
+                        frequency: m.summary.customer.frequency + 1,
+                        monetary: m.summary.total_spend,
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            let mut segments: std::collections::BTreeMap<&str, u64> = Default::default();
             let (mut alive, mut expected, mut value, mut at_risk) = (0.0, 0.0, 0.0, 0u64);
-            for m in &histories.members {
+            for (m, rfm) in histories.members.iter().zip(&rfm) {
                 let s = &m.summary;
                 let score = model.score(s, &horizon);
+                *segments.entry(rfm.segment()).or_default() += 1;
                 alive += score.p_alive;
                 expected += score.expected_purchases;
                 value += score.lifetime_value.unwrap_or(0.0);
@@ -208,6 +223,8 @@ pub async fn run(database: &str, command: AnalyticsCommand) -> Result<ExitCode> 
                         format!("{:.4}", score.expected_purchases),
                         money_text(score.expected_spend),
                         money_text(score.lifetime_value),
+                        format!("{}{}{}", rfm.recency, rfm.frequency, rfm.monetary),
+                        rfm.segment().to_owned(),
                     ])?;
                 }
             }
@@ -246,6 +263,7 @@ pub async fn run(database: &str, command: AnalyticsCommand) -> Result<ExitCode> 
                 "at_risk": at_risk,
                 "expected_purchases": expected,
                 "lifetime_value": format!("{:.2}", value / minor),
+                "rfm_segments": segments,
                 "money_currency": money.code(),
             });
             println!("{}", serde_json::to_string_pretty(&report)?);
