@@ -614,8 +614,8 @@ fn settlement_error(e: fidelis_store::StoreError) -> ApiError {
            ("from" = chrono::DateTime<chrono::Utc>, Query, description = "The period's start (RFC 3339)"),
            ("to" = chrono::DateTime<chrono::Utc>, Query, description = "Its end, excluded"),
            ("format" = Option<String>, Query, description = "`json` (default) or `csv`", pattern = "^(json|csv)$")),
-    responses((status = 200, body = StatementBody, description = "The statement", content_type = "application/json"),
-              (status = 200, body = String, description = "The statement as CSV (`format=csv`)", content_type = "text/csv"),
+    responses((status = 200, description = "The statement: JSON, or CSV with `format=csv`",
+               content((StatementBody = "application/json"), (String = "text/csv"))),
               Problems))]
 async fn get_settlement(
     State(state): State<AppState>,
