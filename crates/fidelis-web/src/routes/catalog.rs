@@ -77,7 +77,11 @@ pub struct ItemRequest {
     /// … until, excluded.
     pub available_until: Option<DateTime<Utc>>,
     /// The partner that fulfils its orders.
-    #[schema(min_length = 1, max_length = 128)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
     pub partner: Option<String>,
     /// A voucher definition: each order issues the member one.
     #[schema(min_length = 1, max_length = 32, pattern = "^[a-z0-9_-]+$")]

@@ -63,7 +63,11 @@ pub struct HoldRequest {
     #[schema(minimum = 1, maximum = 604_800)]
     pub ttl_seconds: Option<u32>,
     /// The partner where the points are spent (a partner token's own, when absent).
-    #[schema(min_length = 1, max_length = 128)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
     pub partner: Option<String>,
 }
 
