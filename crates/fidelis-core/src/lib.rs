@@ -32,6 +32,7 @@ pub mod partners;
 pub mod process;
 pub mod program;
 pub mod promotions;
+pub mod segments;
 pub mod simulate;
 pub mod templates;
 pub mod tiers;

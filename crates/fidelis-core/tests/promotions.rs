@@ -471,6 +471,7 @@ fn conditions_read_the_members_profile_birthday_and_tenure() {
             enrolled_at: Some(utc("2025-06-14T08:00:00Z")),
             profile: serde_json::from_value(json!({"birthday": "1990-06-13", "segment": "vip"}))
                 .unwrap(),
+            segments: Vec::new(),
         },
     );
     let mut on = |occurred_at: &str| {
@@ -486,6 +487,81 @@ fn conditions_read_the_members_profile_birthday_and_tenure() {
     assert_eq!(on("2026-06-12T22:30:00Z"), ["birthday"]);
     // 14 June: a year (365 days) with us, no birthday.
     assert_eq!(on("2026-06-14T10:00:00Z"), ["loyal"]);
+}
+
+#[test]
+fn eligibility_by_segment_reads_the_members_refreshed_segments() {
+    let program = program_with(
+        r#"
+  - code: win-back
+    name: Come back
+    status: active
+    eligibility: {segments: [lapsing, dormant]}
+    actions: [{type: fixed, currency: points, points: 50}]
+segments:
+  - {code: lapsing, name: Lapsing, condition: "member.p_alive < 0.5"}
+  - {code: dormant, name: Dormant, condition: "member.days_since_purchase > 180"}
+  - {code: vip, name: VIP, condition: "member.spend_365d > 1000.0"}
+"#,
+        "",
+    );
+    assert!(program.reads_segments() && program.needs_member_facts());
+    let mut sim = Sim::new(program, "2026-06-30T12:00:00Z");
+    sim.enroll("m");
+    let member = fidelis_core::ids::ExternalId::parse("m").unwrap();
+    let mut with_segments = |segments: &[&str], at: &str| {
+        sim.book.set_facts(
+            &member,
+            fidelis_core::promotions::MemberFacts {
+                enrolled_at: Some(utc("2025-06-14T08:00:00Z")),
+                profile: serde_json::Map::new(),
+                segments: segments.iter().map(|s| (*s).to_owned()).collect(),
+            },
+        );
+        let mut doc = purchase("10");
+        doc["occurred_at"] = at.into();
+        let o = sim.ok(doc);
+        o.promotions
+            .iter()
+            .filter(|p| p.result == "applied")
+            .map(|p| (p.promotion.as_str().to_owned(), p.points[0].points))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(with_segments(&["vip"], "2026-06-20T10:00:00Z"), []);
+    assert_eq!(
+        with_segments(&["vip", "dormant"], "2026-06-21T10:00:00Z"),
+        [("win-back".to_owned(), 50)]
+    );
+}
+
+#[test]
+fn eligibility_names_only_the_programs_segments_and_segment_conditions_are_checked() {
+    let found = problems(
+        r#"
+  - code: win-back
+    name: Come back
+    status: active
+    eligibility: {segments: [lapsing, nobody]}
+    actions: [{type: fixed, currency: points, points: 50}]
+segments:
+  - {code: lapsing, name: Lapsing, condition: "member.p_alive < 0.5"}
+  - {code: typo, name: Typo, condition: "member.spend_91d > 1.0"}
+  - {code: broken, name: Broken, condition: "member.p_alive <"}
+  - {code: lapsing, name: Again, condition: "true"}
+"#,
+    );
+    for want in [
+        "promotions[0].eligibility.segments[1]",
+        "segments[1].condition",
+        "spend_91d",
+        "segments[2].condition",
+        "invalid expression",
+        "segments[3].code",
+        "defined twice",
+    ] {
+        assert!(found.iter().any(|p| p.contains(want)), "{want}: {found:#?}");
+    }
+    assert_eq!(found.len(), 4, "{found:#?}");
 }
 
 #[test]

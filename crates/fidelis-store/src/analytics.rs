@@ -8,6 +8,7 @@
 
 use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
 use fidelis_core::analytics::history::{self, Summary};
+use fidelis_core::segments::Recent;
 use futures::TryStreamExt;
 
 use crate::engine::LoadedProgram;
@@ -28,6 +29,9 @@ pub struct MemberHistory {
 pub struct Histories {
     pub members: Vec<MemberHistory>,
     pub purchases: u64,
+    /// Purchases and spend in the recent windows before the read's instant, of every member
+    /// with a purchase (not only those summarised), by member id — when asked for.
+    pub recent: Vec<(i64, Recent)>,
 }
 
 const SQLITE_PURCHASES: &str = "SELECT j.member_id, m.external_id, j.occurred_at, json_extract(j.document, '$.amount') \
@@ -47,6 +51,9 @@ struct Folder<'p> {
     unit_days: f64,
     current: Option<(i64, String)>,
     purchases: Vec<(NaiveDate, i64)>,
+    /// The instant recent windows end at, when they are read.
+    recent_until: Option<DateTime<Utc>>,
+    recent: Recent,
     out: Histories,
 }
 
@@ -72,11 +79,21 @@ impl Folder<'_> {
             .map_err(|e| StoreError::Inconsistent(format!("a purchase of member {member}: {e}")))?;
         self.purchases
             .push((at.with_timezone(&p.time_zone).date_naive(), spend.0));
+        if let Some(until) = self.recent_until {
+            self.recent.add(at, spend.0, until);
+        }
         self.out.purchases += 1;
         Ok(())
     }
 
     fn flush(&mut self) {
+        if let Some((member_id, _)) = &self.current
+            && self.recent.last.is_some()
+        {
+            self.out
+                .recent
+                .push((*member_id, std::mem::take(&mut self.recent)));
+        }
         if let Some((member_id, external_id)) = self.current.take()
             && let Some(summary) = history::summarize(&mut self.purchases, self.end, self.unit_days)
         {
@@ -111,12 +128,40 @@ impl Store {
             .earliest()
             .unwrap_or_else(|| tz.from_utc_datetime(&next.and_time(chrono::NaiveTime::MIN)))
             .with_timezone(&Utc);
+        self.read_histories(program, end, until, unit_days, false)
+            .await
+    }
+
+    /// Every member's purchases before the instant `as_of`, summarised as
+    /// [`Self::purchase_histories`] does up to `as_of`'s day, with each member's purchases
+    /// and spend in the recent windows before `as_of` (for segments).
+    pub async fn purchase_histories_as_of(
+        &self,
+        program: &LoadedProgram,
+        as_of: DateTime<Utc>,
+        unit_days: f64,
+    ) -> Result<Histories> {
+        let end = as_of.with_timezone(&program.program.time_zone).date_naive();
+        self.read_histories(program, end, as_of, unit_days, true)
+            .await
+    }
+
+    async fn read_histories(
+        &self,
+        program: &LoadedProgram,
+        end: NaiveDate,
+        until: DateTime<Utc>,
+        unit_days: f64,
+        recent: bool,
+    ) -> Result<Histories> {
         let mut folder = Folder {
             program,
             end,
             unit_days,
             current: None,
             purchases: Vec::new(),
+            recent_until: recent.then_some(until),
+            recent: Recent::default(),
             out: Histories::default(),
         };
         match &self.db {

@@ -384,7 +384,7 @@ pub(crate) async fn load_members<'p, T: LedgerTx>(
 }
 
 /// What settling the due members of a program did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SettleReport {
     pub members: u64,
     pub journals: u64,
@@ -392,6 +392,8 @@ pub struct SettleReport {
     pub scheduled_rewards: u64,
     /// Holds (pay with points) released because their end passed.
     pub holds_released: u64,
+    /// The segments' refresh, for a program with segments.
+    pub segments: Option<crate::SegmentRefresh>,
 }
 
 /// Settles up to `limit` members with expiries or releases due at `as_of`, in `tx`.
@@ -1180,6 +1182,11 @@ impl<'p> Batch<'p> {
             ledger.facts = Some(Arc::new(fidelis_core::promotions::MemberFacts {
                 enrolled_at: Some(row.enrolled_at),
                 profile,
+                segments: row
+                    .segments
+                    .as_deref()
+                    .map(|s| s.split(' ').map(str::to_owned).collect())
+                    .unwrap_or_default(),
             }));
         }
         Ok(())

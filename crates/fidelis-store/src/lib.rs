@@ -39,6 +39,7 @@ mod programs;
 mod referrals;
 mod rows;
 mod scheduled;
+mod segments;
 mod sessions;
 mod settlements;
 mod sqlite;
@@ -83,6 +84,7 @@ pub use partners::{EventView, PartnerEntryView, PartnerSums, PartnerView};
 pub use programs::ProgramSummary;
 pub use rows::RejectionRow;
 pub use scheduled::DueReward;
+pub use segments::{MemberScores, SegmentRefresh};
 pub use sessions::{NewSession, SessionRecord};
 pub use settlements::{Statement, StatementLine, StatementTotals};
 pub use tiers::TierStanding;
@@ -492,6 +494,12 @@ impl Store {
                 total.scheduled_rewards = self
                     .run_scheduled_rewards(program, as_of, &crate::Actor::jobs())
                     .await?;
+                if !program.program.segments.is_empty() {
+                    total.segments = Some(
+                        self.refresh_segments(program, as_of, chrono::Utc::now())
+                            .await?,
+                    );
+                }
                 return Ok(total);
             }
             total.members += round.members;

@@ -278,7 +278,10 @@ impl LedgerTx for PgTx {
 
     async fn load_member_facts(&mut self, member_ids: &[i64]) -> Result<Vec<MemberFactsRow>> {
         let rows = sqlx::query(
-            "SELECT id, profile::text AS profile, enrolled_at FROM members WHERE id = ANY($1)",
+            "SELECT id, profile::text AS profile, enrolled_at, \
+             (SELECT string_agg(s.segment, ' ') FROM member_segments s \
+              WHERE s.member_id = members.id AND s.program_id = members.program_id) AS segments \
+             FROM members WHERE id = ANY($1)",
         )
         .bind(member_ids)
         .fetch_all(self.conn().await?)
@@ -289,6 +292,7 @@ impl LedgerTx for PgTx {
                     member_id: r.try_get("id")?,
                     profile: r.try_get("profile")?,
                     enrolled_at: r.try_get("enrolled_at")?,
+                    segments: r.try_get("segments")?,
                 })
             })
             .collect()

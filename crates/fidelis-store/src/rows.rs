@@ -32,6 +32,8 @@ pub struct MemberFactsRow {
     pub member_id: i64,
     pub profile: String,
     pub enrolled_at: DateTime<Utc>,
+    /// The segments the member was in at the last refresh, separated by spaces.
+    pub segments: Option<String>,
 }
 
 /// A benefit granted to a member for a period, as stored.
@@ -229,8 +231,8 @@ pub trait LedgerTx: Send {
         program_id: i64,
         deltas: &[(CounterKey, Count)],
     ) -> impl Future<Output = Result<()>> + Send;
-    /// The members' profiles and enrolment instants, for promotion conditions that read
-    /// them.
+    /// The members' profiles, enrolment instants and segments, for promotion conditions
+    /// and eligibility that read them.
     fn load_member_facts(
         &mut self,
         member_ids: &[i64],

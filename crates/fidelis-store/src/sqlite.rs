@@ -235,7 +235,10 @@ impl LedgerTx for SqliteTx<'_> {
 
     async fn load_member_facts(&mut self, member_ids: &[i64]) -> Result<Vec<MemberFactsRow>> {
         let rows = sqlx::query(
-            "SELECT id, profile, enrolled_at FROM members WHERE id IN (SELECT value FROM json_each(?1))",
+            "SELECT id, profile, enrolled_at, \
+             (SELECT group_concat(s.segment, ' ') FROM member_segments s \
+              WHERE s.member_id = members.id AND s.program_id = members.program_id) AS segments \
+             FROM members WHERE id IN (SELECT value FROM json_each(?1))",
         )
         .bind(json_list(member_ids)?)
         .fetch_all(&mut *self.tx)
@@ -246,6 +249,7 @@ impl LedgerTx for SqliteTx<'_> {
                     member_id: r.try_get("id")?,
                     profile: r.try_get("profile")?,
                     enrolled_at: instant(r.try_get("enrolled_at")?)?,
+                    segments: r.try_get("segments")?,
                 })
             })
             .collect()

@@ -808,6 +808,10 @@ pub struct JobsReport {
     pub scheduled_rewards: u64,
     /// Holds (pay with points) released because their end passed.
     pub holds_released: u64,
+    /// Members per segment after the segments' refresh (absent for a program without
+    /// segments). A refresh as of an instant already refreshed changes nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segments: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// The scheduled rewards a job run would award (a dry run).

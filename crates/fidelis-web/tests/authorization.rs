@@ -507,6 +507,20 @@ fn cases() -> Vec<Case> {
         },
         Case {
             method: Method::GET,
+            path: "/api/v1/programs/shop/segments",
+            template: "/api/v1/programs/{program}/segments",
+            body: None,
+            allowed: staff,
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/members/m1/segments",
+            template: "/api/v1/programs/{program}/members/{member}/segments",
+            body: None,
+            allowed: staff,
+        },
+        Case {
+            method: Method::GET,
             path: "/api/v1/programs/shop/events",
             template: "/api/v1/programs/{program}/events",
             body: None,

@@ -45,6 +45,7 @@ both_dialects!(
     catalog_orders_spend_once_take_stock_and_give_both_back,
     badges_and_benefits_are_read_per_member,
     a_promotion_is_measured_against_its_control_group,
+    segments_are_refreshed_by_the_jobs_and_gate_promotions,
 );
 
 async fn points_are_earned_spent_refunded_cancelled_and_expired(s: Server) {
@@ -1960,4 +1961,121 @@ async fn a_promotion_is_measured_against_its_control_group(s: Server) {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["code"], "invalid_query");
+}
+
+/// Segments through the API: a condition that reads a field members do not have is refused
+/// with its path; the jobs refresh the segments; the list shows counts (JSON and CSV), a
+/// member's view shows their segments and scores, and a promotion for a segment rewards
+/// only its members.
+async fn segments_are_refreshed_by_the_jobs_and_gate_promotions(s: Server) {
+    let program = |condition: &str| {
+        json!({"name": "Shop", "time_zone": "UTC", "money_currency": "EUR",
+            "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "never"}}],
+            "earning": {"base": [{"currency": "points", "rate": "1"}], "days_before_enrolment": 3650},
+            "promotions": [{"code": "vip-bonus", "name": "VIP bonus", "status": "active",
+                            "eligibility": {"segments": ["vip"]},
+                            "actions": [{"type": "fixed", "currency": "points", "points": 25}]}],
+            "segments": [{"code": "vip", "name": "VIP", "condition": condition},
+                         {"code": "paris", "name": "Paris", "condition": "member.profile.city == 'Paris'"}]})
+    };
+    let (status, _, body) = s
+        .call(
+            reqwest::Method::PUT,
+            "/programs/shop",
+            Some(program("member.spend_356d >= 100.0")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body.to_string().contains("segments[0].condition")
+            && body.to_string().contains("spend_356d"),
+        "{body}"
+    );
+    let (status, _, body) = s
+        .call(
+            reqwest::Method::PUT,
+            "/programs/shop",
+            Some(program("member.spend_365d >= 100.0")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let now = chrono::Utc::now();
+    for (member, city, amount) in [("big", "Paris", "150"), ("small", "Lyon", "20")] {
+        let (status, body) = s
+            .post(
+                "/programs/shop/members",
+                json!({"member": member, "profile": {"city": city}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, body) = s
+            .post(
+                "/programs/shop/journals",
+                json!({"external_id": format!("{member}-1"), "member": member, "type": "purchase",
+                       "occurred_at": (now - chrono::Duration::days(3)).to_rfc3339(), "amount": amount, "currency": "EUR"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["promotions"], json!([]), "no segment yet: {body}");
+    }
+    let listed = s.get("/programs/shop/segments").await;
+    assert!(listed.get("as_of").is_none(), "not refreshed yet: {listed}");
+    assert_eq!(listed["segments"][0]["members"], 0, "{listed}");
+
+    let (status, jobs) = s.post("/programs/shop/jobs/run", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{jobs}");
+    assert_eq!(jobs["segments"], json!({"vip": 1, "paris": 1}), "{jobs}");
+
+    let listed = s.get("/programs/shop/segments").await;
+    assert_eq!(listed["members"], 2, "{listed}");
+    assert_eq!(listed["segments"][0]["code"], "vip");
+    assert_eq!(listed["segments"][0]["members"], 1, "{listed}");
+    assert_eq!(
+        listed["segments"][0]["condition"],
+        "member.spend_365d >= 100.0"
+    );
+    let csv = s
+        .http
+        .get(s.url("/programs/shop/segments?format=csv"))
+        .bearer_auth(common::ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("segment,name,members,unevaluable,as_of"));
+    assert!(lines.next().unwrap().starts_with("vip,VIP,1,0,"), "{csv}");
+
+    let big = s.get("/programs/shop/members/big/segments").await;
+    assert_eq!(big["segments"], json!(["paris", "vip"]), "{big}");
+    assert_eq!(big["spend_90d"], 15_000, "{big}");
+    assert_eq!(big["purchases_90d"], 1, "{big}");
+    assert!(big["rfm"].is_string(), "{big}");
+
+    // The refreshed segments gate the promotion: the VIP gets the bonus, the other not.
+    for (member, want) in [("big", Some("applied")), ("small", None)] {
+        let (status, body) = s
+            .post(
+                "/programs/shop/journals",
+                json!({"external_id": format!("{member}-2"), "member": member, "type": "purchase",
+                       "occurred_at": chrono::Utc::now().to_rfc3339(), "amount": "5", "currency": "EUR"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(
+            body["promotions"][0]["result"].as_str(),
+            want,
+            "{member}: {body}"
+        );
+    }
+    let (status, _, body) = s
+        .call(
+            reqwest::Method::GET,
+            "/programs/shop/members/nobody/segments",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }

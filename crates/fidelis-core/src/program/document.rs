@@ -56,6 +56,27 @@ pub struct ProgramDocument {
     /// Badges promotions award: `{code, name, description, repeatable}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub badges: Vec<BadgeDocument>,
+    /// Member segments: `{code, name, description, condition}`, the condition a CEL
+    /// expression over `member` (see `fidelis_core::segments` for its fields), refreshed by
+    /// the scheduled jobs and usable in promotions' `eligibility.segments`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentDocument>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// A segment: `{code: lapsing, name: "Lapsing regulars", condition: "member.p_alive < 0.5
+/// && member.purchases_365d >= 4"}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SegmentDocument {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }
@@ -501,6 +522,10 @@ pub struct EligibilityDocument {
     /// journal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tiers: Option<Vec<String>>,
+    /// Members in any of these segments of the program, as of their last refresh (and in
+    /// one of `tiers`, when both are given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<Vec<String>>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }

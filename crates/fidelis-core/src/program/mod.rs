@@ -56,6 +56,8 @@ pub struct Program {
     pub vouchers: Vec<crate::vouchers::VoucherDefinition>,
     /// Badges, in definition order.
     pub badges: Vec<BadgeDefinition>,
+    /// Member segments, in the document's order.
+    pub segments: Vec<crate::segments::Segment>,
     /// The definition this was compiled from, normalised, as `GET` returns it.
     pub document: ProgramDocument,
 }
@@ -96,13 +98,26 @@ impl Program {
         self.promotions.iter().any(|p| p.counts())
     }
 
-    /// Whether any promotion's condition reads the member's profile or enrolment, so the
-    /// store must load them with the member.
+    /// Whether any promotion's condition reads the member's profile or enrolment, or its
+    /// eligibility names segments, so the store must load them with the member.
     pub fn needs_member_facts(&self) -> bool {
-        self.promotions
-            .iter()
-            .filter_map(|p| p.condition.as_ref())
-            .any(|c| c.reads_member_facts())
+        self.reads_segments()
+            || self
+                .promotions
+                .iter()
+                .filter_map(|p| p.condition.as_ref())
+                .any(|c| c.reads_member_facts())
+    }
+
+    /// Whether some promotion is only for members of some segments, so the store must load
+    /// the members' segments with their facts.
+    pub fn reads_segments(&self) -> bool {
+        self.promotions.iter().any(|p| !p.segments.is_empty())
+    }
+
+    /// The segment of this code.
+    pub fn segment(&self, code: &str) -> Option<&crate::segments::Segment> {
+        self.segments.iter().find(|s| s.code.as_str() == code)
     }
 
     /// Whether the store must load the benefits promotions granted members for a period:

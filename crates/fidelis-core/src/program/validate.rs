@@ -176,6 +176,18 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
         .and_then(|r| referral(&mut check, r, &currencies, &activity_types));
     let vouchers = vouchers(&mut check, &doc.vouchers, money_currency.as_ref());
     let badges = badges(&mut check, &doc.badges);
+    let segments = segments(&mut check, &doc.segments);
+    for (i, p) in doc.promotions.iter().enumerate() {
+        let listed = p.eligibility.as_ref().and_then(|e| e.segments.as_ref());
+        for (j, code) in listed.into_iter().flatten().enumerate() {
+            if !doc.segments.iter().any(|d| d.code.as_deref() == Some(code)) {
+                check.add(
+                    format!("promotions[{i}].eligibility.segments[{j}]"),
+                    format!("{code:?} is not one of the program's segments"),
+                );
+            }
+        }
+    }
     for (i, p) in doc.promotions.iter().enumerate() {
         for (j, a) in p.actions.iter().enumerate() {
             if let (Some("badge"), Some(b)) = (a.kind.as_deref(), a.badge.as_deref())
@@ -222,6 +234,7 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
                 referral,
                 vouchers,
                 badges,
+                segments,
                 document,
             })
         }
@@ -856,8 +869,17 @@ fn promotions(
             .collect();
         let limits = limits(check, &at, doc.limits.as_ref());
         let mut tiers = Vec::new();
+        let mut segments = Vec::new();
         if let Some(e) = &doc.eligibility {
             check.unknown(&format!("{at}.eligibility"), &e.unknown);
+            for (j, code) in e.segments.iter().flatten().enumerate() {
+                // Whether the program defines it is checked with the program's segments.
+                match Code::parse(code) {
+                    Ok(code) if !segments.contains(&code) => segments.push(code),
+                    Ok(_) => {}
+                    Err(e) => check.add(format!("{at}.eligibility.segments[{j}]"), e.to_string()),
+                }
+            }
             for (j, code) in e.tiers.iter().flatten().enumerate() {
                 let found = tier_groups.iter().enumerate().find_map(|(g, group)| {
                     group
@@ -974,6 +996,7 @@ fn promotions(
                 tiers,
                 trigger,
                 control,
+                segments,
             });
         }
     }
@@ -1870,6 +1893,65 @@ fn badges(check: &mut Check, docs: &[BadgeDocument]) -> Vec<super::BadgeDefiniti
                 name,
                 description: doc.description.clone(),
                 repeatable: doc.repeatable,
+            });
+        }
+    }
+    out
+}
+
+fn segments(check: &mut Check, docs: &[SegmentDocument]) -> Vec<crate::segments::Segment> {
+    use crate::segments::MAX_SEGMENTS;
+    if docs.len() > MAX_SEGMENTS {
+        check.add("segments", format!("at most {MAX_SEGMENTS} are allowed"));
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, doc) in docs.iter().enumerate() {
+        let at = format!("segments[{i}]");
+        check.unknown(&at, &doc.unknown);
+        let code = check.code(format!("{at}.code"), &doc.code);
+        if let Some(code) = &code
+            && !seen.insert(code.clone())
+        {
+            check.add(format!("{at}.code"), format!("{code:?} is defined twice"));
+        }
+        let name = check.name(format!("{at}.name"), &doc.name);
+        if doc
+            .description
+            .as_ref()
+            .is_some_and(|d| d.chars().count() > 500)
+        {
+            check.add(format!("{at}.description"), "at most 500 characters");
+        }
+        let condition = match doc.condition.as_deref() {
+            None => {
+                check.add(format!("{at}.condition"), "is required");
+                None
+            }
+            Some(source) => match Condition::compile(source) {
+                Err(e) => {
+                    check.add(
+                        format!("{at}.condition"),
+                        format!("invalid expression: {e}"),
+                    );
+                    None
+                }
+                Ok(c) => match crate::segments::check_fields(&c) {
+                    Err(e) => {
+                        check.add(format!("{at}.condition"), e);
+                        None
+                    }
+                    Ok(()) => Some(c),
+                },
+            },
+        };
+        if let (Some(code), Some(name), Some(condition)) = (code, name, condition) {
+            out.push(crate::segments::Segment {
+                code,
+                name,
+                description: doc.description.clone(),
+                condition,
             });
         }
     }

@@ -185,6 +185,28 @@ impl Condition {
         out
     }
 
+    /// The fields the condition reads directly off the variable `member` (`member.spend_90d`
+    /// gives `spend_90d`), each once, in the order they appear.
+    pub fn member_fields(&self) -> Vec<String> {
+        fn walk(expr: &Expr, out: &mut Vec<String>) {
+            if let Expr::Select(select) = expr
+                && let Expr::Ident(name) = &select.operand.expr
+                && name == "member"
+            {
+                if !out.contains(&select.field) {
+                    out.push(select.field.clone());
+                }
+                return;
+            }
+            for child in children(expr) {
+                walk(child, out);
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.program.expression().expr, &mut out);
+        out
+    }
+
     /// The expression's value in `context` (a dry run shows what a condition read).
     pub(crate) fn value(&self, context: &Context<'_, '_>) -> Result<Value, String> {
         self.program.execute(context).map_err(|e| e.to_string())

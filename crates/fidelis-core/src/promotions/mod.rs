@@ -104,6 +104,9 @@ pub struct Promotion {
     pub trigger: Option<scheduled::Trigger>,
     /// A share of the members held out to measure what the promotion changes.
     pub control: Option<ControlGroup>,
+    /// Only for members in one of these segments (as of their last refresh); everyone
+    /// when empty.
+    pub segments: Vec<Code>,
 }
 
 /// A control group: a fixed share of the members, chosen per member and promotion by a
@@ -535,6 +538,8 @@ pub struct BasePoints {
 pub struct MemberFacts {
     pub enrolled_at: Option<DateTime<Utc>>,
     pub profile: serde_json::Map<String, serde_json::Value>,
+    /// The segments the member was in at their last refresh (see [`crate::segments`]).
+    pub segments: Vec<String>,
 }
 
 // JSON numbers are never NaN, so equality on a profile is an equivalence.
@@ -600,6 +605,9 @@ pub fn evaluate(
         }
         if verdict.is_none() && !promotion.tiers.is_empty() {
             verdict = eligibility(program, promotion, &tiers);
+        }
+        if verdict.is_none() && !promotion.segments.is_empty() {
+            verdict = segment_eligibility(promotion, member);
         }
         if verdict.is_none()
             && promotion.opt_in
@@ -735,6 +743,24 @@ fn eligibility(
         .collect();
     Some(Verdict::NotEligible(format!(
         "for tiers {}",
+        names.join(", ")
+    )))
+}
+
+/// `None` when the member (as of the last segment refresh) is in one of the promotion's
+/// segments, otherwise why not.
+fn segment_eligibility(promotion: &Promotion, member: Option<&MemberFacts>) -> Option<Verdict> {
+    let held = member.map_or(&[][..], |m| &m.segments[..]);
+    if promotion
+        .segments
+        .iter()
+        .any(|s| held.iter().any(|h| h == s.as_str()))
+    {
+        return None;
+    }
+    let names: Vec<&str> = promotion.segments.iter().map(Code::as_str).collect();
+    Some(Verdict::NotEligible(format!(
+        "for segments {}",
         names.join(", ")
     )))
 }
@@ -1119,7 +1145,7 @@ struct Facts<'a> {
 pub const JOURNAL_EVALUATION_BUDGET: u64 = 5 * condition::EVALUATION_BUDGET;
 
 /// The longest array or widest object anywhere in a JSON value.
-fn widest_json(value: &serde_json::Value) -> usize {
+pub(crate) fn widest_json(value: &serde_json::Value) -> usize {
     match value {
         serde_json::Value::Array(items) => items
             .iter()
@@ -1478,7 +1504,7 @@ fn show_value(v: &Value) -> String {
     }
 }
 
-fn map<const N: usize>(entries: [(&str, Value); N]) -> Value {
+pub(crate) fn map<const N: usize>(entries: [(&str, Value); N]) -> Value {
     let map: HashMap<cel::objects::Key, Value> = entries
         .into_iter()
         .map(|(k, v)| (Arc::new(k.to_owned()).into(), v))
@@ -1486,7 +1512,7 @@ fn map<const N: usize>(entries: [(&str, Value); N]) -> Value {
     Value::Map(map.into())
 }
 
-fn json_value(v: &serde_json::Value) -> Value {
+pub(crate) fn json_value(v: &serde_json::Value) -> Value {
     match v {
         serde_json::Value::Null => Value::Null,
         serde_json::Value::Bool(b) => Value::Bool(*b),
@@ -1597,10 +1623,12 @@ mod tests {
                 ),
                 profile: serde_json::from_value(serde_json::json!({"birthday": "1980-06-15"}))
                     .expect("a profile object"),
+                segments: Vec::new(),
             }),
             Some(MemberFacts {
                 enrolled_at: None,
                 profile: serde_json::Map::new(),
+                segments: Vec::new(),
             }),
         ];
         for ((balance, json), member) in [0i64, 150, 7].into_iter().zip(journals).zip(&facts_of) {

@@ -225,16 +225,7 @@ async fn kpis(
             }
         },
     };
-    let csv = match query.get("format").map(String::as_str) {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                "format is json or csv".to_owned(),
-            ));
-        }
-    };
+    let csv = super::wants_csv(&query)?;
     let program = cached_program(&state, &code).await?;
     let tz = program.program.time_zone;
     let now = Utc::now();

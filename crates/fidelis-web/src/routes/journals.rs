@@ -916,7 +916,8 @@ async fn run_jobs(
         .entry(Utc::now(), "jobs.run", Some(&code), None);
     audit.after = Some(
         serde_json::json!({"as_of": as_of, "members": report.members, "settlements": report.journals,
-                           "scheduled_rewards": report.scheduled_rewards, "holds_released": report.holds_released}),
+                           "scheduled_rewards": report.scheduled_rewards, "holds_released": report.holds_released,
+                           "segments": report.segments.as_ref().map(|r| &r.counts)}),
     );
     state.store.append_audit(&audit).await?;
     Ok(Json(JobsReport {
@@ -925,5 +926,6 @@ async fn run_jobs(
         settlements: report.journals,
         scheduled_rewards: report.scheduled_rewards,
         holds_released: report.holds_released,
+        segments: report.segments.map(|r| r.counts),
     }))
 }

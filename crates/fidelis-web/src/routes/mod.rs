@@ -14,6 +14,7 @@ pub(crate) mod members;
 mod openings;
 pub(crate) mod partners;
 pub(crate) mod programs;
+pub(crate) mod segments;
 pub(crate) mod vouchers;
 
 use std::any::Any;
@@ -159,6 +160,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
             .merge(badges::routes())
             .merge(partners::routes())
             .merge(analytics::routes())
+            .merge(segments::routes())
             .merge(claims::routes())
             .merge(admin::routes()),
     )
@@ -364,6 +366,19 @@ pub(crate) fn instant(raw: Option<&str>, field: &str) -> ApiResult<DateTime<Utc>
 
 /// An instant in the query (`as_of`): now when absent; a malformed one is a query error
 /// (400 `invalid_query`), like every other query parameter.
+/// Whether the query asks for CSV (`format=csv`) rather than JSON (`format=json`, or no
+/// `format`); any other format is a 400 `invalid_query`.
+pub(crate) fn wants_csv(query: &crate::dto::Query) -> ApiResult<bool> {
+    match query.get("format").map(String::as_str) {
+        None | Some("json") => Ok(false),
+        Some("csv") => Ok(true),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_query",
+            "format is json or csv".to_owned(),
+        )),
+    }
+}
+
 pub(crate) fn query_instant(query: &crate::dto::Query, name: &str) -> ApiResult<DateTime<Utc>> {
     parse_instant(query.get(name).map(String::as_str)).map_err(|raw| {
         ApiError::bad_request(

@@ -53,7 +53,8 @@ pub async fn run(database: &str, command: JobsCommand) -> Result<ExitCode> {
             fidelis_store::Actor::cli().entry(Utc::now(), "jobs.run", Some(&code), None);
         audit.after = Some(serde_json::json!({
             "as_of": as_of, "members": report.members, "settlements": report.journals,
-            "scheduled_rewards": report.scheduled_rewards, "holds_released": report.holds_released
+            "scheduled_rewards": report.scheduled_rewards, "holds_released": report.holds_released,
+            "segments": report.segments.as_ref().map(|r| &r.counts)
         }));
         store.append_audit(&audit).await?;
         println!(
@@ -64,6 +65,23 @@ pub async fn run(database: &str, command: JobsCommand) -> Result<ExitCode> {
             report.scheduled_rewards,
             report.holds_released
         );
+        if let Some(segments) = &report.segments {
+            let counts: Vec<String> = segments
+                .counts
+                .iter()
+                .map(|(code, n)| format!("{code} {n}"))
+                .collect();
+            println!(
+                "{code}: segments as of {}{}: {}",
+                segments.as_of.to_rfc3339(),
+                if segments.already {
+                    " (refreshed before; unchanged)"
+                } else {
+                    ""
+                },
+                counts.join(", ")
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
