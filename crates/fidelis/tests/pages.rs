@@ -255,7 +255,8 @@ fn program() -> Value {
                         "actions": [{"type": "badge", "badge": "big-spender"},
                                     {"type": "benefit", "benefit": {"code": "lounge-pass", "name": "Lounge pass"}, "days": 30}]}],
         "badges": [{"code": "big-spender", "name": "Big spender"}],
-        "vouchers": [{"code": "coffee", "name": "Free coffee", "value": {"free_product": "COFFEE"}}]})
+        "vouchers": [{"code": "coffee", "name": "Free coffee", "value": {"free_product": "COFFEE"}}],
+        "segments": [{"code": "active", "name": "Active members", "condition": "member.status == 'active'"}]})
 }
 
 /// A form body, URL-encoded.
@@ -628,12 +629,40 @@ async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: 
             .contains("No claim is waiting")
     );
 
+    // Segments: none counted before the jobs refresh them, then the members in each.
+    b.goto(&format!("{base}/console/programs/shop/segments"))
+        .await;
+    assert!(
+        b.element_text("#refresh")
+            .await
+            .contains("Not refreshed yet"),
+        "{}",
+        b.text().await
+    );
+    let (status, jobs) = server.post("/programs/shop/jobs/run", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{jobs}");
+    let active = jobs["segments"]["active"].as_u64().unwrap();
+    assert!(active >= 2, "{jobs}");
+    b.goto(&format!("{base}/console/programs/shop/segments"))
+        .await;
+    let row = b.element_text("#segment-active").await;
+    assert!(
+        row.contains("Active members") && row.contains(&active.to_string()),
+        "{row}"
+    );
+    b.check("console-segments").await;
+
     // The 360° view shows the household, and each ledger entry leads to its journal:
     // the points by source and the document.
     b.goto(&format!(
         "{base}/console/programs/shop/members/ada-lovelace"
     ))
     .await;
+    assert!(
+        b.element_text("#member-segments").await.contains("active"),
+        "{}",
+        b.text().await
+    );
     let household = b.element_text("#household").await;
     assert!(
         household.contains("lovelace-home") && household.contains("alan-turing"),

@@ -71,6 +71,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/console/programs/{program}/promotions", get(promotions))
         .route("/console/programs/{program}/catalog", get(catalog))
         .route("/console/programs/{program}/partners", get(partners))
+        .route("/console/programs/{program}/segments", get(segments_page))
         .route(
             "/console/programs/{program}/claims/{claim}/{action}",
             post(claim_action),
@@ -780,8 +781,22 @@ async fn member_page(
         )),
         None => None,
     };
+    let engagement =
+        crate::routes::segments::member_segments(State(state.clone()), Arc::clone(caller), key())
+            .await?
+            .0;
     let program = crate::routes::program(state, code).await?;
     let tz = program.program.time_zone;
+    let money = &program.program.money_currency;
+    let amount = |v: i64| {
+        format!(
+            "{} {}",
+            money.format(fidelis_core::money::MinorUnits(v)),
+            money.code()
+        )
+    };
+    let clv = engagement.lifetime_value_12m.map(amount);
+    let spend_90d = amount(engagement.spend_90d);
     // The expiry schedule per month, per currency.
     let mut schedules = Vec::new();
     for b in &body.balances {
@@ -826,6 +841,9 @@ async fn member_page(
                 schedules,
                 currencies,
                 tier_options,
+                engagement => to_value(&engagement),
+                clv,
+                spend_90d,
                 notice,
                 link,
                 external_id => format!("console-{}", &new_token()[4..24]),
@@ -1924,4 +1942,67 @@ async fn claim_action(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The program's segments: each one's condition and members at the last refresh, as a
+/// chart and a table, with the refresh's instant and the churn model's state.
+async fn segments_page(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(code): Path<String>,
+) -> PageResult {
+    staff
+        .caller
+        .require(Permission::ProgramsRead, Some(&code))?;
+    let program = crate::routes::cached_program(&state, &code).await?;
+    let last = state.store.last_refresh(&program, None).await?;
+    let count = |map: Option<&std::collections::BTreeMap<String, u64>>, c: &str| {
+        map.and_then(|m| m.get(c)).copied().unwrap_or(0)
+    };
+    let segments: Vec<Value> = program
+        .program
+        .segments
+        .iter()
+        .map(|s| {
+            context! {
+                code => s.code.as_str(),
+                name => &s.name,
+                description => &s.description,
+                condition => s.condition.source(),
+                members => count(last.as_ref().map(|l| &l.counts), s.code.as_str()),
+                unevaluable => count(last.as_ref().map(|l| &l.unevaluable), s.code.as_str()),
+            }
+        })
+        .collect();
+    let chart = charts::bars(
+        &program
+            .program
+            .segments
+            .iter()
+            .map(|s| s.name.clone())
+            .collect::<Vec<_>>(),
+        &[(
+            "Members",
+            program
+                .program
+                .segments
+                .iter()
+                .map(|s| count(last.as_ref().map(|l| &l.counts), s.code.as_str()) as f64)
+                .collect(),
+        )],
+    );
+    page(
+        "console/segments.html",
+        merge(
+            frame(&staff, Some(&code)),
+            context! {
+                segments,
+                chart,
+                as_of => last.as_ref().map(|l| l.as_of.to_rfc3339()),
+                considered => last.as_ref().map_or(0, |l| l.members),
+                scored => last.as_ref().map_or(0, |l| l.scored),
+                model_error => last.as_ref().and_then(|l| l.model_error.clone()),
+            },
+        ),
+    )
 }

@@ -166,7 +166,7 @@ pub struct MemberSegmentsBody {
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"),
            ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     responses((status = 200, body = MemberSegmentsBody, description = "The member's scores"), Problems))]
-async fn member_segments(
+pub(crate) async fn member_segments(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, member)): Path<(String, String)>,
