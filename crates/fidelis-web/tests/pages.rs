@@ -168,6 +168,11 @@ fn pages() -> Vec<Page> {
             "/console/programs/{program}/partners",
             STAFF,
         ),
+        get(
+            "/console/programs/shop/segments",
+            "/console/programs/{program}/segments",
+            STAFF,
+        ),
         post(
             "/console/programs/shop/claims/CL-NONE/approve",
             "/console/programs/{program}/claims/{claim}/{action}",

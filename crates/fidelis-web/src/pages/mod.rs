@@ -105,6 +105,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "console/promotions.html",
     "console/catalog.html",
     "console/partners.html",
+    "console/segments.html",
     "console/audit.html",
     "console/access.html",
     "portal/sign_in.html",
