@@ -1,6 +1,8 @@
-//! The living demo: on an empty database, a `demo` program from the retail template with a
-//! few hundred members and thirty months of generated history — purchases, refunds,
-//! redemptions, expiries — processed month by month as if it had happened then.
+//! The living demo: on an empty database, a `demo` program from one of the industry
+//! templates (retail by default) with a few hundred members and thirty months of generated
+//! history in that industry's shape — purchases at a store, flights by cabin and partner
+//! purchases, hotel stays by the night, coffee-shop visits — with refunds, redemptions and
+//! expiries, processed month by month as if it had happened then.
 
 use chrono::{DateTime, Datelike, Duration, Months, TimeZone, Utc};
 use fidelis_core::ids::ExternalId;
@@ -10,8 +12,9 @@ use fidelis_store::{Actor, Enrollment, Prepared, Store, StoreError};
 
 /// The demo program's code.
 pub const PROGRAM: &str = "demo";
-const MEMBERS: u64 = 300;
-const MONTHS: u32 = 30;
+/// The demo's members and months of history.
+pub const MEMBERS: u64 = 300;
+pub const MONTHS: u32 = 30;
 
 /// What seeding did.
 #[derive(Debug, Clone, Copy)]
@@ -52,27 +55,61 @@ const CATEGORIES: &[(&str, &str)] = &[
     ("shirts", "SI"),
 ];
 
-/// Seeds the demo if the database has no program yet. Returns `None` when it had one.
+/// Seeds the retail demo if the database has no program yet. Returns `None` when it had
+/// one.
 pub async fn seed(store: &Store, now: DateTime<Utc>) -> Result<Option<DemoReport>, StoreError> {
+    seed_template(store, now, "retail", MEMBERS, MONTHS).await
+}
+
+/// Seeds the demo from the template `name` (`retail`, `airline`, `hotel`, `coffee`) with
+/// `members` members and `months` months of history, if the database has no program yet.
+/// Returns `None` when it had one; a template that does not exist is refused.
+pub async fn seed_template(
+    store: &Store,
+    now: DateTime<Utc>,
+    name: &str,
+    members: u64,
+    months: u32,
+) -> Result<Option<DemoReport>, StoreError> {
+    let template = fidelis_core::templates::find(name).ok_or_else(|| {
+        StoreError::Refused(
+            "unknown_template",
+            format!(
+                "there is no template {name:?}; there are {}",
+                fidelis_core::templates::TEMPLATES
+                    .iter()
+                    .map(|t| t.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    })?;
     if !store.programs().await?.is_empty() {
         return Ok(None);
     }
-    let template = fidelis_core::templates::find("retail")
-        .ok_or_else(|| StoreError::Inconsistent("no retail template".into()))?;
     let document: ProgramDocument = yaml_serde::from_str(template.source)
-        .map_err(|e| StoreError::Inconsistent(format!("retail template: {e}")))?;
+        .map_err(|e| StoreError::Inconsistent(format!("{name} template: {e}")))?;
     let program = Program::compile(&document, Some(PROGRAM))
-        .map_err(|p| StoreError::Inconsistent(format!("retail template: {}", p[0])))?;
+        .map_err(|p| StoreError::Inconsistent(format!("{name} template: {}", p[0])))?;
+    let industry = Industry::of(name);
+    let money = program.money_currency.code().to_owned();
+    // What members redeem: the first redeemable currency, in the industry's usual steps.
+    let spendable = program
+        .currencies
+        .iter()
+        .find(|c| c.kind == fidelis_core::program::CurrencyKind::Redeemable)
+        .map(|c| c.code.to_string())
+        .unwrap_or_else(|| "points".into());
     let actor = Actor {
         name: "demo".into(),
         role: "admin".into(),
     };
-    let start = month_start(now) - Months::new(MONTHS);
+    let start = month_start(now) - Months::new(months);
     store.put_program(&program, start, &actor).await?;
     let loaded = store.require_program(PROGRAM).await?;
 
     let mut rng = Lcg(20_261_125);
-    let enrollments: Vec<Enrollment> = (0..MEMBERS)
+    let enrollments: Vec<Enrollment> = (0..members)
         .map(|m| {
             let first = FIRST_NAMES[rng.next(FIRST_NAMES.len() as u64) as usize];
             let last = LAST_NAMES[rng.next(LAST_NAMES.len() as u64) as usize];
@@ -92,43 +129,39 @@ pub async fn seed(store: &Store, now: DateTime<Utc>) -> Result<Option<DemoReport
 
     let mut journals = 0u64;
     let mut purchases: Vec<(String, String)> = Vec::new();
-    for month in 0..MONTHS {
+    for month in 0..months {
         let from = start + Months::new(month);
         let until = (from + Months::new(1)).min(now);
         let span = (until - from).num_seconds().max(1) as u64;
         let mut documents: Vec<(DateTime<Utc>, serde_json::Value)> = Vec::new();
-        for m in 0..MEMBERS {
+        for m in 0..members {
             let member = format!("C-{:06}", 100_000 + m);
-            // Some members shop every month, most now and then.
-            let visits = match m % 10 {
-                0 | 1 => 3,
-                2..=5 => rng.next(3),
-                _ => u64::from(rng.next(4) == 0),
-            };
+            // Some members come every month, most now and then.
+            let visits = industry.visits(m, &mut rng);
             for v in 0..visits {
                 let at = from + Duration::seconds(rng.next(span) as i64);
                 let id = format!("pos-{}-{m}-{v}", from.format("%Y%m"));
-                let (category, sku) = CATEGORIES[rng.next(CATEGORIES.len() as u64) as usize];
-                let cents = 1_500 + rng.next(18_000);
-                documents.push((at, serde_json::json!({
-                    "external_id": id, "member": member, "type": "purchase", "occurred_at": at.to_rfc3339(),
-                    "amount": format!("{}.{:02}", cents / 100, cents % 100), "currency": "EUR", "channel": "store",
-                    "store": format!("berlin-{:02}", rng.next(8)),
-                    "lines": [{"line_id": "1", "sku": format!("{sku}-{}", rng.next(90)), "category": category, "quantity": 1,
-                               "amount": format!("{}.{:02}", cents / 100, cents % 100)}]
-                })));
+                let mut doc = industry.visit(&mut rng);
+                if let Some(obj) = doc.as_object_mut() {
+                    obj.insert("external_id".into(), id.clone().into());
+                    obj.insert("member".into(), member.clone().into());
+                    obj.insert("occurred_at".into(), at.to_rfc3339().into());
+                    obj.insert("currency".into(), money.clone().into());
+                }
+                documents.push((at, doc));
                 purchases.push((id, member.clone()));
             }
             if rng.next(8) == 0 {
                 let at = from + Duration::seconds(rng.next(span) as i64);
                 documents.push((at, serde_json::json!({
                     "external_id": format!("rd-{}-{m}", from.format("%Y%m")), "member": member, "type": "redemption",
-                    "occurred_at": at.to_rfc3339(), "currency": "points", "points": 100 * (1 + rng.next(4))
+                    "occurred_at": at.to_rfc3339(), "currency": spendable,
+                    "points": industry.redemption_step() * (1 + rng.next(4))
                 })));
             }
         }
         // A few returns of recent purchases.
-        for _ in 0..(MEMBERS / 40) {
+        for _ in 0..(members / 40) {
             if purchases.is_empty() {
                 break;
             }
@@ -159,10 +192,134 @@ pub async fn seed(store: &Store, now: DateTime<Utc>) -> Result<Option<DemoReport
         }
         store.run_jobs(&loaded, until).await?;
     }
-    Ok(Some(DemoReport {
-        members: MEMBERS,
-        journals,
-    }))
+    Ok(Some(DemoReport { members, journals }))
+}
+
+/// The shape of the demo's history per template.
+#[derive(Debug, Clone, Copy)]
+enum Industry {
+    Retail,
+    Airline,
+    Hotel,
+    Coffee,
+}
+
+const ROUTES: &[&str] = &[
+    "CDG-JFK", "JFK-CDG", "CDG-NRT", "NRT-CDG", "CDG-LHR", "LHR-CDG", "CDG-FCO", "FCO-CDG",
+    "CDG-YUL", "YUL-CDG",
+];
+
+fn money(cents: u64) -> String {
+    format!("{}.{:02}", cents / 100, cents % 100)
+}
+
+impl Industry {
+    fn of(template: &str) -> Self {
+        match template {
+            "airline" => Self::Airline,
+            "hotel" => Self::Hotel,
+            "coffee" => Self::Coffee,
+            _ => Self::Retail,
+        }
+    }
+
+    /// Member `m`'s visits this month: a fifth come often, the rest now and then.
+    fn visits(self, m: u64, rng: &mut Lcg) -> u64 {
+        match (self, m % 10) {
+            (Self::Coffee, 0 | 1) => 8 + rng.next(8),
+            (Self::Coffee, 2..=5) => rng.next(5),
+            (Self::Airline | Self::Hotel, 0 | 1) => 1 + rng.next(2),
+            (Self::Airline | Self::Hotel, 2..=5) => u64::from(rng.next(3) == 0),
+            (_, 0 | 1) => 3,
+            (_, 2..=5) => rng.next(3),
+            _ => u64::from(rng.next(4) == 0),
+        }
+    }
+
+    /// The points of one redemption step in the template's currency.
+    fn redemption_step(self) -> u64 {
+        match self {
+            Self::Retail => 100,
+            Self::Airline => 2_500,
+            Self::Hotel => 5_000,
+            Self::Coffee => 50,
+        }
+    }
+
+    /// One visit's journal, without its id, member, instant and currency.
+    fn visit(self, rng: &mut Lcg) -> serde_json::Value {
+        match self {
+            Self::Retail => {
+                let (category, sku) = CATEGORIES[rng.next(CATEGORIES.len() as u64) as usize];
+                let cents = 1_500 + rng.next(18_000);
+                serde_json::json!({
+                    "type": "purchase", "amount": money(cents), "channel": "store",
+                    "store": format!("berlin-{:02}", rng.next(8)),
+                    "lines": [{"line_id": "1", "sku": format!("{sku}-{}", rng.next(90)), "category": category,
+                               "quantity": 1, "amount": money(cents)}]
+                })
+            }
+            Self::Airline if rng.next(5) == 0 => {
+                // A purchase at a partner.
+                let partners = ["car-rental", "hotels", "shop"];
+                let partner = partners[rng.next(3) as usize];
+                serde_json::json!({"type": "purchase", "amount": money(3_000 + rng.next(27_000)), "partner": partner})
+            }
+            Self::Airline => {
+                let segments = 1 + rng.next(2);
+                let mut lines = Vec::new();
+                let mut total = 0;
+                for l in 0..segments {
+                    let (cabin, cents) = match rng.next(100) {
+                        0..=69 => ("economy", 8_000 + rng.next(32_000)),
+                        70..=84 => ("premium", 30_000 + rng.next(60_000)),
+                        85..=96 => ("business", 90_000 + rng.next(210_000)),
+                        _ => ("first", 300_000 + rng.next(500_000)),
+                    };
+                    total += cents;
+                    lines.push(serde_json::json!({"line_id": (l + 1).to_string(),
+                        "sku": ROUTES[rng.next(ROUTES.len() as u64) as usize], "category": cabin,
+                        "quantity": 1, "amount": money(cents)}));
+                }
+                serde_json::json!({"type": "flight", "amount": money(total), "channel": "web", "lines": lines})
+            }
+            Self::Hotel => {
+                let nights = 1 + rng.next(5);
+                let suite = rng.next(10) == 0;
+                let rate = if suite { 35_000 } else { 9_000 } + rng.next(15_000);
+                let room = if suite { "suite" } else { "double" };
+                let mut lines = vec![serde_json::json!({"line_id": "1", "sku": room,
+                    "category": "room", "quantity": nights, "amount": money(rate * nights)})];
+                let mut total = rate * nights;
+                if rng.next(2) == 0 {
+                    let dining = 2_500 + rng.next(12_000);
+                    total += dining;
+                    lines.push(serde_json::json!({"line_id": "2", "sku": "restaurant", "category": "dining",
+                        "quantity": 1, "amount": money(dining)}));
+                }
+                serde_json::json!({"type": "stay", "amount": money(total),
+                    "store": format!("hotel-{:02}", rng.next(12)), "lines": lines})
+            }
+            Self::Coffee => {
+                let drinks = 1 + rng.next(2);
+                let drink = 350 + rng.next(300);
+                let sku = ["LATTE", "FLATWHITE", "ESPRESSO", "CHAI"][rng.next(4) as usize];
+                let mut lines = vec![serde_json::json!({"line_id": "1", "sku": sku,
+                    "category": "drink", "quantity": drinks, "amount": money(drink * drinks)})];
+                let mut total = drink * drinks;
+                if rng.next(3) == 0 {
+                    let food = 250 + rng.next(400);
+                    total += food;
+                    lines.push(
+                        serde_json::json!({"line_id": "2", "sku": "MUFFIN", "category": "food",
+                        "quantity": 1, "amount": money(food)}),
+                    );
+                }
+                serde_json::json!({"type": "purchase", "amount": money(total), "channel": "store",
+                    "store": format!("nyc-{:02}", rng.next(6)), "lines": lines})
+            }
+        }
+    }
 }
 
 fn month_start(t: DateTime<Utc>) -> DateTime<Utc> {

@@ -49,6 +49,9 @@ both_dialects!(
     a_partner_statement_is_printed_and_closed,
     the_cdnow_sample_imported_as_journals_gives_the_published_models,
     the_demo_holds_out_a_control_group_and_reports_its_weekend_bonus,
+    the_airline_demo_flies_cabins_and_partners,
+    the_hotel_demo_counts_elite_nights,
+    the_coffee_demo_gives_the_tenth_drink,
     a_promotion_report_matches_a_hand_computation,
     a_simulation_imported_into_a_database_gives_the_same_totals,
 );
@@ -1606,4 +1609,123 @@ fn a_simulation_imported_into_a_database_gives_the_same_totals(env: &Env) {
         );
     }
     assert!(sum("redeemed", 0) > 0 && sum("issued", 0) > 0, "{run}");
+}
+
+/// Seeds a small demo of `template` and sums every award in the journals' outcomes by
+/// (source, currency); also counts vouchers promotions issued, and segment refreshes.
+fn demo_awards(
+    env: &Env,
+    template: &str,
+) -> (
+    std::collections::BTreeMap<(String, String), i64>,
+    usize,
+    i64,
+) {
+    let (rt, store) = env.store();
+    let report = rt
+        .block_on(fidelis_web::demo::seed_template(
+            &store,
+            chrono::Utc::now(),
+            template,
+            40,
+            6,
+        ))
+        .unwrap()
+        .expect("seeded");
+    assert!(report.journals > 100, "{template}: {report:?}");
+    const OUTCOMES: &str = "SELECT outcome FROM journals WHERE outcome IS NOT NULL";
+    const REFRESHES: &str = "SELECT COUNT(*) FROM segment_refreshes";
+    let (rows, refreshes): (Vec<(String,)>, i64) = rt.block_on(async {
+        if env.database.starts_with("sqlite") {
+            let pool = sqlx::SqlitePool::connect(&env.database).await.unwrap();
+            (
+                sqlx::query_as(OUTCOMES).fetch_all(&pool).await.unwrap(),
+                sqlx::query_scalar(REFRESHES)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap(),
+            )
+        } else {
+            let pool = sqlx::PgPool::connect(&env.database).await.unwrap();
+            (
+                sqlx::query_as(OUTCOMES).fetch_all(&pool).await.unwrap(),
+                sqlx::query_scalar(REFRESHES)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap(),
+            )
+        }
+    });
+    let mut sums = std::collections::BTreeMap::new();
+    let mut vouchers = 0;
+    for (outcome,) in rows {
+        let outcome: serde_json::Value = serde_json::from_str(&outcome).unwrap();
+        for a in outcome["awards"].as_array().cloned().unwrap_or_default() {
+            *sums
+                .entry((
+                    a["source"].as_str().unwrap().to_owned(),
+                    a["currency"].as_str().unwrap().to_owned(),
+                ))
+                .or_insert(0) += a["points"].as_i64().unwrap();
+        }
+        for p in outcome["promotions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            vouchers += p["rewards"]
+                .as_array()
+                .map_or(0, |r| r.iter().filter(|r| r["kind"] == "voucher").count());
+        }
+    }
+    (sums, vouchers, refreshes)
+}
+
+fn awarded(
+    sums: &std::collections::BTreeMap<(String, String), i64>,
+    source: &str,
+    currency: &str,
+) -> i64 {
+    sums.get(&(source.to_owned(), currency.to_owned()))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// `serve --demo --template airline`: flights earn miles and status credits, business and
+/// first double the miles, partners earn miles; the segments are refreshed by the jobs.
+fn the_airline_demo_flies_cabins_and_partners(env: &Env) {
+    let (sums, _, refreshes) = demo_awards(env, "airline");
+    assert!(awarded(&sums, "base", "miles") > 0, "{sums:?}");
+    assert!(awarded(&sums, "base", "credits") > 0, "{sums:?}");
+    assert!(awarded(&sums, "premium-cabins", "miles") > 0, "{sums:?}");
+    assert!(awarded(&sums, "partner-miles", "miles") > 0, "{sums:?}");
+    // Five miles and one credit per euro of fare, each rounded down per flight.
+    let (miles, credits) = (
+        awarded(&sums, "base", "miles"),
+        awarded(&sums, "base", "credits"),
+    );
+    assert!(
+        5 * credits <= miles && miles < 5 * credits + 5 * credits / 100,
+        "{miles} miles for {credits} credits"
+    );
+    assert!(refreshes >= 1, "the jobs refreshed the segments");
+}
+
+/// `serve --demo --template hotel`: a night is an elite night; suites earn per night.
+fn the_hotel_demo_counts_elite_nights(env: &Env) {
+    let (sums, _, _) = demo_awards(env, "hotel");
+    assert!(awarded(&sums, "elite-nights", "nights") > 0, "{sums:?}");
+    assert!(awarded(&sums, "suite-nights", "points") > 0, "{sums:?}");
+    assert_eq!(
+        awarded(&sums, "suite-nights", "points") % 500,
+        0,
+        "500 points per suite night"
+    );
+}
+
+/// `serve --demo --template coffee`: regulars' ninth drinks issue free-drink vouchers.
+fn the_coffee_demo_gives_the_tenth_drink(env: &Env) {
+    let (sums, vouchers, _) = demo_awards(env, "coffee");
+    assert!(awarded(&sums, "base", "stars") > 0, "{sums:?}");
+    assert!(vouchers > 10, "{vouchers} free drinks");
 }

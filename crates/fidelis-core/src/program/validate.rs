@@ -1218,7 +1218,7 @@ fn action(
             .and_then(|code| lookup_currency(check, &format!("{at}.currency"), code, currencies))
     };
     match kind {
-        "fixed" => {
+        "fixed" | "per_unit" => {
             let currency = currency(check);
             let points = match doc.points {
                 Some(p) if (1..=crate::journal::MAX_POINTS).contains(&p) => Some(p),
@@ -1234,10 +1234,17 @@ fn action(
                     None
                 }
             };
-            Some(Action::Fixed {
-                currency: currency?,
-                points: points?,
-            })
+            if kind == "per_unit" {
+                Some(Action::PerUnit {
+                    currency: currency?,
+                    points: points?,
+                })
+            } else {
+                Some(Action::Fixed {
+                    currency: currency?,
+                    points: points?,
+                })
+            }
         }
         "per_money" => {
             let currency = currency(check);
@@ -1335,7 +1342,7 @@ fn action(
             check.add(
                 format!("{at}.type"),
                 format!(
-                    "{other:?} is not one of fixed, per_money, multiplier, voucher, badge, benefit"
+                    "{other:?} is not one of fixed, per_unit, per_money, multiplier, voucher, badge, benefit"
                 ),
             );
             None

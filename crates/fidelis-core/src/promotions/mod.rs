@@ -297,6 +297,13 @@ pub enum Action {
         currency: CurrencyIx,
         rate: PointsRate,
     },
+    /// `points` per unit bought: per night of a stay, per cup — each matching line's
+    /// quantity (in line scope), or the quantities of all the journal's lines (one unit
+    /// for a journal without lines).
+    PerUnit {
+        currency: CurrencyIx,
+        points: i64,
+    },
     /// The base points times `factor` in total.
     Multiplier {
         currency: CurrencyIx,
@@ -1033,6 +1040,22 @@ fn act(
                 // one award for the journal (a punch card's reward, not one per drink).
                 Some(_) if promotion.cumulative.is_some() => add(*currency, None, *points),
                 Some(lines) => lines.iter().for_each(|&l| add(*currency, Some(l), *points)),
+            },
+            Action::PerUnit { currency, points } => match lines {
+                None => {
+                    let units = if accrual.lines.is_empty() {
+                        1
+                    } else {
+                        accrual.lines.iter().map(|l| i64::from(l.quantity)).sum()
+                    };
+                    add(*currency, None, points.saturating_mul(units));
+                }
+                Some(lines) => {
+                    for &l in lines {
+                        let units = i64::from(accrual.lines[l].quantity);
+                        add(*currency, Some(l), points.saturating_mul(units));
+                    }
+                }
             },
             Action::PerMoney { currency, rate } => match lines {
                 None => {

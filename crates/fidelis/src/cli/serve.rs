@@ -19,6 +19,10 @@ pub struct ServeArgs {
     /// portal link for a demo member.
     #[arg(long)]
     demo: bool,
+    /// The demo's industry template: `retail` (the default), `airline`, `hotel` or `coffee`
+    /// (its history takes that industry's shape: flights by cabin, stays by the night…).
+    #[arg(long, default_value = "retail", requires = "demo")]
+    template: String,
     /// Mark the pages' cookies `Secure` (set this when users reach the server over HTTPS;
     /// behind a proxy sending `X-Forwarded-Proto: https` they are marked anyway).
     #[arg(long, env = "FIDELIS_SECURE_COOKIES")]
@@ -149,13 +153,20 @@ pub async fn run(database: &str, args: ServeArgs) -> Result<ExitCode> {
     };
     if args.demo {
         eprintln!("preparing the demo program (on an empty database only)…");
-        if let Some(report) = fidelis_web::demo::seed(&store, Utc::now())
-            .await
-            .context("seeding the demo")?
+        if let Some(report) = fidelis_web::demo::seed_template(
+            &store,
+            Utc::now(),
+            &args.template,
+            fidelis_web::demo::MEMBERS,
+            fidelis_web::demo::MONTHS,
+        )
+        .await
+        .context("seeding the demo")?
         {
             eprintln!(
-                "demo: program `{}` with {} members and {} journals over thirty months",
+                "demo: program `{}` ({} template) with {} members and {} journals over thirty months",
                 fidelis_web::demo::PROGRAM,
+                args.template,
                 report.members,
                 report.journals
             );
