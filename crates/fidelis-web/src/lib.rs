@@ -35,6 +35,7 @@ use tower_http::trace::TraceLayer;
 pub use extract::ApiJson;
 pub use openapi::openapi;
 pub use routes::admin::BOOTSTRAP_TOKEN;
+pub use routes::analytics::{KpisBody, KpisReport, kpis_report};
 
 /// Limits and settings of the server.
 #[derive(Debug, Clone)]

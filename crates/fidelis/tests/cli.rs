@@ -1355,6 +1355,33 @@ fn the_demo_holds_out_a_control_group_and_reports_its_weekend_bonus(env: &Env) {
     ]);
     assert_eq!(unknown.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown_promotion"));
+
+    // The key figures on the CLI, as the API gives them: the demo's 300 members, and a
+    // CSV row per month and currency (points and status points).
+    let kpis: serde_json::Value =
+        serde_json::from_str(&env.ok(&["analytics", "kpis", "--program", "demo", "--months", "3"]))
+            .unwrap();
+    assert_eq!(kpis["members"], 300, "{kpis}");
+    assert_eq!(kpis["months"].as_array().unwrap().len(), 3, "{kpis}");
+    assert!(
+        kpis["currencies"][0]["issued"].as_i64().unwrap() > 0,
+        "{kpis}"
+    );
+    let csv = env.ok(&[
+        "analytics",
+        "kpis",
+        "--program",
+        "demo",
+        "--months",
+        "3",
+        "--format",
+        "csv",
+    ]);
+    assert!(
+        csv.starts_with("month,currency,enrolments,issued,redeemed,expired\n"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 1 + 3 * 2, "{csv}");
 }
 
 /// The promotion report against numbers computed here from the raw spends: 80 members,

@@ -227,34 +227,52 @@ async fn kpis(
     };
     let csv = super::wants_csv(&query)?;
     let program = cached_program(&state, &code).await?;
+    let report = kpis_report(&state.store, &program, months, Utc::now()).await?;
+    if csv {
+        return Ok((
+            [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            report.csv,
+        )
+            .into_response());
+    }
+    Ok(axum::Json(report.body).into_response())
+}
+
+/// The key figures of the last `months` months as of `now`, as `GET …/analytics/kpis` and
+/// `fidelis analytics kpis` answer them.
+pub struct KpisReport {
+    pub body: KpisBody,
+    /// One row per month and currency: `month,currency,enrolments,issued,redeemed,expired`.
+    pub csv: String,
+}
+
+/// Computes the key figures in the database (see [`KpisReport`]).
+pub async fn kpis_report(
+    store: &fidelis_store::Store,
+    program: &fidelis_store::LoadedProgram,
+    months: u32,
+    now: DateTime<Utc>,
+) -> Result<KpisReport, fidelis_store::StoreError> {
     let tz = program.program.time_zone;
-    let now = Utc::now();
     let bounds = crate::pages::console::month_bounds(tz, now, months);
     let labels: Vec<String> = bounds
         .iter()
         .take(bounds.len().saturating_sub(1))
         .map(|b| b.with_timezone(&tz).format("%Y-%m").to_string())
         .collect();
-    let d = state.store.dashboard(&program, &bounds, now).await?;
-    if csv {
-        let mut out = String::from("month,currency,enrolments,issued,redeemed,expired\n");
-        for (i, month) in labels.iter().enumerate() {
-            for (currency, points) in &d.points {
-                let p = points.get(i).cloned().unwrap_or_default();
-                out.push_str(&format!(
-                    "{month},{currency},{},{},{},{}\n",
-                    d.enrolments.get(i).copied().unwrap_or(0),
-                    p.issued,
-                    p.redeemed,
-                    p.expired
-                ));
-            }
+    let d = store.dashboard(program, &bounds, now).await?;
+    let mut csv = String::from("month,currency,enrolments,issued,redeemed,expired\n");
+    for (i, month) in labels.iter().enumerate() {
+        for (currency, points) in &d.points {
+            let p = points.get(i).cloned().unwrap_or_default();
+            csv.push_str(&format!(
+                "{month},{currency},{},{},{},{}\n",
+                d.enrolments.get(i).copied().unwrap_or(0),
+                p.issued,
+                p.redeemed,
+                p.expired
+            ));
         }
-        return Ok((
-            [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-            out,
-        )
-            .into_response());
     }
     let rate = |part: i64, whole: i64| (whole > 0).then(|| part as f64 / whole as f64);
     let currencies = d
@@ -301,7 +319,7 @@ async fn kpis(
                 .collect(),
         })
         .collect();
-    Ok(axum::Json(KpisBody {
+    let body = KpisBody {
         as_of: now,
         members: d.members,
         active_30: d.active_30,
@@ -318,6 +336,6 @@ async fn kpis(
                 members: *members,
             })
             .collect(),
-    })
-    .into_response())
+    };
+    Ok(KpisReport { body, csv })
 }

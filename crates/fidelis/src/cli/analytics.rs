@@ -73,10 +73,44 @@ pub enum AnalyticsCommand {
         #[arg(long)]
         to: Option<DateTime<Utc>>,
     },
+    /// The program's key figures, computed in the database, as the API's
+    /// `GET …/analytics/kpis` gives them: members (total, active in 30 and 90 days), and per
+    /// month of the last `--months` enrolments and points issued, redeemed and expired per
+    /// currency, redemption and breakage rates, points outstanding, members per tier.
+    Kpis {
+        #[arg(long)]
+        program: String,
+        /// Months back, the current one included.
+        #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=120))]
+        months: u32,
+        /// `json` (the whole report) or `csv` (one row per month and currency).
+        #[arg(long, value_enum, default_value = "json")]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Json,
+    Csv,
 }
 
 pub async fn run(database: &str, command: AnalyticsCommand) -> Result<ExitCode> {
     match command {
+        AnalyticsCommand::Kpis {
+            program: code,
+            months,
+            format,
+        } => {
+            let store = connect(database).await?;
+            let program = program(&store, &code).await?;
+            let report = fidelis_web::kpis_report(&store, &program, months, Utc::now()).await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report.body)?),
+                Format::Csv => print!("{}", report.csv),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         AnalyticsCommand::Promotion {
             program: code,
             promotion,
