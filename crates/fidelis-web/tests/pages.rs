@@ -254,7 +254,10 @@ fn definition(code: &str) -> serde_json::Value {
                            "transfer": {"daily_limit": 1000}}],
            "earning": {"base": [{"currency": "points", "rate": "1"}], "days_before_enrolment": 3650},
            "promotions": [{"code": "club", "name": "Club", "status": "active", "opt_in": true,
-                           "actions": [{"type": "fixed", "currency": "points", "points": 5}]}]})
+                           "actions": [{"type": "fixed", "currency": "points", "points": 5}]},
+                          {"code": "measured", "name": "Measured bonus", "status": "active",
+                           "control_group": {"share": "0.5"},
+                           "actions": [{"type": "fixed", "currency": "points", "points": 1}]}]})
 }
 
 async fn call(
@@ -706,4 +709,43 @@ async fn sessions_end_at_sign_out_and_pages_are_not_cached() {
     .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert!(headers["location"].starts_with("/console/sign-in"));
+}
+
+/// The promotions page measures each promotion with a control group over the last 90
+/// days: members rewarded and held out (here the one purchase's member in one of them),
+/// and says the sample is too small to conclude.
+#[tokio::test]
+async fn the_promotions_page_measures_promotions_against_their_control_groups() {
+    let world = world().await;
+    let (cookies, _) = world.sessions["admin"].clone();
+    let (status, _, _, body) = call(
+        &world.router,
+        Method::GET,
+        "/console/programs/shop/promotions",
+        &cookies,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let row = body
+        .split("id=\"roi-measured\"")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no row for the measured promotion: {body}"));
+    let counts: Vec<&str> = row
+        .split("<td class=\"n\">")
+        .skip(1)
+        .take(2)
+        .map(|c| c.split('<').next().unwrap_or(""))
+        .collect();
+    assert!(
+        counts == ["1", "0"] || counts == ["0", "1"],
+        "one member in one group: {counts:?}"
+    );
+    assert!(row.contains("sample too small"), "{row}");
+    assert!(
+        !body.contains("id=\"roi-club\""),
+        "a promotion without a control group is not measured"
+    );
+    assert!(body.contains("<svg"), "the chart is drawn");
 }

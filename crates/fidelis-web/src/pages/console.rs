@@ -1429,11 +1429,73 @@ async fn promotions(
             daily_used,
         });
     }
+    // Promotions with a control group, measured over the last 90 days.
+    let from = now - chrono::Duration::days(90);
+    let money = &program.program.money_currency;
+    let amount = |v: f64| {
+        format!(
+            "{} {}",
+            money.format(fidelis_core::money::MinorUnits(v.round() as i64)),
+            money.code()
+        )
+    };
+    let mut measured = Vec::new();
+    let (mut labels, mut treated_means, mut control_means) = (Vec::new(), Vec::new(), Vec::new());
+    let minor = 10f64.powi(i32::from(money.scale()));
+    for p in program
+        .program
+        .promotions
+        .iter()
+        .filter(|p| p.control.is_some())
+    {
+        let e = state
+            .store
+            .promotion_exposure(&program, p.code.as_str(), from, now)
+            .await?;
+        let r = fidelis_core::analytics::experiment::compare(&e.treated, &e.control, e.cost);
+        let interval = |i: Option<(f64, f64)>, f: &dyn Fn(f64) -> String| {
+            i.map(|(lo, hi)| format!("{} to {}", f(lo), f(hi)))
+        };
+        let ratio = |v: f64| format!("{v:.2}");
+        labels.push(p.name.clone());
+        treated_means.push(r.treated_mean / minor);
+        control_means.push(r.control_mean / minor);
+        measured.push(context! {
+            code => p.code.to_string(),
+            name => p.name.clone(),
+            treated => r.treated,
+            control => r.control,
+            treated_mean => amount(r.treated_mean),
+            control_mean => amount(r.control_mean),
+            lift => amount(r.lift),
+            lift_interval => interval(r.lift_interval, &|v| amount(v)),
+            revenue => amount(r.incremental_revenue),
+            cost => amount(e.cost as f64),
+            roi => r.roi.map(ratio),
+            roi_interval => interval(r.roi_interval, &ratio),
+            conclusion => r.conclusion.name().replace('_', " "),
+        });
+    }
+    let roi_chart = (!measured.is_empty()).then(|| {
+        charts::bars(
+            &labels,
+            &[
+                ("Rewarded members", treated_means),
+                ("Control group", control_means),
+            ],
+        )
+    });
     page(
         "console/promotions.html",
         merge(
             frame(&staff, Some(&code)),
-            context! { tz => program.program.time_zone.name(), promotions => rows },
+            context! {
+                tz => program.program.time_zone.name(),
+                promotions => rows,
+                measured,
+                roi_chart,
+                money => money.code(),
+            },
         ),
     )
 }
