@@ -102,7 +102,7 @@ fn main() -> ExitCode {
             Command::Balance(a) => cli::balance::run(&args.database, a).await,
             Command::Settlement(a) => cli::settlement::run(&args.database, a).await,
             Command::Liability(a) => cli::liability::run(&args.database, a).await,
-            Command::Simulate(a) => cli::simulate::run(a),
+            Command::Simulate(a) => cli::simulate::run(a).await,
             Command::Analytics(c) => cli::analytics::run(&args.database, c).await,
             Command::Bench(c) => cli::bench::run(&args.database, c).await,
         }

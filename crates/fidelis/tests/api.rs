@@ -46,6 +46,7 @@ both_dialects!(
     badges_and_benefits_are_read_per_member,
     a_promotion_is_measured_against_its_control_group,
     segments_are_refreshed_by_the_jobs_and_gate_promotions,
+    simulate_sends_its_population_to_a_running_server,
 );
 
 async fn points_are_earned_spent_refunded_cancelled_and_expired(s: Server) {
@@ -2078,4 +2079,77 @@ async fn segments_are_refreshed_by_the_jobs_and_gate_promotions(s: Server) {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
+/// `fidelis simulate --target`: the program is created on the server from the definition,
+/// every simulated member enrolled and every journal sent; the server processes what the
+/// simulation generated (none refused), and a second run replays.
+async fn simulate_sends_its_population_to_a_running_server(s: Server) {
+    let base = s.base.clone();
+    let run = move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fidelis"))
+            .args([
+                "simulate",
+                "retail",
+                "--members",
+                "60",
+                "--months",
+                "4",
+                "--start",
+                "2026-01",
+                "--seed",
+                "7",
+                "--format",
+                "json",
+                "--target",
+                &base,
+                "--token",
+                common::ADMIN,
+                "--program",
+                "sim",
+                "--connections",
+                "3",
+            ])
+            .output()
+            .unwrap()
+    };
+    let again = run.clone();
+    let first = tokio::task::spawn_blocking(run).await.unwrap();
+    let stderr = String::from_utf8_lossy(&first.stderr).into_owned();
+    assert!(first.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&first.stdout).unwrap();
+    let journals: u64 = report["runs"][0]["months"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["journals"].as_u64().unwrap())
+        .sum();
+    assert!(journals > 50, "{report}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("target:"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains("program created"), "{line}");
+    assert!(line.contains("60 members enrolled"), "{line}");
+    assert!(
+        line.ends_with(&format!("{journals} processed, 0 replayed, 0 rejected")),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("{journals} journals sent")),
+        "{journals} journals: {line}"
+    );
+    let kpis = s.get("/programs/sim/analytics/kpis?months=24").await;
+    assert_eq!(kpis["members"], 60, "{kpis}");
+    assert!(
+        kpis["currencies"][0]["issued"].as_i64().unwrap() > 0,
+        "{kpis}"
+    );
+    let second = tokio::task::spawn_blocking(again).await.unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr).into_owned();
+    assert!(second.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{journals} replayed")),
+        "the same journals again are replays: {stderr}"
+    );
 }

@@ -13,6 +13,8 @@ use clap::{Args, ValueEnum};
 use fidelis_core::program::{Program, ProgramDocument};
 use fidelis_core::simulate::{self, Behaviour, Report, Settings};
 
+mod target;
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Format {
     Table,
@@ -59,6 +61,20 @@ pub struct SimulateArgs {
     /// …and journals (NDJSON, for `journals import`) of the first definition's run.
     #[arg(long, requires = "members_out")]
     journals_out: Option<PathBuf>,
+    /// A load generator: send the first run's members and journals to the server at this
+    /// address (`http://host:port`) — the program is created from the definition there
+    /// when it does not exist — and report how fast it took them.
+    #[arg(long, requires = "token")]
+    target: Option<String>,
+    /// The API token for `--target` (a program manager's or an admin's).
+    #[arg(long, env = "FIDELIS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The program's code on the target.
+    #[arg(long, default_value = "simulated")]
+    program: String,
+    /// Concurrent requests to the target; a member's journals always go in order on one.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    connections: u16,
 }
 
 fn load(definition: &str) -> Result<Program> {
@@ -79,7 +95,7 @@ fn load(definition: &str) -> Result<Program> {
     })
 }
 
-pub fn run(args: SimulateArgs) -> Result<ExitCode> {
+pub async fn run(args: SimulateArgs) -> Result<ExitCode> {
     let first = load(&args.definition)?;
     let second = args.compare.as_deref().map(load).transpose()?;
     let start = match &args.start {
@@ -131,9 +147,21 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
         (Some(m), Some(j)) => Some((create(m)?, create(j)?)),
         _ => None,
     };
+    // For `--target`: every enrolment, and every journal as its canonical JSON.
+    let mut load: Option<target::Load> = args.target.as_ref().map(|_| target::Load::default());
     let clock = Instant::now();
     let mut write_error: Option<std::io::Error> = None;
     let report = simulate::run(&first, &settings, |member, at, journal| {
+        if let Some(load) = load.as_mut() {
+            match journal {
+                None => load.members.push((member.as_str().to_owned(), at)),
+                Some(j) => {
+                    if let Ok(line) = serde_json::to_string(&j.canonical(&first)) {
+                        load.journals.push((member.as_str().to_owned(), line));
+                    }
+                }
+            }
+        }
         let Some((members, journals)) = writers.as_mut() else {
             return;
         };
@@ -166,6 +194,26 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
         args.months,
         journals as f64 / seconds.max(1e-9)
     );
+    if let (Some(url), Some(load)) = (&args.target, load) {
+        let definition = serde_json::to_value(&first.document)?;
+        let sent = target::send(
+            url,
+            args.token.as_deref().unwrap_or_default(),
+            &args.program,
+            definition,
+            load,
+            usize::from(args.connections),
+        )
+        .await?;
+        eprintln!("{sent}");
+        if sent.failed > 0 {
+            eprintln!(
+                "error: the target refused {} request(s) or line(s)",
+                sent.failed
+            );
+            return Ok(ExitCode::from(super::EXIT_REJECTED));
+        }
+    }
     let other = second
         .as_ref()
         .map(|p| simulate::run(p, &settings, |_, _, _| {}))
