@@ -5,10 +5,10 @@
 //! holds (read by promotions' `eligibility.segments`), every buying member's scores (the
 //! member's 360° view), and a row for the refresh.
 //!
-//! A refresh is idempotent per instant: for an instant already refreshed (with the same
-//! program revision) it changes nothing and answers what that refresh found; for an
-//! instant before the last refresh it changes nothing either (segments do not go back in
-//! time).
+//! A refresh is idempotent per instant: for an instant already refreshed under the same
+//! program revision it changes nothing and answers what that refresh found (a revision
+//! saved since — a segment added or changed — recomputes that instant); for an instant
+//! before the last refresh it changes nothing either (segments do not go back in time).
 
 use std::collections::BTreeMap;
 
@@ -95,7 +95,7 @@ impl Store {
         as_of: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<SegmentRefresh> {
-        if let Some(done) = self.last_refresh(program, Some(as_of)).await? {
+        if let Some(done) = self.refreshed(program, as_of).await? {
             return Ok(SegmentRefresh {
                 already: true,
                 ..done
@@ -239,15 +239,23 @@ impl Store {
             async {
                 // Another refresh may have finished meanwhile: the later instant wins.
                 let later: Option<(i64,)> = sqlx::query_as(
-                    "SELECT 1 FROM segment_refreshes WHERE program_id = $1 AND as_of >= $2",
+                    "SELECT 1 FROM segment_refreshes WHERE program_id = $1 \
+                     AND (as_of > $2 OR (as_of = $2 AND revision = $3))",
                 )
                 .bind(program.id)
                 .bind(At(as_of))
+                .bind(i64::from(program.revision))
                 .fetch_optional(&mut *tx)
                 .await?;
                 if later.is_some() {
                     return Ok(());
                 }
+                // The same instant under an earlier revision is recomputed.
+                sqlx::query("DELETE FROM segment_refreshes WHERE program_id = $1 AND as_of = $2")
+                    .bind(program.id)
+                    .bind(At(as_of))
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query("DELETE FROM member_segments WHERE program_id = $1")
                     .bind(program.id)
                     .execute(&mut *tx)
@@ -297,12 +305,13 @@ impl Store {
                         .await?;
                 }
                 sqlx::query(
-                    "INSERT INTO segment_refreshes (program_id, as_of, refreshed_at, members, counts) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO segment_refreshes (program_id, as_of, refreshed_at, revision, members, counts) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(program.id)
                 .bind(At(as_of))
                 .bind(At(now))
+                .bind(i64::from(program.revision))
                 .bind(report.members as i64)
                 .bind(&counts)
                 .execute(&mut *tx)
@@ -314,8 +323,31 @@ impl Store {
         Ok(report)
     }
 
-    /// The refresh done for `as_of` or, when there is none, a later one (what a refresh
-    /// for `as_of` leaves alone); the latest refresh when `as_of` is `None`.
+    /// What a refresh for `as_of` leaves alone: a later refresh, or one for `as_of` itself
+    /// under the program's current revision.
+    async fn refreshed(
+        &self,
+        program: &LoadedProgram,
+        as_of: DateTime<Utc>,
+    ) -> Result<Option<SegmentRefresh>> {
+        let row: Option<(String,)> = with_pool!(self, |conn| {
+            sqlx::query_as(
+                "SELECT counts FROM segment_refreshes WHERE program_id = $1 \
+                 AND (as_of > $2 OR (as_of = $2 AND revision = $3)) \
+                 ORDER BY (as_of = $2) DESC, as_of DESC LIMIT 1",
+            )
+            .bind(program.id)
+            .bind(At(as_of))
+            .bind(i64::from(program.revision))
+            .fetch_optional(conn)
+            .await
+        })?;
+        row.map(|(counts,)| serde_json::from_str(&counts).map_err(StoreError::from))
+            .transpose()
+    }
+
+    /// The refresh done for `as_of` or, when there is none, a later one; the latest
+    /// refresh when `as_of` is `None`.
     pub async fn last_refresh(
         &self,
         program: &LoadedProgram,

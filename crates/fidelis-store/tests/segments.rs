@@ -184,4 +184,37 @@ async fn segments_refresh_by_features_and_gate_promotions(store: Store) {
         .expect("read")
         .expect("scored");
     assert_eq!(ada_scores.purchases_90d, 4);
+
+    // A new revision (a segment added) recomputes the same instant; the old one does not.
+    let mut doc = p.program.document.clone();
+    doc.segments.push(
+        serde_json::from_value(json!({"code": "everyone", "name": "Everyone",
+            "condition": "member.status == 'active'"}))
+        .expect("a segment"),
+    );
+    let revised = Program::compile(&doc, None).unwrap_or_else(|p| panic!("{p:#?}"));
+    let (p2, _) = store
+        .put_program(&revised, utc("2026-06-10T00:00:00Z"), &Actor::cli())
+        .await
+        .expect("stored");
+    assert_ne!(p2.revision, p.revision);
+    let again = store
+        .refresh_segments(
+            &p2,
+            utc("2026-06-10T00:00:00Z"),
+            utc("2026-06-11T00:00:00Z"),
+        )
+        .await
+        .expect("refreshed");
+    assert!(!again.already, "a new revision recomputes the instant");
+    assert_eq!(again.counts["everyone"], 3, "{again:?}");
+    let same = store
+        .refresh_segments(
+            &p2,
+            utc("2026-06-10T00:00:00Z"),
+            utc("2026-06-11T00:00:00Z"),
+        )
+        .await
+        .expect("refreshed");
+    assert!(same.already);
 }

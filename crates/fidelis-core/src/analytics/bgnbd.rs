@@ -12,7 +12,7 @@
 //! 10^10 to 1 (or 10^300) gives a probability near 0, never an overflow or a NaN.
 //! Time units are the caller's (the paper and the CDNOW validation use weeks).
 
-use crate::analytics::optimize::{bfgs, nelder_mead};
+use crate::analytics::optimize::{bfgs, nelder_mead_restarted};
 use crate::analytics::special::{hyp2f1, ln_beta, ln_gamma, log_add_exp};
 
 /// One customer's summary over the calibration window.
@@ -311,17 +311,7 @@ fn fit_nelder_mead(distinct: &[(Customer, f64)], start: [f64; 4]) -> Result<Fit,
         let ll: f64 = distinct.iter().map(|(c, n)| n * p.log_likelihood(c)).sum();
         if ll.is_finite() { -ll } else { f64::INFINITY }
     };
-    let mut start = start;
-    let mut best = f64::INFINITY;
-    for _ in 0..8 {
-        let (point, value) = nelder_mead(&mut objective, start, 0.5, 1e-10, 4_000);
-        let improved = best - value;
-        start = point;
-        best = value.min(best);
-        if improved.abs() < 1e-9 {
-            break;
-        }
-    }
+    let (start, best) = nelder_mead_restarted(&mut objective, start, 1e-10);
     if !best.is_finite() {
         return Err(FitError::NotConverged);
     }

@@ -11,7 +11,7 @@
 //! program's data before trusting the values.
 
 use crate::analytics::bgnbd;
-use crate::analytics::optimize::{bfgs, nelder_mead};
+use crate::analytics::optimize::{bfgs, nelder_mead_restarted};
 use crate::analytics::special::{digamma, ln_gamma};
 
 /// A customer with repeat purchases: their count and their mean value (in any unit of
@@ -166,17 +166,7 @@ fn fit_nelder_mead(spenders: &[Spender], start: [f64; 3]) -> Result<Fit, FitErro
         let ll: f64 = spenders.iter().map(|s| params.log_likelihood(s)).sum();
         if ll.is_finite() { -ll } else { f64::INFINITY }
     };
-    let mut start = start;
-    let mut best = f64::INFINITY;
-    for _ in 0..8 {
-        let (point, value) = nelder_mead(&mut objective, start, 0.5, 1e-12, 4_000);
-        let improved = best - value;
-        start = point;
-        best = value.min(best);
-        if improved.abs() < 1e-9 {
-            break;
-        }
-    }
+    let (start, best) = nelder_mead_restarted(&mut objective, start, 1e-12);
     if !best.is_finite() {
         return Err(FitError::NotConverged);
     }

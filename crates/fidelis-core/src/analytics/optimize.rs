@@ -69,6 +69,27 @@ pub fn nelder_mead<const N: usize>(
     simplex[0]
 }
 
+/// Nelder–Mead restarted from its own result (a simplex that collapsed early gets a fresh
+/// one) until a run improves the value by less than 1e-9, at most eight runs: the point and
+/// its value.
+pub fn nelder_mead_restarted<const N: usize>(
+    objective: &mut impl FnMut(&[f64; N]) -> f64,
+    start: [f64; N],
+    tolerance: f64,
+) -> ([f64; N], f64) {
+    let (mut point, mut best) = (start, f64::INFINITY);
+    for _ in 0..8 {
+        let (next, value) = nelder_mead(objective, point, 0.5, tolerance, 4_000);
+        let improved = best - value;
+        point = next;
+        best = value.min(best);
+        if improved.abs() < 1e-9 {
+            break;
+        }
+    }
+    (point, best)
+}
+
 /// Minimises `f` (which returns the value and the gradient) from `start` by BFGS with a
 /// backtracking (Armijo) line search, until the largest gradient component is below
 /// `tolerance` or `limit` evaluations. A step is at most 1 in any coordinate (the models

@@ -1,8 +1,9 @@
 -- Member segments and scores (see crates/fidelis-store/src/segments.rs), written by a
 -- refresh as of an instant: which members each segment of a program holds, every member's
 -- churn-model and RFM scores, and one row per refresh (its instant and counts), so a
--- refresh for an instant already refreshed changes nothing. A refresh replaces a program's
--- rows in one transaction. Keep in step with ../postgres/0023_segments.sql.
+-- refresh for an instant already refreshed with the same program revision changes nothing
+-- (a revision saved since recomputes that instant). A refresh replaces a program's rows in
+-- one transaction. Keep in step with ../postgres/0023_segments.sql.
 CREATE TABLE member_segments (
     program_id  INTEGER NOT NULL REFERENCES programs (id),
     segment     TEXT NOT NULL,
@@ -30,6 +31,7 @@ CREATE TABLE segment_refreshes (
     program_id    INTEGER NOT NULL REFERENCES programs (id),
     as_of         INTEGER NOT NULL,
     refreshed_at  INTEGER NOT NULL,
+    revision      INTEGER NOT NULL,
     members       INTEGER NOT NULL,
     counts        TEXT NOT NULL,
     PRIMARY KEY (program_id, as_of)
