@@ -234,12 +234,16 @@ impl Engine<'_> {
         if let Some(o) = original {
             self.returnable.remove(&o);
         }
-        let mut entries = processed.record.entries.clone();
+        let mut entries = match keep {
+            Some(n) => {
+                let entries = processed.record.entries.clone();
+                self.returnable.insert(n, processed.record);
+                entries
+            }
+            None => processed.record.entries,
+        };
         if let Some(s) = processed.settlement {
             entries.extend(s.entries);
-        }
-        if let Some(n) = keep {
-            self.returnable.insert(n, processed.record);
         }
         Ok((processed.outcome, entries))
     }
@@ -326,6 +330,11 @@ pub fn run(
     let n = program.currencies.len();
     // Returns falling in a later month wait here: (when, event).
     let mut later: Vec<(DateTime<Utc>, Event)> = Vec::new();
+    // A month's events, kept from month to month: growing a fresh vector every month costs
+    // more in first-touched pages than the simulation itself.
+    let mut events: Vec<(DateTime<Utc>, Event)> = Vec::new();
+    let mut waiting: Vec<(DateTime<Utc>, Event)> = Vec::new();
+    let mut buyers: Vec<bool> = Vec::new();
     let mut journal_seq = 0u64;
     for m in 0..settings.months {
         let (from, until) = (month_start(m)?, month_start(m + 1)?);
@@ -339,10 +348,15 @@ pub fn run(
             outstanding: vec![0; n],
             ..Month::default()
         };
-        let mut events: Vec<(DateTime<Utc>, Event)> = Vec::new();
-        let (due, wait): (Vec<_>, Vec<_>) = later.drain(..).partition(|(at, _)| *at < until);
-        events.extend(due);
-        later = wait;
+        events.clear();
+        for (at, event) in later.drain(..) {
+            if at < until {
+                events.push((at, event));
+            } else {
+                waiting.push((at, event));
+            }
+        }
+        std::mem::swap(&mut later, &mut waiting);
         let span = (until - from).num_seconds() as f64;
         for (i, p) in people.iter_mut().enumerate() {
             if p.joins >= until {
@@ -386,8 +400,9 @@ pub fn run(
         }
         // Chronological; the generation order breaks ties, so the run is deterministic.
         events.sort_by_key(|(at, _)| *at);
-        let mut buyers = vec![false; people.len()];
-        for (at, event) in events {
+        buyers.clear();
+        buyers.resize(people.len(), false);
+        for (at, event) in events.drain(..) {
             let (mut keep, mut original) = (None, None);
             let (person, body, external) = match event {
                 Event::Purchase { person, cents } => {
