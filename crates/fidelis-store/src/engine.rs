@@ -219,7 +219,7 @@ pub(crate) async fn post_batch<T: LedgerTx>(
     }
     if program.needs_member_facts() {
         let ids: Vec<i64> = members.iter().map(|m| m.id).collect();
-        for row in tx.load_member_facts(&ids).await? {
+        for row in tx.load_member_facts(&ids, program.reads_segments()).await? {
             batch.put_facts(row)?;
         }
     }

@@ -276,16 +276,24 @@ impl LedgerTx for PgTx {
         Ok(())
     }
 
-    async fn load_member_facts(&mut self, member_ids: &[i64]) -> Result<Vec<MemberFactsRow>> {
-        let rows = sqlx::query(
+    async fn load_member_facts(
+        &mut self,
+        member_ids: &[i64],
+        segments: bool,
+    ) -> Result<Vec<MemberFactsRow>> {
+        let sql = if segments {
             "SELECT id, profile::text AS profile, enrolled_at, \
              (SELECT string_agg(s.segment, ' ') FROM member_segments s \
               WHERE s.member_id = members.id AND s.program_id = members.program_id) AS segments \
-             FROM members WHERE id = ANY($1)",
-        )
-        .bind(member_ids)
-        .fetch_all(self.conn().await?)
-        .await?;
+             FROM members WHERE id = ANY($1)"
+        } else {
+            "SELECT id, profile::text AS profile, enrolled_at, NULL::text AS segments \
+             FROM members WHERE id = ANY($1)"
+        };
+        let rows = sqlx::query(sql)
+            .bind(member_ids)
+            .fetch_all(self.conn().await?)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(MemberFactsRow {

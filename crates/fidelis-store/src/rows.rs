@@ -231,11 +231,12 @@ pub trait LedgerTx: Send {
         program_id: i64,
         deltas: &[(CounterKey, Count)],
     ) -> impl Future<Output = Result<()>> + Send;
-    /// The members' profiles, enrolment instants and segments, for promotion conditions
-    /// and eligibility that read them.
+    /// The members' profiles and enrolment instants, for promotion conditions that read
+    /// them, and their segments when `segments` (for promotions gated by segment).
     fn load_member_facts(
         &mut self,
         member_ids: &[i64],
+        segments: bool,
     ) -> impl Future<Output = Result<Vec<MemberFactsRow>>> + Send;
     /// The benefits promotions granted the members for a period that still hold at or
     /// after `since`, for promotions that read benefits.

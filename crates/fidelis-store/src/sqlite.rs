@@ -233,16 +233,24 @@ impl LedgerTx for SqliteTx<'_> {
         Ok(())
     }
 
-    async fn load_member_facts(&mut self, member_ids: &[i64]) -> Result<Vec<MemberFactsRow>> {
-        let rows = sqlx::query(
+    async fn load_member_facts(
+        &mut self,
+        member_ids: &[i64],
+        segments: bool,
+    ) -> Result<Vec<MemberFactsRow>> {
+        let sql = if segments {
             "SELECT id, profile, enrolled_at, \
              (SELECT group_concat(s.segment, ' ') FROM member_segments s \
               WHERE s.member_id = members.id AND s.program_id = members.program_id) AS segments \
-             FROM members WHERE id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(json_list(member_ids)?)
-        .fetch_all(&mut *self.tx)
-        .await?;
+             FROM members WHERE id IN (SELECT value FROM json_each(?1))"
+        } else {
+            "SELECT id, profile, enrolled_at, NULL AS segments \
+             FROM members WHERE id IN (SELECT value FROM json_each(?1))"
+        };
+        let rows = sqlx::query(sql)
+            .bind(json_list(member_ids)?)
+            .fetch_all(&mut *self.tx)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(MemberFactsRow {
