@@ -64,6 +64,12 @@ const UNIT_DAYS: f64 = 7.0;
 /// Members whose rows one statement writes.
 const CHUNK: usize = 5_000;
 
+/// The refresh a refresh for `$2` under revision `$3` leaves alone: one for a later
+/// instant, or for `$2` itself under that revision.
+const REFRESHED: &str = "SELECT report FROM segment_refreshes WHERE program_id = $1 \
+     AND (as_of > $2 OR (as_of = $2 AND revision = $3)) \
+     ORDER BY (as_of = $2) DESC, as_of DESC LIMIT 1";
+
 const SQLITE_MEMBERS: &str = "SELECT m.id, m.external_id, m.status, m.profile, m.enrolled_at, t.state \
      FROM members m LEFT JOIN member_tiers t ON t.member_id = m.id \
      WHERE m.program_id = $1 AND m.enrolled_at <= $2 AND m.merged_into IS NULL ORDER BY m.id";
@@ -234,21 +240,18 @@ impl Store {
             Ok::<_, StoreError>(())
         })?;
 
-        let counts = serde_json::to_string(&report)?;
-        in_write_tx!(self, |tx, pg| {
+        let stored = serde_json::to_string(&report)?;
+        let done: Option<String> = in_write_tx!(self, |tx, pg| {
             async {
                 // Another refresh may have finished meanwhile: the later instant wins.
-                let later: Option<(i64,)> = sqlx::query_as(
-                    "SELECT 1 FROM segment_refreshes WHERE program_id = $1 \
-                     AND (as_of > $2 OR (as_of = $2 AND revision = $3))",
-                )
-                .bind(program.id)
-                .bind(At(as_of))
-                .bind(i64::from(program.revision))
-                .fetch_optional(&mut *tx)
-                .await?;
-                if later.is_some() {
-                    return Ok(());
+                let done: Option<(String,)> = sqlx::query_as(REFRESHED)
+                    .bind(program.id)
+                    .bind(At(as_of))
+                    .bind(i64::from(program.revision))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some((done,)) = done {
+                    return Ok(Some(done));
                 }
                 // The same instant under an earlier revision is recomputed.
                 sqlx::query("DELETE FROM segment_refreshes WHERE program_id = $1 AND as_of = $2")
@@ -305,7 +308,7 @@ impl Store {
                         .await?;
                 }
                 sqlx::query(
-                    "INSERT INTO segment_refreshes (program_id, as_of, refreshed_at, revision, members, counts) \
+                    "INSERT INTO segment_refreshes (program_id, as_of, refreshed_at, revision, members, report) \
                      VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(program.id)
@@ -313,14 +316,20 @@ impl Store {
                 .bind(At(now))
                 .bind(i64::from(program.revision))
                 .bind(report.members as i64)
-                .bind(&counts)
+                .bind(&stored)
                 .execute(&mut *tx)
                 .await?;
-                Ok::<_, StoreError>(())
+                Ok::<_, StoreError>(None)
             }
             .await
         })?;
-        Ok(report)
+        match done {
+            Some(stored) => Ok(SegmentRefresh {
+                already: true,
+                ..serde_json::from_str(&stored)?
+            }),
+            None => Ok(report),
+        }
     }
 
     /// What a refresh for `as_of` leaves alone: a later refresh, or one for `as_of` itself
@@ -331,50 +340,29 @@ impl Store {
         as_of: DateTime<Utc>,
     ) -> Result<Option<SegmentRefresh>> {
         let row: Option<(String,)> = with_pool!(self, |conn| {
-            sqlx::query_as(
-                "SELECT counts FROM segment_refreshes WHERE program_id = $1 \
-                 AND (as_of > $2 OR (as_of = $2 AND revision = $3)) \
-                 ORDER BY (as_of = $2) DESC, as_of DESC LIMIT 1",
-            )
-            .bind(program.id)
-            .bind(At(as_of))
-            .bind(i64::from(program.revision))
-            .fetch_optional(conn)
-            .await
+            sqlx::query_as(REFRESHED)
+                .bind(program.id)
+                .bind(At(as_of))
+                .bind(i64::from(program.revision))
+                .fetch_optional(conn)
+                .await
         })?;
-        row.map(|(counts,)| serde_json::from_str(&counts).map_err(StoreError::from))
+        row.map(|(report,)| serde_json::from_str(&report).map_err(StoreError::from))
             .transpose()
     }
 
-    /// The refresh done for `as_of` or, when there is none, a later one; the latest
-    /// refresh when `as_of` is `None`.
-    pub async fn last_refresh(
-        &self,
-        program: &LoadedProgram,
-        as_of: Option<DateTime<Utc>>,
-    ) -> Result<Option<SegmentRefresh>> {
+    /// The latest refresh of the program, if any.
+    pub async fn last_refresh(&self, program: &LoadedProgram) -> Result<Option<SegmentRefresh>> {
         let row: Option<(String,)> = with_pool!(self, |conn| {
-            match as_of {
-                Some(as_of) => sqlx::query_as(
-                    "SELECT counts FROM segment_refreshes WHERE program_id = $1 AND as_of >= $2 \
-                         ORDER BY (as_of = $2) DESC, as_of DESC LIMIT 1",
-                )
-                .bind(program.id)
-                .bind(At(as_of))
-                .fetch_optional(conn)
-                .await,
-                None => {
-                    sqlx::query_as(
-                        "SELECT counts FROM segment_refreshes WHERE program_id = $1 \
-                         ORDER BY as_of DESC LIMIT 1",
-                    )
-                    .bind(program.id)
-                    .fetch_optional(conn)
-                    .await
-                }
-            }
+            sqlx::query_as(
+                "SELECT report FROM segment_refreshes WHERE program_id = $1 \
+                 ORDER BY as_of DESC LIMIT 1",
+            )
+            .bind(program.id)
+            .fetch_optional(conn)
+            .await
         })?;
-        row.map(|(counts,)| serde_json::from_str(&counts).map_err(StoreError::from))
+        row.map(|(report,)| serde_json::from_str(&report).map_err(StoreError::from))
             .transpose()
     }
 

@@ -84,6 +84,30 @@ impl Check {
         }
     }
 
+    /// A listed definition's `code` (unique among those `seen`), `name` and optional
+    /// `description` (at most 500 characters), checked at `at`: badges, segments.
+    fn entry(
+        &mut self,
+        at: &str,
+        seen: &mut HashSet<Code>,
+        (code, name, description): (&Option<String>, &Option<String>, &Option<String>),
+    ) -> (Option<Code>, Option<String>) {
+        let code = self.code(format!("{at}.code"), code);
+        if let Some(code) = &code
+            && !seen.insert(code.clone())
+        {
+            self.add(format!("{at}.code"), format!("{code:?} is defined twice"));
+        }
+        let name = self.name(format!("{at}.name"), name);
+        if description
+            .as_ref()
+            .is_some_and(|d| d.chars().count() > 500)
+        {
+            self.add(format!("{at}.description"), "at most 500 characters");
+        }
+        (code, name)
+    }
+
     fn name(&mut self, path: String, value: &Option<String>) -> Option<String> {
         let raw = self.required(path.clone(), value)?;
         if raw.trim().is_empty() || raw.chars().count() > MAX_NAME_LEN {
@@ -1880,20 +1904,7 @@ fn badges(check: &mut Check, docs: &[BadgeDocument]) -> Vec<super::BadgeDefiniti
     for (i, doc) in docs.iter().enumerate() {
         let at = format!("badges[{i}]");
         check.unknown(&at, &doc.unknown);
-        let code = check.code(format!("{at}.code"), &doc.code);
-        if let Some(code) = &code
-            && !seen.insert(code.clone())
-        {
-            check.add(format!("{at}.code"), format!("{code:?} is defined twice"));
-        }
-        let name = check.name(format!("{at}.name"), &doc.name);
-        if doc
-            .description
-            .as_ref()
-            .is_some_and(|d| d.chars().count() > 500)
-        {
-            check.add(format!("{at}.description"), "at most 500 characters");
-        }
+        let (code, name) = check.entry(&at, &mut seen, (&doc.code, &doc.name, &doc.description));
         if let (Some(code), Some(name)) = (code, name) {
             out.push(super::BadgeDefinition {
                 code,
@@ -1917,20 +1928,7 @@ fn segments(check: &mut Check, docs: &[SegmentDocument]) -> Vec<crate::segments:
     for (i, doc) in docs.iter().enumerate() {
         let at = format!("segments[{i}]");
         check.unknown(&at, &doc.unknown);
-        let code = check.code(format!("{at}.code"), &doc.code);
-        if let Some(code) = &code
-            && !seen.insert(code.clone())
-        {
-            check.add(format!("{at}.code"), format!("{code:?} is defined twice"));
-        }
-        let name = check.name(format!("{at}.name"), &doc.name);
-        if doc
-            .description
-            .as_ref()
-            .is_some_and(|d| d.chars().count() > 500)
-        {
-            check.add(format!("{at}.description"), "at most 500 characters");
-        }
+        let (code, name) = check.entry(&at, &mut seen, (&doc.code, &doc.name, &doc.description));
         let condition = match doc.condition.as_deref() {
             None => {
                 check.add(format!("{at}.condition"), "is required");

@@ -1,9 +1,9 @@
 -- Member segments and scores (see crates/fidelis-store/src/segments.rs), written by a
--- refresh as of an instant: which members each segment of a program holds, every member's
--- churn-model and RFM scores, and one row per refresh (its instant and counts), so a
--- refresh for an instant already refreshed with the same program revision changes nothing
--- (a revision saved since recomputes that instant). A refresh replaces a program's rows in
--- one transaction. Keep in step with ../postgres/0023_segments.sql.
+-- refresh as of an instant: which members each segment of a program holds, every buying
+-- member's churn-model and RFM scores, and one row per refresh (its instant, the program
+-- revision, and its report as JSON). A refresh for an instant already refreshed under the
+-- same revision changes nothing; a revision saved since recomputes that instant. A refresh
+-- replaces a program's rows in one transaction. Keep in step with ../postgres/0023_segments.sql.
 CREATE TABLE member_segments (
     program_id  INTEGER NOT NULL REFERENCES programs (id),
     segment     TEXT NOT NULL,
@@ -33,6 +33,6 @@ CREATE TABLE segment_refreshes (
     refreshed_at  INTEGER NOT NULL,
     revision      INTEGER NOT NULL,
     members       INTEGER NOT NULL,
-    counts        TEXT NOT NULL,
+    report        TEXT NOT NULL,
     PRIMARY KEY (program_id, as_of)
 );

@@ -2017,40 +2017,16 @@ async fn segments_page(
         .caller
         .require(Permission::ProgramsRead, Some(&code))?;
     let program = crate::routes::cached_program(&state, &code).await?;
-    let last = state.store.last_refresh(&program, None).await?;
-    let count = |map: Option<&std::collections::BTreeMap<String, u64>>, c: &str| {
-        map.and_then(|m| m.get(c)).copied().unwrap_or(0)
-    };
-    let segments: Vec<Value> = program
-        .program
-        .segments
-        .iter()
-        .map(|s| {
-            context! {
-                code => s.code.as_str(),
-                name => &s.name,
-                description => &s.description,
-                condition => s.condition.source(),
-                members => count(last.as_ref().map(|l| &l.counts), s.code.as_str()),
-                unevaluable => count(last.as_ref().map(|l| &l.unevaluable), s.code.as_str()),
-            }
-        })
-        .collect();
+    let list = crate::routes::segments::segment_list(&state, &program).await?;
     let chart = charts::bars(
-        &program
-            .program
+        &list
             .segments
             .iter()
             .map(|s| s.name.clone())
             .collect::<Vec<_>>(),
         &[(
             "Members",
-            program
-                .program
-                .segments
-                .iter()
-                .map(|s| count(last.as_ref().map(|l| &l.counts), s.code.as_str()) as f64)
-                .collect(),
+            list.segments.iter().map(|s| s.members as f64).collect(),
         )],
     );
     page(
@@ -2058,12 +2034,12 @@ async fn segments_page(
         merge(
             frame(&staff, Some(&code)),
             context! {
-                segments,
+                segments => to_value(&list.segments),
                 chart,
-                as_of => last.as_ref().map(|l| l.as_of.to_rfc3339()),
-                considered => last.as_ref().map_or(0, |l| l.members),
-                scored => last.as_ref().map_or(0, |l| l.scored),
-                model_error => last.as_ref().and_then(|l| l.model_error.clone()),
+                as_of => list.as_of.map(|t| t.to_rfc3339()),
+                considered => list.members,
+                scored => list.scored,
+                model_error => list.model_error,
             },
         ),
     )

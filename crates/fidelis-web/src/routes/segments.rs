@@ -26,6 +26,37 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(member_segments))
 }
 
+/// The program's segments with their counts at the last refresh, as the list route and the
+/// console's Segments page show them.
+pub(crate) async fn segment_list(
+    state: &AppState,
+    program: &fidelis_store::LoadedProgram,
+) -> ApiResult<SegmentList> {
+    let last = state.store.last_refresh(program).await?;
+    let count = |map: Option<&std::collections::BTreeMap<String, u64>>, code: &str| {
+        map.and_then(|m| m.get(code)).copied().unwrap_or(0)
+    };
+    Ok(SegmentList {
+        as_of: last.as_ref().map(|l| l.as_of),
+        members: last.as_ref().map_or(0, |l| l.members),
+        scored: last.as_ref().map_or(0, |l| l.scored),
+        model_error: last.as_ref().and_then(|l| l.model_error.clone()),
+        segments: program
+            .program
+            .segments
+            .iter()
+            .map(|s| SegmentBody {
+                code: s.code.to_string(),
+                name: s.name.clone(),
+                description: s.description.clone(),
+                condition: s.condition.source().to_owned(),
+                members: count(last.as_ref().map(|l| &l.counts), s.code.as_str()),
+                unevaluable: count(last.as_ref().map(|l| &l.unevaluable), s.code.as_str()),
+            })
+            .collect(),
+    })
+}
+
 /// A segment and its members at the last refresh.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SegmentBody {
@@ -76,29 +107,7 @@ async fn list_segments(
     }
     let csv = super::wants_csv(&query)?;
     let program = cached_program(&state, &code).await?;
-    let last = state.store.last_refresh(&program, None).await?;
-    let count = |map: Option<&std::collections::BTreeMap<String, u64>>, code: &str| {
-        map.and_then(|m| m.get(code)).copied().unwrap_or(0)
-    };
-    let list = SegmentList {
-        as_of: last.as_ref().map(|l| l.as_of),
-        members: last.as_ref().map_or(0, |l| l.members),
-        scored: last.as_ref().map_or(0, |l| l.scored),
-        model_error: last.as_ref().and_then(|l| l.model_error.clone()),
-        segments: program
-            .program
-            .segments
-            .iter()
-            .map(|s| SegmentBody {
-                code: s.code.to_string(),
-                name: s.name.clone(),
-                description: s.description.clone(),
-                condition: s.condition.source().to_owned(),
-                members: count(last.as_ref().map(|l| &l.counts), s.code.as_str()),
-                unevaluable: count(last.as_ref().map(|l| &l.unevaluable), s.code.as_str()),
-            })
-            .collect(),
-    };
+    let list = segment_list(&state, &program).await?;
     if csv {
         let mut w = csv::Writer::from_writer(Vec::new());
         let as_of = list.as_of.map(|a| a.to_rfc3339()).unwrap_or_default();

@@ -148,11 +148,11 @@ pub async fn run(args: SimulateArgs) -> Result<ExitCode> {
         _ => None,
     };
     // For `--target`: every enrolment, and every journal as its canonical JSON.
-    let mut load: Option<target::Load> = args.target.as_ref().map(|_| target::Load::default());
+    let mut outbound: Option<target::Load> = args.target.as_ref().map(|_| target::Load::default());
     let clock = Instant::now();
     let mut write_error: Option<std::io::Error> = None;
     let report = simulate::run(&first, &settings, |member, at, journal| {
-        if let Some(load) = load.as_mut() {
+        if let Some(load) = outbound.as_mut() {
             match journal {
                 None => load.members.push((member.as_str().to_owned(), at)),
                 Some(j) => {
@@ -194,7 +194,7 @@ pub async fn run(args: SimulateArgs) -> Result<ExitCode> {
         args.months,
         journals as f64 / seconds.max(1e-9)
     );
-    if let (Some(url), Some(load)) = (&args.target, load) {
+    if let (Some(url), Some(load)) = (&args.target, outbound) {
         let definition = serde_json::to_value(&first.document)?;
         let sent = target::send(
             url,
