@@ -434,6 +434,7 @@ impl Store {
                     crate::access::insert_audit!(tx, &audit);
                     let event = crate::partners::NewEvent {
                         kind: "claim.decided",
+                        member_id: None,
                         subject: claim_id.to_owned(),
                         payload: serde_json::json!({"claim": claim_id, "status": to, "reason": reason}),
                         occurred_at: now,

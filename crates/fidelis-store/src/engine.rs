@@ -967,6 +967,7 @@ impl<'p> Batch<'p> {
             {
                 self.new_events.push(crate::partners::NewEvent {
                     kind: "partner.pack_low",
+                    member_id: None,
                     subject: code.clone(),
                     payload: serde_json::json!({"partner": code, "pack": state.pack,
                         "alert_below": state.partner.alert_below, "journal": journal.external_id.as_str()}),
@@ -1146,6 +1147,31 @@ impl<'p> Batch<'p> {
                 "journal": journal,
             }));
             self.audits.push(entry);
+            let group = self
+                .lp
+                .program
+                .tier_groups
+                .iter()
+                .find(|g| g.code == change.group);
+            let rank = |code: Option<&fidelis_core::ids::Code>| {
+                code.and_then(|c| group.and_then(|g| g.tiers.iter().position(|t| t.code == *c)))
+            };
+            let direction = match (rank(change.from.as_ref()), rank(Some(&change.to))) {
+                (Some(from), Some(to)) if to < from => "down",
+                (Some(from), Some(to)) if to == from => "same",
+                _ => "up",
+            };
+            let member = self.names.get(&member_id).cloned().unwrap_or_default();
+            self.new_events.push(crate::partners::NewEvent {
+                kind: "tier.changed",
+                member_id: Some(member_id),
+                payload: serde_json::json!({"member": member, "group": change.group.as_str(),
+                    "from": change.from.as_ref().map(|c| c.as_str()), "to": change.to.as_str(),
+                    "direction": direction, "reason": change.reason, "at": change.at,
+                    "valid_until": change.valid_until, "journal": journal}),
+                subject: member,
+                occurred_at: change.at,
+            });
         }
     }
 
@@ -1459,6 +1485,7 @@ impl<'p> Batch<'p> {
                             self.cancelled_journals
                                 .extend(processed.record.original.map(|o| o.0));
                         }
+                        self.journal_events(member_id, journal, &processed.outcome);
                     }
                     let outcome = stored_outcome(&mut processed.outcome)?;
                     if let Some(settlement) = processed.settlement {
@@ -1504,6 +1531,63 @@ impl<'p> Batch<'p> {
                         journal.external_id
                     )));
                 }
+            }
+        }
+    }
+
+    /// The outbox's events of a processed journal, written with the batch: points earned
+    /// (what its awards add up to per currency), points redeemed, vouchers issued. Tier
+    /// changes have theirs from [`Self::audit_tier_changes`].
+    fn journal_events(&mut self, member_id: i64, journal: &Journal, outcome: &Outcome) {
+        let member = journal.member.as_str();
+        let journal_id = journal.external_id.as_str();
+        if !outcome.awards.is_empty() {
+            let mut points: Vec<(&str, i64)> = Vec::new();
+            for award in &outcome.awards {
+                match points
+                    .iter_mut()
+                    .find(|(c, _)| *c == award.currency.as_str())
+                {
+                    Some((_, p)) => *p += award.points,
+                    None => points.push((award.currency.as_str(), award.points)),
+                }
+            }
+            if points.iter().any(|(_, p)| *p > 0) {
+                let points: Vec<_> = points
+                    .iter()
+                    .map(|(c, p)| serde_json::json!({"currency": c, "points": p}))
+                    .collect();
+                self.new_events.push(crate::partners::NewEvent {
+                    kind: "points.earned",
+                    member_id: Some(member_id),
+                    subject: member.to_owned(),
+                    payload: serde_json::json!({"member": member, "journal": journal_id,
+                        "type": outcome.journal_type, "points": points, "awards": outcome.awards}),
+                    occurred_at: journal.occurred_at,
+                });
+            }
+        }
+        if matches!(journal.body, JournalBody::Redemption { .. }) && !outcome.debited.is_empty() {
+            self.new_events.push(crate::partners::NewEvent {
+                kind: "points.redeemed",
+                member_id: Some(member_id),
+                subject: member.to_owned(),
+                payload: serde_json::json!({"member": member, "journal": journal_id,
+                    "points": outcome.debited}),
+                occurred_at: journal.occurred_at,
+            });
+        }
+        for promotion in &outcome.promotions {
+            for reward in promotion.rewards.iter().filter(|r| r.voucher.is_some()) {
+                self.new_events.push(crate::partners::NewEvent {
+                    kind: "voucher.issued",
+                    member_id: Some(member_id),
+                    subject: member.to_owned(),
+                    payload: serde_json::json!({"member": member, "journal": journal_id,
+                        "definition": reward.code.as_str(), "voucher": reward.voucher,
+                        "promotion": promotion.promotion.as_str()}),
+                    occurred_at: journal.occurred_at,
+                });
             }
         }
     }
@@ -1746,6 +1830,7 @@ impl<'p> Batch<'p> {
             updates,
             tiers,
             audits: std::mem::take(&mut self.audits),
+            events: std::mem::take(&mut self.new_events),
         };
         tx.write_batch(self.lp.id, &rows).await?;
         if !self.new_vouchers.is_empty() {
@@ -1763,10 +1848,9 @@ impl<'p> Batch<'p> {
             tx.insert_awards(self.lp.id, &badges, &benefits, self.now)
                 .await?;
         }
-        if !self.new_partner_entries.is_empty() || !self.new_events.is_empty() {
+        if !self.new_partner_entries.is_empty() {
             let entries = std::mem::take(&mut self.new_partner_entries);
-            let events = std::mem::take(&mut self.new_events);
-            tx.write_partner_entries(self.lp.id, &entries, &events, self.now)
+            tx.write_partner_entries(self.lp.id, &entries, self.now)
                 .await?;
         }
         let deltas: Vec<_> = std::mem::take(&mut self.counters.deltas)

@@ -46,6 +46,7 @@ mod sqlite;
 mod tiers;
 mod views;
 mod vouchers;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -90,6 +91,10 @@ pub use settlements::{Statement, StatementLine, StatementTotals};
 pub use tiers::TierStanding;
 pub use views::{BalanceView, EntryView, JournalView, ScheduledPoints};
 pub use vouchers::{VoucherAction, VoucherEntry, VoucherView};
+pub use webhooks::{
+    Attempt, DeliveryView, Dispatched, DueDelivery, EVENT_TYPES, EventEnvelope, MAX_WEBHOOKS,
+    NewWebhook, WebhookView,
+};
 
 /// Members settled per transaction by the scheduled jobs.
 const SETTLE_BATCH: i64 = 500;

@@ -169,6 +169,8 @@ impl Store {
                     .await;
                     if let Ok(id) = id {
                         insert_terms_sqlite(&mut tx, program.id, &terms(id)).await?;
+                        let event = enrolled_event(id, enrollment, referrer.as_ref());
+                        crate::partners::insert_event!(tx, program.id, &event);
                         tx.commit().await?;
                     }
                     id
@@ -190,6 +192,8 @@ impl Store {
                     .await;
                     if let Ok(id) = id {
                         insert_terms_postgres(&mut tx, program.id, &terms(id)).await?;
+                        let event = enrolled_event(id, enrollment, referrer.as_ref());
+                        crate::partners::insert_event!(tx, program.id, &event);
                         tx.commit().await?;
                     }
                     id
@@ -223,7 +227,8 @@ impl Store {
         }
     }
 
-    /// Enrolls many members at once (a migration, a benchmark). Members already enrolled
+    /// Enrolls many members at once (a migration, a benchmark): they are not announced as
+    /// enrolled (no `member.enrolled` event). Members already enrolled
     /// are left as they are. Returns how many were new.
     pub async fn enroll_many(
         &self,
@@ -423,5 +428,23 @@ impl postgres::PgTx {
             .await?;
         insert_audit!(conn, audit);
         Ok(())
+    }
+}
+
+/// The outbox's event of a member enrolled (with the profile they gave: a welcome message
+/// needs it; erasure clears it from the event too).
+fn enrolled_event(
+    id: i64,
+    enrollment: &Enrollment,
+    referrer: Option<&(i64, String)>,
+) -> crate::partners::NewEvent {
+    crate::partners::NewEvent {
+        kind: "member.enrolled",
+        member_id: Some(id),
+        subject: enrollment.external_id.to_string(),
+        payload: serde_json::json!({"member": enrollment.external_id.as_str(),
+            "enrolled_at": enrollment.enrolled_at, "profile": enrollment.profile,
+            "referred_by": referrer.map(|r| r.1.as_str())}),
+        occurred_at: enrollment.enrolled_at,
     }
 }

@@ -89,6 +89,8 @@ pub(crate) struct NewPartnerEntry {
 #[derive(Debug, Clone)]
 pub(crate) struct NewEvent {
     pub kind: &'static str,
+    /// The member the event concerns, if one.
+    pub member_id: Option<i64>,
     pub subject: String,
     pub payload: serde_json::Value,
     pub occurred_at: DateTime<Utc>,
@@ -134,9 +136,9 @@ macro_rules! load_movements {
 }
 pub(crate) use load_movements;
 
-/// Writes a batch's partner entries, the packs they change and its events, on `$conn`.
+/// Writes a batch's partner entries and the packs they change, on `$conn`.
 macro_rules! write_partner_entries {
-    ($conn:expr, $program_id:expr, $entries:expr, $events:expr, $now:expr, $actor:expr) => {{
+    ($conn:expr, $program_id:expr, $entries:expr, $now:expr, $actor:expr) => {{
         for e in $entries {
             let e: &$crate::partners::NewPartnerEntry = e;
             sqlx::query(
@@ -160,10 +162,6 @@ macro_rules! write_partner_entries {
             .await?;
         }
         $crate::partners::update_packs!($conn, $entries);
-        for ev in $events {
-            let ev: &$crate::partners::NewEvent = ev;
-            $crate::partners::insert_event!($conn, $program_id, ev);
-        }
     }};
 }
 pub(crate) use write_partner_entries;
@@ -201,14 +199,15 @@ macro_rules! insert_event {
     ($conn:expr, $program_id:expr, $event:expr) => {{
         let ev: &$crate::partners::NewEvent = $event;
         sqlx::query(
-            "INSERT INTO events (program_id, type, subject, payload, occurred_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO events (program_id, type, subject, payload, occurred_at, member_id) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind($program_id)
         .bind(ev.kind)
         .bind(&ev.subject)
         .bind(ev.payload.to_string())
         .bind($crate::dialect::At(ev.occurred_at))
+        .bind(ev.member_id)
         .execute(&mut *$conn)
         .await?;
     }};

@@ -440,11 +440,10 @@ impl LedgerTx for PgTx {
         &mut self,
         program_id: i64,
         entries: &[crate::partners::NewPartnerEntry],
-        events: &[crate::partners::NewEvent],
         now: DateTime<Utc>,
     ) -> Result<()> {
         // The entries in one statement (a batch may carry thousands), then each pack's
-        // change and the events (rare) one by one.
+        // change one by one.
         let conn = self.conn().await?;
         if !entries.is_empty() {
             let col = |f: fn(&crate::partners::NewPartnerEntry) -> i64| -> Vec<i64> {
@@ -487,9 +486,29 @@ impl LedgerTx for PgTx {
             .await?;
         }
         crate::partners::update_packs!(conn, entries);
-        for ev in events {
-            crate::partners::insert_event!(conn, program_id, ev);
+        Ok(())
+    }
+
+    async fn insert_events(
+        &mut self,
+        program_id: i64,
+        events: &[crate::partners::NewEvent],
+    ) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
         }
+        sqlx::query(
+            "INSERT INTO events (program_id, member_id, type, subject, payload, occurred_at) \
+             SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])",
+        )
+        .bind(program_id)
+        .bind(events.iter().map(|e| e.member_id).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.kind).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.payload.to_string()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
+        .execute(self.conn().await?)
+        .await?;
         Ok(())
     }
 
@@ -1154,6 +1173,7 @@ impl LedgerTx for PgTx {
         let u = &rows.updates;
         let t = &rows.tiers;
         let a = &rows.audits;
+        let ev = &rows.events;
         sqlx::query(
             "WITH \
              j AS (INSERT INTO journals (program_id, member_id, id, external_id, kind, type, status, original_id, \
@@ -1190,7 +1210,9 @@ impl LedgerTx for PgTx {
                     ON CONFLICT (member_id) DO UPDATE SET state = excluded.state, next_due_at = excluded.next_due_at), \
              al AS (INSERT INTO audit_log (at, actor, role, action, program, subject, before, after) \
                     SELECT * FROM unnest($64::timestamptz[], $65::text[], $66::text[], $67::text[], $68::text[], \
-                                         $69::text[], $70::text[], $71::text[])) \
+                                         $69::text[], $70::text[], $71::text[])), \
+             ev AS (INSERT INTO events (program_id, member_id, type, subject, payload, occurred_at) \
+                    SELECT $1, * FROM unnest($74::bigint[], $75::text[], $76::text[], $77::text[], $78::timestamptz[])) \
              SELECT 1",
         )
         .bind(program_id)
@@ -1276,6 +1298,12 @@ impl LedgerTx for PgTx {
         // open holds: of new journals, of updated ones
         .bind(j.iter().map(|r| r.hold_until).collect::<Vec<_>>())
         .bind(u.iter().map(|r| r.hold_until).collect::<Vec<_>>())
+        // events
+        .bind(ev.iter().map(|e| e.member_id).collect::<Vec<_>>())
+        .bind(ev.iter().map(|e| e.kind).collect::<Vec<_>>())
+        .bind(ev.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>())
+        .bind(ev.iter().map(|e| e.payload.to_string()).collect::<Vec<_>>())
+        .bind(ev.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
         .execute(self.conn().await?)
         .await?;
         Ok(())

@@ -196,6 +196,8 @@ pub struct WriteSet {
     pub tiers: Vec<TierSave>,
     /// Audit entries (tier changes) of the batch.
     pub audits: Vec<crate::access::AuditEntry>,
+    /// The outbox's events of the batch.
+    pub(crate) events: Vec<crate::partners::NewEvent>,
 }
 
 /// One transaction on the ledger tables, as each dialect implements it. The engine
@@ -292,13 +294,18 @@ pub trait LedgerTx: Send {
         &mut self,
         journal_ids: &[i64],
     ) -> impl Future<Output = Result<Vec<crate::partners::MovementRow>>> + Send;
-    /// Writes the batch's partner entries, the packs they change, and its events.
+    /// Writes the batch's partner entries and the packs they change.
     fn write_partner_entries(
         &mut self,
         program_id: i64,
         entries: &[crate::partners::NewPartnerEntry],
-        events: &[crate::partners::NewEvent],
         now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Appends the batch's events to the outbox.
+    fn insert_events(
+        &mut self,
+        program_id: i64,
+        events: &[crate::partners::NewEvent],
     ) -> impl Future<Output = Result<()>> + Send;
     /// How many open holds (pay with points) these members have.
     fn count_open_holds(&mut self, member_ids: &[i64]) -> impl Future<Output = Result<i64>> + Send;
@@ -467,6 +474,9 @@ pub(crate) async fn write_batch_stepwise<T: LedgerTx + ?Sized>(
     }
     if !rows.audits.is_empty() {
         tx.insert_audits(&rows.audits).await?;
+    }
+    if !rows.events.is_empty() {
+        tx.insert_events(program_id, &rows.events).await?;
     }
     Ok(())
 }

@@ -410,11 +410,32 @@ impl LedgerTx for SqliteTx<'_> {
         &mut self,
         program_id: i64,
         entries: &[crate::partners::NewPartnerEntry],
-        events: &[crate::partners::NewEvent],
         now: DateTime<Utc>,
     ) -> Result<()> {
         let conn = &mut *self.tx;
-        crate::partners::write_partner_entries!(conn, program_id, entries, events, now, "journal");
+        crate::partners::write_partner_entries!(conn, program_id, entries, now, "journal");
+        Ok(())
+    }
+
+    async fn insert_events(
+        &mut self,
+        program_id: i64,
+        events: &[crate::partners::NewEvent],
+    ) -> Result<()> {
+        for chunk in events.chunks(5_000) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO events (program_id, type, subject, payload, occurred_at, member_id) ",
+            );
+            q.push_values(chunk, |mut b, e| {
+                b.push_bind(program_id)
+                    .push_bind(e.kind)
+                    .push_bind(e.subject.as_str())
+                    .push_bind(e.payload.to_string())
+                    .push_bind(micros(e.occurred_at))
+                    .push_bind(e.member_id);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
         Ok(())
     }
 

@@ -22,6 +22,7 @@ pub(crate) mod pages;
 pub use pages::charts;
 mod routes;
 pub mod server;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;

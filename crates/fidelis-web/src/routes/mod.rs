@@ -16,6 +16,7 @@ pub(crate) mod partners;
 pub(crate) mod programs;
 pub(crate) mod segments;
 pub(crate) mod vouchers;
+pub(crate) mod webhooks;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -57,6 +58,7 @@ use crate::{AppState, ServerConfig};
         (name = "claims", description = "Missing-points claims: filed by members or staff, approved once (the transaction processed as a journal) or rejected with a reason"),
         (name = "analytics", description = "Knowing the program: promotions measured against their control groups"),
         (name = "partners", description = "Partners and their ledger: earn partners paying for points (prepaid packs or postpaid bills), burn partners reimbursed; events"),
+        (name = "webhooks", description = "The program's events sent to its subscribers: signed, retried, dead deliveries replayable"),
         (name = "operations", description = "Jobs, tokens, users and the audit log")
     )
 )]
@@ -162,6 +164,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
             .merge(analytics::routes())
             .merge(segments::routes())
             .merge(claims::routes())
+            .merge(webhooks::routes())
             .merge(admin::routes()),
     )
 }

@@ -472,9 +472,9 @@ async fn partner_entries(
     }))
 }
 
-/// The program's events, newest first: what happened that someone should hear of (a
-/// partner's pack fallen below its alert). Delivery by webhook and email comes with
-/// communications; until then they are read here and in the console.
+/// The program's events, newest first: what happened that someone should hear of (members
+/// enrolled, points earned and redeemed, tiers changed, vouchers issued, claims decided, a
+/// partner's pack fallen below its alert) — the outbox that webhooks deliver.
 #[utoipa::path(get, path = "/programs/{program}/events", tag = "partners",
     params(("program" = String, Path, description = PROGRAM_PARAM, example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"),
            ("before" = Option<i64>, Query, description = "Events older than this id"),

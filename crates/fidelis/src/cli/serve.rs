@@ -53,6 +53,21 @@ pub struct ServeArgs {
     #[arg(long, env = "FIDELIS_MAX_CONNECTIONS",
           value_parser = clap::value_parser!(u32).range(2..=1_000_000))]
     max_connections: Option<u32>,
+    /// Attempts at delivering an event to a webhook before the delivery is dead (listed,
+    /// replayable).
+    #[arg(long, env = "FIDELIS_WEBHOOK_ATTEMPTS", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=50))]
+    webhook_attempts: u32,
+    /// The first retry's delay in milliseconds; each next one doubles (up to six hours),
+    /// drawn between half of it and all of it.
+    #[arg(long, env = "FIDELIS_WEBHOOK_BACKOFF_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    webhook_backoff_ms: u64,
+    /// Seconds a delivery being sent is this server's: past it (the server died
+    /// mid-send), another server, or this one restarted, sends it again.
+    #[arg(long, env = "FIDELIS_WEBHOOK_LEASE_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(2..=3_600))]
+    webhook_lease_secs: u64,
 }
 
 /// The shortest `FIDELIS_ADMIN_TOKEN` accepted: it grants everything.
@@ -221,6 +236,14 @@ pub async fn run(database: &str, args: ServeArgs) -> Result<ExitCode> {
             "  console:  {base}/console   (staff sign in as users created with POST /api/v1/users or on the console's Users page)"
         );
     }
+    let delivery = fidelis_web::webhooks::DeliveryConfig {
+        attempts: args.webhook_attempts,
+        backoff: std::time::Duration::from_millis(args.webhook_backoff_ms),
+        lease: std::time::Duration::from_secs(args.webhook_lease_secs),
+        timeout: std::time::Duration::from_secs((args.webhook_lease_secs / 2).clamp(1, 10)),
+        ..Default::default()
+    };
+    fidelis_web::webhooks::spawn(store.clone(), delivery);
     fidelis_web::serve(AppState::new(store, config), args.listen)
         .await
         .with_context(|| format!("serving on {}", args.listen))?;

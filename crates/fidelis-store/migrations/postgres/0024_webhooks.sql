@@ -1,0 +1,46 @@
+-- The outbox's delivery (see crates/fidelis-store/src/webhooks.rs). Events (0020) gain the
+-- member they concern and whether they were dispatched: a dispatch, in one transaction,
+-- makes one delivery per active subscription of the event's program and type and marks the
+-- event dispatched, so an event is fanned out once however many servers run. A delivery is
+-- leased while it is being sent; a server that dies mid-send leaves a lease that runs out,
+-- and the delivery is sent again with the same event id (the receivers' idempotency key).
+-- Events from before this migration had no subscriber and count as dispatched.
+-- Keep in step with ../sqlite/0024_webhooks.sql.
+ALTER TABLE events ADD COLUMN member_id BIGINT;
+ALTER TABLE events ADD COLUMN dispatched BOOLEAN NOT NULL DEFAULT false;
+UPDATE events SET dispatched = true;
+CREATE INDEX events_undispatched ON events (id) WHERE dispatched = false;
+CREATE INDEX events_member ON events (member_id) WHERE member_id IS NOT NULL;
+
+CREATE TABLE webhooks (
+    id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    program_id       BIGINT NOT NULL REFERENCES programs (id),
+    url              TEXT NOT NULL,
+    -- A JSON array of event types; ["*"] for every type.
+    events           TEXT NOT NULL,
+    description      TEXT NOT NULL,
+    secret           TEXT NOT NULL,
+    -- The secret before the last rotation, still signing until previous_until.
+    previous_secret  TEXT,
+    previous_until   TIMESTAMPTZ,
+    active           BOOLEAN NOT NULL,
+    created_at       TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX webhooks_program ON webhooks (program_id);
+
+CREATE TABLE webhook_deliveries (
+    id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    webhook_id       BIGINT NOT NULL REFERENCES webhooks (id),
+    event_id         BIGINT NOT NULL REFERENCES events (id),
+    -- pending, delivered or dead (attempts exhausted; replayable).
+    status           TEXT NOT NULL,
+    attempts         INTEGER NOT NULL,
+    next_attempt_at  TIMESTAMPTZ NOT NULL,
+    leased_until     TIMESTAMPTZ,
+    last_status      INTEGER,
+    last_error       TEXT,
+    delivered_at     TIMESTAMPTZ,
+    UNIQUE (webhook_id, event_id)
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook_id, status, id);
