@@ -1645,8 +1645,13 @@ async fn a_prepaid_partner_pays_from_its_pack_and_sees_only_itself(s: Server) {
     assert_eq!(liability["partners"][0]["partner"], "cars", "{liability}");
     assert_eq!(liability["partners"][0]["outstanding_points"], 200);
     let events = s.get("/programs/shop/events").await;
-    assert_eq!(events["events"].as_array().unwrap().len(), 1, "{events}");
-    assert_eq!(events["events"][0]["type"], "partner.pack_low");
+    let pack_low: Vec<&Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "partner.pack_low")
+        .collect();
+    assert_eq!(pack_low.len(), 1, "{events}");
 
     // The partner's own token: its figures and ledger, nobody else's, and no events.
     let token = s
