@@ -217,6 +217,10 @@ impl From<StoreError> for ApiError {
             StoreError::Refused(code @ "idempotency_conflict", detail) => {
                 Self::new(StatusCode::CONFLICT, code, detail)
             }
+            // A limit of what the program holds: the request is fine, the program is full.
+            StoreError::Refused(code @ "too_many_webhooks", detail) => {
+                Self::new(StatusCode::CONFLICT, code, detail)
+            }
             // Refusals that name what the path names: it does not exist.
             StoreError::Refused(
                 code @ ("unknown_group" | "unknown_tier_group" | "unknown_partner"
