@@ -563,6 +563,12 @@ async fn replay(
     ApiJson(request): ApiJson<ReplayRequest>,
 ) -> ApiResult<axum::Json<ReplayBody>> {
     may_manage(&caller, &code)?;
+    if request.delivery.is_some_and(|d| d < 1) {
+        return Err(ApiError::unprocessable(
+            "invalid_request",
+            "delivery: a delivery's id, from 1",
+        ));
+    }
     let program = require_program(&state, &code).await?;
     webhook(&state, &program, id).await?;
     let now = Utc::now();
