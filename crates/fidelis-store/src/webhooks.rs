@@ -8,7 +8,7 @@
 //!   LOCKED`, so two servers take different ones), makes one delivery per active
 //!   subscription of the event's program and type, and marks them dispatched;
 //! - **claim** leases due deliveries (counting the attempt); the caller sends them and
-//!   [`Store::finish_delivery`] records the answer: delivered, due again later, or dead
+//!   [`Store::finish_deliveries`] records the answer: delivered, due again later, or dead
 //!   after the last attempt. A server that dies between sending and recording leaves a
 //!   lease that runs out, and the delivery is sent again — with the same event id, the
 //!   receiver's idempotency key — so an event is never lost, and a duplicate is always
@@ -127,6 +127,12 @@ const DISPATCH_SQLITE: &str =
     "SELECT id, program_id, type FROM events WHERE dispatched = 0 ORDER BY id LIMIT $1";
 const DISPATCH_POSTGRES: &str = "SELECT id, program_id, type FROM events WHERE dispatched = false \
      ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED";
+const DELIVER_SQLITE: &str = "INSERT INTO webhook_deliveries (webhook_id, event_id, status, attempts, next_attempt_at) \
+     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), 'pending', 0, $2 FROM json_each($1) \
+     WHERE true ON CONFLICT DO NOTHING";
+const DELIVER_POSTGRES: &str = "INSERT INTO webhook_deliveries (webhook_id, event_id, status, attempts, next_attempt_at) \
+     SELECT (value->>0)::bigint, (value->>1)::bigint, 'pending', 0, $2 FROM jsonb_array_elements($1::jsonb) \
+     ON CONFLICT DO NOTHING";
 const MARK_SQLITE: &str =
     "UPDATE events SET dispatched = 1 WHERE id IN (SELECT value FROM json_each($1))";
 const MARK_POSTGRES: &str = "UPDATE events SET dispatched = true \
@@ -139,12 +145,12 @@ const CLAIM_POSTGRES: &str = "UPDATE webhook_deliveries SET leased_until = $2, a
      WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
      AND (leased_until IS NULL OR leased_until <= $1) ORDER BY next_attempt_at LIMIT $3 \
      FOR UPDATE SKIP LOCKED) RETURNING id";
-const DUE_COLUMNS: &str = "SELECT d.id, d.attempts, w.url, w.secret, w.previous_secret, w.previous_until, \
+const DUE_SQLITE: &str = "SELECT d.id, d.attempts, w.url, w.secret, w.previous_secret, w.previous_until, \
      e.id, p.code, e.type, e.occurred_at, e.payload \
      FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
      JOIN events e ON e.id = d.event_id JOIN programs p ON p.id = e.program_id \
      WHERE d.id IN (SELECT value FROM json_each($1))";
-const DUE_COLUMNS_POSTGRES: &str = "SELECT d.id, d.attempts::bigint, w.url, w.secret, w.previous_secret, w.previous_until, \
+const DUE_POSTGRES: &str = "SELECT d.id, d.attempts::bigint, w.url, w.secret, w.previous_secret, w.previous_until, \
      e.id, p.code, e.type, e.occurred_at, e.payload \
      FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
      JOIN events e ON e.id = d.event_id JOIN programs p ON p.id = e.program_id \
@@ -247,11 +253,12 @@ impl Store {
         Ok(rows)
     }
 
-    /// The current signing secret of a subscription of the program (for a test send).
+    /// A subscription's address and the secrets that sign at `now` (for a test send).
     pub async fn webhook_target(
         &self,
         program: &LoadedProgram,
         id: i64,
+        now: DateTime<Utc>,
     ) -> Result<Option<(String, Vec<String>)>> {
         let row: Option<(String, String, Option<String>, Option<At>)> = with_pool!(self, |pool| {
             sqlx::query_as(
@@ -263,9 +270,7 @@ impl Store {
             .fetch_optional(pool)
             .await?
         });
-        Ok(row.map(|(url, secret, previous, until)| {
-            (url, secrets(secret, previous, until, Utc::now()))
-        }))
+        Ok(row.map(|(url, secret, previous, until)| (url, secrets(secret, previous, until, now))))
     }
 
     /// Turns a subscription on or off (off: its events are no longer dispatched to it;
@@ -366,40 +371,46 @@ impl Store {
     pub async fn dispatch_events(&self, limit: i64, now: DateTime<Utc>) -> Result<Dispatched> {
         in_write_tx!(self, |tx, pg| {
             async {
-                let events: Vec<(i64, i64, String)> =
-                    sqlx::query_as(if pg { DISPATCH_POSTGRES } else { DISPATCH_SQLITE })
-                        .bind(limit)
-                        .fetch_all(&mut *tx)
-                        .await?;
+                let events: Vec<(i64, i64, String)> = sqlx::query_as(if pg {
+                    DISPATCH_POSTGRES
+                } else {
+                    DISPATCH_SQLITE
+                })
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
                 if events.is_empty() {
                     return Ok::<_, StoreError>(Dispatched::default());
                 }
-                let hooks: Vec<(i64, i64, String)> =
-                    sqlx::query_as("SELECT id, program_id, events FROM webhooks WHERE active = true")
-                        .fetch_all(&mut *tx)
-                        .await?;
+                let hooks: Vec<(i64, i64, String)> = sqlx::query_as(
+                    "SELECT id, program_id, events FROM webhooks WHERE active = true",
+                )
+                .fetch_all(&mut *tx)
+                .await?;
                 let hooks = hooks
                     .into_iter()
                     .map(|(id, program, events)| Ok((id, program, parse_events(&events)?)))
                     .collect::<Result<Vec<_>>>()?;
-                let mut made = 0;
-                for (event, program, kind) in &events {
-                    for (hook, _, _) in hooks
-                        .iter()
-                        .filter(|(_, p, types)| p == program && subscribed(types, kind))
-                    {
-                        made += sqlx::query(
-                            "INSERT INTO webhook_deliveries (webhook_id, event_id, status, attempts, next_attempt_at) \
-                             VALUES ($1, $2, 'pending', 0, $3) ON CONFLICT DO NOTHING",
-                        )
-                        .bind(hook)
-                        .bind(event)
+                // Every (subscription, event) pair, inserted in one statement.
+                let pairs: Vec<(i64, i64)> = events
+                    .iter()
+                    .flat_map(|(event, program, kind)| {
+                        hooks
+                            .iter()
+                            .filter(move |(_, p, types)| p == program && subscribed(types, kind))
+                            .map(move |(hook, _, _)| (*hook, *event))
+                    })
+                    .collect();
+                let made = if pairs.is_empty() {
+                    0
+                } else {
+                    sqlx::query(if pg { DELIVER_POSTGRES } else { DELIVER_SQLITE })
+                        .bind(serde_json::to_string(&pairs)?)
                         .bind(At(now))
                         .execute(&mut *tx)
                         .await?
-                        .rows_affected() as usize;
-                    }
-                }
+                        .rows_affected() as usize
+                };
                 let ids: Vec<i64> = events.iter().map(|e| e.0).collect();
                 sqlx::query(if pg { MARK_POSTGRES } else { MARK_SQLITE })
                     .bind(serde_json::to_string(&ids)?)
@@ -434,29 +445,28 @@ impl Store {
                 if ids.is_empty() {
                     return Ok::<_, StoreError>(Vec::new());
                 }
-                let rows: Vec<DueRow> = sqlx::query_as(if pg {
-                    DUE_COLUMNS_POSTGRES
-                } else {
-                    DUE_COLUMNS
-                })
-                .bind(serde_json::to_string(&ids)?)
-                .fetch_all(&mut *tx)
-                .await?;
+                let rows: Vec<DueRow> = sqlx::query_as(if pg { DUE_POSTGRES } else { DUE_SQLITE })
+                    .bind(serde_json::to_string(&ids)?)
+                    .fetch_all(&mut *tx)
+                    .await?;
                 rows.into_iter().map(|r| due_row(r, now)).collect()
             }
             .await
         })
     }
 
-    /// Records what the attempt at delivery `id` came to.
-    pub async fn finish_delivery(
+    /// Records what the attempts at these deliveries came to, in one transaction.
+    pub async fn finish_deliveries(
         &self,
-        id: i64,
-        attempt: &Attempt,
+        attempts: &[(i64, Attempt)],
         now: DateTime<Utc>,
     ) -> Result<()> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
         in_write_tx!(self, |tx, _pg| {
             async {
+                for (id, attempt) in attempts {
                 match attempt {
                     Attempt::Delivered { status } => {
                         sqlx::query(
@@ -489,6 +499,7 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                     }
+                }
                 }
                 Ok::<_, StoreError>(())
             }

@@ -83,10 +83,10 @@ pub fn signature(secrets: &[String], timestamp: i64, body: &[u8]) -> String {
     header
 }
 
-/// The body a receiver gets for an event.
-pub fn event_body(event: &EventEnvelope) -> Vec<u8> {
+/// The body a receiver gets for an event whose id (as receivers see it) is `id`.
+pub fn event_body(event: &EventEnvelope, id: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
-        "id": event_id(event.id),
+        "id": id,
         "type": event.kind,
         "program": event.program,
         "occurred_at": event.occurred_at,
@@ -121,22 +121,23 @@ pub fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
-/// Sends one request for `event` to `url`, signed with `secrets`.
+/// Sends one request for `event`, known to receivers as `id`, to `url`, signed with
+/// `secrets`.
 pub async fn post(
     client: &reqwest::Client,
     url: &str,
     secrets: &[String],
-    event: &EventEnvelope,
+    (event, id): (&EventEnvelope, &str),
     attempt: i64,
     now: DateTime<Utc>,
 ) -> std::result::Result<u16, (Option<u16>, String)> {
-    let body = event_body(event);
+    let body = event_body(event, id);
     let response = client
         .post(url)
         .header("Content-Type", "application/json")
         .header(SIGNATURE_HEADER, signature(secrets, now.timestamp(), &body))
-        .header("Idempotency-Key", event_id(event.id))
-        .header("Fidelis-Event-Id", event_id(event.id))
+        .header("Idempotency-Key", id)
+        .header("Fidelis-Event-Id", id)
         .header("Fidelis-Attempt", attempt.to_string())
         .body(body)
         .send()
@@ -226,7 +227,9 @@ pub async fn run_once(
     let results: Vec<(i64, Attempt)> = futures::stream::iter(due)
         .map(|d| async move {
             let sent = Utc::now();
-            let attempt = match post(client, &d.url, &d.secrets, &d.event, d.attempt, sent).await {
+            let id = event_id(d.event.id);
+            let event = (&d.event, id.as_str());
+            let attempt = match post(client, &d.url, &d.secrets, event, d.attempt, sent).await {
                 Ok(status) => Attempt::Delivered { status },
                 Err((status, error)) => Attempt::Failed {
                     status,
@@ -239,9 +242,7 @@ pub async fn run_once(
         .buffer_unordered(config.concurrency.max(1))
         .collect()
         .await;
-    for (id, attempt) in results {
-        store.finish_delivery(id, &attempt, Utc::now()).await?;
-    }
+    store.finish_deliveries(&results, Utc::now()).await?;
     Ok(n)
 }
 

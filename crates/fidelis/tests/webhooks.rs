@@ -314,7 +314,7 @@ async fn webhooks_are_signed_retried_dead_lettered_and_replayed(db: &str) {
     let path = format!("/programs/shop/webhooks/{down}/deliveries?status=dead");
     let mut dead = Value::Null;
     eventually("a dead delivery", || {
-        dead = futures_lite_block(server.get(&path));
+        dead = block(server.get(&path));
         dead["deliveries"].as_array().is_some_and(|d| d.len() == 1)
     })
     .await;
@@ -344,6 +344,16 @@ async fn webhooks_are_signed_retried_dead_lettered_and_replayed(db: &str) {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["delivered"], true, "{body}");
     assert_eq!(body["status"], 200);
+    let test = receiver
+        .got("/all")
+        .into_iter()
+        .find(|r| r.body["type"] == "webhook.test")
+        .expect("the test event arrived");
+    assert!(
+        test.idempotency_key.starts_with("evt_test_"),
+        "a test has an id of its own, never an outbox event's: {test:?}"
+    );
+    verify_independently(&[test], &[&all_secret]);
 
     // After a rotation both secrets sign, for the grace period.
     let (status, rotated) = server
@@ -436,7 +446,7 @@ async fn a_server_killed_mid_delivery_loses_no_event(db: &str) {
     }
     let mut list = Value::Null;
     eventually("every delivery recorded as delivered", || {
-        list = futures_lite_block(server.get("/programs/shop/webhooks"));
+        list = block(server.get("/programs/shop/webhooks"));
         list["webhooks"][0]["delivered"] == journals as i64
     })
     .await;
@@ -446,6 +456,6 @@ async fn a_server_killed_mid_delivery_loses_no_event(db: &str) {
 
 /// Runs a future to completion from inside a polling closure (the test's runtime has
 /// several workers, so blocking one for a request is fine).
-fn futures_lite_block<F: std::future::Future>(f: F) -> F::Output {
+fn block<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }

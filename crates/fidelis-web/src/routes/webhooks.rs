@@ -474,16 +474,16 @@ pub(crate) async fn send_test(
     program: &fidelis_store::LoadedProgram,
     id: i64,
 ) -> ApiResult<TestBody> {
+    let now = Utc::now();
     let (url, secrets) = state
         .store
-        .webhook_target(program, id)
+        .webhook_target(program, id, now)
         .await?
         .ok_or_else(|| unknown(id))?;
     let client = crate::webhooks::client(std::time::Duration::from_secs(5)).map_err(|e| {
         tracing::error!(error = %e, "building the webhook client");
         ApiError::internal()
     })?;
-    let now = Utc::now();
     let event = fidelis_store::EventEnvelope {
         id: 0,
         program: program.program.code.to_string(),
@@ -492,7 +492,18 @@ pub(crate) async fn send_test(
         payload: serde_json::json!({"webhook": id}),
     };
     Ok(
-        match crate::webhooks::post(&client, &url, &secrets, &event, 1, now).await {
+        // A test is not an event of the outbox: an id of its own each time, so a receiver
+        // deduplicating by it does not drop the next test.
+        match crate::webhooks::post(
+            &client,
+            &url,
+            &secrets,
+            (&event, &format!("evt_test_{}", now.timestamp_micros())),
+            1,
+            now,
+        )
+        .await
+        {
             Ok(status) => TestBody {
                 delivered: true,
                 status: Some(status),
@@ -585,6 +596,20 @@ async fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wire_enum_names_every_event_type_the_store_writes() {
+        let all = [
+            EventType::MemberEnrolled,
+            EventType::PointsEarned,
+            EventType::PointsRedeemed,
+            EventType::TierChanged,
+            EventType::VoucherIssued,
+            EventType::ClaimDecided,
+            EventType::PartnerPackLow,
+        ];
+        assert_eq!(all.map(EventType::name).as_slice(), EVENT_TYPES);
+    }
 
     #[test]
     fn the_url_pattern_takes_addresses_and_refuses_the_rest() {
