@@ -88,7 +88,8 @@ pub struct Balance {
 }
 
 impl Outcome {
-    pub(crate) fn add(list: &mut Vec<PointsOf>, currency: &Code, points: i64) {
+    /// Adds `points` of `currency` to a per-currency list (nothing for zero).
+    pub fn add(list: &mut Vec<PointsOf>, currency: &Code, points: i64) {
         if points == 0 {
             return;
         }

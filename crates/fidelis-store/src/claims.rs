@@ -436,7 +436,9 @@ impl Store {
                         kind: "claim.decided",
                         member_id: None,
                         subject: claim_id.to_owned(),
-                        payload: serde_json::json!({"claim": claim_id, "status": to, "reason": reason}),
+                        payload:
+                            serde_json::json!({"claim": claim_id, "status": to, "reason": reason})
+                                .to_string(),
                         occurred_at: now,
                     };
                     crate::partners::insert_event!(tx, program.id, &event);

@@ -970,7 +970,8 @@ impl<'p> Batch<'p> {
                     member_id: None,
                     subject: code.clone(),
                     payload: serde_json::json!({"partner": code, "pack": state.pack,
-                        "alert_below": state.partner.alert_below, "journal": journal.external_id.as_str()}),
+                        "alert_below": state.partner.alert_below, "journal": journal.external_id.as_str()})
+                    .to_string(),
                     occurred_at: self.now,
                 });
             }
@@ -1168,7 +1169,8 @@ impl<'p> Batch<'p> {
                 payload: serde_json::json!({"member": member, "group": change.group.as_str(),
                     "from": change.from.as_ref().map(|c| c.as_str()), "to": change.to.as_str(),
                     "direction": direction, "reason": change.reason, "at": change.at,
-                    "valid_until": change.valid_until, "journal": journal}),
+                    "valid_until": change.valid_until, "journal": journal})
+                .to_string(),
                 subject: member,
                 occurred_at: change.at,
             });
@@ -1485,7 +1487,7 @@ impl<'p> Batch<'p> {
                             self.cancelled_journals
                                 .extend(processed.record.original.map(|o| o.0));
                         }
-                        self.journal_events(member_id, journal, &processed.outcome);
+                        self.journal_events(member_id, journal, &processed.outcome)?;
                     }
                     let outcome = stored_outcome(&mut processed.outcome)?;
                     if let Some(settlement) = processed.settlement {
@@ -1538,31 +1540,45 @@ impl<'p> Batch<'p> {
     /// The outbox's events of a processed journal, written with the batch: points earned
     /// (what its awards add up to per currency), points redeemed, vouchers issued. Tier
     /// changes have theirs from [`Self::audit_tier_changes`].
-    fn journal_events(&mut self, member_id: i64, journal: &Journal, outcome: &Outcome) {
+    ///
+    /// On the hot path: each payload is serialized straight from borrowed parts (no
+    /// `serde_json::Value` built in between).
+    fn journal_events(
+        &mut self,
+        member_id: i64,
+        journal: &Journal,
+        outcome: &Outcome,
+    ) -> Result<()> {
+        /// `points.earned` and `points.redeemed`.
+        #[derive(serde::Serialize)]
+        struct Points<'a> {
+            member: &'a str,
+            journal: &'a str,
+            #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+            kind: Option<&'a str>,
+            points: &'a [fidelis_core::outcome::PointsOf],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            awards: &'a [fidelis_core::outcome::Award],
+        }
         let member = journal.member.as_str();
         let journal_id = journal.external_id.as_str();
         if !outcome.awards.is_empty() {
-            let mut points: Vec<(&str, i64)> = Vec::new();
+            let mut points = Vec::new();
             for award in &outcome.awards {
-                match points
-                    .iter_mut()
-                    .find(|(c, _)| *c == award.currency.as_str())
-                {
-                    Some((_, p)) => *p += award.points,
-                    None => points.push((award.currency.as_str(), award.points)),
-                }
+                Outcome::add(&mut points, &award.currency, award.points);
             }
-            if points.iter().any(|(_, p)| *p > 0) {
-                let points: Vec<_> = points
-                    .iter()
-                    .map(|(c, p)| serde_json::json!({"currency": c, "points": p}))
-                    .collect();
+            if points.iter().any(|p| p.points > 0) {
                 self.new_events.push(crate::partners::NewEvent {
                     kind: "points.earned",
                     member_id: Some(member_id),
                     subject: member.to_owned(),
-                    payload: serde_json::json!({"member": member, "journal": journal_id,
-                        "type": outcome.journal_type, "points": points, "awards": outcome.awards}),
+                    payload: serde_json::to_string(&Points {
+                        member,
+                        journal: journal_id,
+                        kind: outcome.journal_type.as_ref().map(|t| t.as_str()),
+                        points: &points,
+                        awards: &outcome.awards,
+                    })?,
                     occurred_at: journal.occurred_at,
                 });
             }
@@ -1572,8 +1588,13 @@ impl<'p> Batch<'p> {
                 kind: "points.redeemed",
                 member_id: Some(member_id),
                 subject: member.to_owned(),
-                payload: serde_json::json!({"member": member, "journal": journal_id,
-                    "points": outcome.debited}),
+                payload: serde_json::to_string(&Points {
+                    member,
+                    journal: journal_id,
+                    kind: None,
+                    points: &outcome.debited,
+                    awards: &[],
+                })?,
                 occurred_at: journal.occurred_at,
             });
         }
@@ -1585,11 +1606,13 @@ impl<'p> Batch<'p> {
                     subject: member.to_owned(),
                     payload: serde_json::json!({"member": member, "journal": journal_id,
                         "definition": reward.code.as_str(), "voucher": reward.voucher,
-                        "promotion": promotion.promotion.as_str()}),
+                        "promotion": promotion.promotion.as_str()})
+                    .to_string(),
                     occurred_at: journal.occurred_at,
                 });
             }
         }
+        Ok(())
     }
 
     /// Draws a voucher for each voucher a promotion awarded the journal: its code goes in

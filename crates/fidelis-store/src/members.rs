@@ -444,7 +444,8 @@ fn enrolled_event(
         subject: enrollment.external_id.to_string(),
         payload: serde_json::json!({"member": enrollment.external_id.as_str(),
             "enrolled_at": enrollment.enrolled_at, "profile": enrollment.profile,
-            "referred_by": referrer.map(|r| r.1.as_str())}),
+            "referred_by": referrer.map(|r| r.1.as_str())})
+        .to_string(),
         occurred_at: enrollment.enrolled_at,
     }
 }

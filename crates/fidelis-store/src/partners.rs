@@ -92,7 +92,8 @@ pub(crate) struct NewEvent {
     /// The member the event concerns, if one.
     pub member_id: Option<i64>,
     pub subject: String,
-    pub payload: serde_json::Value,
+    /// The payload, serialized.
+    pub payload: String,
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -205,7 +206,7 @@ macro_rules! insert_event {
         .bind($program_id)
         .bind(ev.kind)
         .bind(&ev.subject)
-        .bind(ev.payload.to_string())
+        .bind(&ev.payload)
         .bind($crate::dialect::At(ev.occurred_at))
         .bind(ev.member_id)
         .execute(&mut *$conn)

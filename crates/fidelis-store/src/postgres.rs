@@ -505,7 +505,7 @@ impl LedgerTx for PgTx {
         .bind(events.iter().map(|e| e.member_id).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.kind).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.payload.to_string()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
         .execute(self.conn().await?)
         .await?;
@@ -1302,7 +1302,7 @@ impl LedgerTx for PgTx {
         .bind(ev.iter().map(|e| e.member_id).collect::<Vec<_>>())
         .bind(ev.iter().map(|e| e.kind).collect::<Vec<_>>())
         .bind(ev.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>())
-        .bind(ev.iter().map(|e| e.payload.to_string()).collect::<Vec<_>>())
+        .bind(ev.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>())
         .bind(ev.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
         .execute(self.conn().await?)
         .await?;

@@ -430,7 +430,7 @@ impl LedgerTx for SqliteTx<'_> {
                 b.push_bind(program_id)
                     .push_bind(e.kind)
                     .push_bind(e.subject.as_str())
-                    .push_bind(e.payload.to_string())
+                    .push_bind(e.payload.as_str())
                     .push_bind(micros(e.occurred_at))
                     .push_bind(e.member_id);
             });

@@ -10,7 +10,6 @@ ALTER TABLE events ADD COLUMN member_id BIGINT;
 ALTER TABLE events ADD COLUMN dispatched BOOLEAN NOT NULL DEFAULT false;
 UPDATE events SET dispatched = true;
 CREATE INDEX events_undispatched ON events (id) WHERE dispatched = false;
-CREATE INDEX events_member ON events (member_id) WHERE member_id IS NOT NULL;
 
 CREATE TABLE webhooks (
     id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -10,7 +10,6 @@ ALTER TABLE events ADD COLUMN member_id INTEGER;
 ALTER TABLE events ADD COLUMN dispatched INTEGER NOT NULL DEFAULT 0;
 UPDATE events SET dispatched = 1;
 CREATE INDEX events_undispatched ON events (id) WHERE dispatched = 0;
-CREATE INDEX events_member ON events (member_id) WHERE member_id IS NOT NULL;
 
 CREATE TABLE webhooks (
     id               INTEGER PRIMARY KEY,
