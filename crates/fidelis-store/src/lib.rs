@@ -34,6 +34,7 @@ mod liability;
 mod lifecycle;
 mod members;
 mod partners;
+mod personal_data;
 mod postgres;
 mod programs;
 mod referrals;
@@ -82,6 +83,7 @@ pub use members::{
     unstorable_json,
 };
 pub use partners::{EventView, PartnerEntryView, PartnerSums, PartnerView};
+pub use personal_data::{EXPORT_FORMAT, Erasure};
 pub use programs::ProgramSummary;
 pub use rows::RejectionRow;
 pub use scheduled::DueReward;

@@ -387,6 +387,13 @@ impl Store {
                 ),
             ));
         }
+        if self.member_erased(member.id).await? {
+            // Its personal data is gone: a member who comes back enrols anew.
+            return Err(StoreError::Refused(
+                "member_erased",
+                format!("member {external_id:?} was erased; its status stays closed"),
+            ));
+        }
         let code = program.program.code.as_str();
         let mut audit = actor.entry(now, "member.status", Some(code), Some(external_id));
         audit.before = Some(serde_json::json!({"status": member.status.name()}));

@@ -218,7 +218,7 @@ impl From<StoreError> for ApiError {
                 Self::new(StatusCode::CONFLICT, code, detail)
             }
             // A limit of what the program holds: the request is fine, the program is full.
-            StoreError::Refused(code @ "too_many_webhooks", detail) => {
+            StoreError::Refused(code @ ("too_many_webhooks" | "member_erased"), detail) => {
                 Self::new(StatusCode::CONFLICT, code, detail)
             }
             // Refusals that name what the path names: it does not exist.

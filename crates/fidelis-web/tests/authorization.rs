@@ -505,6 +505,22 @@ fn cases() -> Vec<Case> {
             body: None,
             allowed: staff,
         },
+        // A member's data: staff and the member itself read it; only managers erase it
+        // (an unknown member, so the matrix erases nobody).
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/members/m1/export",
+            template: "/api/v1/programs/{program}/members/{member}/export",
+            body: None,
+            allowed: readers,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/members/nobody/erase",
+            template: "/api/v1/programs/{program}/members/{member}/erase",
+            body: None,
+            allowed: managers,
+        },
         // Webhooks send the program's events (members' data included) to an address of
         // the operator's choosing: managers only.
         Case {

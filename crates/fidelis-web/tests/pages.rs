@@ -218,6 +218,19 @@ fn pages() -> Vec<Page> {
             ],
             PORTAL,
         ),
+        get("/portal/shop/data", "/portal/{program}/data", PORTAL),
+        get(
+            "/portal/shop/data/export",
+            "/portal/{program}/data/export",
+            PORTAL,
+        ),
+        // Not confirmed (the member number is not typed): the form answers, nobody is erased.
+        post(
+            "/portal/shop/data/erase",
+            "/portal/{program}/data/erase",
+            &[("confirm", "not-{who}")],
+            PORTAL,
+        ),
         post(
             "/portal/shop/transfer",
             "/portal/{program}/transfer",

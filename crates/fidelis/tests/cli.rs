@@ -795,6 +795,43 @@ fn members_are_listed_searched_and_exported(env: &Env) {
         String::from_utf8_lossy(&out.stderr).contains("no tier"),
         "{out:?}"
     );
+
+    // A member's data: exported as JSON, then erased (confirmed by repeating the id).
+    let export = env.ok(&["members", "export", "--program", "shop", "C-1"]);
+    let export: serde_json::Value = serde_json::from_str(&export).expect("JSON");
+    assert_eq!(
+        export["tables"]["members"][0]["profile"]["email"],
+        "ann@example.com"
+    );
+    assert_eq!(
+        export["tables"]["journals"].as_array().map(Vec::len),
+        Some(1)
+    );
+    let out = env.run(&[
+        "members",
+        "erase",
+        "--program",
+        "shop",
+        "C-1",
+        "--confirm",
+        "C-2",
+    ]);
+    assert!(!out.status.success(), "{out:?}");
+    let erased = env.ok(&[
+        "members",
+        "erase",
+        "--program",
+        "shop",
+        "C-1",
+        "--confirm",
+        "C-1",
+    ]);
+    assert!(erased.contains("as erased-"), "{erased}");
+    let list = env.ok(&["members", "list", "--program", "shop", "--format", "csv"]);
+    assert!(
+        !list.contains("Ann") && !list.contains("C-1") && list.contains("erased-"),
+        "{list}"
+    );
 }
 
 /// Kills the import with SIGKILL twice while it runs, then lets it finish: every journal

@@ -1004,6 +1004,51 @@ async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: 
     assert!(!failed["entries"].as_array().unwrap().is_empty());
     let portal = server.get("/audit?action=portal.password_set").await;
     assert_eq!(portal["entries"][0]["subject"], "ada-lovelace");
+
+    // Her data: downloaded as one JSON file, then erased once she typed her number.
+    b.goto(&format!("{base}/portal/shop/sign-in")).await;
+    b.fill("#member", "ada-lovelace").await;
+    b.fill("#password", "ada's own password").await;
+    b.follow("button[type=submit]").await;
+    b.goto(&format!("{base}/portal/shop/data")).await;
+    b.check("portal-data").await;
+    let export = b
+        .client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];\
+             fetch(document.getElementById('data-download').href).then(r => r.json()).then(done);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(export["member"], "ada-lovelace", "{export}");
+    assert!(
+        export["tables"]["journals"]
+            .as_array()
+            .is_some_and(|j| !j.is_empty()),
+        "{export}"
+    );
+    b.fill("#data-confirm", "ada").await;
+    b.follow("form[action$='/data/erase'] button").await;
+    assert!(b.text().await.contains("Type your member number exactly"));
+    b.fill("#data-confirm", "ada-lovelace").await;
+    b.follow("form[action$='/data/erase'] button").await;
+    assert!(
+        b.text().await.contains("Your personal data was erased"),
+        "{}",
+        b.text().await
+    );
+    b.check("portal-data-erased").await;
+    let (status, _, _) = server
+        .call(
+            reqwest::Method::GET,
+            "/programs/shop/members/ada-lovelace",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "erased");
+    b.goto(&format!("{base}/portal/shop")).await;
+    assert!(b.path().await.starts_with("/portal/shop/sign-in"));
     let _ = ADMIN;
     b.client.clone().close().await.unwrap();
 }

@@ -115,6 +115,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "portal/promotions.html",
     "portal/rewards.html",
     "portal/claims.html",
+    "portal/data.html",
 );
 
 /// A page that could not be shown: an HTML page with the status and what went wrong.

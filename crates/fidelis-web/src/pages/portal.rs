@@ -22,7 +22,7 @@ use super::{
 use crate::AppState;
 use crate::auth::{hash_password, new_token, token_hash};
 use crate::extract::ApiJson;
-use crate::routes::{badges, catalog, claims, lifecycle, members, vouchers};
+use crate::routes::{badges, catalog, claims, lifecycle, members, personal_data, vouchers};
 
 /// The shortest portal password accepted.
 const MIN_PASSWORD_CHARS: usize = 12;
@@ -46,6 +46,9 @@ pub(super) fn router() -> Router<AppState> {
             "/portal/{program}/claims",
             get(claims_list).post(file_claim),
         )
+        .route("/portal/{program}/data", get(my_data))
+        .route("/portal/{program}/data/export", get(export_data))
+        .route("/portal/{program}/data/erase", post(erase_data))
 }
 
 /// The page's language and the jar remembering a switch to it.
@@ -922,4 +925,96 @@ async fn file_claim(
     let mut response = claims_page(&state, &member, lang, None, Some(refusal.0), &form).await?;
     *response.status_mut() = refusal.1;
     Ok(response)
+}
+
+// ---- my data: export and erasure ------------------------------------------------------
+
+/// What the program holds about the member: a download of all of it, and erasure.
+async fn my_data(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    member: MemberSession,
+    Query(query): Query<Fields>,
+) -> PageResult {
+    let (jar, lang) = language(jar, &headers, &query, &member.program);
+    let body = data_page(&state, &member, lang, None).await?;
+    Ok((jar, body).into_response())
+}
+
+async fn data_page(
+    state: &AppState,
+    member: &MemberSession,
+    lang: &'static str,
+    error: Option<String>,
+) -> PageResult {
+    let tz = time_zone(state, &member.program).await?;
+    page(
+        "portal/data.html",
+        merge(
+            frame(
+                &member.program,
+                lang,
+                &tz,
+                &member.csrf,
+                Some(&member.member),
+            ),
+            context! { error, erased => false },
+        ),
+    )
+}
+
+/// Everything held about the member, as a JSON download (the API's export).
+async fn export_data(State(state): State<AppState>, member: MemberSession) -> PageResult {
+    personal_data::export_member(
+        State(state),
+        Arc::clone(&member.caller),
+        Path((member.program.clone(), member.member.clone())),
+    )
+    .await
+    .map_err(Into::into)
+}
+
+/// Erases the member's personal data once they typed their member number to confirm,
+/// then ends the session: the pseudonymous account cannot be signed in to.
+async fn erase_data(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    member: MemberSession,
+    Path(program): Path<String>,
+    Form(form): Form<Fields>,
+) -> PageResult {
+    session::same_origin(&headers)?;
+    session::check_csrf(&form, &member.csrf)?;
+    let (jar, lang) = language(jar, &headers, &Fields::new(), &program);
+    let confirmed = form
+        .get("confirm")
+        .is_some_and(|c| c.trim() == member.member);
+    if !confirmed {
+        let body = data_page(
+            &state,
+            &member,
+            lang,
+            Some(message(lang, "data-erase-unconfirmed", None)),
+        )
+        .await?;
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, body).into_response());
+    }
+    let loaded = crate::routes::program(&state, &member.program).await?;
+    state
+        .store
+        .erase_member(&loaded, &member.member, Utc::now(), &member.caller.actor())
+        .await
+        .map_err(crate::error::ApiError::from)?;
+    let jar = session::end(&state, jar, session::PORTAL_COOKIE, home_url(&program)).await?;
+    let tz = loaded.program.time_zone.name().to_owned();
+    let body = page(
+        "portal/data.html",
+        merge(
+            frame(&program, lang, &tz, "", None),
+            context! { erased => true },
+        ),
+    )?;
+    Ok((jar, body).into_response())
 }

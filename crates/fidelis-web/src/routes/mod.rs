@@ -13,6 +13,7 @@ pub(crate) mod lifecycle;
 pub(crate) mod members;
 mod openings;
 pub(crate) mod partners;
+pub(crate) mod personal_data;
 pub(crate) mod programs;
 pub(crate) mod segments;
 pub(crate) mod vouchers;
@@ -165,6 +166,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
             .merge(segments::routes())
             .merge(claims::routes())
             .merge(webhooks::routes())
+            .merge(personal_data::routes())
             .merge(admin::routes()),
     )
 }

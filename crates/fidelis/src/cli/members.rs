@@ -89,6 +89,27 @@ pub enum MembersCommand {
         #[arg(value_parser = ["active", "suspended", "closed"])]
         status: String,
     },
+    /// Everything held about a member (and the members merged into it) as one JSON
+    /// document: every table's rows, password and token hashes left out.
+    Export {
+        #[arg(long)]
+        program: String,
+        member: String,
+        /// Write to this file (standard output when absent).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Erase a member's personal data: profile, sign-in, claim notes and every copy of
+    /// its external id and profile values. The member stays, closed, under a new
+    /// pseudonymous id (printed), with every journal and balance unchanged.
+    Erase {
+        #[arg(long)]
+        program: String,
+        member: String,
+        /// The member's external id again: erasure cannot be undone.
+        #[arg(long)]
+        confirm: String,
+    },
 }
 
 pub async fn run(database: &str, command: MembersCommand) -> Result<ExitCode> {
@@ -403,6 +424,54 @@ pub async fn run(database: &str, command: MembersCommand) -> Result<ExitCode> {
             {
                 Ok(m) => {
                     println!("{} is {}", m.external_id, status.name());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(StoreError::UnknownMember(m)) => bail!("no member {m:?} in {code}"),
+                Err(e) => Err(e.into()),
+            }
+        }
+        MembersCommand::Export {
+            program: code,
+            member,
+            out,
+        } => {
+            let store = connect(database).await?;
+            let program = program(&store, &code).await?;
+            let document = match store.export_member(&program, &member, Utc::now()).await {
+                Ok(d) => d,
+                Err(StoreError::UnknownMember(m)) => bail!("no member {m:?} in {code}"),
+                Err(e) => return Err(e.into()),
+            };
+            let text = serde_json::to_string_pretty(&document)?;
+            match out {
+                Some(path) => std::fs::write(&path, text + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => println!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        MembersCommand::Erase {
+            program: code,
+            member,
+            confirm,
+        } => {
+            if confirm != member {
+                bail!("--confirm must repeat the member's external id: erasure cannot be undone");
+            }
+            let store = connect(database).await?;
+            let program = program(&store, &code).await?;
+            match store
+                .erase_member(&program, &member, Utc::now(), &fidelis_store::Actor::cli())
+                .await
+            {
+                Ok(done) => {
+                    println!(
+                        "erased {} member(s); the ledger lives on as {}",
+                        done.members, done.member
+                    );
+                    for (table, rows) in &done.rows {
+                        println!("  {table}: {rows} row(s)");
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(StoreError::UnknownMember(m)) => bail!("no member {m:?} in {code}"),
