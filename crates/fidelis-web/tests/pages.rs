@@ -179,6 +179,30 @@ fn pages() -> Vec<Page> {
             &[("confirm", "yes")],
             STAFF,
         ),
+        get(
+            "/console/programs/shop/webhooks",
+            "/console/programs/{program}/webhooks",
+            MANAGERS,
+        ),
+        // An address the pattern refuses: the form answers, nothing is added.
+        post(
+            "/console/programs/shop/webhooks",
+            "/console/programs/{program}/webhooks",
+            &[("url", "ftp://{who}"), ("event.all", "on")],
+            MANAGERS,
+        ),
+        // No such webhook: the page says so.
+        post(
+            "/console/programs/shop/webhooks/999999/test",
+            "/console/programs/{program}/webhooks/{webhook}/{action}",
+            &[],
+            MANAGERS,
+        ),
+        get(
+            "/console/programs/shop/members/m1/export",
+            "/console/programs/{program}/members/{member}/export",
+            STAFF,
+        ),
         get("/console/audit", "/console/audit", ANY_STAFF),
         get("/console/access", "/console/access", &["admin"]),
         post(

@@ -24,7 +24,7 @@ macro_rules! both_dialects {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
                     let db = fidelis_testkit::sqlite_db();
-                    super::$name(super::Server::start(&db.url).await, "sqlite").await;
+                    super::$name(super::Server::start_with(&db.url, super::SERVE).await, "sqlite").await;
                 }
             )*
         }
@@ -32,7 +32,7 @@ macro_rules! both_dialects {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    super::$name(super::Server::start(&fidelis_testkit::pg_url()).await, "postgres").await;
+                    super::$name(super::Server::start_with(&fidelis_testkit::pg_url(), super::SERVE).await, "postgres").await;
                 }
             )*
         }
@@ -40,6 +40,9 @@ macro_rules! both_dialects {
 }
 
 both_dialects!(staff_and_members_use_the_pages_in_a_browser);
+
+/// One webhook attempt, soon: a delivery to a closed port is dead within the test.
+const SERVE: &[&str] = &["--webhook-attempts", "1", "--webhook-backoff-ms", "50"];
 
 const AXE: &str = include_str!("assets/axe.min.js");
 
@@ -627,6 +630,66 @@ async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: 
         b.element_text("#claims")
             .await
             .contains("No claim is waiting")
+    );
+
+    // Webhooks: one added from the form to an address nothing listens on; the test send
+    // says so, the next event dies after its one attempt and is replayed from the page.
+    b.goto(&format!("{base}/console/programs/shop/webhooks"))
+        .await;
+    b.fill("#webhook-url", "http://127.0.0.1:9/hook").await;
+    b.fill("#webhook-description", "the CRM").await;
+    b.click("input[name='event.all']").await;
+    b.follow("form[action$='/webhooks'] button").await;
+    let secret = b.element_text("#webhook-secret").await;
+    assert!(secret.contains("whsec_"), "{secret}");
+    let hooks = server.get("/programs/shop/webhooks").await;
+    let hook = hooks["webhooks"][0]["id"].as_i64().unwrap();
+    b.follow(&format!("#test-{hook}")).await;
+    assert!(
+        b.element_text("#notice").await.contains("Not delivered"),
+        "{}",
+        b.text().await
+    );
+    let (status, body) = server
+        .post(
+            "/programs/shop/members",
+            json!({"member": "hook-member", "profile": {}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = server
+        .post(
+            "/programs/shop/journals",
+            json!({"external_id": "hook-1", "member": "hook-member", "type": "purchase",
+                   "occurred_at": recent, "amount": "1000", "currency": "JPY"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // The enrolment's event and the journal's.
+    while server.get("/programs/shop/webhooks").await["webhooks"][0]["dead"]
+        .as_i64()
+        .unwrap_or(0)
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    b.goto(&format!("{base}/console/programs/shop/webhooks"))
+        .await;
+    assert!(
+        b.element_text(&format!("#dead-{hook}"))
+            .await
+            .contains("points.earned")
+    );
+    b.check("console-webhooks").await;
+    b.follow(&format!("#replay-{hook}")).await;
+    assert!(
+        b.element_text("#notice")
+            .await
+            .contains("dead deliveries are queued again"),
+        "{}",
+        b.text().await
     );
 
     // Segments: none counted before the jobs refresh them, then the members in each.

@@ -26,7 +26,7 @@ use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::routes::{
     admin, catalog as catalog_api, claims as claims_api, journals, lifecycle, members,
-    partners as partners_api, programs,
+    partners as partners_api, personal_data, programs, webhooks as webhooks_api,
 };
 
 pub(super) fn router() -> Router<AppState> {
@@ -47,6 +47,10 @@ pub(super) fn router() -> Router<AppState> {
         .route(
             "/console/programs/{program}/members/{member}",
             get(member_view),
+        )
+        .route(
+            "/console/programs/{program}/members/{member}/export",
+            get(member_export),
         )
         .route(
             "/console/programs/{program}/members/{member}/{action}",
@@ -80,6 +84,14 @@ pub(super) fn router() -> Router<AppState> {
             "/console/programs/{program}/orders/{order}/{action}",
             post(order_action),
         )
+        .route(
+            "/console/programs/{program}/webhooks",
+            get(webhooks_page).post(webhook_create),
+        )
+        .route(
+            "/console/programs/{program}/webhooks/{webhook}/{action}",
+            post(webhook_action),
+        )
         .route("/console/audit", get(audit))
         .route("/console/access", get(access))
         .route("/console/access/{action}", post(access_action))
@@ -97,6 +109,7 @@ fn frame(staff: &Staff, program: Option<&str>) -> Value {
         program => program,
         may => context! {
             edit_programs => c.has(Permission::ProgramsWrite),
+            webhooks => c.has(Permission::ProgramsWrite),
             dry_run => c.has(Permission::JournalsWrite),
             journals => c.has(Permission::JournalsRead),
             audit => c.has(Permission::AuditRead),
@@ -692,6 +705,10 @@ const DONE: &[(&str, &str)] = &[
     ("status", "The member's status was changed."),
     ("tier", "The tier was assigned."),
     ("merged", "The member was merged."),
+    (
+        "erased",
+        "The member's personal data was erased; the account is kept, closed, under this pseudonym.",
+    ),
     ("reinstated", "The expired points were reinstated."),
 ];
 
@@ -943,6 +960,33 @@ async fn member_action(
                 .await
                 .map(|_| "reinstated")
         }
+        "erase" => {
+            if field("erase_member") != member {
+                return member_page(
+                    &state,
+                    &staff,
+                    &code,
+                    &member,
+                    None,
+                    Some(notice(
+                        false,
+                        "Type the member id exactly to confirm the erasure.",
+                    )),
+                    None,
+                )
+                .await;
+            }
+            match personal_data::erase_member(s, caller, key).await {
+                Ok(done) => {
+                    return Ok(see_other(&format!(
+                        "/console/programs/{}/members/{}?done=erased",
+                        segment(&code),
+                        segment(&done.0.member)
+                    )));
+                }
+                Err(e) => Err(e),
+            }
+        }
         "signin-link" => {
             let link = portal_link(&state, &staff.caller, &code, &member).await?;
             return member_page(&state, &staff, &code, &member, None, Some(notice(true, "A one-time sign-in link was created. It is shown once: give it to the member now.")), Some(link)).await;
@@ -978,6 +1022,21 @@ async fn member_action(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Everything held about the member, as a JSON download (the API's export).
+async fn member_export(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path((code, member)): Path<(String, String)>,
+) -> PageResult {
+    personal_data::export_member(
+        State(state),
+        Arc::clone(&staff.caller),
+        Path((code, member)),
+    )
+    .await
+    .map_err(Into::into)
 }
 
 /// Creates a one-time portal link for a member through the API's own function.
@@ -2043,4 +2102,237 @@ async fn segments_page(
             },
         ),
     )
+}
+
+// ---- webhooks: subscriptions, dead letters, replay, test send -------------------------
+
+async fn webhooks_page(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(code): Path<String>,
+    Query(query): Query<Fields>,
+) -> PageResult {
+    let done = query.get("done").map(|d| match d.as_str() {
+        "created" => notice(true, "The webhook was added."),
+        "paused" => notice(
+            true,
+            "The webhook is paused: new events are not sent to it.",
+        ),
+        "resumed" => notice(true, "The webhook is active again."),
+        "deleted" => notice(true, "The webhook was deleted."),
+        other => notice(true, format!("Done: {other}.")),
+    });
+    render_webhooks(&state, &staff, &code, done, None).await
+}
+
+/// The program's webhooks with their counts and dead letters, the form to add one, and
+/// `notice` (a result) or the secret of one just created (shown once).
+async fn render_webhooks(
+    state: &AppState,
+    staff: &Staff,
+    code: &str,
+    notice_value: Option<Value>,
+    secret: Option<(i64, String)>,
+) -> PageResult {
+    let list = webhooks_api::list_webhooks(
+        State(state.clone()),
+        Arc::clone(&staff.caller),
+        Path(code.to_owned()),
+    )
+    .await?
+    .0;
+    let mut hooks = Vec::new();
+    for w in list.webhooks {
+        let dead = if w.dead > 0 {
+            webhooks_api::list_deliveries(
+                State(state.clone()),
+                Arc::clone(&staff.caller),
+                Path((code.to_owned(), w.id)),
+                axum::extract::Query(
+                    [("status", "dead"), ("limit", "20")]
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect(),
+                ),
+            )
+            .await?
+            .0
+            .deliveries
+        } else {
+            Vec::new()
+        };
+        hooks.push(merge(
+            to_value(&w),
+            context! { dead_letters => to_value(&dead) },
+        ));
+    }
+    page(
+        "console/webhooks.html",
+        merge(
+            frame(staff, Some(code)),
+            context! {
+                webhooks => hooks,
+                event_types => fidelis_store::EVENT_TYPES.to_vec(),
+                notice => notice_value,
+                secret => secret.map(|(id, s)| context! { id, secret => s }),
+            },
+        ),
+    )
+}
+
+/// Adds a webhook from the form (the URL, a description, the event types ticked).
+async fn webhook_create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    staff: Staff,
+    Path(code): Path<String>,
+    Form(form): Form<Fields>,
+) -> PageResult {
+    session::same_origin(&headers)?;
+    session::check_csrf(&form, &staff.csrf)?;
+    let mut events: Vec<&str> = fidelis_store::EVENT_TYPES
+        .iter()
+        .copied()
+        .filter(|t| form.get(&format!("event.{t}")).is_some())
+        .collect();
+    if form.get("event.all").is_some() {
+        events = vec!["*"];
+    }
+    let request = body(json!({
+        "url": form.get("url").map(|u| u.trim()).unwrap_or_default(),
+        "events": events,
+        "description": form.get("description").cloned().unwrap_or_default(),
+    }))?;
+    let created = webhooks_api::create_webhook(
+        State(state.clone()),
+        Arc::clone(&staff.caller),
+        Path(code.clone()),
+        request,
+    )
+    .await;
+    match created {
+        Ok(response) => {
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .map_err(|_| PageError::internal())?;
+            let created: webhooks_api::WebhookBody =
+                serde_json::from_slice(&bytes).map_err(|_| PageError::internal())?;
+            render_webhooks(
+                &state,
+                &staff,
+                &code,
+                Some(notice(
+                    true,
+                    "The webhook was added. Copy its signing secret now: it is shown only once.",
+                )),
+                created.secret.map(|s| (created.id, s)),
+            )
+            .await
+        }
+        Err(e) if e.status.is_client_error() && e.status != StatusCode::FORBIDDEN => {
+            let mut response =
+                render_webhooks(&state, &staff, &code, Some(notice(false, e.detail)), None).await?;
+            *response.status_mut() = e.status;
+            Ok(response)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sends a test event, replays the dead letters (all, or the one named), pauses, resumes
+/// or deletes (with the confirmation box ticked) a webhook.
+async fn webhook_action(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((code, id, action)): Path<(String, String, String)>,
+    Form(form): Form<Fields>,
+) -> PageResult {
+    session::same_origin(&headers)?;
+    session::check_csrf(&form, &staff.csrf)?;
+    let Ok(id) = id.parse::<i64>() else {
+        return Err(ApiError::not_found("unknown_webhook", format!("no webhook {id:?}")).into());
+    };
+    let (s, caller, key) = (
+        State(state.clone()),
+        Arc::clone(&staff.caller),
+        Path((code.clone(), id)),
+    );
+    let result: Result<Value, ApiError> = match action.as_str() {
+        "test" => webhooks_api::test_webhook(s, caller, key).await.map(|r| {
+            let r = r.0;
+            match (r.delivered, r.status, r.error) {
+                (true, status, _) => notice(
+                    true,
+                    format!(
+                        "The test event was delivered (HTTP {}).",
+                        status.unwrap_or(200)
+                    ),
+                ),
+                (false, Some(status), _) => notice(
+                    false,
+                    format!("The receiver answered HTTP {status}: not delivered."),
+                ),
+                (false, None, error) => notice(
+                    false,
+                    format!("Not delivered: {}", error.unwrap_or_default()),
+                ),
+            }
+        }),
+        "replay" => {
+            let delivery = form.get("delivery").and_then(|d| d.parse::<i64>().ok());
+            webhooks_api::replay(
+                s,
+                caller,
+                key,
+                ApiJson(webhooks_api::ReplayRequest { delivery }),
+            )
+            .await
+            .map(|r| {
+                notice(
+                    true,
+                    format!("{} dead deliveries are queued again.", r.0.replayed),
+                )
+            })
+        }
+        "pause" | "resume" => webhooks_api::update_webhook(
+            s,
+            caller,
+            key,
+            ApiJson(webhooks_api::WebhookUpdate {
+                active: action == "resume",
+            }),
+        )
+        .await
+        .map(|_| {
+            notice(
+                true,
+                if action == "resume" {
+                    "The webhook is active again."
+                } else {
+                    "The webhook is paused: new events are not sent to it."
+                },
+            )
+        }),
+        "delete" => {
+            if form.get("confirm").map(String::as_str) != Some("yes") {
+                Ok(notice(false, "Tick the confirmation box to do this."))
+            } else {
+                webhooks_api::delete_webhook(s, caller, key)
+                    .await
+                    .map(|_| notice(true, "The webhook was deleted."))
+            }
+        }
+        _ => return Err(ApiError::not_found("not_found", "no such action".to_owned()).into()),
+    };
+    match result {
+        Ok(n) => render_webhooks(&state, &staff, &code, Some(n), None).await,
+        Err(e) if e.status.is_client_error() && e.status != StatusCode::FORBIDDEN => {
+            let mut response =
+                render_webhooks(&state, &staff, &code, Some(notice(false, e.detail)), None).await?;
+            *response.status_mut() = e.status;
+            Ok(response)
+        }
+        Err(e) => Err(e.into()),
+    }
 }

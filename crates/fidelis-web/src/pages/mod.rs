@@ -106,6 +106,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "console/catalog.html",
     "console/partners.html",
     "console/segments.html",
+    "console/webhooks.html",
     "console/audit.html",
     "console/access.html",
     "portal/sign_in.html",

@@ -267,7 +267,7 @@ fn unknown(id: i64) -> ApiError {
 #[utoipa::path(get, path = "/programs/{program}/webhooks", tag = "webhooks",
     params(("program" = String, Path, description = PROGRAM_PARAM, example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
     responses((status = 200, body = WebhookList, description = "The webhooks"), Problems))]
-async fn list_webhooks(
+pub(crate) async fn list_webhooks(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path(code): Path<String>,
@@ -289,7 +289,7 @@ async fn list_webhooks(
     params(("program" = String, Path, description = PROGRAM_PARAM, example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
     request_body = WebhookRequest,
     responses((status = 201, body = WebhookBody, description = "Subscribed; `secret` is shown only here"), Problems))]
-async fn create_webhook(
+pub(crate) async fn create_webhook(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path(code): Path<String>,
@@ -357,7 +357,7 @@ async fn create_webhook(
            ("webhook" = i64, Path, description = WEBHOOK_PARAM, minimum = 1)),
     request_body = WebhookUpdate,
     responses((status = 200, body = WebhookBody, description = "Changed"), Problems))]
-async fn update_webhook(
+pub(crate) async fn update_webhook(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, id)): Path<(String, i64)>,
@@ -386,7 +386,7 @@ async fn update_webhook(
     params(("program" = String, Path, description = PROGRAM_PARAM, example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"),
            ("webhook" = i64, Path, description = WEBHOOK_PARAM, minimum = 1)),
     responses((status = 204, description = "Deleted"), Problems))]
-async fn delete_webhook(
+pub(crate) async fn delete_webhook(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, id)): Path<(String, i64)>,
@@ -458,7 +458,7 @@ async fn rotate_secret(
     params(("program" = String, Path, description = PROGRAM_PARAM, example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"),
            ("webhook" = i64, Path, description = WEBHOOK_PARAM, minimum = 1)),
     responses((status = 200, body = TestBody, description = "What the receiver answered"), Problems))]
-async fn test_webhook(
+pub(crate) async fn test_webhook(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, id)): Path<(String, i64)>,
@@ -525,7 +525,7 @@ pub(crate) async fn send_test(
            ("status" = Option<String>, Query, description = "`pending`, `delivered` or `dead`", pattern = "^(pending|delivered|dead)$"),
            ("limit" = Option<i64>, Query, description = "At most this many (100 by default, at most 1000)", minimum = 1, maximum = 1000)),
     responses((status = 200, body = DeliveryList, description = "The deliveries"), Problems))]
-async fn list_deliveries(
+pub(crate) async fn list_deliveries(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, id)): Path<(String, i64)>,
@@ -567,7 +567,7 @@ async fn list_deliveries(
            ("webhook" = i64, Path, description = WEBHOOK_PARAM, minimum = 1)),
     request_body = ReplayRequest,
     responses((status = 200, body = ReplayBody, description = "How many were queued again"), Problems))]
-async fn replay(
+pub(crate) async fn replay(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, id)): Path<(String, i64)>,
