@@ -50,20 +50,7 @@ print(json.dumps({
 "#;
 
 fn python_venv() -> Result<std::path::PathBuf> {
-    let venv = root().join("target/bench-churn-venv");
-    let bin = venv.join("bin");
-    let marker = venv.join(".installed");
-    if std::fs::read_to_string(&marker).is_ok_and(|s| s == LIFETIMES) {
-        return Ok(bin);
-    }
-    eprintln!("xtask: installing {LIFETIMES} into {}", venv.display());
-    if !bin.join("pip").exists() {
-        run_cmd(Command::new("python3").args(["-m", "venv"]).arg(&venv))
-            .context("creating a Python venv (Debian: apt-get install python3-venv)")?;
-    }
-    run_cmd(Command::new(bin.join("pip")).args(["install", "--quiet", LIFETIMES]))?;
-    std::fs::write(&marker, LIFETIMES)?;
-    Ok(bin)
+    crate::python::venv("bench-churn-venv", &[LIFETIMES])
 }
 
 fn json_of(out: std::process::Output, what: &str) -> Result<serde_json::Value> {

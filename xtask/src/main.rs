@@ -7,6 +7,7 @@ mod bench_churn;
 mod bench_members;
 mod bench_money;
 mod faults;
+mod python;
 mod schemathesis;
 mod test;
 

@@ -41,38 +41,10 @@ impl Drop for Server {
 /// The virtual environment with the Python tools, created on first use in `target/`;
 /// returns its `bin` directory.
 fn venv() -> Result<PathBuf> {
-    let venv = root().join("target/schemathesis-venv");
-    let bin = venv.join("bin");
-    let marker = venv.join(".installed");
-    let wanted = [SCHEMATHESIS, SPEC_VALIDATOR, CLIENT_GENERATOR].join(" ");
-    if std::fs::read_to_string(&marker).is_ok_and(|s| s == wanted) {
-        return Ok(bin);
-    }
-    let python = ["python3", "python"]
-        .into_iter()
-        .find(|p| {
-            Command::new(p)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .context(
-            "the API contract tests need Python 3 (Debian: apt-get install python3 python3-venv)",
-        )?;
-    eprintln!("xtask: installing {wanted} into {}", venv.display());
-    if !bin.join("pip").exists() {
-        run_cmd(Command::new(python).args(["-m", "venv"]).arg(&venv))
-            .context("creating a Python venv (Debian: apt-get install python3-venv)")?;
-    }
-    run_cmd(Command::new(bin.join("pip")).args([
-        "install",
-        "--quiet",
-        SCHEMATHESIS,
-        SPEC_VALIDATOR,
-        CLIENT_GENERATOR,
-    ]))?;
-    std::fs::write(&marker, wanted)?;
-    Ok(bin)
+    crate::python::venv(
+        "schemathesis-venv",
+        &[SCHEMATHESIS, SPEC_VALIDATOR, CLIENT_GENERATOR],
+    )
 }
 
 /// `cargo xtask schemathesis [SECONDS]`: its own PostgreSQL.

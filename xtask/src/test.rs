@@ -8,6 +8,9 @@ use fidelis_testkit::{PgOptions, PgServer, SHARED_SERVER_ENV};
 
 use crate::{ensure_postgres, run_cmd};
 
+/// The SMTP server the e-mail tests deliver to.
+const AIOSMTPD: &str = "aiosmtpd==1.4.6";
+
 pub fn run(extra: &[String]) -> Result<()> {
     ensure_postgres()?;
     crate::ensure_chromium()?;
@@ -48,7 +51,12 @@ fn run_suites(server: &PgServer, extra: &[String]) -> Result<()> {
     } else {
         tests.args(["test", "--workspace", "--no-fail-fast"]);
     }
-    tests.args(extra).env(SHARED_SERVER_ENV, &server.base_url);
+    // The e-mail tests' SMTP server (aiosmtpd), a real one on loopback.
+    let python = crate::python::venv("test-venv", &[AIOSMTPD])?.join("python");
+    tests
+        .args(extra)
+        .env(SHARED_SERVER_ENV, &server.base_url)
+        .env("FIDELIS_TEST_PYTHON", &python);
     run_cmd(&mut tests)?;
     if nextest {
         // nextest does not run documentation tests.

@@ -26,6 +26,7 @@ pub mod journal;
 pub mod ledger;
 pub mod lifecycle;
 pub mod members;
+pub mod messaging;
 pub mod money;
 pub mod outcome;
 pub mod partners;

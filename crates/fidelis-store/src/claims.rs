@@ -402,11 +402,12 @@ impl Store {
         let decided = matches!(to, "approved" | "rejected");
         in_write_tx!(self, |tx, _pg| {
             async {
-                let n = sqlx::query(
+                let moved: Option<(i64, String)> = sqlx::query_as(
                     "UPDATE claims SET status = $3, reason = COALESCE($4, reason), \
                      decided_by = CASE WHEN $5 THEN $6 ELSE decided_by END, \
                      decided_at = CASE WHEN $5 THEN $7 ELSE decided_at END \
-                     WHERE program_id = $1 AND claim_id = $2 AND status = $8",
+                     WHERE program_id = $1 AND claim_id = $2 AND status = $8 \
+                     RETURNING member_id, reference",
                 )
                 .bind(program.id)
                 .bind(claim_id)
@@ -416,10 +417,10 @@ impl Store {
                 .bind(&actor.name)
                 .bind(At(now))
                 .bind(from)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if n == 1 && decided {
+                .fetch_optional(&mut *tx)
+                .await?;
+                let n = u64::from(moved.is_some());
+                if let (Some((member_id, reference)), true) = (&moved, decided) {
                     let mut audit = actor.entry(
                         now,
                         if to == "approved" {
@@ -434,11 +435,11 @@ impl Store {
                     crate::access::insert_audit!(tx, &audit);
                     let event = crate::partners::NewEvent {
                         kind: "claim.decided",
-                        member_id: None,
+                        member_id: Some(*member_id),
                         subject: claim_id.to_owned(),
-                        payload:
-                            serde_json::json!({"claim": claim_id, "status": to, "reason": reason})
-                                .to_string(),
+                        payload: serde_json::json!({"claim": claim_id, "reference": reference,
+                            "status": to, "reason": reason})
+                        .to_string(),
                         occurred_at: now,
                     };
                     crate::partners::insert_event!(tx, program.id, &event);

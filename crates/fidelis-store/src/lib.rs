@@ -33,6 +33,7 @@ mod imports;
 mod liability;
 mod lifecycle;
 mod members;
+mod messages;
 mod partners;
 mod personal_data;
 mod postgres;
@@ -81,6 +82,9 @@ pub use lifecycle::{MergeReport, Opened};
 pub use members::{
     Enrollment, MemberCursor, MemberListing, MemberPage, MemberQuery, MemberSort, MemberView,
     unstorable_json,
+};
+pub use messages::{
+    CHANNELS, ConsentView, DueMessage, MAIL_EVENTS, MessageOutcome, MessageTemplate, MessageView,
 };
 pub use partners::{EventView, PartnerEntryView, PartnerSums, PartnerView};
 pub use personal_data::{EXPORT_FORMAT, Erasure};

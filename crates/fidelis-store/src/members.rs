@@ -110,6 +110,32 @@ impl Store {
         referral: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<MemberView> {
+        self.enroll_with_consents(program, enrollment, referral, &[], now)
+            .await
+    }
+
+    /// Enrolls a member (referred, when a referral code is given) and records the member's
+    /// consents per channel (`email`, `sms`, `push`), dated `now`, in the same transaction
+    /// — so the welcome message of a member who consented is made.
+    pub async fn enroll_with_consents(
+        &self,
+        program: &LoadedProgram,
+        enrollment: &Enrollment,
+        referral: Option<&str>,
+        consents: &[(&str, bool)],
+        now: DateTime<Utc>,
+    ) -> Result<MemberView> {
+        for (channel, _) in consents {
+            if !crate::messages::CHANNELS.contains(channel) {
+                return Err(StoreError::Refused(
+                    "invalid_consent",
+                    format!(
+                        "channel {channel:?} is not one of {}",
+                        crate::messages::CHANNELS.join(", ")
+                    ),
+                ));
+            }
+        }
         if let Some(reason) = fidelis_core::members::profile_problem(&enrollment.profile) {
             return Err(StoreError::Refused(
                 "invalid_member",
@@ -169,6 +195,19 @@ impl Store {
                     .await;
                     if let Ok(id) = id {
                         insert_terms_sqlite(&mut tx, program.id, &terms(id)).await?;
+                        for (channel, granted) in consents {
+                            sqlx::query(
+                                "INSERT INTO member_consents (member_id, channel, program_id, granted, at, source) \
+                                 VALUES ($1, $2, $3, $4, $5, 'enrollment')",
+                            )
+                            .bind(id)
+                            .bind(*channel)
+                            .bind(program.id)
+                            .bind(*granted)
+                            .bind(crate::dialect::At(now))
+                            .execute(&mut *tx)
+                            .await?;
+                        }
                         let event = enrolled_event(id, enrollment, referrer.as_ref());
                         crate::partners::insert_event!(tx, program.id, &event);
                         tx.commit().await?;
@@ -192,6 +231,19 @@ impl Store {
                     .await;
                     if let Ok(id) = id {
                         insert_terms_postgres(&mut tx, program.id, &terms(id)).await?;
+                        for (channel, granted) in consents {
+                            sqlx::query(
+                                "INSERT INTO member_consents (member_id, channel, program_id, granted, at, source) \
+                                 VALUES ($1, $2, $3, $4, $5, 'enrollment')",
+                            )
+                            .bind(id)
+                            .bind(*channel)
+                            .bind(program.id)
+                            .bind(*granted)
+                            .bind(crate::dialect::At(now))
+                            .execute(&mut *tx)
+                            .await?;
+                        }
                         let event = enrolled_event(id, enrollment, referrer.as_ref());
                         crate::partners::insert_event!(tx, program.id, &event);
                         tx.commit().await?;

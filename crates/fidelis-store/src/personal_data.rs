@@ -4,7 +4,8 @@
 //!
 //! What counts as personal: the profile (every field), the external id (an operator may
 //! use an e-mail address or a phone number as one), the member's sign-in (password hash,
-//! sign-in links, sessions, a portal user and its e-mail), the free-text notes of claims,
+//! sign-in links, sessions, a portal user and its e-mail), the consents, the free-text
+//! notes of claims,
 //! and every copy of these in journal documents, events, import rejections and the audit
 //! log. What stays: the member's row (closed, `erased_at` set, a new external id
 //! `erased-…`), its journals, entries, buckets, accounts, vouchers, orders, claims
@@ -79,6 +80,8 @@ const SECTIONS: &[Section] = &[
         "journal_id IN (SELECT id FROM journals WHERE member_id IN {ids})",
     ),
     section("events", "member_id IN {ids}"),
+    section("member_consents", "member_id IN {ids}"),
+    section("messages", "member_id IN {ids}"),
     section(
         "webhook_deliveries",
         "event_id IN (SELECT id FROM events WHERE member_id IN {ids})",
@@ -171,6 +174,14 @@ const SCRUBS: &[Scrub] = &[
         columns: &["subject", "payload"],
         cleared: &[],
         filter: "program_id = {pid} AND (member_id IN {ids} OR {has:subject} OR {has:payload})",
+    },
+    // An SMTP server's refusal may quote the address.
+    Scrub {
+        table: "messages",
+        keys: ["id", "0"],
+        columns: &["last_error"],
+        cleared: &[],
+        filter: "member_id IN {ids} AND last_error IS NOT NULL",
     },
     Scrub {
         table: "claims",
@@ -743,6 +754,10 @@ impl Store {
                 // The sign-in, the search terms, the sessions and the portal users.
                 for (table, filter) in [
                     ("member_terms", "DELETE FROM member_terms WHERE member_id IN {ids}"),
+                    (
+                        "member_consents",
+                        "DELETE FROM member_consents WHERE member_id IN {ids}",
+                    ),
                     (
                         "member_credentials",
                         "DELETE FROM member_credentials WHERE member_id IN {ids}",

@@ -121,6 +121,8 @@ pub struct DeliveryView {
 pub struct Dispatched {
     pub events: usize,
     pub deliveries: usize,
+    /// E-mail messages made (when dispatching for a server that sends mail).
+    pub messages: usize,
 }
 
 const DISPATCH_SQLITE: &str =
@@ -368,7 +370,15 @@ impl Store {
 
     /// Fans out up to `limit` undispatched events to the subscriptions active now, in one
     /// transaction.
-    pub async fn dispatch_events(&self, limit: i64, now: DateTime<Utc>) -> Result<Dispatched> {
+    ///
+    /// With `mail`, the same transaction makes one e-mail message per event of a type
+    /// with a template whose member consents to e-mail (see `messages.rs`).
+    pub async fn dispatch_events(
+        &self,
+        limit: i64,
+        now: DateTime<Utc>,
+        mail: bool,
+    ) -> Result<Dispatched> {
         in_write_tx!(self, |tx, pg| {
             async {
                 let events: Vec<(i64, i64, String)> = sqlx::query_as(if pg {
@@ -412,13 +422,34 @@ impl Store {
                         .rows_affected() as usize
                 };
                 let ids: Vec<i64> = events.iter().map(|e| e.0).collect();
+                let ids = serde_json::to_string(&ids)?;
+                let messages = if mail
+                    && events
+                        .iter()
+                        .any(|(_, _, kind)| crate::messages::MAIL_EVENTS.contains(&kind.as_str()))
+                {
+                    sqlx::query(if pg {
+                        crate::messages::MAKE_POSTGRES
+                    } else {
+                        crate::messages::MAKE_SQLITE
+                    })
+                    .bind(&ids)
+                    .bind(At(now))
+                    .bind(serde_json::to_string(&crate::messages::MAIL_EVENTS)?)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected() as usize
+                } else {
+                    0
+                };
                 sqlx::query(if pg { MARK_POSTGRES } else { MARK_SQLITE })
-                    .bind(serde_json::to_string(&ids)?)
+                    .bind(&ids)
                     .execute(&mut *tx)
                     .await?;
                 Ok(Dispatched {
                     events: events.len(),
                     deliveries: made,
+                    messages,
                 })
             }
             .await

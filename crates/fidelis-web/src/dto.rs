@@ -552,6 +552,35 @@ pub struct EnrollRequest {
     /// (answered once, as `portal_link`).
     #[serde(default)]
     pub portal_link: Option<bool>,
+    /// The member's consents per channel, dated now (a channel left out: no consent).
+    #[serde(default)]
+    pub consents: Option<ConsentsRequest>,
+}
+
+/// Consents to be contacted, per channel: `true` given, `false` withdrawn, absent unchanged.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentsRequest {
+    #[serde(default)]
+    pub email: Option<bool>,
+    #[serde(default)]
+    pub sms: Option<bool>,
+    #[serde(default)]
+    pub push: Option<bool>,
+}
+
+impl ConsentsRequest {
+    /// The channels named, with their answer.
+    pub fn changes(&self) -> Vec<(&'static str, bool)> {
+        [
+            ("email", self.email),
+            ("sms", self.sms),
+            ("push", self.push),
+        ]
+        .into_iter()
+        .filter_map(|(c, v)| v.map(|v| (c, v)))
+        .collect()
+    }
 }
 
 /// A one-time portal link: the member opens it and chooses a password.

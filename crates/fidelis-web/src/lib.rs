@@ -20,6 +20,7 @@ mod openapi;
 pub(crate) mod pages;
 /// SVG charts, drawn on the server (the console's, and `fidelis simulate`'s).
 pub use pages::charts;
+pub mod messages;
 mod routes;
 pub mod server;
 pub mod webhooks;

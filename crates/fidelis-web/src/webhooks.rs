@@ -46,6 +46,9 @@ pub struct DeliveryConfig {
     pub backoff_cap: Duration,
     /// Deliveries sent at once.
     pub concurrency: usize,
+    /// E-mail to members, when `serve` has an SMTP server: the same worker dispatches
+    /// events to messages and sends them (see `messages.rs`).
+    pub mail: Option<std::sync::Arc<crate::messages::Mailer>>,
 }
 
 impl Default for DeliveryConfig {
@@ -58,6 +61,7 @@ impl Default for DeliveryConfig {
             backoff: Duration::from_secs(30),
             backoff_cap: Duration::from_secs(6 * 3600),
             concurrency: 8,
+            mail: None,
         }
     }
 }
@@ -218,7 +222,13 @@ pub async fn run_once(
 ) -> fidelis_store::Result<usize> {
     use futures::StreamExt;
     let now = Utc::now();
-    store.dispatch_events(500, now).await?;
+    store
+        .dispatch_events(500, now, config.mail.is_some())
+        .await?;
+    let mailed = match &config.mail {
+        Some(mailer) => crate::messages::run_once(store, mailer, config).await?,
+        None => 0,
+    };
     let lease = chrono::Duration::from_std(config.lease).unwrap_or(chrono::Duration::seconds(60));
     let due: Vec<DueDelivery> = store
         .claim_deliveries(config.concurrency as i64 * 4, now, now + lease)
@@ -243,7 +253,7 @@ pub async fn run_once(
         .collect()
         .await;
     store.finish_deliveries(&results, Utc::now()).await?;
-    Ok(n)
+    Ok(n + mailed)
 }
 
 #[cfg(test)]

@@ -521,6 +521,57 @@ fn cases() -> Vec<Case> {
             body: None,
             allowed: managers,
         },
+        // Consents: staff and the member itself; templates and messages: staff reads,
+        // managers write.
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/members/m1/consents",
+            template: "/api/v1/programs/{program}/members/{member}/consents",
+            body: None,
+            allowed: readers,
+        },
+        Case {
+            method: Method::PUT,
+            path: "/api/v1/programs/shop/members/m1/consents",
+            template: "/api/v1/programs/{program}/members/{member}/consents",
+            body: Some(json!({"email": true})),
+            allowed: readers,
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/message-templates",
+            template: "/api/v1/programs/{program}/message-templates",
+            body: None,
+            allowed: staff,
+        },
+        Case {
+            method: Method::PUT,
+            path: "/api/v1/programs/shop/message-templates/member.enrolled/en",
+            template: "/api/v1/programs/{program}/message-templates/{event_type}/{language}",
+            body: Some(json!({"subject": "Hi {{ member.id }}", "text": "Welcome ({role})"})),
+            allowed: managers,
+        },
+        Case {
+            method: Method::DELETE,
+            path: "/api/v1/programs/shop/message-templates/member.enrolled/ja",
+            template: "/api/v1/programs/{program}/message-templates/{event_type}/{language}",
+            body: None,
+            allowed: managers,
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/message-templates/preview",
+            template: "/api/v1/programs/{program}/message-templates/preview",
+            body: Some(json!({"event_type": "member.enrolled", "language": "ja"})),
+            allowed: staff,
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/programs/shop/messages",
+            template: "/api/v1/programs/{program}/messages",
+            body: None,
+            allowed: staff,
+        },
         // Webhooks send the program's events (members' data included) to an address of
         // the operator's choosing: managers only.
         Case {

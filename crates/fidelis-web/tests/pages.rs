@@ -203,6 +203,24 @@ fn pages() -> Vec<Page> {
             "/console/programs/{program}/members/{member}/export",
             STAFF,
         ),
+        get(
+            "/console/programs/shop/messages",
+            "/console/programs/{program}/messages",
+            STAFF,
+        ),
+        post(
+            "/console/programs/shop/messages/member.enrolled/ja/preview",
+            "/console/programs/{program}/messages/{event}/{language}/{action}",
+            &[("subject", "Hi {{ member.id }}"), ("text", "{who}")],
+            STAFF,
+        ),
+        // A template that does not render: refused, nothing saved.
+        post(
+            "/console/programs/shop/messages/member.enrolled/en/save",
+            "/console/programs/{program}/messages/{event}/{language}/{action}",
+            &[("subject", "{{ x | nosuchfilter }}"), ("text", "{who}")],
+            MANAGERS,
+        ),
         get("/console/audit", "/console/audit", ANY_STAFF),
         get("/console/access", "/console/access", &["admin"]),
         post(
@@ -246,6 +264,12 @@ fn pages() -> Vec<Page> {
         get(
             "/portal/shop/data/export",
             "/portal/{program}/data/export",
+            PORTAL,
+        ),
+        post(
+            "/portal/shop/data/consents",
+            "/portal/{program}/data/consents",
+            &[("email", "on")],
             PORTAL,
         ),
         // Not confirmed (the member number is not typed): the form answers, nobody is erased.

@@ -692,6 +692,42 @@ async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: 
         b.text().await
     );
 
+    // Messages: a template previewed as typed, refused with its line when it does not
+    // render, then saved as the program's own.
+    b.goto(&format!(
+        "{base}/console/programs/shop/messages?event=member.enrolled&language=ja"
+    ))
+    .await;
+    assert!(
+        b.element_text("#preview-subject")
+            .await
+            .contains("へようこそ")
+    );
+    b.fill("#t-subject", "{{ member.name }}さん、ようこそ")
+        .await;
+    b.follow("#preview-button").await;
+    assert_eq!(
+        b.element_text("#preview-subject").await,
+        "Ada Lovelaceさん、ようこそ"
+    );
+    b.fill("#t-text", "ok\n{{ member.name | nosuchfilter }}")
+        .await;
+    b.follow("#save-button").await;
+    assert!(
+        b.element_text("#notice").await.contains("line 2"),
+        "{}",
+        b.text().await
+    );
+    b.fill("#t-text", "{{ program.name }}へようこそ。").await;
+    b.follow("#save-button").await;
+    assert!(b.element_text("#notice").await.contains("is saved"));
+    assert!(
+        b.element_text("#template-member\\.enrolled-ja")
+            .await
+            .contains("the program's")
+    );
+    b.check("console-messages").await;
+
     // Segments: none counted before the jobs refresh them, then the members in each.
     b.goto(&format!("{base}/console/programs/shop/segments"))
         .await;
@@ -1074,6 +1110,21 @@ async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: 
     b.fill("#password", "ada's own password").await;
     b.follow("button[type=submit]").await;
     b.goto(&format!("{base}/portal/shop/data")).await;
+    b.click("#consent-email").await;
+    b.follow("form[action$='/data/consents'] button").await;
+    assert!(
+        b.element_text("#data-notice")
+            .await
+            .contains("Your choices are saved"),
+        "{}",
+        b.text().await
+    );
+    let consents = server
+        .get("/programs/shop/members/ada-lovelace/consents")
+        .await;
+    assert_eq!(consents["consents"][0]["channel"], "email", "{consents}");
+    assert_eq!(consents["consents"][0]["granted"], true, "{consents}");
+    assert_eq!(consents["consents"][0]["source"], "portal", "{consents}");
     b.check("portal-data").await;
     let export = b
         .client

@@ -61,6 +61,9 @@ pub struct ProgramDocument {
     /// the scheduled jobs and usable in promotions' `eligibility.segments`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub segments: Vec<SegmentDocument>,
+    /// When and in which language messages go to members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messaging: Option<MessagingDocument>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }
@@ -617,6 +620,28 @@ pub struct ActionDocument {
     /// How many days a granted benefit lasts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub days: Option<u32>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// `messaging:` — quiet hours in the program's time zone and the default language.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MessagingDocument {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<QuietHoursDocument>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_language: Option<String>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// A daily window, `HH:MM` local times; `from` after `to` spans midnight.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct QuietHoursDocument {
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Option<String>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }

@@ -58,6 +58,8 @@ pub struct Program {
     pub badges: Vec<BadgeDefinition>,
     /// Member segments, in the document's order.
     pub segments: Vec<crate::segments::Segment>,
+    /// Quiet hours and the default language of messages.
+    pub messaging: crate::messaging::Messaging,
     /// The definition this was compiled from, normalised, as `GET` returns it.
     pub document: ProgramDocument,
 }

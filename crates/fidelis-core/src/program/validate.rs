@@ -201,6 +201,11 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
     let vouchers = vouchers(&mut check, &doc.vouchers, money_currency.as_ref());
     let badges = badges(&mut check, &doc.badges);
     let segments = segments(&mut check, &doc.segments);
+    let messaging = doc
+        .messaging
+        .as_ref()
+        .map(|m| messaging(&mut check, m))
+        .unwrap_or_default();
     for (i, p) in doc.promotions.iter().enumerate() {
         let listed = p.eligibility.as_ref().and_then(|e| e.segments.as_ref());
         for (j, code) in listed.into_iter().flatten().enumerate() {
@@ -259,6 +264,7 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
                 vouchers,
                 badges,
                 segments,
+                messaging,
                 document,
             })
         }
@@ -1863,6 +1869,45 @@ fn referral(
         referrer: referrer?,
         referee: referee?,
     })
+}
+
+fn messaging(
+    check: &mut Check,
+    doc: &crate::program::document::MessagingDocument,
+) -> crate::messaging::Messaging {
+    use crate::messaging::{LANGUAGES, Messaging, QuietHours};
+    check.unknown("messaging", &doc.unknown);
+    let mut out = Messaging::default();
+    if let Some(lang) = &doc.default_language {
+        match LANGUAGES.iter().find(|l| **l == lang.as_str()) {
+            Some(l) => out.default_language = l,
+            None => check.add(
+                "messaging.default_language",
+                format!("must be one of {}", LANGUAGES.join(", ")),
+            ),
+        }
+    }
+    if let Some(q) = &doc.quiet_hours {
+        check.unknown("messaging.quiet_hours", &q.unknown);
+        let mut time = |field: &str, v: &Option<String>| {
+            let at = format!("messaging.quiet_hours.{field}");
+            match v
+                .as_deref()
+                .map(|s| chrono::NaiveTime::parse_from_str(s, "%H:%M"))
+            {
+                Some(Ok(t)) => Some(t),
+                _ => {
+                    check.add(at, "must be a local time HH:MM");
+                    None
+                }
+            }
+        };
+        let (from, to) = (time("from", &q.from), time("to", &q.to));
+        if let (Some(from), Some(to)) = (from, to) {
+            out.quiet_hours = Some(QuietHours { from, to });
+        }
+    }
+    out
 }
 
 /// A length of days or months (grace periods, expiry extensions).

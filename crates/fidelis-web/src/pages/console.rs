@@ -26,7 +26,8 @@ use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::routes::{
     admin, catalog as catalog_api, claims as claims_api, journals, lifecycle, members,
-    partners as partners_api, personal_data, programs, webhooks as webhooks_api,
+    messages as messages_api, partners as partners_api, personal_data, programs,
+    webhooks as webhooks_api,
 };
 
 pub(super) fn router() -> Router<AppState> {
@@ -91,6 +92,11 @@ pub(super) fn router() -> Router<AppState> {
         .route(
             "/console/programs/{program}/webhooks/{webhook}/{action}",
             post(webhook_action),
+        )
+        .route("/console/programs/{program}/messages", get(messages_page))
+        .route(
+            "/console/programs/{program}/messages/{event}/{language}/{action}",
+            post(message_action),
         )
         .route("/console/audit", get(audit))
         .route("/console/access", get(access))
@@ -2330,6 +2336,170 @@ async fn webhook_action(
         Err(e) if e.status.is_client_error() && e.status != StatusCode::FORBIDDEN => {
             let mut response =
                 render_webhooks(&state, &staff, &code, Some(notice(false, e.detail)), None).await?;
+            *response.status_mut() = e.status;
+            Ok(response)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+// ---- messages: e-mail templates with a preview, and what was sent ----------------------
+
+async fn messages_page(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(code): Path<String>,
+    Query(query): Query<Fields>,
+) -> PageResult {
+    let event = query
+        .get("event")
+        .cloned()
+        .unwrap_or_else(|| fidelis_store::MAIL_EVENTS[0].to_owned());
+    let language = query
+        .get("language")
+        .cloned()
+        .unwrap_or_else(|| "en".to_owned());
+    render_messages(&state, &staff, &code, &event, &language, None, None).await
+}
+
+/// The templates, the one selected in an editor with its preview (of `typed`, when the
+/// form was previewed), and the program's last messages.
+async fn render_messages(
+    state: &AppState,
+    staff: &Staff,
+    code: &str,
+    event: &str,
+    language: &str,
+    typed: Option<(String, String, Option<String>)>,
+    notice_value: Option<Value>,
+) -> PageResult {
+    let list = messages_api::list_templates(
+        State(state.clone()),
+        Arc::clone(&staff.caller),
+        Path(code.to_owned()),
+    )
+    .await?
+    .0;
+    let Some(selected) = list
+        .templates
+        .iter()
+        .find(|t| t.event_type == event && t.language == language)
+        .cloned()
+    else {
+        return Err(PageError::not_found());
+    };
+    let (subject, text, html) = typed.clone().unwrap_or((
+        selected.subject.clone(),
+        selected.text.clone(),
+        selected.html.clone(),
+    ));
+    let preview = messages_api::preview(
+        State(state.clone()),
+        Arc::clone(&staff.caller),
+        Path(code.to_owned()),
+        ApiJson(messages_api::PreviewRequest {
+            event_type: event.to_owned(),
+            language: language.to_owned(),
+            subject: Some(subject.clone()),
+            text: Some(text.clone()),
+            html: html.clone(),
+        }),
+    )
+    .await;
+    let (preview, preview_error) = match preview {
+        Ok(p) => (Some(to_value(&p.0)), None),
+        Err(e) if e.status.is_client_error() => (None, Some(e.detail)),
+        Err(e) => return Err(e.into()),
+    };
+    let recent = messages_api::list_messages(
+        State(state.clone()),
+        Arc::clone(&staff.caller),
+        Path(code.to_owned()),
+        Query(
+            [("limit", "30")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        ),
+    )
+    .await?
+    .0;
+    page(
+        "console/messages.html",
+        merge(
+            frame(staff, Some(code)),
+            context! {
+                templates => to_value(&list.templates),
+                selected => to_value(&selected),
+                subject, text, html,
+                preview, preview_error,
+                messages => to_value(&recent.messages),
+                notice => notice_value,
+            },
+        ),
+    )
+}
+
+/// Previews the typed template, saves it as the program's own, or goes back to the
+/// shipped one.
+async fn message_action(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((code, event, language, action)): Path<(String, String, String, String)>,
+    Form(form): Form<Fields>,
+) -> PageResult {
+    session::same_origin(&headers)?;
+    session::check_csrf(&form, &staff.csrf)?;
+    let field = |name: &str| form.get(name).cloned().unwrap_or_default();
+    let html = Some(field("html")).filter(|h| !h.trim().is_empty());
+    let typed = (field("subject"), field("text"), html.clone());
+    let result: Result<Value, ApiError> = match action.as_str() {
+        "preview" => {
+            return render_messages(&state, &staff, &code, &event, &language, Some(typed), None)
+                .await;
+        }
+        "save" => messages_api::put_template(
+            State(state.clone()),
+            Arc::clone(&staff.caller),
+            Path((code.clone(), event.clone(), language.clone())),
+            ApiJson(messages_api::TemplateRequest {
+                subject: typed.0.clone(),
+                text: typed.1.clone(),
+                html,
+                urgent: Some(form.contains_key("urgent")),
+                active: Some(form.contains_key("active")),
+            }),
+        )
+        .await
+        .map(|_| {
+            notice(
+                true,
+                "The template is saved: the program's messages use it from now on.",
+            )
+        }),
+        "reset" => messages_api::delete_template(
+            State(state.clone()),
+            Arc::clone(&staff.caller),
+            Path((code.clone(), event.clone(), language.clone())),
+        )
+        .await
+        .map(|_| notice(true, "The shipped template applies again.")),
+        _ => return Err(PageError::not_found()),
+    };
+    match result {
+        Ok(n) => render_messages(&state, &staff, &code, &event, &language, None, Some(n)).await,
+        Err(e) if e.status.is_client_error() && e.status != StatusCode::FORBIDDEN => {
+            let mut response = render_messages(
+                &state,
+                &staff,
+                &code,
+                &event,
+                &language,
+                Some(typed),
+                Some(notice(false, e.detail)),
+            )
+            .await?;
             *response.status_mut() = e.status;
             Ok(response)
         }

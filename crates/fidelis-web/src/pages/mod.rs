@@ -107,6 +107,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "console/partners.html",
     "console/segments.html",
     "console/webhooks.html",
+    "console/messages.html",
     "console/audit.html",
     "console/access.html",
     "portal/sign_in.html",

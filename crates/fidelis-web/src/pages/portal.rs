@@ -22,7 +22,9 @@ use super::{
 use crate::AppState;
 use crate::auth::{hash_password, new_token, token_hash};
 use crate::extract::ApiJson;
-use crate::routes::{badges, catalog, claims, lifecycle, members, personal_data, vouchers};
+use crate::routes::{
+    badges, catalog, claims, lifecycle, members, messages as messages_api, personal_data, vouchers,
+};
 
 /// The shortest portal password accepted.
 const MIN_PASSWORD_CHARS: usize = 12;
@@ -49,6 +51,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/portal/{program}/data", get(my_data))
         .route("/portal/{program}/data/export", get(export_data))
         .route("/portal/{program}/data/erase", post(erase_data))
+        .route("/portal/{program}/data/consents", post(save_consents))
 }
 
 /// The page's language and the jar remembering a switch to it.
@@ -948,7 +951,27 @@ async fn data_page(
     lang: &'static str,
     error: Option<String>,
 ) -> PageResult {
-    let tz = time_zone(state, &member.program).await?;
+    data_page_with(state, member, lang, error, None).await
+}
+
+async fn data_page_with(
+    state: &AppState,
+    member: &MemberSession,
+    lang: &'static str,
+    error: Option<String>,
+    notice: Option<String>,
+) -> PageResult {
+    let loaded = crate::routes::program(state, &member.program).await?;
+    let tz = loaded.program.time_zone.name().to_owned();
+    let view = members::member(state, &loaded, &member.member).await?;
+    let consents: std::collections::BTreeMap<String, bool> = state
+        .store
+        .consents(&view)
+        .await
+        .map_err(crate::error::ApiError::from)?
+        .into_iter()
+        .map(|c| (c.channel, c.granted))
+        .collect();
     page(
         "portal/data.html",
         merge(
@@ -959,9 +982,47 @@ async fn data_page(
                 &member.csrf,
                 Some(&member.member),
             ),
-            context! { error, erased => false },
+            context! { error, notice, erased => false, consents },
         ),
     )
+}
+
+/// The member's contact preferences from the form's boxes (a box left unticked withdraws).
+async fn save_consents(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    member: MemberSession,
+    Path(program): Path<String>,
+    Form(form): Form<Fields>,
+) -> PageResult {
+    session::same_origin(&headers)?;
+    session::check_csrf(&form, &member.csrf)?;
+    let (jar, lang) = language(jar, &headers, &Fields::new(), &program);
+    let ticked = |c: &str| Some(form.contains_key(c));
+    let request = crate::dto::ConsentsRequest {
+        email: ticked("email"),
+        sms: ticked("sms"),
+        push: ticked("push"),
+    };
+    let _saved = messages_api::set_consents(
+        &state,
+        &member.caller,
+        &member.program,
+        &member.member,
+        &request,
+        "portal",
+    )
+    .await?;
+    let body = data_page_with(
+        &state,
+        &member,
+        lang,
+        None,
+        Some(message(lang, "consents-saved", None)),
+    )
+    .await?;
+    Ok((jar, body).into_response())
 }
 
 /// Everything held about the member, as a JSON download (the API's export).

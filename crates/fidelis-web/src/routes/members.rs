@@ -113,12 +113,14 @@ async fn enroll(
         profile,
         enrolled_at: instant(request.enrolled_at.as_deref(), "enrolled_at")?,
     };
+    let consents = request.consents.unwrap_or_default().changes();
     let member = state
         .store
-        .enroll_referred(
+        .enroll_with_consents(
             &program,
             &enrollment,
             request.referral_code.as_deref(),
+            &consents,
             Utc::now(),
         )
         .await?;

@@ -11,6 +11,7 @@ pub(crate) mod holds;
 pub(crate) mod journals;
 pub(crate) mod lifecycle;
 pub(crate) mod members;
+pub(crate) mod messages;
 mod openings;
 pub(crate) mod partners;
 pub(crate) mod personal_data;
@@ -60,6 +61,7 @@ use crate::{AppState, ServerConfig};
         (name = "analytics", description = "Knowing the program: promotions measured against their control groups"),
         (name = "partners", description = "Partners and their ledger: earn partners paying for points (prepaid packs or postpaid bills), burn partners reimbursed; events"),
         (name = "webhooks", description = "The program's events sent to its subscribers: signed, retried, dead deliveries replayable"),
+        (name = "messages", description = "E-mail to members: templates per event and language with a preview, and the messages sent, deferred, suppressed or dead"),
         (name = "operations", description = "Jobs, tokens, users and the audit log")
     )
 )]
@@ -167,6 +169,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
             .merge(claims::routes())
             .merge(webhooks::routes())
             .merge(personal_data::routes())
+            .merge(messages::routes())
             .merge(admin::routes()),
     )
 }

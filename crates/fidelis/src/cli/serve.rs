@@ -68,6 +68,18 @@ pub struct ServeArgs {
     #[arg(long, env = "FIDELIS_WEBHOOK_LEASE_SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(2..=3_600))]
     webhook_lease_secs: u64,
+    /// The SMTP server members' e-mail goes through: `smtp://host:25` (no TLS, a relay on
+    /// this machine), `smtp://user:password@host:587?tls=required` (STARTTLS) or
+    /// `smtps://user:password@host` (TLS). No e-mail is sent without it.
+    #[arg(long, env = "FIDELIS_SMTP_URL")]
+    smtp_url: Option<String>,
+    /// The sender of members' e-mail.
+    #[arg(
+        long,
+        env = "FIDELIS_MAIL_FROM",
+        default_value = "Fidelis <noreply@localhost>"
+    )]
+    mail_from: String,
 }
 
 /// The shortest `FIDELIS_ADMIN_TOKEN` accepted: it grants everything.
@@ -236,11 +248,19 @@ pub async fn run(database: &str, args: ServeArgs) -> Result<ExitCode> {
             "  console:  {base}/console   (staff sign in as users created with POST /api/v1/users or on the console's Users page)"
         );
     }
+    let mail = match &args.smtp_url {
+        Some(url) => Some(std::sync::Arc::new(
+            fidelis_web::messages::Mailer::new(url, &args.mail_from)
+                .map_err(|e| anyhow::anyhow!(e))?,
+        )),
+        None => None,
+    };
     let delivery = fidelis_web::webhooks::DeliveryConfig {
         attempts: args.webhook_attempts,
         backoff: std::time::Duration::from_millis(args.webhook_backoff_ms),
         lease: std::time::Duration::from_secs(args.webhook_lease_secs),
         timeout: std::time::Duration::from_secs((args.webhook_lease_secs / 2).clamp(1, 10)),
+        mail,
         ..Default::default()
     };
     fidelis_web::webhooks::spawn(store.clone(), delivery);
