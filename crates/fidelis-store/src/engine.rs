@@ -392,6 +392,8 @@ pub struct SettleReport {
     pub scheduled_rewards: u64,
     /// Holds (pay with points) released because their end passed.
     pub holds_released: u64,
+    /// Expiries announced (`points.expiring`, within 30 days), each once.
+    pub expiring_announced: u64,
     /// The segments' refresh, for a program with segments.
     pub segments: Option<crate::SegmentRefresh>,
 }

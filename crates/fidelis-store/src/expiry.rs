@@ -244,3 +244,79 @@ async fn extend_locked<T: LedgerTx>(
     tx.set_bucket_expiries(&moved).await?;
     Ok((moved.len() as u64, points))
 }
+
+/// How far ahead the jobs announce expiries (`points.expiring`).
+pub const EXPIRING_WINDOW_DAYS: i64 = 30;
+
+/// The expiries due within the window that no notice covers yet: (member id, external id,
+/// currency, expires at, points). `$1` program, `$2` as of, `$3` the window's end.
+/// Members are found through the accounts' next transition (an indexed column): a member
+/// whose next transition is a pending release is announced once it is released.
+const EXPIRING_SQL: &str = "SELECT b.member_id, m.external_id, b.currency, b.expires_at, CAST(SUM(b.remaining) AS BIGINT) \
+     FROM accounts a \
+     JOIN buckets b ON b.member_id = a.member_id AND b.currency = a.currency \
+     JOIN members m ON m.id = a.member_id \
+     WHERE a.program_id = $1 AND a.next_transition_at IS NOT NULL AND a.next_transition_at <= $3 \
+       AND b.expires_at > $2 AND b.expires_at <= $3 AND b.remaining > 0 AND b.available_at <= $2 \
+       AND NOT EXISTS (SELECT 1 FROM expiry_notices n WHERE n.member_id = b.member_id \
+                       AND n.currency = b.currency AND n.expires_at = b.expires_at) \
+     GROUP BY b.member_id, m.external_id, b.currency, b.expires_at \
+     ORDER BY b.member_id, b.currency, b.expires_at LIMIT $4";
+
+impl Store {
+    /// Announces, once each, the points of the program's members that expire within
+    /// [`EXPIRING_WINDOW_DAYS`] of `as_of`: one `points.expiring` event per member,
+    /// currency and expiry instant (`{"member", "currency", "points", "expires_at"}`),
+    /// written with the notice that keeps it from being announced again. Returns how many.
+    pub async fn announce_expiring(
+        &self,
+        program: &LoadedProgram,
+        as_of: DateTime<Utc>,
+    ) -> Result<u64> {
+        use crate::dialect::{At, in_write_tx};
+        let until = as_of + chrono::Duration::days(EXPIRING_WINDOW_DAYS);
+        let mut total = 0u64;
+        loop {
+            let done = in_write_tx!(self, |tx, _pg| {
+                async {
+                    let due: Vec<(i64, String, String, At, i64)> = sqlx::query_as(EXPIRING_SQL)
+                        .bind(program.id)
+                        .bind(At(as_of))
+                        .bind(At(until))
+                        .bind(1_000_i64)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    for (member_id, member, currency, expires_at, points) in &due {
+                        sqlx::query(
+                            "INSERT INTO expiry_notices (member_id, currency, expires_at, program_id, announced_at) \
+                             VALUES ($1, $2, $3, $4, $5)",
+                        )
+                        .bind(member_id)
+                        .bind(currency)
+                        .bind(At(expires_at.0))
+                        .bind(program.id)
+                        .bind(At(as_of))
+                        .execute(&mut *tx)
+                        .await?;
+                        let event = crate::partners::NewEvent {
+                            kind: "points.expiring",
+                            member_id: Some(*member_id),
+                            subject: member.clone(),
+                            payload: serde_json::json!({"member": member, "currency": currency,
+                                "points": points, "expires_at": expires_at.0})
+                            .to_string(),
+                            occurred_at: as_of,
+                        };
+                        crate::partners::insert_event!(tx, program.id, &event);
+                    }
+                    Ok::<_, StoreError>(due.len() as u64)
+                }
+                .await
+            })?;
+            total += done;
+            if done < 1_000 {
+                return Ok(total);
+            }
+        }
+    }
+}

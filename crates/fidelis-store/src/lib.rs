@@ -502,6 +502,7 @@ impl Store {
             if round.members == 0 {
                 // Referral rewards a crash left unposted.
                 self.reward_referrals(program, as_of).await?;
+                total.expiring_announced = self.announce_expiring(program, as_of).await?;
                 total.scheduled_rewards = self
                     .run_scheduled_rewards(program, as_of, &crate::Actor::jobs())
                     .await?;

@@ -21,9 +21,10 @@ use crate::{MemberView, Store};
 pub const CHANNELS: [&str; 3] = ["email", "sms", "push"];
 
 /// The event types that have an e-mail template (shipped, or the program's own).
-pub const MAIL_EVENTS: [&str; 5] = [
+pub const MAIL_EVENTS: [&str; 6] = [
     "member.enrolled",
     "points.redeemed",
+    "points.expiring",
     "tier.changed",
     "voucher.issued",
     "claim.decided",

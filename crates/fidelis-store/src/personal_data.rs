@@ -82,6 +82,7 @@ const SECTIONS: &[Section] = &[
     section("events", "member_id IN {ids}"),
     section("member_consents", "member_id IN {ids}"),
     section("messages", "member_id IN {ids}"),
+    section("expiry_notices", "member_id IN {ids}"),
     section(
         "webhook_deliveries",
         "event_id IN (SELECT id FROM events WHERE member_id IN {ids})",

@@ -519,6 +519,20 @@ impl Store {
                     "voucher": new.code, "definition": new.definition, "source": source,
                 }));
                 crate::access::insert_audit!(tx, &audit);
+                // A voucher given to a member is an event (webhooks, e-mail), as one a
+                // promotion issues is.
+                if let (Some(id), Some(m)) = (member_id, member) {
+                    let event = crate::partners::NewEvent {
+                        kind: "voucher.issued",
+                        member_id: Some(id),
+                        subject: m.to_owned(),
+                        payload: serde_json::json!({"member": m, "definition": new.definition,
+                            "voucher": new.code, "source": source})
+                        .to_string(),
+                        occurred_at: now,
+                    };
+                    crate::partners::insert_event!(tx, program.id, &event);
+                }
                 let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
                     .bind(program.id)
                     .bind(&key)

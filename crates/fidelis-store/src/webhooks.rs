@@ -33,6 +33,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "member.enrolled",
     "points.earned",
     "points.redeemed",
+    "points.expiring",
     "tier.changed",
     "voucher.issued",
     "claim.decided",

@@ -128,6 +128,17 @@ async fn a_voucher_lives_its_whole_life_and_its_value_is_the_sum_of_its_entries(
         .unwrap();
     assert!(!new);
     assert_eq!(again.code, gift.code, "the same request key issues once");
+    // The member hears of it once (webhooks, e-mail): one `voucher.issued` event.
+    let issued: Vec<_> = store
+        .events(&program, None, 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "voucher.issued")
+        .collect();
+    assert_eq!(issued.len(), 1, "{issued:?}");
+    assert_eq!(issued[0].payload["voucher"], gift.code.as_str());
+    assert_eq!(issued[0].payload["member"], "m1");
     let code = gift.code.to_lowercase(); // typed by a person
     let c = code.as_str();
 

@@ -56,6 +56,16 @@ const SHIPPED: &[(&str, &str, &str)] = &[
         include_str!("../templates/messages/ja/points.redeemed.txt"),
     ),
     (
+        "points.expiring",
+        "en",
+        include_str!("../templates/messages/en/points.expiring.txt"),
+    ),
+    (
+        "points.expiring",
+        "ja",
+        include_str!("../templates/messages/ja/points.expiring.txt"),
+    ),
+    (
         "tier.changed",
         "en",
         include_str!("../templates/messages/en/tier.changed.txt"),

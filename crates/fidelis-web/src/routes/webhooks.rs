@@ -56,7 +56,7 @@ pub struct WebhookRequest {
         example = "https://hooks.example.com/fidelis"
     )]
     pub url: String,
-    /// Event types (`member.enrolled`, `points.earned`, `points.redeemed`, `tier.changed`,
+    /// Event types (`member.enrolled`, `points.earned`, `points.redeemed`, `points.expiring`, `tier.changed`,
     /// `voucher.issued`, `claim.decided`, `partner.pack_low`), or `["*"]` for all.
     #[schema(min_items = 1, max_items = 20)]
     pub events: Vec<EventType>,
@@ -76,6 +76,8 @@ pub enum EventType {
     PointsEarned,
     #[serde(rename = "points.redeemed")]
     PointsRedeemed,
+    #[serde(rename = "points.expiring")]
+    PointsExpiring,
     #[serde(rename = "tier.changed")]
     TierChanged,
     #[serde(rename = "voucher.issued")]
@@ -93,6 +95,7 @@ impl EventType {
             Self::MemberEnrolled => "member.enrolled",
             Self::PointsEarned => "points.earned",
             Self::PointsRedeemed => "points.redeemed",
+            Self::PointsExpiring => "points.expiring",
             Self::TierChanged => "tier.changed",
             Self::VoucherIssued => "voucher.issued",
             Self::ClaimDecided => "claim.decided",
@@ -603,6 +606,7 @@ mod tests {
             EventType::MemberEnrolled,
             EventType::PointsEarned,
             EventType::PointsRedeemed,
+            EventType::PointsExpiring,
             EventType::TierChanged,
             EventType::VoucherIssued,
             EventType::ClaimDecided,

@@ -1,0 +1,11 @@
+-- Points about to expire (see crates/fidelis-store/src/expiry.rs): which of a member's
+-- expiries the jobs announced with a `points.expiring` event, so each is announced once
+-- however often the jobs run. Keep in step with ../sqlite/0027_expiry_notices.sql.
+CREATE TABLE expiry_notices (
+    member_id     BIGINT NOT NULL,
+    currency      TEXT COLLATE "C" NOT NULL,
+    expires_at    TIMESTAMPTZ NOT NULL,
+    program_id    BIGINT NOT NULL REFERENCES programs (id),
+    announced_at  TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (member_id, currency, expires_at)
+);
