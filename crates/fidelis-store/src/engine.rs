@@ -134,11 +134,13 @@ pub(crate) async fn post_batch<T: LedgerTx>(
     progress: Option<&ImportProgress>,
     check: Revision,
     explain: bool,
+    earned_events: bool,
 ) -> Result<Vec<JournalResult>> {
     let program = &lp.program;
     let journals: Vec<&Journal> = prepared.iter().map(|p| &p.journal).collect();
     let mut batch = Batch::new(lp, now);
     batch.explain = explain;
+    batch.earned_events = earned_events;
     // Journals that later journals of this batch refer to stay at hand in memory.
     batch.referenced = journals
         .iter()
@@ -609,6 +611,9 @@ pub(crate) struct Batch<'p> {
     pub(crate) new_journals: Vec<NewJournal>,
     /// A dry run: outcomes list every promotion's verdict.
     explain: bool,
+    /// Whether `points.earned` events are written: only when something receives them (a
+    /// webhook subscribed to them); the other events always are.
+    earned_events: bool,
     /// Promotion limit counters, moved into each journal's processing and back.
     counters: fidelis_core::promotions::Counters,
     /// Members' external ids by id (audit subjects).
@@ -677,6 +682,7 @@ impl<'p> Batch<'p> {
             loaded_buckets: FxHashSet::default(),
             new_journals: Vec::new(),
             explain: false,
+            earned_events: true,
             counters: fidelis_core::promotions::Counters::default(),
             names: FxHashMap::default(),
             audits: Vec::new(),
@@ -1564,7 +1570,7 @@ impl<'p> Batch<'p> {
         }
         let member = journal.member.as_str();
         let journal_id = journal.external_id.as_str();
-        if !outcome.awards.is_empty() {
+        if self.earned_events && !outcome.awards.is_empty() {
             let mut points = Vec::new();
             for award in &outcome.awards {
                 Outcome::add(&mut points, &award.currency, award.points);

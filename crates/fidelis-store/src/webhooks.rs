@@ -209,6 +209,8 @@ impl Store {
             }
             .await
         })?;
+        // After the commit: a journal between the two would otherwise keep the old answer.
+        self.forget_earned_wanted(program.id);
         Ok(WebhookView {
             id,
             url: new.url.clone(),
@@ -285,7 +287,7 @@ impl Store {
         active: bool,
         audit: &AuditEntry,
     ) -> Result<bool> {
-        in_write_tx!(self, |tx, _pg| {
+        let changed = in_write_tx!(self, |tx, _pg| {
             async {
                 let n = sqlx::query(
                     "UPDATE webhooks SET active = $3 WHERE program_id = $1 AND id = $2",
@@ -302,7 +304,9 @@ impl Store {
                 Ok::<_, StoreError>(n == 1)
             }
             .await
-        })
+        });
+        self.forget_earned_wanted(program.id);
+        changed
     }
 
     /// Deletes a subscription and its deliveries. False when the program has no such one.
@@ -312,7 +316,7 @@ impl Store {
         id: i64,
         audit: &AuditEntry,
     ) -> Result<bool> {
-        in_write_tx!(self, |tx, _pg| {
+        let changed = in_write_tx!(self, |tx, _pg| {
             async {
                 sqlx::query(
                     "DELETE FROM webhook_deliveries WHERE webhook_id IN \
@@ -334,7 +338,9 @@ impl Store {
                 Ok::<_, StoreError>(n == 1)
             }
             .await
-        })
+        });
+        self.forget_earned_wanted(program.id);
+        changed
     }
 
     /// Replaces a subscription's secret with `secret`; the old one keeps signing (a second

@@ -67,6 +67,18 @@ async fn expiries_within_thirty_days_are_announced_once(store: Store) {
     )
     .await;
 
+    // No webhook takes `points.earned`: the outbox holds none (the enrolments and the
+    // redemption are there).
+    let kinds: Vec<String> = store
+        .events(&program, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(!kinds.iter().any(|k| k == "points.earned"), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "points.redeemed"), "{kinds:?}");
+
     // Two months ahead of the expiry: nothing to say yet.
     let report = store
         .run_jobs(&program, utc("2026-02-20T00:00:00Z"))

@@ -140,7 +140,22 @@ async fn a_partner_ledger_counts_packs_bills_and_reimbursements_exactly(store: S
     );
     assert_eq!(pack(&store, &program, "cars").await, 1_000);
 
-    // Accruals debit the pack; the third crossing below 500 raises one alert.
+    // Accruals debit the pack; the third crossing below 500 raises one alert. (A webhook
+    // takes `points.earned`: without one, that event is not written.)
+    store
+        .create_webhook(
+            &program,
+            &fidelis_store::NewWebhook {
+                url: "http://127.0.0.1:9/hook".into(),
+                events: vec!["points.earned".into()],
+                description: String::new(),
+                secret: "s".into(),
+            },
+            &Actor::cli().entry(utc("2026-06-01T10:00:00Z"), "webhook.create", None, None),
+            utc("2026-06-01T10:00:00Z"),
+        )
+        .await
+        .unwrap();
     post(&store, &program, purchase("j1", "m", "300.00", "cars"))
         .await
         .unwrap();
