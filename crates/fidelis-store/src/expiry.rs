@@ -257,6 +257,7 @@ const EXPIRING_SQL: &str = "SELECT b.member_id, m.external_id, b.currency, b.exp
      JOIN buckets b ON b.member_id = a.member_id AND b.currency = a.currency \
      JOIN members m ON m.id = a.member_id \
      WHERE a.program_id = $1 AND a.next_transition_at IS NOT NULL AND a.next_transition_at <= $3 \
+       AND m.status <> 'closed' \
        AND b.expires_at > $2 AND b.expires_at <= $3 AND b.remaining > 0 AND b.available_at <= $2 \
        AND NOT EXISTS (SELECT 1 FROM expiry_notices n WHERE n.member_id = b.member_id \
                        AND n.currency = b.currency AND n.expires_at = b.expires_at) \
@@ -287,9 +288,11 @@ impl Store {
                         .fetch_all(&mut *tx)
                         .await?;
                     for (member_id, member, currency, expires_at, points) in &due {
-                        sqlx::query(
+                        // Another run announcing the same expiry at the same moment: the
+                        // first one's notice wins, the other writes no event.
+                        let new = sqlx::query(
                             "INSERT INTO expiry_notices (member_id, currency, expires_at, program_id, announced_at) \
-                             VALUES ($1, $2, $3, $4, $5)",
+                             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                         )
                         .bind(member_id)
                         .bind(currency)
@@ -297,7 +300,11 @@ impl Store {
                         .bind(program.id)
                         .bind(At(as_of))
                         .execute(&mut *tx)
-                        .await?;
+                        .await?
+                        .rows_affected();
+                        if new == 0 {
+                            continue;
+                        }
                         let event = crate::partners::NewEvent {
                             kind: "points.expiring",
                             member_id: Some(*member_id),

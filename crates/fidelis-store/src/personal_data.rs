@@ -131,7 +131,14 @@ const JSON_COLUMNS: &[&str] = &[
 ];
 
 /// Columns stored as 0/1 on SQLite and as booleans on PostgreSQL.
-const BOOL_COLUMNS: &[&str] = &["pending", "dispatched", "active"];
+const BOOL_COLUMNS: &[&str] = &[
+    "pending",
+    "dispatched",
+    "active",
+    "granted",
+    "deferred",
+    "urgent",
+];
 
 fn is_instant_column(name: &str) -> bool {
     name == "at"
@@ -151,6 +158,10 @@ struct Scrub {
     /// Columns emptied (NULL) rather than rewritten: notes written about the member.
     cleared: &'static [&'static str],
     filter: &'static str,
+    /// Rows about the member (SQL): their text loses every personal string; in any other
+    /// row only a value that is wholly the member's id (or `member:<id>`) is replaced, so
+    /// another member's `C-10001` survives erasing `C-1000`.
+    tied: &'static str,
 }
 
 const SCRUBS: &[Scrub] = &[
@@ -160,6 +171,7 @@ const SCRUBS: &[Scrub] = &[
         columns: &["document", "outcome", "state"],
         cleared: &[],
         filter: "member_id IN {ids}",
+        tied: "1 = 1",
     },
     // Transfers and merges name the other member in the counterpart's journal.
     Scrub {
@@ -168,6 +180,7 @@ const SCRUBS: &[Scrub] = &[
         columns: &["document", "outcome", "state"],
         cleared: &[],
         filter: "program_id = {pid} AND kind IN ('transfer', 'merge') AND {has:document}",
+        tied: "member_id IN {ids}",
     },
     Scrub {
         table: "events",
@@ -175,6 +188,7 @@ const SCRUBS: &[Scrub] = &[
         columns: &["subject", "payload"],
         cleared: &[],
         filter: "program_id = {pid} AND (member_id IN {ids} OR {has:subject} OR {has:payload})",
+        tied: "member_id IN {ids} OR subject IN {exts} OR {quoted:payload}",
     },
     // An SMTP server's refusal may quote the address.
     Scrub {
@@ -183,13 +197,24 @@ const SCRUBS: &[Scrub] = &[
         columns: &["last_error"],
         cleared: &[],
         filter: "member_id IN {ids} AND last_error IS NOT NULL",
+        tied: "1 = 1",
     },
     Scrub {
         table: "claims",
         keys: ["id", "0"],
-        columns: &["reason"],
+        columns: &["reason", "filed_by"],
         cleared: &["note"],
         filter: "member_id IN {ids}",
+        tied: "1 = 1",
+    },
+    // A member's own reservations and redemptions name it as their actor.
+    Scrub {
+        table: "voucher_entries",
+        keys: ["voucher_id", "seq"],
+        columns: &["actor"],
+        cleared: &[],
+        filter: "voucher_id IN (SELECT id FROM vouchers WHERE member_id IN {ids})",
+        tied: "1 = 1",
     },
     Scrub {
         table: "orders",
@@ -197,6 +222,7 @@ const SCRUBS: &[Scrub] = &[
         columns: &["reason"],
         cleared: &[],
         filter: "member_id IN {ids} AND reason IS NOT NULL",
+        tied: "1 = 1",
     },
     Scrub {
         table: "import_rejections",
@@ -205,6 +231,7 @@ const SCRUBS: &[Scrub] = &[
         cleared: &[],
         filter: "run_id IN (SELECT id FROM import_runs WHERE program_id = {pid}) \
                  AND ({has:external_id} OR {has:reason})",
+        tied: "1 = 0",
     },
     Scrub {
         table: "audit_log",
@@ -213,6 +240,7 @@ const SCRUBS: &[Scrub] = &[
         cleared: &[],
         filter: "(program = {code} OR program IS NULL) \
                  AND ({has:actor} OR {has:subject} OR {has:before} OR {has:after})",
+        tied: "subject IN {exts} OR actor IN {actors} OR {quoted:before} OR {quoted:after}",
     },
 ];
 
@@ -272,6 +300,21 @@ fn render(filter: &str, scope: &Scope<'_>, pg: bool, first: usize) -> (String, V
                 binds.push(Bind::Int(scope.pid));
                 format!("${n}")
             }
+            quoted if quoted.starts_with("quoted:") => {
+                // The column holds one of the external ids as a whole JSON string.
+                let column = &quoted["quoted:".len()..];
+                binds.push(Bind::Text(scope.exts.clone()));
+                if pg {
+                    format!(
+                        "EXISTS (SELECT 1 FROM jsonb_array_elements_text(${n}::jsonb) AS p(v) \
+                         WHERE strpos({column}, '\"' || p.v || '\"') > 0)"
+                    )
+                } else {
+                    format!(
+                        "EXISTS (SELECT 1 FROM json_each(${n}) AS p WHERE instr({column}, '\"' || p.value || '\"') > 0)"
+                    )
+                }
+            }
             has => {
                 let column = has.strip_prefix("has:").expect("a known token");
                 binds.push(Bind::Text(scope.personal.clone()));
@@ -308,22 +351,26 @@ macro_rules! bind_all {
     }};
 }
 
-/// One personal string and what replaces it. Strings shorter than four characters are
-/// replaced only where they are a whole value (a one-letter external id must not rewrite
-/// every "m" in a document).
+/// One personal string and what replaces it. In a row about the member, a string of
+/// four characters or more is replaced wherever it occurs (a name in a note); a shorter
+/// one, and every one in a row about someone else, only where it is a whole value (a
+/// one-letter external id must not rewrite every "m", nor `C-1000` another's `C-10001`).
+/// Only the external id and `member:<id>` are looked for in rows about someone else.
 #[derive(Debug, Clone)]
 struct Substitution {
     from: String,
     to: String,
+    /// The member's id (or `member:<id>`), looked for everywhere; else only in the
+    /// member's own rows.
+    id: bool,
 }
 
 impl Substitution {
-    fn whole_only(&self) -> bool {
-        self.from.chars().count() < 4
-    }
-
-    fn apply(&self, text: &str) -> Option<String> {
-        if self.whole_only() {
+    fn apply(&self, text: &str, tied: bool) -> Option<String> {
+        if !tied && !self.id {
+            return None;
+        }
+        if !tied || self.from.chars().count() < 4 {
             (text == self.from).then(|| self.to.clone())
         } else {
             text.contains(&self.from)
@@ -332,28 +379,21 @@ impl Substitution {
     }
 }
 
-/// `text` without the personal strings: JSON has its string values and keys rewritten
-/// (and any `profile` emptied), other text is rewritten as a whole. `None`: unchanged.
-fn scrub_text(text: &str, subs: &[Substitution]) -> Option<String> {
+/// `text` without the personal strings: JSON has its string values rewritten (never its
+/// keys; in the member's own rows any `profile` is emptied), other text is rewritten as
+/// a whole. `None`: unchanged.
+fn scrub_text(text: &str, subs: &[Substitution], tied: bool) -> Option<String> {
     if let Ok(mut value) = serde_json::from_str::<Value>(text)
         && (value.is_object() || value.is_array())
     {
-        return scrub_value(&mut value, subs).then(|| value.to_string());
+        return scrub_value(&mut value, subs, tied).then(|| value.to_string());
     }
-    let mut out = text.to_owned();
-    let mut changed = false;
-    for s in subs {
-        if let Some(next) = s.apply(&out) {
-            out = next;
-            changed = true;
-        }
-    }
-    changed.then_some(out)
+    scrub_text_plain(text, subs, tied)
 }
 
-fn scrub_value(value: &mut Value, subs: &[Substitution]) -> bool {
+fn scrub_value(value: &mut Value, subs: &[Substitution], tied: bool) -> bool {
     match value {
-        Value::String(s) => match scrub_text_plain(s, subs) {
+        Value::String(s) => match scrub_text_plain(s, subs, tied) {
             Some(next) => {
                 *s = next;
                 true
@@ -362,25 +402,16 @@ fn scrub_value(value: &mut Value, subs: &[Substitution]) -> bool {
         },
         Value::Array(items) => items
             .iter_mut()
-            .fold(false, |changed, v| scrub_value(v, subs) | changed),
+            .fold(false, |changed, v| scrub_value(v, subs, tied) | changed),
         Value::Object(map) => {
             let mut changed = false;
-            let old = std::mem::take(map);
-            for (key, mut v) in old {
-                let key = match scrub_text_plain(&key, subs) {
-                    Some(k) => {
-                        changed = true;
-                        k
-                    }
-                    None => key,
-                };
-                if key == "profile" && v.as_object().is_some_and(|p| !p.is_empty()) {
-                    v = Value::Object(Map::new());
+            for (key, v) in map.iter_mut() {
+                if tied && key == "profile" && v.as_object().is_some_and(|p| !p.is_empty()) {
+                    *v = Value::Object(Map::new());
                     changed = true;
                 } else {
-                    changed |= scrub_value(&mut v, subs);
+                    changed |= scrub_value(v, subs, tied);
                 }
-                map.insert(key, v);
             }
             changed
         }
@@ -388,23 +419,38 @@ fn scrub_value(value: &mut Value, subs: &[Substitution]) -> bool {
     }
 }
 
-fn scrub_text_plain(text: &str, subs: &[Substitution]) -> Option<String> {
+fn scrub_text_plain(text: &str, subs: &[Substitution], tied: bool) -> Option<String> {
     let mut out: Option<String> = None;
     for s in subs {
-        if let Some(next) = s.apply(out.as_deref().unwrap_or(text)) {
+        if let Some(next) = s.apply(out.as_deref().unwrap_or(text), tied) {
             out = Some(next);
         }
     }
     out
 }
 
-/// The strings of a profile worth looking for: every string (and long number) in it.
-fn profile_strings(profile: &Value, out: &mut Vec<String>) {
+/// Profile fields that identify a person (by their name's parts): their values are looked
+/// for in the member's rows. Other fields (a language, a preferred store, a tier wish)
+/// identify no one and may equal words the ledger's documents use.
+const PERSONAL_FIELDS: &[&str] = &[
+    "name", "mail", "phone", "mobile", "address", "street", "city", "zip", "post", "birth",
+    "passport", "iban", "card", "tax", "national",
+];
+
+/// The strings of a profile worth looking for: the values of its personal fields (at any
+/// depth), and any value that looks like an e-mail address.
+fn profile_strings(profile: &Value, personal: bool, out: &mut Vec<String>) {
     match profile {
-        Value::String(s) if !s.trim().is_empty() => out.push(s.clone()),
-        Value::Number(n) if n.to_string().len() >= 6 => out.push(n.to_string()),
-        Value::Array(items) => items.iter().for_each(|v| profile_strings(v, out)),
-        Value::Object(map) => map.values().for_each(|v| profile_strings(v, out)),
+        Value::String(s) if !s.trim().is_empty() && (personal || s.contains('@')) => {
+            out.push(s.clone());
+        }
+        Value::Number(n) if personal && n.to_string().len() >= 6 => out.push(n.to_string()),
+        Value::Array(items) => items.iter().for_each(|v| profile_strings(v, personal, out)),
+        Value::Object(map) => map.iter().for_each(|(k, v)| {
+            let k = k.to_lowercase();
+            let field = personal || PERSONAL_FIELDS.iter().any(|f| k.contains(f));
+            profile_strings(v, field, out);
+        }),
         _ => {}
     }
 }
@@ -628,31 +674,37 @@ impl Store {
             subs.push(Substitution {
                 from: ext.clone(),
                 to: pseudonym.clone(),
+                id: true,
             });
             subs.push(Substitution {
                 from: format!("member:{ext}"),
                 to: format!("member:{pseudonym}"),
+                id: true,
             });
             let mut strings = Vec::new();
-            profile_strings(profile, &mut strings);
+            profile_strings(profile, false, &mut strings);
             for s in strings {
                 let lower = s.to_lowercase();
                 if lower != s {
                     subs.push(Substitution {
                         from: lower,
                         to: "[erased]".into(),
+                        id: false,
                     });
                 }
                 subs.push(Substitution {
                     from: s,
                     to: "[erased]".into(),
+                    id: false,
                 });
             }
         }
+        // A portal user's e-mail is a whole value where it stands (the user's audit).
         for e in emails {
             subs.push(Substitution {
                 from: e,
                 to: "[erased]".into(),
+                id: true,
             });
         }
         subs.sort_by(|a, b| b.from.len().cmp(&a.from.len()).then(a.from.cmp(&b.from)));
@@ -660,6 +712,17 @@ impl Store {
         let scope = Scope {
             personal: serde_json::to_string(&subs.iter().map(|s| &s.from).collect::<Vec<_>>())?,
             ..scope
+        };
+        // A member erasing itself (the portal) is named by its pseudonym in the audit.
+        let actor = match exts
+            .iter()
+            .position(|e| actor.name == format!("member:{e}"))
+        {
+            Some(i) => Actor {
+                name: format!("member:{}", pseudonyms[i]),
+                role: actor.role.clone(),
+            },
+            None => actor.clone(),
         };
         let mut audit = actor.entry(now, "member.erase", Some(code), Some(&pseudonyms[0]));
         let locks: Vec<i64> = {
@@ -686,27 +749,32 @@ impl Store {
                 for s in SCRUBS {
                     let mut columns: Vec<&str> = s.columns.to_vec();
                     columns.extend(s.cleared);
-                    let (filter, binds) = render(s.filter, &scope, pg, 1);
-                    let sql = format!(
-                        "SELECT CAST({} AS BIGINT), CAST({} AS BIGINT), {} FROM {} WHERE {filter}",
+                    // Padded to four text columns.
+                    let pad = ", NULL".repeat(4 - columns.len());
+                    let template = format!(
+                        "SELECT CAST({} AS BIGINT), CAST({} AS BIGINT), \
+                         CAST(CASE WHEN ({}) THEN 1 ELSE 0 END AS BIGINT), {}{pad} FROM {} WHERE {}",
                         s.keys[0],
                         s.keys[1],
+                        s.tied,
                         columns.join(", "),
-                        s.table
+                        s.table,
+                        s.filter,
                     );
-                    let found: Vec<(i64, i64, Option<String>, Option<String>, Option<String>, Option<String>)> =
-                        if columns.len() < 4 {
-                            // Pad to four text columns.
-                            let pad = ", NULL".repeat(4 - columns.len());
-                            let sql = sql.replacen(" FROM ", &format!("{pad} FROM "), 1);
-                            bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), &binds)
-                                .fetch_all(&mut *tx)
-                                .await?
-                        } else {
-                            bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), &binds)
-                                .fetch_all(&mut *tx)
-                                .await?
-                        };
+                    let (sql, binds) = render(&template, &scope, pg, 1);
+                    type Found = (
+                        i64,
+                        i64,
+                        i64,
+                        Option<String>,
+                        Option<String>,
+                        Option<String>,
+                        Option<String>,
+                    );
+                    let found: Vec<Found> =
+                        bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), &binds)
+                            .fetch_all(&mut *tx)
+                            .await?;
                     let sets: Vec<String> = columns
                         .iter()
                         .enumerate()
@@ -721,17 +789,18 @@ impl Store {
                         if s.keys[1] == "0" { "0" } else { s.keys[1] },
                         columns.len() + 2
                     );
-                    for (k0, k1, c0, c1, c2, c3) in found {
+                    for (k0, k1, tied, c0, c1, c2, c3) in found {
+                        let tied = tied == 1;
                         let old = [c0, c1, c2, c3];
                         let mut new: Vec<Option<String>> = Vec::with_capacity(columns.len());
                         let mut changed = false;
                         for (i, c) in columns.iter().enumerate() {
                             let value = old[i].clone();
-                            if s.cleared.contains(c) {
+                            if s.cleared.contains(c) && tied {
                                 changed |= value.is_some();
                                 new.push(None);
                             } else {
-                                match value.as_deref().and_then(|v| scrub_text(v, &subs)) {
+                                match value.as_deref().and_then(|v| scrub_text(v, &subs, tied)) {
                                     Some(next) => {
                                         changed = true;
                                         new.push(Some(next));
@@ -847,10 +916,17 @@ mod tests {
             Substitution {
                 from: "ann@example.org".into(),
                 to: "[erased]".into(),
+                id: false,
             },
             Substitution {
                 from: "m".into(),
                 to: "erased-x".into(),
+                id: true,
+            },
+            Substitution {
+                from: "C-1000".into(),
+                to: "erased-y".into(),
+                id: true,
             },
         ]
     }
@@ -858,17 +934,42 @@ mod tests {
     #[test]
     fn json_keeps_its_shape_and_short_ids_are_replaced_only_whole() {
         let doc = r#"{"member":"m","from":"m","note":"mail ann@example.org","amount":"m2","profile":{"name":"Ann"}}"#;
-        let out: Value = serde_json::from_str(&scrub_text(doc, &subs()).unwrap()).unwrap();
+        let out: Value = serde_json::from_str(&scrub_text(doc, &subs(), true).unwrap()).unwrap();
         assert_eq!(
             out,
             serde_json::json!({"member": "erased-x", "from": "erased-x",
                 "note": "mail [erased]", "amount": "m2", "profile": {}})
         );
-        assert_eq!(scrub_text("no personal data here", &subs()), None);
+        assert_eq!(scrub_text("no personal data here", &subs(), true), None);
         assert_eq!(
-            scrub_text("write to ann@example.org", &subs()).as_deref(),
+            scrub_text("write to ann@example.org", &subs(), true).as_deref(),
             Some("write to [erased]")
         );
+    }
+
+    #[test]
+    fn another_members_rows_lose_only_the_members_whole_id() {
+        let doc = r#"{"member":"C-10001","from":"C-1000","note":"ann@example.org","profile":{"name":"Bo"}}"#;
+        let out: Value = serde_json::from_str(&scrub_text(doc, &subs(), false).unwrap()).unwrap();
+        assert_eq!(
+            out,
+            serde_json::json!({"member": "C-10001", "from": "erased-y",
+                "note": "ann@example.org", "profile": {"name": "Bo"}})
+        );
+        assert_eq!(scrub_text("C-10001 and C-1000", &subs(), false), None);
+    }
+
+    #[test]
+    fn only_identifying_profile_fields_are_looked_for() {
+        let mut found = Vec::new();
+        profile_strings(
+            &serde_json::json!({"name": "Ann Smith", "language": "en", "tier_wish": "gold",
+                "contact": {"email": "a@b.org", "phone_number": "+44 20"}, "note": "x@y.z"}),
+            false,
+            &mut found,
+        );
+        found.sort();
+        assert_eq!(found, ["+44 20", "Ann Smith", "a@b.org", "x@y.z"]);
     }
 
     #[test]

@@ -378,14 +378,10 @@ impl Store {
     /// Fans out up to `limit` undispatched events to the subscriptions active now, in one
     /// transaction.
     ///
-    /// With `mail`, the same transaction makes one e-mail message per event of a type
-    /// with a template whose member consents to e-mail (see `messages.rs`).
-    pub async fn dispatch_events(
-        &self,
-        limit: i64,
-        now: DateTime<Utc>,
-        mail: bool,
-    ) -> Result<Dispatched> {
+    /// The same transaction makes one e-mail message per event of a mail type whose member
+    /// consents to e-mail (see `messages.rs`), whichever server dispatches: a server with
+    /// an SMTP server sends them.
+    pub async fn dispatch_events(&self, limit: i64, now: DateTime<Utc>) -> Result<Dispatched> {
         in_write_tx!(self, |tx, pg| {
             async {
                 let events: Vec<(i64, i64, String)> = sqlx::query_as(if pg {
@@ -430,10 +426,9 @@ impl Store {
                 };
                 let ids: Vec<i64> = events.iter().map(|e| e.0).collect();
                 let ids = serde_json::to_string(&ids)?;
-                let messages = if mail
-                    && events
-                        .iter()
-                        .any(|(_, _, kind)| crate::messages::MAIL_EVENTS.contains(&kind.as_str()))
+                let messages = if events
+                    .iter()
+                    .any(|(_, _, kind)| crate::messages::MAIL_EVENTS.contains(&kind.as_str()))
                 {
                     sqlx::query(if pg {
                         crate::messages::MAKE_POSTGRES

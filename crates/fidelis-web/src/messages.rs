@@ -29,6 +29,8 @@ use crate::webhooks::DeliveryConfig;
 /// The most a template may compute (minijinja fuel): a loop over a huge list, or a
 /// template written to hang, stops with an error instead.
 const FUEL: u64 = 20_000;
+/// A message whose event is older than this is not sent (suppressed).
+pub const MAX_AGE_HOURS: i64 = 72;
 /// The longest subject and body a message may have once rendered.
 const MAX_SUBJECT: usize = 200;
 const MAX_BODY: usize = 100_000;
@@ -142,8 +144,32 @@ pub struct Rendered {
 /// (the template's own, escaped as HTML, or the text in a plain layout). An error names
 /// the part and what minijinja said (with its line).
 pub fn render(template: &MessageTemplate, context: &Value) -> Result<Rendered, String> {
-    let mut env = Environment::new();
+    for (name, source) in [
+        ("subject", Some(&template.subject)),
+        ("text", Some(&template.text_body)),
+        ("html", template.html_body.as_ref()),
+    ] {
+        if let Some(source) = source {
+            check_source(source).map_err(|e| format!("{name}: {e}"))?;
+        }
+    }
+    // No builtin filter, test or function but the few below, each of which returns at
+    // most what it is given: with fuel bounding the loops, and no `set`, macro or `*`
+    // (see `check_source`), what a template renders is bounded by its length times the
+    // event's data.
+    let mut env = Environment::empty();
     env.set_fuel(Some(FUEL));
+    env.add_filter("upper", minijinja::filters::upper);
+    env.add_filter("lower", minijinja::filters::lower);
+    env.add_filter("title", minijinja::filters::title);
+    env.add_filter("capitalize", minijinja::filters::capitalize);
+    env.add_filter("trim", minijinja::filters::trim);
+    env.add_filter("length", minijinja::filters::length);
+    env.add_filter("first", minijinja::filters::first);
+    env.add_filter("last", minijinja::filters::last);
+    env.add_filter("default", minijinja::filters::default);
+    env.add_filter("abs", minijinja::filters::abs);
+    env.add_filter("round", minijinja::filters::round);
     env.set_auto_escape_callback(|name| {
         if name.ends_with(".html") {
             AutoEscape::Html
@@ -199,6 +225,50 @@ pub fn render(template: &MessageTemplate, context: &Value) -> Result<Rendered, S
         text,
         html,
     })
+}
+
+/// Refuses what would let a template's output grow beyond its length times its data:
+/// tags other than `if` and `for` (`set` and macros can double a string again and again)
+/// and the `*` operator (a string repeated a billion times).
+pub fn check_source(source: &str) -> Result<(), String> {
+    const TAGS: [&str; 8] = [
+        "if", "elif", "else", "endif", "for", "endfor", "raw", "endraw",
+    ];
+    let mut rest = source;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let (close, tag) = match after.chars().next() {
+            Some('{') => ("}}", false),
+            Some('%') => ("%}", true),
+            _ => {
+                rest = after;
+                continue;
+            }
+        };
+        let body_start = open + 2;
+        let Some(len) = rest[body_start..].find(close) else {
+            return Ok(()); // unclosed: minijinja reports it with its line
+        };
+        let body = &rest[body_start..body_start + len];
+        if body.contains('*') {
+            return Err("the `*` operator is not available in message templates".into());
+        }
+        if tag {
+            let word: String = body
+                .trim_start_matches(['-', '+'])
+                .trim_start()
+                .chars()
+                .take_while(char::is_ascii_alphanumeric)
+                .collect();
+            if !TAGS.contains(&word.as_str()) {
+                return Err(format!(
+                    "`{{% {word} %}}` is not available in message templates: use if and for"
+                ));
+            }
+        }
+        rest = &rest[body_start + len + 2..];
+    }
+    Ok(())
 }
 
 fn escape(s: &str) -> String {
@@ -318,6 +388,10 @@ async fn send_one(
     };
     if m.erased {
         return suppressed("the member was erased");
+    }
+    if now - m.occurred_at > chrono::Duration::hours(MAX_AGE_HOURS) {
+        // History (an import of old journals), or mail no server sent for days.
+        return suppressed("its event is too old to write about");
     }
     if !m.consent {
         return suppressed("no consent to e-mail");
@@ -439,9 +513,27 @@ mod tests {
     #[test]
     fn an_operators_template_is_bounded_and_its_errors_have_a_line() {
         let mut t = shipped("member.enrolled", "en").unwrap();
-        t.text_body =
-            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
-                .into();
+        // Loops over the data are bounded by fuel; what could grow without bound is refused.
+        t.text_body = "{% for a in event.data.points %}{% for b in event.data.points %}{% for c in event.data.points %}{% for d in event.data.points %}{% for e in event.data.points %}x{% endfor %}{% endfor %}{% endfor %}{% endfor %}{% endfor %}".into();
+        let many = json!({"points": (0..100).collect::<Vec<_>>()});
+        let big = context(
+            ("d", "D"),
+            "m",
+            &json!({}),
+            (1, "member.enrolled", Utc::now(), &many),
+            "en",
+        );
+        let e = render(&t, &big).unwrap_err();
+        assert!(e.contains("fuel"), "{e}");
+        for refused in [
+            "{{ \"x\" * 100000000 }}",
+            "{% set s = member.id ~ member.id %}{{ s }}",
+            "{% macro d(s) %}{{ s ~ s }}{% endmacro %}{{ d(1) }}",
+            "{{ range(10) | join(\",\") }}",
+        ] {
+            t.text_body = refused.into();
+            assert!(render(&t, &big).is_err(), "{refused}");
+        }
         let ctx = context(
             ("d", "D"),
             "m",

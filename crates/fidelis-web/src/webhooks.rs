@@ -222,9 +222,7 @@ pub async fn run_once(
 ) -> fidelis_store::Result<usize> {
     use futures::StreamExt;
     let now = Utc::now();
-    store
-        .dispatch_events(500, now, config.mail.is_some())
-        .await?;
+    store.dispatch_events(500, now).await?;
     let mailed = match &config.mail {
         Some(mailer) => crate::messages::run_once(store, mailer, config).await?,
         None => 0,

@@ -566,6 +566,15 @@ fn cases() -> Vec<Case> {
             allowed: staff,
         },
         Case {
+            method: Method::POST,
+            path: "/api/v1/programs/shop/message-templates/preview",
+            template: "/api/v1/programs/{program}/message-templates/preview",
+            body: Some(
+                json!({"event_type": "member.enrolled", "language": "ja", "subject": "{role}", "text": "x"}),
+            ),
+            allowed: managers,
+        },
+        Case {
             method: Method::GET,
             path: "/api/v1/programs/shop/messages",
             template: "/api/v1/programs/{program}/messages",

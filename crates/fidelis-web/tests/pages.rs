@@ -212,7 +212,7 @@ fn pages() -> Vec<Page> {
             "/console/programs/shop/messages/member.enrolled/ja/preview",
             "/console/programs/{program}/messages/{event}/{language}/{action}",
             &[("subject", "Hi {{ member.id }}"), ("text", "{who}")],
-            STAFF,
+            MANAGERS,
         ),
         // A template that does not render: refused, nothing saved.
         post(

@@ -1161,6 +1161,10 @@ async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: 
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "erased");
+    // Her own erasure is audited under her pseudonym, not her old id.
+    let audit = server.get("/audit?action=member.erase").await;
+    let actor = audit["entries"][0]["actor"].as_str().unwrap_or_default();
+    assert!(actor.starts_with("member:erased-"), "{audit}");
     b.goto(&format!("{base}/portal/shop")).await;
     assert!(b.path().await.starts_with("/portal/shop/sign-in"));
     let _ = ADMIN;

@@ -34,6 +34,8 @@ macro_rules! both_dialects {
 both_dialects!(export_holds_everything_and_erasure_leaves_no_trace);
 
 const MEMBER: &str = "CUST-ZX81-7731";
+/// Another member, whose id begins with ours.
+const NEIGHBOUR: &str = "CUST-ZX81-77310";
 const OLD_ACCOUNT: &str = "CUST-ZX81-0042";
 const NAME: &str = "Zenobia Quartermaine";
 const EMAIL: &str = "Zenobia.Q@Example.org";
@@ -122,18 +124,23 @@ impl Db {
     }
 
     /// Where `needle` occurs (case-insensitively): "table.column" for each hit.
+    /// Rows that also hold the neighbour's id (which begins with the member's) are left
+    /// out: the neighbour's data must stay.
     async fn find(&mut self, needle: &str) -> Vec<String> {
         let needle = needle.to_lowercase().replace('\'', "''");
+        let other = NEIGHBOUR.to_lowercase();
         let pg = matches!(self, Self::Pg(_));
         let mut hits = Vec::new();
         for (table, column) in self.text_columns().await {
             let sql = if pg {
                 format!(
-                    "SELECT count(*) FROM \"{table}\" WHERE strpos(lower(\"{column}\"::text), '{needle}') > 0"
+                    "SELECT count(*) FROM \"{table}\" WHERE strpos(lower(\"{column}\"::text), '{needle}') > 0 \
+                     AND strpos(lower(\"{column}\"::text), '{other}') = 0"
                 )
             } else {
                 format!(
-                    "SELECT count(*) FROM \"{table}\" WHERE instr(lower(\"{column}\"), '{needle}') > 0"
+                    "SELECT count(*) FROM \"{table}\" WHERE instr(lower(\"{column}\"), '{needle}') > 0 \
+                     AND instr(lower(\"{column}\"), '{other}') = 0"
                 )
             };
             if self.count(&sql).await > 0 {
@@ -178,6 +185,13 @@ async fn export_holds_everything_and_erasure_leaves_no_trace(url: &str) {
         .post(
             "/programs/shop/members",
             json!({"member": "bob", "profile": {"name": "Bob"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = s
+        .post(
+            "/programs/shop/members",
+            json!({"member": NEIGHBOUR, "profile": {"name": "Ned", "language": "en"}}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -244,12 +258,18 @@ async fn export_holds_everything_and_erasure_leaves_no_trace(url: &str) {
         )
         .await;
     assert!(status.is_success(), "{body}");
+    // The member files the claim itself: its id becomes the claim's `filed_by`.
+    let token = s
+        .token(json!({"name": format!("app of {NAME}"), "role": "member", "program": "shop", "member": MEMBER}))
+        .await;
     let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339();
     let (status, body) = s
-        .post(
+        .call_as(
+            &token,
+            Method::POST,
             "/programs/shop/claims",
-            json!({"member": MEMBER, "reference": "RCPT-1", "occurred_at": yesterday,
-                   "amount": "12.00", "note": format!("{NAME} says the card was at home; call {PHONE}")}),
+            Some(json!({"member": MEMBER, "reference": "RCPT-1", "occurred_at": yesterday,
+                   "amount": "12.00", "note": format!("{NAME} says the card was at home; call {PHONE}")})),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -260,9 +280,6 @@ async fn export_holds_everything_and_erasure_leaves_no_trace(url: &str) {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let token = s
-        .token(json!({"name": format!("app of {NAME}"), "role": "member", "program": "shop", "member": MEMBER}))
-        .await;
 
     let mut db = Db::open(url).await;
     for needle in PERSONAL {
@@ -358,6 +375,18 @@ async fn export_holds_everything_and_erasure_leaves_no_trace(url: &str) {
     }
     let after = figures(&s, &[&pseudonym, "bob"]).await;
     assert_eq!(before, after, "erasure moved a figure");
+    // The neighbour keeps its id, profile and events: only the member's whole id went.
+    let neighbour = s.get(&format!("/programs/shop/members/{NEIGHBOUR}")).await;
+    assert_eq!(neighbour["profile"]["language"], "en", "{neighbour}");
+    let events = s.get("/programs/shop/events?limit=100").await;
+    let theirs = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "member.enrolled" && e["subject"] == NEIGHBOUR)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(theirs["payload"]["profile"]["name"], "Ned", "{events}");
 
     // The member is closed under its pseudonym; the old id is unknown (and free again);
     // the member's token no longer works; a second erasure finds nobody.

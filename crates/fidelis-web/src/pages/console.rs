@@ -2400,15 +2400,17 @@ async fn render_messages(
         ApiJson(messages_api::PreviewRequest {
             event_type: event.to_owned(),
             language: language.to_owned(),
-            subject: Some(subject.clone()),
-            text: Some(text.clone()),
-            html: html.clone(),
+            subject: typed.as_ref().map(|t| t.0.clone()),
+            text: typed.as_ref().map(|t| t.1.clone()),
+            html: typed.as_ref().and_then(|t| t.2.clone()),
         }),
     )
     .await;
     let (preview, preview_error) = match preview {
         Ok(p) => (Some(to_value(&p.0)), None),
-        Err(e) if e.status.is_client_error() => (None, Some(e.detail)),
+        Err(e) if e.status.is_client_error() && e.status != StatusCode::FORBIDDEN => {
+            (None, Some(e.detail))
+        }
         Err(e) => return Err(e.into()),
     };
     let recent = messages_api::list_messages(

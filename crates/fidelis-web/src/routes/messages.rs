@@ -408,7 +408,8 @@ pub struct PreviewBody {
 }
 
 /// Renders a template for a made-up event of its type and member: what the member would
-/// get. `422 invalid_template` says what does not render, with its line. Staff.
+/// get. `422 invalid_template` says what does not render, with its line. The template
+/// that applies: staff; a template as typed: managers.
 #[utoipa::path(post, path = "/programs/{program}/message-templates/preview", tag = "messages",
     params(("program" = String, Path, description = PROGRAM, example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
     request_body = PreviewRequest,
@@ -419,7 +420,12 @@ pub(crate) async fn preview(
     Path(code): Path<String>,
     ApiJson(request): ApiJson<PreviewRequest>,
 ) -> ApiResult<Json<PreviewBody>> {
-    may_read(&caller, &code)?;
+    // A typed template is a program's code to run: only those who may save one try one.
+    if request.subject.is_some() || request.text.is_some() || request.html.is_some() {
+        may_manage(&caller, &code)?;
+    } else {
+        may_read(&caller, &code)?;
+    }
     check_key(&request.event_type, &request.language)?;
     let program = program(&state, &code).await?;
     let own = state.store.message_templates(program.id).await?;
