@@ -2373,7 +2373,7 @@ async fn render_messages(
     typed: Option<(String, String, Option<String>)>,
     notice_value: Option<Value>,
 ) -> PageResult {
-    let list = messages_api::list_templates(
+    let list = messages_api::list_message_templates(
         State(state.clone()),
         Arc::clone(&staff.caller),
         Path(code.to_owned()),
@@ -2393,7 +2393,7 @@ async fn render_messages(
         selected.text.clone(),
         selected.html.clone(),
     ));
-    let preview = messages_api::preview(
+    let preview = messages_api::preview_message_template(
         State(state.clone()),
         Arc::clone(&staff.caller),
         Path(code.to_owned()),
@@ -2461,7 +2461,7 @@ async fn message_action(
             return render_messages(&state, &staff, &code, &event, &language, Some(typed), None)
                 .await;
         }
-        "save" => messages_api::put_template(
+        "save" => messages_api::put_message_template(
             State(state.clone()),
             Arc::clone(&staff.caller),
             Path((code.clone(), event.clone(), language.clone())),
@@ -2480,7 +2480,7 @@ async fn message_action(
                 "The template is saved: the program's messages use it from now on.",
             )
         }),
-        "reset" => messages_api::delete_template(
+        "reset" => messages_api::delete_message_template(
             State(state.clone()),
             Arc::clone(&staff.caller),
             Path((code.clone(), event.clone(), language.clone())),

@@ -27,9 +27,9 @@ use crate::messages::{Rendered, context, render, sample_event, shipped, template
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_consents, put_consents))
-        .routes(routes!(list_templates))
-        .routes(routes!(put_template, delete_template))
-        .routes(routes!(preview))
+        .routes(routes!(list_message_templates))
+        .routes(routes!(put_message_template, delete_message_template))
+        .routes(routes!(preview_message_template))
         .routes(routes!(list_messages))
 }
 
@@ -201,7 +201,7 @@ fn may_read(caller: &Caller, code: &str) -> ApiResult<()> {
 #[utoipa::path(get, path = "/programs/{program}/message-templates", tag = "messages",
     params(("program" = String, Path, description = PROGRAM, example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
     responses((status = 200, body = TemplateList, description = "The templates"), Problems))]
-pub(crate) async fn list_templates(
+pub(crate) async fn list_message_templates(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path(code): Path<String>,
@@ -307,7 +307,7 @@ fn check_lengths(request: &TemplateRequest) -> ApiResult<()> {
            ("language" = String, Path, description = "`en` or `ja`", example = "en")),
     request_body = TemplateRequest,
     responses((status = 200, body = TemplateBody, description = "The template"), Problems))]
-pub(crate) async fn put_template(
+pub(crate) async fn put_message_template(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, event_type, language)): Path<(String, String, String)>,
@@ -351,7 +351,7 @@ pub(crate) async fn put_template(
            ("event_type" = String, Path, description = "An event type that sends e-mail", example = "member.enrolled"),
            ("language" = String, Path, description = "`en` or `ja`", example = "en")),
     responses((status = 204, description = "Removed"), Problems))]
-pub(crate) async fn delete_template(
+pub(crate) async fn delete_message_template(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, event_type, language)): Path<(String, String, String)>,
@@ -414,7 +414,7 @@ pub struct PreviewBody {
     params(("program" = String, Path, description = PROGRAM, example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
     request_body = PreviewRequest,
     responses((status = 200, body = PreviewBody, description = "The rendered message"), Problems))]
-pub(crate) async fn preview(
+pub(crate) async fn preview_message_template(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path(code): Path<String>,
