@@ -101,6 +101,8 @@ BUSINESS_RULES = {
     "invalid_claim": "a claimed transaction happened before now",
     # Policy beyond length.
     "weak_password": "a password needs 5 different characters, not only spaces",
+    "invalid_template": "a message template must be minijinja that renders for a made-up event "
+    "of its type, with only if and for (no set, macros or *)",
 }
 
 # `invalid_journal` is mostly structural (and then the document must rule it out); these are

@@ -2397,7 +2397,7 @@ async fn render_messages(
         State(state.clone()),
         Arc::clone(&staff.caller),
         Path(code.to_owned()),
-        ApiJson(messages_api::PreviewRequest {
+        ApiJson(messages_api::MessagePreviewRequest {
             event_type: event.to_owned(),
             language: language.to_owned(),
             subject: typed.as_ref().map(|t| t.0.clone()),
@@ -2465,7 +2465,7 @@ async fn message_action(
             State(state.clone()),
             Arc::clone(&staff.caller),
             Path((code.clone(), event.clone(), language.clone())),
-            ApiJson(messages_api::TemplateRequest {
+            ApiJson(messages_api::MessageTemplateRequest {
                 subject: typed.0.clone(),
                 text: typed.1.clone(),
                 html,

@@ -142,7 +142,7 @@ pub(crate) async fn set_consents(
 
 /// An e-mail template: the program's own or the shipped one.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct TemplateBody {
+pub struct MessageTemplateBody {
     pub event_type: String,
     /// `en` or `ja`.
     pub language: String,
@@ -159,8 +159,8 @@ pub struct TemplateBody {
     pub own: bool,
 }
 
-fn body(t: MessageTemplate, own: bool) -> TemplateBody {
-    TemplateBody {
+fn body(t: MessageTemplate, own: bool) -> MessageTemplateBody {
+    MessageTemplateBody {
         event_type: t.event_type,
         language: t.language,
         subject: t.subject,
@@ -174,8 +174,8 @@ fn body(t: MessageTemplate, own: bool) -> TemplateBody {
 
 /// Every e-mail template of the program, per event type and language.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct TemplateList {
-    pub templates: Vec<TemplateBody>,
+pub struct MessageTemplateList {
+    pub templates: Vec<MessageTemplateBody>,
 }
 
 fn may_manage(caller: &Caller, code: &str) -> ApiResult<()> {
@@ -200,12 +200,12 @@ fn may_read(caller: &Caller, code: &str) -> ApiResult<()> {
 /// language, the program's own or else the shipped one. Staff.
 #[utoipa::path(get, path = "/programs/{program}/message-templates", tag = "messages",
     params(("program" = String, Path, description = PROGRAM, example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
-    responses((status = 200, body = TemplateList, description = "The templates"), Problems))]
+    responses((status = 200, body = MessageTemplateList, description = "The templates"), Problems))]
 pub(crate) async fn list_message_templates(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path(code): Path<String>,
-) -> ApiResult<Json<TemplateList>> {
+) -> ApiResult<Json<MessageTemplateList>> {
     may_read(&caller, &code)?;
     let program = program(&state, &code).await?;
     let own = state.store.message_templates(program.id).await?;
@@ -220,13 +220,13 @@ pub(crate) async fn list_message_templates(
             }
         }
     }
-    Ok(Json(TemplateList { templates }))
+    Ok(Json(MessageTemplateList { templates }))
 }
 
 /// A template written by the program.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TemplateRequest {
+pub struct MessageTemplateRequest {
     /// A minijinja template of one line.
     #[schema(min_length = 1, max_length = 500)]
     pub subject: String,
@@ -281,10 +281,10 @@ fn try_render(
     render(template, &ctx).map_err(|e| ApiError::unprocessable("invalid_template", e))
 }
 
-fn check_lengths(request: &TemplateRequest) -> ApiResult<()> {
-    let bad = request.subject.trim().is_empty()
+fn check_lengths(request: &MessageTemplateRequest) -> ApiResult<()> {
+    let bad = request.subject.is_empty()
         || request.subject.chars().count() > 500
-        || request.text.trim().is_empty()
+        || request.text.is_empty()
         || request.text.chars().count() > 20_000
         || request
             .html
@@ -305,14 +305,14 @@ fn check_lengths(request: &TemplateRequest) -> ApiResult<()> {
     params(("program" = String, Path, description = PROGRAM, example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"),
            ("event_type" = String, Path, description = "An event type that sends e-mail", example = "member.enrolled"),
            ("language" = String, Path, description = "`en` or `ja`", example = "en")),
-    request_body = TemplateRequest,
-    responses((status = 200, body = TemplateBody, description = "The template"), Problems))]
+    request_body = MessageTemplateRequest,
+    responses((status = 200, body = MessageTemplateBody, description = "The template"), Problems))]
 pub(crate) async fn put_message_template(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path((code, event_type, language)): Path<(String, String, String)>,
-    ApiJson(request): ApiJson<TemplateRequest>,
-) -> ApiResult<Json<TemplateBody>> {
+    ApiJson(request): ApiJson<MessageTemplateRequest>,
+) -> ApiResult<Json<MessageTemplateBody>> {
     may_manage(&caller, &code)?;
     check_key(&event_type, &language)?;
     check_lengths(&request)?;
@@ -383,16 +383,16 @@ pub(crate) async fn delete_message_template(
 /// applies.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PreviewRequest {
+pub struct MessagePreviewRequest {
     #[schema(example = "member.enrolled")]
     pub event_type: String,
     #[schema(example = "ja")]
     pub language: String,
     #[serde(default)]
-    #[schema(max_length = 500)]
+    #[schema(min_length = 1, max_length = 500)]
     pub subject: Option<String>,
     #[serde(default)]
-    #[schema(max_length = 20000)]
+    #[schema(min_length = 1, max_length = 20000)]
     pub text: Option<String>,
     #[serde(default)]
     #[schema(max_length = 50000)]
@@ -401,7 +401,7 @@ pub struct PreviewRequest {
 
 /// A rendered message.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct PreviewBody {
+pub struct MessagePreviewBody {
     pub subject: String,
     pub text: String,
     pub html: String,
@@ -412,14 +412,14 @@ pub struct PreviewBody {
 /// that applies: staff; a template as typed: managers.
 #[utoipa::path(post, path = "/programs/{program}/message-templates/preview", tag = "messages",
     params(("program" = String, Path, description = PROGRAM, example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
-    request_body = PreviewRequest,
-    responses((status = 200, body = PreviewBody, description = "The rendered message"), Problems))]
+    request_body = MessagePreviewRequest,
+    responses((status = 200, body = MessagePreviewBody, description = "The rendered message"), Problems))]
 pub(crate) async fn preview_message_template(
     State(state): State<AppState>,
     caller: Arc<Caller>,
     Path(code): Path<String>,
-    ApiJson(request): ApiJson<PreviewRequest>,
-) -> ApiResult<Json<PreviewBody>> {
+    ApiJson(request): ApiJson<MessagePreviewRequest>,
+) -> ApiResult<Json<MessagePreviewBody>> {
     // A typed template is a program's code to run: only those who may save one try one.
     if request.subject.is_some() || request.text.is_some() || request.html.is_some() {
         may_manage(&caller, &code)?;
@@ -432,7 +432,7 @@ pub(crate) async fn preview_message_template(
     let mut template = template_for(&own, &request.event_type, &request.language)
         .ok_or_else(|| ApiError::not_found("unknown_template", "no template"))?;
     if let (Some(subject), Some(text)) = (request.subject, request.text) {
-        let typed = TemplateRequest {
+        let typed = MessageTemplateRequest {
             subject,
             text,
             html: request.html,
@@ -445,7 +445,7 @@ pub(crate) async fn preview_message_template(
         template.html_body = typed.html;
     }
     let r = try_render(&template, &program)?;
-    Ok(Json(PreviewBody {
+    Ok(Json(MessagePreviewBody {
         subject: r.subject,
         text: r.text,
         html: r.html,
