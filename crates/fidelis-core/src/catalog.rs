@@ -325,7 +325,9 @@ mod tests {
     use crate::program::ProgramDocument;
 
     fn utc(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s)
+            .expect("the test fixture is valid")
+            .with_timezone(&Utc)
     }
 
     fn program() -> Program {
@@ -341,7 +343,7 @@ mod tests {
                 {"code": "gold", "name": "Gold", "threshold": 200}]}],
             "vouchers": [{"code": "ten", "name": "Ten", "value": {"fixed": "10.00"}}]
         }))
-        .unwrap();
+        .expect("the test fixture is valid");
         Program::compile(&doc, None).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
@@ -352,7 +354,7 @@ mod tests {
             "available_from": "2026-12-01T00:00:00Z", "available_until": "2027-01-01T00:00:00Z",
             "voucher": "ten"
         }))
-        .unwrap()
+        .expect("the test fixture is valid")
     }
 
     #[test]
@@ -411,7 +413,7 @@ mod tests {
             "tiers": ["nope"], "available_from": "2027-01-01T00:00:00Z",
             "available_until": "2026-01-01T00:00:00Z", "voucher": "twenty"
         }))
-        .unwrap();
+        .expect("the test fixture is valid");
         let paths: Vec<String> = bad.check(&program()).into_iter().map(|p| p.path).collect();
         assert_eq!(
             paths,

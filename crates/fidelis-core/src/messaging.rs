@@ -85,30 +85,43 @@ mod tests {
     use chrono::TimeZone;
 
     fn t(h: u32, m: u32) -> NaiveTime {
-        NaiveTime::from_hms_opt(h, m, 0).unwrap()
+        NaiveTime::from_hms_opt(h, m, 0).expect("the test fixture is valid")
     }
 
     #[test]
     fn quiet_hours_defer_to_the_window_end_in_local_time() {
-        let tz: Tz = "Europe/Berlin".parse().unwrap();
+        let tz: Tz = "Europe/Berlin".parse().expect("the test fixture is valid");
         let q = QuietHours {
             from: t(21, 0),
             to: t(8, 0),
         };
         // 22:30 local (21:30 UTC in winter) waits for 08:00 local next day (07:00 UTC).
-        let late = Utc.with_ymd_and_hms(2026, 1, 10, 21, 30, 0).unwrap();
+        let late = Utc
+            .with_ymd_and_hms(2026, 1, 10, 21, 30, 0)
+            .single()
+            .expect("the test fixture is valid");
         assert_eq!(
             q.defer(tz, late),
-            Utc.with_ymd_and_hms(2026, 1, 11, 7, 0, 0).unwrap()
+            Utc.with_ymd_and_hms(2026, 1, 11, 7, 0, 0)
+                .single()
+                .expect("the test fixture is valid")
         );
         // 06:00 local waits for 08:00 the same day.
-        let early = Utc.with_ymd_and_hms(2026, 1, 10, 5, 0, 0).unwrap();
+        let early = Utc
+            .with_ymd_and_hms(2026, 1, 10, 5, 0, 0)
+            .single()
+            .expect("the test fixture is valid");
         assert_eq!(
             q.defer(tz, early),
-            Utc.with_ymd_and_hms(2026, 1, 10, 7, 0, 0).unwrap()
+            Utc.with_ymd_and_hms(2026, 1, 10, 7, 0, 0)
+                .single()
+                .expect("the test fixture is valid")
         );
         // Noon goes at once; so does an urgent message at night.
-        let noon = Utc.with_ymd_and_hms(2026, 1, 10, 11, 0, 0).unwrap();
+        let noon = Utc
+            .with_ymd_and_hms(2026, 1, 10, 11, 0, 0)
+            .single()
+            .expect("the test fixture is valid");
         assert_eq!(q.defer(tz, noon), noon);
         let m = Messaging {
             quiet_hours: Some(q),
@@ -117,20 +130,30 @@ mod tests {
         assert_eq!(m.send_at(tz, late, true), late);
         // The night the clocks go forward (29 March 2026, 02:00 -> 03:00): 08:00 local
         // is 06:00 UTC.
-        let spring = Utc.with_ymd_and_hms(2026, 3, 28, 23, 0, 0).unwrap();
+        let spring = Utc
+            .with_ymd_and_hms(2026, 3, 28, 23, 0, 0)
+            .single()
+            .expect("the test fixture is valid");
         assert_eq!(
             q.defer(tz, spring),
-            Utc.with_ymd_and_hms(2026, 3, 29, 6, 0, 0).unwrap()
+            Utc.with_ymd_and_hms(2026, 3, 29, 6, 0, 0)
+                .single()
+                .expect("the test fixture is valid")
         );
         // A window within one day.
         let lunch = QuietHours {
             from: t(12, 0),
             to: t(13, 0),
         };
-        let at = Utc.with_ymd_and_hms(2026, 1, 10, 11, 30, 0).unwrap();
+        let at = Utc
+            .with_ymd_and_hms(2026, 1, 10, 11, 30, 0)
+            .single()
+            .expect("the test fixture is valid");
         assert_eq!(
             lunch.defer(tz, at),
-            Utc.with_ymd_and_hms(2026, 1, 10, 12, 0, 0).unwrap()
+            Utc.with_ymd_and_hms(2026, 1, 10, 12, 0, 0)
+                .single()
+                .expect("the test fixture is valid")
         );
     }
 

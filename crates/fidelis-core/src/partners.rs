@@ -494,12 +494,12 @@ mod tests {
                 {"code": "status", "name": "Status", "kind": "qualifying", "expiry": {"policy": "never"}}],
             "earning": {"base": [{"currency": "miles", "rate": "1"}]}
         }))
-        .unwrap();
-        Program::compile(&doc, None).unwrap()
+        .expect("the test fixture is valid");
+        Program::compile(&doc, None).expect("the test fixture is valid")
     }
 
     fn doc(v: serde_json::Value) -> PartnerDocument {
-        serde_json::from_value(v).unwrap()
+        serde_json::from_value(v).expect("the test fixture is valid")
     }
 
     #[test]
@@ -510,11 +510,16 @@ mod tests {
             "cost_per_point": "0.008", "alert_below": 1000}),
         )
         .check("cars", &p)
-        .unwrap();
+        .expect("the test fixture is valid");
         assert_eq!(ok.currency, "miles");
         assert_eq!(ok.when_empty, WhenEmpty::Refuse);
         assert!(ok.refuses_beyond_pack());
-        assert_eq!(ok.document().check("cars", &p).unwrap(), ok);
+        assert_eq!(
+            ok.document()
+                .check("cars", &p)
+                .expect("the test fixture is valid"),
+            ok
+        );
         let bad = doc(
             serde_json::json!({"name": " ", "roles": "earn", "currency": "status",
             "cost_per_point": "-1", "when_empty": "owe"}),
@@ -537,9 +542,14 @@ mod tests {
         let burn = doc(serde_json::json!({"name": "Hotel", "roles": "burn",
             "reimbursement_per_point": "0.01"}))
         .check("hotel", &p)
-        .unwrap();
+        .expect("the test fixture is valid");
         assert!(burn.accrual(100, 2).is_none());
-        assert_eq!(burn.redemption(250, 2).unwrap().amount, -250);
+        assert_eq!(
+            burn.redemption(250, 2)
+                .expect("the test fixture is valid")
+                .amount,
+            -250
+        );
     }
 
     #[test]
@@ -550,8 +560,10 @@ mod tests {
             "cost_per_point": "0.008", "reimbursement_per_point": "0.006"}),
         )
         .check("cars", &p)
-        .unwrap();
-        let a = prepaid.accrual(1_250, 2).unwrap();
+        .expect("the test fixture is valid");
+        let a = prepaid
+            .accrual(1_250, 2)
+            .expect("the test fixture is valid");
         assert_eq!((a.points, a.pack, a.amount), (1_250, -1_250, 0));
         let t = prepaid.top_up(10_000, 2);
         assert_eq!((t.pack, t.amount), (10_000, 8_000));
@@ -560,9 +572,9 @@ mod tests {
             "cost_per_point": "0.0125"}),
         )
         .check("bank", &p)
-        .unwrap();
+        .expect("the test fixture is valid");
         // 333 × 0.0125 = 4.1625 → 4.16
-        let b = postpaid.accrual(333, 2).unwrap();
+        let b = postpaid.accrual(333, 2).expect("the test fixture is valid");
         assert_eq!((b.pack, b.amount), (0, 416));
         // A refund of 100, then the cancellation of what is left: never more than the
         // accrual, at its own rate.
@@ -578,7 +590,9 @@ mod tests {
         let back = reversal(&[a], 0, 50, 2);
         assert_eq!((back[0].pack, back[0].amount), (50, 0));
         // A redemption's reversal: the partner is owed less.
-        let r = prepaid.redemption(500, 2).unwrap();
+        let r = prepaid
+            .redemption(500, 2)
+            .expect("the test fixture is valid");
         assert_eq!(r.amount, -300);
         let rr = reversal(&[r], 0, 500, 2);
         assert_eq!(
@@ -586,9 +600,30 @@ mod tests {
             (EntryKind::RedemptionReversal, -500, 300)
         );
         // Rounding is half away from zero, per entry; JPY has no minor unit.
-        assert_eq!(money(1, Decimal::from_str("0.005").unwrap(), 2), 1);
-        assert_eq!(money(-1, Decimal::from_str("0.005").unwrap(), 2), -1);
-        assert_eq!(money(3, Decimal::from_str("0.5").unwrap(), 0), 2);
+        assert_eq!(
+            money(
+                1,
+                Decimal::from_str("0.005").expect("the test fixture is valid"),
+                2
+            ),
+            1
+        );
+        assert_eq!(
+            money(
+                -1,
+                Decimal::from_str("0.005").expect("the test fixture is valid"),
+                2
+            ),
+            -1
+        );
+        assert_eq!(
+            money(
+                3,
+                Decimal::from_str("0.5").expect("the test fixture is valid"),
+                0
+            ),
+            2
+        );
     }
 
     #[test]

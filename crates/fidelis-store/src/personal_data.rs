@@ -934,7 +934,10 @@ mod tests {
     #[test]
     fn json_keeps_its_shape_and_short_ids_are_replaced_only_whole() {
         let doc = r#"{"member":"m","from":"m","note":"mail ann@example.org","amount":"m2","profile":{"name":"Ann"}}"#;
-        let out: Value = serde_json::from_str(&scrub_text(doc, &subs(), true).unwrap()).unwrap();
+        let out: Value = serde_json::from_str(
+            &scrub_text(doc, &subs(), true).expect("the test fixture is valid"),
+        )
+        .expect("the test fixture is valid");
         assert_eq!(
             out,
             serde_json::json!({"member": "erased-x", "from": "erased-x",
@@ -950,7 +953,10 @@ mod tests {
     #[test]
     fn another_members_rows_lose_only_the_members_whole_id() {
         let doc = r#"{"member":"C-10001","from":"C-1000","note":"ann@example.org","profile":{"name":"Bo"}}"#;
-        let out: Value = serde_json::from_str(&scrub_text(doc, &subs(), false).unwrap()).unwrap();
+        let out: Value = serde_json::from_str(
+            &scrub_text(doc, &subs(), false).expect("the test fixture is valid"),
+        )
+        .expect("the test fixture is valid");
         assert_eq!(
             out,
             serde_json::json!({"member": "C-10001", "from": "erased-y",
@@ -977,10 +983,10 @@ mod tests {
         let mut sqlite: Map<String, Value> = serde_json::from_value(serde_json::json!({
             "occurred_at": 1_767_225_600_000_000_i64, "document": "{\"a\":1}", "pending": 1,
             "password_hash": "x"}))
-        .unwrap();
+        .expect("the test fixture is valid");
         let mut pg: Map<String, Value> = serde_json::from_value(serde_json::json!({
             "occurred_at": "2026-01-01T00:00:00+00:00", "document": "{\"a\":1}", "pending": true}))
-        .unwrap();
+        .expect("the test fixture is valid");
         normalise_row(&mut sqlite, &["password_hash"]);
         normalise_row(&mut pg, &[]);
         assert_eq!(sqlite, pg);

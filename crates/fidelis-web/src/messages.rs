@@ -512,7 +512,7 @@ mod tests {
 
     #[test]
     fn an_operators_template_is_bounded_and_its_errors_have_a_line() {
-        let mut t = shipped("member.enrolled", "en").unwrap();
+        let mut t = shipped("member.enrolled", "en").expect("the test fixture is valid");
         // Loops over the data are bounded by fuel; what could grow without bound is refused.
         t.text_body = "{% for a in event.data.points %}{% for b in event.data.points %}{% for c in event.data.points %}{% for d in event.data.points %}{% for e in event.data.points %}x{% endfor %}{% endfor %}{% endfor %}{% endfor %}{% endfor %}".into();
         let many = json!({"points": (0..100).collect::<Vec<_>>()});
@@ -553,6 +553,9 @@ mod tests {
             (1, "member.enrolled", Utc::now(), &json!({})),
             "en",
         );
-        assert_eq!(render(&t, &ctx).unwrap().html, "<p>&lt;script&gt;</p>");
+        assert_eq!(
+            render(&t, &ctx).expect("the test fixture is valid").html,
+            "<p>&lt;script&gt;</p>"
+        );
     }
 }

@@ -129,13 +129,16 @@ mod tests {
         assert!((p.incremental_revenue - 600.0).abs() < 1e-9);
         // se = √(400·30/29/30 + 100·30/29/30) = √(500/29) = 4.1523…
         let se = (500.0f64 / 29.0).sqrt();
-        let (lo, hi) = p.lift_interval.unwrap();
+        let (lo, hi) = p.lift_interval.expect("the test fixture is valid");
         assert!(
             (lo - (20.0 - 1.959964 * se)).abs() < 1e-5
                 && (hi - (20.0 + 1.959964 * se)).abs() < 1e-5
         );
-        assert!((p.roi.unwrap() - 1.0).abs() < 1e-12, "(600 − 300) / 300");
-        let (rlo, rhi) = p.roi_interval.unwrap();
+        assert!(
+            (p.roi.expect("the test fixture is valid") - 1.0).abs() < 1e-12,
+            "(600 − 300) / 300"
+        );
+        let (rlo, rhi) = p.roi_interval.expect("the test fixture is valid");
         assert!((rlo - (lo * 30.0 - 300.0) / 300.0).abs() < 1e-9 && rhi > rlo);
         assert_eq!(p.conclusion, Conclusion::Positive);
         // Too few: no interval, no conclusion.

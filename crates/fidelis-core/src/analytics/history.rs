@@ -65,7 +65,7 @@ mod tests {
     use super::*;
 
     fn day(d: u32) -> NaiveDate {
-        NaiveDate::from_ymd_opt(2026, 1, d).unwrap()
+        NaiveDate::from_ymd_opt(2026, 1, d).expect("the test fixture is valid")
     }
 
     #[test]
@@ -77,11 +77,11 @@ mod tests {
             (day(8), 100),
             (day(29), 999),
         ];
-        let s = summarize(&mut p, day(22), 7.0).unwrap();
+        let s = summarize(&mut p, day(22), 7.0).expect("the test fixture is valid");
         assert_eq!(s.customer.frequency, 2, "days 8 and 15 after the first");
         assert!((s.customer.recency - 2.0).abs() < 1e-12);
         assert!((s.customer.age - 3.0).abs() < 1e-12);
-        let spender = s.spender.unwrap();
+        let spender = s.spender.expect("the test fixture is valid");
         assert!(
             (spender.mean_value - 300.0).abs() < 1e-12,
             "(200 + 100 + 300) / 2"
@@ -89,7 +89,7 @@ mod tests {
         assert_eq!(s.total_spend, 1600);
         // One purchase day only: alive by assumption, no spend model.
         let mut once = vec![(day(1), 500), (day(1), 500)];
-        let s = summarize(&mut once, day(22), 7.0).unwrap();
+        let s = summarize(&mut once, day(22), 7.0).expect("the test fixture is valid");
         assert_eq!(s.customer.frequency, 0);
         assert!(s.spender.is_none());
         // Nothing in the window, or the window ends on the first day: not scored.

@@ -384,11 +384,12 @@ mod tests {
     #[test]
     fn period_keys_read_as_formatted() {
         use chrono::{Datelike, TimeZone};
-        let tz: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+        let tz: chrono_tz::Tz = "Europe/Berlin".parse().expect("the test fixture is valid");
         for days in (0..3_000).step_by(7) {
             let at = chrono::Utc
                 .with_ymd_and_hms(2019, 12, 25, 23, 30, 0)
-                .unwrap()
+                .single()
+                .expect("the test fixture is valid")
                 + chrono::Duration::days(days);
             let d = at.with_timezone(&tz).date_naive();
             let w = d.iso_week();

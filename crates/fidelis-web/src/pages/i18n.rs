@@ -231,7 +231,9 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(
             header::ACCEPT_LANGUAGE,
-            "fr;q=1, ja;q=0.8, en;q=0.5".parse().unwrap(),
+            "fr;q=1, ja;q=0.8, en;q=0.5"
+                .parse()
+                .expect("the test fixture is valid"),
         );
         let jar = CookieJar::new();
         assert_eq!(negotiate(None, &jar, &headers), "ja");
@@ -247,7 +249,7 @@ mod tests {
         assert_eq!(group_digits(-1000), "-1,000");
         assert_eq!(group_digits(999), "999");
         let at = DateTime::parse_from_rfc3339("2026-12-01T23:30:00Z")
-            .unwrap()
+            .expect("the test fixture is valid")
             .with_timezone(&Utc);
         assert_eq!(format_instant(at, "en", "Asia/Tokyo", false), "2 Dec 2026");
         assert_eq!(
