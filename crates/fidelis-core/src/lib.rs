@@ -28,6 +28,7 @@ pub mod lifecycle;
 pub mod members;
 pub mod messaging;
 pub mod money;
+pub mod objects;
 pub mod outcome;
 pub mod partners;
 pub mod process;

@@ -40,6 +40,7 @@ pub struct JournalRequest {
     pub channel: Option<String>,
     pub store: Option<String>,
     pub partner: Option<String>,
+    #[serde(default, deserialize_with = "crate::extract::object::optional_list")]
     pub lines: Option<Vec<LineRequest>>,
     /// Custom attributes.
     #[schema(value_type = Option<Object>)]
@@ -553,7 +554,7 @@ pub struct EnrollRequest {
     #[serde(default)]
     pub portal_link: Option<bool>,
     /// The member's consents per channel, dated now (a channel left out: no consent).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::object::optional")]
     pub consents: Option<ConsentsRequest>,
 }
 

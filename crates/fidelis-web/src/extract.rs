@@ -170,3 +170,6 @@ mod tests {
         assert!(from_json_text::<Points>(r#"{"points": 1e300, "lines": []}"#).is_err());
     }
 }
+
+/// Serde helpers that read a nested struct only from a JSON object.
+pub use fidelis_core::objects as object;

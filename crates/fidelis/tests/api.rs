@@ -827,6 +827,35 @@ async fn the_contract_is_the_same_on_every_route(s: Server) {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {answer}");
         assert_eq!(answer["code"], "invalid_body", "{path}");
     }
+    // … and so is a nested one: consents or order lines by position are refused, and
+    // nothing is created.
+    for (path, body) in [
+        (
+            "/programs/contract/members",
+            json!({"member": "by-position", "consents": [null, null]}),
+        ),
+        (
+            "/programs/contract/journals",
+            json!({"external_id": "lines-by-position", "member": "a", "type": "purchase",
+                   "amount": "10.00", "currency": "EUR", "lines": [["l1", "sku"]]}),
+        ),
+    ] {
+        let (status, answer) = s.post(path, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {answer}");
+        assert!(
+            answer["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("JSON object")),
+            "{path}: {answer}"
+        );
+    }
+    for path in [
+        "/programs/contract/members/by-position",
+        "/programs/contract/journals/lines-by-position",
+    ] {
+        let (status, _, _) = s.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
     // A group's name is printable text (U+0000 was a 500 on PostgreSQL).
     let (status, body) = s
         .post(

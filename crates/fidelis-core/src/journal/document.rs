@@ -52,7 +52,11 @@ pub struct JournalDocument {
     pub store: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partner: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::objects::optional_list"
+    )]
     pub lines: Option<Vec<LineDocument>>,
     /// Custom attributes, any JSON values.
     #[serde(default, skip_serializing_if = "Option::is_none")]

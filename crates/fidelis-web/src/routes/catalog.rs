@@ -67,7 +67,7 @@ pub struct ItemRequest {
     #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub points: i64,
     /// Prices per tier: a member holding several pays the lowest.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::object::list")]
     pub tier_prices: Vec<TierPriceBody>,
     /// Only members of these tiers may order it (anyone when empty).
     #[serde(default)]
