@@ -20,6 +20,7 @@ pub mod analytics;
 pub mod book;
 pub mod calendar;
 pub mod catalog;
+pub mod fraud;
 pub mod holds;
 pub mod ids;
 pub mod journal;

@@ -11,9 +11,13 @@ use crate::ids::{Code, ExternalId};
 /// What processing a journal did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
-    /// `processed` (later: `held` for journals awaiting review).
+    /// `processed`; `held` for a journal a fraud rule keeps for review (then `rejected`
+    /// if an agent rejects it).
     #[serde(default, skip_serializing_if = "str::is_empty")]
     pub status: Cow<'static, str>,
+    /// Why a held journal waits: the rule and its reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldReason>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<ExternalId>,
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
@@ -61,6 +65,13 @@ pub struct Outcome {
     pub refunded_amount: Option<String>,
     /// Balances after the journal, every currency of the program.
     pub balances: Vec<Balance>,
+}
+
+/// The fraud rule that held a journal, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldReason {
+    pub rule: String,
+    pub reason: String,
 }
 
 /// Points earned from one source.

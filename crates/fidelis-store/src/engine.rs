@@ -54,6 +54,9 @@ pub struct Prepared {
     /// The client left `occurred_at` out and the server filled in its clock: a retry of
     /// the same request carries another time, so idempotency compares everything else.
     pub(crate) time_filled: bool,
+    /// Posted through the API: the program's fraud rules screen it (see
+    /// [`crate::fraud`]).
+    pub(crate) screened: bool,
 }
 
 impl Prepared {
@@ -64,7 +67,15 @@ impl Prepared {
             document,
             for_group: false,
             time_filled: false,
+            screened: false,
         })
+    }
+
+    /// Marks the journal as posted through the API: the program's fraud rules screen it.
+    #[must_use]
+    pub fn screened(mut self) -> Self {
+        self.screened = true;
+        self
     }
 
     /// Marks `occurred_at` as the server's (the client sent none): a retry of the same
@@ -260,6 +271,13 @@ pub(crate) async fn post_batch<T: LedgerTx>(
         .filter_map(|r| r.external_id.clone().map(|e| (e, r)))
         .collect();
     batch.load_related(tx, &journals, &existing).await?;
+    // Fraud rules screen the journals posted through the API (not a dry run's).
+    if !explain && program.fraud.screens_journals() && prepared.iter().any(|p| p.screened) {
+        let ids: Vec<i64> = members.iter().map(|m| m.id).collect();
+        batch.screen = Some(
+            crate::fraud::Screen::load(tx, lp.id, &program.fraud, &names, &ids, prepared).await?,
+        );
+    }
     batch.load_partners(tx, &journals).await?;
     if program.has_limits() {
         let keys = counter_keys(program, &journals, &member_by_name);
@@ -311,6 +329,10 @@ pub(crate) async fn post_batch<T: LedgerTx>(
             results[i] = Some(Err(JournalError::MemberIsGroup(journal.member.to_string())));
             continue;
         }
+        if let Some(result) = batch.screen_journal(member_id, journal, prepared)? {
+            results[i] = Some(result);
+            continue;
+        }
         let (Some(main), Some(settlement)) = (ids.next(), ids.next()) else {
             return Err(StoreError::Inconsistent(
                 "too few journal ids reserved".into(),
@@ -320,11 +342,16 @@ pub(crate) async fn post_batch<T: LedgerTx>(
             main: JournalId(main),
             settlement: JournalId(settlement),
         };
-        results[i] = Some(
-            batch
-                .process(tx, member_id, journal, &prepared.document, ids)
-                .await?,
-        );
+        let result = batch
+            .process(tx, member_id, journal, &prepared.document, ids)
+            .await?;
+        if prepared.screened
+            && matches!(&result, Ok(p) if !p.replayed)
+            && let Some(screen) = batch.screen.as_mut()
+        {
+            screen.note(&program.fraud, member_id, journal, false);
+        }
+        results[i] = Some(result);
     }
 
     batch.write(tx).await?;
@@ -642,6 +669,8 @@ pub(crate) struct Batch<'p> {
     hold_partners: FxHashMap<i64, String>,
     new_partner_entries: Vec<crate::partners::NewPartnerEntry>,
     new_events: Vec<crate::partners::NewEvent>,
+    /// Fraud screening, for a batch with journals the rules screen.
+    screen: Option<crate::fraud::Screen>,
 }
 
 /// A partner as the batch holds it.
@@ -697,6 +726,7 @@ impl<'p> Batch<'p> {
             hold_partners: FxHashMap::default(),
             new_partner_entries: Vec::new(),
             new_events: Vec::new(),
+            screen: None,
         }
     }
 
@@ -1183,6 +1213,71 @@ impl<'p> Batch<'p> {
                 occurred_at: change.at,
             });
         }
+    }
+
+    /// A held journal's answer, if `journal` is one or a fraud rule holds it now (the
+    /// hold is then written with the batch, with a `journal.held` event).
+    fn screen_journal(
+        &mut self,
+        member_id: i64,
+        journal: &Journal,
+        prepared: &Prepared,
+    ) -> Result<Option<JournalResult>> {
+        let Some(screen) = self.screen.as_mut() else {
+            return Ok(None);
+        };
+        let program = &self.lp.program;
+        let balances = || {
+            self.ledgers
+                .get(&member_id)
+                .map(|l| process::balances(program, l))
+                .unwrap_or_default()
+        };
+        if let Some(row) = screen.held(journal.external_id.as_str()) {
+            if !crate::fraud::same_document(&row.document, prepared) {
+                return Ok(Some(Err(JournalError::IdempotencyConflict(
+                    journal.external_id.to_string(),
+                ))));
+            }
+            return Ok(Some(Ok(Posted {
+                outcome: crate::fraud::held_outcome(row, journal, balances()),
+                replayed: true,
+            })));
+        }
+        if !prepared.screened {
+            return Ok(None);
+        }
+        let enrolled_at = self.ledgers.get(&member_id).and_then(|l| l.enrolled_at);
+        let Some(verdict) = screen.judge(
+            &program.fraud,
+            member_id,
+            journal,
+            enrolled_at,
+            &self.names,
+            self.now,
+        ) else {
+            return Ok(None);
+        };
+        screen.hold(member_id, journal, prepared, &verdict, self.now);
+        screen.note(&program.fraud, member_id, journal, true);
+        let Some(row) = screen.held(journal.external_id.as_str()) else {
+            return Err(StoreError::Inconsistent("a held journal vanished".into()));
+        };
+        let outcome = crate::fraud::held_outcome(row, journal, balances());
+        self.new_events.push(crate::partners::NewEvent {
+            kind: "journal.held",
+            member_id: Some(member_id),
+            subject: journal.member.to_string(),
+            payload: serde_json::json!({"member": journal.member.as_str(),
+                "journal": journal.external_id.as_str(), "type": journal.body.type_code().as_str(),
+                "rule": verdict.rule, "reason": verdict.reason})
+            .to_string(),
+            occurred_at: self.now,
+        });
+        Ok(Some(Ok(Posted {
+            outcome,
+            replayed: false,
+        })))
     }
 
     fn program(&self) -> &Program {
@@ -1864,6 +1959,12 @@ impl<'p> Batch<'p> {
             events: std::mem::take(&mut self.new_events),
         };
         tx.write_batch(self.lp.id, &rows).await?;
+        if let Some(screen) = self.screen.as_mut() {
+            let saved = screen.finish();
+            if !saved.is_empty() {
+                tx.save_screening(self.lp.id, saved).await?;
+            }
+        }
         if !self.new_vouchers.is_empty() {
             let vouchers = std::mem::take(&mut self.new_vouchers);
             tx.insert_vouchers(self.lp.id, &vouchers, self.now).await?;

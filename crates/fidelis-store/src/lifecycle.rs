@@ -116,76 +116,40 @@ impl Store {
         external_id: &ExternalId,
         now: DateTime<Utc>,
     ) -> Result<(Outcome, bool)> {
-        let p = &program.program;
-        let Some(ix) = p.currency_ix(currency) else {
-            return Err(StoreError::Refused(
-                "unknown_currency",
-                format!("the program has no currency {currency:?}"),
-            ));
+        let t = Transfer {
+            from,
+            to,
+            currency,
+            points,
+            external_id: external_id.as_str(),
         };
-        let document = serde_json::json!({"type": "transfer", "from": from, "to": to,
-            "currency": currency, "points": points})
-        .to_string();
-        let tz = p.time_zone;
-        let day = fidelis_core::calendar::local_date(tz, now);
-        let day_start = fidelis_core::calendar::start_of_day(tz, day);
-        in_ledger_tx!(self, |tx| {
-            async {
-                let (mut batch, members) =
-                    engine::load_members(&mut tx, program, &[from, to], now).await?;
-                let existing = tx
-                    .load_journals_by_external_id(program.id, &[external_id.as_str()])
-                    .await?;
-                if let Some(outcome) = replayed(&existing, &document, external_id.as_str())? {
-                    return Ok((outcome, true));
-                }
-                refuse_merged(&members, &[from, to])?;
-                let id_of =
-                    |name: &str| members.iter().find(|m| m.external_id == name).map(|m| m.id);
-                let (Some(a), Some(b)) = (id_of(from), id_of(to)) else {
-                    return Err(StoreError::UnknownMember(to.to_owned()));
-                };
-                refuse_groups(&mut tx, &[a, b]).await?;
-                let sent_today = tx.transferred_since(a, currency, day_start).await?;
-                let ids = tx.reserve_journal_ids(2).await?;
-                let (Some(sender), Some(receiver)) =
-                    (batch.ledgers.remove(&a), batch.ledgers.remove(&b))
-                else {
-                    return Err(StoreError::Refused(
-                        "same_member",
-                        "a member cannot transfer to themselves".into(),
-                    ));
-                };
-                let (mut sender, mut receiver) = (sender, receiver);
-                let done = lifecycle::transfer(
-                    p,
-                    &mut sender,
-                    &mut receiver,
-                    ix,
-                    points,
-                    sent_today,
-                    external_id.clone(),
-                    (JournalId(ids[0]), JournalId(ids[1])),
-                    now,
-                )?;
-                batch.ledgers.insert(a, sender);
-                batch.ledgers.insert(b, receiver);
-                batch.new_journals.push(new_journal(
-                    done.sent,
-                    Some(document.clone()),
-                    Some(&done.outcome),
-                )?);
-                let received_doc = serde_json::json!({"type": "transfer", "from": from, "to": to,
-                    "currency": currency, "points": points, "transfer": external_id.as_str()})
-                .to_string();
-                batch
-                    .new_journals
-                    .push(new_journal(done.received, Some(received_doc), None)?);
-                batch.write(&mut tx).await?;
-                Ok::<_, StoreError>((done.outcome, false))
-            }
-            .await
-        })
+        in_ledger_tx!(self, |tx| transfer_tx(&mut tx, program, &t, now, false)
+            .await)
+    }
+
+    /// [`Store::transfer`] as asked through the API: the program's `transfer_ring` rule
+    /// screens it, and a transfer closing a ring is held for review (the outcome's status
+    /// is `held`; nothing moves until an agent releases it).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn transfer_screened(
+        &self,
+        program: &LoadedProgram,
+        from: &str,
+        to: &str,
+        currency: &str,
+        points: i64,
+        external_id: &ExternalId,
+        now: DateTime<Utc>,
+    ) -> Result<(Outcome, bool)> {
+        let t = Transfer {
+            from,
+            to,
+            currency,
+            points,
+            external_id: external_id.as_str(),
+        };
+        in_ledger_tx!(self, |tx| transfer_tx(&mut tx, program, &t, now, true)
+            .await)
     }
 
     /// Merges member `source` (a duplicate) into `survivor`: its points move with their
@@ -710,5 +674,183 @@ impl Store {
             }
             .await
         })
+    }
+}
+
+/// A transfer asked for.
+pub(crate) struct Transfer<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    pub currency: &'a str,
+    pub points: i64,
+    pub external_id: &'a str,
+}
+
+impl Transfer<'_> {
+    /// The document stored with the sender's journal (and a held transfer's).
+    pub(crate) fn document(&self) -> String {
+        serde_json::json!({"type": "transfer", "from": self.from, "to": self.to,
+            "currency": self.currency, "points": self.points})
+        .to_string()
+    }
+}
+
+/// A transfer in `tx` (see [`Store::transfer`]); with `screen`, the ring rule first.
+pub(crate) async fn transfer_tx<T: TransferTx>(
+    tx: &mut T,
+    program: &LoadedProgram,
+    t: &Transfer<'_>,
+    now: DateTime<Utc>,
+    screen: bool,
+) -> Result<(Outcome, bool)> {
+    let p = &program.program;
+    let (from, to, currency, points) = (t.from, t.to, t.currency, t.points);
+    let Some(ix) = p.currency_ix(currency) else {
+        return Err(StoreError::Refused(
+            "unknown_currency",
+            format!("the program has no currency {currency:?}"),
+        ));
+    };
+    let external_id = ExternalId::parse(t.external_id)
+        .map_err(|e| StoreError::Refused("invalid_request", format!("external_id {e}")))?;
+    let document = t.document();
+    let tz = p.time_zone;
+    let day = fidelis_core::calendar::local_date(tz, now);
+    let day_start = fidelis_core::calendar::start_of_day(tz, day);
+    let (mut batch, members) = engine::load_members(tx, program, &[from, to], now).await?;
+    let existing = tx
+        .load_journals_by_external_id(program.id, &[external_id.as_str()])
+        .await?;
+    if let Some(outcome) = replayed(&existing, &document, external_id.as_str())? {
+        return Ok((outcome, true));
+    }
+    refuse_merged(&members, &[from, to])?;
+    let id_of = |name: &str| members.iter().find(|m| m.external_id == name).map(|m| m.id);
+    let (Some(a), Some(b)) = (id_of(from), id_of(to)) else {
+        return Err(StoreError::UnknownMember(to.to_owned()));
+    };
+    refuse_groups(tx, &[a, b]).await?;
+    if screen && let Some(held) = crate::fraud::screen_transfer(tx, program, t, a, now).await? {
+        return Ok(held);
+    }
+    let sent_today = tx.sent_since(a, currency, day_start).await?;
+    let ids = tx.reserve_journal_ids(2).await?;
+    let (Some(sender), Some(receiver)) = (batch.ledgers.remove(&a), batch.ledgers.remove(&b))
+    else {
+        return Err(StoreError::Refused(
+            "same_member",
+            "a member cannot transfer to themselves".into(),
+        ));
+    };
+    let (mut sender, mut receiver) = (sender, receiver);
+    let done = lifecycle::transfer(
+        p,
+        &mut sender,
+        &mut receiver,
+        ix,
+        points,
+        sent_today,
+        external_id.clone(),
+        (JournalId(ids[0]), JournalId(ids[1])),
+        now,
+    )?;
+    batch.ledgers.insert(a, sender);
+    batch.ledgers.insert(b, receiver);
+    batch.new_journals.push(new_journal(
+        done.sent,
+        Some(document.clone()),
+        Some(&done.outcome),
+    )?);
+    let received_doc = serde_json::json!({"type": "transfer", "from": from, "to": to,
+        "currency": currency, "points": points, "transfer": external_id.as_str()})
+    .to_string();
+    batch
+        .new_journals
+        .push(new_journal(done.received, Some(received_doc), None)?);
+    batch.write(tx).await?;
+    Ok((done.outcome, false))
+}
+
+/// What a transfer reads beyond the ledger, in either dialect's transaction.
+pub(crate) trait TransferTx: LedgerTx {
+    /// Points of `currency` member `member` sent by transfer since `since`.
+    fn sent_since(
+        &mut self,
+        member: i64,
+        currency: &str,
+        since: DateTime<Utc>,
+    ) -> impl std::future::Future<Output = Result<i64>> + Send;
+    /// The documents of the transfers these members sent since `since` (for the ring
+    /// rule), at most `limit`.
+    fn sent_transfers(
+        &mut self,
+        program_id: i64,
+        members: &[String],
+        since: DateTime<Utc>,
+        limit: i64,
+    ) -> impl std::future::Future<Output = Result<Vec<String>>> + Send;
+}
+
+impl TransferTx for sqlite::SqliteTx<'_> {
+    async fn sent_since(
+        &mut self,
+        member: i64,
+        currency: &str,
+        since: DateTime<Utc>,
+    ) -> Result<i64> {
+        self.transferred_since(member, currency, since).await
+    }
+
+    async fn sent_transfers(
+        &mut self,
+        program_id: i64,
+        members: &[String],
+        since: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT j.document FROM members m JOIN journals j ON j.member_id = m.id \
+             WHERE m.program_id = ?1 AND m.external_id IN (SELECT value FROM json_each(?2)) \
+               AND j.kind = 'transfer' AND j.external_id IS NOT NULL AND j.recorded_at >= ?3 \
+               AND j.document IS NOT NULL LIMIT ?4",
+        )
+        .bind(program_id)
+        .bind(serde_json::to_string(members)?)
+        .bind(micros(since))
+        .bind(limit)
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+}
+
+impl TransferTx for postgres::PgTx {
+    async fn sent_since(
+        &mut self,
+        member: i64,
+        currency: &str,
+        since: DateTime<Utc>,
+    ) -> Result<i64> {
+        self.transferred_since(member, currency, since).await
+    }
+
+    async fn sent_transfers(
+        &mut self,
+        program_id: i64,
+        members: &[String],
+        since: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT j.document FROM members m JOIN journals j ON j.member_id = m.id \
+             WHERE m.program_id = $1 AND m.external_id = ANY($2) \
+               AND j.kind = 'transfer' AND j.external_id IS NOT NULL AND j.recorded_at >= $3 \
+               AND j.document IS NOT NULL LIMIT $4",
+        )
+        .bind(program_id)
+        .bind(members)
+        .bind(since)
+        .bind(limit)
+        .fetch_all(self.conn().await?)
+        .await?)
     }
 }

@@ -83,6 +83,9 @@ const SECTIONS: &[Section] = &[
     section("member_consents", "member_id IN {ids}"),
     section("messages", "member_id IN {ids}"),
     section("expiry_notices", "member_id IN {ids}"),
+    section("held_journals", "member_id IN {ids}"),
+    section("member_risk", "member_id IN {ids}"),
+    section("journal_receipts", "member_id IN {ids}"),
     section(
         "webhook_deliveries",
         "event_id IN (SELECT id FROM events WHERE member_id IN {ids})",
@@ -173,6 +176,17 @@ const SCRUBS: &[Scrub] = &[
         filter: "member_id IN {ids}",
         tied: "1 = 1",
     },
+    // Journals fraud rules held: the member's own, and others' whose reason names the
+    // member (a shared receipt, a ring of transfers).
+    Scrub {
+        table: "held_journals",
+        keys: ["id", "0"],
+        columns: &["document", "reason", "decided_by"],
+        cleared: &["note"],
+        filter: "program_id = {pid} AND (member_id IN {ids} OR {has:document} OR {has:reason})",
+        // A reason naming other members is free text: scrubbed through, not by value.
+        tied: "member_id IN {ids} OR rule IN ('shared_receipt', 'transfer_ring')",
+    },
     // Transfers and merges name the other member in the counterpart's journal.
     Scrub {
         table: "journals",
@@ -188,7 +202,8 @@ const SCRUBS: &[Scrub] = &[
         columns: &["subject", "payload"],
         cleared: &[],
         filter: "program_id = {pid} AND (member_id IN {ids} OR {has:subject} OR {has:payload})",
-        tied: "member_id IN {ids} OR subject IN {exts} OR {quoted:payload}",
+        // A hold's reason may name another member in its text (a shared receipt, a ring).
+        tied: "member_id IN {ids} OR subject IN {exts} OR {quoted:payload} OR type = 'journal.held'",
     },
     // An SMTP server's refusal may quote the address.
     Scrub {
@@ -868,7 +883,7 @@ impl Store {
                     }
                     sqlx::query(
                         "UPDATE members SET external_id = $1, profile = '{}', status = 'closed', \
-                         erased_at = $2 WHERE id = $3",
+                         erased_at = $2, flagged = NULL WHERE id = $3",
                     )
                     .bind(pseudonym)
                     .bind(At(now))

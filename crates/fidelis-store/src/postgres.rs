@@ -512,6 +512,122 @@ impl LedgerTx for PgTx {
         Ok(())
     }
 
+    async fn load_screening(
+        &mut self,
+        program_id: i64,
+        names: &[&str],
+        member_ids: &[i64],
+        receipts: &[String],
+    ) -> Result<Screening> {
+        let mut out = Screening::default();
+        if !names.is_empty() {
+            let rows = sqlx::query(
+                "SELECT id, member_id, external_id, type, occurred_at, document, rule, reason, status, \
+                 held_at, decided_at, decided_by, note FROM held_journals \
+                 WHERE program_id = $1 AND external_id = ANY($2)",
+            )
+            .bind(program_id)
+            .bind(names)
+            .fetch_all(self.conn().await?)
+            .await?;
+            for r in &rows {
+                out.held.push(held_row(r)?);
+            }
+        }
+        if !member_ids.is_empty() {
+            out.risk = sqlx::query_as(
+                "SELECT member_id, recent FROM member_risk WHERE member_id = ANY($1)",
+            )
+            .bind(member_ids)
+            .fetch_all(self.conn().await?)
+            .await?;
+        }
+        if !receipts.is_empty() {
+            out.receipts = sqlx::query_as(
+                "SELECT r.receipt, r.member_id, m.external_id FROM journal_receipts r \
+                 JOIN members m ON m.id = r.member_id \
+                 WHERE r.program_id = $1 AND r.receipt = ANY($2)",
+            )
+            .bind(program_id)
+            .bind(receipts)
+            .fetch_all(self.conn().await?)
+            .await?;
+        }
+        Ok(out)
+    }
+
+    async fn decide_held(
+        &mut self,
+        program_id: i64,
+        external_id: &str,
+        decision: &HeldDecision<'_>,
+    ) -> Result<Option<HeldRow>> {
+        let row = sqlx::query(
+            "UPDATE held_journals SET status = $1, decided_by = $2, note = $3, decided_at = $4 \
+             WHERE program_id = $5 AND external_id = $6 AND status = 'held' \
+             RETURNING id, member_id, external_id, type, occurred_at, document, rule, reason, status, \
+             held_at, decided_at, decided_by, note",
+        )
+        .bind(decision.status)
+        .bind(decision.by)
+        .bind(decision.note)
+        .bind(decision.at)
+        .bind(program_id)
+        .bind(external_id)
+        .fetch_optional(self.conn().await?)
+        .await?;
+        row.as_ref().map(held_row).transpose()
+    }
+
+    async fn save_screening(&mut self, program_id: i64, saved: &ScreeningSave) -> Result<()> {
+        for h in &saved.held {
+            sqlx::query(
+                "INSERT INTO held_journals (program_id, member_id, external_id, type, occurred_at, \
+                 document, rule, reason, status, held_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'held', $9)",
+            )
+            .bind(program_id)
+            .bind(h.member_id)
+            .bind(&h.external_id)
+            .bind(&h.type_name)
+            .bind(h.occurred_at)
+            .bind(&h.document)
+            .bind(&h.rule)
+            .bind(&h.reason)
+            .bind(h.held_at)
+            .execute(self.conn().await?)
+            .await?;
+        }
+        if !saved.risk.is_empty() {
+            let (ids, recent): (Vec<i64>, Vec<&str>) =
+                saved.risk.iter().map(|(m, r)| (*m, r.as_str())).unzip();
+            sqlx::query(
+                "INSERT INTO member_risk (member_id, program_id, recent) \
+                 SELECT m, $1, r FROM unnest($2::bigint[], $3::text[]) AS u(m, r) \
+                 ON CONFLICT (member_id) DO UPDATE SET recent = excluded.recent",
+            )
+            .bind(program_id)
+            .bind(ids)
+            .bind(recent)
+            .execute(self.conn().await?)
+            .await?;
+        }
+        if !saved.receipts.is_empty() {
+            let (receipts, ids): (Vec<&str>, Vec<i64>) =
+                saved.receipts.iter().map(|(r, m)| (r.as_str(), *m)).unzip();
+            sqlx::query(
+                "INSERT INTO journal_receipts (program_id, receipt, member_id) \
+                 SELECT $1, r, m FROM unnest($2::text[], $3::bigint[]) AS u(r, m) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(program_id)
+            .bind(receipts)
+            .bind(ids)
+            .execute(self.conn().await?)
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn count_open_holds(&mut self, member_ids: &[i64]) -> Result<i64> {
         Ok(sqlx::query_scalar(
             "SELECT COUNT(*) FROM journals WHERE member_id = ANY($1) AND hold_until IS NOT NULL",
@@ -1332,4 +1448,18 @@ fn counter_row(r: &sqlx::postgres::PgRow) -> Result<(CounterKey, Count)> {
             points: r.try_get("points")?,
         },
     ))
+}
+
+pub(crate) fn held_row(r: &PgRow) -> Result<HeldRow> {
+    Ok(HeldRow {
+        member_id: r.try_get("member_id")?,
+        external_id: r.try_get("external_id")?,
+        type_name: r.try_get("type")?,
+        occurred_at: r.try_get("occurred_at")?,
+        document: r.try_get("document")?,
+        rule: r.try_get("rule")?,
+        reason: r.try_get("reason")?,
+        status: r.try_get("status")?,
+        held_at: r.try_get("held_at")?,
+    })
 }

@@ -307,6 +307,30 @@ pub trait LedgerTx: Send {
         program_id: i64,
         events: &[crate::partners::NewEvent],
     ) -> impl Future<Output = Result<()>> + Send;
+    /// What fraud rules need for a batch: the held journals among `names`, what the rules
+    /// remember of `member_ids`, and which other members sent any of `receipts`.
+    fn load_screening(
+        &mut self,
+        program_id: i64,
+        names: &[&str],
+        member_ids: &[i64],
+        receipts: &[String],
+    ) -> impl Future<Output = Result<Screening>> + Send;
+    /// Writes what screening a batch left: new held journals, members' recent journals,
+    /// receipts seen.
+    fn save_screening(
+        &mut self,
+        program_id: i64,
+        saved: &ScreeningSave,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Decides a held journal: `held` becomes `status` if it still is `held` (the row as
+    /// decided), else nothing changes (`None`).
+    fn decide_held(
+        &mut self,
+        program_id: i64,
+        external_id: &str,
+        decision: &HeldDecision<'_>,
+    ) -> impl Future<Output = Result<Option<HeldRow>>> + Send;
     /// How many open holds (pay with points) these members have.
     fn count_open_holds(&mut self, member_ids: &[i64]) -> impl Future<Output = Result<i64>> + Send;
     /// The groups with these ids.
@@ -479,4 +503,53 @@ pub(crate) async fn write_batch_stepwise<T: LedgerTx + ?Sized>(
         tx.insert_events(program_id, &rows.events).await?;
     }
     Ok(())
+}
+
+/// A journal held by a fraud rule, as stored.
+#[derive(Debug, Clone)]
+pub struct HeldRow {
+    pub member_id: i64,
+    pub external_id: String,
+    pub type_name: String,
+    pub occurred_at: DateTime<Utc>,
+    pub document: String,
+    pub rule: String,
+    pub reason: String,
+    /// `held`, `released` or `rejected`.
+    pub status: String,
+    pub held_at: DateTime<Utc>,
+}
+
+/// What [`LedgerTx::load_screening`] read.
+#[derive(Debug, Clone, Default)]
+pub struct Screening {
+    pub held: Vec<HeldRow>,
+    /// Per member: the recent journals as stored (see `member_risk`).
+    pub risk: Vec<(i64, String)>,
+    /// (receipt, member id, member's external id) of the receipts asked for.
+    pub receipts: Vec<(String, i64, String)>,
+}
+
+/// What [`LedgerTx::save_screening`] writes.
+#[derive(Debug, Clone, Default)]
+pub struct ScreeningSave {
+    pub held: Vec<HeldRow>,
+    pub risk: Vec<(i64, String)>,
+    pub receipts: Vec<(String, i64)>,
+}
+
+impl ScreeningSave {
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty() && self.risk.is_empty() && self.receipts.is_empty()
+    }
+}
+
+/// An agent's decision on a held journal.
+#[derive(Debug, Clone)]
+pub struct HeldDecision<'a> {
+    /// `released` or `rejected`.
+    pub status: &'static str,
+    pub by: &'a str,
+    pub note: Option<&'a str>,
+    pub at: DateTime<Utc>,
 }

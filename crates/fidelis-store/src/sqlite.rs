@@ -439,6 +439,117 @@ impl LedgerTx for SqliteTx<'_> {
         Ok(())
     }
 
+    async fn load_screening(
+        &mut self,
+        program_id: i64,
+        names: &[&str],
+        member_ids: &[i64],
+        receipts: &[String],
+    ) -> Result<Screening> {
+        let mut out = Screening::default();
+        if !names.is_empty() {
+            let rows = sqlx::query(
+                "SELECT id, member_id, external_id, type, occurred_at, document, rule, reason, status, \
+                 held_at, decided_at, decided_by, note FROM held_journals \
+                 WHERE program_id = ?1 AND external_id IN (SELECT value FROM json_each(?2))",
+            )
+            .bind(program_id)
+            .bind(json_list(names)?)
+            .fetch_all(&mut *self.tx)
+            .await?;
+            for r in &rows {
+                out.held.push(held_row(r)?);
+            }
+        }
+        if !member_ids.is_empty() {
+            out.risk = sqlx::query_as(
+                "SELECT member_id, recent FROM member_risk \
+                 WHERE member_id IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(json_list(member_ids)?)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        }
+        if !receipts.is_empty() {
+            out.receipts = sqlx::query_as(
+                "SELECT r.receipt, r.member_id, m.external_id FROM journal_receipts r \
+                 JOIN members m ON m.id = r.member_id \
+                 WHERE r.program_id = ?1 AND r.receipt IN (SELECT value FROM json_each(?2))",
+            )
+            .bind(program_id)
+            .bind(json_list(receipts)?)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        }
+        Ok(out)
+    }
+
+    async fn decide_held(
+        &mut self,
+        program_id: i64,
+        external_id: &str,
+        decision: &HeldDecision<'_>,
+    ) -> Result<Option<HeldRow>> {
+        let row = sqlx::query(
+            "UPDATE held_journals SET status = ?1, decided_by = ?2, note = ?3, decided_at = ?4 \
+             WHERE program_id = ?5 AND external_id = ?6 AND status = 'held' \
+             RETURNING id, member_id, external_id, type, occurred_at, document, rule, reason, status, \
+             held_at, decided_at, decided_by, note",
+        )
+        .bind(decision.status)
+        .bind(decision.by)
+        .bind(decision.note)
+        .bind(micros(decision.at))
+        .bind(program_id)
+        .bind(external_id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.as_ref().map(held_row).transpose()
+    }
+
+    async fn save_screening(&mut self, program_id: i64, saved: &ScreeningSave) -> Result<()> {
+        for h in &saved.held {
+            sqlx::query(
+                "INSERT INTO held_journals (program_id, member_id, external_id, type, occurred_at, \
+                 document, rule, reason, status, held_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'held', ?9)",
+            )
+            .bind(program_id)
+            .bind(h.member_id)
+            .bind(&h.external_id)
+            .bind(&h.type_name)
+            .bind(micros(h.occurred_at))
+            .bind(&h.document)
+            .bind(&h.rule)
+            .bind(&h.reason)
+            .bind(micros(h.held_at))
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        if !saved.risk.is_empty() {
+            sqlx::query(
+                "INSERT INTO member_risk (member_id, program_id, recent) \
+                 SELECT value ->> 0, ?1, value ->> 1 FROM json_each(?2) WHERE true \
+                 ON CONFLICT (member_id) DO UPDATE SET recent = excluded.recent",
+            )
+            .bind(program_id)
+            .bind(serde_json::to_string(&saved.risk)?)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        if !saved.receipts.is_empty() {
+            sqlx::query(
+                "INSERT INTO journal_receipts (program_id, receipt, member_id) \
+                 SELECT ?1, value ->> 0, value ->> 1 FROM json_each(?2) WHERE true \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(program_id)
+            .bind(serde_json::to_string(&saved.receipts)?)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn count_open_holds(&mut self, member_ids: &[i64]) -> Result<i64> {
         Ok(sqlx::query_scalar(
             "SELECT COUNT(*) FROM journals WHERE member_id IN (SELECT value FROM json_each(?1)) \
@@ -805,4 +916,18 @@ impl LedgerTx for SqliteTx<'_> {
                 .await?,
         )
     }
+}
+
+pub(crate) fn held_row(r: &SqliteRow) -> Result<HeldRow> {
+    Ok(HeldRow {
+        member_id: r.try_get("member_id")?,
+        external_id: r.try_get("external_id")?,
+        type_name: r.try_get("type")?,
+        occurred_at: instant(r.try_get("occurred_at")?)?,
+        document: r.try_get("document")?,
+        rule: r.try_get("rule")?,
+        reason: r.try_get("reason")?,
+        status: r.try_get("status")?,
+        held_at: instant(r.try_get("held_at")?)?,
+    })
 }

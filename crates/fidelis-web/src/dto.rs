@@ -102,8 +102,12 @@ impl From<JournalRequest> for JournalDocument {
 /// `reset`, `pooled` and `tier_changes` are empty for partners, who may not read members.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OutcomeBody {
-    /// `processed`.
+    /// `processed`; `held` when a fraud rule keeps the journal for review (`rejected` once
+    /// an agent rejected it).
     pub status: String,
+    /// Why a held journal waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldReasonBody>,
     pub external_id: String,
     #[serde(rename = "type")]
     pub journal_type: String,
@@ -131,6 +135,15 @@ pub struct OutcomeBody {
     /// every promotion with the reason it did or did not apply.
     pub promotions: Vec<PromotionResultBody>,
     pub balances: Vec<BalanceBody>,
+}
+
+/// The fraud rule that held a journal, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HoldReasonBody {
+    /// `velocity`, `unusual_amount`, `shared_receipt`, `redemption_after_change` or
+    /// `transfer_ring`.
+    pub rule: String,
+    pub reason: String,
 }
 
 /// One promotion's verdict on a journal.
@@ -466,6 +479,10 @@ impl OutcomeBody {
             } else {
                 o.status.to_string()
             },
+            hold: o.hold.as_ref().map(|h| HoldReasonBody {
+                rule: h.rule.clone(),
+                reason: h.reason.clone(),
+            }),
             external_id: o
                 .external_id
                 .as_ref()
@@ -907,7 +924,7 @@ pub struct JournalBody {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct BatchLineBody {
     pub line: u64,
-    /// `processed`, `replayed` or `rejected`.
+    /// `processed`, `held` (by a fraud rule), `replayed` or `rejected`.
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<OutcomeBody>,

@@ -180,6 +180,18 @@ fn pages() -> Vec<Page> {
             STAFF,
         ),
         get(
+            "/console/programs/shop/fraud",
+            "/console/programs/{program}/fraud",
+            STAFF,
+        ),
+        // No such held journal: the page says so.
+        post(
+            "/console/programs/shop/held-journals/H-NONE/release",
+            "/console/programs/{program}/held-journals/{journal}/{action}",
+            &[("confirm", "yes")],
+            STAFF,
+        ),
+        get(
             "/console/programs/shop/webhooks",
             "/console/programs/{program}/webhooks",
             MANAGERS,

@@ -282,7 +282,6 @@ async fn members_get_mail_in_their_language_only_with_consent_and_not_in_quiet_h
     let hhmm = |t: chrono::DateTime<Utc>| format!("{:02}:{:02}", t.hour(), t.minute());
     let end = now + chrono::Duration::minutes(2);
     let quiet = (hhmm(now - chrono::Duration::hours(1)), hhmm(end));
-    let quiet_end = quiet.1.clone();
     let (status, _, body) = s
         .call(
             Method::PUT,

@@ -259,7 +259,8 @@ fn program() -> Value {
                                     {"type": "benefit", "benefit": {"code": "lounge-pass", "name": "Lounge pass"}, "days": 30}]}],
         "badges": [{"code": "big-spender", "name": "Big spender"}],
         "vouchers": [{"code": "coffee", "name": "Free coffee", "value": {"free_product": "COFFEE"}}],
-        "segments": [{"code": "active", "name": "Active members", "condition": "member.status == 'active'"}]})
+        "segments": [{"code": "active", "name": "Active members", "condition": "member.status == 'active'"}],
+        "fraud": {"rules": [{"rule": "shared_receipt"}]}})
 }
 
 /// A form body, URL-encoded.
@@ -727,6 +728,46 @@ async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: 
             .contains("the program's")
     );
     b.check("console-messages").await;
+
+    // Fraud review: the same receipt for a second member is held, with its reason in the
+    // queue; released from the console, it earns, and the decision is listed.
+    for (id, member) in [("rc-1", "mary-somerville"), ("rc-2", "emmy-noether")] {
+        let (status, body) = server
+            .post("/programs/shop/members", json!({"member": member}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, body) = server
+            .post(
+                "/programs/shop/journals",
+                json!({"external_id": id, "member": member, "type": "purchase",
+                                      "occurred_at": recent, "amount": "700", "currency": "JPY",
+                                      "attributes": {"receipt": "R-5501"}}),
+            )
+            .await;
+        let expected = if id == "rc-1" {
+            StatusCode::CREATED
+        } else {
+            StatusCode::ACCEPTED
+        };
+        assert_eq!(status, expected, "{body}");
+    }
+    b.goto(&format!("{base}/console/programs/shop/fraud")).await;
+    assert!(
+        b.element_text("#held-rc-2")
+            .await
+            .contains("the same receipt was sent for member mary-somerville"),
+        "{}",
+        b.text().await
+    );
+    b.check("console-fraud").await;
+    b.click("#held-rc-2 form input[name=confirm]").await;
+    b.follow("#held-rc-2 form button").await;
+    assert!(b.element_text("#notice").await.contains("Released"));
+    assert!(b.element_text("#decided-rc-2").await.contains("released"));
+    assert_eq!(
+        server.get("/programs/shop/journals/rc-2").await["status"],
+        "processed"
+    );
 
     // Segments: none counted before the jobs refresh them, then the members in each.
     b.goto(&format!("{base}/console/programs/shop/segments"))

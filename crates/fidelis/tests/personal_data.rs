@@ -176,7 +176,8 @@ async fn export_holds_everything_and_erasure_leaves_no_trace(url: &str) {
                 "currencies": [{"code": "points", "name": "Points", "kind": "redeemable",
                                 "expiry": {"policy": "rolling", "days": 365},
                                 "transfer": {"daily_limit": 1000}}],
-                "earning": {"base": [{"currency": "points", "rate": "1"}]}}),
+                "earning": {"base": [{"currency": "points", "rate": "1"}]},
+                "fraud": {"rules": [{"rule": "shared_receipt"}]}}),
             ),
         )
         .await;
@@ -223,17 +224,30 @@ async fn export_holds_everything_and_erasure_leaves_no_trace(url: &str) {
     let now = chrono::Utc::now().to_rfc3339();
     let journals = [
         json!({"external_id": "t-1", "member": MEMBER, "type": "purchase", "occurred_at": now,
-               "amount": "120", "currency": "EUR", "attributes": {"note": format!("for {NAME}")}}),
+               "amount": "120", "currency": "EUR", "attributes": {"note": format!("for {NAME}"), "receipt": "R-88"}}),
         json!({"external_id": "t-2", "member": MEMBER, "type": "purchase", "occurred_at": now,
                "amount": "80", "currency": "EUR", "partner": "cars"}),
         json!({"external_id": "t-3", "member": OLD_ACCOUNT, "type": "purchase", "occurred_at": now,
                "amount": "30", "currency": "EUR"}),
         json!({"external_id": "t-4", "member": "bob", "type": "purchase", "occurred_at": now,
-               "amount": "50", "currency": "EUR"}),
+               "amount": "50", "currency": "EUR", "attributes": {"receipt": "R-77"}}),
     ];
     for j in journals {
         let (status, body) = s.post("/programs/shop/journals", j).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    // Receipts sent twice are held for review: the member's own, and bob's naming the
+    // member in its reason.
+    for (id, member, receipt) in [("t-5", MEMBER, "R-77"), ("t-6", "bob", "R-88")] {
+        let (status, body) = s
+            .post(
+                "/programs/shop/journals",
+                json!({"external_id": id, "member": member, "type": "purchase", "occurred_at": now,
+                       "amount": "9", "currency": "EUR", "attributes": {"receipt": receipt}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["hold"]["rule"], "shared_receipt", "{body}");
     }
     let (status, body) = s
         .post(

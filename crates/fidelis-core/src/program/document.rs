@@ -64,6 +64,9 @@ pub struct ProgramDocument {
     /// When and in which language messages go to members.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messaging: Option<MessagingDocument>,
+    /// Fraud rules that hold suspicious journals and transfers for review.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraud: Option<FraudDocument>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }
@@ -642,6 +645,51 @@ pub struct QuietHoursDocument {
     pub from: Option<String>,
     #[serde(default)]
     pub to: Option<String>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// `fraud:` — the rules that hold journals and transfers for review.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FraudDocument {
+    #[serde(default)]
+    pub rules: Vec<FraudRuleDocument>,
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
+}
+
+/// One fraud rule: `rule` names it, the other fields are its settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FraudRuleDocument {
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// velocity: `accruals` or `redemptions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journals: Option<String>,
+    /// velocity: the most journals allowed in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+    /// velocity: the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within_minutes: Option<u32>,
+    /// redemption_after_change: the window after enrolment or a profile change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within_hours: Option<u32>,
+    /// transfer_ring: the window the ring's transfers lie in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within_days: Option<u32>,
+    /// unusual_amount: the robust score above which a purchase is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// unusual_amount: the purchases a member needs before amounts are judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<u32>,
+    /// shared_receipt: the journal attribute holding the receipt number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribute: Option<String>,
+    /// transfer_ring: the most members in a ring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u32>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
 }

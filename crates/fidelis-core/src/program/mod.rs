@@ -60,6 +60,8 @@ pub struct Program {
     pub segments: Vec<crate::segments::Segment>,
     /// Quiet hours and the default language of messages.
     pub messaging: crate::messaging::Messaging,
+    /// The rules that hold suspicious journals and transfers for review.
+    pub fraud: crate::fraud::Fraud,
     /// The definition this was compiled from, normalised, as `GET` returns it.
     pub document: ProgramDocument,
 }

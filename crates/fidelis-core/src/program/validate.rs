@@ -206,6 +206,11 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
         .as_ref()
         .map(|m| messaging(&mut check, m))
         .unwrap_or_default();
+    let fraud = doc
+        .fraud
+        .as_ref()
+        .map(|f| fraud(&mut check, f))
+        .unwrap_or_default();
     for (i, p) in doc.promotions.iter().enumerate() {
         let listed = p.eligibility.as_ref().and_then(|e| e.segments.as_ref());
         for (j, code) in listed.into_iter().flatten().enumerate() {
@@ -265,6 +270,7 @@ pub(super) fn compile(doc: &ProgramDocument, code: Option<&str>) -> Result<Progr
                 badges,
                 segments,
                 messaging,
+                fraud,
                 document,
             })
         }
@@ -1905,6 +1911,139 @@ fn messaging(
         let (from, to) = (time("from", &q.from), time("to", &q.to));
         if let (Some(from), Some(to)) = (from, to) {
             out.quiet_hours = Some(QuietHours { from, to });
+        }
+    }
+    out
+}
+
+fn fraud(check: &mut Check, doc: &crate::program::document::FraudDocument) -> crate::fraud::Fraud {
+    use crate::fraud::{Fraud, RECENT, RULES, Rule, Watched};
+    check.unknown("fraud", &doc.unknown);
+    let mut out = Fraud::default();
+    for (i, r) in doc.rules.iter().enumerate() {
+        let at = format!("fraud.rules[{i}]");
+        check.unknown(&at, &r.unknown);
+        // Each rule reads only its own settings: another's is a mistake worth naming.
+        let settings: [(&str, bool); 9] = [
+            ("journals", r.journals.is_some()),
+            ("max", r.max.is_some()),
+            ("within_minutes", r.within_minutes.is_some()),
+            ("within_hours", r.within_hours.is_some()),
+            ("within_days", r.within_days.is_some()),
+            ("score", r.score.is_some()),
+            ("history", r.history.is_some()),
+            ("attribute", r.attribute.is_some()),
+            ("length", r.length.is_some()),
+        ];
+        let only = |check: &mut Check, allowed: &[&str]| {
+            for (name, given) in settings {
+                if given && !allowed.contains(&name) {
+                    check.add(format!("{at}.{name}"), "is not a setting of this rule");
+                }
+            }
+        };
+        let within = |check: &mut Check, field: &str, v: Option<u32>, max: u32| match v {
+            Some(v) if (1..=max).contains(&v) => Some(v),
+            Some(_) => {
+                check.add(format!("{at}.{field}"), format!("must be 1 to {max}"));
+                None
+            }
+            None => {
+                check.add(format!("{at}.{field}"), "is required");
+                None
+            }
+        };
+        let rule = match r.rule.as_deref() {
+            Some("velocity") => {
+                only(check, &["journals", "max", "within_minutes"]);
+                let journals = match r.journals.as_deref().map(Watched::parse) {
+                    Some(Some(w)) => Some(w),
+                    _ => {
+                        check.add(format!("{at}.journals"), "must be accruals or redemptions");
+                        None
+                    }
+                };
+                let minutes = within(check, "within_minutes", r.within_minutes, 31 * 24 * 60);
+                let max = within(check, "max", r.max, RECENT as u32 - 1);
+                match (journals, minutes, max) {
+                    (Some(journals), Some(m), Some(max)) => Some(Rule::Velocity {
+                        journals,
+                        max,
+                        within: chrono::Duration::minutes(i64::from(m)),
+                    }),
+                    _ => None,
+                }
+            }
+            Some("unusual_amount") => {
+                only(check, &["score", "history"]);
+                let score = r.score.unwrap_or(5.0);
+                let history = r.history.unwrap_or(10);
+                let mut ok = true;
+                if !(score.is_finite() && (1.0..=100.0).contains(&score)) {
+                    check.add(format!("{at}.score"), "must be 1 to 100");
+                    ok = false;
+                }
+                if !(3..=RECENT as u32).contains(&history) {
+                    check.add(format!("{at}.history"), format!("must be 3 to {RECENT}"));
+                    ok = false;
+                }
+                ok.then_some(Rule::UnusualAmount { score, history })
+            }
+            Some("shared_receipt") => {
+                only(check, &["attribute"]);
+                let attribute = r.attribute.clone().unwrap_or_else(|| "receipt".into());
+                if attribute.is_empty() || attribute.len() > 64 {
+                    check.add(format!("{at}.attribute"), "must be 1 to 64 characters");
+                    None
+                } else {
+                    Some(Rule::SharedReceipt { attribute })
+                }
+            }
+            Some("redemption_after_change") => {
+                only(check, &["within_hours"]);
+                within(check, "within_hours", r.within_hours, 24 * 30).map(|h| {
+                    Rule::RedemptionAfterChange {
+                        within: chrono::Duration::hours(i64::from(h)),
+                    }
+                })
+            }
+            Some("transfer_ring") => {
+                only(check, &["length", "within_days"]);
+                let days = within(check, "within_days", r.within_days, 365);
+                let length = r.length.unwrap_or(4);
+                if !(2..=6).contains(&length) {
+                    check.add(format!("{at}.length"), "must be 2 to 6");
+                }
+                days.filter(|_| (2..=6).contains(&length))
+                    .map(|d| Rule::TransferRing {
+                        length,
+                        within: chrono::Duration::days(i64::from(d)),
+                    })
+            }
+            Some(other) => {
+                check.add(
+                    format!("{at}.rule"),
+                    format!(
+                        "{other:?} is not a rule; the rules are {}",
+                        RULES.join(", ")
+                    ),
+                );
+                None
+            }
+            None => {
+                check.add(
+                    format!("{at}.rule"),
+                    format!("is required: one of {}", RULES.join(", ")),
+                );
+                None
+            }
+        };
+        if let Some(rule) = rule {
+            if rule.name() != "velocity" && out.rules.iter().any(|o| o.name() == rule.name()) {
+                check.add(format!("{at}.rule"), "is given twice");
+                continue;
+            }
+            out.rules.push(rule);
         }
     }
     out

@@ -25,8 +25,8 @@ use crate::auth::{Caller, Permission, new_token};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::routes::{
-    admin, catalog as catalog_api, claims as claims_api, journals, lifecycle, members,
-    messages as messages_api, partners as partners_api, personal_data, programs,
+    admin, catalog as catalog_api, claims as claims_api, fraud as fraud_api, journals, lifecycle,
+    members, messages as messages_api, partners as partners_api, personal_data, programs,
     webhooks as webhooks_api,
 };
 
@@ -84,6 +84,11 @@ pub(super) fn router() -> Router<AppState> {
         .route(
             "/console/programs/{program}/orders/{order}/{action}",
             post(order_action),
+        )
+        .route("/console/programs/{program}/fraud", get(fraud_page))
+        .route(
+            "/console/programs/{program}/held-journals/{journal}/{action}",
+            post(held_action),
         )
         .route(
             "/console/programs/{program}/webhooks",
@@ -2064,6 +2069,127 @@ async fn claim_action(
         ))),
         Err(e) if e.status.is_client_error() && e.status != StatusCode::FORBIDDEN => {
             let mut response = partners_page(&state, &staff, &code, None, Some(e.detail)).await?;
+            *response.status_mut() = e.status;
+            Ok(response)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+// ---- fraud review: held journals, released or rejected ---------------------------------
+
+async fn fraud_page(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(code): Path<String>,
+    Query(query): Query<Fields>,
+) -> PageResult {
+    render_fraud(
+        &state,
+        &staff,
+        &code,
+        query.get("done").map(String::as_str),
+        None,
+    )
+    .await
+}
+
+/// The held journals with their reasons and the decision forms, and the last decisions.
+async fn render_fraud(
+    state: &AppState,
+    staff: &Staff,
+    code: &str,
+    done: Option<&str>,
+    refused: Option<String>,
+) -> PageResult {
+    let list = |status: &'static str| {
+        fraud_api::list_held_journals(
+            State(state.clone()),
+            Arc::clone(&staff.caller),
+            Path(code.to_owned()),
+            query_map(&[("status", Some(status)), ("limit", Some("200"))]),
+        )
+    };
+    let held = list("held").await?.0.journals;
+    let mut decided = list("released").await?.0.journals;
+    decided.extend(list("rejected").await?.0.journals);
+    decided.sort_by(|a, b| b.decided_at.cmp(&a.decided_at));
+    decided.truncate(50);
+    let notice = match (done, refused) {
+        (_, Some(text)) => Some(notice(false, text)),
+        (Some("released"), None) => Some(notice(
+            true,
+            "Released: the journal was processed as of its activity.",
+        )),
+        (Some("rejected"), None) => Some(notice(true, "Rejected: it will never earn.")),
+        _ => None,
+    };
+    page(
+        "console/fraud.html",
+        merge(
+            frame(staff, Some(code)),
+            context! {
+                held => to_value(&held),
+                decided => to_value(&decided),
+                may_decide => staff.caller.has(Permission::Adjust),
+                notice,
+            },
+        ),
+    )
+}
+
+/// Releases or rejects a held journal (with the confirmation box ticked).
+async fn held_action(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((code, journal, action)): Path<(String, String, String)>,
+    Form(form): Form<Fields>,
+) -> PageResult {
+    session::same_origin(&headers)?;
+    session::check_csrf(&form, &staff.csrf)?;
+    if form.get("confirm").map(String::as_str) != Some("yes") {
+        return render_fraud(
+            &state,
+            &staff,
+            &code,
+            None,
+            Some("Tick the confirmation box to do this.".into()),
+        )
+        .await;
+    }
+    let (s, caller, key) = (
+        State(state.clone()),
+        Arc::clone(&staff.caller),
+        Path((code.clone(), journal.clone())),
+    );
+    let result = match action.as_str() {
+        "release" => fraud_api::release_held_journal(s, caller, key)
+            .await
+            .map(|_| "released"),
+        "reject" => {
+            let note = form
+                .get("note")
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty());
+            fraud_api::reject_held_journal(
+                s,
+                caller,
+                key,
+                ApiJson(fraud_api::RejectHeldRequest { note }),
+            )
+            .await
+            .map(|_| "rejected")
+        }
+        _ => return Err(ApiError::not_found("not_found", "no such action".to_owned()).into()),
+    };
+    match result {
+        Ok(done) => Ok(see_other(&format!(
+            "/console/programs/{}/fraud?done={done}",
+            segment(&code)
+        ))),
+        Err(e) if e.status.is_client_error() && e.status != StatusCode::FORBIDDEN => {
+            let mut response = render_fraud(&state, &staff, &code, None, Some(e.detail)).await?;
             *response.status_mut() = e.status;
             Ok(response)
         }

@@ -105,6 +105,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "console/promotions.html",
     "console/catalog.html",
     "console/partners.html",
+    "console/fraud.html",
     "console/segments.html",
     "console/webhooks.html",
     "console/messages.html",

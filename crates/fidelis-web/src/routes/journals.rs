@@ -46,14 +46,16 @@ const BATCH_CHUNK_BYTES: usize = 8 << 20;
 fn prepare(program: &LoadedProgram, document: &JournalDocument) -> ApiResult<Prepared> {
     if document.occurred_at.is_some() {
         let journal = Journal::parse(document, &program.program)?;
-        return Prepared::new(journal, &program.program).map_err(ApiError::from);
+        return Ok(Prepared::new(journal, &program.program)?.screened());
     }
     let timed = JournalDocument {
         occurred_at: Some(Utc::now().to_rfc3339()),
         ..document.clone()
     };
     let journal = Journal::parse(&timed, &program.program)?;
-    Ok(Prepared::new(journal, &program.program)?.with_time_filled())
+    Ok(Prepared::new(journal, &program.program)?
+        .with_time_filled()
+        .screened())
 }
 
 /// A client's `occurred_at`, checked (422 when malformed) and kept absent when absent.
@@ -62,8 +64,8 @@ pub(super) fn occurred_at(raw: Option<&str>) -> ApiResult<Option<String>> {
         .transpose()
 }
 
-/// Posts one journal: 201 with its outcome, or 200 with the first outcome and
-/// `Idempotent-Replayed: true` for a replay.
+/// Posts one journal: 201 with its outcome, 202 when a fraud rule held it, or 200 with
+/// the first outcome and `Idempotent-Replayed: true` for a replay.
 pub(super) async fn post_one(
     state: &AppState,
     caller: &Caller,
@@ -91,6 +93,13 @@ pub(super) async fn post_one(
         Ok(posted) => {
             metrics::journal(Ok((&posted.outcome, posted.replayed)));
             let body = seen_by(caller, &posted.outcome, posted.replayed);
+            if posted.outcome.status == "held" && !posted.replayed {
+                // Kept for review by a fraud rule: accepted, nothing earned yet.
+                return Ok(axum::response::IntoResponse::into_response((
+                    StatusCode::ACCEPTED,
+                    axum::Json(body),
+                )));
+            }
             Ok(super::created_or_replayed(body, posted.replayed))
         }
         Err(e) => {
@@ -233,6 +242,7 @@ async fn audit_journal(
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
     request_body = JournalRequest,
     responses((status = 201, body = OutcomeBody, description = "Processed"),
+              (status = 202, body = OutcomeBody, description = "Held for review by a fraud rule (`status` `held`, with `hold`): nothing earned until an agent releases it"),
               (status = 200, body = OutcomeBody, description = "A replay: the first outcome", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome of the same external id"))),
               Problems))]
 async fn post_journal(
@@ -657,6 +667,8 @@ async fn flush(
                         line,
                         status: if posted.replayed {
                             "replayed"
+                        } else if posted.outcome.status == "held" {
+                            "held"
                         } else {
                             "processed"
                         }

@@ -216,11 +216,12 @@ fn outcome_response(outcome: &fidelis_core::outcome::Outcome, replayed: bool) ->
 }
 
 /// Sends points to another member, within the currency's daily transfer limit. Both
-/// members' ledgers show the transfer. Idempotent on `external_id`.
+/// members' ledgers show the transfer. Idempotent on `external_id`. A transfer closing a
+/// ring of members (the program's `transfer_ring` rule) is held for review: 202.
 #[utoipa::path(post, path = "/programs/{program}/members/{member}/transfers", tag = "members",
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The sending member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     request_body = TransferRequest,
-    responses((status = 201, body = OutcomeBody, description = "Transferred"), (status = 200, body = OutcomeBody, description = "A replay: the first outcome", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome of the same external id"))), Problems))]
+    responses((status = 201, body = OutcomeBody, description = "Transferred"), (status = 202, body = OutcomeBody, description = "Held for review: the transfer closes a ring (fraud rule `transfer_ring`); nothing moves until an agent releases it"), (status = 200, body = OutcomeBody, description = "A replay: the first outcome", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome of the same external id"))), Problems))]
 pub(crate) async fn transfer(
     State(state): State<AppState>,
     caller: Arc<Caller>,
@@ -246,7 +247,7 @@ pub(crate) async fn transfer(
     body_member(&state, &program, &request.to).await?;
     let (outcome, replayed) = state
         .store
-        .transfer(
+        .transfer_screened(
             &program,
             &from,
             &request.to,
@@ -256,6 +257,12 @@ pub(crate) async fn transfer(
             Utc::now(),
         )
         .await?;
+    if outcome.status == "held" && !replayed {
+        return Ok(axum::response::IntoResponse::into_response((
+            axum::http::StatusCode::ACCEPTED,
+            Json(OutcomeBody::new(&outcome, false)),
+        )));
+    }
     Ok(outcome_response(&outcome, replayed))
 }
 

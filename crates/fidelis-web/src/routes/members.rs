@@ -564,7 +564,7 @@ pub(crate) async fn ledger(
 #[utoipa::path(post, path = "/programs/{program}/members/{member}/redemptions", tag = "members",
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
     request_body = RedemptionRequest,
-    responses((status = 201, body = OutcomeBody, description = "Redeemed"), (status = 200, body = OutcomeBody, description = "A replay: the first outcome", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome of the same external id"))), Problems))]
+    responses((status = 201, body = OutcomeBody, description = "Redeemed"), (status = 202, body = OutcomeBody, description = "Held for review by a fraud rule: nothing redeemed until an agent releases it"), (status = 200, body = OutcomeBody, description = "A replay: the first outcome", headers(("Idempotent-Replayed" = bool, description = "`true`: this answer replays the first outcome of the same external id"))), Problems))]
 async fn redeem(
     State(state): State<AppState>,
     caller: Arc<Caller>,

@@ -7,6 +7,7 @@ pub(crate) mod badges;
 pub(crate) mod catalog;
 pub(crate) mod claims;
 mod expiry;
+pub(crate) mod fraud;
 pub(crate) mod holds;
 pub(crate) mod journals;
 pub(crate) mod lifecycle;
@@ -58,6 +59,7 @@ use crate::{AppState, ServerConfig};
         (name = "vouchers", description = "Vouchers: issue, read, redeem (whole, in part, or reserved for an order), cancel"),
         (name = "catalog", description = "The reward catalog and its orders: items priced per tier, with stock; orders placed, fulfilled, cancelled"),
         (name = "claims", description = "Missing-points claims: filed by members or staff, approved once (the transaction processed as a journal) or rejected with a reason"),
+        (name = "fraud", description = "Fraud review: journals the program's fraud rules held (nothing earned meanwhile), released (processed as of their activity) or rejected once by an agent; flagged members"),
         (name = "analytics", description = "Knowing the program: promotions measured against their control groups"),
         (name = "partners", description = "Partners and their ledger: earn partners paying for points (prepaid packs or postpaid bills), burn partners reimbursed; events"),
         (name = "webhooks", description = "The program's events sent to its subscribers: signed, retried, dead deliveries replayable"),
@@ -167,6 +169,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
             .merge(analytics::routes())
             .merge(segments::routes())
             .merge(claims::routes())
+            .merge(fraud::routes())
             .merge(webhooks::routes())
             .merge(personal_data::routes())
             .merge(messages::routes())

@@ -86,6 +86,12 @@ pub enum EventType {
     ClaimDecided,
     #[serde(rename = "partner.pack_low")]
     PartnerPackLow,
+    #[serde(rename = "journal.held")]
+    JournalHeld,
+    #[serde(rename = "journal.released")]
+    JournalReleased,
+    #[serde(rename = "journal.rejected")]
+    JournalRejected,
 }
 
 impl EventType {
@@ -100,6 +106,9 @@ impl EventType {
             Self::VoucherIssued => "voucher.issued",
             Self::ClaimDecided => "claim.decided",
             Self::PartnerPackLow => "partner.pack_low",
+            Self::JournalHeld => "journal.held",
+            Self::JournalReleased => "journal.released",
+            Self::JournalRejected => "journal.rejected",
         }
     }
 }
