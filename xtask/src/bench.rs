@@ -177,7 +177,7 @@ fn import(
         );
         Ok(())
     };
-    crate::create_bench_program(bin, url, members.parent().unwrap_or(members))?;
+    crate::create_bench_program(bin, url, members.parent().unwrap_or(members), true)?;
     quiet(
         fidelis(bin, url)
             .args(["members", "import", "--program", "bench"])

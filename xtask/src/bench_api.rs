@@ -19,6 +19,9 @@ struct Options {
     seconds: u32,
     connections: u32,
     members: u32,
+    /// The template's fraud rules on (the default), or removed (`--fraud off`): the
+    /// rules' cost is the ratio of two runs.
+    fraud: bool,
 }
 
 fn options(args: &[String]) -> Result<Options> {
@@ -26,6 +29,7 @@ fn options(args: &[String]) -> Result<Options> {
         seconds: 30,
         connections: 16,
         members: 10_000,
+        fraud: true,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -34,6 +38,13 @@ fn options(args: &[String]) -> Result<Options> {
             "--seconds" => o.seconds = value.parse()?,
             "--connections" => o.connections = value.parse()?,
             "--members" => o.members = value.parse()?,
+            "--fraud" => {
+                o.fraud = match value.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => bail!("--fraud is on or off"),
+                }
+            }
             other => bail!("unknown option {other}"),
         }
     }
@@ -88,8 +99,11 @@ pub fn run(args: &[String]) -> Result<()> {
     let (api, holds, vouchers) = api(&server, &bin, &dir, &o)?;
     server.stop();
     println!(
-        "\nrealtime POST /journals on PostgreSQL (durable), {} connections × {} s, {} members (the API rows: the median of {ROUNDS} interleaved rounds):\n",
-        o.connections, o.seconds, o.members
+        "\nrealtime POST /journals on PostgreSQL (durable), {} connections × {} s, {} members, fraud rules {} (the API rows: the median of {ROUNDS} interleaved rounds):\n",
+        o.connections,
+        o.seconds,
+        o.members,
+        if o.fraud { "on" } else { "off" }
     );
     println!("| | per second | p50 (ms) | p99 (ms) | failed |");
     println!("| --- | --- | --- | --- | --- |");
@@ -166,7 +180,7 @@ fn api(
         );
         Ok(())
     };
-    crate::create_bench_program(bin, &url, dir)?;
+    crate::create_bench_program(bin, &url, dir, o.fraud)?;
     let members: String = (0..o.members)
         .map(|m| {
             format!("{{\"member\": \"M{m:07}\", \"enrolled_at\": \"2026-01-01T00:00:00Z\"}}\n")
@@ -272,6 +286,15 @@ end
         machine_cpu_seconds() - all_before,
     );
     let purchases = figures(&output)?;
+    // How many purchases the fraud rules held (a held journal is answered 202 and costs
+    // less than a processed one: a large share would flatter the figure).
+    let held = psql_answer(server, "api", "SELECT count(*) FROM held_journals")?;
+    let posted = psql_answer(
+        server,
+        "api",
+        "SELECT count(*) FROM journals WHERE type = 'purchase'",
+    )?;
+    eprintln!("xtask: purchases held by fraud rules: {held} (of {posted} processed besides)");
     eprintln!(
         "xtask: CPU per API request: {:.3} ms in fidelis serve, {:.3} ms in all (PostgreSQL, wrk, kernel)",
         server_cpu * 1e3 / (purchases.per_second * f64::from(o.seconds)),
@@ -529,6 +552,11 @@ fn chrono_like_now_minus_minute() -> String {
 
 /// Runs SQL through the server's own `psql` in database `db`.
 fn psql(server: &PgServer, db: &str, sql: &str) -> Result<()> {
+    psql_answer(server, db, sql).map(drop)
+}
+
+/// What `sql` answers, unaligned and without headers.
+fn psql_answer(server: &PgServer, db: &str, sql: &str) -> Result<String> {
     let out = Command::new(server.bindir.join("psql"))
         .args([
             "-h",
@@ -540,14 +568,14 @@ fn psql(server: &PgServer, db: &str, sql: &str) -> Result<()> {
             "-d",
             db,
         ])
-        .args(["-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .args(["-v", "ON_ERROR_STOP=1", "-qAtc", sql])
         .output()?;
     anyhow::ensure!(
         out.status.success(),
         "psql: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 fn bare(server: &PgServer, dir: &Path, o: &Options) -> Result<Figures> {

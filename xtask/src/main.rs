@@ -159,6 +159,7 @@ pub fn create_bench_program(
     bin: &std::path::Path,
     url: &str,
     dir: &std::path::Path,
+    fraud: bool,
 ) -> anyhow::Result<()> {
     let fidelis = |args: &[&str]| -> anyhow::Result<Vec<u8>> {
         let out = Command::new(bin)
@@ -178,6 +179,9 @@ pub fn create_bench_program(
         serde_json::from_slice(&fidelis(&["program", "show", "bench", "--format", "json"])?)?;
     if let Some(fields) = document.as_object_mut() {
         fields.remove("promotions");
+        if !fraud {
+            fields.remove("fraud");
+        }
     }
     let file = dir.join("bench-program.json");
     std::fs::write(&file, serde_json::to_vec_pretty(&document)?)?;

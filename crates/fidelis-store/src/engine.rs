@@ -172,6 +172,10 @@ pub(crate) async fn post_batch<T: LedgerTx>(
             .map(|o| o.as_str()),
     );
     let names = unique(names.into_iter());
+    // Fraud rules screen the journals posted through the API (not a dry run's): what they
+    // need is read with the opening.
+    let screen =
+        !explain && program.fraud.screens_journals() && prepared.iter().any(|p| p.screened);
     let opening = tx
         .open_batch(
             lp.id,
@@ -180,6 +184,7 @@ pub(crate) async fn post_batch<T: LedgerTx>(
             &names,
             journals.len() * 2,
             !program.tier_groups.is_empty(),
+            screen,
         )
         .await?;
     if opening.revision.is_none() {
@@ -189,6 +194,7 @@ pub(crate) async fn post_batch<T: LedgerTx>(
         return Err(StoreError::ProgramChanged(program.code.to_string()));
     }
     let members = opening.members;
+    let opening_screening = opening.screening;
     // Journals for a merged member go to the survivor: hold the survivor's lock too and
     // read its accounts under it.
     let owners: Vec<&str> = unique(members.iter().filter_map(|m| m.owner.as_deref()));
@@ -271,12 +277,9 @@ pub(crate) async fn post_batch<T: LedgerTx>(
         .filter_map(|r| r.external_id.clone().map(|e| (e, r)))
         .collect();
     batch.load_related(tx, &journals, &existing).await?;
-    // Fraud rules screen the journals posted through the API (not a dry run's).
-    if !explain && program.fraud.screens_journals() && prepared.iter().any(|p| p.screened) {
-        let ids: Vec<i64> = members.iter().map(|m| m.id).collect();
-        batch.screen = Some(
-            crate::fraud::Screen::load(tx, lp.id, &program.fraud, &names, &ids, prepared).await?,
-        );
+    if let Some(screening) = opening_screening {
+        batch.screen =
+            Some(crate::fraud::Screen::load(tx, lp.id, &program.fraud, screening, prepared).await?);
     }
     batch.load_partners(tx, &journals).await?;
     if program.has_limits() {
@@ -1957,13 +1960,19 @@ impl<'p> Batch<'p> {
             tiers,
             audits: std::mem::take(&mut self.audits),
             events: std::mem::take(&mut self.new_events),
+            // With the batch's own statement (what the rules remember changes with most
+            // batches); holds and receipts are rare and written apart.
+            risk: self
+                .screen
+                .as_mut()
+                .map(crate::fraud::Screen::take_risk)
+                .unwrap_or_default(),
         };
         tx.write_batch(self.lp.id, &rows).await?;
-        if let Some(screen) = self.screen.as_mut() {
-            let saved = screen.finish();
-            if !saved.is_empty() {
-                tx.save_screening(self.lp.id, saved).await?;
-            }
+        if let Some(screen) = self.screen.as_mut()
+            && !screen.save.is_empty()
+        {
+            tx.save_screening(self.lp.id, &screen.save).await?;
         }
         if !self.new_vouchers.is_empty() {
             let vouchers = std::mem::take(&mut self.new_vouchers);

@@ -44,13 +44,13 @@ pub(crate) struct Screen {
 }
 
 impl Screen {
-    /// Reads what the rules need for a batch's journals.
+    /// What the rules need for a batch's journals: `rows` as the batch's opening read
+    /// them, and the receipts its journals name (read here, when there are any).
     pub(crate) async fn load<T: LedgerTx>(
         tx: &mut T,
         program_id: i64,
         fraud: &fraud::Fraud,
-        names: &[&str],
-        member_ids: &[i64],
+        mut rows: crate::rows::Screening,
         prepared: &[Prepared],
     ) -> Result<Self> {
         let receipts: Vec<String> = match fraud.receipt_attribute() {
@@ -67,9 +67,12 @@ impl Screen {
             }
             None => Vec::new(),
         };
-        let rows = tx
-            .load_screening(program_id, names, member_ids, &receipts)
-            .await?;
+        if !receipts.is_empty() {
+            rows.receipts = tx
+                .load_screening(program_id, &[], &[], &receipts)
+                .await?
+                .receipts;
+        }
         let mut screen = Self::default();
         for row in rows.held {
             screen.held.insert(row.external_id.clone(), row);
@@ -182,15 +185,14 @@ impl Screen {
         self.save.held.push(row);
     }
 
-    /// What the batch writes.
-    pub(crate) fn finish(&mut self) -> &ScreeningSave {
+    /// The members' recent journals the batch changed, to write (in member order).
+    pub(crate) fn take_risk(&mut self) -> Vec<(i64, String)> {
         let mut changed: Vec<i64> = self.changed.drain().collect();
         changed.sort_unstable();
-        self.save.risk = changed
+        changed
             .into_iter()
             .filter_map(|m| self.recent.get(&m).map(|r| (m, encode(r))))
-            .collect();
-        &self.save
+            .collect()
     }
 }
 

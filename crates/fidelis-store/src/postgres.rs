@@ -1059,12 +1059,15 @@ impl LedgerTx for PgTx {
         journals: &[&str],
         id_count: usize,
         with_tiers: bool,
+        screen: bool,
     ) -> Result<Opening> {
         if members.len() > GENERIC_PLAN_MEMBERS {
             // Large batches (imports) amortise their round trips; one statement per
             // part plans and runs faster there.
-            return open_batch_stepwise(self, program_id, lock_keys, members, journals, id_count)
-                .await;
+            return open_batch_stepwise(
+                self, program_id, lock_keys, members, journals, id_count, screen,
+            )
+            .await;
         }
         self.lock_members(lock_keys).await?;
         // One statement, one row: every part comes back as columns of arrays (aggregates
@@ -1075,7 +1078,7 @@ impl LedgerTx for PgTx {
                                x.enrolled_at \
                         FROM members x LEFT JOIN members s ON s.id = x.merged_into \
                         WHERE x.program_id = $1 AND x.external_id = ANY($2)) \
-             SELECT p.revision, mm.*, aa.*, jj.*, ids.*, tt.*, gg.*, oo.*, ee.* \
+             SELECT p.revision, mm.*, aa.*, jj.*, ids.*, tt.*, rr.*, hh.*, gg.*, oo.*, ee.* \
              FROM (SELECT revision FROM programs WHERE id = $1) AS p \
              CROSS JOIN (SELECT array_agg(id), array_agg(external_id), array_agg(status) FROM m) AS mm \
              CROSS JOIN (SELECT array_agg(a.member_id), array_agg(a.currency), array_agg(a.available), array_agg(a.pending), \
@@ -1089,6 +1092,11 @@ impl LedgerTx for PgTx {
              CROSS JOIN (SELECT array_agg(m.id), array_agg(CASE WHEN t.state IS NULL THEN x.enrolled_at END), array_agg(t.state) \
                          FROM m LEFT JOIN member_tiers t ON t.member_id = m.id \
                          LEFT JOIN members x ON x.id = m.id AND t.member_id IS NULL WHERE $5) AS tt \
+             CROSS JOIN (SELECT array_agg(r.member_id), array_agg(r.recent) \
+                         FROM m JOIN member_risk r ON r.member_id = m.id WHERE $6) AS rr \
+             CROSS JOIN (SELECT json_agg(json_build_array(h.member_id, h.external_id, h.type, h.occurred_at, \
+                                h.document, h.rule, h.reason, h.status, h.held_at))::text \
+                         FROM held_journals h WHERE $6 AND h.program_id = $1 AND h.external_id = ANY($3)) AS hh \
              CROSS JOIN (SELECT array_agg(group_id) FROM m) AS gg \
              CROSS JOIN (SELECT array_agg(owner) FROM m) AS oo \
              CROSS JOIN (SELECT array_agg(enrolled_at) FROM m) AS ee".to_string();
@@ -1098,6 +1106,7 @@ impl LedgerTx for PgTx {
             .bind(journals)
             .bind(id_count.div_ceil(ID_BLOCK) as i64)
             .bind(with_tiers)
+            .bind(screen)
             .fetch_optional(self.conn().await?)
             .await?;
         let Some(r) = row else {
@@ -1269,6 +1278,25 @@ impl LedgerTx for PgTx {
             } else {
                 None
             },
+            screening: if screen {
+                let members = col::<i64>(&r, 28)?;
+                let recent = col::<String>(&r, 29)?;
+                if members.len() != recent.len() {
+                    return Err(ragged());
+                }
+                let held: Option<String> = r.try_get(30)?;
+                Some(Screening {
+                    held: held
+                        .as_deref()
+                        .map(held_rows_json)
+                        .transpose()?
+                        .unwrap_or_default(),
+                    risk: members.into_iter().zip(recent).collect(),
+                    receipts: Vec::new(),
+                })
+            } else {
+                None
+            },
         })
     }
 
@@ -1328,7 +1356,10 @@ impl LedgerTx for PgTx {
                     SELECT * FROM unnest($64::timestamptz[], $65::text[], $66::text[], $67::text[], $68::text[], \
                                          $69::text[], $70::text[], $71::text[])), \
              ev AS (INSERT INTO events (program_id, member_id, type, subject, payload, occurred_at) \
-                    SELECT $1, * FROM unnest($74::bigint[], $75::text[], $76::text[], $77::text[], $78::timestamptz[])) \
+                    SELECT $1, * FROM unnest($74::bigint[], $75::text[], $76::text[], $77::text[], $78::timestamptz[])), \
+             rk AS (INSERT INTO member_risk (member_id, program_id, recent) \
+                    SELECT m, $1, r FROM unnest($79::bigint[], $80::text[]) AS u(m, r) \
+                    ON CONFLICT (member_id) DO UPDATE SET recent = excluded.recent) \
              SELECT 1",
         )
         .bind(program_id)
@@ -1420,6 +1451,9 @@ impl LedgerTx for PgTx {
         .bind(ev.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>())
         .bind(ev.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>())
         .bind(ev.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
+        // what fraud rules remember of members
+        .bind(rows.risk.iter().map(|r| r.0).collect::<Vec<_>>())
+        .bind(rows.risk.iter().map(|r| r.1.as_str()).collect::<Vec<_>>())
         .execute(self.conn().await?)
         .await?;
         Ok(())
@@ -1462,4 +1496,41 @@ pub(crate) fn held_row(r: &PgRow) -> Result<HeldRow> {
         status: r.try_get("status")?,
         held_at: r.try_get("held_at")?,
     })
+}
+
+/// Held journals as `open_batch` reads them: a JSON array of
+/// `[member_id, external_id, type, occurred_at, document, rule, reason, status, held_at]`.
+fn held_rows_json(text: &str) -> Result<Vec<HeldRow>> {
+    let bad = || StoreError::Inconsistent("a held journal read back malformed".into());
+    let rows: Vec<(
+        i64,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+    )> = serde_json::from_str(text)?;
+    let at = |t: &str| {
+        DateTime::parse_from_rfc3339(t)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| bad())
+    };
+    rows.into_iter()
+        .map(|r| {
+            Ok(HeldRow {
+                member_id: r.0,
+                external_id: r.1,
+                type_name: r.2,
+                occurred_at: at(&r.3)?,
+                document: r.4,
+                rule: r.5,
+                reason: r.6,
+                status: r.7,
+                held_at: at(&r.8)?,
+            })
+        })
+        .collect()
 }

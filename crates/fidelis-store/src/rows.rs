@@ -182,6 +182,9 @@ pub struct Opening {
     /// The members' tier standings, when the dialect read them with the rest (asked for
     /// with `with_tiers`); `None`: read them with [`LedgerTx::load_tiers`].
     pub tiers: Option<Vec<TierRow>>,
+    /// What fraud rules need (held journals among the names, the members' recent
+    /// journals), when asked for with `screen`.
+    pub screening: Option<Screening>,
 }
 
 /// What a batch writes at its end.
@@ -198,6 +201,8 @@ pub struct WriteSet {
     pub audits: Vec<crate::access::AuditEntry>,
     /// The outbox's events of the batch.
     pub(crate) events: Vec<crate::partners::NewEvent>,
+    /// What fraud rules remember of members (`member_risk`), rewritten.
+    pub risk: Vec<(i64, String)>,
 }
 
 /// One transaction on the ledger tables, as each dialect implements it. The engine
@@ -438,9 +443,12 @@ pub trait LedgerTx: Send {
         journals: &[&str],
         id_count: usize,
         with_tiers: bool,
+        screen: bool,
     ) -> impl Future<Output = Result<Opening>> + Send {
         let _ = with_tiers;
-        open_batch_stepwise(self, program_id, lock_keys, members, journals, id_count)
+        open_batch_stepwise(
+            self, program_id, lock_keys, members, journals, id_count, screen,
+        )
     }
 
     /// Writes a batch's rows. Made of the single-purpose methods here; a dialect where each
@@ -462,12 +470,18 @@ pub(crate) async fn open_batch_stepwise<T: LedgerTx + ?Sized>(
     members: &[&str],
     journals: &[&str],
     id_count: usize,
+    screen: bool,
 ) -> Result<Opening> {
     tx.lock_members(lock_keys).await?;
     let revision = tx.program_revision(program_id).await?;
     let members = tx.resolve_members(program_id, members).await?;
     let ids: Vec<i64> = members.iter().map(|m| m.id).collect();
     let accounts = tx.load_accounts(&ids).await?;
+    let screening = if screen {
+        Some(tx.load_screening(program_id, journals, &ids, &[]).await?)
+    } else {
+        None
+    };
     let journals = tx
         .load_journals_by_external_id(program_id, journals)
         .await?;
@@ -479,6 +493,7 @@ pub(crate) async fn open_batch_stepwise<T: LedgerTx + ?Sized>(
         journals,
         ids,
         tiers: None,
+        screening,
     })
 }
 
@@ -501,6 +516,13 @@ pub(crate) async fn write_batch_stepwise<T: LedgerTx + ?Sized>(
     }
     if !rows.events.is_empty() {
         tx.insert_events(program_id, &rows.events).await?;
+    }
+    if !rows.risk.is_empty() {
+        let risk = ScreeningSave {
+            risk: rows.risk.clone(),
+            ..ScreeningSave::default()
+        };
+        tx.save_screening(program_id, &risk).await?;
     }
     Ok(())
 }

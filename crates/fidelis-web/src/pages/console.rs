@@ -721,6 +721,8 @@ const DONE: &[(&str, &str)] = &[
         "The member's personal data was erased; the account is kept, closed, under this pseudonym.",
     ),
     ("reinstated", "The expired points were reinstated."),
+    ("flagged", "The member is flagged for review."),
+    ("unflagged", "The member's flag was cleared."),
 ];
 
 async fn member_view(
@@ -853,6 +855,7 @@ async fn member_page(
         .iter()
         .flat_map(|g| g.tiers.iter().map(move |t| context! { group => g.code.to_string(), tier => t.code.to_string(), name => format!("{} — {}", g.name, t.name) }))
         .collect();
+    let flagged = state.store.member_flag(&program, member).await?;
     page(
         "console/member.html",
         merge(
@@ -874,6 +877,7 @@ async fn member_page(
                 spend_90d,
                 notice,
                 link,
+                flagged,
                 external_id => format!("console-{}", &new_token()[4..24]),
             },
         ),
@@ -998,6 +1002,19 @@ async fn member_action(
                 Err(e) => Err(e),
             }
         }
+        "flag" => fraud_api::flag_member(
+            s,
+            caller,
+            key,
+            ApiJson(fraud_api::FlagRequest {
+                reason: field("reason"),
+            }),
+        )
+        .await
+        .map(|_| "flagged"),
+        "unflag" => fraud_api::unflag_member(s, caller, key)
+            .await
+            .map(|_| "unflagged"),
         "signin-link" => {
             let link = portal_link(&state, &staff.caller, &code, &member).await?;
             return member_page(&state, &staff, &code, &member, None, Some(notice(true, "A one-time sign-in link was created. It is shown once: give it to the member now.")), Some(link)).await;
