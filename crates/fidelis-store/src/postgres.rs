@@ -580,20 +580,24 @@ impl LedgerTx for PgTx {
     }
 
     async fn save_screening(&mut self, program_id: i64, saved: &ScreeningSave) -> Result<()> {
-        for h in &saved.held {
+        if !saved.held.is_empty() {
+            // One statement however many a wave of suspicious journals holds.
+            let h = &saved.held;
             sqlx::query(
                 "INSERT INTO held_journals (program_id, member_id, external_id, type, occurred_at, \
-                 document, rule, reason, status, held_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'held', $9)",
+                 document, rule, reason, status, held_at) \
+                 SELECT $1, m, e, t, o, d, r, w, 'held', a FROM unnest($2::bigint[], $3::text[], $4::text[], \
+                   $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::timestamptz[]) AS u(m, e, t, o, d, r, w, a)",
             )
             .bind(program_id)
-            .bind(h.member_id)
-            .bind(&h.external_id)
-            .bind(&h.type_name)
-            .bind(h.occurred_at)
-            .bind(&h.document)
-            .bind(&h.rule)
-            .bind(&h.reason)
-            .bind(h.held_at)
+            .bind(h.iter().map(|r| r.member_id).collect::<Vec<_>>())
+            .bind(h.iter().map(|r| r.external_id.as_str()).collect::<Vec<_>>())
+            .bind(h.iter().map(|r| r.type_name.as_str()).collect::<Vec<_>>())
+            .bind(h.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
+            .bind(h.iter().map(|r| r.document.as_str()).collect::<Vec<_>>())
+            .bind(h.iter().map(|r| r.rule.as_str()).collect::<Vec<_>>())
+            .bind(h.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>())
+            .bind(h.iter().map(|r| r.held_at).collect::<Vec<_>>())
             .execute(self.conn().await?)
             .await?;
         }

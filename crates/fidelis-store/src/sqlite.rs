@@ -508,22 +508,24 @@ impl LedgerTx for SqliteTx<'_> {
     }
 
     async fn save_screening(&mut self, program_id: i64, saved: &ScreeningSave) -> Result<()> {
-        for h in &saved.held {
-            sqlx::query(
+        for chunk in saved.held.chunks(1_000) {
+            let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO held_journals (program_id, member_id, external_id, type, occurred_at, \
-                 document, rule, reason, status, held_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'held', ?9)",
-            )
-            .bind(program_id)
-            .bind(h.member_id)
-            .bind(&h.external_id)
-            .bind(&h.type_name)
-            .bind(micros(h.occurred_at))
-            .bind(&h.document)
-            .bind(&h.rule)
-            .bind(&h.reason)
-            .bind(micros(h.held_at))
-            .execute(&mut *self.tx)
-            .await?;
+                 document, rule, reason, status, held_at) ",
+            );
+            q.push_values(chunk, |mut b, h| {
+                b.push_bind(program_id)
+                    .push_bind(h.member_id)
+                    .push_bind(h.external_id.as_str())
+                    .push_bind(h.type_name.as_str())
+                    .push_bind(micros(h.occurred_at))
+                    .push_bind(h.document.as_str())
+                    .push_bind(h.rule.as_str())
+                    .push_bind(h.reason.as_str())
+                    .push_bind("held")
+                    .push_bind(micros(h.held_at));
+            });
+            q.build().execute(&mut *self.tx).await?;
         }
         if !saved.risk.is_empty() {
             sqlx::query(

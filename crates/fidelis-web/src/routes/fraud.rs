@@ -93,7 +93,7 @@ pub struct HeldJournalsBody {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RejectHeldRequest {
-    #[schema(max_length = 1000)]
+    #[schema(max_length = 1000, pattern = "^[^\\u0000]*$")]
     pub note: Option<String>,
 }
 
@@ -101,7 +101,11 @@ pub struct RejectHeldRequest {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlagRequest {
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
     pub reason: String,
 }
 
@@ -288,11 +292,11 @@ pub(crate) async fn flag_member(
 ) -> ApiResult<axum::Json<FlagBody>> {
     caller.require(Permission::Adjust, Some(&code))?;
     staff(&caller)?;
-    let reason = request.reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 || reason.contains('\0') {
+    let reason = request.reason.as_str();
+    if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(|c| c.is_control()) {
         return Err(ApiError::bad_request(
             "invalid_request",
-            "reason is 1 to 500 characters of text",
+            "reason is 1 to 500 characters of text on one line",
         ));
     }
     let program = cached_program(&state, &code).await?;
