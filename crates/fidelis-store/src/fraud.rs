@@ -39,6 +39,8 @@ pub(crate) struct Screen {
     receipts: FxHashMap<String, Vec<i64>>,
     /// External ids of the members receipts were sent for.
     receipt_members: FxHashMap<i64, String>,
+    /// When members' profiles last changed.
+    profile_changed: FxHashMap<i64, DateTime<Utc>>,
     changed: FxHashSet<i64>,
     pub(crate) save: ScreeningSave,
 }
@@ -80,6 +82,7 @@ impl Screen {
         for (member, text) in rows.risk {
             screen.recent.insert(member, decode(&text));
         }
+        screen.profile_changed = rows.profile_changed.into_iter().collect();
         for receipt in receipts {
             screen.receipts.insert(receipt, Vec::new());
         }
@@ -120,7 +123,7 @@ impl Screen {
         let facts = Facts {
             recent,
             enrolled_at,
-            profile_changed_at: None,
+            profile_changed_at: self.profile_changed.get(&member_id).copied(),
             receipt_member: other,
         };
         fraud::screen(fraud, journal, &facts, now)

@@ -418,6 +418,57 @@ impl Store {
             .ok_or_else(|| StoreError::UnknownMember(external_id.to_owned()))
     }
 
+    /// Replaces a member's profile (checked by the caller), its search terms with it, and
+    /// notes when: a redemption soon after is held by the fraud rule
+    /// `redemption_after_change`. Audited with the names of the fields that changed (not
+    /// their values: the audit trail keeps no personal data).
+    pub async fn update_profile(
+        &self,
+        program: &LoadedProgram,
+        external_id: &str,
+        profile: &serde_json::Value,
+        now: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<MemberView> {
+        let member = self.require_member(program, external_id).await?;
+        if member.merged_into.is_some() || self.member_erased(member.id).await? {
+            return Err(StoreError::Refused(
+                "member_closed",
+                format!("member {external_id:?} was merged or erased: its profile stays as it is"),
+            ));
+        }
+        let mut fields: Vec<&str> = Vec::new();
+        let (old, new) = (member.profile.as_object(), profile.as_object());
+        for (k, v) in new.into_iter().flatten() {
+            if old.and_then(|o| o.get(k)) != Some(v) {
+                fields.push(k);
+            }
+        }
+        for k in old.into_iter().flatten().map(|(k, _)| k) {
+            if new.is_none_or(|n| !n.contains_key(k)) {
+                fields.push(k);
+            }
+        }
+        let code = program.program.code.as_str();
+        let mut audit = actor.entry(now, "member.profile", Some(code), Some(external_id));
+        audit.after = Some(serde_json::json!({"fields": fields}));
+        let text = serde_json::to_string(profile)?;
+        let terms = term_rows([(member.id, external_id, profile)]);
+        let key = crate::engine::member_lock_key(program.id, external_id);
+        in_ledger_tx!(self, |tx| {
+            async {
+                tx.lock_members(&[key]).await?;
+                tx.replace_profile(program.id, member.id, &text, &terms, now, &audit)
+                    .await
+            }
+            .await
+        })?;
+        Ok(MemberView {
+            profile: profile.clone(),
+            ..member
+        })
+    }
+
     /// Suspends, reactivates or closes a member, under the member's lock (a journal in
     /// flight for the member finishes first), and audits the change.
     pub async fn set_member_status(
@@ -466,6 +517,30 @@ impl Store {
 }
 
 impl sqlite::SqliteTx<'_> {
+    async fn replace_profile(
+        &mut self,
+        program_id: i64,
+        id: i64,
+        profile: &str,
+        terms: &[(i64, String)],
+        now: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        sqlx::query("UPDATE members SET profile = ?1, profile_changed_at = ?2 WHERE id = ?3")
+            .bind(profile)
+            .bind(micros(now))
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        sqlx::query("DELETE FROM member_terms WHERE member_id = ?1")
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        insert_terms_sqlite(&mut self.tx, program_id, terms).await?;
+        insert_audit!(self.tx, audit);
+        Ok(())
+    }
+
     async fn set_member_status(&mut self, id: i64, status: &str, audit: &AuditEntry) -> Result<()> {
         sqlx::query("UPDATE members SET status = ?1 WHERE id = ?2")
             .bind(status)
@@ -478,6 +553,33 @@ impl sqlite::SqliteTx<'_> {
 }
 
 impl postgres::PgTx {
+    async fn replace_profile(
+        &mut self,
+        program_id: i64,
+        id: i64,
+        profile: &str,
+        terms: &[(i64, String)],
+        now: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let conn = self.conn().await?;
+        sqlx::query(
+            "UPDATE members SET profile = $1::jsonb, profile_changed_at = $2 WHERE id = $3",
+        )
+        .bind(profile)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query("DELETE FROM member_terms WHERE member_id = $1")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        insert_terms_postgres(&mut *conn, program_id, terms).await?;
+        insert_audit!(conn, audit);
+        Ok(())
+    }
+
     async fn set_member_status(&mut self, id: i64, status: &str, audit: &AuditEntry) -> Result<()> {
         let conn = self.conn().await?;
         sqlx::query("UPDATE members SET status = $1 WHERE id = $2")

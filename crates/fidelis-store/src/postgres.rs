@@ -541,6 +541,13 @@ impl LedgerTx for PgTx {
             .bind(member_ids)
             .fetch_all(self.conn().await?)
             .await?;
+            out.profile_changed = sqlx::query_as(
+                "SELECT id, profile_changed_at FROM members \
+                 WHERE id = ANY($1) AND profile_changed_at IS NOT NULL",
+            )
+            .bind(member_ids)
+            .fetch_all(self.conn().await?)
+            .await?;
         }
         if !receipts.is_empty() {
             out.receipts = sqlx::query_as(
@@ -1082,7 +1089,7 @@ impl LedgerTx for PgTx {
                                x.enrolled_at \
                         FROM members x LEFT JOIN members s ON s.id = x.merged_into \
                         WHERE x.program_id = $1 AND x.external_id = ANY($2)) \
-             SELECT p.revision, mm.*, aa.*, jj.*, ids.*, tt.*, rr.*, hh.*, gg.*, oo.*, ee.* \
+             SELECT p.revision, mm.*, aa.*, jj.*, ids.*, tt.*, rr.*, hh.*, pc.*, gg.*, oo.*, ee.* \
              FROM (SELECT revision FROM programs WHERE id = $1) AS p \
              CROSS JOIN (SELECT array_agg(id), array_agg(external_id), array_agg(status) FROM m) AS mm \
              CROSS JOIN (SELECT array_agg(a.member_id), array_agg(a.currency), array_agg(a.available), array_agg(a.pending), \
@@ -1101,6 +1108,8 @@ impl LedgerTx for PgTx {
              CROSS JOIN (SELECT json_agg(json_build_array(h.member_id, h.external_id, h.type, h.occurred_at, \
                                 h.document, h.rule, h.reason, h.status, h.held_at))::text \
                          FROM held_journals h WHERE $6 AND h.program_id = $1 AND h.external_id = ANY($3)) AS hh \
+             CROSS JOIN (SELECT array_agg(x.id), array_agg(x.profile_changed_at) FROM m JOIN members x ON x.id = m.id \
+                         WHERE $6 AND x.profile_changed_at IS NOT NULL) AS pc \
              CROSS JOIN (SELECT array_agg(group_id) FROM m) AS gg \
              CROSS JOIN (SELECT array_agg(owner) FROM m) AS oo \
              CROSS JOIN (SELECT array_agg(enrolled_at) FROM m) AS ee".to_string();
@@ -1289,6 +1298,11 @@ impl LedgerTx for PgTx {
                     return Err(ragged());
                 }
                 let held: Option<String> = r.try_get(30)?;
+                let changed_ids = col::<i64>(&r, 31)?;
+                let changed_at = col::<DateTime<Utc>>(&r, 32)?;
+                if changed_ids.len() != changed_at.len() {
+                    return Err(ragged());
+                }
                 Some(Screening {
                     held: held
                         .as_deref()
@@ -1297,6 +1311,7 @@ impl LedgerTx for PgTx {
                         .unwrap_or_default(),
                     risk: members.into_iter().zip(recent).collect(),
                     receipts: Vec::new(),
+                    profile_changed: changed_ids.into_iter().zip(changed_at).collect(),
                 })
             } else {
                 None

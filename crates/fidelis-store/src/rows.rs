@@ -550,6 +550,8 @@ pub struct Screening {
     pub risk: Vec<(i64, String)>,
     /// (receipt, member id, member's external id) of the receipts asked for.
     pub receipts: Vec<(String, i64, String)>,
+    /// When members' profiles last changed (those whose did).
+    pub profile_changed: Vec<(i64, DateTime<Utc>)>,
 }
 
 /// What [`LedgerTx::save_screening`] writes.

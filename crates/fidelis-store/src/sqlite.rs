@@ -469,6 +469,16 @@ impl LedgerTx for SqliteTx<'_> {
             .bind(json_list(member_ids)?)
             .fetch_all(&mut *self.tx)
             .await?;
+            let changed: Vec<(i64, i64)> = sqlx::query_as(
+                "SELECT id, profile_changed_at FROM members \
+                 WHERE id IN (SELECT value FROM json_each(?1)) AND profile_changed_at IS NOT NULL",
+            )
+            .bind(json_list(member_ids)?)
+            .fetch_all(&mut *self.tx)
+            .await?;
+            for (id, at) in changed {
+                out.profile_changed.push((id, instant(at)?));
+            }
         }
         if !receipts.is_empty() {
             out.receipts = sqlx::query_as(

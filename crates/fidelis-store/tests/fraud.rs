@@ -104,7 +104,7 @@ async fn each_rule_holds_what_it_should_and_nothing_else(store: Store) {
     let program = setup(
         &store,
         all_rules(),
-        &["fast", "steady", "usual", "a", "b", "x", "y", "z"],
+        &["fast", "steady", "usual", "a", "b", "x", "y", "z", "moved"],
     )
     .await;
     let t = utc("2026-06-01T10:00:00Z");
@@ -252,6 +252,38 @@ async fn each_rule_holds_what_it_should_and_nothing_else(store: Store) {
         status(&post(&store, &program, redeem("d2", "fresh", next_day), next_day).await),
         "processed"
     );
+    // … and right after a profile change (an e-mail changed, then points spent).
+    store
+        .update_profile(
+            &program,
+            "moved",
+            &json!({"email": "new@example.net"}),
+            t,
+            &Actor::cli(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        status(&post(&store, &program, adjust("g3", "moved"), t).await),
+        "processed"
+    );
+    let p = post(&store, &program, redeem("d3", "moved", later), later).await;
+    assert_eq!(
+        (status(&p), rule(&p)),
+        ("held".into(), "redemption_after_change".into())
+    );
+    assert!(
+        p.outcome
+            .hold
+            .as_ref()
+            .unwrap()
+            .reason
+            .contains("after a profile change")
+    );
+    assert_eq!(
+        status(&post(&store, &program, redeem("d4", "moved", next_day), next_day).await),
+        "processed"
+    );
     for i in 0..2 {
         let at = later + Duration::minutes(i);
         assert_eq!(
@@ -336,6 +368,7 @@ async fn each_rule_holds_what_it_should_and_nothing_else(store: Store) {
     assert_eq!(
         rules,
         [
+            "redemption_after_change",
             "redemption_after_change",
             "shared_receipt",
             "transfer_ring",

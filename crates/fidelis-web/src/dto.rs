@@ -828,6 +828,15 @@ pub struct AdjustmentRequest {
     pub occurred_at: Option<String>,
 }
 
+/// A member's new profile, replacing the old one.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileRequest {
+    /// The whole profile (a JSON object; see enrolment): fields left out are removed.
+    #[schema(value_type = Object)]
+    pub profile: serde_json::Map<String, serde_json::Value>,
+}
+
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusRequest {

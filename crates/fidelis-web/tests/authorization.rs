@@ -103,6 +103,13 @@ fn cases() -> Vec<Case> {
         },
         Case {
             method: Method::PUT,
+            path: "/api/v1/programs/shop/members/m2/profile",
+            template: "/api/v1/programs/{program}/members/{member}/profile",
+            body: Some(json!({"profile": {"name": "By {role}"}})),
+            allowed: staff,
+        },
+        Case {
+            method: Method::PUT,
             path: "/api/v1/programs/shop/members/m2/status",
             template: "/api/v1/programs/{program}/members/{member}/status",
             body: Some(json!({"status": "active"})),

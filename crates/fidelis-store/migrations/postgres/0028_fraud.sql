@@ -43,3 +43,7 @@ CREATE TABLE journal_receipts (
 
 -- A flagged member: an agent's mark with its reason, shown in the console.
 ALTER TABLE members ADD COLUMN flagged TEXT;
+
+-- When the member's profile last changed (a redemption soon after is held by the rule
+-- redemption_after_change).
+ALTER TABLE members ADD COLUMN profile_changed_at TIMESTAMPTZ;

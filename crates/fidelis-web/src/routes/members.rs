@@ -20,7 +20,7 @@ use crate::auth::{Caller, Permission, Role};
 use crate::dto::{
     AdjustmentRequest, AwardBody, BalancesBody, CurrencyBalanceBody, EnrollRequest, EntryBody,
     HeldTierBody, LedgerPage, ListedBalanceBody, MemberBody, MemberListItem, MemberListPage,
-    OutcomeBody, RedemptionRequest, StatusRequest,
+    OutcomeBody, ProfileRequest, RedemptionRequest, StatusRequest,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::{ApiJson, AppState};
@@ -31,6 +31,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_member))
         .routes(routes!(portal_link))
         .routes(routes!(set_status))
+        .routes(routes!(update_profile))
         .routes(routes!(balances))
         .routes(routes!(ledger))
         .routes(routes!(promotion_standing))
@@ -335,6 +336,60 @@ pub(crate) async fn get_member(
     caller.require_member(&external_id)?;
     let program = program(&state, &code).await?;
     let member = member(&state, &program, &external_id).await?;
+    let balances = state.store.balances(&program, &member, Utc::now()).await?;
+    Ok(Json(member_body(&member, &balances)))
+}
+
+/// Replaces the member's profile (checked as at enrolment). Audited with the names of the
+/// fields that changed; a redemption soon after may be held by the fraud rule
+/// `redemption_after_change`.
+#[utoipa::path(put, path = "/programs/{program}/members/{member}/profile", tag = "members",
+    params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$"), ("member" = String, Path, description = "The member's external id", example = "C-100000", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$")),
+    request_body = ProfileRequest,
+    responses((status = 200, body = MemberBody, description = "The member"), Problems))]
+pub(crate) async fn update_profile(
+    State(state): State<AppState>,
+    caller: Arc<Caller>,
+    Path((code, external_id)): Path<(String, String)>,
+    ApiJson(request): ApiJson<ProfileRequest>,
+) -> ApiResult<Json<MemberBody>> {
+    caller.require(Permission::MembersWrite, Some(&code))?;
+    if caller.role == Role::Member {
+        return Err(ApiError::forbidden(
+            "members change their profile through the program's staff",
+        ));
+    }
+    let profile = serde_json::Value::Object(request.profile);
+    if let Some(reason) = fidelis_core::members::profile_problem(&profile) {
+        return Err(ApiError::unprocessable(
+            "invalid_member",
+            format!("profile: {reason}"),
+        ));
+    }
+    if let Some(reason) = fidelis_store::unstorable_json(&profile) {
+        return Err(ApiError::unprocessable(
+            "invalid_member",
+            format!("profile: {reason}"),
+        ));
+    }
+    if profile.to_string().len() > 16 * 1024 {
+        return Err(ApiError::unprocessable(
+            "invalid_member",
+            "the profile may hold at most 16 KiB",
+        ));
+    }
+    let program = program(&state, &code).await?;
+    member(&state, &program, &external_id).await?;
+    let member = state
+        .store
+        .update_profile(
+            &program,
+            &external_id,
+            &profile,
+            Utc::now(),
+            &caller.actor(),
+        )
+        .await?;
     let balances = state.store.balances(&program, &member, Utc::now()).await?;
     Ok(Json(member_body(&member, &balances)))
 }
