@@ -454,6 +454,47 @@ async fn a_server_killed_mid_delivery_loses_no_event(db: &str) {
     assert_eq!(list["webhooks"][0]["dead"], 0);
 }
 
+/// Two `fidelis serve` processes on one PostgreSQL database deliver the outbox
+/// together: every event reaches the receiver, and none twice (each delivery is leased
+/// by one server at a time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_on_one_postgres_deliver_each_event_once() {
+    let db = fidelis_testkit::pg_url();
+    let (base, receiver) = start_receiver().await;
+    *receiver.delay.lock().unwrap() = Duration::from_millis(100);
+    let args = ["--webhook-backoff-ms", "50"];
+    let first = Server::start_with(&db, &args).await;
+    first.setup(&["m1", "m2", "m3"]).await;
+    subscribe(&first, format!("{base}/both"), json!(["points.earned"])).await;
+    let second = Server::start_with(&db, &args).await;
+    let journals = 40;
+    for i in 0..journals {
+        let server = if i % 2 == 0 { &first } else { &second };
+        let (status, body) = server
+            .post(
+                "/programs/shop/journals",
+                purchase(&format!("two{i}"), ["m1", "m2", "m3"][i % 3], "10"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    eventually("every event delivered", || {
+        distinct_events(&receiver.got("/both")).len() == journals
+    })
+    .await;
+    // A moment for a duplicate to show, if a delivery were not leased.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = receiver.got("/both");
+    assert_eq!(got.len(), journals, "an event was sent twice");
+    let mut list = Value::Null;
+    eventually("every delivery recorded once", || {
+        list = block(second.get("/programs/shop/webhooks"));
+        list["webhooks"][0]["delivered"] == journals as i64
+    })
+    .await;
+    assert_eq!(list["webhooks"][0]["pending"], 0);
+}
+
 /// Runs a future to completion from inside a polling closure (the test's runtime has
 /// several workers, so blocking one for a request is fine).
 fn block<F: std::future::Future>(f: F) -> F::Output {
