@@ -128,14 +128,9 @@ fn staff(caller: &Caller) -> ApiResult<()> {
 
 fn fraud_error(e: StoreError) -> ApiError {
     match e {
-        StoreError::Refused(code @ "not_found", detail) => ApiError::not_found(
-            if code == "not_found" {
-                "unknown_held_journal"
-            } else {
-                code
-            },
-            detail,
-        ),
+        StoreError::Refused("not_found", detail) => {
+            ApiError::not_found("unknown_held_journal", detail)
+        }
         StoreError::Refused(code @ ("already_decided" | "release_refused"), detail) => {
             ApiError::new(axum::http::StatusCode::CONFLICT, code, detail)
         }
