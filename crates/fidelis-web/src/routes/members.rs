@@ -90,25 +90,7 @@ async fn enroll(
     let program = program(&state, &code).await?;
     let external_id = ExternalId::parse(&request.member)
         .map_err(|e| ApiError::unprocessable("invalid_member", format!("member {e}")))?;
-    let profile = serde_json::Value::Object(request.profile.unwrap_or_default());
-    if let Some(reason) = fidelis_core::members::profile_problem(&profile) {
-        return Err(ApiError::unprocessable(
-            "invalid_member",
-            format!("profile: {reason}"),
-        ));
-    }
-    if let Some(reason) = fidelis_store::unstorable_json(&profile) {
-        return Err(ApiError::unprocessable(
-            "invalid_member",
-            format!("profile: {reason}"),
-        ));
-    }
-    if profile.to_string().len() > 16 * 1024 {
-        return Err(ApiError::unprocessable(
-            "invalid_member",
-            "the profile may hold at most 16 KiB",
-        ));
-    }
+    let profile = checked_profile(request.profile.unwrap_or_default())?;
     let enrollment = Enrollment {
         external_id,
         profile,
@@ -340,6 +322,29 @@ pub(crate) async fn get_member(
     Ok(Json(member_body(&member, &balances)))
 }
 
+/// A profile as given at enrolment or replaced later: its known fields checked, storable
+/// on both databases, at most 16 KiB (`422 invalid_member` otherwise).
+fn checked_profile(
+    fields: serde_json::Map<String, serde_json::Value>,
+) -> ApiResult<serde_json::Value> {
+    let profile = serde_json::Value::Object(fields);
+    if let Some(reason) = fidelis_core::members::profile_problem(&profile)
+        .or_else(|| fidelis_store::unstorable_json(&profile).map(str::to_owned))
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_member",
+            format!("profile: {reason}"),
+        ));
+    }
+    if profile.to_string().len() > 16 * 1024 {
+        return Err(ApiError::unprocessable(
+            "invalid_member",
+            "the profile may hold at most 16 KiB",
+        ));
+    }
+    Ok(profile)
+}
+
 /// Replaces the member's profile (checked as at enrolment). Audited with the names of the
 /// fields that changed; a redemption soon after may be held by the fraud rule
 /// `redemption_after_change`.
@@ -359,25 +364,7 @@ pub(crate) async fn update_profile(
             "members change their profile through the program's staff",
         ));
     }
-    let profile = serde_json::Value::Object(request.profile);
-    if let Some(reason) = fidelis_core::members::profile_problem(&profile) {
-        return Err(ApiError::unprocessable(
-            "invalid_member",
-            format!("profile: {reason}"),
-        ));
-    }
-    if let Some(reason) = fidelis_store::unstorable_json(&profile) {
-        return Err(ApiError::unprocessable(
-            "invalid_member",
-            format!("profile: {reason}"),
-        ));
-    }
-    if profile.to_string().len() > 16 * 1024 {
-        return Err(ApiError::unprocessable(
-            "invalid_member",
-            "the profile may hold at most 16 KiB",
-        ));
-    }
+    let profile = checked_profile(request.profile)?;
     let program = program(&state, &code).await?;
     member(&state, &program, &external_id).await?;
     let member = state
