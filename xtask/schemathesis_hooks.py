@@ -116,6 +116,7 @@ JOURNAL_RULES = {
     "not both": "a refund gives lines or an amount; a line its quantity or amount",
     "is required with an amount": "an amount names its currency",
     "before the program began": "the program's starts_on",
+    "are Fidelis's own": "orders starting with review: reserve the points of held journals",
 }
 
 

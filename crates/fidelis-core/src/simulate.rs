@@ -466,6 +466,7 @@ pub fn run(
                         currency: crate::ids::CurrencyIx(redeemable as u16),
                         points: held / 100 * 100,
                         partner: None,
+                        reserved: None,
                     };
                     (person, body, format!("sim-r{}-{}", m, people[person].id))
                 }

@@ -3,7 +3,8 @@
 mod common;
 
 use common::*;
-use fidelis_core::journal::JournalError;
+use fidelis_core::ids::ExternalId;
+use fidelis_core::journal::{Journal, JournalError};
 use fidelis_core::ledger::{EntryKind, MemberStatus};
 use serde_json::json;
 
@@ -676,4 +677,95 @@ fn hold_documents_are_checked() {
             .expect_err(&doc.external_id.clone().unwrap_or_default());
         assert!(err.to_string().contains(says), "{err} should say {says}");
     }
+}
+
+/// A journal the store builds itself (never from a document): the hold reserving a held
+/// redemption's points, or the released redemption capturing it.
+fn built(sim: &Sim, external_id: &str, body: fidelis_core::journal::JournalBody) -> Journal {
+    Journal {
+        external_id: ExternalId::parse(external_id).unwrap(),
+        member: ExternalId::parse("m").unwrap(),
+        occurred_at: sim.now,
+        body,
+    }
+}
+
+#[test]
+fn a_redemption_held_for_review_spends_exactly_its_reserved_points_whatever_expired_meanwhile() {
+    use fidelis_core::journal::{HOLD_PREFIX, JournalBody, review_order};
+    let mut sim = Sim::new(points_program(""), "2024-06-01T09:00:00+02:00");
+    sim.enroll("m");
+    sim.ok(purchase("m", "100"));
+    let ix = sim.book.program().currency_ix("points").unwrap();
+    // Held for review one hour before the points' expiry: the hold takes them out of
+    // their bucket at once.
+    sim.at("2026-06-01T08:00:00+02:00");
+    let hold = format!("{HOLD_PREFIX}{}", review_order("r-1"));
+    assert_eq!(hold, "hold:review:r-1");
+    let reserve = built(
+        &sim,
+        &hold,
+        JournalBody::Hold {
+            currency: ix,
+            points: 60,
+            until: sim.now + chrono::Duration::days(36_500),
+            partner: None,
+        },
+    );
+    sim.book.post(&reserve, sim.now).unwrap();
+    assert_eq!(sim.balance("m", "points"), (40, 0));
+    // A day later the bucket has expired; the reserved points have not.
+    assert_eq!(sim.settle_at("2026-06-02T09:00:00+02:00"), 1);
+    assert_eq!(sim.balance("m", "points"), (0, 0));
+    let redemption = |points| JournalBody::Redemption {
+        currency: ix,
+        points,
+        partner: None,
+        reserved: Some(ExternalId::parse(&hold).unwrap()),
+    };
+    let (outcome, _) = sim
+        .book
+        .post(&built(&sim, "r-1", redemption(60)), sim.now)
+        .unwrap();
+    assert_eq!(points(&outcome.debited, "points"), 60);
+    assert_eq!(sim.balance("m", "points"), (0, 0));
+    assert_eq!(sim.entries("m", EntryKind::Redeem), vec![-60]);
+    assert_eq!(sim.entries("m", EntryKind::Hold).iter().sum::<i64>(), 0);
+    // Captured once: a second release of the same review finds the hold captured.
+    let again = sim
+        .book
+        .post(&built(&sim, "r-1b", redemption(60)), sim.now)
+        .unwrap_err();
+    assert_eq!(again.code(), "hold_captured");
+}
+
+#[test]
+fn review_orders_belong_to_fidelis_and_always_fit_an_external_id() {
+    use fidelis_core::journal::review_order;
+    let mut sim = Sim::new(points_program(""), "2026-06-01T12:00:00+02:00");
+    sim.enroll("m");
+    sim.ok(purchase("m", "100"));
+    for how in ["hold", "capture", "release"] {
+        let mut doc =
+            json!({"external_id": format!("{how}:review:r-1"), "member": "m", "type": how});
+        if how == "hold" {
+            doc["currency"] = "points".into();
+            doc["points"] = 5.into();
+            doc["expires_at"] = "2026-06-01T13:00:00+02:00".into();
+        }
+        doc["occurred_at"] = "2026-06-01T12:00:00+02:00".into();
+        let doc: fidelis_core::journal::JournalDocument = serde_json::from_value(doc).unwrap();
+        let refused = Journal::parse(&doc, sim.book.program()).unwrap_err();
+        assert!(refused.to_string().contains("Fidelis's own"), "{refused}");
+    }
+    assert_eq!(sim.balance("m", "points"), (100, 0));
+    // The longest external id still names a hold that is an external id, distinct from
+    // another's.
+    let long = "x".repeat(ExternalId::MAX_LEN);
+    let order = review_order(&long);
+    assert_eq!(order.len(), "review:#".len() + 32);
+    assert_ne!(order, review_order(&"y".repeat(ExternalId::MAX_LEN)));
+    ExternalId::parse(&format!("capture:{order}")).unwrap();
+    let fits = "z".repeat(ExternalId::MAX_LEN - "capture:review:".len());
+    assert_eq!(review_order(&fits), format!("review:{fits}"));
 }

@@ -41,6 +41,28 @@ pub struct Posted {
 /// The result of one journal of a batch.
 pub type JournalResult = std::result::Result<Posted, JournalError>;
 
+/// A member's balances as the batch holds them (none when the member is not loaded).
+fn member_balances(
+    ledgers: &FxHashMap<i64, MemberLedger>,
+    program: &Program,
+    member_id: i64,
+) -> Vec<fidelis_core::outcome::Balance> {
+    ledgers
+        .get(&member_id)
+        .map(|l| process::balances(program, l))
+        .unwrap_or_default()
+}
+
+/// What fraud screening says of a journal in a batch.
+enum Screened {
+    /// Not held: processed as usual.
+    Pass,
+    /// A held journal's retry: its answer.
+    Answer(JournalResult),
+    /// Held now by this rule.
+    Hold(fidelis_core::fraud::Verdict),
+}
+
 /// A journal with its canonical document (what the store keeps and compares replays
 /// with), prepared before the batch's transaction: an import prepares them on its reader
 /// thread, off the writers' critical path.
@@ -332,10 +354,14 @@ pub(crate) async fn post_batch<T: LedgerTx>(
             results[i] = Some(Err(JournalError::MemberIsGroup(journal.member.to_string())));
             continue;
         }
-        if let Some(result) = batch.screen_journal(member_id, journal, prepared)? {
-            results[i] = Some(result);
-            continue;
-        }
+        let verdict = match batch.screen_journal(member_id, journal, prepared)? {
+            Screened::Pass => None,
+            Screened::Answer(result) => {
+                results[i] = Some(result);
+                continue;
+            }
+            Screened::Hold(verdict) => Some(verdict),
+        };
         let (Some(main), Some(settlement)) = (ids.next(), ids.next()) else {
             return Err(StoreError::Inconsistent(
                 "too few journal ids reserved".into(),
@@ -345,6 +371,23 @@ pub(crate) async fn post_batch<T: LedgerTx>(
             main: JournalId(main),
             settlement: JournalId(settlement),
         };
+        if let Some(verdict) = verdict {
+            // A held redemption's points are reserved by a hold of its own, with the ids
+            // the journal would have taken: spendable nowhere else while it waits. When
+            // they are not there, it is refused as the redemption would have been.
+            if let Some(reserve) = crate::fraud::reservation(journal, now)? {
+                let document = serde_json::to_string(&reserve.canonical(program))?;
+                if let Err(e) = batch
+                    .process(tx, member_id, &reserve, &document, ids)
+                    .await?
+                {
+                    results[i] = Some(Err(e));
+                    continue;
+                }
+            }
+            results[i] = Some(batch.hold_journal(member_id, journal, prepared, &verdict)?);
+            continue;
+        }
         let result = batch
             .process(tx, member_id, journal, &prepared.document, ids)
             .await?;
@@ -1218,50 +1261,68 @@ impl<'p> Batch<'p> {
         }
     }
 
-    /// A held journal's answer, if `journal` is one or a fraud rule holds it now (the
-    /// hold is then written with the batch, with a `journal.held` event).
+    /// What screening says of `journal`: the answer of a held journal it repeats, or the
+    /// verdict of the rule that holds it now (see [`Self::hold_journal`]).
     fn screen_journal(
         &mut self,
         member_id: i64,
         journal: &Journal,
         prepared: &Prepared,
-    ) -> Result<Option<JournalResult>> {
+    ) -> Result<Screened> {
         let Some(screen) = self.screen.as_mut() else {
-            return Ok(None);
+            return Ok(Screened::Pass);
         };
         let program = &self.lp.program;
-        let balances = || {
-            self.ledgers
-                .get(&member_id)
-                .map(|l| process::balances(program, l))
-                .unwrap_or_default()
-        };
+        let ledgers = &self.ledgers;
+        let balances = || member_balances(ledgers, program, member_id);
         if let Some(row) = screen.held(journal.external_id.as_str()) {
             if !crate::fraud::same_document(&row.document, prepared) {
-                return Ok(Some(Err(JournalError::IdempotencyConflict(
+                return Ok(Screened::Answer(Err(JournalError::IdempotencyConflict(
                     journal.external_id.to_string(),
                 ))));
             }
-            return Ok(Some(Ok(Posted {
+            return Ok(Screened::Answer(Ok(Posted {
                 outcome: crate::fraud::held_outcome(row, journal, balances()),
                 replayed: true,
             })));
         }
         if !prepared.screened {
-            return Ok(None);
+            return Ok(Screened::Pass);
         }
         let enrolled_at = self.ledgers.get(&member_id).and_then(|l| l.enrolled_at);
-        let Some(verdict) = screen.judge(
-            &program.fraud,
-            member_id,
-            journal,
-            enrolled_at,
-            &self.names,
-            self.now,
-        ) else {
-            return Ok(None);
+        Ok(
+            match screen.judge(
+                &program.fraud,
+                member_id,
+                journal,
+                enrolled_at,
+                &self.names,
+                self.now,
+            ) {
+                Some(verdict) => Screened::Hold(verdict),
+                None => Screened::Pass,
+            },
+        )
+    }
+
+    /// Keeps `journal` for review as `verdict` says: the hold is written with the batch,
+    /// with a `journal.held` event.
+    fn hold_journal(
+        &mut self,
+        member_id: i64,
+        journal: &Journal,
+        prepared: &Prepared,
+        verdict: &fidelis_core::fraud::Verdict,
+    ) -> Result<JournalResult> {
+        let Some(screen) = self.screen.as_mut() else {
+            return Err(StoreError::Inconsistent(
+                "a journal held without screening".into(),
+            ));
         };
-        screen.hold(member_id, journal, prepared, &verdict, self.now);
+        let program = &self.lp.program;
+        let ledgers = &self.ledgers;
+        let balances = || member_balances(ledgers, program, member_id);
+        screen.hold(member_id, journal, prepared, verdict, self.now);
         screen.note(&program.fraud, member_id, journal, true);
         let Some(row) = screen.held(journal.external_id.as_str()) else {
             return Err(StoreError::Inconsistent("a held journal vanished".into()));
@@ -1277,10 +1338,10 @@ impl<'p> Batch<'p> {
             .to_string(),
             occurred_at: self.now,
         });
-        Ok(Some(Ok(Posted {
+        Ok(Ok(Posted {
             outcome,
             replayed: false,
-        })))
+        }))
     }
 
     fn program(&self) -> &Program {
@@ -1469,7 +1530,11 @@ impl<'p> Batch<'p> {
                 // Reversals and a hold's end need the entries they undo or convert.
                 JournalBody::Cancellation { original }
                 | JournalBody::Capture { original }
-                | JournalBody::Release { original } => existing.get(original.as_str()),
+                | JournalBody::Release { original }
+                | JournalBody::Redemption {
+                    reserved: Some(original),
+                    ..
+                } => existing.get(original.as_str()),
                 _ => None,
             })
             .map(|r| (r.member_id, r.id))
@@ -1532,7 +1597,7 @@ impl<'p> Batch<'p> {
     }
 
     /// Processes one journal; loads buckets and retries once if the core asks for them.
-    async fn process<T: LedgerTx>(
+    pub(crate) async fn process<T: LedgerTx>(
         &mut self,
         tx: &mut T,
         member_id: i64,

@@ -2,11 +2,18 @@
 //! the queue of held journals, and an agent's decision on each.
 //!
 //! A held journal is not a journal yet: its document waits in `held_journals`, with no
-//! entry and no points, and its external id is taken (a retry answers the hold). An agent
+//! entry and no points, and its external id is taken (a retry answers the hold). A held
+//! redemption or transfer spends points: they are **reserved** at once by a hold of
+//! Fidelis's own order (`hold:review:…`, see [`fidelis_core::journal::review_order`]),
+//! written in the same transaction, so they are spendable nowhere else while the journal
+//! waits (and a journal whose points are not there is refused, not held). An agent
 //! **releases** it — it is then posted like any journal, as of its original activity
 //! (points that expired meanwhile are credited and expired at once, as for any late
-//! journal) — or **rejects** it, and it never earns. Deciding is a conditional update under
-//! the member's lock: two agents clicking at once decide once.
+//! journal; a released redemption captures its reservation, so it spends exactly the
+//! points reserved even when they would have expired since; a released transfer gives
+//! the reservation back and is made now) — or **rejects** it, and it never earns (the
+//! reservation goes back to the buckets it came from). Deciding is a conditional update
+//! under the member's lock: two agents clicking at once decide once.
 //!
 //! Which journals are screened: those posted through `POST /journals` and the batch route
 //! (see [`crate::Prepared::screened`]). Imports, jobs, claims an agent approved and the
@@ -18,7 +25,8 @@
 
 use chrono::{DateTime, Utc};
 use fidelis_core::fraud::{self, Facts, Recent, Verdict, Watched};
-use fidelis_core::journal::Journal;
+use fidelis_core::ids::{CurrencyIx, ExternalId};
+use fidelis_core::journal::{HOLD_PREFIX, Journal, JournalBody, RELEASE_PREFIX, review_order};
 use fidelis_core::outcome::Outcome;
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -197,6 +205,79 @@ impl Screen {
             .filter_map(|m| self.recent.get(&m).map(|r| (m, encode(r))))
             .collect()
     }
+}
+
+/// How long a reservation's hold lasts: until the review ends it, in practice (a hold
+/// needs an end; the jobs release holds past theirs).
+const RESERVED_FOR_DAYS: i64 = 36_500;
+
+/// The external id of the hold reserving the points of held journal `external_id`.
+pub(crate) fn reservation_id(external_id: &str) -> Result<ExternalId> {
+    ExternalId::parse(&format!("{HOLD_PREFIX}{}", review_order(external_id)))
+        .map_err(|e| StoreError::Inconsistent(format!("a reservation's id {e}")))
+}
+
+/// The hold reserving what a held journal spends: for a redemption, its points as of its
+/// activity; `None` for a journal that spends nothing.
+pub(crate) fn reservation(journal: &Journal, now: DateTime<Utc>) -> Result<Option<Journal>> {
+    let JournalBody::Redemption {
+        currency, points, ..
+    } = &journal.body
+    else {
+        return Ok(None);
+    };
+    Ok(Some(reserve(
+        journal.external_id.as_str(),
+        &journal.member,
+        *currency,
+        *points,
+        journal.occurred_at,
+        now,
+    )?))
+}
+
+fn reserve(
+    external_id: &str,
+    member: &ExternalId,
+    currency: CurrencyIx,
+    points: i64,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Journal> {
+    Ok(Journal {
+        external_id: reservation_id(external_id)?,
+        member: member.clone(),
+        occurred_at: at,
+        body: JournalBody::Hold {
+            currency,
+            points,
+            until: now.max(at) + chrono::Duration::days(RESERVED_FOR_DAYS),
+            partner: None,
+        },
+    })
+}
+
+/// The journal giving a reservation's points back (built here: documents may not name
+/// Fidelis's own orders).
+fn unreserve(
+    program: &crate::LoadedProgram,
+    external_id: &str,
+    member: &str,
+    now: DateTime<Utc>,
+) -> Result<Prepared> {
+    let order = review_order(external_id);
+    let bad = |e: fidelis_core::ids::IdError| {
+        StoreError::Inconsistent(format!("a reservation's release: {e}"))
+    };
+    let journal = Journal {
+        external_id: ExternalId::parse(&format!("{RELEASE_PREFIX}{order}")).map_err(bad)?,
+        member: ExternalId::parse(member).map_err(bad)?,
+        occurred_at: now,
+        body: JournalBody::Release {
+            original: reservation_id(external_id)?,
+        },
+    };
+    Prepared::new(journal, &program.program)
 }
 
 /// The outcome a held journal answers (and a retry of it answers again): nothing earned,
@@ -487,6 +568,38 @@ impl crate::Store {
                         format!("journal {external_id:?} was decided already"),
                     ));
                 };
+                // Held before reservations existed, a journal has none to end.
+                let reserved = match row.type_name.as_str() {
+                    "redemption" | "transfer" => {
+                        let id = reservation_id(external_id)?;
+                        !tx.load_journals_by_external_id(program.id, &[id.as_str()])
+                            .await?
+                            .is_empty()
+                    }
+                    _ => false,
+                };
+                // A rejection, and the release of a transfer (made now, from the points
+                // as they are), give the reservation back first.
+                if reserved && (status == "rejected" || row.type_name == "transfer") {
+                    let back = unreserve(program, external_id, &before.member, now)?;
+                    let results = crate::engine::post_batch(
+                        &mut tx,
+                        program,
+                        std::slice::from_ref(&back),
+                        now,
+                        None,
+                        crate::engine::Revision::AsLoaded,
+                        false,
+                        false,
+                    )
+                    .await?;
+                    if let Some(Err(e)) = results.first() {
+                        return Err(StoreError::Refused(
+                            "release_refused",
+                            format!("the reserved points cannot be given back ({}): {e}", e.code()),
+                        ));
+                    }
+                }
                 let mut outcome = None;
                 if status == "released" && row.type_name == "transfer" {
                     let v: serde_json::Value = serde_json::from_str(&row.document)?;
@@ -508,7 +621,13 @@ impl crate::Store {
                         Err(e) => return Err(e),
                     }
                 } else if status == "released" {
-                    let prepared = prepare(program, &row.document)?;
+                    let mut prepared = prepare(program, &row.document)?;
+                    if reserved
+                        && let JournalBody::Redemption { reserved: hold, .. } =
+                            &mut prepared.journal.body
+                    {
+                        *hold = Some(reservation_id(external_id)?);
+                    }
                     let mut results = crate::engine::post_batch(
                         &mut tx,
                         program,
@@ -637,15 +756,23 @@ fn prepare(program: &crate::LoadedProgram, document: &str) -> Result<Prepared> {
     Prepared::new(journal, &program.program)
 }
 
-/// The ring rule on a transfer (see [`crate::lifecycle::transfer_tx`]): `Some` answer when
-/// the transfer is a held one's retry, or closes a ring now and is held.
+/// What the ring rule says of a transfer.
+pub(crate) enum TransferScreen {
+    /// A held transfer's retry: its answer.
+    Replay(Outcome),
+    /// Closes a ring: to hold (see [`hold_transfer`]).
+    Hold(HeldRow),
+}
+
+/// The ring rule on a transfer (see [`crate::lifecycle::transfer_tx`]): `Some` when the
+/// transfer is a held one's retry, or closes a ring now.
 pub(crate) async fn screen_transfer<T: crate::lifecycle::TransferTx>(
     tx: &mut T,
     program: &crate::LoadedProgram,
     t: &crate::lifecycle::Transfer<'_>,
     sender_id: i64,
     now: DateTime<Utc>,
-) -> Result<Option<(Outcome, bool)>> {
+) -> Result<Option<TransferScreen>> {
     let Some((length, within)) = program.program.fraud.ring() else {
         return Ok(None);
     };
@@ -664,7 +791,7 @@ pub(crate) async fn screen_transfer<T: crate::lifecycle::TransferTx>(
                 ),
             ));
         }
-        return Ok(Some((transfer_outcome(row), true)));
+        return Ok(Some(TransferScreen::Replay(transfer_outcome(row))));
     }
     // Breadth first from the receiver, one statement per step, over transfers within the
     // window; at most RING_VISITS members.
@@ -720,6 +847,43 @@ pub(crate) async fn screen_transfer<T: crate::lifecycle::TransferTx>(
         status: "held".into(),
         held_at: now,
     };
+    Ok(Some(TransferScreen::Hold(row)))
+}
+
+/// The hold of a transfer that closes a ring: its points reserved on the sender's ledger
+/// (`batch` holds it, loaded; refused as the transfer would be when they are not there),
+/// the held row and its `journal.held` event written.
+pub(crate) async fn hold_transfer<T: crate::lifecycle::TransferTx>(
+    tx: &mut T,
+    batch: &mut crate::engine::Batch<'_>,
+    program: &crate::LoadedProgram,
+    t: &crate::lifecycle::Transfer<'_>,
+    currency: CurrencyIx,
+    row: HeldRow,
+    now: DateTime<Utc>,
+) -> Result<Outcome> {
+    let sender_id = row.member_id;
+    let member = ExternalId::parse(t.from)
+        .map_err(|e| StoreError::Refused("invalid_request", format!("from {e}")))?;
+    let journal = reserve(t.external_id, &member, currency, t.points, now, now)?;
+    let document = serde_json::to_string(&journal.canonical(&program.program))?;
+    let ids = tx.reserve_journal_ids(2).await?;
+    let (Some(&main), Some(&settlement)) = (ids.first(), ids.get(1)) else {
+        return Err(StoreError::Inconsistent(
+            "too few journal ids reserved".into(),
+        ));
+    };
+    let ids = fidelis_core::process::JournalIds {
+        main: fidelis_core::ids::JournalId(main),
+        settlement: fidelis_core::ids::JournalId(settlement),
+    };
+    if let Err(e) = batch
+        .process(tx, sender_id, &journal, &document, ids)
+        .await?
+    {
+        return Err(StoreError::Refused(e.code(), e.to_string()));
+    }
+    batch.write(tx).await?;
     let save = ScreeningSave {
         held: vec![row.clone()],
         ..ScreeningSave::default()
@@ -738,7 +902,7 @@ pub(crate) async fn screen_transfer<T: crate::lifecycle::TransferTx>(
         }],
     )
     .await?;
-    Ok(Some((transfer_outcome(&row), false)))
+    Ok(transfer_outcome(&row))
 }
 
 fn transfer_outcome(row: &HeldRow) -> Outcome {

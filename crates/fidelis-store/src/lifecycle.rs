@@ -730,8 +730,16 @@ pub(crate) async fn transfer_tx<T: TransferTx>(
         return Err(StoreError::UnknownMember(to.to_owned()));
     };
     refuse_groups(tx, &[a, b]).await?;
-    if screen && let Some(held) = crate::fraud::screen_transfer(tx, program, t, a, now).await? {
-        return Ok(held);
+    if screen {
+        match crate::fraud::screen_transfer(tx, program, t, a, now).await? {
+            None => {}
+            Some(crate::fraud::TransferScreen::Replay(outcome)) => return Ok((outcome, true)),
+            Some(crate::fraud::TransferScreen::Hold(row)) => {
+                let outcome =
+                    crate::fraud::hold_transfer(tx, &mut batch, program, t, ix, row, now).await?;
+                return Ok((outcome, false));
+            }
+        }
     }
     let sent_today = tx.sent_since(a, currency, day_start).await?;
     let ids = tx.reserve_journal_ids(2).await?;

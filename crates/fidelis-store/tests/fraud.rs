@@ -15,6 +15,7 @@ fidelis_testkit::store_tests!(
     a_released_journal_earns_what_it_would_have_and_a_rejected_one_nothing,
     concurrent_releases_process_once,
     unscreened_journals_are_not_held,
+    held_redemptions_and_transfers_reserve_their_points_until_decided,
 );
 
 mod common;
@@ -318,8 +319,8 @@ async fn each_rule_holds_what_it_should_and_nothing_else(store: Store) {
     assert!(reason.contains("z → x → y → z"), "{reason}");
     assert_eq!(
         available(&store, &program, "z").await,
-        before,
-        "nothing moved"
+        before - 20,
+        "nothing moved, the 20 points are reserved"
     );
     // Its retry answers the hold; the same id for another transfer is a conflict.
     let (o, replayed) = store
@@ -585,5 +586,190 @@ async fn unscreened_journals_are_not_held(store: Store) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+async fn available_at(
+    store: &Store,
+    program: &LoadedProgram,
+    member: &str,
+    at: DateTime<Utc>,
+) -> i64 {
+    let m = store.require_member(program, member).await.unwrap();
+    store.balances(program, &m, at).await.unwrap()[0].available
+}
+
+async fn held_redemptions_and_transfers_reserve_their_points_until_decided(store: Store) {
+    let rules = json!([
+        {"rule": "velocity", "journals": "redemptions", "max": 1, "within_minutes": 60},
+        {"rule": "transfer_ring", "length": 2, "within_days": 30}
+    ]);
+    let program = setup(&store, rules, &["r", "s", "a", "b"]).await;
+    let agent = Actor {
+        name: "agent@example.com".into(),
+        role: "agent".into(),
+    };
+    let t = utc("2026-06-01T10:00:00Z");
+    let redeem = |id: &str, member: &str, points: i64, at: DateTime<Utc>| {
+        json!({"external_id": id, "member": member, "type": "redemption",
+               "occurred_at": at.to_rfc3339(), "currency": "points", "points": points})
+    };
+    for m in ["r", "s", "a", "b"] {
+        post(
+            &store,
+            &program,
+            purchase(&format!("p-{m}"), m, "99.00", t),
+            t,
+        )
+        .await;
+        let first = post(&store, &program, redeem(&format!("first-{m}"), m, 9, t), t).await;
+        assert_eq!(status(&first), "processed");
+    }
+    let soon = t + Duration::minutes(5);
+
+    // Held: its 70 points are reserved at once, so the member cannot spend them twice;
+    // the answer shows what is left.
+    let held = post(&store, &program, redeem("r1", "r", 70, soon), soon).await;
+    assert_eq!(
+        (status(&held), rule(&held)),
+        ("held".into(), "velocity".into())
+    );
+    assert_eq!(held.outcome.balances[0].available, 20);
+    assert_eq!(available_at(&store, &program, "r", soon).await, 20);
+    let hold = store
+        .hold(&program, "review:r1", soon)
+        .await
+        .unwrap()
+        .expect("a reservation");
+    assert_eq!((hold.points, hold.status), (70, "held"));
+    // A redemption whose points are not there is refused as it would be, not held.
+    let refused = store
+        .post_realtime(
+            &program,
+            prepared(&program, redeem("r2", "r", 30, soon)).screened(),
+            soon,
+        )
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(refused.code(), "insufficient_points");
+    let queue = store.held_journals(&program, None, 10).await.unwrap();
+    assert_eq!(
+        queue
+            .iter()
+            .map(|h| h.external_id.as_str())
+            .collect::<Vec<_>>(),
+        ["r1"]
+    );
+    // No client can end the review's reservation itself.
+    let doc: JournalDocument = serde_json::from_value(json!({"external_id": "capture:review:r1",
+        "member": "r", "type": "capture", "occurred_at": soon.to_rfc3339()}))
+    .unwrap();
+    assert!(Journal::parse(&doc, &program.program).is_err());
+
+    // Released 45 days later, when the 20 points left have expired (30 days): the
+    // reserved 70 are spent, exactly, and the balance is what it would have been.
+    let late = t + Duration::days(45);
+    let Decided::Released(_, outcome) = store
+        .release_held(&program, "r1", &agent, late)
+        .await
+        .unwrap()
+    else {
+        panic!("released");
+    };
+    assert_eq!(outcome.debited.iter().map(|d| d.points).sum::<i64>(), 70);
+    assert_eq!(available_at(&store, &program, "r", late).await, 0);
+    let journal = store
+        .journal(&program, "r1")
+        .await
+        .unwrap()
+        .expect("r1 is a journal now");
+    assert_eq!(journal.occurred_at, soon);
+    let hold = store
+        .hold(&program, "review:r1", late)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hold.status, "captured");
+    let retry = post(&store, &program, redeem("r1", "r", 70, soon), late).await;
+    assert!(retry.replayed);
+
+    // Rejected, for a member suspended meanwhile: the reserved points go back.
+    let held = post(&store, &program, redeem("s1", "s", 50, soon), soon).await;
+    assert_eq!(status(&held), "held");
+    assert_eq!(available_at(&store, &program, "s", soon).await, 40);
+    store
+        .set_member_status(
+            &program,
+            "s",
+            fidelis_core::ledger::MemberStatus::Suspended,
+            soon,
+            &agent,
+        )
+        .await
+        .unwrap();
+    let week = t + Duration::days(7);
+    let Decided::Rejected(_) = store
+        .reject_held(&program, "s1", Some("account takeover"), &agent, week)
+        .await
+        .unwrap()
+    else {
+        panic!("rejected");
+    };
+    assert_eq!(available_at(&store, &program, "s", week).await, 90);
+    assert!(store.journal(&program, "s1").await.unwrap().is_none());
+    assert_eq!(
+        store
+            .hold(&program, "review:s1", week)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "released"
+    );
+
+    // A transfer closing a ring: held with the sender's points reserved; rejected, they
+    // come back; the next one released, the receiver gets them.
+    let id = |s: &str| fidelis_core::ids::ExternalId::parse(s).unwrap();
+    let (o, _) = store
+        .transfer_screened(&program, "a", "b", "points", 20, &id("t1"), soon)
+        .await
+        .unwrap();
+    assert_ne!(o.status, "held");
+    let (o, _) = store
+        .transfer_screened(&program, "b", "a", "points", 30, &id("t2"), soon)
+        .await
+        .unwrap();
+    assert_eq!(o.status, "held");
+    assert_eq!(
+        available_at(&store, &program, "b", soon).await,
+        90 + 20 - 30
+    );
+    // More than is left is refused, not held.
+    assert!(
+        store
+            .transfer_screened(&program, "b", "a", "points", 81, &id("t3"), soon)
+            .await
+            .is_err()
+    );
+    store
+        .reject_held(&program, "t2", None, &agent, week)
+        .await
+        .unwrap();
+    assert_eq!(available_at(&store, &program, "b", week).await, 110);
+    let (o, _) = store
+        .transfer_screened(&program, "b", "a", "points", 40, &id("t4"), week)
+        .await
+        .unwrap();
+    assert_eq!(o.status, "held");
+    assert_eq!(available_at(&store, &program, "b", week).await, 70);
+    store
+        .release_held(&program, "t4", &agent, week)
+        .await
+        .unwrap();
+    assert_eq!(available_at(&store, &program, "b", week).await, 70);
+    assert_eq!(
+        available_at(&store, &program, "a", week).await,
+        90 - 20 + 40
     );
 }

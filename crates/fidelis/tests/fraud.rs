@@ -150,8 +150,8 @@ async fn held_journals_wait_for_one_decision(url: &str) {
         "processed"
     );
 
-    // A ring: a → b, b → c pass; c → a is held (202), nothing moves; rejected, it never
-    // moves, and its retry says so.
+    // A ring: a → b, b → c pass; c → a is held (202), its points reserved; rejected, it
+    // never moves, the reserved points come back, and its retry says so.
     for (from, to) in [("a", "b"), ("b", "c"), ("c", "a")] {
         s.post(
             "/programs/shop/journals",
@@ -178,7 +178,22 @@ async fn held_journals_wait_for_one_decision(url: &str) {
             assert_eq!(status, StatusCode::CREATED, "{body}");
         }
     }
-    assert_eq!(s.available("c").await, 60);
+    assert_eq!(s.available("c").await, 50, "10 reserved");
+    // The reservation is a hold of Fidelis's own order: visible, but no client ends it.
+    let hold = s.get("/programs/shop/holds/review:x-c").await;
+    assert_eq!(
+        (&hold["points"], &hold["status"]),
+        (&json!(10), &json!("held")),
+        "{hold}"
+    );
+    let (status, body) = s
+        .post("/programs/shop/holds/review:x-c/capture", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("Fidelis's own"),
+        "{body}"
+    );
     let (status, body) = s
         .post(
             "/programs/shop/held-journals/x-c/reject",

@@ -46,6 +46,11 @@ pub enum JournalBody {
         points: i64,
         /// The partner where the points were spent (a partner's own redemption).
         partner: Option<String>,
+        /// Set by the store, never read from a document: a fraud rule held this redemption
+        /// and its points were reserved by this hold (see [`review_order`]). Processing
+        /// the released redemption captures the hold instead of spending from the buckets,
+        /// so it succeeds with exactly the points reserved, whatever expired meanwhile.
+        reserved: Option<ExternalId>,
     },
     /// A manual correction by an agent, positive or negative.
     Adjustment {
@@ -75,6 +80,34 @@ pub enum JournalBody {
 pub const HOLD_PREFIX: &str = "hold:";
 pub const CAPTURE_PREFIX: &str = "capture:";
 pub const RELEASE_PREFIX: &str = "release:";
+/// The orders Fidelis keeps for itself: the points of a held redemption or transfer are
+/// reserved by the hold of order `review:` and the journal's external id (see
+/// [`review_order`]). A document naming such an order is refused, so no client can
+/// capture or release a reservation the review owns.
+pub const REVIEW_PREFIX: &str = "review:";
+
+/// The order whose hold reserves the points of the held journal `external_id`:
+/// `review:` and the external id, or — when that would not fit in an external id with the
+/// hold's prefix — `review:#` and the SHA-256 of the external id in hex (128 bits).
+pub fn review_order(external_id: &str) -> String {
+    let plain = format!("{REVIEW_PREFIX}{external_id}");
+    if plain.chars().count()
+        + HOLD_PREFIX
+            .len()
+            .max(RELEASE_PREFIX.len())
+            .max(CAPTURE_PREFIX.len())
+        <= ExternalId::MAX_LEN
+    {
+        return plain;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(external_id.as_bytes());
+    let mut out = format!("{REVIEW_PREFIX}#");
+    for byte in &digest[..16] {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
+}
 
 impl JournalBody {
     /// The journal's `type`, as written in documents.
@@ -109,6 +142,7 @@ impl JournalBody {
             Self::Cancellation { original }
             | Self::Capture { original }
             | Self::Release { original } => Some(original),
+            Self::Redemption { reserved, .. } => reserved.as_ref(),
             _ => None,
         }
     }
@@ -211,6 +245,7 @@ impl Journal {
                     currency,
                     points,
                     partner: optional_text(&doc.partner, "partner")?,
+                    reserved: None,
                 }
             }
             "adjustment" => {
@@ -409,6 +444,7 @@ impl Journal {
                 currency,
                 points,
                 partner,
+                reserved: _,
             } => {
                 doc.currency = Some(program.currency(*currency).code.to_string());
                 doc.points = Some(*points);
@@ -446,7 +482,7 @@ impl Journal {
 /// The order id of a hold's, capture's or release's external id (`hold:A-1` is order
 /// `A-1`).
 pub fn order_of<'a>(external_id: &'a ExternalId, prefix: &str) -> Result<&'a str, JournalError> {
-    external_id
+    let order = external_id
         .as_str()
         .strip_prefix(prefix)
         .filter(|order| !order.is_empty())
@@ -455,7 +491,13 @@ pub fn order_of<'a>(external_id: &'a ExternalId, prefix: &str) -> Result<&'a str
                 "the external id of a {} is {prefix:?} followed by the order's id",
                 prefix.trim_end_matches(':')
             ))
-        })
+        })?;
+    if order.starts_with(REVIEW_PREFIX) {
+        return Err(JournalError::Invalid(format!(
+            "orders starting with {REVIEW_PREFIX:?} are Fidelis's own: they reserve the points of journals held for review"
+        )));
+    }
+    Ok(order)
 }
 
 fn truncate(s: &str) -> String {

@@ -90,6 +90,44 @@ pub(super) fn capture(
     Ok(id)
 }
 
+/// A released redemption whose points a hold reserved while it was held for review:
+/// the hold is captured (it never expires, see `fidelis_core::journal::review_order`), and
+/// what it held is what the redemption spends — checked, so a hold of another amount is
+/// an internal error rather than a silent difference.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn capture_reserved(
+    program: &Program,
+    ledger: &mut MemberLedger,
+    w: &mut JournalWriter,
+    hold: &ExternalId,
+    currency: crate::ids::CurrencyIx,
+    points: i64,
+    related: &mut Related,
+    outcome: &mut Outcome,
+) -> Result<JournalId, ProcessError> {
+    let target = open_hold(ledger, hold, related)?;
+    let held: i64 = target
+        .entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Hold && e.amount < 0 && e.currency == currency)
+        .map(|e| -e.amount)
+        .sum();
+    if held != points {
+        return Err(ProcessError::Internal(format!(
+            "hold {hold} reserved {held} points for a redemption of {points}"
+        )));
+    }
+    ledger.capture(w, &target.entries);
+    Outcome::add(
+        &mut outcome.debited,
+        &program.currency(currency).code,
+        points,
+    );
+    let id = target.id;
+    end(target, HoldEnd::Captured);
+    Ok(id)
+}
+
 /// Releases the open hold `original`: its points go back to their buckets.
 pub(super) fn release(
     program: &Program,

@@ -151,6 +151,9 @@ pub fn process(
 ) -> Result<Processed, ProcessError> {
     match ledger.status {
         MemberStatus::Active => {}
+        // Ending a hold is not the member's act: the points it reserved go back even to a
+        // suspended member (an agent rejecting a held redemption, a hold that expired).
+        MemberStatus::Suspended if matches!(journal.body, JournalBody::Release { .. }) => {}
         MemberStatus::Suspended => return Err(JournalError::MemberSuspended.into()),
         MemberStatus::Closed => return Err(JournalError::MemberClosed.into()),
     }
@@ -514,6 +517,22 @@ fn apply(
                 kind: RecordKind::Accrual,
                 original: None,
                 state: JournalState::Accrual(state),
+            })
+        }
+        JournalBody::Redemption {
+            currency,
+            points,
+            reserved: Some(hold),
+            ..
+        } => {
+            let target = holds::capture_reserved(
+                program, ledger, w, hold, *currency, *points, related, outcome,
+            )?;
+            ledger.note_activity(program, at);
+            Ok(Applied {
+                kind: RecordKind::Redemption,
+                original: Some(target),
+                state: JournalState::None,
             })
         }
         JournalBody::Redemption {
