@@ -28,6 +28,15 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Only<T> {
     }
 }
 
+/// For a `T` (with `#[serde(default)]` when it may be absent): an object.
+pub fn object<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Only::<T>::deserialize(d)?.0)
+}
+
 /// For `Option<T>` (with `#[serde(default)]`): absent or `null`, or an object.
 pub fn optional<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where

@@ -849,7 +849,46 @@ async fn the_contract_is_the_same_on_every_route(s: Server) {
             "{path}: {answer}"
         );
     }
+    // A program definition's sections too: a currency, the earning rules or the fraud
+    // rules by position are refused, and nothing is stored.
+    for (field, value) in [
+        ("currencies", json!([["points", "Points", "redeemable"]])),
+        ("earning", json!([[{"currency": "points", "rate": "1"}]])),
+        ("fraud", json!([[{"rule": "velocity"}]])),
+    ] {
+        let mut definition = json!({"name": "By position", "time_zone": "Europe/Berlin",
+            "money_currency": "EUR",
+            "currencies": [{"code": "points", "name": "Points", "kind": "redeemable",
+                            "expiry": {"policy": "never"}}],
+            "earning": {"base": [{"currency": "points", "rate": "1"}]}});
+        definition[field] = value;
+        let (status, _, answer) = s
+            .call(
+                reqwest::Method::PUT,
+                "/programs/by-position",
+                Some(definition),
+            )
+            .await;
+        // Said with the section's path, as every problem of a definition is.
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{field}: {answer}"
+        );
+        assert_eq!(answer["code"], "invalid_program");
+        let problem = &answer["problems"][0];
+        assert!(
+            problem["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with(field))
+                && problem["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("JSON object")),
+            "{field}: {answer}"
+        );
+    }
     for path in [
+        "/programs/by-position",
         "/programs/contract/members/by-position",
         "/programs/contract/journals/lines-by-position",
     ] {

@@ -33,39 +33,75 @@ pub struct ProgramDocument {
     /// An extension of every member's expiries (`{months: 6}`): points credited from now
     /// on expire this much later, and inactivity windows are this much longer — a
     /// program-wide goodwill, beside what tiers extend.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expiry_extension: Option<LengthDocument>,
     /// Activity types besides `purchase` that journals may carry (`review`, `flight`…).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub activity_types: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::objects::list")]
     pub currencies: Vec<CurrencyDocument>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::objects::object")]
     pub earning: EarningDocument,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::list",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub tier_groups: Vec<TierGroupDocument>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::list",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub promotions: Vec<PromotionDocument>,
     /// Rewards for referrals: when a member who enrolled with another's referral code
     /// makes a first qualifying journal, both are rewarded, once per referee.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub referral: Option<ReferralDocument>,
     /// Voucher definitions: what promotions, catalog orders and agents issue.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::list",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub vouchers: Vec<VoucherDocument>,
     /// Badges promotions award: `{code, name, description, repeatable}`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::list",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub badges: Vec<BadgeDocument>,
     /// Member segments: `{code, name, description, condition}`, the condition a CEL
     /// expression over `member` (see `fidelis_core::segments` for its fields), refreshed by
     /// the scheduled jobs and usable in promotions' `eligibility.segments`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::list",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub segments: Vec<SegmentDocument>,
     /// When and in which language messages go to members.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub messaging: Option<MessagingDocument>,
     /// Fraud rules that hold suspicious journals and transfers for review.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub fraud: Option<FraudDocument>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
@@ -111,14 +147,22 @@ pub struct VoucherDocument {
     pub code: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::objects::optional")]
     pub value: Option<VoucherValueDocument>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub validity: Option<VoucherValidityDocument>,
     /// Redemptions a voucher allows: 1 by default, or until a fixed value is spent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uses: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub code_format: Option<CodeFormatDocument>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
@@ -169,9 +213,9 @@ pub struct ReferralDocument {
     /// The journals of the referee that qualify; `[purchase]` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal_types: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::objects::optional")]
     pub referrer: Option<ReferralRewardDocument>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::objects::optional")]
     pub referee: Option<ReferralRewardDocument>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
@@ -197,7 +241,7 @@ pub struct CurrencyDocument {
     /// `redeemable` (spendable points) or `qualifying` (counts toward tiers only).
     #[serde(default)]
     pub kind: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::objects::optional")]
     pub expiry: Option<ExpiryDocument>,
     /// Days earned points stay pending (visible, not spendable) before they become
     /// available: the return window.
@@ -217,7 +261,11 @@ pub struct CurrencyDocument {
     /// Members may transfer points of this currency to each other, at most `daily_limit`
     /// points sent per member and day (in the program's time zone): `{daily_limit: 5000}`.
     /// Absent: points cannot be transferred.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub transfer: Option<TransferDocument>,
     /// Agents may reinstate points that expired within this many days (the boundary day
     /// included). Absent: no reinstatement.
@@ -226,7 +274,11 @@ pub struct CurrencyDocument {
     /// Pay with points: what a point is worth at checkout,
     /// `{money_per_point: "0.01", minimum_points: 500, rounding: up}`. Absent: points of
     /// this currency are not offered as payment (holds work all the same).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub payment: Option<PaymentDocument>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
@@ -289,7 +341,7 @@ pub struct ExpiryDocument {
 /// How journals earn before any promotion.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct EarningDocument {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::objects::list")]
     pub base: Vec<BaseEarningDocument>,
     /// Whether base points are still awarded when a promotion awards points of the same
     /// currency (`true` when absent). With `false`, the promotion replaces the base.
@@ -338,14 +390,22 @@ pub struct TierGroupDocument {
     pub currency: Option<String>,
     /// `{type: calendar_year}` (the default), `{type: anniversary}` or
     /// `{type: rolling, months: 12}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub period: Option<QualifyingPeriodDocument>,
     /// `one_tier` (the default) or `to_qualified`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downgrade: Option<String>,
     /// `{months: 3}` or `{days: 30}`: a member who fails an assessment keeps the tier this
     /// long to re-qualify.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub grace: Option<LengthDocument>,
     /// Further periods a tier is kept after the one it was reached in (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -354,7 +414,7 @@ pub struct TierGroupDocument {
     /// membership years; default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::objects::list")]
     pub tiers: Vec<TierDocument>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
@@ -375,10 +435,18 @@ pub struct TierDocument {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal_threshold: Option<i64>,
     /// What the tier grants.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::list",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub benefits: Vec<BenefitDocument>,
     /// Points credited while holding the tier expire this much later: `{months: 6}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expiry_extension: Option<LengthDocument>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
@@ -453,7 +521,7 @@ pub struct PromotionDocument {
     /// absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::objects::list")]
     pub actions: Vec<ActionDocument>,
     /// Higher first; promotions of equal priority run in the order they are defined.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -461,25 +529,45 @@ pub struct PromotionDocument {
     /// When it applies, no promotion of lower priority does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclusive: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub limits: Option<LimitsDocument>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cumulative: Option<CumulativeDocument>,
     /// Only members who joined it (`POST …/members/{m}/promotions/{code}/join`) benefit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opt_in: Option<bool>,
     /// Who may benefit: `{tiers: [silver, gold]}` (tier codes of the program's tier groups).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub eligibility: Option<EligibilityDocument>,
     /// Hold out a share of the members to measure the promotion against:
     /// `{share: "0.20"}`. They are evaluated but not awarded (their outcome says
     /// `control`); the promotion performance report compares their spend with the
     /// rewarded members'.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub control_group: Option<ControlGroupDocument>,
     /// A reward no journal triggers, run by the scheduled jobs: `{type: birthday}`
     /// (`window: day` or `month`), `{type: anniversary}`, `{type: inactivity, days: 90}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub trigger: Option<TriggerDocument>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
@@ -556,9 +644,17 @@ pub struct ControlGroupDocument {
 /// - `daily_points`: all members together, per local day.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LimitsDocument {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub per_member: Option<LimitDocument>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub per_member_per_period: Option<LimitDocument>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_points: Option<i64>,
@@ -618,7 +714,11 @@ pub struct ActionDocument {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub badge: Option<String>,
     /// A `benefit` action's benefit: `{code, name, value}`, like a tier's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub benefit: Option<BenefitDocument>,
     /// How many days a granted benefit lasts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -630,7 +730,11 @@ pub struct ActionDocument {
 /// `messaging:` — quiet hours in the program's time zone and the default language.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MessagingDocument {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::objects::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub quiet_hours: Option<QuietHoursDocument>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_language: Option<String>,
@@ -652,7 +756,7 @@ pub struct QuietHoursDocument {
 /// `fraud:` — the rules that hold journals and transfers for review.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FraudDocument {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::objects::list")]
     pub rules: Vec<FraudRuleDocument>,
     #[serde(flatten, skip_serializing)]
     pub unknown: UnknownFields,
