@@ -2025,12 +2025,18 @@ impl<'p> Batch<'p> {
             tiers,
             audits: std::mem::take(&mut self.audits),
             events: std::mem::take(&mut self.new_events),
-            // With the batch's own statement (what the rules remember changes with most
-            // batches); holds and receipts are rare and written apart.
+            // With the batch's own statement: what the rules remember changes with most
+            // batches, and a wave of suspicious traffic holds journals in most batches
+            // (receipts are written apart).
             risk: self
                 .screen
                 .as_mut()
                 .map(crate::fraud::Screen::take_risk)
+                .unwrap_or_default(),
+            held: self
+                .screen
+                .as_mut()
+                .map(|s| std::mem::take(&mut s.save.held))
                 .unwrap_or_default(),
         };
         tx.write_batch(self.lp.id, &rows).await?;

@@ -1378,7 +1378,11 @@ impl LedgerTx for PgTx {
                     SELECT $1, * FROM unnest($74::bigint[], $75::text[], $76::text[], $77::text[], $78::timestamptz[])), \
              rk AS (INSERT INTO member_risk (member_id, program_id, recent) \
                     SELECT m, $1, r FROM unnest($79::bigint[], $80::text[]) AS u(m, r) \
-                    ON CONFLICT (member_id) DO UPDATE SET recent = excluded.recent) \
+                    ON CONFLICT (member_id) DO UPDATE SET recent = excluded.recent), \
+             hj AS (INSERT INTO held_journals (program_id, member_id, external_id, type, occurred_at, \
+                                               document, rule, reason, status, held_at) \
+                    SELECT $1, m, e, t, o, d, r, w, 'held', a FROM unnest($81::bigint[], $82::text[], $83::text[], \
+                      $84::timestamptz[], $85::text[], $86::text[], $87::text[], $88::timestamptz[]) AS u(m, e, t, o, d, r, w, a)) \
              SELECT 1",
         )
         .bind(program_id)
@@ -1473,6 +1477,15 @@ impl LedgerTx for PgTx {
         // what fraud rules remember of members
         .bind(rows.risk.iter().map(|r| r.0).collect::<Vec<_>>())
         .bind(rows.risk.iter().map(|r| r.1.as_str()).collect::<Vec<_>>())
+        // journals the rules held
+        .bind(rows.held.iter().map(|r| r.member_id).collect::<Vec<_>>())
+        .bind(rows.held.iter().map(|r| r.external_id.as_str()).collect::<Vec<_>>())
+        .bind(rows.held.iter().map(|r| r.type_name.as_str()).collect::<Vec<_>>())
+        .bind(rows.held.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
+        .bind(rows.held.iter().map(|r| r.document.as_str()).collect::<Vec<_>>())
+        .bind(rows.held.iter().map(|r| r.rule.as_str()).collect::<Vec<_>>())
+        .bind(rows.held.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>())
+        .bind(rows.held.iter().map(|r| r.held_at).collect::<Vec<_>>())
         .execute(self.conn().await?)
         .await?;
         Ok(())

@@ -203,6 +203,8 @@ pub struct WriteSet {
     pub(crate) events: Vec<crate::partners::NewEvent>,
     /// What fraud rules remember of members (`member_risk`), rewritten.
     pub risk: Vec<(i64, String)>,
+    /// Journals fraud rules held in the batch (`held_journals`).
+    pub held: Vec<HeldRow>,
 }
 
 /// One transaction on the ledger tables, as each dialect implements it. The engine
@@ -517,12 +519,13 @@ pub(crate) async fn write_batch_stepwise<T: LedgerTx + ?Sized>(
     if !rows.events.is_empty() {
         tx.insert_events(program_id, &rows.events).await?;
     }
-    if !rows.risk.is_empty() {
-        let risk = ScreeningSave {
+    if !rows.risk.is_empty() || !rows.held.is_empty() {
+        let screening = ScreeningSave {
             risk: rows.risk.clone(),
+            held: rows.held.clone(),
             ..ScreeningSave::default()
         };
-        tx.save_screening(program_id, &risk).await?;
+        tx.save_screening(program_id, &screening).await?;
     }
     Ok(())
 }
