@@ -477,6 +477,30 @@ impl crate::Store {
         Ok(rows.into_iter().map(from_tuple).collect())
     }
 
+    /// A member's journals waiting for review, newest first (at most `limit`): what the
+    /// portal tells the member is under review.
+    pub async fn member_held_journals(
+        &self,
+        program: &crate::LoadedProgram,
+        member: &str,
+        limit: i64,
+    ) -> Result<Vec<HeldJournal>> {
+        let sql = format!(
+            "SELECT {HELD_COLUMNS} FROM held_journals h JOIN members m ON m.id = h.member_id \
+             WHERE h.program_id = $1 AND m.external_id = $2 AND h.status = 'held' \
+             ORDER BY h.id DESC LIMIT $3"
+        );
+        let rows: Vec<HeldTuple> = with_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(program.id)
+                .bind(member)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows.into_iter().map(from_tuple).collect())
+    }
+
     /// One held journal (whatever was decided since), by its external id.
     pub async fn held_journal(
         &self,

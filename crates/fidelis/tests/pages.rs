@@ -247,7 +247,8 @@ impl Browser {
 
 fn program() -> Value {
     json!({"name": "Shop", "time_zone": "Asia/Tokyo", "money_currency": "JPY",
-        "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "rolling", "months": 12}},
+        "currencies": [{"code": "points", "name": "Points", "kind": "redeemable", "expiry": {"policy": "rolling", "months": 12},
+                        "transfer": {"daily_limit": 1000}},
                        {"code": "status", "name": "Status", "kind": "qualifying", "expiry": {"policy": "never"}}],
         "earning": {"base": [{"currency": "points", "rate": "1"}, {"currency": "status", "rate": "1"}], "days_before_enrolment": 3650},
         "tier_groups": [{"code": "status", "name": "Status", "currency": "status",
@@ -260,7 +261,7 @@ fn program() -> Value {
         "badges": [{"code": "big-spender", "name": "Big spender"}],
         "vouchers": [{"code": "coffee", "name": "Free coffee", "value": {"free_product": "COFFEE"}}],
         "segments": [{"code": "active", "name": "Active members", "condition": "member.status == 'active'"}],
-        "fraud": {"rules": [{"rule": "shared_receipt"}]}})
+        "fraud": {"rules": [{"rule": "shared_receipt"}, {"rule": "transfer_ring", "length": 2, "within_days": 30}]}})
 }
 
 /// A form body, URL-encoded.
@@ -992,7 +993,23 @@ async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: 
     assert_eq!(b.element_text("#balance-points").await, "4,650 points");
     assert_eq!(
         b.element_text("#held-points").await,
-        "100 points reserved for an order"
+        "100 points reserved for an order or a review"
+    );
+    // A purchase the fraud rules hold: the member sees it waits for review, not why.
+    let (status, body) = server
+        .post(
+            "/programs/shop/journals",
+            json!({"external_id": "rc-3", "member": "ada-lovelace", "type": "purchase",
+                   "occurred_at": recent, "amount": "700", "currency": "JPY",
+                   "attributes": {"receipt": "R-5501"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    b.goto(&format!("{base}/portal/shop")).await;
+    let review = b.element_text("#under-review").await;
+    assert!(
+        review.contains("Purchase or activity rc-3") && !review.contains("receipt"),
+        "{review}"
     );
     assert_eq!(b.element_text("#badges").await, "Big spender");
     assert!(
@@ -1150,6 +1167,30 @@ async fn staff_and_members_use_the_pages_in_a_browser(server: Server, database: 
     b.fill("#member", "ada-lovelace").await;
     b.fill("#password", "ada's own password").await;
     b.follow("button[type=submit]").await;
+    // Giving points back to the member who just gave her some closes a ring: held for
+    // review, the portal says so (not "given") and lists it with the points set aside.
+    let (status, body) = server
+        .post(
+            "/programs/shop/members/mary-somerville/transfers",
+            json!({"external_id": "gift-1", "to": "ada-lovelace", "currency": "points", "points": 10}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    b.goto(&format!("{base}/portal/shop")).await;
+    b.fill("#transfer-to", "mary-somerville").await;
+    b.fill("#transfer-points", "10").await;
+    b.follow("section[aria-labelledby=transfer-h] button").await;
+    assert!(
+        b.text().await.contains("Your transfer is being reviewed"),
+        "{}",
+        b.text().await
+    );
+    let review = b.element_text("#under-review").await;
+    assert!(
+        review.contains("Transfer") && review.contains("10 points set aside"),
+        "{review}"
+    );
+    b.check("portal-under-review").await;
     b.goto(&format!("{base}/portal/shop/data")).await;
     b.click("#consent-email").await;
     b.follow("form[action$='/data/consents'] button").await;

@@ -430,6 +430,28 @@ async fn home_page(
             chart,
         });
     }
+    // Journals a fraud rule holds: the member sees that they wait, not why.
+    let reviewing: Vec<Value> = state
+        .store
+        .member_held_journals(&loaded, &member.member, 20)
+        .await?
+        .into_iter()
+        .map(|h| {
+            let doc: serde_json::Value = serde_json::from_str(&h.document).unwrap_or_default();
+            let kind = match h.journal_type.as_str() {
+                "redemption" => "review-kind-redemption",
+                "transfer" => "review-kind-transfer",
+                _ => "review-kind-earning",
+            };
+            context! {
+                id => h.external_id,
+                kind => message(lang, kind, None),
+                at => h.occurred_at.to_rfc3339(),
+                points => doc["points"].as_i64(),
+                currency => doc["currency"].as_str().map(str::to_owned),
+            }
+        })
+        .collect();
     let tier_rows: Vec<Value> = tiers
         .tiers
         .iter()
@@ -462,6 +484,7 @@ async fn home_page(
             context! {
                 m => to_value(&body),
                 balances,
+                reviewing,
                 tiers => tier_rows,
                 badges => to_value(&badges),
                 granted => to_value(&granted),
@@ -673,6 +696,11 @@ async fn transfer(
     )
     .await
     {
+        // Held by a fraud rule (202): the points are reserved, not given yet.
+        Ok(r) if r.status() == axum::http::StatusCode::ACCEPTED => Ok(see_other(&format!(
+            "{}?done=transfer-held",
+            home_url(&program)
+        ))),
         Ok(_) => Ok(see_other(&format!(
             "{}?done=transferred",
             home_url(&program)
