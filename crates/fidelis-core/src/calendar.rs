@@ -81,6 +81,35 @@ pub fn add_days(tz: Tz, t: DateTime<Utc>, days: u32) -> DateTime<Utc> {
     }
 }
 
+/// `date` as `YYYY-MM-DD`, written digit by digit: promotions format the journal's local
+/// date for every evaluation, and a `strftime` pattern is parsed anew on each call. Years
+/// outside 0–9999 (never a loyalty date) take chrono's form.
+pub fn iso_date(date: NaiveDate) -> String {
+    use chrono::Datelike;
+    let year = date.year();
+    if !(0..=9999).contains(&year) {
+        return date.format("%Y-%m-%d").to_string();
+    }
+    let digit = |n: u32| char::from(b'0' + (n % 10) as u8);
+    let (y, m, d) = (year as u32, date.month(), date.day());
+    let mut out = String::with_capacity(10);
+    for c in [
+        digit(y / 1000),
+        digit(y / 100),
+        digit(y / 10),
+        digit(y),
+        '-',
+        digit(m / 10),
+        digit(m),
+        '-',
+        digit(d / 10),
+        digit(d),
+    ] {
+        out.push(c);
+    }
+    out
+}
+
 /// The local date of an instant.
 pub fn local_date(tz: Tz, t: DateTime<Utc>) -> NaiveDate {
     to_local(tz, t).date()
@@ -133,6 +162,24 @@ pub fn end_of_calendar_day(tz: Tz, year: i32, month: u32, day: u32) -> DateTime<
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn iso_dates_read_as_chrono_formats_them() {
+        let mut d = NaiveDate::from_ymd_opt(1999, 12, 25).expect("a date");
+        for _ in 0..4_000 {
+            assert_eq!(super::iso_date(d), d.format("%Y-%m-%d").to_string());
+            d = d.succ_opt().expect("a next day");
+        }
+        for d in [
+            NaiveDate::from_ymd_opt(5, 1, 9),
+            NaiveDate::from_ymd_opt(9999, 12, 31),
+            NaiveDate::from_ymd_opt(10_000, 1, 1),
+            NaiveDate::from_ymd_opt(-1, 3, 4),
+        ] {
+            let d = d.expect("a date");
+            assert_eq!(super::iso_date(d), d.format("%Y-%m-%d").to_string());
+        }
+    }
+
     use super::*;
 
     fn utc(s: &str) -> DateTime<Utc> {

@@ -1203,7 +1203,7 @@ impl<'a> Facts<'a> {
             amount: accrual
                 .amount
                 .map_or(0.0, |a| native::major(a.0, &program.money_currency)),
-            local_date: local.format("%Y-%m-%d").to_string(),
+            local_date: crate::calendar::iso_date(local.date_naive()),
             local: [
                 i64::from(local.year()),
                 i64::from(local.month()),
@@ -1231,7 +1231,7 @@ impl<'a> Facts<'a> {
                         .and_then(|b| chrono::NaiveDate::parse_from_str(b, "%Y-%m-%d").ok())
                         .is_some_and(|b| is_birthday(b, today)),
                     tenure_days: enrolled.map(|d| (today - d).num_days()),
-                    enrolled_at: enrolled.map(|d| d.format("%Y-%m-%d").to_string()),
+                    enrolled_at: enrolled.map(crate::calendar::iso_date),
                 }
             }),
         };
