@@ -61,6 +61,9 @@ pub struct ServerConfig {
     /// Whether the pages' cookies are marked `Secure` (the server is reached over TLS);
     /// they are also when a proxy says so with `X-Forwarded-Proto: https`.
     pub secure_cookies: bool,
+    /// Webhooks reach only public addresses (see [`webhooks::is_public`]): the test-send
+    /// button obeys it like the delivery worker.
+    pub webhooks_public_only: bool,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +77,7 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(10),
             max_connections: 1_024,
             secure_cookies: false,
+            webhooks_public_only: false,
         }
     }
 }

@@ -19,6 +19,15 @@
 //!
 //! Any 2xx counts as delivered. Redirects are not followed (a subscription names its final
 //! address), and the answer's body is not read beyond a short excerpt for the console.
+//!
+//! # Where deliveries may go
+//! A manager names the URL, and the server sends to it from inside its own network. With
+//! `public_only` (`fidelis serve --webhooks-public-only`), an address that is not globally
+//! routable — loopback, private, link-local (cloud metadata), shared, documentation,
+//! multicast, reserved — is refused: a name is resolved by the client's own resolver,
+//! which keeps only public addresses (so a name cannot point inside after the check), and
+//! an address written in the URL is checked before sending. The attempt fails with the
+//! reason, like any other, and the delivery goes dead in the end.
 
 use std::time::Duration;
 
@@ -46,6 +55,8 @@ pub struct DeliveryConfig {
     pub backoff_cap: Duration,
     /// Deliveries sent at once.
     pub concurrency: usize,
+    /// Deliver only to public addresses (see the module's documentation).
+    pub public_only: bool,
     /// E-mail to members, when `serve` has an SMTP server: the same worker dispatches
     /// events to messages and sends them (see `messages.rs`).
     pub mail: Option<std::sync::Arc<crate::messages::Mailer>>,
@@ -61,6 +72,7 @@ impl Default for DeliveryConfig {
             backoff: Duration::from_secs(30),
             backoff_cap: Duration::from_secs(6 * 3600),
             concurrency: 8,
+            public_only: false,
             mail: None,
         }
     }
@@ -115,28 +127,126 @@ pub fn new_secret() -> String {
 }
 
 /// The HTTP client deliveries use: no redirects, the attempt's timeout, TLS by rustls
-/// with the platform's roots.
-pub fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// with the platform's roots; with `public_only`, names resolve to public addresses only.
+pub fn client(timeout: Duration, public_only: bool) -> reqwest::Result<Client> {
+    let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(timeout)
-        .user_agent(concat!("Fidelis-Webhooks/", env!("CARGO_PKG_VERSION")))
-        .build()
+        .user_agent(concat!("Fidelis-Webhooks/", env!("CARGO_PKG_VERSION")));
+    if public_only {
+        // No proxy either: it would connect for us, wherever it likes.
+        builder = builder
+            .no_proxy()
+            .dns_resolver(std::sync::Arc::new(PublicOnly));
+    }
+    Ok(Client {
+        http: builder.build()?,
+        public_only,
+    })
+}
+
+/// The client of deliveries, and whether it keeps to public addresses.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    public_only: bool,
+}
+
+/// Whether `ip` is globally routable: not loopback, private (RFC 1918, IPv6 unique
+/// local), link-local (where clouds serve instance metadata), shared (RFC 6598),
+/// documentation, benchmarking, multicast, broadcast, unspecified or reserved. An IPv4
+/// address mapped into IPv6 is judged as IPv4.
+pub fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_unspecified()
+                || v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_unspecified()
+                || v6.is_loopback()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || (first == 0x2001 && v6.segments()[1] == 0x0db8)
+                || (first == 0x0064 && v6.segments()[1] == 0xff9b)
+                || first == 0x0100)
+        }
+    }
+}
+
+/// A resolver that keeps only public addresses (see [`is_public`]).
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| is_public(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!("{host} has no public address").into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Why `url` may not be sent to by `client`, if it may not: an address written in the
+/// URL that is not public (names are the resolver's to judge).
+fn refused(client: &Client, url: &str) -> Option<String> {
+    if !client.public_only {
+        return None;
+    }
+    let parsed = match reqwest::Url::parse(url) {
+        Ok(u) => u,
+        Err(e) => return Some(format!("not a URL: {e}")),
+    };
+    let host = parsed.host_str()?;
+    // An IPv6 address is written in brackets; a name does not parse as an address.
+    let ip: std::net::IpAddr = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()?;
+    (!is_public(ip)).then(|| format!("refused: {ip} is not a public address"))
 }
 
 /// Sends one request for `event`, known to receivers as `id`, to `url`, signed with
 /// `secrets`.
 pub async fn post(
-    client: &reqwest::Client,
+    client: &Client,
     url: &str,
     secrets: &[String],
     (event, id): (&EventEnvelope, &str),
     attempt: i64,
     now: DateTime<Utc>,
 ) -> std::result::Result<u16, (Option<u16>, String)> {
+    if let Some(why) = refused(client, url) {
+        return Err((None, why));
+    }
     let body = event_body(event, id);
     let response = client
+        .http
         .post(url)
         .header("Content-Type", "application/json")
         .header(SIGNATURE_HEADER, signature(secrets, now.timestamp(), &body))
@@ -161,7 +271,17 @@ fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {
-        "could not connect".into()
+        // The innermost cause says why: refused, unreachable, or no public address.
+        let mut cause = std::error::Error::source(e);
+        let mut last = None;
+        while let Some(c) = cause {
+            last = Some(c.to_string());
+            cause = c.source();
+        }
+        match last {
+            Some(why) => format!("could not connect: {why}"),
+            None => "could not connect".into(),
+        }
     } else {
         let mut text = e.to_string();
         let mut source = std::error::Error::source(e);
@@ -194,7 +314,7 @@ pub fn retry_at(config: &DeliveryConfig, n: i64, now: DateTime<Utc>) -> Option<D
 /// Runs the delivery worker until the process ends.
 pub fn spawn(store: Store, config: DeliveryConfig) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let client = match client(config.timeout) {
+        let client = match client(config.timeout, config.public_only) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "webhook delivery cannot start");
@@ -217,7 +337,7 @@ pub fn spawn(store: Store, config: DeliveryConfig) -> tokio::task::JoinHandle<()
 /// One round: dispatch, lease, send, record. Returns how many deliveries it sent.
 pub async fn run_once(
     store: &Store,
-    client: &reqwest::Client,
+    client: &Client,
     config: &DeliveryConfig,
 ) -> fidelis_store::Result<usize> {
     use futures::StreamExt;
@@ -257,6 +377,56 @@ pub async fn run_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_globally_routable_addresses_are_public() {
+        for (ip, public) in [
+            ("8.8.8.8", true),
+            ("1.1.1.1", true),
+            ("172.32.0.1", true),
+            ("2606:4700::1111", true),
+            ("::ffff:8.8.8.8", true),
+            ("127.0.0.1", false),
+            ("10.1.2.3", false),
+            ("172.16.0.1", false),
+            ("192.168.1.1", false),
+            ("169.254.169.254", false),
+            ("100.64.0.1", false),
+            ("0.0.0.0", false),
+            ("255.255.255.255", false),
+            ("224.0.0.1", false),
+            ("198.18.0.1", false),
+            ("240.0.0.1", false),
+            ("::1", false),
+            ("::", false),
+            ("fe80::1", false),
+            ("fd00::1", false),
+            ("2001:db8::1", false),
+            ("::ffff:127.0.0.1", false),
+            ("::ffff:169.254.169.254", false),
+        ] {
+            let parsed: std::net::IpAddr = ip.parse().expect("an address");
+            assert_eq!(is_public(parsed), public, "{ip}");
+        }
+    }
+
+    #[test]
+    fn addresses_written_in_urls_are_checked_before_sending() {
+        let guarded = client(Duration::from_secs(1), true).expect("a client");
+        let open = client(Duration::from_secs(1), false).expect("a client");
+        for url in [
+            "http://127.0.0.1:9/x",
+            "http://[::1]:8080/",
+            "http://169.254.169.254/latest/meta-data",
+            "https://10.0.0.5/hook",
+        ] {
+            assert!(refused(&guarded, url).is_some(), "{url}");
+            assert!(refused(&open, url).is_none(), "{url}");
+        }
+        // Names are the resolver's to judge; public addresses pass.
+        assert!(refused(&guarded, "https://hooks.example.com/x").is_none());
+        assert!(refused(&guarded, "http://8.8.8.8/").is_none());
+    }
 
     #[test]
     fn signature_matches_an_independent_hmac() {

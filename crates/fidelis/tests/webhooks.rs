@@ -40,6 +40,7 @@ macro_rules! both_dialects {
 both_dialects!(
     webhooks_are_signed_retried_dead_lettered_and_replayed,
     a_server_killed_mid_delivery_loses_no_event,
+    public_only_servers_send_nothing_inside_their_network,
 );
 
 /// One request the receiver got.
@@ -499,4 +500,60 @@ async fn two_servers_on_one_postgres_deliver_each_event_once() {
 /// several workers, so blocking one for a request is fine).
 fn block<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+async fn public_only_servers_send_nothing_inside_their_network(db: &str) {
+    // The receiver listens on loopback: named by address or by a name resolving to it, a
+    // server started with --webhooks-public-only refuses it, test sends included.
+    let (base, receiver) = start_receiver().await;
+    let server = Server::start_with(
+        db,
+        &[
+            "--webhooks-public-only",
+            "--webhook-attempts",
+            "2",
+            "--webhook-backoff-ms",
+            "50",
+        ],
+    )
+    .await;
+    program(&server).await;
+    let by_name = base.replace("127.0.0.1", "localhost");
+    let (by_address, _) = subscribe(&server, format!("{base}/inside"), json!(["*"])).await;
+    let (named, _) = subscribe(&server, format!("{by_name}/named"), json!(["*"])).await;
+    for (id, says) in [
+        (by_address, "127.0.0.1 is not a public address"),
+        (named, "has no public address"),
+    ] {
+        let (status, body) = server
+            .post(&format!("/programs/shop/webhooks/{id}/test"), json!(null))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["delivered"], false, "{body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(says), "{body}");
+        // Deliveries fail with the reason, and go dead after their attempts.
+        let (status, body) = server
+            .post(
+                "/programs/shop/members",
+                json!({"member": format!("m{id}")}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let path = format!("/programs/shop/webhooks/{id}/deliveries?status=dead");
+        let mut dead = Value::Null;
+        eventually("refused deliveries go dead", || {
+            dead = block(server.get(&path));
+            dead["deliveries"].as_array().is_some_and(|d| !d.is_empty())
+        })
+        .await;
+        let last = dead["deliveries"][0]["last_error"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(last.contains("public"), "{dead}");
+    }
+    assert!(
+        receiver.got("/inside").is_empty() && receiver.got("/named").is_empty(),
+        "nothing reached the network inside"
+    );
 }

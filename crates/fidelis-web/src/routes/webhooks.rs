@@ -492,7 +492,11 @@ pub(crate) async fn send_test(
         .webhook_target(program, id, now)
         .await?
         .ok_or_else(|| unknown(id))?;
-    let client = crate::webhooks::client(std::time::Duration::from_secs(5)).map_err(|e| {
+    let client = crate::webhooks::client(
+        std::time::Duration::from_secs(5),
+        state.config.webhooks_public_only,
+    )
+    .map_err(|e| {
         tracing::error!(error = %e, "building the webhook client");
         ApiError::internal()
     })?;

@@ -68,6 +68,11 @@ pub struct ServeArgs {
     #[arg(long, env = "FIDELIS_WEBHOOK_LEASE_SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(2..=3_600))]
     webhook_lease_secs: u64,
+    /// Deliver webhooks (and test sends) only to public addresses: loopback, private,
+    /// link-local and other non-routable addresses are refused, by address and by what a
+    /// name resolves to (SSRF). Off by default, so a receiver on this machine works.
+    #[arg(long, env = "FIDELIS_WEBHOOKS_PUBLIC_ONLY")]
+    webhooks_public_only: bool,
     /// The SMTP server members' e-mail goes through: `smtp://host:25` (no TLS, a relay on
     /// this machine), `smtp://user:password@host:587?tls=required` (STARTTLS) or
     /// `smtps://user:password@host` (TLS). No e-mail is sent without it.
@@ -208,6 +213,7 @@ pub async fn run(database: &str, args: ServeArgs) -> Result<ExitCode> {
             .max_connections
             .map_or_else(fidelis_web::server::default_max_connections, |n| n as usize),
         secure_cookies: args.secure_cookies,
+        webhooks_public_only: args.webhooks_public_only,
         ..ServerConfig::default()
     };
     let base = format!("http://{}", args.listen);
@@ -261,6 +267,7 @@ pub async fn run(database: &str, args: ServeArgs) -> Result<ExitCode> {
         lease: std::time::Duration::from_secs(args.webhook_lease_secs),
         timeout: std::time::Duration::from_secs((args.webhook_lease_secs / 2).clamp(1, 10)),
         mail,
+        public_only: args.webhooks_public_only,
         ..Default::default()
     };
     fidelis_web::webhooks::spawn(store.clone(), delivery);
