@@ -26,6 +26,7 @@ BUSINESS_RULES = {
     "unsupported_money_currency": "the program prices journals in one ISO 4217 currency",
     "unknown_journal_type": "activity types are declared by the program",
     "unknown_tier": "tiers are the program's own codes",
+    "unknown_segment": "segments are the program's own codes",
     "cursor_mismatch": "a cursor continues the list it came from, in that list's sort order",
     "invalid_program": "a definition's cross-references (currencies, tiers, activity types) "
     "and its CEL conditions are checked against each other",

@@ -53,6 +53,9 @@ pub struct MessageTemplate {
     pub urgent: bool,
     /// Off: the event makes no message in this language.
     pub active: bool,
+    /// Sent only to members in one of these segments (as of their last refresh); empty:
+    /// to every member.
+    pub segments: Vec<String>,
 }
 
 /// A message due to be sent, with what rendering and the checks need.
@@ -73,6 +76,8 @@ pub struct DueMessage {
     pub profile: serde_json::Value,
     /// The member's e-mail consent as it stands now.
     pub consent: bool,
+    /// The segments the member is in, as of the program's last refresh.
+    pub segments: Vec<String>,
 }
 
 /// What became of a message.
@@ -136,13 +141,17 @@ const CLAIM_POSTGRES: &str = "UPDATE messages SET leased_until = $2, attempts = 
      AND (leased_until IS NULL OR leased_until <= $1) ORDER BY next_attempt_at LIMIT $3 \
      FOR UPDATE SKIP LOCKED) RETURNING id";
 const DUE_SQLITE: &str = "SELECT g.id, g.attempts, g.deferred, p.id, p.code, e.id, e.type, e.occurred_at, e.payload, \
-     m.external_id, m.status, m.erased_at IS NOT NULL, m.profile, COALESCE(c.granted, 0) \
+     m.external_id, m.status, m.erased_at IS NOT NULL, m.profile, COALESCE(c.granted, 0), \
+     (SELECT json_group_array(s.segment) FROM member_segments s \
+      WHERE s.program_id = g.program_id AND s.member_id = g.member_id) \
      FROM messages g JOIN events e ON e.id = g.event_id JOIN programs p ON p.id = g.program_id \
      JOIN members m ON m.id = g.member_id \
      LEFT JOIN member_consents c ON c.member_id = g.member_id AND c.channel = g.channel \
      WHERE g.id IN (SELECT value FROM json_each($1))";
 const DUE_POSTGRES: &str = "SELECT g.id, g.attempts, g.deferred, p.id, p.code, e.id, e.type, e.occurred_at, e.payload, \
-     m.external_id, m.status, m.erased_at IS NOT NULL, m.profile::text, COALESCE(c.granted, false) \
+     m.external_id, m.status, m.erased_at IS NOT NULL, m.profile::text, COALESCE(c.granted, false), \
+     (SELECT COALESCE(json_agg(s.segment), '[]'::json)::text FROM member_segments s \
+      WHERE s.program_id = g.program_id AND s.member_id = g.member_id) \
      FROM messages g JOIN events e ON e.id = g.event_id JOIN programs p ON p.id = g.program_id \
      JOIN members m ON m.id = g.member_id \
      LEFT JOIN member_consents c ON c.member_id = g.member_id AND c.channel = g.channel \
@@ -163,6 +172,7 @@ type DueRow = (
     bool,
     String,
     bool,
+    String,
 );
 
 impl Store {
@@ -236,21 +246,39 @@ impl Store {
 
     /// The program's own templates.
     pub async fn message_templates(&self, program_id: i64) -> Result<Vec<MessageTemplate>> {
-        let rows: Vec<(String, String, String, String, Option<String>, bool, bool)> =
-            with_pool!(self, |pool| {
-                sqlx::query_as(
-                    "SELECT event_type, language, subject, text_body, html_body, urgent, active \
+        type Row = (
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            bool,
+            bool,
+            Option<String>,
+        );
+        let rows: Vec<Row> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                    "SELECT event_type, language, subject, text_body, html_body, urgent, active, segments \
                      FROM message_templates WHERE program_id = $1 AND channel = 'email' \
                      ORDER BY event_type, language",
                 )
                 .bind(program_id)
                 .fetch_all(pool)
                 .await?
-            });
+        });
         Ok(rows
             .into_iter()
             .map(
-                |(event_type, language, subject, text_body, html_body, urgent, active)| {
+                |(
+                    event_type,
+                    language,
+                    subject,
+                    text_body,
+                    html_body,
+                    urgent,
+                    active,
+                    segments,
+                )| {
                     MessageTemplate {
                         event_type,
                         language,
@@ -259,6 +287,9 @@ impl Store {
                         html_body,
                         urgent,
                         active,
+                        segments: segments
+                            .and_then(|s| serde_json::from_str(&s).ok())
+                            .unwrap_or_default(),
                     }
                 },
             )
@@ -278,11 +309,12 @@ impl Store {
             async {
                 sqlx::query(
                     "INSERT INTO message_templates (program_id, event_type, channel, language, subject, \
-                     text_body, html_body, urgent, active, updated_at) \
-                     VALUES ($1, $2, 'email', $3, $4, $5, $6, $7, $8, $9) \
+                     text_body, html_body, urgent, active, updated_at, segments) \
+                     VALUES ($1, $2, 'email', $3, $4, $5, $6, $7, $8, $9, $10) \
                      ON CONFLICT (program_id, event_type, channel, language) DO UPDATE SET \
                      subject = excluded.subject, text_body = excluded.text_body, html_body = excluded.html_body, \
-                     urgent = excluded.urgent, active = excluded.active, updated_at = excluded.updated_at",
+                     urgent = excluded.urgent, active = excluded.active, updated_at = excluded.updated_at, \
+                     segments = excluded.segments",
                 )
                 .bind(program.id)
                 .bind(&template.event_type)
@@ -293,6 +325,11 @@ impl Store {
                 .bind(template.urgent)
                 .bind(template.active)
                 .bind(At(now))
+                .bind(
+                    (!template.segments.is_empty())
+                        .then(|| serde_json::to_string(&template.segments))
+                        .transpose()?,
+                )
                 .execute(&mut *tx)
                 .await?;
                 crate::access::insert_audit!(tx, audit);
@@ -373,6 +410,7 @@ impl Store {
                         erased: r.11,
                         profile: serde_json::from_str(&r.12).unwrap_or(serde_json::Value::Null),
                         consent: r.13,
+                        segments: serde_json::from_str(&r.14).unwrap_or_default(),
                     })
                     .collect())
             }

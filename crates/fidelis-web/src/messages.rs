@@ -9,7 +9,8 @@
 //! `type`, `occurred_at`, `data`: the webhook body's data) and `lang`.
 //!
 //! Sending a message: the member must still consent to e-mail, be active, not be erased,
-//! and have an `email` in the profile — else the message is suppressed, with the reason.
+//! have an `email` in the profile, and — for a template kept for some segments — be in one
+//! of them as of the last refresh; else the message is suppressed, with the reason.
 //! A non-urgent message in the program's quiet hours waits for their end (not counted as
 //! an attempt). An SMTP refusal (5xx) kills the message; anything else is retried with
 //! the webhooks' backoff. At least once: a server that dies after the SMTP server took a
@@ -117,6 +118,7 @@ pub fn shipped(event_type: &str, language: &str) -> Option<MessageTemplate> {
         html_body: None,
         urgent: URGENT.contains(&event_type),
         active: true,
+        segments: Vec::new(),
     })
 }
 
@@ -414,6 +416,9 @@ async fn send_one(
     };
     if !template.active {
         return suppressed("the program's template is off");
+    }
+    if !template.segments.is_empty() && !template.segments.iter().any(|s| m.segments.contains(s)) {
+        return suppressed("the member is in none of the template's segments");
     }
     let tz = program.program.time_zone;
     let at = messaging.send_at(tz, now, template.urgent);

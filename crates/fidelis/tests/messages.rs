@@ -38,7 +38,10 @@ macro_rules! both_dialects {
     };
 }
 
-both_dialects!(members_get_mail_in_their_language_only_with_consent_and_not_in_quiet_hours);
+both_dialects!(
+    members_get_mail_in_their_language_only_with_consent_and_not_in_quiet_hours,
+    a_template_kept_for_a_segment_mails_only_its_members,
+);
 
 /// aiosmtpd writing each message it takes into a directory; stopped when dropped.
 struct SmtpSink {
@@ -401,4 +404,87 @@ async fn members_get_mail_in_their_language_only_with_consent_and_not_in_quiet_h
             .iter()
             .any(|m| to(m) == "bo@example.com" && m["subject"].as_str().unwrap().contains("claim"))
     );
+}
+
+async fn a_template_kept_for_a_segment_mails_only_its_members(url: &str) {
+    let smtp = SmtpSink::start();
+    let smtp_url = format!("smtp://127.0.0.1:{}", smtp.port);
+    let s = Server::start_with(
+        url,
+        &["--smtp-url", &smtp_url, "--webhook-backoff-ms", "50"],
+    )
+    .await;
+    let mut definition = program(None);
+    definition["segments"] = json!([{"code": "lyon", "name": "Lyon",
+        "condition": "has(member.profile.city) && member.profile.city == 'Lyon'"}]);
+    let (status, _, body) = s
+        .call(Method::PUT, "/programs/shop", Some(definition))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for (member, city) in [("lea", "Lyon"), ("tom", "Paris")] {
+        let (status, body) = s
+            .post(
+                "/programs/shop/members",
+                json!({"member": member, "consents": {"email": true},
+                       "profile": {"name": member, "email": format!("{member}@example.com"), "city": city}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    // The shipped welcome is for everyone.
+    smtp.wait_for(2, 30).await;
+    let (status, body) = s.post("/programs/shop/jobs/run", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["segments"]["lyon"], 1, "{body}");
+
+    // A receipt kept for Lyon; a segment the program does not have is refused.
+    let path = "/programs/shop/message-templates/points.redeemed/en";
+    let template = json!({"subject": "Merci, {{ member.name }}", "text": "You redeemed points in Lyon.",
+                          "segments": ["lyon"]});
+    let (status, _, body) = s.call(Method::PUT, path, Some(template.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["segments"], json!(["lyon"]));
+    let mut unknown = template.clone();
+    unknown["segments"] = json!(["paris"]);
+    let (status, _, body) = s.call(Method::PUT, path, Some(unknown)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "unknown_segment");
+
+    for member in ["lea", "tom"] {
+        let (status, body) = s
+            .post(
+                "/programs/shop/journals",
+                json!({"external_id": format!("p-{member}"), "member": member, "type": "purchase",
+                       "occurred_at": Utc::now().to_rfc3339(), "amount": "50", "currency": "EUR"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, body) = s
+            .post(
+                &format!("/programs/shop/members/{member}/redemptions"),
+                json!({"external_id": format!("r-{member}"), "currency": "points", "points": 10}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let got = smtp.wait_for(3, 30).await;
+    assert_eq!(got[2]["rcpt_tos"][0], "lea@example.com", "{:#?}", got[2]);
+    assert_eq!(got[2]["subject"], "Merci, lea");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let suppressed = messages(&s, "suppressed").await;
+        if let Some(m) = suppressed.iter().find(|m| m["member"] == "tom") {
+            assert_eq!(
+                m["last_error"],
+                "the member is in none of the template's segments"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tom's receipt suppressed: {suppressed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(smtp.messages().len(), 3, "{:#?}", smtp.messages());
 }

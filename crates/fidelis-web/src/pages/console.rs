@@ -2614,6 +2614,14 @@ async fn message_action(
                 html,
                 urgent: Some(form.contains_key("urgent")),
                 active: Some(form.contains_key("active")),
+                segments: Some(
+                    field("segments")
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                ),
             }),
         )
         .await

@@ -155,6 +155,9 @@ pub struct MessageTemplateBody {
     pub urgent: bool,
     /// Off: the event sends no e-mail in this language.
     pub active: bool,
+    /// Sent only to members in one of these segments (as of their last refresh); empty:
+    /// to every member who consents.
+    pub segments: Vec<String>,
     /// The program's own (true) or the shipped one.
     pub own: bool,
 }
@@ -168,6 +171,7 @@ fn body(t: MessageTemplate, own: bool) -> MessageTemplateBody {
         html: t.html_body,
         urgent: t.urgent,
         active: t.active,
+        segments: t.segments,
         own,
     }
 }
@@ -239,6 +243,12 @@ pub struct MessageTemplateRequest {
     pub urgent: Option<bool>,
     #[serde(default)]
     pub active: Option<bool>,
+    /// Send only to members in one of these segments of the program (as of their last
+    /// refresh); absent or empty: to every member who consents. An unknown code is
+    /// `422 unknown_segment`.
+    #[serde(default)]
+    #[schema(max_items = 50)]
+    pub segments: Option<Vec<String>>,
 }
 
 fn check_key(event_type: &str, language: &str) -> ApiResult<()> {
@@ -326,7 +336,20 @@ pub(crate) async fn put_message_template(
         html_body: request.html,
         urgent: request.urgent.unwrap_or(shipped_urgent),
         active: request.active.unwrap_or(true),
+        segments: request.segments.unwrap_or_default(),
     };
+    if let Some(unknown) = template.segments.iter().find(|s| {
+        !program
+            .program
+            .segments
+            .iter()
+            .any(|d| d.code.as_str() == s.as_str())
+    }) {
+        return Err(ApiError::unprocessable(
+            "unknown_segment",
+            format!("the program has no segment {unknown:?}"),
+        ));
+    }
     try_render(&template, &program)?;
     let now = Utc::now();
     let mut audit = caller.actor().entry(
@@ -336,7 +359,8 @@ pub(crate) async fn put_message_template(
         Some(&format!("{event_type}/{language}")),
     );
     audit.after = Some(
-        serde_json::json!({"subject": template.subject, "urgent": template.urgent, "active": template.active}),
+        serde_json::json!({"subject": template.subject, "urgent": template.urgent, "active": template.active,
+            "segments": template.segments}),
     );
     state
         .store
@@ -438,6 +462,7 @@ pub(crate) async fn preview_message_template(
             html: request.html,
             urgent: None,
             active: None,
+            segments: None,
         };
         check_lengths(&typed)?;
         template.subject = typed.subject;

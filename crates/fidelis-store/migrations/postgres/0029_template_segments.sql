@@ -1,0 +1,4 @@
+-- A message template may be for some segments only (see crates/fidelis-store/src/messages.rs):
+-- a JSON array of segment codes, NULL for every member. Keep in step with
+-- ../sqlite/0029_template_segments.sql.
+ALTER TABLE message_templates ADD COLUMN segments TEXT;
