@@ -57,8 +57,8 @@ fn member_balances(
 enum Screened {
     /// Not held: processed as usual.
     Pass,
-    /// A held journal's retry: its answer.
-    Answer(JournalResult),
+    /// A held journal's retry: its answer (boxed: an outcome is large, and rare here).
+    Answer(Box<JournalResult>),
     /// Held now by this rule.
     Hold(fidelis_core::fraud::Verdict),
 }
@@ -357,7 +357,7 @@ pub(crate) async fn post_batch<T: LedgerTx>(
         let verdict = match batch.screen_journal(member_id, journal, prepared)? {
             Screened::Pass => None,
             Screened::Answer(result) => {
-                results[i] = Some(result);
+                results[i] = Some(*result);
                 continue;
             }
             Screened::Hold(verdict) => Some(verdict),
@@ -1277,14 +1277,14 @@ impl<'p> Batch<'p> {
         let balances = || member_balances(ledgers, program, member_id);
         if let Some(row) = screen.held(journal.external_id.as_str()) {
             if !crate::fraud::same_document(&row.document, prepared) {
-                return Ok(Screened::Answer(Err(JournalError::IdempotencyConflict(
-                    journal.external_id.to_string(),
+                return Ok(Screened::Answer(Box::new(Err(
+                    JournalError::IdempotencyConflict(journal.external_id.to_string()),
                 ))));
             }
-            return Ok(Screened::Answer(Ok(Posted {
+            return Ok(Screened::Answer(Box::new(Ok(Posted {
                 outcome: crate::fraud::held_outcome(row, journal, balances()),
                 replayed: true,
-            })));
+            }))));
         }
         if !prepared.screened {
             return Ok(Screened::Pass);

@@ -782,8 +782,8 @@ fn prepare(program: &crate::LoadedProgram, document: &str) -> Result<Prepared> {
 
 /// What the ring rule says of a transfer.
 pub(crate) enum TransferScreen {
-    /// A held transfer's retry: its answer.
-    Replay(Outcome),
+    /// A held transfer's retry: its answer (boxed: an outcome is large).
+    Replay(Box<Outcome>),
     /// Closes a ring: to hold (see [`hold_transfer`]).
     Hold(HeldRow),
 }
@@ -815,7 +815,9 @@ pub(crate) async fn screen_transfer<T: crate::lifecycle::TransferTx>(
                 ),
             ));
         }
-        return Ok(Some(TransferScreen::Replay(transfer_outcome(row))));
+        return Ok(Some(TransferScreen::Replay(Box::new(transfer_outcome(
+            row,
+        )))));
     }
     // Breadth first from the receiver, one statement per step, over transfers within the
     // window; at most RING_VISITS members.

@@ -733,7 +733,7 @@ pub(crate) async fn transfer_tx<T: TransferTx>(
     if screen {
         match crate::fraud::screen_transfer(tx, program, t, a, now).await? {
             None => {}
-            Some(crate::fraud::TransferScreen::Replay(outcome)) => return Ok((outcome, true)),
+            Some(crate::fraud::TransferScreen::Replay(outcome)) => return Ok((*outcome, true)),
             Some(crate::fraud::TransferScreen::Hold(row)) => {
                 let outcome =
                     crate::fraud::hold_transfer(tx, &mut batch, program, t, ix, row, now).await?;

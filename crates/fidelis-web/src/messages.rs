@@ -19,7 +19,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use fidelis_store::{DueMessage, MAIL_EVENTS, MessageOutcome, MessageTemplate, Store};
+use fidelis_store::{DueMessage, MessageOutcome, MessageTemplate, Store};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use minijinja::{AutoEscape, Environment};
@@ -484,14 +484,10 @@ async fn send_one(
     }
 }
 
-/// Whether the event type has a mail template (shipped or the program's).
-pub fn is_mail_event(event_type: &str) -> bool {
-    MAIL_EVENTS.contains(&event_type)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fidelis_store::MAIL_EVENTS;
 
     #[test]
     fn every_mail_event_has_a_shipped_template_in_both_languages_that_renders() {
