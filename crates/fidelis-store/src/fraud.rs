@@ -462,19 +462,7 @@ impl crate::Store {
         status: Option<&str>,
         limit: i64,
     ) -> Result<Vec<HeldJournal>> {
-        let sql = format!(
-            "SELECT {HELD_COLUMNS} FROM held_journals h JOIN members m ON m.id = h.member_id \
-             WHERE h.program_id = $1 AND ($2 IS NULL OR h.status = $2) ORDER BY h.id DESC LIMIT $3"
-        );
-        let rows: Vec<HeldTuple> = with_pool!(self, |pool| {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(program.id)
-                .bind(status)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
-        });
-        Ok(rows.into_iter().map(from_tuple).collect())
+        self.held_rows(program, status, None, limit).await
     }
 
     /// A member's journals waiting for review, newest first (at most `limit`): what the
@@ -485,14 +473,26 @@ impl crate::Store {
         member: &str,
         limit: i64,
     ) -> Result<Vec<HeldJournal>> {
+        self.held_rows(program, Some("held"), Some(member), limit)
+            .await
+    }
+
+    async fn held_rows(
+        &self,
+        program: &crate::LoadedProgram,
+        status: Option<&str>,
+        member: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<HeldJournal>> {
         let sql = format!(
             "SELECT {HELD_COLUMNS} FROM held_journals h JOIN members m ON m.id = h.member_id \
-             WHERE h.program_id = $1 AND m.external_id = $2 AND h.status = 'held' \
-             ORDER BY h.id DESC LIMIT $3"
+             WHERE h.program_id = $1 AND ($2 IS NULL OR h.status = $2) \
+             AND ($3 IS NULL OR m.external_id = $3) ORDER BY h.id DESC LIMIT $4"
         );
         let rows: Vec<HeldTuple> = with_pool!(self, |pool| {
             sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(program.id)
+                .bind(status)
                 .bind(member)
                 .bind(limit)
                 .fetch_all(pool)
