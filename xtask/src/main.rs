@@ -132,6 +132,27 @@ pub fn ensure_chromium() -> anyhow::Result<()> {
     )
 }
 
+/// Makes sure `nats-server` (the events-on-NATS tests start one with JetStream) is
+/// installed: installs Debian's package when running as root with apt-get, or stops with
+/// instructions. Debian puts it in /usr/sbin, which a user's PATH may lack.
+pub fn ensure_nats() -> anyhow::Result<()> {
+    let present =
+        || on_path("nats-server") || std::path::Path::new("/usr/sbin/nats-server").is_file();
+    if present() {
+        return Ok(());
+    }
+    if apt_install(
+        "the events-on-NATS tests need nats-server",
+        &["nats-server"],
+    )? && present()
+    {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the events-on-NATS tests need nats-server: install it (Debian/Ubuntu: sudo apt-get install nats-server)"
+    )
+}
+
 /// Makes sure PostgreSQL's server binaries are installed: installs Debian's package when
 /// running as root with apt-get, or stops with instructions.
 pub fn ensure_postgres() -> anyhow::Result<()> {

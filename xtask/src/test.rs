@@ -14,6 +14,7 @@ const AIOSMTPD: &str = "aiosmtpd==1.4.6";
 pub fn run(extra: &[String]) -> Result<()> {
     ensure_postgres()?;
     crate::ensure_chromium()?;
+    crate::ensure_nats()?;
     // One throw-away server for the whole run; each test creates its own database in it.
     let server = PgServer::start(PgOptions {
         durable: false,

@@ -685,7 +685,7 @@ pub(crate) struct Batch<'p> {
     /// A dry run: outcomes list every promotion's verdict.
     explain: bool,
     /// Whether `points.earned` events are written: only when something receives them (a
-    /// webhook subscribed to them); the other events always are.
+    /// webhook subscribed to them, a registered stream); the other events always are.
     earned_events: bool,
     /// Promotion limit counters, moved into each journal's processing and back.
     counters: fidelis_core::promotions::Counters,

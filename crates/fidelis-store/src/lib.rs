@@ -46,6 +46,7 @@ mod segments;
 mod sessions;
 mod settlements;
 mod sqlite;
+mod streams;
 mod tiers;
 mod views;
 mod vouchers;
@@ -96,6 +97,7 @@ pub use scheduled::DueReward;
 pub use segments::{MemberScores, SegmentRefresh};
 pub use sessions::{NewSession, SessionRecord};
 pub use settlements::{Statement, StatementLine, StatementTotals};
+pub use streams::StreamEvent;
 pub use tiers::TierStanding;
 pub use views::{BalanceView, EntryView, JournalView, ScheduledPoints};
 pub use vouchers::{VoucherAction, VoucherEntry, VoucherView};
@@ -391,7 +393,8 @@ impl Store {
         .await)
     }
 
-    /// Whether any active webhook of the program takes `points.earned` (or every event).
+    /// Whether any active webhook of the program takes `points.earned` (or every event), or
+    /// a stream is registered (it takes every event).
     /// The one event written per accrual is the outbox's bulk: a program nobody listens
     /// to for it does not pay for writing it (an import 15–20 % faster). Kept for
     /// [`EARNED_WANTED_TTL`]; a webhook change on this server forgets it at once.
@@ -404,7 +407,9 @@ impl Store {
         }
         let lists: Vec<String> = crate::dialect::with_pool!(self, |pool| {
             sqlx::query_scalar(
-                "SELECT events FROM webhooks WHERE program_id = $1 AND active = true",
+                // A registered stream (`streams.rs`) takes every event.
+                "SELECT events FROM webhooks WHERE program_id = $1 AND active = true \
+                 UNION ALL SELECT '[\"*\"]' FROM event_streams",
             )
             .bind(program_id)
             .fetch_all(pool)

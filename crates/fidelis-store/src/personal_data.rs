@@ -556,7 +556,7 @@ impl Store {
         Ok(people)
     }
 
-    fn is_postgres(&self) -> bool {
+    pub(crate) fn is_postgres(&self) -> bool {
         matches!(self.db, crate::Db::Postgres(_))
     }
 

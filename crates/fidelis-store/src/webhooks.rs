@@ -136,9 +136,13 @@ const DELIVER_SQLITE: &str = "INSERT INTO webhook_deliveries (webhook_id, event_
 const DELIVER_POSTGRES: &str = "INSERT INTO webhook_deliveries (webhook_id, event_id, status, attempts, next_attempt_at) \
      SELECT (value->>0)::bigint, (value->>1)::bigint, 'pending', 0, $2 FROM jsonb_array_elements($1::jsonb) \
      ON CONFLICT DO NOTHING";
-const MARK_SQLITE: &str =
-    "UPDATE events SET dispatched = 1 WHERE id IN (SELECT value FROM json_each($1))";
-const MARK_POSTGRES: &str = "UPDATE events SET dispatched = true \
+// While no stream is registered (`streams.rs`), nothing waits for one: the event counts as
+// streamed too, so the unstreamed index stays empty.
+const MARK_SQLITE: &str = "UPDATE events SET dispatched = 1, \
+     streamed = (streamed OR NOT EXISTS (SELECT 1 FROM event_streams)) \
+     WHERE id IN (SELECT value FROM json_each($1))";
+const MARK_POSTGRES: &str = "UPDATE events SET dispatched = true, \
+     streamed = (streamed OR NOT EXISTS (SELECT 1 FROM event_streams)) \
      WHERE id IN (SELECT value::bigint FROM jsonb_array_elements_text($1::jsonb))";
 const CLAIM_SQLITE: &str = "UPDATE webhook_deliveries SET leased_until = $2, attempts = attempts + 1 \
      WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \

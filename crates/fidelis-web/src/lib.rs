@@ -23,6 +23,7 @@ pub use pages::charts;
 pub mod messages;
 mod routes;
 pub mod server;
+pub mod streams;
 pub mod webhooks;
 
 use std::sync::Arc;

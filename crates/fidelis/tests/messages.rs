@@ -13,30 +13,10 @@ use chrono::{Timelike, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-mod common;
 use common::Server;
 
-macro_rules! both_dialects {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let db = fidelis_testkit::sqlite_db();
-                    super::$name(&db.url).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(&fidelis_testkit::pg_url()).await;
-                }
-            )*
-        }
-    };
-}
+#[macro_use]
+mod common;
 
 both_dialects!(
     members_get_mail_in_their_language_only_with_consent_and_not_in_quiet_hours,

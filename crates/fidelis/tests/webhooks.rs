@@ -12,30 +12,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use serde_json::{Value, json};
 
-mod common;
 use common::{Server, purchase};
 
-macro_rules! both_dialects {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let db = fidelis_testkit::sqlite_db();
-                    super::$name(&db.url).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(&fidelis_testkit::pg_url()).await;
-                }
-            )*
-        }
-    };
-}
+#[macro_use]
+mod common;
 
 both_dialects!(
     webhooks_are_signed_retried_dead_lettered_and_replayed,

@@ -78,6 +78,23 @@ pub struct ServeArgs {
     /// `smtps://user:password@host` (TLS). No e-mail is sent without it.
     #[arg(long, env = "FIDELIS_SMTP_URL")]
     smtp_url: Option<String>,
+    /// Publish every event of the outbox to NATS JetStream: `nats://host:4222` (or
+    /// `tls://…`). The stream (`--events-stream`, created when missing, subjects
+    /// `fidelis.>`) gets each event once, as `fidelis.{program}.{type}` with the event id
+    /// as `Nats-Msg-Id`, in order per member; one server publishes at a time.
+    #[arg(long = "events", env = "FIDELIS_EVENTS", value_name = "URL",
+          value_parser = nats_url)]
+    events: Option<String>,
+    /// The JetStream stream `--events` publishes to.
+    #[arg(long, env = "FIDELIS_EVENTS_STREAM", default_value = "FIDELIS",
+          value_parser = stream_name)]
+    events_stream: String,
+    /// Seconds the publishing server holds its lease without renewing it: past it (the
+    /// server died), another server publishes. Under the stream's duplicate window (ten
+    /// minutes), so what the first published again is dropped as a duplicate.
+    #[arg(long, env = "FIDELIS_EVENTS_LEASE_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(2..=300))]
+    events_lease_secs: u64,
     /// The sender of members' e-mail.
     #[arg(
         long,
@@ -271,8 +288,48 @@ pub async fn run(database: &str, args: ServeArgs) -> Result<ExitCode> {
         ..Default::default()
     };
     fidelis_web::webhooks::spawn(store.clone(), delivery);
+    if let Some(url) = &args.events {
+        let node = fidelis_web::streams::node_name();
+        let mut config = fidelis_web::streams::StreamConfig::new(url, &node);
+        config.stream = args.events_stream.clone();
+        config.lease = std::time::Duration::from_secs(args.events_lease_secs);
+        // Registered before the first request: from now on every event waits for its
+        // publication, also while NATS is not reachable yet.
+        store
+            .register_stream(&config.stream, Utc::now())
+            .await
+            .context("registering the event stream")?;
+        println!(
+            "  events:   published to NATS JetStream at {url}, stream {}",
+            config.stream
+        );
+        fidelis_web::streams::spawn(store.clone(), config);
+    }
     fidelis_web::serve(AppState::new(store, config), args.listen)
         .await
         .with_context(|| format!("serving on {}", args.listen))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--events`: a NATS URL.
+fn nats_url(text: &str) -> Result<String, String> {
+    if text.starts_with("nats://") || text.starts_with("tls://") {
+        Ok(text.to_owned())
+    } else {
+        Err("expected nats://host:port or tls://host:port".to_owned())
+    }
+}
+
+/// `--events-stream`: a JetStream stream name (letters, digits, `-` and `_`).
+fn stream_name(text: &str) -> Result<String, String> {
+    if !text.is_empty()
+        && text.len() <= 64
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Ok(text.to_owned())
+    } else {
+        Err("letters, digits, - and _, at most 64".to_owned())
+    }
 }

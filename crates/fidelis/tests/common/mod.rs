@@ -201,3 +201,28 @@ pub fn purchase(id: &str, member: &str, amount: &str) -> Value {
     json!({"external_id": id, "member": member, "type": "purchase", "occurred_at": chrono::Utc::now().to_rfc3339(),
            "amount": amount, "currency": "EUR"})
 }
+
+/// One test function per dialect: `mod sqlite` on a fresh SQLite file, `mod postgres` on a
+/// fresh database of the shared throw-away server; each calls `super::name(url)`.
+#[allow(unused_macros)] // the suites with their own runtime flavour define theirs
+macro_rules! both_dialects {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = fidelis_testkit::sqlite_db();
+                    super::$name(&db.url).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(&fidelis_testkit::pg_url()).await;
+                }
+            )*
+        }
+    };
+}
