@@ -122,6 +122,37 @@ pub struct Store {
     health: Arc<Health>,
     /// Which programs have a webhook for `points.earned` (see [`Store::earned_wanted`]).
     earned_wanted: Arc<std::sync::Mutex<HashMap<i64, (bool, std::time::Instant)>>>,
+    /// The programs whose jobs run in this process (see [`Store::run_jobs`]).
+    jobs_running: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
+}
+
+/// The first key of the session advisory locks that keep a program's jobs to one run at a
+/// time on PostgreSQL (the second is the program's id). Two-key advisory locks are a key
+/// space of their own: they never meet the members' one-key locks.
+const JOBS_LOCK_CLASS: i32 = 1;
+
+/// A program's mark in [`Store::jobs_running`], taken off however the run ends.
+struct JobsMark<'a> {
+    running: &'a std::sync::Mutex<std::collections::HashSet<i64>>,
+    program: i64,
+}
+
+impl Drop for JobsMark<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(&self.program);
+        }
+    }
+}
+
+fn jobs_running(code: &str) -> StoreError {
+    StoreError::Refused(
+        "jobs_running",
+        format!(
+            "the jobs of program {code:?} are running already (here or on another server); \
+             run them again when they are done"
+        ),
+    )
 }
 
 /// How long a program's answer to "does a webhook want `points.earned`?" is kept: a
@@ -308,6 +339,7 @@ impl Store {
             committers,
             health: Arc::default(),
             earned_wanted: Arc::default(),
+            jobs_running: Arc::default(),
         };
         store.finish_member_terms().await?;
         Ok(store)
@@ -451,6 +483,7 @@ impl Store {
                 committers: 0,
                 health: Arc::clone(&self.health),
                 earned_wanted: Arc::clone(&self.earned_wanted),
+                jobs_running: Arc::clone(&self.jobs_running),
             };
             group_commit::GroupCommit::start(&direct, self.committers)
         });
@@ -536,7 +569,60 @@ impl Store {
 
     /// Runs the time-driven jobs of a program as of `as_of`: expiries and pending
     /// releases due. Idempotent: a second run as of the same instant changes nothing.
+    ///
+    /// One run per program at a time, whichever server asks: a second is refused with
+    /// `jobs_running` while the first lasts. In this process a mark says so; on PostgreSQL
+    /// also a session advisory lock, held by a connection of its own for the run. A server
+    /// that dies mid-run closes that connection, which lets the lock go; a run dropped
+    /// half-way (a request timed out) closes it too rather than pool it with the lock. Every
+    /// step of a run is its own transaction, so a run stopped anywhere leaves whole steps,
+    /// and the next run does the rest.
     pub async fn run_jobs(
+        &self,
+        program: &LoadedProgram,
+        as_of: DateTime<Utc>,
+    ) -> Result<SettleReport> {
+        let _mark = {
+            let mut running = self
+                .jobs_running
+                .lock()
+                .map_err(|_| StoreError::Inconsistent("the jobs' mark was poisoned".into()))?;
+            if !running.insert(program.id) {
+                return Err(jobs_running(program.program.code.as_str()));
+            }
+            JobsMark {
+                running: &self.jobs_running,
+                program: program.id,
+            }
+        };
+        match &self.db {
+            Db::Sqlite(_) => self.run_jobs_now(program, as_of).await,
+            Db::Postgres(pool) => {
+                let key = (program.id % i64::from(i32::MAX)) as i32;
+                let mut conn = pool.acquire().await?;
+                conn.close_on_drop();
+                let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+                    .bind(JOBS_LOCK_CLASS)
+                    .bind(key)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                if !locked {
+                    return Err(jobs_running(program.program.code.as_str()));
+                }
+                let result = self.run_jobs_now(program, as_of).await;
+                // The connection closes when dropped (above), which unlocks too; unlocking
+                // first says so at once.
+                let _ = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+                    .bind(JOBS_LOCK_CLASS)
+                    .bind(key)
+                    .execute(&mut *conn)
+                    .await;
+                result
+            }
+        }
+    }
+
+    async fn run_jobs_now(
         &self,
         program: &LoadedProgram,
         as_of: DateTime<Utc>,

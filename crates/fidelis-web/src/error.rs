@@ -218,6 +218,10 @@ impl From<StoreError> for ApiError {
                 Self::new(StatusCode::CONFLICT, code, detail)
             }
             // A limit of what the program holds: the request is fine, the program is full.
+            // Busy elsewhere: the same request succeeds later.
+            StoreError::Refused(code @ "jobs_running", detail) => {
+                Self::new(StatusCode::CONFLICT, code, detail)
+            }
             StoreError::Refused(code @ ("too_many_webhooks" | "member_erased"), detail) => {
                 Self::new(StatusCode::CONFLICT, code, detail)
             }

@@ -906,7 +906,9 @@ async fn scheduled_rewards_due(
 /// Runs the time-driven jobs as of an instant (now when absent): expiries, pending releases
 /// and tier assessments due by then. Idempotent: running again as of the same instant
 /// changes nothing. Never ahead of the clock: an `as_of` more than five minutes after now
-/// is refused with `as_of_in_future`, since what the jobs settle cannot be undone.
+/// is refused with `as_of_in_future`, since what the jobs settle cannot be undone. One run
+/// per program at a time, whichever server is asked: another meanwhile is `409
+/// jobs_running`.
 #[utoipa::path(post, path = "/programs/{program}/jobs/run", tag = "operations",
     params(("program" = String, Path, description = "The program's code", example = "demo", min_length = 1, max_length = 64, pattern = "^[a-z0-9-]+$")),
     request_body = JobsRequest,
