@@ -21,6 +21,7 @@ struct Options {
     runs: u32,
     databases: Vec<String>,
     batch_size: Option<u32>,
+    promotions: crate::BenchPromotions,
 }
 
 fn options(args: &[String]) -> Result<Options> {
@@ -30,6 +31,7 @@ fn options(args: &[String]) -> Result<Options> {
         runs: 3,
         databases: vec!["sqlite".into(), "postgres".into()],
         batch_size: None,
+        promotions: crate::BenchPromotions::Shipped,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -40,6 +42,7 @@ fn options(args: &[String]) -> Result<Options> {
             "--runs" => o.runs = value.parse()?,
             "--databases" => o.databases = value.split(',').map(str::to_owned).collect(),
             "--batch-size" => o.batch_size = Some(value.parse()?),
+            "--promotions" => o.promotions = crate::BenchPromotions::parse(value)?,
             other => bail!("unknown option {other}"),
         }
     }
@@ -135,6 +138,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 &journals_file,
                 o.journals,
                 o.batch_size,
+                o.promotions,
             )?;
             let bare_per_s = bare(&bin, &bare_url, o.members, o.journals)?;
             eprintln!(
@@ -167,6 +171,7 @@ fn import(
     journals: &Path,
     count: u64,
     batch_size: Option<u32>,
+    promotions: crate::BenchPromotions,
 ) -> Result<f64> {
     let quiet = |c: &mut Command| -> Result<()> {
         let out = c.output()?;
@@ -177,7 +182,13 @@ fn import(
         );
         Ok(())
     };
-    crate::create_bench_program(bin, url, members.parent().unwrap_or(members), true)?;
+    crate::create_bench_program(
+        bin,
+        url,
+        members.parent().unwrap_or(members),
+        true,
+        promotions,
+    )?;
     quiet(
         fidelis(bin, url)
             .args(["members", "import", "--program", "bench"])
@@ -241,9 +252,13 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn report(o: &Options, results: &[(String, Vec<Measurement>)], dir: &Path) -> Result<()> {
     let mut json = String::from("{\n");
     println!(
-        "\n{} journals, {} members, {} run(s), durable commits; medians:\n",
-        o.journals, o.members, o.runs
+        "\n{} journals, {} members, {} run(s), durable commits, the retail template with promotions {}; medians:\n",
+        o.journals,
+        o.members,
+        o.runs,
+        o.promotions.name()
     );
+    let mut ratio_lines = Vec::new();
     println!("| database | import (journals/s) | bare batch (journals/s) | import / bare |");
     println!("| --- | --- | --- | --- |");
     for (i, (database, m)) in results.iter().enumerate() {
@@ -251,10 +266,19 @@ fn report(o: &Options, results: &[(String, Vec<Measurement>)], dir: &Path) -> Re
         let bare = median(m.iter().map(|m| m.bare_per_s).collect());
         let ratio = median(m.iter().map(|m| m.import_per_s / m.bare_per_s).collect());
         println!("| {database} | {import:.0} | {bare:.0} | {ratio:.2} |");
+        // One line per database a script can read, after the table.
+        ratio_lines.push(format!(
+            "RATIO bench-import {database} promotions={} {ratio:.3}",
+            o.promotions.name().replace(' ', "-")
+        ));
         json.push_str(&format!(
             "  \"{database}\": {{\"import_per_s\": {import:.0}, \"bare_per_s\": {bare:.0}, \"ratio\": {ratio:.3}}}{}\n",
             if i + 1 < results.len() { "," } else { "" }
         ));
+    }
+    println!();
+    for line in &ratio_lines {
+        println!("{line}");
     }
     json.push('}');
     let path: PathBuf = dir.join("results.json");

@@ -4,7 +4,11 @@
 //! The API side is `wrk` (Debian's package) with 16 connections posting unique purchases
 //! to `fidelis serve`; the bare side is `pgbench` with 16 clients running: lock the
 //! member's balance row, insert a ledger entry, update the balance. Both on one durable
-//! PostgreSQL server. Reports throughput, p50 and p99 of each and their ratios.
+//! PostgreSQL server. Reports throughput, p50 and p99 of each and their ratios, and the API
+//! at 1, 8 and 16 connections against the bare one-statement journal (one `UPDATE …
+//! RETURNING` feeding one `INSERT`) at the same counts, as `RATIO` lines a script reads.
+//! The program is the retail template with its promotions as shipped (`--promotions none`
+//! or `200` for the variants).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -22,6 +26,7 @@ struct Options {
     /// The template's fraud rules on (the default), or removed (`--fraud off`): the
     /// rules' cost is the ratio of two runs.
     fraud: bool,
+    promotions: crate::BenchPromotions,
 }
 
 fn options(args: &[String]) -> Result<Options> {
@@ -30,6 +35,7 @@ fn options(args: &[String]) -> Result<Options> {
         connections: 16,
         members: 10_000,
         fraud: true,
+        promotions: crate::BenchPromotions::Shipped,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -38,6 +44,7 @@ fn options(args: &[String]) -> Result<Options> {
             "--seconds" => o.seconds = value.parse()?,
             "--connections" => o.connections = value.parse()?,
             "--members" => o.members = value.parse()?,
+            "--promotions" => o.promotions = crate::BenchPromotions::parse(value)?,
             "--fraud" => {
                 o.fraud = match value.as_str() {
                     "on" => true,
@@ -51,6 +58,7 @@ fn options(args: &[String]) -> Result<Options> {
     Ok(o)
 }
 
+#[derive(Clone)]
 struct Figures {
     per_second: f64,
     p50_ms: f64,
@@ -96,13 +104,26 @@ pub fn run(args: &[String]) -> Result<()> {
     })
     .map_err(anyhow::Error::msg)?;
     let bare = bare(&server, &dir, &o)?;
-    let (api, holds, vouchers) = api(&server, &bin, &dir, &o)?;
+    let mut one_statement = Vec::new();
+    for connections in LADDER.into_iter().chain([o.connections]) {
+        if one_statement.iter().any(|(c, _)| *c == connections) {
+            continue;
+        }
+        one_statement.push((
+            connections,
+            bare_one_statement(&server, &dir, &o, connections)?,
+        ));
+    }
+    let (api, holds, vouchers, mut ladder) = api(&server, &bin, &dir, &o)?;
     server.stop();
+    ladder.push((o.connections, api.clone()));
+    ladder.sort_by_key(|(c, _)| *c);
     println!(
-        "\nrealtime POST /journals on PostgreSQL (durable), {} connections × {} s, {} members, fraud rules {} (the API rows: the median of {ROUNDS} interleaved rounds):\n",
+        "\nrealtime POST /journals on PostgreSQL (durable), {} connections × {} s, {} members, the retail template with promotions {}, fraud rules {} (the API rows: the median of {ROUNDS} interleaved rounds):\n",
         o.connections,
         o.seconds,
         o.members,
+        o.promotions.name(),
         if o.fraud { "on" } else { "off" }
     );
     println!("| | per second | p50 (ms) | p99 (ms) | failed |");
@@ -123,6 +144,46 @@ pub fn run(args: &[String]) -> Result<()> {
         api.per_second / bare.per_second,
         api.p99_ms / bare.p99_ms
     );
+    println!(
+        "\nagainst the bare one-statement journal (one UPDATE … RETURNING feeding one INSERT, its own transaction):\n"
+    );
+    println!(
+        "| connections | API per second | p50 (ms) | p99 (ms) | bare one-statement per second | p50 (ms) | p99 (ms) | API / bare | p99 API / bare |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let mut ratio_lines = Vec::new();
+    let label = o.promotions.name().replace(' ', "-");
+    for (connections, a) in &ladder {
+        let Some((_, b)) = one_statement.iter().find(|(c, _)| c == connections) else {
+            continue;
+        };
+        println!(
+            "| {connections} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} |",
+            a.per_second,
+            a.p50_ms,
+            a.p99_ms,
+            b.per_second,
+            b.p50_ms,
+            b.p99_ms,
+            a.per_second / b.per_second,
+            a.p99_ms / b.p99_ms
+        );
+        ratio_lines.push(format!(
+            "RATIO bench-api connections={connections} promotions={label} api/bare-one-statement {:.3} p99 {:.3} p50-api-ms {:.3}",
+            a.per_second / b.per_second,
+            a.p99_ms / b.p99_ms,
+            a.p50_ms
+        ));
+    }
+    println!();
+    ratio_lines.push(format!(
+        "RATIO bench-api connections={} promotions={label} api/bare-transaction {:.3}",
+        o.connections,
+        api.per_second / bare.per_second
+    ));
+    for line in &ratio_lines {
+        println!("{line}");
+    }
     println!(
         "pay with points / POST /journals = {:.2} (target ≥ 0.80)",
         holds.per_second / api.per_second
@@ -165,7 +226,7 @@ fn api(
     bin: &Path,
     dir: &Path,
     o: &Options,
-) -> Result<(Figures, Figures, Figures)> {
+) -> Result<(Figures, Figures, Figures, Vec<(u32, Figures)>)> {
     let url = server.create_database("api").map_err(anyhow::Error::msg)?;
     let quiet = |args: &[&str]| -> Result<()> {
         let out = Command::new(bin)
@@ -180,7 +241,7 @@ fn api(
         );
         Ok(())
     };
-    crate::create_bench_program(bin, &url, dir, o.fraud)?;
+    crate::create_bench_program(bin, &url, dir, o.fraud, o.promotions)?;
     let members: String = (0..o.members)
         .map(|m| {
             format!("{{\"member\": \"M{m:07}\", \"enrolled_at\": \"2026-01-01T00:00:00Z\"}}\n")
@@ -252,13 +313,13 @@ end
         ),
     )?;
     // Warm up (connections, caches), then measure.
-    let wrk = |script: &Path, seconds: u32| -> Result<String> {
+    let wrk_with = |script: &Path, seconds: u32, connections: u32| -> Result<String> {
         let out = Command::new("wrk")
             .args([
                 "-t",
-                "2",
+                &connections.clamp(1, 2).to_string(),
                 "-c",
-                &o.connections.to_string(),
+                &connections.to_string(),
                 "-d",
                 &format!("{seconds}s"),
                 "--latency",
@@ -274,6 +335,7 @@ end
         );
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
+    let wrk = |script: &Path, seconds: u32| wrk_with(script, seconds, o.connections);
     wrk(&purchase_script, 5)?;
     // The tables were created moments ago: give the planner statistics, as any database
     // in service has (the bare side gets the same for its table).
@@ -457,6 +519,19 @@ end
         h.push(figures(&wrk(&holds_script, o.seconds)?)?);
         v.push(figures(&wrk(&vouchers_script, o.seconds)?)?);
     }
+    // The same purchases at fewer connections (the bare one-statement journal is measured
+    // at the same counts).
+    let mut ladder = Vec::new();
+    for connections in LADDER {
+        if connections == o.connections {
+            continue;
+        }
+        wrk_with(&purchase_script, 2, connections)?;
+        ladder.push((
+            connections,
+            figures(&wrk_with(&purchase_script, o.seconds, connections)?)?,
+        ));
+    }
     for (i, ((p, h), v)) in p.iter().zip(&h).zip(&v).enumerate() {
         eprintln!(
             "xtask: round {}: POST /journals {:.0}/s, holds and captures {:.0}/s ({:.2}), voucher redemptions {:.0}/s ({:.2})",
@@ -468,11 +543,14 @@ end
             v.per_second / p.per_second
         );
     }
-    Ok((median(p), median(h), median(v)))
+    Ok((median(p), median(h), median(v), ladder))
 }
 
 /// Rounds of the realtime measurements (purchases, holds, vouchers, interleaved).
 const ROUNDS: usize = 3;
+
+/// The connection counts the API and the bare one-statement journal are compared at.
+const LADDER: [u32; 3] = [1, 8, 16];
 
 /// The run with the median throughput (its latencies with it); failures of every run.
 fn median(mut runs: Vec<Figures>) -> Figures {
@@ -578,7 +656,8 @@ fn psql_answer(server: &PgServer, db: &str, sql: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-fn bare(server: &PgServer, dir: &Path, o: &Options) -> Result<Figures> {
+/// The bare side's tables: a balance row per member and a ledger.
+fn bare_tables(server: &PgServer, o: &Options) -> Result<()> {
     server.create_database("bare").map_err(anyhow::Error::msg)?;
     let psql = |sql: &str| psql(server, "bare", sql);
     psql(&format!(
@@ -588,17 +667,65 @@ fn bare(server: &PgServer, dir: &Path, o: &Options) -> Result<Figures> {
         o.members
     ))?;
     psql("VACUUM ANALYZE bare_balances")?;
-    let script = dir.join("bare.sql");
-    std::fs::write(
-        &script,
-        format!(
+    Ok(())
+}
+
+/// The bare transaction: lock the member's balance row, insert a ledger entry, update the
+/// balance, in `BEGIN … END`.
+fn bare(server: &PgServer, dir: &Path, o: &Options) -> Result<Figures> {
+    bare_tables(server, o)?;
+    pgbench(
+        server,
+        dir,
+        "bare",
+        &format!(
             "\\set m random(0, {} - 1)\n\\set points random(5, 250)\nBEGIN;\n\
              SELECT balance FROM bare_balances WHERE member_id = :m FOR UPDATE;\n\
              INSERT INTO bare_ledger (member_id, amount, at) VALUES (:m, :points, now());\n\
              UPDATE bare_balances SET balance = balance + :points WHERE member_id = :m;\nEND;\n",
             o.members
         ),
-    )?;
+        o.connections,
+        o.seconds,
+    )
+}
+
+/// The bare one-statement journal (issue #15's baseline, the least a durable journal can
+/// cost): the balance updated and the ledger row inserted by one statement, its own
+/// transaction.
+fn bare_one_statement(
+    server: &PgServer,
+    dir: &Path,
+    o: &Options,
+    connections: u32,
+) -> Result<Figures> {
+    pgbench(
+        server,
+        dir,
+        "bare-one",
+        &format!(
+            "\\set m random(0, {} - 1)\n\\set points random(5, 250)\n\
+             WITH b AS (UPDATE bare_balances SET balance = balance + :points WHERE member_id = :m RETURNING member_id) \
+             INSERT INTO bare_ledger (member_id, amount, at) SELECT member_id, :points, now() FROM b;\n",
+            o.members
+        ),
+        connections,
+        o.seconds,
+    )
+}
+
+/// Runs `script` with pgbench (prepared statements, `connections` clients) for `seconds`
+/// after a short warm-up; throughput, p50 and p99 from its per-transaction log.
+fn pgbench(
+    server: &PgServer,
+    dir: &Path,
+    name: &str,
+    script: &str,
+    connections: u32,
+    seconds: u32,
+) -> Result<Figures> {
+    let file = dir.join(format!("{name}.sql"));
+    std::fs::write(&file, script)?;
     let logs = dir.join("pgbench-logs");
     let _ = std::fs::remove_dir_all(&logs);
     std::fs::create_dir_all(&logs)?;
@@ -617,14 +744,14 @@ fn bare(server: &PgServer, dir: &Path, o: &Options) -> Result<Figures> {
         ])
         .args([
             "-c",
-            &o.connections.to_string(),
+            &connections.to_string(),
             "-j",
-            "2",
+            &connections.clamp(1, 2).to_string(),
             "-T",
             &seconds.to_string(),
             "-f",
         ])
-        .arg(&script);
+        .arg(&file);
         if log {
             cmd.arg("--log")
                 .arg(format!("--log-prefix={}", logs.join("tx").display()));
@@ -637,9 +764,9 @@ fn bare(server: &PgServer, dir: &Path, o: &Options) -> Result<Figures> {
         );
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    pgbench(5, false)?;
+    pgbench(3, false)?;
     let all_before = machine_cpu_seconds();
-    let output = pgbench(o.seconds, true)?;
+    let output = pgbench(seconds, true)?;
     let all_cpu = machine_cpu_seconds() - all_before;
     let tps: f64 = output
         .lines()
@@ -670,8 +797,8 @@ fn bare(server: &PgServer, dir: &Path, o: &Options) -> Result<Figures> {
         .and_then(|l| l.split(':').nth(1)?.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
     eprintln!(
-        "xtask: CPU per bare transaction: {:.3} ms in all (PostgreSQL, pgbench, kernel)",
-        all_cpu * 1e3 / (tps * f64::from(o.seconds))
+        "xtask: CPU per {name} transaction ({connections} clients): {:.3} ms in all (PostgreSQL, pgbench, kernel)",
+        all_cpu * 1e3 / (tps * f64::from(seconds))
     );
     Ok(Figures {
         per_second: tps,

@@ -173,14 +173,73 @@ pub fn ensure_postgres() -> anyhow::Result<()> {
     )
 }
 
-/// Creates program `bench` in the database at `url` from the `retail` template, without
-/// its promotions: the end-to-end benchmarks measure the ledger (base earning); the
-/// promotions engine has its own criterion benchmark.
+/// Which promotions the end-to-end benchmarks' program runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchPromotions {
+    /// The retail template's, as shipped (the default: what operators run).
+    Shipped,
+    /// None: the ledger alone (base earning and tiers).
+    None,
+    /// The shipped ones and generated ones, 200 active in all.
+    Many,
+}
+
+impl BenchPromotions {
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        Ok(match text {
+            "shipped" => Self::Shipped,
+            "none" => Self::None,
+            "200" | "many" => Self::Many,
+            _ => anyhow::bail!("--promotions is shipped, none or 200"),
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Shipped => "as shipped",
+            Self::None => "none",
+            Self::Many => "200 active",
+        }
+    }
+}
+
+/// Promotions a large program might run beside the template's: thresholds on the amount
+/// (some capped daily, so their counters are written), a weekday each, and offers for the
+/// top tier — most evaluated and not matching, as in a real catalogue of offers.
+fn generated_promotions(count: usize) -> Vec<serde_json::Value> {
+    (0..count)
+        .map(|i| match i % 3 {
+            0 => {
+                let mut p = serde_json::json!({
+                    "code": format!("bench-threshold-{i}"), "name": format!("Spend {} or more", 40 + i),
+                    "status": "active", "condition": format!("journal.amount >= {}.0", 40 + i),
+                    "actions": [{"type": "fixed", "currency": "points", "points": 5}]});
+                if i % 6 == 0 {
+                    p["limits"] = serde_json::json!({"daily_points": 1_000_000_000});
+                }
+                p
+            }
+            1 => serde_json::json!({
+                "code": format!("bench-weekday-{i}"), "name": format!("Weekday {}", 1 + i % 7),
+                "status": "active", "condition": format!("local.weekday == {}", 1 + i % 7),
+                "actions": [{"type": "fixed", "currency": "points", "points": 3}]}),
+            _ => serde_json::json!({
+                "code": format!("bench-gold-{i}"), "name": format!("Gold offer {i}"),
+                "status": "active", "condition": format!("member.tier == 'gold' && journal.amount >= {}.0", 20 + i),
+                "actions": [{"type": "fixed", "currency": "points", "points": 7}]}),
+        })
+        .collect()
+}
+
+/// Creates program `bench` in the database at `url` from the `retail` template: its
+/// tiers, benefits and, by `promotions`, its promotions as shipped, none, or 200 active;
+/// without its fraud rules unless `fraud`.
 pub fn create_bench_program(
     bin: &std::path::Path,
     url: &str,
     dir: &std::path::Path,
     fraud: bool,
+    promotions: BenchPromotions,
 ) -> anyhow::Result<()> {
     let fidelis = |args: &[&str]| -> anyhow::Result<Vec<u8>> {
         let out = Command::new(bin)
@@ -199,7 +258,21 @@ pub fn create_bench_program(
     let mut document: serde_json::Value =
         serde_json::from_slice(&fidelis(&["program", "show", "bench", "--format", "json"])?)?;
     if let Some(fields) = document.as_object_mut() {
-        fields.remove("promotions");
+        match promotions {
+            BenchPromotions::Shipped => {}
+            BenchPromotions::None => {
+                fields.remove("promotions");
+            }
+            BenchPromotions::Many => {
+                if let Some(list) = fields
+                    .get_mut("promotions")
+                    .and_then(serde_json::Value::as_array_mut)
+                {
+                    let extra = 200usize.saturating_sub(list.len());
+                    list.extend(generated_promotions(extra));
+                }
+            }
+        }
         if !fraud {
             fields.remove("fraud");
         }
