@@ -246,7 +246,7 @@ impl Store {
         // on the parsed outcome.
         let pattern = format!("%\"promotion\":\"{promotion}\"%");
         let (outcomes, purchases): (Vec<(i64, Option<String>)>, Vec<(i64, Option<String>)>) =
-            match &self.db {
+            match &self.reader().await {
                 Db::Sqlite(pool) => {
                     let mut tx = pool.begin().await?;
                     let o = sqlx::query_as(SQLITE_EXPOSURES)

@@ -271,7 +271,7 @@ impl Store {
         let outstanding = self.program_totals(program).await?;
         // Placeholder 1 is the program; 2.. the bounds.
         let last = bounds.len() + 1;
-        match &self.db {
+        match &self.reader().await {
             Db::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
                 let through: i64 =

@@ -157,7 +157,7 @@ impl Store {
             Vec<(String, String, i64)>,
             Vec<(String, String, i64, i64, i64)>,
             Vec<(String, String, i64)>,
-        ) = match &self.db {
+        ) = match &self.reader().await {
             Db::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
                 let r = (

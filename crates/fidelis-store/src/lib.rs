@@ -40,6 +40,7 @@ mod personal_data;
 mod postgres;
 mod programs;
 mod referrals;
+mod replica;
 mod rows;
 mod scheduled;
 mod segments;
@@ -92,6 +93,7 @@ pub use messages::{
 pub use partners::{EventView, PartnerEntryView, PartnerSums, PartnerView};
 pub use personal_data::{EXPORT_FORMAT, Erasure};
 pub use programs::ProgramSummary;
+pub use replica::ReplicaStatus;
 pub use rows::RejectionRow;
 pub use scheduled::DueReward;
 pub use segments::{MemberScores, SegmentRefresh};
@@ -124,6 +126,8 @@ pub struct Store {
     earned_wanted: Arc<std::sync::Mutex<HashMap<i64, (bool, std::time::Instant)>>>,
     /// The programs whose jobs run in this process (see [`Store::run_jobs`]).
     jobs_running: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
+    /// A hot standby the reports read from while it is fresh (`replica.rs`).
+    replica: Option<Arc<replica::Replica>>,
 }
 
 /// The first key of the session advisory locks that keep a program's jobs to one run at a
@@ -340,6 +344,7 @@ impl Store {
             health: Arc::default(),
             earned_wanted: Arc::default(),
             jobs_running: Arc::default(),
+            replica: None,
         };
         store.finish_member_terms().await?;
         Ok(store)
@@ -484,6 +489,7 @@ impl Store {
                 health: Arc::clone(&self.health),
                 earned_wanted: Arc::clone(&self.earned_wanted),
                 jobs_running: Arc::clone(&self.jobs_running),
+                replica: self.replica.clone(),
             };
             group_commit::GroupCommit::start(&direct, self.committers)
         });

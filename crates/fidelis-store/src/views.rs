@@ -209,7 +209,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<EntryView>> {
         let (journal, seq) = before.unwrap_or((i64::MAX, i32::MAX));
-        match &self.db {
+        match &self.reader().await {
             Db::Sqlite(pool) => {
                 let rows = sqlx::query(
                     "SELECT e.journal_id, e.seq, j.external_id, j.type, e.currency, e.kind, e.pool, e.amount, e.effective_at, \
@@ -498,7 +498,7 @@ impl Store {
 
     /// Per currency, the program's total (available, pending) points over all members.
     pub async fn program_totals(&self, program: &LoadedProgram) -> Result<Vec<(String, i64, i64)>> {
-        Ok(match &self.db {
+        Ok(match &self.reader().await {
             Db::Sqlite(pool) => sqlx::query_as(
                 "SELECT currency, SUM(available), SUM(pending) FROM accounts WHERE program_id = ?1 GROUP BY currency ORDER BY currency",
             )

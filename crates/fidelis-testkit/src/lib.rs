@@ -192,6 +192,56 @@ impl PgServer {
         Ok(server)
     }
 
+    /// Starts a hot standby of this server: a base backup streamed from it
+    /// (`pg_basebackup -R`, so the copy follows it by streaming replication), on a free
+    /// port, readable while it replays. Stopped like any other server.
+    pub fn start_standby(&self) -> Result<Self, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("fidelis-pg-standby-")
+            .tempdir()
+            .map_err(|e| format!("temporary directory: {e}"))?
+            .keep();
+        if let Some((uid, gid)) = self.as_user {
+            chown_tree(&dir, uid, gid)?;
+        }
+        let out = command(&self.bindir.join("pg_basebackup"), self.as_user)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "fidelis",
+            ])
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args(["-R", "-X", "stream", "--no-sync", "--checkpoint=fast"])
+            .output()
+            .map_err(|e| format!("pg_basebackup: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "pg_basebackup failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let port = free_port()?;
+        let standby = Self {
+            base_url: format!("postgres://fidelis@127.0.0.1:{port}"),
+            port,
+            bindir: self.bindir.clone(),
+            dir,
+            pid: AtomicU32::new(0),
+            options: self.options,
+            as_user: self.as_user,
+        };
+        standby.spawn()?;
+        if self.options.watchdog {
+            standby.watch(std::process::id());
+        }
+        standby.wait_ready()?;
+        Ok(standby)
+    }
+
     /// Starts the postmaster on the server's data directory and port.
     fn spawn(&self) -> Result<(), String> {
         let durability = if self.options.durable {

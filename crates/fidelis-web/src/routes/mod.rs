@@ -251,10 +251,22 @@ async fn ready(State(state): State<AppState>) -> ApiResult<Json<crate::dto::Heal
 }
 
 /// Prometheus metrics: requests and latency per route, journals by outcome, points issued
-/// and redeemed per currency.
+/// and redeemed per currency; with a read replica, its lag (`-1` when it cannot be asked)
+/// and whether the reports read from it.
 #[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // With a read replica (`serve --read-database`): its lag at the last check and whether
+    // the reports read from it.
+    if let Some(replica) = state.store.replica_status() {
+        let lag = if replica.lag_seconds.is_finite() {
+            replica.lag_seconds
+        } else {
+            -1.0
+        };
+        metrics::gauge!("fidelis_read_replica_lag_seconds").set(lag);
+        metrics::gauge!("fidelis_read_replica_in_use").set(if replica.in_use { 1.0 } else { 0.0 });
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -85,6 +85,15 @@ pub struct ServeArgs {
     #[arg(long = "events", env = "FIDELIS_EVENTS", value_name = "URL",
           value_parser = nats_url)]
     events: Option<String>,
+    /// A hot standby of the PostgreSQL primary for the reports (dashboard, liability,
+    /// promotion analytics, ledger history): read from while it lags by at most
+    /// `--read-max-lag-secs`, from the primary otherwise.
+    #[arg(long, env = "FIDELIS_READ_DATABASE_URL", value_name = "URL")]
+    read_database: Option<String>,
+    /// The most a read replica may lag before the reports read from the primary.
+    #[arg(long, env = "FIDELIS_READ_MAX_LAG_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    read_max_lag_secs: u64,
     /// The JetStream stream `--events` publishes to.
     #[arg(long, env = "FIDELIS_EVENTS_STREAM", default_value = "FIDELIS",
           value_parser = stream_name)]
@@ -140,7 +149,7 @@ async fn retire_bootstrap(store: &fidelis_store::Store) -> Result<bool> {
 }
 
 pub async fn run(database: &str, args: ServeArgs) -> Result<ExitCode> {
-    let store = fidelis_store::Store::connect_with(
+    let mut store = fidelis_store::Store::connect_with(
         database,
         fidelis_store::ConnectOptions {
             committers: usize::from(args.committers),
@@ -149,6 +158,12 @@ pub async fn run(database: &str, args: ServeArgs) -> Result<ExitCode> {
     )
     .await
     .with_context(|| format!("opening the database {database}"))?;
+    if let Some(url) = &args.read_database {
+        store
+            .attach_replica(url, std::time::Duration::from_secs(args.read_max_lag_secs))
+            .await
+            .context("opening the read database")?;
+    }
     let admin_token = match std::env::var("FIDELIS_ADMIN_TOKEN") {
         Ok(token)
             if token.trim().chars().count() < MIN_ADMIN_TOKEN_CHARS && !token.trim().is_empty() =>
