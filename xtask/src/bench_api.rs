@@ -634,7 +634,7 @@ fn psql(server: &PgServer, db: &str, sql: &str) -> Result<()> {
 }
 
 /// What `sql` answers, unaligned and without headers.
-fn psql_answer(server: &PgServer, db: &str, sql: &str) -> Result<String> {
+pub(crate) fn psql_answer(server: &PgServer, db: &str, sql: &str) -> Result<String> {
     let out = Command::new(server.bindir.join("psql"))
         .args([
             "-h",

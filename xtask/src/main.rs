@@ -9,6 +9,7 @@ mod bench_money;
 mod faults;
 mod python;
 mod schemathesis;
+mod soak;
 mod test;
 
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
         Some("bench-money") => bench_money::run(&args[1..]),
         Some("bench-churn") => bench_churn::run(&args[1..]),
         Some("faults") => faults::run(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         Some("schemathesis") => match args.get(1).map(|s| s.parse::<u32>()) {
             None => schemathesis::run_standalone(schemathesis::BUDGET_SECONDS),
             Some(Ok(seconds)) => schemathesis::run_standalone(seconds),
@@ -33,13 +35,14 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage:\n  cargo xtask test [-- NEXTEST ARGS]   run every test (installs PostgreSQL if it can)\n  \
-                 cargo xtask bench-import [--journals N] [--members N] [--runs N] [--databases sqlite,postgres]\n  \
-                 cargo xtask bench-api [--seconds N] [--connections N] [--members N]\n  \
+                 cargo xtask bench-import [--journals N] [--members N] [--runs N] [--databases sqlite,postgres] [--promotions shipped|none|200]\n  \
+                 cargo xtask bench-api [--seconds N] [--connections N] [--members N] [--fraud on|off] [--promotions shipped|none|200]\n  \
                  cargo xtask bench-members [--members N] [--queries N] [--databases sqlite,postgres]   member search and lists on a large program\n  \
                  cargo xtask bench-pages [--members N] [--journals N] [--queries N] [--databases sqlite,postgres]   the console's pages on a large program\n  \
                  cargo xtask bench-money [--members N] [--journals N] [--runs N] [--databases postgres,sqlite | --url DATABASE_URL] [--bin FIDELIS]   settlement statements and liability on a large program\n  \
                  cargo xtask bench-churn [--members N] [--runs N] [--databases sqlite,postgres] [--bin FIDELIS]   churn models: CDNOW fit against Python lifetimes; a large population fitted and scored\n  \
                  cargo xtask faults [--quick] [--release] [--databases sqlite,postgres]   kill, stop, freeze, fill the disk under load; audit every journal\n  \
+                 cargo xtask soak [--minutes N] [--members N] [--clients N]   mixed realtime traffic on PostgreSQL with a restart: flat memory, balances = entries\n  \
                  cargo xtask schemathesis [SECONDS]     the API contract: validator, schemathesis (every check, three tokens), generated client; both databases"
             );
             return ExitCode::from(2);
