@@ -207,15 +207,16 @@ impl BenchPromotions {
 }
 
 /// Promotions a large program might run beside the template's: thresholds on the amount
-/// (some capped daily, so their counters are written), a weekday each, and offers for the
-/// top tier — most evaluated and not matching, as in a real catalogue of offers.
+/// (some capped daily, so their counters are written), big baskets on a weekday, and offers
+/// for the top tier — every one evaluated for every purchase, about three awarding on
+/// average (the benches' purchases are 5 to 205 euros), as in a real catalogue of offers.
 fn generated_promotions(count: usize) -> Vec<serde_json::Value> {
     (0..count)
         .map(|i| match i % 3 {
             0 => {
                 let mut p = serde_json::json!({
-                    "code": format!("bench-threshold-{i}"), "name": format!("Spend {} or more", 40 + i),
-                    "status": "active", "condition": format!("journal.amount >= {}.0", 40 + i),
+                    "code": format!("bench-threshold-{i}"), "name": format!("Spend {} or more", 150 + i),
+                    "status": "active", "condition": format!("journal.amount >= {}.0", 150 + i),
                     "actions": [{"type": "fixed", "currency": "points", "points": 5}]});
                 if i % 6 == 0 {
                     p["limits"] = serde_json::json!({"daily_points": 1_000_000_000});
@@ -224,11 +225,11 @@ fn generated_promotions(count: usize) -> Vec<serde_json::Value> {
             }
             1 => serde_json::json!({
                 "code": format!("bench-weekday-{i}"), "name": format!("Weekday {}", 1 + i % 7),
-                "status": "active", "condition": format!("local.weekday == {}", 1 + i % 7),
+                "status": "active", "condition": format!("local.weekday == {} && journal.amount >= 190.0", 1 + i % 7),
                 "actions": [{"type": "fixed", "currency": "points", "points": 3}]}),
             _ => serde_json::json!({
                 "code": format!("bench-gold-{i}"), "name": format!("Gold offer {i}"),
-                "status": "active", "condition": format!("member.tier == 'gold' && journal.amount >= {}.0", 20 + i),
+                "status": "active", "condition": format!("member.tier == 'gold' && journal.amount >= {}.0", 100 + i),
                 "actions": [{"type": "fixed", "currency": "points", "points": 7}]}),
         })
         .collect()
