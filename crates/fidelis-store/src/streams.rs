@@ -101,21 +101,6 @@ impl Store {
         })
     }
 
-    /// Gives up a lease `holder` holds, so another server takes it at once.
-    pub async fn drop_lease(&self, name: &str, holder: &str) -> Result<()> {
-        in_write_tx!(self, |tx, _pg| {
-            async {
-                sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
-                    .bind(name)
-                    .bind(holder)
-                    .execute(&mut *tx)
-                    .await?;
-                Ok::<_, StoreError>(())
-            }
-            .await
-        })
-    }
-
     /// Up to `limit` events not yet streamed, oldest first.
     pub async fn unstreamed_events(&self, limit: i64) -> Result<Vec<StreamEvent>> {
         let pg = self.is_postgres();

@@ -217,11 +217,11 @@ impl From<StoreError> for ApiError {
             StoreError::Refused(code @ "idempotency_conflict", detail) => {
                 Self::new(StatusCode::CONFLICT, code, detail)
             }
-            // A limit of what the program holds: the request is fine, the program is full.
             // Busy elsewhere: the same request succeeds later.
             StoreError::Refused(code @ "jobs_running", detail) => {
                 Self::new(StatusCode::CONFLICT, code, detail)
             }
+            // A limit of what the program holds: the request is fine, the program is full.
             StoreError::Refused(code @ ("too_many_webhooks" | "member_erased"), detail) => {
                 Self::new(StatusCode::CONFLICT, code, detail)
             }

@@ -180,11 +180,9 @@ pub async fn run_once(
     let mut keys = HashSet::new();
     let round: Vec<&StreamEvent> = waiting
         .iter()
-        .filter(|e| {
-            keys.insert(match e.member {
-                Some(m) => (0, m.to_string()),
-                None => (1, e.event.program.clone()),
-            })
+        .filter(|e| match e.member {
+            Some(m) => keys.insert((Some(m), "")),
+            None => keys.insert((None, e.event.program.as_str())),
         })
         .collect();
     let mut pending = Vec::with_capacity(round.len());

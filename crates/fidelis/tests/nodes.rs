@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 mod common;
-use common::Server;
+use common::{Server, purchase};
 
 /// Two servers on a fresh database of the shared throw-away PostgreSQL.
 async fn two_servers(extra: &[&str]) -> (String, Server, Server) {
@@ -36,11 +36,6 @@ async fn enroll(server: &Server, program: &str, member: &str) {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-}
-
-fn purchase(id: &str, member: &str, amount: &str) -> Value {
-    json!({"external_id": id, "member": member, "type": "purchase",
-           "occurred_at": chrono::Utc::now().to_rfc3339(), "amount": amount, "currency": "EUR"})
 }
 
 fn vault(rate: &str) -> Value {

@@ -85,15 +85,6 @@ pub struct ServeArgs {
     #[arg(long = "events", env = "FIDELIS_EVENTS", value_name = "URL",
           value_parser = nats_url)]
     events: Option<String>,
-    /// A hot standby of the PostgreSQL primary for the reports (dashboard, liability,
-    /// promotion analytics, ledger history): read from while it lags by at most
-    /// `--read-max-lag-secs`, from the primary otherwise.
-    #[arg(long, env = "FIDELIS_READ_DATABASE_URL", value_name = "URL")]
-    read_database: Option<String>,
-    /// The most a read replica may lag before the reports read from the primary.
-    #[arg(long, env = "FIDELIS_READ_MAX_LAG_SECS", default_value_t = 5,
-          value_parser = clap::value_parser!(u64).range(0..=3_600))]
-    read_max_lag_secs: u64,
     /// The JetStream stream `--events` publishes to.
     #[arg(long, env = "FIDELIS_EVENTS_STREAM", default_value = "FIDELIS",
           value_parser = stream_name)]
@@ -104,6 +95,15 @@ pub struct ServeArgs {
     #[arg(long, env = "FIDELIS_EVENTS_LEASE_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(2..=300))]
     events_lease_secs: u64,
+    /// A hot standby of the PostgreSQL primary for the reports (dashboard, liability,
+    /// promotion analytics, ledger history): read from while it lags by at most
+    /// `--read-max-lag-secs`, from the primary otherwise.
+    #[arg(long, env = "FIDELIS_READ_DATABASE_URL", value_name = "URL")]
+    read_database: Option<String>,
+    /// The most a read replica may lag before the reports read from the primary.
+    #[arg(long, env = "FIDELIS_READ_MAX_LAG_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    read_max_lag_secs: u64,
     /// The sender of members' e-mail.
     #[arg(
         long,
