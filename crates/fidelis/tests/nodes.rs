@@ -225,13 +225,14 @@ fn fidelis(db: &str, args: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jobs_run_on_one_server_at_a_time_and_a_killed_run_leaves_whole_steps() {
     let (db, mut a, b) = two_servers(&[]).await;
-    // Many members whose points expired: the jobs have work for a while.
+    // Many members whose points expired: the jobs have work for a while (sixteen
+    // settlement batches: with six, a fast run once finished them before it was killed).
     a.setup(&[]).await;
-    let members = 3000;
+    let members = 8000;
     let dir = tempfile::tempdir().unwrap();
     // Earned to expire in a few seconds, after the import (an import settles what is due
     // already), before the jobs run (never ahead of the clock).
-    let expires = chrono::Utc::now() + chrono::Duration::seconds(20);
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(25);
     let earned = common::earned_to_expire_at(10, expires).to_rfc3339();
     let (mut enrolments, mut journals) = (String::new(), String::new());
     for i in 0..members {
