@@ -116,6 +116,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let (api, holds, vouchers, mut ladder) = api(&server, &bin, &dir, &o)?;
     server.stop();
+    let sqlite = sqlite(&bin, &dir, &o)?;
     ladder.push((o.connections, api.clone()));
     ladder.sort_by_key(|(c, _)| *c);
     println!(
@@ -181,6 +182,30 @@ pub fn run(args: &[String]) -> Result<()> {
         o.connections,
         api.per_second / bare.per_second
     ));
+    println!(
+        "\nrealtime POST /journals on SQLite (durable), {} members, the same program, against its bare durable transaction (one journal row, one ledger row, one balance update per transaction, one connection; the median of {ROUNDS}):\n",
+        o.members
+    );
+    println!(
+        "| connections | API per second | p50 (ms) | p99 (ms) | bare per second | API / bare |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (connections, a) in &sqlite.api {
+        println!(
+            "| {connections} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} |",
+            a.per_second,
+            a.p50_ms,
+            a.p99_ms,
+            sqlite.bare,
+            a.per_second / sqlite.bare
+        );
+        ratio_lines.push(format!(
+            "RATIO bench-api database=sqlite connections={connections} promotions={label} api/bare-durable-transaction {:.3} p50-api-ms {:.3}",
+            a.per_second / sqlite.bare,
+            a.p50_ms
+        ));
+    }
+    println!();
     for line in &ratio_lines {
         println!("{line}");
     }
@@ -200,6 +225,13 @@ pub fn run(args: &[String]) -> Result<()> {
         ),
     )?;
     anyhow::ensure!(api.failed == 0, "{} API requests failed", api.failed);
+    for (connections, a) in &sqlite.api {
+        anyhow::ensure!(
+            a.failed == 0,
+            "{} API requests failed on SQLite at {connections} connections",
+            a.failed
+        );
+    }
     anyhow::ensure!(
         holds.failed == 0,
         "{} hold or capture requests failed",
@@ -213,7 +245,15 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The end of both wrk scripts: one line with requests, duration, p50, p99 and failures,
+/// The start of every wrk script: each thread numbered (`id`), for unique external ids.
+const WRK_THREADS: &str = r#"local threads = {}
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("id", #threads)
+end
+"#;
+
+/// The end of every wrk script: one line with requests, duration, p50, p99 and failures,
 /// which [`figures`] reads.
 const WRK_DONE: &str = r#"function done(summary, latency, requests)
   io.write(string.format("RESULT %d %d %d %d %d\n", summary.requests, summary.duration,
@@ -256,84 +296,14 @@ fn api(
         "bench",
         members_file.to_str().context("path")?,
     ])?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let token = "bench-api-token-0123456789";
-    let serve = Process(
-        Command::new(bin)
-            .arg("--database")
-            .arg(&url)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("FIDELIS_ADMIN_TOKEN", token)
-            .env("FIDELIS_RATE_LIMIT", "10000000")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()?,
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Command::new("curl")
-        .args(["-sf", &format!("http://127.0.0.1:{port}/readyz")])
-        .output()
-        .map(|o| !o.status.success())
-        .unwrap_or(true)
-    {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "fidelis serve did not become ready"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let occurred_at = (chrono_like_now_minus_minute()).to_owned();
+    let token = TOKEN;
+    let (serve, port) = serve(bin, &url)?;
     let purchase_script = dir.join("purchase.lua");
-    std::fs::write(
-        &purchase_script,
-        format!(
-            r#"-- One unique purchase per request, for a random member.
-local threads = {{}}
-function setup(thread)
-  table.insert(threads, thread)
-  thread:set("id", #threads)
-end
-function init(args)
-  counter = 0
-  prefix = "w" .. id .. "-" .. os.time()
-  math.randomseed(os.time() + id)
-end
-function request()
-  counter = counter + 1
-  local cents = math.random(500, 25000)
-  local body = string.format('{{"external_id":"%s-%d","member":"M%07d","type":"purchase","occurred_at":"{occurred_at}","amount":"%d.%02d","currency":"EUR"}}',
-    prefix, counter, math.random(0, {members} - 1), math.floor(cents / 100), cents % 100)
-  return wrk.format("POST", "/api/v1/programs/bench/journals",
-    {{["Content-Type"] = "application/json", ["Authorization"] = "Bearer {token}"}}, body)
-end
-{WRK_DONE}"#,
-            members = o.members
-        ),
-    )?;
+    purchases_script(&purchase_script, o.members)?;
+    let occurred_at = chrono_like_now_minus_minute();
     // Warm up (connections, caches), then measure.
     let wrk_with = |script: &Path, seconds: u32, connections: u32| -> Result<String> {
-        let out = Command::new("wrk")
-            .args([
-                "-t",
-                &connections.clamp(1, 2).to_string(),
-                "-c",
-                &connections.to_string(),
-                "-d",
-                &format!("{seconds}s"),
-                "--latency",
-                "-s",
-            ])
-            .arg(script)
-            .arg(format!("http://127.0.0.1:{port}"))
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "wrk: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        run_wrk(port, script, seconds, connections)
     };
     let wrk = |script: &Path, seconds: u32| wrk_with(script, seconds, o.connections);
     wrk(&purchase_script, 5)?;
@@ -393,12 +363,7 @@ end
         &holds_script,
         format!(
             r#"-- Holds for random members, alternating with captures of holds already answered.
-local threads = {{}}
-function setup(thread)
-  table.insert(threads, thread)
-  thread:set("id", #threads)
-end
-function init(args)
+{WRK_THREADS}function init(args)
   counter = 0
   holds = 0
   held = {{}}
@@ -473,12 +438,7 @@ end
         &vouchers_script,
         format!(
             r#"-- Redemptions of one cent of random vouchers, each with a unique key.
-local threads = {{}}
-function setup(thread)
-  table.insert(threads, thread)
-  thread:set("id", #threads)
-end
-function init(args)
+{WRK_THREADS}function init(args)
   counter = 0
   codes = {{}}
   for line in io.lines("{codes}") do
@@ -532,6 +492,76 @@ end
             figures(&wrk_with(&purchase_script, o.seconds, connections)?)?,
         ));
     }
+    // What one journal costs the database: statements, rows and WAL bytes, alone (one
+    // connection) and grouped (eight), from `pg_stat_statements` and the WAL position.
+    psql(
+        server,
+        "api",
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
+    )?;
+    for connections in [1, 8] {
+        let journals = || -> Result<f64> {
+            Ok(psql_answer(
+                server,
+                "api",
+                "SELECT (SELECT count(*) FROM journals) + (SELECT count(*) FROM held_journals)",
+            )?
+            .parse()?)
+        };
+        psql(server, "api", "SELECT pg_stat_statements_reset()")?;
+        let (before, lsn) = (
+            journals()?,
+            psql_answer(server, "api", "SELECT pg_current_wal_lsn()")?,
+        );
+        wrk_with(&purchase_script, 4, connections)?;
+        let posted = journals()? - before;
+        let wal: f64 = psql_answer(
+            server,
+            "api",
+            &format!("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{lsn}')"),
+        )?
+        .parse()?;
+        let sums = psql_answer(
+            server,
+            "api",
+            "SELECT sum(calls), sum(rows) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
+             WHERE d.datname = 'api' AND s.query NOT LIKE '%pg_stat%' AND s.query NOT LIKE '%count(*)%'",
+        )?;
+        let (statements, rows) = sums.split_once('|').context("statement sums")?;
+        let (statements, rows): (f64, f64) = (statements.parse()?, rows.parse()?);
+        std::fs::write(
+            dir.join(format!("statements-{connections}.txt")),
+            psql_answer(
+                server,
+                "api",
+                "SELECT calls, rows, round(total_exec_time::numeric, 1) AS ms, left(regexp_replace(query, '\\s+', ' ', 'g'), 160) \
+                 FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'api' ORDER BY calls DESC",
+            )?,
+        )?;
+        // Where the WAL bytes go, by record kind, with the full-page images apart.
+        psql(
+            server,
+            "api",
+            "CREATE EXTENSION IF NOT EXISTS pg_walinspect",
+        )?;
+        std::fs::write(
+            dir.join(format!("wal-{connections}.txt")),
+            psql_answer(
+                server,
+                "api",
+                &format!(
+                    "SELECT \"resource_manager/record_type\", count, record_size, fpi_size, combined_size \
+                     FROM pg_get_wal_stats('{lsn}', pg_current_wal_lsn(), true) WHERE count > 0 ORDER BY combined_size DESC"
+                ),
+            )?,
+        )?;
+        println!(
+            "COST bench-api connections={connections} per-journal statements {:.2} rows {:.2} wal-bytes {:.0} (journals {posted:.0})",
+            statements / posted.max(1.0),
+            rows / posted.max(1.0),
+            wal / posted.max(1.0)
+        );
+    }
     for (i, ((p, h), v)) in p.iter().zip(&h).zip(&v).enumerate() {
         eprintln!(
             "xtask: round {}: POST /journals {:.0}/s, holds and captures {:.0}/s ({:.2}), voucher redemptions {:.0}/s ({:.2})",
@@ -544,6 +574,168 @@ end
         );
     }
     Ok((median(p), median(h), median(v), ladder))
+}
+
+/// The SQLite side: the API at one and eight connections, and the bare durable
+/// transaction's journals per second.
+struct Sqlite {
+    api: Vec<(u32, Figures)>,
+    bare: f64,
+}
+
+/// Realtime purchases against `fidelis serve` on SQLite (the same program and members as
+/// on PostgreSQL), and the bare durable transaction on the same machine: one journal per
+/// transaction, one connection (`fidelis bench bare-batch --batch 1`, the store's own
+/// durability settings).
+fn sqlite(bin: &Path, dir: &Path, o: &Options) -> Result<Sqlite> {
+    let file = |name: &str| -> Result<String> {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(dir.join(format!("{name}{suffix}")));
+        }
+        Ok(format!(
+            "sqlite://{}",
+            dir.join(name).to_str().context("path")?
+        ))
+    };
+    let url = file("api.db")?;
+    crate::create_bench_program(bin, &url, dir, o.fraud, o.promotions)?;
+    let out = Command::new(bin)
+        .arg("--database")
+        .arg(&url)
+        .args(["members", "import", "--program", "bench"])
+        .arg(dir.join("members.ndjson"))
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "members import on SQLite: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_serve, port) = serve(bin, &url)?;
+    let script = dir.join("purchase-sqlite.lua");
+    purchases_script(&script, o.members)?;
+    run_wrk(port, &script, 3, 8)?;
+    let mut api = Vec::new();
+    for connections in [1, 8] {
+        let mut runs = Vec::new();
+        for _ in 0..ROUNDS {
+            runs.push(figures(&run_wrk(port, &script, o.seconds, connections)?)?);
+        }
+        api.push((connections, median(runs)));
+    }
+    let mut bare = Vec::new();
+    for run in 0..ROUNDS {
+        let out = Command::new(bin)
+            .arg("--database")
+            .arg(file(&format!("bare-{run}.db"))?)
+            .args(["bench", "bare-batch", "--members"])
+            .arg(o.members.to_string())
+            .args(["--journals", "5000", "--batch", "1"])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "the bare durable transaction on SQLite: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let value: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        bare.push(
+            value["per_second"]
+                .as_f64()
+                .context("no per_second from bare-batch")?,
+        );
+    }
+    bare.sort_by(f64::total_cmp);
+    Ok(Sqlite {
+        api,
+        bare: bare[bare.len() / 2],
+    })
+}
+
+/// The administrator token the benchmark's servers are started with.
+const TOKEN: &str = "bench-api-token-0123456789";
+
+/// Starts `fidelis serve` on `url` (the administrator token [`TOKEN`], no rate limit) and
+/// waits until it is ready; its port.
+fn serve(bin: &Path, url: &str) -> Result<(Process, u16)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let serve = Process(
+        Command::new(bin)
+            .arg("--database")
+            .arg(url)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("FIDELIS_ADMIN_TOKEN", TOKEN)
+            .env("FIDELIS_RATE_LIMIT", "10000000")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Command::new("curl")
+        .args(["-sf", &format!("http://127.0.0.1:{port}/readyz")])
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "fidelis serve did not become ready"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok((serve, port))
+}
+
+/// Writes the wrk script of unique purchases for random members among `members`.
+fn purchases_script(path: &Path, members: u32) -> Result<()> {
+    let occurred_at = chrono_like_now_minus_minute();
+    let token = TOKEN;
+    std::fs::write(
+        path,
+        format!(
+            r#"-- One unique purchase per request, for a random member.
+{WRK_THREADS}function init(args)
+  counter = 0
+  prefix = "w" .. id .. "-" .. os.time()
+  math.randomseed(os.time() + id)
+end
+function request()
+  counter = counter + 1
+  local cents = math.random(500, 25000)
+  local body = string.format('{{"external_id":"%s-%d","member":"M%07d","type":"purchase","occurred_at":"{occurred_at}","amount":"%d.%02d","currency":"EUR"}}',
+    prefix, counter, math.random(0, {members} - 1), math.floor(cents / 100), cents % 100)
+  return wrk.format("POST", "/api/v1/programs/bench/journals",
+    {{["Content-Type"] = "application/json", ["Authorization"] = "Bearer {token}"}}, body)
+end
+{WRK_DONE}"#,
+            members = members
+        ),
+    )?;
+    Ok(())
+}
+
+/// Runs wrk with `script` against the server on `port`; its output.
+fn run_wrk(port: u16, script: &Path, seconds: u32, connections: u32) -> Result<String> {
+    let out = Command::new("wrk")
+        .args([
+            "-t",
+            &connections.clamp(1, 2).to_string(),
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{port}"))
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "wrk: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Rounds of the realtime measurements (purchases, holds, vouchers, interleaved).
