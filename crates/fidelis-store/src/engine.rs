@@ -198,6 +198,17 @@ pub(crate) async fn post_batch<T: LedgerTx>(
     // need is read with the opening.
     let screen =
         !explain && program.fraud.screens_journals() && prepared.iter().any(|p| p.screened);
+    let counter_periods = if program.has_limits() {
+        member_counter_periods(program, &journals)
+    } else {
+        Vec::new()
+    };
+    let reads = crate::rows::OpeningReads {
+        facts: program
+            .needs_member_facts()
+            .then(|| program.reads_segments()),
+        counter_periods: &counter_periods,
+    };
     let opening = tx
         .open_batch(
             lp.id,
@@ -207,6 +218,7 @@ pub(crate) async fn post_batch<T: LedgerTx>(
             journals.len() * 2,
             !program.tier_groups.is_empty(),
             screen,
+            reads,
         )
         .await?;
     if opening.revision.is_none() {
@@ -259,8 +271,16 @@ pub(crate) async fn post_batch<T: LedgerTx>(
         batch.names.insert(m.id, m.external_id.clone());
     }
     if program.needs_member_facts() {
-        let ids: Vec<i64> = members.iter().map(|m| m.id).collect();
-        for row in tx.load_member_facts(&ids, program.reads_segments()).await? {
+        let rows = match opening.facts {
+            // Read with the opening, under the locks held then (a redirected member's
+            // survivor was locked since: read again).
+            Some(rows) if owners.is_empty() => rows,
+            _ => {
+                let ids: Vec<i64> = members.iter().map(|m| m.id).collect();
+                tx.load_member_facts(&ids, program.reads_segments()).await?
+            }
+        };
+        for row in rows {
             batch.put_facts(row)?;
         }
     }
@@ -306,8 +326,34 @@ pub(crate) async fn post_batch<T: LedgerTx>(
     batch.load_partners(tx, &journals).await?;
     if program.has_limits() {
         let keys = counter_keys(program, &journals, &member_by_name);
-        if !keys.is_empty() {
-            batch.counters.counts = tx.load_counters(lp.id, &keys).await?.into_iter().collect();
+        match opening.counters {
+            // The members' own counters came with the opening, read under the locks held
+            // then (a redirected member's survivor was locked since: read all again).
+            Some(rows) if owners.is_empty() => {
+                // The opening read every member's counters for every pair the batch
+                // names; keep each member's own keys only, so an outcome never depends on
+                // which journals shared its batch (as when read by key).
+                let wanted: FxHashSet<&fidelis_core::promotions::limits::CounterKey> =
+                    keys.iter().collect();
+                batch.counters.counts = rows
+                    .into_iter()
+                    .filter(|(k, _)| wanted.contains(k))
+                    .collect();
+                let everyone: Vec<_> = keys
+                    .into_iter()
+                    .filter(|k| k.member == fidelis_core::promotions::limits::EVERYONE)
+                    .collect();
+                if !everyone.is_empty() {
+                    batch
+                        .counters
+                        .counts
+                        .extend(tx.load_counters(lp.id, &everyone).await?);
+                }
+            }
+            _ if !keys.is_empty() => {
+                batch.counters.counts = tx.load_counters(lp.id, &keys).await?.into_iter().collect();
+            }
+            _ => {}
         }
     }
 
@@ -2038,6 +2084,10 @@ impl<'p> Batch<'p> {
                 .as_mut()
                 .map(|s| std::mem::take(&mut s.save.held))
                 .unwrap_or_default(),
+            counters: std::mem::take(&mut self.counters.deltas)
+                .into_iter()
+                .filter(|(_, c)| c.times != 0 || c.points != 0)
+                .collect(),
         };
         tx.write_batch(self.lp.id, &rows).await?;
         if let Some(screen) = self.screen.as_mut()
@@ -2064,13 +2114,6 @@ impl<'p> Batch<'p> {
             let entries = std::mem::take(&mut self.new_partner_entries);
             tx.write_partner_entries(self.lp.id, &entries, self.now)
                 .await?;
-        }
-        let deltas: Vec<_> = std::mem::take(&mut self.counters.deltas)
-            .into_iter()
-            .filter(|(_, c)| c.times != 0 || c.points != 0)
-            .collect();
-        if !deltas.is_empty() {
-            tx.add_counters(self.lp.id, &deltas).await?;
         }
         Ok(())
     }
@@ -2122,6 +2165,31 @@ pub(crate) fn record_from_row(row: &JournalRow) -> Result<JournalRecord> {
         entries: Vec::new(),
         changed: false,
     })
+}
+
+/// (promotion, period) of the members' own counters the accruals among `journals` may
+/// touch (what [`counter_keys`] would name for any member), known before the members'
+/// ids are.
+fn member_counter_periods(program: &Program, journals: &[&Journal]) -> Vec<(String, String)> {
+    // Any id other than the all-member one names the member's own counters.
+    let anyone = MemberId(fidelis_core::promotions::limits::EVERYONE + 1);
+    let mut pairs = std::collections::BTreeSet::new();
+    for journal in journals {
+        let JournalBody::Accrual(accrual) = &journal.body else {
+            continue;
+        };
+        for p in program.promotions.iter().filter(|p| p.counts()) {
+            if p.in_force_for(accrual, journal.occurred_at) {
+                pairs.extend(
+                    p.counter_keys(anyone, program.time_zone, journal.occurred_at)
+                        .into_iter()
+                        .filter(|k| k.member == anyone.0)
+                        .map(|k| (k.promotion.to_string(), k.period)),
+                );
+            }
+        }
+    }
+    pairs.into_iter().collect()
 }
 
 /// The limit counters the batch's accruals may use: for each accrual, those of every

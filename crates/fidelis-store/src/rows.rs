@@ -185,6 +185,26 @@ pub struct Opening {
     /// What fraud rules need (held journals among the names, the members' recent
     /// journals), when asked for with `screen`.
     pub screening: Option<Screening>,
+    /// The members' facts, when the dialect read them with the rest (asked for with
+    /// [`OpeningReads::facts`]); `None`: read them with [`LedgerTx::load_member_facts`].
+    pub facts: Option<Vec<MemberFactsRow>>,
+    /// The members' own promotion counters for [`OpeningReads::counter_periods`], when
+    /// the dialect read them with the rest; `None`: read them with
+    /// [`LedgerTx::load_counters`]. All-member counters are never among them (they are
+    /// locked apart, in key order).
+    pub counters: Option<Vec<(CounterKey, Count)>>,
+}
+
+/// What a batch's opening may read besides its basics, for a dialect that reads it all in
+/// one statement (the others ignore it, and the engine reads these apart).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpeningReads<'a> {
+    /// The members' facts for promotion conditions; `Some(true)` with their segments.
+    pub facts: Option<bool>,
+    /// (promotion, period) of the members' own counters the batch's journals may touch:
+    /// every member of the batch's rows for these are read (under the members' locks,
+    /// which guard them).
+    pub counter_periods: &'a [(String, String)],
 }
 
 /// What a batch writes at its end.
@@ -205,6 +225,8 @@ pub struct WriteSet {
     pub risk: Vec<(i64, String)>,
     /// Journals fraud rules held in the batch (`held_journals`).
     pub held: Vec<HeldRow>,
+    /// Promotion counters' changes (added to the stored counts, created when missing).
+    pub counters: Vec<(CounterKey, Count)>,
 }
 
 /// One transaction on the ledger tables, as each dialect implements it. The engine
@@ -446,8 +468,9 @@ pub trait LedgerTx: Send {
         id_count: usize,
         with_tiers: bool,
         screen: bool,
+        reads: OpeningReads<'_>,
     ) -> impl Future<Output = Result<Opening>> + Send {
-        let _ = with_tiers;
+        let _ = (with_tiers, reads);
         open_batch_stepwise(
             self, program_id, lock_keys, members, journals, id_count, screen,
         )
@@ -496,6 +519,8 @@ pub(crate) async fn open_batch_stepwise<T: LedgerTx + ?Sized>(
         ids,
         tiers: None,
         screening,
+        facts: None,
+        counters: None,
     })
 }
 
@@ -526,6 +551,9 @@ pub(crate) async fn write_batch_stepwise<T: LedgerTx + ?Sized>(
             ..ScreeningSave::default()
         };
         tx.save_screening(program_id, &screening).await?;
+    }
+    if !rows.counters.is_empty() {
+        tx.add_counters(program_id, &rows.counters).await?;
     }
     Ok(())
 }
