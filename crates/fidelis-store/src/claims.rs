@@ -158,11 +158,17 @@ impl Store {
         }
         let member = self.require_member(program, &claim.member).await?;
         let id = claim_id();
-        in_write_tx!(self, |tx, _pg| {
+        in_write_tx!(self, |tx, pg| {
             async {
-                let processed: Option<(String, At)> = sqlx::query_as(
-                    "SELECT j.status, j.recorded_at FROM journals j WHERE j.program_id = $1 AND j.external_id = $2",
-                )
+                // PostgreSQL finds journals by external id through their keys (see
+                // migrations/postgres/0031_distribution.sql).
+                let processed: Option<(String, At)> = sqlx::query_as(if pg {
+                    "SELECT j.status, j.recorded_at FROM journal_keys k \
+                     JOIN journals j ON j.member_id = k.member_id AND j.id = k.journal_id \
+                     WHERE k.program_id = $1 AND k.external_id = $2"
+                } else {
+                    "SELECT j.status, j.recorded_at FROM journals j WHERE j.program_id = $1 AND j.external_id = $2"
+                })
                 .bind(program.id)
                 .bind(&claim.reference)
                 .fetch_optional(&mut *tx)

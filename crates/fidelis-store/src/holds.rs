@@ -45,9 +45,10 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<HoldView>> {
         let external_id = format!("{HOLD_PREFIX}{order}");
-        let row: Option<HoldRow> = match &self.db {
-            Db::Sqlite(pool) => {
-                let row: Option<(String, Option<String>, Option<String>, i64)> = sqlx::query_as(
+        let row: Option<HoldRow> =
+            match &self.db {
+                Db::Sqlite(pool) => {
+                    let row: Option<(String, Option<String>, Option<String>, i64)> = sqlx::query_as(
                     "SELECT m.external_id, j.document, j.state, j.occurred_at FROM journals j \
                      JOIN members m ON m.id = j.member_id \
                      WHERE j.program_id = ?1 AND j.external_id = ?2 AND j.kind = 'hold'",
@@ -56,23 +57,22 @@ impl Store {
                 .bind(&external_id)
                 .fetch_optional(pool)
                 .await?;
-                match row {
-                    Some((m, d, s, at)) => Some((m, d, s, instant(at)?)),
-                    None => None,
+                    match row {
+                        Some((m, d, s, at)) => Some((m, d, s, instant(at)?)),
+                        None => None,
+                    }
                 }
-            }
-            Db::Postgres(pool) => {
-                sqlx::query_as(
-                    "SELECT m.external_id, j.document, j.state, j.occurred_at FROM journals j \
+                Db::Postgres(pool) => sqlx::query_as(
+                    "SELECT m.external_id, j.document, j.state, j.occurred_at FROM journal_keys k \
+                     JOIN journals j ON j.member_id = k.member_id AND j.id = k.journal_id \
                      JOIN members m ON m.id = j.member_id \
-                     WHERE j.program_id = $1 AND j.external_id = $2 AND j.kind = 'hold'",
+                     WHERE k.program_id = $1 AND k.external_id = $2 AND j.kind = 'hold'",
                 )
                 .bind(program.id)
                 .bind(&external_id)
                 .fetch_optional(pool)
-                .await?
-            }
-        };
+                .await?,
+            };
         row.map(|row| hold_view(order, row, now)).transpose()
     }
 

@@ -775,7 +775,9 @@ impl LedgerTx for PgTx {
         external_ids: &[&str],
     ) -> Result<Vec<JournalRow>> {
         let sql = format!(
-            "SELECT {JOURNAL_COLUMNS} FROM journals j WHERE j.program_id = $1 AND j.external_id = ANY($2)"
+            "SELECT {JOURNAL_COLUMNS} FROM journal_keys k \
+             JOIN journals j ON j.member_id = k.member_id AND j.id = k.journal_id \
+             WHERE k.program_id = $1 AND k.external_id = ANY($2)"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(program_id)
@@ -833,12 +835,15 @@ impl LedgerTx for PgTx {
         }
         let col = |f: fn(&JournalRow) -> i64| rows.iter().map(f).collect::<Vec<_>>();
         sqlx::query(
-            "INSERT INTO journals (program_id, member_id, id, external_id, kind, type, status, original_id, \
+            "WITH j AS (INSERT INTO journals (program_id, member_id, id, external_id, kind, type, status, original_id, \
                                    occurred_at, recorded_at, document, outcome, state, hold_until) \
              SELECT $1, m, i, e, k, t, s, o, oc, rc, d, out, st, h \
              FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], \
                          $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[], $13::text[], $14::timestamptz[]) \
-                  AS u(m, i, e, k, t, s, o, oc, rc, d, out, st, h)",
+                  AS u(m, i, e, k, t, s, o, oc, rc, d, out, st, h) \
+             RETURNING member_id, id, external_id) \
+             INSERT INTO journal_keys (program_id, external_id, member_id, journal_id) \
+             SELECT $1, external_id, member_id, id FROM j WHERE external_id IS NOT NULL",
         )
         .bind(program_id)
         .bind(col(|r| r.member_id))
@@ -1108,7 +1113,8 @@ impl LedgerTx for PgTx {
              CROSS JOIN (SELECT array_agg(j.member_id), array_agg(j.id), array_agg(j.external_id), array_agg(j.kind), \
                                 array_agg(j.type), array_agg(j.status), array_agg(j.original_id), array_agg(j.occurred_at), \
                                 array_agg(j.recorded_at), array_agg(j.document), array_agg(j.outcome), array_agg(j.state) \
-                         FROM journals j WHERE j.program_id = $1 AND j.external_id = ANY($3)) AS jj \
+                         FROM journal_keys k JOIN journals j ON j.member_id = k.member_id AND j.id = k.journal_id \
+                         WHERE k.program_id = $1 AND k.external_id = ANY($3)) AS jj \
              CROSS JOIN (SELECT array_agg(n ORDER BY n) FROM (SELECT nextval('journal_ids') AS n FROM generate_series(1, $4) WHERE pg_current_xact_id() IS NOT NULL) AS s) AS ids \
              CROSS JOIN (SELECT array_agg(m.id), array_agg(CASE WHEN t.state IS NULL THEN x.enrolled_at END), array_agg(t.state) \
                          FROM m LEFT JOIN member_tiers t ON t.member_id = m.id \
@@ -1461,7 +1467,10 @@ impl LedgerTx for PgTx {
                                             occurred_at, recorded_at, document, outcome, state, hold_until) \
                        SELECT $1, * FROM unnest({}::bigint[], {}::bigint[], {}::text[], {}::text[], {}::text[], {}::text[], \
                                                 {}::bigint[], {}::timestamptz[], {}::timestamptz[], {}::text[], {}::text[], {}::text[], \
-                                                {}::timestamptz[]))",
+                                                {}::timestamptz[]) \
+                       RETURNING member_id, id, external_id), \
+                 jk AS (INSERT INTO journal_keys (program_id, external_id, member_id, journal_id) \
+                        SELECT $1, external_id, member_id, id FROM j WHERE external_id IS NOT NULL)",
                 a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12]
             ));
         }
