@@ -55,6 +55,7 @@ const SECTIONS: &[Section] = &[
     section("buckets", "member_id IN {ids}"),
     section("journals", "member_id IN {ids}"),
     section("entries", "member_id IN {ids}"),
+    section("journal_keys", "member_id IN {ids}"),
     section("member_tiers", "member_id IN {ids}"),
     section("promotion_usage", "member_id IN {ids}"),
     section("scheduled_rewards", "member_id IN {ids}"),
@@ -120,6 +121,9 @@ const SECTIONS: &[Section] = &[
         "program = {code} AND (subject IN {exts} OR actor IN {actors})",
     ),
 ];
+
+/// Tables only PostgreSQL has (see migrations/postgres/0031_distribution.sql).
+const POSTGRES_ONLY: &[&str] = &["journal_keys"];
 
 /// Columns holding JSON as text on one dialect or the other: exported as JSON.
 const JSON_COLUMNS: &[&str] = &[
@@ -586,6 +590,9 @@ impl Store {
         let pg = self.is_postgres();
         let mut tables = Map::new();
         for s in SECTIONS {
+            if !pg && POSTGRES_ONLY.contains(&s.table) {
+                continue;
+            }
             let (filter, binds) = render(s.filter, &scope, pg, 1);
             let raw: Option<String> = if pg {
                 let sql = format!(
