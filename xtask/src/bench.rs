@@ -22,6 +22,9 @@ struct Options {
     databases: Vec<String>,
     batch_size: Option<u32>,
     promotions: crate::BenchPromotions,
+    /// A binary to measure instead of building this checkout's (another commit's build:
+    /// its ratio to the bare batch beside this one's, each in its own run).
+    bin: Option<PathBuf>,
 }
 
 fn options(args: &[String]) -> Result<Options> {
@@ -32,6 +35,7 @@ fn options(args: &[String]) -> Result<Options> {
         databases: vec!["sqlite".into(), "postgres".into()],
         batch_size: None,
         promotions: crate::BenchPromotions::Shipped,
+        bin: None,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -43,6 +47,7 @@ fn options(args: &[String]) -> Result<Options> {
             "--databases" => o.databases = value.split(',').map(str::to_owned).collect(),
             "--batch-size" => o.batch_size = Some(value.parse()?),
             "--promotions" => o.promotions = crate::BenchPromotions::parse(value)?,
+            "--bin" => o.bin = Some(value.into()),
             other => bail!("unknown option {other}"),
         }
     }
@@ -57,8 +62,13 @@ struct Measurement {
 
 pub fn run(args: &[String]) -> Result<()> {
     let o = options(args)?;
-    run_cmd(Command::new("cargo").args(["build", "--release", "-p", "fidelis"]))?;
-    let bin = root().join("target/release/fidelis");
+    let bin = match &o.bin {
+        Some(bin) => bin.clone(),
+        None => {
+            run_cmd(Command::new("cargo").args(["build", "--release", "-p", "fidelis"]))?;
+            root().join("target/release/fidelis")
+        }
+    };
     let dir = root().join("target/bench-import");
     std::fs::create_dir_all(&dir)?;
     let members_file = dir.join(format!("members-{}.ndjson", o.members));
