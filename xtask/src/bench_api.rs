@@ -27,6 +27,8 @@ struct Options {
     /// rules' cost is the ratio of two runs.
     fraud: bool,
     promotions: crate::BenchPromotions,
+    /// A binary to measure instead of building this checkout's (another commit's build).
+    bin: Option<std::path::PathBuf>,
 }
 
 fn options(args: &[String]) -> Result<Options> {
@@ -36,6 +38,7 @@ fn options(args: &[String]) -> Result<Options> {
         members: 10_000,
         fraud: true,
         promotions: crate::BenchPromotions::Shipped,
+        bin: None,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -45,6 +48,7 @@ fn options(args: &[String]) -> Result<Options> {
             "--connections" => o.connections = value.parse()?,
             "--members" => o.members = value.parse()?,
             "--promotions" => o.promotions = crate::BenchPromotions::parse(value)?,
+            "--bin" => o.bin = Some(value.into()),
             "--fraud" => {
                 o.fraud = match value.as_str() {
                     "on" => true,
@@ -94,8 +98,13 @@ pub fn run(args: &[String]) -> Result<()> {
     let o = options(args)?;
     ensure_postgres()?;
     ensure_wrk()?;
-    run_cmd(Command::new("cargo").args(["build", "--release", "-p", "fidelis"]))?;
-    let bin = root().join("target/release/fidelis");
+    let bin = match &o.bin {
+        Some(bin) => bin.clone(),
+        None => {
+            run_cmd(Command::new("cargo").args(["build", "--release", "-p", "fidelis"]))?;
+            root().join("target/release/fidelis")
+        }
+    };
     let dir = root().join("target/bench-api");
     std::fs::create_dir_all(&dir)?;
     let server = PgServer::start(PgOptions {
@@ -538,7 +547,9 @@ end
                  FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'api' ORDER BY calls DESC",
             )?,
         )?;
-        // Where the WAL bytes go, by record kind, with the full-page images apart.
+        // Where the WAL bytes go, by record kind, with the full-page images apart (up to
+        // what is flushed: pg_walinspect refuses an end past it, and the insert position
+        // can be ahead by a record written since).
         psql(
             server,
             "api",
@@ -551,7 +562,7 @@ end
                 "api",
                 &format!(
                     "SELECT \"resource_manager/record_type\", count, record_size, fpi_size, combined_size \
-                     FROM pg_get_wal_stats('{lsn}', pg_current_wal_lsn(), true) WHERE count > 0 ORDER BY combined_size DESC"
+                     FROM pg_get_wal_stats('{lsn}', pg_current_wal_flush_lsn(), true) WHERE count > 0 ORDER BY combined_size DESC"
                 ),
             )?,
         )?;
