@@ -83,7 +83,7 @@ macro_rules! insert_awards {
             sqlx::query(
                 "INSERT INTO member_benefits (program_id, member_id, code, name, value, starts_at, ends_at, \
                  source, source_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (program_id, source_key) DO NOTHING",
+                 ON CONFLICT (program_id, member_id, source_key) DO NOTHING",
             )
             .bind($program_id)
             .bind(g.member_id)

@@ -25,6 +25,7 @@ const BY_MEMBER: &[(&str, &str)] = &[
     ("journals", "member_id"),
     ("member_activity", "member_id"),
     ("member_badges", "member_id"),
+    ("member_benefits", "member_id"),
     ("member_consents", "member_id"),
     ("member_credentials", "member_id"),
     // A group (household) is a member record of its own.
@@ -109,13 +110,6 @@ const PENDING: &[(&str, &[&str])] = &[
         &[
             "orders: orders_pkey",
             "orders: orders_program_id_order_id_key",
-        ],
-    ),
-    (
-        "member_benefits",
-        &[
-            "member_benefits: member_benefits_pkey",
-            "member_benefits: member_benefits_program_id_source_key_key",
         ],
     ),
     (
