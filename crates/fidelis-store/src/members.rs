@@ -216,9 +216,16 @@ impl Store {
                 }
                 Db::Postgres(pool) => {
                     let mut tx = pool.begin().await?;
+                    // The external id and the referral code are unique through their
+                    // keys (migrations/postgres/0033_member_keys.sql): a taken one fails
+                    // this statement.
                     let id = sqlx::query_scalar(
-                        "INSERT INTO members (program_id, external_id, status, profile, enrolled_at, created_at, referral_code, referred_by) \
-                         VALUES ($1, $2, 'active', $3::jsonb, $4, $5, $6, $7) RETURNING id",
+                        "WITH m AS (INSERT INTO members (program_id, external_id, status, profile, enrolled_at, created_at, \
+                                                         referral_code, referred_by) \
+                                    VALUES ($1, $2, 'active', $3::jsonb, $4, $5, $6, $7) RETURNING id), \
+                              k AS (INSERT INTO member_keys (program_id, external_id, member_id) SELECT $1, $2, id FROM m), \
+                              r AS (INSERT INTO referral_codes (program_id, code, member_id) SELECT $1, $6, id FROM m) \
+                         SELECT id FROM m",
                     )
                     .bind(program.id)
                     .bind(enrollment.external_id.as_str())
@@ -326,10 +333,19 @@ impl Store {
                 }
                 Db::Postgres(pool) => {
                     let mut tx = pool.begin().await?;
+                    // Ids drawn first, so the keys (which decide who is new) can name them.
                     let new: Vec<(i64, String)> = sqlx::query_as(
-                        "INSERT INTO members (program_id, external_id, status, profile, enrolled_at, created_at, referral_code) \
-                         SELECT $1, e, 'active', p::jsonb, t, $5, c FROM unnest($2::text[], $3::text[], $4::timestamptz[], $6::text[]) AS u(e, p, t, c) \
-                         ON CONFLICT DO NOTHING RETURNING id, external_id",
+                        "WITH u AS (SELECT nextval(pg_get_serial_sequence('members', 'id')) AS id, e, p, t, c \
+                                    FROM unnest($2::text[], $3::text[], $4::timestamptz[], $6::text[]) AS u(e, p, t, c)), \
+                              k AS (INSERT INTO member_keys (program_id, external_id, member_id) SELECT $1, e, id FROM u \
+                                    ON CONFLICT DO NOTHING RETURNING member_id), \
+                              r AS (INSERT INTO referral_codes (program_id, code, member_id) \
+                                    SELECT $1, u.c, u.id FROM u JOIN k ON k.member_id = u.id), \
+                              n AS (INSERT INTO members (id, program_id, external_id, status, profile, enrolled_at, created_at, referral_code) \
+                                    OVERRIDING SYSTEM VALUE \
+                                    SELECT u.id, $1, u.e, 'active', u.p::jsonb, u.t, $5, u.c FROM u JOIN k ON k.member_id = u.id \
+                                    RETURNING id, external_id) \
+                         SELECT id, external_id FROM n",
                     )
                     .bind(program.id)
                     .bind(chunk.iter().map(|e| e.external_id.as_str()).collect::<Vec<_>>())

@@ -56,6 +56,8 @@ const SECTIONS: &[Section] = &[
     section("journals", "member_id IN {ids}"),
     section("entries", "member_id IN {ids}"),
     section("journal_keys", "member_id IN {ids}"),
+    section("member_keys", "member_id IN {ids}"),
+    section("referral_codes", "member_id IN {ids}"),
     section("member_tiers", "member_id IN {ids}"),
     section("promotion_usage", "member_id IN {ids}"),
     section("scheduled_rewards", "member_id IN {ids}"),
@@ -123,7 +125,7 @@ const SECTIONS: &[Section] = &[
 ];
 
 /// Tables only PostgreSQL has (see migrations/postgres/0031_distribution.sql).
-const POSTGRES_ONLY: &[&str] = &["journal_keys"];
+const POSTGRES_ONLY: &[&str] = &["journal_keys", "member_keys", "referral_codes"];
 
 /// Columns holding JSON as text on one dialect or the other: exported as JSON.
 const JSON_COLUMNS: &[&str] = &[
@@ -887,6 +889,20 @@ impl Store {
                     .rows_affected();
                     if tokens > 0 {
                         *rows.entry("api_tokens".into()).or_default() += tokens;
+                    }
+                    if pg {
+                        // The member's key follows its external id (a delete and an
+                        // insert: a distributed table's key column is never updated).
+                        sqlx::query(
+                            "WITH d AS (DELETE FROM member_keys k USING members m \
+                                        WHERE m.id = $2 AND k.program_id = m.program_id AND k.external_id = m.external_id \
+                                        RETURNING k.program_id) \
+                             INSERT INTO member_keys (program_id, external_id, member_id) SELECT program_id, $1, $2 FROM d",
+                        )
+                        .bind(pseudonym)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
                     }
                     sqlx::query(
                         "UPDATE members SET external_id = $1, profile = '{}', status = 'closed', \

@@ -35,6 +35,7 @@ const BY_MEMBER: &[(&str, &str)] = &[
     ("member_segments", "member_id"),
     ("member_terms", "member_id"),
     ("member_tiers", "member_id"),
+    ("members", "id"),
     ("promotion_usage", "member_id"),
     ("scheduled_rewards", "member_id"),
 ];
@@ -42,6 +43,8 @@ const BY_MEMBER: &[(&str, &str)] = &[
 /// Distributed by their own key: lookup tables that hold what is unique across members.
 const LOOKUP: &[(&str, &str)] = &[
     ("journal_keys", "external_id"),
+    ("member_keys", "external_id"),
+    ("referral_codes", "code"),
     // Fraud rules look a receipt up across members.
     ("journal_receipts", "receipt"),
 ];
@@ -85,13 +88,6 @@ const COORDINATOR: &[&str] = &[
 /// violation the check finds, as "table: constraint").
 const PENDING: &[(&str, &[&str])] = &[
     (
-        "members",
-        &[
-            "members: members_program_id_external_id_key",
-            "members: members_referral_code",
-        ],
-    ),
-    (
         "held_journals",
         &[
             "held_journals: held_journals_pkey",
@@ -130,8 +126,8 @@ const PENDING: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// The distribution column of a table as planned: members' for the pending ones (vouchers
-/// and their entries once assigned to a member).
+/// The distribution column of a table as planned: the member's for the pending ones
+/// (vouchers and their entries once assigned to a member).
 fn distribution(table: &str) -> Option<&'static str> {
     BY_MEMBER
         .iter()
@@ -139,7 +135,6 @@ fn distribution(table: &str) -> Option<&'static str> {
         .find(|(t, _)| *t == table)
         .map(|(_, c)| *c)
         .or_else(|| match table {
-            "members" => Some("id"),
             t if PENDING.iter().any(|(p, _)| *p == t) => Some("member_id"),
             _ => None,
         })
