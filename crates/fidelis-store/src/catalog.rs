@@ -446,7 +446,7 @@ impl Store {
         };
         let tiers: Vec<&str> = standing.iter().map(|s| s.tier.as_str()).collect();
         let points = entry.item.price_for(&tiers).map_err(|e| refused(&e))?;
-        in_write_tx!(self, |tx, _pg| {
+        in_write_tx!(self, |tx, pg| {
             async {
                 let taken = sqlx::query(
                     "UPDATE catalog_items SET stock = stock - 1 \
@@ -460,10 +460,17 @@ impl Store {
                 if taken == 0 && entry.stock.is_some() {
                     return Err(refused(&CatalogError::OutOfStock));
                 }
-                sqlx::query(
+                // PostgreSQL keeps the order id unique through its key (see
+                // migrations/postgres/0034_order_and_claim_keys.sql): a taken one fails this.
+                sqlx::query(if pg {
+                    "WITH o AS (INSERT INTO orders (program_id, order_id, member_id, item, currency, points, status, \
+                                                    partner, placed_at, updated_at) \
+                                VALUES ($1, $2, $3, $4, $5, $6, 'placing', $7, $8, $8) RETURNING member_id, id) \
+                     INSERT INTO order_keys (program_id, order_id, member_id, id) SELECT $1, $2, member_id, id FROM o"
+                } else {
                     "INSERT INTO orders (program_id, order_id, member_id, item, currency, points, status, \
-                     partner, placed_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'placing', $7, $8, $8)",
-                )
+                     partner, placed_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'placing', $7, $8, $8)"
+                })
                 .bind(program.id)
                 .bind(order_id)
                 .bind(m.id)

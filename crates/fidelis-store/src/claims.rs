@@ -182,12 +182,20 @@ impl Store {
                         ),
                     ));
                 }
-                let inserted = sqlx::query(
+                // PostgreSQL keeps the claim id unique through its key (a key row is
+                // written only for a claim inserted).
+                let inserted = sqlx::query(if pg {
+                    "WITH c AS (INSERT INTO claims (program_id, claim_id, member_id, reference, occurred_at, amount, \
+                                                    partner, note, status, filed_by, filed_at) \
+                                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9, $10) \
+                                ON CONFLICT (program_id, member_id, reference) DO NOTHING RETURNING member_id, id) \
+                     INSERT INTO claim_keys (program_id, claim_id, member_id, id) SELECT $1, $2, member_id, id FROM c"
+                } else {
                     "INSERT INTO claims (program_id, claim_id, member_id, reference, occurred_at, amount, \
                      partner, note, status, filed_by, filed_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9, $10) \
-                     ON CONFLICT (program_id, member_id, reference) DO NOTHING",
-                )
+                     ON CONFLICT (program_id, member_id, reference) DO NOTHING"
+                })
                 .bind(program.id)
                 .bind(&id)
                 .bind(member.id)

@@ -58,6 +58,8 @@ const SECTIONS: &[Section] = &[
     section("journal_keys", "member_id IN {ids}"),
     section("member_keys", "member_id IN {ids}"),
     section("referral_codes", "member_id IN {ids}"),
+    section("order_keys", "member_id IN {ids}"),
+    section("claim_keys", "member_id IN {ids}"),
     section("member_tiers", "member_id IN {ids}"),
     section("promotion_usage", "member_id IN {ids}"),
     section("scheduled_rewards", "member_id IN {ids}"),
@@ -125,7 +127,13 @@ const SECTIONS: &[Section] = &[
 ];
 
 /// Tables only PostgreSQL has (see migrations/postgres/0031_distribution.sql).
-const POSTGRES_ONLY: &[&str] = &["journal_keys", "member_keys", "referral_codes"];
+const POSTGRES_ONLY: &[&str] = &[
+    "journal_keys",
+    "member_keys",
+    "referral_codes",
+    "order_keys",
+    "claim_keys",
+];
 
 /// Columns holding JSON as text on one dialect or the other: exported as JSON.
 const JSON_COLUMNS: &[&str] = &[

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 const BY_MEMBER: &[(&str, &str)] = &[
     ("accounts", "member_id"),
     ("buckets", "member_id"),
+    ("claims", "member_id"),
     ("entries", "member_id"),
     ("expiry_notices", "member_id"),
     ("journals", "member_id"),
@@ -36,6 +37,7 @@ const BY_MEMBER: &[(&str, &str)] = &[
     ("member_terms", "member_id"),
     ("member_tiers", "member_id"),
     ("members", "id"),
+    ("orders", "member_id"),
     ("promotion_usage", "member_id"),
     ("scheduled_rewards", "member_id"),
 ];
@@ -45,6 +47,8 @@ const LOOKUP: &[(&str, &str)] = &[
     ("journal_keys", "external_id"),
     ("member_keys", "external_id"),
     ("referral_codes", "code"),
+    ("order_keys", "order_id"),
+    ("claim_keys", "claim_id"),
     // Fraud rules look a receipt up across members.
     ("journal_receipts", "receipt"),
 ];
@@ -92,20 +96,6 @@ const PENDING: &[(&str, &[&str])] = &[
         &[
             "held_journals: held_journals_pkey",
             "held_journals: held_journals_program_id_external_id_key",
-        ],
-    ),
-    (
-        "claims",
-        &[
-            "claims: claims_pkey",
-            "claims: claims_program_id_claim_id_key",
-        ],
-    ),
-    (
-        "orders",
-        &[
-            "orders: orders_pkey",
-            "orders: orders_program_id_order_id_key",
         ],
     ),
     (
