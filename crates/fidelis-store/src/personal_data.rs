@@ -60,6 +60,7 @@ const SECTIONS: &[Section] = &[
     section("referral_codes", "member_id IN {ids}"),
     section("order_keys", "member_id IN {ids}"),
     section("claim_keys", "member_id IN {ids}"),
+    section("held_keys", "member_id IN {ids}"),
     section("member_tiers", "member_id IN {ids}"),
     section("promotion_usage", "member_id IN {ids}"),
     section("scheduled_rewards", "member_id IN {ids}"),
@@ -133,6 +134,7 @@ const POSTGRES_ONLY: &[&str] = &[
     "referral_codes",
     "order_keys",
     "claim_keys",
+    "held_keys",
 ];
 
 /// Columns holding JSON as text on one dialect or the other: exported as JSON.

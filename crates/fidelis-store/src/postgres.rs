@@ -599,11 +599,15 @@ impl LedgerTx for PgTx {
         if !saved.held.is_empty() {
             // One statement however many a wave of suspicious journals holds.
             let h = &saved.held;
+            // The external id is taken through its key (see
+            // migrations/postgres/0035_held_keys.sql), written by the same statement.
             sqlx::query(
-                "INSERT INTO held_journals (program_id, member_id, external_id, type, occurred_at, \
+                "WITH h AS (INSERT INTO held_journals (program_id, member_id, external_id, type, occurred_at, \
                  document, rule, reason, status, held_at) \
                  SELECT $1, m, e, t, o, d, r, w, 'held', a FROM unnest($2::bigint[], $3::text[], $4::text[], \
-                   $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::timestamptz[]) AS u(m, e, t, o, d, r, w, a)",
+                   $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::timestamptz[]) AS u(m, e, t, o, d, r, w, a) \
+                 RETURNING member_id, id, external_id) \
+                 INSERT INTO held_keys (program_id, external_id, member_id, id) SELECT $1, external_id, member_id, id FROM h",
             )
             .bind(program_id)
             .bind(h.iter().map(|r| r.member_id).collect::<Vec<_>>())
@@ -1658,7 +1662,10 @@ impl LedgerTx for PgTx {
                 "hj AS (INSERT INTO held_journals (program_id, member_id, external_id, type, occurred_at, \
                                                    document, rule, reason, status, held_at) \
                         SELECT $1, m, e, t, o, d, r, w, 'held', a FROM unnest({}::bigint[], {}::text[], {}::text[], \
-                          {}::timestamptz[], {}::text[], {}::text[], {}::text[], {}::timestamptz[]) AS u(m, e, t, o, d, r, w, a))",
+                          {}::timestamptz[], {}::text[], {}::text[], {}::text[], {}::timestamptz[]) AS u(m, e, t, o, d, r, w, a) \
+                        RETURNING member_id, id, external_id), \
+                 hk AS (INSERT INTO held_keys (program_id, external_id, member_id, id) \
+                        SELECT $1, external_id, member_id, id FROM hj)",
                 a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]
             ));
         }

@@ -23,6 +23,7 @@ const BY_MEMBER: &[(&str, &str)] = &[
     ("claims", "member_id"),
     ("entries", "member_id"),
     ("expiry_notices", "member_id"),
+    ("held_journals", "member_id"),
     ("journals", "member_id"),
     ("member_activity", "member_id"),
     ("member_badges", "member_id"),
@@ -49,6 +50,7 @@ const LOOKUP: &[(&str, &str)] = &[
     ("referral_codes", "code"),
     ("order_keys", "order_id"),
     ("claim_keys", "claim_id"),
+    ("held_keys", "external_id"),
     // Fraud rules look a receipt up across members.
     ("journal_receipts", "receipt"),
 ];
@@ -91,13 +93,6 @@ const COORDINATOR: &[&str] = &[
 /// Member-scoped tables whose keys are not ready yet, with what blocks them (each
 /// violation the check finds, as "table: constraint").
 const PENDING: &[(&str, &[&str])] = &[
-    (
-        "held_journals",
-        &[
-            "held_journals: held_journals_pkey",
-            "held_journals: held_journals_program_id_external_id_key",
-        ],
-    ),
     (
         "vouchers",
         &[
