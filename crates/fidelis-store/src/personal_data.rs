@@ -541,7 +541,7 @@ impl Store {
         let mut frontier = vec![member.id];
         while !frontier.is_empty() && people.len() < 10_000 {
             let ids = serde_json::to_string(&frontier)?;
-            let rows: Vec<(i64, String, String, Option<i64>)> = with_pool!(self, |pool| {
+            let mut rows: Vec<(i64, String, String, Option<i64>)> = with_pool!(self, |pool| {
                 sqlx::query_as(if self.is_postgres() {
                     "SELECT id, external_id, profile::text, merged_into FROM members \
                      WHERE program_id = $1 AND (id IN (SELECT v::bigint FROM jsonb_array_elements_text($2::jsonb) AS p(v)) \
@@ -556,6 +556,10 @@ impl Store {
                 .fetch_all(pool)
                 .await?
             });
+            // The members asked for before those merged into them, whatever order the
+            // database answered in: the first is the member erased, whose pseudonym the
+            // erasure returns.
+            rows.sort_by_key(|r| (!frontier.contains(&r.0), r.0));
             frontier.clear();
             for (id, ext, profile, _) in rows {
                 if people.iter().any(|(known, _, _)| *known == id) {
