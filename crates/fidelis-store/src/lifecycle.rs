@@ -502,11 +502,20 @@ impl postgres::PgTx {
             .await?;
         // … and so do its granted benefits and its badges (a badge both hold: the
         // survivor's stands). Its orders stay with it, as its journals do.
+        // Moved by an insert and a delete, not an update of `member_id`: a schema
+        // distributed by member (ARCHITECTURE.md, "Distributing the schema") never
+        // updates its distribution column.
         for sql in [
-            "UPDATE member_benefits SET member_id = $1 WHERE member_id = $2",
+            "INSERT INTO member_benefits (id, program_id, member_id, code, name, value, starts_at, ends_at, \
+                                          source, source_key) OVERRIDING SYSTEM VALUE \
+             SELECT id, program_id, $1, code, name, value, starts_at, ends_at, source, source_key \
+             FROM member_benefits WHERE member_id = $2",
+            "DELETE FROM member_benefits WHERE member_id = $2",
             "DELETE FROM member_badges WHERE member_id = $2 \
              AND badge IN (SELECT badge FROM member_badges WHERE member_id = $1)",
-            "UPDATE member_badges SET member_id = $1 WHERE member_id = $2",
+            "INSERT INTO member_badges (program_id, member_id, badge, times, first_at, last_at, source) \
+             SELECT program_id, $1, badge, times, first_at, last_at, source FROM member_badges WHERE member_id = $2",
+            "DELETE FROM member_badges WHERE member_id = $2",
         ] {
             sqlx::query(sql)
                 .bind(survivor)
