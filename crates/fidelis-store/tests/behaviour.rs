@@ -22,6 +22,7 @@ fidelis_testkit::store_tests!(
     jobs_settle_expiry_and_release_once,
     concurrent_redemptions_never_overdraw,
     concurrent_duplicates_credit_once,
+    one_external_id_sent_for_several_members_is_applied_once,
     a_batch_applies_good_journals_and_refuses_bad_ones,
     the_ledger_pages_newest_first,
     the_store_agrees_with_the_reference_book,
@@ -496,6 +497,47 @@ async fn concurrent_duplicates_credit_once(store: Store) {
     assert_eq!(applied, 1);
     assert_eq!(available(&store, &program, "m", now).await, (100, 0));
     assert_sums(&store, &program, "m").await;
+}
+
+/// An external id is unique in the program, not per member: the same id sent at once for
+/// several members (each under its own lock) is applied for one and refused for the others.
+/// What stops the second is the unique key (on PostgreSQL `journal_keys`).
+async fn one_external_id_sent_for_several_members_is_applied_once(store: Store) {
+    let members = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    let program = setup(&store, json!({}), &members).await;
+    let now = "2026-05-01T10:00:00Z";
+    for round in 0..10 {
+        let mut tasks = Vec::new();
+        for m in members {
+            let (store, program) = (store.clone(), Arc::clone(&program));
+            tasks.push(tokio::spawn(async move {
+                let j = journal(&program, json!({"external_id": format!("shared-{round}"), "member": m, "type": "purchase", "occurred_at": now, "amount": "10", "currency": "EUR"}));
+                store.post_journals(&program, &[j], utc(now), None).await.unwrap().remove(0)
+            }));
+        }
+        let (mut applied, mut conflicts) = (0, 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(p) => {
+                    assert!(!p.replayed, "another member's journal is no replay");
+                    applied += 1;
+                }
+                Err(JournalError::IdempotencyConflict(_)) => conflicts += 1,
+                Err(e) => panic!("unexpected refusal: {e}"),
+            }
+        }
+        assert_eq!(
+            (applied, conflicts),
+            (1, members.len() - 1),
+            "round {round}"
+        );
+    }
+    let mut total = 0;
+    for m in members {
+        total += available(&store, &program, m, now).await.0;
+        assert_sums(&store, &program, m).await;
+    }
+    assert_eq!(total, 10 * 10, "one purchase of 10 per round");
 }
 
 async fn a_batch_applies_good_journals_and_refuses_bad_ones(store: Store) {
