@@ -389,7 +389,7 @@ impl LedgerTx for PgTx {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let conn = self.conn().await?;
-        crate::vouchers::insert_vouchers!(conn, program_id, rows, now);
+        crate::vouchers::insert_vouchers!(conn, true, program_id, rows, now);
         Ok(())
     }
 

@@ -357,7 +357,7 @@ impl LedgerTx for SqliteTx<'_> {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let conn = &mut *self.tx;
-        crate::vouchers::insert_vouchers!(conn, program_id, rows, now);
+        crate::vouchers::insert_vouchers!(conn, false, program_id, rows, now);
         Ok(())
     }
 

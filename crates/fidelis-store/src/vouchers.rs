@@ -298,17 +298,32 @@ macro_rules! cancel_journal_vouchers {
 }
 pub(crate) use cancel_journal_vouchers;
 
+///
+/// On PostgreSQL a voucher's code and source key are unique through their lookup tables
+/// (`voucher_codes`, `voucher_sources`: the schema is ready to be distributed, see
+/// `0036_voucher_keys.sql`), written in the same statement; `$pg` says which dialect.
 macro_rules! insert_vouchers {
-    ($conn:expr, $program_id:expr, $rows:expr, $now:expr) => {{
+    ($conn:expr, $pg:expr, $program_id:expr, $rows:expr, $now:expr) => {{
         let mut inserted = 0u64;
         for v in $rows {
             let v: &$crate::vouchers::NewVoucher = v;
-            let id: Option<i64> = sqlx::query_scalar(
+            let id: Option<i64> = sqlx::query_scalar(if $pg {
+                "WITH s AS (INSERT INTO voucher_sources (program_id, source_key, voucher_id) \
+                            VALUES ($1, $12, nextval(pg_get_serial_sequence('vouchers', 'id'))) \
+                            ON CONFLICT DO NOTHING RETURNING voucher_id), \
+                      c AS (INSERT INTO voucher_codes (program_id, code, voucher_id) \
+                            SELECT $1, $2, voucher_id FROM s) \
+                 INSERT INTO vouchers (id, program_id, code, definition, member_id, status, kind, \
+                 value, remaining, uses_left, valid_from, valid_until, source, source_key, issued_at) \
+                 OVERRIDING SYSTEM VALUE \
+                 SELECT s.voucher_id, $1, $2, $3, $4, 'issued', $5, $6, $7, $8, $9, $10, $11, $12, $13 \
+                 FROM s RETURNING id"
+            } else {
                 "INSERT INTO vouchers (program_id, code, definition, member_id, status, kind, value, \
                  remaining, uses_left, valid_from, valid_until, source, source_key, issued_at) \
                  VALUES ($1, $2, $3, $4, 'issued', $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-                 ON CONFLICT (program_id, source_key) DO NOTHING RETURNING id",
-            )
+                 ON CONFLICT (program_id, source_key) DO NOTHING RETURNING id"
+            })
             .bind($program_id)
             .bind(&v.code)
             .bind(&v.definition)
@@ -453,7 +468,7 @@ impl Store {
             "SELECT {COLUMNS} FROM vouchers v LEFT JOIN members m ON m.id = v.member_id \
              WHERE v.program_id = $1 AND v.source_key = $2"
         );
-        in_write_tx!(self, |tx, _pg| {
+        in_write_tx!(self, |tx, pg| {
             async {
                 let existing: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
                     .bind(program.id)
@@ -500,7 +515,7 @@ impl Store {
                     now,
                     &actor.name,
                 )?;
-                if insert_vouchers!(tx, program.id, [&new], now) == 0 {
+                if insert_vouchers!(tx, pg, program.id, [&new], now) == 0 {
                     // A concurrent request with the same key issued it first.
                     let row: Row = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
                         .bind(program.id)
@@ -584,7 +599,7 @@ impl Store {
         let def = definition(program, definition_code)?;
         let mut issued = 0;
         for (round, chunk) in members.chunks(BULK_ROUND).enumerate() {
-            let n = in_write_tx!(self, |tx, _pg| {
+            let n = in_write_tx!(self, |tx, pg| {
                 async {
                     let mut rows = Vec::with_capacity(chunk.len());
                     for (i, member) in chunk.iter().enumerate() {
@@ -611,7 +626,7 @@ impl Store {
                             &actor.name,
                         )?);
                     }
-                    let n = insert_vouchers!(tx, program.id, rows.iter(), now);
+                    let n = insert_vouchers!(tx, pg, program.id, rows.iter(), now);
                     if n > 0 {
                         let mut audit = actor.entry(
                             now,

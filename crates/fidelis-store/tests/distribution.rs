@@ -1,20 +1,22 @@
 //! The schema rule for distributing PostgreSQL by member (PRODUCT.md §17; ARCHITECTURE.md,
 //! "Distributing the schema"), checked on the migrated schema of a throw-away server.
 //!
-//! Every table is named below in exactly one class: distributed (by the member, or by its
-//! own key for a lookup table), reference (small, copied to every node) or coordinator
+//! Every table is named below in exactly one class: distributed (by the member, by the
+//! voucher for vouchers and their ledger, or by its own key for a lookup table), reference (small, copied to every node) or coordinator
 //! (stays on one node). A distributed table must have a primary key, and every unique
 //! constraint or index must include its distribution column (Citus can enforce only those
 //! on each shard); a foreign key from a distributed table names the distribution column of
 //! both sides or points at a reference table; a reference table points at no distributed
 //! table. A new table fails this test until it is classified and keeps the rule.
 //!
-//! Not there yet (PostgreSQL only: SQLite is never distributed): the tables in `PENDING`
-//! hold a key unique across members (an external id, a code); each needs its uniqueness
-//! moved to a lookup table, as the journals' external ids were (`journal_keys`). The test
-//! checks that list too: fixing a table fails it until the table leaves the list.
+//! PostgreSQL only: SQLite is never distributed. A key unique across members (an external
+//! id, a code) lives in a lookup table, as the journals' external ids do (`journal_keys`).
+//! A table not keyed right yet may be listed in `PENDING` with what blocks it (empty now);
+//! the test checks that list too: fixing a table fails it until the table leaves the list.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+mod common;
 
 /// Distributed by the member: (table, distribution column).
 const BY_MEMBER: &[(&str, &str)] = &[
@@ -53,6 +55,8 @@ const LOOKUP: &[(&str, &str)] = &[
     ("held_keys", "external_id"),
     // Fraud rules look a receipt up across members.
     ("journal_receipts", "receipt"),
+    ("voucher_codes", "code"),
+    ("voucher_sources", "source_key"),
 ];
 
 /// Reference tables: small, read by every journal or page, copied to every node.
@@ -90,33 +94,21 @@ const COORDINATOR: &[&str] = &[
     "webhook_deliveries",
 ];
 
-/// Member-scoped tables whose keys are not ready yet, with what blocks them (each
-/// violation the check finds, as "table: constraint").
-const PENDING: &[(&str, &[&str])] = &[
-    (
-        "vouchers",
-        &[
-            "vouchers: vouchers_pkey",
-            "vouchers: vouchers_program_id_code_key",
-            "vouchers: vouchers_program_id_source_key_key",
-        ],
-    ),
-    (
-        "voucher_entries",
-        &[
-            "voucher_entries: voucher_entries_pkey",
-            "voucher_entries: voucher_entries_voucher_id_kind_key_key",
-            "voucher_entries: foreign key to vouchers",
-        ],
-    ),
-];
+/// Distributed by the voucher: a voucher may belong to no member (a bulk run's codes
+/// handed out later); its value ledger is co-located with it.
+const BY_VOUCHER: &[(&str, &str)] = &[("vouchers", "id"), ("voucher_entries", "voucher_id")];
 
-/// The distribution column of a table as planned: the member's for the pending ones
-/// (vouchers and their entries once assigned to a member).
+/// Member-scoped tables whose keys are not ready yet, with what blocks them (each
+/// violation the check finds, as "table: constraint"). None now; a table that cannot be
+/// keyed right at once is listed here rather than left unclassified.
+const PENDING: &[(&str, &[&str])] = &[];
+
+/// The distribution column of a table as planned: the member's for pending ones.
 fn distribution(table: &str) -> Option<&'static str> {
     BY_MEMBER
         .iter()
         .chain(LOOKUP)
+        .chain(BY_VOUCHER)
         .find(|(t, _)| *t == table)
         .map(|(_, c)| *c)
         .or_else(|| match table {
@@ -149,6 +141,9 @@ async fn every_table_is_classified_and_distributed_tables_are_keyed_by_their_col
     }
     for (t, _) in LOOKUP {
         class.entry(t).or_default().push("lookup");
+    }
+    for (t, _) in BY_VOUCHER {
+        class.entry(t).or_default().push("by voucher");
     }
     for t in REFERENCE {
         class.entry(t).or_default().push("reference");
@@ -201,7 +196,7 @@ async fn every_table_is_classified_and_distributed_tables_are_keyed_by_their_col
             violations.insert(format!("{table}: {index}"));
         }
     }
-    for (table, _) in BY_MEMBER.iter().chain(LOOKUP) {
+    for (table, _) in BY_MEMBER.iter().chain(LOOKUP).chain(BY_VOUCHER) {
         assert!(has_key.contains(*table), "{table} has no primary key");
     }
     // Foreign keys: (table, columns, referenced table, referenced columns).
@@ -258,4 +253,66 @@ async fn every_table_is_classified_and_distributed_tables_are_keyed_by_their_col
         fixed.is_empty(),
         "listed as pending but keyed right now (take them off PENDING): {fixed:?}"
     );
+}
+
+/// What the vouchers' dropped unique constraints enforced, their lookup tables enforce: every
+/// voucher issued (one by one, in bulk, by a promotion) has its code and its source key
+/// there, pointing back at it, and a bulk run resumed finds its source keys taken.
+#[tokio::test]
+async fn vouchers_hold_their_code_and_source_key_in_the_lookup_tables() {
+    let url = fidelis_testkit::pg_url();
+    let store = fidelis_store::Store::connect(&url).await.unwrap();
+    let program = common::program_with_members(
+        &store,
+        serde_json::json!({
+            "code": "shop", "name": "Shop", "time_zone": "Europe/Berlin", "money_currency": "EUR",
+            "currencies": [{"code": "points", "name": "Points", "kind": "redeemable",
+                            "expiry": {"policy": "never"}}],
+            "earning": {"base": [{"currency": "points", "rate": "1"}]},
+            "vouchers": [{"code": "gift", "name": "Gift card", "value": {"fixed": "5.00"},
+                          "validity": {"days": 30}}]
+        }),
+        &["m1", "m2"],
+    )
+    .await;
+    let now = common::utc("2026-12-02T10:00:00Z");
+    let agent = fidelis_store::Actor {
+        name: "agent".into(),
+        role: "agent".into(),
+    };
+    let members = [Some("m1".to_owned()), None, Some("m2".to_owned()), None];
+    for expected in [4, 0] {
+        let issued = store
+            .issue_vouchers_bulk(&program, "gift", &members, "spring", now, &agent, |_| {})
+            .await
+            .unwrap();
+        assert_eq!(issued, expected, "a run resumed issues nothing twice");
+    }
+    let (one, fresh) = store
+        .issue_voucher(&program, "gift", Some("m1"), "agent", "req-1", now, &agent)
+        .await
+        .unwrap();
+    assert!(fresh);
+    let (again, fresh) = store
+        .issue_voucher(&program, "gift", Some("m1"), "agent", "req-1", now, &agent)
+        .await
+        .unwrap();
+    assert!(!fresh, "a retry is answered with the voucher issued first");
+    assert_eq!(again.code, one.code);
+
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let (vouchers, codes, sources): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM vouchers WHERE program_id = $1), \
+                (SELECT count(*) FROM vouchers v JOIN voucher_codes c \
+                   ON c.program_id = v.program_id AND c.code = v.code AND c.voucher_id = v.id \
+                 WHERE v.program_id = $1), \
+                (SELECT count(*) FROM vouchers v JOIN voucher_sources s \
+                   ON s.program_id = v.program_id AND s.source_key = v.source_key \
+                  AND s.voucher_id = v.id WHERE v.program_id = $1)",
+    )
+    .bind(program.id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((vouchers, codes, sources), (5, 5, 5));
 }
