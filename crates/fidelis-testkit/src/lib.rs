@@ -286,6 +286,12 @@ impl PgServer {
         {
             cmd.arg("-c").arg(setting);
         }
+        // Extra settings for a look inside a run (e.g. auto_explain), `;`-separated.
+        if let Ok(extra) = std::env::var("FIDELIS_PG_SETTINGS") {
+            for setting in extra.split(';').filter(|s| !s.is_empty()) {
+                cmd.arg("-c").arg(setting);
+            }
+        }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
