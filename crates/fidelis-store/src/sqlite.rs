@@ -30,6 +30,142 @@ fn opt_instant(us: Option<i64>) -> Result<Option<DateTime<Utc>>> {
 /// SQLite allows 32,766 bound parameters per statement; stay well below.
 const MAX_PARAMS: usize = 30_000;
 
+/// Parameters per row of each part a batch writes.
+const JOURNAL_PARAMS: usize = 14;
+const ENTRY_PARAMS: usize = 11;
+const BUCKET_PARAMS: usize = 12;
+const ACCOUNT_PARAMS: usize = 9;
+
+// Each part of a batch's writes, pushed onto a query (placeholders unnumbered, so parts
+// pushed one after another form one multi-statement query whose binds follow in order).
+
+fn push_journals(q: &mut QueryBuilder<Sqlite>, program_id: i64, rows: &[JournalRow]) {
+    q.push(format!(
+        "INSERT INTO journals (program_id, {JOURNAL_COLUMNS}, hold_until) "
+    ));
+    q.push_values(rows, |mut b, r| {
+        b.push_bind(program_id)
+            .push_bind(r.member_id)
+            .push_bind(r.id)
+            .push_bind(r.external_id.as_deref())
+            .push_bind(r.kind.as_str())
+            .push_bind(r.type_name.as_str())
+            .push_bind(r.status.as_str())
+            .push_bind(r.original_id)
+            .push_bind(micros(r.occurred_at))
+            .push_bind(micros(r.recorded_at))
+            .push_bind(r.document.as_deref())
+            .push_bind(r.outcome.as_deref())
+            .push_bind(r.state.as_deref())
+            .push_bind(r.hold_until.map(micros));
+    });
+}
+
+fn push_entries(q: &mut QueryBuilder<Sqlite>, program_id: i64, rows: &[EntryRow]) {
+    q.push(format!(
+        "INSERT INTO entries (program_id, {ENTRY_COLUMNS}) "
+    ));
+    q.push_values(rows, |mut b, r| {
+        b.push_bind(program_id)
+            .push_bind(r.member_id)
+            .push_bind(r.journal_id)
+            .push_bind(r.seq)
+            .push_bind(r.currency.as_str())
+            .push_bind(r.kind.as_str())
+            .push_bind(r.pool.as_str())
+            .push_bind(r.bucket_journal_id)
+            .push_bind(r.bucket_seq)
+            .push_bind(r.amount)
+            .push_bind(micros(r.effective_at));
+    });
+}
+
+fn push_buckets(q: &mut QueryBuilder<Sqlite>, program_id: i64, rows: &[BucketRow]) {
+    q.push(format!(
+        "INSERT INTO buckets (program_id, {BUCKET_COLUMNS}) "
+    ));
+    q.push_values(rows, |mut b, r| {
+        b.push_bind(program_id)
+            .push_bind(r.member_id)
+            .push_bind(r.journal_id)
+            .push_bind(r.seq)
+            .push_bind(r.currency.as_str())
+            .push_bind(micros(r.credited_at))
+            .push_bind(r.expires_at.map(micros))
+            .push_bind(micros(r.available_at))
+            .push_bind(r.pending)
+            .push_bind(r.credited)
+            .push_bind(r.remaining)
+            .push_bind(r.expired_unclaimed);
+    });
+    q.push(
+        " ON CONFLICT (member_id, journal_id, seq) DO UPDATE SET pending = excluded.pending, \
+         remaining = excluded.remaining, expired_unclaimed = excluded.expired_unclaimed",
+    );
+}
+
+fn push_accounts(q: &mut QueryBuilder<Sqlite>, program_id: i64, rows: &[AccountRow]) {
+    q.push(
+        "INSERT INTO accounts (program_id, member_id, currency, available, pending, arrears, pool, last_activity_at, next_transition_at) ",
+    );
+    q.push_values(rows, |mut b, r| {
+        b.push_bind(program_id)
+            .push_bind(r.member_id)
+            .push_bind(r.currency.as_str())
+            .push_bind(r.available)
+            .push_bind(r.pending)
+            .push_bind(r.arrears)
+            .push_bind(r.pool)
+            .push_bind(r.last_activity_at.map(micros))
+            .push_bind(r.next_transition_at.map(micros));
+    });
+    q.push(
+        " ON CONFLICT (member_id, currency) DO UPDATE SET available = excluded.available, \
+         pending = excluded.pending, arrears = excluded.arrears, pool = excluded.pool, \
+         last_activity_at = excluded.last_activity_at, \
+         next_transition_at = excluded.next_transition_at",
+    );
+}
+
+fn push_risk(q: &mut QueryBuilder<Sqlite>, program_id: i64, risk: &[(i64, String)]) -> Result<()> {
+    q.push("INSERT INTO member_risk (member_id, program_id, recent) SELECT value ->> 0, ");
+    q.push_bind(program_id);
+    q.push(", value ->> 1 FROM json_each(");
+    q.push_bind(serde_json::to_string(risk)?);
+    q.push(") WHERE true ON CONFLICT (member_id) DO UPDATE SET recent = excluded.recent");
+    Ok(())
+}
+
+fn push_counters(
+    q: &mut QueryBuilder<Sqlite>,
+    program_id: i64,
+    deltas: &[(CounterKey, Count)],
+) -> Result<()> {
+    let rows = serde_json::to_string(
+        &deltas
+            .iter()
+            .map(|(k, c)| {
+                (
+                    k.promotion.as_str(),
+                    k.member,
+                    k.period.as_str(),
+                    c.times,
+                    c.points,
+                )
+            })
+            .collect::<Vec<_>>(),
+    )?;
+    q.push("INSERT INTO promotion_usage (program_id, promotion, member_id, period, times, points) SELECT ");
+    q.push_bind(program_id);
+    q.push(", value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(");
+    q.push_bind(rows);
+    q.push(
+        ") WHERE true ON CONFLICT (program_id, promotion, member_id, period) DO UPDATE \
+         SET times = promotion_usage.times + excluded.times, points = promotion_usage.points + excluded.points",
+    );
+    Ok(())
+}
+
 pub(crate) struct SqliteTx<'c> {
     pub tx: Transaction<'c, Sqlite>,
 }
@@ -206,30 +342,9 @@ impl LedgerTx for SqliteTx<'_> {
         program_id: i64,
         deltas: &[(CounterKey, Count)],
     ) -> Result<()> {
-        let rows = serde_json::to_string(
-            &deltas
-                .iter()
-                .map(|(k, c)| {
-                    (
-                        k.promotion.as_str(),
-                        k.member,
-                        k.period.as_str(),
-                        c.times,
-                        c.points,
-                    )
-                })
-                .collect::<Vec<_>>(),
-        )?;
-        sqlx::query(
-            "INSERT INTO promotion_usage (program_id, promotion, member_id, period, times, points) \
-             SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?2) WHERE true \
-             ON CONFLICT (program_id, promotion, member_id, period) DO UPDATE \
-             SET times = promotion_usage.times + excluded.times, points = promotion_usage.points + excluded.points",
-        )
-        .bind(program_id)
-        .bind(rows)
-        .execute(&mut *self.tx)
-        .await?;
+        let mut q = QueryBuilder::<Sqlite>::new("");
+        push_counters(&mut q, program_id, deltas)?;
+        q.build().execute(&mut *self.tx).await?;
         Ok(())
     }
 
@@ -538,15 +653,9 @@ impl LedgerTx for SqliteTx<'_> {
             q.build().execute(&mut *self.tx).await?;
         }
         if !saved.risk.is_empty() {
-            sqlx::query(
-                "INSERT INTO member_risk (member_id, program_id, recent) \
-                 SELECT value ->> 0, ?1, value ->> 1 FROM json_each(?2) WHERE true \
-                 ON CONFLICT (member_id) DO UPDATE SET recent = excluded.recent",
-            )
-            .bind(program_id)
-            .bind(serde_json::to_string(&saved.risk)?)
-            .execute(&mut *self.tx)
-            .await?;
+            let mut q = QueryBuilder::<Sqlite>::new("");
+            push_risk(&mut q, program_id, &saved.risk)?;
+            q.build().execute(&mut *self.tx).await?;
         }
         if !saved.receipts.is_empty() {
             sqlx::query(
@@ -733,104 +842,36 @@ impl LedgerTx for SqliteTx<'_> {
     }
 
     async fn insert_journals(&mut self, program_id: i64, rows: &[JournalRow]) -> Result<()> {
-        for chunk in rows.chunks(MAX_PARAMS / 14) {
-            let mut q = QueryBuilder::<Sqlite>::new(format!(
-                "INSERT INTO journals (program_id, {JOURNAL_COLUMNS}, hold_until) "
-            ));
-            q.push_values(chunk, |mut b, r| {
-                b.push_bind(program_id)
-                    .push_bind(r.member_id)
-                    .push_bind(r.id)
-                    .push_bind(r.external_id.as_deref())
-                    .push_bind(r.kind.as_str())
-                    .push_bind(r.type_name.as_str())
-                    .push_bind(r.status.as_str())
-                    .push_bind(r.original_id)
-                    .push_bind(micros(r.occurred_at))
-                    .push_bind(micros(r.recorded_at))
-                    .push_bind(r.document.as_deref())
-                    .push_bind(r.outcome.as_deref())
-                    .push_bind(r.state.as_deref())
-                    .push_bind(r.hold_until.map(micros));
-            });
+        for chunk in rows.chunks(MAX_PARAMS / JOURNAL_PARAMS) {
+            let mut q = QueryBuilder::<Sqlite>::new("");
+            push_journals(&mut q, program_id, chunk);
             q.build().execute(&mut *self.tx).await?;
         }
         Ok(())
     }
 
     async fn insert_entries(&mut self, program_id: i64, rows: &[EntryRow]) -> Result<()> {
-        for chunk in rows.chunks(MAX_PARAMS / 11) {
-            let mut q = QueryBuilder::<Sqlite>::new(format!(
-                "INSERT INTO entries (program_id, {ENTRY_COLUMNS}) "
-            ));
-            q.push_values(chunk, |mut b, r| {
-                b.push_bind(program_id)
-                    .push_bind(r.member_id)
-                    .push_bind(r.journal_id)
-                    .push_bind(r.seq)
-                    .push_bind(r.currency.as_str())
-                    .push_bind(r.kind.as_str())
-                    .push_bind(r.pool.as_str())
-                    .push_bind(r.bucket_journal_id)
-                    .push_bind(r.bucket_seq)
-                    .push_bind(r.amount)
-                    .push_bind(micros(r.effective_at));
-            });
+        for chunk in rows.chunks(MAX_PARAMS / ENTRY_PARAMS) {
+            let mut q = QueryBuilder::<Sqlite>::new("");
+            push_entries(&mut q, program_id, chunk);
             q.build().execute(&mut *self.tx).await?;
         }
         Ok(())
     }
 
     async fn upsert_buckets(&mut self, program_id: i64, rows: &[BucketRow]) -> Result<()> {
-        for chunk in rows.chunks(MAX_PARAMS / 12) {
-            let mut q = QueryBuilder::<Sqlite>::new(format!(
-                "INSERT INTO buckets (program_id, {BUCKET_COLUMNS}) "
-            ));
-            q.push_values(chunk, |mut b, r| {
-                b.push_bind(program_id)
-                    .push_bind(r.member_id)
-                    .push_bind(r.journal_id)
-                    .push_bind(r.seq)
-                    .push_bind(r.currency.as_str())
-                    .push_bind(micros(r.credited_at))
-                    .push_bind(r.expires_at.map(micros))
-                    .push_bind(micros(r.available_at))
-                    .push_bind(r.pending)
-                    .push_bind(r.credited)
-                    .push_bind(r.remaining)
-                    .push_bind(r.expired_unclaimed);
-            });
-            q.push(
-                " ON CONFLICT (member_id, journal_id, seq) DO UPDATE SET pending = excluded.pending, \
-                 remaining = excluded.remaining, expired_unclaimed = excluded.expired_unclaimed",
-            );
+        for chunk in rows.chunks(MAX_PARAMS / BUCKET_PARAMS) {
+            let mut q = QueryBuilder::<Sqlite>::new("");
+            push_buckets(&mut q, program_id, chunk);
             q.build().execute(&mut *self.tx).await?;
         }
         Ok(())
     }
 
     async fn upsert_accounts(&mut self, program_id: i64, rows: &[AccountRow]) -> Result<()> {
-        for chunk in rows.chunks(MAX_PARAMS / 9) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO accounts (program_id, member_id, currency, available, pending, arrears, pool, last_activity_at, next_transition_at) ",
-            );
-            q.push_values(chunk, |mut b, r| {
-                b.push_bind(program_id)
-                    .push_bind(r.member_id)
-                    .push_bind(r.currency.as_str())
-                    .push_bind(r.available)
-                    .push_bind(r.pending)
-                    .push_bind(r.arrears)
-                    .push_bind(r.pool)
-                    .push_bind(r.last_activity_at.map(micros))
-                    .push_bind(r.next_transition_at.map(micros));
-            });
-            q.push(
-                " ON CONFLICT (member_id, currency) DO UPDATE SET available = excluded.available, \
-                 pending = excluded.pending, arrears = excluded.arrears, pool = excluded.pool, \
-                 last_activity_at = excluded.last_activity_at, \
-                 next_transition_at = excluded.next_transition_at",
-            );
+        for chunk in rows.chunks(MAX_PARAMS / ACCOUNT_PARAMS) {
+            let mut q = QueryBuilder::<Sqlite>::new("");
+            push_accounts(&mut q, program_id, chunk);
             q.build().execute(&mut *self.tx).await?;
         }
         Ok(())
@@ -927,6 +968,75 @@ impl LedgerTx for SqliteTx<'_> {
                 .fetch_optional(&mut *self.tx)
                 .await?,
         )
+    }
+
+    /// Writes a batch's rows. Each statement is a message to the connection's worker
+    /// thread and an answer back; a realtime purchase's six writes (journal, entries,
+    /// bucket, accounts, fraud memory, promotion counters) go as one multi-statement
+    /// query instead. The rest follows part by part, after them: updates may touch a
+    /// journal this batch inserted. A batch past SQLite's parameter limit (an import's)
+    /// is written part by part, in chunks.
+    async fn write_batch(&mut self, program_id: i64, rows: &WriteSet) -> Result<()> {
+        let fits = rows.journals.len() * JOURNAL_PARAMS <= MAX_PARAMS
+            && rows.entries.len() * ENTRY_PARAMS <= MAX_PARAMS
+            && rows.buckets.len() * BUCKET_PARAMS <= MAX_PARAMS
+            && rows.accounts.len() * ACCOUNT_PARAMS <= MAX_PARAMS;
+        if !fits {
+            return write_batch_stepwise(self, program_id, rows).await;
+        }
+        let mut q = QueryBuilder::<Sqlite>::new("");
+        let mut parts = 0;
+        let mut next = |q: &mut QueryBuilder<Sqlite>| {
+            if parts > 0 {
+                q.push("; ");
+            }
+            parts += 1;
+        };
+        if !rows.journals.is_empty() {
+            next(&mut q);
+            push_journals(&mut q, program_id, &rows.journals);
+        }
+        if !rows.entries.is_empty() {
+            next(&mut q);
+            push_entries(&mut q, program_id, &rows.entries);
+        }
+        if !rows.buckets.is_empty() {
+            next(&mut q);
+            push_buckets(&mut q, program_id, &rows.buckets);
+        }
+        if !rows.accounts.is_empty() {
+            next(&mut q);
+            push_accounts(&mut q, program_id, &rows.accounts);
+        }
+        if !rows.risk.is_empty() {
+            next(&mut q);
+            push_risk(&mut q, program_id, &rows.risk)?;
+        }
+        if !rows.counters.is_empty() {
+            next(&mut q);
+            push_counters(&mut q, program_id, &rows.counters)?;
+        }
+        if parts > 0 {
+            q.build().execute(&mut *self.tx).await?;
+        }
+        self.update_journals(&rows.updates).await?;
+        if !rows.tiers.is_empty() {
+            self.save_tiers(program_id, &rows.tiers).await?;
+        }
+        if !rows.audits.is_empty() {
+            self.insert_audits(&rows.audits).await?;
+        }
+        if !rows.events.is_empty() {
+            self.insert_events(program_id, &rows.events).await?;
+        }
+        if !rows.held.is_empty() {
+            let screening = ScreeningSave {
+                held: rows.held.clone(),
+                ..ScreeningSave::default()
+            };
+            self.save_screening(program_id, &screening).await?;
+        }
+        Ok(())
     }
 }
 
