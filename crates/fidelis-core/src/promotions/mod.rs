@@ -558,6 +558,32 @@ impl Eq for MemberFacts {}
 /// per currency before the journal; `at` the journal's activity instant. Multipliers give
 /// the base points times their factor in total: the extra beyond the base when the base is
 /// awarded too, all of it when the program's base does not stack with promotions.
+/// Cumulative promotions' progress as conditions see it (`member.progress.CODE`).
+fn read_progress<'p>(
+    program: &'p Program,
+    counters: &Counters,
+    member_id: crate::ids::MemberId,
+    at: DateTime<Utc>,
+) -> Vec<(&'p str, Value)> {
+    program
+        .promotions
+        .iter()
+        .filter_map(|p| {
+            let c = p.cumulative.as_ref()?;
+            let points = counters
+                .get(&c.key(&p.code, member_id, program.time_zone, at))
+                .points;
+            Some((
+                p.code.as_str(),
+                match c.measure {
+                    Measure::Count | Measure::Quantity => Value::Int(points),
+                    Measure::Amount => Value::Float(native::major(points, &program.money_currency)),
+                },
+            ))
+        })
+        .collect()
+}
+
 pub fn evaluate(
     program: &Program,
     accrual: &Accrual,
@@ -583,24 +609,9 @@ pub fn evaluate(
     // The matching lines of a line-scope promotion, reused from one to the next.
     let mut lines: Vec<usize> = Vec::new();
     // Cumulative progress as conditions see it (`member.progress.CODE`): as it stands
-    // before this journal.
-    let progress: Vec<(&str, Value)> = program
-        .promotions
-        .iter()
-        .filter_map(|p| {
-            let c = p.cumulative.as_ref()?;
-            let points = counters
-                .get(&c.key(&p.code, member_id, program.time_zone, at))
-                .points;
-            Some((
-                p.code.as_str(),
-                match c.measure {
-                    Measure::Count | Measure::Quantity => Value::Int(points),
-                    Measure::Amount => Value::Float(native::major(points, &program.money_currency)),
-                },
-            ))
-        })
-        .collect();
+    // before this journal. Read with the facts, when a promotion first gets past its
+    // prechecks (each reading formats a period key and searches the counters).
+    let progress: std::cell::OnceCell<Vec<(&str, Value)>> = std::cell::OnceCell::new();
     let mut facts: Option<Facts> = None;
     let mut excluded_by: Option<Code> = None;
     for (index, promotion) in program.promotions.iter().enumerate() {
@@ -637,7 +648,8 @@ pub fn evaluate(
             continue;
         }
         let facts = facts.get_or_insert_with(|| {
-            let mut f = Facts::new(program, accrual, balances, &tiers, member, &progress, at);
+            let progress = progress.get_or_init(|| read_progress(program, counters, member_id, at));
+            let mut f = Facts::new(program, accrual, balances, &tiers, member, progress, at);
             f.granted = granted;
             f
         });
