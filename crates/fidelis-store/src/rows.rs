@@ -534,6 +534,19 @@ pub(crate) async fn write_batch_stepwise<T: LedgerTx + ?Sized>(
     tx.insert_entries(program_id, &rows.entries).await?;
     tx.upsert_buckets(program_id, &rows.buckets).await?;
     tx.upsert_accounts(program_id, &rows.accounts).await?;
+    write_batch_rest(tx, program_id, rows, true).await
+}
+
+/// What a batch writes after its ledger rows (journals, entries, buckets, accounts), one
+/// part at a time: updates of journals (which may be the batch's own), tiers, audits,
+/// events, held journals, and — unless `risk_and_counters` is false because the dialect
+/// wrote them with the ledger rows — fraud memory and promotion counters.
+pub(crate) async fn write_batch_rest<T: LedgerTx + ?Sized>(
+    tx: &mut T,
+    program_id: i64,
+    rows: &WriteSet,
+    risk_and_counters: bool,
+) -> Result<()> {
     tx.update_journals(&rows.updates).await?;
     if !rows.tiers.is_empty() {
         tx.save_tiers(program_id, &rows.tiers).await?;
@@ -544,15 +557,16 @@ pub(crate) async fn write_batch_stepwise<T: LedgerTx + ?Sized>(
     if !rows.events.is_empty() {
         tx.insert_events(program_id, &rows.events).await?;
     }
-    if !rows.risk.is_empty() || !rows.held.is_empty() {
+    let risk: &[(i64, String)] = if risk_and_counters { &rows.risk } else { &[] };
+    if !risk.is_empty() || !rows.held.is_empty() {
         let screening = ScreeningSave {
-            risk: rows.risk.clone(),
+            risk: risk.to_vec(),
             held: rows.held.clone(),
             ..ScreeningSave::default()
         };
         tx.save_screening(program_id, &screening).await?;
     }
-    if !rows.counters.is_empty() {
+    if risk_and_counters && !rows.counters.is_empty() {
         tx.add_counters(program_id, &rows.counters).await?;
     }
     Ok(())

@@ -1019,24 +1019,7 @@ impl LedgerTx for SqliteTx<'_> {
         if parts > 0 {
             q.build().execute(&mut *self.tx).await?;
         }
-        self.update_journals(&rows.updates).await?;
-        if !rows.tiers.is_empty() {
-            self.save_tiers(program_id, &rows.tiers).await?;
-        }
-        if !rows.audits.is_empty() {
-            self.insert_audits(&rows.audits).await?;
-        }
-        if !rows.events.is_empty() {
-            self.insert_events(program_id, &rows.events).await?;
-        }
-        if !rows.held.is_empty() {
-            let screening = ScreeningSave {
-                held: rows.held.clone(),
-                ..ScreeningSave::default()
-            };
-            self.save_screening(program_id, &screening).await?;
-        }
-        Ok(())
+        write_batch_rest(self, program_id, rows, false).await
     }
 }
 

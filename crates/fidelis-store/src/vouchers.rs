@@ -222,8 +222,6 @@ fn view(row: Row, now: DateTime<Utc>) -> Result<VoucherView> {
     })
 }
 
-/// Inserts vouchers and their issue entries through `$conn` (either dialect); vouchers
-/// whose `source_key` exists already are skipped. Evaluates to how many were inserted.
 /// Cancels, on `$conn`, the vouchers still `issued` that promotions issued for the
 /// journals `$journal_ids` (their source keys are `journal:ID:N`): each gets a `cancel`
 /// entry taking what is left of its value, so the value ledger still sums to `remaining`.
@@ -298,6 +296,8 @@ macro_rules! cancel_journal_vouchers {
 }
 pub(crate) use cancel_journal_vouchers;
 
+/// Inserts vouchers and their issue entries through `$conn` (either dialect); vouchers
+/// whose `source_key` exists already are skipped. Evaluates to how many were inserted.
 ///
 /// On PostgreSQL a voucher's code and source key are unique through their lookup tables
 /// (`voucher_codes`, `voucher_sources`: the schema is ready to be distributed, see

@@ -552,12 +552,6 @@ pub struct MemberFacts {
 // JSON numbers are never NaN, so equality on a profile is an equivalence.
 impl Eq for MemberFacts {}
 
-/// Evaluates every promotion of `program` for an accrual, in priority order.
-///
-/// `base` is what base earning gives the accrual; `balances` the member's available points
-/// per currency before the journal; `at` the journal's activity instant. Multipliers give
-/// the base points times their factor in total: the extra beyond the base when the base is
-/// awarded too, all of it when the program's base does not stack with promotions.
 /// Cumulative promotions' progress as conditions see it (`member.progress.CODE`).
 fn read_progress<'p>(
     program: &'p Program,
@@ -584,6 +578,12 @@ fn read_progress<'p>(
         .collect()
 }
 
+/// Evaluates every promotion of `program` for an accrual, in priority order.
+///
+/// `base` is what base earning gives the accrual; `balances` the member's available points
+/// per currency before the journal; `at` the journal's activity instant. Multipliers give
+/// the base points times their factor in total: the extra beyond the base when the base is
+/// awarded too, all of it when the program's base does not stack with promotions.
 pub fn evaluate(
     program: &Program,
     accrual: &Accrual,
