@@ -10,7 +10,9 @@
 //! journal goes through [`crate::process`], exactly as the server would process it, and
 //! the month's figures are summed from the entries it writes. Like the in-memory
 //! [`crate::book::Book`], but lean: each member's ledger and promotion counters live with
-//! the member, and only what a later journal refers to (a purchase to be returned) is kept. The same seed gives the same population,
+//! the member, and only what a later journal refers to (a purchase to be returned) is
+//! kept; members who share no counter are simulated one after another ([`run`]). Each
+//! member draws from their own random stream: the same seed gives the same population,
 //! the same journals and the same figures; the same seed with another definition gives the
 //! same people doing the same things, so two definitions compare like for like.
 
@@ -146,9 +148,13 @@ pub enum SimulationError {
 }
 
 struct Person {
+    /// The member's number in the population (from 0).
+    number: u32,
     id: ExternalId,
+    /// The member's own random stream: what a member does never depends on who else is
+    /// simulated, or in which order.
+    rng: ChaCha8Rng,
     joins: DateTime<Utc>,
-    enrolled: bool,
     rate: f64,
     dropout: f64,
     alive: bool,
@@ -159,6 +165,41 @@ struct Person {
     purchases: u32,
     ledger: Option<MemberLedger>,
     counters: Counters,
+}
+
+/// The population's distributions.
+struct Draws {
+    rate: Gamma<f64>,
+    dropout: Beta<f64>,
+    scale: Gamma<f64>,
+    propensity: Beta<f64>,
+    /// The key of every member's random stream (the stream is the member's number).
+    key: [u8; 32],
+    start: DateTime<Utc>,
+    joining: f64,
+}
+
+impl Draws {
+    fn person(&self, n: u32) -> Person {
+        let mut rng = ChaCha8Rng::from_seed(self.key);
+        rng.set_stream(u64::from(n));
+        let joins = self.start + Duration::seconds((rng.random::<f64>() * self.joining) as i64);
+        Person {
+            number: n,
+            id: ExternalId::parse(&format!("S{n:07}")).unwrap_or_else(|_| unreachable!()),
+            joins,
+            rate: self.rate.sample(&mut rng).max(1e-9),
+            dropout: self.dropout.sample(&mut rng),
+            alive: true,
+            next: joins,
+            nu: self.scale.sample(&mut rng).max(1e-9),
+            propensity: self.propensity.sample(&mut rng),
+            purchases: 0,
+            ledger: None,
+            counters: Counters::default(),
+            rng,
+        }
+    }
 }
 
 /// Journals of the run, processed as the server would (without its storage).
@@ -193,6 +234,7 @@ impl Engine<'_> {
             .ok_or_else(|| SimulationError::Processing("a journal before enrolment".into()))?;
         let mut related = Related {
             target: original.and_then(|o| self.returnable.get(&o).cloned()),
+            brief: true,
             ..Related::default()
         };
         let mut counters = std::mem::take(&mut person.counters);
@@ -250,29 +292,72 @@ impl Engine<'_> {
 }
 
 enum Event {
-    Purchase { person: usize, cents: i64 },
-    Return { person: usize, original: u64 },
-    Redeem { person: usize },
+    /// The member's `number`th purchase.
+    Purchase {
+        person: usize,
+        number: u32,
+        cents: i64,
+    },
+    Return {
+        person: usize,
+        original: u32,
+    },
+    Redeem {
+        person: usize,
+    },
 }
 
 const WEEK_SECONDS: f64 = 7.0 * 86_400.0;
 
+/// Whether a promotion counts across members (a budget, a daily cap): then the members'
+/// journals must be processed in the order they happen, all members together.
+fn shares_counters(program: &Program) -> bool {
+    program.promotions.iter().any(|p| {
+        p.limits.budget_points.is_some()
+            || p.limits.daily_points.is_some()
+            || p.limits.budget_vouchers.is_some()
+    })
+}
+
 /// Runs the simulation; `sink` sees every journal as it is posted (to write them out or
 /// send them to a server) and every enrolment (with `None`).
+///
+/// Members who share nothing (no promotion counts across members) are simulated one after
+/// another, each from enrolment to the last month: a member's ledger stays in the cache
+/// instead of being fetched from memory for every journal, and is dropped when done. Each
+/// member draws from their own random stream, so the figures are the same as when all
+/// members are simulated together in the order things happen (what a program with
+/// budgets or daily caps needs, and what [`run_together`] does); a member's journals
+/// still come in order, but one member's after another's.
 pub fn run(
     program: &Program,
     settings: &Settings,
+    sink: impl FnMut(&ExternalId, DateTime<Utc>, Option<&Journal>),
+) -> Result<Report, SimulationError> {
+    let cohort = if shares_counters(program) {
+        settings.members.max(1)
+    } else {
+        1
+    };
+    run_in_cohorts(program, settings, cohort, sink)
+}
+
+/// [`run`] with every member simulated together, journals in the order they happen.
+pub fn run_together(
+    program: &Program,
+    settings: &Settings,
+    sink: impl FnMut(&ExternalId, DateTime<Utc>, Option<&Journal>),
+) -> Result<Report, SimulationError> {
+    run_in_cohorts(program, settings, settings.members.max(1), sink)
+}
+
+fn run_in_cohorts(
+    program: &Program,
+    settings: &Settings,
+    cohort: u32,
     mut sink: impl FnMut(&ExternalId, DateTime<Utc>, Option<&Journal>),
 ) -> Result<Report, SimulationError> {
     let b = &settings.behaviour;
-    let rate = Gamma::new(b.purchases.r, 1.0 / b.purchases.alpha)
-        .map_err(|_| SimulationError::BadBehaviour)?;
-    let dropout =
-        Beta::new(b.purchases.a, b.purchases.b).map_err(|_| SimulationError::BadBehaviour)?;
-    let scale =
-        Gamma::new(b.spend.q, 1.0 / b.spend.gamma).map_err(|_| SimulationError::BadBehaviour)?;
-    let propensity =
-        Beta::new(b.redemption.0, b.redemption.1).map_err(|_| SimulationError::BadBehaviour)?;
     if !(b.spend.p > 0.0 && (0.0..1.0).contains(&b.returns)) {
         return Err(SimulationError::BadBehaviour);
     }
@@ -282,36 +367,32 @@ pub fn run(
         .position(|c| c.kind == CurrencyKind::Redeemable)
         .ok_or(SimulationError::NothingToRedeem)?;
     let money_scale = 10f64.powi(i32::from(program.money_currency.scale()));
-    let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
     let month_start = |m: u32| {
         settings
             .start
             .checked_add_months(Months::new(m))
             .ok_or(SimulationError::OutOfRange)
     };
-    let end = month_start(settings.months)?;
-    let joining = (month_start(b.joining_months.clamp(1, settings.months.max(1)))? - settings.start)
-        .num_seconds()
-        .max(1) as f64;
-    let mut people: Vec<Person> = (0..settings.members)
-        .map(|n| {
-            let joins = settings.start + Duration::seconds((rng.random::<f64>() * joining) as i64);
-            Person {
-                id: ExternalId::parse(&format!("S{n:07}")).unwrap_or_else(|_| unreachable!()),
-                joins,
-                enrolled: false,
-                rate: rate.sample(&mut rng).max(1e-9),
-                dropout: dropout.sample(&mut rng),
-                alive: true,
-                next: joins,
-                nu: scale.sample(&mut rng).max(1e-9),
-                propensity: propensity.sample(&mut rng),
-                purchases: 0,
-                ledger: None,
-                counters: Counters::default(),
-            }
-        })
-        .collect();
+    let starts: Vec<DateTime<Utc>> = (0..=settings.months)
+        .map(month_start)
+        .collect::<Result<_, _>>()?;
+    let end = starts[settings.months as usize];
+    let draws = Draws {
+        rate: Gamma::new(b.purchases.r, 1.0 / b.purchases.alpha)
+            .map_err(|_| SimulationError::BadBehaviour)?,
+        dropout: Beta::new(b.purchases.a, b.purchases.b)
+            .map_err(|_| SimulationError::BadBehaviour)?,
+        scale: Gamma::new(b.spend.q, 1.0 / b.spend.gamma)
+            .map_err(|_| SimulationError::BadBehaviour)?,
+        propensity: Beta::new(b.redemption.0, b.redemption.1)
+            .map_err(|_| SimulationError::BadBehaviour)?,
+        key: ChaCha8Rng::seed_from_u64(settings.seed).get_seed(),
+        start: settings.start,
+        joining: (month_start(b.joining_months.clamp(1, settings.months.max(1)))? - settings.start)
+            .num_seconds()
+            .max(1) as f64,
+    };
+    let value = Gamma::new(b.spend.p, 1.0).map_err(|_| SimulationError::BadBehaviour)?;
     let purchase_type = Code::parse(PURCHASE).unwrap_or_else(|_| unreachable!());
     let mut engine = Engine {
         program,
@@ -319,15 +400,36 @@ pub fn run(
         everyone: Counters::default(),
         returnable: std::collections::HashMap::new(),
     };
+    let n = program.currencies.len();
+    let tier_rows: Vec<(String, String, u32)> = program
+        .tier_groups
+        .iter()
+        .flat_map(|g| {
+            g.tiers
+                .iter()
+                .map(move |t| (g.code.to_string(), t.code.to_string(), 0))
+        })
+        .collect();
     let mut report = Report {
         currencies: program
             .currencies
             .iter()
             .map(|c| c.code.to_string())
             .collect(),
-        months: Vec::new(),
+        months: (0..settings.months as usize)
+            .map(|m| Month {
+                start: starts[m],
+                issued: vec![0; n],
+                taken_back: vec![0; n],
+                redeemed: vec![0; n],
+                expired: vec![0; n],
+                reset: vec![0; n],
+                outstanding: vec![0; n],
+                tiers: tier_rows.clone(),
+                ..Month::default()
+            })
+            .collect(),
     };
-    let n = program.currencies.len();
     // Returns falling in a later month wait here: (when, event).
     let mut later: Vec<(DateTime<Utc>, Event)> = Vec::new();
     // A month's events, kept from month to month: growing a fresh vector every month costs
@@ -335,241 +437,250 @@ pub fn run(
     let mut events: Vec<(DateTime<Utc>, Event)> = Vec::new();
     let mut waiting: Vec<(DateTime<Utc>, Event)> = Vec::new();
     let mut buyers: Vec<bool> = Vec::new();
-    let mut journal_seq = 0u64;
-    for m in 0..settings.months {
-        let (from, until) = (month_start(m)?, month_start(m + 1)?);
-        let mut month = Month {
-            start: from,
-            issued: vec![0; n],
-            taken_back: vec![0; n],
-            redeemed: vec![0; n],
-            expired: vec![0; n],
-            reset: vec![0; n],
-            outstanding: vec![0; n],
-            ..Month::default()
-        };
-        events.clear();
-        for (at, event) in later.drain(..) {
-            if at < until {
-                events.push((at, event));
-            } else {
-                waiting.push((at, event));
+    let mut people: Vec<Person> = Vec::new();
+    let mut first = 0u32;
+    while first < settings.members {
+        let last = first.saturating_add(cohort).min(settings.members);
+        people.clear();
+        people.extend((first..last).map(|n| draws.person(n)));
+        first = last;
+        later.clear();
+        for m in 0..settings.months {
+            let (from, until) = (starts[m as usize], starts[m as usize + 1]);
+            let month = &mut report.months[m as usize];
+            events.clear();
+            for (at, event) in later.drain(..) {
+                if at < until {
+                    events.push((at, event));
+                } else {
+                    waiting.push((at, event));
+                }
             }
-        }
-        std::mem::swap(&mut later, &mut waiting);
-        let span = (until - from).num_seconds() as f64;
-        for (i, p) in people.iter_mut().enumerate() {
-            if p.joins >= until {
-                continue;
-            }
-            if !p.enrolled {
-                p.enrolled = true;
-                let mut ledger =
-                    MemberLedger::new(MemberId(i as i64 + 1), MemberStatus::Active, program);
-                if !program.tier_groups.is_empty() {
-                    ledger.tiers = Some(crate::tiers::MemberTiers::start(
+            std::mem::swap(&mut later, &mut waiting);
+            let span = (until - from).num_seconds() as f64;
+            for (i, p) in people.iter_mut().enumerate() {
+                if p.joins >= until {
+                    continue;
+                }
+                if p.ledger.is_none() {
+                    let mut ledger = MemberLedger::new(
+                        MemberId(i64::from(p.number) + 1),
+                        MemberStatus::Active,
                         program,
-                        p.joins,
-                        &[],
-                        p.joins,
+                    );
+                    if !program.tier_groups.is_empty() {
+                        ledger.tiers = Some(crate::tiers::MemberTiers::start(
+                            program,
+                            p.joins,
+                            &[],
+                            p.joins,
+                        ));
+                    }
+                    p.ledger = Some(ledger);
+                    sink(&p.id, p.joins, None);
+                }
+                let gap = Exp::new(p.rate).unwrap_or_else(|_| unreachable!());
+                while p.alive && p.next < until {
+                    let at = p.next.max(from);
+                    // Gamma(p, ν) is Gamma(p, 1) scaled by 1/ν.
+                    let major: f64 = value.sample(&mut p.rng) / p.nu;
+                    let cents = ((major * money_scale).round() as i64).max(1);
+                    p.purchases += 1;
+                    events.push((
+                        at,
+                        Event::Purchase {
+                            person: i,
+                            number: p.purchases,
+                            cents,
+                        },
                     ));
+                    if p.purchases > 1 && p.rng.random::<f64>() < p.dropout {
+                        p.alive = false;
+                    }
+                    let weeks: f64 = gap.sample(&mut p.rng);
+                    p.next = at + Duration::seconds((weeks * WEEK_SECONDS).min(1e10) as i64 + 60);
                 }
-                p.ledger = Some(ledger);
-                sink(&p.id, p.joins, None);
-            }
-            let gap = Exp::new(p.rate).unwrap_or_else(|_| unreachable!());
-            let value = Gamma::new(b.spend.p, 1.0 / p.nu).unwrap_or_else(|_| unreachable!());
-            while p.alive && p.next < until {
-                let at = p.next.max(from);
-                let major: f64 = value.sample(&mut rng);
-                let cents = ((major * money_scale).round() as i64).max(1);
-                events.push((at, Event::Purchase { person: i, cents }));
-                if p.purchases > 0 && rng.random::<f64>() < p.dropout {
-                    p.alive = false;
-                }
-                p.purchases += 1;
-                let weeks: f64 = gap.sample(&mut rng);
-                p.next = at + Duration::seconds((weeks * WEEK_SECONDS).min(1e10) as i64 + 60);
-            }
-            if rng.random::<f64>() < p.propensity {
-                let at = from + Duration::seconds((rng.random::<f64>() * span) as i64);
-                if at >= p.joins {
-                    events.push((at, Event::Redeem { person: i }));
+                if p.rng.random::<f64>() < p.propensity {
+                    let at = from + Duration::seconds((p.rng.random::<f64>() * span) as i64);
+                    if at >= p.joins {
+                        events.push((at, Event::Redeem { person: i }));
+                    }
                 }
             }
-        }
-        // Chronological; the generation order breaks ties, so the run is deterministic.
-        events.sort_by_key(|(at, _)| *at);
-        buyers.clear();
-        buyers.resize(people.len(), false);
-        for (at, event) in events.drain(..) {
-            let (mut keep, mut original) = (None, None);
-            let (person, body, external) = match event {
-                Event::Purchase { person, cents } => {
-                    journal_seq += 1;
-                    if rng.random::<f64>() < b.returns {
-                        let back = at
-                            + Duration::seconds(
-                                (rng.random::<f64>() * 14.0 * 86_400.0) as i64 + 3_600,
-                            );
-                        if back < end {
-                            keep = Some(journal_seq);
-                            later.push((
-                                back,
-                                Event::Return {
-                                    person,
-                                    original: journal_seq,
-                                },
-                            ));
+            // Chronological; the generation order breaks ties, so the run is deterministic.
+            events.sort_by_key(|(at, _)| *at);
+            buyers.clear();
+            buyers.resize(people.len(), false);
+            for (at, event) in events.drain(..) {
+                let (mut keep, mut original) = (None, None);
+                let (person, body, external) = match event {
+                    Event::Purchase {
+                        person,
+                        number,
+                        cents,
+                    } => {
+                        let p = &mut people[person];
+                        if p.rng.random::<f64>() < b.returns {
+                            let back = at
+                                + Duration::seconds(
+                                    (p.rng.random::<f64>() * 14.0 * 86_400.0) as i64 + 3_600,
+                                );
+                            if back < end {
+                                keep = Some(returnable_key(p, number));
+                                later.push((
+                                    back,
+                                    Event::Return {
+                                        person,
+                                        original: number,
+                                    },
+                                ));
+                            }
                         }
+                        month.purchases += 1;
+                        month.revenue += cents;
+                        buyers[person] = true;
+                        let body = JournalBody::Accrual(Accrual {
+                            activity: purchase_type.clone(),
+                            subtype: None,
+                            amount: Some(MinorUnits(cents)),
+                            lines: Vec::new(),
+                            channel: None,
+                            store: None,
+                            partner: None,
+                            attributes: serde_json::Map::new(),
+                        });
+                        (person, body, format!("sim-{}-{number}", p.id))
                     }
-                    month.purchases += 1;
-                    month.revenue += cents;
-                    buyers[person] = true;
-                    let body = JournalBody::Accrual(Accrual {
-                        activity: purchase_type.clone(),
-                        subtype: None,
-                        amount: Some(MinorUnits(cents)),
-                        lines: Vec::new(),
-                        channel: None,
-                        store: None,
-                        partner: None,
-                        attributes: serde_json::Map::new(),
-                    });
-                    (person, body, format!("sim-{journal_seq}"))
-                }
-                Event::Return {
-                    person,
-                    original: number,
-                } => {
-                    original = Some(number);
-                    let original = number;
-                    let body = JournalBody::Refund(Refund {
-                        original: ExternalId::parse(&format!("sim-{original}"))
-                            .unwrap_or_else(|_| unreachable!()),
-                        amount: None,
-                        lines: Vec::new(),
-                        channel: None,
-                        store: None,
-                    });
-                    (person, body, format!("sim-{original}-return"))
-                }
-                Event::Redeem { person } => {
-                    let held = people[person]
-                        .ledger
-                        .as_ref()
-                        .map_or(0, |l| l.accounts[redeemable].available);
-                    if held < b.redeem_from {
-                        continue;
+                    Event::Return {
+                        person,
+                        original: number,
+                    } => {
+                        let p = &people[person];
+                        original = Some(returnable_key(p, number));
+                        let body = JournalBody::Refund(Refund {
+                            original: ExternalId::parse(&format!("sim-{}-{number}", p.id))
+                                .unwrap_or_else(|_| unreachable!()),
+                            amount: None,
+                            lines: Vec::new(),
+                            channel: None,
+                            store: None,
+                        });
+                        (person, body, format!("sim-{}-{number}-return", p.id))
                     }
-                    let body = JournalBody::Redemption {
-                        currency: crate::ids::CurrencyIx(redeemable as u16),
-                        points: held / 100 * 100,
-                        partner: None,
-                        reserved: None,
-                    };
-                    (person, body, format!("sim-r{}-{}", m, people[person].id))
-                }
-            };
-            let mut journal = Journal {
-                external_id: ExternalId::parse(&external).unwrap_or_else(|_| unreachable!()),
-                member: people[person].id.clone(),
-                occurred_at: at,
-                body,
-            };
-            let (outcome, entries) =
-                match engine.post(&mut people[person], &journal, keep, original) {
-                    Ok(done) => done,
-                    // Points expired since the balance was read: redeem what is left, if enough.
-                    Err(SimulationError::Refused(JournalError::InsufficientPoints {
-                        spendable,
-                        ..
-                    })) => {
-                        let points = spendable / 100 * 100;
-                        if points < b.redeem_from.max(1) {
+                    Event::Redeem { person } => {
+                        let held = people[person]
+                            .ledger
+                            .as_ref()
+                            .map_or(0, |l| l.accounts[redeemable].available);
+                        if held < b.redeem_from {
                             continue;
                         }
-                        if let JournalBody::Redemption { points: p, .. } = &mut journal.body {
-                            *p = points;
-                        }
-                        engine.post(&mut people[person], &journal, keep, original)?
+                        let body = JournalBody::Redemption {
+                            currency: crate::ids::CurrencyIx(redeemable as u16),
+                            points: held / 100 * 100,
+                            partner: None,
+                            reserved: None,
+                        };
+                        (person, body, format!("sim-r{}-{}", m, people[person].id))
                     }
-                    Err(e) => return Err(e),
                 };
-            tally(&mut month, &entries);
-            if let Some(refunded) = &outcome.refunded_amount
-                && let Ok(v) = program.money_currency.parse_amount(refunded)
-            {
-                month.returned += v.0;
-            }
-            for award in outcome.awards.iter().filter(|a| a.source != "base") {
-                match month
-                    .promotions
-                    .iter_mut()
-                    .find(|(p, c, _)| *p == award.source && c == award.currency.as_str())
+                let mut journal = Journal {
+                    external_id: ExternalId::parse(&external).unwrap_or_else(|_| unreachable!()),
+                    member: people[person].id.clone(),
+                    occurred_at: at,
+                    body,
+                };
+                let (outcome, entries) =
+                    match engine.post(&mut people[person], &journal, keep, original) {
+                        Ok(done) => done,
+                        // Points expired since the balance was read: redeem what is left, if
+                        // enough.
+                        Err(SimulationError::Refused(JournalError::InsufficientPoints {
+                            spendable,
+                            ..
+                        })) => {
+                            let points = spendable / 100 * 100;
+                            if points < b.redeem_from.max(1) {
+                                continue;
+                            }
+                            if let JournalBody::Redemption { points: p, .. } = &mut journal.body {
+                                *p = points;
+                            }
+                            engine.post(&mut people[person], &journal, keep, original)?
+                        }
+                        Err(e) => return Err(e),
+                    };
+                tally(month, &entries);
+                if let Some(refunded) = &outcome.refunded_amount
+                    && let Ok(v) = program.money_currency.parse_amount(refunded)
                 {
-                    Some(row) => row.2 += award.points,
-                    None => month.promotions.push((
-                        award.source.to_string(),
-                        award.currency.to_string(),
-                        award.points,
-                    )),
+                    month.returned += v.0;
+                }
+                for award in outcome.awards.iter().filter(|a| a.source != "base") {
+                    match month
+                        .promotions
+                        .iter_mut()
+                        .find(|(p, c, _)| *p == award.source && c == award.currency.as_str())
+                    {
+                        Some(row) => row.2 += award.points,
+                        None => month.promotions.push((
+                            award.source.to_string(),
+                            award.currency.to_string(),
+                            award.points,
+                        )),
+                    }
+                }
+                month.journals += 1;
+                sink(&people[person].id, at, Some(&journal));
+            }
+            // The month's end: expiry, releases and tier assessments that fell due, then
+            // what each member holds — in one pass over the members.
+            for p in people.iter_mut() {
+                let Some(ledger) = p.ledger.as_mut() else {
+                    continue;
+                };
+                month.members += 1;
+                if ledger.is_due(until) {
+                    let id = engine.id();
+                    match process::settle(program, ledger, id, until) {
+                        Ok((Some(record), _)) => tally(month, &record.entries),
+                        Ok((None, _)) => {}
+                        Err(e) => return Err(SimulationError::Processing(e.to_string())),
+                    }
+                }
+                for (c, account) in ledger.accounts.iter().enumerate() {
+                    month.outstanding[c] += account.available + account.pending;
+                }
+                if let Some(standing) = &ledger.tiers {
+                    let mut row = 0;
+                    for group in &program.tier_groups {
+                        let t = standing
+                            .status(group.code.as_str())
+                            .map_or(0, |s| group.index_of(&s.tier));
+                        month.tiers[row + t].2 += 1;
+                        row += group.tiers.len();
+                    }
                 }
             }
-            month.journals += 1;
-            sink(&people[person].id, at, Some(&journal));
+            month.buyers += buyers.iter().filter(|b| **b).count() as u32;
         }
-        // The month's end: expiry, releases and tier assessments that fell due.
-        for p in people.iter_mut() {
-            let Some(ledger) = p.ledger.as_mut() else {
-                continue;
-            };
-            if !ledger.is_due(until) {
-                continue;
-            }
-            let id = engine.id();
-            match process::settle(program, ledger, id, until) {
-                Ok((Some(record), _)) => tally(&mut month, &record.entries),
-                Ok((None, _)) => {}
-                Err(e) => return Err(SimulationError::Processing(e.to_string())),
-            }
-        }
-        let mut tiers: Vec<(String, String, u32)> = program
-            .tier_groups
-            .iter()
-            .flat_map(|g| {
-                g.tiers
-                    .iter()
-                    .map(move |t| (g.code.to_string(), t.code.to_string(), 0))
-            })
-            .collect();
-        month.outstanding = vec![0; n];
-        for ledger in people.iter().filter_map(|p| p.ledger.as_ref()) {
-            for (c, account) in ledger.accounts.iter().enumerate() {
-                month.outstanding[c] += account.available + account.pending;
-            }
-            let indexes = ledger.tier_indexes(program);
-            let mut row = 0;
-            for (g, group) in program.tier_groups.iter().enumerate() {
-                if let Some(&t) = indexes.get(g) {
-                    tiers[row + t].2 += 1;
-                }
-                row += group.tiers.len();
-            }
-        }
-        month.tiers = tiers;
-        month.members = people.iter().filter(|p| p.enrolled).count() as u32;
-        month.buyers = buyers.iter().filter(|b| **b).count() as u32;
-        let c = &program.currencies[redeemable];
+    }
+    let c = &program.currencies[redeemable];
+    for month in &mut report.months {
         month.liability = crate::partners::money(
             month.outstanding[redeemable],
             c.value_per_point,
             program.money_currency.scale(),
         );
         month.promotions.sort();
-        report.months.push(month);
     }
     Ok(report)
+}
+
+/// Where a purchase a later return refers to is kept: the member's number and the
+/// purchase's.
+fn returnable_key(person: &Person, number: u32) -> u64 {
+    (u64::from(person.number) << 32) | u64::from(number)
 }
 
 /// Adds entries to the month's figures.

@@ -176,7 +176,7 @@ impl TierGroup {
         }
     }
 
-    fn index_of(&self, code: &str) -> usize {
+    pub(crate) fn index_of(&self, code: &str) -> usize {
         self.tiers
             .iter()
             .position(|t| t.code.as_str() == code)

@@ -23,6 +23,7 @@ pub(super) fn earn(
     at: DateTime<Utc>,
     outcome: &mut Outcome,
     explain: bool,
+    brief: bool,
     counters: &mut promotions::Counters,
     member: &str,
 ) -> AccrualState {
@@ -151,17 +152,17 @@ pub(super) fn earn(
                 );
             }
         }
-        if explain
+        let reported = explain
             || matches!(
                 e.verdict,
                 Verdict::Applied
                     | Verdict::EvaluationError(_)
                     | Verdict::LimitReached(_)
-                    | Verdict::InProgress(_)
+                    | Verdict::InProgress { .. }
                     | Verdict::TargetReached(_)
                     | Verdict::Control
-            )
-        {
+            );
+        if reported && !brief {
             outcome.promotions.push(result(program, e));
         }
     }
@@ -260,7 +261,10 @@ pub(crate) fn result(program: &Program, e: &promotions::Evaluation) -> Promotion
     PromotionResult {
         promotion: program.promotions[e.promotion].code.clone(),
         result: e.verdict.name().into(),
-        detail: e.verdict.detail().or_else(|| e.saw.clone()),
+        detail: e
+            .verdict
+            .detail(&program.promotions[e.promotion], &program.money_currency)
+            .or_else(|| e.saw.clone()),
         points,
         rewards: e
             .rewards

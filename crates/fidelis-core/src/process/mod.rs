@@ -45,6 +45,9 @@ pub struct Related {
     /// A dry run: the outcome lists every promotion with the reason it did or did not
     /// apply (otherwise only those that applied or failed to evaluate).
     pub explain: bool,
+    /// The caller reads only what the journal did to the ledger and the outcome's awards
+    /// (a simulation): the outcome lists no promotion results and no balances.
+    pub brief: bool,
     /// The promotion limit counters of the batch (loaded by the store under locks);
     /// awards use them and reversals give back to them.
     pub counters: crate::promotions::Counters,
@@ -232,7 +235,9 @@ pub fn process(
                 // after its return window, or after its points' expiry).
                 settle_all(program, ledger, &mut settle, &mut outcome, now);
             }
-            outcome.balances = balances(program, ledger);
+            if !related.brief {
+                outcome.balances = balances(program, ledger);
+            }
             let record = JournalRecord {
                 id: ids.main,
                 external_id: Some(journal.external_id.clone()),
@@ -510,6 +515,7 @@ fn apply(
                 at,
                 outcome,
                 related.explain,
+                related.brief,
                 &mut related.counters,
                 journal.member.as_str(),
             );

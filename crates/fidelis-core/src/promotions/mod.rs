@@ -344,11 +344,16 @@ pub enum Verdict {
     NothingToAward,
     /// A limit is reached: nothing is left to award.
     LimitReached(String),
-    /// A cumulative promotion counted the journal toward its target.
-    InProgress(String),
+    /// A cumulative promotion counted the journal toward its target: the progress after
+    /// it, and the target (a count, or minor units of money).
+    InProgress {
+        progress: i64,
+        target: i64,
+    },
     /// A cumulative promotion that does not repeat already reached its target in this
-    /// period: the journal counts, nothing more is awarded until the next period.
-    TargetReached(String),
+    /// period (or over its life, without a period): the journal counts, nothing more is
+    /// awarded until the next period.
+    TargetReached(Option<limits::Period>),
     /// An opt-in promotion the member has not joined.
     NotJoined,
     /// The member's tier is not among the promotion's.
@@ -372,7 +377,7 @@ impl Verdict {
             Self::Excluded(_) => "excluded",
             Self::NothingToAward => "nothing_to_award",
             Self::LimitReached(_) => "limit_reached",
-            Self::InProgress(_) => "in_progress",
+            Self::InProgress { .. } => "in_progress",
             Self::TargetReached(_) => "target_reached",
             Self::NotJoined => "not_joined",
             Self::NotEligible(_) => "not_eligible",
@@ -380,16 +385,30 @@ impl Verdict {
         }
     }
 
-    /// A sentence for people.
-    pub fn detail(&self) -> Option<String> {
+    /// A sentence for people about the verdict on `promotion`. Verdicts hold numbers, not
+    /// sentences: most journals' verdicts are never shown (a simulation reads none), and
+    /// writing them cost more than evaluating the promotion.
+    pub fn detail(
+        &self,
+        promotion: &Promotion,
+        money: &crate::money::MoneyCurrency,
+    ) -> Option<String> {
         match self {
             Self::NotActive(status) => Some(format!("the promotion is {}", status.name())),
             Self::EvaluationError(e) => Some(e.clone()),
             Self::Excluded(by) => Some(format!("the exclusive promotion {by} applied first")),
-            Self::LimitReached(why)
-            | Self::InProgress(why)
-            | Self::TargetReached(why)
-            | Self::NotEligible(why) => Some(why.clone()),
+            Self::InProgress { progress, target } => Some(match &promotion.cumulative {
+                Some(c) => format!("{} of {}", c.show(*progress, money), c.show(*target, money)),
+                None => format!("{progress} of {target}"),
+            }),
+            Self::TargetReached(Some(period)) => Some(format!(
+                "the target was reached already this {}; it is awarded again next {0}",
+                period.name()
+            )),
+            Self::TargetReached(None) => {
+                Some("the target was reached already; it is awarded once".into())
+            }
+            Self::LimitReached(why) | Self::NotEligible(why) => Some(why.clone()),
             _ => None,
         }
     }
@@ -826,28 +845,17 @@ fn advance(
     };
     let now = counters.get(&key);
     let progress = now.points.saturating_add(contribution);
-    let show = |v: i64| cumulative.show(v, &program.money_currency);
     if !cumulative.repeat && now.times >= 1 {
         counters.add(&key, 0, contribution);
-        return (
-            Err(Verdict::TargetReached(match cumulative.period {
-                Some(period) => format!(
-                    "the target was reached already this {}; it is awarded again next {0}",
-                    period.name()
-                ),
-                None => "the target was reached already; it is awarded once".into(),
-            })),
-            record,
-        );
+        return (Err(Verdict::TargetReached(cumulative.period)), record);
     }
     if progress < cumulative.target {
         counters.add(&key, 0, contribution);
         return (
-            Err(Verdict::InProgress(format!(
-                "{} of {}",
-                show(progress),
-                show(cumulative.target)
-            ))),
+            Err(Verdict::InProgress {
+                progress,
+                target: cumulative.target,
+            }),
             record,
         );
     }

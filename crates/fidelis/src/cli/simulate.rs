@@ -157,7 +157,7 @@ pub async fn run(args: SimulateArgs) -> Result<ExitCode> {
                 None => load.members.push((member.as_str().to_owned(), at)),
                 Some(j) => {
                     if let Ok(line) = serde_json::to_string(&j.canonical(&first)) {
-                        load.journals.push((member.as_str().to_owned(), line));
+                        load.journals.push((member.as_str().to_owned(), at, line));
                     }
                 }
             }

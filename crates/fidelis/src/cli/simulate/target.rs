@@ -15,8 +15,9 @@ use futures::StreamExt;
 #[derive(Debug, Default)]
 pub struct Load {
     pub members: Vec<(String, DateTime<Utc>)>,
-    /// (member, canonical journal JSON).
-    pub journals: Vec<(String, String)>,
+    /// (member, activity instant, canonical journal JSON), a member's in order (the
+    /// simulation may give one member's journals after another's).
+    pub journals: Vec<(String, DateTime<Utc>, String)>,
 }
 
 /// What the target made of it.
@@ -128,9 +129,13 @@ pub async fn send(
     sent.members = enrolments.iter().filter(|ok| **ok).count() as u64;
     sent.failed += enrolments.iter().filter(|ok| !**ok).count() as u64;
 
-    // One lane per connection; a member always in the same lane, in order.
+    // As traffic comes: all members' journals in the order they happened (a stable sort
+    // keeps each member's own order). One lane per connection; a member always in the
+    // same lane, in order.
+    let mut journals = load.journals;
+    journals.sort_by_key(|(_, at, _)| *at);
     let mut lanes: Vec<Vec<String>> = vec![Vec::new(); connections.max(1)];
-    for (member, line) in load.journals {
+    for (member, _, line) in journals {
         let lane = fnv(&member) as usize % lanes.len();
         lanes[lane].push(line);
     }
