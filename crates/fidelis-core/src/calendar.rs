@@ -110,6 +110,28 @@ pub fn iso_date(date: NaiveDate) -> String {
     out
 }
 
+/// A date read as `NaiveDate::parse_from_str(s, "%Y-%m-%d")` reads it, the usual
+/// `YYYY-MM-DD` digit by digit (a member's birthday is read for every journal of a program
+/// with a birthday bonus; chrono parses its pattern anew on each call).
+pub fn parse_iso_date(s: &str) -> Option<NaiveDate> {
+    let b = s.as_bytes();
+    let canonical = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && [0, 1, 2, 3, 5, 6, 8, 9]
+            .iter()
+            .all(|&i| b[i].is_ascii_digit());
+    if !canonical {
+        return NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
+    }
+    let n = |from: usize, to: usize| {
+        b[from..to]
+            .iter()
+            .fold(0u32, |v, d| v * 10 + u32::from(d - b'0'))
+    };
+    NaiveDate::from_ymd_opt(n(0, 4) as i32, n(5, 7), n(8, 10))
+}
+
 /// The local date of an instant.
 pub fn local_date(tz: Tz, t: DateTime<Utc>) -> NaiveDate {
     to_local(tz, t).date()
@@ -177,6 +199,39 @@ mod tests {
         ] {
             let d = d.expect("a date");
             assert_eq!(super::iso_date(d), d.format("%Y-%m-%d").to_string());
+        }
+    }
+
+    #[test]
+    fn iso_dates_parse_as_chrono_parses_them() {
+        let mut d = NaiveDate::from_ymd_opt(1999, 12, 25).expect("a date");
+        for _ in 0..4_000 {
+            let s = super::iso_date(d);
+            assert_eq!(super::parse_iso_date(&s), Some(d));
+            d = d.succ_opt().expect("a next day");
+        }
+        for s in [
+            "2026-02-29",
+            "2024-02-29",
+            "2026-13-01",
+            "2026-00-10",
+            "2026-1-5",
+            "2026-01-5",
+            "0005-01-09",
+            "+10000-01-01",
+            "-0001-03-04",
+            "2026-01-01 ",
+            "2026/01/01",
+            "",
+            "abcd-ef-gh",
+            "2026-06-31",
+            "9999-12-31",
+        ] {
+            assert_eq!(
+                super::parse_iso_date(s),
+                NaiveDate::parse_from_str(s, "%Y-%m-%d").ok(),
+                "{s:?}"
+            );
         }
     }
 

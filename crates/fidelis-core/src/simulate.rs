@@ -16,7 +16,7 @@
 //! the same journals and the same figures; the same seed with another definition gives the
 //! same people doing the same things, so two definitions compare like for like.
 
-use chrono::{DateTime, Duration, Months, Utc};
+use chrono::{DateTime, Duration, Months, NaiveDate, Utc};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Beta, Distribution, Exp, Gamma};
@@ -28,8 +28,8 @@ use crate::ledger::{Entry, EntryKind, MemberLedger, MemberStatus};
 use crate::money::MinorUnits;
 use crate::process::{self, JournalIds, JournalRecord, ProcessError, Related};
 use crate::program::{CurrencyKind, PURCHASE, Program};
-use crate::promotions::Counters;
 use crate::promotions::limits::EVERYONE;
+use crate::promotions::{Counters, MemberFacts};
 
 /// How the population behaves.
 #[derive(Debug, Clone, PartialEq)]
@@ -163,6 +163,9 @@ struct Person {
     nu: f64,
     propensity: f64,
     purchases: u32,
+    /// The profile and enrolment instant, as promotions read them (the retail
+    /// template's birthday bonus).
+    facts: std::sync::Arc<MemberFacts>,
     ledger: Option<MemberLedger>,
     counters: Counters,
 }
@@ -184,7 +187,18 @@ impl Draws {
         let mut rng = ChaCha8Rng::from_seed(self.key);
         rng.set_stream(u64::from(n));
         let joins = self.start + Duration::seconds((rng.random::<f64>() * self.joining) as i64);
+        // Born on any day of 55 years, so birthdays fall evenly over the calendar.
+        let born = NaiveDate::from_ymd_opt(1950, 1, 1).unwrap_or_default()
+            + chrono::Days::new(rng.random_range(0..55 * 365));
+        let mut profile = serde_json::Map::new();
+        profile.insert("birthday".into(), crate::calendar::iso_date(born).into());
+        let facts = std::sync::Arc::new(MemberFacts {
+            enrolled_at: Some(joins),
+            profile,
+            segments: Vec::new(),
+        });
         Person {
+            facts,
             number: n,
             id: ExternalId::parse(&format!("S{n:07}")).unwrap_or_else(|_| unreachable!()),
             joins,
@@ -319,8 +333,20 @@ fn shares_counters(program: &Program) -> bool {
     })
 }
 
-/// Runs the simulation; `sink` sees every journal as it is posted (to write them out or
-/// send them to a server) and every enrolment (with `None`).
+/// What the simulation hands its sink: an enrolment, or a journal as it is posted.
+#[derive(Debug, Clone, Copy)]
+pub enum Posted<'a> {
+    /// A member joins, with their profile (their `birthday`).
+    Enrolment {
+        member: &'a ExternalId,
+        at: DateTime<Utc>,
+        profile: &'a serde_json::Map<String, serde_json::Value>,
+    },
+    Journal(&'a Journal),
+}
+
+/// Runs the simulation; `sink` sees every enrolment and every journal as it is posted (to
+/// write them out or send them to a server).
 ///
 /// Members who share nothing (no promotion counts across members) are simulated one after
 /// another, each from enrolment to the last month: a member's ledger stays in the cache
@@ -332,7 +358,7 @@ fn shares_counters(program: &Program) -> bool {
 pub fn run(
     program: &Program,
     settings: &Settings,
-    sink: impl FnMut(&ExternalId, DateTime<Utc>, Option<&Journal>),
+    sink: impl FnMut(Posted<'_>),
 ) -> Result<Report, SimulationError> {
     let cohort = if shares_counters(program) {
         settings.members.max(1)
@@ -346,7 +372,7 @@ pub fn run(
 pub fn run_together(
     program: &Program,
     settings: &Settings,
-    sink: impl FnMut(&ExternalId, DateTime<Utc>, Option<&Journal>),
+    sink: impl FnMut(Posted<'_>),
 ) -> Result<Report, SimulationError> {
     run_in_cohorts(program, settings, settings.members.max(1), sink)
 }
@@ -355,7 +381,7 @@ fn run_in_cohorts(
     program: &Program,
     settings: &Settings,
     cohort: u32,
-    mut sink: impl FnMut(&ExternalId, DateTime<Utc>, Option<&Journal>),
+    mut sink: impl FnMut(Posted<'_>),
 ) -> Result<Report, SimulationError> {
     let b = &settings.behaviour;
     if !(b.spend.p > 0.0 && (0.0..1.0).contains(&b.returns)) {
@@ -468,6 +494,10 @@ fn run_in_cohorts(
                         MemberStatus::Active,
                         program,
                     );
+                    ledger.enrolled_at = Some(p.joins);
+                    if program.needs_member_facts() {
+                        ledger.facts = Some(p.facts.clone());
+                    }
                     if !program.tier_groups.is_empty() {
                         ledger.tiers = Some(crate::tiers::MemberTiers::start(
                             program,
@@ -477,7 +507,11 @@ fn run_in_cohorts(
                         ));
                     }
                     p.ledger = Some(ledger);
-                    sink(&p.id, p.joins, None);
+                    sink(Posted::Enrolment {
+                        member: &p.id,
+                        at: p.joins,
+                        profile: &p.facts.profile,
+                    });
                 }
                 let gap = Exp::new(p.rate).unwrap_or_else(|_| unreachable!());
                 while p.alive && p.next < until {
@@ -631,7 +665,7 @@ fn run_in_cohorts(
                     }
                 }
                 month.journals += 1;
-                sink(&people[person].id, at, Some(&journal));
+                sink(Posted::Journal(&journal));
             }
             // The month's end: expiry, releases and tier assessments that fell due, then
             // what each member holds — in one pass over the members.

@@ -273,12 +273,17 @@ impl Counters {
                 self.deltas.get(key).copied(),
             ));
         }
-        for c in [
-            self.counts.entry(key.clone()).or_default(),
-            self.deltas.entry(key.clone()).or_default(),
-        ] {
-            c.times += times;
-            c.points += points;
+        // A key is cloned only into a map that does not hold it yet.
+        for map in [&mut self.counts, &mut self.deltas] {
+            match map.get_mut(key) {
+                Some(c) => {
+                    c.times += times;
+                    c.points += points;
+                }
+                None => {
+                    map.insert(key.clone(), Count { times, points });
+                }
+            }
         }
     }
 }

@@ -571,30 +571,35 @@ pub struct MemberFacts {
 // JSON numbers are never NaN, so equality on a profile is an equivalence.
 impl Eq for MemberFacts {}
 
-/// Cumulative promotions' progress as conditions see it (`member.progress.CODE`).
+/// Cumulative promotions' progress as conditions see it (`member.progress.CODE`), and the
+/// counter each progress is kept in, by promotion index (for [`advance`], which would
+/// otherwise build the same key again).
+type Progress<'p> = (Vec<(&'p str, Value)>, Vec<(usize, limits::CounterKey)>);
+
 fn read_progress<'p>(
     program: &'p Program,
     counters: &Counters,
     member_id: crate::ids::MemberId,
     at: DateTime<Utc>,
-) -> Vec<(&'p str, Value)> {
-    program
-        .promotions
-        .iter()
-        .filter_map(|p| {
-            let c = p.cumulative.as_ref()?;
-            let points = counters
-                .get(&c.key(&p.code, member_id, program.time_zone, at))
-                .points;
-            Some((
-                p.code.as_str(),
-                match c.measure {
-                    Measure::Count | Measure::Quantity => Value::Int(points),
-                    Measure::Amount => Value::Float(native::major(points, &program.money_currency)),
-                },
-            ))
-        })
-        .collect()
+) -> Progress<'p> {
+    let mut values = Vec::new();
+    let mut keys = Vec::new();
+    for (index, p) in program.promotions.iter().enumerate() {
+        let Some(c) = p.cumulative.as_ref() else {
+            continue;
+        };
+        let key = c.key(&p.code, member_id, program.time_zone, at);
+        let points = counters.get(&key).points;
+        values.push((
+            p.code.as_str(),
+            match c.measure {
+                Measure::Count | Measure::Quantity => Value::Int(points),
+                Measure::Amount => Value::Float(native::major(points, &program.money_currency)),
+            },
+        ));
+        keys.push((index, key));
+    }
+    (values, keys)
 }
 
 /// Evaluates every promotion of `program` for an accrual, in priority order.
@@ -630,7 +635,7 @@ pub fn evaluate(
     // Cumulative progress as conditions see it (`member.progress.CODE`): as it stands
     // before this journal. Read with the facts, when a promotion first gets past its
     // prechecks (each reading formats a period key and searches the counters).
-    let progress: std::cell::OnceCell<Vec<(&str, Value)>> = std::cell::OnceCell::new();
+    let progress: std::cell::OnceCell<Progress<'_>> = std::cell::OnceCell::new();
     let mut facts: Option<Facts> = None;
     let mut excluded_by: Option<Code> = None;
     for (index, promotion) in program.promotions.iter().enumerate() {
@@ -667,7 +672,8 @@ pub fn evaluate(
             continue;
         }
         let facts = facts.get_or_insert_with(|| {
-            let progress = progress.get_or_init(|| read_progress(program, counters, member_id, at));
+            let (progress, _) =
+                progress.get_or_init(|| read_progress(program, counters, member_id, at));
             let mut f = Facts::new(program, accrual, balances, &tiers, member, progress, at);
             f.granted = granted;
             f
@@ -697,9 +703,15 @@ pub fn evaluate(
         }
         let mut completions = 1;
         if let Some(cumulative) = &promotion.cumulative {
-            let (progress, contribution) = advance(
-                program, promotion, cumulative, accrual, matching, member_id, counters, at,
-            );
+            // The counter read with the progress (the facts were built above).
+            let key = progress
+                .get()
+                .and_then(|(_, keys)| keys.iter().find(|(i, _)| *i == index))
+                .map(|(_, key)| key.clone())
+                .unwrap_or_else(|| {
+                    cumulative.key(&promotion.code, member_id, program.time_zone, at)
+                });
+            let (progress, contribution) = advance(cumulative, accrual, matching, key, counters);
             evaluation.contribution = Some(Box::new(contribution));
             match progress {
                 Ok(n) => completions = n,
@@ -806,19 +818,15 @@ fn segment_eligibility(promotion: &Promotion, member: Option<&MemberFacts>) -> O
 /// Counts a journal toward a cumulative promotion's target: how many times it reaches the
 /// target (the actions fire that many times; progress keeps what is left over), or where
 /// the member stands; with what the journal contributed, for a refund to take back.
-/// `matching`: the lines a line-scope promotion matched (every line otherwise).
-#[allow(clippy::too_many_arguments)]
+/// `matching`: the lines a line-scope promotion matched (every line otherwise); `key` the
+/// counter of the member's progress ([`Cumulative::key`]).
 fn advance(
-    program: &Program,
-    promotion: &Promotion,
     cumulative: &Cumulative,
     accrual: &Accrual,
     matching: Option<&[usize]>,
-    member: crate::ids::MemberId,
+    key: limits::CounterKey,
     counters: &mut Counters,
-    at: DateTime<Utc>,
 ) -> (Result<i64, Verdict>, Contribution) {
-    let key = cumulative.key(&promotion.code, member, program.time_zone, at);
     let counted: Vec<u32> = match (cumulative.measure, matching) {
         (Measure::Quantity, Some(lines)) => lines.iter().map(|&l| l as u32).collect(),
         (Measure::Quantity, None) => (0..accrual.lines.len() as u32).collect(),
@@ -1248,7 +1256,7 @@ impl<'a> Facts<'a> {
                         .profile
                         .get("birthday")
                         .and_then(|b| b.as_str())
-                        .and_then(|b| chrono::NaiveDate::parse_from_str(b, "%Y-%m-%d").ok())
+                        .and_then(crate::calendar::parse_iso_date)
                         .is_some_and(|b| is_birthday(b, today)),
                     tenure_days: enrolled.map(|d| (today - d).num_days()),
                     enrolled_at: enrolled.map(crate::calendar::iso_date),

@@ -10,8 +10,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, ValueEnum};
+use fidelis_core::ids::ExternalId;
 use fidelis_core::program::{Program, ProgramDocument};
-use fidelis_core::simulate::{self, Behaviour, Report, Settings};
+use fidelis_core::simulate::{self, Behaviour, Posted, Report, Settings};
 
 mod target;
 
@@ -151,13 +152,20 @@ pub async fn run(args: SimulateArgs) -> Result<ExitCode> {
     let mut outbound: Option<target::Load> = args.target.as_ref().map(|_| target::Load::default());
     let clock = Instant::now();
     let mut write_error: Option<std::io::Error> = None;
-    let report = simulate::run(&first, &settings, |member, at, journal| {
+    let report = simulate::run(&first, &settings, |posted| {
+        // An enrolment as `members import` and `POST …/members` take it.
+        let enrolment = |member: &ExternalId, at: DateTime<Utc>, profile| serde_json::json!({"member": member.as_str(), "enrolled_at": at.to_rfc3339(), "profile": profile});
         if let Some(load) = outbound.as_mut() {
-            match journal {
-                None => load.members.push((member.as_str().to_owned(), at)),
-                Some(j) => {
+            match posted {
+                Posted::Enrolment {
+                    member,
+                    at,
+                    profile,
+                } => load.members.push(enrolment(member, at, profile)),
+                Posted::Journal(j) => {
                     if let Ok(line) = serde_json::to_string(&j.canonical(&first)) {
-                        load.journals.push((member.as_str().to_owned(), at, line));
+                        load.journals
+                            .push((j.member.as_str().to_owned(), j.occurred_at, line));
                     }
                 }
             }
@@ -165,13 +173,13 @@ pub async fn run(args: SimulateArgs) -> Result<ExitCode> {
         let Some((members, journals)) = writers.as_mut() else {
             return;
         };
-        let result = match journal {
-            None => writeln!(
-                members,
-                "{}",
-                serde_json::json!({"member": member.as_str(), "enrolled_at": at.to_rfc3339()})
-            ),
-            Some(j) => serde_json::to_string(&j.canonical(&first))
+        let result = match posted {
+            Posted::Enrolment {
+                member,
+                at,
+                profile,
+            } => writeln!(members, "{}", enrolment(member, at, profile)),
+            Posted::Journal(j) => serde_json::to_string(&j.canonical(&first))
                 .map_err(std::io::Error::other)
                 .and_then(|line| writeln!(journals, "{line}")),
         };
@@ -216,7 +224,7 @@ pub async fn run(args: SimulateArgs) -> Result<ExitCode> {
     }
     let other = second
         .as_ref()
-        .map(|p| simulate::run(p, &settings, |_, _, _| {}))
+        .map(|p| simulate::run(p, &settings, |_| {}))
         .transpose()?;
     if let Some(dir) = &args.charts {
         std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;

@@ -14,7 +14,8 @@ use futures::StreamExt;
 /// What the simulation generated, in order.
 #[derive(Debug, Default)]
 pub struct Load {
-    pub members: Vec<(String, DateTime<Utc>)>,
+    /// Enrolments, as `POST …/members` takes them.
+    pub members: Vec<serde_json::Value>,
     /// (member, activity instant, canonical journal JSON), a member's in order (the
     /// simulation may give one member's journals after another's).
     pub journals: Vec<(String, DateTime<Utc>, String)>,
@@ -109,14 +110,14 @@ pub async fn send(
     }
 
     let clock = Instant::now();
-    let enrolments = futures::stream::iter(load.members.into_iter().map(|(member, at)| {
+    let enrolments = futures::stream::iter(load.members.into_iter().map(|enrolment| {
         let http = http.clone();
         let url = format!("{base}/members");
         async move {
             let answer = http
                 .post(url)
                 .bearer_auth(token)
-                .json(&serde_json::json!({"member": member, "enrolled_at": at.to_rfc3339()}))
+                .json(&enrolment)
                 .send()
                 .await;
             // Already enrolled (a second run) is fine.
