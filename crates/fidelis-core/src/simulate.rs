@@ -17,6 +17,9 @@
 //! same people doing the same things, so two definitions compare like for like.
 
 use chrono::{DateTime, Duration, Months, NaiveDate, Utc};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Beta, Distribution, Exp, Gamma};
@@ -222,7 +225,8 @@ struct Engine<'p> {
     next_id: i64,
     /// Counters of all members (budgets, daily caps), lent to each journal.
     everyone: Counters,
-    /// Purchases a later return refers to, by their number.
+    /// Purchases a later return refers to, by [`returnable_key`] (the member's number and
+    /// the purchase's).
     returnable: std::collections::HashMap<u64, JournalRecord>,
 }
 
@@ -384,9 +388,18 @@ fn run_in_cohorts(
     mut sink: impl FnMut(Posted<'_>),
 ) -> Result<Report, SimulationError> {
     let b = &settings.behaviour;
+    let rate = Gamma::new(b.purchases.r, 1.0 / b.purchases.alpha)
+        .map_err(|_| SimulationError::BadBehaviour)?;
+    let dropout =
+        Beta::new(b.purchases.a, b.purchases.b).map_err(|_| SimulationError::BadBehaviour)?;
+    let scale =
+        Gamma::new(b.spend.q, 1.0 / b.spend.gamma).map_err(|_| SimulationError::BadBehaviour)?;
+    let propensity =
+        Beta::new(b.redemption.0, b.redemption.1).map_err(|_| SimulationError::BadBehaviour)?;
     if !(b.spend.p > 0.0 && (0.0..1.0).contains(&b.returns)) {
         return Err(SimulationError::BadBehaviour);
     }
+    let value = Gamma::new(b.spend.p, 1.0).map_err(|_| SimulationError::BadBehaviour)?;
     let redeemable = program
         .currencies
         .iter()
@@ -404,21 +417,16 @@ fn run_in_cohorts(
         .collect::<Result<_, _>>()?;
     let end = starts[settings.months as usize];
     let draws = Draws {
-        rate: Gamma::new(b.purchases.r, 1.0 / b.purchases.alpha)
-            .map_err(|_| SimulationError::BadBehaviour)?,
-        dropout: Beta::new(b.purchases.a, b.purchases.b)
-            .map_err(|_| SimulationError::BadBehaviour)?,
-        scale: Gamma::new(b.spend.q, 1.0 / b.spend.gamma)
-            .map_err(|_| SimulationError::BadBehaviour)?,
-        propensity: Beta::new(b.redemption.0, b.redemption.1)
-            .map_err(|_| SimulationError::BadBehaviour)?,
+        rate,
+        dropout,
+        scale,
+        propensity,
         key: ChaCha8Rng::seed_from_u64(settings.seed).get_seed(),
         start: settings.start,
         joining: (month_start(b.joining_months.clamp(1, settings.months.max(1)))? - settings.start)
             .num_seconds()
             .max(1) as f64,
     };
-    let value = Gamma::new(b.spend.p, 1.0).map_err(|_| SimulationError::BadBehaviour)?;
     let purchase_type = Code::parse(PURCHASE).unwrap_or_else(|_| unreachable!());
     let mut engine = Engine {
         program,
@@ -470,7 +478,9 @@ fn run_in_cohorts(
         people.clear();
         people.extend((first..last).map(|n| draws.person(n)));
         first = last;
+        // What the last cohort left for after the last month.
         later.clear();
+        engine.returnable.clear();
         for m in 0..settings.months {
             let (from, until) = (starts[m as usize], starts[m as usize + 1]);
             let month = &mut report.months[m as usize];
@@ -545,7 +555,32 @@ fn run_in_cohorts(
             events.sort_by_key(|(at, _)| *at);
             buyers.clear();
             buyers.resize(people.len(), false);
-            for (at, event) in events.drain(..) {
+            // Returns that fall within the month join its events in time order: (when,
+            // the purchase's key, member, purchase number), the key breaking ties.
+            let mut soon: BinaryHeap<Reverse<(DateTime<Utc>, u64, usize, u32)>> = BinaryHeap::new();
+            let mut sorted = events.drain(..).peekable();
+            loop {
+                let return_first = match (sorted.peek(), soon.peek()) {
+                    (Some((at, _)), Some(Reverse((back, ..)))) => back < at,
+                    (None, Some(_)) => true,
+                    (_, None) => false,
+                };
+                let next = if return_first {
+                    soon.pop().map(|Reverse((back, _, person, number))| {
+                        (
+                            back,
+                            Event::Return {
+                                person,
+                                original: number,
+                            },
+                        )
+                    })
+                } else {
+                    sorted.next()
+                };
+                let Some((at, event)) = next else {
+                    break;
+                };
                 let (mut keep, mut original) = (None, None);
                 let (person, body, external) = match event {
                     Event::Purchase {
@@ -559,7 +594,15 @@ fn run_in_cohorts(
                                 + Duration::seconds(
                                     (p.rng.random::<f64>() * 14.0 * 86_400.0) as i64 + 3_600,
                                 );
-                            if back < end {
+                            if back < until {
+                                keep = Some(returnable_key(p, number));
+                                soon.push(Reverse((
+                                    back,
+                                    returnable_key(p, number),
+                                    person,
+                                    number,
+                                )));
+                            } else if back < end {
                                 keep = Some(returnable_key(p, number));
                                 later.push((
                                     back,
