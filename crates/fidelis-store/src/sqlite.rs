@@ -122,8 +122,30 @@ fn push_accounts(q: &mut QueryBuilder<Sqlite>, program_id: i64, rows: &[AccountR
     q.push(
         " ON CONFLICT (member_id, currency) DO UPDATE SET available = excluded.available, \
          pending = excluded.pending, arrears = excluded.arrears, pool = excluded.pool, \
-         last_activity_at = excluded.last_activity_at, \
-         next_transition_at = excluded.next_transition_at",
+         last_activity_at = excluded.last_activity_at",
+    );
+    // `next_transition_at` is indexed (`accounts_due`), and SQLite rewrites an index entry
+    // whenever its column is assigned, changed or not: a page of WAL for nearly every
+    // journal, whose purchase seldom moves the account's next expiry. Assigned only where
+    // it changed.
+    let transitions: Vec<(i64, &str, Option<i64>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.member_id,
+                r.currency.as_str(),
+                r.next_transition_at.map(micros),
+            )
+        })
+        .collect();
+    q.push(
+        "; UPDATE accounts SET next_transition_at = n.t FROM (SELECT value ->> 0 AS m, \
+         value ->> 1 AS c, value ->> 2 AS t FROM json_each(",
+    );
+    q.push_bind(serde_json::to_string(&transitions).unwrap_or_default());
+    q.push(
+        ")) AS n WHERE accounts.member_id = n.m AND accounts.currency = n.c \
+         AND accounts.next_transition_at IS NOT n.t",
     );
 }
 
