@@ -392,16 +392,30 @@ fn table(runs: &[(&str, &Program, &Report)], members: u32) {
         .iter()
         .map(|(n, p, r)| (n.to_string(), totals(p, r), *p))
         .collect();
+    let mut codes: Vec<String> = all
+        .iter()
+        .flat_map(|(_, t, _)| t.promotions.iter().map(|p| p.0.clone()))
+        .collect();
+    codes.sort();
+    codes.dedup();
+    let promotion = |code: &str| format!("promotion {code} (points)");
+    // The labels' column fits the longest promotion's.
+    let width = codes
+        .iter()
+        .map(|c| promotion(c).chars().count() + 2)
+        .max()
+        .unwrap_or(0)
+        .max(28);
     let row = |label: &str, f: &dyn Fn(&Totals, &Program) -> String| {
         let cells: Vec<String> = all
             .iter()
             .map(|(_, t, p)| format!("{:>18}", f(t, p)))
             .collect();
-        println!("{label:<28}{}", cells.join(""));
+        println!("{label:<width$}{}", cells.join(""));
     };
     let money = |p: &Program, v: i64| p.money_currency.format(fidelis_core::money::MinorUnits(v));
     let names: Vec<String> = all.iter().map(|(n, _, _)| format!("{:>18}", n)).collect();
-    println!("{:<28}{}", "", names.join(""));
+    println!("{:<width$}{}", "", names.join(""));
     row("members", &|_, _| members.to_string());
     row("purchases", &|t, _| t.purchases.to_string());
     row("revenue (net of returns)", &|t, p| money(p, t.revenue));
@@ -426,17 +440,11 @@ fn table(runs: &[(&str, &Program, &Report)], members: u32) {
             }
         )
     });
-    let mut codes: Vec<String> = all
-        .iter()
-        .flat_map(|(_, t, _)| t.promotions.iter().map(|p| p.0.clone()))
-        .collect();
-    codes.sort();
-    codes.dedup();
-    for code in codes {
-        row(&format!("promotion {code} (points)"), &|t, _| {
+    for code in &codes {
+        row(&promotion(code), &|t, _| {
             t.promotions
                 .iter()
-                .find(|p| p.0 == code)
+                .find(|p| p.0 == *code)
                 .map_or(0, |p| p.1)
                 .to_string()
         });
