@@ -325,6 +325,10 @@ enum Event {
     },
 }
 
+/// A return due within the month: (when, the purchase's [`returnable_key`], member,
+/// purchase number).
+type DueReturn = (DateTime<Utc>, u64, usize, u32);
+
 const WEEK_SECONDS: f64 = 7.0 * 86_400.0;
 
 /// Whether a promotion counts across members (a budget, a daily cap): then the members'
@@ -555,9 +559,9 @@ fn run_in_cohorts(
             events.sort_by_key(|(at, _)| *at);
             buyers.clear();
             buyers.resize(people.len(), false);
-            // Returns that fall within the month join its events in time order: (when,
-            // the purchase's key, member, purchase number), the key breaking ties.
-            let mut soon: BinaryHeap<Reverse<(DateTime<Utc>, u64, usize, u32)>> = BinaryHeap::new();
+            // Returns that fall within the month join its events in time order, the
+            // purchase's key breaking ties.
+            let mut soon: BinaryHeap<Reverse<DueReturn>> = BinaryHeap::new();
             let mut sorted = events.drain(..).peekable();
             loop {
                 let return_first = match (sorted.peek(), soon.peek()) {
