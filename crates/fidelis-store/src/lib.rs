@@ -188,9 +188,7 @@ macro_rules! in_ledger_tx {
             attempt += 1;
             let result = match &$store.db {
                 Db::Sqlite(pool) => {
-                    let mut $tx = sqlite::SqliteTx {
-                        tx: pool.begin_with("BEGIN IMMEDIATE").await?,
-                    };
+                    let mut $tx = sqlite::SqliteTx::new(pool.begin_with("BEGIN IMMEDIATE").await?);
                     match $body {
                         Ok(v) => $tx.tx.commit().await.map(|_| v).map_err(StoreError::from),
                         Err(e) => Err(e),
@@ -551,9 +549,7 @@ impl Store {
         let journals = std::slice::from_ref(journal);
         let result = match &self.db {
             Db::Sqlite(pool) => {
-                let mut tx = sqlite::SqliteTx {
-                    tx: pool.begin_with("BEGIN IMMEDIATE").await?,
-                };
+                let mut tx = sqlite::SqliteTx::new(pool.begin_with("BEGIN IMMEDIATE").await?);
                 let result = engine::post_batch(
                     &mut tx,
                     program,

@@ -190,6 +190,18 @@ fn push_counters(
 
 pub(crate) struct SqliteTx<'c> {
     pub tx: Transaction<'c, Sqlite>,
+    /// The next journal id this transaction hands out, once it has read where the ids
+    /// stand ([`LedgerTx::reserve_journal_ids`]).
+    next_journal_id: Option<i64>,
+}
+
+impl<'c> SqliteTx<'c> {
+    pub(crate) fn new(tx: Transaction<'c, Sqlite>) -> Self {
+        Self {
+            tx,
+            next_journal_id: None,
+        }
+    }
 }
 
 fn json_list<T: serde::Serialize>(items: &[T]) -> Result<String> {
@@ -852,14 +864,25 @@ impl LedgerTx for SqliteTx<'_> {
         rows.iter().map(entry_row).collect()
     }
 
+    /// Journal ids follow the highest one written: the transaction holds the database's
+    /// only write lock, journals are never deleted, and a reserved id is written nowhere
+    /// but in its journal's row (an unused one is simply skipped). Counting them in a
+    /// sequence row cost a page of WAL per commit. The old sequence's value is a floor, so
+    /// ids never go back below what it handed out.
     async fn reserve_journal_ids(&mut self, count: usize) -> Result<Vec<i64>> {
         let count = count as i64;
-        let start: i64 = sqlx::query_scalar(
-            "UPDATE sequences SET next = next + ?1 WHERE name = 'journal_ids' RETURNING next - ?1",
-        )
-        .bind(count)
-        .fetch_one(&mut *self.tx)
-        .await?;
+        let start = match self.next_journal_id {
+            Some(next) => next,
+            None => {
+                sqlx::query_scalar(
+                    "SELECT max(coalesce((SELECT max(id) FROM journals), 0) + 1, \
+                     coalesce((SELECT next FROM sequences WHERE name = 'journal_ids'), 1))",
+                )
+                .fetch_one(&mut *self.tx)
+                .await?
+            }
+        };
+        self.next_journal_id = Some(start + count);
         Ok((start..start + count).collect())
     }
 

@@ -78,9 +78,7 @@ macro_rules! in_read_tx {
     ($store:expr, |$tx:ident| $body:expr) => {{
         match &$store.db {
             Db::Sqlite(pool) => {
-                let mut $tx = sqlite::SqliteTx {
-                    tx: pool.begin().await?,
-                };
+                let mut $tx = sqlite::SqliteTx::new(pool.begin().await?);
                 $body
             }
             Db::Postgres(pool) => {
