@@ -104,7 +104,7 @@ fn push_buckets(q: &mut QueryBuilder<Sqlite>, program_id: i64, rows: &[BucketRow
     );
 }
 
-fn push_accounts(q: &mut QueryBuilder<Sqlite>, program_id: i64, rows: &[AccountRow]) {
+fn push_accounts(q: &mut QueryBuilder<Sqlite>, program_id: i64, rows: &[AccountRow]) -> Result<()> {
     q.push(
         "INSERT INTO accounts (program_id, member_id, currency, available, pending, arrears, pool, last_activity_at, next_transition_at) ",
     );
@@ -142,11 +142,12 @@ fn push_accounts(q: &mut QueryBuilder<Sqlite>, program_id: i64, rows: &[AccountR
         "; UPDATE accounts SET next_transition_at = n.t FROM (SELECT value ->> 0 AS m, \
          value ->> 1 AS c, value ->> 2 AS t FROM json_each(",
     );
-    q.push_bind(serde_json::to_string(&transitions).unwrap_or_default());
+    q.push_bind(serde_json::to_string(&transitions)?);
     q.push(
         ")) AS n WHERE accounts.member_id = n.m AND accounts.currency = n.c \
          AND accounts.next_transition_at IS NOT n.t",
     );
+    Ok(())
 }
 
 fn push_risk(q: &mut QueryBuilder<Sqlite>, program_id: i64, risk: &[(i64, String)]) -> Result<()> {
@@ -916,7 +917,7 @@ impl LedgerTx for SqliteTx<'_> {
     async fn upsert_accounts(&mut self, program_id: i64, rows: &[AccountRow]) -> Result<()> {
         for chunk in rows.chunks(MAX_PARAMS / ACCOUNT_PARAMS) {
             let mut q = QueryBuilder::<Sqlite>::new("");
-            push_accounts(&mut q, program_id, chunk);
+            push_accounts(&mut q, program_id, chunk)?;
             q.build().execute(&mut *self.tx).await?;
         }
         Ok(())
@@ -1051,7 +1052,7 @@ impl LedgerTx for SqliteTx<'_> {
         }
         if !rows.accounts.is_empty() {
             next(&mut q);
-            push_accounts(&mut q, program_id, &rows.accounts);
+            push_accounts(&mut q, program_id, &rows.accounts)?;
         }
         if !rows.risk.is_empty() {
             next(&mut q);
