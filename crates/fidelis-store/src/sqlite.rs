@@ -30,6 +30,10 @@ fn opt_instant(us: Option<i64>) -> Result<Option<DateTime<Utc>>> {
 /// SQLite allows 32,766 bound parameters per statement; stay well below.
 const MAX_PARAMS: usize = 30_000;
 
+/// Most members a batch may name to read its opening in one query
+/// ([`LedgerTx::open_batch`]); larger batches (imports) read part by part.
+const OPENING_MEMBERS: usize = 64;
+
 /// Parameters per row of each part a batch writes.
 const JOURNAL_PARAMS: usize = 14;
 const ENTRY_PARAMS: usize = 11;
@@ -1014,6 +1018,264 @@ impl LedgerTx for SqliteTx<'_> {
                 .fetch_optional(&mut *self.tx)
                 .await?,
         )
+    }
+
+    /// Reads a small batch's opening in one statement that answers one row. The
+    /// connection's worker thread sends every row and every statement's end as a message
+    /// of its own, and each message wakes the task waiting for it (measured: a realtime
+    /// purchase on one connection spent most of its time switching threads, not in
+    /// SQLite). Each part comes back as one column, a JSON array of its rows. Large
+    /// batches (imports) read part by part.
+    async fn open_batch(
+        &mut self,
+        program_id: i64,
+        lock_keys: &[i64],
+        members: &[&str],
+        journals: &[&str],
+        id_count: usize,
+        with_tiers: bool,
+        screen: bool,
+        reads: OpeningReads<'_>,
+    ) -> Result<Opening> {
+        if members.len() > OPENING_MEMBERS {
+            return open_batch_stepwise(
+                self, program_id, lock_keys, members, journals, id_count, screen,
+            )
+            .await;
+        }
+        // The members' ids as the other parts read them (a merged member's survivor).
+        const IDS: &str = "(SELECT COALESCE(s.id, x.id) AS id FROM members x LEFT JOIN members s ON s.id = x.merged_into \
+                           WHERE x.program_id = ?1 AND x.external_id IN (SELECT value FROM json_each(?2)))";
+        let read_ids = id_count > 0 && self.next_journal_id.is_none();
+        let ids = if read_ids {
+            "max(coalesce((SELECT max(id) FROM journals), 0) + 1, \
+             coalesce((SELECT next FROM sequences WHERE name = 'journal_ids'), 1))"
+        } else {
+            "NULL"
+        };
+        let screening = if screen {
+            format!(
+                "(SELECT json_group_array(json_array(member_id, external_id, type, occurred_at, document, rule, \
+                                                     reason, status, held_at)) FROM held_journals \
+                  WHERE program_id = ?1 AND external_id IN (SELECT value FROM json_each(?3))), \
+                 (SELECT json_group_array(json_array(member_id, recent)) FROM member_risk WHERE member_id IN {IDS}), \
+                 (SELECT json_group_array(json_array(id, profile_changed_at)) FROM members \
+                  WHERE id IN {IDS} AND profile_changed_at IS NOT NULL)"
+            )
+        } else {
+            "NULL, NULL, NULL".into()
+        };
+        let tiers = if with_tiers {
+            format!(
+                "(SELECT json_group_array(json_array(x.id, CASE WHEN t.state IS NULL THEN x.enrolled_at END, t.state)) \
+                  FROM members x LEFT JOIN member_tiers t ON t.member_id = x.id WHERE x.id IN {IDS})"
+            )
+        } else {
+            "NULL".into()
+        };
+        let facts = match reads.facts {
+            Some(segments) => {
+                let segments = if segments {
+                    "(SELECT group_concat(s.segment, ' ') FROM member_segments s \
+                      WHERE s.member_id = members.id AND s.program_id = members.program_id)"
+                } else {
+                    "NULL"
+                };
+                format!(
+                    "(SELECT json_group_array(json_array(id, profile, enrolled_at, {segments})) FROM members \
+                      WHERE id IN {IDS})"
+                )
+            }
+            None => "NULL".into(),
+        };
+        // The keys drive, one primary-key lookup each (see `load_counters`).
+        let counters = if reads.counter_periods.is_empty() {
+            "NULL".into()
+        } else {
+            format!(
+                "(SELECT json_group_array(json_array(u.promotion, u.member_id, u.period, u.times, u.points)) \
+                  FROM json_each(?4) AS k CROSS JOIN {IDS} AS m \
+                  CROSS JOIN promotion_usage u ON u.program_id = ?1 AND u.promotion = k.value ->> 0 \
+                   AND u.member_id = m.id AND u.period = k.value ->> 1)"
+            )
+        };
+        let sql = format!(
+            "SELECT (SELECT revision FROM programs WHERE id = ?1), \
+             (SELECT json_group_array(json_array(COALESCE(s.id, x.id), x.external_id, COALESCE(s.status, x.status), \
+                                                 s.external_id, CASE WHEN s.id IS NULL THEN x.group_id ELSE s.group_id END, \
+                                                 x.enrolled_at)) \
+              FROM members x LEFT JOIN members s ON s.id = x.merged_into \
+              WHERE x.program_id = ?1 AND x.external_id IN (SELECT value FROM json_each(?2))), \
+             (SELECT json_group_array(json_array(member_id, currency, available, pending, arrears, pool, \
+                                                 last_activity_at, next_transition_at)) \
+              FROM accounts WHERE member_id IN {IDS}), \
+             (SELECT json_group_array(json_array({JOURNAL_COLUMNS})) FROM journals \
+              WHERE program_id = ?1 AND external_id IN (SELECT value FROM json_each(?3))), \
+             {ids}, {screening}, {tiers}, {facts}, {counters}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(program_id)
+            .bind(json_list(members)?)
+            .bind(json_list(journals)?)
+            .bind(serde_json::to_string(reads.counter_periods)?)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        /// A part's rows, as the tuples `T` (none when the part was not read).
+        fn part<T: serde::de::DeserializeOwned>(row: &SqliteRow, i: usize) -> Result<Vec<T>> {
+            match row.try_get::<Option<String>, _>(i)? {
+                Some(text) => serde_json::from_str(&text).map_err(|e| {
+                    StoreError::Inconsistent(format!("a batch's opening, part {i}: {e}"))
+                }),
+                None => Ok(Vec::new()),
+            }
+        }
+        type Member = (i64, String, String, Option<String>, Option<i64>, i64);
+        type Account = (i64, String, i64, i64, i64, i64, Option<i64>, Option<i64>);
+        type Journal = (
+            i64,
+            i64,
+            Option<String>,
+            String,
+            String,
+            String,
+            Option<i64>,
+            i64,
+            i64,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        type Held = (
+            i64,
+            String,
+            String,
+            i64,
+            String,
+            String,
+            String,
+            String,
+            i64,
+        );
+        type Counter = (String, i64, String, i64, i64);
+        let mut opening = Opening {
+            revision: row.try_get(0)?,
+            ..Opening::default()
+        };
+        for (id, external_id, status, owner, group_id, enrolled) in part::<Member>(&row, 1)? {
+            opening.members.push(MemberRow {
+                id,
+                external_id,
+                status,
+                owner,
+                group_id,
+                enrolled_at: Some(instant(enrolled)?),
+            });
+        }
+        for (member_id, currency, available, pending, arrears, pool, activity, transition) in
+            part::<Account>(&row, 2)?
+        {
+            opening.accounts.push(AccountRow {
+                existing: true,
+                member_id,
+                currency,
+                available,
+                pending,
+                arrears,
+                pool,
+                last_activity_at: opt_instant(activity)?,
+                next_transition_at: opt_instant(transition)?,
+            });
+        }
+        for j in part::<Journal>(&row, 3)? {
+            opening.journals.push(JournalRow {
+                member_id: j.0,
+                id: j.1,
+                external_id: j.2,
+                kind: j.3,
+                type_name: j.4,
+                status: j.5,
+                original_id: j.6,
+                occurred_at: instant(j.7)?,
+                recorded_at: instant(j.8)?,
+                document: j.9,
+                outcome: j.10,
+                state: j.11,
+                hold_until: None,
+            });
+        }
+        if screen {
+            let mut screening = Screening::default();
+            for h in part::<Held>(&row, 5)? {
+                screening.held.push(HeldRow {
+                    member_id: h.0,
+                    external_id: h.1,
+                    type_name: h.2,
+                    occurred_at: instant(h.3)?,
+                    document: h.4,
+                    rule: h.5,
+                    reason: h.6,
+                    status: h.7,
+                    held_at: instant(h.8)?,
+                });
+            }
+            screening.risk = part::<(i64, String)>(&row, 6)?;
+            for (id, at) in part::<(i64, i64)>(&row, 7)? {
+                screening.profile_changed.push((id, instant(at)?));
+            }
+            opening.screening = Some(screening);
+        }
+        if with_tiers {
+            let mut tiers = Vec::new();
+            for (member_id, enrolled, state) in part::<(i64, Option<i64>, Option<String>)>(&row, 8)?
+            {
+                tiers.push(TierRow {
+                    member_id,
+                    enrolled_at: opt_instant(enrolled)?,
+                    state,
+                });
+            }
+            opening.tiers = Some(tiers);
+        }
+        if reads.facts.is_some() {
+            let mut facts = Vec::new();
+            for (member_id, profile, enrolled, segments) in
+                part::<(i64, String, i64, Option<String>)>(&row, 9)?
+            {
+                facts.push(MemberFactsRow {
+                    member_id,
+                    profile,
+                    enrolled_at: instant(enrolled)?,
+                    segments,
+                });
+            }
+            opening.facts = Some(facts);
+        }
+        let mut counters = Vec::new();
+        for (promotion, member, period, times, points) in part::<Counter>(&row, 10)? {
+            counters.push((
+                CounterKey {
+                    promotion: fidelis_core::ids::Code::parse(&promotion).map_err(|e| {
+                        StoreError::Inconsistent(format!("promotion {promotion:?}: {e}"))
+                    })?,
+                    member,
+                    period,
+                },
+                Count { times, points },
+            ));
+        }
+        opening.counters = Some(counters);
+        if id_count > 0 {
+            let start = match self.next_journal_id {
+                Some(next) => next,
+                None => row.try_get::<Option<i64>, _>(4)?.ok_or_else(|| {
+                    StoreError::Inconsistent("a batch's opening read no journal id".into())
+                })?,
+            };
+            let count = id_count as i64;
+            self.next_journal_id = Some(start + count);
+            opening.ids = (start..start + count).collect();
+        }
+        Ok(opening)
     }
 
     /// Writes a batch's rows. Each statement is a message to the connection's worker
