@@ -21,6 +21,29 @@ pub const MAX_HEADER_COUNT: usize = 100;
 /// Largest total of header names and values, in bytes.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
+/// Runs the rest of a request as a task of its own, to its end, whether or not the client
+/// still waits for the answer. A client that hangs up drops its request's future, and a
+/// handler dropped half way stops between two statements: sqlx 0.9 leaves a connection
+/// whose `BEGIN` was cancelled inside that transaction (its member locks held) and puts it
+/// back in the pool, where the next journal on it finds "a transaction in progress".
+/// A panic in the task is raised again here, for the panic layer around to answer.
+pub(crate) async fn detached(request: Request, next: Next) -> Response {
+    use tracing::Instrument as _;
+    match tokio::spawn(next.run(request).in_current_span()).await {
+        Ok(response) => response,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Cancelled: the runtime is shutting down.
+            Err(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the server is shutting down",
+            )
+            .into_response(),
+        },
+    }
+}
+
 pub(crate) async fn edge(request: Request, next: Next) -> Response {
     let uri = request
         .uri()
@@ -130,4 +153,74 @@ async fn as_problem(response: Response) -> Response {
         HeaderValue::from_static("application/problem+json"),
     );
     Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::post;
+    use tower::ServiceExt as _;
+
+    /// A request whose caller stops waiting (a client that hung up) still runs to its end.
+    #[tokio::test]
+    async fn a_request_runs_to_its_end_when_its_caller_goes_away() {
+        let done = Arc::new(AtomicBool::new(false));
+        let handler = {
+            let done = Arc::clone(&done);
+            move || async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                done.store(true, Ordering::SeqCst);
+                "done"
+            }
+        };
+        let app = Router::new()
+            .route("/slow", post(handler))
+            .layer(axum::middleware::from_fn(super::detached));
+        let request = axum::http::Request::post("/slow")
+            .body(Body::empty())
+            .expect("a request");
+        // The caller gives up long before the handler is done: its future is dropped.
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), app.oneshot(request)).await;
+        assert!(
+            gave_up.is_err(),
+            "the handler answered too soon for the test"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            done.load(Ordering::SeqCst),
+            "the request stopped half way when its caller went away"
+        );
+    }
+
+    /// A handler's panic still reaches the panic layer around (a 500 problem, not a hang).
+    #[tokio::test]
+    async fn a_panic_in_a_detached_request_is_answered() {
+        let app = Router::new()
+            .route(
+                "/panics",
+                post(|| async {
+                    if true {
+                        panic!("on purpose");
+                    }
+                    "never"
+                }),
+            )
+            .layer(axum::middleware::from_fn(super::detached))
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                crate::routes::panicked,
+            ));
+        let request = axum::http::Request::post("/panics")
+            .body(Body::empty())
+            .expect("a request");
+        let response = app.oneshot(request).await.expect("an answer");
+        assert_eq!(
+            response.status(),
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
 }

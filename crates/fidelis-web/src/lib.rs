@@ -133,6 +133,7 @@ pub fn app(state: AppState) -> Router {
             guard::guard,
         ))
         .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(edge::detached))
         .layer(CatchPanicLayer::custom(routes::panicked))
         .layer(axum::middleware::from_fn(edge::edge))
         .with_state(state)
