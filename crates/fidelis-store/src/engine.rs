@@ -723,9 +723,9 @@ pub(crate) struct Batch<'p> {
     loaded: FxHashSet<String>,
     /// External ids that journals of this batch refer to.
     referenced: FxHashSet<String>,
-    /// Account rows (member, currency) and buckets read from the database: written back as
-    /// updates; everything else is new.
-    loaded_accounts: FxHashSet<(i64, u16)>,
+    /// Account rows (member, currency), with the next transition stored, and buckets read
+    /// from the database: written back as updates; everything else is new.
+    loaded_accounts: FxHashMap<(i64, u16), Option<DateTime<Utc>>>,
     loaded_buckets: FxHashSet<fidelis_core::ids::BucketId>,
     pub(crate) new_journals: Vec<NewJournal>,
     /// A dry run: outcomes list every promotion's verdict.
@@ -799,7 +799,7 @@ impl<'p> Batch<'p> {
             names_by_id: FxHashMap::default(),
             loaded: FxHashSet::default(),
             referenced: FxHashSet::default(),
-            loaded_accounts: FxHashSet::default(),
+            loaded_accounts: FxHashMap::default(),
             loaded_buckets: FxHashSet::default(),
             new_journals: Vec::new(),
             explain: false,
@@ -1457,7 +1457,8 @@ impl<'p> Batch<'p> {
 
     fn put_account(&mut self, row: AccountRow) -> Result<()> {
         let ix = self.currency(&row.currency)?;
-        self.loaded_accounts.insert((row.member_id, ix.0));
+        self.loaded_accounts
+            .insert((row.member_id, ix.0), row.next_transition_at);
         if let Some(ledger) = self.ledgers.get_mut(&row.member_id) {
             ledger.accounts[ix.index()] = Account {
                 available: row.available,
@@ -2038,8 +2039,10 @@ impl<'p> Batch<'p> {
                 .enumerate()
                 .filter(|(_, a)| a.changed)
             {
+                let stored = self.loaded_accounts.get(&(*member, i as u16));
                 account_rows.push(AccountRow {
-                    existing: self.loaded_accounts.contains(&(*member, i as u16)),
+                    existing: stored.is_some(),
+                    transition_changed: stored != Some(&account.next_transition_at),
                     member_id: *member,
                     currency: code(CurrencyIx(i as u16)),
                     available: account.available,

@@ -117,6 +117,7 @@ pub(crate) fn account_row(r: &PgRow) -> Result<AccountRow> {
         pool: r.try_get(5)?,
         last_activity_at: r.try_get(6)?,
         next_transition_at: r.try_get(7)?,
+        transition_changed: false,
     })
 }
 
@@ -1269,6 +1270,7 @@ impl LedgerTx for PgTx {
                 pool: pool[i],
                 last_activity_at: activity[i],
                 next_transition_at: transition[i],
+                transition_changed: false,
             })
             .collect();
 

@@ -85,6 +85,8 @@ pub struct AccountRow {
     pub pool: i64,
     pub last_activity_at: Option<DateTime<Utc>>,
     pub next_transition_at: Option<DateTime<Utc>>,
+    /// Its next transition differs from the stored one (always true of a new row).
+    pub transition_changed: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -131,9 +131,11 @@ fn push_accounts(q: &mut QueryBuilder<Sqlite>, program_id: i64, rows: &[AccountR
     // `next_transition_at` is indexed (`accounts_due`), and SQLite rewrites an index entry
     // whenever its column is assigned, changed or not: a page of WAL for nearly every
     // journal, whose purchase seldom moves the account's next expiry. Assigned only where
-    // it changed.
+    // it changed — and the statement (a message to the connection's worker thread and
+    // back) is left out when none did.
     let transitions: Vec<(i64, &str, Option<i64>)> = rows
         .iter()
+        .filter(|r| r.transition_changed || !r.existing)
         .map(|r| {
             (
                 r.member_id,
@@ -142,6 +144,9 @@ fn push_accounts(q: &mut QueryBuilder<Sqlite>, program_id: i64, rows: &[AccountR
             )
         })
         .collect();
+    if transitions.is_empty() {
+        return Ok(());
+    }
     q.push(
         "; UPDATE accounts SET next_transition_at = n.t FROM (SELECT value ->> 0 AS m, \
          value ->> 1 AS c, value ->> 2 AS t FROM json_each(",
@@ -282,6 +287,7 @@ pub(crate) fn account_row(r: &SqliteRow) -> Result<AccountRow> {
         pool: r.try_get(5)?,
         last_activity_at: opt_instant(r.try_get(6)?)?,
         next_transition_at: opt_instant(r.try_get(7)?)?,
+        transition_changed: false,
     })
 }
 
@@ -1184,6 +1190,7 @@ impl LedgerTx for SqliteTx<'_> {
                 pool,
                 last_activity_at: opt_instant(activity)?,
                 next_transition_at: opt_instant(transition)?,
+                transition_changed: false,
             });
         }
         for j in part::<Journal>(&row, 3)? {
