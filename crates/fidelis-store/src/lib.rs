@@ -191,8 +191,9 @@ macro_rules! in_ledger_tx {
             attempt += 1;
             let result = match &$store.db {
                 Db::Sqlite(pool) => {
-                    let pool = $store.ledger_pool(pool);
-                    let mut $tx = sqlite::SqliteTx::new(pool.begin_with("BEGIN IMMEDIATE").await?);
+                    let mut $tx = sqlite::SqliteTx::new(
+                        $crate::begin_sqlite_ledger($store.ledger_pool(pool)).await?,
+                    );
                     match $body {
                         Ok(v) => $tx.tx.commit().await.map(|_| v).map_err(StoreError::from),
                         Err(e) => Err(e),
@@ -251,6 +252,24 @@ impl Default for ConnectOptions {
 /// How long a PostgreSQL connection may sit in the pool before it is pinged when handed
 /// out again.
 const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Begins a SQLite ledger transaction on `pool` (see [`Store::ledger_pool`]). Waiting too
+/// long for the ledger's connection means another writer holds it — the database is busy,
+/// as when waiting too long for SQLite's lock — not that it cannot be reached (which would
+/// mark the whole store down and fail every request at once).
+pub(crate) async fn begin_sqlite_ledger(
+    pool: &SqlitePool,
+) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    pool.begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::PoolTimedOut => StoreError::Unavailable {
+                kind: Unavailability::Busy,
+                detail: "another writer held the database for longer than the busy timeout".into(),
+            },
+            e => e.into(),
+        })
+}
 
 /// Whether a connection may go back to the pool: only outside a transaction. A write
 /// that fails on a full disk (SQLITE_FULL, or an I/O error) can make SQLite roll the
@@ -577,8 +596,8 @@ impl Store {
         let journals = std::slice::from_ref(journal);
         let result = match &self.db {
             Db::Sqlite(pool) => {
-                let pool = self.ledger_pool(pool);
-                let mut tx = sqlite::SqliteTx::new(pool.begin_with("BEGIN IMMEDIATE").await?);
+                let mut tx =
+                    sqlite::SqliteTx::new(begin_sqlite_ledger(self.ledger_pool(pool)).await?);
                 let result = engine::post_batch(
                     &mut tx,
                     program,
@@ -707,5 +726,38 @@ impl Store {
             total.members += round.members;
             total.journals += round.journals;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+
+    use crate::{StoreError, Unavailability};
+
+    /// A ledger writer that waits too long for the ledger's connection is told the
+    /// database is busy (retry), not that it is unreachable (which marks the store down).
+    #[tokio::test]
+    async fn waiting_too_long_for_the_ledger_connection_is_busy() {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_millis(50))
+            .connect_with(SqliteConnectOptions::new().in_memory(true))
+            .await
+            .expect("an in-memory database");
+        let held = pool.acquire().await.expect("the one connection");
+        match super::begin_sqlite_ledger(&pool).await {
+            Err(StoreError::Unavailable {
+                kind: Unavailability::Busy,
+                ..
+            }) => {}
+            Err(other) => panic!("expected busy, got {other:?}"),
+            Ok(_) => panic!("the connection was held, yet a transaction began"),
+        }
+        drop(held);
+        let tx = super::begin_sqlite_ledger(&pool).await;
+        assert!(tx.is_ok(), "the connection was released: {:?}", tx.err());
     }
 }

@@ -21,8 +21,9 @@ pub const MAX_HEADER_COUNT: usize = 100;
 /// Largest total of header names and values, in bytes.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
-/// Runs the rest of a request as a task of its own, to its end, whether or not the client
-/// still waits for the answer. A client that hangs up drops its request's future, and a
+/// Runs the rest of a request as a task of its own, to its end, whether or not anyone
+/// still waits for the answer: a client that hangs up, or the guard's time limit, drops
+/// the request's future (the guard then answers that the outcome is unknown). A
 /// handler dropped half way stops between two statements: sqlx 0.9 leaves a connection
 /// whose `BEGIN` was cancelled inside that transaction (its member locks held) and puts it
 /// back in the pool, where the next journal on it finds "a transaction in progress".

@@ -128,12 +128,13 @@ pub fn app(state: AppState) -> Router {
             metrics::record,
         ))
         .layer(DefaultBodyLimit::max(config.body_limit))
+        // Inside the guard: a request it answers as timed out still runs to its end.
+        .layer(axum::middleware::from_fn(edge::detached))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::guard,
         ))
         .layer(TraceLayer::new_for_http())
-        .layer(axum::middleware::from_fn(edge::detached))
         .layer(CatchPanicLayer::custom(routes::panicked))
         .layer(axum::middleware::from_fn(edge::edge))
         .with_state(state)
