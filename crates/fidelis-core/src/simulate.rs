@@ -598,16 +598,12 @@ fn run_in_cohorts(
                                 + Duration::seconds(
                                     (p.rng.random::<f64>() * 14.0 * 86_400.0) as i64 + 3_600,
                                 );
+                            let key = returnable_key(p, number);
                             if back < until {
-                                keep = Some(returnable_key(p, number));
-                                soon.push(Reverse((
-                                    back,
-                                    returnable_key(p, number),
-                                    person,
-                                    number,
-                                )));
+                                keep = Some(key);
+                                soon.push(Reverse((back, key, person, number)));
                             } else if back < end {
-                                keep = Some(returnable_key(p, number));
+                                keep = Some(key);
                                 later.push((
                                     back,
                                     Event::Return {

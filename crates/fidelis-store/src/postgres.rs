@@ -1426,10 +1426,7 @@ impl LedgerTx for PgTx {
                 }
                 let mut rows = Vec::with_capacity(n);
                 for i in 0..n {
-                    let promotion =
-                        fidelis_core::ids::Code::parse(&promotions[i]).map_err(|e| {
-                            StoreError::Inconsistent(format!("promotion {:?}: {e}", promotions[i]))
-                        })?;
+                    let promotion = stored_promotion(&promotions[i])?;
                     rows.push((
                         CounterKey {
                             promotion,
@@ -1786,8 +1783,7 @@ fn counter_row(r: &sqlx::postgres::PgRow) -> Result<(CounterKey, Count)> {
     let promotion: String = r.try_get("promotion")?;
     Ok((
         CounterKey {
-            promotion: fidelis_core::ids::Code::parse(&promotion)
-                .map_err(|e| StoreError::Inconsistent(format!("promotion {promotion:?}: {e}")))?,
+            promotion: stored_promotion(&promotion)?,
             member: r.try_get("member_id")?,
             period: r.try_get("period")?,
         },

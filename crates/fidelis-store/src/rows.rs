@@ -7,7 +7,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 
 /// A member as resolved from its external id.
 #[derive(Debug, Clone)]
@@ -207,6 +207,13 @@ pub struct OpeningReads<'a> {
     /// every member of the batch's rows for these are read (under the members' locks,
     /// which guard them).
     pub counter_periods: &'a [(String, String)],
+}
+
+/// A promotion's code as stored with its counters: written from a parsed code, so one
+/// that does not parse is a damaged row.
+pub(crate) fn stored_promotion(code: &str) -> Result<fidelis_core::ids::Code> {
+    fidelis_core::ids::Code::parse(code)
+        .map_err(|e| StoreError::Inconsistent(format!("promotion {code:?}: {e}")))
 }
 
 /// What a batch writes at its end.

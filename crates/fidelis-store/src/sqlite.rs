@@ -30,6 +30,34 @@ fn opt_instant(us: Option<i64>) -> Result<Option<DateTime<Utc>>> {
 /// SQLite allows 32,766 bound parameters per statement; stay well below.
 const MAX_PARAMS: usize = 30_000;
 
+// SQL shared by the single-purpose reads and a batch's one-row opening (macros, so that
+// `concat!` makes whole statements of them at compile time).
+
+/// The members a batch names (`?1` the program, `?2` their external ids as a JSON list),
+/// `x`, each with its merge survivor `s` if any.
+macro_rules! named_members {
+    () => {
+        "FROM members x LEFT JOIN members s ON s.id = x.merged_into \
+         WHERE x.program_id = ?1 AND x.external_id IN (SELECT value FROM json_each(?2))"
+    };
+}
+
+/// A member's segments, separated by spaces (in a query over `members`).
+macro_rules! member_segments {
+    () => {
+        "(SELECT group_concat(s.segment, ' ') FROM member_segments s \
+          WHERE s.member_id = members.id AND s.program_id = members.program_id)"
+    };
+}
+
+/// The first journal id not yet used (see [`LedgerTx::reserve_journal_ids`]).
+macro_rules! next_journal_id {
+    () => {
+        "max(coalesce((SELECT max(id) FROM journals), 0) + 1, \
+         coalesce((SELECT next FROM sequences WHERE name = 'journal_ids'), 1))"
+    };
+}
+
 /// Most members a batch may name to read its opening in one query
 /// ([`LedgerTx::open_batch`]); larger batches (imports) read part by part.
 const OPENING_MEMBERS: usize = 64;
@@ -212,6 +240,13 @@ impl<'c> SqliteTx<'c> {
             next_journal_id: None,
         }
     }
+
+    /// `count` journal ids from `start`, the next one free after them remembered.
+    fn hand_out_ids(&mut self, start: i64, count: usize) -> Vec<i64> {
+        let end = start + count as i64;
+        self.next_journal_id = Some(end);
+        (start..end).collect()
+    }
 }
 
 fn json_list<T: serde::Serialize>(items: &[T]) -> Result<String> {
@@ -297,12 +332,11 @@ impl LedgerTx for SqliteTx<'_> {
         program_id: i64,
         external_ids: &[&str],
     ) -> Result<Vec<MemberRow>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(concat!(
             "SELECT COALESCE(s.id, x.id), x.external_id, COALESCE(s.status, x.status), s.external_id, \
-                    CASE WHEN s.id IS NULL THEN x.group_id ELSE s.group_id END, x.enrolled_at \
-             FROM members x LEFT JOIN members s ON s.id = x.merged_into \
-             WHERE x.program_id = ?1 AND x.external_id IN (SELECT value FROM json_each(?2))",
-        )
+                    CASE WHEN s.id IS NULL THEN x.group_id ELSE s.group_id END, x.enrolled_at ",
+            named_members!()
+        ))
         .bind(program_id)
         .bind(json_list(external_ids)?)
         .fetch_all(&mut *self.tx)
@@ -367,9 +401,7 @@ impl LedgerTx for SqliteTx<'_> {
                 let promotion: String = r.try_get("promotion")?;
                 Ok((
                     CounterKey {
-                        promotion: fidelis_core::ids::Code::parse(&promotion).map_err(|e| {
-                            StoreError::Inconsistent(format!("promotion {promotion:?}: {e}"))
-                        })?,
+                        promotion: stored_promotion(&promotion)?,
                         member: r.try_get("member_id")?,
                         period: r.try_get("period")?,
                     },
@@ -399,10 +431,11 @@ impl LedgerTx for SqliteTx<'_> {
         segments: bool,
     ) -> Result<Vec<MemberFactsRow>> {
         let sql = if segments {
-            "SELECT id, profile, enrolled_at, \
-             (SELECT group_concat(s.segment, ' ') FROM member_segments s \
-              WHERE s.member_id = members.id AND s.program_id = members.program_id) AS segments \
-             FROM members WHERE id IN (SELECT value FROM json_each(?1))"
+            concat!(
+                "SELECT id, profile, enrolled_at, ",
+                member_segments!(),
+                " AS segments FROM members WHERE id IN (SELECT value FROM json_each(?1))"
+            )
         } else {
             "SELECT id, profile, enrolled_at, NULL AS segments \
              FROM members WHERE id IN (SELECT value FROM json_each(?1))"
@@ -881,20 +914,15 @@ impl LedgerTx for SqliteTx<'_> {
     /// sequence row cost a page of WAL per commit. The old sequence's value is a floor, so
     /// ids never go back below what it handed out.
     async fn reserve_journal_ids(&mut self, count: usize) -> Result<Vec<i64>> {
-        let count = count as i64;
         let start = match self.next_journal_id {
             Some(next) => next,
             None => {
-                sqlx::query_scalar(
-                    "SELECT max(coalesce((SELECT max(id) FROM journals), 0) + 1, \
-                     coalesce((SELECT next FROM sequences WHERE name = 'journal_ids'), 1))",
-                )
-                .fetch_one(&mut *self.tx)
-                .await?
+                sqlx::query_scalar(concat!("SELECT ", next_journal_id!()))
+                    .fetch_one(&mut *self.tx)
+                    .await?
             }
         };
-        self.next_journal_id = Some(start + count);
-        Ok((start..start + count).collect())
+        Ok(self.hand_out_ids(start, count))
     }
 
     async fn insert_journals(&mut self, program_id: i64, rows: &[JournalRow]) -> Result<()> {
@@ -1050,15 +1078,9 @@ impl LedgerTx for SqliteTx<'_> {
             .await;
         }
         // The members' ids as the other parts read them (a merged member's survivor).
-        const IDS: &str = "(SELECT COALESCE(s.id, x.id) AS id FROM members x LEFT JOIN members s ON s.id = x.merged_into \
-                           WHERE x.program_id = ?1 AND x.external_id IN (SELECT value FROM json_each(?2)))";
+        const IDS: &str = concat!("(SELECT COALESCE(s.id, x.id) AS id ", named_members!(), ")");
         let read_ids = id_count > 0 && self.next_journal_id.is_none();
-        let ids = if read_ids {
-            "max(coalesce((SELECT max(id) FROM journals), 0) + 1, \
-             coalesce((SELECT next FROM sequences WHERE name = 'journal_ids'), 1))"
-        } else {
-            "NULL"
-        };
+        let ids = if read_ids { next_journal_id!() } else { "NULL" };
         let screening = if screen {
             format!(
                 "(SELECT json_group_array(json_array(member_id, external_id, type, occurred_at, document, rule, \
@@ -1081,12 +1103,7 @@ impl LedgerTx for SqliteTx<'_> {
         };
         let facts = match reads.facts {
             Some(segments) => {
-                let segments = if segments {
-                    "(SELECT group_concat(s.segment, ' ') FROM member_segments s \
-                      WHERE s.member_id = members.id AND s.program_id = members.program_id)"
-                } else {
-                    "NULL"
-                };
+                let segments = if segments { member_segments!() } else { "NULL" };
                 format!(
                     "(SELECT json_group_array(json_array(id, profile, enrolled_at, {segments})) FROM members \
                       WHERE id IN {IDS})"
@@ -1109,15 +1126,14 @@ impl LedgerTx for SqliteTx<'_> {
             "SELECT (SELECT revision FROM programs WHERE id = ?1), \
              (SELECT json_group_array(json_array(COALESCE(s.id, x.id), x.external_id, COALESCE(s.status, x.status), \
                                                  s.external_id, CASE WHEN s.id IS NULL THEN x.group_id ELSE s.group_id END, \
-                                                 x.enrolled_at)) \
-              FROM members x LEFT JOIN members s ON s.id = x.merged_into \
-              WHERE x.program_id = ?1 AND x.external_id IN (SELECT value FROM json_each(?2))), \
+                                                 x.enrolled_at)) {named_members}), \
              (SELECT json_group_array(json_array(member_id, currency, available, pending, arrears, pool, \
                                                  last_activity_at, next_transition_at)) \
               FROM accounts WHERE member_id IN {IDS}), \
              (SELECT json_group_array(json_array({JOURNAL_COLUMNS})) FROM journals \
               WHERE program_id = ?1 AND external_id IN (SELECT value FROM json_each(?3))), \
-             {ids}, {screening}, {tiers}, {facts}, {counters}"
+             {ids}, {screening}, {tiers}, {facts}, {counters}",
+            named_members = named_members!()
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(program_id)
@@ -1261,9 +1277,7 @@ impl LedgerTx for SqliteTx<'_> {
         for (promotion, member, period, times, points) in part::<Counter>(&row, 10)? {
             counters.push((
                 CounterKey {
-                    promotion: fidelis_core::ids::Code::parse(&promotion).map_err(|e| {
-                        StoreError::Inconsistent(format!("promotion {promotion:?}: {e}"))
-                    })?,
+                    promotion: stored_promotion(&promotion)?,
                     member,
                     period,
                 },
@@ -1278,9 +1292,7 @@ impl LedgerTx for SqliteTx<'_> {
                     StoreError::Inconsistent("a batch's opening read no journal id".into())
                 })?,
             };
-            let count = id_count as i64;
-            self.next_journal_id = Some(start + count);
-            opening.ids = (start..start + count).collect();
+            opening.ids = self.hand_out_ids(start, id_count);
         }
         Ok(opening)
     }
