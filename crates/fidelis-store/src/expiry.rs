@@ -13,7 +13,6 @@ use crate::engine::lock_keys;
 use crate::rows::LedgerTx;
 use crate::{
     Actor, AuditFilter, Db, LoadedProgram, Result, Store, StoreError, in_ledger_tx, postgres,
-    sqlite,
 };
 
 /// What to extend: the open buckets of `currency` expiring in `[from, until)` get `by`.

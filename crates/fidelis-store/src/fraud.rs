@@ -34,7 +34,7 @@ use crate::dialect::{At, in_write_tx, with_pool};
 use crate::engine::Prepared;
 use crate::error::{Result, StoreError};
 use crate::rows::{HeldDecision, HeldRow, LedgerTx, ScreeningSave};
-use crate::{Db, in_ledger_tx, postgres, sqlite};
+use crate::{Db, in_ledger_tx, postgres};
 
 /// A batch's screening: what was loaded, and what it will write.
 #[derive(Debug, Default)]

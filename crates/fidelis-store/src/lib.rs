@@ -191,12 +191,15 @@ macro_rules! in_ledger_tx {
             attempt += 1;
             let result = match &$store.db {
                 Db::Sqlite(pool) => {
-                    let mut $tx = sqlite::SqliteTx::new(
-                        $crate::begin_sqlite_ledger($store.ledger_pool(pool)).await?,
-                    );
+                    let mut $tx = $crate::begin_sqlite_ledger($store.ledger_pool(pool)).await?;
                     match $body {
-                        Ok(v) => $tx.tx.commit().await.map(|_| v).map_err(StoreError::from),
-                        Err(e) => Err(e),
+                        Ok(v) => $tx.commit().await.map(|_| v),
+                        Err(e) => {
+                            // A failed rollback closes the connection instead (see
+                            // `sqlite::LedgerConn`); the body's error is the answer.
+                            let _ = $tx.rollback().await;
+                            Err(e)
+                        }
                     }
                 }
                 Db::Postgres(pool) => {
@@ -253,15 +256,15 @@ impl Default for ConnectOptions {
 /// out again.
 const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Begins a SQLite ledger transaction on `pool` (see [`Store::ledger_pool`]). Waiting too
-/// long for the ledger's connection means another writer holds it — the database is busy,
-/// as when waiting too long for SQLite's lock — not that it cannot be reached (which would
-/// mark the whole store down and fail every request at once).
-pub(crate) async fn begin_sqlite_ledger(
-    pool: &SqlitePool,
-) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-    pool.begin_with("BEGIN IMMEDIATE")
+/// Begins a SQLite ledger transaction on `pool` (see [`Store::ledger_pool`]); its
+/// `BEGIN IMMEDIATE` goes with its first statement (see [`sqlite::LedgerConn`]). Waiting
+/// too long for the ledger's connection means another writer holds it — the database is
+/// busy, as when waiting too long for SQLite's lock — not that it cannot be reached (which
+/// would mark the whole store down and fail every request at once).
+pub(crate) async fn begin_sqlite_ledger(pool: &SqlitePool) -> Result<sqlite::SqliteTx<'static>> {
+    pool.acquire()
         .await
+        .map(|conn| sqlite::SqliteTx::ledger(sqlite::LedgerConn::new(conn)))
         .map_err(|e| match e {
             sqlx::Error::PoolTimedOut => StoreError::Unavailable {
                 kind: Unavailability::Busy,
@@ -337,6 +340,7 @@ impl Store {
             create_private(connect.get_filename())?;
             let pool = SqlitePoolOptions::new()
                 .max_connections(options.max_connections)
+                .test_before_acquire(false)
                 .after_release(|conn, _| Box::pin(release_outside_transaction(conn)))
                 .connect_with(connect.clone())
                 .await?;
@@ -345,6 +349,9 @@ impl Store {
                 SqlitePoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(options.busy_timeout)
+                    // A SQLite connection cannot be cut off from its file; pinging it
+                    // before each use was one more message to its thread per journal.
+                    .test_before_acquire(false)
                     .idle_timeout(None)
                     .max_lifetime(None)
                     .after_release(|conn, _| Box::pin(release_outside_transaction(conn)))
@@ -596,8 +603,7 @@ impl Store {
         let journals = std::slice::from_ref(journal);
         let result = match &self.db {
             Db::Sqlite(pool) => {
-                let mut tx =
-                    sqlite::SqliteTx::new(begin_sqlite_ledger(self.ledger_pool(pool)).await?);
+                let mut tx = begin_sqlite_ledger(self.ledger_pool(pool)).await?;
                 let result = engine::post_batch(
                     &mut tx,
                     program,
@@ -609,7 +615,7 @@ impl Store {
                     false,
                 )
                 .await;
-                tx.tx.rollback().await?;
+                tx.rollback().await?;
                 result?
             }
             Db::Postgres(pool) => {

@@ -324,7 +324,7 @@ impl sqlite::SqliteTx<'_> {
         .bind(member)
         .bind(micros(since))
         .bind(currency)
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn().await?)
         .await?;
         Ok(sent)
     }
@@ -343,7 +343,7 @@ impl sqlite::SqliteTx<'_> {
         .bind(member)
         .bind(micros(since))
         .bind(currency)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -367,7 +367,7 @@ impl sqlite::SqliteTx<'_> {
         )
         .bind(member)
         .bind(micros(since))
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.conn().await?)
         .await?;
         reinstated_keys(docs)
     }
@@ -376,18 +376,18 @@ impl sqlite::SqliteTx<'_> {
         sqlx::query("UPDATE members SET status = 'closed', merged_into = ?1 WHERE id = ?2")
             .bind(survivor)
             .bind(source)
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         sqlx::query("UPDATE members SET merged_into = ?1 WHERE merged_into = ?2")
             .bind(survivor)
             .bind(source)
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         // The source's vouchers go to the survivor (PRODUCT.md §2).
         sqlx::query("UPDATE vouchers SET member_id = ?1 WHERE member_id = ?2")
             .bind(survivor)
             .bind(source)
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         // … and so do its granted benefits and its badges (a badge both hold: the
         // survivor's stands). Its orders stay with it, as its journals do.
@@ -400,7 +400,7 @@ impl sqlite::SqliteTx<'_> {
             sqlx::query(sql)
                 .bind(survivor)
                 .bind(source)
-                .execute(&mut *self.tx)
+                .execute(self.conn().await?)
                 .await?;
         }
         sqlx::query(
@@ -413,7 +413,7 @@ impl sqlite::SqliteTx<'_> {
         .bind(survivor)
         .bind(program_id)
         .bind(source)
-        .execute(&mut *self.tx)
+        .execute(self.conn().await?)
         .await?;
         Ok(())
     }
@@ -835,7 +835,7 @@ impl TransferTx for sqlite::SqliteTx<'_> {
         .bind(serde_json::to_string(members)?)
         .bind(micros(since))
         .bind(limit)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.conn().await?)
         .await?)
     }
 }

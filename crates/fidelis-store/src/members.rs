@@ -546,14 +546,15 @@ impl sqlite::SqliteTx<'_> {
             .bind(profile)
             .bind(micros(now))
             .bind(id)
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         sqlx::query("DELETE FROM member_terms WHERE member_id = ?1")
             .bind(id)
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
-        insert_terms_sqlite(&mut self.tx, program_id, terms).await?;
-        insert_audit!(self.tx, audit);
+        insert_terms_sqlite(self.conn().await?, program_id, terms).await?;
+        let conn = self.conn().await?;
+        insert_audit!(conn, audit);
         Ok(())
     }
 
@@ -561,9 +562,10 @@ impl sqlite::SqliteTx<'_> {
         sqlx::query("UPDATE members SET status = ?1 WHERE id = ?2")
             .bind(status)
             .bind(id)
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
-        insert_audit!(self.tx, audit);
+        let conn = self.conn().await?;
+        insert_audit!(conn, audit);
         Ok(())
     }
 }

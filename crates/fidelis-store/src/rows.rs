@@ -543,21 +543,22 @@ pub(crate) async fn write_batch_stepwise<T: LedgerTx + ?Sized>(
     tx.insert_entries(program_id, &rows.entries).await?;
     tx.upsert_buckets(program_id, &rows.buckets).await?;
     tx.upsert_accounts(program_id, &rows.accounts).await?;
-    write_batch_rest(tx, program_id, rows, true).await
+    write_batch_rest(tx, program_id, rows, true, true).await
 }
 
 /// What a batch writes after its ledger rows (journals, entries, buckets, accounts), one
 /// part at a time: updates of journals (which may be the batch's own), tiers, audits,
-/// events, held journals, and — unless `risk_and_counters` is false because the dialect
-/// wrote them with the ledger rows — fraud memory and promotion counters.
+/// events, held journals, and — unless the dialect wrote them with the ledger rows
+/// (`tiers`, `risk_and_counters` false) — tiers, fraud memory and promotion counters.
 pub(crate) async fn write_batch_rest<T: LedgerTx + ?Sized>(
     tx: &mut T,
     program_id: i64,
     rows: &WriteSet,
     risk_and_counters: bool,
+    tiers: bool,
 ) -> Result<()> {
     tx.update_journals(&rows.updates).await?;
-    if !rows.tiers.is_empty() {
+    if tiers && !rows.tiers.is_empty() {
         tx.save_tiers(program_id, &rows.tiers).await?;
     }
     if !rows.audits.is_empty() {

@@ -67,6 +67,7 @@ const JOURNAL_PARAMS: usize = 14;
 const ENTRY_PARAMS: usize = 11;
 const BUCKET_PARAMS: usize = 12;
 const ACCOUNT_PARAMS: usize = 9;
+const TIER_PARAMS: usize = 4;
 
 // Each part of a batch's writes, pushed onto a query (placeholders unnumbered, so parts
 // pushed one after another form one multi-statement query whose binds follow in order).
@@ -187,6 +188,19 @@ fn push_accounts(q: &mut QueryBuilder<Sqlite>, program_id: i64, rows: &[AccountR
     Ok(())
 }
 
+fn push_tiers(q: &mut QueryBuilder<Sqlite>, program_id: i64, rows: &[TierSave]) {
+    q.push("INSERT INTO member_tiers (member_id, program_id, state, next_due_at) ");
+    q.push_values(rows, |mut b, r| {
+        b.push_bind(r.member_id)
+            .push_bind(program_id)
+            .push_bind(r.state.as_str())
+            .push_bind(r.next_due_at.map(micros));
+    });
+    q.push(
+        " ON CONFLICT (member_id) DO UPDATE SET state = excluded.state, next_due_at = excluded.next_due_at",
+    );
+}
+
 fn push_risk(q: &mut QueryBuilder<Sqlite>, program_id: i64, risk: &[(i64, String)]) -> Result<()> {
     q.push("INSERT INTO member_risk (member_id, program_id, recent) SELECT value ->> 0, ");
     q.push_bind(program_id);
@@ -227,17 +241,185 @@ fn push_counters(
 }
 
 pub(crate) struct SqliteTx<'c> {
-    pub tx: Transaction<'c, Sqlite>,
+    tx: Conn<'c>,
     /// The next journal id this transaction hands out, once it has read where the ids
     /// stand ([`LedgerTx::reserve_journal_ids`]).
     next_journal_id: Option<i64>,
 }
 
+/// The connection a [`SqliteTx`] runs on.
+enum Conn<'c> {
+    /// A transaction sqlx began and ends (reads).
+    Sqlx(Transaction<'c, Sqlite>),
+    /// A ledger transaction, begun and ended by [`LedgerConn`].
+    Ledger(LedgerConn),
+}
+
+/// A SQLite ledger transaction that travels light: its `BEGIN IMMEDIATE` goes with its
+/// first statement (the opening), and its last writes go with its `COMMIT`.
+///
+/// sqlx runs each SQLite connection on a thread of its own, and every statement is a
+/// message to that thread and an answer back — two thread switches, which on this kind
+/// of machine cost more than the statement. A realtime purchase was six of them (the
+/// pool's ping, `BEGIN`, the opening, the writes, the tiers, `COMMIT`); now it is two.
+///
+/// sqlx does not know about this transaction (it only tracks its own), so the rules are
+/// ours: a connection dropped while its transaction may be open is closed, not pooled
+/// (closing rolls back), and every ending goes through [`LedgerConn::commit`] or
+/// [`LedgerConn::rollback`].
+pub(crate) struct LedgerConn {
+    conn: sqlx::pool::PoolConnection<Sqlite>,
+    /// `BEGIN IMMEDIATE` has not been sent yet.
+    begin_pending: bool,
+    /// A transaction may be open on the connection (sent `BEGIN`, no ending answered).
+    open: bool,
+    /// Writes held back to go with the next statement's message or with `COMMIT`.
+    pending: Option<QueryBuilder<Sqlite>>,
+}
+
+impl LedgerConn {
+    pub(crate) fn new(conn: sqlx::pool::PoolConnection<Sqlite>) -> Self {
+        Self {
+            conn,
+            begin_pending: true,
+            open: false,
+            pending: None,
+        }
+    }
+
+    /// The connection inside the transaction, with every held-back write sent.
+    async fn ready(&mut self) -> Result<&mut sqlx::SqliteConnection> {
+        if self.begin_pending {
+            self.begin_pending = false;
+            self.open = true;
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut *self.conn)
+                .await?;
+        }
+        if let Some(mut q) = self.pending.take() {
+            q.build().execute(&mut *self.conn).await?;
+        }
+        Ok(&mut *self.conn)
+    }
+
+    /// The SQL that starts the transaction if it has not started yet, to put before the
+    /// first statement (which must have no `?` parameters before its own, numbered ones).
+    fn begin_with_first(&mut self) -> &'static str {
+        if self.begin_pending {
+            self.begin_pending = false;
+            self.open = true;
+            "BEGIN IMMEDIATE; "
+        } else {
+            ""
+        }
+    }
+
+    /// Commits: the held-back writes and `COMMIT` in one message.
+    async fn commit(&mut self) -> Result<()> {
+        if self.begin_pending {
+            // Nothing was read or written.
+            return Ok(());
+        }
+        match self.pending.take() {
+            Some(mut q) => {
+                q.push("; COMMIT");
+                q.build().execute(&mut *self.conn).await?;
+            }
+            None => {
+                sqlx::query("COMMIT").execute(&mut *self.conn).await?;
+            }
+        }
+        self.open = false;
+        Ok(())
+    }
+
+    /// Rolls back. If `ROLLBACK` fails (SQLite may have ended the transaction itself, on
+    /// a full disk), the connection stays marked open and is closed when dropped.
+    async fn rollback(&mut self) -> Result<()> {
+        self.pending = None;
+        self.begin_pending = false;
+        if self.open {
+            sqlx::query("ROLLBACK").execute(&mut *self.conn).await?;
+            self.open = false;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LedgerConn {
+    fn drop(&mut self) {
+        if self.open {
+            // Ended half way (an error, a panic, a dropped future): SQLite rolls the
+            // transaction back when the connection closes; pooled, it would stay open.
+            self.conn.close_on_drop();
+        }
+    }
+}
+
 impl<'c> SqliteTx<'c> {
+    /// A transaction sqlx began (reads).
     pub(crate) fn new(tx: Transaction<'c, Sqlite>) -> Self {
         Self {
-            tx,
+            tx: Conn::Sqlx(tx),
             next_journal_id: None,
+        }
+    }
+
+    /// A ledger transaction on `conn` (see [`LedgerConn`]).
+    pub(crate) fn ledger(conn: LedgerConn) -> Self {
+        Self {
+            tx: Conn::Ledger(conn),
+            next_journal_id: None,
+        }
+    }
+
+    /// The connection, inside the transaction, every held-back write sent.
+    pub(crate) async fn conn(&mut self) -> Result<&mut sqlx::SqliteConnection> {
+        match &mut self.tx {
+            Conn::Sqlx(tx) => Ok(&mut **tx),
+            Conn::Ledger(l) => l.ready().await,
+        }
+    }
+
+    /// Sends `q` (writes, no rows back) now, or holds it back to go with the next
+    /// statement or the commit when this is a ledger transaction.
+    async fn write_later(&mut self, mut q: QueryBuilder<Sqlite>) -> Result<()> {
+        match &mut self.tx {
+            Conn::Sqlx(tx) => {
+                q.build().execute(&mut **tx).await?;
+            }
+            Conn::Ledger(l) => {
+                if l.begin_pending || l.pending.is_some() {
+                    l.ready().await?;
+                }
+                l.pending = Some(q);
+            }
+        }
+        Ok(())
+    }
+
+    /// `BEGIN IMMEDIATE; ` when a ledger transaction has not begun yet, for its first
+    /// statement to carry (see [`LedgerConn`]); otherwise nothing.
+    fn begin_with_first(&mut self) -> &'static str {
+        match &mut self.tx {
+            Conn::Ledger(l) => l.begin_with_first(),
+            Conn::Sqlx(_) => "",
+        }
+    }
+
+    /// Commits.
+    pub(crate) async fn commit(self) -> Result<()> {
+        match self.tx {
+            Conn::Sqlx(tx) => Ok(tx.commit().await?),
+            Conn::Ledger(mut l) => l.commit().await,
+        }
+    }
+
+    /// Rolls back.
+    pub(crate) async fn rollback(self) -> Result<()> {
+        match self.tx {
+            Conn::Sqlx(tx) => Ok(tx.rollback().await?),
+            Conn::Ledger(mut l) => l.rollback().await,
         }
     }
 
@@ -339,7 +521,7 @@ impl LedgerTx for SqliteTx<'_> {
         ))
         .bind(program_id)
         .bind(json_list(external_ids)?)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -366,7 +548,7 @@ impl LedgerTx for SqliteTx<'_> {
              FROM accounts WHERE member_id IN (SELECT value FROM json_each(?1))",
         )
         .bind(json_list(member_ids)?)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.conn().await?)
         .await?;
         rows.iter().map(account_row).collect()
     }
@@ -394,7 +576,7 @@ impl LedgerTx for SqliteTx<'_> {
         )
         .bind(program_id)
         .bind(keys)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -421,7 +603,7 @@ impl LedgerTx for SqliteTx<'_> {
     ) -> Result<()> {
         let mut q = QueryBuilder::<Sqlite>::new("");
         push_counters(&mut q, program_id, deltas)?;
-        q.build().execute(&mut *self.tx).await?;
+        q.build().execute(self.conn().await?).await?;
         Ok(())
     }
 
@@ -442,7 +624,7 @@ impl LedgerTx for SqliteTx<'_> {
         };
         let rows = sqlx::query(sql)
             .bind(json_list(member_ids)?)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.conn().await?)
             .await?;
         rows.iter()
             .map(|r| {
@@ -467,7 +649,7 @@ impl LedgerTx for SqliteTx<'_> {
         )
         .bind(json_list(member_ids)?)
         .bind(micros(since))
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.conn().await?)
         .await?;
         rows.into_iter()
             .map(|(member_id, code, value, starts, ends)| {
@@ -488,7 +670,7 @@ impl LedgerTx for SqliteTx<'_> {
             "SELECT member_id, state FROM member_tiers WHERE member_id IN (SELECT value FROM json_each(?1))",
         )
         .bind(json_list(member_ids)?)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.conn().await?)
         .await?;
         let mut out: Vec<TierRow> = rows
             .iter()
@@ -511,7 +693,7 @@ impl LedgerTx for SqliteTx<'_> {
                 "SELECT id, enrolled_at FROM members WHERE id IN (SELECT value FROM json_each(?1))",
             )
             .bind(json_list(&missing)?)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.conn().await?)
             .await?;
             for r in &rows {
                 out.push(TierRow {
@@ -526,19 +708,9 @@ impl LedgerTx for SqliteTx<'_> {
 
     async fn save_tiers(&mut self, program_id: i64, rows: &[TierSave]) -> Result<()> {
         for chunk in rows.chunks(5_000) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO member_tiers (member_id, program_id, state, next_due_at) ",
-            );
-            q.push_values(chunk, |mut b, r| {
-                b.push_bind(r.member_id)
-                    .push_bind(program_id)
-                    .push_bind(r.state.as_str())
-                    .push_bind(r.next_due_at.map(micros));
-            });
-            q.push(
-                " ON CONFLICT (member_id) DO UPDATE SET state = excluded.state, next_due_at = excluded.next_due_at",
-            );
-            q.build().execute(&mut *self.tx).await?;
+            let mut q = QueryBuilder::<Sqlite>::new("");
+            push_tiers(&mut q, program_id, chunk);
+            q.build().execute(self.conn().await?).await?;
         }
         Ok(())
     }
@@ -549,7 +721,7 @@ impl LedgerTx for SqliteTx<'_> {
         rows: &[crate::vouchers::NewVoucher],
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let conn = &mut *self.tx;
+        let conn = self.conn().await?;
         crate::vouchers::insert_vouchers!(conn, false, program_id, rows, now);
         Ok(())
     }
@@ -560,7 +732,7 @@ impl LedgerTx for SqliteTx<'_> {
         journal_ids: &[i64],
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let conn = &mut *self.tx;
+        let conn = self.conn().await?;
         crate::vouchers::cancel_journal_vouchers!(conn, program_id, journal_ids, now);
         Ok(())
     }
@@ -572,7 +744,7 @@ impl LedgerTx for SqliteTx<'_> {
         benefits: &[crate::badges::NewBenefit],
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let conn = &mut *self.tx;
+        let conn = self.conn().await?;
         crate::badges::insert_awards!(conn, program_id, badges, benefits, now);
         Ok(())
     }
@@ -582,7 +754,7 @@ impl LedgerTx for SqliteTx<'_> {
         program_id: i64,
         code: &str,
     ) -> Result<Option<crate::partners::PartnerRow>> {
-        let conn = &mut *self.tx;
+        let conn = self.conn().await?;
         Ok(crate::partners::lock_partner!(conn, program_id, code, ""))
     }
 
@@ -593,7 +765,7 @@ impl LedgerTx for SqliteTx<'_> {
         // In process: a statement per journal costs no round trip.
         let mut rows = Vec::new();
         for &journal_id in journal_ids {
-            let conn = &mut *self.tx;
+            let conn = self.conn().await?;
             rows.extend(crate::partners::load_movements!(conn, journal_id));
         }
         Ok(rows)
@@ -605,7 +777,7 @@ impl LedgerTx for SqliteTx<'_> {
         entries: &[crate::partners::NewPartnerEntry],
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let conn = &mut *self.tx;
+        let conn = self.conn().await?;
         crate::partners::write_partner_entries!(conn, program_id, entries, now, "journal");
         Ok(())
     }
@@ -627,7 +799,7 @@ impl LedgerTx for SqliteTx<'_> {
                     .push_bind(micros(e.occurred_at))
                     .push_bind(e.member_id);
             });
-            q.build().execute(&mut *self.tx).await?;
+            q.build().execute(self.conn().await?).await?;
         }
         Ok(())
     }
@@ -648,7 +820,7 @@ impl LedgerTx for SqliteTx<'_> {
             )
             .bind(program_id)
             .bind(json_list(names)?)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.conn().await?)
             .await?;
             for r in &rows {
                 out.held.push(held_row(r)?);
@@ -660,14 +832,14 @@ impl LedgerTx for SqliteTx<'_> {
                  WHERE member_id IN (SELECT value FROM json_each(?1))",
             )
             .bind(json_list(member_ids)?)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.conn().await?)
             .await?;
             let changed: Vec<(i64, i64)> = sqlx::query_as(
                 "SELECT id, profile_changed_at FROM members \
                  WHERE id IN (SELECT value FROM json_each(?1)) AND profile_changed_at IS NOT NULL",
             )
             .bind(json_list(member_ids)?)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.conn().await?)
             .await?;
             for (id, at) in changed {
                 out.profile_changed.push((id, instant(at)?));
@@ -681,7 +853,7 @@ impl LedgerTx for SqliteTx<'_> {
             )
             .bind(program_id)
             .bind(json_list(receipts)?)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.conn().await?)
             .await?;
         }
         Ok(out)
@@ -705,7 +877,7 @@ impl LedgerTx for SqliteTx<'_> {
         .bind(micros(decision.at))
         .bind(program_id)
         .bind(external_id)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.conn().await?)
         .await?;
         row.as_ref().map(held_row).transpose()
     }
@@ -728,12 +900,12 @@ impl LedgerTx for SqliteTx<'_> {
                     .push_bind("held")
                     .push_bind(micros(h.held_at));
             });
-            q.build().execute(&mut *self.tx).await?;
+            q.build().execute(self.conn().await?).await?;
         }
         if !saved.risk.is_empty() {
             let mut q = QueryBuilder::<Sqlite>::new("");
             push_risk(&mut q, program_id, &saved.risk)?;
-            q.build().execute(&mut *self.tx).await?;
+            q.build().execute(self.conn().await?).await?;
         }
         if !saved.receipts.is_empty() {
             sqlx::query(
@@ -743,7 +915,7 @@ impl LedgerTx for SqliteTx<'_> {
             )
             .bind(program_id)
             .bind(serde_json::to_string(&saved.receipts)?)
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         }
         Ok(())
@@ -755,7 +927,7 @@ impl LedgerTx for SqliteTx<'_> {
              AND hold_until IS NOT NULL",
         )
         .bind(json_list(member_ids)?)
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn().await?)
         .await?)
     }
 
@@ -765,7 +937,7 @@ impl LedgerTx for SqliteTx<'_> {
              JOIN members m ON m.id = g.group_id WHERE g.group_id IN (SELECT value FROM json_each(?1))",
         )
         .bind(json_list(group_ids)?)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -786,7 +958,7 @@ impl LedgerTx for SqliteTx<'_> {
         )
         .bind(micros(now))
         .bind(json_list(member_ids)?)
-        .execute(&mut *self.tx)
+        .execute(self.conn().await?)
         .await?;
         Ok(())
     }
@@ -813,7 +985,7 @@ impl LedgerTx for SqliteTx<'_> {
                     .push_bind(before)
                     .push_bind(after);
             });
-            q.build().execute(&mut *self.tx).await?;
+            q.build().execute(self.conn().await?).await?;
         }
         Ok(())
     }
@@ -822,7 +994,7 @@ impl LedgerTx for SqliteTx<'_> {
         Ok(
             sqlx::query_scalar::<_, i64>("SELECT 1 FROM journals WHERE member_id = ?1 LIMIT 1")
                 .bind(member_id)
-                .fetch_optional(&mut *self.tx)
+                .fetch_optional(self.conn().await?)
                 .await?
                 .is_some(),
         )
@@ -838,7 +1010,7 @@ impl LedgerTx for SqliteTx<'_> {
                 .bind(member)
                 .bind(journal)
                 .bind(seq)
-                .execute(&mut *self.tx)
+                .execute(self.conn().await?)
                 .await?;
         }
         Ok(())
@@ -851,7 +1023,7 @@ impl LedgerTx for SqliteTx<'_> {
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(json_list(member_ids)?)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.conn().await?)
             .await?;
         rows.iter().map(bucket_row).collect()
     }
@@ -863,7 +1035,7 @@ impl LedgerTx for SqliteTx<'_> {
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(pairs(journals)?)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.conn().await?)
             .await?;
         rows.iter().map(bucket_row).collect()
     }
@@ -880,7 +1052,7 @@ impl LedgerTx for SqliteTx<'_> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(program_id)
             .bind(json_list(external_ids)?)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.conn().await?)
             .await?;
         rows.iter().map(journal_row).collect()
     }
@@ -892,7 +1064,7 @@ impl LedgerTx for SqliteTx<'_> {
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(pairs(journals)?)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.conn().await?)
             .await?;
         rows.iter().map(journal_row).collect()
     }
@@ -903,7 +1075,7 @@ impl LedgerTx for SqliteTx<'_> {
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(pairs(journals)?)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.conn().await?)
             .await?;
         rows.iter().map(entry_row).collect()
     }
@@ -918,7 +1090,7 @@ impl LedgerTx for SqliteTx<'_> {
             Some(next) => next,
             None => {
                 sqlx::query_scalar(concat!("SELECT ", next_journal_id!()))
-                    .fetch_one(&mut *self.tx)
+                    .fetch_one(self.conn().await?)
                     .await?
             }
         };
@@ -929,7 +1101,7 @@ impl LedgerTx for SqliteTx<'_> {
         for chunk in rows.chunks(MAX_PARAMS / JOURNAL_PARAMS) {
             let mut q = QueryBuilder::<Sqlite>::new("");
             push_journals(&mut q, program_id, chunk);
-            q.build().execute(&mut *self.tx).await?;
+            q.build().execute(self.conn().await?).await?;
         }
         Ok(())
     }
@@ -938,7 +1110,7 @@ impl LedgerTx for SqliteTx<'_> {
         for chunk in rows.chunks(MAX_PARAMS / ENTRY_PARAMS) {
             let mut q = QueryBuilder::<Sqlite>::new("");
             push_entries(&mut q, program_id, chunk);
-            q.build().execute(&mut *self.tx).await?;
+            q.build().execute(self.conn().await?).await?;
         }
         Ok(())
     }
@@ -947,7 +1119,7 @@ impl LedgerTx for SqliteTx<'_> {
         for chunk in rows.chunks(MAX_PARAMS / BUCKET_PARAMS) {
             let mut q = QueryBuilder::<Sqlite>::new("");
             push_buckets(&mut q, program_id, chunk);
-            q.build().execute(&mut *self.tx).await?;
+            q.build().execute(self.conn().await?).await?;
         }
         Ok(())
     }
@@ -956,7 +1128,7 @@ impl LedgerTx for SqliteTx<'_> {
         for chunk in rows.chunks(MAX_PARAMS / ACCOUNT_PARAMS) {
             let mut q = QueryBuilder::<Sqlite>::new("");
             push_accounts(&mut q, program_id, chunk)?;
-            q.build().execute(&mut *self.tx).await?;
+            q.build().execute(self.conn().await?).await?;
         }
         Ok(())
     }
@@ -971,7 +1143,7 @@ impl LedgerTx for SqliteTx<'_> {
             .bind(r.member_id)
             .bind(r.id)
             .bind(r.hold_until.map(micros))
-            .execute(&mut *self.tx)
+            .execute(self.conn().await?)
             .await?;
         }
         Ok(())
@@ -993,7 +1165,7 @@ impl LedgerTx for SqliteTx<'_> {
         .bind(c.replayed)
         .bind(c.rejected)
         .bind(micros(now))
-        .execute(&mut *self.tx)
+        .execute(self.conn().await?)
         .await?;
         for chunk in c.rejections.chunks(MAX_PARAMS / 5) {
             let mut q = QueryBuilder::<Sqlite>::new(
@@ -1007,7 +1179,7 @@ impl LedgerTx for SqliteTx<'_> {
                     .push_bind(r.reason.as_str());
             });
             q.push(" ON CONFLICT DO NOTHING");
-            q.build().execute(&mut *self.tx).await?;
+            q.build().execute(self.conn().await?).await?;
         }
         Ok(())
     }
@@ -1029,7 +1201,7 @@ impl LedgerTx for SqliteTx<'_> {
         .bind(program_id)
         .bind(micros(as_of))
         .bind(limit)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -1049,7 +1221,7 @@ impl LedgerTx for SqliteTx<'_> {
         Ok(
             sqlx::query_scalar("SELECT revision FROM programs WHERE id = ?1")
                 .bind(program_id)
-                .fetch_optional(&mut *self.tx)
+                .fetch_optional(self.conn().await?)
                 .await?,
         )
     }
@@ -1122,8 +1294,10 @@ impl LedgerTx for SqliteTx<'_> {
                    AND u.member_id = m.id AND u.period = k.value ->> 1)"
             )
         };
+        // The transaction begins with this statement (its parameters are numbered).
+        let begin = self.begin_with_first();
         let sql = format!(
-            "SELECT (SELECT revision FROM programs WHERE id = ?1), \
+            "{begin}SELECT (SELECT revision FROM programs WHERE id = ?1), \
              (SELECT json_group_array(json_array(COALESCE(s.id, x.id), x.external_id, COALESCE(s.status, x.status), \
                                                  s.external_id, CASE WHEN s.id IS NULL THEN x.group_id ELSE s.group_id END, \
                                                  x.enrolled_at)) {named_members}), \
@@ -1140,7 +1314,7 @@ impl LedgerTx for SqliteTx<'_> {
             .bind(json_list(members)?)
             .bind(json_list(journals)?)
             .bind(serde_json::to_string(reads.counter_periods)?)
-            .fetch_one(&mut *self.tx)
+            .fetch_one(self.conn().await?)
             .await?;
         /// A part's rows, as the tuples `T` (none when the part was not read).
         fn part<T: serde::de::DeserializeOwned>(row: &SqliteRow, i: usize) -> Result<Vec<T>> {
@@ -1298,16 +1472,18 @@ impl LedgerTx for SqliteTx<'_> {
     }
 
     /// Writes a batch's rows. Each statement is a message to the connection's worker
-    /// thread and an answer back; a realtime purchase's six writes (journal, entries,
-    /// bucket, accounts, fraud memory, promotion counters) go as one multi-statement
-    /// query instead. The rest follows part by part, after them: updates may touch a
+    /// thread and an answer back; a realtime purchase's seven writes (journal, entries,
+    /// bucket, accounts, fraud memory, promotion counters, tiers) go as one multi-statement
+    /// query instead, held back to go with the `COMMIT` when nothing follows (see
+    /// [`LedgerConn`]). The rest follows part by part, after them: updates may touch a
     /// journal this batch inserted. A batch past SQLite's parameter limit (an import's)
     /// is written part by part, in chunks.
     async fn write_batch(&mut self, program_id: i64, rows: &WriteSet) -> Result<()> {
         let fits = rows.journals.len() * JOURNAL_PARAMS <= MAX_PARAMS
             && rows.entries.len() * ENTRY_PARAMS <= MAX_PARAMS
             && rows.buckets.len() * BUCKET_PARAMS <= MAX_PARAMS
-            && rows.accounts.len() * ACCOUNT_PARAMS <= MAX_PARAMS;
+            && rows.accounts.len() * ACCOUNT_PARAMS <= MAX_PARAMS
+            && rows.tiers.len() * TIER_PARAMS <= MAX_PARAMS;
         if !fits {
             return write_batch_stepwise(self, program_id, rows).await;
         }
@@ -1343,10 +1519,14 @@ impl LedgerTx for SqliteTx<'_> {
             next(&mut q);
             push_counters(&mut q, program_id, &rows.counters)?;
         }
-        if parts > 0 {
-            q.build().execute(&mut *self.tx).await?;
+        if !rows.tiers.is_empty() {
+            next(&mut q);
+            push_tiers(&mut q, program_id, &rows.tiers);
         }
-        write_batch_rest(self, program_id, rows, false).await
+        if parts > 0 {
+            self.write_later(q).await?;
+        }
+        write_batch_rest(self, program_id, rows, false, false).await
     }
 }
 
@@ -1362,4 +1542,136 @@ pub(crate) fn held_row(r: &SqliteRow) -> Result<HeldRow> {
         status: r.try_get("status")?,
         held_at: instant(r.try_get("held_at")?)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::QueryBuilder;
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+
+    use crate::begin_sqlite_ledger;
+
+    /// A one-connection pool on a new database file with one table, `t`.
+    async fn one_connection(name: &str) -> SqlitePool {
+        let path = std::env::temp_dir().join(format!(
+            "fidelis-ledger-conn-{name}-{}.db",
+            std::process::id()
+        ));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true),
+            )
+            .await
+            .expect("a database file");
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+            .execute(&pool)
+            .await
+            .expect("the table");
+        pool
+    }
+
+    async fn ids(pool: &SqlitePool) -> Vec<i64> {
+        sqlx::query_scalar("SELECT id FROM t ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .expect("the rows")
+    }
+
+    /// A ledger transaction ended half way — dropped after a write, with another held
+    /// back — leaves nothing behind, and the next one on the same (only) connection
+    /// begins, reads and commits: the connection did not go back to the pool inside the
+    /// transaction sqlx does not know about.
+    #[tokio::test]
+    async fn a_ledger_transaction_dropped_half_way_leaves_nothing() {
+        let pool = one_connection("dropped").await;
+        let mut tx = begin_sqlite_ledger(&pool).await.expect("a transaction");
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(tx.conn().await.expect("begun"))
+            .await
+            .expect("a write");
+        tx.write_later(QueryBuilder::new("INSERT INTO t VALUES (2)"))
+            .await
+            .expect("held back");
+        drop(tx);
+
+        let mut tx = begin_sqlite_ledger(&pool)
+            .await
+            .expect("the next transaction");
+        let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+            .fetch_one(tx.conn().await.expect("begun"))
+            .await
+            .expect("a read");
+        assert_eq!(seen, 0, "the dropped transaction's writes were kept");
+        tx.write_later(QueryBuilder::new("INSERT INTO t VALUES (3)"))
+            .await
+            .expect("held back");
+        tx.commit().await.expect("the commit");
+        assert_eq!(ids(&pool).await, vec![3]);
+    }
+
+    /// A write held back for the commit that fails makes the commit fail, with the
+    /// write's own error (a unique key, which callers retry on), and commits nothing of
+    /// the transaction; the next transaction works.
+    #[tokio::test]
+    async fn a_held_back_write_that_fails_fails_the_commit() {
+        let pool = one_connection("failing").await;
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&pool)
+            .await
+            .expect("a first row");
+        let mut tx = begin_sqlite_ledger(&pool).await.expect("a transaction");
+        sqlx::query("INSERT INTO t VALUES (5)")
+            .execute(tx.conn().await.expect("begun"))
+            .await
+            .expect("a write");
+        tx.write_later(QueryBuilder::new("INSERT INTO t VALUES (1)"))
+            .await
+            .expect("held back");
+        let err = tx.commit().await.expect_err("the held-back write fails");
+        assert!(err.is_unique_violation(), "{err:?}");
+        assert_eq!(
+            ids(&pool).await,
+            vec![1],
+            "part of the transaction committed"
+        );
+
+        let mut tx = begin_sqlite_ledger(&pool)
+            .await
+            .expect("the next transaction");
+        tx.write_later(QueryBuilder::new("INSERT INTO t VALUES (7)"))
+            .await
+            .expect("held back");
+        tx.commit().await.expect("the commit");
+        assert_eq!(ids(&pool).await, vec![1, 7]);
+    }
+
+    /// The opening carries the transaction's `BEGIN` (once): what follows it is inside
+    /// the transaction, and a rollback undoes it.
+    #[tokio::test]
+    async fn the_first_statement_carries_the_begin() {
+        let pool = one_connection("begin").await;
+        let mut tx = begin_sqlite_ledger(&pool).await.expect("a transaction");
+        let begin = tx.begin_with_first();
+        assert_eq!(begin, "BEGIN IMMEDIATE; ");
+        assert_eq!(tx.begin_with_first(), "", "BEGIN twice");
+        let sql = format!("{begin}SELECT count(*) FROM t WHERE id > ?1");
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(0_i64)
+            .fetch_one(tx.conn().await.expect("begun"))
+            .await
+            .expect("the opening");
+        assert_eq!(n, 0);
+        sqlx::query("INSERT INTO t VALUES (9)")
+            .execute(tx.conn().await.expect("begun"))
+            .await
+            .expect("a write");
+        tx.rollback().await.expect("the rollback");
+        assert_eq!(ids(&pool).await, Vec::<i64>::new());
+    }
 }
