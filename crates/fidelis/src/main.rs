@@ -80,10 +80,14 @@ fn main() -> ExitCode {
         "warn"
     };
     cli::init_logging(args.log_format, default_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Command::Serve(serve) = &args.command
+        && let Some(threads) = serve.runtime_threads(&args.database)
     {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -210,7 +210,7 @@ async fn sign_in(
         ));
     }
     let user = state.store.user_by_email(&email).await?;
-    let ok = session::verify(&password, user.as_ref().map(|u| u.password_hash.as_str()));
+    let ok = session::verify(&password, user.as_ref().map(|u| u.password_hash.as_str())).await;
     let Some(user) = user.filter(|_| ok) else {
         state.throttle.failed(&key);
         state

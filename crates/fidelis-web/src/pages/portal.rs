@@ -167,7 +167,7 @@ async fn sign_in(
         Some(v) => state.store.member_password(v.id).await?,
         None => None,
     };
-    let ok = session::verify(&password, hash.as_deref());
+    let ok = session::verify(&password, hash.as_deref()).await;
     let Some(view) = view.filter(|_| ok) else {
         state.throttle.failed(&key);
         state
@@ -307,7 +307,12 @@ async fn set_password(
         *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
         return Ok((jar, response).into_response());
     }
-    let hash = hash_password(&password)?;
+    let hash = {
+        let password = password.clone();
+        tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(|_| crate::error::ApiError::internal())??
+    };
     let Some(member_id) = state
         .store
         .use_signin_link(&token_hash(&token), &hash, Utc::now())

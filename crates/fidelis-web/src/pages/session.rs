@@ -83,8 +83,18 @@ impl Throttle {
 
 /// Whether `password` matches `hash`. Without a hash (no such account, or no password set)
 /// a real argon2 hash of a random secret is verified instead, so an unknown account costs
-/// the same time as a wrong password and sign-in timing tells nothing.
-pub(crate) fn verify(password: &str, hash: Option<&str>) -> bool {
+/// the same time as a wrong password and sign-in timing tells nothing. The hash's tens of
+/// milliseconds of CPU run on a blocking thread, not on the runtime's (which on SQLite is
+/// one thread: see `fidelis serve`), so a sign-in never stalls other requests.
+pub(crate) async fn verify(password: &str, hash: Option<&str>) -> bool {
+    let password = password.to_owned();
+    let hash = hash.map(str::to_owned);
+    tokio::task::spawn_blocking(move || verify_now(&password, hash.as_deref()))
+        .await
+        .unwrap_or(false)
+}
+
+fn verify_now(password: &str, hash: Option<&str>) -> bool {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     match hash {
         Some(h) => crate::auth::verify_password(password, h),
