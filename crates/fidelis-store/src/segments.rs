@@ -112,7 +112,15 @@ impl Store {
             .purchase_histories_as_of(program, as_of, UNIT_DAYS)
             .await?;
         let summaries: Vec<_> = histories.members.iter().map(|m| m.summary).collect();
-        let (model, model_error) = match churn::fit(&summaries) {
+        // Fitting the model is the one long computation here (an optimisation over every
+        // member's history): on a blocking thread, so that requests go on meanwhile (on
+        // SQLite `serve` has a single runtime thread).
+        let fitted = tokio::task::spawn_blocking(move || churn::fit(&summaries))
+            .await
+            .map_err(|e| {
+                StoreError::Inconsistent(format!("fitting the churn model stopped: {e}"))
+            })?;
+        let (model, model_error) = match fitted {
             Ok(m) => (Some(m), None),
             Err(e) => (None, Some(e.to_string())),
         };

@@ -42,7 +42,7 @@ pub struct ServeArgs {
     /// through one writer and its connection's own thread: a second runtime thread
     /// there only adds hand-offs between threads (measured: a fifth fewer purchases per
     /// second at one connection, no gain at eight). On PostgreSQL, one per core.
-    /// Password hashing runs on blocking threads either way.
+    /// Password hashing and the churn model's fit run on blocking threads either way.
     #[arg(long, env = "FIDELIS_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
     /// Longest a request may take, in seconds. A request cut by it answers 503 with code
