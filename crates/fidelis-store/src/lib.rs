@@ -615,8 +615,17 @@ impl Store {
                     false,
                 )
                 .await;
-                tx.rollback().await?;
-                result?
+                // The writes held back for a commit are sent too, so that the answer is as
+                // exact as a post's (constraints included); the body's error comes first.
+                let flushed = match &result {
+                    Ok(_) => tx.conn().await.map(|_| ()),
+                    Err(_) => Ok(()),
+                };
+                let rolled_back = tx.rollback().await;
+                let result = result?;
+                flushed?;
+                rolled_back?;
+                result
             }
             Db::Postgres(pool) => {
                 let mut tx = postgres::PgTx::new(pool);

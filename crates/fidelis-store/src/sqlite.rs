@@ -291,10 +291,17 @@ impl LedgerConn {
     async fn ready(&mut self) -> Result<&mut sqlx::SqliteConnection> {
         if self.begin_pending {
             self.begin_pending = false;
+            // Open from here until known otherwise: dropped while waiting for the answer,
+            // the transaction may have begun.
             self.open = true;
-            sqlx::query("BEGIN IMMEDIATE")
+            if let Err(e) = sqlx::query("BEGIN IMMEDIATE")
                 .execute(&mut *self.conn)
-                .await?;
+                .await
+            {
+                // A `BEGIN` that failed (busy past the timeout) began nothing.
+                self.open = false;
+                return Err(e.into());
+            }
         }
         if let Some(mut q) = self.pending.take() {
             q.build().execute(&mut *self.conn).await?;
@@ -538,7 +545,8 @@ impl LedgerTx for SqliteTx<'_> {
     }
 
     async fn lock_members(&mut self, _ids: &[i64]) -> Result<()> {
-        // BEGIN IMMEDIATE holds the database's only write lock already.
+        // BEGIN IMMEDIATE (sent with the transaction's first statement, before any read)
+        // holds the database's only write lock.
         Ok(())
     }
 

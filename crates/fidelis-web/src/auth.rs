@@ -305,6 +305,23 @@ pub fn hash_password(password: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::internal())
 }
 
+/// Runs argon2 work (a hash or a check) on a blocking thread, at most one per core at a
+/// time: each takes about 19 MiB and tens of milliseconds of CPU, and a flood of sign-ins
+/// must neither hold the runtime's threads (on SQLite `serve` has one) nor grow the blocking
+/// pool to hundreds of threads. `None` if the work panicked.
+pub async fn argon2_apart<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    let permits = PERMITS.get_or_init(|| {
+        tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+        )
+    });
+    let _permit = permits.acquire().await.ok()?;
+    tokio::task::spawn_blocking(work).await.ok()
+}
+
 /// Whether `password` matches a stored argon2 hash.
 pub fn verify_password(password: &str, hash: &str) -> bool {
     use argon2::PasswordVerifier;
@@ -483,6 +500,35 @@ impl FromRequestParts<AppState> for Arc<Caller> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Argon2 work runs at most one per core at a time, however many ask at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn argon2_work_runs_at_most_one_per_core() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..cores * 4)
+            .map(|_| {
+                let (running, most) = (Arc::clone(&running), Arc::clone(&most));
+                tokio::spawn(argon2_apart(move || {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                }))
+            })
+            .collect();
+        for task in tasks {
+            assert!(task.await.expect("the task").is_some());
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!(
+            most >= 1 && most <= cores,
+            "{most} at once on {cores} cores"
+        );
+    }
 
     #[test]
     fn the_bearer_scheme_is_case_insensitive() {

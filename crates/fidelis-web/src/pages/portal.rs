@@ -309,9 +309,9 @@ async fn set_password(
     }
     let hash = {
         let password = password.clone();
-        tokio::task::spawn_blocking(move || hash_password(&password))
+        crate::auth::argon2_apart(move || hash_password(&password))
             .await
-            .map_err(|_| crate::error::ApiError::internal())??
+            .ok_or_else(crate::error::ApiError::internal)??
     };
     let Some(member_id) = state
         .store

@@ -84,12 +84,12 @@ impl Throttle {
 /// Whether `password` matches `hash`. Without a hash (no such account, or no password set)
 /// a real argon2 hash of a random secret is verified instead, so an unknown account costs
 /// the same time as a wrong password and sign-in timing tells nothing. The hash's tens of
-/// milliseconds of CPU run on a blocking thread, not on the runtime's (which on SQLite is
-/// one thread: see `fidelis serve`), so a sign-in never stalls other requests.
+/// milliseconds of CPU run apart from the runtime ([`crate::auth::argon2_apart`]), so a
+/// sign-in never stalls other requests.
 pub(crate) async fn verify(password: &str, hash: Option<&str>) -> bool {
     let password = password.to_owned();
     let hash = hash.map(str::to_owned);
-    tokio::task::spawn_blocking(move || verify_now(&password, hash.as_deref()))
+    crate::auth::argon2_apart(move || verify_now(&password, hash.as_deref()))
         .await
         .unwrap_or(false)
 }

@@ -316,9 +316,9 @@ pub(crate) async fn create_user(
     )
     .await?;
     let password = request.password.clone();
-    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
+    let password_hash = crate::auth::argon2_apart(move || hash_password(&password))
         .await
-        .map_err(|_| ApiError::internal())??;
+        .ok_or_else(ApiError::internal)??;
     let user = UserRecord {
         id: 0,
         email: email.clone(),
