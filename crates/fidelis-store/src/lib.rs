@@ -340,6 +340,7 @@ impl Store {
             create_private(connect.get_filename())?;
             let pool = SqlitePoolOptions::new()
                 .max_connections(options.max_connections)
+                // No ping before each use (see the ledger's pool below).
                 .test_before_acquire(false)
                 .after_release(|conn, _| Box::pin(release_outside_transaction(conn)))
                 .connect_with(connect.clone())

@@ -307,12 +307,9 @@ async fn set_password(
         *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
         return Ok((jar, response).into_response());
     }
-    let hash = {
-        let password = password.clone();
-        crate::auth::argon2_apart(move || hash_password(&password))
-            .await
-            .ok_or_else(crate::error::ApiError::internal)??
-    };
+    let hash = crate::auth::argon2_apart(move || hash_password(&password))
+        .await
+        .ok_or_else(crate::error::ApiError::internal)??;
     let Some(member_id) = state
         .store
         .use_signin_link(&token_hash(&token), &hash, Utc::now())
