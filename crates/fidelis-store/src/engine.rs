@@ -198,7 +198,7 @@ pub(crate) async fn post_batch<T: LedgerTx>(
     // need is read with the opening.
     let screen =
         !explain && program.fraud.screens_journals() && prepared.iter().any(|p| p.screened);
-    let counter_periods = if program.has_limits() {
+    let counter_periods = if program.has_limits() && tx.opens_in_one(member_names.len()) {
         member_counter_periods(program, &journals)
     } else {
         Vec::new()
@@ -2203,7 +2203,9 @@ fn counter_keys(
     journals: &[&Journal],
     member_by_name: &FxHashMap<&str, i64>,
 ) -> Vec<fidelis_core::promotions::limits::CounterKey> {
-    let mut keys = std::collections::BTreeSet::new();
+    // A hash set, sorted once at the end: a large batch makes one key per journal and
+    // counting promotion, and keeping a tree ordered compared their strings at every insert.
+    let mut keys = FxHashSet::default();
     for journal in journals {
         let JournalBody::Accrual(accrual) = &journal.body else {
             continue;
@@ -2221,5 +2223,7 @@ fn counter_keys(
             }
         }
     }
-    keys.into_iter().collect()
+    let mut keys: Vec<_> = keys.into_iter().collect();
+    keys.sort_unstable();
+    keys
 }

@@ -142,6 +142,10 @@ fn split(pairs: &[(i64, i64)]) -> (Vec<i64>, Vec<i64>) {
 }
 
 impl LedgerTx for PgTx {
+    fn opens_in_one(&self, members: usize) -> bool {
+        members <= GENERIC_PLAN_MEMBERS
+    }
+
     async fn resolve_members(
         &mut self,
         program_id: i64,
@@ -1092,7 +1096,7 @@ impl LedgerTx for PgTx {
         screen: bool,
         reads: OpeningReads<'_>,
     ) -> Result<Opening> {
-        if members.len() > GENERIC_PLAN_MEMBERS {
+        if !self.opens_in_one(members.len()) {
             // Large batches (imports) amortise their round trips; one statement per
             // part plans and runs faster there.
             return open_batch_stepwise(

@@ -516,6 +516,10 @@ pub(crate) fn account_row(r: &SqliteRow) -> Result<AccountRow> {
 }
 
 impl LedgerTx for SqliteTx<'_> {
+    fn opens_in_one(&self, members: usize) -> bool {
+        members <= OPENING_MEMBERS
+    }
+
     async fn resolve_members(
         &mut self,
         program_id: i64,
@@ -1251,7 +1255,7 @@ impl LedgerTx for SqliteTx<'_> {
         screen: bool,
         reads: OpeningReads<'_>,
     ) -> Result<Opening> {
-        if members.len() > OPENING_MEMBERS {
+        if !self.opens_in_one(members.len()) {
             return open_batch_stepwise(
                 self, program_id, lock_keys, members, journals, id_count, screen,
             )
