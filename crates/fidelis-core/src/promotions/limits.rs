@@ -225,7 +225,9 @@ pub struct Count {
 /// changed as journals are processed; `deltas` what the store adds to the stored rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
-    pub counts: BTreeMap<CounterKey, Count>,
+    /// Looked up for every counting promotion of every journal: hashed, not ordered (a
+    /// tree compared the keys' strings at every step).
+    pub counts: rustc_hash::FxHashMap<CounterKey, Count>,
     pub deltas: BTreeMap<CounterKey, Count>,
     /// While one journal is processed: each changed key's values before the change, so a
     /// refusal undoes exactly what the journal changed. (A copy of the whole map per
@@ -274,15 +276,22 @@ impl Counters {
             ));
         }
         // A key is cloned only into a map that does not hold it yet.
-        for map in [&mut self.counts, &mut self.deltas] {
-            match map.get_mut(key) {
-                Some(c) => {
-                    c.times += times;
-                    c.points += points;
-                }
-                None => {
-                    map.insert(key.clone(), Count { times, points });
-                }
+        match self.counts.get_mut(key) {
+            Some(c) => {
+                c.times += times;
+                c.points += points;
+            }
+            None => {
+                self.counts.insert(key.clone(), Count { times, points });
+            }
+        }
+        match self.deltas.get_mut(key) {
+            Some(c) => {
+                c.times += times;
+                c.points += points;
+            }
+            None => {
+                self.deltas.insert(key.clone(), Count { times, points });
             }
         }
     }
