@@ -221,6 +221,18 @@ pub struct Count {
     pub points: i64,
 }
 
+/// Adds to a count held (`None` back), or gives the count to insert for a key not held.
+fn added(held: Option<&mut Count>, times: i64, points: i64) -> Option<Count> {
+    match held {
+        Some(c) => {
+            c.times += times;
+            c.points += points;
+            None
+        }
+        None => Some(Count { times, points }),
+    }
+}
+
 /// The counters a batch works with: `counts` as loaded by the store (under locks) and
 /// changed as journals are processed; `deltas` what the store adds to the stored rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -276,23 +288,11 @@ impl Counters {
             ));
         }
         // A key is cloned only into a map that does not hold it yet.
-        match self.counts.get_mut(key) {
-            Some(c) => {
-                c.times += times;
-                c.points += points;
-            }
-            None => {
-                self.counts.insert(key.clone(), Count { times, points });
-            }
+        if let Some(count) = added(self.counts.get_mut(key), times, points) {
+            self.counts.insert(key.clone(), count);
         }
-        match self.deltas.get_mut(key) {
-            Some(c) => {
-                c.times += times;
-                c.points += points;
-            }
-            None => {
-                self.deltas.insert(key.clone(), Count { times, points });
-            }
+        if let Some(count) = added(self.deltas.get_mut(key), times, points) {
+            self.deltas.insert(key.clone(), count);
         }
     }
 }
