@@ -22,6 +22,8 @@ struct Options {
     databases: Vec<String>,
     batch_size: Option<u32>,
     promotions: crate::BenchPromotions,
+    /// `journals import --order member` instead of file order.
+    by_member: bool,
     /// A binary to measure instead of building this checkout's (another commit's build:
     /// its ratio to the bare batch beside this one's, each in its own run).
     bin: Option<PathBuf>,
@@ -35,6 +37,7 @@ fn options(args: &[String]) -> Result<Options> {
         databases: vec!["sqlite".into(), "postgres".into()],
         batch_size: None,
         promotions: crate::BenchPromotions::Shipped,
+        by_member: false,
         bin: None,
     };
     let mut it = args.iter();
@@ -48,6 +51,13 @@ fn options(args: &[String]) -> Result<Options> {
             "--batch-size" => o.batch_size = Some(value.parse()?),
             "--promotions" => o.promotions = crate::BenchPromotions::parse(value)?,
             "--bin" => o.bin = Some(value.into()),
+            "--order" => {
+                o.by_member = match value.as_str() {
+                    "file" => false,
+                    "member" => true,
+                    _ => bail!("--order is file or member"),
+                }
+            }
             other => bail!("unknown option {other}"),
         }
     }
@@ -149,6 +159,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 o.journals,
                 o.batch_size,
                 o.promotions,
+                o.by_member,
             )?;
             let bare_per_s = bare(&bin, &bare_url, o.members, o.journals)?;
             eprintln!(
@@ -182,6 +193,7 @@ fn import(
     count: u64,
     batch_size: Option<u32>,
     promotions: crate::BenchPromotions,
+    by_member: bool,
 ) -> Result<f64> {
     let quiet = |c: &mut Command| -> Result<()> {
         let out = c.output()?;
@@ -209,6 +221,9 @@ fn import(
         .arg(journals);
     if let Some(size) = batch_size {
         cmd.args(["--batch-size", &size.to_string()]);
+    }
+    if by_member {
+        cmd.args(["--order", "member"]);
     }
     let started = Instant::now();
     let out = cmd.output()?;
@@ -262,11 +277,16 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn report(o: &Options, results: &[(String, Vec<Measurement>)], dir: &Path) -> Result<()> {
     let mut json = String::from("{\n");
     println!(
-        "\n{} journals, {} members, {} run(s), durable commits, the retail template with promotions {}; medians:\n",
+        "\n{} journals, {} members, {} run(s), durable commits, the retail template with promotions {}{}; medians:\n",
         o.journals,
         o.members,
         o.runs,
-        o.promotions.name()
+        o.promotions.name(),
+        if o.by_member {
+            ", imported grouped by member (--order member)"
+        } else {
+            ""
+        }
     );
     let mut ratio_lines = Vec::new();
     println!("| database | import (journals/s) | bare batch (journals/s) | import / bare |");
@@ -278,8 +298,9 @@ fn report(o: &Options, results: &[(String, Vec<Measurement>)], dir: &Path) -> Re
         println!("| {database} | {import:.0} | {bare:.0} | {ratio:.2} |");
         // One line per database a script can read, after the table.
         ratio_lines.push(format!(
-            "RATIO bench-import {database} promotions={} {ratio:.3}",
-            o.promotions.name().replace(' ', "-")
+            "RATIO bench-import {database} promotions={}{} {ratio:.3}",
+            o.promotions.name().replace(' ', "-"),
+            if o.by_member { " order=member" } else { "" }
         ));
         json.push_str(&format!(
             "  \"{database}\": {{\"import_per_s\": {import:.0}, \"bare_per_s\": {bare:.0}, \"ratio\": {ratio:.3}}}{}\n",

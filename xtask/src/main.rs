@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage:\n  cargo xtask test [-- NEXTEST ARGS]   run every test (installs PostgreSQL if it can)\n  \
-                 cargo xtask bench-import [--journals N] [--members N] [--runs N] [--databases sqlite,postgres] [--promotions shipped|none|200] [--bin FIDELIS]\n  \
+                 cargo xtask bench-import [--journals N] [--members N] [--runs N] [--databases sqlite,postgres] [--promotions shipped|none|200] [--order file|member] [--bin FIDELIS]\n  \
                  cargo xtask bench-api [--seconds N] [--connections N] [--members N] [--fraud on|off] [--promotions shipped|none|200] [--bin FIDELIS]\n  \
                  cargo xtask bench-members [--members N] [--queries N] [--databases sqlite,postgres]   member search and lists on a large program\n  \
                  cargo xtask bench-pages [--members N] [--journals N] [--queries N] [--databases sqlite,postgres]   the console's pages on a large program\n  \

@@ -183,6 +183,30 @@ impl Store {
         self.require_group(program, group).await
     }
 
+    /// Whether the program has a group (household): its members' journals then meet in
+    /// the group's ledger, so the order between them matters.
+    pub async fn has_groups(&self, program: &LoadedProgram) -> Result<bool> {
+        let found: Option<i64> = match &self.db {
+            Db::Sqlite(pool) => {
+                sqlx::query_scalar(
+                    "SELECT group_id FROM member_groups WHERE program_id = ?1 LIMIT 1",
+                )
+                .bind(program.id)
+                .fetch_optional(pool)
+                .await?
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "SELECT group_id FROM member_groups WHERE program_id = $1 LIMIT 1",
+                )
+                .bind(program.id)
+                .fetch_optional(pool)
+                .await?
+            }
+        };
+        Ok(found.is_some())
+    }
+
     /// A group with its members, or [`StoreError::Refused`] `unknown_group`.
     pub async fn require_group(&self, program: &LoadedProgram, group: &str) -> Result<GroupView> {
         type Row = (i64, i32, String, String);

@@ -44,6 +44,9 @@ both_dialects!(
     the_balance_lists_every_date_on_request,
     members_are_listed_searched_and_exported,
     an_import_killed_midway_resumes_and_applies_every_journal_once,
+    an_import_by_member_gives_what_file_order_gives,
+    an_import_by_member_killed_midway_resumes_and_applies_every_journal_once,
+    an_import_by_member_is_refused_where_members_meet,
     vouchers_are_issued_in_bulk_and_their_codes_written_out,
     the_catalog_is_imported_line_by_line,
     a_partner_statement_is_printed_and_closed,
@@ -837,6 +840,16 @@ fn members_are_listed_searched_and_exported(env: &Env) {
 /// Kills the import with SIGKILL twice while it runs, then lets it finish: every journal
 /// is applied exactly once, and the balances are what one clean import gives.
 fn an_import_killed_midway_resumes_and_applies_every_journal_once(env: &Env) {
+    killed_midway(env, &[]);
+}
+
+/// The same, grouped by member: the checkpoints are positions in the sorted order, which
+/// the restarts find again.
+fn an_import_by_member_killed_midway_resumes_and_applies_every_journal_once(env: &Env) {
+    killed_midway(env, &["--order", "member"]);
+}
+
+fn killed_midway(env: &Env, order: &[&str]) {
     env.ok(&["program", "apply", path(&env.file("shop.yaml", SHOP))]);
     let members: String = (0..200)
         .map(|m| format!("{{\"member\": \"M{m}\", \"enrolled_at\": \"2026-01-01T00:00:00Z\"}}\n"))
@@ -866,18 +879,23 @@ fn an_import_killed_midway_resumes_and_applies_every_journal_once(env: &Env) {
     let (runtime, store) = env.store();
     let program = runtime.block_on(store.require_program("shop")).unwrap();
     let applied = || runtime.block_on(store.journal_count(&program)).unwrap();
+    let args = [
+        &[
+            "journals",
+            "import",
+            "--program",
+            "shop",
+            path(&file),
+            "--batch-size",
+            "400",
+        ],
+        order,
+    ]
+    .concat();
     let mut previous = 0;
     for kill in 1..=2 {
         let mut child = env
-            .command(&[
-                "journals",
-                "import",
-                "--program",
-                "shop",
-                path(&file),
-                "--batch-size",
-                "400",
-            ])
+            .command(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -896,15 +914,7 @@ fn an_import_killed_midway_resumes_and_applies_every_journal_once(env: &Env) {
         );
         previous = now;
     }
-    let out = env.run(&[
-        "journals",
-        "import",
-        "--program",
-        "shop",
-        path(&file),
-        "--batch-size",
-        "400",
-    ]);
+    let out = env.run(&args);
     assert!(
         out.status.success(),
         "{}",
@@ -912,11 +922,281 @@ fn an_import_killed_midway_resumes_and_applies_every_journal_once(env: &Env) {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("resuming the import"), "{stderr}");
+    assert_eq!(
+        stderr.contains("(by member)"),
+        order.contains(&"member"),
+        "{stderr}"
+    );
     assert_eq!(applied(), count, "every journal once");
     let totals = runtime.block_on(store.program_totals(&program)).unwrap();
     assert_eq!(totals, vec![("points".to_owned(), expected_points, 0)]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&format!("{count} applied")), "{stdout}");
+}
+
+/// Grouped by member, an import applies and refuses exactly what file order does: each
+/// member's journals keep their order (a redemption still finds the points earned before
+/// it, a refund its purchase), and rejected lines keep their line numbers — for NDJSON and
+/// CSV alike.
+fn an_import_by_member_gives_what_file_order_gives(env: &Env) {
+    let members: String = ["A", "B", "C"]
+        .iter()
+        .map(|m| format!("{{\"member\": \"{m}\", \"enrolled_at\": \"2026-01-01T00:00:00Z\"}}\n"))
+        .collect();
+    let members = env.file("members.ndjson", &members);
+    for code in ["file", "member", "csv", "csvfile"] {
+        let yaml = SHOP.replace("code: shop", &format!("code: {code}"));
+        env.ok(&[
+            "program",
+            "apply",
+            path(&env.file(&format!("{code}.yaml"), &yaml)),
+        ]);
+        env.ok(&["members", "import", "--program", code, path(&members)]);
+    }
+    let j = |id: &str, member: &str, kind: &str, rest: &str| {
+        format!(
+            r#"{{"external_id": "{id}", "member": "{member}", "type": "{kind}", "occurred_at": "2026-11-02T10:00:00Z", {rest}}}"#
+        )
+    };
+    let lines = [
+        j(
+            "p1",
+            "A",
+            "purchase",
+            r#""amount": "100", "currency": "EUR""#,
+        ),
+        j(
+            "q1",
+            "B",
+            "purchase",
+            r#""amount": "50", "currency": "EUR""#,
+        ),
+        j(
+            "r1",
+            "A",
+            "redemption",
+            r#""currency": "points", "points": 60"#,
+        ),
+        "not JSON".to_owned(),
+        j(
+            "q2",
+            "B",
+            "redemption",
+            r#""currency": "points", "points": 80"#,
+        ),
+        String::new(),
+        j(
+            "c1",
+            "C",
+            "purchase",
+            r#""amount": "30", "currency": "EUR""#,
+        ),
+        j(
+            "f1",
+            "A",
+            "refund",
+            r#""amount": "20", "currency": "EUR", "original_external_id": "p1""#,
+        ),
+        j(
+            "q3",
+            "B",
+            "purchase",
+            r#""amount": "40", "currency": "EUR""#,
+        ),
+        j(
+            "r2",
+            "A",
+            "redemption",
+            r#""currency": "points", "points": 30"#,
+        ),
+        j("z1", "Z", "purchase", r#""amount": "5", "currency": "EUR""#),
+    ];
+    let file = env.file("journals.ndjson", &(lines.join("\n") + "\n"));
+    let import = |code: &str, file: &Path, order: &str| {
+        let report = env.dir.path().join(format!("{code}.rejected.ndjson"));
+        let out = env.run(&[
+            "journals",
+            "import",
+            "--program",
+            code,
+            path(file),
+            "--order",
+            order,
+            "--report",
+            path(&report),
+        ]);
+        assert_eq!(out.status.code(), Some(3), "some lines were rejected");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let counts = stdout[stdout.find(':').unwrap()..stdout.find(" (").unwrap()].to_owned();
+        let rejected: Vec<(i64, String)> = std::fs::read_to_string(report)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let r: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    r["line"].as_i64().unwrap(),
+                    r["code"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let balances: Vec<i64> = ["A", "B", "C"]
+            .iter()
+            .map(|m| {
+                let b = env.ok(&[
+                    "balance",
+                    "--program",
+                    code,
+                    *m,
+                    "--as-of",
+                    "2026-11-06T00:00:00Z",
+                    "--json",
+                ]);
+                let b: serde_json::Value = serde_json::from_str(&b).unwrap();
+                b["balances"][0]["available"].as_i64().unwrap()
+            })
+            .collect();
+        (counts, rejected, balances)
+    };
+    let in_file_order = import("file", &file, "file");
+    assert_eq!(
+        in_file_order,
+        (
+            ": 6 applied, 0 already applied, 4 rejected".to_owned(),
+            vec![
+                (4, "invalid_json".to_owned()),
+                (5, "insufficient_points".to_owned()),
+                (10, "insufficient_points".to_owned()),
+                (11, "unknown_member".to_owned()),
+            ],
+            vec![20, 90, 30],
+        ),
+        "A: 100 - 60 - 20 refunded; B: 50 + 40 (80 refused before the 40 came); C: 30"
+    );
+    assert_eq!(import("member", &file, "member"), in_file_order);
+
+    let csv = "external_id,member,type,occurred_at,amount,currency,points,original_external_id\n\
+               p1,A,purchase,2026-11-02T10:00:00Z,100,EUR,,\n\
+               q1,B,purchase,2026-11-02T10:00:00Z,50,EUR,,\n\
+               r1,A,redemption,2026-11-02T10:00:00Z,,points,60,\n\
+               x1,\"B,purchase,2026-11-02T10:00:00Z,1,EUR,,\n\
+               q2,B,redemption,2026-11-02T10:00:00Z,,points,80,\n\
+               c1,C,purchase,2026-11-02T10:00:00Z,30,EUR,,\n\
+               f1,A,refund,2026-11-02T10:00:00Z,20,EUR,,p1\n\
+               q3,B,purchase,2026-11-02T10:00:00Z,40,EUR,,\n\
+               r2,A,redemption,2026-11-02T10:00:00Z,,points,30,\n\
+               \n\
+               \x20 \r\n\
+               c2,C,purchase,2026-11-02T10:00:00Z,5,EUR,,\r\n";
+    let csv = env.file("journals.csv", csv);
+    let in_file_order = import("csvfile", &csv, "file");
+    let (counts, rejected, balances) = import("csv", &csv, "member");
+    assert_eq!(
+        (counts.clone(), rejected.clone(), balances.clone()),
+        in_file_order
+    );
+    assert_eq!(counts, ": 7 applied, 0 already applied, 3 rejected");
+    assert_eq!(
+        rejected,
+        [
+            (5, "invalid_csv".to_owned()),
+            (6, "insufficient_points".to_owned()),
+            (10, "insufficient_points".to_owned()),
+        ]
+    );
+    assert_eq!(balances, [20, 90, 35]);
+}
+
+/// Where members' journals meet — a promotion budget shared by all, a household — the
+/// order between members changes outcomes, so grouping by member is refused before
+/// anything is imported.
+fn an_import_by_member_is_refused_where_members_meet(env: &Env) {
+    let budget = format!(
+        "{SHOP}promotions:\n  - code: launch\n    name: Launch bonus\n    status: active\n    \
+         limits: {{budget_points: 100}}\n    actions: [{{type: per_money, currency: points, rate: \"1\"}}]\n"
+    );
+    env.ok(&["program", "apply", path(&env.file("shop.yaml", &budget))]);
+    env.ok(&["members", "enroll", "--program", "shop", "A"]);
+    let file = env.file(
+        "journals.ndjson",
+        r#"{"external_id": "p1", "member": "A", "type": "purchase", "occurred_at": "2026-11-02T10:00:00Z", "amount": "10", "currency": "EUR"}
+"#,
+    );
+    let import = |code: &str| {
+        env.run(&[
+            "journals",
+            "import",
+            "--program",
+            code,
+            path(&file),
+            "--order",
+            "member",
+        ])
+    };
+    let out = import("shop");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--order member is refused") && stderr.contains("\"launch\""),
+        "{stderr}"
+    );
+    let (runtime, store) = env.store();
+    let program = runtime.block_on(store.require_program("shop")).unwrap();
+    assert_eq!(runtime.block_on(store.journal_count(&program)).unwrap(), 0);
+
+    // Without the shared budget, a household refuses it too.
+    let plain = SHOP.replace("code: shop", "code: plain");
+    env.ok(&["program", "apply", path(&env.file("plain.yaml", &plain))]);
+    env.ok(&["members", "enroll", "--program", "plain", "A"]);
+    let program = runtime.block_on(store.require_program("plain")).unwrap();
+    let agent = fidelis_store::Actor {
+        name: "dana".into(),
+        role: "agent".into(),
+    };
+    runtime
+        .block_on(store.create_group(
+            &program,
+            &fidelis_core::ids::ExternalId::parse("home").unwrap(),
+            "Home",
+            50,
+            fidelis_store::RedeemRule::Owner,
+            "A",
+            chrono::Utc::now(),
+            &agent,
+        ))
+        .unwrap();
+    let out = import("plain");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("households"), "{stderr}");
+    assert_eq!(runtime.block_on(store.journal_count(&program)).unwrap(), 0);
+    // In file order the same file imports.
+    let out = env.ok(&["journals", "import", "--program", "plain", path(&file)]);
+    assert!(out.contains("1 applied"), "{out}");
+
+    // A partner whose prepaid pack refuses accruals once empty is shared by all members.
+    let packed = SHOP.replace("code: shop", "code: packed");
+    env.ok(&["program", "apply", path(&env.file("packed.yaml", &packed))]);
+    env.ok(&["members", "enroll", "--program", "packed", "A"]);
+    let program = runtime.block_on(store.require_program("packed")).unwrap();
+    let cars: fidelis_core::partners::PartnerDocument = serde_json::from_value(serde_json::json!(
+        {"name": "Car rental", "roles": "earn", "billing": "prepaid", "cost_per_point": "0.008"}
+    ))
+    .unwrap();
+    let manager = fidelis_store::Actor {
+        name: "fay".into(),
+        role: "program_manager".into(),
+    };
+    runtime
+        .block_on(store.put_partner(&program, "cars", &cars, chrono::Utc::now(), &manager))
+        .unwrap();
+    let out = import("packed");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("partner \"cars\" refuses accruals"),
+        "{stderr}"
+    );
+    assert_eq!(runtime.block_on(store.journal_count(&program)).unwrap(), 0);
 }
 
 /// A bulk run gives each listed member a voucher of the template's definition, writes the
