@@ -151,16 +151,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 }
                 other => bail!("unknown database {other}: use sqlite or postgres"),
             };
-            let import_per_s = import(
-                &bin,
-                &import_url,
-                &members_file,
-                &journals_file,
-                o.journals,
-                o.batch_size,
-                o.promotions,
-                o.by_member,
-            )?;
+            let import_per_s = import(&bin, &import_url, &members_file, &journals_file, &o)?;
             let bare_per_s = bare(&bin, &bare_url, o.members, o.journals)?;
             eprintln!(
                 "run {run} {database}: import {import_per_s:.0} journals/s, bare batch {bare_per_s:.0} journals/s, ratio {:.2}",
@@ -185,16 +176,8 @@ fn fidelis(bin: &Path, url: &str) -> Command {
 }
 
 /// Creates the program and members (not timed), then times the import of the journals.
-fn import(
-    bin: &Path,
-    url: &str,
-    members: &Path,
-    journals: &Path,
-    count: u64,
-    batch_size: Option<u32>,
-    promotions: crate::BenchPromotions,
-    by_member: bool,
-) -> Result<f64> {
+fn import(bin: &Path, url: &str, members: &Path, journals: &Path, o: &Options) -> Result<f64> {
+    let count = o.journals;
     let quiet = |c: &mut Command| -> Result<()> {
         let out = c.output()?;
         anyhow::ensure!(
@@ -209,7 +192,7 @@ fn import(
         url,
         members.parent().unwrap_or(members),
         true,
-        promotions,
+        o.promotions,
     )?;
     quiet(
         fidelis(bin, url)
@@ -219,10 +202,10 @@ fn import(
     let mut cmd = fidelis(bin, url);
     cmd.args(["journals", "import", "--program", "bench"])
         .arg(journals);
-    if let Some(size) = batch_size {
+    if let Some(size) = o.batch_size {
         cmd.args(["--batch-size", &size.to_string()]);
     }
-    if by_member {
+    if o.by_member {
         cmd.args(["--order", "member"]);
     }
     let started = Instant::now();
