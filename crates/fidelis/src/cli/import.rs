@@ -62,7 +62,7 @@ pub enum JournalsCommand {
         replay: bool,
         /// The order journals are applied in. `file` (the default): as the file lists
         /// them. `member`: grouped by member, each member's journals still in file order
-        /// (refunds after their purchases) — about 1.7× faster on large files, since a batch
+        /// (refunds after their purchases) — 1.6–1.8× faster on large files, since a batch
         /// then reads and writes each member once for several journals. Refused for
         /// programs where members' journals meet: a promotion with a budget or daily cap
         /// shared by all members, or households. Reads the file twice and holds 32 bytes

@@ -5,7 +5,7 @@
 //! promotion counters, and writes them back. In file order a large file's batch holds
 //! nearly as many members as journals; grouped by member, a member's journals share one
 //! batch, so those reads and writes are paid once per member instead of once per journal
-//! (measured: 1.7–1.8× on both databases with 100,000 members and 10 journals each).
+//! (measured: 1.6–1.8× on both databases with 100,000 members and 10 journals each).
 //!
 //! A first pass reads every line's member and where the line sits; the lines are sorted by
 //! a hash of the member and then by line number (so the order depends only on the file),
