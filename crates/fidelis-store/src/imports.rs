@@ -176,6 +176,31 @@ impl Store {
         Ok(())
     }
 
+    /// Each merged member's external id with its survivor's: a journal naming the merged
+    /// member posts to the survivor's ledger.
+    pub async fn merged_members(&self, program: &LoadedProgram) -> Result<Vec<(String, String)>> {
+        Ok(match &self.db {
+            Db::Sqlite(pool) => {
+                sqlx::query_as(
+                    "SELECT m.external_id, s.external_id FROM members m JOIN members s ON s.id = m.merged_into \
+                     WHERE m.program_id = ?1",
+                )
+                .bind(program.id)
+                .fetch_all(pool)
+                .await?
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT m.external_id, s.external_id FROM members m JOIN members s ON s.id = m.merged_into \
+                     WHERE m.program_id = $1",
+                )
+                .bind(program.id)
+                .fetch_all(pool)
+                .await?
+            }
+        })
+    }
+
     /// The rejected lines of a run, by line.
     pub async fn import_rejections(&self, run_id: i64) -> Result<Vec<RejectionRow>> {
         let rows: Vec<(i64, Option<String>, String, String)> = match &self.db {

@@ -939,7 +939,7 @@ fn killed_midway(env: &Env, order: &[&str]) {
 /// it, a refund its purchase), and rejected lines keep their line numbers — for NDJSON and
 /// CSV alike.
 fn an_import_by_member_gives_what_file_order_gives(env: &Env) {
-    let members: String = ["A", "B", "C"]
+    let members: String = ["A", "B", "C", "D", "E"]
         .iter()
         .map(|m| format!("{{\"member\": \"{m}\", \"enrolled_at\": \"2026-01-01T00:00:00Z\"}}\n"))
         .collect();
@@ -952,6 +952,20 @@ fn an_import_by_member_gives_what_file_order_gives(env: &Env) {
             path(&env.file(&format!("{code}.yaml"), &yaml)),
         ]);
         env.ok(&["members", "import", "--program", code, path(&members)]);
+    }
+    // D is merged into E: D's journals post to E's ledger, so they keep their order with
+    // E's (E's hash sorts before D's: sorted by its own member, D's purchase would come
+    // after E's redemption).
+    let (runtime, store) = env.store();
+    let agent = fidelis_store::Actor {
+        name: "dana".into(),
+        role: "agent".into(),
+    };
+    for code in ["file", "member"] {
+        let program = runtime.block_on(store.require_program(code)).unwrap();
+        runtime
+            .block_on(store.merge_members(&program, "D", "E", chrono::Utc::now(), &agent))
+            .unwrap();
     }
     let j = |id: &str, member: &str, kind: &str, rest: &str| {
         format!(
@@ -1010,6 +1024,18 @@ fn an_import_by_member_gives_what_file_order_gives(env: &Env) {
             r#""currency": "points", "points": 30"#,
         ),
         j("z1", "Z", "purchase", r#""amount": "5", "currency": "EUR""#),
+        j(
+            "d1",
+            "D",
+            "purchase",
+            r#""amount": "100", "currency": "EUR""#,
+        ),
+        j(
+            "e1",
+            "E",
+            "redemption",
+            r#""currency": "points", "points": 80"#,
+        ),
     ];
     let file = env.file("journals.ndjson", &(lines.join("\n") + "\n"));
     let import = |code: &str, file: &Path, order: &str| {
@@ -1039,7 +1065,7 @@ fn an_import_by_member_gives_what_file_order_gives(env: &Env) {
                 )
             })
             .collect();
-        let balances: Vec<i64> = ["A", "B", "C"]
+        let balances: Vec<i64> = ["A", "B", "C", "E"]
             .iter()
             .map(|m| {
                 let b = env.ok(&[
@@ -1052,7 +1078,7 @@ fn an_import_by_member_gives_what_file_order_gives(env: &Env) {
                     "--json",
                 ]);
                 let b: serde_json::Value = serde_json::from_str(&b).unwrap();
-                b["balances"][0]["available"].as_i64().unwrap()
+                b["balances"][0]["available"].as_i64().unwrap_or(0)
             })
             .collect();
         (counts, rejected, balances)
@@ -1061,49 +1087,61 @@ fn an_import_by_member_gives_what_file_order_gives(env: &Env) {
     assert_eq!(
         in_file_order,
         (
-            ": 6 applied, 0 already applied, 4 rejected".to_owned(),
+            ": 8 applied, 0 already applied, 4 rejected".to_owned(),
             vec![
                 (4, "invalid_json".to_owned()),
                 (5, "insufficient_points".to_owned()),
                 (10, "insufficient_points".to_owned()),
                 (11, "unknown_member".to_owned()),
             ],
-            vec![20, 90, 30],
+            vec![20, 90, 30, 20],
         ),
-        "A: 100 - 60 - 20 refunded; B: 50 + 40 (80 refused before the 40 came); C: 30"
+        "A: 100 - 60 - 20 refunded; B: 50 + 40 (80 refused before the 40 came); C: 30; \
+         E: D's 100 - 80"
     );
     assert_eq!(import("member", &file, "member"), in_file_order);
 
-    let csv = "external_id,member,type,occurred_at,amount,currency,points,original_external_id\n\
-               p1,A,purchase,2026-11-02T10:00:00Z,100,EUR,,\n\
-               q1,B,purchase,2026-11-02T10:00:00Z,50,EUR,,\n\
-               r1,A,redemption,2026-11-02T10:00:00Z,,points,60,\n\
-               x1,\"B,purchase,2026-11-02T10:00:00Z,1,EUR,,\n\
-               q2,B,redemption,2026-11-02T10:00:00Z,,points,80,\n\
-               c1,C,purchase,2026-11-02T10:00:00Z,30,EUR,,\n\
-               f1,A,refund,2026-11-02T10:00:00Z,20,EUR,,p1\n\
-               q3,B,purchase,2026-11-02T10:00:00Z,40,EUR,,\n\
-               r2,A,redemption,2026-11-02T10:00:00Z,,points,30,\n\
-               \n\
-               \x20 \r\n\
-               c2,C,purchase,2026-11-02T10:00:00Z,5,EUR,,\r\n";
-    let csv = env.file("journals.csv", csv);
+    // A blank line before the header; a quote inside a field (an ordinary character); a
+    // quote left open (that line alone refused); blank lines of every kind; a line that
+    // is not UTF-8 after the open quote (refused alone: nothing after it is lost).
+    let mut csv: Vec<u8> = b"\n\
+        external_id,member,type,occurred_at,amount,currency,points,original_external_id,attributes.note\n\
+        p1,A,purchase,2026-11-02T10:00:00Z,100,EUR,,,\n\
+        q1,B,purchase,2026-11-02T10:00:00Z,50,EUR,,,\n\
+        r1,A,redemption,2026-11-02T10:00:00Z,,points,60,,\n\
+        x1,\"B,purchase,2026-11-02T10:00:00Z,1,EUR,,,\n\
+        q2,B,redemption,2026-11-02T10:00:00Z,,points,80,,\n\
+        c1,C,purchase,2026-11-02T10:00:00Z,30,EUR,,,\n\
+        f1,A,refund,2026-11-02T10:00:00Z,20,EUR,,p1,\n\
+        q3,B,purchase,2026-11-02T10:00:00Z,40,EUR,,,15\" screen\n\
+        r2,A,redemption,2026-11-02T10:00:00Z,,points,30,,\n\
+        \n\
+        \x20 \r\n\
+        \"\"\n\
+        l1,C,purchase,2026-11-02T10:00:00Z,5,EUR,,,caf"
+        .to_vec();
+    csv.extend_from_slice(b"\xe9\n");
+    csv.extend_from_slice(b"c2,C,purchase,2026-11-02T10:00:00Z,5,EUR,,,\r\n");
+    let path_csv = env.dir.path().join("journals.csv");
+    std::fs::write(&path_csv, &csv).unwrap();
+    let csv = path_csv;
     let in_file_order = import("csvfile", &csv, "file");
     let (counts, rejected, balances) = import("csv", &csv, "member");
     assert_eq!(
         (counts.clone(), rejected.clone(), balances.clone()),
         in_file_order
     );
-    assert_eq!(counts, ": 7 applied, 0 already applied, 3 rejected");
+    assert_eq!(counts, ": 7 applied, 0 already applied, 4 rejected");
     assert_eq!(
         rejected,
         [
-            (5, "invalid_csv".to_owned()),
-            (6, "insufficient_points".to_owned()),
-            (10, "insufficient_points".to_owned()),
+            (6, "invalid_csv".to_owned()),
+            (7, "insufficient_points".to_owned()),
+            (11, "insufficient_points".to_owned()),
+            (15, "invalid_csv".to_owned()),
         ]
     );
-    assert_eq!(balances, [20, 90, 35]);
+    assert_eq!(balances[..3], [20, 90, 35]);
 }
 
 /// Where members' journals meet — a promotion budget shared by all, a household — the

@@ -9,6 +9,7 @@
 //! `--order member` ([`by_member`]) reads the lines grouped by member instead; its
 //! checkpoints are positions in that order.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -62,7 +63,7 @@ pub enum JournalsCommand {
         replay: bool,
         /// The order journals are applied in. `file` (the default): as the file lists
         /// them. `member`: grouped by member, each member's journals still in file order
-        /// (refunds after their purchases) — 1.6–1.8× faster on large files, since a batch
+        /// (refunds after their purchases) — 1.4–1.8× faster on large files, since a batch
         /// then reads and writes each member once for several journals. Refused for
         /// programs where members' journals meet: a promotion with a budget or daily cap
         /// shared by all members, or households. Reads the file twice and holds 32 bytes
@@ -124,6 +125,10 @@ pub async fn run(database: &str, command: JournalsCommand) -> Result<ExitCode> {
     // The rate counts from here: reading the members first is part of an import by member.
     let started = Instant::now();
     let mut fingerprint = fingerprint(&file, size)?;
+    // A merged member's journals post to its survivor's ledger: they go with the survivor's,
+    // to the same writer and (by member) in the same place.
+    let survivors: Arc<HashMap<String, String>> =
+        Arc::new(store.merged_members(&program).await?.into_iter().collect());
     // Grouped by member, a checkpoint is a position in the sorted order, not a byte offset:
     // such a run resumes only as such a run.
     let index = match order {
@@ -135,8 +140,9 @@ pub async fn run(database: &str, command: JournalsCommand) -> Result<ExitCode> {
                 );
             }
             fingerprint.push_str(":by-member");
-            let path = file.clone();
-            let index = tokio::task::spawn_blocking(move || by_member::index(&path, format))
+            let (path, survivors) = (file.clone(), Arc::clone(&survivors));
+            let index =
+                tokio::task::spawn_blocking(move || by_member::index(&path, format, &survivors))
                 .await?
                 .map_err(|e| {
                     e.context(
@@ -202,14 +208,14 @@ pub async fn run(database: &str, command: JournalsCommand) -> Result<ExitCode> {
         let (file, program, index) = (file.clone(), Arc::clone(&program), index.clone());
         let (offset, line) = (resume.byte_offset, resume.line);
         std::thread::spawn(move || {
-            let mut router = Router::new(batch_size as usize, &senders);
+            let mut router = Router::new(batch_size as usize, &senders, &survivors);
             let result = match (format, index) {
                 (_, Some(index)) => {
                     by_member::read(&file, &program.program, &index, offset, &mut router)
                 }
-                (InputFormat::Ndjson, None) => {
-                    read_ndjson(&file, &program.program, offset, line, &mut router)
-                }
+                (InputFormat::Ndjson, None) => read_lines(&file, offset, line, &mut router, |b| {
+                    ndjson_line(b, &program.program)
+                }),
                 (InputFormat::Csv, None) => {
                     read_csv(&file, &program.program, offset, line, &mut router)
                 }
@@ -476,25 +482,33 @@ fn parse_document(document: JournalDocument, program: &Program) -> Parsed {
 /// Spreads parsed lines over the partitions by member and sends each partition's batch
 /// when it is full. A journal's partition depends only on its member, so all journals of a
 /// member (and refunds and cancellations, which refer to the same member) go to one writer,
-/// in file order.
+/// in file order — and so do those of the members merged into it.
 struct Router<'a> {
     batch_size: usize,
     senders: &'a [tokio::sync::mpsc::Sender<Result<Chunk>>],
+    /// Each merged member's external id with its survivor's.
+    survivors: &'a HashMap<String, String>,
     chunks: Vec<Chunk>,
 }
 
 impl<'a> Router<'a> {
-    fn new(batch_size: usize, senders: &'a [tokio::sync::mpsc::Sender<Result<Chunk>>]) -> Self {
+    fn new(
+        batch_size: usize,
+        senders: &'a [tokio::sync::mpsc::Sender<Result<Chunk>>],
+        survivors: &'a HashMap<String, String>,
+    ) -> Self {
         Self {
             batch_size,
             senders,
+            survivors,
             chunks: senders.iter().map(|_| Chunk::default()).collect(),
         }
     }
 
-    /// The partition of a member, by [`member_hash`].
+    /// The partition of a member (its survivor's, if merged), by [`member_hash`].
     fn partition(&self, member: &str) -> usize {
-        (member_hash(member) % self.senders.len() as u64) as usize
+        let owner = self.survivors.get(member).map_or(member, String::as_str);
+        (member_hash(owner) % self.senders.len() as u64) as usize
     }
 
     /// Adds a line read up to `end_offset`; false when the writers have stopped.
@@ -556,14 +570,14 @@ fn member_hash(member: &str) -> u64 {
 
 type Parsed = std::result::Result<Prepared, (Option<String>, &'static str, String)>;
 
-/// Reads NDJSON from `offset` (the start of line `first_line + 1`); returns where the file
-/// ended (byte offset, last line).
-fn read_ndjson(
+/// Calls `each` with every line of the file from `offset` (the start of line
+/// `first_line + 1`): its number, its byte offset and its bytes (with its line break),
+/// until `each` answers false. Returns where it stopped (byte offset, last line).
+fn for_each_line(
     path: &Path,
-    program: &Program,
     offset: u64,
     first_line: u64,
-    router: &mut Router,
+    mut each: impl FnMut(u64, u64, &[u8]) -> Result<bool>,
 ) -> Result<(u64, u64)> {
     let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     file.seek(SeekFrom::Start(offset))?;
@@ -577,17 +591,40 @@ fn read_ndjson(
             break;
         }
         number += 1;
+        let start = position;
         position += read as u64;
-        let parsed = match std::str::from_utf8(&bytes) {
-            Ok(text) if text.trim().is_empty() => continue,
-            Ok(text) => parse_line(text.trim(), program),
-            Err(e) => Err((None, "invalid_text", format!("not UTF-8 text: {e}"))),
-        };
-        if !router.push(number, parsed, position) {
+        if !each(number, start, &bytes)? {
             break;
         }
     }
     Ok((position, number))
+}
+
+/// Reads the file's lines from `offset` (the start of line `first_line + 1`) into the
+/// router, each parsed by `parse` (`None`: a blank line, skipped); returns where the file
+/// ended (byte offset, last line).
+fn read_lines(
+    path: &Path,
+    offset: u64,
+    first_line: u64,
+    router: &mut Router,
+    mut parse: impl FnMut(&[u8]) -> Option<Parsed>,
+) -> Result<(u64, u64)> {
+    for_each_line(path, offset, first_line, |number, start, bytes| {
+        Ok(match parse(bytes) {
+            Some(parsed) => router.push(number, parsed, start + bytes.len() as u64),
+            None => true,
+        })
+    })
+}
+
+/// One NDJSON line as a journal; `None` for a blank line.
+fn ndjson_line(bytes: &[u8], program: &Program) -> Option<Parsed> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) if text.trim().is_empty() => None,
+        Ok(text) => Some(parse_line(text.trim(), program)),
+        Err(e) => Some(Err((None, "invalid_text", format!("not UTF-8 text: {e}")))),
+    }
 }
 
 /// Maps CSV columns to journal document fields. Columns named `attributes.NAME` become
@@ -716,30 +753,71 @@ impl CsvColumns {
     }
 }
 
-/// The file's last byte, if it has one.
-fn last_byte(path: &Path, size: u64) -> Result<Option<u8>> {
-    if size == 0 {
-        return Ok(None);
+/// Where a CSV file's rows start, with its columns: the header is the first line that is
+/// not blank. Returns the columns, the byte offset after the header and its line number.
+fn csv_header(path: &Path) -> Result<(CsvColumns, u64, u64)> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut reader = BufReader::new(file);
+    let (mut offset, mut number) = (0u64, 0u64);
+    let mut bytes = Vec::new();
+    loop {
+        bytes.clear();
+        let read = reader.read_until(b'\n', &mut bytes)?;
+        anyhow::ensure!(read > 0, "the CSV file has no header line");
+        offset += read as u64;
+        number += 1;
+        if !bytes.iter().all(u8::is_ascii_whitespace) {
+            break;
+        }
     }
-    let mut file = File::open(path)?;
-    file.seek(SeekFrom::Start(size - 1))?;
-    let mut byte = [0];
-    file.read_exact(&mut byte)?;
-    Ok(Some(byte[0]))
+    let mut header = csv_record(&bytes).context("reading the CSV header")?;
+    without_cr(&mut header);
+    Ok((CsvColumns::new(&header)?, offset, number))
 }
 
-/// The byte offset of the line after the one holding `offset`.
-fn next_line_start(path: &Path, offset: u64) -> Result<u64> {
-    use std::io::{BufRead, Seek, SeekFrom};
-    let mut file = std::io::BufReader::new(File::open(path)?);
-    file.seek(SeekFrom::Start(offset))?;
-    let mut skipped = Vec::new();
-    let n = file.read_until(b'\n', &mut skipped)?;
-    Ok(offset + n as u64)
+/// One line read as a CSV record. Records end at "\n" only, so lines are counted the same
+/// in LF and CRLF (Excel) files; [`without_cr`] takes off the "\r" a CRLF line leaves.
+fn csv_record(bytes: &[u8]) -> std::result::Result<csv::StringRecord, csv::Error> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .buffer_capacity(bytes.len().max(64))
+        .from_reader(bytes);
+    let mut record = csv::StringRecord::new();
+    reader.read_record(&mut record)?;
+    Ok(record)
 }
 
-/// Reads CSV from `offset` (after the header, which is always read first); returns where
-/// the file ended (byte offset, last line).
+/// One CSV line as a journal; `None` for a blank line (as in NDJSON).
+///
+/// Each line is one record: journal fields never hold a line break, so a quote left open
+/// is refused with its line alone (read as a whole file, the record would have swallowed
+/// the lines after it), and a line that is not UTF-8 is refused alone.
+fn csv_line(bytes: &[u8], columns: &CsvColumns, program: &Program) -> Option<Parsed> {
+    let mut record = match csv_record(bytes) {
+        Ok(record) => record,
+        Err(e) => return Some(Err((None, "invalid_csv", e.to_string()))),
+    };
+    if record.iter().any(|f| f.contains('\n')) {
+        return Some(Err((
+            None,
+            "invalid_csv",
+            "a quote opened on this line is not closed on it: only this line is refused".to_owned(),
+        )));
+    }
+    without_cr(&mut record);
+    if record.iter().all(|f| f.trim().is_empty()) && record.len() <= 1 {
+        return None;
+    }
+    Some(
+        columns
+            .document(&record)
+            .map_err(|reason| (None, "invalid_csv", reason))
+            .and_then(|doc| parse_document(doc, program)),
+    )
+}
+
 /// The record without the "\r" a CRLF line ending leaves on its last field.
 fn without_cr(record: &mut csv::StringRecord) -> &csv::StringRecord {
     if record.iter().next_back().is_some_and(|f| f.ends_with('\r')) {
@@ -759,6 +837,9 @@ fn without_cr(record: &mut csv::StringRecord) -> &csv::StringRecord {
     record
 }
 
+/// Reads CSV rows from `offset` (the start of line `first_line + 1`; 0: just after the
+/// header, which is always read first); returns where the file ended (byte offset, last
+/// line).
 fn read_csv(
     path: &Path,
     program: &Program,
@@ -766,109 +847,13 @@ fn read_csv(
     first_line: u64,
     router: &mut Router,
 ) -> Result<(u64, u64)> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    // Records end at "\n" only, so lines are counted the same in LF and CRLF (Excel) files;
-    // the "\r" a CRLF file leaves at the end of a row is taken off its last field.
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_reader(file);
-    let mut header = reader.headers().context("reading the CSV header")?.clone();
-    without_cr(&mut header);
-    let columns = CsvColumns::new(&header)?;
-    if offset > 0 {
-        let mut position = csv::Position::new();
-        position.set_byte(offset).set_line(first_line + 1);
-        reader
-            .seek(position)
-            .context("seeking to where the import stopped")?;
-    }
-    let mut record = csv::StringRecord::new();
-    // The reader skips empty lines and says where it started reading, not where the record
-    // began: a record's line is counted back from where it ended.
-    let size = std::fs::metadata(path)?.len();
-    let unterminated = last_byte(path, size)?.is_some_and(|b| b != b'\n');
-    // `open`: the record's last field holds the file's last line break (a quote left open
-    // to the end of the file), so no terminator followed it.
-    let last_line = |end: &csv::Position, open: bool| {
-        if end.byte() == size && (unterminated || open) {
-            end.line()
-        } else {
-            end.line().saturating_sub(1)
-        }
+    let (columns, rows, header_line) = csv_header(path)?;
+    let (offset, first_line) = if offset == 0 {
+        (rows, header_line)
+    } else {
+        (offset, first_line)
     };
-    loop {
-        let start = reader.position().clone();
-        let (line, parsed) = match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {
-                let breaks: u64 = record.iter().map(|f| f.matches('\n').count() as u64).sum();
-                let open = record.iter().next_back().is_some_and(|f| f.ends_with('\n'));
-                let line = last_line(reader.position(), open).saturating_sub(breaks);
-                // Journal fields never hold a line break: a record running over several
-                // lines is a quote left open, which would swallow the rows after it.
-                // Refuse this line alone and read on from the next one.
-                if breaks > 0 {
-                    let mut begin = start.byte();
-                    for _ in start.line()..line {
-                        begin = next_line_start(path, begin)?;
-                    }
-                    let next = next_line_start(path, begin)?;
-                    let mut resume = csv::Position::new();
-                    resume.set_byte(next).set_line(line + 1);
-                    reader
-                        .seek(resume)
-                        .context("reading on after a row with an open quote")?;
-                    if !router.push(
-                        line,
-                        Err((
-                            None,
-                            "invalid_csv",
-                            format!(
-                                "a quote opened on this line is not closed on it (it would run over {} lines): \
-                                 only this line is refused",
-                                breaks + 1
-                            ),
-                        )),
-                        next,
-                    ) {
-                        break;
-                    }
-                    continue;
-                }
-                // A line of blanks is skipped, as in NDJSON (not a row of one empty field).
-                if record.len() == 1 && record[0].trim().is_empty() {
-                    continue;
-                }
-                (
-                    line,
-                    columns
-                        .document(without_cr(&mut record))
-                        .map_err(|reason| (None, "invalid_csv", reason))
-                        .and_then(|doc| parse_document(doc, program)),
-                )
-            }
-            // A record that is not UTF-8 or has the wrong number of fields is one bad line;
-            // any other error (I/O) stops the import.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    csv::ErrorKind::Utf8 { .. } | csv::ErrorKind::UnequalLengths { .. }
-                ) =>
-            {
-                (
-                    last_line(reader.position(), false),
-                    Err((None, "invalid_csv", e.to_string())),
-                )
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if !router.push(line, parsed, reader.position().byte()) {
-            break;
-        }
-    }
-    Ok((
-        reader.position().byte(),
-        reader.position().line().saturating_sub(1),
-    ))
+    read_lines(path, offset, first_line, router, |bytes| {
+        csv_line(bytes, &columns, program)
+    })
 }
