@@ -46,6 +46,7 @@ both_dialects!(
     an_import_killed_midway_resumes_and_applies_every_journal_once,
     an_import_by_member_gives_what_file_order_gives,
     an_import_by_member_killed_midway_resumes_and_applies_every_journal_once,
+    an_import_by_member_after_a_merge_starts_afresh_and_loses_nothing,
     an_import_by_member_is_refused_where_members_meet,
     vouchers_are_issued_in_bulk_and_their_codes_written_out,
     the_catalog_is_imported_line_by_line,
@@ -840,16 +841,24 @@ fn members_are_listed_searched_and_exported(env: &Env) {
 /// Kills the import with SIGKILL twice while it runs, then lets it finish: every journal
 /// is applied exactly once, and the balances are what one clean import gives.
 fn an_import_killed_midway_resumes_and_applies_every_journal_once(env: &Env) {
-    killed_midway(env, &[]);
+    killed_midway(env, &[], false);
 }
 
 /// The same, grouped by member: the checkpoints are positions in the sorted order, which
 /// the restarts find again.
 fn an_import_by_member_killed_midway_resumes_and_applies_every_journal_once(env: &Env) {
-    killed_midway(env, &["--order", "member"]);
+    killed_midway(env, &["--order", "member"], false);
 }
 
-fn killed_midway(env: &Env, order: &[&str]) {
+/// Grouped by member, a merge between a kill and the restart moves the merged member's
+/// lines in the order (they sort with the survivor's): the restart starts afresh instead
+/// of resuming at a position that now means other lines, and nothing is lost.
+fn an_import_by_member_after_a_merge_starts_afresh_and_loses_nothing(env: &Env) {
+    killed_midway(env, &["--order", "member"], true);
+}
+
+/// Kills the import (`merge`: once, then merges M0 into M1), then lets it finish.
+fn killed_midway(env: &Env, order: &[&str], merge: bool) {
     env.ok(&["program", "apply", path(&env.file("shop.yaml", SHOP))]);
     let members: String = (0..200)
         .map(|m| format!("{{\"member\": \"M{m}\", \"enrolled_at\": \"2026-01-01T00:00:00Z\"}}\n"))
@@ -893,7 +902,7 @@ fn killed_midway(env: &Env, order: &[&str]) {
     ]
     .concat();
     let mut previous = 0;
-    for kill in 1..=2 {
+    for kill in 1..=(if merge { 1 } else { 2 }) {
         let mut child = env
             .command(&args)
             .stdout(Stdio::null())
@@ -914,6 +923,15 @@ fn killed_midway(env: &Env, order: &[&str]) {
         );
         previous = now;
     }
+    if merge {
+        let agent = fidelis_store::Actor {
+            name: "dana".into(),
+            role: "agent".into(),
+        };
+        runtime
+            .block_on(store.merge_members(&program, "M0", "M1", chrono::Utc::now(), &agent))
+            .unwrap();
+    }
     let out = env.run(&args);
     assert!(
         out.status.success(),
@@ -921,6 +939,21 @@ fn killed_midway(env: &Env, order: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let totals = runtime.block_on(store.program_totals(&program)).unwrap();
+    assert_eq!(totals, vec![("points".to_owned(), expected_points, 0)]);
+    if merge {
+        assert!(!stderr.contains("resuming"), "{stderr}");
+        // Every line once: those the killed run committed come back as replays.
+        assert!(
+            stdout.contains(&format!(
+                ": {} applied, {previous} already applied, 0 rejected",
+                count - previous
+            )),
+            "{stdout}"
+        );
+        return;
+    }
     assert!(stderr.contains("resuming the import"), "{stderr}");
     assert_eq!(
         stderr.contains("(by member)"),
@@ -928,9 +961,6 @@ fn killed_midway(env: &Env, order: &[&str]) {
         "{stderr}"
     );
     assert_eq!(applied(), count, "every journal once");
-    let totals = runtime.block_on(store.program_totals(&program)).unwrap();
-    assert_eq!(totals, vec![("points".to_owned(), expected_points, 0)]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&format!("{count} applied")), "{stdout}");
 }
 
@@ -1101,10 +1131,12 @@ fn an_import_by_member_gives_what_file_order_gives(env: &Env) {
     );
     assert_eq!(import("member", &file, "member"), in_file_order);
 
-    // A blank line before the header; a quote inside a field (an ordinary character); a
-    // quote left open (that line alone refused); blank lines of every kind; a line that
-    // is not UTF-8 after the open quote (refused alone: nothing after it is lost).
+    // Blank lines before the header; a quote inside a field (an ordinary character); a
+    // quote left open (that line alone refused, also on a last line without its line
+    // break); blank lines of every kind; a line that is not UTF-8 after the open quote
+    // (refused alone: nothing after it is lost).
     let mut csv: Vec<u8> = b"\n\
+        \"\"\n\
         external_id,member,type,occurred_at,amount,currency,points,original_external_id,attributes.note\n\
         p1,A,purchase,2026-11-02T10:00:00Z,100,EUR,,,\n\
         q1,B,purchase,2026-11-02T10:00:00Z,50,EUR,,,\n\
@@ -1122,6 +1154,7 @@ fn an_import_by_member_gives_what_file_order_gives(env: &Env) {
         .to_vec();
     csv.extend_from_slice(b"\xe9\n");
     csv.extend_from_slice(b"c2,C,purchase,2026-11-02T10:00:00Z,5,EUR,,,\r\n");
+    csv.extend_from_slice(b"c3,C,purchase,2026-11-02T10:00:00Z,5,EUR,,,\"open");
     let path_csv = env.dir.path().join("journals.csv");
     std::fs::write(&path_csv, &csv).unwrap();
     let csv = path_csv;
@@ -1131,14 +1164,15 @@ fn an_import_by_member_gives_what_file_order_gives(env: &Env) {
         (counts.clone(), rejected.clone(), balances.clone()),
         in_file_order
     );
-    assert_eq!(counts, ": 7 applied, 0 already applied, 4 rejected");
+    assert_eq!(counts, ": 7 applied, 0 already applied, 5 rejected");
     assert_eq!(
         rejected,
         [
-            (6, "invalid_csv".to_owned()),
-            (7, "insufficient_points".to_owned()),
-            (11, "insufficient_points".to_owned()),
-            (15, "invalid_csv".to_owned()),
+            (7, "invalid_csv".to_owned()),
+            (8, "insufficient_points".to_owned()),
+            (12, "insufficient_points".to_owned()),
+            (16, "invalid_csv".to_owned()),
+            (18, "invalid_csv".to_owned()),
         ]
     );
     assert_eq!(balances[..3], [20, 90, 35]);
