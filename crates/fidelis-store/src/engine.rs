@@ -374,16 +374,19 @@ pub(crate) async fn post_batch<T: LedgerTx>(
     let mut seen: FxHashMap<&str, (usize, &Journal)> = FxHashMap::default();
     for (i, (journal, prepared)) in journals.iter().copied().zip(prepared).enumerate() {
         let name = journal.external_id.as_str();
-        if let Some(&(first, first_journal)) = seen.get(name) {
-            results[i] = Some(match &results[first] {
-                Some(Ok(posted)) if prepared.same_request(first_journal) => Ok(Posted {
+        // An earlier journal with this id that was refused left nothing behind: this one is
+        // processed on its own, as it would be in a later batch (a redemption refused for
+        // want of points may pass once a purchase between them is applied).
+        if let Some(&(first, first_journal)) = seen.get(name)
+            && let Some(Ok(posted)) = &results[first]
+        {
+            results[i] = Some(if prepared.same_request(first_journal) {
+                Ok(Posted {
                     outcome: posted.outcome.clone(),
                     replayed: true,
-                }),
-                Some(Ok(_)) => Err(JournalError::IdempotencyConflict(name.to_owned())),
-                _ => Err(JournalError::Invalid(
-                    "an earlier line with the same external_id was refused".into(),
-                )),
+                })
+            } else {
+                Err(JournalError::IdempotencyConflict(name.to_owned()))
             });
             continue;
         }

@@ -24,6 +24,7 @@ fidelis_testkit::store_tests!(
     concurrent_duplicates_credit_once,
     one_external_id_sent_for_several_members_is_applied_once,
     a_batch_applies_good_journals_and_refuses_bad_ones,
+    a_refused_journal_sent_again_in_the_same_batch_is_tried_again,
     the_ledger_pages_newest_first,
     the_store_agrees_with_the_reference_book,
     the_store_agrees_with_the_reference_book_on_promotions,
@@ -538,6 +539,46 @@ async fn one_external_id_sent_for_several_members_is_applied_once(store: Store) 
         assert_sums(&store, &program, m).await;
     }
     assert_eq!(total, 10 * 10, "one purchase of 10 per round");
+}
+
+/// A refused journal leaves nothing behind, so the same journal sent again is judged
+/// afresh — within one batch as across batches (an import's outcome must not depend on
+/// where its batches end): a redemption refused for want of points passes once a purchase
+/// in between has earned them, and a third copy then replays it.
+async fn a_refused_journal_sent_again_in_the_same_batch_is_tried_again(store: Store) {
+    let program = setup(&store, json!({}), &["a"]).await;
+    let now = "2026-05-01T10:00:00Z";
+    let redemption = json!({"external_id": "r", "member": "a", "type": "redemption", "occurred_at": now, "currency": "points", "points": 30});
+    let batch = vec![
+        journal(&program, redemption.clone()),
+        journal(
+            &program,
+            json!({"external_id": "p", "member": "a", "type": "purchase", "occurred_at": now, "amount": "50", "currency": "EUR"}),
+        ),
+        journal(&program, redemption.clone()),
+        journal(&program, redemption),
+    ];
+    let results = store
+        .post_journals(&program, &batch, utc(now), None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&results[0], Err(e) if e.code() == "insufficient_points"),
+        "{:?}",
+        results[0]
+    );
+    assert!(
+        matches!(&results[2], Ok(p) if !p.replayed),
+        "{:?}",
+        results[2]
+    );
+    assert!(
+        matches!(&results[3], Ok(p) if p.replayed),
+        "{:?}",
+        results[3]
+    );
+    assert_eq!(available(&store, &program, "a", now).await, (20, 0));
+    assert_sums(&store, &program, "a").await;
 }
 
 async fn a_batch_applies_good_journals_and_refuses_bad_ones(store: Store) {

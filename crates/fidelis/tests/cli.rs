@@ -48,6 +48,7 @@ both_dialects!(
     an_import_by_member_killed_midway_resumes_and_applies_every_journal_once,
     an_import_by_member_after_a_merge_starts_afresh_and_loses_nothing,
     an_import_by_member_is_refused_where_members_meet,
+    random_files_import_alike_in_either_order,
     vouchers_are_issued_in_bulk_and_their_codes_written_out,
     the_catalog_is_imported_line_by_line,
     a_partner_statement_is_printed_and_closed,
@@ -975,13 +976,7 @@ fn an_import_by_member_gives_what_file_order_gives(env: &Env) {
         .collect();
     let members = env.file("members.ndjson", &members);
     for code in ["file", "member", "csv", "csvfile"] {
-        let yaml = SHOP.replace("code: shop", &format!("code: {code}"));
-        env.ok(&[
-            "program",
-            "apply",
-            path(&env.file(&format!("{code}.yaml"), &yaml)),
-        ]);
-        env.ok(&["members", "import", "--program", code, path(&members)]);
+        shop_with_members(env, code, &members);
     }
     // D is merged into E: D's journals post to E's ledger, so they keep their order with
     // E's (E's hash sorts before D's: sorted by its own member, D's purchase would come
@@ -1084,34 +1079,8 @@ fn an_import_by_member_gives_what_file_order_gives(env: &Env) {
         assert_eq!(out.status.code(), Some(3), "some lines were rejected");
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let counts = stdout[stdout.find(':').unwrap()..stdout.find(" (").unwrap()].to_owned();
-        let rejected: Vec<(i64, String)> = std::fs::read_to_string(report)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let r: serde_json::Value = serde_json::from_str(l).unwrap();
-                (
-                    r["line"].as_i64().unwrap(),
-                    r["code"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect();
-        let balances: Vec<i64> = ["A", "B", "C", "E"]
-            .iter()
-            .map(|m| {
-                let b = env.ok(&[
-                    "balance",
-                    "--program",
-                    code,
-                    *m,
-                    "--as-of",
-                    "2026-11-06T00:00:00Z",
-                    "--json",
-                ]);
-                let b: serde_json::Value = serde_json::from_str(&b).unwrap();
-                b["balances"][0]["available"].as_i64().unwrap_or(0)
-            })
-            .collect();
-        (counts, rejected, balances)
+        let rejected = rejected_lines(&report);
+        (counts, rejected, balances(env, code, &["A", "B", "C", "E"]))
     };
     let in_file_order = import("file", &file, "file");
     assert_eq!(
@@ -1176,6 +1145,175 @@ fn an_import_by_member_gives_what_file_order_gives(env: &Env) {
         ]
     );
     assert_eq!(balances[..3], [20, 90, 35]);
+}
+
+/// Program `code` (the shop's definition) with the members of the `members` file.
+fn shop_with_members(env: &Env, code: &str, members: &Path) {
+    let yaml = SHOP.replace("code: shop", &format!("code: {code}"));
+    env.ok(&[
+        "program",
+        "apply",
+        path(&env.file(&format!("{code}.yaml"), &yaml)),
+    ]);
+    env.ok(&["members", "import", "--program", code, path(members)]);
+}
+
+/// The (line, code) of each line in an import's report of rejected lines.
+fn rejected_lines(report: &Path) -> Vec<(i64, String)> {
+    std::fs::read_to_string(report)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let r: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                r["line"].as_i64().unwrap(),
+                r["code"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The points available to each member on 2026-11-06 (0 for a member without any).
+fn balances(env: &Env, code: &str, members: &[&str]) -> Vec<i64> {
+    members
+        .iter()
+        .map(|m| {
+            let b = env.ok(&[
+                "balance",
+                "--program",
+                code,
+                m,
+                "--as-of",
+                "2026-11-06T00:00:00Z",
+                "--json",
+            ]);
+            let b: serde_json::Value = serde_json::from_str(&b).unwrap();
+            b["balances"][0]["available"].as_i64().unwrap_or(0)
+        })
+        .collect()
+}
+
+/// Generated files (purchases, redemptions that may overdraw, refunds of earlier
+/// purchases, repeated external ids, bad lines, an unknown member, a merged member) give
+/// the same counts, the same rejected lines and the same balances in file order and by
+/// member, with small batches over two writers so that batch and partition boundaries
+/// fall everywhere.
+fn random_files_import_alike_in_either_order(env: &Env) {
+    let (runtime, store) = env.store();
+    let agent = fidelis_store::Actor {
+        name: "dana".into(),
+        role: "agent".into(),
+    };
+    let members: String = (0..6)
+        .map(|m| format!("{{\"member\": \"M{m}\", \"enrolled_at\": \"2026-01-01T00:00:00Z\"}}\n"))
+        .collect();
+    let members = env.file("members.ndjson", &members);
+    // xorshift64*: a fixed sequence per seed, no dependency.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: u64| {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    };
+    for case in 0..6 {
+        let codes = [format!("r{case}f"), format!("r{case}m")];
+        for code in &codes {
+            shop_with_members(env, code, &members);
+            if case % 2 == 1 {
+                let program = runtime.block_on(store.require_program(code)).unwrap();
+                runtime
+                    .block_on(store.merge_members(&program, "M5", "M4", chrono::Utc::now(), &agent))
+                    .unwrap();
+            }
+        }
+        let mut lines = Vec::new();
+        let mut purchases: Vec<(String, String, u64)> = Vec::new();
+        let mut earlier: Vec<String> = Vec::new();
+        for i in 0..80 {
+            let member = format!("M{}", next(7));
+            let roll = next(100);
+            let line = if roll < 4 {
+                "{not json".to_owned()
+            } else if roll < 8 && !earlier.is_empty() {
+                // The same line again: replayed, whatever the order.
+                earlier[next(earlier.len() as u64) as usize].clone()
+            } else if roll < 20 && !purchases.is_empty() {
+                let (id, owner, amount) = purchases[next(purchases.len() as u64) as usize].clone();
+                format!(
+                    r#"{{"external_id": "f{i}", "member": "{owner}", "type": "refund", "occurred_at": "2026-11-02T10:00:00Z", "amount": "{}", "currency": "EUR", "original_external_id": "{id}"}}"#,
+                    1 + next(amount)
+                )
+            } else if roll < 45 {
+                format!(
+                    r#"{{"external_id": "r{i}", "member": "{member}", "type": "redemption", "occurred_at": "2026-11-02T10:00:00Z", "currency": "points", "points": {}}}"#,
+                    1 + next(80)
+                )
+            } else {
+                let amount = 1 + next(100);
+                purchases.push((format!("p{i}"), member.clone(), amount));
+                format!(
+                    r#"{{"external_id": "p{i}", "member": "{member}", "type": "purchase", "occurred_at": "2026-11-02T10:00:00Z", "amount": "{amount}", "currency": "EUR"}}"#
+                )
+            };
+            if line.starts_with('{') && !line.starts_with("{not") {
+                earlier.push(line.clone());
+            }
+            lines.push(line);
+        }
+        let file = env.file(&format!("case{case}.ndjson"), &(lines.join("\n") + "\n"));
+        let outcome = |code: &str, args: &[&str]| {
+            let report = env.dir.path().join(format!("{code}.rejected.ndjson"));
+            let out = env.run(
+                &[
+                    &[
+                        "journals",
+                        "import",
+                        "--program",
+                        code,
+                        path(&file),
+                        "--report",
+                        path(&report),
+                    ],
+                    args,
+                ]
+                .concat(),
+            );
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                matches!(out.status.code(), Some(0 | 3)),
+                "{stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let counts = stdout[stdout.find(':').unwrap()..stdout.find(" (").unwrap()].to_owned();
+            let survivors: &[&str] = if case % 2 == 1 {
+                &["M0", "M1", "M2", "M3", "M4"]
+            } else {
+                &["M0", "M1", "M2", "M3", "M4", "M5"]
+            };
+            let rejected = if report.exists() {
+                rejected_lines(&report)
+            } else {
+                Vec::new()
+            };
+            (counts, rejected, balances(env, code, survivors))
+        };
+        let in_file_order = outcome(&codes[0], &["--batch-size", "4", "--workers", "2"]);
+        let by_member = outcome(
+            &codes[1],
+            &["--order", "member", "--batch-size", "3", "--workers", "2"],
+        );
+        assert_eq!(
+            by_member,
+            in_file_order,
+            "case {case}:\n{}",
+            lines.join("\n")
+        );
+        assert!(
+            in_file_order.2.iter().any(|b| *b > 0) && !in_file_order.1.is_empty(),
+            "case {case} earned and refused something: {in_file_order:?}"
+        );
+    }
 }
 
 /// Where members' journals meet — a promotion budget shared by all, a household — the
