@@ -519,8 +519,7 @@ impl<'a> Router<'a> {
 
     /// The partition of a member (its survivor's, if merged), by [`member_hash`].
     fn partition(&self, member: &str) -> usize {
-        let owner = self.survivors.get(member).map_or(member, String::as_str);
-        (member_hash(owner) % self.senders.len() as u64) as usize
+        (member_hash(owner(self.survivors, member)) % self.senders.len() as u64) as usize
     }
 
     /// Adds a line read up to `end_offset`; false when the writers have stopped.
@@ -567,6 +566,12 @@ impl<'a> Router<'a> {
             }
         }
     }
+}
+
+/// Whose ledger a journal naming `member` posts to: its survivor's if it was merged
+/// (`survivors`: each merged member's external id with its survivor's), else its own.
+fn owner<'a>(survivors: &'a HashMap<String, String>, member: &'a str) -> &'a str {
+    survivors.get(member).map_or(member, String::as_str)
 }
 
 /// A stable hash (FNV-1a) of a member's external id: it picks the member's partition and,

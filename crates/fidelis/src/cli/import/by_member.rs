@@ -25,7 +25,7 @@ use fidelis_store::LoadedProgram;
 
 use super::{
     CsvColumns, InputFormat, Router, csv_header, csv_line, csv_record, for_each_line, member_hash,
-    ndjson_line,
+    ndjson_line, owner,
 };
 
 /// Where one line of the file sits, and the hash of its member that sorts it.
@@ -124,9 +124,8 @@ pub(super) fn index(
                 .and_then(|mut r| columns.document(super::without_cr(&mut r)).ok())
                 .and_then(|d| d.member),
         };
-        let member = member.map(|m| survivors.get(&m).cloned().unwrap_or(m));
         entries.push(Entry {
-            key: member.as_deref().map_or(0, member_hash),
+            key: member.map_or(0, |m| member_hash(owner(survivors, &m))),
             line: number,
             offset: start,
             len: u32::try_from(bytes.len()).context("a line longer than 4 GiB")?,
