@@ -19,6 +19,7 @@ mod badges;
 #[doc(hidden)]
 pub mod bare;
 mod catalog;
+mod checkpoint;
 mod claims;
 mod dashboard;
 mod dialect;
@@ -131,6 +132,9 @@ pub struct Store {
     /// SQLite: the one connection ledger transactions write through (see
     /// [`Store::ledger_pool`]).
     ledger_writer: Option<SqlitePool>,
+    /// SQLite: the write-ahead log copied into the database beside the writer
+    /// (`checkpoint.rs`).
+    checkpointer: Option<Arc<checkpoint::Checkpointer>>,
 }
 
 /// The first key of the session advisory locks that keep a program's jobs to one run at a
@@ -318,6 +322,7 @@ impl Store {
         }
 
         let mut ledger_writer = None;
+        let mut checkpointer = None;
         let db = if url.starts_with("sqlite:") {
             // WAL lets readers run beside the writer; FULL makes every commit durable
             // (NORMAL would lose the last commits on power loss).
@@ -333,9 +338,12 @@ impl Store {
                 // Multi-row statements spill statement journals to temporary files
                 // otherwise (measured: 4.5% of an import's time).
                 .pragma("temp_store", "memory")
-                // Checkpoint every 40 MB of WAL instead of 4: a page changed by several
-                // batches is copied into the database once.
-                .pragma("wal_autocheckpoint", "10000")
+                // A task copies the log into the database beside the writer
+                // (`checkpoint.rs`); a commit checkpoints itself only past 400 MB of log
+                // (a large batch writes 40 MB or more, and its commit would wait for the
+                // copy), and a log started again is cut back to 64 MB.
+                .pragma("wal_autocheckpoint", "100000")
+                .pragma("journal_size_limit", "67108864")
                 .pragma("mmap_size", "1073741824");
             create_private(connect.get_filename())?;
             let pool = SqlitePoolOptions::new()
@@ -356,9 +364,10 @@ impl Store {
                     .idle_timeout(None)
                     .max_lifetime(None)
                     .after_release(|conn, _| Box::pin(release_outside_transaction(conn)))
-                    .connect_with(connect)
+                    .connect_with(connect.clone())
                     .await?,
             );
+            checkpointer = checkpoint::Checkpointer::start(&connect).map(Arc::new);
             Db::Sqlite(pool)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let connect = PgConnectOptions::from_str(url)
@@ -404,6 +413,7 @@ impl Store {
             jobs_running: Arc::default(),
             replica: None,
             ledger_writer,
+            checkpointer,
         };
         store.finish_member_terms().await?;
         Ok(store)
@@ -561,6 +571,7 @@ impl Store {
                 jobs_running: Arc::clone(&self.jobs_running),
                 replica: self.replica.clone(),
                 ledger_writer: self.ledger_writer.clone(),
+                checkpointer: self.checkpointer.clone(),
             };
             group_commit::GroupCommit::start(&direct, self.committers)
         });
