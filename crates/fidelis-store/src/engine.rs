@@ -370,83 +370,78 @@ pub(crate) async fn post_batch<T: LedgerTx>(
     needing.dedup();
     batch.load_buckets(tx, &needing).await?;
 
-    let mut ids = opening.ids.into_iter();
-    let mut seen: FxHashMap<&str, (usize, &Journal)> = FxHashMap::default();
-    for (i, (journal, prepared)) in journals.iter().copied().zip(prepared).enumerate() {
-        let name = journal.external_id.as_str();
-        // An earlier journal with this id that was refused left nothing behind: this one is
-        // processed on its own, as it would be in a later batch (a redemption refused for
-        // want of points may pass once a purchase between them is applied).
-        if let Some(&(first, first_journal)) = seen.get(name)
-            && let Some(Ok(posted)) = &results[first]
-        {
-            results[i] = Some(if prepared.same_request(first_journal) {
-                Ok(Posted {
-                    outcome: posted.outcome.clone(),
-                    replayed: true,
+    // A large batch on a dialect that can (SQLite: its statements run on a thread of their
+    // own) writes the members it is done with while it processes the next journals. Only
+    // with several journals per member (an import by member): where nearly every journal
+    // is a member of its own, one write sorted by member costs less than many (measured).
+    let beside = tx.writes_beside()
+        && journals.len() >= 2 * WRITE_BESIDE_EVERY
+        && members.len() * 4 <= journals.len()
+        && !explain
+        && owners.is_empty()
+        && !members.iter().any(|m| m.group_id.is_some())
+        && batch.screen.is_none();
+    let last_of: FxHashMap<i64, usize> = if beside {
+        journals
+            .iter()
+            .enumerate()
+            .filter_map(|(i, j)| Some((*member_by_name.get(j.member.as_str())?, i)))
+            .collect()
+    } else {
+        FxHashMap::default()
+    };
+    let mut walk = Walk {
+        journals: &journals,
+        prepared,
+        existing: &existing,
+        member_by_name: &member_by_name,
+        groups: &groups,
+        results: &mut results,
+        seen: FxHashMap::default(),
+        ids: opening.ids.into_iter(),
+    };
+    let mut next = 0;
+    let mut writing: Option<WriteSet> = None;
+    while next < journals.len() {
+        let end = if beside {
+            (next + WRITE_BESIDE_EVERY).min(journals.len())
+        } else {
+            journals.len()
+        };
+        // What needs the transaction stops the walk; the rows of the members done with
+        // before are written meanwhile.
+        let stopped = match writing.take() {
+            Some(rows) => {
+                let (written, walked) = futures::join!(tx.write_beside(lp.id, &rows), async {
+                    walk.run(&mut batch, next, end)
+                });
+                written?;
+                walked?
+            }
+            None => walk.run(&mut batch, next, end)?,
+        };
+        let done = match stopped {
+            (i, Some(step)) => {
+                walk.with_tx(tx, &mut batch, i, step).await?;
+                i + 1
+            }
+            (i, None) => i,
+        };
+        if beside && done < journals.len() {
+            let finished: Vec<i64> = (next..done)
+                .filter_map(|i| {
+                    let id = *member_by_name.get(journals[i].member.as_str())?;
+                    (last_of.get(&id) == Some(&i)).then_some(id)
                 })
-            } else {
-                Err(JournalError::IdempotencyConflict(name.to_owned()))
-            });
-            continue;
-        }
-        seen.insert(name, (i, journal));
-        if let Some(row) = existing.get(name) {
-            results[i] = Some(replay(row, prepared, program)?);
-            continue;
-        }
-        let Some(&member_id) = member_by_name.get(journal.member.as_str()) else {
-            results[i] = Some(Err(JournalError::UnknownMember(journal.member.to_string())));
-            continue;
-        };
-        if !prepared.for_group && groups.contains(&member_id) {
-            results[i] = Some(Err(JournalError::MemberIsGroup(journal.member.to_string())));
-            continue;
-        }
-        let verdict = match batch.screen_journal(member_id, journal, prepared)? {
-            Screened::Pass => None,
-            Screened::Answer(result) => {
-                results[i] = Some(*result);
-                continue;
+                .collect();
+            if !finished.is_empty() {
+                writing = Some(batch.take_finished(&finished)?);
             }
-            Screened::Hold(verdict) => Some(verdict),
-        };
-        let (Some(main), Some(settlement)) = (ids.next(), ids.next()) else {
-            return Err(StoreError::Inconsistent(
-                "too few journal ids reserved".into(),
-            ));
-        };
-        let ids = JournalIds {
-            main: JournalId(main),
-            settlement: JournalId(settlement),
-        };
-        if let Some(verdict) = verdict {
-            // A held redemption's points are reserved by a hold of its own, with the ids
-            // the journal would have taken: spendable nowhere else while it waits. When
-            // they are not there, it is refused as the redemption would have been.
-            if let Some(reserve) = crate::fraud::reservation(journal, now)? {
-                let document = serde_json::to_string(&reserve.canonical(program))?;
-                if let Err(e) = batch
-                    .process(tx, member_id, &reserve, &document, ids)
-                    .await?
-                {
-                    results[i] = Some(Err(e));
-                    continue;
-                }
-            }
-            results[i] = Some(batch.hold_journal(member_id, journal, prepared, &verdict)?);
-            continue;
         }
-        let result = batch
-            .process(tx, member_id, journal, &prepared.document, ids)
-            .await?;
-        if prepared.screened
-            && matches!(&result, Ok(p) if !p.replayed)
-            && let Some(screen) = batch.screen.as_mut()
-        {
-            screen.note(&program.fraud, member_id, journal, false);
-        }
-        results[i] = Some(result);
+        next = done;
+    }
+    if let Some(rows) = writing {
+        tx.write_beside(lp.id, &rows).await?;
     }
 
     batch.write(tx).await?;
@@ -475,6 +470,173 @@ pub(crate) async fn post_batch<T: LedgerTx>(
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(JournalError::Invalid("not processed".into()))))
         .collect())
+}
+
+/// Journals a large batch processes between two writes of the members it is done with
+/// (see [`LedgerTx::writes_beside`]): their rows stay below SQLite's parameter limit in one
+/// statement, and writing them takes about as long as processing the next ones.
+const WRITE_BESIDE_EVERY: usize = 400;
+
+/// A batch's walk through its journals, in order ([`post_batch`]).
+struct Walk<'a> {
+    journals: &'a [&'a Journal],
+    prepared: &'a [Prepared],
+    existing: &'a FxHashMap<String, JournalRow>,
+    member_by_name: &'a FxHashMap<&'a str, i64>,
+    groups: &'a [i64],
+    results: &'a mut [Option<JournalResult>],
+    /// The first journal of each external id the walk met.
+    seen: FxHashMap<&'a str, (usize, &'a Journal)>,
+    /// Journal ids reserved for the batch, two per journal processed.
+    ids: std::vec::IntoIter<i64>,
+}
+
+/// A journal the walk leaves to be processed with the transaction.
+enum Step {
+    /// Held by a fraud rule (a redemption's points are reserved first).
+    Hold {
+        member_id: i64,
+        ids: JournalIds,
+        verdict: fidelis_core::fraud::Verdict,
+    },
+    /// Its member's buckets are to be read first.
+    Buckets { member_id: i64, ids: JournalIds },
+}
+
+impl<'a> Walk<'a> {
+    /// Processes journals `from..to` as long as they need nothing read; answers where it
+    /// stopped and, short of `to`, what the journal there needs.
+    fn run(
+        &mut self,
+        batch: &mut Batch<'_>,
+        from: usize,
+        to: usize,
+    ) -> Result<(usize, Option<Step>)> {
+        for i in from..to {
+            if let Some(step) = self.step(batch, i)? {
+                return Ok((i, Some(step)));
+            }
+        }
+        Ok((to, None))
+    }
+
+    fn step(&mut self, batch: &mut Batch<'_>, i: usize) -> Result<Option<Step>> {
+        let (journal, prepared) = (self.journals[i], &self.prepared[i]);
+        let name = journal.external_id.as_str();
+        // An earlier journal with this id that was refused left nothing behind: this one is
+        // processed on its own, as it would be in a later batch (a redemption refused for
+        // want of points may pass once a purchase between them is applied).
+        if let Some(&(first, first_journal)) = self.seen.get(name)
+            && let Some(Ok(posted)) = &self.results[first]
+        {
+            self.results[i] = Some(if prepared.same_request(first_journal) {
+                Ok(Posted {
+                    outcome: posted.outcome.clone(),
+                    replayed: true,
+                })
+            } else {
+                Err(JournalError::IdempotencyConflict(name.to_owned()))
+            });
+            return Ok(None);
+        }
+        self.seen.insert(name, (i, journal));
+        if let Some(row) = self.existing.get(name) {
+            self.results[i] = Some(replay(row, prepared, &batch.lp.program)?);
+            return Ok(None);
+        }
+        let Some(&member_id) = self.member_by_name.get(journal.member.as_str()) else {
+            self.results[i] = Some(Err(JournalError::UnknownMember(journal.member.to_string())));
+            return Ok(None);
+        };
+        if !prepared.for_group && self.groups.contains(&member_id) {
+            self.results[i] = Some(Err(JournalError::MemberIsGroup(journal.member.to_string())));
+            return Ok(None);
+        }
+        let verdict = match batch.screen_journal(member_id, journal, prepared)? {
+            Screened::Pass => None,
+            Screened::Answer(result) => {
+                self.results[i] = Some(*result);
+                return Ok(None);
+            }
+            Screened::Hold(verdict) => Some(verdict),
+        };
+        let (Some(main), Some(settlement)) = (self.ids.next(), self.ids.next()) else {
+            return Err(StoreError::Inconsistent(
+                "too few journal ids reserved".into(),
+            ));
+        };
+        let ids = JournalIds {
+            main: JournalId(main),
+            settlement: JournalId(settlement),
+        };
+        if let Some(verdict) = verdict {
+            return Ok(Some(Step::Hold {
+                member_id,
+                ids,
+                verdict,
+            }));
+        }
+        match batch.try_process(member_id, journal, &prepared.document, ids)? {
+            Some(result) => {
+                self.answer(batch, i, member_id, result);
+                Ok(None)
+            }
+            None => Ok(Some(Step::Buckets { member_id, ids })),
+        }
+    }
+
+    /// Processes journal `i` as `step` says, with the transaction.
+    async fn with_tx<T: LedgerTx>(
+        &mut self,
+        tx: &mut T,
+        batch: &mut Batch<'_>,
+        i: usize,
+        step: Step,
+    ) -> Result<()> {
+        let (journal, prepared) = (self.journals[i], &self.prepared[i]);
+        match step {
+            Step::Hold {
+                member_id,
+                ids,
+                verdict,
+            } => {
+                // A held redemption's points are reserved by a hold of its own, with the
+                // ids the journal would have taken: spendable nowhere else while it waits.
+                // When they are not there, it is refused as the redemption would have
+                // been.
+                if let Some(reserve) = crate::fraud::reservation(journal, batch.now)? {
+                    let document = serde_json::to_string(&reserve.canonical(&batch.lp.program))?;
+                    if let Err(e) = batch
+                        .process(tx, member_id, &reserve, &document, ids)
+                        .await?
+                    {
+                        self.results[i] = Some(Err(e));
+                        return Ok(());
+                    }
+                }
+                self.results[i] = Some(batch.hold_journal(member_id, journal, prepared, &verdict)?);
+            }
+            Step::Buckets { member_id, ids } => {
+                let result = batch
+                    .process(tx, member_id, journal, &prepared.document, ids)
+                    .await?;
+                self.answer(batch, i, member_id, result);
+            }
+        }
+        Ok(())
+    }
+
+    fn answer(&mut self, batch: &mut Batch<'_>, i: usize, member_id: i64, result: JournalResult) {
+        let (journal, prepared) = (self.journals[i], &self.prepared[i]);
+        let lp = batch.lp;
+        if prepared.screened
+            && matches!(&result, Ok(p) if !p.replayed)
+            && let Some(screen) = batch.screen.as_mut()
+        {
+            screen.note(&lp.program.fraud, member_id, journal, false);
+        }
+        self.results[i] = Some(result);
+    }
 }
 
 /// Locks the named members (sorted, as batches do) and loads their ledgers completely:
@@ -1655,106 +1817,117 @@ impl<'p> Batch<'p> {
         document: &str,
         ids: JournalIds,
     ) -> Result<JournalResult> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut related = self.take_related(journal);
-            let Some(ledger) = self.ledgers.get_mut(&member_id) else {
-                return Err(StoreError::Inconsistent(format!(
-                    "member {member_id} was not loaded"
-                )));
-            };
-            let result = process::process(
-                &self.lp.program,
-                ledger,
-                journal,
-                &mut related,
-                ids,
-                self.now,
-            );
-            self.put_back(related);
-            match result {
-                Ok(mut processed) => {
-                    if !self.group_of.is_empty() {
-                        self.pool_share(member_id, &mut processed)?;
+        if let Some(result) = self.try_process(member_id, journal, document, ids)? {
+            return Ok(result);
+        }
+        if let Some(ledger) = self.ledgers.get_mut(&member_id) {
+            // Buckets loaded already, but a referenced one is missing: load the
+            // referenced ones again.
+            ledger.buckets_loaded = false;
+        }
+        self.load_buckets(tx, &[member_id]).await?;
+        self.try_process(member_id, journal, document, ids)?
+            .ok_or_else(|| {
+                StoreError::Inconsistent(format!(
+                    "journal {}: {}",
+                    journal.external_id,
+                    ProcessError::NeedsBuckets
+                ))
+            })
+    }
+
+    /// Processes one journal with what the batch holds: `None` when the core asks for
+    /// buckets not read yet (nothing changed then; [`Self::process`] reads them).
+    fn try_process(
+        &mut self,
+        member_id: i64,
+        journal: &Journal,
+        document: &str,
+        ids: JournalIds,
+    ) -> Result<Option<JournalResult>> {
+        let mut related = self.take_related(journal);
+        let Some(ledger) = self.ledgers.get_mut(&member_id) else {
+            return Err(StoreError::Inconsistent(format!(
+                "member {member_id} was not loaded"
+            )));
+        };
+        let result = process::process(
+            &self.lp.program,
+            ledger,
+            journal,
+            &mut related,
+            ids,
+            self.now,
+        );
+        self.put_back(related);
+        match result {
+            Ok(mut processed) => {
+                if !self.group_of.is_empty() {
+                    self.pool_share(member_id, &mut processed)?;
+                }
+                if !processed.outcome.tier_changes.is_empty() {
+                    let changes = processed.outcome.tier_changes.clone();
+                    self.audit_tier_changes(
+                        member_id,
+                        &changes,
+                        Some(journal.external_id.as_str()),
+                    );
+                }
+                if !self.explain {
+                    self.issue_vouchers(member_id, processed.record.id.0, &mut processed.outcome)?;
+                    self.collect_awards(
+                        member_id,
+                        processed.record.id.0,
+                        journal.occurred_at,
+                        &processed.outcome,
+                    );
+                    self.partner_effects(
+                        journal,
+                        processed.record.id.0,
+                        processed.record.original.map(|o| o.0),
+                        &processed.outcome,
+                    );
+                    if matches!(journal.body, JournalBody::Cancellation { .. }) {
+                        self.cancelled_journals
+                            .extend(processed.record.original.map(|o| o.0));
                     }
-                    if !processed.outcome.tier_changes.is_empty() {
-                        let changes = processed.outcome.tier_changes.clone();
-                        self.audit_tier_changes(
-                            member_id,
-                            &changes,
-                            Some(journal.external_id.as_str()),
-                        );
-                    }
-                    if !self.explain {
-                        self.issue_vouchers(
-                            member_id,
-                            processed.record.id.0,
-                            &mut processed.outcome,
-                        )?;
-                        self.collect_awards(
-                            member_id,
-                            processed.record.id.0,
-                            journal.occurred_at,
-                            &processed.outcome,
-                        );
-                        self.partner_effects(
-                            journal,
-                            processed.record.id.0,
-                            processed.record.original.map(|o| o.0),
-                            &processed.outcome,
-                        );
-                        if matches!(journal.body, JournalBody::Cancellation { .. }) {
-                            self.cancelled_journals
-                                .extend(processed.record.original.map(|o| o.0));
-                        }
-                        self.journal_events(member_id, journal, &processed.outcome)?;
-                    }
-                    let outcome = stored_outcome(&mut processed.outcome)?;
-                    if let Some(settlement) = processed.settlement {
-                        self.new_journals.push(NewJournal {
-                            record_key: None,
-                            record: Some(settlement),
-                            document: None,
-                            outcome: None,
-                        });
-                    }
-                    let name = journal.external_id.as_str();
-                    let (record_key, record) = if self.referenced.contains(name) {
-                        self.names_by_id
-                            .insert(processed.record.id.0, name.to_owned());
-                        self.records.insert(name.to_owned(), processed.record);
-                        (Some(name.to_owned()), None)
-                    } else {
-                        (None, Some(processed.record))
-                    };
+                    self.journal_events(member_id, journal, &processed.outcome)?;
+                }
+                let outcome = stored_outcome(&mut processed.outcome)?;
+                if let Some(settlement) = processed.settlement {
                     self.new_journals.push(NewJournal {
-                        record_key,
-                        record,
-                        document: Some(document.to_owned()),
-                        outcome: Some(outcome),
+                        record_key: None,
+                        record: Some(settlement),
+                        document: None,
+                        outcome: None,
                     });
-                    return Ok(Ok(Posted {
-                        outcome: processed.outcome,
-                        replayed: false,
-                    }));
                 }
-                Err(ProcessError::Refused(e)) => return Ok(Err(e)),
-                Err(ProcessError::NeedsBuckets) if attempt == 1 => {
-                    if let Some(ledger) = self.ledgers.get_mut(&member_id) {
-                        // Buckets loaded already, but a referenced one is missing: load
-                        // the referenced ones again.
-                        ledger.buckets_loaded = false;
-                    }
-                    self.load_buckets(tx, &[member_id]).await?;
-                }
-                Err(e) => {
-                    return Err(StoreError::Inconsistent(format!(
-                        "journal {}: {e}",
-                        journal.external_id
-                    )));
-                }
+                let name = journal.external_id.as_str();
+                let (record_key, record) = if self.referenced.contains(name) {
+                    self.names_by_id
+                        .insert(processed.record.id.0, name.to_owned());
+                    self.records.insert(name.to_owned(), processed.record);
+                    (Some(name.to_owned()), None)
+                } else {
+                    (None, Some(processed.record))
+                };
+                self.new_journals.push(NewJournal {
+                    record_key,
+                    record,
+                    document: Some(document.to_owned()),
+                    outcome: Some(outcome),
+                });
+                Ok(Some(Ok(Posted {
+                    outcome: processed.outcome,
+                    replayed: false,
+                })))
             }
+            Err(ProcessError::Refused(e)) => Ok(Some(Err(e))),
+            Err(ProcessError::NeedsBuckets) => Ok(None),
+            Err(e) => Err(StoreError::Inconsistent(format!(
+                "journal {}: {e}",
+                journal.external_id
+            ))),
         }
     }
 
@@ -1966,43 +2139,194 @@ impl<'p> Batch<'p> {
         }
     }
 
-    /// Writes everything the batch changed.
-    pub(crate) async fn write<T: LedgerTx>(&mut self, tx: &mut T) -> Result<()> {
+    /// The rows of the members `finished` (sorted) and of their new journals, taken out
+    /// of the batch to be written while it goes on ([`LedgerTx::write_beside`]): what the
+    /// batch writes at its end no longer holds them, and a later change to them would be
+    /// written as an update of what was written.
+    fn take_finished(&mut self, finished: &[i64]) -> Result<WriteSet> {
+        let members: FxHashSet<i64> = finished.iter().copied().collect();
+        let mut rows = WriteSet::default();
+        let mut kept = Vec::with_capacity(self.new_journals.len());
+        for new in std::mem::take(&mut self.new_journals) {
+            let Some(member) = self
+                .record_of(&new.record, &new.record_key)?
+                .map(|r| r.member.0)
+            else {
+                continue;
+            };
+            if !members.contains(&member) {
+                kept.push(new);
+                continue;
+            }
+            if let Some(key) = self.push_new(new, &mut rows.journals, &mut rows.entries)? {
+                if let Some(record) = self.records.get_mut(&key) {
+                    record.changed = false;
+                }
+                self.loaded.insert(key);
+            }
+        }
+        self.new_journals = kept;
+        for &member in finished {
+            self.push_ledger(
+                member,
+                &mut rows.buckets,
+                &mut rows.accounts,
+                &mut rows.tiers,
+            )?;
+            let Some(ledger) = self.ledgers.get_mut(&member) else {
+                continue;
+            };
+            for bucket in ledger.buckets.iter_mut().filter(|b| b.changed) {
+                bucket.changed = false;
+                self.loaded_buckets.insert(bucket.id);
+            }
+            for (i, account) in ledger
+                .accounts
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, a)| a.changed)
+            {
+                account.changed = false;
+                self.loaded_accounts
+                    .insert((member, i as u16), account.next_transition_at);
+            }
+            if let Some(tiers) = ledger.tiers.as_mut() {
+                tiers.changed = false;
+            }
+        }
+        Ok(rows)
+    }
+
+    /// The record of a journal the batch wrote: its own, or the one kept under its name
+    /// for later journals of the batch (`None`: neither).
+    fn record_of<'b>(
+        &'b self,
+        record: &'b Option<JournalRecord>,
+        key: &Option<String>,
+    ) -> Result<Option<&'b JournalRecord>> {
+        Ok(match (record, key) {
+            (Some(record), _) => Some(record),
+            (None, Some(key)) => Some(self.records.get(key).ok_or_else(|| vanished(key))?),
+            (None, None) => None,
+        })
+    }
+
+    /// A journal the batch wrote, as rows (none for neither record nor name); answers the
+    /// name its record is kept under, if it is.
+    fn push_new(
+        &self,
+        new: NewJournal,
+        journals: &mut Vec<JournalRow>,
+        entries: &mut Vec<EntryRow>,
+    ) -> Result<Option<String>> {
+        if let Some(record) = self.record_of(&new.record, &new.record_key)? {
+            self.push_journal(record, new.document, new.outcome, journals, entries)?;
+        }
+        Ok(new.record_key)
+    }
+
+    /// A new journal's row and its entries' rows.
+    fn push_journal(
+        &self,
+        record: &JournalRecord,
+        document: Option<String>,
+        outcome: Option<String>,
+        journals: &mut Vec<JournalRow>,
+        entries: &mut Vec<EntryRow>,
+    ) -> Result<()> {
+        let program = &self.lp.program;
+        entries.extend(record.entries.iter().map(|e| {
+            entry_row(
+                record.member,
+                e,
+                program.currency(e.currency).code.to_string(),
+            )
+        }));
+        journals.push(JournalRow {
+            member_id: record.member.0,
+            id: record.id.0,
+            external_id: record.external_id.as_ref().map(ToString::to_string),
+            kind: record.kind.name().to_owned(),
+            type_name: record.type_name.to_string(),
+            status: record.status.name().to_owned(),
+            original_id: record.original.map(|o| o.0),
+            occurred_at: record.occurred_at,
+            recorded_at: record.recorded_at,
+            document,
+            outcome,
+            state: state_json(&record.state)?,
+            hold_until: record.open_hold_until(),
+        });
+        Ok(())
+    }
+
+    /// A member's changed buckets, accounts and tier standing, as rows.
+    fn push_ledger(
+        &self,
+        member: i64,
+        buckets: &mut Vec<BucketRow>,
+        accounts: &mut Vec<AccountRow>,
+        tiers: &mut Vec<crate::rows::TierSave>,
+    ) -> Result<()> {
         let program = &self.lp.program;
         let code = |ix: CurrencyIx| program.currency(ix).code.to_string();
+        let Some(ledger) = self.ledgers.get(&member) else {
+            return Ok(());
+        };
+        for bucket in ledger.buckets.iter().filter(|b| b.changed) {
+            buckets.push(BucketRow {
+                existing: self.loaded_buckets.contains(&bucket.id),
+                member_id: member,
+                journal_id: bucket.id.journal.0,
+                seq: bucket.id.seq as i32,
+                currency: code(bucket.currency),
+                credited_at: bucket.credited_at,
+                expires_at: bucket.expires_at,
+                available_at: bucket.available_at,
+                pending: bucket.pending,
+                credited: bucket.credited,
+                remaining: bucket.remaining,
+                expired_unclaimed: bucket.expired_unclaimed,
+            });
+        }
+        for (i, account) in ledger
+            .accounts
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.changed)
+        {
+            let stored = self.loaded_accounts.get(&(member, i as u16));
+            accounts.push(AccountRow {
+                existing: stored.is_some(),
+                transition_changed: stored != Some(&account.next_transition_at),
+                member_id: member,
+                currency: code(CurrencyIx(i as u16)),
+                available: account.available,
+                pending: account.pending,
+                arrears: account.arrears,
+                pool: account.pool,
+                last_activity_at: account.last_activity_at,
+                next_transition_at: account.next_transition_at,
+            });
+        }
+        if let Some(t) = ledger.tiers.as_ref().filter(|t| t.changed) {
+            tiers.push(crate::rows::TierSave {
+                member_id: member,
+                state: serde_json::to_string(t)?,
+                next_due_at: t.next_due(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes everything the batch changed.
+    pub(crate) async fn write<T: LedgerTx>(&mut self, tx: &mut T) -> Result<()> {
         let mut journal_rows = Vec::with_capacity(self.new_journals.len());
         let mut entry_rows = Vec::new();
         // Taken, not copied: a journal's document and outcome are most of its row's bytes,
         // and a batch is written once.
         for new in std::mem::take(&mut self.new_journals) {
-            let record = match (&new.record, &new.record_key) {
-                (Some(record), _) => record,
-                (None, Some(key)) => self.records.get(key).ok_or_else(|| {
-                    StoreError::Inconsistent(format!("journal {key} vanished from its batch"))
-                })?,
-                (None, None) => continue,
-            };
-            entry_rows.extend(
-                record
-                    .entries
-                    .iter()
-                    .map(|e| entry_row(record.member, e, code(e.currency))),
-            );
-            journal_rows.push(JournalRow {
-                member_id: record.member.0,
-                id: record.id.0,
-                external_id: record.external_id.as_ref().map(ToString::to_string),
-                kind: record.kind.name().to_owned(),
-                type_name: record.type_name.to_string(),
-                status: record.status.name().to_owned(),
-                original_id: record.original.map(|o| o.0),
-                occurred_at: record.occurred_at,
-                recorded_at: record.recorded_at,
-                document: new.document,
-                outcome: new.outcome,
-                state: state_json(&record.state)?,
-                hold_until: record.open_hold_until(),
-            });
+            self.push_new(new, &mut journal_rows, &mut entry_rows)?;
         }
         let mut updates = Vec::new();
         for name in &self.loaded {
@@ -2018,58 +2342,12 @@ impl<'p> Batch<'p> {
         }
         let mut bucket_rows = Vec::new();
         let mut account_rows = Vec::new();
-        let mut members: Vec<&i64> = self.ledgers.keys().collect();
+        let mut tiers = Vec::new();
+        let mut members: Vec<i64> = self.ledgers.keys().copied().collect();
         members.sort_unstable();
         for member in members {
-            let ledger = &self.ledgers[member];
-            for bucket in ledger.buckets.iter().filter(|b| b.changed) {
-                bucket_rows.push(BucketRow {
-                    existing: self.loaded_buckets.contains(&bucket.id),
-                    member_id: *member,
-                    journal_id: bucket.id.journal.0,
-                    seq: bucket.id.seq as i32,
-                    currency: code(bucket.currency),
-                    credited_at: bucket.credited_at,
-                    expires_at: bucket.expires_at,
-                    available_at: bucket.available_at,
-                    pending: bucket.pending,
-                    credited: bucket.credited,
-                    remaining: bucket.remaining,
-                    expired_unclaimed: bucket.expired_unclaimed,
-                });
-            }
-            for (i, account) in ledger
-                .accounts
-                .iter()
-                .enumerate()
-                .filter(|(_, a)| a.changed)
-            {
-                let stored = self.loaded_accounts.get(&(*member, i as u16));
-                account_rows.push(AccountRow {
-                    existing: stored.is_some(),
-                    transition_changed: stored != Some(&account.next_transition_at),
-                    member_id: *member,
-                    currency: code(CurrencyIx(i as u16)),
-                    available: account.available,
-                    pending: account.pending,
-                    arrears: account.arrears,
-                    pool: account.pool,
-                    last_activity_at: account.last_activity_at,
-                    next_transition_at: account.next_transition_at,
-                });
-            }
+            self.push_ledger(member, &mut bucket_rows, &mut account_rows, &mut tiers)?;
         }
-        let mut tiers = Vec::new();
-        for (member, ledger) in &self.ledgers {
-            if let Some(t) = ledger.tiers.as_ref().filter(|t| t.changed) {
-                tiers.push(crate::rows::TierSave {
-                    member_id: *member,
-                    state: serde_json::to_string(t)?,
-                    next_due_at: t.next_due(),
-                });
-            }
-        }
-        tiers.sort_unstable_by_key(|t| t.member_id);
         let rows = WriteSet {
             journals: journal_rows,
             entries: entry_rows,
@@ -2125,6 +2403,10 @@ impl<'p> Batch<'p> {
         }
         Ok(())
     }
+}
+
+fn vanished(key: &str) -> StoreError {
+    StoreError::Inconsistent(format!("journal {key} vanished from its batch"))
 }
 
 fn entry_row(member: MemberId, e: &Entry, currency: String) -> EntryRow {

@@ -503,6 +503,23 @@ pub trait LedgerTx: Send {
     ) -> impl Future<Output = Result<()>> + Send {
         write_batch_stepwise(self, program_id, rows)
     }
+
+    /// Whether the statements of [`Self::write_beside`] run while this thread goes on
+    /// (SQLite: on the connection's own thread); a large batch then writes the members it
+    /// is done with while it processes the rest.
+    fn writes_beside(&self) -> bool {
+        false
+    }
+
+    /// Writes the journals, entries, buckets, accounts and tier standings of members a
+    /// batch is done with, now (nothing held back for a later statement).
+    fn write_beside(
+        &mut self,
+        program_id: i64,
+        rows: &WriteSet,
+    ) -> impl Future<Output = Result<()>> + Send {
+        write_batch_stepwise(self, program_id, rows)
+    }
 }
 
 /// [`LedgerTx::open_batch`] one statement at a time.

@@ -201,6 +201,62 @@ fn push_tiers(q: &mut QueryBuilder<Sqlite>, program_id: i64, rows: &[TierSave]) 
     );
 }
 
+/// Whether each part of `rows` is below SQLite's parameter limit (which holds per
+/// statement), so that [`push_ledger_rows`] makes one query of them.
+fn fits_one_query(rows: &WriteSet) -> bool {
+    rows.journals.len() * JOURNAL_PARAMS <= MAX_PARAMS
+        && rows.entries.len() * ENTRY_PARAMS <= MAX_PARAMS
+        && rows.buckets.len() * BUCKET_PARAMS <= MAX_PARAMS
+        && rows.accounts.len() * ACCOUNT_PARAMS <= MAX_PARAMS
+        && rows.tiers.len() * TIER_PARAMS <= MAX_PARAMS
+}
+
+/// A batch's ledger rows (journals, entries, buckets, accounts, fraud memory, promotion
+/// counters, tiers), the parts it has, pushed onto `q` as one multi-statement query;
+/// answers how many parts.
+fn push_ledger_rows(
+    q: &mut QueryBuilder<Sqlite>,
+    program_id: i64,
+    rows: &WriteSet,
+) -> Result<usize> {
+    let mut parts = 0;
+    let mut next = |q: &mut QueryBuilder<Sqlite>| {
+        if parts > 0 {
+            q.push("; ");
+        }
+        parts += 1;
+    };
+    if !rows.journals.is_empty() {
+        next(q);
+        push_journals(q, program_id, &rows.journals);
+    }
+    if !rows.entries.is_empty() {
+        next(q);
+        push_entries(q, program_id, &rows.entries);
+    }
+    if !rows.buckets.is_empty() {
+        next(q);
+        push_buckets(q, program_id, &rows.buckets);
+    }
+    if !rows.accounts.is_empty() {
+        next(q);
+        push_accounts(q, program_id, &rows.accounts)?;
+    }
+    if !rows.risk.is_empty() {
+        next(q);
+        push_risk(q, program_id, &rows.risk)?;
+    }
+    if !rows.counters.is_empty() {
+        next(q);
+        push_counters(q, program_id, &rows.counters)?;
+    }
+    if !rows.tiers.is_empty() {
+        next(q);
+        push_tiers(q, program_id, &rows.tiers);
+    }
+    Ok(parts)
+}
+
 fn push_risk(q: &mut QueryBuilder<Sqlite>, program_id: i64, risk: &[(i64, String)]) -> Result<()> {
     q.push("INSERT INTO member_risk (member_id, program_id, recent) SELECT value ->> 0, ");
     q.push_bind(program_id);
@@ -1554,53 +1610,34 @@ impl LedgerTx for SqliteTx<'_> {
     /// [`LedgerConn`]). The rest follows part by part, after them: updates may touch a
     /// journal this batch inserted. A batch past SQLite's parameter limit (an import's)
     /// is written part by part, in chunks.
+    fn writes_beside(&self) -> bool {
+        true
+    }
+
+    /// One query when the rows fit SQLite's parameter limit (the engine's parts do), sent
+    /// at once.
+    async fn write_beside(&mut self, program_id: i64, rows: &WriteSet) -> Result<()> {
+        if !fits_one_query(rows) {
+            self.write_overlapped(program_id, rows).await?;
+            if !rows.tiers.is_empty() {
+                self.save_tiers(program_id, &rows.tiers).await?;
+            }
+            return Ok(());
+        }
+        let mut q = QueryBuilder::<Sqlite>::new("");
+        if push_ledger_rows(&mut q, program_id, rows)? > 0 {
+            q.build().execute(self.conn().await?).await?;
+        }
+        Ok(())
+    }
+
     async fn write_batch(&mut self, program_id: i64, rows: &WriteSet) -> Result<()> {
-        let fits = rows.journals.len() * JOURNAL_PARAMS <= MAX_PARAMS
-            && rows.entries.len() * ENTRY_PARAMS <= MAX_PARAMS
-            && rows.buckets.len() * BUCKET_PARAMS <= MAX_PARAMS
-            && rows.accounts.len() * ACCOUNT_PARAMS <= MAX_PARAMS
-            && rows.tiers.len() * TIER_PARAMS <= MAX_PARAMS;
-        if !fits {
+        if !fits_one_query(rows) {
             self.write_overlapped(program_id, rows).await?;
             return write_batch_rest(self, program_id, rows, true, true).await;
         }
         let mut q = QueryBuilder::<Sqlite>::new("");
-        let mut parts = 0;
-        let mut next = |q: &mut QueryBuilder<Sqlite>| {
-            if parts > 0 {
-                q.push("; ");
-            }
-            parts += 1;
-        };
-        if !rows.journals.is_empty() {
-            next(&mut q);
-            push_journals(&mut q, program_id, &rows.journals);
-        }
-        if !rows.entries.is_empty() {
-            next(&mut q);
-            push_entries(&mut q, program_id, &rows.entries);
-        }
-        if !rows.buckets.is_empty() {
-            next(&mut q);
-            push_buckets(&mut q, program_id, &rows.buckets);
-        }
-        if !rows.accounts.is_empty() {
-            next(&mut q);
-            push_accounts(&mut q, program_id, &rows.accounts)?;
-        }
-        if !rows.risk.is_empty() {
-            next(&mut q);
-            push_risk(&mut q, program_id, &rows.risk)?;
-        }
-        if !rows.counters.is_empty() {
-            next(&mut q);
-            push_counters(&mut q, program_id, &rows.counters)?;
-        }
-        if !rows.tiers.is_empty() {
-            next(&mut q);
-            push_tiers(&mut q, program_id, &rows.tiers);
-        }
-        if parts > 0 {
+        if push_ledger_rows(&mut q, program_id, rows)? > 0 {
             self.write_later(q).await?;
         }
         write_batch_rest(self, program_id, rows, false, false).await
