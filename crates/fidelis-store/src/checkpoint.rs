@@ -40,11 +40,10 @@ impl Drop for Checkpointer {
 }
 
 impl Checkpointer {
-    /// Starts checkpointing the database `connect` opens, unless it lives in memory
-    /// (which has no log). Needs a Tokio runtime.
+    /// Starts checkpointing the database file `connect` opens (not one in memory: the
+    /// caller knows, and it has no log). Needs a Tokio runtime.
     pub(crate) fn start(connect: &SqliteConnectOptions) -> Option<Self> {
-        let file = connect.get_filename();
-        if file.as_os_str().is_empty() || file.to_str() == Some(":memory:") {
+        if connect.get_filename().as_os_str().is_empty() {
             return None;
         }
         // Never creates the file again (removed while the store runs); a checkpoint reads
@@ -53,21 +52,31 @@ impl Checkpointer {
             .clone()
             .create_if_missing(false)
             .pragma("cache_size", "-2048");
-        let task = tokio::spawn(async move {
-            if let Err(e) = run(connect).await {
-                // Commits checkpoint themselves again (`wal_autocheckpoint`): nothing is
-                // lost, only the time this task saved them.
-                tracing::warn!("background WAL checkpoints stopped: {e}");
-            }
-        });
+        let task = tokio::spawn(run(connect));
         Some(Self {
             task: task.abort_handle(),
         })
     }
 }
 
-async fn run(connect: SqliteConnectOptions) -> Result<(), sqlx::Error> {
-    let mut conn = connect.connect().await?;
+/// Checkpoints until aborted. A connection that fails (a full disk, a removed file) is
+/// replaced, after a pause; meanwhile commits checkpoint themselves past
+/// `wal_autocheckpoint`, so nothing is lost, only the time this task saves them.
+async fn run(connect: SqliteConnectOptions) {
+    loop {
+        match connect.connect().await {
+            Ok(conn) => {
+                let e = checkpoint_while_it_works(conn).await;
+                tracing::debug!("background WAL checkpoint: {e}");
+            }
+            Err(e) => tracing::debug!("background WAL checkpoint, connecting: {e}"),
+        }
+        tokio::time::sleep(EVERY * 5).await;
+    }
+}
+
+/// Checkpoints a moment after others commit, until the connection fails.
+async fn checkpoint_while_it_works(mut conn: sqlx::SqliteConnection) -> sqlx::Error {
     let mut seen: Option<i64> = None;
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -80,22 +89,16 @@ async fn run(connect: SqliteConnectOptions) -> Result<(), sqlx::Error> {
         {
             Ok(v) => v,
             Err(e) => {
-                tracing::debug!("background WAL checkpoint: {e}");
-                // The connection may be broken (a full disk, a removed file): another
-                // one next time.
                 let _ = conn.close().await;
-                tokio::time::sleep(EVERY * 5).await;
-                conn = connect.connect().await?;
-                seen = None;
-                continue;
+                return e;
             }
         };
         if seen == Some(version) {
             continue;
         }
         seen = Some(version);
-        // (busy, frames in the log, frames copied); a failure (a full disk) leaves the
-        // log as it was, to be copied later.
+        // A failure (a full disk) leaves the log as it was, to be copied after the next
+        // commit.
         if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
             .execute(&mut conn)
             .await
@@ -192,5 +195,8 @@ mod tests {
         tokio::time::sleep(EVERY * 4).await;
         assert_eq!(size(&path), copied, "copied after the task was dropped");
         pool.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
     }
 }

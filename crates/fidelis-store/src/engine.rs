@@ -428,22 +428,20 @@ pub(crate) async fn post_batch<T: LedgerTx>(
             (i, None) => i,
         };
         if beside && done < journals.len() {
-            let finished: Vec<i64> = (next..done)
+            // (Taken only short of the end: the next walk writes them.)
+            let mut finished: Vec<i64> = (next..done)
                 .filter_map(|i| {
                     let id = *member_by_name.get(journals[i].member.as_str())?;
                     (last_of.get(&id) == Some(&i)).then_some(id)
                 })
                 .collect();
+            finished.sort_unstable();
             if !finished.is_empty() {
                 writing = Some(batch.take_finished(&finished)?);
             }
         }
         next = done;
     }
-    if let Some(rows) = writing {
-        tx.write_beside(lp.id, &rows).await?;
-    }
-
     batch.write(tx).await?;
     if let Some(referral) = &program.referral {
         let mut qualified: Vec<i64> = journals

@@ -367,7 +367,10 @@ impl Store {
                     .connect_with(connect.clone())
                     .await?,
             );
-            checkpointer = checkpoint::Checkpointer::start(&connect).map(Arc::new);
+            // (sqlx names an in-memory database `file:sqlx-in-memory-N`: told by the URL.)
+            if !(url.contains(":memory:") || url.contains("mode=memory")) {
+                checkpointer = checkpoint::Checkpointer::start(&connect).map(Arc::new);
+            }
             Db::Sqlite(pool)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let connect = PgConnectOptions::from_str(url)

@@ -1603,13 +1603,6 @@ impl LedgerTx for SqliteTx<'_> {
         Ok(opening)
     }
 
-    /// Writes a batch's rows. Each statement is a message to the connection's worker
-    /// thread and an answer back; a realtime purchase's seven writes (journal, entries,
-    /// bucket, accounts, fraud memory, promotion counters, tiers) go as one multi-statement
-    /// query instead, held back to go with the `COMMIT` when nothing follows (see
-    /// [`LedgerConn`]). The rest follows part by part, after them: updates may touch a
-    /// journal this batch inserted. A batch past SQLite's parameter limit (an import's)
-    /// is written part by part, in chunks.
     fn writes_beside(&self) -> bool {
         true
     }
@@ -1631,6 +1624,13 @@ impl LedgerTx for SqliteTx<'_> {
         Ok(())
     }
 
+    /// Writes a batch's rows. Each statement is a message to the connection's worker
+    /// thread and an answer back; a realtime purchase's seven writes (journal, entries,
+    /// bucket, accounts, fraud memory, promotion counters, tiers) go as one multi-statement
+    /// query instead, held back to go with the `COMMIT` when nothing follows (see
+    /// [`LedgerConn`]). The rest follows part by part, after them: updates may touch a
+    /// journal this batch inserted. A batch past SQLite's parameter limit (an import's)
+    /// is written part by part, in chunks.
     async fn write_batch(&mut self, program_id: i64, rows: &WriteSet) -> Result<()> {
         if !fits_one_query(rows) {
             self.write_overlapped(program_id, rows).await?;
