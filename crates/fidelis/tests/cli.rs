@@ -1194,6 +1194,17 @@ fn balances(env: &Env, code: &str, members: &[&str]) -> Vec<i64> {
         .collect()
 }
 
+/// Numbers below `n`, a fixed sequence per seed (xorshift64*: no dependency).
+fn numbers(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut state = seed;
+    move |n| {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
 /// Generated files (purchases, redemptions that may overdraw, refunds of earlier
 /// purchases, repeated external ids, bad lines, an unknown member, a merged member) give
 /// the same counts, the same rejected lines and the same balances in file order and by
@@ -1209,14 +1220,7 @@ fn random_files_import_alike_in_either_order(env: &Env) {
         .map(|m| format!("{{\"member\": \"M{m}\", \"enrolled_at\": \"2026-01-01T00:00:00Z\"}}\n"))
         .collect();
     let members = env.file("members.ndjson", &members);
-    // xorshift64*: a fixed sequence per seed, no dependency.
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = |n: u64| {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        state.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    };
+    let mut next = numbers(0x9e37_79b9_7f4a_7c15);
     for case in 0..6 {
         let codes = [format!("r{case}f"), format!("r{case}m")];
         for code in &codes {
@@ -1332,14 +1336,7 @@ fn a_large_batch_leaves_what_small_batches_leave(env: &Env) {
     for code in ["large", "small"] {
         shop_with_members(env, code, &members);
     }
-    // xorshift64*: a fixed sequence, no dependency.
-    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = |n: u64| {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        state.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    };
+    let mut next = numbers(0x2545_f491_4f6c_dd1d);
     let today = chrono::Utc::now();
     let as_of = (today + chrono::Duration::days(1)).to_rfc3339();
     let mut lines = Vec::new();
